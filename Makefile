@@ -1,0 +1,50 @@
+# CareChain: `make run` starts the local network, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= var/network
+
+.PHONY: help venv protos check-protos lint test unit e2e run demo bench clean
+
+help:
+	@echo "make run    - create the environment and start the local network (data in $(DATA))"
+	@echo "make test   - run all tests (unit, contract, end-to-end)"
+	@echo "make demo   - run the demo story against a running network"
+	@echo "make bench  - run benchmarks and print numbers"
+	@echo "make protos - regenerate Python code from protos/"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+protos: venv
+	$(PY) scripts/gen_protos.py
+
+lint: venv
+	$(VENV)/bin/ruff check services tests scripts bench
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests -m "not e2e"
+
+e2e: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests -m e2e
+
+run: venv
+	$(VENV)/bin/carechain up --data-dir $(DATA)
+
+demo: venv
+	$(VENV)/bin/carechain demo --data-dir $(DATA)
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,124 @@
+"""Channels and stubs for calling CareChain services.
+
+Every channel carries the OpenTelemetry client interceptor (W3C context on
+every hop) and, when a token source is given, the caller's bearer token for the
+target service. Peer failures that mean "down" surface as
+:class:`carechain.errors.Unavailable` naming the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from carechain.auth import TokenSource, bearer_interceptor
+from carechain.errors import Unavailable
+from carechain.network import audience
+from carechain.telemetry import grpc_client_interceptor
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def open_channel(address: str, service: str, tokens: TokenSource | None = None) -> grpc.Channel:
+    """A traced channel to service at address, authenticated when tokens is given."""
+    channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    interceptors: list[Any] = [grpc_client_interceptor()]
+    if tokens is not None:
+        interceptors.append(bearer_interceptor(tokens, audience(service)))
+    return grpc.intercept_channel(channel, *interceptors)
+
+
+class PeerStub:
+    """Wraps a generated stub: default deadline, and Unavailable naming the peer when it is down."""
+
+    def __init__(self, service: str, stub: Any, timeout: float) -> None:
+        self._service = service
+        self._stub = stub
+        self._timeout = timeout
+
+    def __getattr__(self, method: str) -> Any:
+        target = getattr(self._stub, method)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self._timeout)
+            try:
+                result = target(request, **kwargs)
+            except grpc.RpcError as exc:
+                raise self._translate(exc) from exc
+            if isinstance(result, Iterator):
+                return self._stream(result)
+            return result
+
+        return call
+
+    def _stream(self, responses: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from responses
+        except grpc.RpcError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: grpc.RpcError) -> Exception:
+        code = exc.code() if hasattr(exc, "code") else None
+        if code in _DOWN:
+            details = exc.details() if hasattr(exc, "details") else ""
+            return Unavailable(f"{self._service} service", details or str(code))
+        return exc
+
+
+class Peers:
+    """Lazily opened, reused stubs for the other services, authenticated as this service."""
+
+    def __init__(self, settings: Any, tokens: TokenSource) -> None:
+        self._settings = settings
+        self._tokens = tokens
+        self._stubs: dict[str, PeerStub] = {}
+        self._channels: list[grpc.Channel] = []
+
+    def _stub(self, service: str, stub_class: Any) -> PeerStub:
+        if service not in self._stubs:
+            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens)
+            self._channels.append(channel)
+            self._stubs[service] = PeerStub(service, stub_class(channel), self._settings.rpc_timeout_seconds)
+        return self._stubs[service]
+
+    @property
+    def identity(self) -> Any:
+        from carechain.identity.v1 import identity_pb2_grpc
+
+        return self._stub("identity", identity_pb2_grpc.IdentityServiceStub)
+
+    @property
+    def storage(self) -> Any:
+        from carechain.storage.v1 import storage_pb2_grpc
+
+        return self._stub("storage", storage_pb2_grpc.StorageServiceStub)
+
+    @property
+    def ledger(self) -> Any:
+        from carechain.ledger.v1 import ledger_pb2_grpc
+
+        return self._stub("ledger", ledger_pb2_grpc.LedgerServiceStub)
+
+    @property
+    def consent(self) -> Any:
+        from carechain.consent.v1 import consent_pb2_grpc
+
+        return self._stub("consent", consent_pb2_grpc.ConsentServiceStub)
+
+    @property
+    def audit(self) -> Any:
+        from carechain.audit.v1 import audit_pb2_grpc
+
+        return self._stub("audit", audit_pb2_grpc.AuditServiceStub)
+
+    def close(self) -> None:
+        """Close every channel."""
+        for channel in self._channels:
+            channel.close()

@@ -1,0 +1,101 @@
+from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.consent.v1 import policy_pb2 as _policy_pb2
+from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ConsentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONSENT_STATUS_UNSPECIFIED: _ClassVar[ConsentStatus]
+    CONSENT_STATUS_ACTIVE: _ClassVar[ConsentStatus]
+    CONSENT_STATUS_REVOKED: _ClassVar[ConsentStatus]
+
+class DecisionEffect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_EFFECT_UNSPECIFIED: _ClassVar[DecisionEffect]
+    DECISION_EFFECT_PERMIT: _ClassVar[DecisionEffect]
+    DECISION_EFFECT_DENY: _ClassVar[DecisionEffect]
+CONSENT_STATUS_UNSPECIFIED: ConsentStatus
+CONSENT_STATUS_ACTIVE: ConsentStatus
+CONSENT_STATUS_REVOKED: ConsentStatus
+DECISION_EFFECT_UNSPECIFIED: DecisionEffect
+DECISION_EFFECT_PERMIT: DecisionEffect
+DECISION_EFFECT_DENY: DecisionEffect
+
+class GrantConsentRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class RevokeConsentRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class ConsentRecord(_message.Message):
+    __slots__ = ("consent_id", "patient_id", "policy", "status", "granted_log_index", "revoked_log_index")
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    consent_id: str
+    patient_id: str
+    policy: _policy_pb2.ConsentPolicy
+    status: ConsentStatus
+    granted_log_index: int
+    revoked_log_index: int
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., status: _Optional[_Union[ConsentStatus, str]] = ..., granted_log_index: _Optional[int] = ..., revoked_log_index: _Optional[int] = ...) -> None: ...
+
+class ListConsentsRequest(_message.Message):
+    __slots__ = ("patient_id",)
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    def __init__(self, patient_id: _Optional[str] = ...) -> None: ...
+
+class ListConsentsResponse(_message.Message):
+    __slots__ = ("consents",)
+    CONSENTS_FIELD_NUMBER: _ClassVar[int]
+    consents: _containers.RepeatedCompositeFieldContainer[ConsentRecord]
+    def __init__(self, consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("actor_id", "record_id", "purpose", "action")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    record_id: str
+    purpose: _common_pb2.PurposeOfUse
+    action: _common_pb2.ConsentAction
+    def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id")
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVISION_PATH_FIELD_NUMBER: _ClassVar[int]
+    DECISION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    effect: DecisionEffect
+    reason: str
+    consent_id: str
+    provision_path: str
+    decision_token: str
+    expires_at_ms: int
+    patient_id: str
+    decision_id: str
+    def __init__(self, effect: _Optional[_Union[DecisionEffect, str]] = ..., reason: _Optional[str] = ..., consent_id: _Optional[str] = ..., provision_path: _Optional[str] = ..., decision_token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., patient_id: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...

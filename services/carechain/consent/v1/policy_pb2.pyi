@@ -1,0 +1,54 @@
+from carechain.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProvisionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROVISION_TYPE_UNSPECIFIED: _ClassVar[ProvisionType]
+    PROVISION_TYPE_PERMIT: _ClassVar[ProvisionType]
+    PROVISION_TYPE_DENY: _ClassVar[ProvisionType]
+PROVISION_TYPE_UNSPECIFIED: ProvisionType
+PROVISION_TYPE_PERMIT: ProvisionType
+PROVISION_TYPE_DENY: ProvisionType
+
+class ConsentActor(_message.Message):
+    __slots__ = ("practitioner_id", "organization_id", "specialty")
+    PRACTITIONER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    practitioner_id: str
+    organization_id: str
+    specialty: str
+    def __init__(self, practitioner_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ...) -> None: ...
+
+class Provision(_message.Message):
+    __slots__ = ("type", "actors", "actions", "purposes", "categories", "period", "provisions")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONS_FIELD_NUMBER: _ClassVar[int]
+    type: ProvisionType
+    actors: _containers.RepeatedCompositeFieldContainer[ConsentActor]
+    actions: _containers.RepeatedScalarFieldContainer[_common_pb2.ConsentAction]
+    purposes: _containers.RepeatedScalarFieldContainer[_common_pb2.PurposeOfUse]
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    period: _common_pb2.Period
+    provisions: _containers.RepeatedCompositeFieldContainer[Provision]
+    def __init__(self, type: _Optional[_Union[ProvisionType, str]] = ..., actors: _Optional[_Iterable[_Union[ConsentActor, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[_common_pb2.ConsentAction, str]]] = ..., purposes: _Optional[_Iterable[_Union[_common_pb2.PurposeOfUse, str]]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[Provision, _Mapping]]] = ...) -> None: ...
+
+class ConsentPolicy(_message.Message):
+    __slots__ = ("provisions", "period")
+    PROVISIONS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    provisions: _containers.RepeatedCompositeFieldContainer[Provision]
+    period: _common_pb2.Period
+    def __init__(self, provisions: _Optional[_Iterable[_Union[Provision, _Mapping]]] = ..., period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,156 @@
+from carechain.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterPrincipalRequest(_message.Message):
+    __slots__ = ("kind", "display_name", "public_key", "organization_id", "specialty", "fhir_patient_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    FHIR_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: _common_pb2.PrincipalKind
+    display_name: str
+    public_key: bytes
+    organization_id: str
+    specialty: str
+    fhir_patient_id: str
+    def __init__(self, kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., display_name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ..., fhir_patient_id: _Optional[str] = ...) -> None: ...
+
+class Principal(_message.Message):
+    __slots__ = ("principal_id", "kind", "display_name", "public_key", "organization_id", "specialty", "fhir_patient_id", "ledger_log_index")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    FHIR_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    kind: _common_pb2.PrincipalKind
+    display_name: str
+    public_key: bytes
+    organization_id: str
+    specialty: str
+    fhir_patient_id: str
+    ledger_log_index: int
+    def __init__(self, principal_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., display_name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ..., fhir_patient_id: _Optional[str] = ..., ledger_log_index: _Optional[int] = ...) -> None: ...
+
+class GetPrincipalRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class CreateChallengeRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class Challenge(_message.Message):
+    __slots__ = ("challenge", "expires_at_ms")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    challenge: bytes
+    expires_at_ms: int
+    def __init__(self, challenge: _Optional[bytes] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class IssueTokenRequest(_message.Message):
+    __slots__ = ("principal_id", "challenge", "audience", "signature")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    challenge: bytes
+    audience: str
+    signature: bytes
+    def __init__(self, principal_id: _Optional[str] = ..., challenge: _Optional[bytes] = ..., audience: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class AccessToken(_message.Message):
+    __slots__ = ("token", "expires_at_ms")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at_ms: int
+    def __init__(self, token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class GetTokenIssuerKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TokenIssuerKeys(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[IssuerKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[IssuerKey, _Mapping]]] = ...) -> None: ...
+
+class IssuerKey(_message.Message):
+    __slots__ = ("key_id", "public_key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key: bytes
+    def __init__(self, key_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class GenerateDataKeyRequest(_message.Message):
+    __slots__ = ("patient_id", "record_id")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    record_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., record_id: _Optional[str] = ...) -> None: ...
+
+class DataKey(_message.Message):
+    __slots__ = ("plaintext_key", "key_ref")
+    PLAINTEXT_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_REF_FIELD_NUMBER: _ClassVar[int]
+    plaintext_key: bytes
+    key_ref: KeyReference
+    def __init__(self, plaintext_key: _Optional[bytes] = ..., key_ref: _Optional[_Union[KeyReference, _Mapping]] = ...) -> None: ...
+
+class KeyReference(_message.Message):
+    __slots__ = ("key_name", "key_version", "record_id")
+    KEY_NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    key_name: str
+    key_version: int
+    record_id: str
+    def __init__(self, key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., record_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseDataKeyRequest(_message.Message):
+    __slots__ = ("record_id", "decision_token")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    decision_token: str
+    def __init__(self, record_id: _Optional[str] = ..., decision_token: _Optional[str] = ...) -> None: ...
+
+class ReleasedDataKey(_message.Message):
+    __slots__ = ("plaintext_key",)
+    PLAINTEXT_KEY_FIELD_NUMBER: _ClassVar[int]
+    plaintext_key: bytes
+    def __init__(self, plaintext_key: _Optional[bytes] = ...) -> None: ...
+
+class RotatePatientKeyRequest(_message.Message):
+    __slots__ = ("patient_id",)
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    def __init__(self, patient_id: _Optional[str] = ...) -> None: ...
+
+class RotatePatientKeyResponse(_message.Message):
+    __slots__ = ("key_version", "rewrapped")
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REWRAPPED_FIELD_NUMBER: _ClassVar[int]
+    key_version: int
+    rewrapped: int
+    def __init__(self, key_version: _Optional[int] = ..., rewrapped: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The ledger: signed transactions, validated and ordered into signed, hash-chained blocks."""

@@ -1,0 +1,323 @@
+from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.consent.v1 import policy_pb2 as _policy_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Transaction(_message.Message):
+    __slots__ = ("body", "signer_id", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signer_id: str
+    signature: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signer_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class TransactionBody(_message.Message):
+    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_RECORD_FIELD_NUMBER: _ClassVar[int]
+    GRANT_CONSENT_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_CONSENT_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_AUDIT_BATCH_FIELD_NUMBER: _ClassVar[int]
+    ERASE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
+    chain_id: str
+    nonce: bytes
+    created_at_ms: int
+    submitter_id: str
+    register_principal: RegisterPrincipal
+    register_record: RegisterRecord
+    grant_consent: GrantConsent
+    revoke_consent: RevokeConsent
+    anchor_audit_batch: AnchorAuditBatch
+    erase_records: EraseRecords
+    key_rotation: KeyRotation
+    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ...) -> None: ...
+
+class RegisterPrincipal(_message.Message):
+    __slots__ = ("principal_id", "kind", "public_key", "organization_id", "specialty")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    kind: _common_pb2.PrincipalKind
+    public_key: bytes
+    organization_id: str
+    specialty: str
+    def __init__(self, principal_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., public_key: _Optional[bytes] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ...) -> None: ...
+
+class RegisterRecord(_message.Message):
+    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KEY_NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    patient_id: str
+    organization_id: str
+    author_id: str
+    resource_type: str
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    content_sha256: str
+    content_size: int
+    key_name: str
+    key_version: int
+    version: int
+    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GrantConsent(_message.Message):
+    __slots__ = ("consent_id", "patient_id", "policy")
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    consent_id: str
+    patient_id: str
+    policy: _policy_pb2.ConsentPolicy
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ...) -> None: ...
+
+class RevokeConsent(_message.Message):
+    __slots__ = ("consent_id", "patient_id")
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    consent_id: str
+    patient_id: str
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ...) -> None: ...
+
+class AnchorAuditBatch(_message.Message):
+    __slots__ = ("batch_number", "first_sequence", "last_sequence", "merkle_root")
+    BATCH_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    batch_number: int
+    first_sequence: int
+    last_sequence: int
+    merkle_root: bytes
+    def __init__(self, batch_number: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., merkle_root: _Optional[bytes] = ...) -> None: ...
+
+class EraseRecords(_message.Message):
+    __slots__ = ("patient_id", "record_ids")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    record_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class KeyRotation(_message.Message):
+    __slots__ = ("patient_id", "key_version")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    key_version: int
+    def __init__(self, patient_id: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
+
+class SubmitTransactionRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: Transaction
+    def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ...) -> None: ...
+
+class SubmitTransactionResponse(_message.Message):
+    __slots__ = ("transaction_hash", "height", "index", "log_index", "valid", "reason")
+    TRANSACTION_HASH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    transaction_hash: str
+    height: int
+    index: int
+    log_index: int
+    valid: bool
+    reason: str
+    def __init__(self, transaction_hash: _Optional[str] = ..., height: _Optional[int] = ..., index: _Optional[int] = ..., log_index: _Optional[int] = ..., valid: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BlockHeader(_message.Message):
+    __slots__ = ("chain_id", "height", "previous_header_hash", "transactions_root", "results_hash", "log_size", "log_root", "timestamp_ms")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HEADER_HASH_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_ROOT_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_HASH_FIELD_NUMBER: _ClassVar[int]
+    LOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LOG_ROOT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    chain_id: str
+    height: int
+    previous_header_hash: bytes
+    transactions_root: bytes
+    results_hash: bytes
+    log_size: int
+    log_root: bytes
+    timestamp_ms: int
+    def __init__(self, chain_id: _Optional[str] = ..., height: _Optional[int] = ..., previous_header_hash: _Optional[bytes] = ..., transactions_root: _Optional[bytes] = ..., results_hash: _Optional[bytes] = ..., log_size: _Optional[int] = ..., log_root: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+
+class TransactionResult(_message.Message):
+    __slots__ = ("valid", "reason")
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    valid: bool
+    reason: str
+    def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ValidatorSignature(_message.Message):
+    __slots__ = ("validator_id", "signature")
+    VALIDATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    validator_id: str
+    signature: bytes
+    def __init__(self, validator_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Block(_message.Message):
+    __slots__ = ("header", "transactions", "results", "signatures")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    header: bytes
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    results: _containers.RepeatedCompositeFieldContainer[TransactionResult]
+    signatures: _containers.RepeatedCompositeFieldContainer[ValidatorSignature]
+    def __init__(self, header: _Optional[bytes] = ..., transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TransactionResult, _Mapping]]] = ..., signatures: _Optional[_Iterable[_Union[ValidatorSignature, _Mapping]]] = ...) -> None: ...
+
+class GetChainHeadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChainHead(_message.Message):
+    __slots__ = ("header", "header_hash")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    HEADER_HASH_FIELD_NUMBER: _ClassVar[int]
+    header: BlockHeader
+    header_hash: bytes
+    def __init__(self, header: _Optional[_Union[BlockHeader, _Mapping]] = ..., header_hash: _Optional[bytes] = ...) -> None: ...
+
+class GetBlockRequest(_message.Message):
+    __slots__ = ("height",)
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    def __init__(self, height: _Optional[int] = ...) -> None: ...
+
+class ListTransactionsRequest(_message.Message):
+    __slots__ = ("from_log_index", "limit")
+    FROM_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    from_log_index: int
+    limit: int
+    def __init__(self, from_log_index: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class LoggedTransaction(_message.Message):
+    __slots__ = ("log_index", "height", "transaction", "result")
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    log_index: int
+    height: int
+    transaction: Transaction
+    result: TransactionResult
+    def __init__(self, log_index: _Optional[int] = ..., height: _Optional[int] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., result: _Optional[_Union[TransactionResult, _Mapping]] = ...) -> None: ...
+
+class ListTransactionsResponse(_message.Message):
+    __slots__ = ("transactions", "log_size")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[LoggedTransaction]
+    log_size: int
+    def __init__(self, transactions: _Optional[_Iterable[_Union[LoggedTransaction, _Mapping]]] = ..., log_size: _Optional[int] = ...) -> None: ...
+
+class GetRecordEntryRequest(_message.Message):
+    __slots__ = ("record_id",)
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    def __init__(self, record_id: _Optional[str] = ...) -> None: ...
+
+class RecordEntry(_message.Message):
+    __slots__ = ("record", "log_index", "erased")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERASED_FIELD_NUMBER: _ClassVar[int]
+    record: RegisterRecord
+    log_index: int
+    erased: bool
+    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ...) -> None: ...
+
+class GetInclusionProofRequest(_message.Message):
+    __slots__ = ("log_index", "tree_size")
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    log_index: int
+    tree_size: int
+    def __init__(self, log_index: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
+class InclusionProof(_message.Message):
+    __slots__ = ("log_index", "tree_size", "hashes", "root", "leaf")
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    log_index: int
+    tree_size: int
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    root: bytes
+    leaf: bytes
+    def __init__(self, log_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., root: _Optional[bytes] = ..., leaf: _Optional[bytes] = ...) -> None: ...
+
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("first_size", "second_size")
+    FIRST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_SIZE_FIELD_NUMBER: _ClassVar[int]
+    first_size: int
+    second_size: int
+    def __init__(self, first_size: _Optional[int] = ..., second_size: _Optional[int] = ...) -> None: ...
+
+class ConsistencyProof(_message.Message):
+    __slots__ = ("first_size", "second_size", "hashes", "first_root", "second_root")
+    FIRST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ROOT_FIELD_NUMBER: _ClassVar[int]
+    SECOND_ROOT_FIELD_NUMBER: _ClassVar[int]
+    first_size: int
+    second_size: int
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    first_root: bytes
+    second_root: bytes
+    def __init__(self, first_size: _Optional[int] = ..., second_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., first_root: _Optional[bytes] = ..., second_root: _Optional[bytes] = ...) -> None: ...
+
+class VerifyChainRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyChainResponse(_message.Message):
+    __slots__ = ("ok", "blocks_checked", "first_bad_height", "problem")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BAD_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    blocks_checked: int
+    first_bad_height: int
+    problem: str
+    def __init__(self, ok: _Optional[bool] = ..., blocks_checked: _Optional[int] = ..., first_bad_height: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,171 @@
+"""Shared server bootstrap for the six services.
+
+Every service gets: JSON logs, OpenTelemetry tracing, gRPC health
+(``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
+graceful stop on SIGTERM/SIGINT (health NOT_SERVING first, then stop with a
+grace period so in-flight calls finish).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from carechain.clients import MAX_MESSAGE_BYTES
+from carechain.config import ServiceSettings
+from carechain.errors import CareChainError
+from carechain.logs import configure_logging
+from carechain.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
+
+log = logging.getLogger("carechain.server")
+
+# Registers servicers on the server and returns their full service names.
+Register = Callable[[grpc.Server], Iterable[str]]
+
+
+def _abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
+    """Turn a domain or peer error into the right gRPC status; re-raise anything else."""
+    if isinstance(exc, CareChainError):
+        log.info("request refused", extra={"grpc_code": exc.code.name, "reason": exc.message})
+        context.abort(exc.code, exc.message)
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        # A peer refused the call: pass its status through unchanged.
+        context.abort(exc.code(), exc.details() or "")
+    log.exception("unexpected error")
+    raise exc
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps :class:`CareChainError` (and peer RpcErrors) raised by handlers to gRPC statuses."""
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        def unary(behavior: Any) -> Any:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except Exception as exc:  # noqa: BLE001 - re-raised unless mapped
+                    _abort_with(context, exc)
+
+            return wrapped
+
+        def streaming(behavior: Any) -> Any:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from behavior(request, context)
+                except Exception as exc:  # noqa: BLE001 - re-raised unless mapped
+                    _abort_with(context, exc)
+
+            return wrapped
+
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+
+
+@dataclass
+class RunningService:
+    """A started gRPC server with its health servicer."""
+
+    name: str
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    grace_seconds: float
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    _stopped: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Report NOT_SERVING, let in-flight calls finish, then release resources."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down", extra={"grace_seconds": self.grace_seconds})
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.grace_seconds).wait()
+        for close in self.on_stop:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                log.exception("error while closing")
+        log.info("stopped")
+        self._done.set()
+
+    def wait(self) -> None:
+        """Block until stop() has finished."""
+        self._done.wait()
+
+
+def start_service(
+    name: str,
+    settings: ServiceSettings,
+    register: Register,
+    on_stop: Iterable[Callable[[], None]] = (),
+) -> RunningService:
+    """Build and start a service's gRPC server with health, reflection and interceptors."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=name),
+        interceptors=[grpc_server_interceptor(), ErrorInterceptor()],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    service_names = list(register(server))
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service_name in [*service_names, ""]:
+        health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(settings.listen_address)
+    if port == 0:
+        raise OSError(f"CARECHAIN_LISTEN_ADDRESS: cannot listen on {settings.listen_address}")
+    server.start()
+    log.info("serving", extra={"listen_address": settings.listen_address, "port": port, "services": service_names})
+    return RunningService(name, server, port, health_servicer, settings.shutdown_grace_seconds, list(on_stop))
+
+
+def run_service(
+    name: str,
+    settings: ServiceSettings,
+    register: Register,
+    on_stop: Iterable[Callable[[], None]] = (),
+) -> None:
+    """Run a service in this process until SIGTERM or SIGINT, then stop gracefully."""
+    configure_logging(name, settings.log_level)
+    configure_tracing(name)
+    running = start_service(name, settings, register, on_stop)
+
+    def handle_signal(signum: int, _frame: Any) -> None:
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        threading.Thread(target=running.stop, name="shutdown").start()
+
+    signal.signal(signal.SIGTERM, handle_signal)
+    signal.signal(signal.SIGINT, handle_signal)
+    running.wait()
+    shutdown_tracing()
