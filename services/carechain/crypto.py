@@ -105,6 +105,10 @@ class Ed25519Signer:
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(key_id, key)
 
+    def with_key_id(self, key_id: str) -> Ed25519Signer:
+        """The same key under another principal id (ids are assigned at registration)."""
+        return Ed25519Signer(key_id, self._private_key)
+
     @property
     def key_id(self) -> str:
         return self._key_id

@@ -44,19 +44,17 @@ def configure_tracing(service: str) -> TracerProvider:
     return provider
 
 
-def tracer_provider() -> TracerProvider:
-    """The configured provider (configuring a default one if needed)."""
-    return _provider or configure_tracing("client")
-
-
 def grpc_server_interceptor() -> grpc.ServerInterceptor:
-    """Interceptor that starts a server span per call from the caller's W3C context."""
-    return server_interceptor(tracer_provider=tracer_provider())
+    """Interceptor that starts a server span per call from the caller's W3C context.
+
+    It uses the global provider, so it may be created before configure_tracing runs.
+    """
+    return server_interceptor()
 
 
 def grpc_client_interceptor() -> grpc.UnaryUnaryClientInterceptor:
-    """Interceptor that starts a client span per call and injects W3C context."""
-    return client_interceptor(tracer_provider=tracer_provider())
+    """Interceptor that starts a client span per call and injects W3C context (global provider)."""
+    return client_interceptor()
 
 
 def current_trace_id() -> str:

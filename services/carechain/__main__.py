@@ -1,0 +1,5 @@
+"""``python -m carechain`` runs the CLI."""
+
+from carechain.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""The ``carechain`` command.
+
+    carechain up [--data-dir DIR]          start the six services on localhost (Ctrl-C stops them)
+    carechain demo [--data-dir DIR]        run the story against the running network
+    carechain ledger verify [--data-dir DIR]  verify a ledger copy offline; names the first bad block
+    carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import signal
+import sys
+import threading
+
+from carechain.network import SERVICES, NetworkLayout
+
+DEFAULT_DATA_DIR = pathlib.Path("var/network")
+
+
+def _data_dir(args: argparse.Namespace) -> pathlib.Path:
+    return pathlib.Path(args.data_dir)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    importlib.import_module(f"carechain.{args.service}.server").main()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from carechain.localnet import LocalNetwork
+
+    data_dir = _data_dir(args)
+    network = LocalNetwork.with_default_ports(data_dir) if args.default_ports else LocalNetwork(data_dir)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"starting CareChain in {network.layout.root} ...", flush=True)
+    endpoints = network.start()
+    print("CareChain local network is up (embedded backends):")
+    for service in SERVICES:
+        print(f"  {service:9} {endpoints.address(service)}")
+    print(f"logs: {network.log_dir}/<service>.log")
+    print(f"try:  carechain demo --data-dir {data_dir}     (Ctrl-C here stops the network)", flush=True)
+    try:
+        while not stop.wait(1):
+            for service, process in list(network.processes.items()):
+                if process.poll() is not None:
+                    print(f"{service} exited with code {process.returncode}; stopping", file=sys.stderr)
+                    stop.set()
+    finally:
+        print("stopping ...", flush=True)
+        network.stop()
+        print("stopped")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from carechain.demo import run_demo
+    from carechain.localnet import ENDPOINTS_FILE, Endpoints
+
+    layout = NetworkLayout(_data_dir(args))
+    try:
+        endpoints = Endpoints.load(layout.root / ENDPOINTS_FILE)
+    except FileNotFoundError:
+        print(f"no running network in {layout.root}: start one with `carechain up --data-dir {args.data_dir}`",
+              file=sys.stderr)
+        return 2
+    outcome = run_demo(endpoints, layout.operator_signer())
+    return 0 if outcome.chain_ok else 1
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from carechain.ledger.verify import verify_data_dir
+
+    layout = NetworkLayout(_data_dir(args))
+    result = verify_data_dir(layout.service_dir("ledger"), layout.trust_dir)
+    if result.ok:
+        print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, Merkle roots and proofs)")
+        return 0
+    print(f"chain BROKEN at block {result.first_bad_height}: {result.problem}")
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carechain", description="CareChain: consented, audited health records")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one service (configured by CARECHAIN_* variables)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.set_defaults(func=cmd_serve)
+
+    up = sub.add_parser("up", help="start the local network (six processes, embedded backends)")
+    up.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where keys and data live (kept across runs)")
+    up.add_argument("--random-ports", dest="default_ports", action="store_false",
+                    help="use free ports instead of 7100-7105")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="run the demo story against a running local network")
+    demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    demo.set_defaults(func=cmd_demo)
+
+    ledger = sub.add_parser("ledger", help="ledger tools")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_sub.add_parser("verify", help="verify a ledger copy offline and name the first bad block")
+    verify.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    verify.set_defaults(func=cmd_ledger_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``carechain`` command."""
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,184 @@
+"""The one-command local network: six services as separate processes on localhost.
+
+Used by ``carechain up``, the end-to-end tests and the benchmarks, so all three
+run the network the same way. Data (keys, trust bundle, each service's store,
+logs) lives under one directory and survives restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from carechain.config import DEFAULT_PORTS
+from carechain.network import SERVICES, NetworkLayout, service_principal_id
+
+# Ledger first (others read it at start), records last (it calls everyone).
+START_ORDER = ("ledger", "identity", "audit", "storage", "consent", "records")
+ENDPOINTS_FILE = "network.json"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """host:port of each service."""
+
+    records: str
+    identity: str
+    storage: str
+    ledger: str
+    consent: str
+    audit: str
+    chain_id: str = "carechain-local"
+
+    def address(self, service: str) -> str:
+        return str(getattr(self, service))
+
+    def save(self, path: pathlib.Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: pathlib.Path) -> Endpoints:
+        """Read the endpoints a running network wrote; FileNotFoundError if none is running there."""
+        return cls(**json.loads(path.read_text()))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(address: str, timeout: float) -> None:
+    """Block until the gRPC health check at address reports SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service at {address} not healthy after {timeout:.0f}s")
+            time.sleep(0.1)
+
+
+class LocalNetwork:
+    """Starts and stops the six services on localhost with embedded backends."""
+
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        ports: dict[str, int] | None = None,
+        chain_id: str = "carechain-local",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.layout = NetworkLayout(data_dir)
+        ports = ports or {service: free_port() for service in SERVICES}
+        self.endpoints = Endpoints(chain_id=chain_id, **{s: f"127.0.0.1:{ports[s]}" for s in SERVICES})
+        self.extra_env = extra_env or {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def with_default_ports(cls, data_dir: pathlib.Path, **kwargs: object) -> LocalNetwork:
+        """A network on the documented ports 7100-7105."""
+        return cls(data_dir, ports=dict(DEFAULT_PORTS), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def log_dir(self) -> pathlib.Path:
+        return self.layout.root / "logs"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """Environment that configures one service process."""
+        env = {
+            "CARECHAIN_LISTEN_ADDRESS": self.endpoints.address(service),
+            "CARECHAIN_DATA_DIR": str(self.layout.service_dir(service)),
+            "CARECHAIN_SIGNING_KEY_FILE": str(self.layout.key_file(service_principal_id(service))),
+            "CARECHAIN_TRUST_DIR": str(self.layout.trust_dir),
+            "CARECHAIN_CHAIN_ID": self.endpoints.chain_id,
+            **{f"CARECHAIN_{peer.upper()}_ADDRESS": self.endpoints.address(peer) for peer in SERVICES},
+            "OTEL_SERVICE_NAME": f"carechain-{service}",
+        }
+        return {**os.environ, **env, **self.extra_env}
+
+    def start(self, timeout: float = 60.0) -> Endpoints:
+        """Create keys if needed, start every service, wait until all are healthy."""
+        self.layout.ensure()
+        self.log_dir.mkdir(exist_ok=True)
+        try:
+            for service in START_ORDER:
+                self.start_service(service, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints.save(self.layout.root / ENDPOINTS_FILE)
+        return self.endpoints
+
+    def start_service(self, service: str, timeout: float = 60.0) -> None:
+        """Start (or restart) one service process and wait for it to be healthy."""
+        log_file = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
+        process = subprocess.Popen(
+            [sys.executable, "-m", "carechain", "serve", service],
+            env=self.service_env(service),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log_file.close()
+        self.processes[service] = process
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    wait_healthy(self.endpoints.address(service), timeout=1)
+                    return
+                except TimeoutError:
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"{service} exited with code {process.returncode}; see {self.log_dir / (service + '.log')}"
+                        ) from None
+                    if time.monotonic() > deadline:
+                        raise
+        except BaseException:
+            process.kill()
+            raise
+
+    def stop_service(self, service: str, timeout: float = 15.0) -> int | None:
+        """SIGTERM one service, escalate to SIGKILL after timeout; returns its exit code."""
+        process = self.processes.pop(service, None)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop(self) -> None:
+        """Stop every service, records first."""
+        for service in reversed(START_ORDER):
+            self.stop_service(service)
+        (self.layout.root / ENDPOINTS_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalNetwork:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,203 @@
+"""The write and read flows of the records gateway (DESIGN.md, "The two main flows").
+
+Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
+binds record id, patient pseudonym, version) -> ciphertext to storage ->
+signed RegisterRecord on the ledger -> audit.
+
+Read: ledger entry -> consent decision -> (deny: audit, PERMISSION_DENIED) ->
+data key released against the decision token -> ciphertext, hash checked
+against the ledger -> decrypt -> audit (fail closed) -> resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from carechain.audit.events import AuditReporter
+from carechain.audit.v1 import audit_pb2
+from carechain.auth import Caller, Kind
+from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import consent_pb2
+from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
+from carechain.errors import DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.identity.v1 import identity_pb2
+from carechain.ledger import client as ledger_client
+from carechain.ledger.transactions import new_body, sign_transaction
+from carechain.ledger.v1 import ledger_pb2
+from carechain.records.fhir import validate_resource
+from carechain.sensitivity import categorize
+from carechain.storage.v1 import storage_pb2
+
+log = logging.getLogger("carechain.records")
+
+Action = audit_pb2.AuditAction
+Outcome = audit_pb2.AuditOutcome
+RECORD_VERSION = 1
+UPLOAD_CHUNK_BYTES = 256 * 1024
+
+
+def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
+    """AEAD associated data: a ciphertext only decrypts as this record of this patient at this version."""
+    return f"carechain-record/v1|{record_id}|{patient_id}|{version}".encode()
+
+
+def organization_of(caller: Caller) -> str:
+    """The organisation a writer or reader acts for."""
+    return caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else caller.organization_id
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """Result of a write."""
+
+    record_id: str
+    version: int
+    categories: list[int]
+    content_sha256: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class ReadRecord:
+    """Result of a permitted read."""
+
+    record_id: str
+    resource_json: bytes
+    categories: list[int]
+    patient_id: str
+    resource_type: str
+    decision_id: str
+
+
+class RecordsGateway:
+    """Orchestrates identity, storage, ledger, consent and audit for record writes and reads."""
+
+    def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int) -> None:
+        self._peers = peers
+        self._signer = signer
+        self._chain_id = chain_id
+        self._max_record_bytes = max_record_bytes
+        self._audit = AuditReporter(peers.audit, "records")
+
+    # --- write -----------------------------------------------------------
+
+    def put_record(self, caller: Caller, patient_id: str, resource_json: bytes) -> StoredRecord:
+        """Validate, encrypt, store, register and audit one FHIR resource."""
+        if not patient_id:
+            raise InvalidArgument("patient_id", "is required")
+        patient = self._patient(patient_id)
+        resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
+        categories = categorize(resource.content)
+        record_id = str(uuid.uuid4())
+        organization_id = organization_of(caller)
+
+        data_key = self._peers.identity.GenerateDataKey(
+            identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
+        )
+        ciphertext = seal(
+            data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
+        )
+        content_sha256 = sha256_hex(ciphertext)
+        blob = self._peers.storage.PutBlob(_upload(ciphertext, content_sha256))
+        if not same(blob.sha256, content_sha256):
+            raise DataLoss("storage stored different bytes than were sent")
+
+        registration = ledger_pb2.RegisterRecord(
+            record_id=record_id,
+            patient_id=patient_id,
+            organization_id=organization_id,
+            author_id=caller.principal_id,
+            resource_type=resource.resource_type,
+            categories=categories,
+            content_sha256=content_sha256,
+            content_size=len(ciphertext),
+            key_name=data_key.key_ref.key_name,
+            key_version=data_key.key_ref.key_version,
+            version=RECORD_VERSION,
+        )
+        tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
+        committed = ledger_client.submit(self._peers.ledger, tx)
+        self._audit.report(
+            Action.AUDIT_ACTION_WRITE,
+            Outcome.AUDIT_OUTCOME_SUCCESS,
+            actor_id=caller.principal_id,
+            organization_id=organization_id,
+            patient_id=patient_id,
+            record_id=record_id,
+        )
+        log.info("record stored", extra={"record_id": record_id, "log_index": committed.log_index})
+        return StoredRecord(record_id, RECORD_VERSION, categories, content_sha256, committed.log_index)
+
+    def _patient(self, patient_id: str) -> identity_pb2.Principal:
+        try:
+            principal = self._peers.identity.GetPrincipal(identity_pb2.GetPrincipalRequest(principal_id=patient_id))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                raise InvalidArgument("patient_id", "is not a registered patient") from exc
+            raise
+        if principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
+            raise InvalidArgument("patient_id", "is not a registered patient")
+        return principal
+
+    # --- read ------------------------------------------------------------
+
+    def get_record(self, caller: Caller, record_id: str, purpose: int) -> ReadRecord:
+        """Return a record's exact bytes if consent permits; audit the attempt either way."""
+        if not record_id:
+            raise InvalidArgument("record_id", "is required")
+        if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
+            raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
+        record = entry.record
+        audit_fields = {
+            "actor_id": caller.principal_id,
+            "organization_id": organization_of(caller),
+            "patient_id": record.patient_id,
+            "record_id": record_id,
+            "purpose": purpose,
+        }
+        decision = self._peers.consent.Decide(
+            consent_pb2.DecideRequest(
+                actor_id=caller.principal_id,
+                record_id=record_id,
+                purpose=purpose,
+                action=common_pb2.CONSENT_ACTION_ACCESS,
+            )
+        )
+        if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
+            # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
+            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason,
+                               **audit_fields)
+            raise PermissionDenied(decision.reason or "denied by consent")
+
+        key = self._peers.identity.ReleaseDataKey(
+            identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
+        )
+        ciphertext = b"".join(
+            chunk.data for chunk in self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
+        )
+        if not same(sha256_hex(ciphertext), record.content_sha256):
+            raise DataLoss(f"record {record_id}: stored ciphertext does not match the ledger hash")
+        try:
+            plaintext = open_sealed(
+                key.plaintext_key, ciphertext, record_associated_data(record_id, record.patient_id, record.version)
+            )
+        except IntegrityError as exc:
+            raise DataLoss(f"record {record_id}: ciphertext failed authentication") from exc
+        self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
+                           **audit_fields)
+        return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
+                          decision.decision_id)
+
+
+def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:
+    """A PutBlob request stream: metadata, then chunks."""
+    yield storage_pb2.PutBlobRequest(metadata=storage_pb2.PutBlobMetadata(expected_sha256=content_sha256))
+    for start in range(0, len(ciphertext), UPLOAD_CHUNK_BYTES):
+        yield storage_pb2.PutBlobRequest(chunk=ciphertext[start : start + UPLOAD_CHUNK_BYTES])

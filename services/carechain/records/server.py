@@ -1,0 +1,73 @@
+"""RecordsService: the gRPC API partner hospitals call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from carechain.auth import Authenticator, Kind, TokenSource
+from carechain.clients import Peers, open_channel
+from carechain.config import RecordsSettings
+from carechain.crypto import Ed25519Signer
+from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.records.gateway import RecordsGateway
+from carechain.records.v1 import records_pb2, records_pb2_grpc
+from carechain.server import Register, run_service
+
+SERVICE_NAME = records_pb2.DESCRIPTOR.services_by_name["RecordsService"].full_name
+
+
+class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
+    """Authenticates callers and hands requests to the gateway flows."""
+
+    def __init__(self, gateway: RecordsGateway, authenticator: Authenticator) -> None:
+        self._gateway = gateway
+        self._auth = authenticator
+
+    def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext) -> Any:
+        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_ORGANIZATION)
+        stored = self._gateway.put_record(caller, request.patient_id, request.resource_json)
+        return records_pb2.PutRecordResponse(
+            record_id=stored.record_id,
+            version=stored.version,
+            categories=stored.categories,
+            content_sha256=stored.content_sha256,
+            ledger_log_index=stored.log_index,
+        )
+
+    def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
+        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER)
+        record = self._gateway.get_record(caller, request.record_id, request.purpose)
+        return records_pb2.GetRecordResponse(
+            record_id=record.record_id,
+            resource_json=record.resource_json,
+            categories=record.categories,
+            patient_id=record.patient_id,
+            resource_type=record.resource_type,
+            decision_id=record.decision_id,
+        )
+
+
+def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]]:
+    """Wire the records service from its settings."""
+    signer = Ed25519Signer.from_file(service_principal_id("records"), settings.signing_key_file)
+    trust = TrustBundle.load(settings.trust_dir)
+    tokens = TokenSource.for_signer(open_channel(settings.identity_address, "identity"), signer)
+    peers = Peers(settings, tokens)
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
+    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
+
+    def register(server: grpc.Server) -> list[str]:
+        records_pb2_grpc.add_RecordsServiceServicer_to_server(servicer, server)
+        return [SERVICE_NAME]
+
+    return register, [peers.close]
+
+
+def main() -> None:
+    """Run the records service from CARECHAIN_* environment variables."""
+    settings = RecordsSettings()
+    register, on_stop = build(settings)
+    run_service("records", settings, register, on_stop)
