@@ -1,0 +1,66 @@
+"""A thread-safe SQLite connection for the identity stores (registry, keyring).
+
+gRPC servers call from a thread pool, so one connection is shared behind a
+lock; every write runs in an explicit transaction. WAL with synchronous=FULL
+makes a committed write durable across power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+
+
+class Database:
+    """One SQLite file, one connection, serialised access."""
+
+    def __init__(self, path: pathlib.Path, schema: str, *, secure_delete: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        if secure_delete:
+            # Deleted rows are overwritten with zeros instead of lingering in free pages.
+            self._conn.execute("PRAGMA secure_delete=ON")
+        with self.transaction() as conn:
+            for statement in _statements(schema):
+                conn.execute(statement)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run statements atomically (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only query."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database file and truncate the WAL to zero bytes."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def _statements(schema: str) -> list[str]:
+    # executescript() would COMMIT our open transaction; run statements one by one instead.
+    return [s.strip() for s in schema.split(";") if s.strip()]

@@ -1,0 +1,498 @@
+"""The identity service: principals, access tokens and patients' keys.
+
+- Principals are registered here and on the ledger (without names or FHIR ids).
+- Access tokens are issued after proof of possession of a principal's key.
+- Each patient has a key-encryption key (``patient-<pseudonym>``) in the key
+  manager; each record has a data key stored only in wrapped form, released
+  only against a single-use consent decision token bound to the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+
+from carechain.auth import Authenticator, Caller, TokenSource, caller_claims, token_request_message
+from carechain.clients import Peers
+from carechain.common.v1 import common_pb2
+from carechain.config import IdentitySettings
+from carechain.crypto import Ed25519Signer, Signer, load_public_key, same, verify_signature
+from carechain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from carechain.identity.keyring import KeyManager, LocalKeyring, wrapped_key_version
+from carechain.identity.registry import (
+    PrincipalRecord,
+    Registry,
+    StoredDataKey,
+    new_organization_id,
+    new_practitioner_id,
+)
+from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
+from carechain.ledger import transactions
+from carechain.ledger.v1 import ledger_pb2
+from carechain.network import (
+    DECISION_ISSUER_ID,
+    OPERATOR_ID,
+    SERVICES,
+    TOKEN_ISSUER_ID,
+    TrustBundle,
+    audience,
+    service_principal_id,
+)
+from carechain.server import Register, run_service
+from carechain.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
+
+log = logging.getLogger("carechain.identity")
+
+Kind = common_pb2.PrincipalKind
+
+# Submits a signed transaction to the ledger; raises when the validator marks it invalid.
+SubmitTransaction = Callable[[ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
+
+KEYRING_DIR = "keyring"
+CHALLENGE_BYTES = 32
+MAX_DISPLAY_NAME = 200
+REGISTRABLE_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT)
+AUDIENCES = frozenset(audience(s) for s in SERVICES)
+_SPECIALTY = re.compile(r"^[a-z]+(-[a-z]+)*$")
+# FHIR R4 "id" datatype.
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Same message for an unknown principal and a bad signature, so ids cannot be probed.
+_NOT_PROVEN = "unknown principal or invalid signature"
+
+
+def patient_key_name(patient_id: str) -> str:
+    """Name of a patient's key-encryption key in the key manager."""
+    return f"patient-{patient_id}"
+
+
+def data_key_context(patient_id: str, record_id: str) -> bytes:
+    """Context a record's wrapped data key is bound to, so it cannot be moved to another record."""
+    return f"{patient_id}|{record_id}".encode()
+
+
+def local_token_source(signer: Signer, ttl_seconds: float) -> TokenSource:
+    """Access tokens for the identity service itself, minted locally (it is the issuer)."""
+    caller = Caller(signer.key_id, Kind.PRINCIPAL_KIND_SERVICE)
+
+    def fetch(token_audience: str) -> tuple[str, int]:
+        return issue_token(signer, ACCESS_TOKEN_TYPE, caller_claims(caller, token_audience), ttl_seconds)
+
+    return TokenSource(fetch)
+
+
+class _PatientLocks:
+    """One lock per patient: data key creation and key rotation must not interleave."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def hold(self, patient_id: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(patient_id, threading.Lock())
+        with lock:
+            yield
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    """Implements carechain.identity.v1.IdentityService."""
+
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        trust: TrustBundle,
+        registry: Registry,
+        keys: KeyManager,
+        submit_transaction: SubmitTransaction,
+        chain_id: str,
+        token_ttl_seconds: float,
+        challenge_ttl_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._signer = signer
+        self._trust = trust
+        self._registry = registry
+        self._keys = keys
+        self._submit = submit_transaction
+        self._chain_id = chain_id
+        self._token_ttl = token_ttl_seconds
+        self._challenge_ttl = challenge_ttl_seconds
+        self._clock = clock
+        self._auth = Authenticator(trust, audience("identity"))
+        self._registration_lock = threading.Lock()
+        self._patient_locks = _PatientLocks()
+
+    # --- principals ------------------------------------------------------------
+
+    def RegisterPrincipal(self, request, context):  # noqa: N802 - gRPC method name
+        caller = self._auth.authenticate(context)
+        kind = request.kind
+        if kind not in REGISTRABLE_KINDS:
+            raise InvalidArgument("kind", "must be ORGANIZATION, PRACTITIONER or PATIENT")
+        organization_id = self._check_registrar(caller, kind, request.organization_id)
+        display_name = request.display_name.strip()
+        if not display_name:
+            raise InvalidArgument("display_name", "is required")
+        if len(display_name) > MAX_DISPLAY_NAME:
+            raise InvalidArgument("display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
+        _check_public_key(request.public_key)
+        _check_kind_attributes(kind, request.specialty, request.fhir_patient_id)
+
+        with self._registration_lock:
+            if kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
+                principal_id = new_organization_id()
+            elif kind == Kind.PRINCIPAL_KIND_PRACTITIONER:
+                principal_id = new_practitioner_id()
+            else:
+                principal_id = self._registry.patient_pseudonym(organization_id, request.fhir_patient_id)
+                if self._registry.principal(principal_id) is not None:
+                    raise AlreadyExists(f"patient is already registered as {principal_id}")
+            # Only public attributes go on the ledger: no display name, no FHIR id.
+            entry = ledger_pb2.RegisterPrincipal(
+                principal_id=principal_id,
+                kind=kind,
+                public_key=request.public_key,
+                organization_id=organization_id,
+                specialty=request.specialty,
+            )
+            committed = self._submit_to_ledger(register_principal=entry)
+            principal = PrincipalRecord(
+                principal_id=principal_id,
+                kind=kind,
+                display_name=display_name,
+                public_key=request.public_key,
+                organization_id=organization_id,
+                specialty=request.specialty,
+                fhir_patient_id=request.fhir_patient_id,
+                ledger_log_index=committed.log_index,
+            )
+            self._registry.add_principal(principal)
+        log.info(
+            "principal registered",
+            extra={"principal_id": principal_id, "kind": Kind.Name(kind), "log_index": committed.log_index},
+        )
+        return _principal_message(principal, show_fhir_id=True)
+
+    def _check_registrar(self, caller: Caller, kind: int, organization_id: str) -> str:
+        """Check caller may register a principal of kind; returns the new principal's organisation."""
+        if kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
+            if caller.kind != Kind.PRINCIPAL_KIND_OPERATOR or caller.principal_id != OPERATOR_ID:
+                raise PermissionDenied("only the network operator registers organisations")
+            if organization_id:
+                raise InvalidArgument("organization_id", "must be empty for an organisation")
+            return ""
+        if caller.kind != Kind.PRINCIPAL_KIND_ORGANIZATION:
+            raise PermissionDenied("only an organisation registers its practitioners and patients")
+        if organization_id and organization_id != caller.principal_id:
+            raise PermissionDenied("organization_id must be the calling organisation")
+        return caller.principal_id
+
+    def GetPrincipal(self, request, context):  # noqa: N802 - gRPC method name
+        caller = self._auth.authenticate(context)
+        if not request.principal_id:
+            raise InvalidArgument("principal_id", "is required")
+        principal = self._registry.principal(request.principal_id)
+        if principal is None:
+            trusted = self._trusted_principal(request.principal_id)
+            if trusted is None:
+                raise NotFound(f"principal {request.principal_id} is not registered")
+            return identity_pb2.Principal(
+                principal_id=trusted.principal_id, kind=trusted.kind, display_name=trusted.principal_id,
+                public_key=self._trust.key(trusted.principal_id) or b"",
+            )
+        show = (
+            caller.is_service
+            or caller.principal_id == principal.principal_id
+            or (caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION and caller.principal_id == principal.organization_id)
+        )
+        return _principal_message(principal, show_fhir_id=show)
+
+    # --- proof of possession and access tokens ---------------------------------
+
+    def CreateChallenge(self, request, context):  # noqa: N802 - gRPC method name
+        principal_id = _require_principal_id(request.principal_id)
+        # Issued for any id, known or not, so the answer does not reveal who is registered.
+        challenge = os.urandom(CHALLENGE_BYTES)
+        now_ms = self._now_ms()
+        expires_at_ms = now_ms + int(self._challenge_ttl * 1000)
+        self._registry.add_challenge(principal_id, challenge, expires_at_ms, now_ms)
+        return identity_pb2.Challenge(challenge=challenge, expires_at_ms=expires_at_ms)
+
+    def IssueToken(self, request, context):  # noqa: N802 - gRPC method name
+        principal_id = _require_principal_id(request.principal_id)
+        if request.audience not in AUDIENCES:
+            raise InvalidArgument("audience", f"must be one of {', '.join(sorted(AUDIENCES))}")
+        if not request.challenge:
+            raise InvalidArgument("challenge", "is required (from CreateChallenge)")
+        if not self._registry.take_challenge(principal_id, request.challenge, self._now_ms()):
+            raise Unauthenticated("challenge is unknown, already used or expired")
+        resolved = self._resolve(principal_id)
+        message = token_request_message(request.audience, request.challenge)
+        if resolved is None or not verify_signature(resolved[1], request.signature, message):
+            raise Unauthenticated(_NOT_PROVEN)
+        caller, _ = resolved
+        token, expires_at_ms = issue_token(
+            self._signer, ACCESS_TOKEN_TYPE, caller_claims(caller, request.audience), self._token_ttl
+        )
+        log.info("token issued", extra={"principal_id": principal_id, "audience": request.audience})
+        return identity_pb2.AccessToken(token=token, expires_at_ms=expires_at_ms)
+
+    def _resolve(self, principal_id: str) -> tuple[Caller, bytes] | None:
+        """The caller identity and public key of a trusted or registered principal."""
+        trusted = self._trusted_principal(principal_id)
+        if trusted is not None:
+            return trusted, self._trust.key(principal_id) or b""
+        principal = self._registry.principal(principal_id)
+        if principal is None:
+            return None
+        # An organisation acts for itself: its own id is its organisation claim.
+        organization_id = (
+            principal.principal_id if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else principal.organization_id
+        )
+        caller = Caller(principal.principal_id, principal.kind, organization_id, principal.specialty)
+        return caller, principal.public_key
+
+    def _trusted_principal(self, principal_id: str) -> Caller | None:
+        """The operator or a CareChain service from the trust bundle."""
+        if self._trust.key(principal_id) is None:
+            return None
+        if principal_id == OPERATOR_ID:
+            return Caller(OPERATOR_ID, Kind.PRINCIPAL_KIND_OPERATOR)
+        if principal_id in {service_principal_id(s) for s in SERVICES}:
+            return Caller(principal_id, Kind.PRINCIPAL_KIND_SERVICE)
+        return None
+
+    def GetTokenIssuerKeys(self, request, context):  # noqa: N802 - gRPC method name
+        return identity_pb2.TokenIssuerKeys(
+            keys=[identity_pb2.IssuerKey(key_id=self._signer.key_id, public_key=self._signer.public_key_bytes())]
+        )
+
+    # --- data keys -------------------------------------------------------------
+
+    def GenerateDataKey(self, request, context):  # noqa: N802 - gRPC method name
+        self._auth.require_service(context, "records")
+        if not request.patient_id:
+            raise InvalidArgument("patient_id", "is required")
+        record_id = _require_record_id(request.record_id)
+        self._require_patient(request.patient_id)
+        key_name = patient_key_name(request.patient_id)
+        with self._patient_locks.hold(request.patient_id):
+            if self._registry.data_key(record_id) is not None:
+                raise AlreadyExists(f"record {record_id} already has a data key")
+            self._keys.create_key(key_name)  # no-op after the patient's first record
+            plaintext, wrapped = self._keys.generate_data_key(key_name, data_key_context(request.patient_id, record_id))
+            version = wrapped_key_version(wrapped)
+            self._registry.add_data_key(StoredDataKey(record_id, request.patient_id, key_name, version, wrapped))
+        return identity_pb2.DataKey(
+            plaintext_key=plaintext,
+            key_ref=identity_pb2.KeyReference(key_name=key_name, key_version=version, record_id=record_id),
+        )
+
+    def ReleaseDataKey(self, request, context):  # noqa: N802 - gRPC method name
+        self._auth.require_service(context, "records")
+        record_id = _require_record_id(request.record_id)
+        claims = self._verify_decision_token(request.decision_token)
+        if claims.get("rid") != record_id:
+            raise PermissionDenied("decision token is for a different record")
+        stored = self._registry.data_key(record_id)
+        if stored is None:
+            raise NotFound(f"record {record_id} has no data key")
+        if not isinstance(claims.get("psn"), str) or not same(claims["psn"], stored.patient_id):
+            raise PermissionDenied("decision token is for a different patient than the record's")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise PermissionDenied("decision token has no jti")
+        # Remember the jti as long as the token could still pass verification.
+        used_until_ms = int((float(claims["exp"]) + CLOCK_SKEW_SECONDS) * 1000)
+        if not self._registry.use_decision_token(jti, used_until_ms, self._now_ms()):
+            raise PermissionDenied("decision token already used")
+        plaintext = self._keys.decrypt_data_key(
+            stored.key_name, stored.wrapped, data_key_context(stored.patient_id, record_id)
+        )
+        log.info(
+            "data key released",
+            extra={"record_id": record_id, "actor_id": str(claims.get("sub", "")), "consent_id": claims.get("cid")},
+        )
+        return identity_pb2.ReleasedDataKey(plaintext_key=plaintext)
+
+    def _verify_decision_token(self, token: str) -> dict[str, object]:
+        """Claims of a consent decision token for this service, or PermissionDenied saying why not."""
+        if not token:
+            raise PermissionDenied("a consent decision token is required")
+        consent_key = self._trust.key(DECISION_ISSUER_ID)
+        if consent_key is None:
+            raise FailedPrecondition(f"trust bundle lacks the decision issuer key {DECISION_ISSUER_ID}")
+        try:
+            return verify_token(token, {DECISION_ISSUER_ID: consent_key}, DECISION_TOKEN_TYPE, audience("identity"))
+        except Unauthenticated as exc:
+            # The records service is authenticated; the decision token is an authorisation artefact.
+            raise PermissionDenied(f"decision token rejected: {exc.message}") from exc
+
+    def RotatePatientKey(self, request, context):  # noqa: N802 - gRPC method name
+        caller = self._auth.authenticate(context)
+        patient_id = request.patient_id
+        if not patient_id:
+            raise InvalidArgument("patient_id", "is required")
+        is_patient = caller.kind == Kind.PRINCIPAL_KIND_PATIENT and caller.principal_id == patient_id
+        if not (is_patient or caller.kind == Kind.PRINCIPAL_KIND_OPERATOR):
+            raise PermissionDenied("only the patient or the operator may rotate a patient's key")
+        self._require_patient(patient_id)
+        key_name = patient_key_name(patient_id)
+        with self._patient_locks.hold(patient_id):
+            self._keys.create_key(key_name)
+            version = self._keys.rotate(key_name)
+            rewrapped = [
+                dataclasses.replace(
+                    stored,
+                    key_version=version,
+                    wrapped=self._keys.rewrap(key_name, stored.wrapped, data_key_context(patient_id, stored.record_id)),
+                )
+                for stored in self._registry.patient_data_keys(patient_id)
+            ]
+            self._registry.replace_wrapped_keys(rewrapped)
+            # Only now may old versions be refused: every stored key is wrapped under the new one.
+            self._keys.set_min_decryption_version(key_name, version)
+        self._submit_to_ledger(key_rotation=ledger_pb2.KeyRotation(patient_id=patient_id, key_version=version))
+        log.info("patient key rotated", extra={"patient_id": patient_id, "key_version": version,
+                                               "rewrapped": len(rewrapped)})
+        return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=len(rewrapped))
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _require_patient(self, patient_id: str) -> PrincipalRecord:
+        patient = self._registry.principal(patient_id)
+        if patient is None or patient.kind != Kind.PRINCIPAL_KIND_PATIENT:
+            raise NotFound(f"patient {patient_id} is not registered")
+        return patient
+
+    def _submit_to_ledger(self, **payload: object) -> ledger_pb2.SubmitTransactionResponse:
+        """Sign a transaction as this service and submit it; PermissionDenied if the ledger rejects it."""
+        body = transactions.new_body(self._chain_id, self._signer.key_id, **payload)
+        response = self._submit(transactions.sign_transaction(body, self._signer))
+        if not response.valid:
+            raise PermissionDenied(f"ledger rejected the transaction: {response.reason}")
+        return response
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def _principal_message(principal: PrincipalRecord, *, show_fhir_id: bool) -> identity_pb2.Principal:
+    return identity_pb2.Principal(
+        principal_id=principal.principal_id,
+        kind=principal.kind,
+        display_name=principal.display_name,
+        public_key=principal.public_key,
+        organization_id=principal.organization_id,
+        specialty=principal.specialty,
+        fhir_patient_id=principal.fhir_patient_id if show_fhir_id else "",
+        ledger_log_index=principal.ledger_log_index,
+    )
+
+
+def _check_public_key(public_key: bytes) -> None:
+    if len(public_key) != 32:
+        raise InvalidArgument("public_key", f"must be a raw 32-byte Ed25519 public key, got {len(public_key)} bytes")
+    try:
+        load_public_key(public_key)
+    except ValueError as exc:
+        raise InvalidArgument("public_key", "is not a valid Ed25519 public key") from exc
+
+
+def _check_kind_attributes(kind: int, specialty: str, fhir_patient_id: str) -> None:
+    if kind == Kind.PRINCIPAL_KIND_PRACTITIONER:
+        if not _SPECIALTY.match(specialty):
+            raise InvalidArgument(
+                "specialty", "required for practitioners: a lower-case code such as oncology or general-practice"
+            )
+    elif specialty:
+        raise InvalidArgument("specialty", "only practitioners have a specialty")
+    if kind == Kind.PRINCIPAL_KIND_PATIENT:
+        if not _FHIR_ID.match(fhir_patient_id):
+            raise InvalidArgument("fhir_patient_id", "required for patients: a FHIR id (1-64 of A-Z a-z 0-9 - .)")
+    elif fhir_patient_id:
+        raise InvalidArgument("fhir_patient_id", "only patients have a FHIR patient id")
+
+
+def _require_principal_id(principal_id: str) -> str:
+    if not _PRINCIPAL_ID.match(principal_id):
+        raise InvalidArgument("principal_id", "is required: 1-128 of letters, digits, '.', '_', '-'")
+    return principal_id
+
+
+def _require_record_id(record_id: str) -> str:
+    if not _RECORD_ID.match(record_id):
+        raise InvalidArgument("record_id", "is required: 1-128 of letters, digits, '.', '_', ':', '-'")
+    return record_id
+
+
+def build(
+    settings: IdentitySettings, submit_transaction: SubmitTransaction | None = None
+) -> tuple[Register, list[Callable[[], None]]]:
+    """The identity servicer on an embedded registry and keyring under settings.data_dir.
+
+    submit_transaction defaults to the ledger at settings.ledger_address,
+    called with access tokens this service mints for itself.
+    """
+    signer = Ed25519Signer.from_file(TOKEN_ISSUER_ID, settings.signing_key_file)
+    trust = TrustBundle.load(settings.trust_dir)
+    trusted_key = trust.key(TOKEN_ISSUER_ID)
+    if trusted_key is None or not same(trusted_key, signer.public_key_bytes()):
+        raise FailedPrecondition(
+            f"CARECHAIN_SIGNING_KEY_FILE: key does not match {TOKEN_ISSUER_ID}.pub in CARECHAIN_TRUST_DIR"
+        )
+    closers: list[Callable[[], None]] = []
+    if submit_transaction is None:
+        peers = Peers(settings, local_token_source(signer, settings.token_ttl_seconds))
+        closers.append(peers.close)
+
+        def submit_transaction(tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
+            from carechain.ledger.client import submit
+
+            return submit(peers.ledger, tx)
+
+    registry = Registry(settings.data_dir)
+    keyring = LocalKeyring(settings.data_dir / KEYRING_DIR)
+    closers += [registry.close, keyring.close]
+    servicer = IdentityServicer(
+        signer=signer,
+        trust=trust,
+        registry=registry,
+        keys=keyring,
+        submit_transaction=submit_transaction,
+        chain_id=settings.chain_id,
+        token_ttl_seconds=settings.token_ttl_seconds,
+        challenge_ttl_seconds=settings.challenge_ttl_seconds,
+    )
+
+    def register(server: grpc.Server) -> list[str]:
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
+        return [identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name]
+
+    return register, closers
+
+
+def main() -> None:
+    """Run the identity service configured from CARECHAIN_* environment variables."""
+    settings = IdentitySettings()
+    register, closers = build(settings)
+    run_service("identity", settings, register, closers)

@@ -1,0 +1,81 @@
+"""The storage service: ciphertext blobs, content-addressed, streamed in chunks.
+
+Only the records service may call it; everything it stores is already
+encrypted, and blob addresses are hashes of ciphertext, so no PHI appears in
+object names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from carechain.auth import Authenticator
+from carechain.config import StorageSettings
+from carechain.errors import InvalidArgument
+from carechain.network import TrustBundle, audience
+from carechain.server import Register, run_service
+from carechain.storage.blobstore import BlobStore, LocalBlobStore, check_sha256
+from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
+
+BLOBS_DIR = "blobs"
+
+
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    """Implements carechain.storage.v1.StorageService over a BlobStore."""
+
+    def __init__(self, store: BlobStore, trust: TrustBundle) -> None:
+        self._store = store
+        self._auth = Authenticator(trust, audience("storage"))
+
+    def PutBlob(self, request_iterator, context):  # noqa: N802 - gRPC method name
+        self._auth.require_service(context, "records")
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "metadata":
+            raise InvalidArgument("metadata", "the first message of PutBlob must carry the metadata")
+        expected = first.metadata.expected_sha256
+        if expected:
+            check_sha256(expected, "metadata.expected_sha256")
+        ref = self._store.put(_chunks(request_iterator), expected or None)
+        return storage_pb2.BlobRef(sha256=ref.sha256, size=ref.size)
+
+    def GetBlob(self, request, context):  # noqa: N802 - gRPC method name
+        self._auth.require_service(context, "records")
+        for data in self._store.open(request.sha256):
+            yield storage_pb2.BlobChunk(data=data)
+
+    def StatBlob(self, request, context):  # noqa: N802 - gRPC method name
+        self._auth.require_service(context, "records")
+        sha256 = check_sha256(request.sha256)
+        return storage_pb2.BlobRef(sha256=sha256, size=self._store.stat(sha256))
+
+
+def _chunks(requests: Iterator[storage_pb2.PutBlobRequest]) -> Iterator[bytes]:
+    """The chunk bytes of the rest of a PutBlob stream."""
+    for request in requests:
+        part = request.WhichOneof("part")
+        if part == "metadata":
+            raise InvalidArgument("metadata", "sent twice; only the first message carries metadata")
+        if part is None:
+            raise InvalidArgument("part", "a PutBlob message must carry metadata or a chunk")
+        yield request.chunk
+
+
+def build(settings: StorageSettings) -> tuple[Register, list[Callable[[], None]]]:
+    """The storage servicer on a local blob directory under settings.data_dir."""
+    trust = TrustBundle.load(settings.trust_dir)
+    servicer = StorageServicer(LocalBlobStore(settings.data_dir / BLOBS_DIR, settings.chunk_bytes), trust)
+
+    def register(server: grpc.Server) -> list[str]:
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
+        return [storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name]
+
+    return register, []
+
+
+def main() -> None:
+    """Run the storage service configured from CARECHAIN_* environment variables."""
+    settings = StorageSettings()
+    register, closers = build(settings)
+    run_service("storage", settings, register, closers)

@@ -1,0 +1,155 @@
+"""Contract suite for BlobStore implementations (content-addressed, streamed).
+
+Every implementation must pass the same tests. An S3/MinIO implementation is
+added as one more entry in ``IMPLEMENTATIONS``, with its own way to tamper
+with a stored object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from carechain.errors import DataLoss, InvalidArgument, NotFound
+from carechain.storage.blobstore import BlobStore, LocalBlobStore
+
+CHUNK = 64 * 1024
+
+
+@dataclass
+class Backend:
+    store: BlobStore
+    # Overwrite a stored blob's bytes behind the store's back.
+    tamper: Callable[[str, bytes], None]
+    # Number of blobs physically stored.
+    count: Callable[[], int]
+
+
+def _local(tmp_path: pathlib.Path) -> Iterator[Backend]:
+    store = LocalBlobStore(tmp_path / "blobs", chunk_bytes=CHUNK)
+
+    def tamper(sha256: str, data: bytes) -> None:
+        store.path(sha256).write_bytes(data)
+
+    def count() -> int:
+        return sum(1 for p in (tmp_path / "blobs").rglob("*") if p.is_file())
+
+    yield Backend(store, tamper, count)
+
+
+IMPLEMENTATIONS: dict[str, Callable[[pathlib.Path], Iterator[Backend]]] = {"local": _local}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Backend]:
+    yield from IMPLEMENTATIONS[request.param](tmp_path)
+
+
+def _chunks(data: bytes, size: int = 100_000) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * 1024 * 1024])
+def test_blob_round_trips_at_its_content_address(backend: Backend, size: int) -> None:
+    data = os.urandom(size)
+
+    ref = backend.store.put(_chunks(data))
+
+    assert ref.sha256 == hashlib.sha256(data).hexdigest()
+    assert ref.size == size
+    assert backend.store.exists(ref.sha256)
+    assert backend.store.stat(ref.sha256) == size
+    assert b"".join(backend.store.open(ref.sha256)) == data
+
+
+def test_blob_is_streamed_in_chunks(backend: Backend) -> None:
+    data = os.urandom(5 * CHUNK + 7)
+    ref = backend.store.put(_chunks(data))
+    chunks = list(backend.store.open(ref.sha256))
+    assert len(chunks) > 1
+    assert max(len(c) for c in chunks) <= max(CHUNK, 1)
+
+
+def test_tampered_blob_fails_with_data_loss(backend: Backend) -> None:
+    data = os.urandom(3 * CHUNK)
+    ref = backend.store.put(_chunks(data))
+    backend.tamper(ref.sha256, data[:-1] + bytes([data[-1] ^ 1]))
+
+    with pytest.raises(DataLoss):
+        b"".join(backend.store.open(ref.sha256))
+
+
+def test_tampered_blob_never_yields_all_its_bytes(backend: Backend) -> None:
+    data = os.urandom(3 * CHUNK)
+    ref = backend.store.put(_chunks(data))
+    tampered = data[:-1] + bytes([data[-1] ^ 1])
+    backend.tamper(ref.sha256, tampered)
+
+    received = b""
+    with pytest.raises(DataLoss):
+        for chunk in backend.store.open(ref.sha256):
+            received += chunk
+    assert len(received) < len(tampered)
+
+
+def test_expected_hash_mismatch_stores_nothing(backend: Backend) -> None:
+    data = os.urandom(1000)
+    wrong = hashlib.sha256(b"something else").hexdigest()
+
+    with pytest.raises(DataLoss, match=wrong):
+        backend.store.put(_chunks(data), expected_sha256=wrong)
+
+    assert not backend.store.exists(hashlib.sha256(data).hexdigest())
+    assert not backend.store.exists(wrong)
+    assert backend.count() == 0
+
+
+def test_expected_hash_match_is_accepted(backend: Backend) -> None:
+    data = os.urandom(1000)
+    expected = hashlib.sha256(data).hexdigest()
+    assert backend.store.put(_chunks(data), expected_sha256=expected).sha256 == expected
+
+
+def test_putting_the_same_blob_twice_is_idempotent(backend: Backend) -> None:
+    data = os.urandom(1000)
+    first = backend.store.put(_chunks(data))
+    second = backend.store.put(_chunks(data, 7))
+    assert first == second
+    assert backend.count() == 1
+    assert b"".join(backend.store.open(first.sha256)) == data
+
+
+def test_failed_upload_stores_nothing(backend: Backend) -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        backend.store.put(broken())
+    assert backend.count() == 0
+
+
+def test_missing_blob_is_not_found(backend: Backend) -> None:
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    assert not backend.store.exists(missing)
+    with pytest.raises(NotFound):
+        backend.store.stat(missing)
+    with pytest.raises(NotFound):
+        backend.store.open(missing)
+
+
+@pytest.mark.parametrize("address", ["", "abc", "../" + "0" * 61, "g" * 64, "0" * 65])
+def test_invalid_address_is_an_invalid_argument(backend: Backend, address: str) -> None:
+    with pytest.raises(InvalidArgument, match="sha256"):
+        backend.store.stat(address)
+    with pytest.raises(InvalidArgument, match="sha256"):
+        backend.store.open(address)
+    with pytest.raises(InvalidArgument, match="sha256"):
+        backend.store.exists(address)
+    with pytest.raises(InvalidArgument, match="expected_sha256"):
+        backend.store.put([b"x"], expected_sha256=address or "nothex")

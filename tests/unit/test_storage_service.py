@@ -1,0 +1,155 @@
+"""The storage service through a real in-process gRPC server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from carechain.auth import Caller, caller_claims
+from carechain.common.v1 import common_pb2
+from carechain.config import StorageSettings
+from carechain.crypto import Ed25519Signer
+from carechain.network import TOKEN_ISSUER_ID, NetworkLayout, TrustBundle, audience
+from carechain.server import start_service
+from carechain.storage.server import build
+from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
+from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+
+Kind = common_pb2.PrincipalKind
+Code = grpc.StatusCode
+CHUNK = 1024
+RECORDS = Caller("svc-records", Kind.PRINCIPAL_KIND_SERVICE)
+
+
+@dataclass
+class Storage:
+    stub: storage_pb2_grpc.StorageServiceStub
+    identity: Ed25519Signer
+    blobs_dir: pathlib.Path
+
+    def as_(self, caller: Caller) -> list[tuple[str, str]]:
+        token = issue_token(self.identity, ACCESS_TOKEN_TYPE, caller_claims(caller, audience("storage")), 60)[0]
+        return [("authorization", f"Bearer {token}")]
+
+
+@pytest.fixture
+def storage(tmp_path: pathlib.Path) -> Iterator[Storage]:
+    layout = NetworkLayout(tmp_path / "net")
+    layout.ensure()
+    identity = Ed25519Signer.from_file(TOKEN_ISSUER_ID, layout.key_file(TOKEN_ISSUER_ID))
+    settings = StorageSettings(listen_address="127.0.0.1:0", data_dir=layout.service_dir("storage"),
+                               trust_dir=layout.trust_dir, chunk_bytes=CHUNK, shutdown_grace_seconds=0)
+    assert TrustBundle.load(layout.trust_dir).key(TOKEN_ISSUER_ID) == identity.public_key_bytes()
+    register, closers = build(settings)
+    running = start_service("storage", settings, register, closers)
+    channel = grpc.insecure_channel(running.address)
+    try:
+        yield Storage(storage_pb2_grpc.StorageServiceStub(channel), identity, layout.service_dir("storage") / "blobs")
+    finally:
+        channel.close()
+        running.stop()
+
+
+def upload(data: bytes, expected: str = "", chunk: int = 3000) -> Iterator[storage_pb2.PutBlobRequest]:
+    yield storage_pb2.PutBlobRequest(metadata=storage_pb2.PutBlobMetadata(expected_sha256=expected))
+    for start in range(0, len(data), chunk):
+        yield storage_pb2.PutBlobRequest(chunk=data[start : start + chunk])
+
+
+def put(storage: Storage, data: bytes, expected: str = "") -> storage_pb2.BlobRef:
+    return storage.stub.PutBlob(upload(data, expected), metadata=storage.as_(RECORDS))
+
+
+def get(storage: Storage, sha256: str) -> list[bytes]:
+    request = storage_pb2.GetBlobRequest(sha256=sha256)
+    return [c.data for c in storage.stub.GetBlob(request, metadata=storage.as_(RECORDS))]
+
+
+def test_records_service_stores_and_reads_blobs(storage: Storage) -> None:
+    data = os.urandom(10 * CHUNK + 5)
+
+    ref = put(storage, data, hashlib.sha256(data).hexdigest())
+    chunks = get(storage, ref.sha256)
+
+    assert (ref.sha256, ref.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert b"".join(chunks) == data
+    assert max(len(c) for c in chunks) == CHUNK
+    stat = storage.stub.StatBlob(storage_pb2.StatBlobRequest(sha256=ref.sha256), metadata=storage.as_(RECORDS))
+    assert stat == ref
+
+
+@pytest.mark.parametrize("caller", [
+    Caller("svc-consent", Kind.PRINCIPAL_KIND_SERVICE),
+    Caller("prac-1", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-1"),
+    Caller("operator", Kind.PRINCIPAL_KIND_OPERATOR),
+])
+def test_only_the_records_service_may_call(storage: Storage, caller: Caller) -> None:
+    ref = put(storage, b"ciphertext")
+    calls = [
+        lambda: storage.stub.PutBlob(upload(b"other"), metadata=storage.as_(caller)),
+        lambda: list(storage.stub.GetBlob(storage_pb2.GetBlobRequest(sha256=ref.sha256), metadata=storage.as_(caller))),
+        lambda: storage.stub.StatBlob(storage_pb2.StatBlobRequest(sha256=ref.sha256), metadata=storage.as_(caller)),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as denied:
+            call()
+        assert denied.value.code() == Code.PERMISSION_DENIED
+
+
+def test_callers_without_a_token_are_unauthenticated(storage: Storage) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        storage.stub.StatBlob(storage_pb2.StatBlobRequest(sha256="0" * 64))
+    assert refused.value.code() == Code.UNAUTHENTICATED
+
+
+def test_chunk_before_metadata_is_invalid(storage: Storage) -> None:
+    with pytest.raises(grpc.RpcError) as invalid:
+        storage.stub.PutBlob(iter([storage_pb2.PutBlobRequest(chunk=b"x")]), metadata=storage.as_(RECORDS))
+    assert invalid.value.code() == Code.INVALID_ARGUMENT
+    assert invalid.value.details().startswith("metadata:")
+
+
+def test_second_metadata_is_invalid_and_stores_nothing(storage: Storage) -> None:
+    requests = [*upload(b"abc"), storage_pb2.PutBlobRequest(metadata=storage_pb2.PutBlobMetadata())]
+    with pytest.raises(grpc.RpcError) as invalid:
+        storage.stub.PutBlob(iter(requests), metadata=storage.as_(RECORDS))
+    assert invalid.value.code() == Code.INVALID_ARGUMENT
+    assert not [p for p in storage.blobs_dir.rglob("*") if p.is_file()]
+
+
+def test_hash_mismatch_is_data_loss(storage: Storage) -> None:
+    with pytest.raises(grpc.RpcError) as lost:
+        put(storage, b"abc", hashlib.sha256(b"abd").hexdigest())
+    assert lost.value.code() == Code.DATA_LOSS
+
+
+def test_malformed_expected_hash_is_invalid(storage: Storage) -> None:
+    with pytest.raises(grpc.RpcError) as invalid:
+        put(storage, b"abc", "xyz")
+    assert invalid.value.code() == Code.INVALID_ARGUMENT
+    assert "expected_sha256" in invalid.value.details()
+
+
+def test_tampered_blob_is_data_loss_on_read(storage: Storage) -> None:
+    data = os.urandom(4 * CHUNK)
+    ref = put(storage, data)
+    (storage.blobs_dir / ref.sha256[:2] / ref.sha256).write_bytes(data[::-1])
+
+    with pytest.raises(grpc.RpcError) as lost:
+        get(storage, ref.sha256)
+    assert lost.value.code() == Code.DATA_LOSS
+
+
+def test_missing_and_malformed_addresses(storage: Storage) -> None:
+    with pytest.raises(grpc.RpcError) as missing:
+        get(storage, "ab" * 32)
+    assert missing.value.code() == Code.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as invalid:
+        storage.stub.StatBlob(storage_pb2.StatBlobRequest(sha256="../etc"), metadata=storage.as_(RECORDS))
+    assert invalid.value.code() == Code.INVALID_ARGUMENT
+    assert invalid.value.details().startswith("sha256:")
