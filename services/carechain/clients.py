@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from opentelemetry.instrumentation.grpc import grpcext as otel_grpcext
 
 from carechain.auth import TokenSource, bearer_interceptor
 from carechain.errors import Unavailable
@@ -29,10 +30,11 @@ _DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 def open_channel(address: str, service: str, tokens: TokenSource | None = None) -> grpc.Channel:
     """A traced channel to service at address, authenticated when tokens is given."""
     channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
-    interceptors: list[Any] = [grpc_client_interceptor()]
-    if tokens is not None:
-        interceptors.append(bearer_interceptor(tokens, audience(service)))
-    return grpc.intercept_channel(channel, *interceptors)
+    # The OpenTelemetry interceptor is not a grpc.*ClientInterceptor: it needs its own wrapper.
+    traced = otel_grpcext.intercept_channel(channel, grpc_client_interceptor())
+    if tokens is None:
+        return traced
+    return grpc.intercept_channel(traced, bearer_interceptor(tokens, audience(service)))
 
 
 class PeerStub:

@@ -31,8 +31,10 @@ ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
-# Every category but NORMAL needs to be named explicitly by a consent.
-SENSITIVE_CATEGORIES = frozenset({MENTAL_HEALTH, SUBSTANCE_USE, HIV_STI, REPRODUCTIVE, GENETIC, VIOLENCE_ABUSE, ONCOLOGY})
+# Every category but NORMAL needs a consent provision that names it (UNSPECIFIED is never valid).
+SENSITIVE_CATEGORIES = frozenset(
+    value for value in Category.values() if value not in (Category.SENSITIVITY_CATEGORY_UNSPECIFIED, NORMAL)
+)
 
 # Exact codes: (system, code) -> category.
 EXACT_CODES: dict[tuple[str, str], int] = {
@@ -180,5 +182,8 @@ def categorize(resource: dict[str, Any]) -> list[int]:
 
 
 def category_name(category: int) -> str:
-    """Short name, e.g. MENTAL_HEALTH."""
-    return Category.Name(category).removeprefix("SENSITIVITY_CATEGORY_")
+    """Short name, e.g. MENTAL_HEALTH (the number for values this version does not know)."""
+    try:
+        return Category.Name(category).removeprefix("SENSITIVITY_CATEGORY_")
+    except ValueError:
+        return str(category)

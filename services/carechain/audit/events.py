@@ -1,0 +1,74 @@
+"""Reporting audit events from any service.
+
+Every service reports what it did through :class:`AuditReporter`, which fills
+the event id (for idempotent retries), time, service name and trace id and
+calls ``AuditService.RecordEvent``. Failures propagate: a caller that must not
+act without an audit trail (reads, key releases) fails closed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from carechain.audit.v1 import audit_pb2
+from carechain.errors import Unavailable
+from carechain.telemetry import current_trace_id
+
+
+class AuditReporter:
+    """Sends audit events for one service through an AuditService stub (ideally a PeerStub)."""
+
+    def __init__(
+        self, audit_stub: Any, service_name: str, attempts: int = 2, clock: Callable[[], float] = time.time
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self._stub = audit_stub
+        self.service_name = service_name
+        self._attempts = attempts
+        self._clock = clock
+
+    def report(
+        self,
+        action: int,
+        outcome: int,
+        *,
+        actor_id: str,
+        organization_id: str = "",
+        patient_id: str = "",
+        record_id: str = "",
+        purpose: int = 0,
+        reason: str = "",
+    ) -> audit_pb2.AuditReceipt:
+        """Record one event durably and return its receipt.
+
+        action is an ``AuditAction``, outcome an ``AuditOutcome``, purpose a
+        ``PurposeOfUse``. Identifiers only, never PHI. A call that finds the
+        audit service down is retried with the same event id (the store is
+        idempotent on it); then Unavailable propagates.
+        """
+        event = audit_pb2.AuditEvent(
+            event_id=str(uuid.uuid4()),
+            time_ms=int(self._clock() * 1000),
+            service=self.service_name,
+            actor_id=actor_id,
+            organization_id=organization_id,
+            patient_id=patient_id,
+            record_id=record_id,
+            action=action,  # type: ignore[arg-type]
+            purpose=purpose,  # type: ignore[arg-type]
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            trace_id=current_trace_id(),
+        )
+        request = audit_pb2.RecordEventRequest(event=event)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return self._stub.RecordEvent(request)
+            except Unavailable:
+                if attempt == self._attempts:
+                    raise
+        raise AssertionError("unreachable")

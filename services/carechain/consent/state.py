@@ -1,0 +1,188 @@
+"""Consent state derived only from the ledger.
+
+The consent service keeps no store of its own: principals, records and
+consents are folded from the committed transactions the validator marked
+valid, in log order. At start the whole log is replayed; afterwards
+:meth:`ConsentState.sync` reads only what was committed since the cursor, so a
+decision taken after a revocation was committed always sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import consent_pb2
+from carechain.errors import FailedPrecondition
+from carechain.ledger.v1 import ledger_pb2
+
+log = logging.getLogger("carechain.consent.state")
+
+# How many transactions to ask the ledger for per page.
+PAGE_SIZE = 500
+
+ListTransactions = Callable[[ledger_pb2.ListTransactionsRequest], ledger_pb2.ListTransactionsResponse]
+
+
+@dataclass(frozen=True)
+class PrincipalInfo:
+    """A registered principal's attributes (no PHI)."""
+
+    principal_id: str
+    kind: int  # common_pb2.PrincipalKind
+    organization_id: str = ""
+    specialty: str = ""
+
+    @property
+    def is_practitioner(self) -> bool:
+        return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER
+
+
+@dataclass(frozen=True)
+class RecordInfo:
+    """What consent needs to know about a registered record."""
+
+    record_id: str
+    patient_id: str
+    organization_id: str
+    categories: tuple[int, ...]
+    log_index: int
+    erased: bool = False
+
+
+class ConsentState:
+    """Principals, records and consents as of a log position; safe for concurrent readers and syncs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards the maps and the cursor
+        self._sync_lock = threading.Lock()  # one sync at a time, without blocking readers
+        self._cursor = 0
+        self._principals: dict[str, PrincipalInfo] = {}
+        self._records: dict[str, RecordInfo] = {}
+        self._consents: dict[str, consent_pb2.ConsentRecord] = {}
+        self._consents_by_patient: dict[str, list[str]] = {}
+
+    # --- reading -------------------------------------------------------------
+
+    @property
+    def cursor(self) -> int:
+        """Log index of the next transaction to apply (= number applied)."""
+        with self._lock:
+            return self._cursor
+
+    def principal(self, principal_id: str) -> PrincipalInfo | None:
+        """A registered principal, or None."""
+        with self._lock:
+            return self._principals.get(principal_id)
+
+    def record(self, record_id: str) -> RecordInfo | None:
+        """A registered record (possibly erased), or None."""
+        with self._lock:
+            return self._records.get(record_id)
+
+    def consent(self, consent_id: str) -> consent_pb2.ConsentRecord | None:
+        """A copy of one consent, or None."""
+        with self._lock:
+            consent = self._consents.get(consent_id)
+            return _copy(consent) if consent is not None else None
+
+    def consents_of(self, patient_id: str) -> list[consent_pb2.ConsentRecord]:
+        """Copies of a patient's consents, oldest first (revoked ones included)."""
+        with self._lock:
+            return [_copy(self._consents[c]) for c in self._consents_by_patient.get(patient_id, ())]
+
+    # --- folding the log -----------------------------------------------------
+
+    def apply(self, logged: ledger_pb2.LoggedTransaction) -> None:
+        """Fold one committed transaction (in log order); invalid transactions only move the cursor."""
+        with self._lock:
+            if logged.log_index < self._cursor:
+                return  # already applied (overlapping pages)
+            if logged.log_index > self._cursor:
+                raise FailedPrecondition(
+                    f"ledger skipped log indices {self._cursor}..{logged.log_index - 1}; cannot derive consent state"
+                )
+            self._cursor = logged.log_index + 1
+            if not logged.result.valid:
+                return
+            body = ledger_pb2.TransactionBody()
+            try:
+                body.ParseFromString(logged.transaction.body)
+            except Exception:  # noqa: BLE001 - a valid transaction always parses; never stop folding
+                log.warning("unparseable transaction body skipped", extra={"log_index": logged.log_index})
+                return
+            self._apply_body(body, logged.log_index)
+
+    def _apply_body(self, body: ledger_pb2.TransactionBody, log_index: int) -> None:
+        kind = body.WhichOneof("payload")
+        if kind == "register_principal":
+            p = body.register_principal
+            self._principals[p.principal_id] = PrincipalInfo(p.principal_id, p.kind, p.organization_id, p.specialty)
+        elif kind == "register_record":
+            r = body.register_record
+            previous = self._records.get(r.record_id)
+            self._records[r.record_id] = RecordInfo(
+                r.record_id,
+                r.patient_id,
+                r.organization_id,
+                tuple(r.categories),
+                log_index,
+                # A new version of a crypto-shredded record cannot be read either.
+                erased=previous.erased if previous is not None else False,
+            )
+        elif kind == "erase_records":
+            e = body.erase_records
+            targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id == e.patient_id]
+            for record_id in targets:
+                record = self._records.get(record_id)
+                if record is not None and record.patient_id == e.patient_id:
+                    self._records[record_id] = replace(record, erased=True)
+        elif kind == "grant_consent":
+            g = body.grant_consent
+            if g.consent_id in self._consents:
+                return  # a consent id is granted once
+            self._consents[g.consent_id] = consent_pb2.ConsentRecord(
+                consent_id=g.consent_id,
+                patient_id=g.patient_id,
+                policy=g.policy,
+                status=consent_pb2.CONSENT_STATUS_ACTIVE,
+                granted_log_index=log_index,
+            )
+            self._consents_by_patient.setdefault(g.patient_id, []).append(g.consent_id)
+        elif kind == "revoke_consent":
+            r = body.revoke_consent
+            consent = self._consents.get(r.consent_id)
+            if (
+                consent is not None
+                and consent.patient_id == r.patient_id
+                and consent.status == consent_pb2.CONSENT_STATUS_ACTIVE
+            ):
+                consent.status = consent_pb2.CONSENT_STATUS_REVOKED
+                consent.revoked_log_index = log_index
+
+    def sync(self, list_transactions: ListTransactions) -> int:
+        """Apply everything committed since the cursor, page by page; returns the new cursor.
+
+        list_transactions is LedgerService.ListTransactions (a stub method). Errors
+        reaching the ledger propagate, so callers fail closed.
+        """
+        with self._sync_lock:
+            while True:
+                start = self.cursor
+                response = list_transactions(
+                    ledger_pb2.ListTransactionsRequest(from_log_index=start, limit=PAGE_SIZE)
+                )
+                for logged in response.transactions:
+                    self.apply(logged)
+                cursor = self.cursor
+                if not response.transactions or cursor >= response.log_size or cursor == start:
+                    return cursor
+
+
+def _copy(consent: consent_pb2.ConsentRecord) -> consent_pb2.ConsentRecord:
+    copy = consent_pb2.ConsentRecord()
+    copy.CopyFrom(consent)
+    return copy

@@ -1,0 +1,102 @@
+"""An in-memory stand-in for the ledger's ListTransactions/submit behaviour, for consent tests."""
+
+from __future__ import annotations
+
+import threading
+
+from carechain.common.v1 import common_pb2
+from carechain.crypto import Ed25519Signer
+from carechain.errors import PermissionDenied
+from carechain.ledger import transactions
+from carechain.ledger.v1 import ledger_pb2
+
+CHAIN = "test-chain"
+
+
+class FakeLedger:
+    """Commits every submitted transaction, with a valid flag from a few of the contract rules."""
+
+    def __init__(self, default_limit: int = 500) -> None:
+        self.log: list[ledger_pb2.LoggedTransaction] = []
+        self.default_limit = default_limit
+        self.list_calls = 0
+        self._lock = threading.Lock()
+
+    # LedgerService.ListTransactions, called like a stub method.
+    def ListTransactions(self, request: ledger_pb2.ListTransactionsRequest, **_: object):
+        with self._lock:
+            self.list_calls += 1
+            limit = request.limit or self.default_limit
+            limit = min(limit, self.default_limit)
+            page = self.log[request.from_log_index: request.from_log_index + limit]
+            return ledger_pb2.ListTransactionsResponse(transactions=page, log_size=len(self.log))
+
+    def commit(self, tx: ledger_pb2.Transaction, valid: bool = True, reason: str = "") -> ledger_pb2.LoggedTransaction:
+        with self._lock:
+            logged = ledger_pb2.LoggedTransaction(
+                log_index=len(self.log), height=len(self.log), transaction=tx,
+                result=ledger_pb2.TransactionResult(valid=valid, reason=reason),
+            )
+            self.log.append(logged)
+            return logged
+
+    def append(self, signer: Ed25519Signer, valid: bool = True, **payload: object) -> ledger_pb2.LoggedTransaction:
+        body = transactions.new_body(CHAIN, signer.key_id, **payload)
+        return self.commit(transactions.sign_transaction(body, signer), valid, "" if valid else "rejected")
+
+    def _verdict(self, body: ledger_pb2.TransactionBody) -> str:
+        kind = body.WhichOneof("payload")
+        consents = {}
+        for logged in self.log:
+            if not logged.result.valid:
+                continue
+            b = ledger_pb2.TransactionBody.FromString(logged.transaction.body)
+            if b.WhichOneof("payload") == "grant_consent":
+                consents[b.grant_consent.consent_id] = b.grant_consent.patient_id
+        if kind == "grant_consent":
+            if body.grant_consent.patient_id != body.submitter_id:
+                return "only the patient may grant consent"
+            if body.grant_consent.consent_id in consents:
+                return "consent id already used"
+        if kind == "revoke_consent":
+            if consents.get(body.revoke_consent.consent_id) != body.submitter_id:
+                return "only the patient may revoke its consent"
+        return ""
+
+    # carechain.ledger.client.submit(ledger_stub, tx)
+    def submit(self, _stub: object, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
+        body = transactions.decode_body(tx)
+        reason = self._verdict(body)
+        logged = self.commit(tx, valid=not reason, reason=reason)
+        if reason:
+            raise PermissionDenied(reason)
+        return ledger_pb2.SubmitTransactionResponse(
+            transaction_hash=transactions.transaction_hash(tx).hex(), height=logged.height,
+            log_index=logged.log_index, valid=True,
+        )
+
+
+def register_principal(ledger: FakeLedger, operator: Ed25519Signer, principal_id: str, kind: int,
+                       organization_id: str = "", specialty: str = "", valid: bool = True):
+    """Commit a RegisterPrincipal signed by operator."""
+    return ledger.append(
+        operator, valid=valid,
+        register_principal=ledger_pb2.RegisterPrincipal(
+            principal_id=principal_id, kind=kind, public_key=bytes(32),
+            organization_id=organization_id, specialty=specialty,
+        ),
+    )
+
+
+def register_record(ledger: FakeLedger, author: Ed25519Signer, record_id: str, patient_id: str,
+                    categories=(common_pb2.SENSITIVITY_CATEGORY_NORMAL,), organization_id: str = "org-a",
+                    valid: bool = True):
+    """Commit a RegisterRecord."""
+    return ledger.append(
+        author, valid=valid,
+        register_record=ledger_pb2.RegisterRecord(
+            record_id=record_id, patient_id=patient_id, organization_id=organization_id,
+            author_id=author.key_id, resource_type="Condition", categories=list(categories),
+            content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
+        ),
+    )

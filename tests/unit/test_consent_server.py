@@ -1,0 +1,334 @@
+"""ConsentService through in-process gRPC, with a fake ledger and a fake audit service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from carechain.audit.events import AuditReporter
+from carechain.audit.v1 import audit_pb2
+from carechain.auth import Authenticator, Caller, caller_claims
+from carechain.common.v1 import common_pb2 as c
+from carechain.config import ConsentSettings
+from carechain.consent.server import ConsentServicer, register_consent
+from carechain.consent.state import ConsentState
+from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
+from carechain.crypto import Ed25519Signer
+from carechain.errors import Unavailable
+from carechain.ledger import transactions
+from carechain.ledger.v1 import ledger_pb2
+from carechain.network import DECISION_ISSUER_ID, TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.server import start_service
+from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
+from consent_ledger_fake import CHAIN, FakeLedger, register_principal, register_record
+
+IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
+CONSENT = Ed25519Signer.generate(DECISION_ISSUER_ID)
+OPERATOR = Ed25519Signer.generate("operator")
+RECORDS = Ed25519Signer.generate("svc-records")
+PATIENT = Ed25519Signer.generate("pat-1")
+OTHER_PATIENT = Ed25519Signer.generate("pat-2")
+
+PATIENT_CALLER = Caller("pat-1", c.PRINCIPAL_KIND_PATIENT, "org-a")
+RECORDS_CALLER = Caller("svc-records", c.PRINCIPAL_KIND_SERVICE)
+TREAT = c.PURPOSE_OF_USE_TREAT
+
+
+class FakeAudit:
+    """AuditService.RecordEvent stand-in that keeps the events, or fails when down."""
+
+    def __init__(self) -> None:
+        self.events: list[audit_pb2.AuditEvent] = []
+        self.down = False
+
+    def RecordEvent(self, request: audit_pb2.RecordEventRequest, **_: object) -> audit_pb2.AuditReceipt:
+        if self.down:
+            raise Unavailable("audit service", "connection refused")
+        self.events.append(request.event)
+        return audit_pb2.AuditReceipt(sequence=len(self.events), event_hash=bytes(32))
+
+
+@dataclass
+class Env:
+    stub: consent_pb2_grpc.ConsentServiceStub
+    ledger: FakeLedger
+    audit: FakeAudit
+
+    def call(self, method: str, request: object, caller: Caller, aud: str = audience("consent")):
+        token, _ = issue_token(IDENTITY, ACCESS_TOKEN_TYPE, caller_claims(caller, aud), 60)
+        return getattr(self.stub, method)(request, metadata=[("authorization", f"Bearer {token}")], timeout=10)
+
+
+@pytest.fixture()
+def env() -> Iterator[Env]:
+    ledger = FakeLedger()
+    register_principal(ledger, OPERATOR, "pat-1", c.PRINCIPAL_KIND_PATIENT, "org-a")
+    register_principal(ledger, OPERATOR, "pat-2", c.PRINCIPAL_KIND_PATIENT, "org-a")
+    register_principal(ledger, OPERATOR, "prac-onc", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "oncology")
+    register_principal(ledger, OPERATOR, "prac-gp", c.PRINCIPAL_KIND_PRACTITIONER, "org-b", "general practice")
+    register_principal(ledger, OPERATOR, "org-a", c.PRINCIPAL_KIND_ORGANIZATION)
+    register_record(ledger, RECORDS, "rec-normal", "pat-1")
+    register_record(ledger, RECORDS, "rec-onc", "pat-1", [c.SENSITIVITY_CATEGORY_ONCOLOGY])
+    register_record(ledger, RECORDS, "rec-psy", "pat-1", [c.SENSITIVITY_CATEGORY_MENTAL_HEALTH])
+    audit = FakeAudit()
+    servicer = ConsentServicer(
+        Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("consent")),
+        ConsentState(), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
+    )
+    running = start_service("consent", ConsentSettings(listen_address="127.0.0.1:0"), register_consent(servicer))
+    channel = grpc.insecure_channel(running.address)
+    try:
+        yield Env(consent_pb2_grpc.ConsentServiceStub(channel), ledger, audit)
+    finally:
+        channel.close()
+        running.stop()
+
+
+def oncology_policy() -> policy_pb2.ConsentPolicy:
+    return policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT,
+        actors=[policy_pb2.ConsentActor(specialty="oncology")],
+        purposes=[TREAT],
+        categories=[c.SENSITIVITY_CATEGORY_ONCOLOGY],
+    )])
+
+
+def grant_tx(signer=PATIENT, patient_id="pat-1", policy=None, consent_id=None) -> ledger_pb2.Transaction:
+    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=ledger_pb2.GrantConsent(
+        consent_id=consent_id or str(uuid.uuid4()), patient_id=patient_id, policy=policy or oncology_policy()))
+    return transactions.sign_transaction(body, signer)
+
+
+def revoke_tx(consent_id: str, signer=PATIENT, patient_id="pat-1") -> ledger_pb2.Transaction:
+    body = transactions.new_body(CHAIN, signer.key_id, revoke_consent=ledger_pb2.RevokeConsent(
+        consent_id=consent_id, patient_id=patient_id))
+    return transactions.sign_transaction(body, signer)
+
+
+def grant(env: Env, **kwargs) -> consent_pb2.ConsentRecord:
+    return env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=grant_tx(**kwargs)), PATIENT_CALLER)
+
+
+def decide(env: Env, record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, caller=RECORDS_CALLER):
+    return env.call("Decide", consent_pb2.DecideRequest(actor_id=actor_id, record_id=record_id, purpose=purpose),
+                    caller)
+
+
+def status_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value.code(), raised.value.details()
+
+
+# --- grants and revocations ---------------------------------------------------------------
+
+def test_patient_grants_consent_which_is_committed_and_audited(env: Env) -> None:
+    record = grant(env)
+    assert record.status == consent_pb2.CONSENT_STATUS_ACTIVE
+    assert record.patient_id == "pat-1" and record.policy == oncology_policy()
+    assert record.granted_log_index == len(env.ledger.log) - 1
+    [event] = env.audit.events
+    assert event.action == audit_pb2.AUDIT_ACTION_GRANT_CONSENT
+    assert event.outcome == audit_pb2.AUDIT_OUTCOME_SUCCESS
+    assert (event.actor_id, event.patient_id, event.service) == ("pat-1", "pat-1", "consent")
+    listed = env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    assert [x.consent_id for x in listed.consents] == [record.consent_id]
+
+
+def test_patient_may_not_grant_for_another_patient(env: Env) -> None:
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx(signer=PATIENT, patient_id="pat-2"))
+    code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "its own" in details
+    # nor submit another patient's signed transaction
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx(signer=OTHER_PATIENT, patient_id="pat-2"))
+    code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "signed by the calling patient" in details
+    assert not env.audit.events
+
+
+@pytest.mark.parametrize("caller", [
+    Caller("prac-onc", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "oncology"),
+    Caller("svc-records", c.PRINCIPAL_KIND_SERVICE),
+    Caller("operator", c.PRINCIPAL_KIND_OPERATOR),
+])
+def test_only_patients_grant_consent(env: Env, caller: Caller) -> None:
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx())
+    code, _ = status_of(lambda: env.call("GrantConsent", request, caller))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_token_for_another_service_is_refused(env: Env) -> None:
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx())
+    code, _ = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER, aud=audience("records")))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_invalid_policy_is_rejected_naming_the_field(env: Env) -> None:
+    policy = oncology_policy()
+    del policy.provisions[0].purposes[:]
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx(policy=policy))
+    code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("policy.provisions[0].purposes:")
+
+
+def test_wrong_payload_is_rejected(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    request = consent_pb2.GrantConsentRequest(transaction=revoke_tx(consent_id))
+    code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("transaction.body:")
+    code, details = status_of(lambda: env.call("GrantConsent", consent_pb2.GrantConsentRequest(), PATIENT_CALLER))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("transaction:")
+
+
+def test_ledger_rejection_is_passed_on_and_not_audited(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    env.audit.events.clear()
+    # Same consent id again: refused before reaching the ledger.
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx(consent_id=consent_id))
+    code, _ = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert not env.audit.events
+
+
+def test_revoke_then_next_decision_denies(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    permit = decide(env)
+    assert permit.effect == consent_pb2.DECISION_EFFECT_PERMIT
+
+    revoked = env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent_id)),
+                       PATIENT_CALLER)
+    assert revoked.status == consent_pb2.CONSENT_STATUS_REVOKED and revoked.revoked_log_index > 0
+    assert env.audit.events[-1].action == audit_pb2.AUDIT_ACTION_REVOKE_CONSENT
+
+    denied = decide(env)
+    assert denied.effect == consent_pb2.DECISION_EFFECT_DENY
+    assert denied.reason == f"denied: consent {consent_id} was revoked"
+    assert not denied.decision_token
+
+
+def test_revocation_committed_by_another_consent_instance_is_seen(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    assert decide(env).effect == consent_pb2.DECISION_EFFECT_PERMIT
+    env.ledger.submit(None, revoke_tx(consent_id))  # straight to the ledger
+    assert decide(env).effect == consent_pb2.DECISION_EFFECT_DENY
+
+
+def test_patient_cannot_revoke_another_patients_consent(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    other = Caller("pat-2", c.PRINCIPAL_KIND_PATIENT)
+    request = consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent_id, OTHER_PATIENT, "pat-2"))
+    code, _ = status_of(lambda: env.call("RevokeConsent", request, other))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    request = consent_pb2.RevokeConsentRequest(transaction=revoke_tx(str(uuid.uuid4())))
+    code, _ = status_of(lambda: env.call("RevokeConsent", request, PATIENT_CALLER))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_consents_is_for_the_patient_or_services(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    by_service = env.call("ListConsents", consent_pb2.ListConsentsRequest(patient_id="pat-1"), RECORDS_CALLER)
+    assert [x.consent_id for x in by_service.consents] == [consent_id]
+    code, _ = status_of(lambda: env.call("ListConsents", consent_pb2.ListConsentsRequest(patient_id="pat-1"),
+                                         Caller("pat-2", c.PRINCIPAL_KIND_PATIENT)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = status_of(lambda: env.call("ListConsents", consent_pb2.ListConsentsRequest(patient_id="pat-1"),
+                                         Caller("prac-onc", c.PRINCIPAL_KIND_PRACTITIONER)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+def test_permit_carries_a_verifiable_decision_token(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert decision.consent_id == consent_id and decision.provision_path == "provision[0]"
+    assert decision.patient_id == "pat-1"
+    assert "actor specialty oncology" in decision.reason and "ONCOLOGY" in decision.reason
+    claims = verify_token(decision.decision_token, {DECISION_ISSUER_ID: CONSENT.public_key_bytes()},
+                          DECISION_TOKEN_TYPE, audience("identity"))
+    assert claims["sub"] == "prac-onc"
+    assert claims["rid"] == "rec-onc"
+    assert claims["psn"] == "pat-1"
+    assert claims["pou"] == "PURPOSE_OF_USE_TREAT"
+    assert claims["act"] == "CONSENT_ACTION_ACCESS"
+    assert claims["cid"] == consent_id
+    assert claims["jti"] == decision.decision_id
+    assert decision.expires_at_ms == pytest.approx(claims["exp"] * 1000, abs=1)
+
+
+@pytest.mark.parametrize("caller", [
+    PATIENT_CALLER,
+    Caller("prac-onc", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "oncology"),
+    Caller("svc-ledger", c.PRINCIPAL_KIND_SERVICE),
+])
+def test_decide_is_only_for_the_records_service(env: Env, caller: Caller) -> None:
+    grant(env)
+    code, _ = status_of(lambda: decide(env, caller=caller))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(("record_id", "actor_id", "reason"), [
+    ("rec-psy", "prac-onc", "denied: record category MENTAL_HEALTH is sensitive and no consent names it"),
+    ("rec-onc", "prac-gp", "denied: no active consent permits practitioner prac-gp for TREAT"),
+    ("rec-onc", "org-a", "denied: actor org-a is not a registered practitioner"),
+    ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner"),
+])
+def test_denials_explain_why(env: Env, record_id: str, actor_id: str, reason: str) -> None:
+    grant(env)
+    decision = decide(env, record_id=record_id, actor_id=actor_id)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_DENY
+    assert decision.reason == reason
+    assert decision.patient_id == "pat-1" and not decision.decision_token
+
+
+def test_erased_record_is_denied(env: Env) -> None:
+    grant(env)
+    env.ledger.append(PATIENT, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["rec-onc"]))
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and decision.reason == "denied: record erased"
+
+
+def test_unknown_record_and_bad_requests(env: Env) -> None:
+    code, _ = status_of(lambda: decide(env, record_id="rec-missing"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, details = status_of(lambda: decide(env, purpose=c.PURPOSE_OF_USE_UNSPECIFIED))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("purpose:")
+    code, details = status_of(lambda: decide(env, actor_id=""))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("actor_id:")
+
+
+def test_audit_outage_fails_the_grant(env: Env) -> None:
+    env.audit.down = True
+    code, details = status_of(lambda: grant(env))
+    assert code == grpc.StatusCode.UNAVAILABLE and "audit" in details
+
+
+def test_build_starts_from_a_network_layout_even_before_the_ledger_is_up(tmp_path) -> None:
+    from carechain.consent.server import build
+    from carechain.network import NetworkLayout
+
+    layout = NetworkLayout(tmp_path)
+    layout.ensure()
+    settings = ConsentSettings(
+        listen_address="127.0.0.1:0", data_dir=layout.service_dir("consent"), trust_dir=layout.trust_dir,
+        signing_key_file=layout.key_file("svc-consent"), identity_address="127.0.0.1:1",
+        ledger_address="127.0.0.1:1", audit_address="127.0.0.1:1", rpc_timeout_seconds=2,
+    )
+    register, closers = build(settings)
+    running = start_service("consent", settings, register, closers)
+    channel = grpc.insecure_channel(running.address)
+    try:
+        stub = consent_pb2_grpc.ConsentServiceStub(channel)
+        token, _ = issue_token(IDENTITY, ACCESS_TOKEN_TYPE, caller_claims(RECORDS_CALLER, audience("consent")), 60)
+        with pytest.raises(grpc.RpcError) as raised:  # the real issuer key is not IDENTITY's
+            stub.Decide(consent_pb2.DecideRequest(actor_id="a", record_id="r", purpose=TREAT),
+                        metadata=[("authorization", f"Bearer {token}")], timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        channel.close()
+        running.stop()

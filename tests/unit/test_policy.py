@@ -1,0 +1,258 @@
+"""Consent policy evaluation and validation (FHIR R4 Consent subset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+from carechain.common.v1 import common_pb2 as c
+from carechain.consent import policy
+from carechain.consent.policy import AccessRequest, evaluate, validate_policy
+from carechain.consent.v1 import consent_pb2
+from carechain.consent.v1 import policy_pb2 as p
+from carechain.errors import InvalidArgument
+
+PATIENT = "pat-1"
+NOW = 1_700_000_000_000
+HOUR = 3_600_000
+
+TREAT = c.PURPOSE_OF_USE_TREAT
+ETREAT = c.PURPOSE_OF_USE_ETREAT
+HRESCH = c.PURPOSE_OF_USE_HRESCH
+NORMAL = c.SENSITIVITY_CATEGORY_NORMAL
+MENTAL = c.SENSITIVITY_CATEGORY_MENTAL_HEALTH
+HIV = c.SENSITIVITY_CATEGORY_HIV_STI
+ONCOLOGY = c.SENSITIVITY_CATEGORY_ONCOLOGY
+GENETIC = c.SENSITIVITY_CATEGORY_GENETIC
+PERMIT = p.PROVISION_TYPE_PERMIT
+DENY = p.PROVISION_TYPE_DENY
+
+
+def prac(pid: str) -> p.ConsentActor:
+    return p.ConsentActor(practitioner_id=pid)
+
+
+def org(oid: str) -> p.ConsentActor:
+    return p.ConsentActor(organization_id=oid)
+
+
+def spec(name: str) -> p.ConsentActor:
+    return p.ConsentActor(specialty=name)
+
+
+def prov(type_=PERMIT, actors=(), purposes=(TREAT,), categories=(), actions=(), period=None, nested=()):
+    provision = p.Provision(
+        type=type_, actors=list(actors), purposes=list(purposes), categories=list(categories),
+        actions=list(actions), provisions=list(nested),
+    )
+    if period is not None:
+        provision.period.CopyFrom(c.Period(start_ms=period[0], end_ms=period[1]))
+    return provision
+
+
+def consent(*provisions, cid="c-1", patient=PATIENT, status=consent_pb2.CONSENT_STATUS_ACTIVE, period=None):
+    record = consent_pb2.ConsentRecord(
+        consent_id=cid, patient_id=patient, status=status, policy=p.ConsentPolicy(provisions=list(provisions))
+    )
+    if period is not None:
+        record.policy.period.CopyFrom(c.Period(start_ms=period[0], end_ms=period[1]))
+    return record
+
+
+def request(**overrides) -> AccessRequest:
+    base = AccessRequest(
+        actor_id="prac-1", actor_organization_id="org-a", actor_specialty="oncology", purpose=TREAT,
+        action=c.CONSENT_ACTION_ACCESS, categories=(NORMAL,), record_id="rec-1", patient_id=PATIENT, now_ms=NOW,
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Case:
+    name: str
+    consents: list
+    effect: int
+    request: dict = field(default_factory=dict)
+    reason_has: str = ""
+    path: str = ""
+
+
+PERMIT_E = consent_pb2.DECISION_EFFECT_PERMIT
+DENY_E = consent_pb2.DECISION_EFFECT_DENY
+
+CASES = [
+    Case("no consents: default deny", [], DENY_E, reason_has="no active consent permits practitioner prac-1 for TREAT"),
+    Case("practitioner named", [consent(prov(actors=[prac("prac-1")]))], PERMIT_E,
+         reason_has="actor practitioner prac-1", path="provision[0]"),
+    Case("other practitioner named", [consent(prov(actors=[prac("prac-2")]))], DENY_E),
+    Case("organisation of the actor", [consent(prov(actors=[org("org-a")]))], PERMIT_E,
+         reason_has="actor organization org-a"),
+    Case("other organisation", [consent(prov(actors=[org("org-b")]))], DENY_E),
+    Case("actor without organisation never matches an organisation", [consent(prov(actors=[org("org-a")]))],
+         DENY_E, request={"actor_organization_id": ""}),
+    Case("specialty of the actor (case-insensitive)", [consent(prov(actors=[spec("Oncology")]))], PERMIT_E,
+         reason_has="actor specialty Oncology"),
+    Case("other specialty", [consent(prov(actors=[spec("cardiology")]))], DENY_E),
+    Case("one of several actors", [consent(prov(actors=[prac("x"), spec("cardiology"), org("org-a")]))], PERMIT_E),
+    Case("no actors means anyone", [consent(prov())], PERMIT_E, reason_has="any actor"),
+    Case("purpose listed", [consent(prov(purposes=[HRESCH, TREAT]))], PERMIT_E, reason_has="purpose TREAT"),
+    Case("purpose not listed", [consent(prov(purposes=[HRESCH]))], DENY_E,
+         reason_has="no active consent permits practitioner prac-1 for TREAT"),
+    Case("emergency purpose needs its own permit", [consent(prov(purposes=[TREAT]))], DENY_E,
+         request={"purpose": ETREAT}),
+    Case("sensitive category not named", [consent(prov())], DENY_E, request={"categories": (NORMAL, MENTAL)},
+         reason_has="denied: record category MENTAL_HEALTH is sensitive and no consent names it"),
+    Case("sensitive category named", [consent(prov(categories=[ONCOLOGY]))], PERMIT_E,
+         request={"categories": (ONCOLOGY,)}, reason_has="categories ONCOLOGY"),
+    Case("every sensitive category must be named by one provision", [consent(prov(categories=[ONCOLOGY]))],
+         DENY_E, request={"categories": (ONCOLOGY, GENETIC)}, reason_has="GENETIC is sensitive"),
+    Case("categories split across provisions do not add up",
+         [consent(prov(categories=[ONCOLOGY]), prov(categories=[GENETIC]))], DENY_E,
+         request={"categories": (ONCOLOGY, GENETIC)}, reason_has="no single provision names all"),
+    Case("NORMAL never needs naming", [consent(prov(categories=[ONCOLOGY]))], PERMIT_E,
+         request={"categories": (NORMAL,)}),
+    Case("record without categories is normal", [consent(prov())], PERMIT_E, request={"categories": ()}),
+    Case("deny beats permit within a consent",
+         [consent(prov(), prov(type_=DENY, actors=[prac("prac-1")], purposes=()))], DENY_E,
+         reason_has="denied by consent c-1 provision[1]", path="provision[1]"),
+    Case("deny beats permit across consents",
+         [consent(prov(), cid="c-1"), consent(prov(type_=DENY, purposes=()), cid="c-2")], DENY_E,
+         reason_has="consent c-2"),
+    Case("deny with categories spares other records",
+         [consent(prov(), prov(type_=DENY, purposes=(), categories=[HIV]))], PERMIT_E),
+    Case("deny with categories hits records carrying one",
+         [consent(prov(categories=[HIV]), prov(type_=DENY, purposes=(), categories=[HIV, MENTAL]))], DENY_E,
+         request={"categories": (HIV,)}),
+    Case("nested deny is an exception to a permit",
+         [consent(prov(actors=[org("org-a")], nested=[prov(type_=DENY, actors=[prac("prac-1")], purposes=())]))],
+         DENY_E, path="provision[0].provision[0]"),
+    Case("nested deny for someone else leaves the permit",
+         [consent(prov(actors=[org("org-a")], nested=[prov(type_=DENY, actors=[prac("prac-9")], purposes=())]))],
+         PERMIT_E, path="provision[0]"),
+    Case("nested permit is an exception to a deny",
+         [consent(prov(type_=DENY, purposes=(), nested=[prov(actors=[spec("oncology")], purposes=())]))],
+         PERMIT_E, path="provision[0].provision[0]"),
+    Case("nested permit naming a category opens sensitive data to one practitioner",
+         [consent(prov(actors=[org("org-a")], nested=[prov(actors=[prac("prac-1")], purposes=(),
+                                                           categories=[MENTAL])]))],
+         PERMIT_E, request={"categories": (MENTAL,)}, path="provision[0].provision[0]"),
+    Case("nested provisions are not evaluated when the parent does not match",
+         [consent(prov(actors=[org("org-b")], nested=[prov(actors=[prac("prac-1")], purposes=())]))], DENY_E),
+    Case("provision period in force", [consent(prov(period=(NOW - HOUR, NOW + HOUR)))], PERMIT_E),
+    Case("provision period ended (end exclusive)", [consent(prov(period=(NOW - HOUR, NOW)))], DENY_E),
+    Case("provision period not started", [consent(prov(period=(NOW + 1, 0)))], DENY_E),
+    Case("consent period ended", [consent(prov(), period=(0, NOW - 1))], DENY_E,
+         reason_has="denied: consent c-1 is not in force at this time"),
+    Case("revoked consent", [consent(prov(), status=consent_pb2.CONSENT_STATUS_REVOKED)], DENY_E,
+         reason_has="denied: consent c-1 was revoked"),
+    Case("revoked deny no longer applies",
+         [consent(prov(), cid="c-1"),
+          consent(prov(type_=DENY, purposes=()), cid="c-2", status=consent_pb2.CONSENT_STATUS_REVOKED)], PERMIT_E),
+    Case("another patient's consent never applies", [consent(prov(), patient="pat-2")], DENY_E),
+    Case("empty actions mean ACCESS only", [consent(prov())], DENY_E,
+         request={"action": c.CONSENT_ACTION_DISCLOSE}, reason_has="to DISCLOSE"),
+    Case("action listed", [consent(prov(actions=[c.CONSENT_ACTION_DISCLOSE]))], PERMIT_E,
+         request={"action": c.CONSENT_ACTION_DISCLOSE}, reason_has="action DISCLOSE"),
+    Case("action mismatch", [consent(prov(actions=[c.CONSENT_ACTION_CORRECT]))], DENY_E),
+    Case("unspecified action is ACCESS", [consent(prov())], PERMIT_E,
+         request={"action": c.CONSENT_ACTION_UNSPECIFIED}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_decision(case: Case) -> None:
+    decision = evaluate(case.consents, request(**case.request))
+    assert decision.effect == case.effect, decision.reason
+    assert case.reason_has in decision.reason
+    if case.path:
+        assert decision.provision_path == case.path
+    if case.effect == PERMIT_E:
+        assert decision.reason.startswith("permitted by consent ")
+        assert decision.consent_id
+    else:
+        assert decision.reason.startswith("denied")
+
+
+def test_reasons_never_mention_the_patient() -> None:
+    consents = [consent(prov(), prov(type_=DENY, purposes=(), categories=[HIV]))]
+    for categories in [(NORMAL,), (HIV,), (MENTAL,)]:
+        assert PATIENT not in evaluate(consents, request(categories=categories)).reason
+
+
+def test_evaluation_is_deterministic() -> None:
+    consents = [consent(prov(actors=[org("org-a")]), cid="c-1"), consent(prov(actors=[spec("oncology")]), cid="c-2")]
+    decisions = {evaluate(consents, request()) for _ in range(5)}
+    assert len(decisions) == 1
+    assert next(iter(decisions)).consent_id == "c-1"
+
+
+def test_sensitive_categories_are_all_but_normal() -> None:
+    assert c.SENSITIVITY_CATEGORY_NORMAL not in policy.SENSITIVE_CATEGORIES
+    assert c.SENSITIVITY_CATEGORY_UNSPECIFIED not in policy.SENSITIVE_CATEGORIES
+    assert len(policy.SENSITIVE_CATEGORIES) == len(c.SensitivityCategory.values()) - 2
+
+
+# --- validation ---------------------------------------------------------------
+
+def _policy(*provisions, period=None) -> p.ConsentPolicy:
+    result = p.ConsentPolicy(provisions=list(provisions))
+    if period is not None:
+        result.period.CopyFrom(c.Period(start_ms=period[0], end_ms=period[1]))
+    return result
+
+
+INVALID = [
+    ("no provisions", _policy(), "policy.provisions"),
+    ("top-level permit without purpose", _policy(prov(purposes=())), "policy.provisions[0].purposes"),
+    ("type missing", _policy(prov(), prov(type_=p.PROVISION_TYPE_UNSPECIFIED)), "policy.provisions[1].type"),
+    ("unknown type", _policy(prov(type_=7)), "policy.provisions[0].type"),
+    ("unspecified purpose", _policy(prov(purposes=[TREAT, c.PURPOSE_OF_USE_UNSPECIFIED])),
+     "policy.provisions[0].purposes"),
+    ("unknown purpose", _policy(prov(purposes=[99])), "policy.provisions[0].purposes"),
+    ("unspecified action", _policy(prov(actions=[c.CONSENT_ACTION_UNSPECIFIED])), "policy.provisions[0].actions"),
+    ("unspecified category", _policy(prov(categories=[c.SENSITIVITY_CATEGORY_UNSPECIFIED])),
+     "policy.provisions[0].categories"),
+    ("unknown category", _policy(prov(categories=[42])), "policy.provisions[0].categories"),
+    ("actor with nothing set", _policy(prov(actors=[p.ConsentActor()])), "policy.provisions[0].actors[0]"),
+    ("actor with blank specialty", _policy(prov(actors=[prac("a"), spec("  ")])),
+     "policy.provisions[0].actors[1].specialty"),
+    ("empty practitioner id", _policy(prov(actors=[p.ConsentActor(practitioner_id="")])),
+     "policy.provisions[0].actors[0].practitioner_id"),
+    ("provision period backwards", _policy(prov(period=(NOW, NOW - 1))), "policy.provisions[0].period.end_ms"),
+    ("provision period empty", _policy(prov(period=(NOW, NOW))), "policy.provisions[0].period.end_ms"),
+    ("policy period backwards", _policy(prov(), period=(NOW, 1)), "policy.period.end_ms"),
+    ("negative start", _policy(prov(), period=(-5, 0)), "policy.period.start_ms"),
+    ("nested error named by path",
+     _policy(prov(nested=[prov(purposes=()), prov(type_=DENY, categories=[c.SENSITIVITY_CATEGORY_UNSPECIFIED])])),
+     "policy.provisions[0].provisions[1].categories"),
+]
+
+
+@pytest.mark.parametrize(("policy_", "field_"), [(pol, f) for _, pol, f in INVALID], ids=[n for n, _, _ in INVALID])
+def test_invalid_policy_names_the_field(policy_: p.ConsentPolicy, field_: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validate_policy(policy_)
+    assert raised.value.field == field_
+    assert str(raised.value).startswith(f"{field_}: ")
+
+
+def test_too_deep_nesting_is_rejected() -> None:
+    provision = prov(purposes=())
+    for _ in range(policy.MAX_PROVISION_DEPTH):
+        provision = prov(purposes=(), nested=[provision])
+    with pytest.raises(InvalidArgument, match="deeper"):
+        validate_policy(_policy(prov(nested=[provision])))
+
+
+VALID = [
+    _policy(prov()),
+    _policy(prov(type_=DENY, purposes=())),  # a top-level deny may cover every purpose
+    _policy(prov(actors=[prac("p"), org("o"), spec("s")], categories=[NORMAL, MENTAL],
+                 actions=[c.CONSENT_ACTION_ACCESS, c.CONSENT_ACTION_DISCLOSE], period=(NOW, 0),
+                 nested=[prov(type_=DENY, purposes=())]), period=(0, NOW)),
+]
+
+
+@pytest.mark.parametrize("policy_", VALID)
+def test_valid_policies_pass(policy_: p.ConsentPolicy) -> None:
+    validate_policy(policy_)
