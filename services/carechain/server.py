@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -44,29 +45,40 @@ def _abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
     raise exc
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
-    """Maps :class:`CareChainError` (and peer RpcErrors) raised by handlers to gRPC statuses."""
+class CallInterceptor(grpc.ServerInterceptor):
+    """Logs every call (method, status, duration; never payloads) and maps errors to statuses.
+
+    :class:`CareChainError` and peer ``RpcError`` raised by handlers become the right
+    gRPC status; anything else is logged and becomes INTERNAL.
+    """
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
+        method = handler_call_details.method
 
         def unary(behavior: Any) -> Any:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                started = time.monotonic()
                 try:
                     return behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - re-raised unless mapped
                     _abort_with(context, exc)
+                finally:
+                    _log_call(method, context, started)
 
             return wrapped
 
         def streaming(behavior: Any) -> Any:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                started = time.monotonic()
                 try:
                     yield from behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - re-raised unless mapped
                     _abort_with(context, exc)
+                finally:
+                    _log_call(method, context, started)
 
             return wrapped
 
@@ -81,6 +93,20 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
         return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+
+
+def _log_call(method: str, context: grpc.ServicerContext, started: float) -> None:
+    if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+        return
+    code = context.code() if hasattr(context, "code") else None
+    log.info(
+        "rpc",
+        extra={
+            "rpc_method": method,
+            "grpc_code": getattr(code, "name", None) or "OK",
+            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        },
+    )
 
 
 @dataclass
@@ -130,7 +156,7 @@ def start_service(
     """Build and start a service's gRPC server with health, reflection and interceptors."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=name),
-        interceptors=[grpc_server_interceptor(), ErrorInterceptor()],
+        interceptors=[grpc_server_interceptor(), CallInterceptor()],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
