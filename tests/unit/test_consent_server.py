@@ -184,13 +184,13 @@ def test_wrong_payload_is_rejected(env: Env) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("transaction:")
 
 
-def test_ledger_rejection_is_passed_on_and_not_audited(env: Env) -> None:
+def test_duplicate_consent_id_is_refused_and_not_audited(env: Env) -> None:
     consent_id = grant(env).consent_id
     env.audit.events.clear()
     # Same consent id again: refused before reaching the ledger.
     request = consent_pb2.GrantConsentRequest(transaction=grant_tx(consent_id=consent_id))
     code, _ = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert code == grpc.StatusCode.ALREADY_EXISTS
     assert not env.audit.events
 
 

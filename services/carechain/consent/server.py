@@ -32,6 +32,7 @@ from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc
 from carechain.crypto import Ed25519Signer, Signer
 from carechain.errors import (
+    AlreadyExists,
     CareChainError,
     FailedPrecondition,
     InvalidArgument,
@@ -136,7 +137,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         validate_policy(grant.policy)
         self.sync()
         if self._state.consent(grant.consent_id) is not None:
-            raise FailedPrecondition(f"consent {grant.consent_id} already exists")
+            raise AlreadyExists(f"consent {grant.consent_id} already exists")
         response = self._commit(request.transaction)
         record = self._state.consent(grant.consent_id) or consent_pb2.ConsentRecord(
             consent_id=grant.consent_id,
