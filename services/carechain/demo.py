@@ -143,7 +143,7 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
         say("9. patient's access history (newest first):")
         for stored_event in outcome.history:
             event = stored_event.event
-            when = datetime.datetime.fromtimestamp(event.time_ms / 1000, tz=datetime.UTC).strftime("%H:%M:%S")
+            when = datetime.datetime.fromtimestamp(event.time_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
             say(f"   {when}  {audit_pb2.AuditAction.Name(event.action).removeprefix('AUDIT_ACTION_'):15}"
                 f" {audit_pb2.AuditOutcome.Name(event.outcome).removeprefix('AUDIT_OUTCOME_'):8}"
                 f" by {event.actor_id:40} record {event.record_id or '-'}")

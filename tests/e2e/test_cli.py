@@ -1,0 +1,73 @@
+"""The `carechain` command as a user runs it: up, demo, Ctrl-C; health and reflection on every service."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from carechain.network import SERVICES
+
+EXPECTED_API = {
+    "identity": "carechain.identity.v1.IdentityService",
+    "storage": "carechain.storage.v1.StorageService",
+    "ledger": "carechain.ledger.v1.LedgerService",
+    "consent": "carechain.consent.v1.ConsentService",
+    "audit": "carechain.audit.v1.AuditService",
+    "records": "carechain.records.v1.RecordsService",
+}
+
+
+def test_up_demo_and_ctrl_c(tmp_path) -> None:
+    data_dir = tmp_path / "net"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "carechain", "up", "--random-ports", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        endpoints_file = data_dir / "network.json"
+        deadline = time.monotonic() + 90
+        while not endpoints_file.exists():
+            assert up.poll() is None, f"carechain up exited early: {up.stdout.read()}"
+            assert time.monotonic() < deadline, "carechain up did not come up in 90 s"
+            time.sleep(0.2)
+        endpoints = json.loads(endpoints_file.read_text())
+
+        for service in SERVICES:
+            with grpc.insecure_channel(endpoints[service]) as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert health.status == health_pb2.HealthCheckResponse.SERVING, service
+                listed = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+                assert EXPECTED_API[service] in listed, f"{service} reflection lists {listed}"
+                assert "grpc.health.v1.Health" in listed
+
+        demo = subprocess.run(
+            [sys.executable, "-m", "carechain", "demo", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "read the cancer diagnosis: PERMITTED" in demo.stdout
+        assert "read the psychiatric diagnosis: DENIED" in demo.stdout
+        assert "read the cancer diagnosis again: DENIED" in demo.stdout
+        assert "chain verification: OK" in demo.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "CareChain local network is up" in output and "stopped" in output
+    assert not endpoints_file.exists(), "the endpoints file must go when the network stops"
+    for service in SERVICES:
+        with grpc.insecure_channel(endpoints[service]) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=1)
+                raise AssertionError(f"{service} still answers after Ctrl-C")
+            except grpc.FutureTimeoutError:
+                pass
