@@ -9,8 +9,8 @@ Writes and reads are sequential from one client (latency-bound); numbers vary by
 from __future__ import annotations
 
 import argparse
-import json
 import gzip
+import json
 import pathlib
 import statistics
 import sys
@@ -45,7 +45,7 @@ def report(name: str, latencies: list[float], baseline_p50: float | None = None)
     p50 = statistics.median(ordered)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     rate = len(ordered) / sum(ordered)
-    ratio = f"{p50 / baseline_p50:8.1f}x" if baseline_p50 else " " * 9
+    ratio = f"{p50 / baseline_p50:9.2f}x" if baseline_p50 else " " * 10
     print(f"{name:34} {rate:10.1f}/s  p50 {p50 * 1000:8.3f} ms  p99 {p99 * 1000:8.3f} ms  {ratio}")
 
 

@@ -121,7 +121,8 @@ class CareChainClient:
     def put_record(self, patient_id: str, resource: dict[str, Any] | bytes) -> records_pb2.PutRecordResponse:
         """Store a FHIR resource for a patient."""
         raw = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
-        return self.records.PutRecord(records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw), timeout=30)
+        request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
+        return self.records.PutRecord(request, timeout=30)
 
     def get_record(self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT) -> records_pb2.GetRecordResponse:
         """Read a record for a purpose of use."""

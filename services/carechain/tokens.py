@@ -17,8 +17,8 @@ from typing import Any
 from carechain.crypto import Signer, verify_signature
 from carechain.errors import Unauthenticated
 
-ACCESS_TOKEN_TYPE = "at+jwt"
-DECISION_TOKEN_TYPE = "carechain-decision+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT "typ", not a secret
+DECISION_TOKEN_TYPE = "carechain-decision+jwt"  # noqa: S105 - a JWT "typ", not a secret
 # Tolerated clock difference between services.
 CLOCK_SKEW_SECONDS = 5
 

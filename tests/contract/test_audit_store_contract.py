@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from carechain.audit.store import DB_FILE_NAME, GENESIS_HASH, AuditStore, SQLiteAuditStore, chain_hash, encode_event
 from carechain.audit.v1 import audit_pb2
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from carechain.errors import DataLoss, InvalidArgument, NotFound
 from carechain.storage.blobstore import BlobStore, LocalBlobStore
 

@@ -13,6 +13,7 @@ import stat
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
 from carechain.identity.keyring import KeyManager, LocalKeyring, wrapped_key_version
 

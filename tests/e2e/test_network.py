@@ -11,6 +11,7 @@ import uuid
 
 import grpc
 import pytest
+from helpers import new_hospital, new_patient, new_practitioner
 from opentelemetry import trace
 
 from carechain.audit.v1 import audit_pb2
@@ -24,7 +25,6 @@ from carechain.network import audience
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.sdk import Category, Kind, Purpose, permit
 from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
-from helpers import new_hospital, new_patient, new_practitioner
 
 ALL_SENSITIVE = [
     Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from helpers import new_hospital, new_patient, new_practitioner
+
 from carechain.demo import cancer_diagnosis
 from carechain.localnet import LocalNetwork
 from carechain.sdk import CareChainClient, Category, Purpose, permit
-from helpers import new_hospital, new_patient, new_practitioner
 
 
 def test_records_consents_and_chain_survive_a_restart(tmp_path) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 
+from helpers import new_hospital, new_patient, new_practitioner
+
 from carechain.sdk import Purpose, permit
 from carechain.sensitivity import SENSITIVE_CATEGORIES
-from helpers import new_hospital, new_patient, new_practitioner
 
 
 def _lines(synthea_dir, name: str) -> list[bytes]:

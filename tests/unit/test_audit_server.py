@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+
 from carechain.audit.events import AuditReporter
 from carechain.audit.server import AuditServicer, register_audit
 from carechain.audit.store import SQLiteAuditStore

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from consent_ledger_fake import CHAIN, FakeLedger, register_principal, register_record
+
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Authenticator, Caller, caller_claims
@@ -23,7 +25,6 @@ from carechain.ledger.v1 import ledger_pb2
 from carechain.network import DECISION_ISSUER_ID, TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.server import start_service
 from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
-from consent_ledger_fake import CHAIN, FakeLedger, register_principal, register_record
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
 CONSENT = Ed25519Signer.generate(DECISION_ISSUER_ID)

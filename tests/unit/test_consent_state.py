@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from consent_ledger_fake import FakeLedger, register_principal, register_record
+
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.errors import FailedPrecondition
 from carechain.ledger.v1 import ledger_pb2
-from consent_ledger_fake import FakeLedger, register_principal, register_record
 
 OPERATOR = Ed25519Signer.generate("operator")
 RECORDS = Ed25519Signer.generate("svc-records")

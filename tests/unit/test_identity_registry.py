@@ -6,6 +6,7 @@ import pathlib
 import re
 
 import pytest
+
 from carechain.common.v1 import common_pb2
 from carechain.errors import AlreadyExists
 from carechain.identity.registry import PrincipalRecord, Registry, StoredDataKey, patient_pseudonym

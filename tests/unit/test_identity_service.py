@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
+
 from carechain.auth import Caller, caller_claims, token_request_message
 from carechain.common.v1 import common_pb2
 from carechain.config import IdentitySettings

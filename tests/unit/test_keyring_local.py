@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+
 from carechain.errors import FailedPrecondition, IntegrityError
 from carechain.identity.keyring import LocalKeyring
 

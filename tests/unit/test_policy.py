@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import pytest
+
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent import policy
 from carechain.consent.policy import AccessRequest, evaluate, validate_policy

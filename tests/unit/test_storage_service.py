@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+
 from carechain.auth import Caller, caller_claims
 from carechain.common.v1 import common_pb2
 from carechain.config import StorageSettings

@@ -72,7 +72,8 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
     try:
         content = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(FIELD, f"is not valid JSON ({type(exc).__name__} at position {getattr(exc, 'pos', 0)})") from exc
+        position = getattr(exc, "pos", 0)
+        raise InvalidArgument(FIELD, f"is not valid JSON ({type(exc).__name__} at position {position})") from exc
     if not isinstance(content, dict):
         raise InvalidArgument(FIELD, "must be a JSON object")
     resource_type = content.get("resourceType")
@@ -84,7 +85,9 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
         model = None
     # Data types (Coding, HumanName, ...) are models too, but not resources.
     if model is None or not issubclass(model, Resource) or resource_type in ("Bundle", "Parameters", "Binary"):
-        raise InvalidArgument(f"{FIELD}.resourceType", f"unknown or unsupported FHIR R4 resource type {resource_type!r}")
+        raise InvalidArgument(
+            f"{FIELD}.resourceType", f"unknown or unsupported FHIR R4 resource type {resource_type!r}"
+        )
     try:
         model.model_validate(content)
     except ValidationError as exc:

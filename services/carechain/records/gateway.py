@@ -179,9 +179,8 @@ class RecordsGateway:
         key = self._peers.identity.ReleaseDataKey(
             identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
         )
-        ciphertext = b"".join(
-            chunk.data for chunk in self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
-        )
+        chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
+        ciphertext = b"".join(chunk.data for chunk in chunks)
         if not same(sha256_hex(ciphertext), record.content_sha256):
             raise DataLoss(f"record {record_id}: stored ciphertext does not match the ledger hash")
         try:

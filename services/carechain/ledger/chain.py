@@ -1,0 +1,432 @@
+"""A single validator: admission, ordering, block cutting, commit and queries.
+
+Flow of a transaction: :meth:`Ledger.submit` runs the admission checks
+(encoding, chain id, known signer, signature, fresh nonce: nothing enters the
+order that cannot be authentic), appends it to the :class:`Orderer`, and
+waits. The block cutter thread reads the order, cuts a block when
+``block_max_transactions`` are pending or ``block_max_wait_ms`` has passed
+since it saw the first pending one, runs the validator over every
+transaction, builds and signs the header, and commits block + log + state in
+one SQLite transaction. Only then are the waiting submitters answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+from carechain import merkle
+from carechain.crypto import Signer
+from carechain.errors import (
+    AlreadyExists,
+    CareChainError,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from carechain.ledger import blocks, transactions
+from carechain.ledger.ordering import InProcessOrderer, Orderer
+from carechain.ledger.state import PendingState
+from carechain.ledger.store import LedgerStore, LogEntry, StoredBlock
+from carechain.ledger.v1 import ledger_pb2
+from carechain.ledger.validator import Validator
+from carechain.network import TrustBundle
+
+log = logging.getLogger("carechain.ledger")
+
+# Idle poll of the orderer; bounds how long close() waits for the cutter.
+_IDLE_WAIT_SECONDS = 0.05
+META_CHAIN_ID = "chain_id"
+META_ORDERER_NEXT = "orderer_next_sequence"
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Where and how a submitted transaction was committed."""
+
+    transaction_hash: bytes
+    height: int
+    index: int
+    log_index: int
+    valid: bool
+    reason: str
+
+    def to_response(self) -> ledger_pb2.SubmitTransactionResponse:
+        """As the SubmitTransaction reply."""
+        return ledger_pb2.SubmitTransactionResponse(
+            transaction_hash=self.transaction_hash.hex(),
+            height=self.height,
+            index=self.index,
+            log_index=self.log_index,
+            valid=self.valid,
+            reason=self.reason,
+        )
+
+
+@dataclass
+class _Waiter:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Committed | None = None
+    error: CareChainError | None = None
+
+
+class Ledger:
+    """One validator over a chain store, fed by an orderer."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        chain_id: str,
+        signer: Signer,
+        trust: TrustBundle,
+        orderer: Orderer | None = None,
+        block_max_transactions: int = 100,
+        block_max_wait_ms: int = 20,
+    ) -> None:
+        self.store = store
+        self.chain_id = chain_id
+        self.signer = signer
+        self.trust = trust
+        self.validator = Validator(chain_id, trust)
+        self._own_orderer = orderer is None
+        self.orderer: Orderer = orderer if orderer is not None else InProcessOrderer()
+        self.block_max_transactions = block_max_transactions
+        self.block_max_wait = block_max_wait_ms / 1000.0
+        self._lock = threading.Lock()  # pending nonces and waiters
+        self._pending_nonces: set[tuple[str, bytes]] = set()
+        self._waiters: dict[int, _Waiter] = {}
+        self._tree_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._resume()
+        self._cutter = threading.Thread(target=self._run_cutter, name="ledger-block-cutter", daemon=True)
+        self._cutter.start()
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: pathlib.Path,
+        chain_id: str,
+        signer: Signer,
+        trust: TrustBundle,
+        orderer: Orderer | None = None,
+        block_max_transactions: int = 100,
+        block_max_wait_ms: int = 20,
+    ) -> Ledger:
+        """Open (or create, with a genesis block) the chain in data_dir and start cutting blocks."""
+        store = LedgerStore.open(data_dir)
+        try:
+            return cls(store, chain_id, signer, trust, orderer, block_max_transactions, block_max_wait_ms)
+        except BaseException:
+            store.close()
+            raise
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        stored_chain = self.store.meta(META_CHAIN_ID)
+        if stored_chain is not None and stored_chain != self.chain_id:
+            raise FailedPrecondition(
+                f"ledger store belongs to chain {stored_chain!r}, not {self.chain_id!r} (CARECHAIN_CHAIN_ID)"
+            )
+        leaves = self.store.leaf_hashes()
+        self._frontier = merkle.Frontier.from_leaf_hashes(leaves)
+        self._tree = merkle.MerkleTree(leaves)
+        head = self.store.head()
+        if head is None:
+            self._commit_genesis()
+            return
+        self._head = ledger_pb2.BlockHeader.FromString(head.header)
+        self._head_hash = head.header_hash
+        # Cheap consistency check; full verification is verify_chain.
+        if self._head.log_size != len(leaves) or self._head.log_root != self._frontier.root():
+            raise DataLoss("ledger store is inconsistent (head log root vs log entries); run `carechain ledger verify`")
+        self._orderer_next = int(self.store.meta(META_ORDERER_NEXT) or 0) if self.orderer.durable else 0
+        log.info("ledger resumed", extra={"height": self._head.height, "log_size": self._head.log_size})
+
+    def _commit_genesis(self) -> None:
+        header = ledger_pb2.BlockHeader(
+            chain_id=self.chain_id,
+            height=0,
+            previous_header_hash=blocks.GENESIS_PREVIOUS_HASH,
+            transactions_root=merkle.EMPTY_ROOT,
+            results_hash=blocks.results_hash([]),
+            log_size=0,
+            log_root=merkle.EMPTY_ROOT,
+            timestamp_ms=int(time.time() * 1000),
+        )
+        self._orderer_next = 0
+        self._commit(header, [], [], PendingState(self.store), self._frontier)
+        log.info("genesis block created", extra={"chain_id": self.chain_id})
+
+    # --- submission ----------------------------------------------------------------------------
+
+    def admit(self, tx: ledger_pb2.Transaction) -> ledger_pb2.TransactionBody:
+        """Admission checks before ordering; raises the error the client should see."""
+        body = transactions.decode_body(tx)
+        if body.chain_id != self.chain_id:
+            raise InvalidArgument("transaction.body.chain_id", "is for another chain")
+        key = self.validator.signer_key(tx.signer_id, self.store)
+        if key is None:
+            raise PermissionDenied("unknown signer: not a trusted service nor a registered principal")
+        if not transactions.signature_valid(tx, key):
+            raise InvalidArgument("transaction.signature", "not a valid Ed25519 signature by the signer")
+        return body
+
+    def submit(self, tx: ledger_pb2.Transaction, timeout: float) -> Committed:
+        """Admit, order and wait until tx's block is committed (Unavailable after timeout)."""
+        body = self.admit(tx)
+        nonce_key = (tx.signer_id, bytes(body.nonce))
+        waiter = _Waiter()
+        with self._lock:
+            if self._stopping.is_set():
+                raise Unavailable("ledger", "shutting down")
+            if nonce_key in self._pending_nonces or self.store.nonce_used(*nonce_key):
+                raise AlreadyExists("replayed nonce")
+            self._pending_nonces.add(nonce_key)
+            # Registered under the lock so the cutter cannot finish the entry before we listen.
+            sequence = self.orderer.append(transactions.encode(tx))
+            self._waiters[sequence] = waiter
+        if not waiter.done.wait(timeout):
+            raise Unavailable("ledger", f"transaction not committed within {timeout:g}s")
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    # --- block cutter --------------------------------------------------------------------------
+
+    def _run_cutter(self) -> None:
+        first_seen: float | None = None
+        while True:
+            stopping = self._stopping.is_set()
+            batch = self.orderer.read(self._orderer_next, self.block_max_transactions)
+            if not batch:
+                if stopping:
+                    return
+                first_seen = None
+                self.orderer.wait(self._orderer_next - 1, _IDLE_WAIT_SECONDS)
+                continue
+            now = time.monotonic()
+            if first_seen is None:
+                first_seen = now
+            remaining = self.block_max_wait - (now - first_seen)
+            if len(batch) < self.block_max_transactions and remaining > 0 and not stopping:
+                # Short slices so close() is not held up by a long block wait.
+                self.orderer.wait(batch[-1][0], min(remaining, _IDLE_WAIT_SECONDS))
+                continue
+            try:
+                self._cut(batch)
+            except Exception:  # noqa: BLE001 - keep the cutter alive and answer the batch's submitters
+                log.exception("block cut failed")
+                error = Unavailable("ledger", "block could not be cut")
+                for sequence, data in batch:
+                    tx = None
+                    try:
+                        tx = ledger_pb2.Transaction.FromString(data)
+                    except Exception:  # noqa: BLE001, S110 - nothing to release for a foreign entry
+                        pass
+                    self._finish(sequence, None, error, tx)
+            self._orderer_next = batch[-1][0] + 1
+            first_seen = None
+
+    def _cut(self, batch: list[tuple[int, bytes]]) -> None:
+        txs: list[ledger_pb2.Transaction] = []
+        sequences: list[int] = []
+        for sequence, data in batch:
+            try:
+                txs.append(ledger_pb2.Transaction.FromString(data))
+                sequences.append(sequence)
+            except Exception:  # noqa: BLE001 - a foreign orderer entry that is not a Transaction
+                log.warning("skipping an orderer entry that is not a transaction", extra={"sequence": sequence})
+                self._finish(sequence, None, InvalidArgument("transaction", "not a Transaction encoding"))
+        if not txs:
+            return
+        head = self._head
+        pending = PendingState(self.store)
+        frontier = self._frontier.copy()
+        block_leaves: list[bytes] = []
+        results: list[ledger_pb2.TransactionResult] = []
+        entries: list[LogEntry] = []
+        height = head.height + 1
+        for index, tx in enumerate(txs):
+            log_index = head.log_size + index
+            result = self.validator.apply(tx, pending, log_index)
+            leaf_data = transactions.encode(tx)
+            leaf = merkle.leaf_hash(leaf_data)
+            block_leaves.append(leaf)
+            frontier.append(leaf)
+            results.append(result)
+            entries.append(LogEntry(log_index, height, index, leaf_data, leaf, result.valid, result.reason))
+        header = ledger_pb2.BlockHeader(
+            chain_id=self.chain_id,
+            height=height,
+            previous_header_hash=self._head_hash,
+            transactions_root=merkle.root(block_leaves),
+            results_hash=blocks.results_hash(results),
+            log_size=frontier.size,
+            log_root=frontier.root(),
+            # Taken once, here; never earlier than the previous block.
+            timestamp_ms=max(int(time.time() * 1000), head.timestamp_ms),
+        )
+        try:
+            self._commit(header, txs, results, pending, frontier, entries, sequences)
+        except Exception as exc:
+            log.exception("block commit failed", extra={"height": height})
+            error = Unavailable("ledger store", f"block commit failed: {type(exc).__name__}")
+            for sequence, tx in zip(sequences, txs, strict=True):
+                self._finish(sequence, None, error, tx)
+            return
+        for index, (sequence, tx, result) in enumerate(zip(sequences, txs, results, strict=True)):
+            committed = Committed(
+                transactions.transaction_hash(tx), height, index, head.log_size + index, result.valid, result.reason
+            )
+            self._finish(sequence, committed, None, tx)
+
+    def _commit(
+        self,
+        header: ledger_pb2.BlockHeader,
+        txs: list[ledger_pb2.Transaction],
+        results: list[ledger_pb2.TransactionResult],
+        pending: PendingState,
+        frontier: merkle.Frontier,
+        entries: list[LogEntry] | None = None,
+        sequences: list[int] | None = None,
+    ) -> None:
+        header_bytes = transactions.encode(header)
+        header_hash = blocks.header_hash(header_bytes)
+        signature = ledger_pb2.ValidatorSignature(
+            validator_id=self.signer.key_id, signature=self.signer.sign(blocks.header_signing_message(header_bytes))
+        )
+        block = ledger_pb2.Block(header=header_bytes, transactions=txs, results=results, signatures=[signature])
+        meta = {META_CHAIN_ID: self.chain_id}
+        if sequences:
+            meta[META_ORDERER_NEXT] = str(sequences[-1] + 1)
+        stored = StoredBlock(header.height, header_bytes, header_hash, transactions.encode(block))
+        self.store.commit_block(stored, entries or [], pending, meta)
+        with self._tree_lock:
+            for entry in entries or []:
+                self._tree.append(entry.leaf_hash)
+            self._frontier = frontier
+            self._head = header
+            self._head_hash = header_hash
+
+    def _finish(
+        self,
+        sequence: int,
+        result: Committed | None,
+        error: CareChainError | None,
+        tx: ledger_pb2.Transaction | None = None,
+    ) -> None:
+        with self._lock:
+            if tx is not None:
+                try:
+                    body = ledger_pb2.TransactionBody.FromString(tx.body)
+                    self._pending_nonces.discard((tx.signer_id, bytes(body.nonce)))
+                except Exception:  # noqa: BLE001, S110 - entries we never admitted have no pending nonce
+                    pass
+            waiter = self._waiters.pop(sequence, None)
+        if waiter is not None:
+            waiter.result, waiter.error = result, error
+            waiter.done.set()
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def head(self) -> tuple[ledger_pb2.BlockHeader, bytes]:
+        """The latest header and its hash."""
+        with self._tree_lock:
+            return self._head, self._head_hash
+
+    def block(self, height: int) -> ledger_pb2.Block:
+        """The block at height; NotFound beyond the head."""
+        # Compare first: SQLite integers stop at 2^63 and heights are uint64.
+        stored = self.store.block(height) if height <= self.head()[0].height else None
+        if stored is None:
+            raise NotFound(f"no block at height {height}")
+        return ledger_pb2.Block.FromString(stored.block)
+
+    def log_size(self) -> int:
+        """Committed transactions."""
+        with self._tree_lock:
+            return self._tree.size
+
+    def list_transactions(self, from_log_index: int, limit: int) -> list[ledger_pb2.LoggedTransaction]:
+        """Committed transactions in log order."""
+        if from_log_index >= self.log_size():
+            return []
+        return [
+            ledger_pb2.LoggedTransaction(
+                log_index=e.log_index,
+                height=e.height,
+                transaction=ledger_pb2.Transaction.FromString(e.tx),
+                result=ledger_pb2.TransactionResult(valid=e.valid, reason=e.reason),
+            )
+            for e in self.store.log_entries(from_log_index, limit)
+        ]
+
+    def record_entry(self, record_id: str) -> ledger_pb2.RecordEntry:
+        """A record's registration and tombstone; NotFound for unknown ids."""
+        record = self.store.record(record_id) if record_id else None
+        if record is None:
+            raise NotFound("no such record on the ledger")
+        return ledger_pb2.RecordEntry(
+            record=ledger_pb2.RegisterRecord.FromString(record.entry), log_index=record.log_index, erased=record.erased
+        )
+
+    def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:
+        """RFC 9162 inclusion proof of a log entry in the tree of tree_size (0 = current)."""
+        with self._tree_lock:
+            size = self._tree.size
+            if tree_size == 0:
+                tree_size = size
+            if tree_size > size:
+                raise InvalidArgument("tree_size", f"exceeds the log size {size}")
+            if log_index >= tree_size:
+                raise InvalidArgument("log_index", f"must be below the tree size {tree_size}")
+            path = self._tree.inclusion_proof(log_index, tree_size)
+            root = self._tree.root(tree_size)
+        entry = self.store.log_entry(log_index)
+        if entry is None:
+            raise DataLoss(f"log entry {log_index} is missing from the store")
+        return ledger_pb2.InclusionProof(
+            log_index=log_index, tree_size=tree_size, hashes=path, root=root, leaf=entry.tx
+        )
+
+    def consistency_proof(self, first_size: int, second_size: int = 0) -> ledger_pb2.ConsistencyProof:
+        """RFC 9162 consistency proof between two tree sizes (second 0 = current)."""
+        with self._tree_lock:
+            size = self._tree.size
+            if second_size == 0:
+                second_size = size
+            if second_size > size:
+                raise InvalidArgument("second_size", f"exceeds the log size {size}")
+            if first_size > second_size:
+                raise InvalidArgument("first_size", f"exceeds the second size {second_size}")
+            proof = self._tree.consistency_proof(first_size, second_size)
+            first_root, second_root = self._tree.root(first_size), self._tree.root(second_size)
+        return ledger_pb2.ConsistencyProof(
+            first_size=first_size, second_size=second_size, hashes=proof, first_root=first_root, second_root=second_root
+        )
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cut what is already ordered, stop the cutter, fail leftover waiters and close the store."""
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            self._stopping.set()
+        self._cutter.join(timeout=30)
+        if self._own_orderer:
+            self.orderer.close()
+        with self._lock:
+            waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.error = Unavailable("ledger", "shutting down")
+            waiter.done.set()
+        self.store.close()

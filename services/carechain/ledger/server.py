@@ -1,0 +1,111 @@
+"""The ledger gRPC service: LedgerService over one embedded validator.
+
+Every RPC needs a valid access token for ``carechain.ledger`` (any principal
+kind). SubmitTransaction answers only once the transaction's block is durably
+committed, or UNAVAILABLE after ``rpc_timeout_seconds`` (or the call's own
+deadline, whichever is sooner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import grpc
+
+from carechain.auth import Authenticator
+from carechain.config import LedgerSettings
+from carechain.crypto import Ed25519Signer
+from carechain.errors import InvalidArgument
+from carechain.ledger.chain import Ledger
+from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from carechain.ledger.verify import verify_chain
+from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.server import Register, run_service
+
+DEFAULT_LIST_LIMIT = 500
+MAX_LIST_LIMIT = 1000
+SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    """LedgerService RPCs."""
+
+    def __init__(self, ledger: Ledger, authenticator: Authenticator, commit_timeout_seconds: float) -> None:
+        self.ledger = ledger
+        self.auth = authenticator
+        self.commit_timeout_seconds = commit_timeout_seconds
+
+    def SubmitTransaction(self, request, context):  # noqa: N802 - gRPC method name
+        self.auth.require(context)
+        if not request.HasField("transaction"):
+            raise InvalidArgument("transaction", "required")
+        timeout = self.commit_timeout_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = max(0.0, min(timeout, remaining))
+        return self.ledger.submit(request.transaction, timeout).to_response()
+
+    def GetChainHead(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        header, header_hash = self.ledger.head()
+        return ledger_pb2.ChainHead(header=header, header_hash=header_hash)
+
+    def GetBlock(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        return self.ledger.block(request.height)
+
+    def ListTransactions(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        limit = request.limit or DEFAULT_LIST_LIMIT
+        if limit > MAX_LIST_LIMIT:
+            raise InvalidArgument("limit", f"must be at most {MAX_LIST_LIMIT}")
+        log_size = self.ledger.log_size()
+        return ledger_pb2.ListTransactionsResponse(
+            transactions=self.ledger.list_transactions(request.from_log_index, limit), log_size=log_size
+        )
+
+    def GetRecordEntry(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        if not request.record_id:
+            raise InvalidArgument("record_id", "required")
+        return self.ledger.record_entry(request.record_id)
+
+    def GetInclusionProof(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        return self.ledger.inclusion_proof(request.log_index, request.tree_size)
+
+    def GetConsistencyProof(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        return self.ledger.consistency_proof(request.first_size, request.second_size)
+
+    def VerifyChain(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        return verify_chain(self.ledger.store, self.ledger.trust).to_response()
+
+
+def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]:
+    """Open the chain under settings.data_dir and return (register, closers)."""
+    signer = Ed25519Signer.from_file(service_principal_id("ledger"), settings.signing_key_file)
+    trust = TrustBundle.load(settings.trust_dir)
+    ledger = Ledger.open(
+        settings.data_dir,
+        settings.chain_id,
+        signer,
+        trust,
+        block_max_transactions=settings.block_max_transactions,
+        block_max_wait_ms=settings.block_max_wait_ms,
+    )
+    servicer = LedgerServicer(ledger, Authenticator(trust, audience("ledger")), settings.rpc_timeout_seconds)
+
+    def register(server: grpc.Server) -> Iterable[str]:
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
+        return [SERVICE_NAME]
+
+    return register, [ledger.close]
+
+
+def main() -> None:
+    """Run the ledger service from CARECHAIN_* environment variables."""
+    settings = LedgerSettings()
+    register, closers = build(settings)
+    run_service("ledger", settings, register, closers)

@@ -1,0 +1,188 @@
+"""Contract state derived from valid transactions, and a write overlay for one block.
+
+The validator reads state through :class:`StateReader` and writes into a
+:class:`PendingState` overlay. The chain store applies an overlay's writes in
+the same SQLite transaction as the block; verification runs the validator on
+an overlay over :class:`EmptyState` and never touches the store's state tables.
+Writes are kept in insertion (= log) order so applying them is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+CONSENT_ACTIVE = "ACTIVE"
+CONSENT_REVOKED = "REVOKED"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A principal registered on the ledger."""
+
+    principal_id: str
+    kind: int  # common_pb2.PrincipalKind
+    public_key: bytes
+    organization_id: str
+    specialty: str
+    log_index: int
+    kek_version: int = 0  # last KeyRotation version recorded for a patient
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """A registered record."""
+
+    record_id: str
+    patient_id: str
+    entry: bytes  # deterministic encoding of the RegisterRecord
+    log_index: int
+    erased: bool = False
+    erased_log_index: int | None = None
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """A granted consent and its status."""
+
+    consent_id: str
+    patient_id: str
+    policy: bytes  # deterministic encoding of the ConsentPolicy
+    status: str
+    log_index: int
+    revoked_log_index: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditAnchor:
+    """An anchored audit batch."""
+
+    batch_number: int
+    first_sequence: int
+    last_sequence: int
+    merkle_root: bytes
+    log_index: int
+
+
+class StateReader(Protocol):
+    """Read access to committed contract state."""
+
+    def principal(self, principal_id: str) -> Principal | None:
+        """A registered principal, or None."""
+        ...
+
+    def nonce_used(self, signer_id: str, nonce: bytes) -> bool:
+        """True when (signer, nonce) was consumed by a committed transaction."""
+        ...
+
+    def record(self, record_id: str) -> RecordState | None:
+        """A registered record, or None."""
+        ...
+
+    def patient_records(self, patient_id: str) -> list[RecordState]:
+        """A patient's records in log order."""
+        ...
+
+    def consent(self, consent_id: str) -> ConsentState | None:
+        """A consent, or None."""
+        ...
+
+    def last_audit_batch(self) -> int | None:
+        """Highest anchored audit batch number, or None."""
+        ...
+
+
+class EmptyState:
+    """The state before genesis."""
+
+    def principal(self, principal_id: str) -> Principal | None:
+        return None
+
+    def nonce_used(self, signer_id: str, nonce: bytes) -> bool:
+        return False
+
+    def record(self, record_id: str) -> RecordState | None:
+        return None
+
+    def patient_records(self, patient_id: str) -> list[RecordState]:
+        return []
+
+    def consent(self, consent_id: str) -> ConsentState | None:
+        return None
+
+    def last_audit_batch(self) -> int | None:
+        return None
+
+
+class PendingState:
+    """Writes of not-yet-committed transactions layered over a committed state."""
+
+    def __init__(self, base: StateReader) -> None:
+        self.base = base
+        self.principals: dict[str, Principal] = {}
+        self.nonces: dict[tuple[str, bytes], int] = {}  # -> log index that consumed it
+        self.records: dict[str, RecordState] = {}
+        self.consents: dict[str, ConsentState] = {}
+        self.anchors: list[AuditAnchor] = []
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def principal(self, principal_id: str) -> Principal | None:
+        found = self.principals.get(principal_id)
+        return found if found is not None else self.base.principal(principal_id)
+
+    def nonce_used(self, signer_id: str, nonce: bytes) -> bool:
+        return (signer_id, nonce) in self.nonces or self.base.nonce_used(signer_id, nonce)
+
+    def record(self, record_id: str) -> RecordState | None:
+        found = self.records.get(record_id)
+        return found if found is not None else self.base.record(record_id)
+
+    def patient_records(self, patient_id: str) -> list[RecordState]:
+        merged = {r.record_id: r for r in self.base.patient_records(patient_id)}
+        merged.update((r.record_id, r) for r in self.records.values() if r.patient_id == patient_id)
+        return sorted(merged.values(), key=lambda r: r.log_index)
+
+    def consent(self, consent_id: str) -> ConsentState | None:
+        found = self.consents.get(consent_id)
+        return found if found is not None else self.base.consent(consent_id)
+
+    def last_audit_batch(self) -> int | None:
+        return self.anchors[-1].batch_number if self.anchors else self.base.last_audit_batch()
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def consume_nonce(self, signer_id: str, nonce: bytes, log_index: int) -> None:
+        """Mark (signer, nonce) used."""
+        self.nonces[(signer_id, nonce)] = log_index
+
+    def put_principal(self, principal: Principal) -> None:
+        """Add or update a principal."""
+        self.principals[principal.principal_id] = principal
+
+    def put_record(self, record: RecordState) -> None:
+        """Add or update a record."""
+        self.records[record.record_id] = record
+
+    def erase_record(self, record: RecordState, log_index: int) -> None:
+        """Tombstone a record."""
+        self.records[record.record_id] = replace(record, erased=True, erased_log_index=log_index)
+
+    def put_consent(self, consent: ConsentState) -> None:
+        """Add or update a consent."""
+        self.consents[consent.consent_id] = consent
+
+    def add_anchor(self, anchor: AuditAnchor) -> None:
+        """Record an anchored audit batch."""
+        self.anchors.append(anchor)
+
+    def fold(self) -> None:
+        """Merge this overlay into its base when the base is itself a PendingState (verification)."""
+        base = self.base
+        if not isinstance(base, PendingState):
+            raise TypeError("only a PendingState base can absorb writes in memory")
+        base.principals.update(self.principals)
+        base.nonces.update(self.nonces)
+        base.records.update(self.records)
+        base.consents.update(self.consents)
+        base.anchors.extend(self.anchors)

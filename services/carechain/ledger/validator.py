@@ -1,0 +1,281 @@
+"""The contract rules: a deterministic verdict for each transaction.
+
+Given the same state and the same transaction the validator always returns
+the same :class:`TransactionResult` and the same state writes; it reads no
+clock, no randomness, and iterates only over ordered data.
+
+Order of checks for one transaction:
+
+1. envelope: the body decodes (:func:`transactions.decode_body`), its chain id
+   matches, the signer is known (a service/operator from the trust bundle, or a
+   principal registered on the ledger), the Ed25519 signature is valid and the
+   (signer, nonce) pair is unused;
+2. payload rules (see ``_check_*`` below).
+
+Nonces: once the envelope is authentic (steps up to the signature pass) and
+the nonce is fresh, the nonce is consumed whether or not the payload rules
+pass. So neither a valid nor an invalid transaction can ever be replayed, and
+a client that wants to retry a rejected transaction signs a new one. A
+transaction that fails before that (bad encoding, other chain, unknown signer,
+bad signature) consumes nothing: its signer is not proven.
+
+Invalid transactions stay in the block with ``valid=false`` and a reason; they
+change no state other than the nonce. Reasons name fields and rules, never
+values (no PHI, no identifiers). A reason about *who* may do something starts
+with :data:`NOT_PERMITTED` (``"not permitted: "``); :mod:`carechain.ledger.client`
+maps those to PERMISSION_DENIED and every other reason to FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from carechain.common.v1 import common_pb2
+from carechain.errors import InvalidArgument
+from carechain.ledger import transactions
+from carechain.ledger.state import (
+    CONSENT_ACTIVE,
+    CONSENT_REVOKED,
+    AuditAnchor,
+    ConsentState,
+    PendingState,
+    Principal,
+    RecordState,
+    StateReader,
+)
+from carechain.ledger.v1 import ledger_pb2
+from carechain.network import TrustBundle, service_principal_id
+
+Kind = common_pb2.PrincipalKind
+NOT_PERMITTED = "not permitted: "
+REPLAYED_NONCE = "replayed nonce"
+IDENTITY = service_principal_id("identity")
+RECORDS = service_principal_id("records")
+AUDIT = service_principal_id("audit")
+MAX_STORED_INT = 2**63 - 1  # SQLite integers are signed 64-bit
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class Rejected(Exception):
+    """A transaction breaks a contract rule; the message is the stored reason."""
+
+
+def _not_permitted(why: str) -> Rejected:
+    return Rejected(NOT_PERMITTED + why)
+
+
+def _enum_defined(enum: object, value: int) -> bool:
+    try:
+        enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An authenticated transaction: its decoded body and signer."""
+
+    body: ledger_pb2.TransactionBody
+    signer_id: str
+
+
+class Validator:
+    """Applies the contract rules for one chain, given the network trust bundle."""
+
+    def __init__(self, chain_id: str, trust: TrustBundle) -> None:
+        self.chain_id = chain_id
+        self.trust = trust
+
+    # --- envelope ----------------------------------------------------------------------------
+
+    def signer_key(self, signer_id: str, state: StateReader) -> bytes | None:
+        """Public key of a trusted service/operator or a ledger-registered principal."""
+        key = self.trust.key(signer_id)
+        if key is not None:
+            return key
+        principal = state.principal(signer_id)
+        return principal.public_key if principal is not None else None
+
+    def check_envelope(self, tx: ledger_pb2.Transaction, state: StateReader) -> Envelope:
+        """Decode and authenticate tx, and check its nonce is fresh; raises Rejected."""
+        try:
+            body = transactions.decode_body(tx)
+        except InvalidArgument as exc:
+            raise Rejected(f"malformed: {exc.message}") from exc
+        if body.chain_id != self.chain_id:
+            raise Rejected("transaction is for another chain")
+        key = self.signer_key(tx.signer_id, state)
+        if key is None:
+            raise _not_permitted("unknown signer")
+        if not transactions.signature_valid(tx, key):
+            raise Rejected("invalid signature")
+        if state.nonce_used(tx.signer_id, body.nonce):
+            raise Rejected(REPLAYED_NONCE)
+        return Envelope(body, tx.signer_id)
+
+    # --- whole transaction -------------------------------------------------------------------
+
+    def apply(self, tx: ledger_pb2.Transaction, state: PendingState, log_index: int) -> ledger_pb2.TransactionResult:
+        """Validate tx at log_index against state, writing its effects into state when valid."""
+        try:
+            envelope = self.check_envelope(tx, state)
+        except Rejected as exc:
+            return ledger_pb2.TransactionResult(valid=False, reason=str(exc))
+        # Authentic and fresh: the nonce is spent from here on (see module docstring).
+        state.consume_nonce(envelope.signer_id, envelope.body.nonce, log_index)
+        try:
+            self._apply_payload(envelope, state, log_index)
+        except Rejected as exc:
+            return ledger_pb2.TransactionResult(valid=False, reason=str(exc))
+        return ledger_pb2.TransactionResult(valid=True)
+
+    def _apply_payload(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        kind = env.body.WhichOneof("payload")
+        handler = {
+            "register_principal": self._register_principal,
+            "register_record": self._register_record,
+            "grant_consent": self._grant_consent,
+            "revoke_consent": self._revoke_consent,
+            "anchor_audit_batch": self._anchor_audit_batch,
+            "erase_records": self._erase_records,
+            "key_rotation": self._key_rotation,
+        }.get(kind or "")
+        if handler is None:
+            raise Rejected("unknown payload")
+        handler(env, state, log_index)
+
+    # --- payload rules: each checks everything first, then writes ----------------------------
+
+    def _patient(self, state: StateReader, patient_id: str, field: str) -> Principal:
+        principal = state.principal(patient_id) if patient_id else None
+        if principal is None or principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
+            raise Rejected(f"{field}: not a registered patient")
+        return principal
+
+    def _organization(self, state: StateReader, organization_id: str, field: str) -> Principal:
+        principal = state.principal(organization_id) if organization_id else None
+        if principal is None or principal.kind != Kind.PRINCIPAL_KIND_ORGANIZATION:
+            raise Rejected(f"{field}: not a registered organization")
+        return principal
+
+    def _register_principal(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        p = env.body.register_principal
+        if env.signer_id != IDENTITY:
+            raise _not_permitted(f"only {IDENTITY} registers principals")
+        if not p.principal_id:
+            raise Rejected("register_principal.principal_id: required")
+        if self.trust.key(p.principal_id) is not None or state.principal(p.principal_id) is not None:
+            raise Rejected("register_principal.principal_id: already registered")
+        if len(p.public_key) != 32:
+            raise Rejected("register_principal.public_key: must be a raw 32-byte Ed25519 key")
+        if p.kind == Kind.PRINCIPAL_KIND_UNSPECIFIED or not _enum_defined(Kind, p.kind):
+            raise Rejected("register_principal.kind: must be specified")
+        if p.kind in (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT):
+            self._organization(state, p.organization_id, "register_principal.organization_id")
+        state.put_principal(
+            Principal(p.principal_id, p.kind, bytes(p.public_key), p.organization_id, p.specialty, log_index)
+        )
+
+    def _register_record(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        r = env.body.register_record
+        if env.signer_id != RECORDS:
+            raise _not_permitted(f"only {RECORDS} registers records")
+        if not r.record_id:
+            raise Rejected("register_record.record_id: required")
+        if state.record(r.record_id) is not None:
+            raise Rejected("register_record.record_id: already registered")
+        self._patient(state, r.patient_id, "register_record.patient_id")
+        self._organization(state, r.organization_id, "register_record.organization_id")
+        if not _HEX64.fullmatch(r.content_sha256):
+            raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
+        if not r.categories:
+            raise Rejected("register_record.categories: at least one category is required")
+        for category in r.categories:
+            if category == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or not _enum_defined(
+                common_pb2.SensitivityCategory, category
+            ):
+                raise Rejected("register_record.categories: unspecified or unknown category")
+        state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
+
+    def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        g = env.body.grant_consent
+        if env.signer_id != g.patient_id:
+            raise _not_permitted("only the patient grants their consent")
+        self._patient(state, g.patient_id, "grant_consent.patient_id")
+        if not g.consent_id:
+            raise Rejected("grant_consent.consent_id: required")
+        if state.consent(g.consent_id) is not None:
+            raise Rejected("grant_consent.consent_id: already exists")
+        if not g.policy.provisions:
+            raise Rejected("grant_consent.policy.provisions: at least one provision is required")
+        state.put_consent(
+            ConsentState(g.consent_id, g.patient_id, transactions.encode(g.policy), CONSENT_ACTIVE, log_index)
+        )
+
+    def _revoke_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        r = env.body.revoke_consent
+        if env.signer_id != r.patient_id:
+            raise _not_permitted("only the patient revokes their consent")
+        self._patient(state, r.patient_id, "revoke_consent.patient_id")
+        consent = state.consent(r.consent_id) if r.consent_id else None
+        if consent is None:
+            raise Rejected("revoke_consent.consent_id: unknown consent")
+        if consent.patient_id != r.patient_id:
+            raise _not_permitted("the consent belongs to another patient")
+        if consent.status != CONSENT_ACTIVE:
+            raise Rejected("revoke_consent.consent_id: consent is not active")
+        state.put_consent(
+            ConsentState(
+                consent.consent_id, consent.patient_id, consent.policy, CONSENT_REVOKED, consent.log_index, log_index
+            )
+        )
+
+    def _anchor_audit_batch(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        a = env.body.anchor_audit_batch
+        if env.signer_id != AUDIT:
+            raise _not_permitted(f"only {AUDIT} anchors audit batches")
+        last = state.last_audit_batch()
+        if last is not None and a.batch_number <= last:
+            raise Rejected("anchor_audit_batch.batch_number: must be greater than the last anchored batch")
+        if max(a.batch_number, a.first_sequence, a.last_sequence) > MAX_STORED_INT:
+            raise Rejected("anchor_audit_batch: numbers must be below 2^63")
+        if a.first_sequence > a.last_sequence:
+            raise Rejected("anchor_audit_batch.first_sequence: must not exceed last_sequence")
+        if len(a.merkle_root) != 32:
+            raise Rejected("anchor_audit_batch.merkle_root: must be a 32-byte hash")
+        anchor = AuditAnchor(a.batch_number, a.first_sequence, a.last_sequence, bytes(a.merkle_root), log_index)
+        state.add_anchor(anchor)
+
+    def _erase_records(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        e = env.body.erase_records
+        if env.signer_id not in (e.patient_id, IDENTITY):
+            raise _not_permitted(f"only the patient or {IDENTITY} erases records")
+        self._patient(state, e.patient_id, "erase_records.patient_id")
+        if e.record_ids:
+            targets = []
+            for record_id in dict.fromkeys(e.record_ids):  # de-duplicated, order kept
+                record = state.record(record_id)
+                if record is None or record.patient_id != e.patient_id:
+                    raise Rejected("erase_records.record_ids: unknown record or not the patient's")
+                targets.append(record)
+        else:
+            targets = state.patient_records(e.patient_id)
+        for record in targets:
+            if not record.erased:  # erasing twice is harmless; the first tombstone stays
+                state.erase_record(record, log_index)
+
+    def _key_rotation(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        k = env.body.key_rotation
+        if env.signer_id != IDENTITY:
+            raise _not_permitted(f"only {IDENTITY} records key rotations")
+        patient = self._patient(state, k.patient_id, "key_rotation.patient_id")
+        if k.key_version <= patient.kek_version:
+            raise Rejected("key_rotation.key_version: must be greater than the last recorded version")
+        state.put_principal(
+            Principal(
+                patient.principal_id, patient.kind, patient.public_key, patient.organization_id,
+                patient.specialty, patient.log_index, k.key_version,
+            )
+        )

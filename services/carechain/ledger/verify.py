@@ -1,0 +1,250 @@
+"""Full chain verification, trusting nothing derived that is stored.
+
+:func:`verify_chain` walks the stored blocks from genesis and, for each one,
+re-checks:
+
+1. the block and its header decode, the stored header column and header hash
+   match the block's header bytes, heights are consecutive from 0 and the
+   chain id never changes;
+2. ``previous_header_hash`` is the SHA-256 of the previous header (32 zero
+   bytes at genesis);
+3. every validator signature over ``"carechain-block/v1\\n" + header`` is valid
+   and made by a known validator (at least one);
+4. every transaction signature, against the keys known at that point (trust
+   bundle plus principals registered by earlier valid transactions, replayed);
+5. ``transactions_root`` = RFC 9162 root over the block's encoded transactions;
+6. the results: the deterministic validator is re-run on a fresh in-memory
+   state and each valid flag and reason must equal the stored one; then
+   ``results_hash``;
+7. ``log_size`` and ``log_root``, recomputed from the transactions themselves
+   (not from the stored leaf table);
+8. an RFC 9162 inclusion proof of every transaction against the block's
+   ``log_root``;
+9. the stored log entries (leaf table) match the blocks, and hold nothing more.
+
+It stops at the first problem and names the block and what failed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from carechain import merkle
+from carechain.crypto import verify_signature
+from carechain.errors import IntegrityError
+from carechain.ledger import blocks, transactions
+from carechain.ledger.state import EmptyState, PendingState
+from carechain.ledger.store import LedgerStore
+from carechain.ledger.v1 import ledger_pb2
+from carechain.ledger.validator import Validator
+from carechain.network import TrustBundle, service_principal_id
+
+#: Principals whose signatures make a block valid (one validator in the embedded network).
+DEFAULT_VALIDATORS = (service_principal_id("ledger"),)
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """Outcome of a verification."""
+
+    ok: bool
+    blocks_checked: int
+    first_bad_height: int | None
+    problem: str
+
+    def to_response(self) -> ledger_pb2.VerifyChainResponse:
+        """As the VerifyChain reply."""
+        return ledger_pb2.VerifyChainResponse(
+            ok=self.ok,
+            blocks_checked=self.blocks_checked,
+            first_bad_height=self.first_bad_height or 0,
+            problem=self.problem,
+        )
+
+
+def _short(digest: bytes) -> str:
+    return digest.hex()[:16] + ".."
+
+
+class _Bad(Exception):
+    """A check failed at the block being verified."""
+
+
+def _mismatch(what: str, expected: bytes, computed: bytes) -> _Bad:
+    return _Bad(f"{what} mismatch (expected {_short(expected)}, computed {_short(computed)})")
+
+
+def verify_chain(
+    store_or_path: LedgerStore | pathlib.Path,
+    trust: TrustBundle,
+    validators: Collection[str] = DEFAULT_VALIDATORS,
+) -> ChainVerification:
+    """Re-check the whole chain from genesis (see the module docstring); never writes.
+
+    A live store is verified through its own read-only connection in one read
+    transaction, so blocks committed meanwhile neither block the validator nor
+    confuse the check.
+    """
+    path = store_or_path.path if isinstance(store_or_path, LedgerStore) else pathlib.Path(store_or_path)
+    store = LedgerStore.open_read_only(path)
+    try:
+        with store.snapshot():
+            return _Verifier(store, trust, validators).run()
+    finally:
+        store.close()
+
+
+def verify_data_dir(ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path) -> ChainVerification:
+    """Offline verification of a ledger data directory (opened read-only) with a trust directory."""
+    return verify_chain(pathlib.Path(ledger_data_dir), TrustBundle.load(pathlib.Path(trust_dir)))
+
+
+class _Verifier:
+    def __init__(self, store: LedgerStore, trust: TrustBundle, validators: Collection[str]) -> None:
+        self.store = store
+        self.trust = trust
+        self.validators = set(validators)
+        self.state = PendingState(EmptyState())
+        self.frontier = merkle.Frontier()
+        self.tree = merkle.MerkleTree()
+        self.validator: Validator | None = None
+        self.previous_hash = blocks.GENESIS_PREVIOUS_HASH
+        self.checked = 0
+
+    def run(self) -> ChainVerification:
+        height = 0
+        for stored in self.store.blocks():
+            if stored.height != height:
+                return self._fail(height, f"missing (the next stored block is {stored.height})")
+            try:
+                self._check_block(stored.height, stored.header, stored.header_hash, stored.block)
+            except _Bad as exc:
+                return self._fail(height, str(exc))
+            self.checked += 1
+            height += 1
+        if self.checked == 0:
+            return self._fail(0, "missing: no genesis block")
+        extra = self.store.log_entries(self.frontier.size, 1)
+        if extra:
+            return self._fail(
+                extra[0].height, f"log entries hold log index {extra[0].log_index} beyond the chain's log size"
+            )
+        return ChainVerification(True, self.checked, None, "")
+
+    def _fail(self, height: int, problem: str) -> ChainVerification:
+        return ChainVerification(False, self.checked, height, f"block {height}: {problem}")
+
+    def _check_block(self, height: int, header_column: bytes, header_hash_column: bytes, block_bytes: bytes) -> None:
+        try:
+            block = ledger_pb2.Block.FromString(block_bytes)
+            header = ledger_pb2.BlockHeader.FromString(block.header)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is the finding
+            raise _Bad("block does not decode") from exc
+        # 1. structure
+        if header_column != block.header:
+            raise _Bad("stored header differs from the block's header")
+        computed_hash = blocks.header_hash(block.header)
+        if header_hash_column != computed_hash:
+            raise _mismatch("header hash", header_hash_column, computed_hash)
+        if header.height != height:
+            raise _Bad(f"header says height {header.height}")
+        if self.validator is None:
+            self.validator = Validator(header.chain_id, self.trust)
+        elif header.chain_id != self.validator.chain_id:
+            raise _Bad("chain_id differs from the genesis block's")
+        # 2. hash link
+        if header.previous_header_hash != self.previous_hash:
+            raise _mismatch("previous_header_hash", header.previous_header_hash, self.previous_hash)
+        # 3. validator signatures
+        self._check_signatures(block)
+        if len(block.results) != len(block.transactions):
+            raise _Bad(f"{len(block.transactions)} transactions but {len(block.results)} results")
+        # 4 + 6. transaction signatures and re-run of the contract rules
+        first_log_index = self.frontier.size
+        recomputed = []
+        for index, (tx, stored_result) in enumerate(zip(block.transactions, block.results, strict=True)):
+            log_index = first_log_index + index
+            self._check_transaction_signature(index, log_index, tx, stored_result)
+            result = self.validator.apply(tx, self.state, log_index)
+            if (result.valid, result.reason) != (stored_result.valid, stored_result.reason):
+                raise _Bad(
+                    f"transaction {index} (log index {log_index}) result mismatch "
+                    f"(stored valid={stored_result.valid} reason={stored_result.reason!r}, "
+                    f"recomputed valid={result.valid} reason={result.reason!r})"
+                )
+            recomputed.append(result)
+        # 5. transactions root
+        leaf_data = [transactions.encode(tx) for tx in block.transactions]
+        leaves = [merkle.leaf_hash(data) for data in leaf_data]
+        transactions_root = merkle.root(leaves)
+        if header.transactions_root != transactions_root:
+            raise _mismatch("transactions_root", header.transactions_root, transactions_root)
+        # 6. results hash
+        results_hash = blocks.results_hash(recomputed)
+        if header.results_hash != results_hash:
+            raise _mismatch("results_hash", header.results_hash, results_hash)
+        # 7. log size and root
+        for leaf in leaves:
+            self.frontier.append(leaf)
+            self.tree.append(leaf)
+        if header.log_size != self.frontier.size:
+            raise _Bad(f"log_size mismatch (expected {header.log_size}, computed {self.frontier.size})")
+        log_root = self.frontier.root()
+        if header.log_root != log_root:
+            raise _mismatch("log_root", header.log_root, log_root)
+        # 8. inclusion of every transaction in the block's log root
+        for index, leaf in enumerate(leaves):
+            log_index = first_log_index + index
+            try:
+                path = self.tree.inclusion_proof(log_index, header.log_size)
+                merkle.verify_inclusion(leaf, log_index, header.log_size, path, header.log_root)
+            except IntegrityError as exc:
+                raise _Bad(f"transaction {index} (log index {log_index}): {exc.message}") from exc
+        # 9. the stored leaf table
+        self._check_log_entries(height, first_log_index, leaf_data, leaves, recomputed)
+        self.previous_hash = computed_hash
+
+    def _check_signatures(self, block: ledger_pb2.Block) -> None:
+        if not block.signatures:
+            raise _Bad("no validator signature")
+        message = blocks.header_signing_message(block.header)
+        for signature in block.signatures:
+            key = self.trust.key(signature.validator_id) if signature.validator_id in self.validators else None
+            if key is None:
+                raise _Bad("signed by an unknown validator")
+            if not verify_signature(key, signature.signature, message):
+                raise _Bad(f"validator signature of {signature.validator_id} is invalid")
+
+    def _check_transaction_signature(
+        self, index: int, log_index: int, tx: ledger_pb2.Transaction, stored: ledger_pb2.TransactionResult
+    ) -> None:
+        assert self.validator is not None
+        key = self.validator.signer_key(tx.signer_id, self.state)
+        if key is None or transactions.signature_valid(tx, key):
+            return  # an unknown signer is judged by the re-run below
+        # Admission never orders a forged transaction; one stored as such must say so.
+        if stored.valid or stored.reason != "invalid signature":
+            raise _Bad(f"transaction {index} (log index {log_index}) signature is invalid")
+
+    def _check_log_entries(
+        self,
+        height: int,
+        first_log_index: int,
+        leaf_data: list[bytes],
+        leaves: list[bytes],
+        results: list[ledger_pb2.TransactionResult],
+    ) -> None:
+        entries = self.store.log_entries(first_log_index, len(leaf_data)) if leaf_data else []
+        if len(entries) != len(leaf_data):
+            raise _Bad(f"log entries table holds {len(entries)} of the block's {len(leaf_data)} transactions")
+        for index, entry in enumerate(entries):
+            expected = (first_log_index + index, height, index, leaf_data[index], leaves[index],
+                        results[index].valid, results[index].reason)
+            actual = (entry.log_index, entry.height, entry.tx_index, entry.tx, entry.leaf_hash, entry.valid,
+                      entry.reason)
+            if actual != expected:
+                names = ("log_index", "height", "tx_index", "tx", "leaf_hash", "valid", "reason")
+                wrong = ", ".join(n for n, a, e in zip(names, actual, expected, strict=True) if a != e)
+                raise _Bad(f"stored log entry {first_log_index + index} differs from the block ({wrong})")

@@ -1,0 +1,103 @@
+"""The Orderer contract, run against every implementation.
+
+To add an implementation (e.g. etcd), add a factory to ORDERER_FACTORIES; a
+factory may call pytest.skip() when its backend is not reachable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from carechain.ledger.ordering import InProcessOrderer, Orderer
+
+
+def _in_process() -> Orderer:
+    return InProcessOrderer()
+
+
+ORDERER_FACTORIES: dict[str, Callable[[], Orderer]] = {
+    "in-process": _in_process,
+}
+
+
+@pytest.fixture(params=sorted(ORDERER_FACTORIES))
+def orderer(request: pytest.FixtureRequest) -> Iterator[Orderer]:
+    instance = ORDERER_FACTORIES[request.param]()
+    yield instance
+    instance.close()
+
+
+def test_implements_the_protocol(orderer: Orderer):
+    assert isinstance(orderer, Orderer)
+    assert isinstance(orderer.durable, bool)
+
+
+def test_sequence_numbers_are_dense_from_zero(orderer: Orderer):
+    assert [orderer.append(f"tx{i}".encode()) for i in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_read_returns_entries_in_order_from_a_sequence_with_a_limit(orderer: Orderer):
+    for i in range(6):
+        orderer.append(bytes([i]))
+    assert orderer.read(0, 100) == [(i, bytes([i])) for i in range(6)]
+    assert orderer.read(2, 3) == [(2, b"\x02"), (3, b"\x03"), (4, b"\x04")]
+    assert orderer.read(6, 10) == []
+    assert orderer.read(0, 0) == []
+
+
+def test_empty_and_duplicate_entries_are_kept(orderer: Orderer):
+    assert orderer.append(b"") == 0
+    assert orderer.append(b"same") == 1
+    assert orderer.append(b"same") == 2
+    assert [entry for _, entry in orderer.read(0, 10)] == [b"", b"same", b"same"]
+
+
+def test_wait_returns_at_once_when_entries_exist(orderer: Orderer):
+    orderer.append(b"a")
+    assert orderer.wait(-1, timeout=5) is True
+
+
+def test_wait_times_out_without_new_entries(orderer: Orderer):
+    orderer.append(b"a")
+    assert orderer.wait(0, timeout=0.01) is False
+
+
+def test_wait_wakes_when_another_thread_appends(orderer: Orderer):
+    started = threading.Event()
+    result: list[bool] = []
+
+    def waiter() -> None:
+        started.set()
+        result.append(orderer.wait(-1, timeout=30))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    started.wait()
+    orderer.append(b"x")
+    thread.join(timeout=30)
+    assert result == [True]
+
+
+def test_concurrent_appends_get_distinct_dense_sequences(orderer: Orderer):
+    sequences: list[int] = []
+    lock = threading.Lock()
+
+    def worker(worker_id: int) -> None:
+        for i in range(50):
+            seq = orderer.append(f"{worker_id}-{i}".encode())
+            with lock:
+                sequences.append(seq)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(sequences) == list(range(200))
+    entries = orderer.read(0, 1000)
+    assert len({entry for _, entry in entries}) == 200
+    # Every reader sees the same order.
+    assert entries == orderer.read(0, 1000)

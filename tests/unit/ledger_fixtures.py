@@ -1,0 +1,96 @@
+"""Shared helpers for the ledger tests: a small network of keys and transaction builders."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+
+from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import policy_pb2
+from carechain.crypto import Ed25519Signer
+from carechain.ledger import transactions
+from carechain.ledger.v1 import ledger_pb2
+from carechain.network import OPERATOR_ID, TrustBundle, service_principal_id
+
+CHAIN = "carechain-test"
+Kind = common_pb2.PrincipalKind
+
+
+@dataclass
+class Net:
+    """Signers of the services and operator, and a trust bundle with their keys."""
+
+    identity: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("identity")))
+    records: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("records")))
+    audit: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("audit")))
+    ledger: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("ledger")))
+    consent: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("consent")))
+    operator: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(OPERATOR_ID))
+
+    @property
+    def signers(self) -> list[Ed25519Signer]:
+        return [self.identity, self.records, self.audit, self.ledger, self.consent, self.operator]
+
+    @property
+    def trust(self) -> TrustBundle:
+        return TrustBundle({s.key_id: s.public_key_bytes() for s in self.signers})
+
+
+def tx(signer: Ed25519Signer, chain: str = CHAIN, **payload: object) -> ledger_pb2.Transaction:
+    """A signed transaction by signer."""
+    return transactions.sign_transaction(transactions.new_body(chain, signer.key_id, **payload), signer)
+
+
+def register(net: Net, principal_id: str, kind: int, organization_id: str = "",
+             key: Ed25519Signer | None = None) -> tuple[ledger_pb2.Transaction, Ed25519Signer]:
+    """RegisterPrincipal by identity; returns (tx, the principal's signer)."""
+    signer = key or Ed25519Signer.generate(principal_id)
+    payload = ledger_pb2.RegisterPrincipal(
+        principal_id=principal_id, kind=kind, public_key=signer.public_key_bytes(), organization_id=organization_id
+    )
+    return tx(net.identity, register_principal=payload), signer
+
+
+def record(patient_id: str, organization_id: str, record_id: str | None = None, **overrides: object):
+    """A RegisterRecord payload."""
+    fields = {
+        "record_id": str(uuid.uuid4()) if record_id is None else record_id,
+        "patient_id": patient_id,
+        "organization_id": organization_id,
+        "author_id": "dr-1",
+        "resource_type": "Condition",
+        "categories": [common_pb2.SENSITIVITY_CATEGORY_NORMAL],
+        "content_sha256": hashlib.sha256(b"ciphertext").hexdigest(),
+        "content_size": 10,
+        "key_name": "patient-key",
+        "key_version": 1,
+        "version": 1,
+    }
+    fields.update(overrides)
+    return ledger_pb2.RegisterRecord(**fields)
+
+
+def policy() -> policy_pb2.ConsentPolicy:
+    """A one-provision permit policy."""
+    return policy_pb2.ConsentPolicy(
+        provisions=[
+            policy_pb2.Provision(
+                type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT]
+            )
+        ]
+    )
+
+
+def grant(patient: Ed25519Signer, consent_id: str = "c-1") -> ledger_pb2.Transaction:
+    """GrantConsent by the patient."""
+    return tx(patient, grant_consent=ledger_pb2.GrantConsent(
+        consent_id=consent_id, patient_id=patient.key_id, policy=policy()))
+
+
+def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed25519Signer]]:
+    """Transactions registering org-1, dr-1 (practitioner) and pat-1 (patient), in order."""
+    org, org_key = register(net, "org-1", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    dr, dr_key = register(net, "dr-1", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-1")
+    pat, pat_key = register(net, "pat-1", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
+    return [org, dr, pat], {"org-1": org_key, "dr-1": dr_key, "pat-1": pat_key}

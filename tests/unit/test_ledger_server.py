@@ -1,0 +1,210 @@
+"""LedgerService through a real in-process gRPC server."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
+
+from carechain import merkle
+from carechain.auth import Caller, caller_claims
+from carechain.config import LedgerSettings
+from carechain.errors import FailedPrecondition, PermissionDenied
+from carechain.ledger import client, transactions
+from carechain.ledger.server import build
+from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from carechain.network import audience, write_public_key
+from carechain.server import start_service
+from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+
+
+@pytest.fixture(scope="module")
+def net() -> Net:
+    return Net()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, net):
+    root = tmp_path_factory.mktemp("ledger-service")
+    trust_dir = root / "trust"
+    for principal_id, key in net.trust.keys.items():
+        write_public_key(trust_dir / f"{principal_id}.pub", key)
+    net.ledger.save(root / "svc-ledger.pem")
+    settings = LedgerSettings(
+        listen_address="127.0.0.1:0", data_dir=root / "ledger", signing_key_file=root / "svc-ledger.pem",
+        trust_dir=trust_dir, chain_id=CHAIN, block_max_wait_ms=1, shutdown_grace_seconds=0,
+    )
+    register_fn, closers = build(settings)
+    running = start_service("ledger", settings, register_fn, closers)
+    yield running
+    running.stop()
+
+
+def token(net: Net, principal_id: str = "dr-1", kind: int = Kind.PRINCIPAL_KIND_PRACTITIONER) -> str:
+    return issue_token(net.identity, ACCESS_TOKEN_TYPE, caller_claims(Caller(principal_id, kind), audience("ledger")),
+                       60)[0]
+
+
+class Authed:
+    """A stub that adds a bearer token to every call."""
+
+    def __init__(self, stub, bearer: str) -> None:
+        self._stub, self._metadata = stub, [("authorization", f"Bearer {bearer}")]
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+        return lambda request, **kw: method(request, metadata=self._metadata, timeout=kw.get("timeout", 30))
+
+
+@pytest.fixture(scope="module")
+def channel(service):
+    with grpc.insecure_channel(service.address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def stub(channel, net):
+    return Authed(ledger_pb2_grpc.LedgerServiceStub(channel), token(net))
+
+
+@pytest.fixture(scope="module")
+def onboarded(stub, net):
+    txs, keys = onboarding(net)
+    for t in txs:
+        assert client.submit(stub, t).valid
+    return keys
+
+
+def submit(stub, t):
+    return stub.SubmitTransaction(ledger_pb2.SubmitTransactionRequest(transaction=t))
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_calls_without_a_token_are_unauthenticated(channel):
+    raw = ledger_pb2_grpc.LedgerServiceStub(channel)
+    code, _ = code_of(lambda: raw.GetChainHead(ledger_pb2.GetChainHeadRequest(), timeout=30))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_token_for_another_service_is_unauthenticated(channel, net):
+    other = issue_token(net.identity, ACCESS_TOKEN_TYPE,
+                        caller_claims(Caller("dr-1", Kind.PRINCIPAL_KIND_PRACTITIONER), audience("records")), 60)[0]
+    wrong = Authed(ledger_pb2_grpc.LedgerServiceStub(channel), other)
+    code, _ = code_of(lambda: wrong.GetChainHead(ledger_pb2.GetChainHeadRequest()))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_submit_answers_with_the_committed_position(stub, net, onboarded):
+    t = tx(net.records, register_record=record("pat-1", "org-1", "rec-submit"))
+    response = submit(stub, t)
+    assert response.valid and response.reason == ""
+    assert response.transaction_hash == transactions.transaction_hash(t).hex()
+    head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest())
+    assert head.header.height >= response.height and head.header.log_size > response.log_index
+    block = stub.GetBlock(ledger_pb2.GetBlockRequest(height=response.height))
+    assert block.transactions[response.index] == t
+
+
+def test_a_garbage_body_is_invalid_argument(stub):
+    garbage = ledger_pb2.Transaction(body=b"\xff\x00garbage", signer_id="svc-records", signature=bytes(64))
+    code, details = code_of(lambda: submit(stub, garbage))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "transaction.body" in details
+
+
+def test_a_missing_transaction_is_invalid_argument(stub):
+    code, details = code_of(lambda: stub.SubmitTransaction(ledger_pb2.SubmitTransactionRequest()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("transaction")
+
+
+def test_a_bad_signature_is_invalid_argument(stub, net):
+    t = tx(net.audit, anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=1, merkle_root=bytes(32)))
+    t.signature = bytes(64)
+    code, details = code_of(lambda: submit(stub, t))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "transaction.signature" in details
+
+
+def test_a_replay_is_already_exists(stub, net):
+    t = tx(net.audit, anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=100, merkle_root=bytes(32)))
+    assert submit(stub, t).valid
+    code, details = code_of(lambda: submit(stub, t))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "replayed nonce" in details
+
+
+def test_an_unknown_signer_is_permission_denied(stub):
+    from carechain.crypto import Ed25519Signer
+
+    code, _ = code_of(lambda: submit(stub, grant(Ed25519Signer.generate("nobody"))))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_client_submit_raises_for_rule_violations(stub, net, onboarded):
+    with pytest.raises(PermissionDenied, match="only svc-records"):
+        client.submit(stub, tx(net.identity, register_record=record("pat-1", "org-1")))
+    with pytest.raises(FailedPrecondition, match="already registered"):
+        client.submit(stub, register(net, "org-1", Kind.PRINCIPAL_KIND_ORGANIZATION)[0])
+
+
+def test_record_entries_and_not_found(stub, net, onboarded):
+    t = tx(net.records, register_record=record("pat-1", "org-1", "rec-entry"))
+    log_index = client.submit(stub, t).log_index
+    entry = stub.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id="rec-entry"))
+    assert entry.log_index == log_index and entry.record.record_id == "rec-entry" and not entry.erased
+    code, _ = code_of(lambda: stub.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id="missing")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_get_block_beyond_the_head_is_not_found(stub):
+    for height in (10**9, 2**64 - 1):
+        code, _ = code_of(lambda h=height: stub.GetBlock(ledger_pb2.GetBlockRequest(height=h)))
+        assert code == grpc.StatusCode.NOT_FOUND
+    far = stub.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=2**64 - 1))
+    assert list(far.transactions) == []
+
+
+def test_list_transactions_in_log_order_with_a_limit(stub, onboarded):
+    page = stub.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=0, limit=2))
+    assert [t.log_index for t in page.transactions] == [0, 1] and page.log_size >= 3
+    rest = stub.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=2))
+    assert [t.log_index for t in rest.transactions] == list(range(2, page.log_size))
+    code, details = code_of(lambda: stub.ListTransactions(ledger_pb2.ListTransactionsRequest(limit=1001)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "limit" in details
+
+
+def test_inclusion_and_consistency_proofs_verify_client_side(stub, onboarded):
+    head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header
+    old = ledger_pb2.BlockHeader.FromString(stub.GetBlock(ledger_pb2.GetBlockRequest(height=2)).header)
+    for index in range(head.log_size):
+        proof = stub.GetInclusionProof(ledger_pb2.GetInclusionProofRequest(log_index=index))
+        assert proof.tree_size == head.log_size and proof.root == head.log_root
+        merkle.verify_inclusion(merkle.leaf_hash(proof.leaf), index, proof.tree_size, list(proof.hashes),
+                                head.log_root)
+    proof = stub.GetConsistencyProof(ledger_pb2.GetConsistencyProofRequest(first_size=old.log_size))
+    assert proof.first_root == old.log_root
+    merkle.verify_consistency(old.log_size, head.log_size, list(proof.hashes), old.log_root, head.log_root)
+
+
+def test_proof_sizes_are_validated(stub, onboarded):
+    size = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.log_size
+    for request, field in [
+        (ledger_pb2.GetInclusionProofRequest(log_index=size), "log_index"),
+        (ledger_pb2.GetInclusionProofRequest(log_index=0, tree_size=size + 5), "tree_size"),
+    ]:
+        code, details = code_of(lambda r=request: stub.GetInclusionProof(r))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field)
+    for request, field in [
+        (ledger_pb2.GetConsistencyProofRequest(first_size=2, second_size=1), "first_size"),
+        (ledger_pb2.GetConsistencyProofRequest(first_size=1, second_size=size + 5), "second_size"),
+    ]:
+        code, details = code_of(lambda r=request: stub.GetConsistencyProof(r))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field)
+
+
+def test_verify_chain_reports_an_intact_chain(stub, onboarded):
+    result = stub.VerifyChain(ledger_pb2.VerifyChainRequest())
+    head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header
+    assert result.ok and result.problem == "" and result.blocks_checked >= head.height + 1

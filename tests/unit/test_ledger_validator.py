@@ -1,0 +1,310 @@
+"""Contract rules of the ledger validator: each rule accepts the right transaction and rejects the wrong one."""
+
+from __future__ import annotations
+
+import pytest
+from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
+
+from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import policy_pb2
+from carechain.crypto import Ed25519Signer
+from carechain.ledger import transactions
+from carechain.ledger.client import rejection
+from carechain.ledger.state import CONSENT_REVOKED, EmptyState, PendingState
+from carechain.ledger.v1 import ledger_pb2
+from carechain.ledger.validator import NOT_PERMITTED, Validator
+
+
+class Chain:
+    """A validator over an in-memory state, assigning log indexes."""
+
+    def __init__(self, net: Net) -> None:
+        self.validator = Validator(CHAIN, net.trust)
+        self.state = PendingState(EmptyState())
+        self.next_index = 0
+
+    def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
+        result = self.validator.apply(transaction, self.state, self.next_index)
+        self.next_index += 1
+        return result
+
+    def ok(self, transaction: ledger_pb2.Transaction) -> None:
+        result = self.apply(transaction)
+        assert result.valid, result.reason
+        assert result.reason == ""
+
+    def rejects(self, transaction: ledger_pb2.Transaction, reason: str) -> str:
+        result = self.apply(transaction)
+        assert not result.valid
+        assert reason in result.reason
+        return result.reason
+
+
+@pytest.fixture
+def net() -> Net:
+    return Net()
+
+
+@pytest.fixture
+def chain(net: Net) -> Chain:
+    return Chain(net)
+
+
+@pytest.fixture
+def keys(net: Net, chain: Chain) -> dict[str, Ed25519Signer]:
+    txs, keys = onboarding(net)
+    for t in txs:
+        chain.ok(t)
+    return keys
+
+
+# --- envelope ---------------------------------------------------------------------------------
+
+def test_a_transaction_for_another_chain_is_invalid(net, chain):
+    org, _ = register(net, "org-1", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    body = transactions.decode_body(org)
+    body.chain_id = "other"
+    chain.rejects(transactions.sign_transaction(body, net.identity), "another chain")
+
+
+def test_an_unknown_signer_is_not_permitted(net, chain):
+    stranger = Ed25519Signer.generate("stranger")
+    reason = chain.rejects(grant(stranger), "unknown signer")
+    assert reason.startswith(NOT_PERMITTED)
+
+
+def test_a_forged_signature_is_invalid(net, chain):
+    org, _ = register(net, "org-1", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    org.signature = Ed25519Signer.generate("svc-identity").sign(transactions.TX_SIGNING_CONTEXT + org.body)
+    chain.rejects(org, "invalid signature")
+    assert chain.state.principal("org-1") is None
+
+
+def test_a_malformed_body_is_invalid(net, chain):
+    chain.rejects(ledger_pb2.Transaction(body=b"\xff\xff", signer_id="svc-identity", signature=b"x"), "malformed")
+
+
+def test_a_replayed_transaction_is_invalid_and_changes_nothing(net, chain):
+    org, _ = register(net, "org-1", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    chain.ok(org)
+    chain.rejects(org, "replayed nonce")
+
+
+def test_an_invalid_transaction_consumes_its_nonce_so_it_cannot_be_replayed(net, chain):
+    bad = tx(net.records, register_principal=ledger_pb2.RegisterPrincipal(
+        principal_id="x", kind=Kind.PRINCIPAL_KIND_ORGANIZATION, public_key=bytes(32)))
+    chain.rejects(bad, "only svc-identity")
+    chain.rejects(bad, "replayed nonce")
+
+
+# --- RegisterPrincipal ------------------------------------------------------------------------
+
+def test_identity_registers_organizations_practitioners_and_patients(net, chain, keys):
+    assert chain.state.principal("pat-1").kind == Kind.PRINCIPAL_KIND_PATIENT
+    assert chain.state.principal("dr-1").organization_id == "org-1"
+
+
+def test_only_identity_registers_principals(net, chain):
+    payload = ledger_pb2.RegisterPrincipal(principal_id="org-9", kind=Kind.PRINCIPAL_KIND_ORGANIZATION,
+                                           public_key=bytes(32))
+    reason = chain.rejects(tx(net.records, register_principal=payload), "only svc-identity registers principals")
+    assert reason.startswith(NOT_PERMITTED)
+
+
+def test_a_principal_id_is_registered_once(net, chain, keys):
+    again, _ = register(net, "org-1", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    chain.rejects(again, "principal_id: already registered")
+
+
+def test_a_service_id_from_the_trust_bundle_cannot_be_registered(net, chain):
+    t, _ = register(net, "svc-records", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    chain.rejects(t, "already registered")
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("public_key", b"short", "public_key"),
+    ("kind", Kind.PRINCIPAL_KIND_UNSPECIFIED, "kind: must be specified"),
+    ("principal_id", "", "principal_id: required"),
+])
+def test_register_principal_fields_are_checked(net, chain, field, value, reason):
+    payload = ledger_pb2.RegisterPrincipal(principal_id="org-2", kind=Kind.PRINCIPAL_KIND_ORGANIZATION,
+                                           public_key=bytes(32))
+    setattr(payload, field, value)
+    chain.rejects(tx(net.identity, register_principal=payload), reason)
+
+
+def test_patients_and_practitioners_need_a_registered_organization(net, chain):
+    t, _ = register(net, "pat-9", Kind.PRINCIPAL_KIND_PATIENT, "org-unknown")
+    chain.rejects(t, "organization_id: not a registered organization")
+    t, _ = register(net, "dr-9", Kind.PRINCIPAL_KIND_PRACTITIONER, "")
+    chain.rejects(t, "organization_id")
+
+
+# --- RegisterRecord ---------------------------------------------------------------------------
+
+def test_records_registers_a_record_of_a_registered_patient(net, chain, keys):
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1", "r-1")))
+    assert chain.state.record("r-1").patient_id == "pat-1"
+
+
+def test_only_records_registers_records(net, chain, keys):
+    chain.rejects(tx(net.identity, register_record=record("pat-1", "org-1")), "only svc-records")
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"patient_id": "dr-1"}, "patient_id: not a registered patient"),
+    ({"patient_id": "nobody"}, "patient_id: not a registered patient"),
+    ({"organization_id": "pat-1"}, "organization_id: not a registered organization"),
+    ({"content_sha256": "ab" * 31}, "content_sha256"),
+    ({"content_sha256": "AB" * 32}, "content_sha256"),
+    ({"categories": []}, "at least one category"),
+    ({"categories": [common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED]}, "categories"),
+    ({"record_id": ""}, "record_id: required"),
+])
+def test_register_record_fields_are_checked(net, chain, keys, overrides, reason):
+    fields = {"patient_id": "pat-1", "organization_id": "org-1", **overrides}
+    chain.rejects(tx(net.records, register_record=record(**fields)), reason)
+
+
+def test_a_record_id_is_registered_once(net, chain, keys):
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1", "r-1")))
+    chain.rejects(tx(net.records, register_record=record("pat-1", "org-1", "r-1")), "record_id: already registered")
+
+
+# --- GrantConsent / RevokeConsent -------------------------------------------------------------
+
+def test_a_patient_grants_consent(net, chain, keys):
+    chain.ok(grant(keys["pat-1"], "c-1"))
+    assert chain.state.consent("c-1").status == "ACTIVE"
+
+
+def test_nobody_else_grants_a_patients_consent(net, chain, keys):
+    forged = tx(keys["dr-1"], grant_consent=ledger_pb2.GrantConsent(
+        consent_id="c-1", patient_id="pat-1", policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])))
+    reason = chain.rejects(forged, "only the patient grants")
+    assert isinstance(rejection(reason), type(rejection(NOT_PERMITTED + "x")))
+    assert chain.state.consent("c-1") is None
+
+
+def test_a_practitioner_cannot_grant_as_a_patient_of_their_own(net, chain, keys):
+    chain.rejects(grant(keys["dr-1"], "c-2"), "patient_id: not a registered patient")
+
+
+def test_a_consent_needs_a_provision_and_a_new_id(net, chain, keys):
+    pat = keys["pat-1"]
+    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(
+        consent_id="c-1", patient_id="pat-1", policy=policy_pb2.ConsentPolicy())), "at least one provision")
+    chain.ok(grant(pat, "c-1"))
+    chain.rejects(grant(pat, "c-1"), "consent_id: already exists")
+
+
+def test_a_patient_revokes_an_active_consent_once(net, chain, keys):
+    pat = keys["pat-1"]
+    chain.ok(grant(pat, "c-1"))
+    revoke = ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")
+    chain.ok(tx(pat, revoke_consent=revoke))
+    assert chain.state.consent("c-1").status == CONSENT_REVOKED
+    chain.rejects(tx(pat, revoke_consent=revoke), "not active")
+
+
+def test_revoking_needs_the_owning_patient_and_a_known_consent(net, chain, keys):
+    pat = keys["pat-1"]
+    chain.ok(grant(pat, "c-1"))
+    t, other = register(net, "pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
+    chain.ok(t)
+    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-2")),
+                  "belongs to another patient")
+    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")),
+                  "only the patient revokes")
+    chain.rejects(tx(pat, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-x", patient_id="pat-1")),
+                  "unknown consent")
+    assert chain.state.consent("c-1").status == "ACTIVE"
+
+
+# --- AnchorAuditBatch -------------------------------------------------------------------------
+
+def anchor(number: int) -> ledger_pb2.AnchorAuditBatch:
+    return ledger_pb2.AnchorAuditBatch(batch_number=number, first_sequence=0, last_sequence=9, merkle_root=bytes(32))
+
+
+def test_audit_anchors_batches_with_increasing_numbers(net, chain):
+    chain.ok(tx(net.audit, anchor_audit_batch=anchor(1)))
+    chain.ok(tx(net.audit, anchor_audit_batch=anchor(2)))
+    chain.rejects(tx(net.audit, anchor_audit_batch=anchor(2)), "batch_number: must be greater")
+    chain.rejects(tx(net.audit, anchor_audit_batch=anchor(1)), "batch_number")
+    assert chain.state.last_audit_batch() == 2
+
+
+def test_only_audit_anchors_batches(net, chain):
+    chain.rejects(tx(net.records, anchor_audit_batch=anchor(1)), "only svc-audit")
+
+
+def test_an_anchor_needs_a_32_byte_root(net, chain):
+    bad = anchor(1)
+    bad.merkle_root = b"x"
+    chain.rejects(tx(net.audit, anchor_audit_batch=bad), "merkle_root")
+
+
+# --- EraseRecords -----------------------------------------------------------------------------
+
+def test_a_patient_erases_all_their_records(net, chain, keys):
+    for rid in ("r-1", "r-2"):
+        chain.ok(tx(net.records, register_record=record("pat-1", "org-1", rid)))
+    chain.ok(tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")))
+    assert chain.state.record("r-1").erased and chain.state.record("r-2").erased
+
+
+def test_identity_erases_named_records(net, chain, keys):
+    for rid in ("r-1", "r-2"):
+        chain.ok(tx(net.records, register_record=record("pat-1", "org-1", rid)))
+    chain.ok(tx(net.identity, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["r-1"])))
+    assert chain.state.record("r-1").erased and not chain.state.record("r-2").erased
+
+
+def test_nobody_else_erases_and_only_the_patients_records(net, chain, keys):
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1", "r-1")))
+    chain.rejects(tx(keys["dr-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")), "only the patient")
+    t, other = register(net, "pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
+    chain.ok(t)
+    chain.rejects(tx(other, erase_records=ledger_pb2.EraseRecords(patient_id="pat-2", record_ids=["r-1"])),
+                  "not the patient's")
+    assert not chain.state.record("r-1").erased
+
+
+# --- KeyRotation ------------------------------------------------------------------------------
+
+def test_identity_records_increasing_key_versions(net, chain, keys):
+    chain.ok(tx(net.identity, key_rotation=ledger_pb2.KeyRotation(patient_id="pat-1", key_version=2)))
+    chain.rejects(tx(net.identity, key_rotation=ledger_pb2.KeyRotation(patient_id="pat-1", key_version=2)),
+                  "key_version")
+    chain.rejects(tx(keys["pat-1"], key_rotation=ledger_pb2.KeyRotation(patient_id="pat-1", key_version=3)),
+                  "only svc-identity")
+    chain.rejects(tx(net.identity, key_rotation=ledger_pb2.KeyRotation(patient_id="dr-1", key_version=3)),
+                  "not a registered patient")
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+def test_the_same_transactions_give_the_same_results_and_state(net):
+    txs, keys = onboarding(net)
+    txs += [
+        tx(net.records, register_record=record("pat-1", "org-1", "r-1")),
+        grant(keys["pat-1"], "c-1"),
+        grant(keys["dr-1"], "c-2"),
+        tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")),
+    ]
+    runs = []
+    for _ in range(2):
+        chain = Chain(net)
+        results = [transactions.encode(chain.apply(t)) for t in txs]
+        s = chain.state
+        runs.append((results, list(s.principals.items()), list(s.nonces.items()), list(s.records.items()),
+                     list(s.consents.items())))
+    assert runs[0] == runs[1]
+
+
+def test_rejection_maps_who_reasons_to_permission_denied():
+    from carechain.errors import FailedPrecondition, PermissionDenied
+
+    assert isinstance(rejection("not permitted: only svc-records registers records"), PermissionDenied)
+    assert isinstance(rejection("register_record.record_id: already registered"), FailedPrecondition)
