@@ -28,7 +28,7 @@ protos: venv
 lint: venv
 	$(VENV)/bin/ruff check services tests scripts bench
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 unit: venv
