@@ -24,6 +24,7 @@ from typing import Protocol
 from carechain.audit.v1 import audit_pb2
 from carechain.crypto import same, sha256
 from carechain.errors import Unavailable
+from carechain.sqlite import connect_durable
 
 AUDIT_HASH_CONTEXT = b"carechain-audit/v1\n"
 GENESIS_HASH = bytes(32)
@@ -99,9 +100,7 @@ class SQLiteAuditStore:
         self.path = directory / DB_FILE_NAME
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = connect_durable(self.path)
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise Unavailable("audit store", f"cannot open {self.path.name}: {exc}") from exc

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from carechain.crypto import AES_KEY_BYTES, new_aes_key, open_sealed, seal, write_private_file
 from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
-from carechain.identity._sqlite import Database
+from carechain.sqlite import Database
 
 WRAPPED_PREFIX = "vault:v"
 DATA_KEY_CONTEXT = b"carechain-datakey/v1|"

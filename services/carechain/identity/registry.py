@@ -19,7 +19,7 @@ import uuid
 from carechain.common.v1 import common_pb2
 from carechain.crypto import write_private_file
 from carechain.errors import AlreadyExists, FailedPrecondition
-from carechain.identity._sqlite import Database
+from carechain.sqlite import Database
 
 Kind = common_pb2.PrincipalKind
 

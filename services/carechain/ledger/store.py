@@ -34,6 +34,7 @@ from carechain.ledger.state import (
     Principal,
     RecordState,
 )
+from carechain.sqlite import connect_durable
 
 DB_FILE = "ledger.db"
 SCHEMA_VERSION = "1"
@@ -132,12 +133,8 @@ class LedgerStore:
     @classmethod
     def open(cls, data_dir: pathlib.Path) -> LedgerStore:
         """Open (creating if needed) ``data_dir/ledger.db`` for writing."""
-        data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / DB_FILE
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
+        db = connect_durable(path)
         db.executescript(_SCHEMA)
         store = cls(path, db, read_only=False)
         with store._lock:

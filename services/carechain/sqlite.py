@@ -1,8 +1,8 @@
-"""A thread-safe SQLite connection for the identity stores (registry, keyring).
+"""Durable SQLite for the embedded stores (identity, keyring, ledger, audit).
 
-gRPC servers call from a thread pool, so one connection is shared behind a
-lock; every write runs in an explicit transaction. WAL with synchronous=FULL
-makes a committed write durable across power loss.
+WAL with synchronous=FULL makes a committed write durable across power loss.
+gRPC servers call from a thread pool, so :class:`Database` shares one
+connection behind a lock and runs every write in an explicit transaction.
 """
 
 from __future__ import annotations
@@ -14,18 +14,24 @@ import threading
 from collections.abc import Iterator
 
 
+def connect_durable(path: pathlib.Path) -> sqlite3.Connection:
+    """Open (creating) a SQLite file for writing: WAL, synchronous=FULL, foreign keys, autocommit mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
 class Database:
     """One SQLite file, one connection, serialised access."""
 
     def __init__(self, path: pathlib.Path, schema: str, *, secure_delete: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn = connect_durable(path)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
         if secure_delete:
             # Deleted rows are overwritten with zeros instead of lingering in free pages.
             self._conn.execute("PRAGMA secure_delete=ON")
