@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 
 import grpc
@@ -195,4 +196,13 @@ def test_reads_fail_closed_when_audit_is_down(network, ward) -> None:
         assert _code(lambda: oncologist.client.get_record(stored.record_id)) == grpc.StatusCode.UNAVAILABLE
     finally:
         network.start_service("audit")
-    assert oncologist.client.get_record(stored.record_id).resource_json
+    # Records reconnects to the restarted audit service within its reconnect backoff (at most ~1 s).
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert oncologist.client.get_record(stored.record_id).resource_json
+            break
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -84,7 +84,8 @@ def test_one_changed_byte_of_a_stored_transaction_is_found(chain_dir, net):
 def test_a_changed_transaction_in_the_leaf_table_is_found(chain_dir, net):
     with db(chain_dir) as conn:
         tx_bytes = conn.execute("SELECT tx FROM log_entries WHERE log_index = 3").fetchone()[0]
-        conn.execute("UPDATE log_entries SET tx = ? WHERE log_index = 3", (tx_bytes[:-1] + b"\x00",))
+        flipped = tx_bytes[:-1] + bytes([tx_bytes[-1] ^ 0x01])  # always a change, whatever the last byte was
+        conn.execute("UPDATE log_entries SET tx = ? WHERE log_index = 3", (flipped,))
     result = verify_chain(chain_dir, net.trust)
     assert (result.ok, result.first_bad_height) == (False, 4)
     assert "stored log entry 3 differs" in result.problem and "tx" in result.problem
