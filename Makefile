@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= var/network
 
-.PHONY: help venv protos check-protos lint test unit e2e run demo bench clean
+.PHONY: help venv tools protos lint test unit e2e run demo bench clean
 
 help:
 	@echo "make run    - create the environment and start the local network (data in $(DATA))"
@@ -13,6 +13,7 @@ help:
 	@echo "make demo   - run the demo story against a running network"
 	@echo "make bench  - run benchmarks and print numbers"
 	@echo "make protos - regenerate Python code from protos/"
+	@echo "make tools  - install the pinned OpenBao, MinIO and etcd servers (for tests and --with-backends)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +23,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+tools: venv
+	bash scripts/install_tools.sh
+
 protos: venv
 	$(PY) scripts/gen_protos.py
 
 lint: venv
 	$(VENV)/bin/ruff check services tests scripts bench
 
-test: venv lint
+test: venv tools lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 unit: venv

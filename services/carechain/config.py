@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pathlib
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CARECHAIN_"
@@ -40,18 +42,57 @@ class ServiceSettings(BaseSettings):
     max_workers: int = Field(16, ge=1, le=256, description="gRPC worker threads")
     rpc_timeout_seconds: float = Field(10.0, gt=0, description="deadline for calls to other services")
 
+    # Where this service's Ed25519 signing key lives: a PEM file (embedded) or Vault Transit.
+    signing_backend: Literal["file", "vault"] = Field("file", description="file: signing_key_file; vault: Transit")
+    signing_key_name: str = Field("", description="Transit key name of the signing key (default: svc-<service>)")
+
+    # Vault / OpenBao (keys, signing). Same HTTP API for both.
+    vault_address: str = Field("http://127.0.0.1:8200", description="Vault/OpenBao URL")
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = Field("token", description="how to log in")
+    vault_token: SecretStr = Field(SecretStr(""), description="token (token auth; development only)")
+    vault_role_id: str = Field("", description="AppRole role id (approle auth)")
+    vault_secret_id_file: pathlib.Path | None = Field(None, description="file holding the AppRole secret id")
+    vault_kubernetes_role: str = Field("", description="Vault role for Kubernetes auth")
+    vault_kubernetes_token_file: pathlib.Path = Field(
+        pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="service account token presented to Vault's Kubernetes auth",
+    )
+    vault_kubernetes_mount: str = Field("kubernetes", description="mount path of the Kubernetes auth method")
+    vault_approle_mount: str = Field("approle", description="mount path of the AppRole auth method")
+    vault_transit_mount: str = Field("transit", description="mount path of the Transit engine")
+    vault_kv_mount: str = Field("carechain", description="mount path of the KV v2 engine")
+    vault_namespace: str = Field("", description="Vault Enterprise namespace, if any")
+    vault_ca_cert: pathlib.Path | None = Field(None, description="CA bundle to verify Vault's TLS certificate")
+
+    # etcd (ledger ordering, audit store).
+    etcd_endpoints: str = Field("", description="comma-separated etcd client URLs, e.g. http://10.0.0.1:2379")
+    etcd_prefix: str = Field("/carechain", description="key prefix for everything CareChain stores in etcd")
+
 
 class IdentitySettings(ServiceSettings):
     """Identity and key management."""
 
     token_ttl_seconds: float = Field(300.0, gt=0, le=3600, description="lifetime of access tokens")
     challenge_ttl_seconds: float = Field(60.0, gt=0, le=600, description="lifetime of authentication challenges")
+    key_backend: Literal["local", "vault"] = Field("local", description="local keyring or Vault/OpenBao Transit")
 
 
 class StorageSettings(ServiceSettings):
     """Blob storage."""
 
     chunk_bytes: int = Field(256 * 1024, ge=1024, le=4 * 1024 * 1024, description="size of streamed chunks")
+    blob_backend: Literal["local", "s3"] = Field("local", description="local directory or S3 (MinIO, AWS, ...)")
+    s3_endpoint: str = Field("127.0.0.1:9000", description="S3 host:port")
+    s3_access_key: SecretStr = Field(SecretStr(""), description="S3 access key")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key")
+    s3_bucket: str = Field("carechain-blobs", description="bucket for ciphertext blobs (created if missing)")
+    s3_region: str = Field("", description="S3 region, if the server needs one")
+    s3_secure: bool = Field(False, description="use HTTPS")
+    s3_ca_cert: pathlib.Path | None = Field(None, description="CA bundle to verify the S3 TLS certificate")
+    s3_object_lock_days: int = Field(
+        0, ge=0, le=36500, description="if > 0: bucket with Object Lock, COMPLIANCE retention of this many days"
+    )
+    s3_part_size: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024, description="multipart upload part size")
 
 
 class LedgerSettings(ServiceSettings):
@@ -59,6 +100,7 @@ class LedgerSettings(ServiceSettings):
 
     block_max_transactions: int = Field(100, ge=1, le=10_000, description="cut a block at this many transactions")
     block_max_wait_ms: int = Field(20, ge=0, le=10_000, description="cut a block after this long")
+    orderer: Literal["inprocess", "etcd"] = Field("inprocess", description="transaction ordering: in-process or etcd")
 
 
 class ConsentSettings(ServiceSettings):
@@ -69,6 +111,8 @@ class ConsentSettings(ServiceSettings):
 
 class AuditSettings(ServiceSettings):
     """Audit trail."""
+
+    audit_store: Literal["sqlite", "etcd"] = Field("sqlite", description="where audit events are stored")
 
 
 class RecordsSettings(ServiceSettings):
