@@ -1,8 +1,9 @@
 """The write and read flows of the records gateway (DESIGN.md, "The two main flows").
 
 Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
-binds record id, patient pseudonym, version) -> ciphertext to storage ->
-signed RegisterRecord on the ledger -> audit.
+binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
+-> signed RegisterRecord on the ledger (the commit point: a record exists once
+it is on the ledger, and by then its key, blob and audit event are durable).
 
 Read: ledger entry -> consent decision -> (deny: audit, PERMISSION_DENIED) ->
 data key released against the decision token -> ciphertext, hash checked
@@ -122,17 +123,30 @@ class RecordsGateway:
             version=RECORD_VERSION,
         )
         tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
-        committed = ledger_client.submit(self._peers.ledger, tx)
-        self._audit.report(
-            Action.AUDIT_ACTION_WRITE,
-            Outcome.AUDIT_OUTCOME_SUCCESS,
-            actor_id=caller.principal_id,
-            organization_id=organization_id,
-            patient_id=patient_id,
-            record_id=record_id,
-        )
+        audit_fields = {
+            "actor_id": caller.principal_id,
+            "organization_id": organization_id,
+            "patient_id": patient_id,
+            "record_id": record_id,
+        }
+        # The audit event is durable before the record becomes visible on the ledger, so no
+        # record can exist without its write being audited. The ledger commit is the commit point.
+        self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_SUCCESS, **audit_fields)
+        try:
+            committed = ledger_client.submit(self._peers.ledger, tx)
+        except Exception as exc:
+            self._report_failed_write(audit_fields, exc)
+            raise
         log.info("record stored", extra={"record_id": record_id, "log_index": committed.log_index})
         return StoredRecord(record_id, RECORD_VERSION, categories, content_sha256, committed.log_index)
+
+    def _report_failed_write(self, audit_fields: dict[str, Any], exc: Exception) -> None:
+        """Best effort: record that a write audited as stored did not reach the ledger."""
+        try:
+            self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_FAILED,
+                               reason=f"ledger commit failed: {type(exc).__name__}", **audit_fields)
+        except Exception:  # noqa: BLE001 - the original error is what the caller must see
+            log.warning("could not audit a failed write", extra={"record_id": audit_fields["record_id"]})
 
     def _patient(self, patient_id: str) -> identity_pb2.Principal:
         try:
