@@ -4,6 +4,7 @@
     carechain demo [--data-dir DIR]        run the story against the running network
     carechain ledger verify [--data-dir DIR]  verify a ledger copy offline; names the first bad block
     carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
+    carechain admin vault-bootstrap ...    prepare Vault/OpenBao: engines, policies, roles, signing keys
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_admin_vault_bootstrap(args: argparse.Namespace) -> int:
+    from carechain.admin.vault_bootstrap import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carechain", description="CareChain: consented, audited health records")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify = ledger_sub.add_parser("verify", help="verify a ledger copy offline and name the first bad block")
     verify.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     verify.set_defaults(func=cmd_ledger_verify)
+
+    from carechain.admin.vault_bootstrap import add_arguments as add_vault_bootstrap_arguments
+
+    admin = sub.add_parser("admin", help="operator tools")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    vault_bootstrap = admin_sub.add_parser(
+        "vault-bootstrap", help="enable Transit/KV/AppRole, write per-service policies, roles and signing keys"
+    )
+    add_vault_bootstrap_arguments(vault_bootstrap)
+    vault_bootstrap.set_defaults(func=cmd_admin_vault_bootstrap)
     return parser
 
 

@@ -1,8 +1,8 @@
 """Contract suite for KeyManager implementations (Vault Transit semantics).
 
-Every implementation must pass the same tests. A Vault/OpenBao Transit
-implementation is added as one more entry in ``IMPLEMENTATIONS`` (skipped when
-no server is configured).
+Every implementation must pass the same tests: the embedded LocalKeyring and
+VaultTransitKeyManager on a real OpenBao dev server (one fresh Transit mount
+per test, so tests do not share keys).
 """
 
 from __future__ import annotations
@@ -16,20 +16,31 @@ import pytest
 
 from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
 from carechain.identity.keyring import KeyManager, LocalKeyring, wrapped_key_version
+from carechain.identity.vault_keys import VaultTransitKeyManager
+
+pytest_plugins = ["servers_openbao"]
 
 
-def _local(tmp_path: pathlib.Path) -> Iterator[KeyManager]:
+def _local(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[KeyManager]:
     keyring = LocalKeyring(tmp_path / "keyring")
     yield keyring
     keyring.close()
 
 
-IMPLEMENTATIONS: dict[str, Callable[[pathlib.Path], Iterator[KeyManager]]] = {"local": _local}
+def _vault(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[KeyManager]:
+    client = request.getfixturevalue("vault_root")
+    yield VaultTransitKeyManager(client, request.getfixturevalue("transit_mount"))
+
+
+IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest, pathlib.Path], Iterator[KeyManager]]] = {
+    "local": _local,
+    "vault": _vault,
+}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def keys(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[KeyManager]:
-    yield from IMPLEMENTATIONS[request.param](tmp_path)
+    yield from IMPLEMENTATIONS[request.param](request, tmp_path)
 
 
 CONTEXT = b"psn-1|record-1"

@@ -1,9 +1,12 @@
 """The identity registry: principals, challenges, wrapped data keys, used decision tokens.
 
-One SQLite file (``identity.db``) under the service's data directory. Only the
+:class:`IdentityStore` is the seam. :class:`Registry` fills it with one SQLite
+file (``identity.db``) under the service's data directory (embedded default);
+:class:`carechain.identity.vault_registry.VaultRegistry` fills it with Vault
+KV v2 and Transit, for identity running as a stateless Deployment. Only the
 registry holds patients' display names and FHIR ids; the ledger sees their
 pseudonyms, which are keyed hashes (HMAC-SHA256) under a secret that never
-leaves this directory, so nobody can recompute a pseudonym from a FHIR id.
+leaves this directory (or Vault), so nobody can recompute a pseudonym from a FHIR id.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import pathlib
 import sqlite3
 import uuid
+from typing import Protocol
 
 from carechain.common.v1 import common_pb2
 from carechain.crypto import write_private_file
@@ -72,6 +76,54 @@ def patient_pseudonym(secret: bytes, organization_id: str, fhir_patient_id: str)
     return PATIENT_ID_PREFIX + digest[:32]
 
 
+class IdentityStore(Protocol):
+    """Durable identity state; every implementation passes tests/contract/test_identity_store_contract.py."""
+
+    def close(self) -> None:
+        """Release the store's resources."""
+        ...
+
+    def patient_pseudonym(self, organization_id: str, fhir_patient_id: str) -> str:
+        """The pseudonym (principal id) of the patient fhir_patient_id at organization_id; stable forever."""
+        ...
+
+    def add_principal(self, principal: PrincipalRecord) -> None:
+        """Store a principal; AlreadyExists if its id is taken."""
+        ...
+
+    def principal(self, principal_id: str) -> PrincipalRecord | None:
+        """A registered principal, or None."""
+        ...
+
+    def add_challenge(self, principal_id: str, challenge: bytes, expires_at_ms: int, now_ms: int) -> None:
+        """Remember a one-time challenge for principal_id (and forget expired ones)."""
+        ...
+
+    def take_challenge(self, principal_id: str, challenge: bytes, now_ms: int) -> bool:
+        """Consume a challenge; True only if it was issued to principal_id and has not expired."""
+        ...
+
+    def add_data_key(self, key: StoredDataKey) -> None:
+        """Store a record's wrapped data key; AlreadyExists if the record has one."""
+        ...
+
+    def data_key(self, record_id: str) -> StoredDataKey | None:
+        """A record's wrapped data key, or None."""
+        ...
+
+    def patient_data_keys(self, patient_id: str) -> list[StoredDataKey]:
+        """Every wrapped data key of a patient, ordered by record id."""
+        ...
+
+    def replace_wrapped_keys(self, keys: list[StoredDataKey]) -> None:
+        """Store re-wrapped data keys; FailedPrecondition (and nothing stored) if one has no stored key."""
+        ...
+
+    def use_decision_token(self, jti: str, expires_at_ms: int, now_ms: int) -> bool:
+        """Mark a decision token used; False if it was used before and has not expired."""
+        ...
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS principals (
     principal_id TEXT PRIMARY KEY,
@@ -104,7 +156,7 @@ CREATE TABLE IF NOT EXISTS used_decision_tokens (
 
 
 class Registry:
-    """Durable identity state of one identity service."""
+    """Durable identity state of one identity service in SQLite (the embedded :class:`IdentityStore`)."""
 
     def __init__(self, data_dir: pathlib.Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)

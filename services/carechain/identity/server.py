@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -35,6 +36,7 @@ from carechain.errors import (
 )
 from carechain.identity.keyring import KeyManager, LocalKeyring, wrapped_key_version
 from carechain.identity.registry import (
+    IdentityStore,
     PrincipalRecord,
     Registry,
     StoredDataKey,
@@ -55,6 +57,9 @@ from carechain.network import (
 )
 from carechain.server import Register, run_service
 from carechain.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
+
+if TYPE_CHECKING:
+    import hvac
 
 log = logging.getLogger("carechain.identity")
 
@@ -120,7 +125,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         *,
         signer: Signer,
         trust: TrustBundle,
-        registry: Registry,
+        registry: IdentityStore,
         keys: KeyManager,
         submit_transaction: SubmitTransaction,
         chain_id: str,
@@ -448,12 +453,23 @@ def _require_record_id(record_id: str) -> str:
 def build(
     settings: IdentitySettings, submit_transaction: SubmitTransaction | None = None
 ) -> tuple[Register, list[Callable[[], None]]]:
-    """The identity servicer on an embedded registry and keyring under settings.data_dir.
+    """The identity servicer, its stores and signer chosen by settings.
+
+    - key_backend=local: SQLite registry and local keyring under settings.data_dir;
+      key_backend=vault: registry in Vault KV v2, patients' keys in Vault Transit
+      (nothing on local disk: identity can run as a stateless Deployment).
+    - signing_backend=file: settings.signing_key_file; vault: Transit key
+      settings.signing_key_name (default svc-identity).
 
     submit_transaction defaults to the ledger at settings.ledger_address,
     called with access tokens this service mints for itself.
     """
-    signer = Ed25519Signer.from_file(TOKEN_ISSUER_ID, settings.signing_key_file)
+    vault = None
+    if settings.key_backend == "vault" or settings.signing_backend == "vault":
+        from carechain.vault import vault_client
+
+        vault = vault_client(settings)
+    signer = _signer(settings, vault)
     trust = TrustBundle.load(settings.trust_dir)
     trusted_key = trust.key(TOKEN_ISSUER_ID)
     if trusted_key is None or not same(trusted_key, signer.public_key_bytes()):
@@ -470,8 +486,7 @@ def build(
 
             return submit(peers.ledger, tx)
 
-    registry = Registry(settings.data_dir)
-    keyring = LocalKeyring(settings.data_dir / KEYRING_DIR)
+    registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
     servicer = IdentityServicer(
         signer=signer,
@@ -489,6 +504,26 @@ def build(
         return [identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name]
 
     return register, closers
+
+
+def _signer(settings: IdentitySettings, vault: hvac.Client | None) -> Signer:
+    if settings.signing_backend == "file":
+        return Ed25519Signer.from_file(TOKEN_ISSUER_ID, settings.signing_key_file)
+    from carechain.vault import service_signer
+
+    return service_signer(settings, "identity", vault)
+
+
+def _stores(settings: IdentitySettings, vault: hvac.Client | None) -> tuple[IdentityStore, KeyManager]:
+    """The registry and key manager for settings.key_backend (each has a close())."""
+    if settings.key_backend == "local":
+        return Registry(settings.data_dir), LocalKeyring(settings.data_dir / KEYRING_DIR)
+    from carechain.identity.vault_keys import VaultTransitKeyManager
+    from carechain.identity.vault_registry import VaultRegistry
+
+    assert vault is not None
+    registry = VaultRegistry(vault, kv_mount=settings.vault_kv_mount, transit_mount=settings.vault_transit_mount)
+    return registry, VaultTransitKeyManager(vault, settings.vault_transit_mount)
 
 
 def main() -> None:

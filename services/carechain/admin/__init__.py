@@ -1,0 +1,1 @@
+"""Operator tools (bootstrap of production backends)."""

@@ -1,0 +1,60 @@
+"""The OpenBao/Vault policy files and how the bootstrap adapts them (no server needed)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from carechain.admin.vault_bootstrap import DEFAULT_POLICY_DIR, OPERATOR_POLICY, Mounts, load_policy, render_policy
+from carechain.network import SERVICES
+
+_PATHS = re.compile(r'path\s+"([^"]+)"')
+
+
+def _paths(text: str) -> list[str]:
+    return _PATHS.findall(text)
+
+
+@pytest.mark.parametrize("name", [*SERVICES, OPERATOR_POLICY])
+def test_every_service_and_the_operator_has_a_policy_file(name: str) -> None:
+    assert _paths(load_policy(DEFAULT_POLICY_DIR, name, Mounts())), f"{name}.hcl grants nothing"
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if s != "identity"])
+def test_other_services_may_only_sign_with_their_own_key(service: str) -> None:
+    paths = _paths(load_policy(DEFAULT_POLICY_DIR, service, Mounts()))
+    assert sorted(paths) == sorted([f"transit/keys/svc-{service}", f"transit/sign/svc-{service}"])
+
+
+def test_identity_policy_has_no_wildcards_beyond_patient_keys_and_its_kv_folder() -> None:
+    paths = _paths(load_policy(DEFAULT_POLICY_DIR, "identity", Mounts()))
+    wildcards = {p for p in paths if "*" in p}
+    assert wildcards == {
+        "transit/keys/patient-*", "transit/datakey/plaintext/patient-*", "transit/decrypt/patient-*",
+        "transit/rewrap/patient-*", "carechain/data/identity/*", "carechain/metadata/identity/*",
+    }
+    assert not any(p.startswith(("transit/export", "transit/backup", "sys/")) for p in paths)
+
+
+def test_no_policy_lets_anyone_export_or_back_up_keys() -> None:
+    for name in [*SERVICES, OPERATOR_POLICY]:
+        for path in _paths(load_policy(DEFAULT_POLICY_DIR, name, Mounts())):
+            assert not path.startswith(("transit/export", "transit/backup", "transit/restore")), (name, path)
+
+
+def test_policies_follow_configured_mount_names() -> None:
+    mounts = Mounts(transit="keys/transit", kv="cc-kv", approle="ar", kubernetes="k8s")
+    identity = _paths(render_policy((DEFAULT_POLICY_DIR / "identity.hcl").read_text(), mounts))
+    operator = _paths(render_policy((DEFAULT_POLICY_DIR / "operator.hcl").read_text(), mounts))
+
+    assert "keys/transit/datakey/plaintext/patient-*" in identity
+    assert "cc-kv/data/identity/*" in identity
+    assert not any(p.startswith(("transit/", "carechain/")) for p in identity)
+    assert {"sys/mounts/keys/transit", "sys/mounts/cc-kv", "sys/auth/ar", "sys/auth/k8s",
+            "auth/ar/role/carechain-*", "auth/k8s/config"} <= set(operator)
+
+
+def test_default_mounts_leave_policies_unchanged() -> None:
+    text = (DEFAULT_POLICY_DIR / "identity.hcl").read_text()
+    assert render_policy(text, Mounts()) == text
