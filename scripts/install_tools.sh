@@ -11,3 +11,51 @@ TOOLS=${CARECHAIN_TOOLS_DIR:-$PWD/.tools}
 mkdir -p "$TOOLS/bin"
 
 # --- MinIO (filled in with the pinned RELEASE commit) ---
+# Release RELEASE.2025-09-07T16-13-09Z = commit 07c3a429bfed433e49018cb0f78a52145d4bedeb, which the Go
+# module proxy knows as the pseudo-version below (`go list -m -json github.com/minio/minio@<that>`
+# reports Origin.Hash = the commit; go.sum checking against sum.golang.org pins the exact bytes).
+# The pseudo-version is used rather than the bare commit because proxies without VCS access cannot
+# resolve a bare commit hash. (RELEASE.2025-10-15T17-29-55Z = 9e49d5e7a648f00e26f2246f4dc28e6b07f8c84a,
+# v0.0.0-20251015172955-9e49d5e7a648, fixes CVE-2025-62506 in service-account policies, which
+# CareChain's dev/test servers do not use; bump to it where the proxy serves it.)
+# MinIO is AGPL-3.0: CareChain only runs it as a separate server process and never links its code.
+# A cold build (empty Go module and build caches) takes several minutes; see README.
+MINIO_RELEASE=RELEASE.2025-09-07T16-13-09Z
+MINIO_COMMIT=07c3a429bfed433e49018cb0f78a52145d4bedeb
+MINIO_VERSION=v0.0.0-20250907161309-07c3a429bfed
+MINIO_PIN="$MINIO_RELEASE $MINIO_COMMIT $MINIO_VERSION"
+MINIO_STAMP="$TOOLS/bin/.minio.pin"
+if [[ -x "$TOOLS/bin/minio" && -f "$MINIO_STAMP" && "$(cat "$MINIO_STAMP")" == "$MINIO_PIN" ]]; then
+    echo "minio $MINIO_RELEASE already installed in $TOOLS/bin"
+else
+    command -v go >/dev/null || { echo "go (1.24+) is needed to build MinIO: https://go.dev/dl/" >&2; exit 1; }
+    echo "building minio $MINIO_RELEASE ($MINIO_COMMIT) into $TOOLS/bin (first time: several minutes)"
+    rm -f "$MINIO_STAMP"
+    GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
+    echo "$MINIO_PIN" > "$MINIO_STAMP"
+fi
+
+# --- helm (chart lint and rendering in tests/helm) ---
+# Built from source with `go install` at a pinned release (go.sum checking against sum.golang.org pins
+# the exact bytes); reused when the stamp shows the same pin. The -X flags are those of helm's own
+# release Makefile: without them the binary calls itself "v3.21" and assumes Kubernetes 1.20 for
+# `helm template`/`lint` (1.36 = the k8s.io/client-go v0.36 that helm v3.21.4 is built with).
+# A cold build (empty Go module and build caches) took about 5 minutes on 2 cores; see docs/deploy.md.
+HELM_VERSION=v3.21.4
+HELM_K8S_MINOR=36
+HELM_PIN="$HELM_VERSION k8s-1.$HELM_K8S_MINOR"
+HELM_STAMP="$TOOLS/bin/.helm.pin"
+if [[ -x "$TOOLS/bin/helm" && -f "$HELM_STAMP" && "$(cat "$HELM_STAMP")" == "$HELM_PIN" ]]; then
+    echo "helm $HELM_VERSION already installed in $TOOLS/bin"
+else
+    command -v go >/dev/null || { echo "go (1.24+) is needed to build helm: https://go.dev/dl/" >&2; exit 1; }
+    echo "building helm $HELM_VERSION into $TOOLS/bin (first time: a few minutes)"
+    rm -f "$HELM_STAMP"
+    HELM_LDFLAGS="-w -s -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    for pkg in pkg/chartutil pkg/lint/rules; do
+        HELM_LDFLAGS+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+    done
+    GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod CGO_ENABLED=0 \
+        go install -trimpath -ldflags "$HELM_LDFLAGS" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    echo "$HELM_PIN" > "$HELM_STAMP"
+fi

@@ -1,0 +1,483 @@
+{{/*
+Names, labels and the pieces every CareChain pod shares. The six services run the same image;
+`carechain serve <service>` picks the service and CARECHAIN_* variables configure it
+(services/carechain/config.py is the one definition of those variables).
+*/}}
+
+{{- define "carechain.services" -}}
+identity storage ledger consent audit records
+{{- end }}
+
+{{- define "carechain.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "carechain.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "carechain.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "carechain.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "carechain.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "carechain.labels" -}}
+helm.sh/chart: {{ include "carechain.chart" . }}
+{{ include "carechain.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: carechain
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "ledger") */}}
+{{- define "carechain.componentSelectorLabels" -}}
+{{ include "carechain.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "carechain.componentLabels" -}}
+{{ include "carechain.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Object name of a component: <fullname>-<component> */}}
+{{- define "carechain.componentName" -}}
+{{- printf "%s-%s" (include "carechain.fullname" .root) .component }}
+{{- end }}
+
+{{/* ServiceAccount of a service: <serviceAccount.namePrefix><service> (default carechain-<service>). */}}
+{{- define "carechain.serviceAccountName" -}}
+{{- $prefix := .root.Values.serviceAccount.namePrefix | default (printf "%s-" (include "carechain.fullname" .root)) }}
+{{- printf "%s%s" $prefix .service }}
+{{- end }}
+
+{{/* In-cluster address of a service: <fullname>-<service>.<namespace>.svc:<port> */}}
+{{- define "carechain.address" -}}
+{{- $port := (index .root.Values .service).port }}
+{{- printf "%s-%s.%s.svc:%d" (include "carechain.fullname" .root) .service .root.Release.Namespace (int $port) }}
+{{- end }}
+
+{{- define "carechain.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when a service talks to Vault/OpenBao: (dict "root" $ "service" "identity") */}}
+{{- define "carechain.usesVault" -}}
+{{- $v := .root.Values }}
+{{- if or (eq $v.signing.backend "vault") (and (eq .service "identity") (eq $v.identity.keyBackend "vault")) }}true{{ end }}
+{{- end }}
+
+{{- define "carechain.usesEtcd" -}}
+{{- $v := .root.Values }}
+{{- if or (and (eq .service "ledger") (eq $v.ledger.orderer "etcd")) (and (eq .service "audit") (eq $v.audit.store "etcd")) }}true{{ end }}
+{{- end }}
+
+{{- define "carechain.usesS3" -}}
+{{- if and (eq .service "storage") (eq .root.Values.storage.blobBackend "s3") }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the pod logs into Vault with its ServiceAccount token (the only reason to mount it). */}}
+{{- define "carechain.usesKubernetesAuth" -}}
+{{- if and (include "carechain.usesVault" .) (eq .root.Values.vault.auth.method "kubernetes") }}true{{ end }}
+{{- end }}
+
+{{/* Vault role of a service for Kubernetes auth. */}}
+{{- define "carechain.vaultRole" -}}
+{{- $auth := .root.Values.vault.auth }}
+{{- default (printf "%s%s" $auth.rolePrefix .service) (index $auth.roles .service) }}
+{{- end }}
+
+{{/* Mount paths inside every container. */}}
+{{- define "carechain.paths.data" -}}/var/lib/carechain{{- end }}
+{{- define "carechain.paths.trust" -}}/etc/carechain/trust{{- end }}
+{{- define "carechain.paths.keys" -}}/etc/carechain/keys{{- end }}
+{{- define "carechain.paths.vaultCa" -}}/etc/carechain/ca/vault{{- end }}
+{{- define "carechain.paths.s3Ca" -}}/etc/carechain/ca/s3{{- end }}
+
+{{/*
+Cross-field checks the JSON schema cannot explain well; each fails `helm install` with a message
+naming the values to change.
+*/}}
+{{- define "carechain.validate" -}}
+{{- $v := .Values }}
+{{- $trust := 0 }}
+{{- if $v.trustBundle.existingConfigMap }}{{ $trust = add1 $trust }}{{ end }}
+{{- if $v.trustBundle.existingSecret }}{{ $trust = add1 $trust }}{{ end }}
+{{- if $v.trustBundle.publicKeys }}{{ $trust = add1 $trust }}{{ end }}
+{{- if ne $trust 1 }}
+{{- fail "trustBundle: set exactly one of trustBundle.existingConfigMap, trustBundle.existingSecret or trustBundle.publicKeys (the <principal>.pub keys every service verifies with)" }}
+{{- end }}
+{{- if and (eq $v.signing.backend "file") (not $v.signing.keysSecret) }}
+{{- fail "signing.keysSecret: name the Secret holding svc-<service>.pem signing keys (signing.backend=file)" }}
+{{- end }}
+{{- $vaultNeeded := or (eq $v.signing.backend "vault") (eq $v.identity.keyBackend "vault") }}
+{{- if and $vaultNeeded (not $v.vault.address) }}
+{{- fail "vault.address: required when signing.backend=vault or identity.keyBackend=vault" }}
+{{- end }}
+{{- if and $vaultNeeded (eq $v.vault.auth.method "token") (not $v.vault.auth.tokenSecret.name) }}
+{{- fail "vault.auth.tokenSecret.name: required with vault.auth.method=token" }}
+{{- end }}
+{{- if eq $v.storage.blobBackend "s3" }}
+{{- if not $v.s3.endpoint }}{{ fail "s3.endpoint: required when storage.blobBackend=s3" }}{{ end }}
+{{- if not $v.s3.credentialsSecret.name }}{{ fail "s3.credentialsSecret.name: required when storage.blobBackend=s3" }}{{ end }}
+{{- end }}
+{{- if and (or (eq $v.ledger.orderer "etcd") (eq $v.audit.store "etcd")) (not $v.etcd.endpoints) }}
+{{- fail "etcd.endpoints: required when ledger.orderer=etcd or audit.store=etcd" }}
+{{- end }}
+{{- if and (eq $v.otel.tracesExporter "otlp") (not $v.otel.endpoint) }}
+{{- fail "otel.endpoint: required when otel.tracesExporter=otlp" }}
+{{- end }}
+{{- range $svc := list "identity" "storage" }}
+{{- $s := index $v $svc }}
+{{- if and $s.persistence.enabled (or (gt (int $s.replicas) 1) $s.autoscaling.enabled) }}
+{{- fail (printf "%s: a PersistentVolume (%s.persistence.enabled=true) is mounted by one pod only: set %s.replicas=1 and %s.autoscaling.enabled=false, or turn persistence off (storage: with blobBackend=s3)" $svc $svc $svc $svc) }}
+{{- end }}
+{{- end }}
+{{- if and (eq $v.identity.keyBackend "local") (or (gt (int $v.identity.replicas) 1) $v.identity.autoscaling.enabled) }}
+{{- fail "identity: keyBackend=local keeps keys and the registry in one pod's volume: use identity.keyBackend=vault to run more than one replica" }}
+{{- end }}
+{{- if and (eq $v.storage.blobBackend "local") (or (gt (int $v.storage.replicas) 1) $v.storage.autoscaling.enabled) }}
+{{- fail "storage: blobBackend=local keeps blobs in one pod's volume: use storage.blobBackend=s3 to run more than one replica" }}
+{{- end }}
+{{- $names := dict }}
+{{- range $v.ledger.validators }}
+{{- if hasKey $names .name }}{{ fail (printf "ledger.validators: the name %q is used twice" .name) }}{{ end }}
+{{- $_ := set $names .name true }}
+{{- end }}
+{{- if and $v.tls.enabled (eq $v.tls.source "certManager") (not $v.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef.name: required when tls.source=certManager" }}
+{{- end }}
+{{- if and $v.tls.enabled (not $v.ingress.enabled) }}
+{{- fail "tls.enabled: the gateway certificate is served by the Ingress: set ingress.enabled=true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The whole pod template of one service.
+(dict "root" $ "service" "ledger" "validator" <validator or nil>)
+*/}}
+{{- define "carechain.podTemplate" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $svc := .service }}
+{{- $s := index $v $svc }}
+{{- $ctx := dict "root" $root "service" $svc "component" $svc }}
+{{- $selector := include "carechain.componentSelectorLabels" $ctx | fromYaml }}
+metadata:
+  labels:
+    {{- include "carechain.componentLabels" $ctx | nindent 4 }}
+    {{- with .validator }}
+    carechain.io/validator: {{ .name }}
+    {{- end }}
+    {{- with $v.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    checksum/config: {{ include "carechain.serviceEnv" $ctx | sha256sum }}
+    {{- with $v.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "carechain.serviceAccountName" $ctx }}
+  automountServiceAccountToken: {{ include "carechain.usesKubernetesAuth" $ctx | eq "true" }}
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: {{ add (int $v.shutdownGraceSeconds) 10 }}
+  {{- with $v.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 10001
+    runAsGroup: 10001
+    fsGroup: 10001
+    fsGroupChangePolicy: OnRootMismatch
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: {{ $svc }}
+      image: {{ include "carechain.image" $root }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      command: ["carechain"]
+      args: ["serve", "{{ $svc }}"]
+      ports:
+        - name: grpc
+          containerPort: {{ $s.port }}
+          protocol: TCP
+      envFrom:
+        - configMapRef:
+            name: {{ include "carechain.componentName" $ctx }}-env
+      {{- $env := include "carechain.podEnv" . | trim }}
+      {{- if $env }}
+      env:
+        {{- $env | nindent 8 }}
+      {{- end }}
+      startupProbe:
+        grpc:
+          port: {{ $s.port }}
+        periodSeconds: 2
+        failureThreshold: 60
+      readinessProbe:
+        grpc:
+          port: {{ $s.port }}
+        periodSeconds: 5
+        failureThreshold: 2
+      livenessProbe:
+        grpc:
+          port: {{ $s.port }}
+        periodSeconds: 10
+        timeoutSeconds: 2
+        failureThreshold: 3
+      resources:
+        {{- toYaml $s.resources | nindent 8 }}
+      securityContext:
+        runAsNonRoot: true
+        privileged: false
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+        seccompProfile:
+          type: RuntimeDefault
+      volumeMounts:
+        - name: data
+          mountPath: {{ include "carechain.paths.data" . }}
+        - name: tmp
+          mountPath: /tmp
+        - name: trust
+          mountPath: {{ include "carechain.paths.trust" . }}
+          readOnly: true
+        {{- if eq $v.signing.backend "file" }}
+        - name: signing-key
+          mountPath: {{ include "carechain.paths.keys" . }}
+          readOnly: true
+        {{- end }}
+        {{- if and (include "carechain.usesVault" $ctx) $v.vault.caSecret.name }}
+        - name: vault-ca
+          mountPath: {{ include "carechain.paths.vaultCa" . }}
+          readOnly: true
+        {{- end }}
+        {{- if and (include "carechain.usesS3" $ctx) $v.s3.caSecret.name }}
+        - name: s3-ca
+          mountPath: {{ include "carechain.paths.s3Ca" . }}
+          readOnly: true
+        {{- end }}
+  volumes:
+    {{- if not (has $svc (list "ledger" "audit")) }}
+    {{- if and (hasKey $s "persistence") $s.persistence.enabled }}
+    - name: data
+      persistentVolumeClaim:
+        claimName: {{ include "carechain.componentName" $ctx }}-data
+    {{- else }}
+    - name: data
+      emptyDir: {}
+    {{- end }}
+    {{- end }}
+    - name: tmp
+      emptyDir:
+        sizeLimit: 256Mi
+    - name: trust
+      {{- if $v.trustBundle.existingSecret }}
+      secret:
+        secretName: {{ $v.trustBundle.existingSecret }}
+      {{- else }}
+      configMap:
+        name: {{ default (printf "%s-trust" (include "carechain.fullname" $root)) $v.trustBundle.existingConfigMap }}
+      {{- end }}
+    {{- if eq $v.signing.backend "file" }}
+    - name: signing-key
+      secret:
+        {{- $secretName := $v.signing.keysSecret }}
+        {{- $key := printf "svc-%s.pem" $svc }}
+        {{- with .validator }}
+        {{- $secretName = default $v.signing.keysSecret .signingKey.secretName }}
+        {{- $key = .signingKey.key }}
+        {{- end }}
+        secretName: {{ $secretName }}
+        defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
+        items:
+          - key: {{ $key }}
+            path: signing.pem
+    {{- end }}
+    {{- if and (include "carechain.usesVault" $ctx) $v.vault.caSecret.name }}
+    - name: vault-ca
+      secret:
+        secretName: {{ $v.vault.caSecret.name }}
+        items:
+          - key: {{ $v.vault.caSecret.key }}
+            path: ca.crt
+    {{- end }}
+    {{- if and (include "carechain.usesS3" $ctx) $v.s3.caSecret.name }}
+    - name: s3-ca
+      secret:
+        secretName: {{ $v.s3.caSecret.name }}
+        items:
+          - key: {{ $v.s3.caSecret.key }}
+            path: ca.crt
+    {{- end }}
+  {{- if $v.topologySpread.enabled }}
+  topologySpreadConstraints:
+    {{- range $v.topologySpread.topologyKeys }}
+    - maxSkew: {{ $v.topologySpread.maxSkew }}
+      topologyKey: {{ . }}
+      whenUnsatisfiable: {{ $v.topologySpread.whenUnsatisfiable }}
+      labelSelector:
+        matchLabels:
+          {{- toYaml $selector | nindent 10 }}
+    {{- end }}
+  {{- end }}
+  {{- with $s.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $s.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $s.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* Per-pod environment: secrets (by reference) and what differs between validators. */}}
+{{- define "carechain.podEnv" -}}
+{{- $v := .root.Values }}
+{{- $ctx := dict "root" .root "service" .service }}
+{{- if and (include "carechain.usesVault" $ctx) (eq $v.vault.auth.method "token") }}
+- name: CARECHAIN_VAULT_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.vault.auth.tokenSecret.name }}
+      key: {{ $v.vault.auth.tokenSecret.key }}
+{{- end }}
+{{- if include "carechain.usesS3" $ctx }}
+- name: CARECHAIN_S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.s3.credentialsSecret.name }}
+      key: {{ $v.s3.credentialsSecret.accessKeyKey }}
+- name: CARECHAIN_S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.s3.credentialsSecret.name }}
+      key: {{ $v.s3.credentialsSecret.secretKeyKey }}
+{{- end }}
+{{- if and .validator (eq $v.signing.backend "vault") }}
+- name: CARECHAIN_SIGNING_KEY_NAME
+  value: {{ default "svc-ledger" .validator.signingKeyName | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Non-secret CARECHAIN_* and OTEL_* settings of one service (its ConfigMap): (dict "root" $ "service" "x")
+*/}}
+{{- define "carechain.serviceEnv" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $svc := .service }}
+{{- $s := index $v $svc }}
+{{- $ctx := dict "root" $root "service" $svc }}
+CARECHAIN_LISTEN_ADDRESS: "0.0.0.0:{{ $s.port }}"
+CARECHAIN_DATA_DIR: {{ include "carechain.paths.data" . | quote }}
+CARECHAIN_TRUST_DIR: {{ include "carechain.paths.trust" . | quote }}
+CARECHAIN_CHAIN_ID: {{ $v.chainId | quote }}
+CARECHAIN_LOG_LEVEL: {{ $v.logLevel | quote }}
+CARECHAIN_SHUTDOWN_GRACE_SECONDS: {{ $v.shutdownGraceSeconds | int64 | quote }}
+CARECHAIN_RPC_TIMEOUT_SECONDS: {{ $v.rpcTimeoutSeconds | quote }}
+{{- /* Every peer a service may call (nobody calls records, so there is no records address). */}}
+{{- range $peer := list "identity" "storage" "ledger" "consent" "audit" }}
+{{- if ne $peer $svc }}
+CARECHAIN_{{ upper $peer }}_ADDRESS: {{ include "carechain.address" (dict "root" $root "service" $peer) | quote }}
+{{- end }}
+{{- end }}
+CARECHAIN_SIGNING_BACKEND: {{ $v.signing.backend | quote }}
+{{- if eq $v.signing.backend "file" }}
+CARECHAIN_SIGNING_KEY_FILE: "{{ include "carechain.paths.keys" . }}/signing.pem"
+{{- else if ne $svc "ledger" }}
+CARECHAIN_SIGNING_KEY_NAME: {{ default (printf "svc-%s" $svc) $s.signingKeyName | quote }}
+{{- end }}
+{{- if include "carechain.usesVault" $ctx }}
+CARECHAIN_VAULT_ADDRESS: {{ $v.vault.address | quote }}
+CARECHAIN_VAULT_AUTH_METHOD: {{ $v.vault.auth.method | quote }}
+{{- if eq $v.vault.auth.method "kubernetes" }}
+CARECHAIN_VAULT_KUBERNETES_ROLE: {{ include "carechain.vaultRole" $ctx | quote }}
+CARECHAIN_VAULT_KUBERNETES_MOUNT: {{ $v.vault.auth.kubernetesMount | quote }}
+{{- end }}
+CARECHAIN_VAULT_TRANSIT_MOUNT: {{ $v.vault.transitMount | quote }}
+CARECHAIN_VAULT_KV_MOUNT: {{ $v.vault.kvMount | quote }}
+{{- with $v.vault.namespace }}
+CARECHAIN_VAULT_NAMESPACE: {{ . | quote }}
+{{- end }}
+{{- if $v.vault.caSecret.name }}
+CARECHAIN_VAULT_CA_CERT: "{{ include "carechain.paths.vaultCa" . }}/ca.crt"
+{{- end }}
+{{- end }}
+{{- if include "carechain.usesEtcd" $ctx }}
+CARECHAIN_ETCD_ENDPOINTS: {{ join "," $v.etcd.endpoints | quote }}
+CARECHAIN_ETCD_PREFIX: {{ $v.etcd.prefix | quote }}
+{{- end }}
+{{- if eq $svc "identity" }}
+CARECHAIN_KEY_BACKEND: {{ $s.keyBackend | quote }}
+CARECHAIN_TOKEN_TTL_SECONDS: {{ $s.tokenTtlSeconds | quote }}
+{{- else if eq $svc "storage" }}
+CARECHAIN_BLOB_BACKEND: {{ $s.blobBackend | quote }}
+{{- if include "carechain.usesS3" $ctx }}
+CARECHAIN_S3_ENDPOINT: {{ $v.s3.endpoint | quote }}
+CARECHAIN_S3_BUCKET: {{ $v.s3.bucket | quote }}
+CARECHAIN_S3_SECURE: {{ $v.s3.secure | quote }}
+{{- with $v.s3.region }}
+CARECHAIN_S3_REGION: {{ . | quote }}
+{{- end }}
+CARECHAIN_S3_OBJECT_LOCK_DAYS: {{ $v.s3.objectLockDays | int64 | quote }}
+{{- if $v.s3.caSecret.name }}
+CARECHAIN_S3_CA_CERT: "{{ include "carechain.paths.s3Ca" . }}/ca.crt"
+{{- end }}
+{{- end }}
+{{- else if eq $svc "ledger" }}
+CARECHAIN_ORDERER: {{ $s.orderer | quote }}
+CARECHAIN_BLOCK_MAX_TRANSACTIONS: {{ $s.blockMaxTransactions | int64 | quote }}
+CARECHAIN_BLOCK_MAX_WAIT_MS: {{ $s.blockMaxWaitMs | int64 | quote }}
+{{- else if eq $svc "consent" }}
+CARECHAIN_DECISION_TOKEN_TTL_SECONDS: {{ $s.decisionTokenTtlSeconds | quote }}
+{{- else if eq $svc "audit" }}
+CARECHAIN_AUDIT_STORE: {{ $s.store | quote }}
+{{- else if eq $svc "records" }}
+CARECHAIN_MAX_RECORD_BYTES: {{ $s.maxRecordBytes | int64 | quote }}
+{{- end }}
+OTEL_SERVICE_NAME: "carechain-{{ $svc }}"
+OTEL_TRACES_EXPORTER: {{ $v.otel.tracesExporter | quote }}
+{{- if eq $v.otel.tracesExporter "otlp" }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.otel.endpoint | quote }}
+OTEL_EXPORTER_OTLP_INSECURE: {{ $v.otel.insecure | quote }}
+{{- end }}
+{{- $attrs := list (printf "service.namespace=%s" $root.Release.Namespace) (printf "k8s.namespace.name=%s" $root.Release.Namespace) }}
+{{- range $k, $val := $v.otel.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k (toString $val)) }}
+{{- end }}
+OTEL_RESOURCE_ATTRIBUTES: {{ join "," $attrs | quote }}
+{{- end }}
