@@ -34,13 +34,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     from carechain.localnet import LocalNetwork
 
     data_dir = _data_dir(args)
-    network = LocalNetwork.with_default_ports(data_dir) if args.default_ports else LocalNetwork(data_dir)
+    if args.default_ports:
+        network = LocalNetwork.with_default_ports(data_dir, tls=args.tls)
+    else:
+        network = LocalNetwork(data_dir, tls=args.tls)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(f"starting CareChain in {network.layout.root} ...", flush=True)
     endpoints = network.start()
-    print("CareChain local network is up (embedded backends):")
+    print(f"CareChain local network is up (embedded backends{', mutual TLS' if args.tls else ''}):")
     for service in SERVICES:
         print(f"  {service:9} {endpoints.address(service)}")
     print(f"logs: {network.log_dir}/<service>.log")
@@ -103,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where keys and data live (kept across runs)")
     up.add_argument("--random-ports", dest="default_ports", action="store_false",
                     help="use free ports instead of 7100-7105")
+    up.add_argument("--tls", action="store_true",
+                    help="mutual TLS everywhere, with a local CA under <data-dir>/tls (clients get a certificate too)")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="run the demo story against a running local network")

@@ -15,9 +15,11 @@ import grpc
 from opentelemetry.instrumentation.grpc import grpcext as otel_grpcext
 
 from carechain.auth import TokenSource, bearer_interceptor
+from carechain.crypto import Signer
 from carechain.errors import Unavailable
 from carechain.network import audience
 from carechain.telemetry import grpc_client_interceptor
+from carechain.tls import ClientTLS
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _CHANNEL_OPTIONS = [
@@ -32,9 +34,14 @@ _CHANNEL_OPTIONS = [
 _DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def open_channel(address: str, service: str, tokens: TokenSource | None = None) -> grpc.Channel:
-    """A traced channel to service at address, authenticated when tokens is given."""
-    channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+def open_channel(
+    address: str, service: str, tokens: TokenSource | None = None, tls: ClientTLS | None = None
+) -> grpc.Channel:
+    """A traced channel to service at address: TLS when tls is given, authenticated when tokens is."""
+    if tls is None:
+        channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    else:
+        channel = grpc.secure_channel(address, tls.credentials(), options=_CHANNEL_OPTIONS)
     # The OpenTelemetry interceptor is not a grpc.*ClientInterceptor: it needs its own wrapper.
     traced = otel_grpcext.intercept_channel(channel, grpc_client_interceptor())
     if tokens is None:
@@ -82,15 +89,17 @@ class PeerStub:
 class Peers:
     """Lazily opened, reused stubs for the other services, authenticated as this service."""
 
-    def __init__(self, settings: Any, tokens: TokenSource) -> None:
+    def __init__(self, settings: Any, tokens: TokenSource, owned_channels: tuple[grpc.Channel, ...] = ()) -> None:
         self._settings = settings
         self._tokens = tokens
+        self._tls = ClientTLS.from_settings(settings)
         self._stubs: dict[str, PeerStub] = {}
-        self._channels: list[grpc.Channel] = []
+        # Channels to close with the peers (e.g. the one the token source authenticates over).
+        self._channels: list[grpc.Channel] = list(owned_channels)
 
     def _stub(self, service: str, stub_class: Any) -> PeerStub:
         if service not in self._stubs:
-            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens)
+            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens, self._tls)
             self._channels.append(channel)
             self._stubs[service] = PeerStub(service, stub_class(channel), self._settings.rpc_timeout_seconds)
         return self._stubs[service]
@@ -129,3 +138,9 @@ class Peers:
         """Close every channel."""
         for channel in self._channels:
             channel.close()
+
+
+def service_peers(settings: Any, signer: Signer) -> Peers:
+    """Stubs for the other services, authenticated as this service with tokens from identity."""
+    identity = open_channel(settings.identity_address, "identity", tls=ClientTLS.from_settings(settings))
+    return Peers(settings, TokenSource.for_signer(identity, signer), owned_channels=(identity,))

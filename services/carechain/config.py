@@ -9,7 +9,6 @@ Invalid values stop the service at start-up with a message naming the variable.
 from __future__ import annotations
 
 import pathlib
-
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -41,6 +40,19 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="time in-flight calls get after SIGTERM")
     max_workers: int = Field(16, ge=1, le=256, description="gRPC worker threads")
     rpc_timeout_seconds: float = Field(10.0, gt=0, description="deadline for calls to other services")
+
+    # TLS for this service's listener and for its calls to peers (all PEM files).
+    tls_cert_file: pathlib.Path | None = Field(None, description="server certificate chain; enables TLS when set")
+    tls_key_file: pathlib.Path | None = Field(None, description="private key of tls_cert_file")
+    tls_ca_file: pathlib.Path | None = Field(
+        None, description="CA bundle to verify peers; when set, calls to other services use TLS"
+    )
+    tls_require_client_cert: bool = Field(
+        False, description="mutual TLS: callers must present a certificate signed by tls_ca_file"
+    )
+    health_listen_address: str = Field(
+        "", description="extra plaintext host:port serving only grpc.health.v1 (kubelet probes when TLS is on)"
+    )
 
     # Where this service's Ed25519 signing key lives: a PEM file (embedded) or Vault Transit.
     signing_backend: Literal["file", "vault"] = Field("file", description="file: signing_key_file; vault: Transit")

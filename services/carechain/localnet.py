@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from carechain.config import DEFAULT_PORTS
 from carechain.network import SERVICES, NetworkLayout, service_principal_id
+from carechain.tls import ClientTLS, LocalCertificateAuthority
 
 # Ledger first (others read it at start), records last (it calls everyone).
 START_ORDER = ("ledger", "identity", "audit", "storage", "consent", "records")
@@ -39,9 +40,23 @@ class Endpoints:
     consent: str
     audit: str
     chain_id: str = "carechain-local"
+    # Mutual TLS: CA to verify the services, and the client certificate to present (empty: plaintext).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def address(self, service: str) -> str:
         return str(getattr(self, service))
+
+    def client_tls(self) -> ClientTLS | None:
+        """TLS settings for a client of this network, or None for plaintext."""
+        if not self.tls_ca_file:
+            return None
+        return ClientTLS(
+            pathlib.Path(self.tls_ca_file),
+            pathlib.Path(self.tls_cert_file) if self.tls_cert_file else None,
+            pathlib.Path(self.tls_key_file) if self.tls_key_file else None,
+        )
 
     def save(self, path: pathlib.Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -59,10 +74,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(address: str, timeout: float) -> None:
+def wait_healthy(address: str, timeout: float, tls: ClientTLS | None = None) -> None:
     """Block until the gRPC health check at address reports SERVING."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if tls is None else grpc.secure_channel(address, tls.credentials())
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -85,10 +101,13 @@ class LocalNetwork:
         ports: dict[str, int] | None = None,
         chain_id: str = "carechain-local",
         extra_env: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         self.layout = NetworkLayout(data_dir)
         ports = ports or {service: free_port() for service in SERVICES}
-        self.endpoints = Endpoints(chain_id=chain_id, **{s: f"127.0.0.1:{ports[s]}" for s in SERVICES})
+        tls_files = self._client_certificate() if tls else {}
+        self.tls = tls
+        self.endpoints = Endpoints(chain_id=chain_id, **{s: f"127.0.0.1:{ports[s]}" for s in SERVICES}, **tls_files)
         self.extra_env = extra_env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -96,6 +115,31 @@ class LocalNetwork:
     def with_default_ports(cls, data_dir: pathlib.Path, **kwargs: object) -> LocalNetwork:
         """A network on the documented ports 7100-7105."""
         return cls(data_dir, ports=dict(DEFAULT_PORTS), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def certificate_authority(self) -> LocalCertificateAuthority:
+        """The network's local CA (mutual TLS mode)."""
+        return LocalCertificateAuthority(self.layout.root / "tls")
+
+    def _client_certificate(self) -> dict[str, str]:
+        client = self.certificate_authority.issue("client", ["localhost"])
+        return {
+            "tls_ca_file": str(self.certificate_authority.ca_file),
+            "tls_cert_file": str(client.cert_file),
+            "tls_key_file": str(client.key_file),
+        }
+
+    def _tls_env(self, service: str) -> dict[str, str]:
+        """Mutual TLS for one service: its own certificate, the CA, client certificates required."""
+        if not self.tls:
+            return {}
+        issued = self.certificate_authority.issue(service, ["localhost", service])
+        return {
+            "CARECHAIN_TLS_CERT_FILE": str(issued.cert_file),
+            "CARECHAIN_TLS_KEY_FILE": str(issued.key_file),
+            "CARECHAIN_TLS_CA_FILE": str(self.certificate_authority.ca_file),
+            "CARECHAIN_TLS_REQUIRE_CLIENT_CERT": "true",
+        }
 
     @property
     def log_dir(self) -> pathlib.Path:
@@ -111,6 +155,7 @@ class LocalNetwork:
             "CARECHAIN_CHAIN_ID": self.endpoints.chain_id,
             **{f"CARECHAIN_{peer.upper()}_ADDRESS": self.endpoints.address(peer) for peer in SERVICES},
             "OTEL_SERVICE_NAME": f"carechain-{service}",
+            **self._tls_env(service),
         }
         return {**os.environ, **env, **self.extra_env}
 
@@ -143,7 +188,7 @@ class LocalNetwork:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    wait_healthy(self.endpoints.address(service), timeout=1)
+                    wait_healthy(self.endpoints.address(service), timeout=1, tls=self.endpoints.client_tls())
                     return
                 except TimeoutError:
                     if process.poll() is not None:

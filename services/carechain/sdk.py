@@ -64,7 +64,7 @@ class CareChainClient:
         configure_tracing("client")
         self.endpoints = endpoints
         self.signer = signer
-        self._channels = []
+        self._channels: list[Any] = []
         self._tokens = TokenSource.for_signer(self._open("identity", authenticated=False), signer)
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._open("identity"))
         self.records = records_pb2_grpc.RecordsServiceStub(self._open("records"))
@@ -73,7 +73,10 @@ class CareChainClient:
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self._open("ledger"))
 
     def _open(self, service: str, authenticated: bool = True) -> Any:
-        channel = open_channel(self.endpoints.address(service), service, self._tokens if authenticated else None)
+        channel = open_channel(
+            self.endpoints.address(service), service, self._tokens if authenticated else None,
+            self.endpoints.client_tls(),
+        )
         self._channels.append(channel)
         return channel
 

@@ -26,6 +26,7 @@ from carechain.config import ServiceSettings
 from carechain.errors import CareChainError
 from carechain.logs import configure_logging
 from carechain.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
+from carechain.tls import server_credentials
 
 log = logging.getLogger("carechain.server")
 
@@ -168,12 +169,29 @@ def start_service(
     for service_name in [*service_names, ""]:
         health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(settings.listen_address)
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen_address)
+    else:
+        port = server.add_secure_port(settings.listen_address, credentials)
     if port == 0:
         raise OSError(f"CARECHAIN_LISTEN_ADDRESS: cannot listen on {settings.listen_address}")
+    closers = list(on_stop)
+    if settings.health_listen_address:
+        # Kubelet gRPC probes cannot speak TLS: serve health alone, in plaintext, on its own port.
+        health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-health"))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        if health_server.add_insecure_port(settings.health_listen_address) == 0:
+            raise OSError(f"CARECHAIN_HEALTH_LISTEN_ADDRESS: cannot listen on {settings.health_listen_address}")
+        health_server.start()
+        closers.insert(0, lambda: health_server.stop(0).wait())
     server.start()
-    log.info("serving", extra={"listen_address": settings.listen_address, "port": port, "services": service_names})
-    return RunningService(name, server, port, health_servicer, settings.shutdown_grace_seconds, list(on_stop))
+    log.info(
+        "serving",
+        extra={"listen_address": settings.listen_address, "port": port, "services": service_names,
+               "tls": credentials is not None, "mutual_tls": settings.tls_require_client_cert},
+    )
+    return RunningService(name, server, port, health_servicer, settings.shutdown_grace_seconds, closers)
 
 
 def run_service(

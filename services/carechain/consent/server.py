@@ -23,14 +23,14 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Authenticator, TokenSource
-from carechain.clients import Peers, open_channel
+from carechain.auth import Authenticator
+from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import ConsentSettings
 from carechain.consent.policy import AccessRequest, evaluate, validate_policy
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc
-from carechain.crypto import Ed25519Signer, Signer
+from carechain.crypto import Signer
 from carechain.errors import (
     AlreadyExists,
     CareChainError,
@@ -41,9 +41,10 @@ from carechain.errors import (
 )
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.network import TrustBundle, audience
 from carechain.server import Register, run_service
 from carechain.tokens import DECISION_TOKEN_TYPE, issue_token
+from carechain.vault import service_signer
 
 log = logging.getLogger("carechain.consent")
 
@@ -294,10 +295,9 @@ def register_consent(servicer: ConsentServicer) -> Register:
 
 def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]]:
     """The consent service's register function and closers, from settings."""
-    signer = Ed25519Signer.from_file(service_principal_id("consent"), settings.signing_key_file)
+    signer = service_signer(settings, "consent")
     trust = TrustBundle.load(settings.trust_dir)
-    identity_channel = open_channel(settings.identity_address, "identity")
-    peers = Peers(settings, TokenSource.for_signer(identity_channel, signer))
+    peers = service_peers(settings, signer)
     servicer = ConsentServicer(
         Authenticator(trust, audience("consent")),
         ConsentState(),
@@ -312,7 +312,7 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         servicer.sync()
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
-    return register_consent(servicer), [peers.close, identity_channel.close]
+    return register_consent(servicer), [peers.close]
 
 
 def main() -> None:

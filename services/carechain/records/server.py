@@ -7,14 +7,14 @@ from typing import Any
 
 import grpc
 
-from carechain.auth import Authenticator, Kind, TokenSource
-from carechain.clients import Peers, open_channel
+from carechain.auth import Authenticator, Kind
+from carechain.clients import service_peers
 from carechain.config import RecordsSettings
-from carechain.crypto import Ed25519Signer
-from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.network import TrustBundle, audience
 from carechain.records.gateway import RecordsGateway
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.server import Register, run_service
+from carechain.vault import service_signer
 
 SERVICE_NAME = records_pb2.DESCRIPTOR.services_by_name["RecordsService"].full_name
 
@@ -52,10 +52,9 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
 def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]]:
     """Wire the records service from its settings."""
-    signer = Ed25519Signer.from_file(service_principal_id("records"), settings.signing_key_file)
+    signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
-    tokens = TokenSource.for_signer(open_channel(settings.identity_address, "identity"), signer)
-    peers = Peers(settings, tokens)
+    peers = service_peers(settings, signer)
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
 
