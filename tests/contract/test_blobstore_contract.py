@@ -1,22 +1,28 @@
 """Contract suite for BlobStore implementations (content-addressed, streamed).
 
-Every implementation must pass the same tests. An S3/MinIO implementation is
-added as one more entry in ``IMPLEMENTATIONS``, with its own way to tamper
-with a stored object.
+Every implementation must pass the same tests: the local directory store, and
+the S3 store against a real MinIO (a plain bucket, and a bucket with Object Lock
+where every stored object is under COMPLIANCE retention). Each implementation
+brings its own way to tamper with a stored object behind the store's back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pathlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from servers_minio import new_bucket_name, object_versions, s3_store
 
 from carechain.errors import DataLoss, InvalidArgument, NotFound
 from carechain.storage.blobstore import BlobStore, LocalBlobStore
+from carechain.storage.s3 import MIN_PART_BYTES
+
+pytest_plugins = ["servers_minio"]  # the session-scoped MinIO the S3 implementations use
 
 CHUNK = 64 * 1024
 
@@ -30,7 +36,7 @@ class Backend:
     count: Callable[[], int]
 
 
-def _local(tmp_path: pathlib.Path) -> Iterator[Backend]:
+def _local(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Backend]:
     store = LocalBlobStore(tmp_path / "blobs", chunk_bytes=CHUNK)
 
     def tamper(sha256: str, data: bytes) -> None:
@@ -42,12 +48,37 @@ def _local(tmp_path: pathlib.Path) -> Iterator[Backend]:
     yield Backend(store, tamper, count)
 
 
-IMPLEMENTATIONS: dict[str, Callable[[pathlib.Path], Iterator[Backend]]] = {"local": _local}
+def _s3(object_lock_days: int) -> Callable[[pytest.FixtureRequest, pathlib.Path], Iterator[Backend]]:
+    def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Backend]:
+        server = request.getfixturevalue("minio_server")
+        bucket = new_bucket_name()
+        store = s3_store(server, bucket, chunk_bytes=CHUNK, part_bytes=MIN_PART_BYTES,
+                         object_lock_days=object_lock_days)
+        store.ensure_bucket()
+        client = server.client()
+
+        def tamper(sha256: str, data: bytes) -> None:
+            # With Object Lock this adds a newer version (the locked one cannot be replaced); reads see it.
+            client.put_object(bucket, store.object_name(sha256), io.BytesIO(data), len(data))
+
+        def count() -> int:
+            return len(object_versions(server, bucket))
+
+        yield Backend(store, tamper, count)
+
+    return backend
+
+
+IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest, pathlib.Path], Iterator[Backend]]] = {
+    "local": _local,
+    "s3": _s3(object_lock_days=0),
+    "s3-object-lock": _s3(object_lock_days=1),
+}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Backend]:
-    yield from IMPLEMENTATIONS[request.param](tmp_path)
+    yield from IMPLEMENTATIONS[request.param](request, tmp_path)
 
 
 def _chunks(data: bytes, size: int = 100_000) -> Iterator[bytes]:

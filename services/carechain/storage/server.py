@@ -17,6 +17,7 @@ from carechain.errors import InvalidArgument
 from carechain.network import TrustBundle, audience
 from carechain.server import Register, run_service
 from carechain.storage.blobstore import BlobStore, LocalBlobStore, check_sha256
+from carechain.storage.s3 import S3BlobStore
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
 BLOBS_DIR = "blobs"
@@ -62,10 +63,17 @@ def _chunks(requests: Iterator[storage_pb2.PutBlobRequest]) -> Iterator[bytes]:
         yield request.chunk
 
 
+def blob_store(settings: StorageSettings) -> BlobStore:
+    """The BlobStore chosen by settings.blob_backend: a directory under data_dir, or an S3 bucket."""
+    if settings.blob_backend == "s3":
+        return S3BlobStore.from_settings(settings)
+    return LocalBlobStore(settings.data_dir / BLOBS_DIR, settings.chunk_bytes)
+
+
 def build(settings: StorageSettings) -> tuple[Register, list[Callable[[], None]]]:
-    """The storage servicer on a local blob directory under settings.data_dir."""
+    """The storage servicer on the configured blob store (local directory or S3)."""
     trust = TrustBundle.load(settings.trust_dir)
-    servicer = StorageServicer(LocalBlobStore(settings.data_dir / BLOBS_DIR, settings.chunk_bytes), trust)
+    servicer = StorageServicer(blob_store(settings), trust)
 
     def register(server: grpc.Server) -> list[str]:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
