@@ -11,7 +11,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from carechain.config import DEFAULT_PORTS
+from carechain.devbackends.process import free_port
 from carechain.network import SERVICES, NetworkLayout, service_principal_id
 from carechain.tls import ClientTLS, LocalCertificateAuthority
 
@@ -65,13 +65,6 @@ class Endpoints:
     def load(cls, path: pathlib.Path) -> Endpoints:
         """Read the endpoints a running network wrote; FileNotFoundError if none is running there."""
         return cls(**json.loads(path.read_text()))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_healthy(address: str, timeout: float, tls: ClientTLS | None = None) -> None:

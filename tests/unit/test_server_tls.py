@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from carechain.config import AuditSettings
-from carechain.localnet import free_port
+from carechain.devbackends.process import free_port
 from carechain.server import start_service
 from carechain.tls import ClientTLS, LocalCertificateAuthority
 

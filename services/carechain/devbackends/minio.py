@@ -6,33 +6,20 @@ CareChain talks to it over the S3 API like any other S3 store.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import secrets
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
 import urllib.request
 from types import TracebackType
 
 import urllib3
 from minio import Minio
-from minio.error import MinioException
 
+from carechain.devbackends.process import ServerProcess, free_port
 from carechain.devbackends.tools import find_tool
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 class MinioServer:
@@ -43,14 +30,23 @@ class MinioServer:
     made before a stop works again after the restart (fault tests).
     """
 
-    def __init__(self, data_dir: pathlib.Path, binary: pathlib.Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        binary: pathlib.Path | None = None,
+        *,
+        port: int | None = None,
+        console_port: int | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
         self.data_dir = pathlib.Path(data_dir)
         self.binary = binary
-        self.port = _free_port()
-        self.console_port = _free_port()
-        self.access_key = "carechain-" + secrets.token_hex(6)
-        self.secret_key = secrets.token_urlsafe(24)
-        self._process: subprocess.Popen[bytes] | None = None
+        self.port = port or free_port()
+        self.console_port = console_port or free_port()
+        self.access_key = access_key or "carechain-" + secrets.token_hex(6)
+        self.secret_key = secret_key or secrets.token_urlsafe(24)
+        self._process = ServerProcess("minio", self.data_dir / "minio.log")
 
     @property
     def endpoint(self) -> str:
@@ -70,12 +66,12 @@ class MinioServer:
     @property
     def log_file(self) -> pathlib.Path:
         """Where the server writes its output."""
-        return self.data_dir / "minio.log"
+        return self._process.log_file
 
     @property
     def running(self) -> bool:
         """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     def settings_env(self) -> dict[str, str]:
         """CARECHAIN_* variables that point the storage service at this server."""
@@ -109,64 +105,28 @@ class MinioServer:
             str(binary), "server", str(storage),
             "--address", self.endpoint, "--console-address", self.console_address,
         ]
-        with self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
-                command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self._wait_live()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_live(self) -> None:
+        self._process.launch(command, env=env)
         # /minio/health/live (and even some S3 calls) answer before MinIO has finished initialising,
-        # while bucket writes still get 503 XMinioServerNotInitialized; so the probe creates and
-        # removes a bucket, which is what a client does first.
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        health = f"{self.url}/minio/health/live"
+        # while bucket writes still get 503 XMinioServerNotInitialized; so readiness is creating and
+        # removing a bucket, which is what a client does first.
         probe = Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False,
                       http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=2), retries=False))
-        live = False
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"minio exited with {self._process.returncode if self._process else '?'}:\n"
-                                   + self._log_tail())
-            try:
-                if not live:
-                    with urllib.request.urlopen(health, timeout=1) as response:  # noqa: S310 - http on localhost
-                        live = response.status == 200
-                if live:
-                    bucket = "carechain-probe-" + secrets.token_hex(8)
-                    probe.make_bucket(bucket)
-                    probe.remove_bucket(bucket)
-                    return
-            except (urllib.error.URLError, OSError, urllib3.exceptions.HTTPError, MinioException):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"minio not ready at {self.url} after {READY_TIMEOUT_SECONDS:.0f}s:\n" + self._log_tail())
 
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        def ready() -> bool:
+            with urllib.request.urlopen(f"{self.url}/minio/health/live", timeout=1) as response:  # noqa: S310
+                if response.status != 200:
+                    return False
+            bucket = "carechain-probe-" + secrets.token_hex(8)
+            probe.make_bucket(bucket)
+            probe.remove_bucket(bucket)
+            return True
+
+        self._process.wait_ready(ready, READY_TIMEOUT_SECONDS)
+        return self
 
     def stop(self) -> None:
         """Stop the server (its whole process group); the data directory stays."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        self._process.stop()
 
     def restart(self) -> MinioServer:
         """Stop and start again on the same ports, credentials and data."""
