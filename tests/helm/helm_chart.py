@@ -17,7 +17,8 @@ from carechain.devbackends.tools import find_tool
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "carechain"
 VALUE_SETS_DIR = pathlib.Path(__file__).resolve().parent / "values"
-VALUE_SETS = ("minimal", "embedded", "ha", "external-backends", "tls", "no-networkpolicy")
+VALUE_SETS = (
+    "minimal", "embedded", "ha", "external-backends", "tls", "tls-existing-secrets", "embedded-tls", "no-networkpolicy")
 KUBE_VERSIONS = ("1.29.0", "1.34.0")
 RELEASE = "cc"
 NAMESPACE = "carechain"

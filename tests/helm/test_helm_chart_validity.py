@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -18,11 +19,32 @@ def test_chart_passes_strict_lint(value_set: str) -> None:
     assert result.returncode == 0, f"helm lint --strict with {value_set}:\n{result.stdout}\n{result.stderr}"
 
 
+# cert-manager v1 enums (Certificate CRD) for the fields the chart sets.
+CERT_MANAGER_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth",
+    "client auth", "code signing", "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user",
+    "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"}
+CERT_MANAGER_SPEC_FIELDS = {"secretName", "commonName", "dnsNames", "usages", "duration", "renewBefore",
+                            "privateKey", "issuerRef"}
+
+
 def _validate_certificate(obj: dict[str, Any]) -> None:
     """cert-manager's Certificate is a CRD without a bundled schema: check the fields cert-manager requires."""
     assert obj["apiVersion"] == "cert-manager.io/v1"
     spec = obj["spec"]
-    assert spec["secretName"] and spec["dnsNames"], "a Certificate needs secretName and dnsNames"
+    name = obj["metadata"]["name"]
+    assert set(spec) <= CERT_MANAGER_SPEC_FIELDS, f"{name}: unexpected fields {set(spec) - CERT_MANAGER_SPEC_FIELDS}"
+    assert spec["secretName"], f"{name}: a Certificate needs secretName"
+    assert spec.get("dnsNames") or spec.get("commonName"), f"{name}: a Certificate needs a subject or SANs"
+    assert len(spec.get("commonName", "")) <= 64, f"{name}: commonName longer than 64 characters"
+    assert all(0 < len(dns) <= 253 for dns in spec.get("dnsNames", [])), name
+    assert set(spec.get("usages", [])) <= CERT_MANAGER_USAGES, f"{name}: unknown usages {spec['usages']}"
+    key = spec["privateKey"]
+    assert key["algorithm"] in ("RSA", "ECDSA", "Ed25519") and key["rotationPolicy"] in ("Never", "Always"), name
+    assert key.get("encoding", "PKCS1") in ("PKCS1", "PKCS8"), name
+    for field in ("duration", "renewBefore"):
+        assert re.fullmatch(r"[0-9]+(h|m|s)", spec[field]), f"{name}: {field} {spec[field]!r}"
     assert set(spec["issuerRef"]) <= {"name", "kind", "group"} and spec["issuerRef"]["name"]
 
 
@@ -60,6 +82,17 @@ def test_schemas_for_both_kubernetes_versions_are_bundled() -> None:
         (["--set", "ledger.validators[0].name=Org_One"], "/ledger/validators/0/name"),
         (["--set", "image.digest=latest"], "/image/digest"),
         (["--set", "records.resources.requests.memory=lots"], "/records/resources/requests/memory"),
+        (["--set", "tls.source=vault"], "/tls/source"),
+        (["--set", "tls.mutual=sometimes"], "/tls/mutual"),
+        (["--set", "tls.gatewayMutual=no"], "/tls/gatewayMutual"),
+        (["--set", "tls.healthPort=80"], "/tls/healthPort"),
+        (["--set", "tls.caBundle.kind=Vault"], "/tls/caBundle/kind"),
+        (["--set", "tls.clientCertificates[0]=Ingress_Nginx"], "/tls/clientCertificates/0"),
+        (["--set", "tls.secretNames.gateway=x"], "additional properties 'gateway' not allowed"),
+        # The gateway's Ingress certificate moved to ingress.tls: the old keys are refused, not ignored.
+        (["--set", "tls.secretName=my-tls"], "at '/tls': additional properties 'secretName' not allowed"),
+        (["--set", "ingress.tls.source=acme"], "/ingress/tls/source"),
+        (["--set", "networkPolicy.probeFrom[0].nodeSelector.x=y"], "/networkPolicy/probeFrom/0"),
     ],
 )
 def test_a_wrong_value_fails_with_a_message_naming_it(settings: list[str], expected: str) -> None:
@@ -82,7 +115,13 @@ def test_a_wrong_value_fails_with_a_message_naming_it(settings: list[str], expec
         ("minimal", ["--set", "identity.persistence.enabled=false", "--set", "identity.replicas=2"],
          "use identity.keyBackend=vault to run more than one replica"),
         ("minimal", ["--set", "otel.tracesExporter=otlp"], "otel.endpoint: required"),
-        ("minimal", ["--set", "tls.enabled=true"], "set ingress.enabled=true"),
+        ("minimal", ["--set", "ingress.tls.enabled=true"], "set ingress.enabled=true"),
+        ("minimal", ["--set", "ingress.enabled=true", "--set", "ingress.tls.enabled=true", "--set",
+                     "ingress.tls.source=certManager"], "ingress.tls.certManager.issuerRef.name: required"),
+        ("minimal", ["--set", "tls.enabled=true"],
+         "tls.certManager.issuerRef.name: required when tls.source=certManager"),
+        ("tls", ["--set", "tls.source=existingSecret"], "tls.clientCertificates: the chart issues client certificates"),
+        ("tls", ["--set", "tls.healthPort=7103"], "tls.healthPort: 7103 is ledger.port"),
         ("ha", ["--set", "ledger.validators[1].name=st-example"], 'the name "st-example" is used twice'),
     ],
 )
@@ -145,3 +184,34 @@ def test_notes_point_at_the_ingress_when_there_is_one(tmp_path: pathlib.Path) ->
     assert "grpcs://carechain.hospital-network.example:443" in notes
     assert "grpcurl carechain.hospital-network.example:443 grpc.health.v1.Health/Check" in notes
     assert "round trip is skipped until tests.operatorKeySecret.name" in notes
+    assert "Every service serves TLS (mutual: callers need a client certificate of the CA in ca.crt, except at " \
+        "the gateway)" in notes
+    assert "WARNING" not in notes
+
+
+def test_notes_say_how_to_check_health_when_services_serve_mutual_tls(tmp_path: pathlib.Path) -> None:
+    code, stdout, stderr = _dry_run_install(tmp_path, "embedded-tls")
+    assert code == 0, stderr
+    notes = stdout.split("NOTES:", 1)[1]
+    assert ("grpcurl -cacert ca.crt -cert tls.crt -key tls.key -authority cc-carechain-records.carechain.svc "
+            "localhost:7100 grpc.health.v1.Health/Check") in notes
+    assert "port-forward deployment/cc-carechain-records 7180:7180" in notes
+    assert "grpcurl -plaintext localhost:7180 grpc.health.v1.Health/Check" in notes
+    assert "grpcurl -plaintext localhost:7100" not in notes
+
+
+def test_notes_warn_when_the_ingress_would_proxy_plaintext_to_a_tls_gateway(tmp_path: pathlib.Path) -> None:
+    code, stdout, stderr = _dry_run_install(
+        tmp_path, "tls", "--set", "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/backend-protocol=GRPC")
+    assert code == 0, stderr
+    notes = stdout.split("NOTES:", 1)[1]
+    assert "backend-protocol: GRPC (plaintext). Use GRPCS" in notes
+
+
+def test_notes_warn_when_the_ingress_controller_cannot_present_the_client_certificate_the_gateway_demands(
+    tmp_path: pathlib.Path,
+) -> None:
+    code, stdout, stderr = _dry_run_install(tmp_path, "tls", "--set", "tls.gatewayMutual=true")
+    assert code == 0, stderr
+    notes = stdout.split("NOTES:", 1)[1]
+    assert "ingress-nginx cannot present to a gRPC backend" in notes and "Set tls.gatewayMutual=false" in notes

@@ -164,17 +164,184 @@ def test_service_account_tokens_are_mounted_only_for_vault_kubernetes_login() ->
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_every_service_is_probed_with_native_grpc_health_on_its_serving_port(value_set: str) -> None:
+def test_every_service_is_probed_with_native_grpc_health_on_its_probe_port(value_set: str) -> None:
+    """Plaintext: the serving port. TLS: the plaintext health-only port (kubelet gRPC probes cannot speak TLS)."""
     rendering = Rendering.of(value_set)
     for workload in rendering.workloads():
+        name = workload["metadata"]["name"]
         container = workload["spec"]["template"]["spec"]["containers"][0]
-        port = container["ports"][0]
+        port, *health = container["ports"]
         assert port["name"] == "grpc"
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"] == {"port": port["containerPort"]}, (
-                f"{workload['metadata']['name']}: {probe} is not native gRPC health on the serving port")
         env = rendering.container_env(workload)
         assert env["CARECHAIN_LISTEN_ADDRESS"] == f"0.0.0.0:{port['containerPort']}"
+        if _tls_on(rendering):
+            assert [p["name"] for p in health] == ["health"], name
+            probe_port = health[0]["containerPort"]
+            assert env["CARECHAIN_HEALTH_LISTEN_ADDRESS"] == f"0.0.0.0:{probe_port}", name
+            assert probe_port != port["containerPort"]
+        else:
+            assert health == [] and "CARECHAIN_HEALTH_LISTEN_ADDRESS" not in env, name
+            probe_port = port["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": probe_port}, (
+                f"{name}: {probe} is not native gRPC health on port {probe_port}")
+
+
+# --- TLS between the services --------------------------------------------------------------------
+
+TLS_VALUE_SETS = ("tls", "tls-existing-secrets", "embedded-tls")
+
+
+def _tls_on(rendering: Rendering) -> bool:
+    return any("CARECHAIN_TLS_CERT_FILE" in c.get("data", {}) for c in rendering.of_kind("ConfigMap"))
+
+
+def _tls_sources(spec: dict[str, Any]) -> dict[str, Any]:
+    """{file name in the tls volume: (kind, object name, key)} of a pod."""
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+    assert volume["projected"]["defaultMode"] == 0o440
+    files = {}
+    for source in volume["projected"]["sources"]:
+        ((kind, ref),) = source.items()
+        for item in ref["items"]:
+            files[item["path"]] = (kind, ref["name"], item["key"])
+    return files
+
+
+def test_without_tls_nothing_of_it_is_rendered(minimal: Rendering) -> None:
+    assert minimal.of_kind("Certificate") == []
+    for name, spec in minimal.pod_specs():
+        assert not [v for v in spec["volumes"] if v["name"] == "tls"], name
+    for config_map in minimal.of_kind("ConfigMap"):
+        assert not [k for k in config_map.get("data", {}) if k.startswith(("CARECHAIN_TLS", "CARECHAIN_HEALTH"))]
+
+
+@pytest.mark.parametrize("value_set", TLS_VALUE_SETS)
+def test_with_tls_every_service_serves_and_calls_with_its_own_mounted_certificate(value_set: str) -> None:
+    rendering = Rendering.of(value_set)
+    for workload in rendering.workloads():
+        service = component(workload["spec"]["template"])
+        spec = workload["spec"]["template"]["spec"]
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tls"]
+        assert mount["readOnly"] is True
+        env = rendering.container_env(workload)
+        assert env["CARECHAIN_TLS_CERT_FILE"] == mount["mountPath"] + "/tls.crt"
+        assert env["CARECHAIN_TLS_KEY_FILE"] == mount["mountPath"] + "/tls.key"
+        assert env["CARECHAIN_TLS_CA_FILE"] == mount["mountPath"] + "/ca.crt"
+        mutual = "false" if (value_set, service) == ("tls", "records") else "true"  # tls.yaml: gatewayMutual=false
+        assert env["CARECHAIN_TLS_REQUIRE_CLIENT_CERT"] == mutual, f"{value_set}: {service}"
+        files = _tls_sources(spec)
+        assert set(files) == {"tls.crt", "tls.key", "ca.crt"}
+        (secret,) = {name for kind, name, _ in files.values() if kind == "secret" and name != "carechain-ca-bundle"}
+        assert files["tls.crt"] == ("secret", secret, "tls.crt") and files["tls.key"] == ("secret", secret, "tls.key")
+        expected = {"tls-existing-secrets": {"records": "gateway-tls", "ledger": "ledger-validators-tls"}}.get(
+            value_set, {}).get(service, f"cc-carechain-{service}-tls")
+        assert secret == expected, f"{value_set}: {service} mounts {secret}"
+
+
+def test_mutual_tls_can_be_turned_off_keeping_tls() -> None:
+    rendering = Rendering.of("embedded-tls", "--set", "tls.mutual=false")
+    for workload in rendering.workloads():
+        env = rendering.container_env(workload)
+        assert env["CARECHAIN_TLS_REQUIRE_CLIENT_CERT"] == "false"
+        assert env["CARECHAIN_TLS_CERT_FILE"] and env["CARECHAIN_TLS_CA_FILE"], "still TLS, and still verifying peers"
+
+
+def test_cert_manager_issues_one_certificate_per_service_for_every_service_name_that_reaches_it() -> None:
+    rendering = Rendering.of("tls")
+    certificates = {c["spec"]["secretName"]: c for c in rendering.of_kind("Certificate")}
+    for service in SERVICES:
+        certificate = certificates.pop(f"cc-carechain-{service}-tls")
+        spec = certificate["spec"]
+        assert spec["issuerRef"] == {"name": "carechain-ca", "kind": "Issuer", "group": "cert-manager.io"}
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert (spec["duration"], spec["renewBefore"]) == ("720h", "240h")
+        pods = [w["spec"]["template"]["metadata"]["labels"] for w in rendering.workloads_of(service)]
+        reaching = [obj["metadata"]["name"] for obj in rendering.of_kind("Service")
+                    if any(selects({"matchLabels": obj["spec"]["selector"]}, labels) for labels in pods)]
+        assert reaching, service
+        expected = {f"{name}{suffix}" for name in reaching
+                    for suffix in ("", ".carechain", ".carechain.svc", ".carechain.svc.cluster.local")}
+        assert set(spec["dnsNames"]) == expected, f"{service}: SANs {spec['dnsNames']}"
+    test_client = certificates.pop("cc-carechain-test-tls")["spec"]
+    ingress_client = certificates.pop("cc-carechain-client-patient-portal-tls")["spec"]
+    for client in (test_client, ingress_client):
+        assert client["usages"] == ["digital signature", "client auth"] and "dnsNames" not in client
+    assert set(certificates) == {"carechain-gateway-tls"}, "and the gateway's Ingress certificate"
+
+
+def test_validator_names_are_in_the_ledger_certificate() -> None:
+    rendering = Rendering.of("ha", "--set", "tls.enabled=true", "--set", "tls.certManager.issuerRef.name=ca")
+    dns_names = rendering.get("Certificate", "cc-carechain-ledger-tls")["spec"]["dnsNames"]
+    for validator in ("st-example", "north-clinic", "city-hospital", "lab-partners"):
+        assert f"cc-carechain-ledger-{validator}.carechain.svc" in dns_names
+
+
+def test_existing_secrets_and_a_separate_ca_bundle_need_no_cert_manager() -> None:
+    rendering = Rendering.of("tls-existing-secrets")
+    assert rendering.of_kind("Certificate") == []
+    for name, spec in rendering.pod_specs():
+        assert _tls_sources(spec)["ca.crt"] == ("configMap", "carechain-ca-bundle", "ca.pem"), name
+    (pod,) = rendering.of_kind("Pod")
+    assert _tls_sources(pod["spec"])["tls.crt"] == ("secret", "carechain-helm-test-client", "tls.crt")
+    records = rendering.get("Deployment", "cc-carechain-records")
+    assert records["metadata"]["annotations"] == {
+        "secret.reloader.stakater.com/reload": "gateway-tls",
+        "configmap.reloader.stakater.com/reload": "carechain-ca-bundle"}
+
+
+def test_helm_test_pod_calls_with_its_own_client_certificate() -> None:
+    rendering = Rendering.of("embedded-tls")
+    (pod,) = rendering.of_kind("Pod")
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+    assert mount["readOnly"] is True
+    assert {k: v for k, v in env.items() if k.startswith("CARECHAIN_TLS")} == {
+        "CARECHAIN_TLS_CA_FILE": mount["mountPath"] + "/ca.crt",
+        "CARECHAIN_TLS_CERT_FILE": mount["mountPath"] + "/tls.crt",
+        "CARECHAIN_TLS_KEY_FILE": mount["mountPath"] + "/tls.key"}
+    assert _tls_sources(pod["spec"])["tls.key"] == ("secret", "cc-carechain-test-tls", "tls.key")
+    certificate = rendering.get("Certificate", "cc-carechain-test-tls")
+    assert "client auth" in certificate["spec"]["usages"]
+    disabled = Rendering.of("embedded-tls", "--set", "tests.enabled=false")
+    assert [c["metadata"]["name"] for c in disabled.of_kind("Certificate") if "test" in c["metadata"]["name"]] == []
+
+
+@pytest.mark.parametrize("value_set", TLS_VALUE_SETS)
+def test_the_plaintext_health_port_is_on_no_service(value_set: str) -> None:
+    rendering = Rendering.of(value_set)
+    for service_obj in rendering.of_kind("Service"):
+        assert [p["targetPort"] for p in service_obj["spec"]["ports"]] == ["grpc"], service_obj["metadata"]["name"]
+
+
+def test_the_probe_port_is_opened_only_to_the_configured_probe_sources() -> None:
+    for value_set in ("tls", "embedded-tls"):  # default: no rule, kubelet traffic from the node is allowed anyway
+        rendering = Rendering.of(value_set)
+        for policy in rendering.of_kind("NetworkPolicy"):
+            ports = {p["port"] for rule in policy["spec"].get("ingress", []) for p in rule["ports"]}
+            assert 7180 not in ports, policy["metadata"]["name"]
+    rendering = Rendering.of("tls-existing-secrets")
+    for service in SERVICES:
+        policy = rendering.get("NetworkPolicy", f"cc-carechain-{service}")
+        probe_rules = [r for r in policy["spec"]["ingress"] if any(p["port"] == 7190 for p in r["ports"])]
+        assert probe_rules == [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+                                "ports": [{"port": 7190, "protocol": "TCP"}]}], service
+        other = [r for r in policy["spec"]["ingress"] if r not in probe_rules]
+        assert all(p["port"] == PORTS[service] for r in other for p in r["ports"])
+    plaintext = Rendering.of("minimal", "--set", "networkPolicy.probeFrom[0].ipBlock.cidr=10.0.0.0/16")
+    rules = plaintext.get("NetworkPolicy", "cc-carechain-ledger")["spec"]["ingress"]
+    assert rules[-1] == {"from": [{"ipBlock": {"cidr": "10.0.0.0/16"}}], "ports": [{"port": 7103, "protocol": "TCP"}]}
+
+
+def test_workloads_roll_on_certificate_renewal_with_reloader() -> None:
+    rendering = Rendering.of("tls")
+    for workload in rendering.workloads():
+        service = component(workload["spec"]["template"])
+        assert workload["metadata"]["annotations"] == {
+            "secret.reloader.stakater.com/reload": f"cc-carechain-{service}-tls"}
+    for workload in Rendering.of("embedded-tls").workloads():
+        assert "annotations" not in workload["metadata"], "tls.reloader is off by default"
 
 
 def test_services_route_to_the_serving_port_of_their_pods(minimal: Rendering) -> None:
@@ -269,9 +436,27 @@ def test_tls_certificate_and_ingress_for_the_gateway() -> None:
     ingress = rendering.get("Ingress", "cc-carechain-records")
     assert ingress["spec"]["tls"] == [{"hosts": ["carechain.hospital-network.example"],
                                        "secretName": certificate["spec"]["secretName"]}]
-    existing = Rendering.of("tls", "--set", "tls.source=existingSecret", "--set", "tls.secretName=my-tls")
-    assert existing.of_kind("Certificate") == []
+    existing = Rendering.of("tls", "--set", "ingress.tls.source=existingSecret",
+                            "--set", "ingress.tls.secretName=my-tls")
+    assert "cc-carechain-records" not in [c["metadata"]["name"] for c in existing.of_kind("Certificate")]
     assert existing.get("Ingress", "cc-carechain-records")["spec"]["tls"][0]["secretName"] == "my-tls"
+    # The Ingress certificate and the services' TLS are independent.
+    ingress_only = Rendering.of("tls", "--set", "tls.enabled=false")
+    assert [c["metadata"]["name"] for c in ingress_only.of_kind("Certificate")] == ["cc-carechain-records"]
+    assert not _tls_on(ingress_only)
+
+
+def test_the_ingress_controller_reencrypts_to_a_gateway_that_may_waive_client_certificates() -> None:
+    rendering = Rendering.of("tls")
+    annotations = rendering.get("Ingress", "cc-carechain-records")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
+    required = {component(w["spec"]["template"]): rendering.container_env(w)["CARECHAIN_TLS_REQUIRE_CLIENT_CERT"]
+                for w in rendering.workloads()}
+    assert required == {**{s: "true" for s in SERVICES}, "records": "false"}, "tls.gatewayMutual=false: gateway only"
+    gateway = rendering.container_env(rendering.workloads_of("records")[0])
+    assert gateway["CARECHAIN_TLS_CERT_FILE"] and gateway["CARECHAIN_TLS_CA_FILE"], "still TLS, mutual to its peers"
+    portal = rendering.get("Certificate", "cc-carechain-client-patient-portal-tls")["spec"]
+    assert portal["commonName"] == "patient-portal" and portal["usages"] == ["digital signature", "client auth"]
 
 
 def test_helm_test_pod_is_a_test_hook() -> None:

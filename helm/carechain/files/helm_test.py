@@ -1,7 +1,8 @@
 """`helm test` for a CareChain release: every service answers gRPC health, one record round trip.
 
 Runs in the test pod (the CareChain image). Service addresses come from CARECHAIN_<SERVICE>_ADDRESS
-and the chain id from CARECHAIN_CHAIN_ID, as for the services themselves. With --operator-key, it
+and the chain id from CARECHAIN_CHAIN_ID, as for the services themselves; with CARECHAIN_TLS_CA_FILE
+every call is TLS, presenting CARECHAIN_TLS_CERT_FILE/CARECHAIN_TLS_KEY_FILE (mutual TLS). With --operator-key, it
 registers a synthetic organisation, practitioner and patient, stores one synthetic FHIR Observation
 through the records gateway, lets the patient grant the practitioner consent, reads the record back
 and checks it is byte for byte what was stored. (These synthetic principals and the record's
@@ -24,19 +25,23 @@ from carechain.sdk import CareChainClient, Kind, Purpose, permit
 
 
 def endpoints_from_environment() -> Endpoints:
-    """The release's service addresses, from the same variables the services read."""
+    """The release's service addresses and client TLS files, from the same variables the services read."""
     addresses = {service: os.environ[f"CARECHAIN_{service.upper()}_ADDRESS"] for service in SERVICES}
-    return Endpoints(chain_id=os.environ["CARECHAIN_CHAIN_ID"], **addresses)
+    tls = {f"tls_{name}_file": os.environ.get(f"CARECHAIN_TLS_{name.upper()}_FILE", "")
+           for name in ("ca", "cert", "key")}
+    return Endpoints(chain_id=os.environ["CARECHAIN_CHAIN_ID"], **addresses, **tls)
 
 
 def check_health(endpoints: Endpoints, timeout: float) -> list[str]:
     """Names of the services that did not report SERVING within timeout."""
     unhealthy = []
+    tls = endpoints.client_tls()
+    transport = "plaintext" if tls is None else ("mutual TLS" if tls.cert_file else "TLS")
     for service in SERVICES:
         address = endpoints.address(service)
         try:
-            wait_healthy(address, timeout)
-            print(f"ok    {service:9} {address} SERVING", flush=True)
+            wait_healthy(address, timeout, tls)
+            print(f"ok    {service:9} {address} SERVING ({transport})", flush=True)
         except TimeoutError as exc:
             print(f"FAIL  {service:9} {address} {exc}", flush=True)
             unhealthy.append(service)

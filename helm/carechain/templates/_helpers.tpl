@@ -114,6 +114,99 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "carechain.paths.keys" -}}/etc/carechain/keys{{- end }}
 {{- define "carechain.paths.vaultCa" -}}/etc/carechain/ca/vault{{- end }}
 {{- define "carechain.paths.s3Ca" -}}/etc/carechain/ca/s3{{- end }}
+{{- define "carechain.paths.tls" -}}/etc/carechain/tls{{- end }}
+
+{{/*
+Secret with tls.crt, tls.key and ca.crt of a service or of the helm test client:
+(dict "root" $ "name" "ledger"); default <fullname>-<name>-tls (what the chart's Certificates write).
+*/}}
+{{- define "carechain.tlsSecretName" -}}
+{{- default (printf "%s-%s-tls" (include "carechain.fullname" .root) .name) (index .root.Values.tls.secretNames .name) }}
+{{- end }}
+
+{{/* The port kubelet probes: the plaintext health port with TLS, else the serving port. */}}
+{{- define "carechain.probePort" -}}
+{{- if .root.Values.tls.enabled }}{{ .root.Values.tls.healthPort }}{{ else }}{{ (index .root.Values .service).port }}{{ end }}
+{{- end }}
+
+{{/*
+Names of the Kubernetes Services that route to a service's pods, hence the DNS names its
+certificate must carry: (dict "root" $ "service" "ledger").
+*/}}
+{{- define "carechain.serviceObjectNames" -}}
+{{- $name := include "carechain.componentName" (dict "root" .root "component" .service) }}
+{{- $names := list $name }}
+{{- if eq .service "audit" }}{{ $names = append $names (printf "%s-headless" $name) }}{{ end }}
+{{- if eq .service "ledger" }}
+{{- range .root.Values.ledger.validators }}{{ $names = append $names (printf "%s-%s" $name .name) }}{{ end }}
+{{- end }}
+{{- join " " $names }}
+{{- end }}
+
+{{/* SANs of a service's certificate: every form of every Service name that reaches it. */}}
+{{- define "carechain.tlsDnsNames" -}}
+{{- $ns := .root.Release.Namespace }}
+{{- range $name := splitList " " (include "carechain.serviceObjectNames" .) }}
+- {{ $name }}
+- {{ $name }}.{{ $ns }}
+- {{ $name }}.{{ $ns }}.svc
+- {{ $name }}.{{ $ns }}.svc.{{ $.root.Values.tls.clusterDomain }}
+{{- end }}
+{{- end }}
+
+{{/*
+The projected `tls` volume of a pod: its own certificate and key, and the CA bundle (from the same
+Secret, or tls.caBundle). (dict "root" $ "name" "ledger")
+*/}}
+{{- define "carechain.tlsVolume" -}}
+{{- $tls := .root.Values.tls }}
+{{- $secret := include "carechain.tlsSecretName" . }}
+- name: tls
+  projected:
+    defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
+    sources:
+      - secret:
+          name: {{ $secret }}
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+            {{- if not $tls.caBundle.name }}
+            - key: ca.crt
+              path: ca.crt
+            {{- end }}
+      {{- if $tls.caBundle.name }}
+      - {{ ternary "secret" "configMap" (eq $tls.caBundle.kind "Secret") }}:
+          name: {{ $tls.caBundle.name }}
+          items:
+            - key: {{ $tls.caBundle.key }}
+              path: ca.crt
+      {{- end }}
+{{- end }}
+
+{{/*
+Workload annotations: with tls.reloader, Stakater Reloader rolls the pods when their certificate
+(or CA bundle) changes, since the services read those files once, at start. (dict "root" $ "service" "x")
+*/}}
+{{- define "carechain.workloadAnnotations" -}}
+{{- $tls := .root.Values.tls }}
+{{- if and $tls.enabled $tls.reloader }}
+{{- $secrets := list (include "carechain.tlsSecretName" (dict "root" .root "name" .service)) }}
+{{- if and $tls.caBundle.name (eq $tls.caBundle.kind "Secret") }}{{ $secrets = append $secrets $tls.caBundle.name }}{{ end }}
+secret.reloader.stakater.com/reload: {{ join "," $secrets | quote }}
+{{- if and $tls.caBundle.name (eq $tls.caBundle.kind "ConfigMap") }}
+configmap.reloader.stakater.com/reload: {{ $tls.caBundle.name | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* CARECHAIN_TLS_* file settings of a pod that mounts the `tls` volume. */}}
+{{- define "carechain.tlsFileEnv" -}}
+CARECHAIN_TLS_CERT_FILE: "{{ include "carechain.paths.tls" . }}/tls.crt"
+CARECHAIN_TLS_KEY_FILE: "{{ include "carechain.paths.tls" . }}/tls.key"
+CARECHAIN_TLS_CA_FILE: "{{ include "carechain.paths.tls" . }}/ca.crt"
+{{- end }}
 
 {{/*
 Cross-field checks the JSON schema cannot explain well; each fails `helm install` with a message
@@ -165,11 +258,25 @@ naming the values to change.
 {{- if hasKey $names .name }}{{ fail (printf "ledger.validators: the name %q is used twice" .name) }}{{ end }}
 {{- $_ := set $names .name true }}
 {{- end }}
-{{- if and $v.tls.enabled (eq $v.tls.source "certManager") (not $v.tls.certManager.issuerRef.name) }}
-{{- fail "tls.certManager.issuerRef.name: required when tls.source=certManager" }}
+{{- $ingressTls := $v.ingress.tls }}
+{{- if and $ingressTls.enabled (eq $ingressTls.source "certManager") (not $ingressTls.certManager.issuerRef.name) }}
+{{- fail "ingress.tls.certManager.issuerRef.name: required when ingress.tls.source=certManager" }}
 {{- end }}
-{{- if and $v.tls.enabled (not $v.ingress.enabled) }}
-{{- fail "tls.enabled: the gateway certificate is served by the Ingress: set ingress.enabled=true" }}
+{{- if and $ingressTls.enabled (not $v.ingress.enabled) }}
+{{- fail "ingress.tls.enabled: the gateway certificate is served by the Ingress: set ingress.enabled=true" }}
+{{- end }}
+{{- if $v.tls.enabled }}
+{{- if and (eq $v.tls.source "certManager") (not $v.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef.name: required when tls.source=certManager (the issuer of the services' certificates, e.g. a CA Issuer of the network's private CA)" }}
+{{- end }}
+{{- if and (eq $v.tls.source "existingSecret") $v.tls.clientCertificates }}
+{{- fail "tls.clientCertificates: the chart issues client certificates only with tls.source=certManager; with existingSecret give your callers certificates of your CA yourself" }}
+{{- end }}
+{{- range $svc := splitList " " (include "carechain.services" .) }}
+{{- if eq (int (index $v $svc).port) (int $v.tls.healthPort) }}
+{{- fail (printf "tls.healthPort: %d is %s.port; the plaintext health port must differ from every serving port" (int $v.tls.healthPort) $svc) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -228,6 +335,12 @@ spec:
         - name: grpc
           containerPort: {{ $s.port }}
           protocol: TCP
+        {{- if $v.tls.enabled }}
+        # Plaintext, grpc.health.v1 only: kubelet gRPC probes cannot speak TLS. On no Service.
+        - name: health
+          containerPort: {{ $v.tls.healthPort }}
+          protocol: TCP
+        {{- end }}
       envFrom:
         - configMapRef:
             name: {{ include "carechain.componentName" $ctx }}-env
@@ -236,19 +349,20 @@ spec:
       env:
         {{- $env | nindent 8 }}
       {{- end }}
+      {{- $probePort := include "carechain.probePort" $ctx | int }}
       startupProbe:
         grpc:
-          port: {{ $s.port }}
+          port: {{ $probePort }}
         periodSeconds: 2
         failureThreshold: 60
       readinessProbe:
         grpc:
-          port: {{ $s.port }}
+          port: {{ $probePort }}
         periodSeconds: 5
         failureThreshold: 2
       livenessProbe:
         grpc:
-          port: {{ $s.port }}
+          port: {{ $probePort }}
         periodSeconds: 10
         timeoutSeconds: 2
         failureThreshold: 3
@@ -284,6 +398,11 @@ spec:
         {{- if and (include "carechain.usesS3" $ctx) $v.s3.caSecret.name }}
         - name: s3-ca
           mountPath: {{ include "carechain.paths.s3Ca" . }}
+          readOnly: true
+        {{- end }}
+        {{- if $v.tls.enabled }}
+        - name: tls
+          mountPath: {{ include "carechain.paths.tls" . }}
           readOnly: true
         {{- end }}
   volumes:
@@ -338,6 +457,9 @@ spec:
         items:
           - key: {{ $v.s3.caSecret.key }}
             path: ca.crt
+    {{- end }}
+    {{- if $v.tls.enabled }}
+    {{- include "carechain.tlsVolume" (dict "root" $root "name" $svc) | nindent 4 }}
     {{- end }}
   {{- if $v.topologySpread.enabled }}
   topologySpreadConstraints:
@@ -409,6 +531,12 @@ CARECHAIN_CHAIN_ID: {{ $v.chainId | quote }}
 CARECHAIN_LOG_LEVEL: {{ $v.logLevel | quote }}
 CARECHAIN_SHUTDOWN_GRACE_SECONDS: {{ $v.shutdownGraceSeconds | int64 | quote }}
 CARECHAIN_RPC_TIMEOUT_SECONDS: {{ $v.rpcTimeoutSeconds | quote }}
+{{- if $v.tls.enabled }}
+{{- /* TLS listener and TLS (mutual: with this service's certificate) to every peer. */}}
+{{ include "carechain.tlsFileEnv" . }}
+CARECHAIN_TLS_REQUIRE_CLIENT_CERT: {{ and $v.tls.mutual (or (ne $svc "records") $v.tls.gatewayMutual) | quote }}
+CARECHAIN_HEALTH_LISTEN_ADDRESS: "0.0.0.0:{{ $v.tls.healthPort }}"
+{{- end }}
 {{- /* Every peer a service may call (nobody calls records, so there is no records address). */}}
 {{- range $peer := list "identity" "storage" "ledger" "consent" "audit" }}
 {{- if ne $peer $svc }}
