@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from carechain.audit.etcd_store import EtcdAuditStore
 from carechain.audit.store import DB_FILE_NAME, GENESIS_HASH, AuditStore, SQLiteAuditStore, chain_hash, encode_event
 from carechain.audit.v1 import audit_pb2
+from carechain.etcd import EtcdClient
+
+pytest_plugins = ["servers_etcd"]
 
 
 @dataclass
@@ -58,12 +62,46 @@ def _sqlite_swap(directory: pathlib.Path, a: int, b: int) -> None:
                 " WHERE sequence = ?", (*rows[source], target))
 
 
-BACKENDS = [Backend("sqlite", SQLiteAuditStore, _sqlite_replace, _sqlite_delete, _sqlite_swap)]
+def _sqlite_backend(request: pytest.FixtureRequest) -> Backend:
+    return Backend("sqlite", SQLiteAuditStore, _sqlite_replace, _sqlite_delete, _sqlite_swap)
 
 
-@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def _etcd_backend(request: pytest.FixtureRequest) -> Backend:
+    """EtcdAuditStore on the shared cluster; each test directory maps to its own key prefix."""
+    cluster = request.getfixturevalue("etcd_cluster")
+    prefix = request.getfixturevalue("etcd_prefix")
+    raw = EtcdClient(cluster.client_urls)
+    request.addfinalizer(raw.close)
+
+    def open_store(directory: pathlib.Path) -> AuditStore:
+        return EtcdAuditStore(EtcdClient(cluster.client_urls), prefix, owns_client=True)
+
+    def key(sequence: int) -> str:
+        return f"{prefix}/events/{sequence:020d}"
+
+    def replace(directory: pathlib.Path, sequence: int, event_bytes: bytes) -> None:
+        stored = raw.get(key(sequence))
+        assert stored is not None
+        raw.put(key(sequence), stored.value[:32] + event_bytes)  # keep the stored hash, change the event
+
+    def delete(directory: pathlib.Path, sequence: int) -> None:
+        assert raw.delete(key(sequence)) == 1
+
+    def swap(directory: pathlib.Path, a: int, b: int) -> None:
+        first, second = raw.get(key(a)), raw.get(key(b))
+        assert first is not None and second is not None
+        raw.put(key(a), second.value)
+        raw.put(key(b), first.value)
+
+    return Backend("etcd", open_store, replace, delete, swap)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {"sqlite": _sqlite_backend, "etcd": _etcd_backend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param
+    return BACKENDS[request.param](request)
 
 
 @pytest.fixture()

@@ -1,7 +1,8 @@
 """The Orderer contract, run against every implementation.
 
-To add an implementation (e.g. etcd), add a factory to ORDERER_FACTORIES; a
-factory may call pytest.skip() when its backend is not reachable.
+To add an implementation, add a factory to ORDERER_FACTORIES; a factory gets
+the test's request (to reach server fixtures such as the etcd cluster) and may
+call pytest.skip() when its backend is not installed.
 """
 
 from __future__ import annotations
@@ -11,21 +12,32 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from carechain.etcd import EtcdClient
+from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import InProcessOrderer, Orderer
 
+pytest_plugins = ["servers_etcd"]
 
-def _in_process() -> Orderer:
+
+def _in_process(request: pytest.FixtureRequest) -> Orderer:
     return InProcessOrderer()
 
 
-ORDERER_FACTORIES: dict[str, Callable[[], Orderer]] = {
+def _etcd(request: pytest.FixtureRequest) -> Orderer:
+    cluster = request.getfixturevalue("etcd_cluster")
+    prefix = request.getfixturevalue("etcd_prefix")
+    return EtcdOrderer(EtcdClient(cluster.client_urls), prefix, "contract-chain", owns_client=True)
+
+
+ORDERER_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Orderer]] = {
     "in-process": _in_process,
+    "etcd": _etcd,
 }
 
 
 @pytest.fixture(params=sorted(ORDERER_FACTORIES))
 def orderer(request: pytest.FixtureRequest) -> Iterator[Orderer]:
-    instance = ORDERER_FACTORIES[request.param]()
+    instance = ORDERER_FACTORIES[request.param](request)
     yield instance
     instance.close()
 

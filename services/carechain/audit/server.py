@@ -14,12 +14,14 @@ from collections.abc import Callable
 
 import grpc
 
+from carechain.audit.etcd_store import EtcdAuditStore
 from carechain.audit.store import AuditStore, SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.auth import Authenticator
 from carechain.common.v1 import common_pb2
 from carechain.config import AuditSettings
 from carechain.errors import CareChainError, InvalidArgument, PermissionDenied, Unavailable
+from carechain.etcd import EtcdClient
 from carechain.network import TrustBundle, audience, service_principal_id
 from carechain.server import Register, run_service
 
@@ -127,9 +129,17 @@ def register_audit(servicer: AuditServicer) -> Register:
 def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     """The audit service's register function and closers, from settings."""
     trust = TrustBundle.load(settings.trust_dir)
-    store = SQLiteAuditStore(settings.data_dir)
+    store = build_store(settings)
     servicer = AuditServicer(Authenticator(trust, audience("audit")), store)
     return register_audit(servicer), [store.close]
+
+
+def build_store(settings: AuditSettings) -> AuditStore:
+    """The audit store settings.audit_store names (etcd: under ``<etcd_prefix>/<chain_id>/audit``)."""
+    if settings.audit_store == "etcd":
+        prefix = f"{settings.etcd_prefix.rstrip('/')}/{settings.chain_id}/audit"
+        return EtcdAuditStore(EtcdClient.from_settings(settings), prefix, owns_client=True)
+    return SQLiteAuditStore(settings.data_dir)
 
 
 def main() -> None:

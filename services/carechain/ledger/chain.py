@@ -8,6 +8,13 @@ waits. The block cutter thread reads the order, cuts a block when
 since it saw the first pending one, runs the validator over every
 transaction, builds and signs the header, and commits block + log + state in
 one SQLite transaction. Only then are the waiting submitters answered.
+
+With a shared durable orderer that agrees block cuts (a :class:`BlockCutRegistry`,
+e.g. etcd), the local policy above only *proposes* a cut: the first cut recorded
+for a height (its order entries and timestamp) is what every validator commits,
+so blocks and headers depend on the order alone. On restart the ledger resumes
+at the order position stored with its last block and follows recorded cuts, so
+every ordered transaction is committed exactly once.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import pathlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from carechain import merkle
 from carechain.crypto import Signer
@@ -42,8 +50,38 @@ log = logging.getLogger("carechain.ledger")
 
 # Idle poll of the orderer; bounds how long close() waits for the cutter.
 _IDLE_WAIT_SECONDS = 0.05
+# Pause before retrying when the orderer's backend (etcd) cannot be reached.
+_RETRY_SECONDS = 0.2
 META_CHAIN_ID = "chain_id"
 META_ORDERER_NEXT = "orderer_next_sequence"
+
+
+@dataclass(frozen=True)
+class BlockCut:
+    """The order entries [first_sequence, first_sequence + count) form block ``height``, stamped timestamp_ms."""
+
+    height: int
+    first_sequence: int
+    count: int
+    timestamp_ms: int
+
+
+@runtime_checkable
+class BlockCutRegistry(Protocol):
+    """A shared durable orderer that also agrees block cuts, so every validator cuts identical blocks.
+
+    The first cut recorded for a height holds forever; a validator cuts a height
+    exactly as recorded (entries and timestamp), and records its own proposal
+    only when none exists. See :mod:`carechain.ledger.etcd_orderer`.
+    """
+
+    def recorded_cut(self, height: int) -> BlockCut | None:
+        """The agreed cut of height, or None."""
+        ...
+
+    def record_cut(self, cut: BlockCut) -> BlockCut:
+        """Record cut unless its height has one; returns the cut that holds."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -96,6 +134,11 @@ class Ledger:
         self.validator = Validator(chain_id, trust)
         self._own_orderer = orderer is None
         self.orderer: Orderer = orderer if orderer is not None else InProcessOrderer()
+        # Block cuts come from the orderer when it can agree them (etcd); else from local timing.
+        self._cuts: BlockCutRegistry | None = (
+            self.orderer if self.orderer.durable and isinstance(self.orderer, BlockCutRegistry) else None
+        )
+        self._orderer_down = False
         self.block_max_transactions = block_max_transactions
         self.block_max_wait = block_max_wait_ms / 1000.0
         self._lock = threading.Lock()  # pending nonces and waiters
@@ -147,9 +190,24 @@ class Ledger:
         if self._head.log_size != len(leaves) or self._head.log_root != self._frontier.root():
             raise DataLoss("ledger store is inconsistent (head log root vs log entries); run `carechain ledger verify`")
         self._orderer_next = int(self.store.meta(META_ORDERER_NEXT) or 0) if self.orderer.durable else 0
+        if self._cuts is not None:
+            agreed = self._cuts.recorded_cut(self._head.height)
+            if (
+                agreed is None
+                or agreed.first_sequence + agreed.count != self._orderer_next
+                or agreed.timestamp_ms != self._head.timestamp_ms
+            ):
+                raise FailedPrecondition(
+                    f"the ledger store's block {self._head.height} was not cut from this orderer's order "
+                    "(another orderer, etcd prefix or chain?)"
+                )
         log.info("ledger resumed", extra={"height": self._head.height, "log_size": self._head.log_size})
 
     def _commit_genesis(self) -> None:
+        timestamp_ms = int(time.time() * 1000)
+        if self._cuts is not None:
+            # Every validator of a shared order must start from the same genesis header.
+            timestamp_ms = self._cuts.record_cut(BlockCut(0, 0, 0, timestamp_ms)).timestamp_ms
         header = ledger_pb2.BlockHeader(
             chain_id=self.chain_id,
             height=0,
@@ -158,7 +216,7 @@ class Ledger:
             results_hash=blocks.results_hash([]),
             log_size=0,
             log_root=merkle.EMPTY_ROOT,
-            timestamp_ms=int(time.time() * 1000),
+            timestamp_ms=timestamp_ms,
         )
         self._orderer_next = 0
         self._commit(header, [], [], PendingState(self.store), self._frontier)
@@ -190,7 +248,12 @@ class Ledger:
                 raise AlreadyExists("replayed nonce")
             self._pending_nonces.add(nonce_key)
             # Registered under the lock so the cutter cannot finish the entry before we listen.
-            sequence = self.orderer.append(transactions.encode(tx))
+            try:
+                sequence = self.orderer.append(transactions.encode(tx))
+            except BaseException:
+                # Not acknowledged: the client may retry with the same nonce.
+                self._pending_nonces.discard(nonce_key)
+                raise
             self._waiters[sequence] = waiter
         if not waiter.done.wait(timeout):
             raise Unavailable("ledger", f"transaction not committed within {timeout:g}s")
@@ -205,7 +268,20 @@ class Ledger:
         first_seen: float | None = None
         while True:
             stopping = self._stopping.is_set()
-            batch = self.orderer.read(self._orderer_next, self.block_max_transactions)
+            try:
+                batch = self.orderer.read(self._orderer_next, self.block_max_transactions)
+                if batch and first_seen is None and self._cuts is not None:
+                    # Another validator (or this one, before a restart) may have cut this height already.
+                    agreed = self._cuts.recorded_cut(self._head.height + 1)
+                    if agreed is not None:
+                        if not self._follow(agreed) and stopping:
+                            return
+                        continue
+            except Exception as exc:  # noqa: BLE001 - etcd down or a bad cut: keep the cutter alive, retry
+                if self._orderer_trouble(exc, stopping):
+                    return
+                continue
+            self._orderer_down = False
             if not batch:
                 if stopping:
                     return
@@ -219,6 +295,23 @@ class Ledger:
             if len(batch) < self.block_max_transactions and remaining > 0 and not stopping:
                 # Short slices so close() is not held up by a long block wait.
                 self.orderer.wait(batch[-1][0], min(remaining, _IDLE_WAIT_SECONDS))
+                continue
+            if self._cuts is not None:
+                proposal = BlockCut(
+                    self._head.height + 1,
+                    batch[0][0],
+                    len(batch),
+                    max(int(time.time() * 1000), self._head.timestamp_ms),
+                )
+                try:
+                    agreed = self._cuts.record_cut(proposal)
+                    if not self._follow(agreed, batch if agreed == proposal else None) and stopping:
+                        return
+                except Exception as exc:  # noqa: BLE001 - as above; the entries stay in the order
+                    if self._orderer_trouble(exc, stopping):
+                        return
+                    continue
+                first_seen = None
                 continue
             try:
                 self._cut(batch)
@@ -235,7 +328,43 @@ class Ledger:
             self._orderer_next = batch[-1][0] + 1
             first_seen = None
 
-    def _cut(self, batch: list[tuple[int, bytes]]) -> None:
+    def _orderer_trouble(self, exc: Exception, stopping: bool) -> bool:
+        """Log (once per outage) why the order cannot be cut; pause. True when the cutter should exit."""
+        if not self._orderer_down:
+            if isinstance(exc, Unavailable):
+                log.warning("cannot read the order; retrying", extra={"problem": str(exc)})
+            else:
+                log.error("cannot cut the agreed block; retrying", exc_info=exc)
+            self._orderer_down = True
+        if stopping:
+            return True
+        self._stopping.wait(_RETRY_SECONDS)
+        return False
+
+    def _follow(self, cut: BlockCut, batch: list[tuple[int, bytes]] | None = None) -> bool:
+        """Cut exactly the agreed entries with the agreed timestamp; False when the commit failed."""
+        if cut.height != self._head.height + 1 or cut.first_sequence != self._orderer_next:
+            raise DataLoss(
+                f"agreed cut of block {cut.height} starts at order entry {cut.first_sequence}, "
+                f"but this validator is at block {self._head.height + 1}, order entry {self._orderer_next}"
+            )
+        if batch is None:
+            batch = self.orderer.read(cut.first_sequence, cut.count) if cut.count else []
+        if len(batch) != cut.count:
+            raise DataLoss(f"agreed cut of block {cut.height} names order entries that cannot be read")
+        if not self._cut(batch, cut):
+            # The entries stay in the order; retry the same cut after a pause rather than skip them.
+            self._stopping.wait(_RETRY_SECONDS)
+            return False
+        self._orderer_next = cut.first_sequence + cut.count
+        return True
+
+    def _cut(self, batch: list[tuple[int, bytes]], agreed: BlockCut | None = None) -> bool:
+        """Validate batch and commit it as the next block; False (submitters told) when the commit failed.
+
+        With an agreed cut the block's timestamp is the agreed one and a block is
+        committed even when no entry decodes, so heights stay in step with the cuts.
+        """
         txs: list[ledger_pb2.Transaction] = []
         sequences: list[int] = []
         for sequence, data in batch:
@@ -245,8 +374,8 @@ class Ledger:
             except Exception:  # noqa: BLE001 - a foreign orderer entry that is not a Transaction
                 log.warning("skipping an orderer entry that is not a transaction", extra={"sequence": sequence})
                 self._finish(sequence, None, InvalidArgument("transaction", "not a Transaction encoding"))
-        if not txs:
-            return
+        if not txs and agreed is None:
+            return True
         head = self._head
         pending = PendingState(self.store)
         frontier = self._frontier.copy()
@@ -271,22 +400,28 @@ class Ledger:
             results_hash=blocks.results_hash(results),
             log_size=frontier.size,
             log_root=frontier.root(),
-            # Taken once, here; never earlier than the previous block.
-            timestamp_ms=max(int(time.time() * 1000), head.timestamp_ms),
+            # Taken once, here (or agreed through the orderer); never earlier than the previous block.
+            timestamp_ms=(
+                max(agreed.timestamp_ms, head.timestamp_ms)
+                if agreed is not None
+                else max(int(time.time() * 1000), head.timestamp_ms)
+            ),
         )
+        next_sequence = batch[-1][0] + 1 if batch else None
         try:
-            self._commit(header, txs, results, pending, frontier, entries, sequences)
+            self._commit(header, txs, results, pending, frontier, entries, next_sequence)
         except Exception as exc:
             log.exception("block commit failed", extra={"height": height})
             error = Unavailable("ledger store", f"block commit failed: {type(exc).__name__}")
             for sequence, tx in zip(sequences, txs, strict=True):
                 self._finish(sequence, None, error, tx)
-            return
+            return False
         for index, (sequence, tx, result) in enumerate(zip(sequences, txs, results, strict=True)):
             committed = Committed(
                 transactions.transaction_hash(tx), height, index, head.log_size + index, result.valid, result.reason
             )
             self._finish(sequence, committed, None, tx)
+        return True
 
     def _commit(
         self,
@@ -296,7 +431,7 @@ class Ledger:
         pending: PendingState,
         frontier: merkle.Frontier,
         entries: list[LogEntry] | None = None,
-        sequences: list[int] | None = None,
+        next_sequence: int | None = None,
     ) -> None:
         header_bytes = transactions.encode(header)
         header_hash = blocks.header_hash(header_bytes)
@@ -305,8 +440,8 @@ class Ledger:
         )
         block = ledger_pb2.Block(header=header_bytes, transactions=txs, results=results, signatures=[signature])
         meta = {META_CHAIN_ID: self.chain_id}
-        if sequences:
-            meta[META_ORDERER_NEXT] = str(sequences[-1] + 1)
+        if next_sequence is not None:
+            meta[META_ORDERER_NEXT] = str(next_sequence)
         stored = StoredBlock(header.height, header_bytes, header_hash, transactions.encode(block))
         self.store.commit_block(stored, entries or [], pending, meta)
         with self._tree_lock:

