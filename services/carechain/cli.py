@@ -34,18 +34,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     from carechain.localnet import LocalNetwork
 
     data_dir = _data_dir(args)
+    backends = None
+    if args.with_backends:
+        from carechain.devbackends.stack import BackendStack
+
+        backends = BackendStack(data_dir / "backends", etcd_members=args.etcd_members)
     if args.default_ports:
-        network = LocalNetwork.with_default_ports(data_dir, tls=args.tls)
+        network = LocalNetwork.with_default_ports(data_dir, tls=args.tls, backends=backends)
     else:
-        network = LocalNetwork(data_dir, tls=args.tls)
+        network = LocalNetwork(data_dir, tls=args.tls, backends=backends)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(f"starting CareChain in {network.layout.root} ...", flush=True)
     endpoints = network.start()
-    print(f"CareChain local network is up (embedded backends{', mutual TLS' if args.tls else ''}):")
+    kind = "OpenBao, MinIO and etcd backends" if backends else "embedded backends"
+    print(f"CareChain local network is up ({kind}{', mutual TLS' if args.tls else ''}):")
     for service in SERVICES:
         print(f"  {service:9} {endpoints.address(service)}")
+    for backend, address in (backends.describe() if backends else {}).items():
+        print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
     print(f"try:  carechain demo --data-dir {data_dir}     (Ctrl-C here stops the network)", flush=True)
     try:
@@ -106,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="where keys and data live (kept across runs)")
     up.add_argument("--random-ports", dest="default_ports", action="store_false",
                     help="use free ports instead of 7100-7105")
+    up.add_argument("--with-backends", action="store_true",
+                    help="run on real OpenBao (keys, signing), MinIO (blobs) and etcd (ordering, audit) started "
+                         "locally from `make tools`; their data stays under <data-dir>/backends")
+    up.add_argument("--etcd-members", type=int, default=1, choices=(1, 3, 5),
+                    help="etcd cluster size (--with-backends)")
     up.add_argument("--tls", action="store_true",
                     help="mutual TLS everywhere, with a local CA under <data-dir>/tls (clients get a certificate too)")
     up.set_defaults(func=cmd_up)

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from carechain.config import DEFAULT_PORTS
 from carechain.devbackends.process import free_port
+from carechain.devbackends.stack import BackendStack
 from carechain.network import SERVICES, NetworkLayout, service_principal_id
 from carechain.tls import ClientTLS, LocalCertificateAuthority
 
@@ -95,8 +96,10 @@ class LocalNetwork:
         chain_id: str = "carechain-local",
         extra_env: dict[str, str] | None = None,
         tls: bool = False,
+        backends: BackendStack | None = None,
     ) -> None:
         self.layout = NetworkLayout(data_dir)
+        self.backends = backends
         ports = ports or {service: free_port() for service in SERVICES}
         tls_files = self._client_certificate() if tls else {}
         self.tls = tls
@@ -149,13 +152,16 @@ class LocalNetwork:
             **{f"CARECHAIN_{peer.upper()}_ADDRESS": self.endpoints.address(peer) for peer in SERVICES},
             "OTEL_SERVICE_NAME": f"carechain-{service}",
             **self._tls_env(service),
+            **(self.backends.service_env(service) if self.backends else {}),
         }
         return {**os.environ, **env, **self.extra_env}
 
     def start(self, timeout: float = 60.0) -> Endpoints:
-        """Create keys if needed, start every service, wait until all are healthy."""
-        self.layout.ensure()
+        """Create keys if needed, start the backends (if any) and every service, wait until all are healthy."""
+        self.layout.ensure(service_key_files=self.backends is None)
         self.log_dir.mkdir(exist_ok=True)
+        if self.backends is not None:
+            self.backends.start(self.layout.trust_dir)
         try:
             for service in START_ORDER:
                 self.start_service(service, timeout)
@@ -212,6 +218,8 @@ class LocalNetwork:
         """Stop every service, records first."""
         for service in reversed(START_ORDER):
             self.stop_service(service)
+        if self.backends is not None:
+            self.backends.stop()
         (self.layout.root / ENDPOINTS_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> LocalNetwork:

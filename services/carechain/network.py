@@ -78,11 +78,17 @@ class NetworkLayout:
         """Private key file of a service or the operator."""
         return self.keys_dir / f"{principal_id}.pem"
 
-    def ensure(self) -> None:
-        """Create keys and the trust bundle for every service and the operator, keeping existing ones."""
+    def ensure(self, service_key_files: bool = True) -> None:
+        """Create keys and the trust bundle, keeping existing ones.
+
+        The operator always gets a key file; the services too unless their keys live
+        in Vault Transit (service_key_files=False), whose public keys are exported
+        into the trust directory by the Vault bootstrap instead.
+        """
         self.keys_dir.mkdir(parents=True, exist_ok=True)
         self.keys_dir.chmod(0o700)
-        for principal_id in [*(service_principal_id(s) for s in SERVICES), OPERATOR_ID]:
+        services = [service_principal_id(s) for s in SERVICES] if service_key_files else []
+        for principal_id in [*services, OPERATOR_ID]:
             key_file = self.key_file(principal_id)
             if key_file.exists():
                 signer = Ed25519Signer.from_file(principal_id, key_file)

@@ -11,16 +11,13 @@ not).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import signal
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from carechain.devbackends.process import ServerProcess, free_port
 from carechain.devbackends.tools import find_tool
 
 # etcd's --initial-cluster-token: a name that keeps clusters apart, not a secret.
@@ -29,12 +26,6 @@ CLUSTER_NAME = "carechain-dev"
 # busy 2-core CI machine does not cause spurious elections.
 HEARTBEAT_MS = 100
 ELECTION_TIMEOUT_MS = 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -57,17 +48,26 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    """Start, stop and fault-inject a local etcd cluster (etcd 3.5 from ``find_tool("etcd")``)."""
+    """Start, stop and fault-inject a local etcd cluster (etcd 3.5 from ``find_tool("etcd")``).
 
-    def __init__(self, data_dir: pathlib.Path, members: int = 3) -> None:
+    ports gives each member's (client, peer) ports; a cluster restarted on the
+    same data must keep them, since members know each other's peer URLs.
+    """
+
+    def __init__(
+        self, data_dir: pathlib.Path, members: int = 3, ports: Sequence[tuple[int, int]] | None = None
+    ) -> None:
         if members < 1:
             raise ValueError("an etcd cluster needs at least one member")
+        if ports is not None and len(ports) != members:
+            raise ValueError("ports needs one (client, peer) pair per member")
         self.data_dir = pathlib.Path(data_dir)
+        chosen = list(ports) if ports is not None else [(free_port(), free_port()) for _ in range(members)]
         self.members = [
-            EtcdMember(f"m{i}", _free_port(), _free_port(), self.data_dir / f"m{i}", self.data_dir / f"m{i}.log")
-            for i in range(members)
+            EtcdMember(f"m{i}", client, peer, self.data_dir / f"m{i}", self.data_dir / f"m{i}.log")
+            for i, (client, peer) in enumerate(chosen)
         ]
-        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._processes = [ServerProcess(f"etcd member {m.name}", m.log_file) for m in self.members]
 
     # --- addresses ----------------------------------------------------------------------------
 
@@ -83,8 +83,7 @@ class EtcdCluster:
 
     def running(self, index: int) -> bool:
         """True while member index's process is alive."""
-        process = self._processes.get(index)
-        return process is not None and process.poll() is None
+        return self._processes[index].running
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -94,9 +93,8 @@ class EtcdCluster:
         try:
             for index in range(len(self.members)):
                 self._launch(index)
-            deadline = time.monotonic() + timeout
             for index in range(len(self.members)):
-                self._wait_healthy(index, deadline)
+                self._wait_healthy(index, timeout)
         except BaseException:
             self.stop()
             raise
@@ -111,20 +109,20 @@ class EtcdCluster:
             return
         self._launch(index)
         if timeout > 0:
-            self._wait_healthy(index, time.monotonic() + timeout)
+            self._wait_healthy(index, timeout)
 
     def stop_member(self, index: int, timeout: float = 15.0) -> None:
         """Stop one member gracefully (SIGTERM to its process group; SIGKILL after timeout)."""
-        self._terminate(index, signal.SIGTERM, timeout)
+        self._processes[index].stop(timeout)
 
     def kill_member(self, index: int) -> None:
         """Kill one member at once (SIGKILL), as a crash would."""
-        self._terminate(index, signal.SIGKILL, 15.0)
+        self._processes[index].kill()
 
     def stop(self) -> None:
         """Stop every running member."""
-        for index in list(self._processes):
-            self._terminate(index, signal.SIGTERM, 15.0)
+        for process in self._processes:
+            process.stop(15.0)
 
     def __enter__(self) -> EtcdCluster:
         return self.start()
@@ -155,40 +153,10 @@ class EtcdCluster:
     def _launch(self, index: int) -> None:
         member = self.members[index]
         member.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(member.log_file, "ab") as log:
-            self._processes[index] = subprocess.Popen(
-                self._command(member),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # own process group: stop/kill reach only this member
-            )
+        self._processes[index].launch(self._command(member))
 
-    def _terminate(self, index: int, sig: signal.Signals, timeout: float) -> None:
-        process = self._processes.pop(index, None)
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-
-    def _wait_healthy(self, index: int, deadline: float) -> None:
-        member = self.members[index]
-        while True:
-            process = self._processes.get(index)
-            if process is None or process.poll() is not None:
-                raise RuntimeError(f"etcd member {member.name} exited; see {member.log_file}")
-            if _healthy(member.client_url):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"etcd member {member.name} not healthy in time; see {member.log_file}")
-            time.sleep(0.05)
+    def _wait_healthy(self, index: int, timeout: float) -> None:
+        self._processes[index].wait_ready(lambda: _healthy(self.members[index].client_url), timeout)
 
 
 def _healthy(client_url: str) -> bool:

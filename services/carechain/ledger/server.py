@@ -14,7 +14,6 @@ import grpc
 
 from carechain.auth import Authenticator
 from carechain.config import LedgerSettings
-from carechain.crypto import Ed25519Signer
 from carechain.errors import InvalidArgument
 from carechain.etcd import EtcdClient
 from carechain.ledger.chain import Ledger
@@ -22,8 +21,9 @@ from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.ledger.verify import verify_chain
-from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.network import TrustBundle, audience
 from carechain.server import Register, run_service
+from carechain.vault import service_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
@@ -88,7 +88,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
 def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]:
     """Open the chain under settings.data_dir and return (register, closers)."""
-    signer = Ed25519Signer.from_file(service_principal_id("ledger"), settings.signing_key_file)
+    signer = service_signer(settings, "ledger")
     trust = TrustBundle.load(settings.trust_dir)
     orderer = build_orderer(settings)
     try:
