@@ -1,4 +1,8 @@
-"""A real local network (six service processes on free ports) shared by the end-to-end tests."""
+"""A real local network (six service processes on free ports) shared by the end-to-end tests.
+
+Every test that uses ``network`` runs twice: on the embedded backends, and on real
+OpenBao (dev server), MinIO and a 3-member etcd cluster.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,15 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
+from helpers import MODES, start_network
 
 from carechain.localnet import LocalNetwork
 
-pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="session")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    """Six services as separate processes with embedded backends."""
-    local = LocalNetwork(tmp_path_factory.mktemp("network"))
-    local.start()
+@pytest.fixture(scope="session", params=MODES)
+def network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    """Six services as separate processes, on embedded or real backends."""
+    local = start_network(tmp_path_factory.mktemp(f"network-{request.param}"), request.param)
     try:
         yield local
     finally:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import pathlib
 import uuid
 from dataclasses import dataclass
 
 from carechain.crypto import Ed25519Signer
+from carechain.devbackends.stack import BackendStack
 from carechain.localnet import LocalNetwork
 from carechain.sdk import CareChainClient, Kind
+
+MODES = ("embedded", "backends")
+
+
+def start_network(root: pathlib.Path, mode: str, persistent_vault: bool = False) -> LocalNetwork:
+    """Start a network in one of MODES under root."""
+    backends = BackendStack(root / "backends", etcd_members=3, persistent_vault=persistent_vault) \
+        if mode == "backends" else None
+    network = LocalNetwork(root, backends=backends)
+    network.start()
+    return network
 
 
 @dataclass
@@ -38,3 +51,35 @@ def new_practitioner(network: LocalNetwork, hospital: Actor, specialty: str) -> 
 def new_patient(network: LocalNetwork, hospital: Actor, fhir_patient_id: str | None = None) -> tuple[Actor, str]:
     fhir_id = fhir_patient_id or str(uuid.uuid4())
     return register(network, hospital.client, Kind.PRINCIPAL_KIND_PATIENT, "Patient", fhir_patient_id=fhir_id), fhir_id
+
+
+def tamper_blob(network: LocalNetwork, content_sha256: str) -> None:
+    """Change one byte of a stored ciphertext behind the storage service's back (file or S3 object)."""
+    if network.backends is None:
+        [blob] = [p for p in network.layout.service_dir("storage").rglob(content_sha256) if p.is_file()]
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        return
+    import io
+
+    from carechain.storage.s3 import S3BlobStore
+
+    client = network.backends.minio.client()
+    bucket = "carechain-blobs"
+    name = S3BlobStore.object_name(content_sha256)
+    data = bytearray(client.get_object(bucket, name).read())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(bucket, name, io.BytesIO(bytes(data)), len(data))
+
+
+def token_issuer(network: LocalNetwork):
+    """The identity service's real token-signing key (a file, or a Transit key used with the root token)."""
+    if network.backends is None:
+        return Ed25519Signer.from_file("svc-identity", network.layout.key_file("svc-identity"))
+    import hvac
+
+    from carechain.vault import VaultTransitSigner
+
+    client = hvac.Client(url=network.backends.openbao.address, token=network.backends.openbao.root_token)
+    return VaultTransitSigner(client, "svc-identity", key_id="svc-identity")

@@ -9,6 +9,7 @@ import sys
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -24,10 +25,11 @@ EXPECTED_API = {
 }
 
 
-def test_up_demo_and_ctrl_c(tmp_path) -> None:
+@pytest.mark.parametrize("options", [[], ["--with-backends"]], ids=["embedded", "with-backends"])
+def test_up_demo_and_ctrl_c(tmp_path, options: list[str]) -> None:
     data_dir = tmp_path / "net"
     up = subprocess.Popen(
-        [sys.executable, "-m", "carechain", "up", "--random-ports", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "carechain", "up", "--random-ports", "--data-dir", str(data_dir), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -63,6 +65,8 @@ def test_up_demo_and_ctrl_c(tmp_path) -> None:
         output, _ = up.communicate(timeout=60)
     assert up.returncode == 0, output
     assert "CareChain local network is up" in output and "stopped" in output
+    if options:
+        assert "OpenBao, MinIO and etcd backends" in output and "openbao" in output
     assert not endpoints_file.exists(), "the endpoints file must go when the network stops"
     for service in SERVICES:
         with grpc.insecure_channel(endpoints[service]) as channel:

@@ -12,7 +12,7 @@ import uuid
 
 import grpc
 import pytest
-from helpers import new_hospital, new_patient, new_practitioner
+from helpers import new_hospital, new_patient, new_practitioner, tamper_blob, token_issuer
 from opentelemetry import trace
 
 from carechain.audit.v1 import audit_pb2
@@ -95,7 +95,7 @@ def test_missing_forged_expired_and_wrong_audience_tokens_are_unauthenticated(ne
     _, oncologist, _, _ = ward
     claims = caller_claims(Caller(oncologist.principal_id, Kind.PRINCIPAL_KIND_PRACTITIONER, "", "oncology"),
                            audience("records"))
-    real_issuer = Ed25519Signer.from_file("svc-identity", network.layout.key_file("svc-identity"))
+    real_issuer = token_issuer(network)
     forged, _ = issue_token(Ed25519Signer.generate("svc-identity"), ACCESS_TOKEN_TYPE, claims, 60)
     expired, _ = issue_token(real_issuer, ACCESS_TOKEN_TYPE, claims, -120)
     wrong_audience = oncologist.client._tokens.token(audience("audit"))
@@ -128,10 +128,7 @@ def test_tampered_blob_is_data_loss_never_wrong_data(network, ward) -> None:
     hospital, oncologist, patient, fhir_id = ward
     stored = hospital.client.put_record(patient.principal_id, cancer_diagnosis(fhir_id))
     assert oncologist.client.get_record(stored.record_id).resource_json
-    [blob] = [p for p in network.layout.service_dir("storage").rglob(stored.content_sha256) if p.is_file()]
-    data = bytearray(blob.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    blob.write_bytes(bytes(data))
+    tamper_blob(network, stored.content_sha256)
     assert _code(lambda: oncologist.client.get_record(stored.record_id)) == grpc.StatusCode.DATA_LOSS
 
 

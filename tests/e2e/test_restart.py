@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from helpers import new_hospital, new_patient, new_practitioner
+import pytest
+from helpers import MODES, new_hospital, new_patient, new_practitioner, start_network
 
 from carechain.demo import cancer_diagnosis
-from carechain.localnet import LocalNetwork
 from carechain.sdk import CareChainClient, Category, Purpose, permit
 
 
-def test_records_consents_and_chain_survive_a_restart(tmp_path) -> None:
-    network = LocalNetwork(tmp_path / "net")
-    network.start()
+@pytest.mark.parametrize("mode", MODES)
+def test_records_consents_and_chain_survive_a_restart(tmp_path, mode: str) -> None:
+    network = start_network(tmp_path / "net", mode, persistent_vault=True)
     try:
         hospital = new_hospital(network)
         reader = new_practitioner(network, hospital, "oncology")
@@ -21,15 +21,15 @@ def test_records_consents_and_chain_survive_a_restart(tmp_path) -> None:
         stored = hospital.client.put_record(patient.principal_id, cancer_diagnosis(fhir_id))
         original = reader.client.get_record(stored.record_id).resource_json
         head_before = hospital.client.verify_chain().blocks_checked
-    finally:
-        exit_codes = {service: network.stop_service(service) for service in list(network.processes)}
-    assert set(exit_codes.values()) == {0}, f"unclean shutdown: {exit_codes}"
-
-    restarted = LocalNetwork(tmp_path / "net")
-    restarted.start()
-    try:
         for actor in (hospital, reader, patient):
             actor.client.close()
+    finally:
+        exit_codes = {service: network.stop_service(service) for service in list(network.processes)}
+        network.stop()
+    assert set(exit_codes.values()) == {0}, f"unclean shutdown: {exit_codes}"
+
+    restarted = start_network(tmp_path / "net", mode, persistent_vault=True)
+    try:
         with CareChainClient(restarted.endpoints, reader.signer) as reader_again:
             assert reader_again.get_record(stored.record_id).resource_json == original
             verification = reader_again.verify_chain()
