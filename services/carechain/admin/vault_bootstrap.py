@@ -14,7 +14,12 @@ and signing keys stay the same). It
    ``carechain-<service>`` in the namespace);
 5. creates each service's non-exportable ed25519 signing key ``svc-<service>``
    and identity's pseudonym HMAC key in Transit, and exports the public keys
-   into a trust directory.
+   into a trust directory;
+6. for each ledger validator named (``--validator validator-north-clinic``):
+   its own signing key (named like the validator), a policy
+   ``carechain-<validator>`` derived from ``ledger.hcl`` that may sign with
+   that key only, and an AppRole (and Kubernetes role, bound to the ledger's
+   service account) of that name.
 
 Secret ids are only written to files (mode 0600), never printed.
 """
@@ -40,7 +45,11 @@ from carechain.network import SERVICES, service_principal_id
 from carechain.vault import ensure_signing_key, export_public_key, vault_client, vault_errors
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
-DEFAULT_POLICY_DIR = REPO_ROOT / "deploy" / "openbao" / "policies"
+# The policies live in the repository under deploy/; the container image copies them to
+# <venv>/share/carechain/openbao-policies (see deploy/Dockerfile).
+_POLICY_DIRS = (REPO_ROOT / "deploy" / "openbao" / "policies",
+                pathlib.Path(sys.prefix) / "share" / "carechain" / "openbao-policies")
+DEFAULT_POLICY_DIR = next((d for d in _POLICY_DIRS if d.is_dir()), _POLICY_DIRS[0])
 OPERATOR_POLICY = "operator"
 PSEUDONYM_KEY = "identity-pseudonym"
 DEFAULT_TOKEN_TTL = "20m"  # noqa: S105 - a duration, not a secret
@@ -85,6 +94,13 @@ class BootstrapOptions:
     secret_id_dir: pathlib.Path | None = None
     token_ttl: str = DEFAULT_TOKEN_TTL
     token_max_ttl: str = DEFAULT_TOKEN_MAX_TTL
+    #: Ledger validator ids, each with its own Transit key, policy and role (several validators).
+    validators: tuple[str, ...] = ()
+
+
+def validator_policy(ledger_policy: str, validator_id: str) -> str:
+    """The ledger policy rewritten to allow signing with the validator's own key only."""
+    return ledger_policy.replace(service_principal_id("ledger"), validator_id)
 
 
 @dataclasses.dataclass
@@ -154,8 +170,17 @@ def bootstrap(client: hvac.Client, options: BootstrapOptions) -> BootstrapResult
         with vault_errors(f"write policy {policy_name(name)}"):
             client.sys.create_or_update_policy(policy_name(name), policy)
         result.policies.append(policy_name(name))
+    for validator_id in options.validators:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", validator_id):
+            raise FailedPrecondition(f"validator id {validator_id!r} must be lower-case letters, digits and '-'")
+        policy = validator_policy(load_policy(options.policy_dir, "ledger", mounts), validator_id)
+        with vault_errors(f"write policy {policy_name(validator_id)}"):
+            client.sys.create_or_update_policy(policy_name(validator_id), policy)
+        result.policies.append(policy_name(validator_id))
 
-    for service in options.services:
+    # A validator's role is bound to the ledger's service account (its pods run as carechain-ledger).
+    accounts = {**{s: s for s in options.services}, **{v: "ledger" for v in options.validators}}
+    for service, account in accounts.items():
         role = policy_name(service)
         with vault_errors(f"write AppRole role {role}"):
             client.auth.approle.create_or_update_approle(
@@ -174,7 +199,7 @@ def bootstrap(client: hvac.Client, options: BootstrapOptions) -> BootstrapResult
             with vault_errors(f"write Kubernetes role {role}"):
                 client.auth.kubernetes.create_role(
                     role,
-                    bound_service_account_names=[f"carechain-{service}"],
+                    bound_service_account_names=[f"carechain-{account}"],
                     bound_service_account_namespaces=[options.kubernetes.namespace],
                     policies=[role],
                     ttl=options.token_ttl,
@@ -184,8 +209,8 @@ def bootstrap(client: hvac.Client, options: BootstrapOptions) -> BootstrapResult
         if options.secret_id_dir is not None:
             result.secret_id_files[service] = _write_secret_id(client, service, options.secret_id_dir, mounts)
 
-    for service in options.services:
-        principal_id = service_principal_id(service)
+    key_names = [service_principal_id(s) for s in options.services] + list(options.validators)
+    for principal_id in key_names:
         result.public_keys[principal_id] = ensure_signing_key(client, principal_id, mounts.transit)
         if options.trust_dir is not None:
             result.exported.append(export_public_key(client, principal_id, options.trust_dir, principal_id,
@@ -267,6 +292,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a new AppRole secret id per service to <dir>/<service>.secret-id (0600)")
     parser.add_argument("--policy-dir", type=pathlib.Path, default=DEFAULT_POLICY_DIR,
                         help=f"directory of <service>.hcl policies (default: {DEFAULT_POLICY_DIR})")
+    parser.add_argument("--validator", action="append", default=[], dest="validators",
+                        help="a ledger validator id (repeatable): its own signing key, policy and role")
     parser.add_argument("--token-ttl", default=DEFAULT_TOKEN_TTL, help="service token TTL")
     parser.add_argument("--token-max-ttl", default=DEFAULT_TOKEN_MAX_TTL, help="service token max TTL")
 
@@ -302,6 +329,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         secret_id_dir=args.secret_id_dir,
         token_ttl=args.token_ttl,
         token_max_ttl=args.token_max_ttl,
+        validators=tuple(getattr(args, "validators", ()) or ()),
     )
     try:
         result = bootstrap(vault_client(settings), options)
