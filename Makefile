@@ -49,6 +49,7 @@ demo: venv
 
 bench: venv
 	$(PY) bench/run.py
+	$(PY) bench/ledger.py
 
 clean:
 	rm -rf $(VENV) var

@@ -113,10 +113,15 @@ def kv_mount(vault_root: hvac.Client) -> Iterator[str]:
 
 
 def identity_settings_on_vault(boot: Bootstrapped, data_dir: pathlib.Path, trust_dir: pathlib.Path) -> IdentitySettings:
-    """Identity settings with keys, registry and signing on the bootstrapped server (AppRole login)."""
+    """Identity settings with keys, registry and signing on the bootstrapped server (AppRole login).
+
+    No consent service runs in these tests (they mint decision tokens themselves), so the
+    re-check of decisions at key release is off; it is tested end to end in tests/e2e.
+    """
     return boot.settings(  # type: ignore[return-value]
         "identity", IdentitySettings, key_backend="vault", signing_backend="vault", listen_address="127.0.0.1:0",
         data_dir=data_dir, trust_dir=trust_dir, chain_id="test-chain", max_workers=4, shutdown_grace_seconds=0,
+        check_decisions=False,
     )
 
 

@@ -2,7 +2,12 @@
 
     carechain up [--data-dir DIR]          start the six services on localhost (Ctrl-C stops them)
     carechain demo [--data-dir DIR]        run the story against the running network
-    carechain ledger verify [--data-dir DIR]  verify a ledger copy offline; names the first bad block
+    carechain ledger verify [--data-dir DIR] [--validator NAME] [--peer ADDR ...]
+                                           verify a ledger copy offline (names the first bad block) and
+                                           cross-check its headers against other validators
+    carechain audit history|tail|verify|reviews|resolve ...
+                                           a patient's accounting of disclosures, the live audit stream,
+                                           audit verification, the break-glass review queue
     carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
     carechain admin vault-bootstrap ...    prepare Vault/OpenBao: engines, policies, roles, signing keys
 """
@@ -39,10 +44,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         from carechain.devbackends.stack import BackendStack
 
         backends = BackendStack(data_dir / "backends", etcd_members=args.etcd_members)
+    elif args.validators > 1:
+        print("--validators needs --with-backends (etcd orders the transactions and carries the signatures)",
+              file=sys.stderr)
+        return 2
     if args.default_ports:
-        network = LocalNetwork.with_default_ports(data_dir, tls=args.tls, backends=backends)
+        network = LocalNetwork.with_default_ports(data_dir, tls=args.tls, backends=backends,
+                                                  validators=args.validators)
     else:
-        network = LocalNetwork(data_dir, tls=args.tls, backends=backends)
+        network = LocalNetwork(data_dir, tls=args.tls, backends=backends, validators=args.validators)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -52,6 +62,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"CareChain local network is up ({kind}{', mutual TLS' if args.tls else ''}):")
     for service in SERVICES:
         print(f"  {service:9} {endpoints.address(service)}")
+    if len(network.validator_names) > 1:
+        for name, validator_id in zip(network.validator_names, network.validator_ids, strict=True):
+            print(f"  {name:9} {network.listen_addresses[name]}  ({validator_id})")
     for backend, address in (backends.describe() if backends else {}).items():
         print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
@@ -88,12 +101,60 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from carechain.ledger.verify import verify_data_dir
 
     layout = NetworkLayout(_data_dir(args))
-    result = verify_data_dir(layout.service_dir("ledger"), layout.trust_dir)
+    ledger_dir = layout.service_dir(args.validator)
+    result = verify_data_dir(ledger_dir, layout.trust_dir)
+    status = 0
     if result.ok:
-        print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, Merkle roots and proofs)")
-        return 0
-    print(f"chain BROKEN at block {result.first_bad_height}: {result.problem}")
-    return 1
+        final = "" if result.final_height is None else f", final up to block {result.final_height}"
+        print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, quorum certificates, "
+              f"Merkle roots and proofs, state{final})")
+    else:
+        print(f"chain BROKEN at block {result.first_bad_height}: {result.problem}")
+        status = 1
+    if result.evidence_count:
+        print(f"evidence of validator misbehaviour kept: {result.evidence_count} (GetEvidence)")
+    if args.peer:
+        status = max(status, _cross_check(args, layout, ledger_dir))
+    return status
+
+
+def _cross_check(args: argparse.Namespace, layout: NetworkLayout, ledger_dir: pathlib.Path) -> int:
+    """Compare the local copy with each --peer validator, as the operator."""
+    from carechain.auth import TokenSource
+    from carechain.clients import PeerStub, open_channel
+    from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+    from carechain.ledger.verify import cross_check
+    from carechain.localnet import ENDPOINTS_FILE, Endpoints
+
+    try:
+        endpoints = Endpoints.load(layout.root / ENDPOINTS_FILE)
+        identity_address, tls = args.identity_address or endpoints.identity, endpoints.client_tls()
+    except FileNotFoundError:
+        identity_address, tls = args.identity_address, None
+    if not identity_address:
+        print("cross-check needs the identity service: a running network in --data-dir or --identity-address",
+              file=sys.stderr)
+        return 2
+    identity = open_channel(identity_address, "identity", tls=tls)
+    tokens = TokenSource.for_signer(identity, layout.operator_signer())
+    status = 0
+    try:
+        for peer in args.peer:
+            with open_channel(peer, "ledger", tokens, tls) as channel:
+                stub = PeerStub(f"ledger at {peer}", ledger_pb2_grpc.LedgerServiceStub(channel), 30)
+                comparison = cross_check(
+                    ledger_dir, peer,
+                    lambda stub=stub: stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.height,
+                    lambda height, stub=stub: stub.GetBlock(ledger_pb2.GetBlockRequest(height=height)),
+                )
+            if comparison.ok:
+                print(f"peer {peer}: {comparison.compared} blocks, same headers")
+            else:
+                print(f"peer {peer}: DIFFERS at block {comparison.first_difference}: {comparison.problem}")
+                status = 1
+    finally:
+        identity.close()
+    return status
 
 
 def cmd_admin_vault_bootstrap(args: argparse.Namespace) -> int:
@@ -119,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "locally from `make tools`; their data stays under <data-dir>/backends")
     up.add_argument("--etcd-members", type=int, default=1, choices=(1, 3, 5),
                     help="etcd cluster size (--with-backends)")
+    up.add_argument("--validators", type=int, default=1,
+                    help="ledger validators (processes ledger, ledger-2, ...; quorum a majority); "
+                         "more than one needs --with-backends")
     up.add_argument("--tls", action="store_true",
                     help="mutual TLS everywhere, with a local CA under <data-dir>/tls (clients get a certificate too)")
     up.set_defaults(func=cmd_up)
@@ -131,7 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_sub.add_parser("verify", help="verify a ledger copy offline and name the first bad block")
     verify.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    verify.add_argument("--validator", default="ledger",
+                        help="which validator's copy under --data-dir (ledger, ledger-2, ...)")
+    verify.add_argument("--peer", action="append", default=[],
+                        help="host:port of another validator to cross-check headers with (repeatable)")
+    verify.add_argument("--identity-address", default="",
+                        help="identity service for the operator's token (default: from the running network)")
     verify.set_defaults(func=cmd_ledger_verify)
+
+    from carechain.audit.cli import add_audit_commands
+
+    add_audit_commands(sub, str(DEFAULT_DATA_DIR))
 
     from carechain.admin.vault_bootstrap import add_arguments as add_vault_bootstrap_arguments
 

@@ -32,16 +32,28 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 _DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+#: Name TLS checks for a multi-address failover target (see :func:`open_channel`).
+MULTI_ADDRESS_TLS_NAME = "localhost"
 
 
 def open_channel(
     address: str, service: str, tokens: TokenSource | None = None, tls: ClientTLS | None = None
 ) -> grpc.Channel:
-    """A traced channel to service at address: TLS when tls is given, authenticated when tokens is."""
+    """A traced channel to service at address: TLS when tls is given, authenticated when tokens is.
+
+    address may list several servers of one service for failover, e.g. the
+    ledger validators ``ipv4:127.0.0.1:7103,127.0.0.1:7113`` (gRPC's pick_first
+    moves to the next one when the current one goes away). With TLS such a
+    target has no single host name: the servers' certificates must then name
+    :data:`MULTI_ADDRESS_TLS_NAME` (the local network issues them so).
+    """
     if tls is None:
         channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
     else:
-        channel = grpc.secure_channel(address, tls.credentials(), options=_CHANNEL_OPTIONS)
+        options = list(_CHANNEL_OPTIONS)
+        if address.startswith(("ipv4:", "ipv6:")) and "," in address:
+            options.append(("grpc.ssl_target_name_override", MULTI_ADDRESS_TLS_NAME))
+        channel = grpc.secure_channel(address, tls.credentials(), options=options)
     # The OpenTelemetry interceptor is not a grpc.*ClientInterceptor: it needs its own wrapper.
     traced = otel_grpcext.intercept_channel(channel, grpc_client_interceptor())
     if tokens is None:

@@ -87,6 +87,11 @@ class IdentitySettings(ServiceSettings):
     token_ttl_seconds: float = Field(300.0, gt=0, le=3600, description="lifetime of access tokens")
     challenge_ttl_seconds: float = Field(60.0, gt=0, le=600, description="lifetime of authentication challenges")
     key_backend: Literal["local", "vault"] = Field("local", description="local keyring or Vault/OpenBao Transit")
+    check_decisions: bool = Field(
+        True,
+        description="before releasing a data key, ask the consent service whether the decision still holds "
+        "(revocations after the decision was issued)",
+    )
 
 
 class StorageSettings(ServiceSettings):
@@ -113,18 +118,56 @@ class LedgerSettings(ServiceSettings):
     block_max_transactions: int = Field(100, ge=1, le=10_000, description="cut a block at this many transactions")
     block_max_wait_ms: int = Field(20, ge=0, le=10_000, description="cut a block after this long")
     orderer: Literal["inprocess", "etcd"] = Field("inprocess", description="transaction ordering: in-process or etcd")
+    validator_id: str = Field(
+        "", description="this validator's principal id, e.g. validator-north-clinic (default: svc-ledger); "
+        "its public key must be <trust_dir>/<id>.pub; it signs with signing_key_file or the Transit key "
+        "signing_key_name (default: the id)"
+    )
+    validators: str = Field(
+        "", description="comma-separated ids of every validator whose signatures count (default: this one alone); "
+        "more than one needs orderer=etcd"
+    )
+    quorum: int = Field(0, ge=0, description="signatures of the same header that make a block final (0 = majority)")
+    peer_addresses: str = Field(
+        "", description="comma-separated host:port of the other validators (cross-checks, `carechain ledger verify`)"
+    )
+    finality_poll_ms: int = Field(10, ge=1, le=10_000, description="how often validator signatures are read")
 
 
 class ConsentSettings(ServiceSettings):
     """Consent contracts."""
 
     decision_token_ttl_seconds: float = Field(30.0, gt=0, le=300, description="lifetime of decision tokens")
+    break_glass_specialties: str = Field(
+        "emergency-medicine",
+        description="comma-separated practitioner specialties that may break the glass (purpose ETREAT); "
+        "empty disables break-glass",
+    )
+    break_glass_window_seconds: float = Field(
+        4 * 3600.0, gt=0, le=7 * 24 * 3600,
+        description="how long a break-glass window lasts from its first use by an actor for a patient",
+    )
+
+    @property
+    def break_glass_specialty_set(self) -> frozenset[str]:
+        """The configured break-glass specialties, normalised (lower case, trimmed)."""
+        return frozenset(s.strip().casefold() for s in self.break_glass_specialties.split(",") if s.strip())
 
 
 class AuditSettings(ServiceSettings):
     """Audit trail."""
 
     audit_store: Literal["sqlite", "etcd"] = Field("sqlite", description="where audit events are stored")
+    batch_max_events: int = Field(
+        1000, ge=1, le=100_000,
+        description="seal a batch (and anchor its Merkle root on the ledger) at this many events",
+    )
+    batch_max_seconds: float = Field(
+        60.0, ge=0, le=24 * 3600, description="seal unsealed events into a batch once they have waited this long"
+    )
+    anchor_batches: bool = Field(
+        True, description="anchor each sealed batch's root on the ledger (AnchorAuditBatch signed by svc-audit)"
+    )
 
 
 class RecordsSettings(ServiceSettings):

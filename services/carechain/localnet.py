@@ -3,6 +3,14 @@
 Used by ``carechain up``, the end-to-end tests and the benchmarks, so all three
 run the network the same way. Data (keys, trust bundle, each service's store,
 logs) lives under one directory and survives restarts.
+
+``validators=N`` (N > 1, needs ``backends``: etcd orders and carries the
+signatures) runs N ledger validator processes ``ledger``, ``ledger-2``, ...
+with ids ``validator-1``.. ``validator-N`` (each its own store, port and
+Transit key), quorum a majority. The other services and clients reach "the
+ledger" through a failover target listing every validator
+(``ipv4:127.0.0.1:p1,127.0.0.1:p2,...``), so one validator going down does
+not stop writes.
 """
 
 from __future__ import annotations
@@ -45,6 +53,12 @@ class Endpoints:
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # Ledger validators: host:port of each (comma-separated), their ids, the quorum (0 = majority), and
+    # the trust directory holding their public keys (for client-side verification).
+    ledger_validators: str = ""
+    validator_ids: str = ""
+    quorum: int = 0
+    trust_dir: str = ""
 
     def address(self, service: str) -> str:
         return str(getattr(self, service))
@@ -97,15 +111,47 @@ class LocalNetwork:
         extra_env: dict[str, str] | None = None,
         tls: bool = False,
         backends: BackendStack | None = None,
+        validators: int = 1,
     ) -> None:
+        if validators < 1:
+            raise ValueError("a network needs at least one validator")
+        if validators > 1 and backends is None:
+            raise ValueError("several validators need backends=BackendStack (etcd orders and carries signatures)")
         self.layout = NetworkLayout(data_dir)
         self.backends = backends
         ports = ports or {service: free_port() for service in SERVICES}
         tls_files = self._client_certificate() if tls else {}
         self.tls = tls
-        self.endpoints = Endpoints(chain_id=chain_id, **{s: f"127.0.0.1:{ports[s]}" for s in SERVICES}, **tls_files)
+        #: Process names of the validators (the first is "ledger") and their principal ids.
+        self.validator_names = ["ledger"] + [f"ledger-{i}" for i in range(2, validators + 1)]
+        self.validator_ids = [service_principal_id("ledger")]
+        if validators > 1:
+            self.validator_ids = [f"validator-{i}" for i in range(1, validators + 1)]
+        self.listen_addresses = {s: f"127.0.0.1:{ports[s]}" for s in SERVICES}
+        self.listen_addresses.update({name: f"127.0.0.1:{free_port()}" for name in self.validator_names[1:]})
+        validator_addresses = [self.listen_addresses[name] for name in self.validator_names]
+        addresses = dict(self.listen_addresses)
+        if validators > 1:
+            addresses["ledger"] = "ipv4:" + ",".join(validator_addresses)
+            if backends is not None:
+                backends.validators = tuple(self.validator_ids)
+        self.endpoints = Endpoints(
+            chain_id=chain_id, **{s: addresses[s] for s in SERVICES}, **tls_files,
+            ledger_validators=",".join(validator_addresses), validator_ids=",".join(self.validator_ids),
+            trust_dir=str(self.layout.trust_dir),
+        )
         self.extra_env = extra_env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def start_order(self) -> list[str]:
+        """Process names in start order: every validator first, then the other services."""
+        return [*self.validator_names, *START_ORDER[1:]]
+
+    @staticmethod
+    def service_of(name: str) -> str:
+        """The service a process runs ("ledger-2" -> "ledger")."""
+        return "ledger" if name.startswith("ledger") else name
 
     @classmethod
     def with_default_ports(cls, data_dir: pathlib.Path, **kwargs: object) -> LocalNetwork:
@@ -129,7 +175,7 @@ class LocalNetwork:
         """Mutual TLS for one service: its own certificate, the CA, client certificates required."""
         if not self.tls:
             return {}
-        issued = self.certificate_authority.issue(service, ["localhost", service])
+        issued = self.certificate_authority.issue(service, ["localhost", self.service_of(service)])
         return {
             "CARECHAIN_TLS_CERT_FILE": str(issued.cert_file),
             "CARECHAIN_TLS_KEY_FILE": str(issued.key_file),
@@ -141,19 +187,31 @@ class LocalNetwork:
     def log_dir(self) -> pathlib.Path:
         return self.layout.root / "logs"
 
-    def service_env(self, service: str) -> dict[str, str]:
-        """Environment that configures one service process."""
+    def service_env(self, name: str) -> dict[str, str]:
+        """Environment that configures one service process (a validator: "ledger", "ledger-2", ...)."""
+        service = self.service_of(name)
         env = {
-            "CARECHAIN_LISTEN_ADDRESS": self.endpoints.address(service),
-            "CARECHAIN_DATA_DIR": str(self.layout.service_dir(service)),
+            "CARECHAIN_LISTEN_ADDRESS": self.listen_addresses[name],
+            "CARECHAIN_DATA_DIR": str(self.layout.service_dir(name)),
             "CARECHAIN_SIGNING_KEY_FILE": str(self.layout.key_file(service_principal_id(service))),
             "CARECHAIN_TRUST_DIR": str(self.layout.trust_dir),
             "CARECHAIN_CHAIN_ID": self.endpoints.chain_id,
             **{f"CARECHAIN_{peer.upper()}_ADDRESS": self.endpoints.address(peer) for peer in SERVICES},
-            "OTEL_SERVICE_NAME": f"carechain-{service}",
-            **self._tls_env(service),
+            "OTEL_SERVICE_NAME": f"carechain-{name}",
+            **self._tls_env(name),
             **(self.backends.service_env(service) if self.backends else {}),
         }
+        if service == "ledger" and len(self.validator_names) > 1:
+            assert self.backends is not None
+            validator_id = self.validator_ids[self.validator_names.index(name)]
+            env.update(self.backends.validator_env(validator_id))
+            env.update({
+                "CARECHAIN_VALIDATOR_ID": validator_id,
+                "CARECHAIN_VALIDATORS": ",".join(self.validator_ids),
+                "CARECHAIN_PEER_ADDRESSES": ",".join(
+                    self.listen_addresses[other] for other in self.validator_names if other != name
+                ),
+            })
         return {**os.environ, **env, **self.extra_env}
 
     def start(self, timeout: float = 60.0) -> Endpoints:
@@ -163,7 +221,7 @@ class LocalNetwork:
         if self.backends is not None:
             self.backends.start(self.layout.trust_dir)
         try:
-            for service in START_ORDER:
+            for service in self.start_order:
                 self.start_service(service, timeout)
         except BaseException:
             self.stop()
@@ -172,10 +230,11 @@ class LocalNetwork:
         return self.endpoints
 
     def start_service(self, service: str, timeout: float = 60.0) -> None:
-        """Start (or restart) one service process and wait for it to be healthy."""
+        """Start (or restart) one service process (or validator, e.g. "ledger-2") and wait for it to be healthy."""
+        self.layout.service_dir(service).mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
-            [sys.executable, "-m", "carechain", "serve", service],
+            [sys.executable, "-m", "carechain", "serve", self.service_of(service)],
             env=self.service_env(service),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -187,7 +246,7 @@ class LocalNetwork:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    wait_healthy(self.endpoints.address(service), timeout=1, tls=self.endpoints.client_tls())
+                    wait_healthy(self.listen_addresses[service], timeout=1, tls=self.endpoints.client_tls())
                     return
                 except TimeoutError:
                     if process.poll() is not None:
@@ -214,9 +273,16 @@ class LocalNetwork:
                 process.wait()
         return process.returncode
 
+    def kill_service(self, service: str) -> None:
+        """SIGKILL one service process (a crash: no shutdown at all)."""
+        process = self.processes.pop(service, None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     def stop(self) -> None:
         """Stop every service, records first."""
-        for service in reversed(START_ORDER):
+        for service in reversed(self.start_order):
             self.stop_service(service)
         if self.backends is not None:
             self.backends.stop()

@@ -3,12 +3,14 @@
 A :class:`CareChainClient` acts as one principal: it proves possession of the
 principal's Ed25519 key to the identity service, caches short-lived tokens per
 service, and signs the principal's own ledger transactions (consent grants and
-revocations are signed by the patient's key, never by a service).
+revocations are signed by the patient's key, or by a delegate's key for the
+patient, never by a service).
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +27,14 @@ from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.localnet import Endpoints
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.telemetry import configure_tracing
+from carechain.verifier import (
+    LedgerTrust,
+    RecordInclusion,
+    VerifiedCheckpoint,
+    verify_checkpoint,
+    verify_checkpoint_consistency,
+    verify_record_inclusion,
+)
 
 Kind = common_pb2.PrincipalKind
 Purpose = common_pb2.PurposeOfUse
@@ -55,6 +65,27 @@ def permit(
         categories=list(categories),
         period=common_pb2.Period(start_ms=start_ms, end_ms=end_ms),
     )
+
+
+class AuditEventStream:
+    """An iterator of streamed audit events that can be cancelled (disconnect; resume with a cursor)."""
+
+    def __init__(self, responses: Any) -> None:
+        self._responses = responses
+
+    def __iter__(self) -> AuditEventStream:
+        return self
+
+    def __next__(self) -> audit_pb2.StoredAuditEvent:
+        return next(self._responses)
+
+    def cancel(self) -> None:
+        """End the stream (the server stops sending)."""
+        cancel = getattr(self._responses, "cancel", None)
+        if cancel is not None:
+            cancel()
+        else:  # a traced call is a generator: closing it drops (and so cancels) the underlying call
+            self._responses.close()
 
 
 class CareChainClient:
@@ -131,23 +162,76 @@ class CareChainClient:
         """Read a record for a purpose of use."""
         return self.records.GetRecord(records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose), timeout=30)
 
-    # --- consent (the client must be the patient) ----------------------------
+    # --- consent (the client is the patient, or a delegate passing patient_id) ---
 
-    def grant_consent(self, *provisions: policy_pb2.Provision) -> consent_pb2.ConsentRecord:
-        """Sign and submit a GrantConsent transaction as this patient."""
+    def _signed(self, **payload: Any) -> ledger_pb2.Transaction:
+        return sign_transaction(new_body(self.endpoints.chain_id, self.principal_id, **payload), self.signer)
+
+    def grant_policy(self, policy: policy_pb2.ConsentPolicy, patient_id: str = "") -> consent_pb2.ConsentRecord:
+        """Sign and submit a GrantConsent of policy, for this patient or (as a delegate) for patient_id."""
         grant = ledger_pb2.GrantConsent(
-            consent_id=str(uuid.uuid4()),
-            patient_id=self.principal_id,
-            policy=policy_pb2.ConsentPolicy(provisions=list(provisions)),
+            consent_id=str(uuid.uuid4()), patient_id=patient_id or self.principal_id, policy=policy
         )
-        tx = sign_transaction(new_body(self.endpoints.chain_id, self.principal_id, grant_consent=grant), self.signer)
+        tx = self._signed(grant_consent=grant)
         return self.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
 
-    def revoke_consent(self, consent_id: str) -> consent_pb2.ConsentRecord:
-        """Sign and submit a RevokeConsent transaction as this patient."""
-        revoke = ledger_pb2.RevokeConsent(consent_id=consent_id, patient_id=self.principal_id)
-        tx = sign_transaction(new_body(self.endpoints.chain_id, self.principal_id, revoke_consent=revoke), self.signer)
+    def grant_consent(self, *provisions: policy_pb2.Provision, patient_id: str = "") -> consent_pb2.ConsentRecord:
+        """Sign and submit a GrantConsent transaction as this patient (or as a delegate for patient_id)."""
+        return self.grant_policy(policy_pb2.ConsentPolicy(provisions=list(provisions)), patient_id)
+
+    def grant_consent_fhir(
+        self, consent: dict[str, Any] | str | bytes, patient_id: str = ""
+    ) -> consent_pb2.ConsentRecord:
+        """Grant a FHIR R4 Consent (JSON or dict), converted here and signed with this client's key.
+
+        The Consent must be active and, when it names a CareChain patient
+        pseudonym, name the patient it is granted for. InvalidArgument (raised
+        locally, naming the FHIR element) when it is not a supported Consent.
+        """
+        from carechain.consent.fhir_consent import consent_from_fhir
+        from carechain.errors import InvalidArgument
+
+        imported = consent_from_fhir(consent)
+        patient = patient_id or self.principal_id
+        if imported.status != "active":
+            raise InvalidArgument("Consent.status", "must be active to be granted")
+        if imported.patient_id and imported.patient_id != patient:
+            raise InvalidArgument("Consent.patient", "names another patient than the one granting")
+        return self.grant_policy(imported.policy, patient)
+
+    def export_consent(self, consent_id: str) -> dict[str, Any]:
+        """A consent as a FHIR R4 Consent resource."""
+        response = self.consent.ExportConsent(consent_pb2.ExportConsentRequest(consent_id=consent_id), timeout=30)
+        return json.loads(response.consent_json)
+
+    def revoke_consent(self, consent_id: str, patient_id: str = "") -> consent_pb2.ConsentRecord:
+        """Sign and submit a RevokeConsent transaction as this patient (or as a delegate for patient_id)."""
+        revoke = ledger_pb2.RevokeConsent(consent_id=consent_id, patient_id=patient_id or self.principal_id)
+        tx = self._signed(revoke_consent=revoke)
         return self.consent.RevokeConsent(consent_pb2.RevokeConsentRequest(transaction=tx), timeout=30)
+
+    def list_consents(self, patient_id: str = "") -> list[consent_pb2.ConsentRecord]:
+        """This patient's consents (or, as a delegate, patient_id's)."""
+        request = consent_pb2.ListConsentsRequest(patient_id=patient_id)
+        return list(self.consent.ListConsents(request, timeout=30).consents)
+
+    def register_delegate(
+        self, delegate_id: str, relationship: int = policy_pb2.DELEGATE_RELATIONSHIP_PROXY,
+        start_ms: int = 0, end_ms: int = 0,
+    ) -> consent_pb2.Delegation:
+        """Let delegate_id (a guardian or proxy) grant and revoke consent for this patient."""
+        delegate = ledger_pb2.RegisterDelegate(
+            patient_id=self.principal_id, delegate_id=delegate_id, relationship=relationship,  # type: ignore[arg-type]
+            period=common_pb2.Period(start_ms=start_ms, end_ms=end_ms),
+        )
+        tx = self._signed(register_delegate=delegate)
+        return self.consent.RegisterDelegate(consent_pb2.RegisterDelegateRequest(transaction=tx), timeout=30)
+
+    def revoke_delegate(self, delegate_id: str) -> consent_pb2.Delegation:
+        """Withdraw a delegate's right to act for this patient."""
+        tx = self._signed(revoke_delegate=ledger_pb2.RevokeDelegate(patient_id=self.principal_id,
+                                                                     delegate_id=delegate_id))
+        return self.consent.RevokeDelegate(consent_pb2.RevokeDelegateRequest(transaction=tx), timeout=30)
 
     def access_history(self, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
         """This patient's access history, newest first."""
@@ -157,8 +241,90 @@ class CareChainClient:
         )
         return list(response.events)
 
+    # --- audit ---------------------------------------------------------------
+
+    def accounting_of_disclosures(
+        self, since_ms: int = 0, until_ms: int = 0, patient_id: str = ""
+    ) -> list[audit_pb2.Disclosure]:
+        """Who accessed this patient's data, when, what and why (at most six years; default the last six)."""
+        response = self.audit.GetAccessHistory(
+            audit_pb2.GetAccessHistoryRequest(patient_id=patient_id or self.principal_id, since_ms=since_ms,
+                                              until_ms=until_ms),
+            timeout=30,
+        )
+        return list(response.disclosures)
+
+    def notifications(self, patient_id: str = "") -> list[audit_pb2.Notification]:
+        """This patient's notifications (e.g. break-glass accesses), newest first."""
+        request = audit_pb2.ListNotificationsRequest(patient_id=patient_id)
+        return list(self.audit.ListNotifications(request, timeout=30).notifications)
+
+    def export_audit_fhir(self, since_ms: int = 0, until_ms: int = 0, patient_id: str = "") -> dict[str, Any]:
+        """This patient's audit events as a FHIR R4 Bundle of AuditEvent resources."""
+        request = audit_pb2.ExportFhirBundleRequest(patient_id=patient_id, since_ms=since_ms, until_ms=until_ms)
+        return json.loads(self.audit.ExportFhirBundle(request, timeout=60).bundle_json)
+
+    def audit_event_proof(self, sequence: int, event_hash: bytes | None = None) -> audit_pb2.EventProof:
+        """The inclusion proof of an audit event in its batch, checked locally.
+
+        Raises :class:`carechain.errors.IntegrityError` when the proof does not hold
+        (or is not about event_hash, when given). Whether the batch root is anchored
+        on the ledger is ``proof.anchored`` (log index ``proof.anchor_log_index``).
+        """
+        from carechain.audit.store import verify_event_proof
+
+        proof = self.audit.GetEventProof(audit_pb2.GetEventProofRequest(sequence=sequence), timeout=30)
+        verify_event_proof(proof, event_hash)
+        return proof
+
+    def stream_audit_events(self, after_sequence: int = 0, **filters: Any) -> AuditEventStream:
+        """Audit events after a cursor, then live ones (operator or service); filters: service, outcome,
+        patient_id, actor_id, alerts_only, replay_only. Resume with the last sequence received."""
+        request = audit_pb2.StreamEventsRequest(after_sequence=after_sequence, **filters)
+        return AuditEventStream(self.audit.StreamEvents(request))
+
+    def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
+        """The privacy officer's review queue (operator or service)."""
+        return list(self.audit.ListReviewItems(audit_pb2.ListReviewItemsRequest(status=status), timeout=30).items)
+
+    def resolve_review_item(self, item_id: str, note: str) -> audit_pb2.ReviewItem:
+        """Close a review item with a note (operator or service); the resolution is audited."""
+        return self.audit.ResolveReviewItem(audit_pb2.ResolveReviewItemRequest(item_id=item_id, note=note),
+                                            timeout=30)
+
+    def verify_audit(self, check_ledger: bool = False) -> audit_pb2.VerifyAuditChainResponse:
+        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger)."""
+        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(check_ledger=check_ledger),
+                                           timeout=120)
+
     # --- ledger --------------------------------------------------------------
 
     def verify_chain(self) -> ledger_pb2.VerifyChainResponse:
         """Ask the ledger to re-verify its whole chain."""
         return self.ledger.VerifyChain(ledger_pb2.VerifyChainRequest(), timeout=120)
+
+    # --- client-side verification (no server trusted; see carechain.verifier) --
+
+    def ledger_trust(self) -> LedgerTrust:
+        """Validator keys, set and quorum from the network's endpoints (its trust directory)."""
+        if not self.endpoints.trust_dir:
+            raise ValueError("these endpoints name no trust directory; pass a LedgerTrust")
+        ids = [v for v in self.endpoints.validator_ids.split(",") if v] or ["svc-ledger"]
+        return LedgerTrust.load(pathlib.Path(self.endpoints.trust_dir), ids, self.endpoints.chain_id,
+                                self.endpoints.quorum)
+
+    def checkpoint(self, trust: LedgerTrust | None = None) -> VerifiedCheckpoint:
+        """The latest final checkpoint, its co-signatures checked locally."""
+        checkpoint = self.ledger.GetCheckpoint(ledger_pb2.GetCheckpointRequest(), timeout=30)
+        return verify_checkpoint(checkpoint, trust or self.ledger_trust())
+
+    def verify_record_inclusion(self, record_id: str, trust: LedgerTrust | None = None) -> RecordInclusion:
+        """Prove locally that record_id's registration is in the log a quorum of validators signed.
+
+        Raises :class:`carechain.errors.IntegrityError` when a proof or a co-signature does not hold.
+        """
+        return verify_record_inclusion(self.ledger, record_id, trust or self.ledger_trust())
+
+    def verify_consistency(self, older: VerifiedCheckpoint, newer: VerifiedCheckpoint) -> None:
+        """Prove locally that the log at newer extends the log at older (nothing rewritten)."""
+        verify_checkpoint_consistency(self.ledger, older, newer)

@@ -398,3 +398,18 @@ def service_signer(settings: ServiceSettings, service: str, client: hvac.Client 
         client or vault_client(settings), signing_key_name(settings, service), key_id=principal_id,
         mount=settings.vault_transit_mount,
     )
+
+
+def validator_signer(settings: Any, client: hvac.Client | None = None) -> Signer:
+    """A ledger validator's signer: key id settings.validator_id (default svc-ledger).
+
+    File backend: settings.signing_key_file. Vault backend: the Transit key
+    settings.signing_key_name, else named like the validator id.
+    """
+    validator_id = settings.validator_id or service_principal_id("ledger")
+    if settings.signing_backend == "file":
+        return Ed25519Signer.from_file(validator_id, settings.signing_key_file)
+    return VaultTransitSigner(
+        client or vault_client(settings), settings.signing_key_name or validator_id, key_id=validator_id,
+        mount=settings.vault_transit_mount,
+    )

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import pathlib
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from carechain.audit.etcd_store import EtcdAuditStore
-from carechain.audit.store import DB_FILE_NAME, GENESIS_HASH, AuditStore, SQLiteAuditStore, chain_hash, encode_event
+from carechain.audit.store import (
+    DB_FILE_NAME,
+    GENESIS_HASH,
+    AuditStore,
+    SQLiteAuditStore,
+    batch_root,
+    chain_hash,
+    encode_event,
+    event_proof,
+    review_item_id,
+    verify_event_proof,
+)
 from carechain.audit.v1 import audit_pb2
+from carechain.errors import FailedPrecondition, IntegrityError, NotFound
 from carechain.etcd import EtcdClient
 
 pytest_plugins = ["servers_etcd"]
@@ -29,6 +42,7 @@ class Backend:
     replace_event: Callable[[pathlib.Path, int, bytes], None]
     delete_event: Callable[[pathlib.Path, int], None]
     swap_events: Callable[[pathlib.Path, int, int], None]
+    replace_batch_root: Callable[[pathlib.Path, int, bytes], None]
 
 
 def _sqlite(directory: pathlib.Path) -> contextlib.closing[sqlite3.Connection]:
@@ -62,8 +76,13 @@ def _sqlite_swap(directory: pathlib.Path, a: int, b: int) -> None:
                 " WHERE sequence = ?", (*rows[source], target))
 
 
+def _sqlite_replace_root(directory: pathlib.Path, batch_number: int, root: bytes) -> None:
+    with _sqlite(directory) as db:
+        db.execute("UPDATE audit_batches SET merkle_root = ? WHERE batch_number = ?", (root, batch_number))
+
+
 def _sqlite_backend(request: pytest.FixtureRequest) -> Backend:
-    return Backend("sqlite", SQLiteAuditStore, _sqlite_replace, _sqlite_delete, _sqlite_swap)
+    return Backend("sqlite", SQLiteAuditStore, _sqlite_replace, _sqlite_delete, _sqlite_swap, _sqlite_replace_root)
 
 
 def _etcd_backend(request: pytest.FixtureRequest) -> Backend:
@@ -93,7 +112,15 @@ def _etcd_backend(request: pytest.FixtureRequest) -> Backend:
         raw.put(key(a), second.value)
         raw.put(key(b), first.value)
 
-    return Backend("etcd", open_store, replace, delete, swap)
+    def replace_root(directory: pathlib.Path, batch_number: int, root: bytes) -> None:
+        batch_key = f"{prefix}/batches/{batch_number:020d}"
+        stored = raw.get(batch_key)
+        assert stored is not None
+        data = json.loads(stored.value)
+        data["merkle_root"] = root.hex()
+        raw.put(batch_key, json.dumps(data))
+
+    return Backend("etcd", open_store, replace, delete, swap, replace_root)
 
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {"sqlite": _sqlite_backend, "etcd": _etcd_backend}
@@ -240,3 +267,187 @@ def test_concurrent_appends_form_one_chain(store: AuditStore) -> None:
         thread.join()
     result = store.verify()
     assert result.ok and result.events_checked == 100
+
+
+# --- reading in sequence order -------------------------------------------------------------------
+
+def test_head_and_events_after_follow_the_chain(store: AuditStore) -> None:
+    assert store.head() == (0, GENESIS_HASH)
+    assert store.events_after(0, 10) == []
+    events = fill(store, 5)
+    sequence, event_hash = store.head()
+    assert sequence == 5 and event_hash == store.events_after(4, 1)[0].event_hash
+    page = store.events_after(1, 3)
+    assert [s.sequence for s in page] == [2, 3, 4]
+    assert [s.event for s in page] == events[1:4]
+    assert [s.sequence for s in store.events_after(4, 10)] == [5]
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def test_batches_tile_the_chain_and_their_roots_cover_the_event_hashes(store: AuditStore) -> None:
+    fill(store, 7)
+    assert store.last_batch() is None and store.batch_containing(1) is None
+    first = store.seal_batch(3, 10_000)
+    second = store.seal_batch(7, 20_000)
+    assert first is not None and second is not None
+    assert (first.batch_number, first.first_sequence, first.last_sequence) == (1, 1, 3)
+    assert (second.batch_number, second.first_sequence, second.last_sequence, second.sealed_ms) == (2, 4, 7, 20_000)
+    hashes = [s.event_hash for s in store.events_after(0, 10)]
+    assert first.merkle_root == batch_root(hashes[:3]) and second.merkle_root == batch_root(hashes[3:])
+    assert store.batches() == [first, second]
+    assert store.batches(after_number=1) == [second] and store.batches(limit=1) == [first]
+    assert store.last_batch() == second
+    assert store.batch_containing(3) == first and store.batch_containing(4) == second
+    assert store.batch_containing(8) is None
+    result = store.verify()
+    assert result.ok and result.batches_checked == 2 and result.batches_anchored == 0
+
+
+def test_sealing_what_is_sealed_already_is_a_no_op(store: AuditStore) -> None:
+    fill(store, 3)
+    assert store.seal_batch(3, 1) is not None
+    assert store.seal_batch(2, 1) is None and store.seal_batch(3, 1) is None
+    assert len(store.batches()) == 1
+
+
+def test_only_stored_events_can_be_sealed(store: AuditStore) -> None:
+    fill(store, 2)
+    with pytest.raises(Exception, match="last_sequence"):
+        store.seal_batch(5, 1)
+    assert store.batches() == []
+
+
+def test_anchors_are_stored_with_their_batch(store: AuditStore) -> None:
+    fill(store, 2)
+    batch = store.seal_batch(2, 1)
+    assert batch is not None and not batch.anchored
+    store.record_anchor(1, 42)
+    [anchored] = store.batches()
+    assert anchored.anchored and anchored.anchor_log_index == 42
+    assert store.batch_containing(2) == anchored
+    assert store.verify().batches_anchored == 1
+    with pytest.raises(NotFound):
+        store.record_anchor(2, 43)
+
+
+def test_event_proofs_verify_against_the_batch_root(store: AuditStore) -> None:
+    fill(store, 6)
+    batch = store.seal_batch(6, 1)
+    assert batch is not None
+    hashes = [s.event_hash for s in store.events_after(0, 10)]
+    for sequence in range(1, 7):
+        proof = event_proof(batch, hashes, sequence)
+        verify_event_proof(proof, hashes[sequence - 1])
+    forged = event_proof(batch, hashes, 3)
+    forged.event_hash = hashes[3]
+    with pytest.raises(IntegrityError):
+        verify_event_proof(forged)
+
+
+def test_sealed_batches_survive_reopening(backend: Backend, tmp_path: pathlib.Path) -> None:
+    store = backend.open(tmp_path)
+    fill(store, 3)
+    batch = store.seal_batch(3, 5)
+    store.record_anchor(1, 9)
+    store.close()
+    reopened = backend.open(tmp_path)
+    try:
+        assert reopened.batches() == [replace(batch, anchor_log_index=9)]
+        assert reopened.verify().ok
+    finally:
+        reopened.close()
+
+
+def test_changed_batch_root_is_detected(backend: Backend, store: AuditStore, tmp_path: pathlib.Path) -> None:
+    fill(store, 6)
+    store.seal_batch(3, 1)
+    store.seal_batch(6, 1)
+    backend.replace_batch_root(tmp_path, 2, bytes(32))
+    result = store.verify()
+    assert not result.ok and result.first_bad_sequence == 4 and "batch 2" in result.problem
+
+
+def test_changed_sealed_event_is_detected(backend: Backend, store: AuditStore, tmp_path: pathlib.Path) -> None:
+    events = fill(store, 4)
+    store.seal_batch(4, 1)
+    forged = audit_pb2.AuditEvent()
+    forged.CopyFrom(events[1])
+    forged.actor_id = "someone-else"
+    backend.replace_event(tmp_path, 2, encode_event(forged))
+    result = store.verify()
+    assert not result.ok and result.first_bad_sequence == 2
+
+
+def test_concurrent_sealers_never_overlap(store: AuditStore) -> None:
+    fill(store, 40)
+
+    def sealer(offset: int) -> None:
+        for last in range(offset, 41, 4):
+            store.seal_batch(last, 1)
+
+    threads = [threading.Thread(target=sealer, args=(offset,)) for offset in (1, 2, 3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batches = store.batches()
+    assert batches[-1].last_sequence == 40
+    assert [b.first_sequence for b in batches[1:]] == [b.last_sequence + 1 for b in batches[:-1]]
+    assert store.verify().ok
+
+
+# --- alerts: notifications and the review queue ---------------------------------------------------
+
+def test_an_alert_event_notifies_the_patient_and_opens_a_review_item(store: AuditStore) -> None:
+    store.append(event(reason="routine"))
+    alert = event(time_ms=2_000, alert=True, purpose=2, reason="break-glass")
+    sequence, _ = store.append(alert)
+    store.append(alert)  # a retried append creates nothing twice
+    [note] = store.notifications("pat-1")
+    assert note.event.sequence == sequence and note.event.event == alert
+    assert note.patient_id == "pat-1" and note.time_ms == 2_000 and "break-glass" in note.message.lower()
+    assert store.notifications("pat-2") == []
+    [item] = store.review_items()
+    assert item.item_id == review_item_id(alert.event_id) and item.event.sequence == sequence
+    assert item.status == audit_pb2.REVIEW_STATUS_OPEN and item.created_ms == 2_000
+    assert store.review_items(audit_pb2.REVIEW_STATUS_RESOLVED) == []
+    assert store.review_item(item.item_id) == item
+    assert store.review_item("nope") is None
+
+
+def test_notifications_are_newest_first(store: AuditStore) -> None:
+    for t in (1_000, 3_000, 2_000):
+        store.append(event(time_ms=t, alert=True))
+    assert [n.time_ms for n in store.notifications("pat-1")] == [3_000, 2_000, 1_000]
+    assert [i.created_ms for i in store.review_items()] == [1_000, 3_000, 2_000]  # queue order = arrival
+
+
+def test_resolving_a_review_item_closes_it_once(store: AuditStore) -> None:
+    store.append(alert := event(alert=True))
+    item_id = review_item_id(alert.event_id)
+    resolution, _ = store.append(event(reason="resolution"))
+    resolved = store.resolve_review_item(item_id, "operator", "confirmed emergency", 5_000, resolution)
+    assert resolved.status == audit_pb2.REVIEW_STATUS_RESOLVED
+    assert (resolved.reviewer_id, resolved.note, resolved.resolved_ms) == ("operator", "confirmed emergency", 5_000)
+    assert resolved.resolution_sequence == resolution and resolved.event.event == alert
+    assert store.review_items(audit_pb2.REVIEW_STATUS_OPEN) == []
+    assert store.review_items(audit_pb2.REVIEW_STATUS_RESOLVED) == [resolved]
+    # A retry of the same resolution returns it; another one is refused.
+    assert store.resolve_review_item(item_id, "operator", "confirmed emergency", 5_000, resolution) == resolved
+    with pytest.raises(FailedPrecondition):
+        store.resolve_review_item(item_id, "operator", "again", 6_000, resolution + 1)
+    with pytest.raises(NotFound):
+        store.resolve_review_item("no-such-item", "operator", "x", 1, resolution)
+
+
+def test_alerts_survive_reopening(backend: Backend, tmp_path: pathlib.Path) -> None:
+    store = backend.open(tmp_path)
+    store.append(alert := event(alert=True))
+    store.close()
+    reopened = backend.open(tmp_path)
+    try:
+        assert [n.event.event for n in reopened.notifications("pat-1")] == [alert]
+        assert [i.item_id for i in reopened.review_items()] == [review_item_id(alert.event_id)]
+    finally:
+        reopened.close()

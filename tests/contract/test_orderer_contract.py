@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from carechain.etcd import EtcdClient
+from carechain.ledger.chain import BlockCut, BlockCutRegistry
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import InProcessOrderer, Orderer
+from carechain.ledger.quorum import VoteBoard
+from carechain.ledger.shared_order import SharedOrder
 
 pytest_plugins = ["servers_etcd"]
 
@@ -32,7 +35,10 @@ def _etcd(request: pytest.FixtureRequest) -> Orderer:
 ORDERER_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Orderer]] = {
     "in-process": _in_process,
     "etcd": _etcd,
+    "shared-in-memory": lambda request: SharedOrder(),
 }
+#: Orderers that several validators can share: agreed cuts and a vote board.
+SHARED = ("etcd", "shared-in-memory")
 
 
 @pytest.fixture(params=sorted(ORDERER_FACTORIES))
@@ -113,3 +119,34 @@ def test_concurrent_appends_get_distinct_dense_sequences(orderer: Orderer):
     assert len({entry for _, entry in entries}) == 200
     # Every reader sees the same order.
     assert entries == orderer.read(0, 1000)
+
+
+@pytest.fixture(params=SHARED)
+def shared(request: pytest.FixtureRequest) -> Iterator[Orderer]:
+    instance = ORDERER_FACTORIES[request.param](request)
+    yield instance
+    instance.close()
+
+
+def test_shared_orderers_agree_cuts_and_carry_votes(shared: Orderer):
+    assert isinstance(shared, BlockCutRegistry) and isinstance(shared, VoteBoard) and shared.durable
+
+
+def test_the_first_recorded_cut_holds(shared):
+    assert shared.recorded_cut(1) is None
+    first = BlockCut(1, 0, 3, 1000)
+    assert shared.record_cut(first) == first
+    assert shared.record_cut(BlockCut(1, 0, 5, 2000)) == first
+    assert shared.recorded_cut(1) == first
+
+
+def test_a_vote_is_written_once_and_read_back_by_height_range(shared):
+    assert shared.publish_vote(3, "validator-a", b"vote-a3") == b"vote-a3"
+    assert shared.publish_vote(3, "validator-a", b"another") == b"vote-a3", "a validator cannot change its vote"
+    shared.publish_vote(3, "validator-b", b"vote-b3")
+    shared.publish_vote(4, "validator-a", b"vote-a4")
+    shared.publish_vote(12, "validator-a", b"vote-a12")
+    assert shared.votes(3, 4) == {3: {"validator-a": b"vote-a3", "validator-b": b"vote-b3"},
+                                  4: {"validator-a": b"vote-a4"}}
+    assert shared.votes(5, 11) == {}
+    assert shared.votes(12, 12) == {12: {"validator-a": b"vote-a12"}}

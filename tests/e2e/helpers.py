@@ -14,11 +14,11 @@ from carechain.sdk import CareChainClient, Kind
 MODES = ("embedded", "backends")
 
 
-def start_network(root: pathlib.Path, mode: str, persistent_vault: bool = False) -> LocalNetwork:
-    """Start a network in one of MODES under root."""
+def start_network(root: pathlib.Path, mode: str, persistent_vault: bool = False, validators: int = 1) -> LocalNetwork:
+    """Start a network in one of MODES under root (validators > 1 needs mode "backends")."""
     backends = BackendStack(root / "backends", etcd_members=3, persistent_vault=persistent_vault) \
         if mode == "backends" else None
-    network = LocalNetwork(root, backends=backends)
+    network = LocalNetwork(root, backends=backends, validators=validators)
     network.start()
     return network
 
@@ -83,3 +83,21 @@ def token_issuer(network: LocalNetwork):
 
     client = hvac.Client(url=network.backends.openbao.address, token=network.backends.openbao.root_token)
     return VaultTransitSigner(client, "svc-identity", key_id="svc-identity")
+
+
+def records_of(client, patient_id: str) -> set[str]:
+    """Record ids registered on the ledger (validly) for a patient."""
+    from carechain.ledger.transactions import decode_body as _decode_body
+    from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
+
+    found, index = set(), 0
+    while True:
+        page = client.ledger.ListTransactions(_ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
+        for logged in page.transactions:
+            body = _decode_body(logged.transaction)
+            if logged.result.valid and body.WhichOneof("payload") == "register_record" \
+                    and body.register_record.patient_id == patient_id:
+                found.add(body.register_record.record_id)
+        if not page.transactions:
+            return found
+        index = page.transactions[-1].log_index + 1

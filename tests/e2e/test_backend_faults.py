@@ -15,10 +15,8 @@ import uuid
 
 import grpc
 import pytest
-from helpers import new_hospital, new_patient, new_practitioner, start_network
+from helpers import new_hospital, new_patient, new_practitioner, records_of, start_network
 
-from carechain.ledger.transactions import decode_body
-from carechain.ledger.v1 import ledger_pb2
 from carechain.sdk import Purpose, permit
 from carechain.sensitivity import SENSITIVE_CATEGORIES
 
@@ -102,7 +100,7 @@ def test_a_backend_outage_loses_nothing_acknowledged_and_half_writes_nothing(bac
     for record_id, raw in writer.acknowledged:
         assert reader.client.get_record(record_id).resource_json == raw, f"acknowledged record {record_id} lost"
 
-    on_ledger = _records_of(hospital.client, patient.principal_id)
+    on_ledger = records_of(hospital.client, patient.principal_id)
     acknowledged_ids = {record_id for record_id, _ in writer.acknowledged}
     assert acknowledged_ids <= on_ledger
     for record_id in on_ledger - acknowledged_ids:
@@ -111,18 +109,3 @@ def test_a_backend_outage_loses_nothing_acknowledged_and_half_writes_nothing(bac
         assert reader.client.get_record(record_id).resource_json
     for actor in (hospital, reader, patient):
         actor.client.close()
-
-
-def _records_of(client, patient_id: str) -> set[str]:
-    """Record ids registered on the ledger (validly) for a patient."""
-    found, index = set(), 0
-    while True:
-        page = client.ledger.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
-        for logged in page.transactions:
-            body = decode_body(logged.transaction)
-            if logged.result.valid and body.WhichOneof("payload") == "register_record" \
-                    and body.register_record.patient_id == patient_id:
-                found.add(body.register_record.record_id)
-        if not page.transactions:
-            return found
-        index = page.transactions[-1].log_index + 1

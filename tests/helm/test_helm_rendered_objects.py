@@ -11,9 +11,9 @@ from helm_chart import ROOT, SERVICES, VALUE_SETS, Rendering, component, selects
 CALLEES = {
     "records": {"identity", "storage", "ledger", "consent", "audit"},
     "consent": {"ledger", "audit", "identity"},
-    "identity": {"ledger"},
+    "identity": {"ledger", "consent"},
     "ledger": {"identity"},
-    "audit": {"identity"},
+    "audit": {"identity", "ledger"},
     "storage": {"identity"},
 }
 PORTS = {"records": 7100, "identity": 7101, "storage": 7102, "ledger": 7103, "consent": 7104, "audit": 7105}
@@ -388,7 +388,17 @@ def test_ha_runs_one_validator_per_member_with_its_own_volume_and_key() -> None:
         assert rendering.container_env(validator)["CARECHAIN_ORDERER"] == "etcd"
     assert len(keys) == 4, "each validator signs with its own key"
     ledger = rendering.get("Service", "cc-carechain-ledger")
-    assert ledger["spec"]["selector"]["carechain.io/validator"] == "st-example"
+    assert "carechain.io/validator" not in ledger["spec"]["selector"], "any validator takes writes"
+    ids = ["validator-st-example", "validator-north-clinic", "validator-city-hospital", "validator-lab-partners"]
+    for validator, own_id in zip(validators, ids, strict=True):
+        env = rendering.container_env(validator)
+        assert env["CARECHAIN_VALIDATOR_ID"] == own_id
+        assert env["CARECHAIN_VALIDATORS"].split(",") == ids
+        assert env["CARECHAIN_QUORUM"] == "0"  # a majority
+        peers = env["CARECHAIN_PEER_ADDRESSES"].split(",")
+        assert len(peers) == 3 and all(p.startswith("cc-carechain-ledger-") and p.endswith(":7103") for p in peers)
+        assert f"cc-carechain-ledger-{validator['metadata']['name'].removeprefix('cc-carechain-ledger-')}:7103" \
+            not in peers
     assert {h["spec"]["scaleTargetRef"]["name"] for h in rendering.of_kind("HorizontalPodAutoscaler")} == {
         "cc-carechain-records", "cc-carechain-consent", "cc-carechain-storage"}
     identity = rendering.get("Deployment", "cc-carechain-identity")

@@ -47,20 +47,35 @@ class FakeLedger:
     def _verdict(self, body: ledger_pb2.TransactionBody) -> str:
         kind = body.WhichOneof("payload")
         consents = {}
+        delegates: set[tuple[str, str]] = set()  # (patient, delegate), active
         for logged in self.log:
             if not logged.result.valid:
                 continue
             b = ledger_pb2.TransactionBody.FromString(logged.transaction.body)
             if b.WhichOneof("payload") == "grant_consent":
                 consents[b.grant_consent.consent_id] = b.grant_consent.patient_id
+            elif b.WhichOneof("payload") == "register_delegate":
+                delegates.add((b.register_delegate.patient_id, b.register_delegate.delegate_id))
+            elif b.WhichOneof("payload") == "revoke_delegate":
+                delegates.discard((b.revoke_delegate.patient_id, b.revoke_delegate.delegate_id))
+
+        def acts_for(patient_id: str) -> bool:
+            return patient_id == body.submitter_id or (patient_id, body.submitter_id) in delegates
+
         if kind == "grant_consent":
-            if body.grant_consent.patient_id != body.submitter_id:
+            if not acts_for(body.grant_consent.patient_id):
                 return "only the patient may grant consent"
             if body.grant_consent.consent_id in consents:
                 return "consent id already used"
         if kind == "revoke_consent":
-            if consents.get(body.revoke_consent.consent_id) != body.submitter_id:
+            patient_id = consents.get(body.revoke_consent.consent_id)
+            if patient_id is None or not acts_for(patient_id):
                 return "only the patient may revoke its consent"
+        if kind in ("register_delegate", "revoke_delegate"):
+            if getattr(body, kind).patient_id != body.submitter_id:
+                return "only the patient manages its delegates"
+        if kind == "break_glass_access" and body.submitter_id != "svc-consent":
+            return "only svc-consent records break-glass windows"
         return ""
 
     # carechain.ledger.client.submit(ledger_stub, tx)

@@ -156,13 +156,15 @@ def test_unauthenticated_calls_are_refused(env: Env) -> None:
 
 
 def test_patient_sees_its_own_history_newest_first(env: Env) -> None:
-    record(env, event(time_ms=1_000, actor_id="prac-1"))
-    record(env, event(time_ms=3_000, actor_id="prac-2", outcome=audit_pb2.AUDIT_OUTCOME_DENIED, reason="denied"))
-    record(env, event(time_ms=2_000, patient_id="pat-2"))
+    t = NOW_MS - 10_000
+    record(env, event(time_ms=t + 1_000, actor_id="prac-1"))
+    record(env, event(time_ms=t + 3_000, actor_id="prac-2", outcome=audit_pb2.AUDIT_OUTCOME_DENIED, reason="denied"))
+    record(env, event(time_ms=t + 2_000, patient_id="pat-2"))
     history = env.call("GetAccessHistory", audit_pb2.GetAccessHistoryRequest(patient_id="pat-1"), PATIENT)
-    assert [(s.event.actor_id, s.event.time_ms) for s in history.events] == [("prac-2", 3_000), ("prac-1", 1_000)]
-    bounded = env.call("GetAccessHistory", audit_pb2.GetAccessHistoryRequest(since_ms=2_000), PATIENT)
-    assert [s.event.time_ms for s in bounded.events] == [3_000]
+    assert [(s.event.actor_id, s.event.time_ms) for s in history.events] == [("prac-2", t + 3_000),
+                                                                             ("prac-1", t + 1_000)]
+    bounded = env.call("GetAccessHistory", audit_pb2.GetAccessHistoryRequest(since_ms=t + 2_000), PATIENT)
+    assert [s.event.time_ms for s in bounded.events] == [t + 3_000]
 
 
 def test_patient_may_not_read_another_patients_history(env: Env) -> None:

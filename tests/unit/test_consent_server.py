@@ -15,6 +15,7 @@ from carechain.audit.v1 import audit_pb2
 from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
 from carechain.config import ConsentSettings
+from carechain.consent.policy import BreakGlassRules
 from carechain.consent.server import ConsentServicer, register_consent
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
@@ -63,14 +64,31 @@ class Env:
         return getattr(self.stub, method)(request, metadata=[("authorization", f"Bearer {token}")], timeout=10)
 
 
+class Clock:
+    """A settable clock (seconds), so windows can end without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture()
-def env() -> Iterator[Env]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture()
+def env(clock: Clock) -> Iterator[Env]:
     ledger = FakeLedger()
     register_principal(ledger, OPERATOR, "pat-1", c.PRINCIPAL_KIND_PATIENT, "org-a")
     register_principal(ledger, OPERATOR, "pat-2", c.PRINCIPAL_KIND_PATIENT, "org-a")
     register_principal(ledger, OPERATOR, "prac-onc", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "oncology")
     register_principal(ledger, OPERATOR, "prac-gp", c.PRINCIPAL_KIND_PRACTITIONER, "org-b", "general practice")
     register_principal(ledger, OPERATOR, "org-a", c.PRINCIPAL_KIND_ORGANIZATION)
+    register_principal(ledger, OPERATOR, "prac-er", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "emergency-medicine")
+    register_principal(ledger, OPERATOR, "guardian-1", c.PRINCIPAL_KIND_PATIENT, "org-a")
     register_record(ledger, RECORDS, "rec-normal", "pat-1")
     register_record(ledger, RECORDS, "rec-onc", "pat-1", [c.SENSITIVITY_CATEGORY_ONCOLOGY])
     register_record(ledger, RECORDS, "rec-psy", "pat-1", [c.SENSITIVITY_CATEGORY_MENTAL_HEALTH])
@@ -78,6 +96,7 @@ def env() -> Iterator[Env]:
     servicer = ConsentServicer(
         Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("consent")),
         ConsentState(), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
+        clock=clock, break_glass=BreakGlassRules(frozenset({"emergency-medicine"}), 4 * 3_600_000), chain_id=CHAIN,
     )
     running = start_service("consent", ConsentSettings(listen_address="127.0.0.1:0"), register_consent(servicer))
     channel = grpc.insecure_channel(running.address)
@@ -333,3 +352,174 @@ def test_build_starts_from_a_network_layout_even_before_the_ledger_is_up(tmp_pat
     finally:
         channel.close()
         running.stop()
+
+
+# --- break-glass ------------------------------------------------------------------------------
+
+IDENTITY_CALLER = Caller("svc-identity", c.PRINCIPAL_KIND_SERVICE)
+ETREAT = c.PURPOSE_OF_USE_ETREAT
+
+
+def check(env: Env, token: str) -> consent_pb2.CheckDecisionResponse:
+    return env.call("CheckDecision", consent_pb2.CheckDecisionRequest(decision_token=token), IDENTITY_CALLER)
+
+
+def _break_glass_windows(env: Env) -> list[ledger_pb2.BreakGlassAccess]:
+    bodies = [ledger_pb2.TransactionBody.FromString(x.transaction.body) for x in env.ledger.log if x.result.valid]
+    return [b.break_glass_access for b in bodies if b.WhichOneof("payload") == "break_glass_access"]
+
+
+def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env, clock: Clock) -> None:
+    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT and decision.break_glass
+    assert decision.reason.startswith("break-glass: emergency access by practitioner prac-er")
+    start = int(clock.now * 1000)
+    assert decision.break_glass_expires_at_ms == start + 4 * 3_600_000
+    [window] = _break_glass_windows(env)
+    assert (window.actor_id, window.patient_id, window.started_at_ms) == ("prac-er", "pat-1", start)
+    claims = verify_token(decision.decision_token, {DECISION_ISSUER_ID: CONSENT.public_key_bytes()},
+                          DECISION_TOKEN_TYPE, audience("identity"))
+    assert claims["bg"] is True and claims["bge"] == decision.break_glass_expires_at_ms
+    # A second use inside the window reuses it: nothing new on the ledger.
+    clock.now += 3600
+    again = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert again.break_glass and again.break_glass_expires_at_ms == decision.break_glass_expires_at_ms
+    assert len(_break_glass_windows(env)) == 1
+    assert check(env, again.decision_token).permitted
+
+
+def test_break_glass_never_opens_sensitive_records(env: Env) -> None:
+    for record_id in ("rec-psy", "rec-onc"):
+        decision = decide(env, record_id, "prac-er", ETREAT)
+        assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and not decision.break_glass
+        assert "break-glass never opens sensitive categories" in decision.reason
+    assert not _break_glass_windows(env)
+
+
+def test_break_glass_needs_an_emergency_specialty_and_etreat(env: Env) -> None:
+    assert decide(env, "rec-normal", "prac-onc", ETREAT).effect == consent_pb2.DECISION_EFFECT_DENY
+    assert decide(env, "rec-normal", "prac-er", TREAT).effect == consent_pb2.DECISION_EFFECT_DENY
+    assert not _break_glass_windows(env)
+
+
+def test_break_glass_token_stops_holding_when_its_window_ends(env: Env, clock: Clock) -> None:
+    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert check(env, decision.decision_token).permitted
+    clock.now += 4 * 3600 - 10  # the token itself is verified with real time; the window with the service clock
+    assert check(env, decision.decision_token).permitted
+    clock.now += 10
+    held = check(env, decision.decision_token)
+    assert not held.permitted and "break-glass window" in held.reason
+    # A new emergency later starts a new recorded window (with its own alert at read time).
+    later = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert later.break_glass and later.break_glass_expires_at_ms > decision.break_glass_expires_at_ms
+    assert len(_break_glass_windows(env)) == 2
+
+
+# --- revocation reaches decisions issued before it ---------------------------------------------
+
+def test_check_decision_denies_after_revocation(env: Env) -> None:
+    consent = grant(env)
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert check(env, decision.decision_token).permitted
+    env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent.consent_id)),
+             PATIENT_CALLER)
+    held = check(env, decision.decision_token)
+    assert not held.permitted
+    assert held.reason.startswith(f"consent revoked: consent {consent.consent_id} was revoked at log index")
+
+
+def test_check_decision_is_for_identity_only_and_rejects_foreign_tokens(env: Env) -> None:
+    grant(env)
+    decision = decide(env)
+    code, _ = status_of(lambda: env.call("CheckDecision", consent_pb2.CheckDecisionRequest(
+        decision_token=decision.decision_token), RECORDS_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    forged, _ = issue_token(Ed25519Signer.generate(DECISION_ISSUER_ID), DECISION_TOKEN_TYPE,
+                            {"sub": "prac-onc", "aud": audience("identity"), "rid": "rec-onc"}, 30)
+    held = check(env, forged)
+    assert not held.permitted and held.reason.startswith("decision token rejected")
+
+
+# --- delegates ----------------------------------------------------------------------------------
+
+GUARDIAN = Ed25519Signer.generate("guardian-1")
+GUARDIAN_CALLER = Caller("guardian-1", c.PRINCIPAL_KIND_PATIENT, "org-a")
+
+
+def delegate_tx(delegate_id="guardian-1", signer=PATIENT, revoke=False, **period) -> ledger_pb2.Transaction:
+    if revoke:
+        payload = {"revoke_delegate": ledger_pb2.RevokeDelegate(patient_id="pat-1", delegate_id=delegate_id)}
+    else:
+        payload = {"register_delegate": ledger_pb2.RegisterDelegate(
+            patient_id="pat-1", delegate_id=delegate_id, relationship=policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN,
+            period=c.Period(**period))}
+    return transactions.sign_transaction(transactions.new_body(CHAIN, signer.key_id, **payload), signer)
+
+
+def test_a_delegate_grants_and_revokes_for_the_patient(env: Env) -> None:
+    delegation = env.call("RegisterDelegate", consent_pb2.RegisterDelegateRequest(transaction=delegate_tx()),
+                          PATIENT_CALLER)
+    assert delegation.status == consent_pb2.DELEGATION_STATUS_ACTIVE
+    assert delegation.relationship == policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN
+    record = env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=grant_tx(signer=GUARDIAN)),
+                      GUARDIAN_CALLER)
+    assert record.patient_id == "pat-1" and record.granted_by == "guardian-1"
+    assert decide(env).effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert "by a delegate of the patient" in env.audit.events[-1].reason
+    listed = env.call("ListConsents", consent_pb2.ListConsentsRequest(patient_id="pat-1"), GUARDIAN_CALLER)
+    assert [x.consent_id for x in listed.consents] == [record.consent_id]
+    env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(
+        transaction=revoke_tx(record.consent_id, signer=GUARDIAN)), GUARDIAN_CALLER)
+    assert decide(env).effect == consent_pb2.DECISION_EFFECT_DENY
+
+
+def test_a_revoked_or_expired_delegate_may_not_act(env: Env, clock: Clock) -> None:
+    env.call("RegisterDelegate", consent_pb2.RegisterDelegateRequest(transaction=delegate_tx()), PATIENT_CALLER)
+    env.call("RevokeDelegate", consent_pb2.RevokeDelegateRequest(transaction=delegate_tx(revoke=True)),
+             PATIENT_CALLER)
+    [listed] = env.call("ListDelegates", consent_pb2.ListDelegatesRequest(), PATIENT_CALLER).delegations
+    assert listed.status == consent_pb2.DELEGATION_STATUS_REVOKED
+    request = consent_pb2.GrantConsentRequest(transaction=grant_tx(signer=GUARDIAN))
+    code, details = status_of(lambda: env.call("GrantConsent", request, GUARDIAN_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "delegate" in details
+    # Registered again with a period that has ended: still not allowed.
+    now_ms = int(clock.now * 1000)
+    env.call("RegisterDelegate", consent_pb2.RegisterDelegateRequest(
+        transaction=delegate_tx(start_ms=now_ms - 1000, end_ms=now_ms)), PATIENT_CALLER)
+    code, _ = status_of(lambda: env.call("GrantConsent", consent_pb2.GrantConsentRequest(
+        transaction=grant_tx(signer=GUARDIAN)), GUARDIAN_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_only_the_patient_registers_delegates_and_they_must_exist(env: Env) -> None:
+    code, _ = status_of(lambda: env.call("RegisterDelegate", consent_pb2.RegisterDelegateRequest(
+        transaction=delegate_tx(signer=GUARDIAN)), GUARDIAN_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, details = status_of(lambda: env.call("RegisterDelegate", consent_pb2.RegisterDelegateRequest(
+        transaction=delegate_tx("nobody")), PATIENT_CALLER))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(
+        "transaction.body.register_delegate.delegate_id")
+    code, _ = status_of(lambda: env.call("RegisterDelegate", consent_pb2.RegisterDelegateRequest(
+        transaction=delegate_tx("org-a")), PATIENT_CALLER))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- FHIR export --------------------------------------------------------------------------------
+
+def test_export_consent_as_fhir_round_trips(env: Env) -> None:
+    from carechain.consent.fhir_consent import consent_from_fhir
+
+    record = grant(env)
+    exported = env.call("ExportConsent", consent_pb2.ExportConsentRequest(consent_id=record.consent_id),
+                        PATIENT_CALLER)
+    imported = consent_from_fhir(exported.consent_json)
+    assert imported.policy == record.policy and imported.patient_id == "pat-1"
+    assert imported.consent_id == record.consent_id
+    other = Caller("pat-2", c.PRINCIPAL_KIND_PATIENT, "org-a")
+    code, _ = status_of(lambda: env.call("ExportConsent", consent_pb2.ExportConsentRequest(
+        consent_id=record.consent_id), other))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert env.call("ExportConsent", consent_pb2.ExportConsentRequest(consent_id=record.consent_id),
+                    RECORDS_CALLER).consent_json == exported.consent_json

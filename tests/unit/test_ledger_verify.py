@@ -169,11 +169,21 @@ def test_a_broken_hash_link_is_found(chain_dir, net):
     assert "previous_header_hash mismatch" in result.problem
 
 
-def test_a_principal_key_swapped_in_state_does_not_fool_verification(chain_dir, net):
-    # Verification replays registrations itself instead of reading the principals table.
+def test_a_principal_key_swapped_in_state_is_found_and_does_not_fool_verification(chain_dir, net):
+    # Verification replays registrations itself, then compares the stored state with the replay.
     with db(chain_dir) as conn:
         conn.execute("UPDATE principals SET public_key = ? WHERE principal_id = 'pat-1'", (bytes(32),))
-    assert verify_chain(chain_dir, net.trust).ok
+    result = verify_chain(chain_dir, net.trust)
+    assert result.blocks_checked == 7 and not result.ok
+    assert "stored contract state differs" in result.problem and "principals" in result.problem
+
+
+def test_an_edited_record_tombstone_in_state_is_found(chain_dir, net):
+    with db(chain_dir) as conn:
+        changed = conn.execute("UPDATE records SET erased = 1 - erased").rowcount
+    assert changed
+    result = verify_chain(chain_dir, net.trust)
+    assert not result.ok and "table records" in result.problem
 
 
 def test_a_chain_without_genesis_is_not_ok(chain_dir, net):

@@ -257,3 +257,160 @@ VALID = [
 @pytest.mark.parametrize("policy_", VALID)
 def test_valid_policies_pass(policy_: p.ConsentPolicy) -> None:
     validate_policy(policy_)
+
+
+# --- data period, resource types, delegate-granted consents -------------------------------
+
+DAY = 86_400_000
+Y2023 = (1_672_531_200_000, 1_704_067_200_000)  # [2023-01-01, 2024-01-01) UTC
+IN_2023 = 1_684_108_800_000  # 2023-05-15
+IN_2022 = 1_652_572_800_000  # 2022-05-15
+
+
+def dated(provision: p.Provision, start: int, end: int) -> p.Provision:
+    provision.data_period.CopyFrom(c.Period(start_ms=start, end_ms=end))
+    return provision
+
+
+def typed(provision: p.Provision, *types: str) -> p.Provision:
+    provision.resource_types.extend(types)
+    return provision
+
+
+MORE_CASES = [
+    Case("data period: record dated inside", [consent(dated(prov(), *Y2023))], PERMIT_E,
+         request={"data_date_ms": IN_2023}, reason_has="records dated [2023-01-01, 2024-01-01)"),
+    Case("data period: record dated before", [consent(dated(prov(), *Y2023))], DENY_E,
+         request={"data_date_ms": IN_2022}),
+    Case("data period: end is exclusive", [consent(dated(prov(), *Y2023))], DENY_E,
+         request={"data_date_ms": Y2023[1]}),
+    Case("data period: a record without a date never matches", [consent(dated(prov(), *Y2023))], DENY_E,
+         request={"data_date_ms": 0}),
+    Case("data period: open start", [consent(dated(prov(), 0, Y2023[1]))], PERMIT_E,
+         request={"data_date_ms": IN_2022}),
+    Case("data period on a deny spares other years",
+         [consent(prov(), dated(prov(type_=DENY, purposes=()), *Y2023))], PERMIT_E,
+         request={"data_date_ms": IN_2022}),
+    Case("data period on a deny hits that year",
+         [consent(prov(), dated(prov(type_=DENY, purposes=()), *Y2023))], DENY_E,
+         request={"data_date_ms": IN_2023}, path="provision[1]"),
+    Case("data period on a nested deny: exception for one year",
+         [consent(prov(nested=[dated(prov(type_=DENY, purposes=()), *Y2023)]))], DENY_E,
+         request={"data_date_ms": IN_2023}, path="provision[0].provision[0]"),
+    Case("data period with a sensitive category named",
+         [consent(dated(prov(categories=[MENTAL]), *Y2023))], PERMIT_E,
+         request={"data_date_ms": IN_2023, "categories": (MENTAL,)}),
+    Case("resource type listed", [consent(typed(prov(), "Condition", "Observation"))], PERMIT_E,
+         request={"resource_type": "Condition"}, reason_has="types Condition, Observation"),
+    Case("resource type not listed", [consent(typed(prov(), "Immunization"))], DENY_E,
+         request={"resource_type": "Condition"}),
+    Case("purpose HPAYMT", [consent(prov(purposes=[c.PURPOSE_OF_USE_HPAYMT]))], PERMIT_E,
+         request={"purpose": c.PURPOSE_OF_USE_HPAYMT}, reason_has="purpose HPAYMT"),
+    Case("purpose HOPERAT", [consent(prov(purposes=[c.PURPOSE_OF_USE_HOPERAT]))], PERMIT_E,
+         request={"purpose": c.PURPOSE_OF_USE_HOPERAT}),
+    Case("purpose PATRQT", [consent(prov(purposes=[c.PURPOSE_OF_USE_PATRQT]))], PERMIT_E,
+         request={"purpose": c.PURPOSE_OF_USE_PATRQT}),
+    Case("purpose HRESCH for research", [consent(prov(purposes=[HRESCH]))], PERMIT_E,
+         request={"purpose": HRESCH}),
+    Case("CORRECT needs a provision listing it", [consent(prov(actions=[c.CONSENT_ACTION_CORRECT]))], PERMIT_E,
+         request={"action": c.CONSENT_ACTION_CORRECT}, reason_has="action CORRECT"),
+    Case("deny of DISCLOSE leaves ACCESS",
+         [consent(prov(), prov(type_=DENY, purposes=(), actions=[c.CONSENT_ACTION_DISCLOSE]))], PERMIT_E),
+    Case("a consent granted by a delegate counts like the patient's",
+         [consent_pb2.ConsentRecord(consent_id="c-9", patient_id=PATIENT, granted_by="guardian-1",
+                                    status=consent_pb2.CONSENT_STATUS_ACTIVE,
+                                    policy=p.ConsentPolicy(provisions=[prov()]))], PERMIT_E,
+         reason_has="consent c-9"),
+    Case("sensitive category named on a nested permit under a deny-by-org",
+         [consent(prov(type_=DENY, purposes=(), actors=[org("org-a")],
+                       nested=[prov(actors=[prac("prac-1")], purposes=(), categories=[HIV])]))], PERMIT_E,
+         request={"categories": (HIV, NORMAL)}, path="provision[0].provision[0]"),
+]
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=lambda case: case.name)
+def test_decision_more(case: Case) -> None:
+    test_decision(case)
+
+
+# --- break-glass ------------------------------------------------------------------------------
+
+RULES = policy.BreakGlassRules(frozenset({"emergency-medicine"}), 4 * HOUR)
+EMERGENCY = {"actor_specialty": "Emergency-Medicine", "purpose": ETREAT}
+
+
+@dataclass
+class GlassCase:
+    name: str
+    consents: list
+    request: dict
+    effect: int
+    break_glass: bool = False
+    window: policy.BreakGlassWindow | None = None
+    reason_has: str = ""
+
+
+GLASS_CASES = [
+    GlassCase("emergency physician, ETREAT, normal record, no consent", [], EMERGENCY, PERMIT_E, True,
+              reason_has="break-glass: emergency access by practitioner prac-1"),
+    GlassCase("record without categories counts as normal", [], {**EMERGENCY, "categories": ()}, PERMIT_E, True),
+    GlassCase("sensitive record stays closed", [], {**EMERGENCY, "categories": (NORMAL, MENTAL)}, DENY_E,
+              reason_has="break-glass never opens sensitive categories (record carries MENTAL_HEALTH)"),
+    GlassCase("every sensitive category stays closed", [], {**EMERGENCY, "categories": (ONCOLOGY,)}, DENY_E,
+              reason_has="ONCOLOGY"),
+    GlassCase("not an emergency specialty", [], {"purpose": ETREAT}, DENY_E,
+              reason_has="break-glass needs purpose ETREAT, action ACCESS and an emergency specialty"),
+    GlassCase("emergency specialty but purpose TREAT", [], {**EMERGENCY, "purpose": TREAT}, DENY_E,
+              reason_has="no active consent permits"),
+    GlassCase("emergency specialty, ETREAT, but DISCLOSE", [], {**EMERGENCY, "action": c.CONSENT_ACTION_DISCLOSE},
+              DENY_E),
+    GlassCase("inside a recorded window", [], {**EMERGENCY}, PERMIT_E, True,
+              window=policy.BreakGlassWindow(NOW - HOUR, NOW + 3 * HOUR)),
+    GlassCase("window ended (end exclusive)", [], EMERGENCY, DENY_E,
+              window=policy.BreakGlassWindow(NOW - 4 * HOUR, NOW), reason_has="break-glass window"),
+    GlassCase("consent that permits wins: no break-glass", [consent(prov(purposes=[ETREAT]))], EMERGENCY, PERMIT_E,
+              False, reason_has="permitted by consent c-1"),
+    GlassCase("consent permitting a sensitive category is not break-glass",
+              [consent(prov(purposes=[ETREAT], categories=[MENTAL]))], {**EMERGENCY, "categories": (MENTAL,)},
+              PERMIT_E, False),
+    GlassCase("break-glass overrides a consent's deny for normal data",
+              [consent(prov(type_=DENY, purposes=()))], EMERGENCY, PERMIT_E, True, reason_has="denied by consent c-1"),
+    GlassCase("a revoked consent does not stop break-glass",
+              [consent(prov(purposes=[ETREAT]), status=consent_pb2.CONSENT_STATUS_REVOKED)], EMERGENCY, PERMIT_E,
+              True),
+]
+
+
+@pytest.mark.parametrize("case", GLASS_CASES, ids=lambda case: case.name)
+def test_break_glass(case: GlassCase) -> None:
+    decision = policy.decide(case.consents, request(**case.request), RULES, case.window)
+    assert decision.effect == case.effect, decision.reason
+    assert decision.break_glass == case.break_glass
+    assert case.reason_has in decision.reason
+    if case.break_glass:
+        window = case.window or policy.BreakGlassWindow(NOW, NOW + 4 * HOUR)
+        assert (decision.break_glass_started_at_ms, decision.break_glass_expires_at_ms) == (
+            window.started_at_ms, window.expires_at_ms)
+    assert PATIENT not in decision.reason
+
+
+def test_break_glass_is_off_without_rules() -> None:
+    assert policy.decide([], request(**EMERGENCY)).effect == DENY_E
+    no_one = policy.BreakGlassRules(frozenset(), 4 * HOUR)
+    assert policy.decide([], request(**EMERGENCY), no_one).effect == DENY_E
+
+
+def test_policy_suite_has_at_least_forty_table_cases() -> None:
+    assert len(CASES) + len(MORE_CASES) + len(GLASS_CASES) >= 40
+
+
+INVALID_MORE = [
+    ("data period backwards", _policy(dated(prov(), NOW, NOW - 1)), "policy.provisions[0].data_period.end_ms"),
+    ("resource type not a type", _policy(typed(prov(), "condition")), "policy.provisions[0].resource_types[0]"),
+]
+
+
+@pytest.mark.parametrize(("policy_", "field_"), [(pol, f) for _, pol, f in INVALID_MORE],
+                         ids=[n for n, _, _ in INVALID_MORE])
+def test_invalid_data_period_and_types_name_the_field(policy_: p.ConsentPolicy, field_: str) -> None:
+    test_invalid_policy_names_the_field(policy_, field_)

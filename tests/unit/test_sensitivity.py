@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 
@@ -65,3 +66,83 @@ def test_synthea_sensitive_findings_are_labelled(synthea_dir) -> None:
     assert found["Stress (finding)"] == {s.MENTAL_HEALTH}
     assert found["Misuses drugs (finding)"] == {s.SUBSTANCE_USE}
     assert found["Sepsis (disorder)"] == {s.NORMAL}
+
+
+def test_labelling_runs_over_every_fixture_resource_and_finds_what_is_sensitive(synthea_dir) -> None:
+    """Every resource of every Synthea file is labelled without error; the sensitive findings there get labels."""
+    labels: dict[tuple[str, str], set[int]] = {}
+    counted = 0
+    for path in sorted(synthea_dir.glob("*.ndjson.gz")):
+        with gzip.open(path, "rt") as lines:
+            for line in lines:
+                resource = json.loads(line)
+                categories = s.categorize(resource)
+                counted += 1
+                assert categories and all(s.category_name(c).isupper() for c in categories)
+                assert s.NORMAL not in categories or categories == [s.NORMAL]
+                for coding in _top_codings(resource):
+                    labels.setdefault((resource.get("resourceType", ""), coding), set()).update(categories)
+    assert counted > 5000
+
+    def label(resource_type: str, display: str) -> set[int]:
+        found = [cats for (rtype, disp), cats in labels.items() if rtype == resource_type and disp == display]
+        assert found, f"{resource_type} {display!r} is not in the fixtures"
+        return set().union(*found)
+
+    expected = {
+        ("Condition", "Victim of intimate partner abuse (finding)"): s.VIOLENCE_ABUSE,
+        ("Condition", "Normal pregnancy"): s.REPRODUCTIVE,
+        ("Condition", "Miscarriage in first trimester"): s.REPRODUCTIVE,
+        ("Condition", "Misuses drugs (finding)"): s.SUBSTANCE_USE,
+        ("Condition", "Unhealthy alcohol drinking behavior (finding)"): s.SUBSTANCE_USE,
+        ("Condition", "Stress (finding)"): s.MENTAL_HEALTH,
+        ("Condition", "Severe anxiety (panic) (finding)"): s.MENTAL_HEALTH,
+        ("Condition", "Malignant neoplasm of breast (disorder)"): s.ONCOLOGY,
+        ("Condition", "Non-small cell lung cancer (disorder)"): s.ONCOLOGY,
+        ("Encounter", "Prenatal visit"): s.REPRODUCTIVE,
+        ("Encounter", "Obstetric emergency hospital admission"): s.REPRODUCTIVE,
+        ("Procedure", "Induced termination of pregnancy"): s.REPRODUCTIVE,
+        ("Procedure", "Screening for domestic abuse (procedure)"): s.VIOLENCE_ABUSE,
+        ("Procedure", "Screening for drug abuse (procedure)"): s.SUBSTANCE_USE,
+        ("Procedure", "Depression screening (procedure)"): s.MENTAL_HEALTH,
+        ("Procedure", "Human immunodeficiency virus antigen test"): s.HIV_STI,
+        ("Procedure", "Combined chemotherapy and radiation therapy (procedure)"): s.ONCOLOGY,
+        ("MedicationRequest", "Cisplatin 50 MG Injection"): s.ONCOLOGY,
+        ("MedicationRequest", "Mirena 52 MG Intrauterine System"): s.REPRODUCTIVE,
+    }
+    for (resource_type, display), category in expected.items():
+        assert category in label(resource_type, display), (resource_type, display)
+    assert label("Condition", "Sepsis (disorder)") == {s.NORMAL}
+    assert label("Immunization", "Influenza, seasonal, injectable, preservative free") == {s.NORMAL}
+    assert label("MedicationRequest", "Acetaminophen 325 MG Oral Tablet") == {s.NORMAL}
+
+
+def _top_codings(resource: dict) -> list[str]:
+    """Displays of the resource's main code (code, type, medicationCodeableConcept, vaccineCode)."""
+    displays = []
+    for key in ("code", "medicationCodeableConcept", "vaccineCode", "type"):
+        value = resource.get(key)
+        for concept in value if isinstance(value, list) else [value] if isinstance(value, dict) else []:
+            displays += [c.get("display", "") for c in concept.get("coding", [])]
+    return displays
+
+
+def test_clinical_notes_are_labelled_from_their_text() -> None:
+    note = "History: victim of intimate partner abuse (finding), stress (finding), hearing aids."
+    resource = {"resourceType": "DocumentReference", "content": [{"attachment": {
+        "contentType": "text/plain; charset=utf-8", "data": base64.b64encode(note.encode()).decode()}}]}
+    assert s.categorize(resource) == sorted([s.VIOLENCE_ABUSE, s.MENTAL_HEALTH])
+    plain = {"resourceType": "DocumentReference", "content": [{"attachment": {
+        "contentType": "text/plain", "data": base64.b64encode(b"Cough. Hearing aids. Child well.").decode()}}]}
+    assert s.categorize(plain) == [s.NORMAL]
+
+
+def test_synthea_clinical_notes_mentioning_abuse_are_labelled(synthea_dir) -> None:
+    with gzip.open(synthea_dir / "DocumentReference.000.ndjson.gz", "rt") as lines:
+        for line in lines:
+            resource = json.loads(line)
+            text = base64.b64decode(resource["content"][0]["attachment"]["data"]).decode()
+            if "intimate partner abuse" in text:
+                assert s.VIOLENCE_ABUSE in s.categorize(resource)
+                return
+    pytest.fail("no clinical note mentions intimate partner abuse")

@@ -258,6 +258,9 @@ naming the values to change.
 {{- if hasKey $names .name }}{{ fail (printf "ledger.validators: the name %q is used twice" .name) }}{{ end }}
 {{- $_ := set $names .name true }}
 {{- end }}
+{{- if and (gt (len $v.ledger.validators) 1) (ne $v.ledger.orderer "etcd") }}
+{{- fail "ledger.validators: several validators share one order and exchange signatures through etcd: set ledger.orderer=etcd" }}
+{{- end }}
 {{- $ingressTls := $v.ingress.tls }}
 {{- if and $ingressTls.enabled (eq $ingressTls.source "certManager") (not $ingressTls.certManager.issuerRef.name) }}
 {{- fail "ingress.tls.certManager.issuerRef.name: required when ingress.tls.source=certManager" }}
@@ -509,10 +512,43 @@ spec:
       name: {{ $v.s3.credentialsSecret.name }}
       key: {{ $v.s3.credentialsSecret.secretKeyKey }}
 {{- end }}
-{{- if and .validator (eq $v.signing.backend "vault") }}
-- name: CARECHAIN_SIGNING_KEY_NAME
-  value: {{ default "svc-ledger" .validator.signingKeyName | quote }}
+{{- if .validator }}
+{{- $ledger := dict "root" .root "service" "ledger" "component" "ledger" }}
+{{- $id := include "carechain.validatorId" (dict "root" .root "validator" .validator) }}
+{{- $ids := list }}
+{{- $peers := list }}
+{{- range $v.ledger.validators }}
+{{- $ids = append $ids (include "carechain.validatorId" (dict "root" $.root "validator" .)) }}
+{{- if ne .name $.validator.name }}
+{{- $peers = append $peers (printf "%s-%s:%d" (include "carechain.componentName" $ledger) .name (int $v.ledger.port)) }}
 {{- end }}
+{{- end }}
+- name: CARECHAIN_VALIDATOR_ID
+  value: {{ $id | quote }}
+- name: CARECHAIN_VALIDATORS
+  value: {{ join "," $ids | quote }}
+- name: CARECHAIN_QUORUM
+  value: {{ default 0 $v.ledger.quorum | int | quote }}
+- name: CARECHAIN_PEER_ADDRESSES
+  value: {{ join "," $peers | quote }}
+{{- if eq $v.signing.backend "vault" }}
+- name: CARECHAIN_SIGNING_KEY_NAME
+  value: {{ default $id .validator.signingKeyName | quote }}
+{{- if and (eq $v.vault.auth.method "kubernetes") (ne $id "svc-ledger") }}
+{{- /* `vault-bootstrap --validator <id>` makes role carechain-<id>: signing with this validator's key only. */}}
+- name: CARECHAIN_VAULT_KUBERNETES_ROLE
+  value: {{ printf "carechain-%s" $id | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A validator's principal id: its `id`, else svc-ledger for a lone validator, else validator-<name>.
+(dict "root" $ "validator" <entry of ledger.validators>)
+*/}}
+{{- define "carechain.validatorId" -}}
+{{- if .validator.id }}{{ .validator.id }}{{ else if eq (len .root.Values.ledger.validators) 1 }}svc-ledger{{ else }}validator-{{ .validator.name }}{{ end }}
 {{- end }}
 
 {{/*

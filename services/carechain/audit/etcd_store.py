@@ -10,6 +10,16 @@ Keys, under ``<prefix>/`` (``<etcd_prefix>/<chain_id>/audit`` in the service):
 - ``ids/<event id>``: the sequence of that event (idempotent appends).
 - ``patients/<patient id>/<time_ms, 20 digits>/<sequence, 20 digits>``: empty;
   the history index (a range read, newest first).
+- ``batches/<batch number>``: JSON of a sealed batch (first and last
+  sequence, hex Merkle root, sealing time); ``batch-head``:
+  ``"<number> <last sequence>"`` of the newest batch (sealing compares and
+  swaps it); ``batch-ends/<last sequence>``: the batch number (finds the
+  batch of an event with one range read); ``anchors/<batch number>``: the
+  ledger log index of the batch's AnchorAuditBatch transaction.
+- ``notifications/<patient id>/<time_ms>/<sequence>``: a Notification (its
+  event is read from ``events/``); ``reviews/<sequence>``: a ReviewItem;
+  ``review-ids/<item id>``: the sequence of that item (written in the same
+  transaction as the alert event).
 
 Ids in keys are percent-encoded, so an id can never reach into another
 patient's prefix. An append is one compare-and-swap transaction ("the head is
@@ -20,15 +30,28 @@ after a quorum committed it, so an acknowledged event is durable.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
 
-from carechain.audit.store import GENESIS_HASH, AuditVerification, chain_hash, encode_event
+from carechain.audit.store import (
+    GENESIS_HASH,
+    AuditBatch,
+    AuditVerification,
+    Status,
+    batch_root,
+    chain_hash,
+    check_batches,
+    encode_event,
+    new_notification,
+    new_review_item,
+)
 from carechain.audit.v1 import audit_pb2
 from carechain.crypto import same
-from carechain.errors import CareChainError, DataLoss, InvalidArgument, Unavailable
-from carechain.etcd import Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
+from carechain.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from carechain.etcd import Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
 
 _DIGITS = 20
 _HASH_BYTES = 32
@@ -57,6 +80,13 @@ class EtcdAuditStore:
         self._events = self.prefix + "events/"
         self._ids = self.prefix + "ids/"
         self._patients = self.prefix + "patients/"
+        self._batches = self.prefix + "batches/"
+        self._batch_head = self.prefix + "batch-head"
+        self._batch_ends = self.prefix + "batch-ends/"
+        self._anchors = self.prefix + "anchors/"
+        self._notifications = self.prefix + "notifications/"
+        self._reviews = self.prefix + "reviews/"
+        self._review_ids = self.prefix + "review-ids/"
         self._lock = threading.Lock()
         self._head: tuple[int, bytes] | None = None  # cached guess; etcd's compare is the truth
 
@@ -105,6 +135,7 @@ class EtcdAuditStore:
                             Op.put(id_key, str(new_sequence)),
                             Op.put(self._patient_key(event, new_sequence), b""),
                             Op.put(self._head_key, _encode_head(new_sequence, event_hash)),
+                            *self._alert_ops(event, new_sequence),
                         ],
                         [Op.get(self._head_key), Op.get(id_key)],
                     )
@@ -126,25 +157,202 @@ class EtcdAuditStore:
                 self._head = _decode_head(head.kvs[0].value) if head is not None and head.kvs else (0, GENESIS_HASH)
             raise Unavailable("etcd", "too much contention on the audit chain head")
 
+    def _alert_ops(self, event: audit_pb2.AuditEvent, sequence: int) -> list[Op]:
+        if not event.alert:
+            return []
+        note, item = new_notification(event), new_review_item(event)
+        return [
+            Op.put(self.patient_notifications(event.patient_id) + _number(event.time_ms) + "/" + _number(sequence),
+                   note.SerializeToString(deterministic=True)),
+            Op.put(self._reviews + _number(sequence), item.SerializeToString(deterministic=True)),
+            Op.put(self._review_ids + _quote(item.item_id), str(sequence)),
+        ]
+
+    def patient_notifications(self, patient_id: str) -> str:
+        """Prefix of one patient's notifications."""
+        return self._notifications + _quote(patient_id) + "/"
+
     def history(self, patient_id: str, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
         """A patient's events with since_ms <= time < until_ms (0 = open), newest first."""
         patient = self.patient_prefix(patient_id)
         start = patient + _number(since_ms) if since_ms > 0 else patient
         end = (patient + _number(until_ms)).encode() if until_ms > 0 else prefix_end(patient)
         index = self.client.range(start, end, keys_only=True, descending=True).kvs
-        sequences = [int(kv.key.rsplit(b"/", 1)[1]) for kv in index]
+        return self._stored_events([int(kv.key.rsplit(b"/", 1)[1]) for kv in index])
+
+    def _stored_events(self, sequences: Sequence[int]) -> list[audit_pb2.StoredAuditEvent]:
         values = self.client.read_many([self.event_key(s) for s in sequences])
         events: list[audit_pb2.StoredAuditEvent] = []
         for sequence, kv in zip(sequences, values, strict=True):
             if kv is None:
                 raise DataLoss(f"audit event {sequence} is missing from the store")
-            event_hash, event_bytes = kv.value[:_HASH_BYTES], kv.value[_HASH_BYTES:]
-            events.append(
-                audit_pb2.StoredAuditEvent(
-                    event=audit_pb2.AuditEvent.FromString(event_bytes), sequence=sequence, event_hash=event_hash
-                )
-            )
+            events.append(_stored(sequence, kv.value))
         return events
+
+    def head(self) -> tuple[int, bytes]:
+        """(sequence, hash) of the newest event; (0, GENESIS_HASH) when empty."""
+        return self._read_head()
+
+    def events_after(self, after_sequence: int, limit: int) -> list[audit_pb2.StoredAuditEvent]:
+        """Up to limit events with sequence > after_sequence, in sequence order."""
+        kvs = self.client.range(self.event_key(after_sequence + 1), prefix_end(self._events), limit).kvs
+        return [_stored(int(kv.key[len(self._events):]), kv.value) for kv in kvs]
+
+    # --- batches -------------------------------------------------------------------------------
+
+    def seal_batch(self, last_sequence: int, sealed_ms: int) -> AuditBatch | None:
+        """Seal every unsealed event up to last_sequence as the next batch; None when they are already sealed.
+
+        One compare-and-swap on ``batch-head``, so concurrent sealers never seal overlapping batches.
+        """
+        deadline = time.monotonic() + self.client.deadline
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            kv = self.client.get(self._batch_head)
+            number, sealed_to = _decode_batch_head(kv.value) if kv is not None else (0, 0)
+            first = sealed_to + 1
+            if last_sequence < first:
+                return None
+            kvs = list(self.client.scan(self.event_key(first), self.event_key(last_sequence + 1), _PAGE))
+            if len(kvs) != last_sequence - first + 1:
+                raise InvalidArgument("last_sequence", f"events {first}..{last_sequence} are not all stored")
+            batch = AuditBatch(number + 1, first, last_sequence,
+                               batch_root([kv.value[:_HASH_BYTES] for kv in kvs]), sealed_ms)
+            unchanged = (Compare.version(self._batch_head, "==", 0) if kv is None
+                         else Compare.value(self._batch_head, "==", kv.value))
+            try:
+                result = self.client.txn([unchanged], [
+                    Op.put(self._batch_key(batch.batch_number), _encode_batch(batch)),
+                    Op.put(self._batch_ends + _number(batch.last_sequence), str(batch.batch_number)),
+                    Op.put(self._batch_head, f"{batch.batch_number} {batch.last_sequence}"),
+                ])
+            except OutcomeUnknown:
+                if time.monotonic() >= deadline:
+                    raise
+                continue  # if it was committed, the next round finds the events sealed
+            if result.succeeded:
+                return batch
+        raise Unavailable("etcd", "too much contention on the audit batch head")
+
+    def _batch_key(self, number: int) -> str:
+        return self._batches + _number(number)
+
+    def batches(self, after_number: int = 0, limit: int = 0) -> list[AuditBatch]:
+        """Sealed batches with batch_number > after_number, ascending (limit 0 = all)."""
+        kvs = self.client.range(self._batch_key(after_number + 1), prefix_end(self._batches), limit).kvs \
+            if limit else list(self.client.scan(self._batch_key(after_number + 1), prefix_end(self._batches), _PAGE))
+        return self._with_anchors([_decode_batch(kv.value) for kv in kvs])
+
+    def _with_anchors(self, batches: list[AuditBatch], revision: int = 0) -> list[AuditBatch]:
+        if not batches:
+            return []
+        if revision:
+            anchors = {
+                int(kv.key[len(self._anchors):]): int(kv.value)
+                for kv in self.client.scan(self._anchors, prefix_end(self._anchors), _PAGE, revision=revision)
+            }
+        else:
+            found = self.client.read_many([self._anchors + _number(b.batch_number) for b in batches])
+            anchors = {b.batch_number: int(kv.value) for b, kv in zip(batches, found, strict=True) if kv is not None}
+        return [
+            AuditBatch(b.batch_number, b.first_sequence, b.last_sequence, b.merkle_root, b.sealed_ms,
+                       anchors.get(b.batch_number))
+            for b in batches
+        ]
+
+    def last_batch(self) -> AuditBatch | None:
+        """The newest sealed batch, or None."""
+        kvs = self.client.range(self._batches, prefix_end(self._batches), 1, descending=True).kvs
+        return self._with_anchors([_decode_batch(kvs[0].value)])[0] if kvs else None
+
+    def batch_containing(self, sequence: int) -> AuditBatch | None:
+        """The sealed batch holding the event with this sequence, or None (not sealed yet)."""
+        ends = self.client.range(self._batch_ends + _number(sequence), prefix_end(self._batch_ends), 1).kvs
+        if not ends:
+            return None
+        kv = self.client.get(self._batch_key(int(ends[0].value)))
+        if kv is None:
+            raise DataLoss(f"audit batch {int(ends[0].value)} is missing from the store")
+        batch = self._with_anchors([_decode_batch(kv.value)])[0]
+        return batch if batch.contains(sequence) else None
+
+    def record_anchor(self, batch_number: int, log_index: int) -> None:
+        """Store the ledger log index of a batch's AnchorAuditBatch transaction."""
+        if self.client.get(self._batch_key(batch_number)) is None:
+            raise NotFound(f"audit batch {batch_number} is not sealed")
+        self.client.put(self._anchors + _number(batch_number), str(log_index))
+
+    # --- alerts --------------------------------------------------------------------------------
+
+    def notifications(self, patient_id: str) -> list[audit_pb2.Notification]:
+        """A patient's notifications, newest first, each with its stored event."""
+        prefix = self.patient_notifications(patient_id)
+        kvs = self.client.range(prefix, prefix_end(prefix), descending=True).kvs
+        events = self._stored_events([int(kv.key.rsplit(b"/", 1)[1]) for kv in kvs])
+        notes = []
+        for kv, event in zip(kvs, events, strict=True):
+            note = audit_pb2.Notification.FromString(kv.value)
+            note.event.CopyFrom(event)
+            notes.append(note)
+        return notes
+
+    def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
+        """Review items with this ReviewStatus (0 = any), oldest first, each with its stored event."""
+        kvs = list(self.client.scan(self._reviews, prefix_end(self._reviews), _PAGE))
+        items = [(int(kv.key[len(self._reviews):]), audit_pb2.ReviewItem.FromString(kv.value)) for kv in kvs]
+        items = [(sequence, item) for sequence, item in items if not status or item.status == status]
+        for (_, item), event in zip(items, self._stored_events([s for s, _ in items]), strict=True):
+            item.event.CopyFrom(event)
+        return [item for _, item in items]
+
+    def _review_kv(self, item_id: str) -> tuple[int, KeyValue] | None:
+        index = self.client.get(self._review_ids + _quote(item_id))
+        if index is None:
+            return None
+        sequence = int(index.value)
+        kv = self.client.get(self._reviews + _number(sequence))
+        if kv is None:
+            raise DataLoss(f"review item {item_id} is missing from the store")
+        return sequence, kv
+
+    def review_item(self, item_id: str) -> audit_pb2.ReviewItem | None:
+        """One review item, or None."""
+        found = self._review_kv(item_id)
+        if found is None:
+            return None
+        sequence, kv = found
+        item = audit_pb2.ReviewItem.FromString(kv.value)
+        item.event.CopyFrom(self._stored_events([sequence])[0])
+        return item
+
+    def resolve_review_item(
+        self, item_id: str, reviewer_id: str, note: str, resolved_ms: int, resolution_sequence: int
+    ) -> audit_pb2.ReviewItem:
+        """Close an open item; NotFound if unknown, FailedPrecondition if already resolved."""
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            found = self._review_kv(item_id)
+            if found is None:
+                raise NotFound(f"review item {item_id} does not exist")
+            sequence, kv = found
+            item = audit_pb2.ReviewItem.FromString(kv.value)
+            if item.status != Status.REVIEW_STATUS_OPEN:
+                if item.resolution_sequence == resolution_sequence:
+                    break  # our own earlier attempt (a retry)
+                raise FailedPrecondition(f"review item {item_id} is already resolved")
+            item.status = Status.REVIEW_STATUS_RESOLVED
+            item.reviewer_id, item.note = reviewer_id, note
+            item.resolved_ms, item.resolution_sequence = resolved_ms, resolution_sequence
+            try:
+                result = self.client.txn(
+                    [Compare.mod_revision(kv.key, "==", kv.mod_revision)],
+                    [Op.put(kv.key, item.SerializeToString(deterministic=True))],
+                )
+            except OutcomeUnknown:
+                continue  # the next round sees our write (or not) and acts accordingly
+            if result.succeeded:
+                break
+        resolved = self.review_item(item_id)
+        assert resolved is not None
+        return resolved
 
     def verify(self) -> AuditVerification:
         """Recompute every link from the stored event bytes and check the indexes; name the first bad sequence."""
@@ -160,8 +368,14 @@ class EtcdAuditStore:
             kv.key.decode()
             for kv in self.client.scan(self._patients, prefix_end(self._patients), keys_only=True, revision=revision)
         }
+        batches = self._with_anchors(
+            [_decode_batch(kv.value)
+             for kv in self.client.scan(self._batches, prefix_end(self._batches), _PAGE, revision=revision)],
+            revision,
+        )
         previous = GENESIS_HASH
         expected = 1
+        hashes: list[bytes] = []
         for kv in self.client.scan(self._events, prefix_end(self._events), _PAGE, revision=revision):
             checked = expected - 1
             try:
@@ -187,6 +401,7 @@ class EtcdAuditStore:
                     False, checked, sequence, f"event {sequence} index entries differ from the hashed event"
                 )
             previous = stored_hash
+            hashes.append(stored_hash)
             expected += 1
         count = expected - 1
         if head_sequence > count:
@@ -195,7 +410,7 @@ class EtcdAuditStore:
             )
         if head_sequence != count or not same(head_hash, previous):
             return AuditVerification(False, count, max(count, 1), f"chain head does not match event {count}")
-        return AuditVerification(True, count)
+        return check_batches(batches, hashes)
 
     def close(self) -> None:
         """Release the client if this store owns it (the trail stays in etcd)."""
@@ -213,6 +428,35 @@ class EtcdAuditStore:
         if kv is None:
             raise DataLoss(f"audit event {sequence} is missing from the store")
         return sequence, kv.value[:_HASH_BYTES]
+
+
+def _stored(sequence: int, value: bytes) -> audit_pb2.StoredAuditEvent:
+    return audit_pb2.StoredAuditEvent(
+        event=audit_pb2.AuditEvent.FromString(value[_HASH_BYTES:]), sequence=sequence, event_hash=value[:_HASH_BYTES]
+    )
+
+
+def _encode_batch(batch: AuditBatch) -> str:
+    return json.dumps({"batch_number": batch.batch_number, "first_sequence": batch.first_sequence,
+                       "last_sequence": batch.last_sequence, "merkle_root": batch.merkle_root.hex(),
+                       "sealed_ms": batch.sealed_ms}, sort_keys=True)
+
+
+def _decode_batch(value: bytes) -> AuditBatch:
+    try:
+        data = json.loads(value)
+        return AuditBatch(int(data["batch_number"]), int(data["first_sequence"]), int(data["last_sequence"]),
+                          bytes.fromhex(data["merkle_root"]), int(data["sealed_ms"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataLoss("an audit batch in etcd is not readable") from exc
+
+
+def _decode_batch_head(value: bytes) -> tuple[int, int]:
+    try:
+        number, last = value.decode().split(" ")
+        return int(number), int(last)
+    except ValueError as exc:
+        raise DataLoss("the audit batch head in etcd is not readable") from exc
 
 
 def _encode_head(sequence: int, event_hash: bytes) -> str:

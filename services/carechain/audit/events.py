@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from carechain.audit.v1 import audit_pb2
@@ -42,11 +42,17 @@ class AuditReporter:
         record_id: str = "",
         purpose: int = 0,
         reason: str = "",
+        resource_type: str = "",
+        categories: Iterable[int] = (),
+        alert: bool = False,
     ) -> audit_pb2.AuditReceipt:
         """Record one event durably and return its receipt.
 
         action is an ``AuditAction``, outcome an ``AuditOutcome``, purpose a
-        ``PurposeOfUse``. Identifiers only, never PHI. A call that finds the
+        ``PurposeOfUse``. resource_type and categories (``SensitivityCategory``
+        values) describe the record for the patient's accounting of
+        disclosures; alert raises a patient notification and a privacy-officer
+        review item (break-glass). Identifiers only, never PHI. A call that finds the
         audit service down is retried with the same event id (the store is
         idempotent on it); then Unavailable propagates.
         """
@@ -63,6 +69,9 @@ class AuditReporter:
             outcome=outcome,  # type: ignore[arg-type]
             reason=reason,
             trace_id=current_trace_id(),
+            alert=alert,
+            resource_type=resource_type,
+            categories=list(categories),  # type: ignore[arg-type]
         )
         request = audit_pb2.RecordEventRequest(event=event)
         for attempt in range(1, self._attempts + 1):

@@ -1,31 +1,62 @@
-"""The audit service: a durable, hash-chained audit trail and patients' access history.
+"""The audit service: a durable, hash-chained audit trail anchored on the ledger.
 
-RecordEvent is for services only and returns once the event is durable; if
-the store cannot write, the call fails with UNAVAILABLE so the reporting
-service fails closed. Patients read their own access history; services may
-read any patient's. The chain can be re-verified by services and the operator.
+- RecordEvent is for services only and returns once the event is durable; if
+  the store cannot write, the call fails with UNAVAILABLE so the reporting
+  service fails closed. An alert event also creates a patient notification
+  and a review item, in the same store transaction.
+- Events are sealed into batches (by count or time) whose Merkle roots a
+  background thread anchors on the ledger (:mod:`carechain.audit.anchoring`);
+  GetEventProof proves an event is in an anchored batch.
+- Patients read their own access history (an accounting of disclosures),
+  notifications and FHIR export; services may read any patient's.
+- StreamEvents (services and the operator) replays stored events after a
+  cursor and follows new ones, in sequence order.
+- The review queue is for services and the operator, who acts as the
+  network's privacy officer; resolving an item is itself audited.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
+from carechain.audit import fhir_audit
+from carechain.audit.anchoring import AuditMaintenance, BatchSealer, LedgerAnchorer
 from carechain.audit.etcd_store import EtcdAuditStore
-from carechain.audit.store import AuditStore, SQLiteAuditStore
+from carechain.audit.store import AuditStore, SQLiteAuditStore, event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Authenticator
+from carechain.auth import Authenticator, Caller
 from carechain.common.v1 import common_pb2
 from carechain.config import AuditSettings
-from carechain.errors import CareChainError, InvalidArgument, PermissionDenied, Unavailable
+from carechain.crypto import Signer
+from carechain.errors import (
+    CareChainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from carechain.etcd import EtcdClient
 from carechain.network import TrustBundle, audience, service_principal_id
 from carechain.server import Register, run_service
 
+log = logging.getLogger("carechain.audit.server")
+
 Kind = common_pb2.PrincipalKind
+# The longest period an accounting of disclosures covers (45 CFR 164.528: up to six years);
+# six calendar years hold at most two leap days.
+SIX_YEARS_MS = (6 * 365 + 2) * 24 * 3600 * 1000
+# Events read per store call while streaming; how often a following stream looks for events
+# appended by another process (etcd store with several audit replicas).
+STREAM_PAGE = 200
+STREAM_POLL_SECONDS = 0.5
 
 
 def validate_event(event: audit_pb2.AuditEvent, now_ms: int) -> audit_pb2.AuditEvent:
@@ -42,10 +73,16 @@ def validate_event(event: audit_pb2.AuditEvent, now_ms: int) -> audit_pb2.AuditE
         raise InvalidArgument("event.outcome", "must be a known AuditOutcome")
     if event.purpose not in common_pb2.PurposeOfUse.values():
         raise InvalidArgument("event.purpose", "must be a known PurposeOfUse")
+    for category in event.categories:
+        if category == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or \
+                category not in common_pb2.SensitivityCategory.values():
+            raise InvalidArgument("event.categories", "must be known SensitivityCategory values")
     if not event.service:
         raise InvalidArgument("event.service", "required")
     if not event.actor_id:
         raise InvalidArgument("event.actor_id", "required")
+    if event.alert and not event.patient_id:
+        raise InvalidArgument("event.patient_id", "required for an alert (the patient is notified)")
     if event.time_ms < 0:
         raise InvalidArgument("event.time_ms", "must not be negative")
     checked = audit_pb2.AuditEvent()
@@ -55,15 +92,114 @@ def validate_event(event: audit_pb2.AuditEvent, now_ms: int) -> audit_pb2.AuditE
     return checked
 
 
+def accounting_period(since_ms: int, until_ms: int, now_ms: int) -> tuple[int, int]:
+    """The (since, until) period of an accounting of disclosures; until 0 = open-ended.
+
+    Defaults to the last six years; a longer period is INVALID_ARGUMENT.
+    """
+    if since_ms < 0:
+        raise InvalidArgument("since_ms", "must not be negative")
+    if until_ms < 0:
+        raise InvalidArgument("until_ms", "must not be negative")
+    end = until_ms or now_ms
+    since = since_ms or max(end - SIX_YEARS_MS, 0)
+    if until_ms and until_ms <= since:
+        raise InvalidArgument("until_ms", "must be after since_ms")
+    if end - since > SIX_YEARS_MS:
+        raise InvalidArgument(
+            "since_ms", "the period since_ms..until_ms (until_ms 0 = now) may span at most six years"
+        )
+    return since, until_ms
+
+
+def _category_names(categories: Any) -> list[str]:
+    return [common_pb2.SensitivityCategory.Name(c).removeprefix("SENSITIVITY_CATEGORY_").lower().replace("_", " ")
+            for c in categories]
+
+
+def disclosure(stored: audit_pb2.StoredAuditEvent) -> audit_pb2.Disclosure:
+    """The accounting-of-disclosures entry of one event."""
+    event = stored.event
+    if event.record_id:
+        description = f"{event.resource_type or 'health'} record {event.record_id}"
+        names = _category_names(event.categories)
+        if names:
+            description += f" ({', '.join(names)})"
+    else:
+        description = audit_pb2.AuditAction.Name(event.action).removeprefix("AUDIT_ACTION_").lower().replace("_", " ")
+    return audit_pb2.Disclosure(
+        time_ms=event.time_ms, recipient_id=event.actor_id, recipient_organization_id=event.organization_id,
+        record_id=event.record_id, resource_type=event.resource_type, categories=event.categories,
+        purpose=event.purpose, action=event.action, outcome=event.outcome, description=description,
+        sequence=stored.sequence, alert=event.alert,
+    )
+
+
+def matches(request: audit_pb2.StreamEventsRequest, event: audit_pb2.AuditEvent) -> bool:
+    """Whether an event passes a StreamEvents request's filters."""
+    return (
+        (not request.service or event.service == request.service)
+        and (not request.outcome or event.outcome == request.outcome)
+        and (not request.patient_id or event.patient_id == request.patient_id)
+        and (not request.actor_id or event.actor_id == request.actor_id)
+        and (not request.alerts_only or event.alert)
+    )
+
+
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    """AuditService over an :class:`AuditStore`."""
+    """AuditService over an :class:`AuditStore`; anchorer (optional) cross-checks anchors on the ledger."""
 
     def __init__(
-        self, authenticator: Authenticator, store: AuditStore, clock: Callable[[], float] = time.time
+        self,
+        authenticator: Authenticator,
+        store: AuditStore,
+        clock: Callable[[], float] = time.time,
+        anchorer: LedgerAnchorer | None = None,
+        stream_poll_seconds: float = STREAM_POLL_SECONDS,
     ) -> None:
         self._auth = authenticator
         self._store = store
         self._clock = clock
+        self._anchorer = anchorer
+        self._poll = stream_poll_seconds
+        # Wakes following streams when this process appends (other processes are polled).
+        self._appended = threading.Condition()
+        self._generation = 0
+        self._closed = False
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _append(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
+        try:
+            receipt = self._store.append(event)
+        except CareChainError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
+            raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
+        with self._appended:
+            self._generation += 1
+            self._appended.notify_all()
+        return receipt
+
+    def close(self) -> None:
+        """End following streams (server shutdown)."""
+        with self._appended:
+            self._closed = True
+            self._appended.notify_all()
+
+    def _patient_scope(self, context: grpc.ServicerContext, patient_id: str, *also: int) -> tuple[Caller, str]:
+        """(caller, patient id) for a patient reading their own data, or a service (or also-kinds) reading any."""
+        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_SERVICE, *also)
+        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT:
+            patient_id = patient_id or caller.principal_id
+            if patient_id != caller.principal_id:
+                raise PermissionDenied("a patient may only read their own audit data")
+        elif not patient_id:
+            raise InvalidArgument("patient_id", "required")
+        return caller, patient_id
+
+    # --- recording -----------------------------------------------------------------------------
 
     def RecordEvent(
         self, request: audit_pb2.RecordEventRequest, context: grpc.ServicerContext
@@ -71,49 +207,147 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         caller = self._auth.require_service(context)
         if not request.HasField("event"):
             raise InvalidArgument("event", "required")
-        event = validate_event(request.event, int(self._clock() * 1000))
+        event = validate_event(request.event, self._now_ms())
         # A service reports its own events only, so the trail says truthfully who reported what.
         if caller.principal_id != service_principal_id(event.service):
             raise PermissionDenied(f"event.service must be the calling service ({caller.principal_id})")
-        try:
-            sequence, event_hash = self._store.append(event)
-        except CareChainError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
-            raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
+        sequence, event_hash = self._append(event)
         return audit_pb2.AuditReceipt(sequence=sequence, event_hash=event_hash)
+
+    # --- patients ------------------------------------------------------------------------------
 
     def GetAccessHistory(
         self, request: audit_pb2.GetAccessHistoryRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetAccessHistoryResponse:
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_SERVICE)
-        patient_id = request.patient_id
-        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT:
-            patient_id = patient_id or caller.principal_id
-            if patient_id != caller.principal_id:
-                raise PermissionDenied("a patient may only read its own access history")
-        elif not patient_id:
-            raise InvalidArgument("patient_id", "required")
-        if request.since_ms < 0:
-            raise InvalidArgument("since_ms", "must not be negative")
-        if request.until_ms < 0:
-            raise InvalidArgument("until_ms", "must not be negative")
-        if request.since_ms and request.until_ms and request.until_ms <= request.since_ms:
-            raise InvalidArgument("until_ms", "must be after since_ms")
-        events = self._store.history(patient_id, request.since_ms, request.until_ms)
-        return audit_pb2.GetAccessHistoryResponse(events=events)
+        _, patient_id = self._patient_scope(context, request.patient_id)
+        since, until = accounting_period(request.since_ms, request.until_ms, self._now_ms())
+        events = self._store.history(patient_id, since, until)
+        return audit_pb2.GetAccessHistoryResponse(
+            events=events, disclosures=[disclosure(e) for e in events], since_ms=since, until_ms=until
+        )
+
+    def ExportFhirBundle(
+        self, request: audit_pb2.ExportFhirBundleRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ExportFhirBundleResponse:
+        _, patient_id = self._patient_scope(context, request.patient_id, Kind.PRINCIPAL_KIND_OPERATOR)
+        now = self._now_ms()
+        since, until = accounting_period(request.since_ms, request.until_ms, now)
+        events = self._store.history(patient_id, since, until)
+        return audit_pb2.ExportFhirBundleResponse(
+            bundle_json=fhir_audit.bundle_json(events, str(uuid.uuid4()), now), count=len(events)
+        )
+
+    def ListNotifications(
+        self, request: audit_pb2.ListNotificationsRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ListNotificationsResponse:
+        _, patient_id = self._patient_scope(context, request.patient_id)
+        return audit_pb2.ListNotificationsResponse(notifications=self._store.notifications(patient_id))
+
+    def GetEventProof(
+        self, request: audit_pb2.GetEventProofRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.EventProof:
+        caller = self._auth.require(
+            context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR
+        )
+        if request.sequence < 1:
+            raise InvalidArgument("sequence", "must be at least 1")
+        found = self._store.events_after(request.sequence - 1, 1)
+        if not found or found[0].sequence != request.sequence:
+            raise NotFound(f"audit event {request.sequence} does not exist")
+        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT and found[0].event.patient_id != caller.principal_id:
+            # Same answer as a missing event: a patient learns nothing about other patients' events.
+            raise NotFound(f"audit event {request.sequence} does not exist")
+        batch = self._store.batch_containing(request.sequence)
+        if batch is None:
+            raise FailedPrecondition(
+                f"audit event {request.sequence} is not sealed in a batch yet; retry after the next batch is sealed"
+            )
+        events = self._store.events_after(batch.first_sequence - 1, batch.size)
+        return event_proof(batch, [e.event_hash for e in events], request.sequence)
+
+    # --- SREs and privacy officers -------------------------------------------------------------
 
     def VerifyAuditChain(
         self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.ServicerContext
     ) -> audit_pb2.VerifyAuditChainResponse:
         self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
         result = self._store.verify()
-        return audit_pb2.VerifyAuditChainResponse(
-            ok=result.ok,
-            events_checked=result.events_checked,
-            first_bad_sequence=result.first_bad_sequence,
-            problem=result.problem,
+        response = audit_pb2.VerifyAuditChainResponse(
+            ok=result.ok, events_checked=result.events_checked, first_bad_sequence=result.first_bad_sequence,
+            problem=result.problem, batches_checked=result.batches_checked, batches_anchored=result.batches_anchored,
         )
+        if request.check_ledger and result.ok:
+            if self._anchorer is None:
+                raise FailedPrecondition("this audit service does not anchor batches (CARECHAIN_ANCHOR_BATCHES)")
+            for batch in self._store.batches():
+                if not batch.anchored:
+                    continue
+                problem = self._anchorer.check(batch)
+                if problem:
+                    response.ok, response.first_bad_sequence, response.problem = False, batch.first_sequence, problem
+                    break
+                response.anchors_checked += 1
+        return response
+
+    def StreamEvents(
+        self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.StoredAuditEvent]:
+        self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
+        if request.outcome not in audit_pb2.AuditOutcome.values():
+            raise InvalidArgument("outcome", "must be a known AuditOutcome")
+        cursor = request.after_sequence
+        while context.is_active():
+            with self._appended:
+                generation = self._generation
+            page = self._store.events_after(cursor, STREAM_PAGE)
+            for stored in page:
+                cursor = stored.sequence
+                if matches(request, stored.event):
+                    yield stored
+            if len(page) == STREAM_PAGE:
+                continue
+            if request.replay_only:
+                return
+            with self._appended:
+                if self._closed:
+                    return
+                self._appended.wait_for(lambda g=generation: self._generation != g or self._closed, self._poll)
+
+    def ListReviewItems(
+        self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ListReviewItemsResponse:
+        self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
+        if request.status not in audit_pb2.ReviewStatus.values():
+            raise InvalidArgument("status", "must be a known ReviewStatus")
+        return audit_pb2.ListReviewItemsResponse(items=self._store.review_items(request.status))
+
+    def ResolveReviewItem(
+        self, request: audit_pb2.ResolveReviewItemRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ReviewItem:
+        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
+        if not request.item_id:
+            raise InvalidArgument("item_id", "required")
+        if not request.note.strip():
+            raise InvalidArgument("note", "required: what the review concluded")
+        if len(request.note) > 2000:
+            raise InvalidArgument("note", "at most 2000 characters")
+        item = self._store.review_item(request.item_id)
+        if item is None:
+            raise NotFound(f"review item {request.item_id} does not exist")
+        if item.status != audit_pb2.REVIEW_STATUS_OPEN:
+            raise FailedPrecondition(f"review item {request.item_id} is already resolved")
+        reviewed = item.event.event
+        # The resolution is audited first: if it cannot be recorded, nothing is resolved.
+        now = self._now_ms()
+        resolution = audit_pb2.AuditEvent(
+            event_id=str(uuid.uuid4()), time_ms=now, service="audit", actor_id=caller.principal_id,
+            organization_id=caller.organization_id, patient_id=reviewed.patient_id, record_id=reviewed.record_id,
+            resource_type=reviewed.resource_type, categories=reviewed.categories,
+            action=audit_pb2.AUDIT_ACTION_REVIEW, outcome=audit_pb2.AUDIT_OUTCOME_SUCCESS,
+            reason=f"resolved review item {item.item_id} (alert event {item.event.sequence})",
+        )
+        sequence, _ = self._append(resolution)
+        return self._store.resolve_review_item(item.item_id, caller.principal_id, request.note, now, sequence)
 
 
 def register_audit(servicer: AuditServicer) -> Register:
@@ -126,12 +360,52 @@ def register_audit(servicer: AuditServicer) -> Register:
     return register
 
 
+class LedgerAccess:
+    """The audit service's signer and ledger stub, created on first use (Vault or identity may start later)."""
+
+    def __init__(self, settings: AuditSettings) -> None:
+        self._settings = settings
+        self._lock = threading.RLock()
+        self._signer: Signer | None = None
+        self._peers: Any = None
+
+    def signer(self) -> Signer:
+        """svc-audit's signer (PEM file or Vault Transit key)."""
+        from carechain.vault import service_signer
+
+        with self._lock:
+            if self._signer is None:
+                self._signer = service_signer(self._settings, "audit")
+            return self._signer
+
+    def ledger(self) -> Any:
+        """A LedgerService PeerStub authenticated as svc-audit."""
+        from carechain.clients import service_peers
+
+        with self._lock:
+            if self._peers is None:
+                self._peers = service_peers(self._settings, self.signer())
+            return self._peers.ledger
+
+    def close(self) -> None:
+        """Close the peer channels."""
+        with self._lock:
+            if self._peers is not None:
+                self._peers.close()
+
+
 def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     """The audit service's register function and closers, from settings."""
     trust = TrustBundle.load(settings.trust_dir)
     store = build_store(settings)
-    servicer = AuditServicer(Authenticator(trust, audience("audit")), store)
-    return register_audit(servicer), [store.close]
+    access = LedgerAccess(settings)
+    anchorer = LedgerAnchorer(store, settings.chain_id, access.ledger, access.signer) \
+        if settings.anchor_batches else None
+    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer)
+    sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
+    maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)))
+    maintenance.start()
+    return register_audit(servicer), [servicer.close, maintenance.stop, access.close, store.close]
 
 
 def build_store(settings: AuditSettings) -> AuditStore:

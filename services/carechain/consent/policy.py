@@ -19,6 +19,10 @@ Semantics
   * purpose: no purposes = any purpose (only nested provisions and denies may
     leave it empty); otherwise the requested purpose is listed;
   * period: the provision's own period contains ``now`` (half-open, 0 = open);
+  * data period: when set, the record's clinical date (``data_date_ms``, day
+    precision) lies inside it; a record without a clinical date never matches
+    a provision with a data period (permit or deny);
+  * resource types: when listed, the record's FHIR resource type is one of them;
   * categories, for a DENY only: a deny naming categories matches only records
     carrying one of them; a deny without categories matches every record.
 
@@ -34,14 +38,27 @@ Semantics
   deciding DENY denies, whatever permits there are. Otherwise one deciding
   PERMIT that covers the record permits.
 
+Break-glass (:func:`decide`)
+----------------------------
+When consent does not permit, a practitioner whose specialty is one of the
+configured emergency specialties, asking to ACCESS for purpose ETREAT, gets a
+*break-glass* permit, limited to a window (default 4 h from the first use by
+that actor for that patient), for records whose categories are all NORMAL.
+Sensitive categories stay closed (denied with the reason). Break-glass also
+overrides a consent's DENY for non-sensitive records: an emergency is what it
+is for, and every use raises an alert (patient notification, privacy-officer
+review). Once a window has ended, decisions tied to it no longer hold.
+
 Reasons are meant for people (patients, auditors) and never contain PHI: they
 name consent ids, provision paths, principal ids, purposes and categories.
 """
 
 from __future__ import annotations
 
+import datetime
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, policy_pb2
@@ -58,6 +75,7 @@ _Action = common_pb2.ConsentAction
 # Deeper nesting than this is rejected: real consents are shallow, and it bounds evaluation.
 MAX_PROVISION_DEPTH = 8
 MAX_PROVISIONS = 256
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
 def _short_name(enum: object, prefix: str, value: int) -> str:
@@ -122,6 +140,10 @@ def _validate_provision(provision: policy_pb2.Provision, field: str, depth: int)
         provision.categories, _Category, _Category.SENSITIVITY_CATEGORY_UNSPECIFIED, f"{field}.categories"
     )
     _validate_period(provision.period, f"{field}.period")
+    _validate_period(provision.data_period, f"{field}.data_period")
+    for i, resource_type in enumerate(provision.resource_types):
+        if not _RESOURCE_TYPE.fullmatch(resource_type):
+            raise InvalidArgument(f"{field}.resource_types[{i}]", "must be a FHIR resource type such as Condition")
     count = 1
     for i, nested in enumerate(provision.provisions):
         count += _validate_provision(nested, f"{field}.provisions[{i}]", depth + 1)
@@ -155,6 +177,8 @@ class AccessRequest:
     record_id: str
     patient_id: str
     now_ms: int
+    data_date_ms: int = 0  # the record's clinical date (UTC day); 0 = none
+    resource_type: str = ""  # the record's FHIR resource type
 
     @property
     def effective_action(self) -> int:
@@ -174,6 +198,9 @@ class PolicyDecision:
     reason: str
     consent_id: str = ""
     provision_path: str = ""
+    break_glass: bool = False
+    break_glass_started_at_ms: int = 0
+    break_glass_expires_at_ms: int = 0
 
     @property
     def permitted(self) -> bool:
@@ -192,6 +219,10 @@ class _Match:
 
 def _in_period(period: common_pb2.Period, now_ms: int) -> bool:
     return (not period.start_ms or now_ms >= period.start_ms) and (not period.end_ms or now_ms < period.end_ms)
+
+
+def _has_period(period: common_pb2.Period) -> bool:
+    return bool(period.start_ms or period.end_ms)
 
 
 def _actor_match(provision: policy_pb2.Provision, request: AccessRequest) -> str | None:
@@ -228,6 +259,12 @@ def _matches(provision: policy_pb2.Provision, request: AccessRequest) -> str | N
     if provision.purposes and request.purpose not in provision.purposes:
         return None
     if not _in_period(provision.period, request.now_ms):
+        return None
+    if _has_period(provision.data_period) and not (
+        request.data_date_ms and _in_period(provision.data_period, request.data_date_ms)
+    ):
+        return None
+    if provision.resource_types and request.resource_type not in provision.resource_types:
         return None
     if provision.type == policy_pb2.PROVISION_TYPE_DENY and provision.categories:
         if not set(provision.categories) & set(request.categories):
@@ -273,7 +310,21 @@ def _describe(match: _Match, request: AccessRequest) -> str:
         parts.append(f"action {action_name(request.effective_action)}")
     if match.provision.categories:
         parts.append("categories " + ", ".join(category_name(c) for c in match.provision.categories))
+    if _has_period(match.provision.data_period):
+        parts.append("records dated " + _describe_period(match.provision.data_period))
+    if match.provision.resource_types:
+        parts.append("types " + ", ".join(match.provision.resource_types))
     return f"consent {match.consent_id} {match.path} ({'; '.join(parts)})"
+
+
+def _day(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d")
+
+
+def _describe_period(period: common_pb2.Period) -> str:
+    start = _day(period.start_ms) if period.start_ms else "any time"
+    end = _day(period.end_ms) if period.end_ms else "open end"
+    return f"[{start}, {end})"
 
 
 def _would_permit(consent: consent_pb2.ConsentRecord, request: AccessRequest) -> bool:
@@ -337,3 +388,86 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         f"denied: no active consent permits practitioner {request.actor_id}{action} "
         f"for {purpose_name(request.purpose)}",
     )
+
+
+# --- break-glass -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BreakGlassRules:
+    """Who may break the glass, and for how long (from ConsentSettings)."""
+
+    specialties: frozenset[str]  # normalised: trimmed, lower case
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class BreakGlassWindow:
+    """A recorded break-glass window of one actor for one patient: [started_at_ms, expires_at_ms)."""
+
+    started_at_ms: int
+    expires_at_ms: int
+
+
+def break_glass_applies(request: AccessRequest, rules: BreakGlassRules) -> bool:
+    """Whether the request is a break-glass request: ETREAT, ACCESS, by an emergency specialty."""
+    return (
+        request.purpose == _Purpose.PURPOSE_OF_USE_ETREAT
+        and request.effective_action == _Action.CONSENT_ACTION_ACCESS
+        and request.actor_specialty.strip().casefold() in rules.specialties
+    )
+
+
+def decide(
+    consents: Iterable[consent_pb2.ConsentRecord],
+    request: AccessRequest,
+    rules: BreakGlassRules | None = None,
+    window: BreakGlassWindow | None = None,
+) -> PolicyDecision:
+    """Consent first (:func:`evaluate`); when it does not permit, break-glass if the request qualifies.
+
+    window is the actor's current break-glass window for the patient; None means
+    a new window would start now (the caller records it when the result is a
+    break-glass permit). A window that has ended denies.
+    """
+    decision = evaluate(consents, request)
+    if decision.permitted or rules is None:
+        return decision
+    if not break_glass_applies(request, rules):
+        if request.purpose == _Purpose.PURPOSE_OF_USE_ETREAT and rules.specialties:
+            return replace(
+                decision,
+                reason=f"{decision.reason} (break-glass needs purpose ETREAT, action ACCESS and an emergency "
+                f"specialty; actor specialty is {request.actor_specialty or 'none'})",
+            )
+        return decision
+    sensitive = request.sensitive_categories
+    if sensitive:
+        names = ", ".join(category_name(c) for c in sensitive)
+        return PolicyDecision(
+            DENY,
+            f"denied: break-glass never opens sensitive categories (record carries {names}) "
+            f"and consent does not permit ({decision.reason})",
+            decision.consent_id,
+            decision.provision_path,
+        )
+    if window is None:
+        window = BreakGlassWindow(request.now_ms, request.now_ms + rules.window_ms)
+    if request.now_ms >= window.expires_at_ms:
+        return PolicyDecision(
+            DENY,
+            f"denied: break-glass window of practitioner {request.actor_id} ended at "
+            f"{_instant(window.expires_at_ms)} and consent does not permit ({decision.reason})",
+        )
+    return PolicyDecision(
+        PERMIT,
+        f"break-glass: emergency access by practitioner {request.actor_id} "
+        f"(specialty {request.actor_specialty}) for ETREAT to non-sensitive data, window until "
+        f"{_instant(window.expires_at_ms)}; consent alone: {decision.reason}",
+        break_glass=True,
+        break_glass_started_at_ms=window.started_at_ms,
+        break_glass_expires_at_ms=window.expires_at_ms,
+    )
+
+
+def _instant(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -6,7 +6,15 @@ revocation committed before a decision is always seen. Grants and revocations
 are transactions signed by the patient, validated here (fast, field-named
 errors), committed by the ledger and audited. Decisions follow
 :mod:`carechain.consent.policy`; a permit carries a short-lived decision token
-signed by this service for ``IdentityService.ReleaseDataKey``.
+signed by this service for ``IdentityService.ReleaseDataKey``, which asks
+:meth:`ConsentServicer.CheckDecision` just before unwrapping the key, so a
+revocation committed after the decision still stops the release.
+
+Delegates (guardians, proxies) registered by the patient on the ledger may
+sign grants and revocations for the patient. Break-glass windows are recorded
+on the ledger (``BreakGlassAccess``, signed by this service) at their first
+use, so every replica and every restart sees the same window: it cannot be
+extended by restarting the service or asking another replica.
 """
 
 from __future__ import annotations
@@ -27,9 +35,18 @@ from carechain.auth import Authenticator
 from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import ConsentSettings
-from carechain.consent.policy import AccessRequest, evaluate, validate_policy
-from carechain.consent.state import ConsentState
-from carechain.consent.v1 import consent_pb2, consent_pb2_grpc
+from carechain.consent.fhir_consent import consent_json
+from carechain.consent.policy import (
+    AccessRequest,
+    BreakGlassRules,
+    BreakGlassWindow,
+    PolicyDecision,
+    decide,
+    evaluate,
+    validate_policy,
+)
+from carechain.consent.state import ConsentState, RecordInfo
+from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
 from carechain.crypto import Signer
 from carechain.errors import (
     AlreadyExists,
@@ -38,12 +55,13 @@ from carechain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
 )
-from carechain.ledger.transactions import decode_body
+from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle, audience
+from carechain.network import DECISION_ISSUER_ID, TrustBundle, audience
 from carechain.server import Register, run_service
-from carechain.tokens import DECISION_TOKEN_TYPE, issue_token
+from carechain.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.vault import service_signer
 
 log = logging.getLogger("carechain.consent")
@@ -88,8 +106,12 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         decision_token_ttl_seconds: float,
         submit: Submit = ledger_submit,
         clock: Callable[[], float] = time.time,
+        break_glass: BreakGlassRules | None = None,
+        chain_id: str = "carechain-local",
     ) -> None:
         self._auth = authenticator
+        self._break_glass = break_glass
+        self._chain_id = chain_id
         self._state = state
         self._ledger = ledger
         self._audit = audit
@@ -104,23 +126,42 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
     # --- grants and revocations ----------------------------------------------
 
-    def _patient_transaction(
-        self, transaction: ledger_pb2.Transaction, has_transaction: bool, payload: str, context: grpc.ServicerContext
-    ) -> tuple[Any, Any]:
-        """Authenticate the patient and decode its transaction; returns (caller, payload message)."""
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT)
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _signed_for_patient(
+        self,
+        transaction: ledger_pb2.Transaction,
+        has_transaction: bool,
+        payload: str,
+        context: grpc.ServicerContext,
+        allow_delegate: bool = True,
+    ) -> tuple[Any, Any, str]:
+        """Authenticate the signer and decode its transaction.
+
+        Returns (caller, payload message, how the caller acts: "patient" or
+        "delegate"). The caller must have signed the transaction and be the
+        patient, or (when allowed) an active delegate of the patient.
+        """
+        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
         if not has_transaction:
             raise InvalidArgument("transaction", "required")
         if transaction.signer_id != caller.principal_id:
-            raise PermissionDenied("the transaction must be signed by the calling patient")
+            raise PermissionDenied("the transaction must be signed by the calling patient or delegate")
         body = decode_body(transaction)
         if body.WhichOneof("payload") != payload:
             raise InvalidArgument("transaction.body", f"payload must be {payload}")
         message = getattr(body, payload)
-        if message.patient_id != caller.principal_id:
-            raise PermissionDenied("a patient may only manage its own consents")
-        _require_uuid(message.consent_id, f"transaction.body.{payload}.consent_id")
-        return caller, message
+        if message.patient_id == caller.principal_id and caller.kind == Kind.PRINCIPAL_KIND_PATIENT:
+            return caller, message, "patient"
+        if allow_delegate and message.patient_id:
+            self.sync()
+            if self._state.active_delegate(message.patient_id, caller.principal_id, self._now_ms()) is not None:
+                return caller, message, "delegate"
+            raise PermissionDenied(
+                "a patient may only manage its own consents; a delegate only those of its patients while active"
+            )
+        raise PermissionDenied("a patient may only manage its own consents and delegates")
 
     def _commit(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
         response = self._submit(self._ledger, transaction)
@@ -132,9 +173,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def GrantConsent(
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, grant = self._patient_transaction(
+        caller, grant, acting = self._signed_for_patient(
             request.transaction, request.HasField("transaction"), "grant_consent", context
         )
+        _require_uuid(grant.consent_id, "transaction.body.grant_consent.consent_id")
         validate_policy(grant.policy)
         self.sync()
         if self._state.consent(grant.consent_id) is not None:
@@ -146,6 +188,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             policy=grant.policy,
             status=consent_pb2.CONSENT_STATUS_ACTIVE,
             granted_log_index=response.log_index,
+            granted_by=caller.principal_id,
         )
         self._audit.report(
             audit_pb2.AUDIT_ACTION_GRANT_CONSENT,
@@ -153,7 +196,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             actor_id=caller.principal_id,
             organization_id=caller.organization_id,
             patient_id=grant.patient_id,
-            reason=f"consent {grant.consent_id} granted at log index {response.log_index}",
+            reason=f"consent {grant.consent_id} granted at log index {response.log_index}{_by(acting)}",
         )
         log.info("consent granted", extra={"consent_id": grant.consent_id, "log_index": response.log_index})
         return record
@@ -161,15 +204,16 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def RevokeConsent(
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, revoke = self._patient_transaction(
+        caller, revoke, acting = self._signed_for_patient(
             request.transaction, request.HasField("transaction"), "revoke_consent", context
         )
+        _require_uuid(revoke.consent_id, "transaction.body.revoke_consent.consent_id")
         self.sync()
         existing = self._state.consent(revoke.consent_id)
         if existing is None:
             raise NotFound(f"consent {revoke.consent_id} does not exist")
-        if existing.patient_id != caller.principal_id:
-            raise PermissionDenied("a patient may only manage its own consents")
+        if existing.patient_id != revoke.patient_id:
+            raise PermissionDenied("the consent belongs to another patient")
         if existing.status == consent_pb2.CONSENT_STATUS_REVOKED:
             raise FailedPrecondition(f"consent {revoke.consent_id} is already revoked")
         response = self._commit(request.transaction)
@@ -184,7 +228,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             actor_id=caller.principal_id,
             organization_id=caller.organization_id,
             patient_id=revoke.patient_id,
-            reason=f"consent {revoke.consent_id} revoked at log index {response.log_index}",
+            reason=f"consent {revoke.consent_id} revoked at log index {response.log_index}{_by(acting)}",
         )
         log.info("consent revoked", extra={"consent_id": revoke.consent_id, "log_index": response.log_index})
         return record
@@ -192,16 +236,118 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def ListConsents(
         self, request: consent_pb2.ListConsentsRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ListConsentsResponse:
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_SERVICE)
-        patient_id = request.patient_id
+        patient_id = self._readable_patient(request.patient_id, context, "list its own consents")
+        return consent_pb2.ListConsentsResponse(consents=self._state.consents_of(patient_id))
+
+    def _readable_patient(self, patient_id: str, context: grpc.ServicerContext, what: str) -> str:
+        """The patient whose consents the caller may read (the patient, an active delegate or a service); syncs."""
+        caller = self._auth.require(
+            context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_SERVICE
+        )
+        if caller.kind == Kind.PRINCIPAL_KIND_SERVICE:
+            if not patient_id:
+                raise InvalidArgument("patient_id", "required")
+            self.sync()
+            return patient_id
         if caller.kind == Kind.PRINCIPAL_KIND_PATIENT:
             patient_id = patient_id or caller.principal_id
-            if patient_id != caller.principal_id:
-                raise PermissionDenied("a patient may only list its own consents")
         elif not patient_id:
             raise InvalidArgument("patient_id", "required")
         self.sync()
-        return consent_pb2.ListConsentsResponse(consents=self._state.consents_of(patient_id))
+        if patient_id != caller.principal_id and (
+            self._state.active_delegate(patient_id, caller.principal_id, self._now_ms()) is None
+        ):
+            raise PermissionDenied(f"a patient (or its active delegate) may only {what}")
+        return patient_id
+
+    def ExportConsent(
+        self, request: consent_pb2.ExportConsentRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ExportConsentResponse:
+        if not request.consent_id:
+            raise InvalidArgument("consent_id", "required")
+        self.sync()
+        consent = self._state.consent(request.consent_id)
+        # The same answer for unknown and not-yours, so consent ids cannot be probed.
+        try:
+            self._readable_patient(consent.patient_id if consent else "", context, "export its own consents")
+        except (PermissionDenied, InvalidArgument):
+            consent = None
+        if consent is None:
+            raise NotFound(f"consent {request.consent_id} does not exist or is not yours")
+        return consent_pb2.ExportConsentResponse(consent_json=consent_json(consent))
+
+    # --- delegates -------------------------------------------------------------
+
+    def RegisterDelegate(
+        self, request: consent_pb2.RegisterDelegateRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.Delegation:
+        caller, delegate, _ = self._signed_for_patient(
+            request.transaction, request.HasField("transaction"), "register_delegate", context, allow_delegate=False
+        )
+        field = "transaction.body.register_delegate"
+        if not delegate.delegate_id:
+            raise InvalidArgument(f"{field}.delegate_id", "required")
+        if delegate.delegate_id == delegate.patient_id:
+            raise InvalidArgument(f"{field}.delegate_id", "a patient cannot be their own delegate")
+        if delegate.relationship not in (
+            policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN, policy_pb2.DELEGATE_RELATIONSHIP_PROXY
+        ):
+            raise InvalidArgument(f"{field}.relationship", "must be GUARDIAN or PROXY")
+        _validate_period(delegate.period, f"{field}.period")
+        self.sync()
+        principal = self._state.principal(delegate.delegate_id)
+        if principal is None or principal.kind not in (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER):
+            raise InvalidArgument(f"{field}.delegate_id", "not a registered patient or practitioner")
+        if any(d.delegate_id == delegate.delegate_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
+               for d in self._state.delegations_of(delegate.patient_id)):
+            raise AlreadyExists(f"{delegate.delegate_id} is already a delegate (revoke first)")
+        response = self._commit(request.transaction)
+        self._audit.report(
+            audit_pb2.AUDIT_ACTION_GRANT_CONSENT,
+            audit_pb2.AUDIT_OUTCOME_SUCCESS,
+            actor_id=caller.principal_id,
+            organization_id=caller.organization_id,
+            patient_id=delegate.patient_id,
+            reason=f"delegate {delegate.delegate_id} registered as "
+            f"{policy_pb2.DelegateRelationship.Name(delegate.relationship).removeprefix('DELEGATE_RELATIONSHIP_')}"
+            f" at log index {response.log_index}",
+        )
+        return self._delegation(delegate.patient_id, delegate.delegate_id)
+
+    def RevokeDelegate(
+        self, request: consent_pb2.RevokeDelegateRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.Delegation:
+        caller, revoke, _ = self._signed_for_patient(
+            request.transaction, request.HasField("transaction"), "revoke_delegate", context, allow_delegate=False
+        )
+        if not revoke.delegate_id:
+            raise InvalidArgument("transaction.body.revoke_delegate.delegate_id", "required")
+        self.sync()
+        if not any(d.delegate_id == revoke.delegate_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
+                   for d in self._state.delegations_of(revoke.patient_id)):
+            raise NotFound(f"{revoke.delegate_id} is not an active delegate")
+        response = self._commit(request.transaction)
+        self._audit.report(
+            audit_pb2.AUDIT_ACTION_REVOKE_CONSENT,
+            audit_pb2.AUDIT_OUTCOME_SUCCESS,
+            actor_id=caller.principal_id,
+            organization_id=caller.organization_id,
+            patient_id=revoke.patient_id,
+            reason=f"delegate {revoke.delegate_id} revoked at log index {response.log_index}",
+        )
+        return self._delegation(revoke.patient_id, revoke.delegate_id)
+
+    def ListDelegates(
+        self, request: consent_pb2.ListDelegatesRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ListDelegatesResponse:
+        patient_id = self._readable_patient(request.patient_id, context, "list its own delegates")
+        return consent_pb2.ListDelegatesResponse(delegations=self._state.delegations_of(patient_id))
+
+    def _delegation(self, patient_id: str, delegate_id: str) -> consent_pb2.Delegation:
+        found = [d for d in self._state.delegations_of(patient_id) if d.delegate_id == delegate_id]
+        if not found:
+            raise FailedPrecondition("the ledger accepted the transaction but the delegation is not visible yet")
+        return found[-1]
 
     # --- decisions -------------------------------------------------------------
 
@@ -240,37 +386,34 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         if actor is None or not actor.is_practitioner:
             return deny(f"denied: actor {request.actor_id} is not a registered practitioner")
 
-        decision = evaluate(
-            self._state.consents_of(record.patient_id),
-            AccessRequest(
-                actor_id=actor.principal_id,
-                actor_organization_id=actor.organization_id,
-                actor_specialty=actor.specialty,
-                purpose=request.purpose,
-                action=action,
-                categories=record.categories,
-                record_id=record.record_id,
-                patient_id=record.patient_id,
-                now_ms=int(self._clock() * 1000),
-            ),
-        )
+        access = self._access_request(actor, record, request.purpose, action)
+        window = None
+        if self._break_glass is not None:
+            window = self._state.break_glass_window(actor.principal_id, record.patient_id, access.now_ms)
+        decision = decide(self._state.consents_of(record.patient_id), access, self._break_glass, window)
         if not decision.permitted:
             return deny(decision.reason, decision.consent_id, decision.provision_path)
+        if decision.break_glass and window is None:
+            self._record_break_glass(actor.principal_id, record.patient_id, decision)
 
-        token, expires_at_ms = issue_token(
-            self._signer,
-            DECISION_TOKEN_TYPE,
-            {
-                "sub": actor.principal_id,
-                "aud": audience("identity"),
-                "rid": record.record_id,
-                "psn": record.patient_id,
-                "pou": common_pb2.PurposeOfUse.Name(request.purpose),
-                "act": common_pb2.ConsentAction.Name(action),
-                "cid": decision.consent_id,
-            },
-            self._ttl,
-        )
+        claims: dict[str, object] = {
+            "sub": actor.principal_id,
+            "aud": audience("identity"),
+            "rid": record.record_id,
+            "psn": record.patient_id,
+            "pou": common_pb2.PurposeOfUse.Name(request.purpose),
+            "act": common_pb2.ConsentAction.Name(action),
+            "cid": decision.consent_id,
+        }
+        ttl = self._ttl
+        if decision.break_glass:
+            claims.update(bg=True, bgs=decision.break_glass_started_at_ms, bge=decision.break_glass_expires_at_ms)
+            ttl = max(0.001, min(ttl, (decision.break_glass_expires_at_ms - access.now_ms) / 1000))
+        token, expires_at_ms = issue_token(self._signer, DECISION_TOKEN_TYPE, claims, ttl)
+        if decision.break_glass:
+            log.warning("break-glass access permitted", extra={
+                "actor_id": actor.principal_id, "record_id": record.record_id,
+                "break_glass_expires_at_ms": decision.break_glass_expires_at_ms})
         return consent_pb2.Decision(
             effect=consent_pb2.DECISION_EFFECT_PERMIT,
             reason=decision.reason,
@@ -280,7 +423,101 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             expires_at_ms=expires_at_ms,
             patient_id=record.patient_id,
             decision_id=token_id(token),
+            break_glass=decision.break_glass,
+            break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
         )
+
+    def _access_request(self, actor: Any, record: RecordInfo, purpose: int, action: int) -> AccessRequest:
+        return AccessRequest(
+            actor_id=actor.principal_id,
+            actor_organization_id=actor.organization_id,
+            actor_specialty=actor.specialty,
+            purpose=purpose,
+            action=action,
+            categories=record.categories,
+            record_id=record.record_id,
+            patient_id=record.patient_id,
+            now_ms=self._now_ms(),
+            data_date_ms=record.data_date_ms,
+            resource_type=record.resource_type,
+        )
+
+    def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:
+        """Put the new window on the ledger before any token for it exists (fail closed if the ledger is down)."""
+        body = new_body(
+            self._chain_id,
+            self._signer.key_id,
+            break_glass_access=ledger_pb2.BreakGlassAccess(
+                actor_id=actor_id,
+                patient_id=patient_id,
+                started_at_ms=decision.break_glass_started_at_ms,
+                expires_at_ms=decision.break_glass_expires_at_ms,
+            ),
+        )
+        self._commit(sign_transaction(body, self._signer))
+
+    def CheckDecision(
+        self, request: consent_pb2.CheckDecisionRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.CheckDecisionResponse:
+        self._auth.require_service(context, "identity")
+        if not request.decision_token:
+            raise InvalidArgument("decision_token", "required")
+        try:
+            claims = verify_token(
+                request.decision_token,
+                {DECISION_ISSUER_ID: self._signer.public_key_bytes()},
+                DECISION_TOKEN_TYPE,
+                audience("identity"),
+            )
+        except Unauthenticated as exc:
+            return _no(f"decision token rejected: {exc.message}")
+        self.sync()
+        held = self._recheck(claims)
+        if not held.permitted:
+            log.info("decision no longer holds", extra={"decision_id": claims.get("jti"), "reason": held.reason})
+        return consent_pb2.CheckDecisionResponse(permitted=held.permitted, reason=held.reason)
+
+    def _recheck(self, claims: dict[str, Any]) -> PolicyDecision:
+        """Re-decide a token's request on the current state; the token's own consent must still be active."""
+        consent_id = str(claims.get("cid") or "")
+        if consent_id:
+            consent = self._state.consent(consent_id)
+            if consent is None or consent.status != consent_pb2.CONSENT_STATUS_ACTIVE:
+                at = f" at log index {consent.revoked_log_index}" if consent is not None else ""
+                return PolicyDecision(consent_pb2.DECISION_EFFECT_DENY,
+                                      f"consent revoked: consent {consent_id} was revoked{at}")
+        record = self._state.record(str(claims.get("rid", "")))
+        actor = self._state.principal(str(claims.get("sub", "")))
+        if record is None or record.erased or record.patient_id != claims.get("psn"):
+            return PolicyDecision(consent_pb2.DECISION_EFFECT_DENY, "denied: record erased or unknown")
+        if actor is None or not actor.is_practitioner:
+            return PolicyDecision(consent_pb2.DECISION_EFFECT_DENY, "denied: actor is no longer a practitioner")
+        try:
+            purpose = common_pb2.PurposeOfUse.Value(str(claims.get("pou")))
+            action = common_pb2.ConsentAction.Value(str(claims.get("act")))
+        except ValueError:
+            return PolicyDecision(consent_pb2.DECISION_EFFECT_DENY, "denied: decision token claims are malformed")
+        access = self._access_request(actor, record, purpose, action)
+        consents = self._state.consents_of(record.patient_id)
+        if claims.get("bg"):
+            window = BreakGlassWindow(int(claims.get("bgs", 0)), int(claims.get("bge", 0)))
+            return decide(consents, access, self._break_glass or BreakGlassRules(frozenset(), 0), window)
+        return evaluate(consents, access)
+
+
+def _no(reason: str) -> consent_pb2.CheckDecisionResponse:
+    return consent_pb2.CheckDecisionResponse(permitted=False, reason=reason)
+
+
+def _by(acting: str) -> str:
+    return " by a delegate of the patient" if acting == "delegate" else ""
+
+
+def _validate_period(period: common_pb2.Period, field: str) -> None:
+    if period.start_ms < 0 or period.end_ms < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if period.start_ms and period.end_ms and period.end_ms <= period.start_ms:
+        raise InvalidArgument(f"{field}.end_ms", "must be after start_ms")
 
 
 def register_consent(servicer: ConsentServicer) -> Register:
@@ -305,6 +542,10 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         AuditReporter(peers.audit, "consent"),
         signer,
         settings.decision_token_ttl_seconds,
+        break_glass=BreakGlassRules(
+            settings.break_glass_specialty_set, int(settings.break_glass_window_seconds * 1000)
+        ),
+        chain_id=settings.chain_id,
     )
     # Rebuild state from the ledger now; if the ledger (or identity) is not up yet,
     # the first request catches up instead, since every RPC syncs first.

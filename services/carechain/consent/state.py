@@ -2,7 +2,7 @@
 
 The consent service keeps no store of its own: principals, records and
 consents are folded from the committed transactions the validator marked
-valid, in log order. At start the whole log is replayed; afterwards
+valid, in log order (delegations and break-glass windows too). At start the whole log is replayed; afterwards
 :meth:`ConsentState.sync` reads only what was committed since the cursor, so a
 decision taken after a revocation was committed always sees it.
 """
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
+from carechain.consent.policy import BreakGlassWindow
 from carechain.consent.v1 import consent_pb2
 from carechain.errors import FailedPrecondition
 from carechain.ledger.v1 import ledger_pb2
@@ -51,6 +52,8 @@ class RecordInfo:
     categories: tuple[int, ...]
     log_index: int
     erased: bool = False
+    data_date_ms: int = 0  # clinical date, UTC day; 0 = none
+    resource_type: str = ""
 
 
 class ConsentState:
@@ -64,6 +67,10 @@ class ConsentState:
         self._records: dict[str, RecordInfo] = {}
         self._consents: dict[str, consent_pb2.ConsentRecord] = {}
         self._consents_by_patient: dict[str, list[str]] = {}
+        # (patient, delegate) -> delegation, in registration order.
+        self._delegations: dict[tuple[str, str], consent_pb2.Delegation] = {}
+        # (actor, patient) -> recorded break-glass windows, in log order.
+        self._break_glass: dict[tuple[str, str], list[BreakGlassWindow]] = {}
 
     # --- reading -------------------------------------------------------------
 
@@ -93,6 +100,30 @@ class ConsentState:
         """Copies of a patient's consents, oldest first (revoked ones included)."""
         with self._lock:
             return [_copy(self._consents[c]) for c in self._consents_by_patient.get(patient_id, ())]
+
+    def delegations_of(self, patient_id: str) -> list[consent_pb2.Delegation]:
+        """Copies of a patient's delegations (active and revoked), oldest first."""
+        with self._lock:
+            return [_copy_delegation(d) for (p, _), d in self._delegations.items() if p == patient_id]
+
+    def active_delegate(self, patient_id: str, delegate_id: str, now_ms: int) -> consent_pb2.Delegation | None:
+        """The delegation letting delegate_id act for patient_id at now_ms, or None."""
+        with self._lock:
+            delegation = self._delegations.get((patient_id, delegate_id))
+            if delegation is None or delegation.status != consent_pb2.DELEGATION_STATUS_ACTIVE:
+                return None
+            period = delegation.period
+            if (period.start_ms and now_ms < period.start_ms) or (period.end_ms and now_ms >= period.end_ms):
+                return None
+            return _copy_delegation(delegation)
+
+    def break_glass_window(self, actor_id: str, patient_id: str, now_ms: int) -> BreakGlassWindow | None:
+        """The actor's break-glass window for the patient that contains now_ms (earliest recorded), or None."""
+        with self._lock:
+            for window in self._break_glass.get((actor_id, patient_id), ()):
+                if window.started_at_ms <= now_ms < window.expires_at_ms:
+                    return window
+            return None
 
     # --- folding the log -----------------------------------------------------
 
@@ -132,6 +163,8 @@ class ConsentState:
                 log_index,
                 # A new version of a crypto-shredded record cannot be read either.
                 erased=previous.erased if previous is not None else False,
+                data_date_ms=r.data_date_ms,
+                resource_type=r.resource_type,
             )
         elif kind == "erase_records":
             e = body.erase_records
@@ -150,6 +183,8 @@ class ConsentState:
                 policy=g.policy,
                 status=consent_pb2.CONSENT_STATUS_ACTIVE,
                 granted_log_index=log_index,
+                granted_at_ms=body.created_at_ms,
+                granted_by=body.submitter_id,
             )
             self._consents_by_patient.setdefault(g.patient_id, []).append(g.consent_id)
         elif kind == "revoke_consent":
@@ -162,6 +197,28 @@ class ConsentState:
             ):
                 consent.status = consent_pb2.CONSENT_STATUS_REVOKED
                 consent.revoked_log_index = log_index
+        elif kind == "register_delegate":
+            d = body.register_delegate
+            self._delegations.pop((d.patient_id, d.delegate_id), None)  # re-registration moves it to the end
+            self._delegations[(d.patient_id, d.delegate_id)] = consent_pb2.Delegation(
+                patient_id=d.patient_id,
+                delegate_id=d.delegate_id,
+                relationship=d.relationship,
+                period=d.period,
+                status=consent_pb2.DELEGATION_STATUS_ACTIVE,
+                registered_log_index=log_index,
+            )
+        elif kind == "revoke_delegate":
+            d = body.revoke_delegate
+            delegation = self._delegations.get((d.patient_id, d.delegate_id))
+            if delegation is not None and delegation.status == consent_pb2.DELEGATION_STATUS_ACTIVE:
+                delegation.status = consent_pb2.DELEGATION_STATUS_REVOKED
+                delegation.revoked_log_index = log_index
+        elif kind == "break_glass_access":
+            b = body.break_glass_access
+            self._break_glass.setdefault((b.actor_id, b.patient_id), []).append(
+                BreakGlassWindow(b.started_at_ms, b.expires_at_ms)
+            )
 
     def sync(self, list_transactions: ListTransactions) -> int:
         """Apply everything committed since the cursor, page by page; returns the new cursor.
@@ -185,4 +242,10 @@ class ConsentState:
 def _copy(consent: consent_pb2.ConsentRecord) -> consent_pb2.ConsentRecord:
     copy = consent_pb2.ConsentRecord()
     copy.CopyFrom(consent)
+    return copy
+
+
+def _copy_delegation(delegation: consent_pb2.Delegation) -> consent_pb2.Delegation:
+    copy = consent_pb2.Delegation()
+    copy.CopyFrom(delegation)
     return copy

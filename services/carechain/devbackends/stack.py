@@ -45,6 +45,8 @@ class BackendStack:
         self.etcd = EtcdCluster(self.root / "etcd", members=etcd_members, ports=[tuple(p) for p in state["etcd_ports"]])
         self.role_ids: dict[str, str] = {}
         self.secret_id_files: dict[str, pathlib.Path] = {}
+        #: Ledger validator ids that get their own Transit key and AppRole (set before start()).
+        self.validators: tuple[str, ...] = ()
 
     def _load_state(self, etcd_members: int) -> dict[str, Any]:
         path = self.root / STATE_FILE
@@ -72,7 +74,7 @@ class BackendStack:
             self.openbao.start()
             result = bootstrap(
                 hvac.Client(url=self.openbao.address, token=self.openbao.root_token),
-                BootstrapOptions(trust_dir=trust_dir, secret_id_dir=self.root / "approle"),
+                BootstrapOptions(trust_dir=trust_dir, secret_id_dir=self.root / "approle", validators=self.validators),
             )
         except BaseException:
             self.stop()
@@ -100,6 +102,15 @@ class BackendStack:
         elif service == "audit":
             env["CARECHAIN_AUDIT_STORE"] = "etcd"
         return env
+
+    def validator_env(self, validator_id: str) -> dict[str, str]:
+        """CARECHAIN_* variables for one ledger validator signing with its own Transit key."""
+        return {
+            **self.service_env("ledger"),
+            "CARECHAIN_VAULT_ROLE_ID": self.role_ids[validator_id],
+            "CARECHAIN_VAULT_SECRET_ID_FILE": str(self.secret_id_files[validator_id]),
+            "CARECHAIN_SIGNING_KEY_NAME": validator_id,
+        }
 
     def describe(self) -> dict[str, str]:
         """Where each backend listens (for `carechain up` to print)."""

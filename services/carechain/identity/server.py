@@ -4,7 +4,8 @@
 - Access tokens are issued after proof of possession of a principal's key.
 - Each patient has a key-encryption key (``patient-<pseudonym>``) in the key
   manager; each record has a data key stored only in wrapped form, released
-  only against a single-use consent decision token bound to the record.
+  only against a single-use consent decision token bound to the record,
+  after the consent service confirms the decision still holds (revocation).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ Kind = common_pb2.PrincipalKind
 
 # Submits a signed transaction to the ledger; raises when the validator marks it invalid.
 SubmitTransaction = Callable[[ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
+# Asks the consent service whether a decision token still holds: (permitted, reason).
+CheckDecision = Callable[[str], tuple[bool, str]]
 
 KEYRING_DIR = "keyring"
 CHALLENGE_BYTES = 32
@@ -132,8 +135,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         token_ttl_seconds: float,
         challenge_ttl_seconds: float,
         clock: Callable[[], float] = time.time,
+        check_decision: CheckDecision | None = None,
     ) -> None:
         self._signer = signer
+        self._check_decision = check_decision
         self._trust = trust
         self._registry = registry
         self._keys = keys
@@ -326,6 +331,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise PermissionDenied("decision token has no jti")
+        if self._check_decision is not None:
+            # Just before unwrapping: a revocation committed after the decision was issued still stops it.
+            permitted, reason = self._check_decision(request.decision_token)
+            if not permitted:
+                raise PermissionDenied(reason or "consent revoked")
         # Remember the jti as long as the token could still pass verification.
         used_until_ms = int((float(claims["exp"]) + CLOCK_SKEW_SECONDS) * 1000)
         if not self._registry.use_decision_token(jti, used_until_ms, self._now_ms()):
@@ -450,6 +460,19 @@ def _require_record_id(record_id: str) -> str:
     return record_id
 
 
+def consent_check(consent_stub: object) -> CheckDecision:
+    """CheckDecision through ConsentService.CheckDecision (errors reaching consent propagate: fail closed)."""
+    from carechain.consent.v1 import consent_pb2
+
+    def check(decision_token: str) -> tuple[bool, str]:
+        response = consent_stub.CheckDecision(  # type: ignore[attr-defined]
+            consent_pb2.CheckDecisionRequest(decision_token=decision_token)
+        )
+        return response.permitted, response.reason
+
+    return check
+
+
 def build(
     settings: IdentitySettings, submit_transaction: SubmitTransaction | None = None
 ) -> tuple[Register, list[Callable[[], None]]]:
@@ -477,9 +500,9 @@ def build(
             f"CARECHAIN_SIGNING_KEY_FILE: key does not match {TOKEN_ISSUER_ID}.pub in CARECHAIN_TRUST_DIR"
         )
     closers: list[Callable[[], None]] = []
+    peers = Peers(settings, local_token_source(signer, settings.token_ttl_seconds))
+    closers.append(peers.close)
     if submit_transaction is None:
-        peers = Peers(settings, local_token_source(signer, settings.token_ttl_seconds))
-        closers.append(peers.close)
 
         def submit_transaction(tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
             from carechain.ledger.client import submit
@@ -497,6 +520,7 @@ def build(
         chain_id=settings.chain_id,
         token_ttl_seconds=settings.token_ttl_seconds,
         challenge_ttl_seconds=settings.challenge_ttl_seconds,
+        check_decision=consent_check(peers.consent) if settings.check_decisions else None,
     )
 
     def register(server: grpc.Server) -> list[str]:

@@ -25,10 +25,17 @@ from carechain.ledger.validator import NOT_PERMITTED
 
 
 def submit(
-    ledger_stub: Any, tx: ledger_pb2.Transaction, timeout: float | None = None
+    ledger_stub: Any,
+    tx: ledger_pb2.Transaction,
+    timeout: float | None = None,
+    ack: int = ledger_pb2.ACK_LEVEL_FINAL,
 ) -> ledger_pb2.SubmitTransactionResponse:
-    """Submit tx; return the response when valid, raise PermissionDenied/FailedPrecondition otherwise."""
-    request = ledger_pb2.SubmitTransactionRequest(transaction=tx)
+    """Submit tx; return the response when valid, raise PermissionDenied/FailedPrecondition otherwise.
+
+    By default the answer waits until the transaction's block is final (signed
+    by a quorum of validators); a single validator's blocks are final at commit.
+    """
+    request = ledger_pb2.SubmitTransactionRequest(transaction=tx, ack=ack)
     response = ledger_stub.SubmitTransaction(request) if timeout is None else ledger_stub.SubmitTransaction(
         request, timeout=timeout
     )

@@ -15,6 +15,11 @@ Keys, under ``<etcd_prefix>/<chain_id>/``:
   that finally fails (Unavailable) may still have been ordered, exactly once.
 - ``blocks/<height, 20 digits>``: the agreed block cut for that height
   (JSON ``{"first_sequence", "count", "timestamp_ms"}``).
+- ``sigs/<height, 20 digits>/<validator id>``: that validator's signed header
+  for the height (an encoded ``HeaderVote``), written once by a
+  compare-and-swap on the key's absence, never changed (see
+  :mod:`carechain.ledger.quorum`). A validator cannot take back or replace
+  what it signed, so a second, different header is provable misbehaviour.
 
 Block cutting rule (deterministic from etcd's content). A validator may
 *propose* the cut of height h when it decides to cut (its local
@@ -77,6 +82,7 @@ class EtcdOrderer:
         self._order_prefix = (self.prefix + "order/").encode()
         self._next_key = (self.prefix + "order-next").encode()
         self._blocks_prefix = (self.prefix + "blocks/").encode()
+        self._sigs_prefix = (self.prefix + "sigs/").encode()
         self._append_lock = threading.Lock()
         self._next: int | None = None  # our best guess of order-next; etcd's compare is the truth
         self._changed = threading.Condition()
@@ -221,6 +227,37 @@ class EtcdOrderer:
         if existing is None or not existing.kvs:
             raise DataLoss(f"block cut {cut.height} vanished from etcd")
         return _decode_cut(cut.height, existing.kvs[0].value)
+
+    # --- header votes (VoteBoard) --------------------------------------------------------------
+
+    def vote_key(self, height: int, validator_id: str) -> bytes:
+        """The key of one validator's vote for one height."""
+        if not validator_id or "/" in validator_id:
+            raise ValueError("validator id must be non-empty and contain no '/'")
+        return self._sigs_prefix + f"{height:0{_DIGITS}d}/{validator_id}".encode()
+
+    def publish_vote(self, height: int, validator_id: str, vote: bytes) -> bytes:
+        """Store vote unless this validator already voted for height; returns the vote that holds."""
+        key = self.vote_key(height, validator_id)
+        result = self.client.txn([Compare.version(key, "==", 0)], [Op.put(key, vote)], [Op.get(key)])
+        if result.succeeded:
+            return vote
+        existing = result.responses[0]
+        if existing is None or not existing.kvs:
+            raise DataLoss(f"vote of {validator_id} for block {height} vanished from etcd")
+        return existing.kvs[0].value
+
+    def votes(self, first_height: int, last_height: int) -> dict[int, dict[str, bytes]]:
+        """Every vote for heights first..last (one range read)."""
+        if last_height < first_height:
+            return {}
+        start = self._sigs_prefix + f"{first_height:0{_DIGITS}d}/".encode()
+        end = prefix_end(self._sigs_prefix + f"{last_height:0{_DIGITS}d}/".encode())
+        found: dict[int, dict[str, bytes]] = {}
+        for kv in self.client.range(start, end).kvs:
+            height_text, _, validator_id = kv.key[len(self._sigs_prefix):].decode().partition("/")
+            found.setdefault(int(height_text), {})[validator_id] = kv.value
+        return found
 
     # --- internals -----------------------------------------------------------------------------
 

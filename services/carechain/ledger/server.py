@@ -1,9 +1,17 @@
-"""The ledger gRPC service: LedgerService over one embedded validator.
+"""The ledger gRPC service: LedgerService over one validator.
 
 Every RPC needs a valid access token for ``carechain.ledger`` (any principal
 kind). SubmitTransaction answers only once the transaction's block is durably
-committed, or UNAVAILABLE after ``rpc_timeout_seconds`` (or the call's own
-deadline, whichever is sooner).
+committed (``ACK_LEVEL_COMMITTED``, the default) or final, i.e. signed by a
+quorum of validators (``ACK_LEVEL_FINAL``), or UNAVAILABLE after
+``rpc_timeout_seconds`` (or the call's own deadline, whichever is sooner).
+
+Configuration of a validator (:class:`carechain.config.LedgerSettings`):
+``CARECHAIN_VALIDATOR_ID`` (default ``svc-ledger``), ``CARECHAIN_VALIDATORS``
+(every validator id; default this one), ``CARECHAIN_QUORUM`` (default a
+majority), ``CARECHAIN_PEER_ADDRESSES``; several validators need
+``CARECHAIN_ORDERER=etcd``, which orders transactions, agrees block cuts and
+carries the validators' header signatures.
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ from carechain.etcd import EtcdClient
 from carechain.ledger.chain import Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
+from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.ledger.verify import verify_chain
 from carechain.network import TrustBundle, audience
 from carechain.server import Register, run_service
-from carechain.vault import service_signer
+from carechain.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
@@ -42,20 +51,39 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.auth.require(context)
         if not request.HasField("transaction"):
             raise InvalidArgument("transaction", "required")
+        if request.ack not in (ledger_pb2.ACK_LEVEL_UNSPECIFIED, ledger_pb2.ACK_LEVEL_COMMITTED,
+                               ledger_pb2.ACK_LEVEL_FINAL):
+            raise InvalidArgument("ack", "unknown acknowledgement level")
         timeout = self.commit_timeout_seconds
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining))
-        return self.ledger.submit(request.transaction, timeout).to_response()
+        final = request.ack == ledger_pb2.ACK_LEVEL_FINAL
+        return self.ledger.submit(request.transaction, timeout, final=final).to_response()
 
     def GetChainHead(self, request, context):  # noqa: N802
         self.auth.require(context)
         header, header_hash = self.ledger.head()
-        return ledger_pb2.ChainHead(header=header, header_hash=header_hash)
+        return ledger_pb2.ChainHead(
+            header=header, header_hash=header_hash, final_height=max(self.ledger.final_height(), 0),
+            validator_id=self.ledger.validator_id,
+        )
 
     def GetBlock(self, request, context):  # noqa: N802
         self.auth.require(context)
-        return self.ledger.block(request.height)
+        block = self.ledger.block(request.height)
+        certificate = self.ledger.certificate(request.height)
+        if certificate is not None:
+            block.certificate.CopyFrom(certificate)
+        return block
+
+    def GetCheckpoint(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        return self.ledger.checkpoint(request.height)
+
+    def GetEvidence(self, request, context):  # noqa: N802
+        self.auth.require(context)
+        return ledger_pb2.GetEvidenceResponse(evidence=self.ledger.evidence(request.from_height))
 
     def ListTransactions(self, request, context):  # noqa: N802
         self.auth.require(context)
@@ -83,13 +111,24 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     def VerifyChain(self, request, context):  # noqa: N802
         self.auth.require(context)
-        return verify_chain(self.ledger.store, self.ledger.trust).to_response()
+        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators).to_response()
+
+
+def validator_set(settings: LedgerSettings) -> ValidatorSet:
+    """The validator set settings name (default: this validator alone, quorum 1)."""
+    own = settings.validator_id or DEFAULT_VALIDATOR_ID
+    members = [m for m in settings.validators.split(",") if m.strip()] or [own]
+    try:
+        return ValidatorSet.of(members, settings.quorum)
+    except ValueError as exc:
+        raise InvalidArgument("CARECHAIN_QUORUM", str(exc)) from exc
 
 
 def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]:
     """Open the chain under settings.data_dir and return (register, closers)."""
-    signer = service_signer(settings, "ledger")
+    signer = validator_signer(settings)
     trust = TrustBundle.load(settings.trust_dir)
+    validators = validator_set(settings)
     orderer = build_orderer(settings)
     try:
         ledger = Ledger.open(
@@ -100,6 +139,8 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
             orderer=orderer,
             block_max_transactions=settings.block_max_transactions,
             block_max_wait_ms=settings.block_max_wait_ms,
+            validators=validators,
+            finality_poll_seconds=settings.finality_poll_ms / 1000.0,
         )
     except BaseException:
         if orderer is not None:

@@ -54,6 +54,28 @@ class ConsentState:
 
 
 @dataclass(frozen=True)
+class Delegation:
+    """A patient's delegate (guardian or proxy) and its status."""
+
+    patient_id: str
+    delegate_id: str
+    relationship: int  # policy_pb2.DelegateRelationship
+    start_ms: int  # 0 = open
+    end_ms: int  # exclusive; 0 = open
+    status: str  # CONSENT_ACTIVE or CONSENT_REVOKED
+    log_index: int
+    revoked_log_index: int | None = None
+
+    def active_at(self, time_ms: int) -> bool:
+        """Not revoked, and time_ms inside its period."""
+        return (
+            self.status == CONSENT_ACTIVE
+            and (not self.start_ms or time_ms >= self.start_ms)
+            and (not self.end_ms or time_ms < self.end_ms)
+        )
+
+
+@dataclass(frozen=True)
 class AuditAnchor:
     """An anchored audit batch."""
 
@@ -87,6 +109,10 @@ class StateReader(Protocol):
         """A consent, or None."""
         ...
 
+    def delegation(self, patient_id: str, delegate_id: str) -> Delegation | None:
+        """A patient's delegation to delegate_id, or None."""
+        ...
+
     def last_audit_batch(self) -> int | None:
         """Highest anchored audit batch number, or None."""
         ...
@@ -110,6 +136,9 @@ class EmptyState:
     def consent(self, consent_id: str) -> ConsentState | None:
         return None
 
+    def delegation(self, patient_id: str, delegate_id: str) -> Delegation | None:
+        return None
+
     def last_audit_batch(self) -> int | None:
         return None
 
@@ -123,6 +152,7 @@ class PendingState:
         self.nonces: dict[tuple[str, bytes], int] = {}  # -> log index that consumed it
         self.records: dict[str, RecordState] = {}
         self.consents: dict[str, ConsentState] = {}
+        self.delegations: dict[tuple[str, str], Delegation] = {}
         self.anchors: list[AuditAnchor] = []
 
     # --- reads -------------------------------------------------------------------------------
@@ -146,6 +176,10 @@ class PendingState:
     def consent(self, consent_id: str) -> ConsentState | None:
         found = self.consents.get(consent_id)
         return found if found is not None else self.base.consent(consent_id)
+
+    def delegation(self, patient_id: str, delegate_id: str) -> Delegation | None:
+        found = self.delegations.get((patient_id, delegate_id))
+        return found if found is not None else self.base.delegation(patient_id, delegate_id)
 
     def last_audit_batch(self) -> int | None:
         return self.anchors[-1].batch_number if self.anchors else self.base.last_audit_batch()
@@ -172,6 +206,10 @@ class PendingState:
         """Add or update a consent."""
         self.consents[consent.consent_id] = consent
 
+    def put_delegation(self, delegation: Delegation) -> None:
+        """Add or update a delegation."""
+        self.delegations[(delegation.patient_id, delegation.delegate_id)] = delegation
+
     def add_anchor(self, anchor: AuditAnchor) -> None:
         """Record an anchored audit batch."""
         self.anchors.append(anchor)
@@ -185,4 +223,5 @@ class PendingState:
         base.nonces.update(self.nonces)
         base.records.update(self.records)
         base.consents.update(self.consents)
+        base.delegations.update(self.delegations)
         base.anchors.extend(self.anchors)

@@ -10,8 +10,17 @@
   index), its bytes (encoded Transaction = RFC 9162 leaf data), its leaf hash
   and its verdict; serves ListTransactions and Merkle proofs.
 - contract state: ``principals``, ``nonces`` (per signer), ``records`` (with
-  tombstones), ``consents`` (with status), ``audit_anchors``.
-- ``meta``: chain id and the orderer position.
+  tombstones), ``consents`` (with status), ``delegations``, ``audit_anchors``.
+- ``meta``: chain id, the orderer position and the validator set.
+- ``certificates``: the quorum certificate (encoded ``QuorumCertificate``) of
+  each block this validator saw become final; kept apart from the block so
+  the stored Block encoding never changes after commit.
+- ``evidence``: validator misbehaviour observed (encoded ``Evidence``), one
+  row per (height, validator, header signed).
+
+:meth:`LedgerStore.state_rows` dumps every contract-state table (every table
+that is not one of the chain tables above) in a canonical order, so two
+validators' states and a replayed state can be compared byte for byte.
 
 A block, its log entries and its state writes are committed in one SQLite
 transaction, so a crash leaves either all of them or none. Reopening a
@@ -30,6 +39,7 @@ from dataclasses import dataclass
 from carechain.ledger.state import (
     AuditAnchor,
     ConsentState,
+    Delegation,
     PendingState,
     Principal,
     RecordState,
@@ -88,6 +98,26 @@ CREATE TABLE IF NOT EXISTS consents (
     log_index INTEGER NOT NULL,
     revoked_log_index INTEGER
 );
+CREATE TABLE IF NOT EXISTS delegations (
+    patient_id TEXT NOT NULL,
+    delegate_id TEXT NOT NULL,
+    relationship INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
+    revoked_log_index INTEGER,
+    PRIMARY KEY (patient_id, delegate_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS certificates (height INTEGER PRIMARY KEY, certificate BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    height INTEGER NOT NULL,
+    validator_id TEXT NOT NULL,
+    header_hash BLOB NOT NULL,
+    evidence BLOB NOT NULL,
+    UNIQUE (height, validator_id, header_hash)
+);
 CREATE TABLE IF NOT EXISTS audit_anchors (
     batch_number INTEGER PRIMARY KEY,
     first_sequence INTEGER NOT NULL,
@@ -96,6 +126,10 @@ CREATE TABLE IF NOT EXISTS audit_anchors (
     log_index INTEGER NOT NULL
 );
 """
+
+
+#: Tables that hold the chain and bookkeeping rather than contract state.
+CHAIN_TABLES = frozenset({"meta", "blocks", "log_entries", "certificates", "evidence", "sqlite_sequence"})
 
 
 @dataclass(frozen=True)
@@ -141,6 +175,13 @@ class LedgerStore:
             if store.meta("schema_version") is None:
                 store._set_meta("schema_version", SCHEMA_VERSION)
         return store
+
+    @classmethod
+    def in_memory(cls) -> LedgerStore:
+        """A throw-away store in memory (verification replays state into one to compare)."""
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        db.executescript(_SCHEMA)
+        return cls(pathlib.Path(":memory:"), db, read_only=False)
 
     @classmethod
     def open_read_only(cls, path: pathlib.Path) -> LedgerStore:
@@ -248,8 +289,9 @@ class LedgerStore:
         entries: list[LogEntry],
         state: PendingState,
         meta: dict[str, str] | None = None,
+        certificate: bytes | None = None,
     ) -> None:
-        """Write a block, its log entries, its state writes and meta values in one transaction."""
+        """Write a block, its log entries, its state writes, meta values (and certificate) in one transaction."""
         if self.read_only:
             raise PermissionError("the ledger store is open read-only")
         with self._lock:
@@ -267,10 +309,110 @@ class LedgerStore:
                 self._apply(state)
                 for key, value in (meta or {}).items():
                     self._set_meta(key, value)
+                if certificate is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO certificates (height, certificate) VALUES (?, ?)",
+                        (stored.height, certificate),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def apply_state(self, state: PendingState) -> None:
+        """Write a state overlay alone (verification's in-memory replay store)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._apply(state)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Write one meta value."""
+        with self._lock:
+            self._set_meta(key, value)
+
+    # --- finality and evidence ---------------------------------------------------------------
+
+    def put_certificate(self, height: int, certificate: bytes) -> None:
+        """Store (or replace) the quorum certificate of a committed block."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO certificates (height, certificate) VALUES (?, ?)", (height, certificate)
+            )
+
+    def certificate(self, height: int) -> bytes | None:
+        """The stored certificate of height, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT certificate FROM certificates WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def certificates(self) -> dict[int, bytes]:
+        """Every stored certificate by height."""
+        with self._lock:
+            rows = self._db.execute("SELECT height, certificate FROM certificates ORDER BY height").fetchall()
+        return {int(r[0]): bytes(r[1]) for r in rows}
+
+    def last_certified_height(self) -> int | None:
+        """Highest height with a certificate, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(height) FROM certificates").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def uncertified_heights(self) -> list[int]:
+        """Committed heights without a stored certificate."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT height FROM blocks WHERE height NOT IN (SELECT height FROM certificates) ORDER BY height"
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def add_evidence(self, height: int, validator_id: str, header_hash: bytes, evidence: bytes) -> bool:
+        """Keep evidence; False when the same (height, validator, header) is already recorded."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO evidence (height, validator_id, header_hash, evidence) VALUES (?, ?, ?, ?)",
+                (height, validator_id, header_hash, evidence),
+            )
+        return cursor.rowcount == 1
+
+    def evidence(self, from_height: int = 0) -> list[bytes]:
+        """Evidence about heights >= from_height, in the order recorded."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT evidence FROM evidence WHERE height >= ? ORDER BY id", (from_height,)
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def state_rows(self) -> dict[str, list[tuple]]:
+        """Every contract-state table's rows in a canonical order (tables by name, rows by all columns)."""
+        with self._lock:
+            names = [
+                r[0]
+                for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                if r[0] not in CHAIN_TABLES
+            ]
+            dump: dict[str, list[tuple]] = {}
+            for name in names:
+                columns = [r[1] for r in self._db.execute(f'PRAGMA table_info("{name}")')]
+                order = ", ".join(f'"{c}"' for c in columns)
+                rows = self._db.execute(f'SELECT {order} FROM "{name}" ORDER BY {order}').fetchall()  # noqa: S608
+                dump[name] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
+        return dump
+
+    def state_digest(self) -> bytes:
+        """SHA-256 over :meth:`state_rows` (equal digests = byte-identical contract state)."""
+        import hashlib
+        import json
+
+        def plain(value: object) -> object:
+            return {"b": value.hex()} if isinstance(value, bytes) else value
+
+        canonical = {name: [[plain(v) for v in row] for row in rows] for name, rows in self.state_rows().items()}
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).digest()
 
     def _apply(self, state: PendingState) -> None:
         db = self._db
@@ -296,6 +438,12 @@ class LedgerStore:
             "VALUES (?, ?, ?, ?, ?, ?)",
             [(c.consent_id, c.patient_id, c.policy, c.status, c.log_index, c.revoked_log_index)
              for c in state.consents.values()],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO delegations (patient_id, delegate_id, relationship, start_ms, end_ms, status, "
+            "log_index, revoked_log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(d.patient_id, d.delegate_id, d.relationship, d.start_ms, d.end_ms, d.status, d.log_index,
+              d.revoked_log_index) for d in state.delegations.values()],
         )
         db.executemany(
             "INSERT INTO audit_anchors (batch_number, first_sequence, last_sequence, merkle_root, log_index) "
@@ -356,6 +504,16 @@ class LedgerStore:
                 (consent_id,),
             ).fetchone()
         return None if row is None else ConsentState(row[0], row[1], bytes(row[2]), row[3], row[4], row[5])
+
+    def delegation(self, patient_id: str, delegate_id: str) -> Delegation | None:
+        """The patient's delegation to delegate_id (active or revoked), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT patient_id, delegate_id, relationship, start_ms, end_ms, status, log_index, revoked_log_index "
+                "FROM delegations WHERE patient_id = ? AND delegate_id = ?",
+                (patient_id, delegate_id),
+            ).fetchone()
+        return None if row is None else Delegation(*row)
 
     def last_audit_batch(self) -> int | None:
         """Highest anchored batch number, or None."""

@@ -29,9 +29,10 @@ maps those to PERMISSION_DENIED and every other reason to FAILED_PRECONDITION.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.ledger import transactions
 from carechain.ledger.state import (
@@ -39,6 +40,7 @@ from carechain.ledger.state import (
     CONSENT_REVOKED,
     AuditAnchor,
     ConsentState,
+    Delegation,
     PendingState,
     Principal,
     RecordState,
@@ -53,6 +55,9 @@ REPLAYED_NONCE = "replayed nonce"
 IDENTITY = service_principal_id("identity")
 RECORDS = service_principal_id("records")
 AUDIT = service_principal_id("audit")
+CONSENT = service_principal_id("consent")
+# Principals that are people and so may act as a patient's delegate.
+DELEGATE_KINDS = (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
 MAX_STORED_INT = 2**63 - 1  # SQLite integers are signed 64-bit
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -141,6 +146,9 @@ class Validator:
             "anchor_audit_batch": self._anchor_audit_batch,
             "erase_records": self._erase_records,
             "key_rotation": self._key_rotation,
+            "register_delegate": self._register_delegate,
+            "revoke_delegate": self._revoke_delegate,
+            "break_glass_access": self._break_glass_access,
         }.get(kind or "")
         if handler is None:
             raise Rejected("unknown payload")
@@ -201,8 +209,8 @@ class Validator:
 
     def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         g = env.body.grant_consent
-        if env.signer_id != g.patient_id:
-            raise _not_permitted("only the patient grants their consent")
+        if not self._acts_for_patient(env, g.patient_id, state):
+            raise _not_permitted("only the patient grants their consent (or their active delegate)")
         self._patient(state, g.patient_id, "grant_consent.patient_id")
         if not g.consent_id:
             raise Rejected("grant_consent.consent_id: required")
@@ -216,8 +224,8 @@ class Validator:
 
     def _revoke_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         r = env.body.revoke_consent
-        if env.signer_id != r.patient_id:
-            raise _not_permitted("only the patient revokes their consent")
+        if not self._acts_for_patient(env, r.patient_id, state):
+            raise _not_permitted("only the patient revokes their consent (or their active delegate)")
         self._patient(state, r.patient_id, "revoke_consent.patient_id")
         consent = state.consent(r.consent_id) if r.consent_id else None
         if consent is None:
@@ -231,6 +239,61 @@ class Validator:
                 consent.consent_id, consent.patient_id, consent.policy, CONSENT_REVOKED, consent.log_index, log_index
             )
         )
+
+    @staticmethod
+    def _acts_for_patient(env: Envelope, patient_id: str, state: StateReader) -> bool:
+        """The signer is the patient, or a delegate active at the transaction's (signed) creation time."""
+        if env.signer_id == patient_id:
+            return True
+        if not patient_id:
+            return False
+        delegation = state.delegation(patient_id, env.signer_id)
+        return delegation is not None and delegation.active_at(env.body.created_at_ms)
+
+    def _register_delegate(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        d = env.body.register_delegate
+        if env.signer_id != d.patient_id:
+            raise _not_permitted("only the patient registers their delegate")
+        self._patient(state, d.patient_id, "register_delegate.patient_id")
+        delegate = state.principal(d.delegate_id) if d.delegate_id else None
+        if delegate is None or delegate.kind not in DELEGATE_KINDS:
+            raise Rejected("register_delegate.delegate_id: not a registered patient or practitioner")
+        if d.delegate_id == d.patient_id:
+            raise Rejected("register_delegate.delegate_id: a patient cannot be their own delegate")
+        if d.relationship == 0 or not _enum_defined(policy_pb2.DelegateRelationship, d.relationship):
+            raise Rejected("register_delegate.relationship: must be GUARDIAN or PROXY")
+        if d.period.start_ms < 0 or d.period.end_ms < 0:
+            raise Rejected("register_delegate.period: must not be negative")
+        if d.period.start_ms and d.period.end_ms and d.period.end_ms <= d.period.start_ms:
+            raise Rejected("register_delegate.period.end_ms: must be after start_ms")
+        existing = state.delegation(d.patient_id, d.delegate_id)
+        if existing is not None and existing.status == CONSENT_ACTIVE:
+            raise Rejected("register_delegate.delegate_id: already a delegate (revoke first)")
+        state.put_delegation(
+            Delegation(d.patient_id, d.delegate_id, d.relationship, d.period.start_ms, d.period.end_ms,
+                       CONSENT_ACTIVE, log_index)
+        )
+
+    def _revoke_delegate(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        d = env.body.revoke_delegate
+        if env.signer_id != d.patient_id:
+            raise _not_permitted("only the patient revokes their delegate")
+        self._patient(state, d.patient_id, "revoke_delegate.patient_id")
+        existing = state.delegation(d.patient_id, d.delegate_id) if d.delegate_id else None
+        if existing is None or existing.status != CONSENT_ACTIVE:
+            raise Rejected("revoke_delegate.delegate_id: not an active delegate")
+        state.put_delegation(replace(existing, status=CONSENT_REVOKED, revoked_log_index=log_index))
+
+    def _break_glass_access(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        b = env.body.break_glass_access
+        if env.signer_id != CONSENT:
+            raise _not_permitted(f"only {CONSENT} records break-glass windows")
+        actor = state.principal(b.actor_id) if b.actor_id else None
+        if actor is None or actor.kind != Kind.PRINCIPAL_KIND_PRACTITIONER:
+            raise Rejected("break_glass_access.actor_id: not a registered practitioner")
+        self._patient(state, b.patient_id, "break_glass_access.patient_id")
+        if b.started_at_ms <= 0 or b.expires_at_ms <= b.started_at_ms:
+            raise Rejected("break_glass_access: the window must start after 1970 and end after it starts")
 
     def _anchor_audit_batch(self, env: Envelope, state: PendingState, log_index: int) -> None:
         a = env.body.anchor_audit_batch

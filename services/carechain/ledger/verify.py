@@ -9,7 +9,9 @@ re-checks:
 2. ``previous_header_hash`` is the SHA-256 of the previous header (32 zero
    bytes at genesis);
 3. every validator signature over ``"carechain-block/v1\\n" + header`` is valid
-   and made by a known validator (at least one);
+   and made by a member of the validator set (at least one); a stored quorum
+   certificate holds valid signatures of a quorum of distinct members over
+   exactly this header (:func:`carechain.ledger.quorum.check_certificate`);
 4. every transaction signature, against the keys known at that point (trust
    bundle plus principals registered by earlier valid transactions, replayed);
 5. ``transactions_root`` = RFC 9162 root over the block's encoded transactions;
@@ -20,21 +22,31 @@ re-checks:
    (not from the stored leaf table);
 8. an RFC 9162 inclusion proof of every transaction against the block's
    ``log_root``;
-9. the stored log entries (leaf table) match the blocks, and hold nothing more.
+9. the stored log entries (leaf table) match the blocks, and hold nothing more;
+10. after the last block: the stored contract state (every state table, e.g.
+    principals, records, consents) equals the state replayed from the blocks,
+    byte for byte; an edited state row is named by table.
 
-It stops at the first problem and names the block and what failed.
+It stops at the first problem and names the block and what failed. The
+validator set (members and quorum) is the one stored with the chain (the
+ledger writes it at start), unless the caller gives one.
+
+:func:`cross_check` compares a local copy with other validators' copies
+(``carechain ledger verify --peer``): header by header, naming the first height
+whose header differs, and re-checking each peer block's body against its header.
 """
 
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from carechain import merkle
 from carechain.crypto import verify_signature
 from carechain.errors import IntegrityError
-from carechain.ledger import blocks, transactions
+from carechain.ledger import blocks, quorum, transactions
+from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.state import EmptyState, PendingState
 from carechain.ledger.store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
@@ -43,6 +55,7 @@ from carechain.network import TrustBundle, service_principal_id
 
 #: Principals whose signatures make a block valid (one validator in the embedded network).
 DEFAULT_VALIDATORS = (service_principal_id("ledger"),)
+META_VALIDATORS = "validators"
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ class ChainVerification:
     blocks_checked: int
     first_bad_height: int | None
     problem: str
+    final_height: int | None = None
+    evidence_count: int = 0
 
     def to_response(self) -> ledger_pb2.VerifyChainResponse:
         """As the VerifyChain reply."""
@@ -61,6 +76,8 @@ class ChainVerification:
             blocks_checked=self.blocks_checked,
             first_bad_height=self.first_bad_height or 0,
             problem=self.problem,
+            final_height=self.final_height or 0,
+            evidence_count=self.evidence_count,
         )
 
 
@@ -79,7 +96,7 @@ def _mismatch(what: str, expected: bytes, computed: bytes) -> _Bad:
 def verify_chain(
     store_or_path: LedgerStore | pathlib.Path,
     trust: TrustBundle,
-    validators: Collection[str] = DEFAULT_VALIDATORS,
+    validators: ValidatorSet | Collection[str] | None = None,
 ) -> ChainVerification:
     """Re-check the whole chain from genesis (see the module docstring); never writes.
 
@@ -91,9 +108,18 @@ def verify_chain(
     store = LedgerStore.open_read_only(path)
     try:
         with store.snapshot():
-            return _Verifier(store, trust, validators).run()
+            return _Verifier(store, trust, _validator_set(store, validators)).run()
     finally:
         store.close()
+
+
+def _validator_set(store: LedgerStore, validators: ValidatorSet | Collection[str] | None) -> ValidatorSet:
+    if isinstance(validators, ValidatorSet):
+        return validators
+    if validators is not None:
+        return ValidatorSet.of(validators, 1)
+    stored = store.meta(META_VALIDATORS)
+    return ValidatorSet.from_json(stored) if stored else ValidatorSet.of(DEFAULT_VALIDATORS, 1)
 
 
 def verify_data_dir(ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path) -> ChainVerification:
@@ -102,10 +128,12 @@ def verify_data_dir(ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path) -> C
 
 
 class _Verifier:
-    def __init__(self, store: LedgerStore, trust: TrustBundle, validators: Collection[str]) -> None:
+    def __init__(self, store: LedgerStore, trust: TrustBundle, validators: ValidatorSet) -> None:
         self.store = store
         self.trust = trust
-        self.validators = set(validators)
+        self.validators = validators
+        self.certificates = store.certificates()
+        self.final_height: int | None = None
         self.state = PendingState(EmptyState())
         self.frontier = merkle.Frontier()
         self.tree = merkle.MerkleTree()
@@ -131,10 +159,32 @@ class _Verifier:
             return self._fail(
                 extra[0].height, f"log entries hold log index {extra[0].log_index} beyond the chain's log size"
             )
-        return ChainVerification(True, self.checked, None, "")
+        orphans = sorted(h for h in self.certificates if h >= height)
+        if orphans:
+            return self._fail(orphans[0], "a quorum certificate is stored for a block that is not")
+        differing = self._state_difference()
+        if differing:
+            return self._fail(height - 1, f"stored contract state differs from the state replayed from the "
+                                          f"blocks (table {differing})")
+        return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()))
+
+    def _state_difference(self) -> str:
+        """Name of the first state table whose stored rows differ from the replay, or ''."""
+        replayed = LedgerStore.in_memory()
+        try:
+            replayed.apply_state(self.state)
+            expected = replayed.state_rows()
+        finally:
+            replayed.close()
+        actual = self.store.state_rows()
+        for table in sorted(set(expected) | set(actual)):
+            if expected.get(table, []) != actual.get(table, []):
+                return table
+        return ""
 
     def _fail(self, height: int, problem: str) -> ChainVerification:
-        return ChainVerification(False, self.checked, height, f"block {height}: {problem}")
+        return ChainVerification(False, self.checked, height, f"block {height}: {problem}", self.final_height,
+                                 len(self.store.evidence()))
 
     def _check_block(self, height: int, header_column: bytes, header_hash_column: bytes, block_bytes: bytes) -> None:
         try:
@@ -204,6 +254,8 @@ class _Verifier:
                 raise _Bad(f"transaction {index} (log index {log_index}): {exc.message}") from exc
         # 9. the stored leaf table
         self._check_log_entries(height, first_log_index, leaf_data, leaves, recomputed)
+        # 3b. the quorum certificate (after the content checks, which name the more precise problem)
+        self._check_certificate(block, header)
         self.previous_hash = computed_hash
 
     def _check_signatures(self, block: ledger_pb2.Block) -> None:
@@ -216,6 +268,19 @@ class _Verifier:
                 raise _Bad("signed by an unknown validator")
             if not verify_signature(key, signature.signature, message):
                 raise _Bad(f"validator signature of {signature.validator_id} is invalid")
+
+    def _check_certificate(self, block: ledger_pb2.Block, header: ledger_pb2.BlockHeader) -> None:
+        raw = self.certificates.get(header.height)
+        if raw is None:
+            return
+        try:
+            certificate = ledger_pb2.QuorumCertificate.FromString(raw)
+            quorum.check_certificate(block.header, certificate, self.trust, self.validators)
+        except IntegrityError as exc:
+            raise _Bad(exc.message) from exc
+        except Exception as exc:  # noqa: BLE001 - an undecodable certificate is the finding
+            raise _Bad("quorum certificate does not decode") from exc
+        self.final_height = header.height
 
     def _check_transaction_signature(
         self, index: int, log_index: int, tx: ledger_pb2.Transaction, stored: ledger_pb2.TransactionResult
@@ -248,3 +313,47 @@ class _Verifier:
                 names = ("log_index", "height", "tx_index", "tx", "leaf_hash", "valid", "reason")
                 wrong = ", ".join(n for n, a, e in zip(names, actual, expected, strict=True) if a != e)
                 raise _Bad(f"stored log entry {first_log_index + index} differs from the block ({wrong})")
+
+
+@dataclass(frozen=True)
+class PeerComparison:
+    """Outcome of comparing a local chain with one peer validator's."""
+
+    peer: str
+    ok: bool
+    compared: int
+    first_difference: int | None
+    problem: str
+
+
+def cross_check(
+    store_or_path: LedgerStore | pathlib.Path,
+    peer: str,
+    peer_head: Callable[[], int],
+    peer_block: Callable[[int], ledger_pb2.Block],
+) -> PeerComparison:
+    """Compare local headers with a peer's, height by height, and check each peer block's body against its header.
+
+    Names the first height whose header differs (or whose peer body does not
+    match the peer's header). Heights only one side has are not compared: one
+    validator may simply be behind.
+    """
+    path = store_or_path.path if isinstance(store_or_path, LedgerStore) else pathlib.Path(store_or_path)
+    store = LedgerStore.open_read_only(path)
+    try:
+        head = store.head()
+        last = min(head.height if head is not None else -1, peer_head())
+        for height in range(last + 1):
+            local = store.block(height)
+            block = peer_block(height)
+            if local is None or local.header != block.header:
+                return PeerComparison(peer, False, height, height, f"block {height}: header differs from {peer}'s")
+            header = ledger_pb2.BlockHeader.FromString(block.header)
+            leaves = [merkle.leaf_hash(transactions.encode(tx)) for tx in block.transactions]
+            if merkle.root(leaves) != header.transactions_root or blocks.results_hash(block.results) != \
+                    header.results_hash:
+                return PeerComparison(peer, False, height, height,
+                                      f"block {height}: {peer}'s transactions or results do not match its header")
+        return PeerComparison(peer, True, last + 1, None, "")
+    finally:
+        store.close()

@@ -8,7 +8,9 @@ be PHI.
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +115,117 @@ def _check_patient(resource_type: str, content: dict[str, Any], fhir_patient_id:
         raise InvalidArgument(f"{FIELD}.{field}.reference", "missing patient reference")
     if target not in (f"Patient/{fhir_patient_id}", f"urn:uuid:{fhir_patient_id}"):
         raise InvalidArgument(f"{FIELD}.{field}.reference", "does not reference the record's patient")
+
+
+# --- clinical dates ---------------------------------------------------------------
+
+DAY_MS = 86_400_000
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_DATE_TIME = re.compile(
+    r"(?P<y>\d{4})(?:-(?P<mo>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d+))?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+
+
+def fhir_time_range(value: str) -> tuple[int, int]:
+    """The instants a FHIR date/dateTime/instant covers, as [start_ms, end_ms) in Unix ms.
+
+    FHIR values have a precision: "2023" covers the whole year, "2023-05-02"
+    the whole day, "2023-05-02T10:00:00Z" one second. A date without a time
+    is taken as UTC (FHIR leaves its time zone open). Raises ValueError when
+    value is not a FHIR date, dateTime or instant.
+    """
+    match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("not a FHIR date or dateTime")
+    g = match.groupdict()
+    year, month, day = int(g["y"]), int(g["mo"] or 1), int(g["d"] or 1)
+    hour, minute, second = int(g["h"] or 0), int(g["mi"] or 0), int(g["s"] or 0)
+    fraction = g["f"] or ""
+    start = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
+    if g["tz"] and g["tz"] != "Z":
+        sign = 1 if g["tz"][0] == "+" else -1
+        start -= sign * datetime.timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][4:6]))
+    millis = int((fraction + "000")[:3]) if fraction else 0
+    start_ms = (start - _EPOCH) // datetime.timedelta(milliseconds=1) + millis
+    if g["mo"] is None:
+        end = start.replace(year=year + 1)
+    elif g["d"] is None:
+        end = start.replace(year=year + month // 12, month=month % 12 + 1)
+    elif g["h"] is None:
+        end = start + datetime.timedelta(days=1)
+    elif g["s"] is None:
+        end = start + datetime.timedelta(minutes=1)
+    else:
+        return start_ms, start_ms + (10 ** (3 - len(fraction)) if 0 < len(fraction) < 3 else 1 if fraction else 1000)
+    return start_ms, (end - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+def fhir_date_ms(ms: int, *, end: bool = False) -> str:
+    """A FHIR date or dateTime for a Unix ms instant, the inverse of :func:`fhir_time_range`.
+
+    With end=True, ms is an exclusive end and the value returned is the
+    inclusive FHIR end that covers up to it (a UTC-midnight end becomes the
+    previous day's date). Day-aligned values are written as dates.
+    """
+    if end:
+        if ms % DAY_MS == 0:
+            return (_EPOCH + datetime.timedelta(milliseconds=ms - DAY_MS)).strftime("%Y-%m-%d")
+        step = 1000 if ms % 1000 == 0 else 1
+        ms -= step
+    else:
+        if ms % DAY_MS == 0:
+            return (_EPOCH + datetime.timedelta(milliseconds=ms)).strftime("%Y-%m-%d")
+        step = 1000 if ms % 1000 == 0 else 1
+    moment = _EPOCH + datetime.timedelta(milliseconds=ms)
+    if step == 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+# Where each resource type keeps the clinical date of its content, first match wins.
+CLINICAL_DATE_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "AllergyIntolerance": (("onsetDateTime",), ("onsetPeriod", "start"), ("recordedDate",)),
+    "CarePlan": (("period", "start"), ("created",)),
+    "CareTeam": (("period", "start"),),
+    "Claim": (("billablePeriod", "start"), ("created",)),
+    "Condition": (("onsetDateTime",), ("onsetPeriod", "start"), ("recordedDate",)),
+    "Consent": (("dateTime",),),
+    "Coverage": (("period", "start"),),
+    "DiagnosticReport": (("effectiveDateTime",), ("effectivePeriod", "start"), ("issued",)),
+    "DocumentReference": (("context", "period", "start"), ("date",)),
+    "Encounter": (("period", "start"),),
+    "ExplanationOfBenefit": (("billablePeriod", "start"), ("created",)),
+    "FamilyMemberHistory": (("date",),),
+    "Goal": (("startDate",),),
+    "ImagingStudy": (("started",),),
+    "Immunization": (("occurrenceDateTime",), ("recorded",)),
+    "MedicationAdministration": (("effectiveDateTime",), ("effectivePeriod", "start")),
+    "MedicationRequest": (("authoredOn",),),
+    "MedicationStatement": (("effectiveDateTime",), ("effectivePeriod", "start"), ("dateAsserted",)),
+    "Observation": (("effectiveDateTime",), ("effectivePeriod", "start"), ("effectiveInstant",), ("issued",)),
+    "Procedure": (("performedDateTime",), ("performedPeriod", "start")),
+    "QuestionnaireResponse": (("authored",),),
+    "ServiceRequest": (("occurrenceDateTime",), ("occurrencePeriod", "start"), ("authoredOn",)),
+    "Specimen": (("collection", "collectedDateTime"), ("receivedTime",)),
+}
+
+
+def clinical_date_ms(resource: dict[str, Any]) -> int:
+    """The clinical date of a resource's content at day precision (Unix ms of the UTC day), 0 when it has none.
+
+    Only the day goes on the ledger: a consent's data period needs no more,
+    and a day says less about a patient than a time would (docs/consent.md).
+    """
+    for path in CLINICAL_DATE_FIELDS.get(str(resource.get("resourceType", "")), ()):
+        node: Any = resource
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            try:
+                start_ms, _ = fhir_time_range(node)
+            except ValueError:
+                continue
+            day = start_ms - start_ms % DAY_MS
+            return day if day != 0 else 1  # 0 means "no date"; 1970-01-01 keeps its day
+    return 0

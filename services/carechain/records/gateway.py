@@ -6,8 +6,9 @@ binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 it is on the ledger, and by then its key, blob and audit event are durable).
 
 Read: ledger entry -> consent decision -> (deny: audit, PERMISSION_DENIED) ->
-data key released against the decision token -> ciphertext, hash checked
-against the ledger -> decrypt -> audit (fail closed) -> resource.
+data key released against the decision token (identity re-checks it with
+consent) -> ciphertext, hash checked against the ledger -> decrypt -> audit
+(fail closed; a break-glass read is audited with ``alert``) -> resource.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from carechain.identity.v1 import identity_pb2
 from carechain.ledger import client as ledger_client
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.records.fhir import validate_resource
+from carechain.records.fhir import clinical_date_ms, validate_resource
 from carechain.sensitivity import categorize
 from carechain.storage.v1 import storage_pb2
 
@@ -121,6 +122,8 @@ class RecordsGateway:
             key_name=data_key.key_ref.key_name,
             key_version=data_key.key_ref.key_version,
             version=RECORD_VERSION,
+            # Day precision only: what consent data periods need, and less identifying than a timestamp.
+            data_date_ms=clinical_date_ms(resource.content),
         )
         tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
         audit_fields = {
@@ -128,6 +131,8 @@ class RecordsGateway:
             "organization_id": organization_id,
             "patient_id": patient_id,
             "record_id": record_id,
+            "resource_type": resource.resource_type,
+            "categories": categories,
         }
         # The audit event is durable before the record becomes visible on the ledger, so no
         # record can exist without its write being audited. The ledger commit is the commit point.
@@ -175,6 +180,8 @@ class RecordsGateway:
             "patient_id": record.patient_id,
             "record_id": record_id,
             "purpose": purpose,
+            "resource_type": record.resource_type,
+            "categories": list(record.categories),
         }
         decision = self._peers.consent.Decide(
             consent_pb2.DecideRequest(
@@ -203,8 +210,9 @@ class RecordsGateway:
             )
         except IntegrityError as exc:
             raise DataLoss(f"record {record_id}: ciphertext failed authentication") from exc
+        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
         self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
-                           **audit_fields)
+                           alert=decision.break_glass, **audit_fields)
         return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
                           decision.decision_id)
 

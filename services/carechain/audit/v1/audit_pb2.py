@@ -25,33 +25,61 @@ _sym_db = _symbol_database.Default()
 from carechain.common.v1 import common_pb2 as carechain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63\x61rechain/audit/v1/audit.proto\x12\x12\x63\x61rechain.audit.v1\x1a carechain/common/v1/common.proto\"\xcc\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x17\n\x0forganization_id\x18\x05 \x01(\t\x12\x12\n\npatient_id\x18\x06 \x01(\t\x12\x11\n\trecord_id\x18\x07 \x01(\t\x12/\n\x06\x61\x63tion\x18\x08 \x01(\x0e\x32\x1f.carechain.audit.v1.AuditAction\x12\x32\n\x07purpose\x18\t \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x31\n\x07outcome\x18\n \x01(\x0e\x32 .carechain.audit.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\"C\n\x12RecordEventRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.carechain.audit.v1.AuditEvent\"4\n\x0c\x41uditReceipt\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nevent_hash\x18\x02 \x01(\x0c\"Q\n\x17GetAccessHistoryRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\"g\n\x10StoredAuditEvent\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.carechain.audit.v1.AuditEvent\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x12\n\nevent_hash\x18\x03 \x01(\x0c\"P\n\x18GetAccessHistoryResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.carechain.audit.v1.StoredAuditEvent\"\x19\n\x17VerifyAuditChainRequest\"k\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x04\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x04\x12\x0f\n\x07problem\x18\x04 \x01(\t*\xed\x01\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UDIT_ACTION_READ\x10\x01\x12\x16\n\x12\x41UDIT_ACTION_WRITE\x10\x02\x12\x1e\n\x1a\x41UDIT_ACTION_GRANT_CONSENT\x10\x03\x12\x1f\n\x1b\x41UDIT_ACTION_REVOKE_CONSENT\x10\x04\x12\x17\n\x13\x41UDIT_ACTION_DECIDE\x10\x05\x12\x1c\n\x18\x41UDIT_ACTION_RELEASE_KEY\x10\x06\x12\x19\n\x15\x41UDIT_ACTION_REGISTER\x10\x07*|\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_FAILED\x10\x03\x32\xc5\x02\n\x0c\x41uditService\x12W\n\x0bRecordEvent\x12&.carechain.audit.v1.RecordEventRequest\x1a .carechain.audit.v1.AuditReceipt\x12m\n\x10GetAccessHistory\x12+.carechain.audit.v1.GetAccessHistoryRequest\x1a,.carechain.audit.v1.GetAccessHistoryResponse\x12m\n\x10VerifyAuditChain\x12+.carechain.audit.v1.VerifyAuditChainRequest\x1a,.carechain.audit.v1.VerifyAuditChainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63\x61rechain/audit/v1/audit.proto\x12\x12\x63\x61rechain.audit.v1\x1a carechain/common/v1/common.proto\"\xb0\x03\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x17\n\x0forganization_id\x18\x05 \x01(\t\x12\x12\n\npatient_id\x18\x06 \x01(\t\x12\x11\n\trecord_id\x18\x07 \x01(\t\x12/\n\x06\x61\x63tion\x18\x08 \x01(\x0e\x32\x1f.carechain.audit.v1.AuditAction\x12\x32\n\x07purpose\x18\t \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x31\n\x07outcome\x18\n \x01(\x0e\x32 .carechain.audit.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12\r\n\x05\x61lert\x18\r \x01(\x08\x12\x15\n\rresource_type\x18\x0e \x01(\t\x12<\n\ncategories\x18\x0f \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\"C\n\x12RecordEventRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.carechain.audit.v1.AuditEvent\"4\n\x0c\x41uditReceipt\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nevent_hash\x18\x02 \x01(\x0c\"Q\n\x17GetAccessHistoryRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\"g\n\x10StoredAuditEvent\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.carechain.audit.v1.AuditEvent\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x12\n\nevent_hash\x18\x03 \x01(\x0c\"\xa9\x01\n\x18GetAccessHistoryResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.carechain.audit.v1.StoredAuditEvent\x12\x33\n\x0b\x64isclosures\x18\x02 \x03(\x0b\x32\x1e.carechain.audit.v1.Disclosure\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x10\n\x08until_ms\x18\x04 \x01(\x03\"\x8c\x03\n\nDisclosure\x12\x0f\n\x07time_ms\x18\x01 \x01(\x03\x12\x14\n\x0crecipient_id\x18\x02 \x01(\t\x12!\n\x19recipient_organization_id\x18\x03 \x01(\t\x12\x11\n\trecord_id\x18\x04 \x01(\t\x12\x15\n\rresource_type\x18\x05 \x01(\t\x12<\n\ncategories\x18\x06 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x32\n\x07purpose\x18\x07 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12/\n\x06\x61\x63tion\x18\x08 \x01(\x0e\x32\x1f.carechain.audit.v1.AuditAction\x12\x31\n\x07outcome\x18\t \x01(\x0e\x32 .carechain.audit.v1.AuditOutcome\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12\x10\n\x08sequence\x18\x0b \x01(\x04\x12\r\n\x05\x61lert\x18\x0c \x01(\x08\"/\n\x17VerifyAuditChainRequest\x12\x14\n\x0c\x63heck_ledger\x18\x01 \x01(\x08\"\xb7\x01\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x04\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x04\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61tches_checked\x18\x05 \x01(\x04\x12\x18\n\x10\x62\x61tches_anchored\x18\x06 \x01(\x04\x12\x17\n\x0f\x61nchors_checked\x18\x07 \x01(\x04\"\xc1\x01\n\x13StreamEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x31\n\x07outcome\x18\x03 \x01(\x0e\x32 .carechain.audit.v1.AuditOutcome\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61lerts_only\x18\x06 \x01(\x08\x12\x13\n\x0breplay_only\x18\x07 \x01(\x08\"Q\n\x17\x45xportFhirBundleRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\">\n\x18\x45xportFhirBundleResponse\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"(\n\x14GetEventProofRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\xf2\x01\n\nEventProof\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nevent_hash\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62\x61tch_number\x18\x03 \x01(\x04\x12\x16\n\x0e\x66irst_sequence\x18\x04 \x01(\x04\x12\x15\n\rlast_sequence\x18\x05 \x01(\x04\x12\x12\n\nleaf_index\x18\x06 \x01(\x04\x12\x11\n\ttree_size\x18\x07 \x01(\x04\x12\x12\n\naudit_path\x18\x08 \x03(\x0c\x12\x12\n\nbatch_root\x18\t \x01(\x0c\x12\x10\n\x08\x61nchored\x18\n \x01(\x08\x12\x18\n\x10\x61nchor_log_index\x18\x0b \x01(\x04\"\x92\x01\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x0f\n\x07time_ms\x18\x03 \x01(\x03\x12\x33\n\x05\x65vent\x18\x04 \x01(\x0b\x32$.carechain.audit.v1.StoredAuditEvent\x12\x0f\n\x07message\x18\x05 \x01(\t\".\n\x18ListNotificationsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"T\n\x19ListNotificationsResponse\x12\x37\n\rnotifications\x18\x01 \x03(\x0b\x32 .carechain.audit.v1.Notification\"\xed\x01\n\nReviewItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x33\n\x05\x65vent\x18\x02 \x01(\x0b\x32$.carechain.audit.v1.StoredAuditEvent\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .carechain.audit.v1.ReviewStatus\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x13\n\x0breviewer_id\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x13\n\x0bresolved_ms\x18\x07 \x01(\x03\x12\x1b\n\x13resolution_sequence\x18\x08 \x01(\x04\"J\n\x16ListReviewItemsRequest\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .carechain.audit.v1.ReviewStatus\"H\n\x17ListReviewItemsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.carechain.audit.v1.ReviewItem\"9\n\x18ResolveReviewItemRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t*\x86\x02\n\x0b\x41uditAction\x12\x1c\n\x18\x41UDIT_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UDIT_ACTION_READ\x10\x01\x12\x16\n\x12\x41UDIT_ACTION_WRITE\x10\x02\x12\x1e\n\x1a\x41UDIT_ACTION_GRANT_CONSENT\x10\x03\x12\x1f\n\x1b\x41UDIT_ACTION_REVOKE_CONSENT\x10\x04\x12\x17\n\x13\x41UDIT_ACTION_DECIDE\x10\x05\x12\x1c\n\x18\x41UDIT_ACTION_RELEASE_KEY\x10\x06\x12\x19\n\x15\x41UDIT_ACTION_REGISTER\x10\x07\x12\x17\n\x13\x41UDIT_ACTION_REVIEW\x10\x08*|\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_FAILED\x10\x03*a\n\x0cReviewStatus\x12\x1d\n\x19REVIEW_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12REVIEW_STATUS_OPEN\x10\x01\x12\x1a\n\x16REVIEW_STATUS_RESOLVED\x10\x02\x32\xb1\x07\n\x0c\x41uditService\x12W\n\x0bRecordEvent\x12&.carechain.audit.v1.RecordEventRequest\x1a .carechain.audit.v1.AuditReceipt\x12m\n\x10GetAccessHistory\x12+.carechain.audit.v1.GetAccessHistoryRequest\x1a,.carechain.audit.v1.GetAccessHistoryResponse\x12m\n\x10VerifyAuditChain\x12+.carechain.audit.v1.VerifyAuditChainRequest\x1a,.carechain.audit.v1.VerifyAuditChainResponse\x12_\n\x0cStreamEvents\x12\'.carechain.audit.v1.StreamEventsRequest\x1a$.carechain.audit.v1.StoredAuditEvent0\x01\x12m\n\x10\x45xportFhirBundle\x12+.carechain.audit.v1.ExportFhirBundleRequest\x1a,.carechain.audit.v1.ExportFhirBundleResponse\x12Y\n\rGetEventProof\x12(.carechain.audit.v1.GetEventProofRequest\x1a\x1e.carechain.audit.v1.EventProof\x12p\n\x11ListNotifications\x12,.carechain.audit.v1.ListNotificationsRequest\x1a-.carechain.audit.v1.ListNotificationsResponse\x12j\n\x0fListReviewItems\x12*.carechain.audit.v1.ListReviewItemsRequest\x1a+.carechain.audit.v1.ListReviewItemsResponse\x12\x61\n\x11ResolveReviewItem\x12,.carechain.audit.v1.ResolveReviewItemRequest\x1a\x1e.carechain.audit.v1.ReviewItemb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carechain.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITACTION']._serialized_start=953
-  _globals['_AUDITACTION']._serialized_end=1190
-  _globals['_AUDITOUTCOME']._serialized_start=1192
-  _globals['_AUDITOUTCOME']._serialized_end=1316
+  _globals['_AUDITACTION']._serialized_start=3003
+  _globals['_AUDITACTION']._serialized_end=3265
+  _globals['_AUDITOUTCOME']._serialized_start=3267
+  _globals['_AUDITOUTCOME']._serialized_end=3391
+  _globals['_REVIEWSTATUS']._serialized_start=3393
+  _globals['_REVIEWSTATUS']._serialized_end=3490
   _globals['_AUDITEVENT']._serialized_start=89
-  _globals['_AUDITEVENT']._serialized_end=421
-  _globals['_RECORDEVENTREQUEST']._serialized_start=423
-  _globals['_RECORDEVENTREQUEST']._serialized_end=490
-  _globals['_AUDITRECEIPT']._serialized_start=492
-  _globals['_AUDITRECEIPT']._serialized_end=544
-  _globals['_GETACCESSHISTORYREQUEST']._serialized_start=546
-  _globals['_GETACCESSHISTORYREQUEST']._serialized_end=627
-  _globals['_STOREDAUDITEVENT']._serialized_start=629
-  _globals['_STOREDAUDITEVENT']._serialized_end=732
-  _globals['_GETACCESSHISTORYRESPONSE']._serialized_start=734
-  _globals['_GETACCESSHISTORYRESPONSE']._serialized_end=814
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=816
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=841
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=843
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=950
-  _globals['_AUDITSERVICE']._serialized_start=1319
-  _globals['_AUDITSERVICE']._serialized_end=1644
+  _globals['_AUDITEVENT']._serialized_end=521
+  _globals['_RECORDEVENTREQUEST']._serialized_start=523
+  _globals['_RECORDEVENTREQUEST']._serialized_end=590
+  _globals['_AUDITRECEIPT']._serialized_start=592
+  _globals['_AUDITRECEIPT']._serialized_end=644
+  _globals['_GETACCESSHISTORYREQUEST']._serialized_start=646
+  _globals['_GETACCESSHISTORYREQUEST']._serialized_end=727
+  _globals['_STOREDAUDITEVENT']._serialized_start=729
+  _globals['_STOREDAUDITEVENT']._serialized_end=832
+  _globals['_GETACCESSHISTORYRESPONSE']._serialized_start=835
+  _globals['_GETACCESSHISTORYRESPONSE']._serialized_end=1004
+  _globals['_DISCLOSURE']._serialized_start=1007
+  _globals['_DISCLOSURE']._serialized_end=1403
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1405
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1452
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1455
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1638
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1641
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1834
+  _globals['_EXPORTFHIRBUNDLEREQUEST']._serialized_start=1836
+  _globals['_EXPORTFHIRBUNDLEREQUEST']._serialized_end=1917
+  _globals['_EXPORTFHIRBUNDLERESPONSE']._serialized_start=1919
+  _globals['_EXPORTFHIRBUNDLERESPONSE']._serialized_end=1981
+  _globals['_GETEVENTPROOFREQUEST']._serialized_start=1983
+  _globals['_GETEVENTPROOFREQUEST']._serialized_end=2023
+  _globals['_EVENTPROOF']._serialized_start=2026
+  _globals['_EVENTPROOF']._serialized_end=2268
+  _globals['_NOTIFICATION']._serialized_start=2271
+  _globals['_NOTIFICATION']._serialized_end=2417
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=2419
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=2465
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=2467
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=2551
+  _globals['_REVIEWITEM']._serialized_start=2554
+  _globals['_REVIEWITEM']._serialized_end=2791
+  _globals['_LISTREVIEWITEMSREQUEST']._serialized_start=2793
+  _globals['_LISTREVIEWITEMSREQUEST']._serialized_end=2867
+  _globals['_LISTREVIEWITEMSRESPONSE']._serialized_start=2869
+  _globals['_LISTREVIEWITEMSRESPONSE']._serialized_end=2941
+  _globals['_RESOLVEREVIEWITEMREQUEST']._serialized_start=2943
+  _globals['_RESOLVEREVIEWITEMREQUEST']._serialized_end=3000
+  _globals['_AUDITSERVICE']._serialized_start=3493
+  _globals['_AUDITSERVICE']._serialized_end=4438
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,7 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_DECIDE: _ClassVar[AuditAction]
     AUDIT_ACTION_RELEASE_KEY: _ClassVar[AuditAction]
     AUDIT_ACTION_REGISTER: _ClassVar[AuditAction]
+    AUDIT_ACTION_REVIEW: _ClassVar[AuditAction]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -25,6 +26,12 @@ class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_OUTCOME_SUCCESS: _ClassVar[AuditOutcome]
     AUDIT_OUTCOME_DENIED: _ClassVar[AuditOutcome]
     AUDIT_OUTCOME_FAILED: _ClassVar[AuditOutcome]
+
+class ReviewStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVIEW_STATUS_UNSPECIFIED: _ClassVar[ReviewStatus]
+    REVIEW_STATUS_OPEN: _ClassVar[ReviewStatus]
+    REVIEW_STATUS_RESOLVED: _ClassVar[ReviewStatus]
 AUDIT_ACTION_UNSPECIFIED: AuditAction
 AUDIT_ACTION_READ: AuditAction
 AUDIT_ACTION_WRITE: AuditAction
@@ -33,13 +40,17 @@ AUDIT_ACTION_REVOKE_CONSENT: AuditAction
 AUDIT_ACTION_DECIDE: AuditAction
 AUDIT_ACTION_RELEASE_KEY: AuditAction
 AUDIT_ACTION_REGISTER: AuditAction
+AUDIT_ACTION_REVIEW: AuditAction
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome
 AUDIT_OUTCOME_FAILED: AuditOutcome
+REVIEW_STATUS_UNSPECIFIED: ReviewStatus
+REVIEW_STATUS_OPEN: ReviewStatus
+REVIEW_STATUS_RESOLVED: ReviewStatus
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id")
+    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +63,9 @@ class AuditEvent(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     time_ms: int
     service: str
@@ -64,7 +78,10 @@ class AuditEvent(_message.Message):
     outcome: AuditOutcome
     reason: str
     trace_id: str
-    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    alert: bool
+    resource_type: str
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ...) -> None: ...
 
 class RecordEventRequest(_message.Message):
     __slots__ = ("event",)
@@ -101,23 +118,199 @@ class StoredAuditEvent(_message.Message):
     def __init__(self, event: _Optional[_Union[AuditEvent, _Mapping]] = ..., sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ...) -> None: ...
 
 class GetAccessHistoryResponse(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "disclosures", "since_ms", "until_ms")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[StoredAuditEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ...) -> None: ...
+    disclosures: _containers.RepeatedCompositeFieldContainer[Disclosure]
+    since_ms: int
+    until_ms: int
+    def __init__(self, events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ..., disclosures: _Optional[_Iterable[_Union[Disclosure, _Mapping]]] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+
+class Disclosure(_message.Message):
+    __slots__ = ("time_ms", "recipient_id", "recipient_organization_id", "record_id", "resource_type", "categories", "purpose", "action", "outcome", "description", "sequence", "alert")
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    time_ms: int
+    recipient_id: str
+    recipient_organization_id: str
+    record_id: str
+    resource_type: str
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    purpose: _common_pb2.PurposeOfUse
+    action: AuditAction
+    outcome: AuditOutcome
+    description: str
+    sequence: int
+    alert: bool
+    def __init__(self, time_ms: _Optional[int] = ..., recipient_id: _Optional[str] = ..., recipient_organization_id: _Optional[str] = ..., record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[AuditAction, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., description: _Optional[str] = ..., sequence: _Optional[int] = ..., alert: _Optional[bool] = ...) -> None: ...
 
 class VerifyAuditChainRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("check_ledger",)
+    CHECK_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    check_ledger: bool
+    def __init__(self, check_ledger: _Optional[bool] = ...) -> None: ...
 
 class VerifyAuditChainResponse(_message.Message):
-    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem")
+    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked")
     OK_FIELD_NUMBER: _ClassVar[int]
     EVENTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_ANCHORED_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     events_checked: int
     first_bad_sequence: int
     problem: str
-    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+    batches_checked: int
+    batches_anchored: int
+    anchors_checked: int
+    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ("after_sequence", "service", "outcome", "patient_id", "actor_id", "alerts_only", "replay_only")
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    service: str
+    outcome: AuditOutcome
+    patient_id: str
+    actor_id: str
+    alerts_only: bool
+    replay_only: bool
+    def __init__(self, after_sequence: _Optional[int] = ..., service: _Optional[str] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., patient_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., alerts_only: _Optional[bool] = ..., replay_only: _Optional[bool] = ...) -> None: ...
+
+class ExportFhirBundleRequest(_message.Message):
+    __slots__ = ("patient_id", "since_ms", "until_ms")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    since_ms: int
+    until_ms: int
+    def __init__(self, patient_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+
+class ExportFhirBundleResponse(_message.Message):
+    __slots__ = ("bundle_json", "count")
+    BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    bundle_json: bytes
+    count: int
+    def __init__(self, bundle_json: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetEventProofRequest(_message.Message):
+    __slots__ = ("sequence",)
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    def __init__(self, sequence: _Optional[int] = ...) -> None: ...
+
+class EventProof(_message.Message):
+    __slots__ = ("sequence", "event_hash", "batch_number", "first_sequence", "last_sequence", "leaf_index", "tree_size", "audit_path", "batch_root", "anchored", "anchor_log_index")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_PATH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROOT_FIELD_NUMBER: _ClassVar[int]
+    ANCHORED_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    event_hash: bytes
+    batch_number: int
+    first_sequence: int
+    last_sequence: int
+    leaf_index: int
+    tree_size: int
+    audit_path: _containers.RepeatedScalarFieldContainer[bytes]
+    batch_root: bytes
+    anchored: bool
+    anchor_log_index: int
+    def __init__(self, sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ..., batch_number: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., audit_path: _Optional[_Iterable[bytes]] = ..., batch_root: _Optional[bytes] = ..., anchored: _Optional[bool] = ..., anchor_log_index: _Optional[int] = ...) -> None: ...
+
+class Notification(_message.Message):
+    __slots__ = ("notification_id", "patient_id", "time_ms", "event", "message")
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    notification_id: str
+    patient_id: str
+    time_ms: int
+    event: StoredAuditEvent
+    message: str
+    def __init__(self, notification_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., event: _Optional[_Union[StoredAuditEvent, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ListNotificationsRequest(_message.Message):
+    __slots__ = ("patient_id",)
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    def __init__(self, patient_id: _Optional[str] = ...) -> None: ...
+
+class ListNotificationsResponse(_message.Message):
+    __slots__ = ("notifications",)
+    NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    notifications: _containers.RepeatedCompositeFieldContainer[Notification]
+    def __init__(self, notifications: _Optional[_Iterable[_Union[Notification, _Mapping]]] = ...) -> None: ...
+
+class ReviewItem(_message.Message):
+    __slots__ = ("item_id", "event", "status", "created_ms", "reviewer_id", "note", "resolved_ms", "resolution_sequence")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    event: StoredAuditEvent
+    status: ReviewStatus
+    created_ms: int
+    reviewer_id: str
+    note: str
+    resolved_ms: int
+    resolution_sequence: int
+    def __init__(self, item_id: _Optional[str] = ..., event: _Optional[_Union[StoredAuditEvent, _Mapping]] = ..., status: _Optional[_Union[ReviewStatus, str]] = ..., created_ms: _Optional[int] = ..., reviewer_id: _Optional[str] = ..., note: _Optional[str] = ..., resolved_ms: _Optional[int] = ..., resolution_sequence: _Optional[int] = ...) -> None: ...
+
+class ListReviewItemsRequest(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: ReviewStatus
+    def __init__(self, status: _Optional[_Union[ReviewStatus, str]] = ...) -> None: ...
+
+class ListReviewItemsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReviewItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReviewItem, _Mapping]]] = ...) -> None: ...
+
+class ResolveReviewItemRequest(_message.Message):
+    __slots__ = ("item_id", "note")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    note: str
+    def __init__(self, item_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...

@@ -51,6 +51,36 @@ class AuditServiceStub:
                 request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.SerializeToString,
                 response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.FromString,
                 _registered_method=True)
+        self.StreamEvents = channel.unary_stream(
+                '/carechain.audit.v1.AuditService/StreamEvents',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEvent.FromString,
+                _registered_method=True)
+        self.ExportFhirBundle = channel.unary_unary(
+                '/carechain.audit.v1.AuditService/ExportFhirBundle',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleResponse.FromString,
+                _registered_method=True)
+        self.GetEventProof = channel.unary_unary(
+                '/carechain.audit.v1.AuditService/GetEventProof',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.GetEventProofRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.EventProof.FromString,
+                _registered_method=True)
+        self.ListNotifications = channel.unary_unary(
+                '/carechain.audit.v1.AuditService/ListNotifications',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListNotificationsRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListNotificationsResponse.FromString,
+                _registered_method=True)
+        self.ListReviewItems = channel.unary_unary(
+                '/carechain.audit.v1.AuditService/ListReviewItems',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListReviewItemsRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListReviewItemsResponse.FromString,
+                _registered_method=True)
+        self.ResolveReviewItem = channel.unary_unary(
+                '/carechain.audit.v1.AuditService/ResolveReviewItem',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ResolveReviewItemRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ReviewItem.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -66,14 +96,69 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAccessHistory(self, request, context):
-        """Events about one patient's data, newest first. The patient or a service.
+        """Events about one patient's data, newest first, with an accounting of
+        disclosures (HIPAA 45 CFR 164.528: date, recipient, data description,
+        purpose) for a period of at most six years (default: the last six
+        years). The patient or a service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyAuditChain(self, request, context):
-        """Re-checks the whole hash chain.
+        """Re-checks the whole hash chain, every sealed batch's Merkle root and,
+        when asked, each batch's anchor on the ledger. Services and the operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamEvents(self, request, context):
+        """Streams stored events after a cursor (a sequence) that match the
+        filters, then follows new ones as they are recorded, in sequence order:
+        resuming from the last sequence received gives no gap and no duplicate.
+        Services and the operator (SREs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportFhirBundle(self, request, context):
+        """A patient's events of a period as a FHIR R4 Bundle of AuditEvent
+        resources (JSON). The patient, a service or the operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventProof(self, request, context):
+        """RFC 9162 inclusion proof of one event in its sealed batch, with the
+        batch's root and the ledger position of its AnchorAuditBatch
+        transaction. The event's patient, a service or the operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotifications(self, request, context):
+        """A patient's notifications (e.g. a break-glass access to their data),
+        newest first. The patient or a service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReviewItems(self, request, context):
+        """The privacy officer's review queue: one item per alert event, oldest
+        first. Services and the operator (who acts as privacy officer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveReviewItem(self, request, context):
+        """Closes a review item with the reviewer's note; the resolution is itself
+        recorded as an audit event. Services and the operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +181,36 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.VerifyAuditChain,
                     request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.FromString,
                     response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.SerializeToString,
+            ),
+            'StreamEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEvent.SerializeToString,
+            ),
+            'ExportFhirBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFhirBundle,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleResponse.SerializeToString,
+            ),
+            'GetEventProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventProof,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.GetEventProofRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.EventProof.SerializeToString,
+            ),
+            'ListNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotifications,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListNotificationsRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'ListReviewItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviewItems,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListReviewItemsRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ListReviewItemsResponse.SerializeToString,
+            ),
+            'ResolveReviewItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveReviewItem,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ResolveReviewItemRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ReviewItem.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +296,168 @@ class AuditService:
             '/carechain.audit.v1.AuditService/VerifyAuditChain',
             carechain_dot_audit_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.SerializeToString,
             carechain_dot_audit_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/StreamEvents',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFhirBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/ExportFhirBundle',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/GetEventProof',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.GetEventProofRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.EventProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/ListNotifications',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ListNotificationsRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviewItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/ListReviewItems',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ListReviewItemsRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ListReviewItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveReviewItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/ResolveReviewItem',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ResolveReviewItemRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.ReviewItem.FromString,
             options,
             channel_credentials,
             insecure,

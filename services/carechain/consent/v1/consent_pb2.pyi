@@ -21,12 +21,21 @@ class DecisionEffect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECISION_EFFECT_UNSPECIFIED: _ClassVar[DecisionEffect]
     DECISION_EFFECT_PERMIT: _ClassVar[DecisionEffect]
     DECISION_EFFECT_DENY: _ClassVar[DecisionEffect]
+
+class DelegationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELEGATION_STATUS_UNSPECIFIED: _ClassVar[DelegationStatus]
+    DELEGATION_STATUS_ACTIVE: _ClassVar[DelegationStatus]
+    DELEGATION_STATUS_REVOKED: _ClassVar[DelegationStatus]
 CONSENT_STATUS_UNSPECIFIED: ConsentStatus
 CONSENT_STATUS_ACTIVE: ConsentStatus
 CONSENT_STATUS_REVOKED: ConsentStatus
 DECISION_EFFECT_UNSPECIFIED: DecisionEffect
 DECISION_EFFECT_PERMIT: DecisionEffect
 DECISION_EFFECT_DENY: DecisionEffect
+DELEGATION_STATUS_UNSPECIFIED: DelegationStatus
+DELEGATION_STATUS_ACTIVE: DelegationStatus
+DELEGATION_STATUS_REVOKED: DelegationStatus
 
 class GrantConsentRequest(_message.Message):
     __slots__ = ("transaction",)
@@ -41,20 +50,24 @@ class RevokeConsentRequest(_message.Message):
     def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
 
 class ConsentRecord(_message.Message):
-    __slots__ = ("consent_id", "patient_id", "policy", "status", "granted_log_index", "revoked_log_index")
+    __slots__ = ("consent_id", "patient_id", "policy", "status", "granted_log_index", "revoked_log_index", "granted_at_ms", "granted_by")
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     GRANTED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     REVOKED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_BY_FIELD_NUMBER: _ClassVar[int]
     consent_id: str
     patient_id: str
     policy: _policy_pb2.ConsentPolicy
     status: ConsentStatus
     granted_log_index: int
     revoked_log_index: int
-    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., status: _Optional[_Union[ConsentStatus, str]] = ..., granted_log_index: _Optional[int] = ..., revoked_log_index: _Optional[int] = ...) -> None: ...
+    granted_at_ms: int
+    granted_by: str
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., status: _Optional[_Union[ConsentStatus, str]] = ..., granted_log_index: _Optional[int] = ..., revoked_log_index: _Optional[int] = ..., granted_at_ms: _Optional[int] = ..., granted_by: _Optional[str] = ...) -> None: ...
 
 class ListConsentsRequest(_message.Message):
     __slots__ = ("patient_id",)
@@ -81,7 +94,7 @@ class DecideRequest(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id")
+    __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id", "break_glass", "break_glass_expires_at_ms")
     EFFECT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +103,8 @@ class Decision(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     effect: DecisionEffect
     reason: str
     consent_id: str
@@ -98,4 +113,74 @@ class Decision(_message.Message):
     expires_at_ms: int
     patient_id: str
     decision_id: str
-    def __init__(self, effect: _Optional[_Union[DecisionEffect, str]] = ..., reason: _Optional[str] = ..., consent_id: _Optional[str] = ..., provision_path: _Optional[str] = ..., decision_token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., patient_id: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+    break_glass: bool
+    break_glass_expires_at_ms: int
+    def __init__(self, effect: _Optional[_Union[DecisionEffect, str]] = ..., reason: _Optional[str] = ..., consent_id: _Optional[str] = ..., provision_path: _Optional[str] = ..., decision_token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., patient_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class CheckDecisionRequest(_message.Message):
+    __slots__ = ("decision_token",)
+    DECISION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    decision_token: str
+    def __init__(self, decision_token: _Optional[str] = ...) -> None: ...
+
+class CheckDecisionResponse(_message.Message):
+    __slots__ = ("permitted", "reason")
+    PERMITTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    permitted: bool
+    reason: str
+    def __init__(self, permitted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ExportConsentRequest(_message.Message):
+    __slots__ = ("consent_id",)
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    consent_id: str
+    def __init__(self, consent_id: _Optional[str] = ...) -> None: ...
+
+class ExportConsentResponse(_message.Message):
+    __slots__ = ("consent_json",)
+    CONSENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    consent_json: str
+    def __init__(self, consent_json: _Optional[str] = ...) -> None: ...
+
+class RegisterDelegateRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class RevokeDelegateRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class Delegation(_message.Message):
+    __slots__ = ("patient_id", "delegate_id", "relationship", "period", "status", "registered_log_index", "revoked_log_index")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    delegate_id: str
+    relationship: _policy_pb2.DelegateRelationship
+    period: _common_pb2.Period
+    status: DelegationStatus
+    registered_log_index: int
+    revoked_log_index: int
+    def __init__(self, patient_id: _Optional[str] = ..., delegate_id: _Optional[str] = ..., relationship: _Optional[_Union[_policy_pb2.DelegateRelationship, str]] = ..., period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ..., status: _Optional[_Union[DelegationStatus, str]] = ..., registered_log_index: _Optional[int] = ..., revoked_log_index: _Optional[int] = ...) -> None: ...
+
+class ListDelegatesRequest(_message.Message):
+    __slots__ = ("patient_id",)
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    def __init__(self, patient_id: _Optional[str] = ...) -> None: ...
+
+class ListDelegatesResponse(_message.Message):
+    __slots__ = ("delegations",)
+    DELEGATIONS_FIELD_NUMBER: _ClassVar[int]
+    delegations: _containers.RepeatedCompositeFieldContainer[Delegation]
+    def __init__(self, delegations: _Optional[_Iterable[_Union[Delegation, _Mapping]]] = ...) -> None: ...

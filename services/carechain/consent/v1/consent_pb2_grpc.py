@@ -56,6 +56,31 @@ class ConsentServiceStub:
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideRequest.SerializeToString,
                 response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Decision.FromString,
                 _registered_method=True)
+        self.CheckDecision = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/CheckDecision',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionResponse.FromString,
+                _registered_method=True)
+        self.ExportConsent = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/ExportConsent',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentResponse.FromString,
+                _registered_method=True)
+        self.RegisterDelegate = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/RegisterDelegate',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.RegisterDelegateRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Delegation.FromString,
+                _registered_method=True)
+        self.RevokeDelegate = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/RevokeDelegate',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.RevokeDelegateRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Delegation.FromString,
+                _registered_method=True)
+        self.ListDelegates = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/ListDelegates',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesResponse.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
@@ -64,23 +89,25 @@ class ConsentServiceServicer:
     """
 
     def GrantConsent(self, request, context):
-        """Submits a GrantConsent transaction signed by the patient. The policy is
-        validated first (INVALID_ARGUMENT naming the field).
+        """Submits a GrantConsent transaction signed by the patient or by one of
+        the patient's active delegates. The policy is validated first
+        (INVALID_ARGUMENT naming the field).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeConsent(self, request, context):
-        """Submits a RevokeConsent transaction signed by the patient. Every later
-        decision sees the revocation.
+        """Submits a RevokeConsent transaction signed by the patient or an active
+        delegate. Every later decision sees the revocation, and so does every
+        key release of a decision issued before it (CheckDecision).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListConsents(self, request, context):
-        """Lists a patient's consents. The patient or a service.
+        """Lists a patient's consents. The patient, an active delegate or a service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,7 +116,52 @@ class ConsentServiceServicer:
     def Decide(self, request, context):
         """Decides whether an actor may act on a record for a purpose. A permit
         carries a short-lived signed decision token bound to actor and record.
+        An emergency-specialty practitioner with purpose ETREAT whom no consent
+        permits gets a break-glass permit for non-sensitive records only.
         Records service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckDecision(self, request, context):
+        """Re-checks, against the latest ledger state, that a decision token this
+        service issued still holds: its consent is not revoked, the policy still
+        permits, and a break-glass window has not ended. Identity service only
+        (called just before a data key is unwrapped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportConsent(self, request, context):
+        """One consent as a FHIR R4 Consent resource (JSON). The patient, an active
+        delegate or a service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterDelegate(self, request, context):
+        """Submits a RegisterDelegate transaction signed by the patient: the
+        delegate may then grant and revoke consent on the patient's behalf.
+        The patient only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeDelegate(self, request, context):
+        """Submits a RevokeDelegate transaction signed by the patient. The patient
+        only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDelegates(self, request, context):
+        """Lists a patient's delegations (active and revoked). The patient, one of
+        its delegates or a service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +189,31 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.Decide,
                     request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideRequest.FromString,
                     response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Decision.SerializeToString,
+            ),
+            'CheckDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDecision,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionResponse.SerializeToString,
+            ),
+            'ExportConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportConsent,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentResponse.SerializeToString,
+            ),
+            'RegisterDelegate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDelegate,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.RegisterDelegateRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Delegation.SerializeToString,
+            ),
+            'RevokeDelegate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDelegate,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.RevokeDelegateRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Delegation.SerializeToString,
+            ),
+            'ListDelegates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDelegates,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +326,141 @@ class ConsentService:
             '/carechain.consent.v1.ConsentService/Decide',
             carechain_dot_consent_dot_v1_dot_consent__pb2.DecideRequest.SerializeToString,
             carechain_dot_consent_dot_v1_dot_consent__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/CheckDecision',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/ExportConsent',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterDelegate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/RegisterDelegate',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.RegisterDelegateRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.Delegation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDelegate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/RevokeDelegate',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.RevokeDelegateRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.Delegation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDelegates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/ListDelegates',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,12 +1,29 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
 from carechain.consent.v1 import policy_pb2 as _policy_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class AckLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACK_LEVEL_UNSPECIFIED: _ClassVar[AckLevel]
+    ACK_LEVEL_COMMITTED: _ClassVar[AckLevel]
+    ACK_LEVEL_FINAL: _ClassVar[AckLevel]
+
+class EvidenceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVIDENCE_KIND_UNSPECIFIED: _ClassVar[EvidenceKind]
+    EVIDENCE_KIND_CONFLICTING_HEADER: _ClassVar[EvidenceKind]
+ACK_LEVEL_UNSPECIFIED: AckLevel
+ACK_LEVEL_COMMITTED: AckLevel
+ACK_LEVEL_FINAL: AckLevel
+EVIDENCE_KIND_UNSPECIFIED: EvidenceKind
+EVIDENCE_KIND_CONFLICTING_HEADER: EvidenceKind
 
 class Transaction(_message.Message):
     __slots__ = ("body", "signer_id", "signature")
@@ -19,7 +36,7 @@ class Transaction(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., signer_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TransactionBody(_message.Message):
-    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation")
+    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +48,9 @@ class TransactionBody(_message.Message):
     ANCHOR_AUDIT_BATCH_FIELD_NUMBER: _ClassVar[int]
     ERASE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_DELEGATE_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_DELEGATE_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     nonce: bytes
     created_at_ms: int
@@ -42,7 +62,10 @@ class TransactionBody(_message.Message):
     anchor_audit_batch: AnchorAuditBatch
     erase_records: EraseRecords
     key_rotation: KeyRotation
-    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ...) -> None: ...
+    register_delegate: RegisterDelegate
+    revoke_delegate: RevokeDelegate
+    break_glass_access: BreakGlassAccess
+    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ...) -> None: ...
 
 class RegisterPrincipal(_message.Message):
     __slots__ = ("principal_id", "kind", "public_key", "organization_id", "specialty")
@@ -59,7 +82,7 @@ class RegisterPrincipal(_message.Message):
     def __init__(self, principal_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., public_key: _Optional[bytes] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ...) -> None: ...
 
 class RegisterRecord(_message.Message):
-    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version")
+    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +94,7 @@ class RegisterRecord(_message.Message):
     KEY_NAME_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     patient_id: str
     organization_id: str
@@ -82,7 +106,8 @@ class RegisterRecord(_message.Message):
     key_name: str
     key_version: int
     version: int
-    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    data_date_ms: int
+    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ...) -> None: ...
 
 class GrantConsent(_message.Message):
     __slots__ = ("consent_id", "patient_id", "policy")
@@ -101,6 +126,38 @@ class RevokeConsent(_message.Message):
     consent_id: str
     patient_id: str
     def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ...) -> None: ...
+
+class RegisterDelegate(_message.Message):
+    __slots__ = ("patient_id", "delegate_id", "relationship", "period")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    delegate_id: str
+    relationship: _policy_pb2.DelegateRelationship
+    period: _common_pb2.Period
+    def __init__(self, patient_id: _Optional[str] = ..., delegate_id: _Optional[str] = ..., relationship: _Optional[_Union[_policy_pb2.DelegateRelationship, str]] = ..., period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ...) -> None: ...
+
+class RevokeDelegate(_message.Message):
+    __slots__ = ("patient_id", "delegate_id")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    delegate_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., delegate_id: _Optional[str] = ...) -> None: ...
+
+class BreakGlassAccess(_message.Message):
+    __slots__ = ("actor_id", "patient_id", "started_at_ms", "expires_at_ms")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    patient_id: str
+    started_at_ms: int
+    expires_at_ms: int
+    def __init__(self, actor_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class AnchorAuditBatch(_message.Message):
     __slots__ = ("batch_number", "first_sequence", "last_sequence", "merkle_root")
@@ -131,26 +188,30 @@ class KeyRotation(_message.Message):
     def __init__(self, patient_id: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
 
 class SubmitTransactionRequest(_message.Message):
-    __slots__ = ("transaction",)
+    __slots__ = ("transaction", "ack")
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
     transaction: Transaction
-    def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ...) -> None: ...
+    ack: AckLevel
+    def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ..., ack: _Optional[_Union[AckLevel, str]] = ...) -> None: ...
 
 class SubmitTransactionResponse(_message.Message):
-    __slots__ = ("transaction_hash", "height", "index", "log_index", "valid", "reason")
+    __slots__ = ("transaction_hash", "height", "index", "log_index", "valid", "reason", "final")
     TRANSACTION_HASH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     VALID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     transaction_hash: str
     height: int
     index: int
     log_index: int
     valid: bool
     reason: str
-    def __init__(self, transaction_hash: _Optional[str] = ..., height: _Optional[int] = ..., index: _Optional[int] = ..., log_index: _Optional[int] = ..., valid: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    final: bool
+    def __init__(self, transaction_hash: _Optional[str] = ..., height: _Optional[int] = ..., index: _Optional[int] = ..., log_index: _Optional[int] = ..., valid: _Optional[bool] = ..., reason: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class BlockHeader(_message.Message):
     __slots__ = ("chain_id", "height", "previous_header_hash", "transactions_root", "results_hash", "log_size", "log_root", "timestamp_ms")
@@ -189,28 +250,70 @@ class ValidatorSignature(_message.Message):
     def __init__(self, validator_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Block(_message.Message):
-    __slots__ = ("header", "transactions", "results", "signatures")
+    __slots__ = ("header", "transactions", "results", "signatures", "certificate")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     header: bytes
     transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
     results: _containers.RepeatedCompositeFieldContainer[TransactionResult]
     signatures: _containers.RepeatedCompositeFieldContainer[ValidatorSignature]
-    def __init__(self, header: _Optional[bytes] = ..., transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TransactionResult, _Mapping]]] = ..., signatures: _Optional[_Iterable[_Union[ValidatorSignature, _Mapping]]] = ...) -> None: ...
+    certificate: QuorumCertificate
+    def __init__(self, header: _Optional[bytes] = ..., transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TransactionResult, _Mapping]]] = ..., signatures: _Optional[_Iterable[_Union[ValidatorSignature, _Mapping]]] = ..., certificate: _Optional[_Union[QuorumCertificate, _Mapping]] = ...) -> None: ...
+
+class QuorumCertificate(_message.Message):
+    __slots__ = ("height", "header_hash", "signatures")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    HEADER_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    header_hash: bytes
+    signatures: _containers.RepeatedCompositeFieldContainer[ValidatorSignature]
+    def __init__(self, height: _Optional[int] = ..., header_hash: _Optional[bytes] = ..., signatures: _Optional[_Iterable[_Union[ValidatorSignature, _Mapping]]] = ...) -> None: ...
+
+class HeaderVote(_message.Message):
+    __slots__ = ("header", "signature")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    header: bytes
+    signature: ValidatorSignature
+    def __init__(self, header: _Optional[bytes] = ..., signature: _Optional[_Union[ValidatorSignature, _Mapping]] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("kind", "height", "validator_id", "vote", "expected_header_hash", "reporter_id", "observed_at_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    VOTE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_HEADER_HASH_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_ID_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: EvidenceKind
+    height: int
+    validator_id: str
+    vote: HeaderVote
+    expected_header_hash: bytes
+    reporter_id: str
+    observed_at_ms: int
+    def __init__(self, kind: _Optional[_Union[EvidenceKind, str]] = ..., height: _Optional[int] = ..., validator_id: _Optional[str] = ..., vote: _Optional[_Union[HeaderVote, _Mapping]] = ..., expected_header_hash: _Optional[bytes] = ..., reporter_id: _Optional[str] = ..., observed_at_ms: _Optional[int] = ...) -> None: ...
 
 class GetChainHeadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ChainHead(_message.Message):
-    __slots__ = ("header", "header_hash")
+    __slots__ = ("header", "header_hash", "final_height", "validator_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     HEADER_HASH_FIELD_NUMBER: _ClassVar[int]
+    FINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATOR_ID_FIELD_NUMBER: _ClassVar[int]
     header: BlockHeader
     header_hash: bytes
-    def __init__(self, header: _Optional[_Union[BlockHeader, _Mapping]] = ..., header_hash: _Optional[bytes] = ...) -> None: ...
+    final_height: int
+    validator_id: str
+    def __init__(self, header: _Optional[_Union[BlockHeader, _Mapping]] = ..., header_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., validator_id: _Optional[str] = ...) -> None: ...
 
 class GetBlockRequest(_message.Message):
     __slots__ = ("height",)
@@ -311,13 +414,53 @@ class VerifyChainRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class VerifyChainResponse(_message.Message):
-    __slots__ = ("ok", "blocks_checked", "first_bad_height", "problem")
+    __slots__ = ("ok", "blocks_checked", "first_bad_height", "problem", "final_height", "evidence_count")
     OK_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    FINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     blocks_checked: int
     first_bad_height: int
     problem: str
-    def __init__(self, ok: _Optional[bool] = ..., blocks_checked: _Optional[int] = ..., first_bad_height: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+    final_height: int
+    evidence_count: int
+    def __init__(self, ok: _Optional[bool] = ..., blocks_checked: _Optional[int] = ..., first_bad_height: _Optional[int] = ..., problem: _Optional[str] = ..., final_height: _Optional[int] = ..., evidence_count: _Optional[int] = ...) -> None: ...
+
+class GetCheckpointRequest(_message.Message):
+    __slots__ = ("height",)
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    def __init__(self, height: _Optional[int] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("chain_id", "height", "tree_size", "root", "timestamp_ms", "header", "certificate")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    chain_id: str
+    height: int
+    tree_size: int
+    root: bytes
+    timestamp_ms: int
+    header: bytes
+    certificate: QuorumCertificate
+    def __init__(self, chain_id: _Optional[str] = ..., height: _Optional[int] = ..., tree_size: _Optional[int] = ..., root: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., header: _Optional[bytes] = ..., certificate: _Optional[_Union[QuorumCertificate, _Mapping]] = ...) -> None: ...
+
+class GetEvidenceRequest(_message.Message):
+    __slots__ = ("from_height",)
+    FROM_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    from_height: int
+    def __init__(self, from_height: _Optional[int] = ...) -> None: ...
+
+class GetEvidenceResponse(_message.Message):
+    __slots__ = ("evidence",)
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    evidence: _containers.RepeatedCompositeFieldContainer[Evidence]
+    def __init__(self, evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ...) -> None: ...

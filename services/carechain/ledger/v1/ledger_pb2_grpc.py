@@ -76,6 +76,16 @@ class LedgerServiceStub:
                 request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.VerifyChainRequest.SerializeToString,
                 response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.VerifyChainResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/carechain.ledger.v1.LedgerService/GetCheckpoint',
+                request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.Checkpoint.FromString,
+                _registered_method=True)
+        self.GetEvidence = channel.unary_unary(
+                '/carechain.ledger.v1.LedgerService/GetEvidence',
+                request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceRequest.SerializeToString,
+                response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -142,6 +152,23 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpoint(self, request, context):
+        """Returns a checkpoint (tree size, root, time) of a final block with the
+        validators' co-signatures (its quorum certificate), so a client can
+        check proofs without trusting this validator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvidence(self, request, context):
+        """Returns evidence of validator misbehaviour this validator observed
+        (e.g. a validator that signed a different header for a height).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +211,16 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.VerifyChain,
                     request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.VerifyChainRequest.FromString,
                     response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.VerifyChainResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.Checkpoint.SerializeToString,
+            ),
+            'GetEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvidence,
+                    request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceRequest.FromString,
+                    response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +441,60 @@ class LedgerService:
             '/carechain.ledger.v1.LedgerService/VerifyChain',
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.VerifyChainRequest.SerializeToString,
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.VerifyChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.ledger.v1.LedgerService/GetCheckpoint',
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetCheckpointRequest.SerializeToString,
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.Checkpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.ledger.v1.LedgerService/GetEvidence',
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceRequest.SerializeToString,
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

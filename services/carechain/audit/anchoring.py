@@ -1,0 +1,245 @@
+"""Sealing audit events into batches and anchoring each batch's root on the ledger.
+
+- :class:`BatchSealer` decides *when* to seal: as soon as ``max_events``
+  events are unsealed (a full batch of exactly that many), or when unsealed
+  events have waited ``max_seconds`` (all of them, at most ``max_events``).
+- :class:`LedgerAnchorer` submits one ``AnchorAuditBatch`` transaction per
+  sealed batch, in batch order, signed by the audit service (``svc-audit``),
+  and stores the anchor's log index with the batch. A batch whose anchor is
+  already on the ledger (a retry after an answer was lost, or another audit
+  replica) is found there instead of anchored twice. While the ledger is
+  unreachable batches simply stay sealed locally; nothing is lost and the
+  next round retries. :meth:`LedgerAnchorer.check` cross-checks an anchored
+  batch against the ledger.
+- :class:`AuditMaintenance` runs both in a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from carechain.audit.store import AuditBatch, AuditStore
+from carechain.crypto import Signer
+from carechain.errors import FailedPrecondition, IntegrityError
+from carechain.ledger import client as ledger_client
+from carechain.ledger.transactions import decode_body, new_body, sign_transaction
+from carechain.ledger.v1 import ledger_pb2
+from carechain.network import service_principal_id
+
+log = logging.getLogger("carechain.audit.anchoring")
+
+AUDIT_SIGNER_ID = service_principal_id("audit")
+_LIST_PAGE = 500
+
+
+class BatchSealer:
+    """Seals a store's unsealed events by count or by age (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        max_events: int,
+        max_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self._store = store
+        self.max_events = max_events
+        self.max_seconds = max_seconds
+        self._monotonic = monotonic
+        self._wall = wall
+        self._pending_since: float | None = None
+
+    def seal_due(self, force: bool = False) -> list[AuditBatch]:
+        """Seal what is due now (force: every unsealed event); returns the batches sealed here."""
+        sealed: list[AuditBatch] = []
+        head, _ = self._store.head()
+        last = self._store.last_batch()
+        sealed_to = last.last_sequence if last else 0
+        while head - sealed_to >= self.max_events:
+            batch = self._store.seal_batch(sealed_to + self.max_events, self._now_ms())
+            if batch is not None:
+                sealed.append(batch)
+            last = self._store.last_batch()
+            sealed_to = last.last_sequence if last else 0
+        if head <= sealed_to:
+            self._pending_since = None
+            return sealed
+        now = self._monotonic()
+        if self._pending_since is None:
+            self._pending_since = now
+        if force or now - self._pending_since >= self.max_seconds:
+            batch = self._store.seal_batch(head, self._now_ms())
+            if batch is not None:
+                sealed.append(batch)
+            self._pending_since = None
+        return sealed
+
+    def _now_ms(self) -> int:
+        return int(self._wall() * 1000)
+
+
+class LedgerAnchorer:
+    """Anchors sealed batches on the ledger (see the module docstring).
+
+    ledger() returns a LedgerService stub (ideally a PeerStub); signer() the
+    audit service's signer. Both are called lazily, so the audit service starts
+    (and records events) while Vault, identity or the ledger are still down.
+    """
+
+    def __init__(
+        self, store: AuditStore, chain_id: str, ledger: Callable[[], Any], signer: Callable[[], Signer]
+    ) -> None:
+        self._store = store
+        self._chain_id = chain_id
+        self._ledger = ledger
+        self._signer = signer
+        self._lock = threading.Lock()
+
+    def anchor_pending(self) -> list[AuditBatch]:
+        """Anchor every sealed, unanchored batch in order; returns them with their log indexes.
+
+        Raises Unavailable (ledger, identity or Vault down) or IntegrityError (the
+        ledger holds a different root for a batch); anchored batches stay anchored.
+        """
+        anchored: list[AuditBatch] = []
+        with self._lock:
+            previous_index = -1
+            after = 0
+            while True:
+                page = self._store.batches(after, 100)
+                if not page:
+                    return anchored
+                for batch in page:
+                    if batch.anchored:
+                        previous_index = batch.anchor_log_index  # type: ignore[assignment]
+                        continue
+                    log_index = self._anchor(batch, previous_index + 1)
+                    self._store.record_anchor(batch.batch_number, log_index)
+                    anchored.append(_with_anchor(batch, log_index))
+                    previous_index = log_index
+                    log.info("audit batch anchored", extra={"batch_number": batch.batch_number,
+                                                            "events": batch.size, "log_index": log_index})
+                after = page[-1].batch_number
+
+    def _anchor(self, batch: AuditBatch, search_from: int) -> int:
+        payload = ledger_pb2.AnchorAuditBatch(
+            batch_number=batch.batch_number, first_sequence=batch.first_sequence,
+            last_sequence=batch.last_sequence, merkle_root=batch.merkle_root,
+        )
+        signer = self._signer()
+        tx = sign_transaction(new_body(self._chain_id, signer.key_id, anchor_audit_batch=payload), signer)
+        try:
+            return int(ledger_client.submit(self._ledger(), tx).log_index)
+        except FailedPrecondition:
+            # Most likely anchored already (our earlier attempt whose answer was lost): find it.
+            found = self.find_anchor(batch.batch_number, search_from)
+            if found is None:
+                raise
+            log_index, on_ledger = found
+            if not _same_batch(on_ledger, batch):
+                raise IntegrityError(
+                    f"the ledger anchors audit batch {batch.batch_number} with a different range or root "
+                    f"(log index {log_index})"
+                ) from None
+            return log_index
+
+    def find_anchor(self, batch_number: int, from_log_index: int = 0) -> tuple[int, ledger_pb2.AnchorAuditBatch] | None:
+        """The valid AnchorAuditBatch transaction of batch_number on the ledger, scanning from a log index."""
+        index = max(from_log_index, 0)
+        while True:
+            page = self._ledger().ListTransactions(
+                ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=_LIST_PAGE)
+            )
+            for logged in page.transactions:
+                anchor = _anchor_of(logged)
+                if anchor is not None and anchor.batch_number == batch_number:
+                    return logged.log_index, anchor
+            if not page.transactions:
+                return None
+            index = page.transactions[-1].log_index + 1
+
+    def check(self, batch: AuditBatch) -> str:
+        """Compare an anchored batch with its transaction on the ledger; the problem, or "" when it matches."""
+        assert batch.anchor_log_index is not None
+        page = self._ledger().ListTransactions(
+            ledger_pb2.ListTransactionsRequest(from_log_index=batch.anchor_log_index, limit=1)
+        )
+        logged = page.transactions[0] if page.transactions else None
+        if logged is None or logged.log_index != batch.anchor_log_index:
+            return f"batch {batch.batch_number}: no transaction at ledger log index {batch.anchor_log_index}"
+        anchor = _anchor_of(logged)
+        if anchor is None:
+            return (f"batch {batch.batch_number}: ledger log index {batch.anchor_log_index} is not a valid "
+                    f"AnchorAuditBatch by {AUDIT_SIGNER_ID}")
+        if not _same_batch(anchor, batch):
+            return f"batch {batch.batch_number}: the root anchored on the ledger differs from the stored batch"
+        return ""
+
+
+def _anchor_of(logged: ledger_pb2.LoggedTransaction) -> ledger_pb2.AnchorAuditBatch | None:
+    """The anchor a logged transaction carries, when it is a valid one signed by the audit service."""
+    if not logged.result.valid or logged.transaction.signer_id != AUDIT_SIGNER_ID:
+        return None
+    try:
+        body = decode_body(logged.transaction)
+    except Exception:  # noqa: BLE001 - not ours to judge; just not an anchor
+        return None
+    if body.WhichOneof("payload") != "anchor_audit_batch":
+        return None
+    return body.anchor_audit_batch
+
+
+def _same_batch(anchor: ledger_pb2.AnchorAuditBatch, batch: AuditBatch) -> bool:
+    return (anchor.batch_number, anchor.first_sequence, anchor.last_sequence, bytes(anchor.merkle_root)) == (
+        batch.batch_number, batch.first_sequence, batch.last_sequence, batch.merkle_root)
+
+
+def _with_anchor(batch: AuditBatch, log_index: int) -> AuditBatch:
+    return AuditBatch(batch.batch_number, batch.first_sequence, batch.last_sequence, batch.merkle_root,
+                      batch.sealed_ms, log_index)
+
+
+class AuditMaintenance:
+    """Background thread: seal due batches, then anchor them, every interval; errors are logged and retried."""
+
+    def __init__(self, sealer: BatchSealer, anchorer: LedgerAnchorer | None, interval_seconds: float) -> None:
+        self._sealer = sealer
+        self._anchorer = anchorer
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-maintenance", daemon=True)
+        self._last_problem = ""
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def run_once(self) -> None:
+        """One round: seal what is due, anchor what is sealed (errors propagate)."""
+        self._sealer.seal_due()
+        if self._anchorer is not None:
+            self._anchorer.anchor_pending()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.run_once()
+                self._last_problem = ""
+            except Exception as exc:  # noqa: BLE001 - keep sealing and retrying; events stay stored
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._last_problem:  # log each distinct problem once, not every round
+                    log.warning("audit batches not sealed or anchored yet; will retry", extra={"problem": problem})
+                self._last_problem = problem
+
+    def stop(self) -> None:
+        """Stop the thread (a round in progress finishes)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
