@@ -43,7 +43,7 @@ from carechain.audit.store import (
     Status,
     batch_root,
     chain_hash,
-    check_batches,
+    check_head_and_batches,
     encode_event,
     new_notification,
     new_review_item,
@@ -403,14 +403,7 @@ class EtcdAuditStore:
             previous = stored_hash
             hashes.append(stored_hash)
             expected += 1
-        count = expected - 1
-        if head_sequence > count:
-            return AuditVerification(
-                False, count, count + 1, f"event {count + 1} is missing (the chain head is at event {head_sequence})"
-            )
-        if head_sequence != count or not same(head_hash, previous):
-            return AuditVerification(False, count, max(count, 1), f"chain head does not match event {count}")
-        return check_batches(batches, hashes)
+        return check_head_and_batches(expected - 1, previous, head_sequence, head_hash, batches, hashes)
 
     def close(self) -> None:
         """Release the client if this store owns it (the trail stays in etcd)."""

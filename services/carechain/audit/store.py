@@ -179,6 +179,25 @@ class AuditVerification:
     batches_anchored: int = 0
 
 
+def check_head_and_batches(
+    count: int,
+    last_hash: bytes,
+    head_sequence: int,
+    head_hash: bytes,
+    batches: Sequence[AuditBatch],
+    event_hashes: Sequence[bytes],
+) -> AuditVerification:
+    """After walking count linked events: the stored head must name the last one (a deleted
+    newest event shows here), then the sealed batches must match the events."""
+    if head_sequence > count:
+        return AuditVerification(
+            False, count, count + 1, f"event {count + 1} is missing (the chain head is at event {head_sequence})"
+        )
+    if head_sequence != count or not same(head_hash, last_hash):
+        return AuditVerification(False, count, max(count, 1), f"chain head does not match event {count}")
+    return check_batches(batches, event_hashes)
+
+
 def check_batches(batches: Sequence[AuditBatch], event_hashes: Sequence[bytes]) -> AuditVerification:
     """Check that batches tile the verified chain from event 1 and that each root matches its events.
 
@@ -604,15 +623,8 @@ class SQLiteAuditStore:
             previous = bytes(stored_hash)
             hashes.append(previous)
             expected += 1
-        count = expected - 1
         head_sequence, head_hash = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
-        if head_sequence > count:
-            return AuditVerification(
-                False, count, count + 1, f"event {count + 1} is missing (the chain head is at event {head_sequence})"
-            )
-        if head_sequence != count or not same(head_hash, previous):
-            return AuditVerification(False, count, max(count, 1), f"chain head does not match event {count}")
-        return check_batches(batches, hashes)
+        return check_head_and_batches(expected - 1, previous, head_sequence, head_hash, batches, hashes)
 
     def close(self) -> None:
         """Close the database."""
