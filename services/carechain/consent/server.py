@@ -190,15 +190,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             granted_log_index=response.log_index,
             granted_by=caller.principal_id,
         )
-        self._audit.report(
-            audit_pb2.AUDIT_ACTION_GRANT_CONSENT,
-            audit_pb2.AUDIT_OUTCOME_SUCCESS,
-            actor_id=caller.principal_id,
-            organization_id=caller.organization_id,
-            patient_id=grant.patient_id,
-            reason=f"consent {grant.consent_id} granted at log index {response.log_index}{_by(acting)}",
-        )
-        log.info("consent granted", extra={"consent_id": grant.consent_id, "log_index": response.log_index})
+        self._report_change(audit_pb2.AUDIT_ACTION_GRANT_CONSENT, "granted", caller, grant, response, acting)
         return record
 
     def RevokeConsent(
@@ -222,16 +214,21 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             record = existing
             record.status = consent_pb2.CONSENT_STATUS_REVOKED
             record.revoked_log_index = response.log_index
+        self._report_change(audit_pb2.AUDIT_ACTION_REVOKE_CONSENT, "revoked", caller, revoke, response, acting)
+        return record
+
+    def _report_change(self, action: int, verb: str, caller: Any, change: Any,
+                       response: ledger_pb2.SubmitTransactionResponse, acting: str) -> None:
+        """Audit (and log) a committed grant or revocation."""
         self._audit.report(
-            audit_pb2.AUDIT_ACTION_REVOKE_CONSENT,
+            action,
             audit_pb2.AUDIT_OUTCOME_SUCCESS,
             actor_id=caller.principal_id,
             organization_id=caller.organization_id,
-            patient_id=revoke.patient_id,
-            reason=f"consent {revoke.consent_id} revoked at log index {response.log_index}{_by(acting)}",
+            patient_id=change.patient_id,
+            reason=f"consent {change.consent_id} {verb} at log index {response.log_index}{_by(acting)}",
         )
-        log.info("consent revoked", extra={"consent_id": revoke.consent_id, "log_index": response.log_index})
-        return record
+        log.info(f"consent {verb}", extra={"consent_id": change.consent_id, "log_index": response.log_index})
 
     def ListConsents(
         self, request: consent_pb2.ListConsentsRequest, context: grpc.ServicerContext
