@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
+import threading
+import time
 import uuid
 from dataclasses import dataclass
+
+import grpc
 
 from carechain.crypto import Ed25519Signer
 from carechain.devbackends.stack import BackendStack
@@ -101,3 +106,49 @@ def records_of(client, patient_id: str) -> set[str]:
         if not page.transactions:
             return found
         index = page.transactions[-1].log_index + 1
+
+
+class RecordWriter(threading.Thread):
+    """Stores records one after another until stopped, remembering what was acknowledged and what failed."""
+
+    TIMEOUT = 120.0
+
+    def __init__(self, client, patient_id: str, fhir_id: str) -> None:
+        super().__init__(daemon=True)
+        self.client, self.patient_id, self.fhir_id = client, patient_id, fhir_id
+        self.acknowledged: list[tuple[str, bytes]] = []  # (record id, resource bytes)
+        self.failures: list[grpc.RpcError] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            raw = json.dumps({
+                "resourceType": "Observation", "id": str(uuid.uuid4()), "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": f"Patient/{self.fhir_id}"}, "valueQuantity": {"value": 72},
+            }).encode()
+            try:
+                self.acknowledged.append((self.client.put_record(self.patient_id, raw).record_id, raw))
+            except grpc.RpcError as exc:
+                self.failures.append(exc)
+                time.sleep(0.05)
+
+    def wait_for(self, more: int, what: str) -> None:
+        """Wait until `more` further writes are acknowledged."""
+        self._wait(lambda: len(self.acknowledged), more, f"writes stalled {what}")
+
+    def wait_failures(self, more: int, what: str = "writes kept succeeding") -> None:
+        """Wait until `more` further writes have failed."""
+        self._wait(lambda: len(self.failures), more, what)
+
+    def _wait(self, count, more: int, message: str) -> None:
+        target = count() + more
+        deadline = time.monotonic() + self.TIMEOUT
+        while count() < target:
+            assert time.monotonic() < deadline, f"{message} ({len(self.failures)} failures)"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop writing and wait for the thread."""
+        self.done.set()
+        self.join(self.TIMEOUT)

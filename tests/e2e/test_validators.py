@@ -18,13 +18,12 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import grpc
 import pytest
-from helpers import new_hospital, new_patient, start_network
+from helpers import RecordWriter, new_hospital, new_patient, start_network
 
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
@@ -40,44 +39,6 @@ def validators_network(tmp_path_factory):
         yield network
     finally:
         network.stop()
-
-
-class Writer(threading.Thread):
-    """Stores records one after another until stopped, remembering what was acknowledged."""
-
-    def __init__(self, client, patient_id: str, fhir_id: str) -> None:
-        super().__init__(daemon=True)
-        self.client, self.patient_id, self.fhir_id = client, patient_id, fhir_id
-        self.acknowledged: list[str] = []
-        self.failures: list[grpc.StatusCode] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            raw = json.dumps({
-                "resourceType": "Observation", "id": str(uuid.uuid4()), "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                "subject": {"reference": f"Patient/{self.fhir_id}"}, "valueQuantity": {"value": 72},
-            }).encode()
-            try:
-                self.acknowledged.append(self.client.put_record(self.patient_id, raw).record_id)
-            except grpc.RpcError as exc:
-                self.failures.append(exc.code())
-                time.sleep(0.05)
-
-    def wait_for(self, more: int, what: str) -> None:
-        target = len(self.acknowledged) + more
-        deadline = time.monotonic() + TIMEOUT
-        while len(self.acknowledged) < target:
-            assert time.monotonic() < deadline, f"writes stalled {what} ({len(self.failures)} failures)"
-            time.sleep(0.05)
-
-    def wait_failures(self, more: int) -> None:
-        target = len(self.failures) + more
-        deadline = time.monotonic() + TIMEOUT
-        while len(self.failures) < target:
-            assert time.monotonic() < deadline, "writes kept succeeding"
-            time.sleep(0.05)
 
 
 def validator_client(network, name: str) -> CareChainClient:
@@ -124,7 +85,7 @@ def test_writes_stay_final_through_validator_crashes_and_etcd_outages(validators
     etcd = network.backends.etcd
     hospital = new_hospital(network)
     patient, fhir_id = new_patient(network, hospital)
-    writer = Writer(hospital.client, patient.principal_id, fhir_id)
+    writer = RecordWriter(hospital.client, patient.principal_id, fhir_id)
     writer.start()
     try:
         writer.wait_for(5, "at the start")
@@ -151,15 +112,14 @@ def test_writes_stay_final_through_validator_crashes_and_etcd_outages(validators
         writer.wait_failures(3)
         failures_before = len(writer.failures)
         writer.wait_failures(2)
-        assert set(writer.failures[failures_before:]) <= {grpc.StatusCode.UNAVAILABLE}
+        assert {f.code() for f in writer.failures[failures_before:]} <= {grpc.StatusCode.UNAVAILABLE}
         etcd.start_member(0)
         etcd.start_member(1)
         writer.wait_for(5, "after etcd was restored")
     finally:
-        writer.done.set()
-        writer.join(timeout=TIMEOUT)
+        writer.stop()
 
-    acknowledged = writer.acknowledged
+    acknowledged = [record_id for record_id, _ in writer.acknowledged]
     assert len(set(acknowledged)) == len(acknowledged)
     final_height = head(network, "ledger").header.height
     chains = {}
