@@ -29,7 +29,7 @@ from carechain.sdk import CareChainClient, Kind, Purpose, permit
 from carechain.sensitivity import SENSITIVE_CATEGORIES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "synthea-10"
+FIXTURES = ROOT / "tests" / "fixtures" / "synthea-10"
 
 
 def measure(operation: Callable[[int], object], count: int) -> list[float]:

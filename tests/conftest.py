@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "synthea-10"
+FIXTURES = ROOT / "tests" / "fixtures" / "synthea-10"
 
 
 @pytest.fixture(scope="session")
