@@ -124,7 +124,7 @@ EXACT_CODES: dict[tuple[str, str], int] = {
     (SNOMED, "90407005"): MENTAL_HEALTH,  # Evaluation of psychiatric state of patient
     # SNOMED CT: substance use
     (SNOMED, "361055000"): SUBSTANCE_USE,  # Misuses drugs
-    (SNOMED, "10939881000119105"): ALCOHOL_USE,  # Unhealthy alcohol drinking behavior
+    (SNOMED, "10939881000119105"): SUBSTANCE_USE,  # Unhealthy alcohol drinking behavior
     (SNOMED, "7200002"): ALCOHOL_USE,  # Alcoholism
     (SNOMED, "66590003"): ALCOHOL_USE,  # Alcohol dependence
     (SNOMED, "5602001"): OPIOID_USE,  # Opioid abuse
@@ -265,6 +265,12 @@ EXACT_CODES: dict[tuple[str, str], int] = {
     (SNOMED, "407376001"): SOGI,  # Male-to-female transsexual
     (RXNORM, "312940"): MENTAL_HEALTH,  # sertraline 50 MG Oral Tablet
     (RXNORM, "312941"): MENTAL_HEALTH,  # sertraline 25 MG Oral Tablet
+    (RXNORM, "197591"): MENTAL_HEALTH,  # Diazepam 5 MG Oral Tablet (anxiolytic; over-labels seizure use)
+    # From the review of the Synthea sample's unlabelled codes (labels/reviewed_normal.tsv has the rest)
+    (SNOMED, "122548005"): ONCOLOGY,  # Biopsy of breast (cancer work-up)
+    (SNOMED, "90226004"): REPRODUCTIVE,  # Cytopathology, smear, genital source (cervical screening)
+    (SNOMED, "169690007"): REPRODUCTIVE,  # Rubella screening (antenatal)
+    (SNOMED, "118001005"): REPRODUCTIVE,  # Streptococcus group B antigen assay (antenatal GBS screening)
 }
 
 
@@ -380,7 +386,7 @@ SENSITIVE_TERMS: dict[str, int] = {
     "substance abuse": SUBSTANCE_USE, "substance use disorder": SUBSTANCE_USE, "drug dependence": SUBSTANCE_USE,
     "naltrexone": SUBSTANCE_USE,
     "alcoholism": ALCOHOL_USE, "alcohol dependence": ALCOHOL_USE, "alcohol abuse": ALCOHOL_USE,
-    "alcohol use disorder": ALCOHOL_USE, "unhealthy alcohol drinking behavior": ALCOHOL_USE,
+    "alcohol use disorder": ALCOHOL_USE, "unhealthy alcohol drinking behavior": SUBSTANCE_USE,
     "disulfiram": ALCOHOL_USE, "acamprosate": ALCOHOL_USE,
     "opioid abuse": OPIOID_USE, "opioid dependence": OPIOID_USE, "opioid use disorder": OPIOID_USE,
     "heroin": OPIOID_USE, "methadone": OPIOID_USE, "buprenorphine": OPIOID_USE,
