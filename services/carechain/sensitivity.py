@@ -68,7 +68,8 @@ SYSTEM_ALIASES: dict[str, str] = {
     **{alias: RXNORM for alias in ("2.16.840.1.113883.6.88", "rxnorm", "http://www.nlm.nih.gov/research/umls/rxnorm/")},
     **{alias: ICD10 for alias in (
         "2.16.840.1.113883.6.90", "http://www.cms.gov/medicare/coding/icd10", "icd-10-cm", "icd10cm")},
-    **{alias: ICD10_WHO for alias in ("2.16.840.1.113883.6.3", "http://hl7.org/fhir/sid/icd-10-who", "icd-10", "icd10")},
+    **{alias: ICD10_WHO for alias in (
+        "2.16.840.1.113883.6.3", "http://hl7.org/fhir/sid/icd-10-who", "icd-10", "icd10")},
     **{alias: ICD9 for alias in (
         "2.16.840.1.113883.6.103", "2.16.840.1.113883.6.104", "2.16.840.1.113883.6.2", "2.16.840.1.113883.6.42",
         "http://hl7.org/fhir/sid/icd-9", "http://hl7.org/fhir/sid/icd-9-cm/diagnosis",

@@ -263,7 +263,8 @@ def _check_bindings(instance: BaseModel, path: str) -> None:
         if value is None:
             continue
         element = f"{path}.{info.alias or name}"
-        allowed = (info.json_schema_extra or {}).get("enum_values") if isinstance(info.json_schema_extra, dict) else None
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        allowed = extra.get("enum_values")
         if allowed:
             codes = _FULL_VALUE_SETS.get((model.__name__.removesuffix("Type"), info.alias or name))
             if codes is None and "+" not in allowed:
