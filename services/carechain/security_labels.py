@@ -150,3 +150,8 @@ def confidentiality(categories: Iterable[int]) -> str:
     if found & VERY_RESTRICTED:
         return "V"
     return "R" if found else "N"
+
+
+def security_label_messages(categories: Iterable[int]) -> list[common_pb2.SecurityLabel]:
+    """The record's meta.security as proto messages: category labels, then the confidentiality code."""
+    return [common_pb2.SecurityLabel(**label) for label in security_labels(categories, with_confidentiality=True)]

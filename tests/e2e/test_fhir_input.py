@@ -100,3 +100,12 @@ def test_meta_security_from_the_source_is_kept(network, ward) -> None:
                                        "code": "R"}]}}
     stored = hospital.client.put_record(patient.principal_id, labelled)
     assert list(stored.categories) == [Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH]
+    # The labels come back as HL7 v3 codes for meta.security, in the one code system every export uses.
+    assert [(label.system, label.code) for label in stored.security_labels] == [
+        ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY"),
+        ("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "R")]
+    patient.client.grant_consent(permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=doctor.principal_id,
+                                        categories=[Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH]))
+    read = doctor.client.get_record(stored.record_id)
+    assert list(read.security_labels) == list(stored.security_labels)
+    assert json.loads(read.resource_json)["meta"] == labelled["meta"]  # stored as sent

@@ -85,6 +85,16 @@ CONSENT_ACTION_ACCESS: ConsentAction
 CONSENT_ACTION_DISCLOSE: ConsentAction
 CONSENT_ACTION_CORRECT: ConsentAction
 
+class SecurityLabel(_message.Message):
+    __slots__ = ("system", "code", "display")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    code: str
+    display: str
+    def __init__(self, system: _Optional[str] = ..., code: _Optional[str] = ..., display: _Optional[str] = ...) -> None: ...
+
 class Period(_message.Message):
     __slots__ = ("start_ms", "end_ms")
     START_MS_FIELD_NUMBER: _ClassVar[int]
