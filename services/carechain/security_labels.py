@@ -114,7 +114,12 @@ UNRESTRICTED_CONFIDENTIALITY = frozenset({"U", "L", "M", "N"})
 def canonical_system(system: object) -> str:
     """The canonical URI of a security-label code system given under any of its URI or OID forms."""
     stripped = system.strip() if isinstance(system, str) else ""
-    return _SYSTEM_ALIASES.get(stripped, _SYSTEM_ALIASES.get(stripped.rstrip("/"), stripped))
+    for candidate in (stripped, stripped.rstrip("/"), stripped.replace("https://", "http://", 1).rstrip("/")):
+        if candidate in _SYSTEM_ALIASES:
+            return _SYSTEM_ALIASES[candidate]
+        if candidate in (ACT_CODE, CONFIDENTIALITY, CARECHAIN_SENSITIVITY):
+            return candidate
+    return stripped
 
 
 def category_of_label(system: object, code: object) -> int | None:

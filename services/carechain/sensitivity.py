@@ -452,8 +452,8 @@ class Findings:
 def _strings(node: Any, key: str = "") -> Iterator[str]:
     """Clinical free text in a FHIR JSON tree: displays, text, notes, narrative and attachment data."""
     if isinstance(node, dict):
-        data = node.get("data")
-        if isinstance(data, str) and ("contentType" in node or "data" in node):
+        data = node.get("data")  # an Attachment's base64 content
+        if isinstance(data, str):
             decoded = _decode_attachment(data)
             if decoded is not None:
                 yield decoded

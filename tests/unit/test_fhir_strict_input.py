@@ -177,3 +177,17 @@ def test_what_is_labelled_is_what_is_stored() -> None:
     validated = validate_resource(raw, PATIENT, LIMIT)
     assert validated.content == json.loads(raw)
     assert sensitivity.categorize(validated.content) == [sensitivity.MENTAL_HEALTH]
+
+
+def test_a_duplicate_key_that_is_not_an_element_name_is_not_echoed() -> None:
+    raw = b'{"resourceType": "Observation", "John Smith HIV": 1, "John Smith HIV": 2}'
+    error = _refused(raw, "resource_json", "duplicate JSON key")
+    assert "John" not in str(error)
+
+
+def test_nulls_paired_with_primitive_extensions_are_valid_fhir_json() -> None:
+    patient = {"resourceType": "Patient", "id": PATIENT, "name": [{
+        "given": ["Ann", None], "_given": [None, {"extension": [{"url": "http://x", "valueString": "y"}]}]}]}
+    validate_resource(json.dumps(patient).encode(), PATIENT, LIMIT)
+    unpaired = {"resourceType": "Patient", "id": PATIENT, "name": [{"given": ["Ann", None]}]}
+    _refused(json.dumps(unpaired).encode(), "resource_json.name[0].given[1]", "null")

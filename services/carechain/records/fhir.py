@@ -19,7 +19,10 @@ stack trace exported as a span event carries one either).
 from __future__ import annotations
 
 import datetime
+import functools
+import importlib
 import json
+import pkgutil
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,9 +132,8 @@ _FULL_VALUE_SETS: dict[tuple[str, str], frozenset[str]] = {
         "choice", "open-choice", "attachment", "reference", "quantity"}),
 }
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
-_ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # pydantic error types, in words: messages are built from the location and the type only, never the input.
 _ERROR_WORDS = {
     "missing": "is required", "extra_forbidden": "is not an element of this resource",
@@ -159,12 +161,33 @@ def _describe(error: ValidationError) -> str:
     return f"{location or 'resource'}: {_ERROR_WORDS.get(kind, 'is not valid (' + kind + ')')}"
 
 
+@functools.cache
+def _element_names() -> frozenset[str]:
+    """Every element name of every R4B model (JSON keys that are safe to name in an error)."""
+    import fhir.resources.R4B as package
+
+    names = {"resourceType"}
+    for module_info in pkgutil.iter_modules(package.__path__):
+        if module_info.name.startswith(("fhirtypes", "tests")):
+            continue
+        try:
+            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        except ImportError:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__:
+                for name, info in value.model_fields.items():
+                    alias = info.alias or name
+                    names.update((alias, f"_{alias}"))
+    return frozenset(names)
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """json object hook: a key given twice would let the labeller and a reader see different values."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            name = f" {key!r}" if _ELEMENT_NAME.fullmatch(key) else ""
+            name = f" {key!r}" if key in _element_names() else ""  # a FHIR element name, never free text
             raise InvalidArgument(FIELD, f"has a duplicate JSON key{name}: every key must appear once per object")
         result[key] = value
     return result
@@ -232,26 +255,26 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
     return ValidatedResource(resource_type, content)
 
 
-def _check_no_empty_values(node: Any, path: str) -> None:
-    """FHIR JSON ele-1: no empty object, array or string, no null outside primitive-extension arrays."""
+def _check_no_empty_values(node: Any, path: str, nulls_allowed: bool = False) -> None:
+    """FHIR JSON ele-1: no empty object, array or string; null only in arrays paired with a ``_name`` array."""
     if isinstance(node, dict):
         if not node:
             raise InvalidArgument(path, "is an empty object (FHIR ele-1: leave the element out)")
         for key, value in node.items():
             if value is None:
                 raise InvalidArgument(f"{path}.{key}", "is null (FHIR JSON: leave the element out)")
-            _check_no_empty_values(value, f"{path}.{key}")
+            # ["a", null] with "_given": [null, {...}] is how FHIR JSON keeps extensions of array items.
+            paired = key.startswith("_") or f"_{key}" in node
+            _check_no_empty_values(value, f"{path}.{key}", paired)
     elif isinstance(node, list):
         if not node:
             raise InvalidArgument(path, "is an empty array (FHIR ele-1: leave the element out)")
-        primitive_extensions = path.rsplit(".", 1)[-1].startswith("_")
         for i, item in enumerate(node):
-            if item is None and primitive_extensions:
-                continue
-            if item is None:
+            if item is None and not nulls_allowed:
                 raise InvalidArgument(f"{path}[{i}]", "is null")
-            _check_no_empty_values(item, f"{path}[{i}]")
-    elif isinstance(node, str) and not node.strip():
+            if item is not None:
+                _check_no_empty_values(item, f"{path}[{i}]")
+    elif node == "":
         raise InvalidArgument(path, "is an empty string (FHIR: a value must have content)")
 
 
