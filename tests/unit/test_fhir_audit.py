@@ -77,7 +77,10 @@ def test_entities_are_the_record_and_the_patient_pseudonym_never_phi() -> None:
     record, patient = validated(s)["entity"]
     assert record["what"]["reference"] == f"Condition/{s.event.record_id}"
     assert record["role"]["code"] == "4"
-    assert [label["code"] for label in record["securityLabel"]] == ["ETH", "oncology"]
+    assert [label["code"] for label in record["securityLabel"]] == ["ETH", "ONCOLOGY"]
+    # One code system for every export: the AuditEvent labels are the Consent export's (issue 10).
+    assert [label["system"] for label in record["securityLabel"]] == [
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode", "https://carechain.dev/fhir/CodeSystem/sensitivity"]
     assert patient["what"] == {"identifier": {"system": fhir_audit.PSEUDONYM_SYSTEM, "value": "psn-3c"}}
     assert patient["role"]["code"] == "1"
     text = json.dumps(validated(s))

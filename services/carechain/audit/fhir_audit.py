@@ -32,6 +32,7 @@ from typing import Any
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
+from carechain.security_labels import security_labels  # the one category -> HL7 label mapping
 
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
@@ -50,7 +51,6 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PRINCIPAL_SYSTEM = "urn:carechain:principal"
 PSEUDONYM_SYSTEM = "urn:carechain:patient-pseudonym"
 RECORD_SYSTEM = "urn:carechain:record"
-SENSITIVITY_SYSTEM = "urn:carechain:sensitivity"
 SOURCE_SITE = "carechain"
 
 _REST = {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}
@@ -83,20 +83,6 @@ _PURPOSES = {
     common_pb2.PURPOSE_OF_USE_HRESCH: ("HRESCH", "healthcare research"),
     common_pb2.PURPOSE_OF_USE_PATRQT: ("PATRQT", "patient requested"),
 }
-
-_LABELS = {
-    Category.SENSITIVITY_CATEGORY_NORMAL: (CONFIDENTIALITY, "N", "normal"),
-    Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH: (ACT_CODE, "PSY", "psychiatry information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE: (ACT_CODE, "ETH", "substance abuse information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_HIV_STI: (ACT_CODE, "HIV", "HIV/AIDS information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_REPRODUCTIVE: (
-        ACT_CODE, "SEX", "sexuality and reproductive health information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_GENETIC: (ACT_CODE, "GDIS", "genetic disease information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_VIOLENCE_ABUSE: (
-        ACT_CODE, "SDV", "sexual assault, abuse, or domestic violence information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_ONCOLOGY: (SENSITIVITY_SYSTEM, "oncology", "oncology information sensitivity"),
-}
-
 
 def instant(time_ms: int) -> str:
     """A FHIR instant (UTC, millisecond precision) for Unix milliseconds."""
@@ -139,16 +125,6 @@ def _role(principal_id: str) -> list[dict[str, Any]]:
     if principal_id.startswith("org-"):
         return [{"text": "organization"}]
     return []
-
-
-def security_labels(categories: Iterable[int]) -> list[dict[str, str]]:
-    """Security label codings for sensitivity categories (v3 ActCode / Confidentiality)."""
-    labels = []
-    for category in categories:
-        found = _LABELS.get(category)
-        if found is not None:
-            labels.append({"system": found[0], "code": found[1], "display": found[2]})
-    return labels
 
 
 def to_fhir(stored: audit_pb2.StoredAuditEvent) -> dict[str, Any]:

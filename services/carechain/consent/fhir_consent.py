@@ -40,6 +40,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from carechain import security_labels
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import validate_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
@@ -55,7 +56,7 @@ PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType
 RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
 LOINC = "http://loinc.org"
 SPECIALTY_SYSTEM = "https://carechain.dev/fhir/CodeSystem/specialty"
-SENSITIVITY_SYSTEM = "https://carechain.dev/fhir/CodeSystem/sensitivity"
+SENSITIVITY_SYSTEM = security_labels.CARECHAIN_SENSITIVITY
 PSEUDONYM_SYSTEM = "https://carechain.dev/fhir/NamingSystem/patient-pseudonym"
 
 _Category = common_pb2.SensitivityCategory
@@ -75,28 +76,9 @@ ACTIONS: dict[str, int] = {
     "disclose": _Action.CONSENT_ACTION_DISCLOSE,
     "correct": _Action.CONSENT_ACTION_CORRECT,
 }
-# Category -> the security labels exported for it (every one is also read back as that category).
-CATEGORY_LABELS: dict[int, tuple[tuple[str, str], ...]] = {
-    _Category.SENSITIVITY_CATEGORY_NORMAL: ((CONFIDENTIALITY, "N"),),
-    _Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH: ((ACT_CODE, "PSY"),),
-    _Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE: ((ACT_CODE, "ETH"),),
-    _Category.SENSITIVITY_CATEGORY_HIV_STI: ((ACT_CODE, "HIV"), (ACT_CODE, "STD")),
-    _Category.SENSITIVITY_CATEGORY_REPRODUCTIVE: ((ACT_CODE, "SEX"),),
-    _Category.SENSITIVITY_CATEGORY_GENETIC: ((ACT_CODE, "GDIS"),),
-    _Category.SENSITIVITY_CATEGORY_VIOLENCE_ABUSE: ((ACT_CODE, "SDV"),),
-    _Category.SENSITIVITY_CATEGORY_ONCOLOGY: ((SENSITIVITY_SYSTEM, "ONCOLOGY"),),
-}
-# Labels read on import: the exported ones, a few synonyms, and the CareChain system for every category.
-LABEL_CATEGORIES: dict[tuple[str, str], int] = {
-    **{label: category for category, labels in CATEGORY_LABELS.items() for label in labels},
-    (ACT_CODE, "SUD"): _Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE,
-    (ACT_CODE, "BH"): _Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH,
-    **{
-        (SENSITIVITY_SYSTEM, _Category.Name(value).removeprefix("SENSITIVITY_CATEGORY_")): value
-        for value in _Category.values()
-        if value != _Category.SENSITIVITY_CATEGORY_UNSPECIFIED
-    },
-}
+# The security labels of each category, written and read: one mapping for every export (carechain.security_labels).
+CATEGORY_LABELS = security_labels.CATEGORY_LABELS
+LABEL_CATEGORIES = security_labels.LABEL_CATEGORIES
 _RULE_ELEMENTS = ("actor", "action", "securityLabel", "purpose", "class", "code", "data", "dataPeriod")
 _REFERENCE = re.compile(r"(Practitioner|Organization)/([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
 FIELD = "Consent"
@@ -206,7 +188,7 @@ def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
     for i, purpose in enumerate(node.get("purpose") or []):
         _append_unique(provision.purposes, _code(purpose, {ACT_REASON: PURPOSES}, f"{field}.purpose[{i}]"))
     for i, label in enumerate(node.get("securityLabel") or []):
-        category = LABEL_CATEGORIES.get((label.get("system"), label.get("code")))
+        category = security_labels.category_of_label(label.get("system"), label.get("code"))
         if category is None:
             raise InvalidArgument(f"{field}.securityLabel[{i}]", "unsupported security label (docs/consent.md)")
         _append_unique(provision.categories, category)
@@ -368,11 +350,7 @@ def _fhir_provision(provision: policy_pb2.Provision) -> dict[str, Any]:
         codes = {v: k for k, v in ACTIONS.items()}
         node["action"] = [{"coding": [{"system": CONSENT_ACTION, "code": codes[a]}]} for a in provision.actions]
     if provision.categories:
-        node["securityLabel"] = [
-            {"system": system, "code": code}
-            for category in provision.categories
-            for system, code in CATEGORY_LABELS[category]
-        ]
+        node["securityLabel"] = security_labels.security_labels(provision.categories)
     if provision.purposes:
         codes = {v: k for k, v in PURPOSES.items()}
         node["purpose"] = [{"system": ACT_REASON, "code": codes[p]} for p in provision.purposes]

@@ -13,6 +13,7 @@ from carechain.config import RecordsSettings
 from carechain.network import TrustBundle, audience
 from carechain.records.gateway import RecordsGateway
 from carechain.records.v1 import records_pb2, records_pb2_grpc
+from carechain.security_labels import security_label_messages
 from carechain.server import Register, run_service
 from carechain.vault import service_signer
 
@@ -35,6 +36,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             categories=stored.categories,
             content_sha256=stored.content_sha256,
             ledger_log_index=stored.log_index,
+            security_labels=security_label_messages(stored.categories),
         )
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
@@ -47,6 +49,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             patient_id=record.patient_id,
             resource_type=record.resource_type,
             decision_id=record.decision_id,
+            security_labels=security_label_messages(record.categories),
         )
 
 
