@@ -103,7 +103,9 @@ def test_round_trip_keeps_the_policy() -> None:
 
 @pytest.mark.parametrize("category", [v for v in c.SensitivityCategory.values() if v])
 def test_every_category_round_trips_through_its_security_label(category: int) -> None:
+    # A substance-use permit must name its recipient (42 CFR Part 2), so every case names one.
     policy = p.ConsentPolicy(provisions=[p.Provision(type=p.PROVISION_TYPE_PERMIT, purposes=[c.PURPOSE_OF_USE_TREAT],
+                                                     actors=[p.ConsentActor(practitioner_id="prac-1")],
                                                      categories=[category])])
     assert f.consent_from_fhir(f.policy_to_fhir(policy)).policy == policy
 
