@@ -82,6 +82,14 @@ _PURPOSES = {
     common_pb2.PURPOSE_OF_USE_HOPERAT: ("HOPERAT", "healthcare operations"),
     common_pb2.PURPOSE_OF_USE_HRESCH: ("HRESCH", "healthcare research"),
     common_pb2.PURPOSE_OF_USE_PATRQT: ("PATRQT", "patient requested"),
+    common_pb2.PURPOSE_OF_USE_BTG: ("BTG", "break the glass"),
+    common_pb2.PURPOSE_OF_USE_COC: ("COC", "coordination of care"),
+    common_pb2.PURPOSE_OF_USE_POPHLTH: ("POPHLTH", "population health"),
+    common_pb2.PURPOSE_OF_USE_CLINTRCH: ("CLINTRCH", "clinical trial research"),
+    common_pb2.PURPOSE_OF_USE_COVAUTH: ("COVAUTH", "coverage authorization"),
+    common_pb2.PURPOSE_OF_USE_PATADMIN: ("PATADMIN", "patient administration"),
+    common_pb2.PURPOSE_OF_USE_FAMRQT: ("FAMRQT", "family requested"),
+    common_pb2.PURPOSE_OF_USE_PWATRNY: ("PWATRNY", "power of attorney"),
 }
 
 _LABELS = {

@@ -69,6 +69,15 @@ PURPOSES: dict[str, int] = {
     "HOPERAT": _Purpose.PURPOSE_OF_USE_HOPERAT,
     "HRESCH": _Purpose.PURPOSE_OF_USE_HRESCH,
     "PATRQT": _Purpose.PURPOSE_OF_USE_PATRQT,
+    # More specific ActReason purposes (consent/policy.py PURPOSE_PARENTS places each under its parent).
+    "BTG": _Purpose.PURPOSE_OF_USE_BTG,
+    "COC": _Purpose.PURPOSE_OF_USE_COC,
+    "POPHLTH": _Purpose.PURPOSE_OF_USE_POPHLTH,
+    "CLINTRCH": _Purpose.PURPOSE_OF_USE_CLINTRCH,
+    "COVAUTH": _Purpose.PURPOSE_OF_USE_COVAUTH,
+    "PATADMIN": _Purpose.PURPOSE_OF_USE_PATADMIN,
+    "FAMRQT": _Purpose.PURPOSE_OF_USE_FAMRQT,
+    "PWATRNY": _Purpose.PURPOSE_OF_USE_PWATRNY,
 }
 ACTIONS: dict[str, int] = {
     "access": _Action.CONSENT_ACTION_ACCESS,
