@@ -515,8 +515,9 @@ def consent_to_fhir(record: consent_pb2.ConsentRecord) -> dict[str, Any]:
     }
     if document.date_time:
         resource["dateTime"] = document.date_time  # as the patient's document gave it
-    elif record.granted_at_ms:
-        resource["dateTime"] = fhir_date_ms(record.granted_at_ms)
+    if record.granted_at_ms:
+        # When the grant was signed: server-managed metadata, so a re-import does not store it.
+        resource["meta"] = {"lastUpdated": fhir_date_ms(record.granted_at_ms)}
     resource.update(_fhir_document(document))
     if not resource["id"]:
         del resource["id"]

@@ -462,8 +462,8 @@ def _labels_match(provision: policy_pb2.Provision, request: AccessRequest) -> bo
     return bool(set(provision.categories) & carried)
 
 
-def _matches(provision: policy_pb2.Provision, request: AccessRequest) -> str | None:
-    """The actor description when the provision matches the request, else None."""
+def _matches(provision: policy_pb2.Provision, request: AccessRequest, labels: bool = True) -> str | None:
+    """The actor description when the provision matches the request, else None (labels=False: ignore labels)."""
     actor = _actor_match(provision, request)
     if actor is None:
         return None
@@ -488,22 +488,22 @@ def _matches(provision: policy_pb2.Provision, request: AccessRequest) -> str | N
         d.record_id == request.record_id and d.resource_type == request.resource_type for d in provision.data
     ):
         return None
-    if not _labels_match(provision, request):
+    if labels and not _labels_match(provision, request):
         return None
     return actor
 
 
 def _deciding(
-    consent_id: str, provision: policy_pb2.Provision, path: str, request: AccessRequest
+    consent_id: str, provision: policy_pb2.Provision, path: str, request: AccessRequest, labels: bool = True
 ) -> Iterator[_Match]:
     """Deciding provisions under provision: the deepest matching ones (exceptions override their parent)."""
-    actor = _matches(provision, request)
+    actor = _matches(provision, request, labels)
     if actor is None:
         return
     nested = [
         match
         for i, child in enumerate(provision.provisions)
-        for match in _deciding(consent_id, child, f"{path}.provision[{i}]", request)
+        for match in _deciding(consent_id, child, f"{path}.provision[{i}]", request, labels)
     ]
     if nested:
         yield from nested
@@ -511,11 +511,13 @@ def _deciding(
         yield _Match(consent_id, path, provision, actor)
 
 
-def _consent_matches(consent: consent_pb2.ConsentRecord, request: AccessRequest) -> list[_Match]:
+def _consent_matches(
+    consent: consent_pb2.ConsentRecord, request: AccessRequest, labels: bool = True
+) -> list[_Match]:
     return [
         match
         for i, provision in enumerate(consent.policy.provisions)
-        for match in _deciding(consent.consent_id, provision, f"provision[{i}]", request)
+        for match in _deciding(consent.consent_id, provision, f"provision[{i}]", request, labels)
     ]
 
 
@@ -597,6 +599,25 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         names = ", ".join(category_name(c) for c in request.sensitive_categories)
         return PolicyDecision(
             DENY, f"denied: no single provision names all sensitive categories of the record ({names})"
+        )
+
+    # Explain a permit that would apply but for its labels (it covers other data than this record's).
+    label_limited = [
+        m for consent in in_force for m in _consent_matches(consent, request, labels=False)
+        if m.provision.type == policy_pb2.PROVISION_TYPE_PERMIT
+    ]
+    if label_limited:
+        unnamed = [c for c in request.sensitive_categories
+                   if all(c not in m.provision.categories for m in label_limited)]
+        if unnamed:
+            return PolicyDecision(
+                DENY, f"denied: record category {category_name(unnamed[0])} is sensitive and no consent names it"
+            )
+        first = label_limited[0]
+        names = ", ".join(category_name(c) for c in first.provision.categories)
+        return PolicyDecision(
+            DENY, f"denied: consent {first.consent_id} {first.path} covers only records labelled {names}",
+            first.consent_id, first.path,
         )
 
     for consent, why in not_in_force:
