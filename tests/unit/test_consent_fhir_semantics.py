@@ -3,6 +3,7 @@
 Each test plays the patient (granting a FHIR Consent read by the real import) and the records service
 (asking Decide), against the in-process ConsentService of test_consent_server.
 """
+# ruff: noqa: F811 - test parameters named like the imported fixtures are how pytest injects them
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ import json
 
 import grpc
 from consent_ledger_fake import register_record
-from test_consent_server import PATIENT_CALLER, RECORDS_CALLER, Env, grant, status_of
-from test_consent_server import clock as _clock_fixture  # noqa: F401 - registers the "clock" fixture
-from test_consent_server import env as _env_fixture  # noqa: F401 - registers the "env" fixture
+from test_consent_server import (  # noqa: F401 - clock and env are the fixtures of the in-process service
+    PATIENT_CALLER,
+    RECORDS_CALLER,
+    Env,
+    clock,
+    env,
+    grant,
+    status_of,
+)
 
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent import fhir_consent as f
