@@ -5,10 +5,15 @@ binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 -> signed RegisterRecord on the ledger (the commit point: a record exists once
 it is on the ledger, and by then its key, blob and audit event are durable).
 
-Read: ledger entry -> consent decision -> (deny: audit, PERMISSION_DENIED) ->
-data key released against the decision token (identity re-checks it with
-consent) -> ciphertext, hash checked against the ledger -> decrypt -> audit
-(fail closed; a break-glass read is audited with ``alert``) -> resource.
+Read: ledger entry -> consent decision for the requested action (ACCESS, or
+DISCLOSE to a third party) -> (deny: audit, PERMISSION_DENIED) -> data key
+released against the decision token (identity re-checks it with consent) ->
+ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
+a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
+resource, with the 42 CFR 2.32 notice and labels for a Part 2 record. A read
+that fails after the record is known (consent unreachable, key release
+refused, storage or integrity failure) is audited as failed before the error
+goes back, so no failed read goes unrecorded.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
+from carechain.consent.policy import PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
-from carechain.errors import DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger import client as ledger_client
 from carechain.ledger.transactions import new_body, sign_transaction
@@ -75,6 +81,24 @@ class ReadRecord:
     patient_id: str
     resource_type: str
     decision_id: str
+    redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
+    security_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record
+
+
+# The actions a read may ask consent for, and how each is audited.
+READ_ACTIONS = {
+    common_pb2.CONSENT_ACTION_ACCESS: Action.AUDIT_ACTION_READ,
+    common_pb2.CONSENT_ACTION_DISCLOSE: Action.AUDIT_ACTION_DISCLOSE,
+}
+
+
+def _status_name(exc: Exception) -> str:
+    """The gRPC status of a peer's failure, for an audit reason (never the peer's message)."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code().name  # type: ignore[attr-defined]
+    if isinstance(exc, CareChainError):
+        return exc.code.name
+    return type(exc).__name__
 
 
 class RecordsGateway:
@@ -166,12 +190,18 @@ class RecordsGateway:
 
     # --- read ------------------------------------------------------------
 
-    def get_record(self, caller: Caller, record_id: str, purpose: int) -> ReadRecord:
-        """Return a record's exact bytes if consent permits; audit the attempt either way."""
+    def get_record(
+        self, caller: Caller, record_id: str, purpose: int, action: int = common_pb2.CONSENT_ACTION_ACCESS
+    ) -> ReadRecord:
+        """Return a record's exact bytes if consent permits action; audit the attempt either way."""
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
             raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        action = action or common_pb2.CONSENT_ACTION_ACCESS
+        if action not in READ_ACTIONS:
+            raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
+        audit_action = READ_ACTIONS[action]
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
         record = entry.record
         audit_fields = {
@@ -183,38 +213,61 @@ class RecordsGateway:
             "resource_type": record.resource_type,
             "categories": list(record.categories),
         }
-        decision = self._peers.consent.Decide(
-            consent_pb2.DecideRequest(
-                actor_id=caller.principal_id,
-                record_id=record_id,
-                purpose=purpose,
-                action=common_pb2.CONSENT_ACTION_ACCESS,
+        try:
+            decision = self._peers.consent.Decide(
+                consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
+                                          action=action)  # type: ignore[arg-type]
             )
-        )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
+            raise
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
-            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason,
-                               **audit_fields)
+            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason, **audit_fields)
             raise PermissionDenied(decision.reason or "denied by consent")
 
-        key = self._peers.identity.ReleaseDataKey(
-            identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
-        )
+        try:
+            key = self._peers.identity.ReleaseDataKey(
+                identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
+            )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
+            raise
+        try:
+            plaintext = self._decrypt(record, key.plaintext_key)
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
+            raise
+        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
+        self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
+                           alert=decision.break_glass, **audit_fields)
+        part2 = is_part2(record.categories)
+        return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
+                          decision.decision_id,
+                          redisclosure_notice=PART2_REDISCLOSURE_NOTICE if part2 else "",
+                          security_labels=PART2_SECURITY_LABELS if part2 else ())
+
+    def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
+        """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""
         chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
         ciphertext = b"".join(chunk.data for chunk in chunks)
         if not same(sha256_hex(ciphertext), record.content_sha256):
-            raise DataLoss(f"record {record_id}: stored ciphertext does not match the ledger hash")
+            raise DataLoss(f"record {record.record_id}: stored ciphertext does not match the ledger hash")
         try:
-            plaintext = open_sealed(
-                key.plaintext_key, ciphertext, record_associated_data(record_id, record.patient_id, record.version)
+            return open_sealed(
+                data_key, ciphertext, record_associated_data(record.record_id, record.patient_id, record.version)
             )
         except IntegrityError as exc:
-            raise DataLoss(f"record {record_id}: ciphertext failed authentication") from exc
-        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
-        self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
-                           alert=decision.break_glass, **audit_fields)
-        return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
-                          decision.decision_id)
+            raise DataLoss(f"record {record.record_id}: ciphertext failed authentication") from exc
+
+    def _report_failed_read(self, action: int, audit_fields: dict[str, Any], what: str, exc: Exception) -> None:
+        """Best effort: audit a read that failed after the record was known (the original error still wins)."""
+        status = _status_name(exc)
+        outcome = Outcome.AUDIT_OUTCOME_DENIED if status == "PERMISSION_DENIED" else Outcome.AUDIT_OUTCOME_FAILED
+        try:
+            self._audit.report(action, outcome, reason=f"{what} ({status})", **audit_fields)
+        except Exception:  # noqa: BLE001 - the caller must see the original error
+            log.warning("could not audit a failed read", extra={"record_id": audit_fields["record_id"]})
 
 
 def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:

@@ -39,7 +39,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
         caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER)
-        record = self._gateway.get_record(caller, request.record_id, request.purpose)
+        record = self._gateway.get_record(caller, request.record_id, request.purpose, request.action)
         return records_pb2.GetRecordResponse(
             record_id=record.record_id,
             resource_json=record.resource_json,
@@ -47,6 +47,8 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             patient_id=record.patient_id,
             resource_type=record.resource_type,
             decision_id=record.decision_id,
+            redisclosure_notice=record.redisclosure_notice,
+            security_labels=record.security_labels,
         )
 
 
