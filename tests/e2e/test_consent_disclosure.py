@@ -44,7 +44,7 @@ def part2_consent(recipient_id: str) -> dict:
             "actor": [{"role": {"coding": [{"system": f.PARTICIPATION_TYPE, "code": "IRCP"}]},
                        "reference": {"reference": f"Practitioner/{recipient_id}"}}],
             "purpose": [{"system": f.ACT_REASON, "code": "TREAT"}],
-            "securityLabel": [{"system": f.ACT_CODE, "code": "N"}, {"system": f.ACT_CODE, "code": "ETH"}],
+            "securityLabel": [{"system": f.CONFIDENTIALITY, "code": "N"}, {"system": f.ACT_CODE, "code": "ETH"}],
         }]},
     }
 
