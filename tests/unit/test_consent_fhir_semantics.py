@@ -58,7 +58,7 @@ def test_a_mental_health_permit_does_not_open_normal_data(env: Env) -> None:
                                    "securityLabel": [{"system": f.ACT_CODE, "code": "PSY"}]}).policy)
     assert ask(env, "rec-psy").effect == PERMIT
     normal = ask(env, "rec-normal")
-    assert normal.effect == DENY and "covers only records labelled MENTAL_HEALTH" in normal.reason
+    assert normal.effect == DENY and "is limited to security labels this record does not carry" in normal.reason
 
 
 def test_withholding_data_authored_by_a_practitioner_is_not_denying_them(env: Env) -> None:

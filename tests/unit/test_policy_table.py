@@ -160,7 +160,7 @@ ROWS: list[Row] = [
     Row("N label: normal record", one(permit(labels=["N"])), PERMIT),
     Row("N label: mental-health record", one(permit(labels=["N"])), DENY, "", {"categories": ["MENTAL"]}),
     Row("PSY label does not open normal data", one(PSY_PERMIT), DENY,
-        "consent c-0 provision[0] covers only records labelled MENTAL_HEALTH"),
+        "consent c-0 provision[0] is limited to security labels this record does not carry"),
     Row("PSY label opens mental-health data", one(PSY_PERMIT), PERMIT, "categories MENTAL_HEALTH",
         {"categories": ["MENTAL"]}),
     Row("PSY label: substance-use record", one(PSY_PERMIT), DENY, "", {"categories": ["SUD"]}),

@@ -613,11 +613,12 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
             return PolicyDecision(
                 DENY, f"denied: record category {category_name(unnamed[0])} is sensitive and no consent names it"
             )
+        # The labels are not named: the reason reaches the practitioner, and a consent's labels say
+        # which sensitive data the patient has.
         first = label_limited[0]
-        names = ", ".join(category_name(c) for c in first.provision.categories)
         return PolicyDecision(
-            DENY, f"denied: consent {first.consent_id} {first.path} covers only records labelled {names}",
-            first.consent_id, first.path,
+            DENY, f"denied: consent {first.consent_id} {first.path} is limited to security labels this record "
+            "does not carry", first.consent_id, first.path,
         )
 
     for consent, why in not_in_force:
