@@ -8,6 +8,7 @@ attempted while consent is down fails closed and is still in the accounting.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import grpc
@@ -73,6 +74,9 @@ def test_part2_disclosure_carries_the_notice_and_the_guardian_reads_the_accounti
     disclosed = get(counsellor.client, sud.record_id, DISCLOSE)
     assert disclosed.redisclosure_notice == PART2_REDISCLOSURE_NOTICE
     assert list(disclosed.security_labels) == list(PART2_SECURITY_LABELS)
+    labelled = json.loads(disclosed.labelled_resource_json)
+    assert [s["code"] for s in labelled["meta"]["security"]] == ["42CFRPart2", "NORDSCLCD"]
+    assert json.loads(disclosed.resource_json).get("meta") is None  # the stored bytes are returned unchanged
     accessed = get(counsellor.client, normal.record_id, ACCESS)
     assert accessed.redisclosure_notice == "" and not accessed.security_labels
     with pytest.raises(grpc.RpcError) as invalid:

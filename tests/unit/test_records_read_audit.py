@@ -8,6 +8,7 @@ tests/e2e/test_consent_disclosure.py.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import pytest
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller
 from carechain.common.v1 import common_pb2 as c
+from carechain.consent import fhir_consent as f
 from carechain.consent.policy import PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Ed25519Signer, seal, sha256_hex
@@ -81,6 +83,9 @@ def test_a_disclosure_asks_consent_for_disclose_and_is_audited_as_one() -> None:
     assert read.resource_json == PLAINTEXT  # the stored bytes, unchanged
     assert peers.decided[0].action == c.CONSENT_ACTION_DISCLOSE
     assert read.redisclosure_notice == PART2_REDISCLOSURE_NOTICE and read.security_labels == PART2_SECURITY_LABELS
+    labelled = json.loads(read.labelled_resource_json)
+    assert labelled["meta"]["security"] == [{"system": f.ACT_CODE, "code": "42CFRPart2"},
+                                            {"system": f.ACT_CODE, "code": "NORDSCLCD"}]
     [event] = peers.events
     assert (event.action, event.outcome) == (audit_pb2.AUDIT_ACTION_DISCLOSE, audit_pb2.AUDIT_OUTCOME_SUCCESS)
 
@@ -89,7 +94,7 @@ def test_a_normal_record_has_no_notice_and_correct_is_not_a_read() -> None:
     peers = Peers()
     read = gateway(peers).get_record(READER, "rec-1", c.PURPOSE_OF_USE_TREAT)
     assert peers.decided[0].action == c.CONSENT_ACTION_ACCESS and peers.events[0].action == audit_pb2.AUDIT_ACTION_READ
-    assert read.redisclosure_notice == "" and read.security_labels == ()
+    assert read.redisclosure_notice == "" and read.security_labels == () and read.labelled_resource_json == b""
     with pytest.raises(InvalidArgument) as invalid:
         gateway(peers).get_record(READER, "rec-1", c.PURPOSE_OF_USE_TREAT, c.CONSENT_ACTION_CORRECT)
     assert invalid.value.field == "action"

@@ -18,10 +18,11 @@ goes back, so no failed read goes unrecorded.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -83,6 +84,7 @@ class ReadRecord:
     decision_id: str
     redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
     security_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record
+    labelled_resource_json: bytes = b""  # the resource with security_labels in meta.security (Part 2 only)
 
 
 # The actions a read may ask consent for, and how each is audited.
@@ -90,6 +92,18 @@ READ_ACTIONS = {
     common_pb2.CONSENT_ACTION_ACCESS: Action.AUDIT_ACTION_READ,
     common_pb2.CONSENT_ACTION_DISCLOSE: Action.AUDIT_ACTION_DISCLOSE,
 }
+
+
+def with_security_labels(resource_json: bytes, labels: tuple[str, ...]) -> bytes:
+    """The FHIR resource with labels ("<system>|<code>") added to meta.security, as compact JSON."""
+    resource = json.loads(resource_json)
+    security = resource.setdefault("meta", {}).setdefault("security", [])
+    present = {(s.get("system"), s.get("code")) for s in security}
+    for label in labels:
+        system, code = label.rsplit("|", 1)
+        if (system, code) not in present:
+            security.append({"system": system, "code": code})
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _status_name(exc: Exception) -> str:
@@ -241,11 +255,12 @@ class RecordsGateway:
         # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
         self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
                            alert=decision.break_glass, **audit_fields)
-        part2 = is_part2(record.categories)
-        return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
-                          decision.decision_id,
-                          redisclosure_notice=PART2_REDISCLOSURE_NOTICE if part2 else "",
-                          security_labels=PART2_SECURITY_LABELS if part2 else ())
+        read = ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
+                          decision.decision_id)
+        if not is_part2(record.categories):
+            return read
+        return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, security_labels=PART2_SECURITY_LABELS,
+                       labelled_resource_json=with_security_labels(plaintext, PART2_SECURITY_LABELS))
 
     def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
         """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""

@@ -49,6 +49,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             decision_id=record.decision_id,
             redisclosure_notice=record.redisclosure_notice,
             security_labels=record.security_labels,
+            labelled_resource_json=record.labelled_resource_json,
         )
 
 

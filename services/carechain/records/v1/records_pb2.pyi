@@ -40,7 +40,7 @@ class GetRecordRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
 
 class GetRecordResponse(_message.Message):
-    __slots__ = ("record_id", "resource_json", "categories", "patient_id", "resource_type", "decision_id", "redisclosure_notice", "security_labels")
+    __slots__ = ("record_id", "resource_json", "categories", "patient_id", "resource_type", "decision_id", "redisclosure_notice", "security_labels", "labelled_resource_json")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class GetRecordResponse(_message.Message):
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     REDISCLOSURE_NOTICE_FIELD_NUMBER: _ClassVar[int]
     SECURITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     resource_json: bytes
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
@@ -57,4 +58,5 @@ class GetRecordResponse(_message.Message):
     decision_id: str
     redisclosure_notice: str
     security_labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., redisclosure_notice: _Optional[str] = ..., security_labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    labelled_resource_json: bytes
+    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., redisclosure_notice: _Optional[str] = ..., security_labels: _Optional[_Iterable[str]] = ..., labelled_resource_json: _Optional[bytes] = ...) -> None: ...
