@@ -27,7 +27,9 @@ from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.sdk import Category, Kind, Purpose, permit
 from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
 
+# Every category, NORMAL included: a permit naming categories covers only records carrying one of them.
 ALL_SENSITIVE = [
+    Category.SENSITIVITY_CATEGORY_NORMAL,
     Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH,
     Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE,
     Category.SENSITIVITY_CATEGORY_HIV_STI,

@@ -45,6 +45,7 @@ class AuditReporter:
         resource_type: str = "",
         categories: Iterable[int] = (),
         alert: bool = False,
+        consent_id: str = "",
     ) -> audit_pb2.AuditReceipt:
         """Record one event durably and return its receipt.
 
@@ -52,7 +53,8 @@ class AuditReporter:
         ``PurposeOfUse``. resource_type and categories (``SensitivityCategory``
         values) describe the record for the patient's accounting of
         disclosures; alert raises a patient notification and a privacy-officer
-        review item (break-glass). Identifiers only, never PHI. A call that finds the
+        review item (break-glass); consent_id names the consent a grant or
+        revocation event is about. Identifiers only, never PHI. A call that finds the
         audit service down is retried with the same event id (the store is
         idempotent on it); then Unavailable propagates.
         """
@@ -72,6 +74,7 @@ class AuditReporter:
             alert=alert,
             resource_type=resource_type,
             categories=list(categories),  # type: ignore[arg-type]
+            consent_id=consent_id,
         )
         request = audit_pb2.RecordEventRequest(event=event)
         for attempt in range(1, self._attempts + 1):

@@ -437,6 +437,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             now_ms=self._now_ms(),
             data_date_ms=record.data_date_ms,
             resource_type=record.resource_type,
+            record_author_id=record.author_id,
+            record_organization_id=record.organization_id,
         )
 
     def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:

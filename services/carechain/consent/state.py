@@ -54,6 +54,7 @@ class RecordInfo:
     erased: bool = False
     data_date_ms: int = 0  # clinical date, UTC day; 0 = none
     resource_type: str = ""
+    author_id: str = ""  # who wrote it (consent actor role AUT)
 
 
 class ConsentState:
@@ -165,6 +166,7 @@ class ConsentState:
                 erased=previous.erased if previous is not None else False,
                 data_date_ms=r.data_date_ms,
                 resource_type=r.resource_type,
+                author_id=r.author_id,
             )
         elif kind == "erase_records":
             e = body.erase_records

@@ -5,18 +5,24 @@ binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 -> signed RegisterRecord on the ledger (the commit point: a record exists once
 it is on the ledger, and by then its key, blob and audit event are durable).
 
-Read: ledger entry -> consent decision -> (deny: audit, PERMISSION_DENIED) ->
-data key released against the decision token (identity re-checks it with
-consent) -> ciphertext, hash checked against the ledger -> decrypt -> audit
-(fail closed; a break-glass read is audited with ``alert``) -> resource.
+Read: ledger entry -> consent decision for the requested action (ACCESS, or
+DISCLOSE to a third party) -> (deny: audit, PERMISSION_DENIED) -> data key
+released against the decision token (identity re-checks it with consent) ->
+ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
+a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
+resource, with the 42 CFR 2.32 notice and labels for a Part 2 record. A read
+that fails after the record is known (consent unreachable, key release
+refused, storage or integrity failure) is audited as failed before the error
+goes back, so no failed read goes unrecorded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -25,14 +31,16 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
+from carechain.consent.policy import PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
-from carechain.errors import DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger import client as ledger_client
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.fhir import clinical_date_ms, validate_resource
+from carechain.security_labels import security_labels
 from carechain.sensitivity import categorize
 from carechain.storage.v1 import storage_pb2
 
@@ -75,6 +83,41 @@ class ReadRecord:
     patient_id: str
     resource_type: str
     decision_id: str
+    redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
+    handling_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record (Part 2)
+    labelled_resource_json: bytes = b""  # the resource with handling_labels in meta.security (Part 2 only)
+
+
+# The actions a read may ask consent for, and how each is audited.
+READ_ACTIONS = {
+    common_pb2.CONSENT_ACTION_ACCESS: Action.AUDIT_ACTION_READ,
+    common_pb2.CONSENT_ACTION_DISCLOSE: Action.AUDIT_ACTION_DISCLOSE,
+}
+
+
+def handling_label_codings(labels: tuple[str, ...]) -> list[dict[str, str]]:
+    """Handling labels given as "<system>|<code>" (e.g. the Part 2 ones) as FHIR Codings."""
+    return [dict(zip(("system", "code"), label.rsplit("|", 1), strict=True)) for label in labels]
+
+
+def with_security_labels(resource_json: bytes, labels: list[dict[str, str]]) -> bytes:
+    """The FHIR resource with labels (FHIR Codings) added to meta.security, as compact JSON."""
+    resource = json.loads(resource_json)
+    security = resource.setdefault("meta", {}).setdefault("security", [])
+    present = {(s.get("system"), s.get("code")) for s in security}
+    for label in labels:
+        if (label["system"], label["code"]) not in present:
+            security.append(label)
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _status_name(exc: Exception) -> str:
+    """The gRPC status of a peer's failure, for an audit reason (never the peer's message)."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code().name  # type: ignore[attr-defined]
+    if isinstance(exc, CareChainError):
+        return exc.code.name
+    return type(exc).__name__
 
 
 class RecordsGateway:
@@ -166,12 +209,18 @@ class RecordsGateway:
 
     # --- read ------------------------------------------------------------
 
-    def get_record(self, caller: Caller, record_id: str, purpose: int) -> ReadRecord:
-        """Return a record's exact bytes if consent permits; audit the attempt either way."""
+    def get_record(
+        self, caller: Caller, record_id: str, purpose: int, action: int = common_pb2.CONSENT_ACTION_ACCESS
+    ) -> ReadRecord:
+        """Return a record's exact bytes if consent permits action; audit the attempt either way."""
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
             raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        action = action or common_pb2.CONSENT_ACTION_ACCESS
+        if action not in READ_ACTIONS:
+            raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
+        audit_action = READ_ACTIONS[action]
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
         record = entry.record
         audit_fields = {
@@ -183,38 +232,64 @@ class RecordsGateway:
             "resource_type": record.resource_type,
             "categories": list(record.categories),
         }
-        decision = self._peers.consent.Decide(
-            consent_pb2.DecideRequest(
-                actor_id=caller.principal_id,
-                record_id=record_id,
-                purpose=purpose,
-                action=common_pb2.CONSENT_ACTION_ACCESS,
+        try:
+            decision = self._peers.consent.Decide(
+                consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
+                                          action=action)  # type: ignore[arg-type]
             )
-        )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
+            raise
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
-            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason,
-                               **audit_fields)
+            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason, **audit_fields)
             raise PermissionDenied(decision.reason or "denied by consent")
 
-        key = self._peers.identity.ReleaseDataKey(
-            identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
-        )
+        try:
+            key = self._peers.identity.ReleaseDataKey(
+                identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
+            )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
+            raise
+        try:
+            plaintext = self._decrypt(record, key.plaintext_key)
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
+            raise
+        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
+        self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
+                           alert=decision.break_glass, **audit_fields)
+        read = ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
+                          decision.decision_id)
+        if not is_part2(record.categories):
+            return read
+        return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,
+                       labelled_resource_json=with_security_labels(plaintext, [
+                           *security_labels(record.categories, with_confidentiality=True),
+                           *handling_label_codings(PART2_SECURITY_LABELS)]))
+
+    def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
+        """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""
         chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
         ciphertext = b"".join(chunk.data for chunk in chunks)
         if not same(sha256_hex(ciphertext), record.content_sha256):
-            raise DataLoss(f"record {record_id}: stored ciphertext does not match the ledger hash")
+            raise DataLoss(f"record {record.record_id}: stored ciphertext does not match the ledger hash")
         try:
-            plaintext = open_sealed(
-                key.plaintext_key, ciphertext, record_associated_data(record_id, record.patient_id, record.version)
+            return open_sealed(
+                data_key, ciphertext, record_associated_data(record.record_id, record.patient_id, record.version)
             )
         except IntegrityError as exc:
-            raise DataLoss(f"record {record_id}: ciphertext failed authentication") from exc
-        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
-        self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
-                           alert=decision.break_glass, **audit_fields)
-        return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
-                          decision.decision_id)
+            raise DataLoss(f"record {record.record_id}: ciphertext failed authentication") from exc
+
+    def _report_failed_read(self, action: int, audit_fields: dict[str, Any], what: str, exc: Exception) -> None:
+        """Best effort: audit a read that failed after the record was known (the original error still wins)."""
+        status = _status_name(exc)
+        outcome = Outcome.AUDIT_OUTCOME_DENIED if status == "PERMISSION_DENIED" else Outcome.AUDIT_OUTCOME_FAILED
+        try:
+            self._audit.report(action, outcome, reason=f"{what} ({status})", **audit_fields)
+        except Exception:  # noqa: BLE001 - the caller must see the original error
+            log.warning("could not audit a failed read", extra={"record_id": audit_fields["record_id"]})
 
 
 def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:

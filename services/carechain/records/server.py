@@ -11,7 +11,8 @@ from carechain.auth import Authenticator, Kind
 from carechain.clients import service_peers
 from carechain.config import RecordsSettings
 from carechain.network import TrustBundle, audience
-from carechain.records.gateway import RecordsGateway
+from carechain.common.v1 import common_pb2
+from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.security_labels import security_label_messages
 from carechain.server import Register, run_service
@@ -41,7 +42,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
         caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER)
-        record = self._gateway.get_record(caller, request.record_id, request.purpose)
+        record = self._gateway.get_record(caller, request.record_id, request.purpose, request.action)
         return records_pb2.GetRecordResponse(
             record_id=record.record_id,
             resource_json=record.resource_json,
@@ -49,7 +50,10 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             patient_id=record.patient_id,
             resource_type=record.resource_type,
             decision_id=record.decision_id,
-            security_labels=security_label_messages(record.categories),
+            redisclosure_notice=record.redisclosure_notice,
+            security_labels=[*security_label_messages(record.categories), 
+                             *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
+            labelled_resource_json=record.labelled_resource_json,
         )
 
 

@@ -23,6 +23,14 @@ class PurposeOfUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PURPOSE_OF_USE_HOPERAT: _ClassVar[PurposeOfUse]
     PURPOSE_OF_USE_HRESCH: _ClassVar[PurposeOfUse]
     PURPOSE_OF_USE_PATRQT: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_BTG: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_COC: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_POPHLTH: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_CLINTRCH: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_COVAUTH: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_PATADMIN: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_FAMRQT: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_PWATRNY: _ClassVar[PurposeOfUse]
 
 class SensitivityCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -63,6 +71,14 @@ PURPOSE_OF_USE_HPAYMT: PurposeOfUse
 PURPOSE_OF_USE_HOPERAT: PurposeOfUse
 PURPOSE_OF_USE_HRESCH: PurposeOfUse
 PURPOSE_OF_USE_PATRQT: PurposeOfUse
+PURPOSE_OF_USE_BTG: PurposeOfUse
+PURPOSE_OF_USE_COC: PurposeOfUse
+PURPOSE_OF_USE_POPHLTH: PurposeOfUse
+PURPOSE_OF_USE_CLINTRCH: PurposeOfUse
+PURPOSE_OF_USE_COVAUTH: PurposeOfUse
+PURPOSE_OF_USE_PATADMIN: PurposeOfUse
+PURPOSE_OF_USE_FAMRQT: PurposeOfUse
+PURPOSE_OF_USE_PWATRNY: PurposeOfUse
 SENSITIVITY_CATEGORY_UNSPECIFIED: SensitivityCategory
 SENSITIVITY_CATEGORY_NORMAL: SensitivityCategory
 SENSITIVITY_CATEGORY_MENTAL_HEALTH: SensitivityCategory

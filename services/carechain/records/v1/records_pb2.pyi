@@ -32,15 +32,17 @@ class PutRecordResponse(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., ledger_log_index: _Optional[int] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ...) -> None: ...
 
 class GetRecordRequest(_message.Message):
-    __slots__ = ("record_id", "purpose")
+    __slots__ = ("record_id", "purpose", "action")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     purpose: _common_pb2.PurposeOfUse
-    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ...) -> None: ...
+    action: _common_pb2.ConsentAction
+    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
 
 class GetRecordResponse(_message.Message):
-    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id")
+    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "redisclosure_notice", "labelled_resource_json")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +50,8 @@ class GetRecordResponse(_message.Message):
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    REDISCLOSURE_NOTICE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     resource_json: bytes
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
@@ -55,4 +59,6 @@ class GetRecordResponse(_message.Message):
     patient_id: str
     resource_type: str
     decision_id: str
-    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+    redisclosure_notice: str
+    labelled_resource_json: bytes
+    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ...) -> None: ...
