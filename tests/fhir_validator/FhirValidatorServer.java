@@ -93,8 +93,9 @@ public final class FhirValidatorServer {
                 appendIssue(issues, severity, message.getLocationString(), message.getMessage(),
                         message.getMessageId(), message.getLocationLine(), message.getLocationCol());
             }
-        } catch (Exception | StackOverflowError failure) {
-            // The validator could not even read the input (unparseable JSON, unreadable file, ...).
+        } catch (Exception | LinkageError | StackOverflowError failure) {
+            // The validator could not even read the input (unparseable JSON, unreadable file, ...), or
+            // hit a class that the pom leaves out: report it on this resource and carry on.
             valid = false;
             appendIssue(issues, "fatal", "", failure.toString(), "carechain-harness-exception", null, null);
         }

@@ -309,6 +309,11 @@ def test_the_audit_event_bundle_export_is_valid_r4(hapi_validator: HapiValidator
     assert outcome.valid, "\n".join(map(str, outcome.errors))
     single = hapi_validator.validate(bundle["entry"][0]["resource"])  # an AuditEvent on its own, too
     assert single.valid, "\n".join(map(str, single.errors))
+    # HAPI does look inside the entries: one bad code in the last event makes the Bundle invalid.
+    bundle["entry"][-1]["resource"]["action"] = "X"
+    broken = hapi_validator.validate(bundle)
+    assert [issue.location for issue in broken.errors] and all(
+        issue.location.startswith(f"Bundle.entry[{len(bundle['entry']) - 1}].resource") for issue in broken.errors)
 
 
 def practitioner_actor(practitioner_id: str) -> dict[str, Any]:
