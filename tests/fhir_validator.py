@@ -27,8 +27,9 @@ import pytest
 from carechain.devbackends.tools import tools_dir
 
 ERROR_SEVERITIES = frozenset({"error", "fatal"})
-# Serial GC and a small heap: the validator is single-threaded and the machine's cores are shared.
-JVM_OPTIONS = ("-XX:+UseSerialGC", "-Xms256m", "-Xmx1g", "-Xss8m")
+# The machine's cores are shared: serial GC (the validator is single-threaded), and only the quick C1 JIT,
+# which halved the CPU time of start-up plus ~70 validations (47 s -> 25 s) with identical results.
+JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xms256m", "-Xmx1g", "-Xss8m")
 
 
 @dataclass(frozen=True)

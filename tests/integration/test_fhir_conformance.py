@@ -36,6 +36,8 @@ from carechain.errors import InvalidArgument
 from carechain.records.fhir import PATIENT_REFERENCE_FIELDS, validate_resource
 
 pytest_plugins = ["fhir_validator"]  # one HAPI FHIR JVM for the session
+# The first test here also starts the JVM (1-3 minutes on the shared 2-core machine): more than the default 300 s.
+pytestmark = pytest.mark.timeout(900)
 
 SYNTHEA = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "synthea-10"
 MAX_BYTES = 4 * 1024 * 1024
