@@ -82,7 +82,7 @@ else
     echo "fetching the HAPI FHIR validator into $FHIR_VALIDATOR_DIR (first time: a few minutes)"
     rm -rf "$FHIR_VALIDATOR_STAMP" "$FHIR_VALIDATOR_DIR/lib" "$FHIR_VALIDATOR_DIR/classes"
     mkdir -p "$FHIR_VALIDATOR_DIR/classes"
-    mvn --batch-mode --quiet --strict-checksums -Dmaven.repo.local="$TOOLS/m2" \
+    mvn --batch-mode --quiet -Dstyle.color=never --strict-checksums -Dmaven.repo.local="$TOOLS/m2" \
         -f "$FHIR_VALIDATOR_SRC/pom.xml" dependency:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$FHIR_VALIDATOR_DIR/lib"
     javac -nowarn --release 17 -encoding UTF-8 -d "$FHIR_VALIDATOR_DIR/classes" \
