@@ -9,9 +9,9 @@ import grpc
 
 from carechain.auth import Authenticator, Kind
 from carechain.clients import service_peers
+from carechain.common.v1 import common_pb2
 from carechain.config import RecordsSettings
 from carechain.network import TrustBundle, audience
-from carechain.common.v1 import common_pb2
 from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.security_labels import security_label_messages
@@ -51,7 +51,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             resource_type=record.resource_type,
             decision_id=record.decision_id,
             redisclosure_notice=record.redisclosure_notice,
-            security_labels=[*security_label_messages(record.categories), 
+            security_labels=[*security_label_messages(record.categories),
                              *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
             labelled_resource_json=record.labelled_resource_json,
         )
