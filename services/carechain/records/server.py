@@ -10,6 +10,7 @@ import grpc
 from carechain.auth import Authenticator, Kind
 from carechain.clients import service_peers
 from carechain.config import RecordsSettings
+from carechain.ledger.sealing import metadata_sealer
 from carechain.network import TrustBundle, audience
 from carechain.records.gateway import RecordsGateway
 from carechain.records.v1 import records_pb2, records_pb2_grpc
@@ -55,7 +56,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings))
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
 
     def register(server: grpc.Server) -> list[str]:
