@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from consent_ledger_fake import CHAIN, FakeLedger, register_principal, register_record
+from consent_ledger_fake import CHAIN, SEALER, FakeLedger, register_principal, register_record, sealed_grant
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
@@ -95,7 +95,7 @@ def env(clock: Clock) -> Iterator[Env]:
     audit = FakeAudit()
     servicer = ConsentServicer(
         Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("consent")),
-        ConsentState(), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
+        ConsentState(SEALER), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
         clock=clock, break_glass=BreakGlassRules(frozenset({"emergency-medicine"}), 4 * 3_600_000), chain_id=CHAIN,
     )
     running = start_service("consent", ConsentSettings(listen_address="127.0.0.1:0"), register_consent(servicer))
@@ -117,8 +117,8 @@ def oncology_policy() -> policy_pb2.ConsentPolicy:
 
 
 def grant_tx(signer=PATIENT, patient_id="pat-1", policy=None, consent_id=None) -> ledger_pb2.Transaction:
-    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=ledger_pb2.GrantConsent(
-        consent_id=consent_id or str(uuid.uuid4()), patient_id=patient_id, policy=policy or oncology_policy()))
+    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=sealed_grant(
+        consent_id or str(uuid.uuid4()), patient_id, policy or oncology_policy()))
     return transactions.sign_transaction(body, signer)
 
 
