@@ -117,7 +117,7 @@ def test_list_transactions_reveals_no_clinical_information(story) -> None:
         kinds.add(kind)
         if kind == "register_record":
             r = body.register_record
-            assert not r.resource_type and not r.categories and not r.data_date_ms
+            assert not r.resource_type and not r.categories and not r.data_date_ms and not r.author_id
             assert r.sealed_metadata.ciphertext and r.sealed_metadata.wrapped_key.startswith("vault:v")
         elif kind == "grant_consent":
             g = body.grant_consent

@@ -135,8 +135,9 @@ def register_record(ledger: FakeLedger, author: Ed25519Signer, record_id: str, p
     """Commit a RegisterRecord."""
     record = ledger_pb2.RegisterRecord(
         record_id=record_id, patient_id=patient_id, organization_id=organization_id,
-        author_id=author.key_id, content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
+        content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
     )
-    metadata = ledger_pb2.RecordMetadata(resource_type="Condition", categories=list(categories))
+    metadata = ledger_pb2.RecordMetadata(resource_type="Condition", categories=list(categories),
+                                         author_id=author.key_id)
     record.sealed_metadata.CopyFrom(SEALER.seal_record(record, metadata))
     return ledger.append(author, valid=valid, register_record=record)

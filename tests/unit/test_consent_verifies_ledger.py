@@ -119,7 +119,7 @@ def build_world(tmp_path: pathlib.Path, validator_count: int) -> World:
     dr, doctor = register(net, "dr-1", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-1")
     pat, patient = register(net, "pat-1", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
     record = ledger_pb2.RegisterRecord(record_id="rec-1", patient_id="pat-1", organization_id="org-1",
-                                       author_id="dr-1", content_sha256="ab" * 32, content_size=10,
+                                       content_sha256="ab" * 32, content_size=10,
                                        key_name="patient-key", key_version=1, version=1)
     record.sealed_metadata.CopyFrom(sealer.seal_record(
         record, ledger_pb2.RecordMetadata(resource_type="Condition", categories=[c.SENSITIVITY_CATEGORY_NORMAL])))

@@ -161,6 +161,7 @@ def test_only_records_registers_records(net, chain, keys):
     ({"resource_type": "Condition"}, "must be sealed in sealed_metadata"),
     ({"categories": [common_pb2.SENSITIVITY_CATEGORY_NORMAL]}, "must be sealed in sealed_metadata"),
     ({"data_date_ms": 1_700_000_000_000}, "must be sealed in sealed_metadata"),
+    ({"author_id": "dr-1"}, "must be sealed in sealed_metadata"),
     ({"sealed_metadata": None}, "sealed_metadata: required"),
     ({"sealed_metadata": ledger_pb2.SealedData(key_name="ledger-metadata")}, "sealed_metadata: required"),
     ({"record_id": ""}, "record_id: required"),

@@ -205,9 +205,9 @@ class Validator:
         if not _HEX64.fullmatch(r.content_sha256):
             raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
         # Ledger privacy: clinical metadata only sealed (validators cannot open it; consumers check it).
-        if r.resource_type or r.categories or r.data_date_ms:
-            raise Rejected("register_record: resource_type, categories and data_date_ms must be sealed "
-                           "in sealed_metadata, not in clear")
+        if r.resource_type or r.categories or r.data_date_ms or r.author_id:
+            raise Rejected("register_record: resource_type, categories, data_date_ms and author_id must be "
+                           "sealed in sealed_metadata, not in clear")
         _require_sealed(r.sealed_metadata if r.HasField("sealed_metadata") else None, "register_record.sealed_metadata")
         state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
 

@@ -4,8 +4,8 @@ Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
 binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 -> signed RegisterRecord on the ledger (the commit point: a record exists once
 it is on the ledger, and by then its key, blob and audit event are durable).
-The RegisterRecord carries resource type, categories and clinical date only
-sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
+The RegisterRecord carries resource type, categories, clinical date and author
+only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
 Read: ledger entry (its sealed metadata opened: that also proves the entry was
 written by a holder of the metadata key, not made up by a validator) -> consent
@@ -121,7 +121,6 @@ class RecordsGateway:
             record_id=record_id,
             patient_id=patient_id,
             organization_id=organization_id,
-            author_id=caller.principal_id,
             content_sha256=content_sha256,
             content_size=len(ciphertext),
             key_name=data_key.key_ref.key_name,
@@ -134,6 +133,7 @@ class RecordsGateway:
             categories=categories,
             # Day precision only: what consent data periods need, and less identifying than a timestamp.
             data_date_ms=clinical_date_ms(resource.content),
+            author_id=caller.principal_id,
         )
         registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
         tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
