@@ -77,6 +77,8 @@ from carechain.vault import service_signer
 log = logging.getLogger("carechain.consent")
 
 Kind = common_pb2.PrincipalKind
+# How long a grant or revocation waits for its block to be certified in the verified state.
+COMMIT_VISIBLE_SECONDS = 10.0
 # submit(ledger_stub, tx) -> SubmitTransactionResponse; raises when the validator rejects tx.
 Submit = Callable[[Any, ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
 
@@ -184,7 +186,16 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         response = self._submit(self._ledger, transaction)
         if not response.valid:  # the client raises for invalid ones; never trust that blindly
             raise FailedPrecondition(f"ledger rejected the transaction: {response.reason}")
+        # State holds only verified, quorum-certified blocks: wait until ours is in (read your writes,
+        # so a revocation this call confirms is seen by the next decision).
+        deadline = time.monotonic() + COMMIT_VISIBLE_SECONDS
         self.sync()
+        while self._state.cursor <= response.log_index and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.sync()
+        if self._state.cursor <= response.log_index:
+            log.warning("committed transaction not yet certified on the validator read",
+                        extra={"log_index": response.log_index})
         return response
 
     def SealPolicy(
