@@ -144,3 +144,50 @@ def test_concurrent_syncs_apply_each_transaction_once() -> None:
         thread.join()
     assert state.cursor == 40
     assert [x.consent_id for x in state.consents_of("pat-1")] == [f"c-{i}" for i in range(40)]
+
+
+def test_sealed_payloads_that_do_not_open_are_not_applied(tmp_path) -> None:
+    """Deny by default: metadata or a policy not sealed under the ledger metadata key is ignored."""
+    from carechain.identity.keyring import LocalKeyring
+    from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
+
+    ledger = FakeLedger()
+    other = LocalKeyring(tmp_path / "another-key")
+    other.create_key(LEDGER_METADATA_KEY)
+    stranger = LedgerSealer(other, "test-chain")  # the right chain, but not the network's key
+    record = ledger_pb2.RegisterRecord(record_id="rec-x", patient_id="pat-1", organization_id="org-a",
+                                       content_sha256="00" * 32, version=1)
+    record.sealed_metadata.CopyFrom(stranger.seal_record(
+        record, ledger_pb2.RecordMetadata(resource_type="Condition", categories=[c.SENSITIVITY_CATEGORY_NORMAL])))
+    ledger.append(RECORDS, register_record=record)
+    ledger.append(PATIENT, grant_consent=ledger_pb2.GrantConsent(
+        consent_id="c-x", patient_id="pat-1", sealed_policy=stranger.seal_policy("c-x", "pat-1", POLICY)))
+    register_record(ledger, RECORDS, "rec-ok", "pat-1")
+
+    state = ConsentState(SEALER)
+    assert state.sync(ledger.ListTransactions) == 3
+    assert state.record("rec-x") is None and state.consent("c-x") is None
+    assert state.record("rec-ok") is not None
+
+
+def test_an_unreachable_metadata_key_stops_folding_before_the_transaction(tmp_path) -> None:
+    from carechain.errors import NotFound
+    from carechain.identity.keyring import LocalKeyring
+    from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
+
+    keyring = LocalKeyring(tmp_path / "key")
+    keyring.create_key(LEDGER_METADATA_KEY)
+    sealer = LedgerSealer(keyring, "test-chain")
+    ledger = FakeLedger()
+    register_principal(ledger, OPERATOR, "prac-1", c.PRINCIPAL_KIND_PRACTITIONER, "org-a")
+    record = ledger_pb2.RegisterRecord(record_id="rec-1", patient_id="pat-1", organization_id="org-a",
+                                       content_sha256="00" * 32, version=1)
+    record.sealed_metadata.CopyFrom(sealer.seal_record(
+        record, ledger_pb2.RecordMetadata(resource_type="Condition", categories=[c.SENSITIVITY_CATEGORY_NORMAL])))
+    ledger.append(RECORDS, register_record=record)
+    keyring.delete_key(LEDGER_METADATA_KEY)  # the key manager can no longer unwrap
+
+    state = ConsentState(LedgerSealer(keyring, "test-chain"))
+    with pytest.raises(NotFound):
+        state.sync(ledger.ListTransactions)
+    assert state.cursor == 1, "the record is not skipped: folding resumes there once the key is back"
