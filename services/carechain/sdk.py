@@ -168,10 +168,16 @@ class CareChainClient:
         return sign_transaction(new_body(self.endpoints.chain_id, self.principal_id, **payload), self.signer)
 
     def grant_policy(self, policy: policy_pb2.ConsentPolicy, patient_id: str = "") -> consent_pb2.ConsentRecord:
-        """Sign and submit a GrantConsent of policy, for this patient or (as a delegate) for patient_id."""
-        grant = ledger_pb2.GrantConsent(
-            consent_id=str(uuid.uuid4()), patient_id=patient_id or self.principal_id, policy=policy
-        )
+        """Sign and submit a GrantConsent of policy, for this patient or (as a delegate) for patient_id.
+
+        The ledger holds the policy only sealed: consent seals it first (SealPolicy) and this
+        client signs the transaction over the sealed bytes.
+        """
+        consent_id, patient = str(uuid.uuid4()), patient_id or self.principal_id
+        sealed = self.consent.SealPolicy(
+            consent_pb2.SealPolicyRequest(patient_id=patient, consent_id=consent_id, policy=policy), timeout=30
+        ).sealed_policy
+        grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient, sealed_policy=sealed)
         tx = self._signed(grant_consent=grant)
         return self.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
 

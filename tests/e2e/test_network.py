@@ -135,15 +135,24 @@ def test_tampered_blob_is_data_loss_never_wrong_data(network, ward) -> None:
 
 def test_replayed_consent_transaction_is_rejected(network, ward) -> None:
     _, oncologist, patient, _ = ward
-    grant = ledger_pb2.GrantConsent(
-        consent_id=str(uuid.uuid4()),
-        patient_id=patient.principal_id,
-        policy=policy_pb2.ConsentPolicy(
-            provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=oncologist.principal_id)]
-        ),
+    policy = policy_pb2.ConsentPolicy(
+        provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=oncologist.principal_id)]
     )
-    tx = sign_transaction(new_body(network.endpoints.chain_id, patient.principal_id, grant_consent=grant),
-                          patient.signer)
+    consent_id = str(uuid.uuid4())
+
+    def signed(grant: ledger_pb2.GrantConsent) -> ledger_pb2.Transaction:
+        return sign_transaction(new_body(network.endpoints.chain_id, patient.principal_id, grant_consent=grant),
+                                patient.signer)
+
+    # Ledger privacy: a policy in clear is refused, naming the field; the sealed one is granted.
+    clear = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id, policy=policy))
+    with pytest.raises(grpc.RpcError) as refused:
+        patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=clear), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "grant_consent.policy" in refused.value.details()
+    sealed = patient.client.consent.SealPolicy(consent_pb2.SealPolicyRequest(
+        patient_id=patient.principal_id, consent_id=consent_id, policy=policy), timeout=30).sealed_policy
+    tx = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id, sealed_policy=sealed))
     patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
     assert _code(
         lambda: patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)

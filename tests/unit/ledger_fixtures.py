@@ -58,9 +58,7 @@ def record(patient_id: str, organization_id: str, record_id: str | None = None, 
         "record_id": str(uuid.uuid4()) if record_id is None else record_id,
         "patient_id": patient_id,
         "organization_id": organization_id,
-        "author_id": "dr-1",
-        "resource_type": "Condition",
-        "categories": [common_pb2.SENSITIVITY_CATEGORY_NORMAL],
+        "sealed_metadata": opaque_sealed(),
         "content_sha256": hashlib.sha256(b"ciphertext").hexdigest(),
         "content_size": 10,
         "key_name": "patient-key",
@@ -69,6 +67,17 @@ def record(patient_id: str, organization_id: str, record_id: str | None = None, 
     }
     fields.update(overrides)
     return ledger_pb2.RegisterRecord(**fields)
+
+
+def opaque_sealed() -> ledger_pb2.SealedData:
+    """A sealed payload as validators see it: they check its shape, never its content (they hold no key)."""
+    return ledger_pb2.SealedData(key_name="ledger-metadata", wrapped_key="vault:v1:" + "A" * 64,
+                                 ciphertext=hashlib.sha256(uuid.uuid4().bytes).digest() * 8)
+
+
+def sealed_grant(consent_id: str, patient_id: str) -> ledger_pb2.GrantConsent:
+    """A GrantConsent carrying a sealed policy."""
+    return ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id, sealed_policy=opaque_sealed())
 
 
 def policy() -> policy_pb2.ConsentPolicy:
@@ -84,8 +93,7 @@ def policy() -> policy_pb2.ConsentPolicy:
 
 def grant(patient: Ed25519Signer, consent_id: str = "c-1") -> ledger_pb2.Transaction:
     """GrantConsent by the patient."""
-    return tx(patient, grant_consent=ledger_pb2.GrantConsent(
-        consent_id=consent_id, patient_id=patient.key_id, policy=policy()))
+    return tx(patient, grant_consent=sealed_grant(consent_id, patient.key_id))
 
 
 def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed25519Signer]]:

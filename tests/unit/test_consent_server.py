@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from consent_ledger_fake import CHAIN, FakeLedger, register_principal, register_record
+from consent_ledger_fake import CHAIN, SEALER, FakeLedger, register_principal, register_record, sealed_grant
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
@@ -95,7 +95,7 @@ def env(clock: Clock) -> Iterator[Env]:
     audit = FakeAudit()
     servicer = ConsentServicer(
         Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("consent")),
-        ConsentState(), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
+        ConsentState(SEALER), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
         clock=clock, break_glass=BreakGlassRules(frozenset({"emergency-medicine"}), 4 * 3_600_000), chain_id=CHAIN,
     )
     running = start_service("consent", ConsentSettings(listen_address="127.0.0.1:0"), register_consent(servicer))
@@ -117,8 +117,8 @@ def oncology_policy() -> policy_pb2.ConsentPolicy:
 
 
 def grant_tx(signer=PATIENT, patient_id="pat-1", policy=None, consent_id=None) -> ledger_pb2.Transaction:
-    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=ledger_pb2.GrantConsent(
-        consent_id=consent_id or str(uuid.uuid4()), patient_id=patient_id, policy=policy or oncology_policy()))
+    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=sealed_grant(
+        consent_id or str(uuid.uuid4()), patient_id, policy or oncology_policy()))
     return transactions.sign_transaction(body, signer)
 
 
@@ -523,3 +523,51 @@ def test_export_consent_as_fhir_round_trips(env: Env) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
     assert env.call("ExportConsent", consent_pb2.ExportConsentRequest(consent_id=record.consent_id),
                     RECORDS_CALLER).consent_json == exported.consent_json
+
+
+# --- ledger privacy: sealed policies (docs/security.md, "Ledger privacy") -----------------------
+
+
+def test_seal_policy_then_grant_keeps_the_policy_off_the_ledger_in_clear(env: Env) -> None:
+    consent_id = str(uuid.uuid4())
+    sealed = env.call("SealPolicy", consent_pb2.SealPolicyRequest(
+        patient_id="pat-1", consent_id=consent_id, policy=oncology_policy()), PATIENT_CALLER).sealed_policy
+    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id="pat-1", sealed_policy=sealed)
+    tx = transactions.sign_transaction(transactions.new_body(CHAIN, "pat-1", grant_consent=grant), PATIENT)
+
+    record = env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=tx), PATIENT_CALLER)
+    assert record.policy == oncology_policy()
+    committed = transactions.decode_body(env.ledger.log[-1].transaction).grant_consent
+    assert not committed.HasField("policy") and committed.sealed_policy == sealed
+
+
+def test_seal_policy_checks_the_caller_the_policy_and_the_consent_id(env: Env) -> None:
+    def seal(caller: Caller, **fields: object):
+        request = consent_pb2.SealPolicyRequest(**{"patient_id": "pat-1", "consent_id": str(uuid.uuid4()),
+                                                   "policy": oncology_policy(), **fields})
+        return status_of(lambda: env.call("SealPolicy", request, caller))
+
+    code, details = seal(Caller("pat-2", c.PRINCIPAL_KIND_PATIENT, "org-a"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert seal(RECORDS_CALLER)[0] == grpc.StatusCode.PERMISSION_DENIED
+    code, details = seal(PATIENT_CALLER, policy=policy_pb2.ConsentPolicy())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions" in details
+    code, details = seal(PATIENT_CALLER, consent_id="not-a-uuid")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "consent_id" in details
+    existing = grant(env)
+    code, _ = seal(PATIENT_CALLER, consent_id=existing.consent_id)
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_grant_refuses_a_clear_policy_or_one_sealed_for_another_consent(env: Env) -> None:
+    clear = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
+    moved = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
+    moved.consent_id = str(uuid.uuid4())  # the sealed bytes belong to another consent id
+    for grant_message, field in ((clear, "grant_consent.policy"), (moved, "grant_consent.sealed_policy")):
+        tx = transactions.sign_transaction(transactions.new_body(CHAIN, "pat-1", grant_consent=grant_message),
+                                           PATIENT)
+        code, details = status_of(lambda t=tx: env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=t),
+                                                        PATIENT_CALLER))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details
+    assert not env.audit.events and not env.call("ListConsents", consent_pb2.ListConsentsRequest(),
+                                                 PATIENT_CALLER).consents

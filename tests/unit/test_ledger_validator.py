@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
+from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, sealed_grant, tx
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
@@ -157,8 +157,13 @@ def test_only_records_registers_records(net, chain, keys):
     ({"organization_id": "pat-1"}, "organization_id: not a registered organization"),
     ({"content_sha256": "ab" * 31}, "content_sha256"),
     ({"content_sha256": "AB" * 32}, "content_sha256"),
-    ({"categories": []}, "at least one category"),
-    ({"categories": [common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED]}, "categories"),
+    # Ledger privacy: clinical metadata only sealed; validators refuse it in clear.
+    ({"resource_type": "Condition"}, "must be sealed in sealed_metadata"),
+    ({"categories": [common_pb2.SENSITIVITY_CATEGORY_NORMAL]}, "must be sealed in sealed_metadata"),
+    ({"data_date_ms": 1_700_000_000_000}, "must be sealed in sealed_metadata"),
+    ({"author_id": "dr-1"}, "must be sealed in sealed_metadata"),
+    ({"sealed_metadata": None}, "sealed_metadata: required"),
+    ({"sealed_metadata": ledger_pb2.SealedData(key_name="ledger-metadata")}, "sealed_metadata: required"),
     ({"record_id": ""}, "record_id: required"),
 ])
 def test_register_record_fields_are_checked(net, chain, keys, overrides, reason):
@@ -179,8 +184,7 @@ def test_a_patient_grants_consent(net, chain, keys):
 
 
 def test_nobody_else_grants_a_patients_consent(net, chain, keys):
-    forged = tx(keys["dr-1"], grant_consent=ledger_pb2.GrantConsent(
-        consent_id="c-1", patient_id="pat-1", policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])))
+    forged = tx(keys["dr-1"], grant_consent=sealed_grant("c-1", "pat-1"))
     reason = chain.rejects(forged, "only the patient grants")
     assert isinstance(rejection(reason), type(rejection(NOT_PERMITTED + "x")))
     assert chain.state.consent("c-1") is None
@@ -190,10 +194,16 @@ def test_a_practitioner_cannot_grant_as_a_patient_of_their_own(net, chain, keys)
     chain.rejects(grant(keys["dr-1"], "c-2"), "patient_id: not a registered patient")
 
 
-def test_a_consent_needs_a_provision_and_a_new_id(net, chain, keys):
+def test_a_consent_needs_a_sealed_policy_and_a_new_id(net, chain, keys):
     pat = keys["pat-1"]
-    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(
-        consent_id="c-1", patient_id="pat-1", policy=policy_pb2.ConsentPolicy())), "at least one provision")
+    clear = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])
+    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(consent_id="c-1", patient_id="pat-1", policy=clear)),
+                  "grant_consent.policy: must be sealed")
+    both = sealed_grant("c-1", "pat-1")
+    both.policy.CopyFrom(clear)
+    chain.rejects(tx(pat, grant_consent=both), "grant_consent.policy: must be sealed")
+    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(consent_id="c-1", patient_id="pat-1")),
+                  "grant_consent.sealed_policy: required")
     chain.ok(grant(pat, "c-1"))
     chain.rejects(grant(pat, "c-1"), "consent_id: already exists")
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
+from consent_ledger_fake import CHAIN, SEALER
 
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller
@@ -48,9 +49,11 @@ class Peers:
         self.ledger, self.consent, self.identity, self.storage, self.audit = self, self, self, self, self
 
     def GetRecordEntry(self, request, **_):
-        return ledger_pb2.RecordEntry(record=ledger_pb2.RegisterRecord(
-            record_id=request.record_id, patient_id="psn-1", resource_type="Condition", categories=self.categories,
-            content_sha256=sha256_hex(self.ciphertext), version=1))
+        record = ledger_pb2.RegisterRecord(record_id=request.record_id, patient_id="psn-1",
+                                           content_sha256=sha256_hex(self.ciphertext), version=1)
+        record.sealed_metadata.CopyFrom(SEALER.seal_record(record, ledger_pb2.RecordMetadata(
+            resource_type="Condition", categories=self.categories)))
+        return ledger_pb2.RecordEntry(record=record)
 
     def Decide(self, request, **_):
         if self.consent_down:
@@ -74,7 +77,7 @@ class Peers:
 
 
 def gateway(peers: Peers) -> RecordsGateway:
-    return RecordsGateway(peers, Ed25519Signer.generate("svc-records"), "test-chain", 1 << 20)
+    return RecordsGateway(peers, Ed25519Signer.generate("svc-records"), CHAIN, 1 << 20, SEALER)
 
 
 def test_a_disclosure_asks_consent_for_disclose_and_is_audited_as_one() -> None:

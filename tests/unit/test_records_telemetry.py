@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from consent_ledger_fake import CHAIN, SEALER
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -54,7 +55,7 @@ def records(tmp_path: pathlib.Path) -> Iterator[tuple[records_pb2_grpc.RecordsSe
     settings = RecordsSettings(listen_address="127.0.0.1:0", data_dir=layout.service_dir("records"),
                                trust_dir=layout.trust_dir, shutdown_grace_seconds=0)
     peers = SimpleNamespace(identity=_Identity(), audit=None)
-    gateway = RecordsGateway(peers, Ed25519Signer.generate("svc-records"), "test-chain", settings.max_record_bytes)
+    gateway = RecordsGateway(peers, Ed25519Signer.generate("svc-records"), CHAIN, settings.max_record_bytes, SEALER)
     servicer = RecordsServicer(gateway, Authenticator(TrustBundle.load(layout.trust_dir), audience("records")))
 
     def register(server: grpc.Server) -> list[str]:

@@ -78,6 +78,12 @@ def _enum_defined(enum: object, value: int) -> bool:
     return True
 
 
+def _require_sealed(sealed: ledger_pb2.SealedData | None, field: str) -> None:
+    """The shape of a sealed payload (its content is for the key holders to check)."""
+    if sealed is None or not sealed.key_name or not sealed.wrapped_key or not sealed.ciphertext:
+        raise Rejected(f"{field}: required (key_name, wrapped_key and ciphertext)")
+
+
 @dataclass(frozen=True)
 class Envelope:
     """An authenticated transaction: its decoded body and signer."""
@@ -198,13 +204,11 @@ class Validator:
         self._organization(state, r.organization_id, "register_record.organization_id")
         if not _HEX64.fullmatch(r.content_sha256):
             raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
-        if not r.categories:
-            raise Rejected("register_record.categories: at least one category is required")
-        for category in r.categories:
-            if category == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or not _enum_defined(
-                common_pb2.SensitivityCategory, category
-            ):
-                raise Rejected("register_record.categories: unspecified or unknown category")
+        # Ledger privacy: clinical metadata only sealed (validators cannot open it; consumers check it).
+        if r.resource_type or r.categories or r.data_date_ms or r.author_id:
+            raise Rejected("register_record: resource_type, categories, data_date_ms and author_id must be "
+                           "sealed in sealed_metadata, not in clear")
+        _require_sealed(r.sealed_metadata if r.HasField("sealed_metadata") else None, "register_record.sealed_metadata")
         state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
 
     def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
@@ -216,10 +220,12 @@ class Validator:
             raise Rejected("grant_consent.consent_id: required")
         if state.consent(g.consent_id) is not None:
             raise Rejected("grant_consent.consent_id: already exists")
-        if not g.policy.provisions:
-            raise Rejected("grant_consent.policy.provisions: at least one provision is required")
+        # Ledger privacy: the policy only sealed (the consent service validates it before submitting).
+        if g.HasField("policy"):
+            raise Rejected("grant_consent.policy: must be sealed in sealed_policy, not in clear")
+        _require_sealed(g.sealed_policy if g.HasField("sealed_policy") else None, "grant_consent.sealed_policy")
         state.put_consent(
-            ConsentState(g.consent_id, g.patient_id, transactions.encode(g.policy), CONSENT_ACTIVE, log_index)
+            ConsentState(g.consent_id, g.patient_id, transactions.encode(g.sealed_policy), CONSENT_ACTIVE, log_index)
         )
 
     def _revoke_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:

@@ -4,8 +4,11 @@ Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
 binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 -> signed RegisterRecord on the ledger (the commit point: a record exists once
 it is on the ledger, and by then its key, blob and audit event are durable).
+The RegisterRecord carries resource type, categories, clinical date and author
+only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
-Read: ledger entry -> consent decision for the requested action (ACCESS, or
+Read: ledger entry (its sealed metadata opened: that also proves the entry was
+written by a holder of the metadata key, not made up by a validator) -> consent decision for the requested action (ACCESS, or
 DISCLOSE to a third party) -> (deny: audit, PERMISSION_DENIED) -> data key
 released against the decision token (identity re-checks it with consent) ->
 ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
@@ -37,6 +40,7 @@ from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger import client as ledger_client
+from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.fhir import clinical_date_ms, validate_resource
@@ -123,8 +127,10 @@ def _status_name(exc: Exception) -> str:
 class RecordsGateway:
     """Orchestrates identity, storage, ledger, consent and audit for record writes and reads."""
 
-    def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int) -> None:
+    def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int,
+                 sealer: LedgerSealer) -> None:
         self._peers = peers
+        self._sealer = sealer
         self._signer = signer
         self._chain_id = chain_id
         self._max_record_bytes = max_record_bytes
@@ -157,17 +163,21 @@ class RecordsGateway:
             record_id=record_id,
             patient_id=patient_id,
             organization_id=organization_id,
-            author_id=caller.principal_id,
-            resource_type=resource.resource_type,
-            categories=categories,
             content_sha256=content_sha256,
             content_size=len(ciphertext),
             key_name=data_key.key_ref.key_name,
             key_version=data_key.key_ref.key_version,
             version=RECORD_VERSION,
+        )
+        # Ledger privacy: what consent needs about the content goes on the ledger only sealed.
+        metadata = ledger_pb2.RecordMetadata(
+            resource_type=resource.resource_type,
+            categories=categories,
             # Day precision only: what consent data periods need, and less identifying than a timestamp.
             data_date_ms=clinical_date_ms(resource.content),
+            author_id=caller.principal_id,
         )
+        registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
         tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
         audit_fields = {
             "actor_id": caller.principal_id,
@@ -223,14 +233,21 @@ class RecordsGateway:
         audit_action = READ_ACTIONS[action]
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
         record = entry.record
+        if record.record_id != record_id:
+            raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
+        try:
+            metadata = self._sealer.open_record(record)
+        except IntegrityError as exc:
+            # Only the records service seals metadata: an entry that does not open was not written by it.
+            raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
         audit_fields = {
             "actor_id": caller.principal_id,
             "organization_id": organization_of(caller),
             "patient_id": record.patient_id,
             "record_id": record_id,
             "purpose": purpose,
-            "resource_type": record.resource_type,
-            "categories": list(record.categories),
+            "resource_type": metadata.resource_type,
+            "categories": list(metadata.categories),
         }
         try:
             decision = self._peers.consent.Decide(
@@ -260,13 +277,13 @@ class RecordsGateway:
         # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
         self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
                            alert=decision.break_glass, **audit_fields)
-        read = ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
+        read = ReadRecord(record_id, plaintext, list(metadata.categories), record.patient_id, metadata.resource_type,
                           decision.decision_id)
-        if not is_part2(record.categories):
+        if not is_part2(metadata.categories):
             return read
         return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,
                        labelled_resource_json=with_security_labels(plaintext, [
-                           *security_labels(record.categories, with_confidentiality=True),
+                           *security_labels(metadata.categories, with_confidentiality=True),
                            *handling_label_codings(PART2_SECURITY_LABELS)]))
 
     def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:

@@ -11,6 +11,7 @@ from carechain.auth import Authenticator, Kind
 from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import RecordsSettings
+from carechain.ledger.sealing import metadata_sealer
 from carechain.network import TrustBundle, audience
 from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
@@ -62,7 +63,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings))
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
 
     def register(server: grpc.Server) -> list[str]:
