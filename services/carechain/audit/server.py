@@ -28,6 +28,7 @@ import grpc
 
 from carechain.audit import fhir_audit
 from carechain.audit.anchoring import AuditMaintenance, BatchSealer, LedgerAnchorer
+from carechain.audit.checkpoints import CheckpointRecorder
 from carechain.audit.etcd_store import EtcdAuditStore
 from carechain.audit.store import AuditStore, SQLiteAuditStore, event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -44,8 +45,10 @@ from carechain.errors import (
     Unavailable,
 )
 from carechain.etcd import EtcdClient
+from carechain.ledger.quorum import configured_validator_set
 from carechain.network import TrustBundle, audience, service_principal_id
 from carechain.server import Register, run_service
+from carechain.verifier import LedgerTrust
 
 log = logging.getLogger("carechain.audit.server")
 
@@ -57,6 +60,8 @@ SIX_YEARS_MS = (6 * 365 + 2) * 24 * 3600 * 1000
 # appended by another process (etcd store with several audit replicas).
 STREAM_PAGE = 200
 STREAM_POLL_SECONDS = 0.5
+# Actions only the audit service itself records.
+_OWN_ACTIONS = frozenset({audit_pb2.AUDIT_ACTION_LEDGER_CHECKPOINT, audit_pb2.AUDIT_ACTION_ANCHOR_BATCH})
 
 
 def validate_event(event: audit_pb2.AuditEvent, now_ms: int) -> audit_pb2.AuditEvent:
@@ -156,11 +161,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         clock: Callable[[], float] = time.time,
         anchorer: LedgerAnchorer | None = None,
         stream_poll_seconds: float = STREAM_POLL_SECONDS,
+        checkpoints: CheckpointRecorder | None = None,
+        anchor_deadline_seconds: float = 900.0,
     ) -> None:
         self._auth = authenticator
         self._store = store
         self._clock = clock
         self._anchorer = anchorer
+        self._checkpoints = checkpoints
+        self._anchor_deadline_ms = int(anchor_deadline_seconds * 1000)
         self._poll = stream_poll_seconds
         # Wakes following streams when this process appends (other processes are polled).
         self._appended = threading.Condition()
@@ -181,6 +190,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self._generation += 1
             self._appended.notify_all()
         return receipt
+
+    def report_own(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
+        """Append one of the audit service's own events (checkpoints, anchoring alerts)."""
+        return self._append(event)
 
     def close(self) -> None:
         """End following streams (server shutdown)."""
@@ -207,6 +220,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         caller = self._auth.require_service(context)
         if not request.HasField("event"):
             raise InvalidArgument("event", "required")
+        if request.event.ledger_checkpoint or request.event.action in _OWN_ACTIONS:
+            # Only the audit service publishes checkpoints and anchoring alerts (verification trusts them).
+            raise InvalidArgument("event.action", "ledger checkpoints and anchoring alerts are recorded by the "
+                                                  "audit service itself")
         event = validate_event(request.event, self._now_ms())
         # A service reports its own events only, so the trail says truthfully who reported what.
         if caller.principal_id != service_principal_id(event.service):
@@ -279,15 +296,33 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if request.check_ledger and result.ok:
             if self._anchorer is None:
                 raise FailedPrecondition("this audit service does not anchor batches (CARECHAIN_ANCHOR_BATCHES)")
-            for batch in self._store.batches():
-                if not batch.anchored:
-                    continue
-                problem = self._anchorer.check(batch)
+            self._check_anchors(response)
+            if response.ok and self._checkpoints is not None:
+                checked, sequence, problem = self._checkpoints.check_all()
+                response.checkpoints_checked = checked
                 if problem:
-                    response.ok, response.first_bad_sequence, response.problem = False, batch.first_sequence, problem
-                    break
-                response.anchors_checked += 1
+                    response.ok, response.first_bad_sequence, response.problem = False, sequence, problem
         return response
+
+    def _check_anchors(self, response: audit_pb2.VerifyAuditChainResponse) -> None:
+        """Each anchored batch matches its ledger transaction; none waited past the anchoring deadline."""
+        assert self._anchorer is not None
+        now = self._now_ms()
+        for batch in self._store.batches():
+            if not batch.anchored:
+                if now - batch.sealed_ms > self._anchor_deadline_ms:
+                    response.ok, response.first_bad_sequence = False, batch.first_sequence
+                    response.problem = (
+                        f"batch {batch.batch_number}: sealed {(now - batch.sealed_ms) // 1000} s ago and not "
+                        f"anchored on the ledger within the deadline of {self._anchor_deadline_ms // 1000} s "
+                        "(CARECHAIN_ANCHOR_DEADLINE_SECONDS)")
+                    return
+                continue
+            problem = self._anchorer.check(batch)
+            if problem:
+                response.ok, response.first_bad_sequence, response.problem = False, batch.first_sequence, problem
+                return
+            response.anchors_checked += 1
 
     def StreamEvents(
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
@@ -401,11 +436,28 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     access = LedgerAccess(settings)
     anchorer = LedgerAnchorer(store, settings.chain_id, access.ledger, access.signer) \
         if settings.anchor_batches else None
-    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer)
+    # The recorder appends through the servicer (built next; the lambda runs only later, in maintenance).
+    checkpoints = CheckpointRecorder(
+        store, access.ledger, lambda: ledger_trust(settings), lambda event: servicer.report_own(event),
+        settings.checkpoint_interval_seconds,
+    ) if settings.anchor_batches and settings.record_checkpoints else None
+    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer,
+                             checkpoints=checkpoints, anchor_deadline_seconds=settings.anchor_deadline_seconds)
     sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
-    maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)))
+    maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)),
+                                   checkpoints=checkpoints, report=servicer.report_own,
+                                   backoff_max_seconds=settings.anchor_backoff_max_seconds)
     maintenance.start()
     return register_audit(servicer), [servicer.close, maintenance.stop, access.close, store.close]
+
+
+def ledger_trust(settings: AuditSettings) -> LedgerTrust:
+    """The ledger's validators and quorum as configured for this service (never read from the ledger)."""
+    try:
+        validators = configured_validator_set(settings.validators, settings.quorum)
+    except ValueError as exc:
+        raise InvalidArgument("CARECHAIN_VALIDATORS", str(exc)) from exc
+    return LedgerTrust(TrustBundle.load(settings.trust_dir), validators, settings.chain_id)
 
 
 def build_store(settings: AuditSettings) -> AuditStore:
