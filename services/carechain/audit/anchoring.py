@@ -168,7 +168,7 @@ class LedgerAnchorer:
         try:
             return int(ledger_client.submit(self._ledger(), tx).log_index)
         except PermissionDenied as exc:
-            raise AnchorRejected(batch.batch_number, exc.message) from None
+            raise AnchorRejected(batch.batch_number, _verdict(exc.message)) from None
         except grpc.RpcError as exc:
             if exc.code() in _REFUSALS:  # type: ignore[attr-defined]
                 raise AnchorRejected(batch.batch_number, exc.details() or exc.code().name) from None  # type: ignore[attr-defined]
@@ -177,7 +177,7 @@ class LedgerAnchorer:
             # Most likely anchored already (our earlier attempt whose answer was lost): find it.
             found = self.find_anchor(batch.batch_number, search_from)
             if found is None:
-                raise AnchorRejected(batch.batch_number, exc.message) from None
+                raise AnchorRejected(batch.batch_number, _verdict(exc.message)) from None
             log_index, on_ledger = found
             if not _same_batch(on_ledger, batch):
                 raise AnchorRejected(
@@ -217,6 +217,11 @@ class LedgerAnchorer:
         if not _same_batch(anchor, batch):
             return f"batch {batch.batch_number}: the root anchored on the ledger differs from the stored batch"
         return ""
+
+
+def _verdict(message: str) -> str:
+    """The validator's reason in a rejection raised by :func:`carechain.ledger.client.submit`."""
+    return message.removeprefix("ledger rejected the transaction: ")
 
 
 def _anchor_of(logged: ledger_pb2.LoggedTransaction) -> ledger_pb2.AnchorAuditBatch | None:
