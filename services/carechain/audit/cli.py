@@ -6,7 +6,9 @@
                          [--after SEQ] [--no-follow] [--limit N]
         stream events (operator credentials from --data-dir, or --principal-id/--key-file of a service)
     carechain audit verify [--ledger]
-        re-verify the chain and batch roots (and each batch's anchor on the ledger)
+        re-verify the chain and batch roots (and, with --ledger: each batch's anchor on the ledger, no
+        batch left unanchored past the deadline, the ledger's history consistent with the checkpoints
+        recorded in the trail); exit status 1 when anything fails
     carechain audit reviews [--all] | carechain audit resolve ITEM --note TEXT
         the privacy officer's review queue (operator)
 
@@ -186,7 +188,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not result.ok:
         print(f"audit trail BROKEN at event {result.first_bad_sequence}: {result.problem}")
         return 1
-    anchors = f", {result.anchors_checked} anchors match the ledger" if args.ledger else ""
+    anchors = (f", {result.anchors_checked} anchors match the ledger, the ledger extends the "
+               f"{result.checkpoints_checked} checkpoints recorded in the trail") if args.ledger else ""
     print(f"audit trail OK: {result.events_checked} events, {result.batches_checked} sealed batches "
           f"({result.batches_anchored} anchored on the ledger){anchors}")
     return 0
@@ -254,7 +257,9 @@ def add_audit_commands(sub: Any, default_data_dir: str) -> None:
 
     verify = audit_sub.add_parser("verify", help="re-verify the audit chain and its sealed batches")
     common(verify, "default: the operator of --data-dir")
-    verify.add_argument("--ledger", action="store_true", help="also check each batch's anchor on the ledger")
+    verify.add_argument("--ledger", action="store_true",
+                        help="also check each batch's anchor on the ledger (and the anchoring deadline) and the "
+                             "ledger's history against the checkpoints recorded in the trail")
     verify.set_defaults(func=cmd_verify)
 
     reviews = audit_sub.add_parser("reviews", help="the privacy officer's review queue (break-glass alerts)")

@@ -296,12 +296,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if request.check_ledger and result.ok:
             if self._anchorer is None:
                 raise FailedPrecondition("this audit service does not anchor batches (CARECHAIN_ANCHOR_BATCHES)")
-            self._check_anchors(response)
-            if response.ok and self._checkpoints is not None:
+            # Checkpoints first: a rewritten ledger history is the finding to name, not the anchors it moved.
+            if self._checkpoints is not None:
                 checked, sequence, problem = self._checkpoints.check_all()
                 response.checkpoints_checked = checked
                 if problem:
                     response.ok, response.first_bad_sequence, response.problem = False, sequence, problem
+                    return response
+            self._check_anchors(response)
         return response
 
     def _check_anchors(self, response: audit_pb2.VerifyAuditChainResponse) -> None:
