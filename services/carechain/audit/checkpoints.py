@@ -165,7 +165,11 @@ class CheckpointRecorder:
         one or 0, problem or "").
         """
         trust = self._trust()
-        current = verify_checkpoint(self._ledger().GetCheckpoint(ledger_pb2.GetCheckpointRequest()), trust)
+        try:
+            current = verify_checkpoint(self._ledger().GetCheckpoint(ledger_pb2.GetCheckpointRequest()), trust)
+        except IntegrityError as exc:
+            return 0, 0, (f"the ledger's checkpoint does not verify against the configured validators "
+                          f"(CARECHAIN_VALIDATORS, CARECHAIN_QUORUM): {exc.message}")
         checked = 0
         for sequence, raw in self.recorded():
             try:
