@@ -231,9 +231,14 @@ class CheckpointMemory:
             return self._seen.get(network)
 
     def observe(self, network: str, checkpoint: VerifiedCheckpoint,
-                consistency: Callable[[int, int], ledger_pb2.ConsistencyProof]) -> None:
+                consistency: Callable[[int, int], ledger_pb2.ConsistencyProof], lagging_ok: bool = False) -> None:
         """Accept a verified checkpoint: the log must extend the remembered one (consistency(first, second) fetches
-        the RFC 9162 proof); HistoryRewritten otherwise. Remembers the newer of the two."""
+        the RFC 9162 proof); HistoryRewritten otherwise. Remembers the newer of the two.
+
+        lagging_ok (several validators): an older checkpoint, of a lower block with an earlier time, is a
+        validator that is behind, accepted without being remembered; one that is smaller but claims a
+        later block or time can only come from a rolled-back history.
+        """
         with self._lock:
             older = self._seen.get(network)
             if older is not None and checkpoint.tree_size > older.tree_size:
@@ -241,7 +246,7 @@ class CheckpointMemory:
                     verify_consistency(older, checkpoint, consistency(older.tree_size, checkpoint.tree_size))
                 except IntegrityError as exc:
                     raise _rewritten(older, checkpoint, exc.message) from None
-            self._accept(network, older, checkpoint)
+            self._accept(network, older, checkpoint, lagging_ok)
 
     def observe_log(self, network: str, checkpoint: VerifiedCheckpoint, root_at: Callable[[int], bytes]) -> None:
         """Accept a checkpoint of a log the caller verified in full; root_at(size) is that log's root at a size."""
@@ -250,12 +255,15 @@ class CheckpointMemory:
             if older is not None and older.tree_size <= checkpoint.tree_size and \
                     root_at(older.tree_size) != older.root:
                 raise _rewritten(older, checkpoint, "the log's root at that size differs")
-            self._accept(network, older, checkpoint)
+            self._accept(network, older, checkpoint, lagging_ok=False)
 
-    def _accept(self, network: str, older: VerifiedCheckpoint | None, checkpoint: VerifiedCheckpoint) -> None:
+    def _accept(self, network: str, older: VerifiedCheckpoint | None, checkpoint: VerifiedCheckpoint,
+                lagging_ok: bool) -> None:
         if older is not None and checkpoint.tree_size < older.tree_size:
+            if lagging_ok and lags_behind(checkpoint, older):
+                return  # a validator that is behind: nothing to learn, nothing to forget
             raise _rewritten(older, checkpoint, f"the ledger's final log has only {checkpoint.tree_size} "
-                                                f"transactions (rolled back, or a validator far behind)")
+                                                f"transactions (rolled back)")
         if older is not None and checkpoint.tree_size == older.tree_size and checkpoint.root != older.root:
             raise _rewritten(older, checkpoint, "same size, another root")
         if older is None or checkpoint.tree_size > older.tree_size:
@@ -272,6 +280,13 @@ class CheckpointMemory:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, self.path)
+
+
+def lags_behind(checkpoint: VerifiedCheckpoint, newer: VerifiedCheckpoint) -> bool:
+    """Whether checkpoint is an honest earlier state of newer's log (lower block, no later time, smaller tree),
+    as a validator that is behind would answer; a rolled-back history claims a later block or time."""
+    return (checkpoint.tree_size < newer.tree_size and checkpoint.height < newer.height
+            and checkpoint.timestamp_ms <= newer.timestamp_ms)
 
 
 def _rewritten(older: VerifiedCheckpoint, newer: VerifiedCheckpoint, why: str) -> HistoryRewritten:

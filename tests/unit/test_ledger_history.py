@@ -374,3 +374,22 @@ def test_an_event_proof_anchor_is_checked_in_a_certified_block(ledger_process, a
         conn.execute("UPDATE audit_batches SET anchor_log_index = 0 WHERE batch_number = ?", (batch.batch_number,))
     with pytest.raises(IntegrityError, match="not signed by svc-audit"):
         checked_proof()
+
+
+def test_several_validators_a_lagging_answer_is_not_a_rollback_but_a_later_smaller_one_is():
+    from carechain.verifier import VerifiedCheckpoint
+
+    def no_proof(first: int, second: int):
+        raise AssertionError("no consistency proof is needed for an older checkpoint")
+
+    memory = CheckpointMemory()
+    seen = VerifiedCheckpoint(height=5, tree_size=10, root=b"r" * 32, timestamp_ms=1000, signers=())
+    memory.observe("net", seen, no_proof)
+    behind = VerifiedCheckpoint(height=3, tree_size=6, root=b"s" * 32, timestamp_ms=900, signers=())
+    memory.observe("net", behind, no_proof, lagging_ok=True)  # a validator that is behind
+    assert memory.remembered("net") == seen
+    with pytest.raises(HistoryRewritten, match="rolled back"):
+        memory.observe("net", behind, no_proof)  # one validator: its log never shrinks
+    rolled_back = VerifiedCheckpoint(height=6, tree_size=6, root=b"s" * 32, timestamp_ms=2000, signers=())
+    with pytest.raises(HistoryRewritten, match="rolled back"):
+        memory.observe("net", rolled_back, no_proof, lagging_ok=True)  # later block, smaller log

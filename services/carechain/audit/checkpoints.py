@@ -35,7 +35,7 @@ from carechain.audit.v1 import audit_pb2
 from carechain.errors import IntegrityError
 from carechain.ledger.transactions import encode
 from carechain.ledger.v1 import ledger_pb2
-from carechain.verifier import LedgerTrust, VerifiedCheckpoint, verify_checkpoint, verify_consistency
+from carechain.verifier import LedgerTrust, VerifiedCheckpoint, lags_behind, verify_checkpoint, verify_consistency
 
 log = logging.getLogger("carechain.audit.checkpoints")
 
@@ -130,6 +130,8 @@ class CheckpointRecorder:
                 if current.tree_size == last.tree_size and current.root == last.root:
                     self._last_recorded_at = now
                     return None
+                if _several(trust) and lags_behind(current, last):
+                    return None  # answered by a validator that is behind; ask again next round
                 self._found_rewrite(last, current, "the ledger's final log is shorter than, or differs from, "
                                                    "the recorded one", now)
             if last is not None:
@@ -178,6 +180,8 @@ class CheckpointRecorder:
                 return checked, sequence, f"checkpoint recorded at audit event {sequence}: {exc.message}"
             try:
                 if recorded.tree_size > current.tree_size:
+                    if _several(trust) and lags_behind(current, recorded):
+                        continue  # answered by a validator that is behind: this one cannot be checked now
                     raise IntegrityError(f"the ledger's final log has only {current.tree_size} transactions")
                 proof = self._ledger().GetConsistencyProof(ledger_pb2.GetConsistencyProofRequest(
                     first_size=recorded.tree_size, second_size=current.tree_size))
@@ -189,6 +193,11 @@ class CheckpointRecorder:
                     f"(block {recorded.height}, tree size {recorded.tree_size}): {exc.message}")
             checked += 1
         return checked, 0, ""
+
+
+def _several(trust: LedgerTrust) -> bool:
+    """Several validators: the one answering may be behind the others."""
+    return len(trust.validators.members) > 1
 
 
 def _recorded_checkpoint(event: audit_pb2.AuditEvent) -> ledger_pb2.Checkpoint | None:
