@@ -316,8 +316,8 @@ def test_checkpoints_in_the_audit_trail_detect_a_re_signed_history(ledger_proces
     assert ledger_process.stub().VerifyChain(ledger_pb2.VerifyChainRequest()).ok  # the forgery verifies alone
     verified = audit.verify()
     assert not verified.ok
-    # The first checkpoint (before the revocation) is still a prefix; the second one is not.
-    assert verified.checkpoints_checked == 1 and verified.first_bad_sequence == recorded[1].sequence
+    # The newest recorded checkpoint (after the revocation) is not a prefix of the forged log.
+    assert verified.checkpoints_checked == 0 and verified.first_bad_sequence == recorded[1].sequence
     assert "ledger history rewritten" in verified.problem
     # The recorder refuses to publish the forged checkpoint and records the finding once.
     for _ in range(2):
@@ -327,6 +327,22 @@ def test_checkpoints_in_the_audit_trail_detect_a_re_signed_history(ledger_proces
               if e.event.action == audit_pb2.AUDIT_ACTION_LEDGER_CHECKPOINT
               and e.event.outcome == audit_pb2.AUDIT_OUTCOME_FAILED]
     assert len(failed) == 1 and not failed[0].event.ledger_checkpoint
+
+
+def test_checkpoints_in_the_audit_trail_detect_a_rolled_back_history(ledger_process, audit, net):
+    stub = ledger_process.stub()
+    txs, revocation = story(net)
+    for t in [*txs, revocation]:
+        assert client.submit(stub, t).valid
+    assert audit.recorder.record_new() is not None
+    ledger_process.stop()
+    rewrite_history(ledger_process.data_dir, net, txs)  # cut off after the grant: the revocation is gone
+    ledger_process.start()
+    verified = audit.verify()
+    assert not verified.ok and "ledger history rewritten" in verified.problem
+    assert f"has only {len(txs)} transactions" in verified.problem
+    with pytest.raises(IntegrityError, match="ledger history rewritten"):
+        audit.recorder.record_new()
 
 
 def test_services_cannot_record_checkpoints_in_the_audit_trail(audit, net):

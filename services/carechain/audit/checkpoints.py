@@ -16,9 +16,10 @@ anchors, so the audit service publishes the ledger's history there:
   finding), logged as an alert, and not recorded as the new reference.
 - :meth:`CheckpointRecorder.check_all` (``VerifyAuditChain`` with
   ``check_ledger``, ``carechain audit verify --ledger``) checks that the
-  ledger's current checkpoint is consistent with *every* checkpoint recorded
-  in the trail: a history rewritten after a checkpoint was published fails,
-  naming the audit event that holds the checkpoint.
+  ledger's current checkpoint extends *every* checkpoint recorded in the trail
+  (one consistency proof from the newest, which extends all older ones): a
+  history rewritten after a checkpoint was published fails, naming the audit
+  event that holds the checkpoint.
 """
 
 from __future__ import annotations
@@ -161,10 +162,16 @@ class CheckpointRecorder:
         raise IntegrityError(problem)
 
     def check_all(self) -> tuple[int, int, str]:
-        """Check the ledger's current checkpoint against every recorded one.
+        """Check that the ledger's current checkpoint extends every recorded one.
 
-        Returns (checkpoints checked, audit sequence of the first inconsistent
-        one or 0, problem or "").
+        Each recorded checkpoint was appended only after a consistency proof
+        from the one recorded before it, and "extends" is transitive: so the
+        newest recorded checkpoint that the answering validator has reached is
+        checked with one consistency proof, and covers every older one. (Newer
+        ones that a validator which is behind has not reached yet are skipped.)
+
+        Returns (recorded checkpoints covered, audit sequence of the
+        inconsistent one or 0, problem or "").
         """
         trust = self._trust()
         try:
@@ -172,27 +179,28 @@ class CheckpointRecorder:
         except IntegrityError as exc:
             return 0, 0, (f"the ledger's checkpoint does not verify against the configured validators "
                           f"(CARECHAIN_VALIDATORS, CARECHAIN_QUORUM): {exc.message}")
-        checked = 0
-        for sequence, raw in self.recorded():
+        recorded_all = self.recorded()
+        for position in range(len(recorded_all) - 1, -1, -1):
+            sequence, raw = recorded_all[position]
             try:
                 recorded = verify_checkpoint(raw, trust)
             except IntegrityError as exc:
-                return checked, sequence, f"checkpoint recorded at audit event {sequence}: {exc.message}"
+                return 0, sequence, f"checkpoint recorded at audit event {sequence}: {exc.message}"
             try:
                 if recorded.tree_size > current.tree_size:
                     if _several(trust) and lags_behind(current, recorded):
-                        continue  # answered by a validator that is behind: this one cannot be checked now
+                        continue  # answered by a validator that is behind: check an older one
                     raise IntegrityError(f"the ledger's final log has only {current.tree_size} transactions")
                 proof = self._ledger().GetConsistencyProof(ledger_pb2.GetConsistencyProofRequest(
                     first_size=recorded.tree_size, second_size=current.tree_size))
                 verify_consistency(recorded, current, proof)
             except IntegrityError as exc:
-                return checked, sequence, (
+                return 0, sequence, (
                     f"ledger history rewritten: the ledger's checkpoint (block {current.height}, tree size "
                     f"{current.tree_size}) does not extend the checkpoint recorded at audit event {sequence} "
                     f"(block {recorded.height}, tree size {recorded.tree_size}): {exc.message}")
-            checked += 1
-        return checked, 0, ""
+            return position + 1, 0, ""
+        return 0, 0, ""
 
 
 def _several(trust: LedgerTrust) -> bool:
