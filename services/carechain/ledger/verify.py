@@ -36,10 +36,10 @@ store being verified: the caller's, else ``CARECHAIN_VALIDATORS`` /
 else the embedded network's single ``svc-ledger``. (A store's own record of the
 set is whatever whoever rewrote the store wanted it to be.)
 
-:class:`ChainVerification` also returns the :attr:`~ChainVerification.log_roots`
-function (RFC 9162 root of the verified log at any tree size), so a caller can
-compare the chain with checkpoints it remembers or that were published outside
-the store (:mod:`carechain.checkpoints`).
+:class:`ChainVerification` also returns the final (highest certified) header
+and :attr:`~ChainVerification.log_root_at` (RFC 9162 root of the verified log
+at any tree size), so a caller can compare the chain with a checkpoint it
+remembers (:meth:`carechain.verifier.CheckpointMemory.observe_log`).
 
 :func:`cross_check` compares a local copy with other validators' copies
 (``carechain ledger verify --peer``): header by header, naming the first height
@@ -190,9 +190,8 @@ class _Verifier:
         if differing:
             return self._fail(height - 1, f"stored contract state differs from the state replayed from the "
                                           f"blocks (table {differing})")
-        tree = self.tree
         return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
-                                 self.final_header, tree.root)
+                                 self.final_header, self.tree.root)
 
     def _state_difference(self) -> str:
         """Name of the first state table whose stored rows differ from the replay, or ''."""
