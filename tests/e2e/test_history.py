@@ -7,6 +7,7 @@ published in its trail, both report the rewritten history.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,9 @@ from carechain.sdk import CareChainClient, Category, Purpose, permit
 from carechain.verifier import HistoryRewritten
 
 
-def _carechain(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "carechain", *args], capture_output=True, text=True, timeout=120)
+def _carechain(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "carechain", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def _wait_for(condition, what: str, timeout: float = 60):
@@ -109,7 +111,8 @@ def test_a_chain_re_signed_without_a_revocation_is_detected(tmp_path) -> None:
         operator = CareChainClient(network.endpoints, network.layout.operator_signer())
         actors.append(type(patient)("operator", network.layout.operator_signer(), operator))
         _wait_for(lambda: _recorded_tree_size(operator) >= seen.tree_size, "the audit trail records a checkpoint")
-        honest = _carechain("audit", "verify", "--data-dir", str(network.layout.root), "--ledger")
+        cli_memory = {"CARECHAIN_CHECKPOINT_FILE": str(tmp_path / "operator" / "checkpoints.json")}
+        honest = _carechain("audit", "verify", "--data-dir", str(network.layout.root), "--ledger", env=cli_memory)
         assert honest.returncode == 0, honest.stdout + honest.stderr
 
         # The operator stops the ledger and consent, re-signs the chain without the revocation, restarts them.
@@ -129,8 +132,13 @@ def test_a_chain_re_signed_without_a_revocation_is_detected(tmp_path) -> None:
             with pytest.raises(HistoryRewritten):
                 restarted.checkpoint()
         # ... and so does the audit trail's record of the checkpoints.
-        forged = _carechain("audit", "verify", "--data-dir", str(network.layout.root), "--ledger")
+        forged = _carechain("audit", "verify", "--data-dir", str(network.layout.root), "--ledger", env=cli_memory)
         assert forged.returncode == 1 and "ledger history rewritten" in forged.stdout, forged.stdout + forged.stderr
+        # The audit service refuses to publish the forged checkpoint and records the finding.
+        findings = _wait_for(lambda: [s.event.reason for s in operator.stream_audit_events(
+            service="audit", outcome=audit_pb2.AUDIT_OUTCOME_FAILED, replay_only=True)
+            if s.event.action == audit_pb2.AUDIT_ACTION_LEDGER_CHECKPOINT], "a FAILED checkpoint event")
+        assert "ledger history rewritten" in findings[0]
     finally:
         for actor in actors:
             actor.client.close()
