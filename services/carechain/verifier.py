@@ -48,8 +48,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 from carechain import merkle
-from carechain.errors import IntegrityError
+from carechain.errors import IntegrityError, InvalidArgument
 from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.v1 import ledger_pb2
@@ -231,22 +233,44 @@ class CheckpointMemory:
             return self._seen.get(network)
 
     def observe(self, network: str, checkpoint: VerifiedCheckpoint,
-                consistency: Callable[[int, int], ledger_pb2.ConsistencyProof], lagging_ok: bool = False) -> None:
-        """Accept a verified checkpoint: the log must extend the remembered one (consistency(first, second) fetches
-        the RFC 9162 proof); HistoryRewritten otherwise. Remembers the newer of the two.
+                consistency: Callable[[int, int], ledger_pb2.ConsistencyProof | None],
+                lagging_ok: bool = False) -> None:
+        """Accept a verified checkpoint only when it and the remembered one are states of one log.
 
-        lagging_ok (several validators): an older checkpoint, of a lower block with an earlier time, is a
-        validator that is behind, accepted without being remembered; one that is smaller but claims a
-        later block or time can only come from a rolled-back history.
+        consistency(first, second) fetches the RFC 9162 proof between two sizes
+        (None when the ledger's log does not reach second). A newer checkpoint
+        needs a proof from the remembered one and is remembered; an older one
+        (an earlier block, e.g. the block of an audit anchor) needs a proof to
+        the remembered one. HistoryRewritten otherwise. lagging_ok (several
+        validators): an older checkpoint from a validator whose log does not
+        reach the remembered size yet is accepted as that validator being behind.
         """
         with self._lock:
             older = self._seen.get(network)
             if older is not None and checkpoint.tree_size > older.tree_size:
+                proof = consistency(older.tree_size, checkpoint.tree_size)
+                if proof is None:
+                    raise _rewritten(older, checkpoint, "the ledger cannot prove its log extends the one seen")
                 try:
-                    verify_consistency(older, checkpoint, consistency(older.tree_size, checkpoint.tree_size))
+                    verify_consistency(older, checkpoint, proof)
                 except IntegrityError as exc:
                     raise _rewritten(older, checkpoint, exc.message) from None
-            self._accept(network, older, checkpoint, lagging_ok)
+            elif older is not None and checkpoint.tree_size < older.tree_size:
+                if not lags_behind(checkpoint, older):
+                    raise _rewritten(older, checkpoint, f"the ledger's final log has only {checkpoint.tree_size} "
+                                                        f"transactions, in a later block (rolled back)")
+                proof = consistency(checkpoint.tree_size, older.tree_size)
+                if proof is None:
+                    if lagging_ok:
+                        return  # a validator that is behind: nothing to learn, nothing to forget
+                    raise _rewritten(older, checkpoint, f"the ledger's log no longer reaches tree size "
+                                                        f"{older.tree_size} (rolled back)")
+                try:
+                    verify_consistency(checkpoint, older, proof)
+                except IntegrityError as exc:
+                    raise _rewritten(older, checkpoint, exc.message) from None
+                return  # an earlier state of the remembered log
+            self._accept(network, older, checkpoint)
 
     def observe_log(self, network: str, checkpoint: VerifiedCheckpoint, root_at: Callable[[int], bytes]) -> None:
         """Accept a checkpoint of a log the caller verified in full; root_at(size) is that log's root at a size."""
@@ -255,13 +279,10 @@ class CheckpointMemory:
             if older is not None and older.tree_size <= checkpoint.tree_size and \
                     root_at(older.tree_size) != older.root:
                 raise _rewritten(older, checkpoint, "the log's root at that size differs")
-            self._accept(network, older, checkpoint, lagging_ok=False)
+            self._accept(network, older, checkpoint)
 
-    def _accept(self, network: str, older: VerifiedCheckpoint | None, checkpoint: VerifiedCheckpoint,
-                lagging_ok: bool) -> None:
+    def _accept(self, network: str, older: VerifiedCheckpoint | None, checkpoint: VerifiedCheckpoint) -> None:
         if older is not None and checkpoint.tree_size < older.tree_size:
-            if lagging_ok and lags_behind(checkpoint, older):
-                return  # a validator that is behind: nothing to learn, nothing to forget
             raise _rewritten(older, checkpoint, f"the ledger's final log has only {checkpoint.tree_size} "
                                                 f"transactions (rolled back)")
         if older is not None and checkpoint.tree_size == older.tree_size and checkpoint.root != older.root:
@@ -297,11 +318,19 @@ def _rewritten(older: VerifiedCheckpoint, newer: VerifiedCheckpoint, why: str) -
     )
 
 
-def consistency_fetcher(ledger: Any, timeout: float = 30) -> Callable[[int, int], ledger_pb2.ConsistencyProof]:
-    """consistency(first, second) over a LedgerService stub, for :meth:`CheckpointMemory.observe`."""
-    def fetch(first: int, second: int) -> ledger_pb2.ConsistencyProof:
-        return ledger.GetConsistencyProof(
-            ledger_pb2.GetConsistencyProofRequest(first_size=first, second_size=second), timeout=timeout)
+def consistency_fetcher(ledger: Any, timeout: float = 30) -> Callable[[int, int], ledger_pb2.ConsistencyProof | None]:
+    """consistency(first, second) over a LedgerService stub, for :meth:`CheckpointMemory.observe`
+    (None when the ledger's log is smaller than second)."""
+    def fetch(first: int, second: int) -> ledger_pb2.ConsistencyProof | None:
+        try:
+            return ledger.GetConsistencyProof(
+                ledger_pb2.GetConsistencyProofRequest(first_size=first, second_size=second), timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+                return None
+            raise
+        except InvalidArgument:
+            return None
     return fetch
 
 

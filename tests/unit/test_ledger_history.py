@@ -395,17 +395,35 @@ def test_an_event_proof_anchor_is_checked_in_a_certified_block(ledger_process, a
 def test_several_validators_a_lagging_answer_is_not_a_rollback_but_a_later_smaller_one_is():
     from carechain.verifier import VerifiedCheckpoint
 
-    def no_proof(first: int, second: int):
-        raise AssertionError("no consistency proof is needed for an older checkpoint")
+    def log_too_small(first: int, second: int):
+        return None  # the answering validator's log does not reach tree size `second`
 
     memory = CheckpointMemory()
     seen = VerifiedCheckpoint(height=5, tree_size=10, root=b"r" * 32, timestamp_ms=1000, signers=())
-    memory.observe("net", seen, no_proof)
+    memory.observe("net", seen, log_too_small)
     behind = VerifiedCheckpoint(height=3, tree_size=6, root=b"s" * 32, timestamp_ms=900, signers=())
-    memory.observe("net", behind, no_proof, lagging_ok=True)  # a validator that is behind
+    memory.observe("net", behind, log_too_small, lagging_ok=True)  # a validator that is behind
     assert memory.remembered("net") == seen
     with pytest.raises(HistoryRewritten, match="rolled back"):
-        memory.observe("net", behind, no_proof)  # one validator: its log never shrinks
+        memory.observe("net", behind, log_too_small)  # one validator: its log never shrinks
     rolled_back = VerifiedCheckpoint(height=6, tree_size=6, root=b"s" * 32, timestamp_ms=2000, signers=())
     with pytest.raises(HistoryRewritten, match="rolled back"):
-        memory.observe("net", rolled_back, no_proof, lagging_ok=True)  # later block, smaller log
+        memory.observe("net", rolled_back, log_too_small, lagging_ok=True)  # later block, smaller log
+
+
+def test_an_older_checkpoint_is_accepted_only_with_a_proof_to_the_remembered_one(ledger_process, net):
+    stub = ledger_process.stub()
+    txs, revocation = story(net)
+    for t in txs:
+        assert client.submit(stub, t).valid
+    trust = trust_of(net)
+    older_block = verify_checkpoint(stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest(height=2)), trust)
+    memory = CheckpointMemory()
+    memory.observe(trust.fingerprint(), verify_checkpoint(stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest()),
+                                                          trust), consistency_fetcher(stub))
+    memory.observe(trust.fingerprint(), older_block, consistency_fetcher(stub))  # e.g. an audit anchor's block
+    # A forged older checkpoint (its root not a prefix of the remembered log) is refused.
+    from dataclasses import replace
+
+    with pytest.raises(HistoryRewritten):
+        memory.observe(trust.fingerprint(), replace(older_block, root=bytes(32)), consistency_fetcher(stub))
