@@ -24,11 +24,14 @@ import pathlib
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from carechain.network import SERVICES, NetworkLayout
 
 DEFAULT_DATA_DIR = pathlib.Path("var/network")
+# `ledger verify` of a running validator's copy: how often a block without certificate is looked at again.
+PENDING_RETRIES = 3
 
 
 def _data_dir(args: argparse.Namespace) -> pathlib.Path:
@@ -103,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from carechain.ledger.verify import verify_data_dir
+    from carechain.ledger.verify import NO_CERTIFICATE, verify_data_dir
 
     layout = NetworkLayout(_data_dir(args))
     ledger_dir = layout.service_dir(args.validator)
@@ -113,6 +116,12 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = verify_data_dir(ledger_dir, layout.trust_dir, validators)
+    for _ in range(PENDING_RETRIES):
+        # A running validator's newest block may be committed and still collecting its certificate: look again.
+        if result.ok or not result.problem.endswith(NO_CERTIFICATE):
+            break
+        time.sleep(1.0)
+        result = verify_data_dir(ledger_dir, layout.trust_dir, validators)
     status = 0
     if result.ok:
         final = "" if result.final_height is None else f", final up to block {result.final_height}"

@@ -65,6 +65,8 @@ from carechain.network import TrustBundle, service_principal_id
 
 #: Principals whose signatures make a block valid (one validator in the embedded network).
 DEFAULT_VALIDATORS = (service_principal_id("ledger"),)
+#: The problem of a block stored without its quorum certificate.
+NO_CERTIFICATE = "no quorum certificate"
 
 
 @dataclass(frozen=True)
@@ -299,7 +301,7 @@ class _Verifier:
         if raw is None:
             if self.uncertified_after is not None and header.height > self.uncertified_after:
                 return  # committed after the caller waited for finality; not final yet
-            raise _Bad("no quorum certificate")
+            raise _Bad(NO_CERTIFICATE)
         try:
             certificate = ledger_pb2.QuorumCertificate.FromString(raw)
             quorum.check_certificate(block.header, certificate, self.trust, self.validators)
