@@ -2,8 +2,11 @@
 
     carechain up [--data-dir DIR]          start the six services on localhost (Ctrl-C stops them)
     carechain demo [--data-dir DIR]        run the story against the running network
-    carechain ledger verify [--data-dir DIR] [--validator NAME] [--peer ADDR ...]
-                                           verify a ledger copy offline (names the first bad block) and
+    carechain ledger verify [--data-dir DIR] [--validator NAME] [--validators IDS] [--quorum N]
+                            [--checkpoint-file FILE] [--peer ADDR ...]
+                                           verify a ledger copy offline (names the first bad block; every
+                                           block needs a quorum certificate of the configured validators),
+                                           check it extends the last checkpoint this user saw, and
                                            cross-check its headers against other validators
     carechain audit history|tail|verify|reviews|resolve ...
                                            a patient's accounting of disclosures, the live audit stream,
@@ -16,14 +19,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pathlib
 import signal
 import sys
 import threading
+import time
+from typing import Any
 
 from carechain.network import SERVICES, NetworkLayout
 
 DEFAULT_DATA_DIR = pathlib.Path("var/network")
+# `ledger verify` of a running validator's copy: how often a block without certificate is looked at again.
+PENDING_RETRIES = 3
 
 
 def _data_dir(args: argparse.Namespace) -> pathlib.Path:
@@ -98,16 +106,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from carechain.ledger.verify import verify_data_dir
+    from carechain.ledger.verify import NO_CERTIFICATE, verify_data_dir
 
     layout = NetworkLayout(_data_dir(args))
     ledger_dir = layout.service_dir(args.validator)
-    result = verify_data_dir(ledger_dir, layout.trust_dir)
+    try:
+        validators = _configured_validators(args, layout)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = verify_data_dir(ledger_dir, layout.trust_dir, validators)
+    for _ in range(PENDING_RETRIES):
+        # A running validator's newest block may be committed and still collecting its certificate: look again.
+        if result.ok or not result.problem.endswith(NO_CERTIFICATE):
+            break
+        time.sleep(1.0)
+        result = verify_data_dir(ledger_dir, layout.trust_dir, validators)
     status = 0
     if result.ok:
         final = "" if result.final_height is None else f", final up to block {result.final_height}"
-        print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, quorum certificates, "
-              f"Merkle roots and proofs, state{final})")
+        print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, quorum certificates of "
+              f"{', '.join(validators.members)} (quorum {validators.quorum}), Merkle roots and proofs, state{final})")
+        status = _check_remembered_checkpoint(args, layout, validators, result)
     else:
         print(f"chain BROKEN at block {result.first_bad_height}: {result.problem}")
         status = 1
@@ -116,6 +136,45 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     if args.peer:
         status = max(status, _cross_check(args, layout, ledger_dir))
     return status
+
+
+def _configured_validators(args: argparse.Namespace, layout: NetworkLayout) -> Any:
+    """The validator set to verify against: --validators, else CARECHAIN_VALIDATORS, else the running network's
+    configuration (endpoints.json), else svc-ledger alone. Never the set stored in the ledger copy."""
+    from carechain.ledger.quorum import VALIDATORS_ENV, configured_validator_set
+    from carechain.localnet import ENDPOINTS_FILE, Endpoints
+
+    quorum = args.quorum if args.quorum else None
+    if args.validators or os.environ.get(VALIDATORS_ENV):
+        return configured_validator_set(args.validators or None, quorum)
+    try:
+        endpoints = Endpoints.load(layout.root / ENDPOINTS_FILE)
+    except FileNotFoundError:
+        return configured_validator_set("", quorum)
+    return configured_validator_set(endpoints.validator_ids, quorum or endpoints.quorum)
+
+
+def _check_remembered_checkpoint(args: argparse.Namespace, layout: NetworkLayout, validators: Any,
+                                 result: Any) -> int:
+    """Compare the verified chain with the last checkpoint this user saw, then remember its final checkpoint."""
+    from carechain.errors import IntegrityError
+    from carechain.network import TrustBundle
+    from carechain.verifier import CheckpointMemory, LedgerTrust, VerifiedCheckpoint, default_checkpoint_file
+
+    if result.final_header is None:
+        return 0
+    header = result.final_header
+    path = pathlib.Path(args.checkpoint_file) if args.checkpoint_file else default_checkpoint_file()
+    trust = LedgerTrust(TrustBundle.load(layout.trust_dir), validators, header.chain_id)
+    checkpoint = VerifiedCheckpoint(header.height, header.log_size, bytes(header.log_root), header.timestamp_ms, ())
+    try:
+        CheckpointMemory(path).observe_log(trust.fingerprint(), checkpoint, result.log_root_at)
+    except IntegrityError as exc:
+        print(f"chain REWRITTEN: {exc.message} (checkpoint memory: {path})")
+        return 1
+    print(f"consistent with the last checkpoint seen; remembered block {header.height} "
+          f"(tree size {header.log_size}) in {path}")
+    return 0
 
 
 def _cross_check(args: argparse.Namespace, layout: NetworkLayout, ledger_dir: pathlib.Path) -> int:
@@ -197,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     verify.add_argument("--validator", default="ledger",
                         help="which validator's copy under --data-dir (ledger, ledger-2, ...)")
+    verify.add_argument("--validators", default="",
+                        help="comma-separated validator ids whose quorum certificates count (default: "
+                             "CARECHAIN_VALIDATORS, else the running network's, else svc-ledger)")
+    verify.add_argument("--quorum", type=int, default=0, help="signatures a block needs (default: a majority)")
+    verify.add_argument("--checkpoint-file", default="",
+                        help="where the last checkpoint seen is remembered (default: CARECHAIN_CHECKPOINT_FILE, "
+                             "else ~/.config/carechain/checkpoints.json)")
     verify.add_argument("--peer", action="append", default=[],
                         help="host:port of another validator to cross-check headers with (repeatable)")
     verify.add_argument("--identity-address", default="",

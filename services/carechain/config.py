@@ -190,6 +190,24 @@ class AuditSettings(ServiceSettings):
     anchor_batches: bool = Field(
         True, description="anchor each sealed batch's root on the ledger (AnchorAuditBatch signed by svc-audit)"
     )
+    anchor_deadline_seconds: float = Field(
+        900.0, gt=0, le=7 * 24 * 3600,
+        description="a sealed batch not anchored this long after sealing fails `carechain audit verify --ledger`",
+    )
+    anchor_backoff_max_seconds: float = Field(
+        300.0, ge=1, le=24 * 3600, description="longest pause between anchor attempts after the ledger rejected one"
+    )
+    record_checkpoints: bool = Field(
+        True, description="publish the ledger's co-signed checkpoints in the audit trail (needs anchor_batches)"
+    )
+    checkpoint_interval_seconds: float = Field(
+        60.0, ge=0, le=24 * 3600, description="record a new ledger checkpoint in the audit trail at most this often"
+    )
+    validators: str = Field(
+        "", description="comma-separated ids of the ledger validators whose quorum certificates count "
+        "(as the ledger's CARECHAIN_VALIDATORS; default svc-ledger alone)"
+    )
+    quorum: int = Field(0, ge=0, description="the ledger's quorum (as CARECHAIN_QUORUM; 0 = majority)")
 
 
 class RecordsSettings(LedgerMetadataKeySettings):

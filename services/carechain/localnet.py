@@ -218,6 +218,9 @@ class LocalNetwork:
                     self.listen_addresses[other] for other in self.validator_names if other != name
                 ),
             })
+        if service == "audit":
+            # The audit service verifies the ledger checkpoints it publishes against the configured validators.
+            env["CARECHAIN_VALIDATORS"] = ",".join(self.validator_ids)
         return {**os.environ, **env, **self.extra_env}
 
     def start(self, timeout: float = 60.0) -> Endpoints:

@@ -5,6 +5,13 @@ principal's Ed25519 key to the identity service, caches short-lived tokens per
 service, and signs the principal's own ledger transactions (consent grants and
 revocations are signed by the patient's key, or by a delegate's key for the
 patient, never by a service).
+
+Every call that returns ledger data checked on the client (``checkpoint``,
+``verify_record_inclusion``, ``verify_chain``, ``audit_event_proof`` of an
+anchored event) also checks that the ledger's log extends the newest
+checkpoint this client saw before (:class:`carechain.verifier.CheckpointMemory`,
+in memory, or in ``checkpoint_file`` to survive restarts); a rewritten or
+rolled-back history raises :class:`carechain.verifier.HistoryRewritten`.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ from carechain.localnet import Endpoints
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.telemetry import configure_tracing
 from carechain.verifier import (
+    CheckpointMemory,
     LedgerTrust,
     RecordInclusion,
     VerifiedCheckpoint,
+    consistency_fetcher,
+    verify_anchor_block,
     verify_checkpoint,
     verify_checkpoint_consistency,
     verify_record_inclusion,
@@ -91,10 +101,15 @@ class AuditEventStream:
 class CareChainClient:
     """Calls a CareChain network as one principal."""
 
-    def __init__(self, endpoints: Endpoints, signer: Signer) -> None:
+    def __init__(
+        self, endpoints: Endpoints, signer: Signer, checkpoint_file: pathlib.Path | None = None,
+        checkpoints: CheckpointMemory | None = None,
+    ) -> None:
+        """checkpoint_file: remember seen ledger checkpoints there (JSON); checkpoints: share a memory."""
         configure_tracing("client")
         self.endpoints = endpoints
         self.signer = signer
+        self.checkpoints = checkpoints if checkpoints is not None else CheckpointMemory(checkpoint_file)
         self._channels: list[Any] = []
         self._tokens = TokenSource.for_signer(self._open("identity", authenticated=False), signer)
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._open("identity"))
@@ -270,18 +285,36 @@ class CareChainClient:
         request = audit_pb2.ExportFhirBundleRequest(patient_id=patient_id, since_ms=since_ms, until_ms=until_ms)
         return json.loads(self.audit.ExportFhirBundle(request, timeout=60).bundle_json)
 
-    def audit_event_proof(self, sequence: int, event_hash: bytes | None = None) -> audit_pb2.EventProof:
-        """The inclusion proof of an audit event in its batch, checked locally.
+    def audit_event_proof(self, sequence: int, event_hash: bytes | None = None,
+                          trust: LedgerTrust | None = None) -> audit_pb2.EventProof:
+        """The inclusion proof of an audit event in its batch, checked locally, and its anchor on the ledger.
 
         Raises :class:`carechain.errors.IntegrityError` when the proof does not hold
-        (or is not about event_hash, when given). Whether the batch root is anchored
-        on the ledger is ``proof.anchored`` (log index ``proof.anchor_log_index``).
+        (or is not about event_hash, when given), or when ``proof.anchored`` and the
+        anchor at ``proof.anchor_log_index`` is not this batch's root in a block a
+        quorum of validators certified (:meth:`verify_anchor`). A proof of a batch
+        not anchored yet is returned with ``anchored`` false (retry later).
         """
         from carechain.audit.store import verify_event_proof
 
         proof = self.audit.GetEventProof(audit_pb2.GetEventProofRequest(sequence=sequence), timeout=30)
         verify_event_proof(proof, event_hash)
+        if proof.anchored:
+            self.verify_anchor(proof, trust)
         return proof
+
+    def verify_anchor(self, proof: audit_pb2.EventProof, trust: LedgerTrust | None = None) -> VerifiedCheckpoint:
+        """Check proof's batch anchor on the ledger: the AnchorAuditBatch at ``anchor_log_index`` has this batch's
+        range and root, is signed by svc-audit, valid, and in a block certified by a quorum (that block's
+        checkpoint is then checked against the remembered one). IntegrityError otherwise."""
+        trust = trust or self.ledger_trust()
+        expected = ledger_pb2.AnchorAuditBatch(
+            batch_number=proof.batch_number, first_sequence=proof.first_sequence,
+            last_sequence=proof.last_sequence, merkle_root=proof.batch_root,
+        )
+        checkpoint = verify_anchor_block(self.ledger, proof.anchor_log_index, trust, expected)
+        self._remember(checkpoint, trust)
+        return checkpoint
 
     def stream_audit_events(self, after_sequence: int = 0, **filters: Any) -> AuditEventStream:
         """Audit events after a cursor, then live ones (operator or service); filters: service, outcome,
@@ -306,8 +339,12 @@ class CareChainClient:
     # --- ledger --------------------------------------------------------------
 
     def verify_chain(self) -> ledger_pb2.VerifyChainResponse:
-        """Ask the ledger to re-verify its whole chain."""
-        return self.ledger.VerifyChain(ledger_pb2.VerifyChainRequest(), timeout=120)
+        """Ask the ledger to re-verify its whole chain; then check its checkpoint against the remembered one
+        (when these endpoints name a trust directory)."""
+        result = self.ledger.VerifyChain(ledger_pb2.VerifyChainRequest(), timeout=120)
+        if self.endpoints.trust_dir:
+            self.checkpoint()
+        return result
 
     # --- client-side verification (no server trusted; see carechain.verifier) --
 
@@ -321,15 +358,28 @@ class CareChainClient:
 
     def checkpoint(self, trust: LedgerTrust | None = None) -> VerifiedCheckpoint:
         """The latest final checkpoint, its co-signatures checked locally."""
-        checkpoint = self.ledger.GetCheckpoint(ledger_pb2.GetCheckpointRequest(), timeout=30)
-        return verify_checkpoint(checkpoint, trust or self.ledger_trust())
+        trust = trust or self.ledger_trust()
+        checkpoint = verify_checkpoint(self.ledger.GetCheckpoint(ledger_pb2.GetCheckpointRequest(), timeout=30),
+                                       trust)
+        self._remember(checkpoint, trust)
+        return checkpoint
+
+    def _remember(self, checkpoint: VerifiedCheckpoint, trust: LedgerTrust) -> None:
+        """Check a verified checkpoint against the newest one seen (HistoryRewritten) and remember the newer."""
+        # With several validators behind one failover address, one may answer from behind.
+        self.checkpoints.observe(trust.fingerprint(), checkpoint, consistency_fetcher(self.ledger),
+                                 lagging_ok=len(trust.validators.members) > 1)
 
     def verify_record_inclusion(self, record_id: str, trust: LedgerTrust | None = None) -> RecordInclusion:
         """Prove locally that record_id's registration is in the log a quorum of validators signed.
 
-        Raises :class:`carechain.errors.IntegrityError` when a proof or a co-signature does not hold.
+        Raises :class:`carechain.errors.IntegrityError` when a proof or a co-signature does not hold,
+        :class:`carechain.verifier.HistoryRewritten` when the log does not extend the one seen before.
         """
-        return verify_record_inclusion(self.ledger, record_id, trust or self.ledger_trust())
+        trust = trust or self.ledger_trust()
+        inclusion = verify_record_inclusion(self.ledger, record_id, trust)
+        self._remember(inclusion.checkpoint, trust)
+        return inclusion
 
     def verify_consistency(self, older: VerifiedCheckpoint, newer: VerifiedCheckpoint) -> None:
         """Prove locally that the log at newer extends the log at older (nothing rewritten)."""

@@ -55,7 +55,7 @@ def test_a_joining_validator_replays_checks_and_signs(tmp_path, etcd_cluster, et
         vote = decode_vote(orderers[0].votes(height, height)[height][signers[3].key_id])
         assert vote is not None and vote.header == ledgers[0].store.block(height).header
         for ledger in ledgers:
-            verdict = verify_chain(ledger.store, trust)
+            verdict = verify_chain(ledger.store, trust, validators)
             assert verdict.ok, verdict.problem
     finally:
         for ledger in ledgers:

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from carechain.audit.anchoring import AuditMaintenance, BatchSealer, LedgerAnchorer
+from carechain.audit.anchoring import AnchorRejected, AuditMaintenance, BatchSealer, LedgerAnchorer
 from carechain.audit.server import SIX_YEARS_MS, AuditServicer, register_audit
 from carechain.audit.store import SQLiteAuditStore, verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -53,6 +53,7 @@ class FakeLedger:
         self.log: list[ledger_pb2.LoggedTransaction] = []
         self.down = False
         self.lose_answers = 0  # commit, then fail as if the answer was lost
+        self.reject = ""  # when set: every anchor is committed invalid with this reason
 
     def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object):
         if self.down:
@@ -64,6 +65,8 @@ class FakeLedger:
         valid, reason = True, ""
         if anchor.batch_number <= last:
             valid, reason = False, "anchor_audit_batch.batch_number: must be greater than the last anchored batch"
+        if self.reject:
+            valid, reason = False, self.reject
         index = len(self.log)
         self.log.append(ledger_pb2.LoggedTransaction(
             log_index=index, height=index, transaction=tx, result=ledger_pb2.TransactionResult(valid=valid,
@@ -412,6 +415,52 @@ def test_maintenance_keeps_retrying_until_the_ledger_is_back(env: Env) -> None:
         wait_until(lambda: env.store.batches()[0].anchored, "the batch is anchored once the ledger is back")
     finally:
         maintenance.stop()
+
+
+@pytest.mark.parametrize("reason", ["not permitted: only svc-audit anchors audit batches",
+                                    "anchor_audit_batch.merkle_root: must be 32 bytes"])
+def test_a_rejected_anchor_backs_off_and_alerts_instead_of_resubmitting_in_a_loop(env: Env, reason: str) -> None:
+    env.ledger.reject = reason
+    now = [0.0]
+    maintenance = AuditMaintenance(BatchSealer(env.store, 1000, 3600), env.anchorer, 1.0,
+                                   report=env.store.append, backoff_max_seconds=8, monotonic=lambda: now[0])
+    env.record()
+    env.sealer.seal_due(force=True)
+    submitted_at = []
+    for second in range(41):  # one maintenance round a second for 40 s
+        now[0] = float(second)
+        before = len(env.ledger.log)
+        try:
+            maintenance.run_once()
+        except AnchorRejected as exc:
+            assert exc.batch_number == 1 and reason.removeprefix("not permitted: ") in exc.message
+        if len(env.ledger.log) > before:
+            submitted_at.append(second)
+    # Exponential (1, 2, 4, 8 s) and bounded (8 s), not every round.
+    assert submitted_at == [0, 1, 3, 7, 15, 23, 31, 39]
+    alerts = [e.event for e in env.store.events_after(0, 100) if e.event.action == audit_pb2.AUDIT_ACTION_ANCHOR_BATCH]
+    assert len(alerts) == 1  # one alert per distinct rejection, not one per attempt
+    assert alerts[0].outcome == audit_pb2.AUDIT_OUTCOME_FAILED and "audit batch 1" in alerts[0].reason
+    assert not env.store.batches()[0].anchored
+    # Once the ledger accepts again, the next attempt anchors and the back-off ends.
+    env.ledger.reject = ""
+    now[0] = 47.0
+    maintenance.run_once()
+    assert env.store.batches()[0].anchored and maintenance.backing_off_until is None
+
+
+def test_verify_with_the_ledger_fails_when_a_batch_misses_the_anchoring_deadline(env: Env) -> None:
+    env.record()
+    env.ledger.down = True
+    BatchSealer(env.store, 100, 3600, wall=lambda: env.clock[0]).seal_due(force=True)
+    env.clock[0] += 600
+    verified = env.call("VerifyAuditChain", audit_pb2.VerifyAuditChainRequest(check_ledger=True), OPERATOR)
+    assert verified.ok, verified.problem  # waiting, within the default 900 s deadline
+    env.clock[0] += 301
+    verified = env.call("VerifyAuditChain", audit_pb2.VerifyAuditChainRequest(check_ledger=True), OPERATOR)
+    assert not verified.ok and verified.first_bad_sequence == 1
+    assert "batch 1" in verified.problem and "deadline of 900 s" in verified.problem
+    assert env.call("VerifyAuditChain", audit_pb2.VerifyAuditChainRequest(), OPERATOR).ok  # local check only
 
 
 def wait_until(condition, what: str, timeout: float = 10) -> None:

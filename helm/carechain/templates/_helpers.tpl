@@ -639,6 +639,13 @@ CARECHAIN_LEDGER_QUORUM: {{ default 0 $v.ledger.quorum | int | quote }}
 {{- end }}
 {{- else if eq $svc "audit" }}
 CARECHAIN_AUDIT_STORE: {{ $s.store | quote }}
+{{- /* The ledger checkpoints audit publishes are verified against the configured validators. */}}
+{{- $ids := list }}
+{{- range $v.ledger.validators }}
+{{- $ids = append $ids (include "carechain.validatorId" (dict "root" $root "validator" .)) }}
+{{- end }}
+CARECHAIN_VALIDATORS: {{ join "," $ids | quote }}
+CARECHAIN_QUORUM: {{ default 0 $v.ledger.quorum | int | quote }}
 {{- else if eq $svc "records" }}
 CARECHAIN_MAX_RECORD_BYTES: {{ $s.maxRecordBytes | int64 | quote }}
 {{- end }}

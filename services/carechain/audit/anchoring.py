@@ -10,8 +10,17 @@
   replica) is found there instead of anchored twice. While the ledger is
   unreachable batches simply stay sealed locally; nothing is lost and the
   next round retries. :meth:`LedgerAnchorer.check` cross-checks an anchored
-  batch against the ledger.
-- :class:`AuditMaintenance` runs both in a background thread.
+  batch against the ledger. An anchor the ledger *rejects* (a contract rule,
+  a different root already anchored) raises :class:`AnchorRejected`.
+- :class:`AuditMaintenance` runs both in a background thread, then records the
+  ledger's checkpoint in the trail (:mod:`carechain.audit.checkpoints`). After a
+  rejected anchor it does not resubmit every round: it backs off exponentially
+  (1, 2, 4, ... rounds' worth of seconds, at most ``CARECHAIN_ANCHOR_BACKOFF_MAX_SECONDS``)
+  and raises an alert once per distinct rejection: an ERROR log with
+  ``alert=true`` and an ``AUDIT_ACTION_ANCHOR_BATCH`` FAILED event in the trail
+  (``carechain audit tail --outcome failed``). Sealing goes on meanwhile, and
+  ``carechain audit verify --ledger`` fails once a batch misses the anchoring
+  deadline.
 """
 
 from __future__ import annotations
@@ -19,12 +28,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from carechain.audit.store import AuditBatch, AuditStore
+from carechain.audit.v1 import audit_pb2
 from carechain.crypto import Signer
-from carechain.errors import FailedPrecondition, IntegrityError
+from carechain.errors import CareChainError, FailedPrecondition, PermissionDenied
 from carechain.ledger import client as ledger_client
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
@@ -34,6 +47,22 @@ log = logging.getLogger("carechain.audit.anchoring")
 
 AUDIT_SIGNER_ID = service_principal_id("audit")
 _LIST_PAGE = 500
+#: Default bound of the back-off after rejected anchors.
+DEFAULT_BACKOFF_MAX_SECONDS = 300.0
+# gRPC codes with which the ledger refuses a transaction outright (not "down, try again").
+_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
+
+
+class AnchorRejected(CareChainError):
+    """The ledger refused a batch's anchor: resubmitting the same transaction will not help."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, batch_number: int, reason: str) -> None:
+        super().__init__(f"the ledger rejected the anchor of audit batch {batch_number}: {reason}")
+        self.batch_number = batch_number
+        self.reason = reason
 
 
 class BatchSealer:
@@ -105,8 +134,9 @@ class LedgerAnchorer:
     def anchor_pending(self) -> list[AuditBatch]:
         """Anchor every sealed, unanchored batch in order; returns them with their log indexes.
 
-        Raises Unavailable (ledger, identity or Vault down) or IntegrityError (the
-        ledger holds a different root for a batch); anchored batches stay anchored.
+        Raises Unavailable (ledger, identity or Vault down) or AnchorRejected (the
+        ledger refused the anchor, or holds a different root for the batch);
+        anchored batches stay anchored.
         """
         anchored: list[AuditBatch] = []
         with self._lock:
@@ -137,16 +167,22 @@ class LedgerAnchorer:
         tx = sign_transaction(new_body(self._chain_id, signer.key_id, anchor_audit_batch=payload), signer)
         try:
             return int(ledger_client.submit(self._ledger(), tx).log_index)
-        except FailedPrecondition:
+        except PermissionDenied as exc:
+            raise AnchorRejected(batch.batch_number, _verdict(exc.message)) from None
+        except grpc.RpcError as exc:
+            if exc.code() in _REFUSALS:  # type: ignore[attr-defined]
+                raise AnchorRejected(batch.batch_number, exc.details() or exc.code().name) from None  # type: ignore[attr-defined]
+            raise
+        except FailedPrecondition as exc:
             # Most likely anchored already (our earlier attempt whose answer was lost): find it.
             found = self.find_anchor(batch.batch_number, search_from)
             if found is None:
-                raise
+                raise AnchorRejected(batch.batch_number, _verdict(exc.message)) from None
             log_index, on_ledger = found
             if not _same_batch(on_ledger, batch):
-                raise IntegrityError(
-                    f"the ledger anchors audit batch {batch.batch_number} with a different range or root "
-                    f"(log index {log_index})"
+                raise AnchorRejected(
+                    batch.batch_number,
+                    f"the ledger anchors this batch with a different range or root (log index {log_index})",
                 ) from None
             return log_index
 
@@ -183,6 +219,11 @@ class LedgerAnchorer:
         return ""
 
 
+def _verdict(message: str) -> str:
+    """The validator's reason in a rejection raised by :func:`carechain.ledger.client.submit`."""
+    return message.removeprefix("ledger rejected the transaction: ")
+
+
 def _anchor_of(logged: ledger_pb2.LoggedTransaction) -> ledger_pb2.AnchorAuditBatch | None:
     """The anchor a logged transaction carries, when it is a valid one signed by the audit service."""
     if not logged.result.valid or logged.transaction.signer_id != AUDIT_SIGNER_ID:
@@ -207,25 +248,93 @@ def _with_anchor(batch: AuditBatch, log_index: int) -> AuditBatch:
 
 
 class AuditMaintenance:
-    """Background thread: seal due batches, then anchor them, every interval; errors are logged and retried."""
+    """Background thread: seal due batches, anchor them (backing off after rejections), record the ledger's
+    checkpoint, every interval; errors are logged and retried."""
 
-    def __init__(self, sealer: BatchSealer, anchorer: LedgerAnchorer | None, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        sealer: BatchSealer,
+        anchorer: LedgerAnchorer | None,
+        interval_seconds: float,
+        checkpoints: Any = None,
+        report: Callable[[audit_pb2.AuditEvent], object] | None = None,
+        backoff_max_seconds: float = DEFAULT_BACKOFF_MAX_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """checkpoints: a :class:`carechain.audit.checkpoints.CheckpointRecorder` (or None); report(event)
+        appends one of the audit service's own events (the alert of a rejected anchor)."""
         self._sealer = sealer
         self._anchorer = anchorer
+        self._checkpoints = checkpoints
+        self._report = report
         self._interval = interval_seconds
+        self._backoff_max = backoff_max_seconds
+        self._monotonic = monotonic
+        self._wall = wall
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-maintenance", daemon=True)
         self._last_problem = ""
+        self._rejections = 0  # consecutive rejected anchoring rounds
+        self._anchor_not_before: float | None = None
+        self._alerted = ""
 
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
 
+    @property
+    def backing_off_until(self) -> float | None:
+        """Monotonic time before which no anchor is submitted (after a rejection), or None."""
+        return self._anchor_not_before
+
     def run_once(self) -> None:
-        """One round: seal what is due, anchor what is sealed (errors propagate)."""
-        self._sealer.seal_due()
-        if self._anchorer is not None:
+        """One round: seal what is due, anchor what is sealed (unless backing off), record the ledger's
+        checkpoint; each step runs even when an earlier one failed, then the first error propagates."""
+        errors: list[Exception] = []
+        for step in (self._sealer.seal_due, self._anchor_round, self._record_checkpoint):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the other steps ran
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _anchor_round(self) -> None:
+        if self._anchorer is None:
+            return
+        now = self._monotonic()
+        if self._anchor_not_before is not None and now < self._anchor_not_before:
+            return  # backing off after a rejection: do not resubmit yet
+        try:
             self._anchorer.anchor_pending()
+        except AnchorRejected as exc:
+            self._rejections += 1
+            delay = min(max(self._interval, 1.0) * 2 ** (self._rejections - 1), self._backoff_max)
+            self._anchor_not_before = now + delay
+            self._alert(exc, delay)
+            raise
+        self._rejections, self._anchor_not_before, self._alerted = 0, None, ""
+
+    def _alert(self, exc: AnchorRejected, delay: float) -> None:
+        """Once per distinct rejection: an ERROR log marked alert and a FAILED audit event."""
+        if exc.message == self._alerted:
+            return
+        self._alerted = exc.message
+        log.error("ALERT: the ledger rejected an audit batch anchor; backing off",
+                  extra={"alert": True, "batch_number": exc.batch_number, "problem": exc.message,
+                         "retry_in_seconds": round(delay, 1)})
+        if self._report is not None:
+            self._report(audit_pb2.AuditEvent(
+                event_id=str(uuid.uuid4()), time_ms=int(self._wall() * 1000), service="audit",
+                actor_id=AUDIT_SIGNER_ID, action=audit_pb2.AUDIT_ACTION_ANCHOR_BATCH,
+                outcome=audit_pb2.AUDIT_OUTCOME_FAILED,
+                reason=f"{exc.message}; anchoring backs off (next attempt in {delay:.0f} s)",
+            ))
+
+    def _record_checkpoint(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.record_new()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -235,7 +344,8 @@ class AuditMaintenance:
             except Exception as exc:  # noqa: BLE001 - keep sealing and retrying; events stay stored
                 problem = f"{type(exc).__name__}: {exc}"
                 if problem != self._last_problem:  # log each distinct problem once, not every round
-                    log.warning("audit batches not sealed or anchored yet; will retry", extra={"problem": problem})
+                    log.warning("audit batches not sealed or anchored, or checkpoint not recorded, yet; will retry",
+                                extra={"problem": problem})
                 self._last_problem = problem
 
     def stop(self) -> None:

@@ -7,7 +7,9 @@
                          [--after SEQ] [--no-follow] [--limit N]
         stream events (operator credentials from --data-dir, or --principal-id/--key-file of a service)
     carechain audit verify [--ledger]
-        re-verify the chain and batch roots (and each batch's anchor on the ledger)
+        re-verify the chain and batch roots (and, with --ledger: each batch's anchor on the ledger, no
+        batch left unanchored past the deadline, the ledger's history consistent with the checkpoints
+        recorded in the trail); exit status 1 when anything fails
     carechain audit reviews [--all] | carechain audit resolve ITEM --note TEXT
         the privacy officer's review queue (operator)
 
@@ -125,7 +127,10 @@ def _client(args: argparse.Namespace, need_key: bool = False) -> Any:
         raise SystemExit("this command needs the patient's --principal-id and --key-file")
     else:
         signer = layout.operator_signer()
-    return CareChainClient(endpoints, signer)
+    from carechain.verifier import default_checkpoint_file
+
+    # Ledger checkpoints this user saw are remembered across runs (the same file as `carechain ledger verify`).
+    return CareChainClient(endpoints, signer, checkpoint_file=default_checkpoint_file())
 
 
 def _fail(exc: Exception) -> int:
@@ -187,18 +192,24 @@ def _as_json(stored: audit_pb2.StoredAuditEvent) -> dict[str, Any]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Verify the audit trail (and its anchors)."""
+    """Verify the audit trail (and its anchors, and the ledger against the checkpoints recorded in it)."""
     with _client(args) as client:
         try:
             result = client.verify_audit(check_ledger=args.ledger)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             return _fail(exc)
-    if not result.ok:
-        print(f"audit trail BROKEN at event {result.first_bad_sequence}: {result.problem}")
-        return 1
-    anchors = f", {result.anchors_checked} anchors match the ledger" if args.ledger else ""
-    print(f"audit trail OK: {result.events_checked} events, {result.batches_checked} sealed batches "
-          f"({result.batches_anchored} anchored on the ledger){anchors}")
+        if not result.ok:
+            print(f"audit trail BROKEN at event {result.first_bad_sequence}: {result.problem}")
+            return 1
+        anchors = (f", {result.anchors_checked} anchors match the ledger, the ledger extends the "
+                   f"{result.checkpoints_checked} checkpoints recorded in the trail") if args.ledger else ""
+        print(f"audit trail OK: {result.events_checked} events, {result.batches_checked} sealed batches "
+              f"({result.batches_anchored} anchored on the ledger){anchors}")
+        if args.ledger and client.endpoints.trust_dir:
+            try:
+                client.checkpoint()  # and the ledger's history against this user's own memory of it
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                return _fail(exc)
     return 0
 
 
@@ -265,7 +276,9 @@ def add_audit_commands(sub: Any, default_data_dir: str) -> None:
 
     verify = audit_sub.add_parser("verify", help="re-verify the audit chain and its sealed batches")
     common(verify, "default: the operator of --data-dir")
-    verify.add_argument("--ledger", action="store_true", help="also check each batch's anchor on the ledger")
+    verify.add_argument("--ledger", action="store_true",
+                        help="also check each batch's anchor on the ledger (and the anchoring deadline) and the "
+                             "ledger's history against the checkpoints recorded in the trail")
     verify.set_defaults(func=cmd_verify)
 
     reviews = audit_sub.add_parser("reviews", help="the privacy officer's review queue (break-glass alerts)")

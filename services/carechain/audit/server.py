@@ -36,6 +36,7 @@ import grpc
 
 from carechain.audit import fhir_audit
 from carechain.audit.anchoring import AuditMaintenance, BatchSealer, LedgerAnchorer
+from carechain.audit.checkpoints import CheckpointRecorder
 from carechain.audit.etcd_store import EtcdAuditStore
 from carechain.audit.store import AuditStore, SQLiteAuditStore, event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -54,8 +55,10 @@ from carechain.errors import (
 )
 from carechain.etcd import EtcdClient
 from carechain.identity.v1 import identity_pb2
+from carechain.ledger.quorum import configured_validator_set
 from carechain.network import TrustBundle, audience, service_principal_id
 from carechain.server import Register, run_service
+from carechain.verifier import LedgerTrust
 
 log = logging.getLogger("carechain.audit.server")
 
@@ -70,6 +73,8 @@ STREAM_POLL_SECONDS = 0.5
 # How far a reporter's event time may be from the audit service's clock (NTP-synchronised hosts
 # are within a second; five minutes leaves room for retries without allowing backdating).
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+# Actions only the audit service itself records.
+_OWN_ACTIONS = frozenset({audit_pb2.AUDIT_ACTION_LEDGER_CHECKPOINT, audit_pb2.AUDIT_ACTION_ANCHOR_BATCH})
 
 
 class PrincipalDirectory(Protocol):
@@ -206,6 +211,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         stream_poll_seconds: float = STREAM_POLL_SECONDS,
         directory: PrincipalDirectory | None = None,
         max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+        checkpoints: CheckpointRecorder | None = None,
+        anchor_deadline_seconds: float = 900.0,
     ) -> None:
         self._auth = authenticator
         self._directory = directory
@@ -213,6 +220,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self._store = store
         self._clock = clock
         self._anchorer = anchorer
+        self._checkpoints = checkpoints
+        self._anchor_deadline_ms = int(anchor_deadline_seconds * 1000)
         self._poll = stream_poll_seconds
         # Wakes following streams when this process appends (other processes are polled).
         self._appended = threading.Condition()
@@ -233,6 +242,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self._generation += 1
             self._appended.notify_all()
         return receipt
+
+    def report_own(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
+        """Append one of the audit service's own events (checkpoints, anchoring alerts)."""
+        return self._append(event)
 
     def close(self) -> None:
         """End following streams (server shutdown)."""
@@ -259,6 +272,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         caller = self._auth.require_service(context)
         if not request.HasField("event"):
             raise InvalidArgument("event", "required")
+        if request.event.ledger_checkpoint or request.event.action in _OWN_ACTIONS:
+            # Only the audit service publishes checkpoints and anchoring alerts (verification trusts them).
+            raise InvalidArgument("event.action", "ledger checkpoints and anchoring alerts are recorded by the "
+                                                  "audit service itself")
         event = validate_event(request.event, self._now_ms(), self._max_skew_ms)
         # A service reports its own events only, so the trail says truthfully who reported what.
         if caller.principal_id != service_principal_id(event.service):
@@ -371,15 +388,35 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if request.check_ledger and result.ok:
             if self._anchorer is None:
                 raise FailedPrecondition("this audit service does not anchor batches (CARECHAIN_ANCHOR_BATCHES)")
-            for batch in self._store.batches():
-                if not batch.anchored:
-                    continue
-                problem = self._anchorer.check(batch)
+            # Checkpoints first: a rewritten ledger history is the finding to name, not the anchors it moved.
+            if self._checkpoints is not None:
+                checked, sequence, problem = self._checkpoints.check_all()
+                response.checkpoints_checked = checked
                 if problem:
-                    response.ok, response.first_bad_sequence, response.problem = False, batch.first_sequence, problem
-                    break
-                response.anchors_checked += 1
+                    response.ok, response.first_bad_sequence, response.problem = False, sequence, problem
+                    return response
+            self._check_anchors(response)
         return response
+
+    def _check_anchors(self, response: audit_pb2.VerifyAuditChainResponse) -> None:
+        """Each anchored batch matches its ledger transaction; none waited past the anchoring deadline."""
+        assert self._anchorer is not None
+        now = self._now_ms()
+        for batch in self._store.batches():
+            if not batch.anchored:
+                if now - batch.sealed_ms > self._anchor_deadline_ms:
+                    response.ok, response.first_bad_sequence = False, batch.first_sequence
+                    response.problem = (
+                        f"batch {batch.batch_number}: sealed {(now - batch.sealed_ms) // 1000} s ago and not "
+                        f"anchored on the ledger within the deadline of {self._anchor_deadline_ms // 1000} s "
+                        "(CARECHAIN_ANCHOR_DEADLINE_SECONDS)")
+                    return
+                continue
+            problem = self._anchorer.check(batch)
+            if problem:
+                response.ok, response.first_bad_sequence, response.problem = False, batch.first_sequence, problem
+                return
+            response.anchors_checked += 1
 
     def StreamEvents(
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
@@ -511,11 +548,29 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     access = LedgerAccess(settings)
     anchorer = LedgerAnchorer(store, settings.chain_id, access.ledger, access.signer) \
         if settings.anchor_batches else None
-    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer, directory=access)
+    # The recorder appends through the servicer (built next; the lambda runs only later, in maintenance).
+    checkpoints = CheckpointRecorder(
+        store, access.ledger, lambda: ledger_trust(settings), lambda event: servicer.report_own(event),
+        settings.checkpoint_interval_seconds,
+    ) if settings.anchor_batches and settings.record_checkpoints else None
+    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer,
+                             checkpoints=checkpoints, anchor_deadline_seconds=settings.anchor_deadline_seconds,
+                             directory=access)
     sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
-    maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)))
+    maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)),
+                                   checkpoints=checkpoints, report=servicer.report_own,
+                                   backoff_max_seconds=settings.anchor_backoff_max_seconds)
     maintenance.start()
     return register_audit(servicer), [servicer.close, maintenance.stop, access.close, store.close]
+
+
+def ledger_trust(settings: AuditSettings) -> LedgerTrust:
+    """The ledger's validators and quorum as configured for this service (never read from the ledger)."""
+    try:
+        validators = configured_validator_set(settings.validators, settings.quorum)
+    except ValueError as exc:
+        raise InvalidArgument("CARECHAIN_VALIDATORS", str(exc)) from exc
+    return LedgerTrust(TrustBundle.load(settings.trust_dir), validators, settings.chain_id)
 
 
 def build_store(settings: AuditSettings) -> AuditStore:

@@ -19,6 +19,7 @@ SDK's client-side verifier and catch-up all use it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -74,6 +75,33 @@ class ValidatorSet:
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
         return cls.of(data["members"], int(data["quorum"]))
+
+
+#: Environment variables naming the configured validator set (the ledger's own settings use the same).
+VALIDATORS_ENV = "CARECHAIN_VALIDATORS"
+QUORUM_ENV = "CARECHAIN_QUORUM"
+
+
+def configured_validator_set(validators: str | None = None, quorum_size: int | None = None) -> ValidatorSet:
+    """The validator set from configuration, never from a ledger store.
+
+    validators: comma-separated ids (default ``$CARECHAIN_VALIDATORS``, else the
+    embedded network's ``svc-ledger`` alone); quorum_size: default
+    ``$CARECHAIN_QUORUM``, else a majority. ValueError names the setting when
+    it is malformed.
+    """
+    text = os.environ.get(VALIDATORS_ENV, "") if validators is None else validators
+    members = [m for m in text.split(",") if m.strip()] or [DEFAULT_VALIDATOR_ID]
+    if quorum_size is None:
+        raw = os.environ.get(QUORUM_ENV, "").strip() or "0"
+        try:
+            quorum_size = int(raw)
+        except ValueError:
+            raise ValueError(f"{QUORUM_ENV} must be a number, not {raw!r}") from None
+    try:
+        return ValidatorSet.of(members, quorum_size)
+    except ValueError as exc:
+        raise ValueError(f"{VALIDATORS_ENV}/{QUORUM_ENV}: {exc}") from None
 
 
 @runtime_checkable

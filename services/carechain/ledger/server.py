@@ -36,6 +36,8 @@ from carechain.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
+#: How long VerifyChain waits for the current head to become final before verifying.
+VERIFY_FINALITY_WAIT_SECONDS = 5.0
 SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
 
 
@@ -111,7 +113,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     def VerifyChain(self, request, context):  # noqa: N802
         self.auth.require(context)
-        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators).to_response()
+        # Every block needs its quorum certificate; only blocks committed after the head of this moment had
+        # a short time to become final may still lack one (the configured validator set, not the store's).
+        head_height = self.ledger.head()[0].height
+        self.ledger.wait_final(head_height, min(self.commit_timeout_seconds, VERIFY_FINALITY_WAIT_SECONDS))
+        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators,
+                            uncertified_after=max(self.ledger.final_height(), head_height)).to_response()
 
 
 def validator_set(settings: LedgerSettings) -> ValidatorSet:

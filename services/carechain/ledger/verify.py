@@ -9,9 +9,11 @@ re-checks:
 2. ``previous_header_hash`` is the SHA-256 of the previous header (32 zero
    bytes at genesis);
 3. every validator signature over ``"carechain-block/v1\\n" + header`` is valid
-   and made by a member of the validator set (at least one); a stored quorum
-   certificate holds valid signatures of a quorum of distinct members over
-   exactly this header (:func:`carechain.ledger.quorum.check_certificate`);
+   and made by a member of the validator set (at least one); every block has a
+   stored quorum certificate holding valid signatures of a quorum of distinct
+   members over exactly this header (:func:`carechain.ledger.quorum.check_certificate`);
+   a block without one fails (only blocks above ``uncertified_after``, committed
+   by a live validator after the caller waited for finality, may still lack it);
 4. every transaction signature, against the keys known at that point (trust
    bundle plus principals registered by earlier valid transactions, replayed);
 5. ``transactions_root`` = RFC 9162 root over the block's encoded transactions;
@@ -28,8 +30,16 @@ re-checks:
     byte for byte; an edited state row is named by table.
 
 It stops at the first problem and names the block and what failed. The
-validator set (members and quorum) is the one stored with the chain (the
-ledger writes it at start), unless the caller gives one.
+validator set (members and quorum) comes from configuration, never from the
+store being verified: the caller's, else ``CARECHAIN_VALIDATORS`` /
+``CARECHAIN_QUORUM`` (:func:`carechain.ledger.quorum.configured_validator_set`),
+else the embedded network's single ``svc-ledger``. (A store's own record of the
+set is whatever whoever rewrote the store wanted it to be.)
+
+:class:`ChainVerification` also returns the final (highest certified) header
+and :attr:`~ChainVerification.log_root_at` (RFC 9162 root of the verified log
+at any tree size), so a caller can compare the chain with a checkpoint it
+remembers (:meth:`carechain.verifier.CheckpointMemory.observe_log`).
 
 :func:`cross_check` compares a local copy with other validators' copies
 (``carechain ledger verify --peer``): header by header, naming the first height
@@ -40,13 +50,13 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from carechain import merkle
 from carechain.crypto import verify_signature
 from carechain.errors import IntegrityError
 from carechain.ledger import blocks, quorum, transactions
-from carechain.ledger.quorum import ValidatorSet
+from carechain.ledger.quorum import ValidatorSet, configured_validator_set
 from carechain.ledger.state import EmptyState, PendingState
 from carechain.ledger.store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
@@ -55,7 +65,8 @@ from carechain.network import TrustBundle, service_principal_id
 
 #: Principals whose signatures make a block valid (one validator in the embedded network).
 DEFAULT_VALIDATORS = (service_principal_id("ledger"),)
-META_VALIDATORS = "validators"
+#: The problem of a block stored without its quorum certificate.
+NO_CERTIFICATE = "no quorum certificate"
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,10 @@ class ChainVerification:
     problem: str
     final_height: int | None = None
     evidence_count: int = 0
+    #: The verified chain's final checkpoint (header of the highest certified block) and a function giving the
+    #: verified log's root at any tree size up to it (None when verification failed).
+    final_header: ledger_pb2.BlockHeader | None = None
+    log_root_at: Callable[[int], bytes] | None = field(default=None, repr=False, compare=False)
 
     def to_response(self) -> ledger_pb2.VerifyChainResponse:
         """As the VerifyChain reply."""
@@ -97,8 +112,14 @@ def verify_chain(
     store_or_path: LedgerStore | pathlib.Path,
     trust: TrustBundle,
     validators: ValidatorSet | Collection[str] | None = None,
+    uncertified_after: int | None = None,
 ) -> ChainVerification:
     """Re-check the whole chain from genesis (see the module docstring); never writes.
+
+    validators: the configured set (default :func:`configured_validator_set`);
+    never read from the store. uncertified_after: blocks above this height may
+    lack a quorum certificate (a live validator's newest blocks); None = every
+    block needs one.
 
     A live store is verified through its own read-only connection in one read
     transaction, so blocks committed meanwhile neither block the validator nor
@@ -108,30 +129,35 @@ def verify_chain(
     store = LedgerStore.open_read_only(path)
     try:
         with store.snapshot():
-            return _Verifier(store, trust, _validator_set(store, validators)).run()
+            return _Verifier(store, trust, _validator_set(validators), uncertified_after).run()
     finally:
         store.close()
 
 
-def _validator_set(store: LedgerStore, validators: ValidatorSet | Collection[str] | None) -> ValidatorSet:
+def _validator_set(validators: ValidatorSet | Collection[str] | None) -> ValidatorSet:
     if isinstance(validators, ValidatorSet):
         return validators
     if validators is not None:
         return ValidatorSet.of(validators, 1)
-    stored = store.meta(META_VALIDATORS)
-    return ValidatorSet.from_json(stored) if stored else ValidatorSet.of(DEFAULT_VALIDATORS, 1)
+    return configured_validator_set()
 
 
-def verify_data_dir(ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path) -> ChainVerification:
+def verify_data_dir(
+    ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path, validators: ValidatorSet | None = None
+) -> ChainVerification:
     """Offline verification of a ledger data directory (opened read-only) with a trust directory."""
-    return verify_chain(pathlib.Path(ledger_data_dir), TrustBundle.load(pathlib.Path(trust_dir)))
+    return verify_chain(pathlib.Path(ledger_data_dir), TrustBundle.load(pathlib.Path(trust_dir)), validators)
 
 
 class _Verifier:
-    def __init__(self, store: LedgerStore, trust: TrustBundle, validators: ValidatorSet) -> None:
+    def __init__(
+        self, store: LedgerStore, trust: TrustBundle, validators: ValidatorSet, uncertified_after: int | None
+    ) -> None:
         self.store = store
         self.trust = trust
         self.validators = validators
+        self.uncertified_after = uncertified_after
+        self.final_header: ledger_pb2.BlockHeader | None = None
         self.certificates = store.certificates()
         self.final_height: int | None = None
         self.state = PendingState(EmptyState())
@@ -166,7 +192,8 @@ class _Verifier:
         if differing:
             return self._fail(height - 1, f"stored contract state differs from the state replayed from the "
                                           f"blocks (table {differing})")
-        return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()))
+        return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
+                                 self.final_header, self.tree.root)
 
     def _state_difference(self) -> str:
         """Name of the first state table whose stored rows differ from the replay, or ''."""
@@ -272,7 +299,9 @@ class _Verifier:
     def _check_certificate(self, block: ledger_pb2.Block, header: ledger_pb2.BlockHeader) -> None:
         raw = self.certificates.get(header.height)
         if raw is None:
-            return
+            if self.uncertified_after is not None and header.height > self.uncertified_after:
+                return  # committed after the caller waited for finality; not final yet
+            raise _Bad(NO_CERTIFICATE)
         try:
             certificate = ledger_pb2.QuorumCertificate.FromString(raw)
             quorum.check_certificate(block.header, certificate, self.trust, self.validators)
@@ -281,6 +310,7 @@ class _Verifier:
         except Exception as exc:  # noqa: BLE001 - an undecodable certificate is the finding
             raise _Bad("quorum certificate does not decode") from exc
         self.final_height = header.height
+        self.final_header = header
 
     def _check_transaction_signature(
         self, index: int, log_index: int, tx: ledger_pb2.Transaction, stored: ledger_pb2.TransactionResult

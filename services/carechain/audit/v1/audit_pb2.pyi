@@ -20,6 +20,8 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_REGISTER: _ClassVar[AuditAction]
     AUDIT_ACTION_REVIEW: _ClassVar[AuditAction]
     AUDIT_ACTION_DISCLOSE: _ClassVar[AuditAction]
+    AUDIT_ACTION_LEDGER_CHECKPOINT: _ClassVar[AuditAction]
+    AUDIT_ACTION_ANCHOR_BATCH: _ClassVar[AuditAction]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +45,8 @@ AUDIT_ACTION_RELEASE_KEY: AuditAction
 AUDIT_ACTION_REGISTER: AuditAction
 AUDIT_ACTION_REVIEW: AuditAction
 AUDIT_ACTION_DISCLOSE: AuditAction
+AUDIT_ACTION_LEDGER_CHECKPOINT: AuditAction
+AUDIT_ACTION_ANCHOR_BATCH: AuditAction
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome
@@ -52,7 +56,7 @@ REVIEW_STATUS_OPEN: ReviewStatus
 REVIEW_STATUS_RESOLVED: ReviewStatus
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories", "consent_id")
+    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories", "consent_id", "ledger_checkpoint")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +73,7 @@ class AuditEvent(_message.Message):
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     time_ms: int
     service: str
@@ -85,7 +90,8 @@ class AuditEvent(_message.Message):
     resource_type: str
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
     consent_id: str
-    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., consent_id: _Optional[str] = ...) -> None: ...
+    ledger_checkpoint: bytes
+    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., consent_id: _Optional[str] = ..., ledger_checkpoint: _Optional[bytes] = ...) -> None: ...
 
 class RecordEventRequest(_message.Message):
     __slots__ = ("event",)
@@ -172,7 +178,7 @@ class VerifyAuditChainRequest(_message.Message):
     def __init__(self, check_ledger: _Optional[bool] = ...) -> None: ...
 
 class VerifyAuditChainResponse(_message.Message):
-    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked")
+    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked", "checkpoints_checked")
     OK_FIELD_NUMBER: _ClassVar[int]
     EVENTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +186,7 @@ class VerifyAuditChainResponse(_message.Message):
     BATCHES_CHECKED_FIELD_NUMBER: _ClassVar[int]
     BATCHES_ANCHORED_FIELD_NUMBER: _ClassVar[int]
     ANCHORS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     events_checked: int
     first_bad_sequence: int
@@ -187,7 +194,8 @@ class VerifyAuditChainResponse(_message.Message):
     batches_checked: int
     batches_anchored: int
     anchors_checked: int
-    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ...) -> None: ...
+    checkpoints_checked: int
+    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
     __slots__ = ("after_sequence", "service", "outcome", "patient_id", "actor_id", "alerts_only", "replay_only")
