@@ -15,7 +15,6 @@ import pytest
 from unit.ledger_fixtures import CHAIN, Kind, Net, register
 
 from carechain.auth import Caller, caller_claims
-from carechain.etcd import EtcdClient
 from carechain.ledger import transactions
 from carechain.ledger.chain import BlockCut, Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
@@ -36,7 +35,7 @@ def net() -> Net:
 
 
 def orderer_for(cluster, prefix: str) -> EtcdOrderer:
-    return EtcdOrderer(EtcdClient(cluster.client_urls), prefix, CHAIN, owns_client=True)
+    return EtcdOrderer(cluster.client(), prefix, CHAIN, owns_client=True)
 
 
 def open_ledger(directory: pathlib.Path, net: Net, orderer: EtcdOrderer, **kwargs) -> Ledger:
