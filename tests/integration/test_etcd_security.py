@@ -262,3 +262,9 @@ def test_a_service_records_through_tls_and_auth(tmp_path, etcd_cluster, etcd_pre
     receipt = record_event(audit_settings(tmp_path, etcd_cluster, etcd_prefix))
     assert receipt.sequence == 1
     assert etcd_client.get(f"{etcd_prefix}/audit-chain/audit/events/{1:020d}") is not None
+
+
+def test_a_cluster_left_by_an_older_plaintext_carechain_is_not_started_half_secured(tmp_path):
+    (tmp_path / "etcd" / "m0" / "member").mkdir(parents=True)  # data of a cluster made without TLS
+    with pytest.raises(RuntimeError, match="without TLS and authentication.*remove that directory"):
+        EtcdCluster(tmp_path / "etcd", members=1).start()

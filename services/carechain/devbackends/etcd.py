@@ -220,6 +220,12 @@ class EtcdCluster:
 
     def _prepare_tls_and_passwords(self) -> None:
         """The CA, a certificate per member and the client certificate; random passwords (all kept on disk)."""
+        if not self.ca_file.exists() and any((m.data_dir / "member").exists() for m in self.members):
+            # Its members know each other by plaintext peer URLs and it has no users: it cannot be upgraded.
+            raise RuntimeError(
+                f"{self.data_dir} holds an etcd cluster made without TLS and authentication (an older CareChain); "
+                "remove that directory to start a fresh, secured one"
+            )
         ca = LocalCertificateAuthority(self.tls_dir)
         for member in self.members:
             if not (self.tls_dir / f"{member.cert_name}.pem").exists():
