@@ -27,7 +27,7 @@ from carechain.common.v1 import common_pb2 as c
 from carechain.config import AuditSettings
 from carechain.crypto import Ed25519Signer, write_private_file
 from carechain.devbackends.etcd import SERVICE_USER, EtcdCluster
-from carechain.errors import Unavailable
+from carechain.errors import FailedPrecondition, Unavailable
 from carechain.etcd import AccessRefused, Credentials, EtcdClient
 from carechain.network import TOKEN_ISSUER_ID, audience, write_public_key
 from carechain.server import start_service
@@ -110,11 +110,11 @@ def test_a_server_certificate_the_ca_file_does_not_vouch_for_is_refused(etcd_clu
 def test_unreadable_tls_files_stop_the_client_at_start_naming_the_setting(etcd_cluster, tmp_path):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
-    with pytest.raises(Exception, match="CARECHAIN_ETCD_CA_FILE"):
+    with pytest.raises(FailedPrecondition, match="CARECHAIN_ETCD_CA_FILE"):
         etcd_cluster.client(ca_cert=garbage)
-    with pytest.raises(Exception, match="CARECHAIN_ETCD_CERT_FILE"):
+    with pytest.raises(FailedPrecondition, match="CARECHAIN_ETCD_CERT_FILE"):
         etcd_cluster.client(cert_file=garbage)
-    with pytest.raises(Exception, match="CARECHAIN_ETCD_ENDPOINTS.*use https"):
+    with pytest.raises(FailedPrecondition, match="CARECHAIN_ETCD_ENDPOINTS.*use https"):
         etcd_cluster.client([u.replace("https://", "http://") for u in etcd_cluster.client_urls])
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from carechain.config import LedgerSettings
 from carechain.errors import FailedPrecondition
-from carechain.etcd import Credentials, EtcdClient
+from carechain.etcd import AccessRefused, Credentials, EtcdClient
 from carechain.tls import LocalCertificateAuthority
 
 
@@ -62,5 +62,5 @@ def test_a_password_file_is_read_at_each_login_without_its_newline(tmp_path):
 
 
 def test_a_missing_password_file_is_an_access_problem_naming_the_setting(tmp_path):
-    with pytest.raises(Exception, match="cannot read CARECHAIN_ETCD_PASSWORD_FILE"):
+    with pytest.raises(AccessRefused, match="cannot read CARECHAIN_ETCD_PASSWORD_FILE"):
         Credentials("carechain", password_file=tmp_path / "missing").read_password()
