@@ -93,11 +93,21 @@ def test_a_client_without_a_client_certificate_is_refused(etcd_cluster, etcd_pre
 
 
 def test_a_client_certificate_of_another_ca_is_refused(etcd_cluster, etcd_prefix, tmp_path):
-    impostor = LocalCertificateAuthority(tmp_path / "other-ca").issue("carechain", ["localhost"], common_name=False)
+    impostor = LocalCertificateAuthority(tmp_path / "other-ca").issue("carechain", ["localhost"], common_name="")
     client = etcd_cluster.client(cert_file=impostor.cert_file, key_file=impostor.key_file)
     with pytest.raises(Unavailable, match="CARECHAIN_ETCD_CERT_FILE"):
         client.put(etcd_prefix + "/x", "impostor")
     assert etcd_cluster.client().get(etcd_prefix + "/x") is None
+
+
+def test_the_peer_port_takes_only_member_certificates(etcd_cluster):
+    peer_url = etcd_cluster.members[0].peer_url + "/version"
+    for context in (tls_context(etcd_cluster, with_client_cert=False), tls_context(etcd_cluster)):
+        request = urllib.request.Request(peer_url)
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(request, timeout=5, context=context)  # noqa: S310 - local test URL
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(peer_url.replace("https://", "http://"), timeout=5)  # noqa: S310
 
 
 def test_a_server_certificate_the_ca_file_does_not_vouch_for_is_refused(etcd_cluster, etcd_prefix, tmp_path):

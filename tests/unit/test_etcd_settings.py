@@ -13,7 +13,7 @@ from carechain.tls import LocalCertificateAuthority
 @pytest.fixture()
 def pki(tmp_path):
     ca = LocalCertificateAuthority(tmp_path / "ca")
-    return ca.ca_file, ca.issue("client", ["localhost"], common_name=False)
+    return ca.ca_file, ca.issue("client", ["localhost"], common_name="")
 
 
 def test_settings_come_from_the_environment_and_the_password_stays_secret(monkeypatch, tmp_path, pki):

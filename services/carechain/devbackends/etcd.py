@@ -11,7 +11,8 @@ Secured like a production etcd should be:
 
 - TLS on client and peer URLs, both demanding a certificate of the cluster's
   own CA (``data_dir/tls``, made with :class:`carechain.tls.LocalCertificateAuthority`);
-  a plaintext or certificate-less client is refused.
+  a plaintext or certificate-less client is refused, and the peer port takes
+  only member certificates (common name ``carechain-etcd-member``).
 - Authentication on: a ``root`` user for administration and a least-privilege
   ``carechain`` user whose role may read and write only keys beginning with
   ``key_prefix`` (the services' ``CARECHAIN_ETCD_PREFIX``). Passwords are random,
@@ -53,6 +54,8 @@ SERVICE_USER = "carechain"
 DEFAULT_KEY_PREFIX = "/carechain"
 # Name of the client certificate's file (and its OU; it has no common name, see the module docstring).
 CLIENT_CERT_NAME = "carechain-etcd-client"
+# The common name of every member's certificate: the only one the peer port accepts (not an etcd user).
+MEMBER_COMMON_NAME = "carechain-etcd-member"
 
 
 @dataclass(frozen=True)
@@ -229,10 +232,10 @@ class EtcdCluster:
         ca = LocalCertificateAuthority(self.tls_dir)
         for member in self.members:
             if not (self.tls_dir / f"{member.cert_name}.pem").exists():
-                ca.issue(member.cert_name, ["localhost"])
+                ca.issue(member.cert_name, ["localhost"], common_name=MEMBER_COMMON_NAME)
         if not self.client_certificate.cert_file.exists():
             # No common name: etcd's gateway refuses client certificates that have one once auth is on.
-            ca.issue(CLIENT_CERT_NAME, ["localhost"], common_name=False)
+            ca.issue(CLIENT_CERT_NAME, ["localhost"], common_name="")
         for user in (ROOT_USER, SERVICE_USER):
             if not self.password_file(user).exists():
                 write_private_file(self.password_file(user), secrets.token_urlsafe(24).encode())
@@ -289,6 +292,7 @@ class EtcdCluster:
             "--trusted-ca-file", str(self.ca_file), "--client-cert-auth",
             "--peer-cert-file", str(cert), "--peer-key-file", str(key),
             "--peer-trusted-ca-file", str(self.ca_file), "--peer-client-cert-auth",
+            "--peer-cert-allowed-cn", MEMBER_COMMON_NAME,  # a client certificate of the same CA cannot join
             # The lowest bcrypt cost etcd allows: logins stay cheap on a shared 2-core machine (local use only).
             "--bcrypt-cost", "4",
         ]
