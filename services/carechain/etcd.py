@@ -571,13 +571,23 @@ class EtcdClient:
             return None, f"{_CANNOT_CONNECT}: it serves only TLS (use https:// in CARECHAIN_ETCD_ENDPOINTS)"
         message = str(data.get("message") or data.get("error") or f"HTTP {reply.status}")
         code = int(data.get("code", 0) or 0)
-        if code == 14 or reply.status in (502, 503, 504):
+        if code == 14 or reply.status in (502, 503, 504) or _gateway_lost_its_server(code, message):
             if idempotent or message.startswith(_NOT_PROPOSED):
                 return None, message
             raise OutcomeUnknown(f"{endpoint}: {message}")
         _raise_access_problem(message, token, self._credentials)
         # Anything else is a request etcd refuses (too large, malformed, ...): no other member will differ.
         raise FailedPrecondition(f"etcd refused the request: {message}")
+
+
+def _gateway_lost_its_server(code: int, message: str) -> bool:
+    """True when the gateway's own gRPC call to its member failed in transport (e.g. the member is stopping).
+
+    The gateway forwards each request to its member's gRPC server; when that server is going away the answer
+    is e.g. code 2 "OK: HTTP status code 200; transport: missing content-type field", or a cancelled or
+    timed-out call: a member problem (try another), not a refusal of the request.
+    """
+    return code in (1, 4) or (code in (2, 13) and ("transport" in message or "connection" in message))
 
 
 def _raise_access_problem(message: str, token: str | None, credentials: Credentials | None) -> None:
