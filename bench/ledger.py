@@ -29,7 +29,6 @@ from concurrent import futures
 from carechain.common.v1 import common_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.devbackends.etcd import EtcdCluster
-from carechain.etcd import EtcdClient
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
@@ -72,12 +71,13 @@ def run_concurrently(operation, count: int, concurrency: int) -> tuple[float, li
 
 
 def etcd_baseline(cluster: EtcdCluster, count: int, concurrency: int) -> None:
-    client = EtcdClient(cluster.client_urls)
+    client = cluster.client()  # TLS and auth, like the services: keys under the /carechain prefix
     value = b"x" * 300
+    seq, par = "/carechain-bench/seq", "/carechain-bench/par"
     try:
-        elapsed, latencies = run_concurrently(lambda i: client.put(f"/bench/seq/{i}", value), count, 1)
+        elapsed, latencies = run_concurrently(lambda i: client.put(f"{seq}/{i}", value), count, 1)
         print_row("baseline: raw etcd put (sequential)", count, elapsed, latencies)
-        elapsed, latencies = run_concurrently(lambda i: client.put(f"/bench/par/{i}", value), count, concurrency)
+        elapsed, latencies = run_concurrently(lambda i: client.put(f"{par}/{i}", value), count, concurrency)
         print_row(f"baseline: raw etcd put ({concurrency} writers)", count, elapsed, latencies)
     finally:
         client.close()
@@ -91,7 +91,7 @@ def ledger_run(cluster: EtcdCluster, root: pathlib.Path, validators: int, count:
                          **{s.key_id: s.public_key_bytes() for s in signers}})
     validator_set = ValidatorSet.of([s.key_id for s in signers])
     prefix = f"/carechain-bench-{validators}-{time.time_ns()}"
-    orderers = [EtcdOrderer(EtcdClient(cluster.client_urls), prefix, CHAIN, owns_client=True) for _ in signers]
+    orderers = [EtcdOrderer(cluster.client(), prefix, CHAIN, owns_client=True) for _ in signers]
     ledgers = [
         Ledger.open(root / f"v{validators}-{s.key_id}", CHAIN, s, trust, orderer=orderer, validators=validator_set,
                     block_max_transactions=block_max_transactions, block_max_wait_ms=block_max_wait_ms)

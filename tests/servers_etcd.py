@@ -3,6 +3,10 @@
 Use from a test module with ``pytest_plugins = ["servers_etcd"]`` (tests/ is on sys.path).
 Tests that stop or kill members start their own cluster with the ``start_etcd_cluster``
 fixture so the shared one always has every member up.
+
+The cluster requires TLS with client certificates and authentication, like production:
+make clients with ``etcd_cluster.client()`` (the least-privilege ``carechain`` user, which
+may use keys beginning with ``/carechain``) and services with ``etcd_cluster.client_settings()``.
 """
 
 from __future__ import annotations
@@ -45,13 +49,13 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdClust
 
 @pytest.fixture()
 def etcd_client(etcd_cluster: EtcdCluster) -> Iterator[EtcdClient]:
-    """A client knowing every member of the shared cluster."""
-    client = EtcdClient(etcd_cluster.client_urls)
+    """A client knowing every member of the shared cluster, logged in as the carechain user."""
+    client = etcd_cluster.client()
     yield client
     client.close()
 
 
 @pytest.fixture()
 def etcd_prefix() -> str:
-    """A key prefix no other test uses."""
+    """A key prefix no other test uses (within what the carechain user may use)."""
     return f"/carechain-test/{uuid.uuid4().hex}"

@@ -79,6 +79,21 @@ class ServiceSettings(BaseSettings):
     # etcd (ledger ordering, audit store).
     etcd_endpoints: str = Field("", description="comma-separated etcd client URLs, e.g. http://10.0.0.1:2379")
     etcd_prefix: str = Field("/carechain", description="key prefix for everything CareChain stores in etcd")
+    etcd_ca_file: pathlib.Path | None = Field(
+        None, description="CA bundle (PEM) to verify etcd's server certificates (https:// endpoints)"
+    )
+    etcd_cert_file: pathlib.Path | None = Field(
+        None, description="client certificate (PEM) presented to etcd (etcd --client-cert-auth)"
+    )
+    etcd_key_file: pathlib.Path | None = Field(None, description="private key (PEM) of etcd_cert_file")
+    etcd_username: str = Field(
+        "", description="etcd user to authenticate as (etcd auth enabled); needs etcd_password or etcd_password_file"
+    )
+    etcd_password: SecretStr = Field(SecretStr(""), description="password of etcd_username (development only)")
+    etcd_password_file: pathlib.Path | None = Field(
+        None, description="file holding the password of etcd_username (e.g. a mounted Kubernetes Secret); "
+        "read again at every re-authentication, so a rotated Secret is picked up"
+    )
 
 
 class IdentitySettings(ServiceSettings):

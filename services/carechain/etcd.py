@@ -27,12 +27,24 @@ Behaviour that matters for correctness:
   raises :class:`OutcomeUnknown` (an Unavailable) and never retries it
   itself. Callers make writes safe to repeat (compare-and-swap with a way to
   recognise their own earlier attempt) and retry them.
+- TLS and authentication (``CARECHAIN_ETCD_CA_FILE``, ``_CERT_FILE``,
+  ``_KEY_FILE``, ``_USERNAME``, ``_PASSWORD``/``_PASSWORD_FILE``): https with
+  our CA and client certificate; with a user, etcd's ``Authenticate`` gives a
+  token sent in the ``Authorization`` header. A token etcd no longer accepts
+  (expired after its idle TTL, unknown to a restarted member, older than an
+  auth change) is renewed once and the request sent again: etcd rejected it
+  before proposing or applying anything, so this is safe for writes too.
+  Refused certificates, a wrong password or a missing permission raise
+  :class:`AccessRefused` (an Unavailable) naming the setting to check; the
+  password and the token never appear in a message.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import pathlib
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -40,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, SSLError
 
 from carechain.errors import FailedPrecondition, Unavailable
 
@@ -53,6 +65,17 @@ DEFAULT_DEADLINE_SECONDS = 4.0
 _RETRY_PAUSE_SECONDS = 0.1
 _CANNOT_CONNECT = "cannot connect"
 _NOT_PROPOSED = ("etcdserver: no leader", "etcdserver: too many requests", "etcdserver: not capable")
+# etcd's answers to a token it does not (or no longer) accept: nothing was proposed or applied.
+_TOKEN_REJECTED = ("etcdserver: invalid auth token", "etcdserver: revision of auth store is old")
+_AUTH_NEEDED = ("etcdserver: user name is empty", "etcdserver: user name not found")
+_AUTH_FAILED = "etcdserver: authentication failed"
+_AUTH_DISABLED = "etcdserver: authentication is not enabled"
+_PERMISSION_DENIED = "etcdserver: permission denied"
+_CREDENTIAL_SETTINGS = "CARECHAIN_ETCD_USERNAME and CARECHAIN_ETCD_PASSWORD or CARECHAIN_ETCD_PASSWORD_FILE"
+# OpenSSL reasons of a TLS handshake that failed (certificate refused, not TLS at all). Go's TLS server reads
+# no HTTP request before the handshake, client certificate included, succeeded: nothing reached etcd's API.
+_HANDSHAKE_REFUSED = ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE", "WRONG_VERSION_NUMBER",
+                      "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNSUPPORTED_PROTOCOL")
 
 Key = str | bytes
 
@@ -85,6 +108,40 @@ class OutcomeUnknown(Unavailable):
 
     def __init__(self, why: str) -> None:
         super().__init__(BACKEND, f"{why}; the write's outcome is unknown")
+
+
+class AccessRefused(Unavailable):
+    """etcd refused CareChain's TLS certificate, credentials or permissions: a configuration problem.
+
+    Nothing was written. The message names the setting to check and never contains the password or token.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(BACKEND, why)
+
+
+class _TokenRejected(Exception):
+    """etcd did not accept the auth token sent (expired, unknown to this member, or stale): log in again."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An etcd user; the password is a value or a file read at every login (a rotated Secret is picked up)."""
+
+    username: str
+    password: str = field(default="", repr=False)
+    password_file: pathlib.Path | None = None
+
+    def read_password(self) -> str:
+        """The password (a file's content without its trailing newline)."""
+        if self.password_file is None:
+            return self.password
+        try:
+            return self.password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise AccessRefused(
+                f"cannot read CARECHAIN_ETCD_PASSWORD_FILE {self.password_file}: {exc.strerror or exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -222,9 +279,15 @@ class EtcdClient:
         self,
         endpoints: Sequence[str] | str,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        ca_cert: str | None = None,
+        ca_cert: str | pathlib.Path | None = None,
         deadline: float = DEFAULT_DEADLINE_SECONDS,
+        *,
+        cert_file: str | pathlib.Path | None = None,
+        key_file: str | pathlib.Path | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """ca_cert verifies the members' certificates (default: the system's CAs); cert_file/key_file is the
+        client certificate; with credentials every request carries an auth token of that user."""
         if isinstance(endpoints, str):
             endpoints = [e for e in (part.strip() for part in endpoints.split(",")) if e]
         if not endpoints:
@@ -233,18 +296,47 @@ class EtcdClient:
         for endpoint in self.endpoints:
             if not endpoint.startswith(("http://", "https://")):
                 raise FailedPrecondition(f"etcd endpoint {endpoint!r} must be an http:// or https:// URL")
+            if endpoint.startswith("http://") and (ca_cert or cert_file):
+                raise FailedPrecondition(
+                    f"CARECHAIN_ETCD_ENDPOINTS: {endpoint!r} is plaintext http:// but etcd TLS is configured "
+                    "(CARECHAIN_ETCD_CA_FILE / CARECHAIN_ETCD_CERT_FILE): use https://"
+                )
+        if credentials is not None and not credentials.username:
+            raise FailedPrecondition("CARECHAIN_ETCD_USERNAME is empty")
         self.timeout = timeout
         self.deadline = max(deadline, timeout)
         self._http = urllib3.PoolManager(
-            num_pools=max(4, len(self.endpoints)), maxsize=16, retries=False, ca_certs=ca_cert
+            num_pools=max(4, len(self.endpoints)), maxsize=16, retries=False,
+            ssl_context=_tls_context(ca_cert, cert_file, key_file),
         )
         self._preferred = 0
         self._lock = threading.Lock()
+        self._credentials = credentials
+        self._token: str | None = None
+        # Held while logging in, so concurrent calls wait for one login instead of each starting its own.
+        self._token_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> EtcdClient:
-        """A client for ``settings.etcd_endpoints`` (any ServiceSettings)."""
-        return cls(settings.etcd_endpoints, timeout=timeout)
+        """A client for the ``etcd_*`` settings of any ServiceSettings (endpoints, TLS files, user)."""
+        credentials = None
+        has_password = bool(settings.etcd_password.get_secret_value()) or settings.etcd_password_file is not None
+        if settings.etcd_password.get_secret_value() and settings.etcd_password_file is not None:
+            raise FailedPrecondition("set CARECHAIN_ETCD_PASSWORD or CARECHAIN_ETCD_PASSWORD_FILE, not both")
+        if settings.etcd_username:
+            if not has_password:
+                raise FailedPrecondition(
+                    "CARECHAIN_ETCD_USERNAME needs CARECHAIN_ETCD_PASSWORD or CARECHAIN_ETCD_PASSWORD_FILE"
+                )
+            credentials = Credentials(
+                settings.etcd_username, settings.etcd_password.get_secret_value(), settings.etcd_password_file
+            )
+        elif has_password:
+            raise FailedPrecondition("an etcd password is set but CARECHAIN_ETCD_USERNAME is empty")
+        return cls(
+            settings.etcd_endpoints, timeout=timeout, ca_cert=settings.etcd_ca_file,
+            cert_file=settings.etcd_cert_file, key_file=settings.etcd_key_file, credentials=credentials,
+        )
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -339,17 +431,81 @@ class EtcdClient:
         return found
 
     def healthy(self) -> bool:
-        """True when some member answers a linearizable read (i.e. the cluster has a quorum)."""
+        """True when some member answers a linearizable read (i.e. the cluster has a quorum).
+
+        The key read lies outside CareChain's prefix: "permission denied" also proves the read went through
+        consensus (etcd's own /health counts it as healthy too).
+        """
         try:
             self.range(b"\x00carechain-health")
+        except AccessRefused as exc:
+            return _PERMISSION_DENIED in str(exc)
         except Unavailable:
             return False
         return True
+
+    def auth_request(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One call of etcd's auth API, e.g. ``auth_request("user/add", {...})`` (``/v3/auth/<method>``).
+
+        For administration (the local development cluster grants roles with it); needs a root user.
+        """
+        return self._call(f"/v3/auth/{method}", body, idempotent=False)
 
     # --- transport -----------------------------------------------------------------------------
 
     def _call(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
         payload = json.dumps(body).encode()
+        token = self._current_token()
+        try:
+            return self._send(path, payload, idempotent, token)
+        except _TokenRejected:
+            self._forget_token(token)
+        try:
+            return self._send(path, payload, idempotent, self._current_token())
+        except _TokenRejected:
+            raise AccessRefused(
+                f"etcd rejected a fresh auth token of user {self._credentials.username!r}"  # type: ignore[union-attr]
+                " (CARECHAIN_ETCD_USERNAME); was its role or password just changed?"
+            ) from None
+
+    def _current_token(self) -> str | None:
+        """The auth token to send (logging in first when there is none yet); None without credentials."""
+        if self._credentials is None:
+            return None
+        with self._token_lock:
+            if self._token is None:
+                self._token = self._authenticate(self._credentials)
+            return self._token
+
+    def _forget_token(self, token: str | None) -> None:
+        with self._token_lock:
+            if self._token == token:
+                self._token = None
+
+    def _authenticate(self, credentials: Credentials) -> str:
+        body = {"name": credentials.username, "password": credentials.read_password()}
+        try:
+            data = self._send("/v3/auth/authenticate", json.dumps(body).encode(), True, None)
+        except AccessRefused as exc:
+            if _AUTH_FAILED in str(exc):
+                raise AccessRefused(
+                    f"authentication as etcd user {credentials.username!r} failed: wrong user name or password "
+                    f"(check {_CREDENTIAL_SETTINGS})"
+                ) from None
+            if _AUTH_DISABLED in str(exc):
+                # Deny by default: an etcd without auth lets anyone who reaches it rewrite the order.
+                raise AccessRefused(
+                    "CARECHAIN_ETCD_USERNAME is set but etcd has authentication disabled; refusing to use it "
+                    "(enable etcd auth, or unset the CARECHAIN_ETCD_USERNAME/PASSWORD settings)"
+                ) from None
+            raise
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise AccessRefused(f"etcd gave no auth token for user {credentials.username!r}")
+        return token
+
+    def _send(self, path: str, payload: bytes, idempotent: bool, token: str | None) -> dict[str, Any]:
+        """Send to the members in turn (see the module docstring) until one answers or the deadline passes."""
         deadline = time.monotonic() + self.deadline
         with self._lock:
             first = self._preferred
@@ -362,7 +518,9 @@ class EtcdClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                data, problem = self._attempt(endpoint, path, payload, idempotent, min(self.timeout, remaining))
+                data, problem = self._attempt(
+                    endpoint, path, payload, idempotent, min(self.timeout, remaining), token
+                )
                 if data is not None:
                     with self._lock:
                         self._preferred = index
@@ -378,35 +536,119 @@ class EtcdClient:
         raise Unavailable(BACKEND, f"no quorum answered ({summary})")
 
     def _attempt(
-        self, endpoint: str, path: str, payload: bytes, idempotent: bool, wait: float
+        self, endpoint: str, path: str, payload: bytes, idempotent: bool, wait: float, token: str | None
     ) -> tuple[dict[str, Any] | None, str]:
         """One request to one member: (answer, "") or (None, why the next member should be tried); or raises."""
+        headers = {"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"}
+        if token is not None:
+            headers["Authorization"] = token
         try:
             reply = self._http.request(
-                "POST",
-                endpoint + path,
-                body=payload,
-                headers={"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"},
+                "POST", endpoint + path, body=payload, headers=headers,
                 timeout=urllib3.Timeout(connect=min(wait, 1.0), read=wait),
             )
         except (NewConnectionError, ConnectTimeoutError) as exc:
             # Never reached the member: safe to try the next one, write or not.
             return None, f"{_CANNOT_CONNECT} ({type(exc).__name__})"
-        except (HTTPError, ProtocolError, OSError) as exc:
+        except SSLError as exc:
+            refused = _handshake_refusal(exc)
+            if refused:
+                # The handshake failed, so no request reached etcd: as safe as a refused connection.
+                return None, f"{_CANNOT_CONNECT}: {refused}"
             if idempotent:
                 return None, type(exc).__name__
             raise OutcomeUnknown(f"no answer from {endpoint} within {wait:.1f}s") from exc
+        except (HTTPError, ProtocolError, OSError) as exc:
+            # A TLS-only etcd drops a plaintext connection without an answer.
+            hint = " (plaintext http://: does it require https?)" if endpoint.startswith("http://") else ""
+            if idempotent:
+                return None, type(exc).__name__ + hint
+            raise OutcomeUnknown(f"no answer from {endpoint} within {wait:.1f}s{hint}") from exc
         data = _json(reply.data)
         if reply.status == 200:
             return data, ""
+        if reply.status == 400 and not data and b"HTTPS server" in reply.data:
+            return None, f"{_CANNOT_CONNECT}: it serves only TLS (use https:// in CARECHAIN_ETCD_ENDPOINTS)"
         message = str(data.get("message") or data.get("error") or f"HTTP {reply.status}")
         code = int(data.get("code", 0) or 0)
-        if code == 14 or reply.status in (502, 503, 504):
+        if code == 14 or reply.status in (502, 503, 504) or _gateway_lost_its_server(code, message):
             if idempotent or message.startswith(_NOT_PROPOSED):
                 return None, message
             raise OutcomeUnknown(f"{endpoint}: {message}")
+        _raise_access_problem(message, token, self._credentials)
         # Anything else is a request etcd refuses (too large, malformed, ...): no other member will differ.
         raise FailedPrecondition(f"etcd refused the request: {message}")
+
+
+def _gateway_lost_its_server(code: int, message: str) -> bool:
+    """True when the gateway's own gRPC call to its member failed in transport (e.g. the member is stopping).
+
+    The gateway forwards each request to its member's gRPC server; when that server is going away the answer
+    is e.g. code 2 "OK: HTTP status code 200; transport: missing content-type field", or a cancelled or
+    timed-out call: a member problem (try another), not a refusal of the request.
+    """
+    return code in (1, 4) or (code in (2, 13) and ("transport" in message or "connection" in message))
+
+
+def _raise_access_problem(message: str, token: str | None, credentials: Credentials | None) -> None:
+    """Raise the right error when etcd's answer is about authentication or permissions."""
+    if token is not None and message.startswith(_TOKEN_REJECTED):
+        raise _TokenRejected
+    if message.startswith(_AUTH_NEEDED):
+        raise AccessRefused(f"etcd requires authentication ({message}): set {_CREDENTIAL_SETTINGS}")
+    if message.startswith(_PERMISSION_DENIED):
+        if credentials is None:
+            raise AccessRefused(f"etcd requires authentication ({message}): set {_CREDENTIAL_SETTINGS}")
+        user = credentials.username
+        raise AccessRefused(
+            f"{message} for etcd user {user!r}: its role must grant read and write on CareChain's key prefix "
+            "(CARECHAIN_ETCD_PREFIX); nothing was changed"
+        )
+    if message.startswith((_AUTH_FAILED, _AUTH_DISABLED)):
+        raise AccessRefused(message)
+
+
+def _handshake_refusal(exc: SSLError) -> str:
+    """Why a TLS handshake failed, naming the setting to check; "" when exc is not a handshake failure."""
+    cause = exc.args[0] if exc.args and isinstance(exc.args[0], ssl.SSLError) else exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate is not trusted ({cause.verify_message}): check CARECHAIN_ETCD_CA_FILE"
+                " and that the endpoint's host is in the certificate")
+    reason = getattr(cause, "reason", None) or ""
+    if not any(part in reason for part in _HANDSHAKE_REFUSED):
+        return ""
+    if "ALERT" in reason:
+        return (f"it refused the TLS handshake ({reason}): etcd requires a client certificate signed by its "
+                "trusted CA: check CARECHAIN_ETCD_CERT_FILE and CARECHAIN_ETCD_KEY_FILE")
+    return f"TLS handshake failed ({reason}): does it serve TLS? (scheme of CARECHAIN_ETCD_ENDPOINTS)"
+
+
+def _tls_context(
+    ca_file: str | pathlib.Path | None, cert_file: str | pathlib.Path | None, key_file: str | pathlib.Path | None
+) -> ssl.SSLContext | None:
+    """The TLS context for https endpoints, loaded now so a bad file stops the service at start-up."""
+    if bool(cert_file) != bool(key_file):
+        raise FailedPrecondition("CARECHAIN_ETCD_CERT_FILE and CARECHAIN_ETCD_KEY_FILE go together: set both")
+    if not ca_file and not cert_file:
+        return None  # urllib3's default: verify against the system's CAs
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if ca_file:
+            context.load_verify_locations(cafile=str(ca_file))
+        else:
+            context.load_default_certs()
+    except (OSError, ssl.SSLError) as exc:
+        raise FailedPrecondition(f"CARECHAIN_ETCD_CA_FILE {ca_file}: not a readable PEM CA bundle ({exc})") from None
+    if cert_file:
+        try:
+            context.load_cert_chain(str(cert_file), str(key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise FailedPrecondition(
+                f"CARECHAIN_ETCD_CERT_FILE {cert_file} / CARECHAIN_ETCD_KEY_FILE {key_file}: not a readable PEM "
+                f"certificate and matching key ({exc})"
+            ) from None
+    return context
 
 
 def _json(data: bytes) -> dict[str, Any]:

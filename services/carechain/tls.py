@@ -103,17 +103,31 @@ class LocalCertificateAuthority:
         write_private_file(self._ca_key_file, _key_pem(key))
         self.ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, dns_names: list[str], ip_addresses: list[str] = ("127.0.0.1",)) -> IssuedCertificate:
-        """A certificate for name, valid as TLS server and client, for the given DNS names and IPs."""
+    def issue(
+        self, name: str, dns_names: list[str], ip_addresses: list[str] = ("127.0.0.1",), *,
+        common_name: str | None = None,
+    ) -> IssuedCertificate:
+        """A certificate for name (files ``<name>.pem``, ``<name>-key.pem``), valid as TLS server and client,
+        for the given DNS names and IPs.
+
+        Its common name is name unless given; ``common_name=""`` leaves it out (subject O=CareChain, OU=name):
+        etcd's gRPC gateway refuses client certificates with one when its authentication is on.
+        """
         ca_key = serialization.load_pem_private_key(self._ca_key_file.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         alt_names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
         alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+        common_name = name if common_name is None else common_name
+        subject = (
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]) if common_name
+            else x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "CareChain"),
+                            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, name)])
+        )
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .subject_name(subject)
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

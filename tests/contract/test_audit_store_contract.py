@@ -28,7 +28,6 @@ from carechain.audit.store import (
 )
 from carechain.audit.v1 import audit_pb2
 from carechain.errors import FailedPrecondition, IntegrityError, NotFound
-from carechain.etcd import EtcdClient
 
 pytest_plugins = ["servers_etcd"]
 
@@ -89,11 +88,11 @@ def _etcd_backend(request: pytest.FixtureRequest) -> Backend:
     """EtcdAuditStore on the shared cluster; each test directory maps to its own key prefix."""
     cluster = request.getfixturevalue("etcd_cluster")
     prefix = request.getfixturevalue("etcd_prefix")
-    raw = EtcdClient(cluster.client_urls)
+    raw = cluster.client()
     request.addfinalizer(raw.close)
 
     def open_store(directory: pathlib.Path) -> AuditStore:
-        return EtcdAuditStore(EtcdClient(cluster.client_urls), prefix, owns_client=True)
+        return EtcdAuditStore(cluster.client(), prefix, owns_client=True)
 
     def key(sequence: int) -> str:
         return f"{prefix}/events/{sequence:020d}"

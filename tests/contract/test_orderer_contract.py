@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from carechain.etcd import EtcdClient
 from carechain.ledger.chain import BlockCut, BlockCutRegistry
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import InProcessOrderer, Orderer
@@ -29,7 +28,7 @@ def _in_process(request: pytest.FixtureRequest) -> Orderer:
 def _etcd(request: pytest.FixtureRequest) -> Orderer:
     cluster = request.getfixturevalue("etcd_cluster")
     prefix = request.getfixturevalue("etcd_prefix")
-    return EtcdOrderer(EtcdClient(cluster.client_urls), prefix, "contract-chain", owns_client=True)
+    return EtcdOrderer(cluster.client(), prefix, "contract-chain", owns_client=True)
 
 
 ORDERER_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Orderer]] = {

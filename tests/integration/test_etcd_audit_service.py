@@ -32,7 +32,7 @@ def settings_for(tmp_path, etcd_cluster, etcd_prefix) -> AuditSettings:
     write_public_key(trust_dir / f"{TOKEN_ISSUER_ID}.pub", IDENTITY.public_key_bytes())
     return AuditSettings(
         listen_address="127.0.0.1:0", data_dir=tmp_path / "audit", trust_dir=trust_dir, chain_id="audit-chain",
-        audit_store="etcd", etcd_endpoints=etcd_cluster.endpoints, etcd_prefix=etcd_prefix, shutdown_grace_seconds=0,
+        audit_store="etcd", **etcd_cluster.client_settings(), etcd_prefix=etcd_prefix, shutdown_grace_seconds=0,
     )
 
 

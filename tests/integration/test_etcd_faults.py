@@ -64,8 +64,8 @@ def organisation(net: Net, name: str):
 
 def test_writes_continue_while_one_member_is_down(restore, prefix, net, tmp_path):
     cluster = restore
-    orderer = EtcdOrderer(EtcdClient(cluster.client_urls), prefix, CHAIN, owns_client=True)
-    audit = EtcdAuditStore(EtcdClient(cluster.client_urls), prefix + "/audit", owns_client=True)
+    orderer = EtcdOrderer(cluster.client(), prefix, CHAIN, owns_client=True)
+    audit = EtcdAuditStore(cluster.client(), prefix + "/audit", owns_client=True)
     ledger = Ledger.open(tmp_path / "ledger", CHAIN, net.ledger, net.trust, orderer=orderer, block_max_wait_ms=5)
     try:
         assert ledger.submit(organisation(net, "org-before"), TIMEOUT).valid
@@ -83,7 +83,7 @@ def test_writes_continue_while_one_member_is_down(restore, prefix, net, tmp_path
         audit.close()
     cluster.start_member(1)
     # A member that was down catches up: reading only from it shows the whole order.
-    lagging = EtcdOrderer(EtcdClient([cluster.client_urls[1]]), prefix, CHAIN, owns_client=True)
+    lagging = EtcdOrderer(cluster.client([cluster.client_urls[1]]), prefix, CHAIN, owns_client=True)
     try:
         assert [seq for seq, _ in lagging.read(0, 100)] == list(range(6))
     finally:
@@ -92,8 +92,8 @@ def test_writes_continue_while_one_member_is_down(restore, prefix, net, tmp_path
 
 def test_without_a_quorum_calls_fail_with_unavailable_and_work_again_once_it_is_back(restore, prefix, net, tmp_path):
     cluster = restore
-    orderer = EtcdOrderer(EtcdClient(cluster.client_urls), prefix, CHAIN, owns_client=True)
-    audit = EtcdAuditStore(EtcdClient(cluster.client_urls), prefix + "/audit", owns_client=True)
+    orderer = EtcdOrderer(cluster.client(), prefix, CHAIN, owns_client=True)
+    audit = EtcdAuditStore(cluster.client(), prefix + "/audit", owns_client=True)
     ledger = Ledger.open(tmp_path / "ledger", CHAIN, net.ledger, net.trust, orderer=orderer, block_max_wait_ms=5)
     try:
         acknowledged = [ledger.submit(organisation(net, f"org-{i}"), TIMEOUT) for i in range(2)]
@@ -138,8 +138,8 @@ class LosesAnswers(EtcdClient):
     """A real client whose next `lose` transactions are committed by etcd but answered with OutcomeUnknown,
     as when the connection drops or the leader changes right after the commit."""
 
-    def __init__(self, endpoints: list[str], lose: int) -> None:
-        super().__init__(endpoints)
+    def __init__(self, endpoints: list[str], lose: int, **options) -> None:
+        super().__init__(endpoints, **options)
         self.lose = lose
 
     def txn(self, compare, success, failure=()):
@@ -151,7 +151,8 @@ class LosesAnswers(EtcdClient):
 
 
 def test_an_append_whose_answer_was_lost_is_ordered_exactly_once(cluster, prefix):
-    orderer = EtcdOrderer(LosesAnswers(cluster.client_urls, lose=1), prefix, CHAIN, owns_client=True)
+    client = LosesAnswers(cluster.client_urls, lose=1, **cluster.client_options())
+    orderer = EtcdOrderer(client, prefix, CHAIN, owns_client=True)
     try:
         assert orderer.append(b"first") == 0
         assert orderer.append(b"second") == 1
@@ -161,7 +162,8 @@ def test_an_append_whose_answer_was_lost_is_ordered_exactly_once(cluster, prefix
 
 
 def test_an_audit_append_whose_answer_was_lost_is_stored_once_with_its_receipt(cluster, prefix):
-    store = EtcdAuditStore(LosesAnswers(cluster.client_urls, lose=1), prefix + "/audit", owns_client=True)
+    client = LosesAnswers(cluster.client_urls, lose=1, **cluster.client_options())
+    store = EtcdAuditStore(client, prefix + "/audit", owns_client=True)
     try:
         event = audit_event()
         receipt = store.append(event)

@@ -15,7 +15,6 @@ import pytest
 from unit.ledger_fixtures import CHAIN, Kind, Net, register
 
 from carechain.auth import Caller, caller_claims
-from carechain.etcd import EtcdClient
 from carechain.ledger import transactions
 from carechain.ledger.chain import BlockCut, Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
@@ -36,7 +35,7 @@ def net() -> Net:
 
 
 def orderer_for(cluster, prefix: str) -> EtcdOrderer:
-    return EtcdOrderer(EtcdClient(cluster.client_urls), prefix, CHAIN, owns_client=True)
+    return EtcdOrderer(cluster.client(), prefix, CHAIN, owns_client=True)
 
 
 def open_ledger(directory: pathlib.Path, net: Net, orderer: EtcdOrderer, **kwargs) -> Ledger:
@@ -177,7 +176,7 @@ def test_a_store_from_another_order_is_refused(tmp_path, net, etcd_cluster, etcd
 class LedgerProcess:
     """`carechain serve ledger` with orderer=etcd, as its own process."""
 
-    def __init__(self, root: pathlib.Path, net: Net, endpoints: str, prefix: str) -> None:
+    def __init__(self, root: pathlib.Path, net: Net, etcd_env: dict[str, str], prefix: str) -> None:
         self.root, self.net = root, net
         self.address = f"127.0.0.1:{free_port()}"
         trust_dir = root / "trust"
@@ -192,7 +191,7 @@ class LedgerProcess:
             "CARECHAIN_TRUST_DIR": str(trust_dir),
             "CARECHAIN_CHAIN_ID": CHAIN,
             "CARECHAIN_ORDERER": "etcd",
-            "CARECHAIN_ETCD_ENDPOINTS": endpoints,
+            **etcd_env,
             "CARECHAIN_ETCD_PREFIX": prefix,
             "CARECHAIN_SHUTDOWN_GRACE_SECONDS": "0",
         }
@@ -237,7 +236,7 @@ class LedgerProcess:
 def test_a_killed_ledger_process_resumes_from_its_last_block_without_loss_or_duplication(
     tmp_path, net, etcd_cluster, etcd_prefix
 ):
-    service = LedgerProcess(tmp_path, net, etcd_cluster.endpoints, etcd_prefix)
+    service = LedgerProcess(tmp_path, net, etcd_cluster.client_env(), etcd_prefix)
     orderer = orderer_for(etcd_cluster, etcd_prefix)
     # Blocks are cut when full (or after 10 s), so the last transactions stay ordered but uncut until the kill.
     service.start(block_max_transactions="4", block_max_wait_ms="10000")

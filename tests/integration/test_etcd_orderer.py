@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from carechain.etcd import Compare, EtcdClient, Op
+from carechain.etcd import Compare, Op
 from carechain.ledger.chain import BlockCut
 from carechain.ledger.etcd_orderer import EtcdOrderer
 
@@ -24,7 +24,7 @@ def rotated(urls: list[str], by: int) -> list[str]:
 def orderers(etcd_cluster, etcd_prefix):
     """One orderer per member (each with its own client, preferring a different member), as separate validators."""
     made = [
-        EtcdOrderer(EtcdClient(rotated(etcd_cluster.client_urls, i)), etcd_prefix, CHAIN, owns_client=True)
+        EtcdOrderer(etcd_cluster.client(rotated(etcd_cluster.client_urls, i)), etcd_prefix, CHAIN, owns_client=True)
         for i in range(3)
     ]
     yield made
@@ -66,11 +66,11 @@ def test_appenders_on_every_member_get_one_dense_order_without_duplicates(ordere
 
 
 def test_the_order_survives_the_orderer_and_continues_densely(etcd_cluster, etcd_prefix):
-    first = EtcdOrderer(EtcdClient(etcd_cluster.client_urls), etcd_prefix, CHAIN, owns_client=True)
+    first = EtcdOrderer(etcd_cluster.client(), etcd_prefix, CHAIN, owns_client=True)
     assert [first.append(b"a"), first.append(b"b")] == [0, 1]
     first.close()
 
-    again = EtcdOrderer(EtcdClient(etcd_cluster.client_urls), etcd_prefix, CHAIN, owns_client=True)
+    again = EtcdOrderer(etcd_cluster.client(), etcd_prefix, CHAIN, owns_client=True)
     try:
         assert again.read(0, 10) == [(0, b"a"), (1, b"b")]
         assert again.append(b"c") == 2
@@ -119,7 +119,7 @@ def test_the_first_recorded_block_cut_holds_for_every_validator(orderers):
 
 
 def test_the_order_is_scoped_by_prefix_and_chain(etcd_cluster, etcd_prefix):
-    client = EtcdClient(etcd_cluster.client_urls)
+    client = etcd_cluster.client()
     a = EtcdOrderer(client, etcd_prefix, "chain-a")
     b = EtcdOrderer(client, etcd_prefix, "chain-b")
     try:
@@ -135,8 +135,8 @@ def test_the_order_is_scoped_by_prefix_and_chain(etcd_cluster, etcd_prefix):
 def test_the_client_fails_over_past_a_member_that_does_not_answer(etcd_cluster, etcd_prefix):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once the socket is closed
-    client = EtcdClient([dead, *etcd_cluster.client_urls])
+        dead = f"https://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once the socket is closed
+    client = etcd_cluster.client([dead, *etcd_cluster.client_urls])
     try:
         client.put(f"{etcd_prefix}/k", b"v1")
         assert client.get(f"{etcd_prefix}/k").value == b"v1"

@@ -7,7 +7,6 @@ import time
 from unit.ledger_fixtures import CHAIN, Kind, Net, register
 
 from carechain.crypto import Ed25519Signer
-from carechain.etcd import EtcdClient
 from carechain.ledger.chain import Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.quorum import ValidatorSet, decode_vote
@@ -25,7 +24,7 @@ def test_a_joining_validator_replays_checks_and_signs(tmp_path, etcd_cluster, et
     trust = TrustBundle({**net.trust.keys, **{s.key_id: s.public_key_bytes() for s in signers}})
     validators = ValidatorSet.of([s.key_id for s in signers])
     assert validators.quorum == 3
-    orderers = [EtcdOrderer(EtcdClient(etcd_cluster.client_urls), etcd_prefix, CHAIN, owns_client=True)
+    orderers = [EtcdOrderer(etcd_cluster.client(), etcd_prefix, CHAIN, owns_client=True)
                 for _ in signers]
 
     def open_validator(index: int) -> Ledger:

@@ -93,6 +93,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- if or (and (eq .service "ledger") (eq $v.ledger.orderer "etcd")) (and (eq .service "audit") (eq $v.audit.store "etcd")) }}true{{ end }}
 {{- end }}
 
+{{/* "true" when a service uses etcd and mounts any of its CA, client certificate or password Secrets. */}}
+{{- define "carechain.mountsEtcdSecrets" -}}
+{{- $e := .root.Values.etcd }}
+{{- if and (include "carechain.usesEtcd" .) (or $e.caSecret.name $e.clientCertSecret.name $e.passwordSecret.name) }}true{{ end }}
+{{- end }}
+
 {{- define "carechain.usesS3" -}}
 {{- if and (eq .service "storage") (eq .root.Values.storage.blobBackend "s3") }}true{{ end }}
 {{- end }}
@@ -114,6 +120,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "carechain.paths.keys" -}}/etc/carechain/keys{{- end }}
 {{- define "carechain.paths.vaultCa" -}}/etc/carechain/ca/vault{{- end }}
 {{- define "carechain.paths.s3Ca" -}}/etc/carechain/ca/s3{{- end }}
+{{- define "carechain.paths.etcd" -}}/etc/carechain/etcd{{- end }}
 {{- define "carechain.paths.tls" -}}/etc/carechain/tls{{- end }}
 
 {{/*
@@ -237,6 +244,19 @@ naming the values to change.
 {{- end }}
 {{- if and (or (eq $v.ledger.orderer "etcd") (eq $v.audit.store "etcd")) (not $v.etcd.endpoints) }}
 {{- fail "etcd.endpoints: required when ledger.orderer=etcd or audit.store=etcd" }}
+{{- end }}
+{{- if and $v.etcd.username (not $v.etcd.passwordSecret.name) }}
+{{- fail "etcd.passwordSecret.name: name the Secret holding the password of etcd.username" }}
+{{- end }}
+{{- if and $v.etcd.passwordSecret.name (not $v.etcd.username) }}
+{{- fail "etcd.username: required with etcd.passwordSecret (the etcd user the services log in as)" }}
+{{- end }}
+{{- if or $v.etcd.caSecret.name $v.etcd.clientCertSecret.name }}
+{{- range $v.etcd.endpoints }}
+{{- if not (hasPrefix "https://" .) }}
+{{- fail (printf "etcd.endpoints: %s is not https:// but etcd.caSecret/etcd.clientCertSecret configure TLS to etcd" .) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (eq $v.otel.tracesExporter "otlp") (not $v.otel.endpoint) }}
 {{- fail "otel.endpoint: required when otel.tracesExporter=otlp" }}
@@ -403,6 +423,11 @@ spec:
           mountPath: {{ include "carechain.paths.s3Ca" . }}
           readOnly: true
         {{- end }}
+        {{- if include "carechain.mountsEtcdSecrets" $ctx }}
+        - name: etcd-credentials
+          mountPath: {{ include "carechain.paths.etcd" . }}
+          readOnly: true
+        {{- end }}
         {{- if $v.tls.enabled }}
         - name: tls
           mountPath: {{ include "carechain.paths.tls" . }}
@@ -460,6 +485,36 @@ spec:
         items:
           - key: {{ $v.s3.caSecret.key }}
             path: ca.crt
+    {{- end }}
+    {{- if include "carechain.mountsEtcdSecrets" $ctx }}
+    {{- $etcd := $v.etcd }}
+    - name: etcd-credentials
+      projected:
+        defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
+        sources:
+          {{- with $etcd.caSecret.name }}
+          - secret:
+              name: {{ . }}
+              items:
+                - key: {{ $etcd.caSecret.key }}
+                  path: ca.crt
+          {{- end }}
+          {{- with $etcd.clientCertSecret.name }}
+          - secret:
+              name: {{ . }}
+              items:
+                - key: {{ $etcd.clientCertSecret.certKey }}
+                  path: client.crt
+                - key: {{ $etcd.clientCertSecret.keyKey }}
+                  path: client.key
+          {{- end }}
+          {{- with $etcd.passwordSecret.name }}
+          - secret:
+              name: {{ . }}
+              items:
+                - key: {{ $etcd.passwordSecret.key }}
+                  path: password
+          {{- end }}
     {{- end }}
     {{- if $v.tls.enabled }}
     {{- include "carechain.tlsVolume" (dict "root" $root "name" $svc) | nindent 4 }}
@@ -604,6 +659,17 @@ CARECHAIN_VAULT_CA_CERT: "{{ include "carechain.paths.vaultCa" . }}/ca.crt"
 {{- if include "carechain.usesEtcd" $ctx }}
 CARECHAIN_ETCD_ENDPOINTS: {{ join "," $v.etcd.endpoints | quote }}
 CARECHAIN_ETCD_PREFIX: {{ $v.etcd.prefix | quote }}
+{{- if $v.etcd.caSecret.name }}
+CARECHAIN_ETCD_CA_FILE: "{{ include "carechain.paths.etcd" . }}/ca.crt"
+{{- end }}
+{{- if $v.etcd.clientCertSecret.name }}
+CARECHAIN_ETCD_CERT_FILE: "{{ include "carechain.paths.etcd" . }}/client.crt"
+CARECHAIN_ETCD_KEY_FILE: "{{ include "carechain.paths.etcd" . }}/client.key"
+{{- end }}
+{{- if $v.etcd.username }}
+CARECHAIN_ETCD_USERNAME: {{ $v.etcd.username | quote }}
+CARECHAIN_ETCD_PASSWORD_FILE: "{{ include "carechain.paths.etcd" . }}/password"
+{{- end }}
 {{- end }}
 {{- if eq $svc "identity" }}
 CARECHAIN_KEY_BACKEND: {{ $s.keyBackend | quote }}

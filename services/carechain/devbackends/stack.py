@@ -3,8 +3,11 @@
 ``carechain up --with-backends`` and the end-to-end tests use this to run the
 six services on the real systems a health network runs: keys and signing in
 OpenBao Transit (AppRole login per service), blobs in MinIO, ordering and the
-audit trail in etcd. Ports and credentials are kept in ``stack.json`` under
-the stack's directory, so a restarted network finds its data again.
+audit trail in etcd (TLS with client certificates, authentication on: see
+:mod:`carechain.devbackends.etcd`). Ports and credentials are kept in
+``stack.json`` (etcd's: its CA and certificates under ``etcd/tls``, passwords
+under ``etcd/credentials``) under the stack's directory, so a restarted network
+finds its data again.
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ class BackendStack:
             "CARECHAIN_VAULT_AUTH_METHOD": "approle",
             "CARECHAIN_VAULT_ROLE_ID": self.role_ids[service],
             "CARECHAIN_VAULT_SECRET_ID_FILE": str(self.secret_id_files[service]),
-            "CARECHAIN_ETCD_ENDPOINTS": self.etcd.endpoints,
+            # TLS with the stack's client certificate, logged in as the least-privilege carechain user.
+            **self.etcd.client_env(),
         }
         if service == "identity":
             env["CARECHAIN_KEY_BACKEND"] = "vault"
