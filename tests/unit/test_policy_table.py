@@ -33,11 +33,13 @@ PT = f.PARTICIPATION_TYPE
 LABELS = {"N": (f.CONFIDENTIALITY, "N"), "PSY": (f.ACT_CODE, "PSY"), "ETH": (f.ACT_CODE, "ETH"),
           "SUD": (f.ACT_CODE, "SUD"), "HIV": (f.ACT_CODE, "HIV"), "STD": (f.ACT_CODE, "STD"),
           "SEX": (f.ACT_CODE, "SEX"), "GDIS": (f.ACT_CODE, "GDIS"), "SDV": (f.ACT_CODE, "SDV"),
-          "ONC": (f.SENSITIVITY_SYSTEM, "ONCOLOGY")}
+          "ETHUD": (f.ACT_CODE, "ETHUD"), "ONC": (f.SENSITIVITY_SYSTEM, "ONCOLOGY")}
 CATEGORIES = {"NORMAL": c.SENSITIVITY_CATEGORY_NORMAL, "MENTAL": c.SENSITIVITY_CATEGORY_MENTAL_HEALTH,
               "SUD": c.SENSITIVITY_CATEGORY_SUBSTANCE_USE, "HIV": c.SENSITIVITY_CATEGORY_HIV_STI,
               "REPRO": c.SENSITIVITY_CATEGORY_REPRODUCTIVE, "GENETIC": c.SENSITIVITY_CATEGORY_GENETIC,
-              "VIOLENCE": c.SENSITIVITY_CATEGORY_VIOLENCE_ABUSE, "ONC": c.SENSITIVITY_CATEGORY_ONCOLOGY}
+              "VIOLENCE": c.SENSITIVITY_CATEGORY_VIOLENCE_ABUSE, "ONC": c.SENSITIVITY_CATEGORY_ONCOLOGY,
+              "ALCOHOL": c.SENSITIVITY_CATEGORY_ALCOHOL_USE_DISORDER,
+              "OPIOID": c.SENSITIVITY_CATEGORY_OPIOID_USE_DISORDER}
 
 
 # --- FHIR builders ------------------------------------------------------------------------------------
@@ -182,6 +184,17 @@ ROWS: list[Row] = [
     Row("label SUD reads as substance use", one(permit(actors=["Practitioner/prac-1"], labels=["SUD"])), PERMIT,
         "", {"categories": ["SUD"]}),
     Row("ETH label does not open normal data", one(ETH_PERMIT), DENY),
+    # HL7 sub-labels: naming the parent (ETH) covers ETHUD and OPIOIDUD records; naming a child covers only it.
+    Row("ETH label opens an alcohol use disorder record", one(ETH_PERMIT), PERMIT, "",
+        {"categories": ["SUD", "ALCOHOL"]}),
+    Row("ETH label opens an opioid use disorder record", one(ETH_PERMIT), PERMIT, "",
+        {"categories": ["SUD", "OPIOID"]}),
+    Row("ETHUD label opens an alcohol use disorder record", one(permit(actors=["Practitioner/prac-1"],
+        labels=["ETH", "ETHUD"])), PERMIT, "", {"categories": ["SUD", "ALCOHOL"]}),
+    Row("ETHUD label alone leaves other substance-use records closed", one(permit(
+        actors=["Practitioner/prac-1"], labels=["ETHUD"])), DENY, "", {"categories": ["SUD", "OPIOID"]}),
+    Row("PSY label does not open an alcohol use disorder record", one(PSY_PERMIT), DENY, "",
+        {"categories": ["SUD", "ALCOHOL"]}),
     Row("oncology label opens oncology", one(permit(labels=["ONC"])), PERMIT, "", {"categories": ["ONC"]}),
     Row("oncology label does not open normal data", one(permit(labels=["ONC"])), DENY),
     Row("SEX label opens reproductive", one(permit(labels=["SEX"])), PERMIT, "", {"categories": ["REPRO"]}),

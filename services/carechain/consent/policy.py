@@ -81,6 +81,7 @@ from typing import Any
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.errors import InvalidArgument
+from carechain.security_labels import PARENT_CATEGORY
 from carechain.sensitivity import SENSITIVE_CATEGORIES, category_name
 
 PERMIT = consent_pb2.DECISION_EFFECT_PERMIT
@@ -521,10 +522,15 @@ def _consent_matches(
     ]
 
 
+def names_category(named: Iterable[int], category: int) -> bool:
+    """True when a provision's categories cover category: named itself, or its parent (HL7 ETH covers ETHUD)."""
+    named = set(named)
+    return category in named or PARENT_CATEGORY.get(category) in named
+
+
 def _uncovered(match: _Match, request: AccessRequest) -> list[int]:
     """Sensitive categories of the record that the permit does not name."""
-    named = set(match.provision.categories)
-    return [c for c in request.sensitive_categories if c not in named]
+    return [c for c in request.sensitive_categories if not names_category(match.provision.categories, c)]
 
 
 def _describe(match: _Match, request: AccessRequest) -> str:
@@ -608,7 +614,7 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
     ]
     if label_limited:
         unnamed = [c for c in request.sensitive_categories
-                   if all(c not in m.provision.categories for m in label_limited)]
+                   if all(not names_category(m.provision.categories, c) for m in label_limited)]
         if unnamed:
             return PolicyDecision(
                 DENY, f"denied: record category {category_name(unnamed[0])} is sensitive and no consent names it"
