@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n carechain/common/v1/common.proto\x12\x13\x63\x61rechain.common.v1\"*\n\x06Period\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03*\xc6\x01\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPRINCIPAL_KIND_ORGANIZATION\x10\x01\x12\x1f\n\x1bPRINCIPAL_KIND_PRACTITIONER\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_PATIENT\x10\x03\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x04\x12\x1b\n\x17PRINCIPAL_KIND_OPERATOR\x10\x05*\xd0\x01\n\x0cPurposeOfUse\x12\x1e\n\x1aPURPOSE_OF_USE_UNSPECIFIED\x10\x00\x12\x18\n\x14PURPOSE_OF_USE_TREAT\x10\x01\x12\x19\n\x15PURPOSE_OF_USE_ETREAT\x10\x02\x12\x19\n\x15PURPOSE_OF_USE_HPAYMT\x10\x03\x12\x1a\n\x16PURPOSE_OF_USE_HOPERAT\x10\x04\x12\x19\n\x15PURPOSE_OF_USE_HRESCH\x10\x05\x12\x19\n\x15PURPOSE_OF_USE_PATRQT\x10\x06*\xe3\x02\n\x13SensitivityCategory\x12$\n SENSITIVITY_CATEGORY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSENSITIVITY_CATEGORY_NORMAL\x10\x01\x12&\n\"SENSITIVITY_CATEGORY_MENTAL_HEALTH\x10\x02\x12&\n\"SENSITIVITY_CATEGORY_SUBSTANCE_USE\x10\x03\x12 \n\x1cSENSITIVITY_CATEGORY_HIV_STI\x10\x04\x12%\n!SENSITIVITY_CATEGORY_REPRODUCTIVE\x10\x05\x12 \n\x1cSENSITIVITY_CATEGORY_GENETIC\x10\x06\x12\'\n#SENSITIVITY_CATEGORY_VIOLENCE_ABUSE\x10\x07\x12!\n\x1dSENSITIVITY_CATEGORY_ONCOLOGY\x10\x08*\x83\x01\n\rConsentAction\x12\x1e\n\x1a\x43ONSENT_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSENT_ACTION_ACCESS\x10\x01\x12\x1b\n\x17\x43ONSENT_ACTION_DISCLOSE\x10\x02\x12\x1a\n\x16\x43ONSENT_ACTION_CORRECT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n carechain/common/v1/common.proto\x12\x13\x63\x61rechain.common.v1\"*\n\x06Period\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03*\xe2\x01\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPRINCIPAL_KIND_ORGANIZATION\x10\x01\x12\x1f\n\x1bPRINCIPAL_KIND_PRACTITIONER\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_PATIENT\x10\x03\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x04\x12\x1b\n\x17PRINCIPAL_KIND_OPERATOR\x10\x05\x12\x1a\n\x16PRINCIPAL_KIND_AUDITOR\x10\x06*\xd0\x01\n\x0cPurposeOfUse\x12\x1e\n\x1aPURPOSE_OF_USE_UNSPECIFIED\x10\x00\x12\x18\n\x14PURPOSE_OF_USE_TREAT\x10\x01\x12\x19\n\x15PURPOSE_OF_USE_ETREAT\x10\x02\x12\x19\n\x15PURPOSE_OF_USE_HPAYMT\x10\x03\x12\x1a\n\x16PURPOSE_OF_USE_HOPERAT\x10\x04\x12\x19\n\x15PURPOSE_OF_USE_HRESCH\x10\x05\x12\x19\n\x15PURPOSE_OF_USE_PATRQT\x10\x06*\xe3\x02\n\x13SensitivityCategory\x12$\n SENSITIVITY_CATEGORY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSENSITIVITY_CATEGORY_NORMAL\x10\x01\x12&\n\"SENSITIVITY_CATEGORY_MENTAL_HEALTH\x10\x02\x12&\n\"SENSITIVITY_CATEGORY_SUBSTANCE_USE\x10\x03\x12 \n\x1cSENSITIVITY_CATEGORY_HIV_STI\x10\x04\x12%\n!SENSITIVITY_CATEGORY_REPRODUCTIVE\x10\x05\x12 \n\x1cSENSITIVITY_CATEGORY_GENETIC\x10\x06\x12\'\n#SENSITIVITY_CATEGORY_VIOLENCE_ABUSE\x10\x07\x12!\n\x1dSENSITIVITY_CATEGORY_ONCOLOGY\x10\x08*\x83\x01\n\rConsentAction\x12\x1e\n\x1a\x43ONSENT_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSENT_ACTION_ACCESS\x10\x01\x12\x1b\n\x17\x43ONSENT_ACTION_DISCLOSE\x10\x02\x12\x1a\n\x16\x43ONSENT_ACTION_CORRECT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carechain.common.v1.common_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRINCIPALKIND']._serialized_start=102
-  _globals['_PRINCIPALKIND']._serialized_end=300
-  _globals['_PURPOSEOFUSE']._serialized_start=303
-  _globals['_PURPOSEOFUSE']._serialized_end=511
-  _globals['_SENSITIVITYCATEGORY']._serialized_start=514
-  _globals['_SENSITIVITYCATEGORY']._serialized_end=869
-  _globals['_CONSENTACTION']._serialized_start=872
-  _globals['_CONSENTACTION']._serialized_end=1003
+  _globals['_PRINCIPALKIND']._serialized_end=328
+  _globals['_PURPOSEOFUSE']._serialized_start=331
+  _globals['_PURPOSEOFUSE']._serialized_end=539
+  _globals['_SENSITIVITYCATEGORY']._serialized_start=542
+  _globals['_SENSITIVITYCATEGORY']._serialized_end=897
+  _globals['_CONSENTACTION']._serialized_start=900
+  _globals['_CONSENTACTION']._serialized_end=1031
   _globals['_PERIOD']._serialized_start=57
   _globals['_PERIOD']._serialized_end=99
 # @@protoc_insertion_point(module_scope)
