@@ -25,6 +25,7 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
+from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.errors import DataLoss, IntegrityError, InvalidArgument, PermissionDenied
@@ -195,11 +196,20 @@ class RecordsGateway:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
             self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason,
                                **audit_fields)
-            raise PermissionDenied(decision.reason or "denied by consent")
+            # The reason (and the record's categories) go to the audit trail only: never to the caller.
+            raise PermissionDenied(DENIAL_MESSAGE)
 
-        key = self._peers.identity.ReleaseDataKey(
-            identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
-        )
+        try:
+            key = self._peers.identity.ReleaseDataKey(
+                identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.PERMISSION_DENIED:  # type: ignore[attr-defined]
+                raise
+            # E.g. consent revoked between decision and key release: audited, and told as a consent denial.
+            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED,
+                               reason=f"key release refused: {exc.details()}", **audit_fields)  # type: ignore[attr-defined]
+            raise PermissionDenied(DENIAL_MESSAGE) from exc
         chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
         ciphertext = b"".join(chunk.data for chunk in chunks)
         if not same(sha256_hex(ciphertext), record.content_sha256):
