@@ -228,6 +228,18 @@ def is_guarded(behavior: Any) -> bool:
     return bool(getattr(behavior, GUARDED_ATTRIBUTE, False))
 
 
+def service_tables() -> list[AccessTable]:
+    """The access tables of the six services, in the order docs/security.md lists them."""
+    from carechain.audit.server import ACCESS as AUDIT
+    from carechain.consent.server import ACCESS as CONSENT
+    from carechain.identity.server import ACCESS as IDENTITY
+    from carechain.ledger.server import ACCESS as LEDGER
+    from carechain.records.server import ACCESS as RECORDS
+    from carechain.storage.server import ACCESS as STORAGE
+
+    return [IDENTITY, STORAGE, LEDGER, CONSENT, AUDIT, RECORDS]
+
+
 def render_markdown(tables: Iterable[AccessTable]) -> str:
     """The access tables as Markdown, one table per service (the block kept in docs/security.md)."""
     lines: list[str] = []
