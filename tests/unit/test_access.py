@@ -113,7 +113,7 @@ def partial(tmp_path: pathlib.Path) -> Iterator[grpc.Channel]:
     table = AccessTable(DESCRIPTORS[1], {"StatBlob": Allow.of(service=ANY, services=["records"])})
 
     def register(server: grpc.Server) -> list[str]:
-        storage_pb2_grpc.add_StorageServiceServicer_to_server(guard(servicer, table, servicer.authenticator), server)
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(guard(servicer, table, servicer._auth), server)
         return [DESCRIPTORS[1].full_name]
 
     yield from _serve(tmp_path, register)

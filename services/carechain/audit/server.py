@@ -195,7 +195,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         anchorer: LedgerAnchorer | None = None,
         stream_poll_seconds: float = STREAM_POLL_SECONDS,
     ) -> None:
-        self.authenticator = authenticator
+        self._auth = authenticator
         self._store = store
         self._clock = clock
         self._anchorer = anchorer
@@ -381,7 +381,7 @@ def register_audit(servicer: AuditServicer) -> Register:
     """A register function adding servicer to a server."""
 
     def register(server: grpc.Server) -> list[str]:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(guard(servicer, ACCESS, servicer.authenticator), server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name]
 
     return register

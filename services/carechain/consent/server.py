@@ -155,7 +155,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         break_glass: BreakGlassRules | None = None,
         chain_id: str = "carechain-local",
     ) -> None:
-        self.authenticator = authenticator
+        self._auth = authenticator
         self._break_glass = break_glass
         self._chain_id = chain_id
         self._state = state
@@ -568,7 +568,7 @@ def register_consent(servicer: ConsentServicer) -> Register:
     """A register function adding servicer to a server."""
 
     def register(server: grpc.Server) -> list[str]:
-        consent_pb2_grpc.add_ConsentServiceServicer_to_server(guard(servicer, ACCESS, servicer.authenticator), server)
+        consent_pb2_grpc.add_ConsentServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE.full_name]
 
     return register

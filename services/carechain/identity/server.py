@@ -200,7 +200,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._token_ttl = token_ttl_seconds
         self._challenge_ttl = challenge_ttl_seconds
         self._clock = clock
-        self.authenticator = Authenticator(trust, audience("identity"))
+        self._auth = Authenticator(trust, audience("identity"))
         self._registration_lock = threading.Lock()
         self._patient_locks = _PatientLocks()
 
@@ -605,7 +605,7 @@ def register_identity(servicer: IdentityServicer) -> Register:
     """A register function adding servicer, guarded by ACCESS, to a server."""
 
     def register(server: grpc.Server) -> list[str]:
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(guard(servicer, ACCESS, servicer.authenticator), server)
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE.full_name]
 
     return register

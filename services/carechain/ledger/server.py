@@ -106,7 +106,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     def __init__(self, ledger: Ledger, authenticator: Authenticator, commit_timeout_seconds: float) -> None:
         self.ledger = ledger
-        self.authenticator = authenticator
+        self.auth = authenticator
         self.commit_timeout_seconds = commit_timeout_seconds
 
     def SubmitTransaction(self, request, context):  # noqa: N802 - gRPC method name
@@ -201,7 +201,7 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
     servicer = LedgerServicer(ledger, Authenticator(trust, audience("ledger")), settings.rpc_timeout_seconds)
 
     def register(server: grpc.Server) -> Iterable[str]:
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(guard(servicer, ACCESS, servicer.authenticator), server)
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(guard(servicer, ACCESS, servicer.auth), server)
         return [SERVICE_NAME]
 
     # The ledger first (it cuts what is ordered), then the orderer it was given.

@@ -33,7 +33,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator) -> None:
         self._gateway = gateway
-        self.authenticator = authenticator
+        self._auth = authenticator
 
     def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext) -> Any:
         stored = self._gateway.put_record(caller(context), request.patient_id, request.resource_json)
@@ -66,7 +66,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
 
     def register(server: grpc.Server) -> list[str]:
-        records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer.authenticator), server)
+        records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE_NAME]
 
     return register, [peers.close]

@@ -42,7 +42,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     def __init__(self, store: BlobStore, trust: TrustBundle) -> None:
         self._store = store
-        self.authenticator = Authenticator(trust, audience("storage"))
+        self._auth = Authenticator(trust, audience("storage"))
 
     def PutBlob(self, request_iterator, context):  # noqa: N802 - gRPC method name
         first = next(request_iterator, None)
@@ -87,7 +87,7 @@ def build(settings: StorageSettings) -> tuple[Register, list[Callable[[], None]]
     servicer = StorageServicer(blob_store(settings), trust)
 
     def register(server: grpc.Server) -> list[str]:
-        storage_pb2_grpc.add_StorageServiceServicer_to_server(guard(servicer, ACCESS, servicer.authenticator), server)
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE.full_name]
 
     return register, []
