@@ -99,7 +99,7 @@ def _signed(payload: str, allow_delegate: bool) -> Scope:
     """The transaction is signed by the caller, for themselves or (if allowed) as the patient's active delegate."""
 
     def check(caller: Caller, request: Any, servicer: ConsentServicer) -> None:
-        servicer.signed_for_patient(caller, request.transaction, request.HasField("transaction"), payload,
+        servicer._signed_for_patient(caller, request.transaction, request.HasField("transaction"), payload,
                                     allow_delegate)
 
     who = "signed by the caller for themselves" + (" or as an active delegate" if allow_delegate else "")
@@ -108,7 +108,7 @@ def _signed(payload: str, allow_delegate: bool) -> Scope:
 
 def _readable(what: str) -> Scope:
     def check(caller: Caller, request: Any, servicer: ConsentServicer) -> None:
-        servicer.readable_patient(caller, request.patient_id, what)
+        servicer._readable_patient(caller, request.patient_id, what)
 
     return Scope("own or delegated", "own, or as an active delegate", check)
 
@@ -175,7 +175,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def signed_for_patient(
+    def _signed_for_patient(
         self,
         caller: Caller,
         transaction: ledger_pb2.Transaction,
@@ -218,7 +218,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def GrantConsent(
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, grant, acting = self.signed_for_patient(
+        caller, grant, acting = self._signed_for_patient(
             caller_of(context), request.transaction, request.HasField("transaction"), "grant_consent"
         )
         _require_uuid(grant.consent_id, "transaction.body.grant_consent.consent_id")
@@ -241,7 +241,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def RevokeConsent(
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, revoke, acting = self.signed_for_patient(
+        caller, revoke, acting = self._signed_for_patient(
             caller_of(context), request.transaction, request.HasField("transaction"), "revoke_consent"
         )
         _require_uuid(revoke.consent_id, "transaction.body.revoke_consent.consent_id")
@@ -278,10 +278,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def ListConsents(
         self, request: consent_pb2.ListConsentsRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ListConsentsResponse:
-        patient_id = self.readable_patient(caller_of(context), request.patient_id, "list its own consents")
+        patient_id = self._readable_patient(caller_of(context), request.patient_id, "list its own consents")
         return consent_pb2.ListConsentsResponse(consents=self._state.consents_of(patient_id))
 
-    def readable_patient(self, caller: Caller, patient_id: str, what: str) -> str:
+    def _readable_patient(self, caller: Caller, patient_id: str, what: str) -> str:
         """The patient whose consents the caller may read (the patient, an active delegate or a service); syncs."""
         if caller.kind == Kind.PRINCIPAL_KIND_SERVICE:
             if not patient_id:
@@ -307,7 +307,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         consent = self._state.consent(consent_id)
         try:
             if consent is not None:
-                self.readable_patient(caller, consent.patient_id, "export its own consents")
+                self._readable_patient(caller, consent.patient_id, "export its own consents")
         except (PermissionDenied, InvalidArgument):
             consent = None
         if consent is None:
@@ -325,7 +325,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def RegisterDelegate(
         self, request: consent_pb2.RegisterDelegateRequest, context: grpc.ServicerContext
     ) -> consent_pb2.Delegation:
-        caller, delegate, _ = self.signed_for_patient(
+        caller, delegate, _ = self._signed_for_patient(
             caller_of(context), request.transaction, request.HasField("transaction"), "register_delegate",
             allow_delegate=False,
         )
@@ -362,7 +362,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def RevokeDelegate(
         self, request: consent_pb2.RevokeDelegateRequest, context: grpc.ServicerContext
     ) -> consent_pb2.Delegation:
-        caller, revoke, _ = self.signed_for_patient(
+        caller, revoke, _ = self._signed_for_patient(
             caller_of(context), request.transaction, request.HasField("transaction"), "revoke_delegate",
             allow_delegate=False,
         )
@@ -386,7 +386,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def ListDelegates(
         self, request: consent_pb2.ListDelegatesRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ListDelegatesResponse:
-        patient_id = self.readable_patient(caller_of(context), request.patient_id, "list its own delegates")
+        patient_id = self._readable_patient(caller_of(context), request.patient_id, "list its own delegates")
         return consent_pb2.ListDelegatesResponse(delegations=self._state.delegations_of(patient_id))
 
     def _delegation(self, patient_id: str, delegate_id: str) -> consent_pb2.Delegation:
