@@ -79,7 +79,8 @@ def _records_token() -> list[tuple[str, str]]:
 
 
 def _servicer(tmp_path: pathlib.Path) -> StorageServicer:
-    return StorageServicer(LocalBlobStore(tmp_path / "blobs"), TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}))
+    trust = TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()})
+    return StorageServicer(LocalBlobStore(tmp_path / "blobs"), trust)
 
 
 @pytest.fixture
