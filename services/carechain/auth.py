@@ -85,7 +85,11 @@ class Authenticator:
         return Caller(str(claims["sub"]), kind, str(claims.get("org", "")), str(claims.get("spec", "")))
 
     def require(self, context: grpc.ServicerContext, *kinds: int) -> Caller:
-        """Authenticate and check the caller's kind is one of kinds (any kind if none given)."""
+        """Authenticate and check the caller's kind is one of kinds (any kind if none given).
+
+        Services declare who may call what in their access table (:mod:`carechain.access`),
+        checked before the handler runs; handlers read that caller with ``access.caller``.
+        """
         caller = self.authenticate(context)
         if kinds and caller.kind not in kinds:
             allowed = ", ".join(Kind.Name(k).removeprefix("PRINCIPAL_KIND_").lower() for k in kinds)

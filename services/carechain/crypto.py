@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from carechain.errors import IntegrityError
+from carechain.files import private_dir
 
 AES_KEY_BYTES = 32
 GCM_NONCE_BYTES = 12
@@ -128,8 +129,8 @@ class Ed25519Signer:
 
 
 def write_private_file(path: pathlib.Path, data: bytes) -> None:
-    """Create a file with mode 0600 from the start (no window where others can read it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create a file with mode 0600 from the start (no window where others can read it), in a 0700 directory."""
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)

@@ -65,6 +65,7 @@ class DemoOutcome:
     psychiatric_denial: str = ""
     after_revoke_denial: str = ""
     history: list[audit_pb2.StoredAuditEvent] = field(default_factory=list)
+    inclusion_verified: bool = False
     chain_ok: bool = False
     blocks_checked: int = 0
 
@@ -148,8 +149,15 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
                 f" {audit_pb2.AuditOutcome.Name(event.outcome).removeprefix('AUDIT_OUTCOME_'):8}"
                 f" by {event.actor_id:40} record {event.record_id or '-'}")
 
-        verification = patient_client.verify_chain()
-        outcome.chain_ok, outcome.blocks_checked = verification.ok, verification.blocks_checked
-        say(f"10. ledger chain verification: {'OK' if verification.ok else 'FAILED: ' + verification.problem}"
-            f" ({verification.blocks_checked} blocks, every hash, signature and proof re-checked)")
+        # A patient proves their own record is on the ledger; whole-ledger reads are not theirs to make.
+        inclusion = patient_client.verify_record_inclusion(cancer.record_id)
+        outcome.inclusion_verified = inclusion.log_index == cancer.ledger_log_index
+        say(f"10. patient verified that record {cancer.record_id} is in the co-signed ledger log"
+            f" (log index {inclusion.log_index}, tree size {inclusion.checkpoint.tree_size})")
+
+    with CareChainClient(endpoints, operator) as operator_client:
+        verification = operator_client.verify_chain()
+    outcome.chain_ok, outcome.blocks_checked = verification.ok, verification.blocks_checked
+    say(f"11. operator's ledger chain verification: {'OK' if verification.ok else 'FAILED: ' + verification.problem}"
+        f" ({verification.blocks_checked} blocks, every hash, signature and proof re-checked)")
     return outcome

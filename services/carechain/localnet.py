@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from carechain.config import DEFAULT_PORTS
 from carechain.devbackends.process import free_port
 from carechain.devbackends.stack import BackendStack
+from carechain.files import private_dir
 from carechain.network import SERVICES, NetworkLayout, service_principal_id
 from carechain.tls import ClientTLS, LocalCertificateAuthority
 
@@ -240,7 +241,7 @@ class LocalNetwork:
 
     def start_service(self, service: str, timeout: float = 60.0) -> None:
         """Start (or restart) one service process (or validator, e.g. "ledger-2") and wait for it to be healthy."""
-        self.layout.service_dir(service).mkdir(parents=True, exist_ok=True)
+        private_dir(self.layout.service_dir(service))
         log_file = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
             [sys.executable, "-m", "carechain", "serve", self.service_of(service)],

@@ -13,6 +13,7 @@ import pathlib
 from cryptography.hazmat.primitives import serialization
 
 from carechain.crypto import Ed25519Signer, load_public_key, public_key_bytes
+from carechain.files import private_dir
 
 SERVICES = ("identity", "storage", "ledger", "consent", "audit", "records")
 OPERATOR_ID = "operator"
@@ -85,8 +86,8 @@ class NetworkLayout:
         in Vault Transit (service_key_files=False), whose public keys are exported
         into the trust directory by the Vault bootstrap instead.
         """
-        self.keys_dir.mkdir(parents=True, exist_ok=True)
-        self.keys_dir.chmod(0o700)
+        private_dir(self.root)
+        private_dir(self.keys_dir)
         services = [service_principal_id(s) for s in SERVICES] if service_key_files else []
         for principal_id in [*services, OPERATOR_ID]:
             key_file = self.key_file(principal_id)
@@ -99,7 +100,7 @@ class NetworkLayout:
             if not pub.exists():
                 write_public_key(pub, signer.public_key_bytes())
         for service in SERVICES:
-            self.service_dir(service).mkdir(parents=True, exist_ok=True)
+            private_dir(self.service_dir(service))
 
     def operator_signer(self) -> Ed25519Signer:
         """The operator's signer (onboards organisations)."""

@@ -1,7 +1,8 @@
 """Shared server bootstrap for the six services.
 
-Every service gets: JSON logs, OpenTelemetry tracing, gRPC health
-(``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
+Every service gets: access control (every RPC admitted by its service's access
+table, :mod:`carechain.access`; a handler that was not guarded is refused), JSON
+logs, OpenTelemetry tracing, gRPC health (``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
 graceful stop on SIGTERM/SIGINT (health NOT_SERVING first, then stop with a
 grace period so in-flight calls finish).
 """
@@ -21,9 +22,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from carechain.access import is_guarded
 from carechain.clients import MAX_MESSAGE_BYTES
 from carechain.config import ServiceSettings
-from carechain.errors import CareChainError
+from carechain.errors import CareChainError, PermissionDenied
 from carechain.logs import configure_logging
 from carechain.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
 from carechain.tls import server_credentials
@@ -46,11 +48,25 @@ def _abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
     raise exc
 
 
+_OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
+
+
+def _unguarded(behavior: Any) -> Any:
+    """Deny by default: a handler not wrapped by carechain.access.guard is never run."""
+
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        raise PermissionDenied("this RPC has no access table: denied by default")
+
+    return refuse
+
+
 class CallInterceptor(grpc.ServerInterceptor):
     """Logs every call (method, status, duration; never payloads) and maps errors to statuses.
 
     :class:`CareChainError` and peer ``RpcError`` raised by handlers become the right
-    gRPC status; anything else is logged and becomes INTERNAL.
+    gRPC status; anything else is logged and becomes INTERNAL. Every method except
+    health and reflection must have been registered through
+    :func:`carechain.access.guard`; any other handler is refused (PERMISSION_DENIED).
     """
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -58,8 +74,12 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        open_method = method.startswith(_OPEN_PREFIXES)
 
         def unary(behavior: Any) -> Any:
+            if not (open_method or is_guarded(behavior)):
+                behavior = _unguarded(behavior)
+
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 started = time.monotonic()
                 try:
@@ -72,6 +92,9 @@ class CallInterceptor(grpc.ServerInterceptor):
             return wrapped
 
         def streaming(behavior: Any) -> Any:
+            if not (open_method or is_guarded(behavior)):
+                behavior = _unguarded(behavior)
+
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 started = time.monotonic()
                 try:
@@ -97,7 +120,7 @@ class CallInterceptor(grpc.ServerInterceptor):
 
 
 def _log_call(method: str, context: grpc.ServicerContext, started: float) -> None:
-    if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+    if method.startswith(_OPEN_PREFIXES):
         return
     code = context.code() if hasattr(context, "code") else None
     log.info(

@@ -3,6 +3,7 @@
 WAL with synchronous=FULL makes a committed write durable across power loss.
 gRPC servers call from a thread pool, so :class:`Database` shares one
 connection behind a lock and runs every write in an explicit transaction.
+Database files (and their -wal/-shm companions) are 0600 in 0700 directories.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 
+from carechain.files import private_file, restrict_existing
+
 
 def connect_durable(path: pathlib.Path) -> sqlite3.Connection:
-    """Open (creating) a SQLite file for writing: WAL, synchronous=FULL, foreign keys, autocommit mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open (creating) a SQLite file for writing: WAL, synchronous=FULL, foreign keys, autocommit mode.
+
+    The file is created 0600 in a 0700 directory before SQLite opens it (SQLite gives
+    the -wal and -shm files the database file's mode; they are re-checked anyway).
+    """
+    private_file(path)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    restrict_existing(path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
     return conn
 
 

@@ -90,8 +90,18 @@ def token_issuer(network: LocalNetwork):
     return VaultTransitSigner(client, "svc-identity", key_id="svc-identity")
 
 
-def records_of(client, patient_id: str) -> set[str]:
-    """Record ids registered on the ledger (validly) for a patient."""
+def operator_client(network: LocalNetwork) -> CareChainClient:
+    """A client acting as the network operator (ledger-wide reads are not for members: docs/security.md)."""
+    return CareChainClient(network.endpoints, network.layout.operator_signer())
+
+
+def records_of(network: LocalNetwork, patient_id: str) -> set[str]:
+    """Record ids registered on the ledger (validly) for a patient, as the operator reads them."""
+    with operator_client(network) as client:
+        return _records_of(client, patient_id)
+
+
+def _records_of(client: CareChainClient, patient_id: str) -> set[str]:
     from carechain.ledger.transactions import decode_body as _decode_body
     from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 

@@ -63,7 +63,7 @@ def test_a_backend_outage_loses_nothing_acknowledged_and_half_writes_nothing(bac
     for record_id, raw in writer.acknowledged:
         assert reader.client.get_record(record_id).resource_json == raw, f"acknowledged record {record_id} lost"
 
-    on_ledger = records_of(hospital.client, patient.principal_id)
+    on_ledger = records_of(network, patient.principal_id)
     acknowledged_ids = {record_id for record_id, _ in writer.acknowledged}
     assert acknowledged_ids <= on_ledger
     for record_id in on_ledger - acknowledged_ids:

@@ -9,9 +9,11 @@ import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner, token_issuer
 
+from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, caller_claims
 from carechain.clients import open_channel
 from carechain.consent.fhir_consent import ACT_REASON, CONSENT_SCOPE, PARTICIPATION_TYPE, consent_from_fhir
+from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
 from carechain.demo import cancer_diagnosis
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -48,6 +50,14 @@ def _denied(call) -> str:
     return caught.value.details()
 
 
+def _audited_denial(patient, record_id: str) -> str:
+    """The reason of the latest denied read of record_id in the patient's own access history."""
+    denials = [e.event for e in patient.client.access_history()
+               if e.event.record_id == record_id and e.event.outcome == audit_pb2.AUDIT_OUTCOME_DENIED]
+    assert denials, "every denial is audited"
+    return max(denials, key=lambda e: e.time_ms).reason
+
+
 @pytest.fixture(scope="module")
 def clinic(network):
     hospital = new_hospital(network)
@@ -68,8 +78,8 @@ def test_fhir_consent_import_grants_by_data_period_and_export_round_trips(networ
     granted = patient.client.grant_consent_fhir(fhir_consent(oncologist.principal_id, "2023"))
     assert granted.granted_by == patient.principal_id
     assert oncologist.client.get_record(recent.record_id).resource_json
-    reason = _denied(lambda: oncologist.client.get_record(old.record_id))
-    assert "no active consent permits" in reason
+    assert _denied(lambda: oncologist.client.get_record(old.record_id)) == DENIAL_MESSAGE
+    assert "no active consent permits" in _audited_denial(patient, old.record_id)
     exported = patient.client.export_consent(granted.consent_id)
     assert exported["patient"]["identifier"]["value"] == patient.principal_id
     assert consent_from_fhir(exported).policy == granted.policy
@@ -100,7 +110,8 @@ def test_break_glass_reads_normal_records_only_and_raises_an_alert(network, clin
     read = emergency.client.get_record(normal.record_id, Purpose.PURPOSE_OF_USE_ETREAT)
     assert read.resource_json
     reason = _denied(lambda: emergency.client.get_record(cancer.record_id, Purpose.PURPOSE_OF_USE_ETREAT))
-    assert "break-glass never opens sensitive categories" in reason
+    assert reason == DENIAL_MESSAGE, "a denial never says why (the record's category is itself a disclosure)"
+    assert "break-glass never opens sensitive categories" in _audited_denial(patient, cancer.record_id)
     _denied(lambda: emergency.client.get_record(normal.record_id, Purpose.PURPOSE_OF_USE_TREAT))
     history = patient.client.access_history()
     alerts = [e.event for e in history if e.event.alert]

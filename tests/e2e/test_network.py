@@ -51,8 +51,13 @@ def test_demo_story(network) -> None:
     outcome = run_demo(network.endpoints, network.layout.operator_signer(), say=lines.append)
 
     assert outcome.cancer_read_identical, "the oncologist must read back the exact stored bytes"
-    assert "MENTAL_HEALTH" in outcome.psychiatric_denial
-    assert outcome.after_revoke_denial, "a read after revocation must be denied"
+    # The practitioner is told only that consent does not permit; the category goes to the patient's history.
+    assert outcome.psychiatric_denial == "not permitted by the patient's consent"
+    assert outcome.after_revoke_denial == "not permitted by the patient's consent"
+    psychiatric_denials = [e.event for e in outcome.history if e.event.record_id == outcome.psychiatric_record_id
+                           and e.event.outcome == audit_pb2.AUDIT_OUTCOME_DENIED]
+    assert psychiatric_denials and all(
+        Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH in e.categories for e in psychiatric_denials)
     assert outcome.chain_ok and outcome.blocks_checked > 1
 
     seen = {
@@ -109,7 +114,7 @@ def test_missing_forged_expired_and_wrong_audience_tokens_are_unauthenticated(ne
 
 def test_malformed_fhir_is_invalid_argument_and_stores_nothing(network, ward) -> None:
     hospital, _, patient, fhir_id = ward
-    before = records_of(hospital.client, patient.principal_id)
+    before = records_of(network, patient.principal_id)
     cases = [
         b"{not json",
         json.dumps({"resourceType": "Starship"}).encode(),
@@ -122,7 +127,7 @@ def test_malformed_fhir_is_invalid_argument_and_stores_nothing(network, ward) ->
             hospital.client.put_record(patient.principal_id, raw)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details().startswith("resource_json")
-    assert records_of(hospital.client, patient.principal_id) == before, "a rejected write must not reach the ledger"
+    assert records_of(network, patient.principal_id) == before, "a rejected write must not reach the ledger"
 
 
 def test_tampered_blob_is_data_loss_never_wrong_data(network, ward) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import MODES, new_hospital, new_patient, new_practitioner, start_network
+from helpers import MODES, new_hospital, new_patient, new_practitioner, operator_client, start_network
 
 from carechain.demo import cancer_diagnosis
 from carechain.sdk import CareChainClient, Category, Purpose, permit
@@ -20,7 +20,8 @@ def test_records_consents_and_chain_survive_a_restart(tmp_path, mode: str) -> No
                                             categories=[Category.SENSITIVITY_CATEGORY_ONCOLOGY]))
         stored = hospital.client.put_record(patient.principal_id, cancer_diagnosis(fhir_id))
         original = reader.client.get_record(stored.record_id).resource_json
-        head_before = hospital.client.verify_chain().blocks_checked
+        with operator_client(network) as operator:
+            head_before = operator.verify_chain().blocks_checked
         for actor in (hospital, reader, patient):
             actor.client.close()
     finally:
@@ -32,7 +33,8 @@ def test_records_consents_and_chain_survive_a_restart(tmp_path, mode: str) -> No
     try:
         with CareChainClient(restarted.endpoints, reader.signer) as reader_again:
             assert reader_again.get_record(stored.record_id).resource_json == original
-            verification = reader_again.verify_chain()
+        with operator_client(restarted) as operator:
+            verification = operator.verify_chain()
         assert verification.ok and verification.blocks_checked >= head_before
     finally:
         restarted.stop()

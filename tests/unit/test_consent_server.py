@@ -293,7 +293,7 @@ def test_decide_is_only_for_the_records_service(env: Env, caller: Caller) -> Non
 
 
 @pytest.mark.parametrize(("record_id", "actor_id", "reason"), [
-    ("rec-psy", "prac-onc", "denied: record category MENTAL_HEALTH is sensitive and no consent names it"),
+    ("rec-psy", "prac-onc", "denied: a sensitive category of the record is named by no consent"),
     ("rec-onc", "prac-gp", "denied: no active consent permits practitioner prac-gp for TREAT"),
     ("rec-onc", "org-a", "denied: actor org-a is not a registered practitioner"),
     ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
@@ -134,10 +135,13 @@ def consent_over(tmp_path: pathlib.Path) -> Iterator:
     started = []
 
     def start(world: World, quorum_size: int):
-        ledger_server = start_service("ledger", ConsentSettings(listen_address="127.0.0.1:0"), _register_ledger(
-            LyingLedger(world.chain)))
-        channel = grpc.insecure_channel(ledger_server.address)
-        started.append((ledger_server, channel))
+        # The attacker's own server: plain gRPC, none of CareChain's server code (access checks) in front of it.
+        ledger_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LyingLedger(world.chain), ledger_server)
+        ledger_port = ledger_server.add_insecure_port("127.0.0.1:0")
+        ledger_server.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{ledger_port}")
+        started.append((_Stoppable(ledger_server), channel))
         trust = TrustBundle({**world.net.trust.keys, **{v.key_id: v.public_key_bytes() for v in world.validators}})
         reader = VerifiedLedgerReader(ledger_pb2_grpc.LedgerServiceStub(channel), CHAIN, trust,
                                       quorum.ValidatorSet.of([v.key_id for v in world.validators], quorum_size))
@@ -172,12 +176,14 @@ class _Audit:
         return audit_pb2.AuditReceipt(sequence=1, event_hash=bytes(32))
 
 
-def _register_ledger(servicer: LyingLedger):
-    def register_fn(server: grpc.Server) -> list[str]:
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
-        return [ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name]
+class _Stoppable:
+    """A plain grpc.Server with the stop() of a started CareChain service."""
 
-    return register_fn
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.stop(0).wait()
 
 
 def _denied_or_refused(decide) -> str:

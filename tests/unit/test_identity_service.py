@@ -19,7 +19,7 @@ from carechain.crypto import Ed25519Signer
 from carechain.errors import PermissionDenied
 from carechain.identity.keyring import LocalKeyring
 from carechain.identity.registry import Registry
-from carechain.identity.server import IdentityServicer, build, local_token_source
+from carechain.identity.server import IdentityServicer, build, local_token_source, register_identity
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
@@ -112,11 +112,7 @@ def net(tmp_path: pathlib.Path) -> Iterator[Network]:
         chain_id="test-chain", token_ttl_seconds=60, challenge_ttl_seconds=30, clock=clock,
     )
 
-    def register(server: grpc.Server) -> list[str]:
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
-        return [identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name]
-
-    running = start_service("identity", settings, register, [registry.close, keyring.close])
+    running = start_service("identity", settings, register_identity(servicer), [registry.close, keyring.close])
     channel = grpc.insecure_channel(running.address)
     try:
         yield Network(identity_pb2_grpc.IdentityServiceStub(channel), identity, operator, consent, ledger, clock)

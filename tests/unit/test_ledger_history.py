@@ -49,7 +49,8 @@ from carechain.verifier import (
 )
 
 TIMEOUT = 30
-PRACTITIONER = Caller("dr-1", Kind.PRINCIPAL_KIND_PRACTITIONER)
+# Ledger-wide reads and direct submissions are for services (docs/security.md): tests call as one.
+SERVICE = Caller("svc-records", Kind.PRINCIPAL_KIND_SERVICE)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ class LedgerProcess:
         self.channel.close()
         self.running.stop()
 
-    def stub(self, caller: Caller = PRACTITIONER) -> Authed:
+    def stub(self, caller: Caller = SERVICE) -> Authed:
         return Authed(ledger_pb2_grpc.LedgerServiceStub(self.channel), token(self.net, caller, "ledger"))
 
     @property

@@ -64,7 +64,8 @@ def channel(service):
 
 @pytest.fixture(scope="module")
 def stub(channel, net):
-    return Authed(ledger_pb2_grpc.LedgerServiceStub(channel), token(net))
+    # Submitting and ledger-wide reads are for services (docs/security.md); test_access_control covers the rest.
+    return Authed(ledger_pb2_grpc.LedgerServiceStub(channel), token(net, "svc-records", Kind.PRINCIPAL_KIND_SERVICE))
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from consent_ledger_fake import CHAIN, SEALER
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from carechain.access import guard
 from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2
 from carechain.config import RecordsSettings
@@ -26,7 +27,7 @@ from carechain.crypto import Ed25519Signer
 from carechain.identity.v1 import identity_pb2
 from carechain.network import TOKEN_ISSUER_ID, NetworkLayout, TrustBundle, audience
 from carechain.records.gateway import RecordsGateway
-from carechain.records.server import SERVICE_NAME, RecordsServicer
+from carechain.records.server import ACCESS, SERVICE_NAME, RecordsServicer
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.server import start_service
 from carechain.telemetry import configure_tracing
@@ -59,7 +60,7 @@ def records(tmp_path: pathlib.Path) -> Iterator[tuple[records_pb2_grpc.RecordsSe
     servicer = RecordsServicer(gateway, Authenticator(TrustBundle.load(layout.trust_dir), audience("records")))
 
     def register(server: grpc.Server) -> list[str]:
-        records_pb2_grpc.add_RecordsServiceServicer_to_server(servicer, server)
+        records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE_NAME]
 
     running = start_service("records", settings, register)

@@ -13,7 +13,8 @@
   from the consent service at read time) is their personal representative
   (45 CFR 164.502(g)) and reads the accounting too. Patients and guardians
   see each recipient's display name and organisation name (from identity, at
-  read time); services get identifiers only.
+  read time); services get identifiers only. Who may call what is the
+  :data:`ACCESS` table (docs/security.md).
 - Reporters' clocks are checked: an event time further than
   :data:`MAX_CLOCK_SKEW_MS` from the audit service's own clock is refused, so
   a service cannot backdate or postdate entries of an accounting.
@@ -34,6 +35,8 @@ from typing import Any, Protocol
 
 import grpc
 
+from carechain.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
+from carechain.access import caller as caller_of
 from carechain.audit import fhir_audit
 from carechain.audit.anchoring import AuditMaintenance, BatchSealer, LedgerAnchorer
 from carechain.audit.checkpoints import CheckpointRecorder
@@ -199,6 +202,50 @@ def matches(request: audit_pb2.StreamEventsRequest, event: audit_pb2.AuditEvent)
     )
 
 
+def _own_service_events(caller: Caller, request: audit_pb2.RecordEventRequest, servicer: AuditServicer) -> None:
+    # A service reports its own events only, so the trail says truthfully who reported what.
+    # (A missing event or service is left to validate_event, which names the field.)
+    if request.event.service and caller.principal_id != service_principal_id(request.event.service):
+        raise PermissionDenied(f"event.service must be the calling service ({caller.principal_id})")
+
+
+def _own_event(caller: Caller, request: audit_pb2.GetEventProofRequest, servicer: AuditServicer) -> None:
+    found = servicer.stored_event(request.sequence)
+    if found is None or found.event.patient_id != caller.principal_id:
+        # Same answer as a missing event: a patient learns nothing about other patients' events.
+        raise NotFound(f"audit event {request.sequence} does not exist")
+
+
+OWN_EVENTS = Scope("own events", "events naming itself as `service`", _own_service_events)
+OWN_EVENT = Scope("own event", "events about themselves only", _own_event)
+OWN_PATIENT = own_patient_field()
+
+
+def _own_or_guarded(caller: Caller, request: audit_pb2.GetAccessHistoryRequest, servicer: AuditServicer) -> None:
+    servicer.accounting_patient(caller, request.patient_id)
+
+
+OWN_OR_GUARDIAN = Scope("own or as guardian", "own, or as the patient's active guardian (45 CFR 164.502(g))",
+                        _own_or_guarded)
+
+SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"]
+# Who may call what (docs/security.md). Audit events name patients, records and categories:
+# only the patient, services and the operator (privacy officer) read them; auditors verify.
+ACCESS = AccessTable(SERVICE, {
+    "RecordEvent": Allow.of(service=OWN_EVENTS),
+    "GetAccessHistory": Allow.of(patient=OWN_OR_GUARDIAN, practitioner=OWN_OR_GUARDIAN, service=ANY,
+                                 note="services name the patient"),
+    "VerifyAuditChain": Allow.of(service=ANY, operator=ANY, auditor=ANY, note="counts and hashes only"),
+    "StreamEvents": Allow.of(service=ANY, operator=ANY),
+    "ExportFhirBundle": Allow.of(patient=OWN_PATIENT, service=ANY, operator=ANY),
+    "GetEventProof": Allow.of(patient=OWN_EVENT, service=ANY, operator=ANY, auditor=ANY,
+                              note="hashes only; another patient's event is NOT_FOUND"),
+    "ListNotifications": Allow.of(patient=OWN_PATIENT, service=ANY),
+    "ListReviewItems": Allow.of(service=ANY, operator=ANY, note="the operator is the privacy officer"),
+    "ResolveReviewItem": Allow.of(service=ANY, operator=ANY),
+})
+
+
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     """AuditService over an :class:`AuditStore`; anchorer (optional) cross-checks anchors on the ledger."""
 
@@ -253,23 +300,27 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self._closed = True
             self._appended.notify_all()
 
-    def _patient_scope(self, context: grpc.ServicerContext, patient_id: str, *also: int) -> tuple[Caller, str]:
-        """(caller, patient id) for a patient reading their own data, or a service (or also-kinds) reading any."""
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_SERVICE, *also)
+    def _patient_scope(self, context: grpc.ServicerContext, patient_id: str) -> tuple[Caller, str]:
+        """(caller, patient id): a patient's own (ACCESS checked it), or the one another caller names."""
+        caller = caller_of(context)
         if caller.kind == Kind.PRINCIPAL_KIND_PATIENT:
-            patient_id = patient_id or caller.principal_id
-            if patient_id != caller.principal_id:
-                raise PermissionDenied("a patient may only read their own audit data")
-        elif not patient_id:
+            return caller, caller.principal_id
+        if not patient_id:
             raise InvalidArgument("patient_id", "required")
         return caller, patient_id
+
+    def stored_event(self, sequence: int) -> audit_pb2.StoredAuditEvent | None:
+        """The stored event with this sequence number, or None."""
+        if sequence < 1:
+            raise InvalidArgument("sequence", "must be at least 1")
+        found = self._store.events_after(sequence - 1, 1)
+        return found[0] if found and found[0].sequence == sequence else None
 
     # --- recording -----------------------------------------------------------------------------
 
     def RecordEvent(
         self, request: audit_pb2.RecordEventRequest, context: grpc.ServicerContext
     ) -> audit_pb2.AuditReceipt:
-        caller = self._auth.require_service(context)
         if not request.HasField("event"):
             raise InvalidArgument("event", "required")
         if request.event.ledger_checkpoint or request.event.action in _OWN_ACTIONS:
@@ -277,9 +328,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise InvalidArgument("event.action", "ledger checkpoints and anchoring alerts are recorded by the "
                                                   "audit service itself")
         event = validate_event(request.event, self._now_ms(), self._max_skew_ms)
-        # A service reports its own events only, so the trail says truthfully who reported what.
-        if caller.principal_id != service_principal_id(event.service):
-            raise PermissionDenied(f"event.service must be the calling service ({caller.principal_id})")
         sequence, event_hash = self._append(event)
         return audit_pb2.AuditReceipt(sequence=sequence, event_hash=event_hash)
 
@@ -288,7 +336,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def GetAccessHistory(
         self, request: audit_pb2.GetAccessHistoryRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetAccessHistoryResponse:
-        caller, patient_id = self._accounting_scope(context, request.patient_id)
+        # The access table's OWN_OR_GUARDIAN scope has checked a patient's or guardian's right to read it.
+        caller = caller_of(context)
+        patient_id = request.patient_id or (caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_PATIENT else "")
+        if not patient_id:
+            raise InvalidArgument("patient_id", "required")
         since, until = accounting_period(request.since_ms, request.until_ms, self._now_ms())
         events = self._store.history(patient_id, since, until)
         disclosures = [disclosure(e) for e in events]
@@ -298,17 +350,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             events=events, disclosures=disclosures, since_ms=since, until_ms=until
         )
 
-    def _accounting_scope(self, context: grpc.ServicerContext, patient_id: str) -> tuple[Caller, str]:
-        """(caller, patient id) for the patient, the patient's active guardian, or a service."""
-        caller = self._auth.require(
-            context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_SERVICE
-        )
+    def accounting_patient(self, caller: Caller, patient_id: str) -> str:
+        """The patient whose accounting caller may read: their own, as the active guardian, or (a service) any."""
         if caller.kind == Kind.PRINCIPAL_KIND_SERVICE:
             if not patient_id:
                 raise InvalidArgument("patient_id", "required")
-            return caller, patient_id
+            return patient_id
         if caller.kind == Kind.PRINCIPAL_KIND_PATIENT and patient_id in ("", caller.principal_id):
-            return caller, caller.principal_id
+            return caller.principal_id
         if not patient_id:
             raise InvalidArgument("patient_id", "required: the patient whose accounting a guardian reads")
         # A personal representative: the ledger's delegations, as the consent service derives them.
@@ -317,7 +366,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if not any(is_active_guardian(d, caller.principal_id, now) for d in delegations):
             raise PermissionDenied("only the patient, the patient's active guardian or a service may read "
                                    "a patient's accounting of disclosures")
-        return caller, patient_id
+        return patient_id
 
     def _name_recipients(self, disclosures: list[audit_pb2.Disclosure]) -> None:
         """Fill recipient and organisation display names, looked up once per principal (best effort)."""
@@ -338,7 +387,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def ExportFhirBundle(
         self, request: audit_pb2.ExportFhirBundleRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ExportFhirBundleResponse:
-        _, patient_id = self._patient_scope(context, request.patient_id, Kind.PRINCIPAL_KIND_OPERATOR)
+        _, patient_id = self._patient_scope(context, request.patient_id)
         now = self._now_ms()
         since, until = accounting_period(request.since_ms, request.until_ms, now)
         events = self._store.history(patient_id, since, until)
@@ -355,16 +404,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def GetEventProof(
         self, request: audit_pb2.GetEventProofRequest, context: grpc.ServicerContext
     ) -> audit_pb2.EventProof:
-        caller = self._auth.require(
-            context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR
-        )
-        if request.sequence < 1:
-            raise InvalidArgument("sequence", "must be at least 1")
-        found = self._store.events_after(request.sequence - 1, 1)
-        if not found or found[0].sequence != request.sequence:
-            raise NotFound(f"audit event {request.sequence} does not exist")
-        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT and found[0].event.patient_id != caller.principal_id:
-            # Same answer as a missing event: a patient learns nothing about other patients' events.
+        if self.stored_event(request.sequence) is None:
             raise NotFound(f"audit event {request.sequence} does not exist")
         batch = self._store.batch_containing(request.sequence)
         if batch is None:
@@ -379,7 +419,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def VerifyAuditChain(
         self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.ServicerContext
     ) -> audit_pb2.VerifyAuditChainResponse:
-        self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
         result = self._store.verify()
         response = audit_pb2.VerifyAuditChainResponse(
             ok=result.ok, events_checked=result.events_checked, first_bad_sequence=result.first_bad_sequence,
@@ -421,7 +460,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def StreamEvents(
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[audit_pb2.StoredAuditEvent]:
-        self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
         if request.outcome not in audit_pb2.AuditOutcome.values():
             raise InvalidArgument("outcome", "must be a known AuditOutcome")
         cursor = request.after_sequence
@@ -445,7 +483,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def ListReviewItems(
         self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ListReviewItemsResponse:
-        self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
         if request.status not in audit_pb2.ReviewStatus.values():
             raise InvalidArgument("status", "must be a known ReviewStatus")
         return audit_pb2.ListReviewItemsResponse(items=self._store.review_items(request.status))
@@ -453,7 +490,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def ResolveReviewItem(
         self, request: audit_pb2.ResolveReviewItemRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ReviewItem:
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_SERVICE, Kind.PRINCIPAL_KIND_OPERATOR)
+        caller = caller_of(context)
         if not request.item_id:
             raise InvalidArgument("item_id", "required")
         if not request.note.strip():
@@ -483,7 +520,7 @@ def register_audit(servicer: AuditServicer) -> Register:
     """A register function adding servicer to a server."""
 
     def register(server: grpc.Server) -> list[str]:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name]
 
     return register

@@ -42,6 +42,7 @@ from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
 from carechain.crypto import same, sha256
 from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound, Unavailable
+from carechain.files import private_dir
 from carechain.sqlite import connect_durable
 
 AUDIT_HASH_CONTEXT = b"carechain-audit/v1\n"
@@ -375,7 +376,7 @@ class SQLiteAuditStore:
 
     def __init__(self, directory: pathlib.Path) -> None:
         directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self.path = directory / DB_FILE_NAME
         self._lock = threading.Lock()
         try:

@@ -537,7 +537,8 @@ def _describe(match: _Match, request: AccessRequest) -> str:
     parts = [f"actor {match.actor}", f"purpose {purpose_name(request.purpose)}"]
     if request.effective_action != _Action.CONSENT_ACTION_ACCESS:
         parts.append(f"action {action_name(request.effective_action)}")
-    if match.provision.categories:
+    if match.provision.categories and match.provision.type != policy_pb2.PROVISION_TYPE_DENY:
+        # A deny that matched would tell which sensitive category the record carries: never named.
         parts.append("categories " + ", ".join(category_name(c) for c in match.provision.categories))
     if _has_period(match.provision.data_period):
         parts.append("records dated " + _describe_period(match.provision.data_period))
@@ -596,16 +597,10 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         missing_everywhere = [
             c for c in request.sensitive_categories if all(c in _uncovered(m, request) for m in permits)
         ]
+        # Reasons never name the record's categories (42 CFR 2.13(c)): the audit event carries them.
         if missing_everywhere:
-            return PolicyDecision(
-                DENY,
-                f"denied: record category {category_name(missing_everywhere[0])} is sensitive "
-                "and no consent names it",
-            )
-        names = ", ".join(category_name(c) for c in request.sensitive_categories)
-        return PolicyDecision(
-            DENY, f"denied: no single provision names all sensitive categories of the record ({names})"
-        )
+            return PolicyDecision(DENY, "denied: a sensitive category of the record is named by no consent")
+        return PolicyDecision(DENY, "denied: no single provision names all sensitive categories of the record")
 
     # Explain a permit that would apply but for its labels (it covers other data than this record's).
     label_limited = [
@@ -616,9 +611,7 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         unnamed = [c for c in request.sensitive_categories
                    if all(not names_category(m.provision.categories, c) for m in label_limited)]
         if unnamed:
-            return PolicyDecision(
-                DENY, f"denied: record category {category_name(unnamed[0])} is sensitive and no consent names it"
-            )
+            return PolicyDecision(DENY, "denied: a sensitive category of the record is named by no consent")
         # The labels are not named: the reason reaches the practitioner, and a consent's labels say
         # which sensitive data the patient has.
         first = label_limited[0]
@@ -639,6 +632,11 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         f"denied: no active consent permits practitioner {request.actor_id}{action} "
         f"for {purpose_name(request.purpose)}",
     )
+
+
+# What a denied caller is told, whatever the reason: the reason itself (which may say that the
+# record is sensitive) goes only to the audit trail, which the patient reads.
+DENIAL_MESSAGE = "not permitted by the patient's consent"
 
 
 # --- break-glass -----------------------------------------------------------------
@@ -693,11 +691,9 @@ def decide(
         return decision
     sensitive = request.sensitive_categories
     if sensitive:
-        names = ", ".join(category_name(c) for c in sensitive)
         return PolicyDecision(
             DENY,
-            f"denied: break-glass never opens sensitive categories (record carries {names}) "
-            f"and consent does not permit ({decision.reason})",
+            f"denied: break-glass never opens sensitive categories and consent does not permit ({decision.reason})",
             decision.consent_id,
             decision.provision_path,
         )

@@ -36,9 +36,11 @@ from typing import Any
 
 import grpc
 
+from carechain.access import ANY, AccessTable, Allow, Scope, guard
+from carechain.access import caller as caller_of
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Authenticator
+from carechain.auth import Authenticator, Caller
 from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import ConsentSettings
@@ -105,6 +107,52 @@ def _require_uuid(value: str, field: str) -> None:
         raise InvalidArgument(field, "must be a UUID") from exc
 
 
+def _signed(payload: str, allow_delegate: bool) -> Scope:
+    """The transaction is signed by the caller, for themselves or (if allowed) as the patient's active delegate."""
+
+    def check(caller: Caller, request: Any, servicer: ConsentServicer) -> None:
+        servicer._signed_for_patient(caller, request.transaction, request.HasField("transaction"), payload,
+                                    allow_delegate)
+
+    who = "signed by the caller for themselves" + (" or as an active delegate" if allow_delegate else "")
+    return Scope("signed", who, check)
+
+
+def _readable(what: str) -> Scope:
+    def check(caller: Caller, request: Any, servicer: ConsentServicer) -> None:
+        servicer._readable_patient(caller, request.patient_id, what)
+
+    return Scope("own or delegated", "own, or as an active delegate", check)
+
+
+def _readable_consent(caller: Caller, request: consent_pb2.ExportConsentRequest, servicer: ConsentServicer) -> None:
+    servicer.readable_consent(caller, request.consent_id)
+
+
+_GRANT = _signed("grant_consent", allow_delegate=True)
+_REVOKE = _signed("revoke_consent", allow_delegate=True)
+_READ_CONSENTS = _readable("list its own consents")
+_READ_DELEGATES = _readable("list its own delegates")
+_SEAL = _readable("seal its own policies")
+_EXPORT = Scope("own or delegated", "own, or as an active delegate", _readable_consent)
+
+SERVICE = consent_pb2.DESCRIPTOR.services_by_name["ConsentService"]
+# Who may call what (docs/security.md).
+ACCESS = AccessTable(SERVICE, {
+    "GrantConsent": Allow.of(patient=_GRANT, practitioner=_GRANT),
+    "RevokeConsent": Allow.of(patient=_REVOKE, practitioner=_REVOKE),
+    "ListConsents": Allow.of(patient=_READ_CONSENTS, practitioner=_READ_CONSENTS, service=ANY),
+    "Decide": Allow.of(service=ANY, services=["records"], note="the reason never names a category"),
+    "CheckDecision": Allow.of(service=ANY, services=["identity"], note="at key release"),
+    "ExportConsent": Allow.of(patient=_EXPORT, practitioner=_EXPORT, service=ANY,
+                              note="not yours and unknown are the same NOT_FOUND"),
+    "RegisterDelegate": Allow.of(patient=_signed("register_delegate", allow_delegate=False)),
+    "RevokeDelegate": Allow.of(patient=_signed("revoke_delegate", allow_delegate=False)),
+    "ListDelegates": Allow.of(patient=_READ_DELEGATES, practitioner=_READ_DELEGATES, service=ANY),
+    "SealPolicy": Allow.of(patient=_SEAL, practitioner=_SEAL, note="before the patient signs the grant"),
+})
+
+
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     """ConsentService over ledger-derived state."""
 
@@ -150,19 +198,18 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
     def _signed_for_patient(
         self,
+        caller: Caller,
         transaction: ledger_pb2.Transaction,
         has_transaction: bool,
         payload: str,
-        context: grpc.ServicerContext,
         allow_delegate: bool = True,
     ) -> tuple[Any, Any, str]:
-        """Authenticate the signer and decode its transaction.
+        """Check the caller signed the transaction and may act for its patient; decode it.
 
         Returns (caller, payload message, how the caller acts: "patient" or
         "delegate"). The caller must have signed the transaction and be the
         patient, or (when allowed) an active delegate of the patient.
         """
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
         if not has_transaction:
             raise InvalidArgument("transaction", "required")
         if transaction.signer_id != caller.principal_id:
@@ -201,19 +248,13 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def SealPolicy(
         self, request: consent_pb2.SealPolicyRequest, context: grpc.ServicerContext
     ) -> consent_pb2.SealPolicyResponse:
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
+        # Who may seal for this patient (the patient, or an active delegate) is the access table's _SEAL scope.
         if not request.patient_id:
             raise InvalidArgument("patient_id", "required")
         _require_uuid(request.consent_id, "consent_id")
         if not request.HasField("policy"):
             raise InvalidArgument("policy", "required")
         validate_policy(request.policy)
-        self.sync()
-        acts_for_patient = request.patient_id == caller.principal_id and caller.kind == Kind.PRINCIPAL_KIND_PATIENT
-        if not acts_for_patient and (
-            self._state.active_delegate(request.patient_id, caller.principal_id, self._now_ms()) is None
-        ):
-            raise PermissionDenied("a patient may only seal its own policies; a delegate its patients' while active")
         if self._state.consent(request.consent_id) is not None:
             raise AlreadyExists(f"consent {request.consent_id} already exists")
         sealed = self._sealer.seal_policy(request.consent_id, request.patient_id, request.policy)
@@ -239,7 +280,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
         caller, grant, acting = self._signed_for_patient(
-            request.transaction, request.HasField("transaction"), "grant_consent", context
+            caller_of(context), request.transaction, request.HasField("transaction"), "grant_consent"
         )
         _require_uuid(grant.consent_id, "transaction.body.grant_consent.consent_id")
         policy = self._open_grant(grant)
@@ -262,7 +303,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
         caller, revoke, acting = self._signed_for_patient(
-            request.transaction, request.HasField("transaction"), "revoke_consent", context
+            caller_of(context), request.transaction, request.HasField("transaction"), "revoke_consent"
         )
         _require_uuid(revoke.consent_id, "transaction.body.revoke_consent.consent_id")
         self.sync()
@@ -298,14 +339,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def ListConsents(
         self, request: consent_pb2.ListConsentsRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ListConsentsResponse:
-        patient_id = self._readable_patient(request.patient_id, context, "list its own consents")
+        patient_id = self._readable_patient(caller_of(context), request.patient_id, "list its own consents")
         return consent_pb2.ListConsentsResponse(consents=self._state.consents_of(patient_id))
 
-    def _readable_patient(self, patient_id: str, context: grpc.ServicerContext, what: str) -> str:
+    def _readable_patient(self, caller: Caller, patient_id: str, what: str) -> str:
         """The patient whose consents the caller may read (the patient, an active delegate or a service); syncs."""
-        caller = self._auth.require(
-            context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_SERVICE
-        )
         if caller.kind == Kind.PRINCIPAL_KIND_SERVICE:
             if not patient_id:
                 raise InvalidArgument("patient_id", "required")
@@ -322,20 +360,25 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise PermissionDenied(f"a patient (or its active delegate) may only {what}")
         return patient_id
 
-    def ExportConsent(
-        self, request: consent_pb2.ExportConsentRequest, context: grpc.ServicerContext
-    ) -> consent_pb2.ExportConsentResponse:
-        if not request.consent_id:
+    def readable_consent(self, caller: Caller, consent_id: str) -> consent_pb2.ConsentRecord:
+        """A consent the caller may read; NotFound if unknown or not theirs (ids cannot be probed); syncs."""
+        if not consent_id:
             raise InvalidArgument("consent_id", "required")
         self.sync()
-        consent = self._state.consent(request.consent_id)
-        # The same answer for unknown and not-yours, so consent ids cannot be probed.
+        consent = self._state.consent(consent_id)
         try:
-            self._readable_patient(consent.patient_id if consent else "", context, "export its own consents")
+            if consent is not None:
+                self._readable_patient(caller, consent.patient_id, "export its own consents")
         except (PermissionDenied, InvalidArgument):
             consent = None
         if consent is None:
-            raise NotFound(f"consent {request.consent_id} does not exist or is not yours")
+            raise NotFound(f"consent {consent_id} does not exist or is not yours")
+        return consent
+
+    def ExportConsent(
+        self, request: consent_pb2.ExportConsentRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ExportConsentResponse:
+        consent = self.readable_consent(caller_of(context), request.consent_id)
         return consent_pb2.ExportConsentResponse(consent_json=consent_json(consent))
 
     # --- delegates -------------------------------------------------------------
@@ -344,7 +387,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.RegisterDelegateRequest, context: grpc.ServicerContext
     ) -> consent_pb2.Delegation:
         caller, delegate, _ = self._signed_for_patient(
-            request.transaction, request.HasField("transaction"), "register_delegate", context, allow_delegate=False
+            caller_of(context), request.transaction, request.HasField("transaction"), "register_delegate",
+            allow_delegate=False,
         )
         field = "transaction.body.register_delegate"
         if not delegate.delegate_id:
@@ -380,7 +424,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.RevokeDelegateRequest, context: grpc.ServicerContext
     ) -> consent_pb2.Delegation:
         caller, revoke, _ = self._signed_for_patient(
-            request.transaction, request.HasField("transaction"), "revoke_delegate", context, allow_delegate=False
+            caller_of(context), request.transaction, request.HasField("transaction"), "revoke_delegate",
+            allow_delegate=False,
         )
         if not revoke.delegate_id:
             raise InvalidArgument("transaction.body.revoke_delegate.delegate_id", "required")
@@ -402,7 +447,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def ListDelegates(
         self, request: consent_pb2.ListDelegatesRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ListDelegatesResponse:
-        patient_id = self._readable_patient(request.patient_id, context, "list its own delegates")
+        patient_id = self._readable_patient(caller_of(context), request.patient_id, "list its own delegates")
         return consent_pb2.ListDelegatesResponse(delegations=self._state.delegations_of(patient_id))
 
     def _delegation(self, patient_id: str, delegate_id: str) -> consent_pb2.Delegation:
@@ -414,7 +459,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     # --- decisions -------------------------------------------------------------
 
     def Decide(self, request: consent_pb2.DecideRequest, context: grpc.ServicerContext) -> consent_pb2.Decision:
-        self._auth.require_service(context, "records")
         if not request.actor_id:
             raise InvalidArgument("actor_id", "required")
         if not request.record_id:
@@ -523,7 +567,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def CheckDecision(
         self, request: consent_pb2.CheckDecisionRequest, context: grpc.ServicerContext
     ) -> consent_pb2.CheckDecisionResponse:
-        self._auth.require_service(context, "identity")
         if not request.decision_token:
             raise InvalidArgument("decision_token", "required")
         try:
@@ -588,8 +631,8 @@ def register_consent(servicer: ConsentServicer) -> Register:
     """A register function adding servicer to a server."""
 
     def register(server: grpc.Server) -> list[str]:
-        consent_pb2_grpc.add_ConsentServiceServicer_to_server(servicer, server)
-        return [consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name]
+        consent_pb2_grpc.add_ConsentServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
+        return [SERVICE.full_name]
 
     return register
 

@@ -24,6 +24,7 @@ from typing import Any
 from carechain.crypto import write_private_file
 from carechain.devbackends.process import ServerProcess, free_port
 from carechain.devbackends.tools import find_tool
+from carechain.files import private_dir
 
 READY_TIMEOUT_SECONDS = 30.0
 LOG_FILE = "openbao.log"
@@ -136,9 +137,10 @@ class OpenBaoServer(_OpenBaoBase):
         """Start, initialise on first start, unseal, and wait until active."""
         if self.running:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The Raft store and init.json (unseal key, root token) live here: owner only.
+        private_dir(self.data_dir)
+        private_dir(self.data_dir / "data")
         config = self.data_dir / "openbao.hcl"
-        (self.data_dir / "data").mkdir(exist_ok=True)
         # Integrated (Raft) storage with one node: OpenBao's supported persistent storage.
         config.write_text(
             f'storage "raft" {{\n  path = "{self.data_dir / "data"}"\n  node_id = "dev"\n}}\n'

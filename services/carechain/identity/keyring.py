@@ -28,6 +28,7 @@ from typing import Protocol
 
 from carechain.crypto import AES_KEY_BYTES, new_aes_key, open_sealed, seal, write_private_file
 from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
+from carechain.files import private_dir
 from carechain.sqlite import Database
 
 WRAPPED_PREFIX = "vault:v"
@@ -139,7 +140,7 @@ class LocalKeyring:
 
     def __init__(self, directory: pathlib.Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self._master_key = self._load_or_create_master_key(directory / MASTER_KEY_FILE)
         self._db = Database(directory / KEYRING_DB_FILE, _SCHEMA, secure_delete=True)
 

@@ -23,6 +23,7 @@ from typing import Protocol
 from carechain.common.v1 import common_pb2
 from carechain.crypto import write_private_file
 from carechain.errors import AlreadyExists, FailedPrecondition
+from carechain.files import private_dir
 from carechain.sqlite import Database
 
 Kind = common_pb2.PrincipalKind
@@ -159,7 +160,7 @@ class Registry:
     """Durable identity state of one identity service in SQLite (the embedded :class:`IdentityStore`)."""
 
     def __init__(self, data_dir: pathlib.Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         self._pseudonym_secret = _load_or_create_secret(data_dir / PSEUDONYM_SECRET_FILE)
         self._db = Database(data_dir / REGISTRY_DB_FILE, _SCHEMA)
 

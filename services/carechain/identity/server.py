@@ -1,6 +1,9 @@
 """The identity service: principals, access tokens and patients' keys.
 
 - Principals are registered here and on the ledger (without names or FHIR ids).
+  A patient's display name and FHIR id are shown only to the patient, their
+  delegates and their organisation (services get the FHIR id, never the name).
+- Who may call what is the :data:`ACCESS` table (docs/security.md).
 - Access tokens are issued after proof of possession of a principal's key.
 - Each patient has a key-encryption key (``patient-<pseudonym>``) in the key
   manager; each record has a data key stored only in wrapped form, released
@@ -16,12 +19,15 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import grpc
 
+from carechain.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
+from carechain.access import caller as caller_of
 from carechain.auth import Authenticator, Caller, TokenSource, caller_claims, token_request_message
 from carechain.clients import Peers
 from carechain.common.v1 import common_pb2
@@ -29,6 +35,7 @@ from carechain.config import IdentitySettings
 from carechain.crypto import Ed25519Signer, Signer, load_public_key, same, verify_signature
 from carechain.errors import (
     AlreadyExists,
+    CareChainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -70,11 +77,18 @@ Kind = common_pb2.PrincipalKind
 SubmitTransaction = Callable[[ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
 # Asks the consent service whether a decision token still holds: (permitted, reason).
 CheckDecision = Callable[[str], tuple[bool, str]]
+# Asks the consent service whether principal (2nd) is an active delegate of patient (1st).
+IsDelegate = Callable[[str, str], bool]
 
 KEYRING_DIR = "keyring"
 CHALLENGE_BYTES = 32
 MAX_DISPLAY_NAME = 200
-REGISTRABLE_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT)
+REGISTRABLE_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT,
+                     Kind.PRINCIPAL_KIND_AUDITOR)
+# Registered by the operator; the others by their organisation.
+NETWORK_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_AUDITOR)
+MEMBER_KINDS = (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT)
+AUDITOR_ID_PREFIX = "aud-"
 AUDIENCES = frozenset(audience(s) for s in SERVICES)
 _SPECIALTY = re.compile(r"^[a-z]+(-[a-z]+)*$")
 # FHIR R4 "id" datatype.
@@ -103,6 +117,43 @@ def local_token_source(signer: Signer, ttl_seconds: float) -> TokenSource:
         return issue_token(signer, ACCESS_TOKEN_TYPE, caller_claims(caller, token_audience), ttl_seconds)
 
     return TokenSource(fetch)
+
+
+def _operator_registers(caller: Caller, request: identity_pb2.RegisterPrincipalRequest, servicer: object) -> None:
+    if caller.principal_id != OPERATOR_ID:
+        raise PermissionDenied("only the network operator registers organisations and auditors")
+    if request.kind in MEMBER_KINDS:
+        raise PermissionDenied("only an organisation registers its practitioners and patients")
+
+
+def _organization_registers(caller: Caller, request: identity_pb2.RegisterPrincipalRequest, servicer: object) -> None:
+    if request.kind in NETWORK_KINDS:
+        raise PermissionDenied("only the network operator registers organisations and auditors")
+    if request.organization_id and request.organization_id != caller.principal_id:
+        raise PermissionDenied("organization_id must be the calling organisation")
+
+
+SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
+# Who may call what (docs/security.md).
+ACCESS = AccessTable(SERVICE, {
+    "RegisterPrincipal": Allow.of(
+        operator=Scope("network members", "organisations and auditors", _operator_registers),
+        organization=Scope("own members", "its own practitioners and patients", _organization_registers),
+    ),
+    "GetPrincipal": Allow.everyone("a patient's display name and FHIR id only to the patient, their delegates and "
+                                   "their organisation; services get the FHIR id"),
+    "CreateChallenge": Allow.anonymous("proof of possession, step 1"),
+    "IssueToken": Allow.anonymous("proof of possession, step 2"),
+    "GetTokenIssuerKeys": Allow.anonymous("public keys"),
+    "GenerateDataKey": Allow.of(service=ANY, services=["records"]),
+    "ReleaseDataKey": Allow.of(service=ANY, services=["records"], note="with a single-use consent decision token"),
+    "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
+})
+
+
+def new_auditor_id() -> str:
+    """A fresh auditor id."""
+    return AUDITOR_ID_PREFIX + uuid.uuid4().hex
 
 
 class _PatientLocks:
@@ -136,8 +187,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         challenge_ttl_seconds: float,
         clock: Callable[[], float] = time.time,
         check_decision: CheckDecision | None = None,
+        is_delegate: IsDelegate | None = None,
     ) -> None:
         self._signer = signer
+        self._is_delegate = is_delegate
         self._check_decision = check_decision
         self._trust = trust
         self._registry = registry
@@ -154,10 +207,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # --- principals ------------------------------------------------------------
 
     def RegisterPrincipal(self, request, context):  # noqa: N802 - gRPC method name
-        caller = self._auth.authenticate(context)
+        caller = caller_of(context)
         kind = request.kind
         if kind not in REGISTRABLE_KINDS:
-            raise InvalidArgument("kind", "must be ORGANIZATION, PRACTITIONER or PATIENT")
+            raise InvalidArgument("kind", "must be ORGANIZATION, AUDITOR, PRACTITIONER or PATIENT")
         organization_id = self._check_registrar(caller, kind, request.organization_id)
         display_name = request.display_name.strip()
         if not display_name:
@@ -170,6 +223,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         with self._registration_lock:
             if kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
                 principal_id = new_organization_id()
+            elif kind == Kind.PRINCIPAL_KIND_AUDITOR:
+                principal_id = new_auditor_id()
             elif kind == Kind.PRINCIPAL_KIND_PRACTITIONER:
                 principal_id = new_practitioner_id()
             else:
@@ -200,24 +255,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "principal registered",
             extra={"principal_id": principal_id, "kind": Kind.Name(kind), "log_index": committed.log_index},
         )
-        return _principal_message(principal, show_fhir_id=True)
+        return _principal_message(principal, show_private=True, show_fhir_id=True)
 
     def _check_registrar(self, caller: Caller, kind: int, organization_id: str) -> str:
-        """Check caller may register a principal of kind; returns the new principal's organisation."""
-        if kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
-            if caller.kind != Kind.PRINCIPAL_KIND_OPERATOR or caller.principal_id != OPERATOR_ID:
-                raise PermissionDenied("only the network operator registers organisations")
+        """The new principal's organisation (who may register what is checked by ACCESS)."""
+        if kind in NETWORK_KINDS:
             if organization_id:
-                raise InvalidArgument("organization_id", "must be empty for an organisation")
+                raise InvalidArgument("organization_id", "must be empty for an organisation or an auditor")
             return ""
-        if caller.kind != Kind.PRINCIPAL_KIND_ORGANIZATION:
-            raise PermissionDenied("only an organisation registers its practitioners and patients")
-        if organization_id and organization_id != caller.principal_id:
-            raise PermissionDenied("organization_id must be the calling organisation")
         return caller.principal_id
 
     def GetPrincipal(self, request, context):  # noqa: N802 - gRPC method name
-        caller = self._auth.authenticate(context)
+        caller = caller_of(context)
         if not request.principal_id:
             raise InvalidArgument("principal_id", "is required")
         principal = self._registry.principal(request.principal_id)
@@ -229,12 +278,25 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 principal_id=trusted.principal_id, kind=trusted.kind, display_name=trusted.principal_id,
                 public_key=self._trust.key(trusted.principal_id) or b"",
             )
-        show = (
-            caller.is_service
-            or caller.principal_id == principal.principal_id
-            or (caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION and caller.principal_id == principal.organization_id)
-        )
-        return _principal_message(principal, show_fhir_id=show)
+        if principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
+            # Organisations, practitioners and auditors are known to the network by name.
+            return _principal_message(principal, show_private=True, show_fhir_id=False)
+        private = self._may_see_patient(caller, principal)
+        return _principal_message(principal, show_private=private, show_fhir_id=private or caller.is_service)
+
+    def _may_see_patient(self, caller: Caller, patient: PrincipalRecord) -> bool:
+        """Whether caller may see a patient's display name and FHIR id: self, their organisation, a delegate."""
+        if caller.principal_id == patient.principal_id:
+            return True
+        if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
+            return caller.principal_id == patient.organization_id
+        if caller.kind in (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER) and self._is_delegate:
+            try:
+                return self._is_delegate(patient.principal_id, caller.principal_id)
+            except (grpc.RpcError, CareChainError) as exc:
+                # Fail closed: without the consent service's answer, only the public fields.
+                log.warning("cannot check delegation", extra={"reason": type(exc).__name__})
+        return False
 
     # --- proof of possession and access tokens ---------------------------------
 
@@ -299,7 +361,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # --- data keys -------------------------------------------------------------
 
     def GenerateDataKey(self, request, context):  # noqa: N802 - gRPC method name
-        self._auth.require_service(context, "records")
         if not request.patient_id:
             raise InvalidArgument("patient_id", "is required")
         record_id = _require_record_id(request.record_id)
@@ -318,7 +379,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
 
     def ReleaseDataKey(self, request, context):  # noqa: N802 - gRPC method name
-        self._auth.require_service(context, "records")
         record_id = _require_record_id(request.record_id)
         claims = self._verify_decision_token(request.decision_token)
         if claims.get("rid") != record_id:
@@ -363,13 +423,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise PermissionDenied(f"decision token rejected: {exc.message}") from exc
 
     def RotatePatientKey(self, request, context):  # noqa: N802 - gRPC method name
-        caller = self._auth.authenticate(context)
-        patient_id = request.patient_id
+        patient_id = request.patient_id  # ACCESS: the patient themselves, or the operator
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
-        is_patient = caller.kind == Kind.PRINCIPAL_KIND_PATIENT and caller.principal_id == patient_id
-        if not (is_patient or caller.kind == Kind.PRINCIPAL_KIND_OPERATOR):
-            raise PermissionDenied("only the patient or the operator may rotate a patient's key")
         self._require_patient(patient_id)
         key_name = patient_key_name(patient_id)
         with self._patient_locks.hold(patient_id):
@@ -411,11 +467,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return int(self._clock() * 1000)
 
 
-def _principal_message(principal: PrincipalRecord, *, show_fhir_id: bool) -> identity_pb2.Principal:
+def _principal_message(principal: PrincipalRecord, *, show_private: bool, show_fhir_id: bool) -> identity_pb2.Principal:
     return identity_pb2.Principal(
         principal_id=principal.principal_id,
         kind=principal.kind,
-        display_name=principal.display_name,
+        display_name=principal.display_name if show_private else "",
         public_key=principal.public_key,
         organization_id=principal.organization_id,
         specialty=principal.specialty,
@@ -473,6 +529,24 @@ def consent_check(consent_stub: object) -> CheckDecision:
     return check
 
 
+def consent_delegates(consent_stub: object) -> IsDelegate:
+    """IsDelegate through ConsentService.ListDelegates (called as svc-identity)."""
+    from carechain.consent.v1 import consent_pb2
+
+    def is_delegate(patient_id: str, principal_id: str) -> bool:
+        response = consent_stub.ListDelegates(  # type: ignore[attr-defined]
+            consent_pb2.ListDelegatesRequest(patient_id=patient_id)
+        )
+        now_ms = int(time.time() * 1000)
+        return any(
+            d.delegate_id == principal_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
+            and d.period.start_ms <= now_ms and (not d.period.end_ms or now_ms < d.period.end_ms)
+            for d in response.delegations
+        )
+
+    return is_delegate
+
+
 def build(
     settings: IdentitySettings, submit_transaction: SubmitTransaction | None = None
 ) -> tuple[Register, list[Callable[[], None]]]:
@@ -521,13 +595,20 @@ def build(
         token_ttl_seconds=settings.token_ttl_seconds,
         challenge_ttl_seconds=settings.challenge_ttl_seconds,
         check_decision=consent_check(peers.consent) if settings.check_decisions else None,
+        is_delegate=consent_delegates(peers.consent),
     )
 
-    def register(server: grpc.Server) -> list[str]:
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
-        return [identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name]
+    return register_identity(servicer), closers
 
-    return register, closers
+
+def register_identity(servicer: IdentityServicer) -> Register:
+    """A register function adding servicer, guarded by ACCESS, to a server."""
+
+    def register(server: grpc.Server) -> list[str]:
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
+        return [SERVICE.full_name]
+
+    return register
 
 
 def _signer(settings: IdentitySettings, vault: hvac.Client | None) -> Signer:

@@ -1,10 +1,14 @@
 """The ledger gRPC service: LedgerService over one validator.
 
-Every RPC needs a valid access token for ``carechain.ledger`` (any principal
-kind). SubmitTransaction answers only once the transaction's block is durably
-committed (``ACK_LEVEL_COMMITTED``, the default) or final, i.e. signed by a
-quorum of validators (``ACK_LEVEL_FINAL``), or UNAVAILABLE after
-``rpc_timeout_seconds`` (or the call's own deadline, whichever is sooner).
+Every RPC needs a valid access token for ``carechain.ledger``; who may call what
+is the :data:`ACCESS` table (docs/security.md): ledger-wide reads are for
+services (validators included), the operator and auditors; a patient gets the
+record entries and inclusion proofs of their own transactions and the
+co-signed checkpoint, so ``verify_record_inclusion`` works for them.
+SubmitTransaction answers only once the transaction's block is durably committed
+(``ACK_LEVEL_COMMITTED``, the default) or final, i.e. signed by a quorum of
+validators (``ACK_LEVEL_FINAL``), or UNAVAILABLE after ``rpc_timeout_seconds``
+(or the call's own deadline, whichever is sooner).
 
 Configuration of a validator (:class:`carechain.config.LedgerSettings`):
 ``CARECHAIN_VALIDATOR_ID`` (default ``svc-ledger``), ``CARECHAIN_VALIDATORS``
@@ -20,14 +24,16 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-from carechain.auth import Authenticator
+from carechain.access import ANY, AccessTable, Allow, Scope, guard
+from carechain.auth import Authenticator, Caller
 from carechain.config import LedgerSettings
-from carechain.errors import InvalidArgument
+from carechain.errors import InvalidArgument, NotFound
 from carechain.etcd import EtcdClient
 from carechain.ledger.chain import Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
+from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.ledger.verify import verify_chain
 from carechain.network import TrustBundle, audience
@@ -38,7 +44,63 @@ DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
 #: How long VerifyChain waits for the current head to become final before verifying.
 VERIFY_FINALITY_WAIT_SECONDS = 5.0
-SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
+SERVICE_NAME = SERVICE.full_name
+
+
+def transaction_patient(transaction: ledger_pb2.Transaction) -> str:
+    """The patient a transaction is about ("" if none): its payload's patient_id, or a registered patient's id."""
+    try:
+        body = decode_body(transaction)
+    except Exception:  # noqa: BLE001 - an undecodable transaction is nobody's
+        return ""
+    kind = body.WhichOneof("payload")
+    if kind is None:
+        return ""
+    payload = getattr(body, kind)
+    if kind == "register_principal":
+        return str(payload.principal_id)
+    return str(getattr(payload, "patient_id", "") or "")
+
+
+def _own_record(caller: Caller, request: ledger_pb2.GetRecordEntryRequest, servicer: LedgerServicer) -> None:
+    entry = servicer.ledger.record_entry(request.record_id) if request.record_id else None
+    if entry is None or entry.record.patient_id != caller.principal_id:
+        # The same answer as an unknown record: another patient's record ids cannot be probed.
+        raise NotFound("no such record on the ledger")
+
+
+def _own_log_entry(caller: Caller, request: ledger_pb2.GetInclusionProofRequest, servicer: LedgerServicer) -> None:
+    found = servicer.ledger.list_transactions(request.log_index, 1)
+    if not found or found[0].log_index != request.log_index or \
+            transaction_patient(found[0].transaction) != caller.principal_id:
+        raise NotFound("no transaction of yours at this log index")
+
+
+OWN_RECORD = Scope("own record", "own records only", _own_record)
+OWN_LOG_ENTRY = Scope("own entry", "own transactions only", _own_log_entry)
+
+
+def _ledger_wide(note: str = "") -> Allow:
+    """Whole-ledger reads: services (validators included), the operator and auditors."""
+    return Allow.of(service=ANY, operator=ANY, auditor=ANY, note=note)
+
+
+# Who may call what (docs/security.md).
+ACCESS = AccessTable(SERVICE, {
+    "SubmitTransaction": Allow.of(service=ANY, note="patients' signed transactions go through consent"),
+    "GetChainHead": _ledger_wide(),
+    "GetBlock": _ledger_wide("every transaction of the block"),
+    "ListTransactions": _ledger_wide("every transaction"),
+    "GetRecordEntry": Allow.of(patient=OWN_RECORD, service=ANY, operator=ANY, auditor=ANY,
+                               note="another patient's record is NOT_FOUND"),
+    "GetInclusionProof": Allow.of(patient=OWN_LOG_ENTRY, service=ANY, operator=ANY, auditor=ANY,
+                                  note="the proof carries the whole transaction"),
+    "GetConsistencyProof": _ledger_wide(),
+    "VerifyChain": _ledger_wide(),
+    "GetCheckpoint": Allow.everyone("tree size, root, time, signatures: nothing patient-specific"),
+    "GetEvidence": _ledger_wide("conflicting validator headers"),
+})
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -50,7 +112,6 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.commit_timeout_seconds = commit_timeout_seconds
 
     def SubmitTransaction(self, request, context):  # noqa: N802 - gRPC method name
-        self.auth.require(context)
         if not request.HasField("transaction"):
             raise InvalidArgument("transaction", "required")
         if request.ack not in (ledger_pb2.ACK_LEVEL_UNSPECIFIED, ledger_pb2.ACK_LEVEL_COMMITTED,
@@ -64,7 +125,6 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return self.ledger.submit(request.transaction, timeout, final=final).to_response()
 
     def GetChainHead(self, request, context):  # noqa: N802
-        self.auth.require(context)
         header, header_hash = self.ledger.head()
         return ledger_pb2.ChainHead(
             header=header, header_hash=header_hash, final_height=max(self.ledger.final_height(), 0),
@@ -72,7 +132,6 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     def GetBlock(self, request, context):  # noqa: N802
-        self.auth.require(context)
         block = self.ledger.block(request.height)
         certificate = self.ledger.certificate(request.height)
         if certificate is not None:
@@ -80,15 +139,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return block
 
     def GetCheckpoint(self, request, context):  # noqa: N802
-        self.auth.require(context)
         return self.ledger.checkpoint(request.height)
 
     def GetEvidence(self, request, context):  # noqa: N802
-        self.auth.require(context)
         return ledger_pb2.GetEvidenceResponse(evidence=self.ledger.evidence(request.from_height))
 
     def ListTransactions(self, request, context):  # noqa: N802
-        self.auth.require(context)
         limit = request.limit or DEFAULT_LIST_LIMIT
         if limit > MAX_LIST_LIMIT:
             raise InvalidArgument("limit", f"must be at most {MAX_LIST_LIMIT}")
@@ -98,27 +154,18 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     def GetRecordEntry(self, request, context):  # noqa: N802
-        self.auth.require(context)
         if not request.record_id:
             raise InvalidArgument("record_id", "required")
         return self.ledger.record_entry(request.record_id)
 
     def GetInclusionProof(self, request, context):  # noqa: N802
-        self.auth.require(context)
         return self.ledger.inclusion_proof(request.log_index, request.tree_size)
 
     def GetConsistencyProof(self, request, context):  # noqa: N802
-        self.auth.require(context)
         return self.ledger.consistency_proof(request.first_size, request.second_size)
 
     def VerifyChain(self, request, context):  # noqa: N802
-        self.auth.require(context)
-        # Every block needs its quorum certificate; only blocks committed after the head of this moment had
-        # a short time to become final may still lack one (the configured validator set, not the store's).
-        head_height = self.ledger.head()[0].height
-        self.ledger.wait_final(head_height, min(self.commit_timeout_seconds, VERIFY_FINALITY_WAIT_SECONDS))
-        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators,
-                            uncertified_after=max(self.ledger.final_height(), head_height)).to_response()
+        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators).to_response()
 
 
 def validator_set(settings: LedgerSettings) -> ValidatorSet:
@@ -156,7 +203,7 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
     servicer = LedgerServicer(ledger, Authenticator(trust, audience("ledger")), settings.rpc_timeout_seconds)
 
     def register(server: grpc.Server) -> Iterable[str]:
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(guard(servicer, ACCESS, servicer.auth), server)
         return [SERVICE_NAME]
 
     # The ledger first (it cuts what is ordered), then the orderer it was given.

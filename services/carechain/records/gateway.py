@@ -34,7 +34,7 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
-from carechain.consent.policy import PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
+from carechain.consent.policy import DENIAL_MESSAGE, PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
@@ -260,7 +260,8 @@ class RecordsGateway:
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
             self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason, **audit_fields)
-            raise PermissionDenied(decision.reason or "denied by consent")
+            # The reason (and the record's categories) go to the audit trail only: never to the caller.
+            raise PermissionDenied(DENIAL_MESSAGE)
 
         try:
             key = self._peers.identity.ReleaseDataKey(
@@ -268,6 +269,9 @@ class RecordsGateway:
             )
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
+            if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # type: ignore[attr-defined]
+                # E.g. consent revoked between decision and key release: told as a consent denial.
+                raise PermissionDenied(DENIAL_MESSAGE) from exc
             raise
         try:
             plaintext = self._decrypt(record, key.plaintext_key)

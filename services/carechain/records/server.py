@@ -7,7 +7,8 @@ from typing import Any
 
 import grpc
 
-from carechain.auth import Authenticator, Kind
+from carechain.access import ANY, AccessTable, Allow, caller, guard
+from carechain.auth import Authenticator
 from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import RecordsSettings
@@ -19,7 +20,15 @@ from carechain.security_labels import security_label_messages
 from carechain.server import Register, run_service
 from carechain.vault import service_signer
 
-SERVICE_NAME = records_pb2.DESCRIPTOR.services_by_name["RecordsService"].full_name
+SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
+SERVICE_NAME = SERVICE.full_name
+
+# Who may call what (docs/security.md). Which records a practitioner may read is the
+# patient's consent, decided per record by the consent service.
+ACCESS = AccessTable(SERVICE, {
+    "PutRecord": Allow.of(practitioner=ANY, organization=ANY, note="for patients registered with the network"),
+    "GetRecord": Allow.of(practitioner=ANY, note="only what the patient's consent permits"),
+})
 
 
 class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
@@ -30,8 +39,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         self._auth = authenticator
 
     def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext) -> Any:
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_ORGANIZATION)
-        stored = self._gateway.put_record(caller, request.patient_id, request.resource_json)
+        stored = self._gateway.put_record(caller(context), request.patient_id, request.resource_json)
         return records_pb2.PutRecordResponse(
             record_id=stored.record_id,
             version=stored.version,
@@ -42,8 +50,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         )
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
-        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER)
-        record = self._gateway.get_record(caller, request.record_id, request.purpose, request.action)
+        record = self._gateway.get_record(caller(context), request.record_id, request.purpose, request.action)
         return records_pb2.GetRecordResponse(
             record_id=record.record_id,
             resource_json=record.resource_json,
@@ -67,7 +74,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
 
     def register(server: grpc.Server) -> list[str]:
-        records_pb2_grpc.add_RecordsServiceServicer_to_server(servicer, server)
+        records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE_NAME]
 
     return register, [peers.close]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from carechain.access import ANY, AccessTable, Allow, guard
 from carechain.auth import Authenticator
 from carechain.config import StorageSettings
 from carechain.errors import InvalidArgument
@@ -21,6 +22,19 @@ from carechain.storage.s3 import S3BlobStore
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
 BLOBS_DIR = "blobs"
+SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"]
+
+
+def _records_only(note: str) -> Allow:
+    return Allow.of(service=ANY, services=["records"], note=note)
+
+
+# Who may call what (docs/security.md): ciphertext only ever moves between storage and records.
+ACCESS = AccessTable(SERVICE, {
+    "PutBlob": _records_only("ciphertext in"),
+    "GetBlob": _records_only("ciphertext out"),
+    "StatBlob": _records_only(""),
+})
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
@@ -31,7 +45,6 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._auth = Authenticator(trust, audience("storage"))
 
     def PutBlob(self, request_iterator, context):  # noqa: N802 - gRPC method name
-        self._auth.require_service(context, "records")
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "metadata":
             raise InvalidArgument("metadata", "the first message of PutBlob must carry the metadata")
@@ -42,12 +55,10 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.BlobRef(sha256=ref.sha256, size=ref.size)
 
     def GetBlob(self, request, context):  # noqa: N802 - gRPC method name
-        self._auth.require_service(context, "records")
         for data in self._store.open(request.sha256):
             yield storage_pb2.BlobChunk(data=data)
 
     def StatBlob(self, request, context):  # noqa: N802 - gRPC method name
-        self._auth.require_service(context, "records")
         sha256 = check_sha256(request.sha256)
         return storage_pb2.BlobRef(sha256=sha256, size=self._store.stat(sha256))
 
@@ -76,8 +87,8 @@ def build(settings: StorageSettings) -> tuple[Register, list[Callable[[], None]]
     servicer = StorageServicer(blob_store(settings), trust)
 
     def register(server: grpc.Server) -> list[str]:
-        storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
-        return [storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name]
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
+        return [SERVICE.full_name]
 
     return register, []
 

@@ -13,6 +13,7 @@ class PrincipalKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRINCIPAL_KIND_PATIENT: _ClassVar[PrincipalKind]
     PRINCIPAL_KIND_SERVICE: _ClassVar[PrincipalKind]
     PRINCIPAL_KIND_OPERATOR: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_AUDITOR: _ClassVar[PrincipalKind]
 
 class PurposeOfUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +65,7 @@ PRINCIPAL_KIND_PRACTITIONER: PrincipalKind
 PRINCIPAL_KIND_PATIENT: PrincipalKind
 PRINCIPAL_KIND_SERVICE: PrincipalKind
 PRINCIPAL_KIND_OPERATOR: PrincipalKind
+PRINCIPAL_KIND_AUDITOR: PrincipalKind
 PURPOSE_OF_USE_UNSPECIFIED: PurposeOfUse
 PURPOSE_OF_USE_TREAT: PurposeOfUse
 PURPOSE_OF_USE_ETREAT: PurposeOfUse

@@ -84,16 +84,19 @@ class IdentityServiceServicer:
     """
 
     def RegisterPrincipal(self, request, context):
-        """Registers an organisation (operator only), a practitioner or a patient
-        (their organisation only). The principal is also registered on the ledger.
+        """Registers an organisation or an auditor (operator only), a practitioner or
+        a patient (their organisation only). The principal is also registered on
+        the ledger (without display name or FHIR id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPrincipal(self, request, context):
-        """Returns a registered principal. Patients' FHIR ids are only shown to
-        services, the patient and the patient's organisation.
+        """Returns a registered principal to any authenticated caller. A patient's
+        display name and FHIR id are shown only to the patient, their active
+        delegates and their organisation; services also get the FHIR id. Others
+        get the public fields (docs/security.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
