@@ -43,11 +43,6 @@ SYNTHEA = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "synthea-10
 MAX_BYTES = 4 * 1024 * 1024
 PER_TYPE = 4  # resources of each Synthea type in the valid corpus: HAPI takes ~0.1-1 s per resource here
 
-# The labelling branch (issue 10 part A) makes records/fhir.py check required code bindings and the
-# base invariants; until it is merged CareChain accepts these invalid resources. Remove the marks then.
-FIXED_BY_LABELLING = pytest.mark.xfail(strict=True, reason="fixed by the labelling branch")
-
-
 def patient_id_of(resource: dict[str, Any]) -> str:
     """The FHIR id of the patient a resource is about (its own id for a Patient)."""
     if resource["resourceType"] == "Patient":
@@ -225,17 +220,6 @@ INVALID = [
             ""),
 ]
 
-# Cases CareChain accepts on today's records/fhir.py (see FIXED_BY_LABELLING): the lead removes them on merge.
-HAPI_DISAGREES_TODAY = {
-    "condition-clinical-status-bogus",
-    "condition-con-4-abated-but-active",
-    "condition-con-5-entered-in-error-with-clinical-status",
-    "allergy-ait-2-entered-in-error-with-clinical-status",
-    "observation-obs-6-value-and-data-absent-reason",
-    "patient-pat-1-contact-without-details",
-}
-
-
 @pytest.mark.parametrize("case", INVALID, ids=[case.name for case in INVALID])
 def test_hapi_rejects_each_known_invalid_resource(hapi_validator: HapiValidator, case: Invalid) -> None:
     resource, _ = case.build()
@@ -245,10 +229,7 @@ def test_hapi_rejects_each_known_invalid_resource(hapi_validator: HapiValidator,
     assert any(location.startswith(case.location) for location in locations), locations
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, id=case.name, marks=[FIXED_BY_LABELLING] if case.name in HAPI_DISAGREES_TODAY else [])
-    for case in INVALID
-])
+@pytest.mark.parametrize("case", INVALID, ids=[case.name for case in INVALID])
 def test_carechain_rejects_each_known_invalid_resource(case: Invalid) -> None:
     resource, patient_id = case.build()
     assert carechain_accepts(resource, patient_id) is not None, f"CareChain accepts invalid R4 ({case.name})"
