@@ -8,8 +8,9 @@ The RegisterRecord carries resource type, categories, clinical date and author
 only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
 Read: ledger entry (its sealed metadata opened: that also proves the entry was
-written by a holder of the metadata key, not made up by a validator) -> consent decision for the requested action (ACCESS, or
-DISCLOSE to a third party) -> (deny: audit, PERMISSION_DENIED) -> data key
+written by a holder of the metadata key, not made up by a validator) ->
+consent decision for the requested action (ACCESS, or DISCLOSE to a third
+party) -> (deny: audit, PERMISSION_DENIED) -> data key
 released against the decision token (identity re-checks it with consent) ->
 ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
 a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
