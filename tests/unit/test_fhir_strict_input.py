@@ -230,7 +230,8 @@ _ALLERGY_IN_ERROR = _coded(ALLERGY_VERIFICATION, "entered-in-error")
 _ALLERGY_ACTIVE = _coded(ALLERGY_CLINICAL, "active")
 _HEART_RATE = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
 _DATA_ABSENT = _coded("http://terminology.hl7.org/CodeSystem/data-absent-reason", "unknown")
-_EXTENSION_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+_EXTENSION_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"  # a simple extension: a value
+_COMPLEX_URL = "https://carechain.dev/fhir/StructureDefinition/example"  # no definition: extensions allowed
 _CARE_PLAN_ACTIVITY = {"reference": {"reference": "ServiceRequest/1"}, "detail": {"status": "scheduled"}}
 
 INVARIANT_CASES = [
@@ -255,9 +256,9 @@ INVARIANT_CASES = [
      "resource_json.contact[0]", _patient(contact=[{"name": {"family": "Doe"}}])),
     ("ext-1", _patient(extension=[{"url": _EXTENSION_URL}]), "resource_json.extension[0]",
      _patient(extension=[{"url": _EXTENSION_URL, "valueAddress": {"city": "Boston"}}])),
-    ("ext-1", _patient(extension=[{"url": _EXTENSION_URL, "valueAddress": {"city": "Boston"},
+    ("ext-1", _patient(extension=[{"url": _COMPLEX_URL, "valueAddress": {"city": "Boston"},
                                    "extension": [{"url": "x", "valueString": "y"}]}]), "resource_json.extension[0]",
-     _patient(extension=[{"url": _EXTENSION_URL, "extension": [{"url": "x", "valueString": "y"}]}])),
+     _patient(extension=[{"url": _COMPLEX_URL, "extension": [{"url": "x", "valueString": "y"}]}])),
     ("app-1", _appointment(participant=[{"status": "accepted"}, {"actor": ME, "status": "accepted"}]),
      "resource_json.participant[0].type", _appointment()),
     ("app-2", _appointment(end=None), "resource_json.end", _appointment(status="proposed", start=None, end=None)),
