@@ -127,8 +127,9 @@ COMPARTMENT_EXAMPLES = {
     "Flag": {"status": "active", "code": CODE, "subject": ME},
     "EpisodeOfCare": {"status": "active", "patient": ME},
     "RiskAssessment": {"status": "final", "subject": ME},
-    "Appointment": {"status": "booked", "participant": [{"actor": {"reference": "Practitioner/1"},
-                                                         "status": "accepted"}, {"actor": ME, "status": "accepted"}]},
+    "Appointment": {"status": "booked", "start": "2020-01-01T09:00:00Z", "end": "2020-01-01T09:30:00Z",
+                    "participant": [{"actor": {"reference": "Practitioner/1"}, "status": "accepted"},
+                                    {"actor": ME, "status": "accepted"}]},
     "Communication": {"status": "completed", "subject": ME},
     "NutritionOrder": {"status": "active", "intent": "order", "patient": ME, "dateTime": "2020-01-01"},
     "DetectedIssue": {"status": "final", "patient": ME},
@@ -191,3 +192,149 @@ def test_nulls_paired_with_primitive_extensions_are_valid_fhir_json() -> None:
     validate_resource(json.dumps(patient).encode(), PATIENT, LIMIT)
     unpaired = {"resourceType": "Patient", "id": PATIENT, "name": [{"given": ["Ann", None]}]}
     _refused(json.dumps(unpaired).encode(), "resource_json.name[0].given[1]", "null")
+
+
+# --- R4 base invariants: each a broken resource and a valid control that differs in the one element --------
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+START, END = "2020-01-01T09:00:00Z", "2020-01-01T09:30:00Z"
+
+
+def _coded(system: str, code: str) -> dict:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+def _condition(**fields) -> dict:
+    return {"resourceType": "Condition", "subject": ME, "code": CODE, **fields}
+
+
+def _allergy(**fields) -> dict:
+    return {"resourceType": "AllergyIntolerance", "patient": ME, "code": CODE, **fields}
+
+
+def _patient(**fields) -> dict:
+    return {"resourceType": "Patient", "id": PATIENT, **fields}
+
+
+def _appointment(**fields) -> dict:
+    return {"resourceType": "Appointment", "status": "booked", "start": START, "end": END,
+            "participant": [{"actor": ME, "status": "accepted"}], **fields}
+
+
+_ACTIVE, _RESOLVED = _coded(CLINICAL, "active"), _coded(CLINICAL, "resolved")
+_IN_ERROR, _CONFIRMED = _coded(VERIFICATION, "entered-in-error"), _coded(VERIFICATION, "confirmed")
+_ALLERGY_IN_ERROR = _coded(ALLERGY_VERIFICATION, "entered-in-error")
+_ALLERGY_ACTIVE = _coded(ALLERGY_CLINICAL, "active")
+_HEART_RATE = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+_DATA_ABSENT = _coded("http://terminology.hl7.org/CodeSystem/data-absent-reason", "unknown")
+_EXTENSION_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"  # a simple extension: a value
+_COMPLEX_URL = "https://carechain.dev/fhir/StructureDefinition/example"  # no definition: extensions allowed
+_CARE_PLAN_ACTIVITY = {"reference": {"reference": "ServiceRequest/1"}, "detail": {"status": "scheduled"}}
+
+INVARIANT_CASES = [
+    # (invariant, invalid resource, field of the rejection, valid control)
+    ("con-4", _condition(clinicalStatus=_ACTIVE, abatementDateTime="2020-01-01"), "resource_json.clinicalStatus",
+     _condition(clinicalStatus=_RESOLVED, abatementDateTime="2020-01-01")),
+    ("con-4", _condition(abatementString="in childhood"), "resource_json.clinicalStatus",
+     _condition(clinicalStatus=_coded(CLINICAL, "remission"), abatementString="in childhood")),
+    ("con-5", _condition(clinicalStatus=_ACTIVE, verificationStatus=_IN_ERROR), "resource_json.clinicalStatus",
+     _condition(verificationStatus=_IN_ERROR)),
+    ("ait-1", _allergy(verificationStatus=_coded(ALLERGY_VERIFICATION, "confirmed")), "resource_json.clinicalStatus",
+     _allergy(clinicalStatus=_ALLERGY_ACTIVE, verificationStatus=_coded(ALLERGY_VERIFICATION, "confirmed"))),
+    ("ait-2", _allergy(clinicalStatus=_ALLERGY_ACTIVE, verificationStatus=_ALLERGY_IN_ERROR),
+     "resource_json.clinicalStatus", _allergy(verificationStatus=_ALLERGY_IN_ERROR)),
+    ("obs-6", _observation(valueString="x", dataAbsentReason=_DATA_ABSENT), "resource_json.dataAbsentReason",
+     _observation(dataAbsentReason=_DATA_ABSENT)),
+    ("obs-7", _observation(code=_HEART_RATE, valueString="x", component=[{"code": _HEART_RATE, "valueString": "y"}]),
+     "resource_json.component", _observation(code=_HEART_RATE, component=[{"code": _HEART_RATE, "valueString": "y"}])),
+    ("obs-3", _observation(referenceRange=[{"type": CODE}]), "resource_json.referenceRange[0].low",
+     _observation(referenceRange=[{"text": "normal"}])),
+    ("pat-1", _patient(contact=[{"relationship": [_coded("http://terminology.hl7.org/CodeSystem/v2-0131", "N")]}]),
+     "resource_json.contact[0]", _patient(contact=[{"name": {"family": "Doe"}}])),
+    ("ext-1", _patient(extension=[{"url": _EXTENSION_URL}]), "resource_json.extension[0]",
+     _patient(extension=[{"url": _EXTENSION_URL, "valueAddress": {"city": "Boston"}}])),
+    ("ext-1", _patient(extension=[{"url": _COMPLEX_URL, "valueAddress": {"city": "Boston"},
+                                   "extension": [{"url": "x", "valueString": "y"}]}]), "resource_json.extension[0]",
+     _patient(extension=[{"url": _COMPLEX_URL, "extension": [{"url": "x", "valueString": "y"}]}])),
+    ("app-1", _appointment(participant=[{"status": "accepted"}, {"actor": ME, "status": "accepted"}]),
+     "resource_json.participant[0].type", _appointment()),
+    ("app-2", _appointment(end=None), "resource_json.end", _appointment(status="proposed", start=None, end=None)),
+    ("app-3", _appointment(start=None, end=None), "resource_json.start",
+     _appointment(status="waitlist", start=None, end=None)),
+    ("app-4", _appointment(cancelationReason=CODE), "resource_json.cancelationReason",
+     _appointment(status="cancelled", cancelationReason=CODE)),
+    ("cpl-3", {"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": ME,
+               "activity": [_CARE_PLAN_ACTIVITY]}, "resource_json.activity[0].detail",
+     {"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": ME,
+      "activity": [{"detail": {"status": "scheduled"}}]}),
+    ("lst-1", {"resourceType": "List", "status": "current", "mode": "snapshot", "subject": ME, "emptyReason": CODE,
+               "entry": [{"item": {"reference": "Observation/1"}}]}, "resource_json.emptyReason",
+     {"resourceType": "List", "status": "current", "mode": "snapshot", "subject": ME, "emptyReason": CODE}),
+    ("lst-2", {"resourceType": "List", "status": "current", "mode": "snapshot", "subject": ME,
+               "entry": [{"deleted": True, "item": {"reference": "Observation/1"}}]}, "resource_json.entry",
+     {"resourceType": "List", "status": "current", "mode": "changes", "subject": ME,
+      "entry": [{"deleted": True, "item": {"reference": "Observation/1"}}]}),
+    ("lst-3", {"resourceType": "List", "status": "current", "mode": "snapshot", "subject": ME,
+               "entry": [{"date": "2020-01-01", "item": {"reference": "Observation/1"}}]}, "resource_json.entry",
+     {"resourceType": "List", "status": "current", "mode": "working", "subject": ME,
+      "entry": [{"date": "2020-01-01", "item": {"reference": "Observation/1"}}]}),
+    ("mad-1", {"resourceType": "MedicationAdministration", "status": "completed", "subject": ME,
+               "medicationCodeableConcept": CODE, "effectiveDateTime": "2020-01-01", "dosage": {"text": "once"}},
+     "resource_json.dosage.dose",
+     {"resourceType": "MedicationAdministration", "status": "completed", "subject": ME,
+      "medicationCodeableConcept": CODE, "effectiveDateTime": "2020-01-01",
+      "dosage": {"text": "once", "dose": {"value": 1}}}),
+    ("qrs-1", {"resourceType": "QuestionnaireResponse", "status": "completed", "subject": ME,
+               "item": [{"linkId": "1", "answer": [{"valueString": "a"}], "item": [{"linkId": "1.1"}]}]},
+     "resource_json.item[0].item",
+     {"resourceType": "QuestionnaireResponse", "status": "completed", "subject": ME,
+      "item": [{"linkId": "1", "answer": [{"valueString": "a", "item": [{"linkId": "1.1"}]}]}]}),
+    ("cmp-1", {"resourceType": "Composition", "status": "final", "type": CODE, "subject": ME, "date": "2020-01-01",
+               "author": [{"reference": "Practitioner/1"}], "title": "t", "section": [{"title": "s"}]},
+     "resource_json.section[0]",
+     {"resourceType": "Composition", "status": "final", "type": CODE, "subject": ME, "date": "2020-01-01",
+      "author": [{"reference": "Practitioner/1"}], "title": "t",
+      "section": [{"title": "s", "entry": [{"reference": "Observation/1"}]}]}),
+    ("ppc-1", {"resourceType": "Consent", "status": "active", "patient": ME, "category": [CODE],
+               "scope": _coded("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy")},
+     "resource_json.policyRule",
+     {"resourceType": "Consent", "status": "active", "patient": ME, "category": [CODE],
+      "scope": _coded("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy"),
+      "policyRule": _coded("http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTIN")}),
+]
+
+
+def _without_nones(resource: dict) -> dict:
+    return {key: value for key, value in resource.items() if value is not None}
+
+
+@pytest.mark.parametrize(("invariant", "invalid", "field", "valid"), INVARIANT_CASES,
+                         ids=[f"{case[0]}-{n}" for n, case in enumerate(INVARIANT_CASES)])
+def test_r4_base_invariants_are_checked(invariant: str, invalid: dict, field: str, valid: dict) -> None:
+    validate_resource(json.dumps(_without_nones(valid)).encode(), PATIENT, LIMIT)  # the control is accepted
+    error = _refused(json.dumps(_without_nones(invalid)).encode(), field, f"(FHIR {invariant})")
+    for value in ("Boston", "in childhood", "once", "2020-01-01", "Observation/1"):
+        assert value not in str(error)  # names the element and the invariant, never a value
+
+
+@pytest.mark.parametrize(("resource", "field"), [
+    (_condition(clinicalStatus=_coded(CLINICAL, "bogus")), "resource_json.clinicalStatus"),
+    (_condition(verificationStatus=_coded(VERIFICATION, "maybe")), "resource_json.verificationStatus"),
+    (_condition(clinicalStatus={"text": "active"}), "resource_json.clinicalStatus"),
+    (_allergy(clinicalStatus=_coded(CLINICAL, "active")), "resource_json.clinicalStatus"),  # Condition's system
+    (_allergy(clinicalStatus=_ALLERGY_ACTIVE, verificationStatus=_coded(ALLERGY_VERIFICATION, "provisional")),
+     "resource_json.verificationStatus"),
+])
+def test_required_codeable_concept_bindings_are_checked(resource: dict, field: str) -> None:
+    _refused(json.dumps(resource).encode(), field, "required value set")
+    validate_resource(json.dumps(_condition(clinicalStatus=_ACTIVE, verificationStatus=_CONFIRMED)).encode(),
+                      PATIENT, LIMIT)
+
+
+def test_invariants_hold_in_contained_resources_too() -> None:
+    contained = _condition(id="c1", clinicalStatus=_ACTIVE, verificationStatus=_IN_ERROR)
+    resource = _observation(contained=[contained], hasMember=[{"reference": "#c1"}])
+    _refused(json.dumps(resource).encode(), "resource_json.contained[0].clinicalStatus", "(FHIR con-5)")

@@ -569,7 +569,9 @@ def _fhir_provision(provision: policy_pb2.Provision) -> dict[str, Any]:
         codes = {v: k for k, v in ACTIONS.items()}
         node["action"] = [{"coding": [{"system": CONSENT_ACTION, "code": codes[a]}]} for a in provision.actions]
     if provision.categories:
-        node["securityLabel"] = security_labels.security_labels(provision.categories)
+        # In the provision's order (security_labels sorts), so the export reads back to the same policy.
+        node["securityLabel"] = [label for category in provision.categories
+                                 for label in security_labels.security_labels([category])]
     if provision.purposes:
         codes = {v: k for k, v in PURPOSES.items()}
         node["purpose"] = [{"system": ACT_REASON, "code": codes[p]} for p in provision.purposes]

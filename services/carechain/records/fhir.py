@@ -24,7 +24,7 @@ import importlib
 import json
 import pkgutil
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,26 +301,179 @@ def _check_bindings(instance: BaseModel, path: str) -> None:
                 _check_bindings(child, f"{element}[{i}]" if isinstance(value, list) else element)
 
 
-def _check_invariants(node: Any, path: str) -> None:
-    """Base invariants the models leave out: att-1 (data needs contentType), per-1 (start <= end), txt-2."""
+# --- base invariants ---------------------------------------------------------------
+# The R4 constraints (StructureDefinition constraint, severity error) that the models leave out and that
+# can be decided from the resource alone (none that needs resolve() or a terminology server). Each is
+# checked on every element it is defined on, contained resources included; a rejection names the element
+# and the invariant id, never a value.
+
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+
+# Required bindings of CodeableConcept elements (the models check none): a coding of the value set's
+# system with one of its codes must be present.
+_REQUIRED_CONCEPT_BINDINGS: dict[str, tuple[str, frozenset[str]]] = {
+    "Condition.clinicalStatus": (CONDITION_CLINICAL, frozenset({
+        "active", "recurrence", "relapse", "inactive", "remission", "resolved"})),
+    "Condition.verificationStatus": (CONDITION_VERIFICATION, frozenset({
+        "unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"})),
+    "AllergyIntolerance.clinicalStatus": (ALLERGY_CLINICAL, frozenset({"active", "inactive", "resolved"})),
+    "AllergyIntolerance.verificationStatus": (ALLERGY_VERIFICATION, frozenset({
+        "unconfirmed", "confirmed", "refuted", "entered-in-error"})),
+}
+
+
+def _has_code(concept: Any, system: str, codes: frozenset[str] | set[str]) -> bool:
+    """Whether a CodeableConcept has a coding of system with one of codes."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return isinstance(codings, list) and any(
+        isinstance(c, dict) and c.get("system") == system and c.get("code") in codes for c in codings)
+
+
+def _has_choice(node: dict[str, Any], name: str) -> bool:
+    """Whether a choice element name[x] is present (as a value or as a primitive's extension)."""
+    return any(key.lstrip("_").startswith(name) and key.lstrip("_")[len(name):][:1].isupper() for key in node)
+
+
+def _period_in_order(node: dict[str, Any]) -> bool:
+    start, end = node.get("start"), node.get("end")
+    if not (isinstance(start, str) and isinstance(end, str)):
+        return True
+    try:
+        return fhir_time_range(start)[0] <= fhir_time_range(end)[1]
+    except ValueError:
+        return True  # not dates (e.g. Sequence coordinates); the model checked their type
+
+
+@dataclass(frozen=True)
+class _Invariant:
+    """One FHIR invariant: where the rejection points (relative to the element), and the rule in words."""
+
+    id: str
+    element: str  # ".end", ".clinicalStatus", ... or "" for the element itself
+    rule: str
+    holds: Callable[[dict[str, Any]], bool]
+
+
+# Data-type invariants, checked on every JSON object of the data type's shape.
+_EXTENSION = re.compile(r"\.(?:extension|modifierExtension)\[\d+\]$")
+_DATATYPE_INVARIANTS: tuple[tuple[Callable[[dict[str, Any], str], bool], _Invariant], ...] = (
+    (lambda node, path: isinstance(node.get("data"), str),
+     _Invariant("att-1", ".contentType", "is required when an attachment has data",
+                lambda node: "contentType" in node)),
+    (lambda node, path: True,
+     _Invariant("per-1", ".end", "is before start", _period_in_order)),
+    (lambda node, path: isinstance(node.get("div"), str) and path.endswith(".text"),
+     _Invariant("txt-1, txt-2", ".div", "must be an XHTML div element",
+                lambda node: node["div"].lstrip().startswith("<div"))),
+    (lambda node, path: _EXTENSION.search(path) is not None,
+     _Invariant("ext-1", "", "must have either extensions or a value[x], not both",
+                lambda node: ("extension" in node) != _has_choice(node, "value"))),
+)
+
+# Resource and backbone-element invariants, by element path.
+_ELEMENT_INVARIANTS: dict[str, tuple[_Invariant, ...]] = {
+    "AllergyIntolerance": (
+        _Invariant("ait-1", ".clinicalStatus", "is required unless verificationStatus is entered-in-error",
+                   lambda n: "clinicalStatus" in n or _has_code(
+                       n.get("verificationStatus"), ALLERGY_VERIFICATION, {"entered-in-error"})),
+        _Invariant("ait-2", ".clinicalStatus", "must be absent when verificationStatus is entered-in-error",
+                   lambda n: "clinicalStatus" not in n or not _has_code(
+                       n.get("verificationStatus"), ALLERGY_VERIFICATION, {"entered-in-error"})),
+    ),
+    "Appointment": (
+        _Invariant("app-2", ".end", "must be given with start, and start with end",
+                   lambda n: ("start" in n) == ("end" in n)),
+        _Invariant("app-3", ".start", "and end are required unless the status is proposed, cancelled or waitlist",
+                   lambda n: ("start" in n and "end" in n) or n.get("status") in ("proposed", "cancelled", "waitlist")),
+        _Invariant("app-4", ".cancelationReason", "is only for a cancelled or no-show appointment",
+                   lambda n: "cancelationReason" not in n or n.get("status") in ("noshow", "cancelled")),
+    ),
+    "Appointment.participant": (
+        _Invariant("app-1", ".type", "or actor is required", lambda n: "type" in n or "actor" in n),
+    ),
+    "AppointmentResponse": (
+        _Invariant("apr-1", ".participantType", "or actor is required",
+                   lambda n: "participantType" in n or "actor" in n),
+    ),
+    "CarePlan.activity": (
+        _Invariant("cpl-3", ".detail", "and reference must not both be given",
+                   lambda n: "detail" not in n or "reference" not in n),
+    ),
+    "Composition.section": (
+        _Invariant("cmp-1", "", "must have text, an entry or a sub-section",
+                   lambda n: "text" in n or "entry" in n or "section" in n),
+        _Invariant("cmp-2", ".emptyReason", "is only for a section without entries",
+                   lambda n: "emptyReason" not in n or "entry" not in n),
+    ),
+    "Condition": (
+        _Invariant("con-4", ".clinicalStatus", "must be inactive, resolved or remission when abatement is given",
+                   lambda n: not _has_choice(n, "abatement") or _has_code(
+                       n.get("clinicalStatus"), CONDITION_CLINICAL, {"inactive", "resolved", "remission"})),
+        _Invariant("con-5", ".clinicalStatus", "must be absent when verificationStatus is entered-in-error",
+                   lambda n: "clinicalStatus" not in n or not _has_code(
+                       n.get("verificationStatus"), CONDITION_VERIFICATION, {"entered-in-error"})),
+    ),
+    "Consent": (
+        _Invariant("ppc-1", ".policyRule", "or policy is required", lambda n: "policy" in n or "policyRule" in n),
+    ),
+    "List": (
+        _Invariant("lst-1", ".emptyReason", "is only for a list without entries",
+                   lambda n: "emptyReason" not in n or "entry" not in n),
+        _Invariant("lst-2", ".entry", "may be marked deleted only when the mode is changes",
+                   lambda n: n.get("mode") == "changes" or not any(
+                       isinstance(e, dict) and "deleted" in e for e in n.get("entry", []))),
+        _Invariant("lst-3", ".entry", "may have a date only when the mode is working",
+                   lambda n: n.get("mode") == "working" or not any(
+                       isinstance(e, dict) and "date" in e for e in n.get("entry", []))),
+    ),
+    "MedicationAdministration.dosage": (
+        _Invariant("mad-1", ".dose", "or rate[x] is required", lambda n: "dose" in n or _has_choice(n, "rate")),
+    ),
+    "Observation": (
+        _Invariant("obs-6", ".dataAbsentReason", "must be absent when value[x] is given",
+                   lambda n: "dataAbsentReason" not in n or not _has_choice(n, "value")),
+        _Invariant("obs-7", ".component", "must not repeat the observation's code when value[x] is given",
+                   lambda n: not _has_choice(n, "value") or not any(
+                       isinstance(component, dict) and isinstance(component.get("code"), dict)
+                       and any(coding in (n.get("code") or {}).get("coding", [])
+                               for coding in component["code"].get("coding", []))
+                       for component in n.get("component", []))),
+    ),
+    "Observation.referenceRange": (
+        _Invariant("obs-3", ".low", "high or text is required", lambda n: "low" in n or "high" in n or "text" in n),
+    ),
+    "Patient.contact": (
+        _Invariant("pat-1", "", "must have a name, telecom, address or organization",
+                   lambda n: any(key in n for key in ("name", "telecom", "address", "organization"))),
+    ),
+    "QuestionnaireResponse.item": (
+        _Invariant("qrs-1", ".item", "must not be given beside answer (nest it in the answer)",
+                   lambda n: "answer" not in n or "item" not in n),
+    ),
+}
+
+
+def _check_invariants(node: Any, path: str, element: str = "") -> None:
+    """The base invariants (:data:`_DATATYPE_INVARIANTS`, :data:`_ELEMENT_INVARIANTS`) and the required
+    CodeableConcept bindings of a tree; path is the JSON path, element the FHIR element path."""
     if isinstance(node, dict):
-        if "data" in node and "contentType" not in node and isinstance(node.get("data"), str):
-            raise InvalidArgument(f"{path}.contentType", "is required when an attachment has data (FHIR att-1)")
-        start, end = node.get("start"), node.get("end")
-        if isinstance(start, str) and isinstance(end, str):
-            try:
-                if fhir_time_range(start)[0] > fhir_time_range(end)[1]:
-                    raise InvalidArgument(f"{path}.end", "is before start (FHIR per-1)")
-            except ValueError:
-                pass  # not dates (e.g. Range, Sequence coordinates); the model checked their type
-        div = node.get("div")
-        if isinstance(div, str) and path.endswith(".text") and not div.lstrip().startswith("<div"):
-            raise InvalidArgument(f"{path}.div", "must be an XHTML div element (FHIR txt-1, txt-2)")
+        if isinstance(node.get("resourceType"), str):
+            element = node["resourceType"]  # the resource, or a contained one
+        checks = [invariant for applies, invariant in _DATATYPE_INVARIANTS if applies(node, path)]
+        for invariant in (*checks, *_ELEMENT_INVARIANTS.get(element, ())):
+            if not invariant.holds(node):
+                raise InvalidArgument(f"{path}{invariant.element}", f"{invariant.rule} (FHIR {invariant.id})")
+        binding = _REQUIRED_CONCEPT_BINDINGS.get(element)
+        if binding is not None and not _has_code(node, *binding):
+            raise InvalidArgument(path, "is not a code of its required value set")
         for key, value in node.items():
-            _check_invariants(value, f"{path}.{key}")
+            _check_invariants(value, f"{path}.{key}", f"{element}.{key}")
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            _check_invariants(item, f"{path}[{i}]")
+            _check_invariants(item, f"{path}[{i}]", element)
 
 
 def _references(node: Any, path: str) -> Iterator[tuple[str, str]]:
