@@ -132,6 +132,11 @@ class LedgerSettings(ServiceSettings):
         "", description="comma-separated host:port of the other validators (cross-checks, `carechain ledger verify`)"
     )
     finality_poll_ms: int = Field(10, ge=1, le=10_000, description="how often validator signatures are read")
+    tx_max_skew_ms: int = Field(
+        120_000, ge=1_000, le=3_600_000,
+        description="a transaction whose created_at_ms is further than this from its block (ordering) time is "
+        "invalid; every validator of a network must use the same value",
+    )
 
 
 class ConsentSettings(ServiceSettings):

@@ -71,21 +71,27 @@ def record(patient_id: str, organization_id: str, record_id: str | None = None, 
     return ledger_pb2.RegisterRecord(**fields)
 
 
+def cid(name: str) -> str:
+    """A stable consent id (consent ids are UUIDs) for a short test name such as "c-1"."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"carechain-test-consent/{name}"))
+
+
 def policy() -> policy_pb2.ConsentPolicy:
     """A one-provision permit policy."""
     return policy_pb2.ConsentPolicy(
         provisions=[
             policy_pb2.Provision(
-                type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT]
+                type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT],
+                actors=[policy_pb2.ConsentActor(practitioner_id="dr-1")],
             )
         ]
     )
 
 
-def grant(patient: Ed25519Signer, consent_id: str = "c-1") -> ledger_pb2.Transaction:
+def grant(patient: Ed25519Signer, consent_id: str = "") -> ledger_pb2.Transaction:
     """GrantConsent by the patient."""
     return tx(patient, grant_consent=ledger_pb2.GrantConsent(
-        consent_id=consent_id, patient_id=patient.key_id, policy=policy()))
+        consent_id=consent_id or cid("c-1"), patient_id=patient.key_id, policy=policy()))
 
 
 def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed25519Signer]]:

@@ -192,7 +192,7 @@ def test_invalid_policy_is_rejected_naming_the_field(env: Env) -> None:
     request = consent_pb2.GrantConsentRequest(transaction=grant_tx(policy=policy))
     code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert details.startswith("policy.provisions[0].purposes:")
+    assert details.startswith("transaction.body.grant_consent.policy.provisions[0].purposes:")
 
 
 def test_wrong_payload_is_rejected(env: Env) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
+from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, register, tx
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
@@ -20,11 +22,13 @@ class Chain:
 
     def __init__(self, net: Net) -> None:
         self.validator = Validator(CHAIN, net.trust)
+        self.block_time_ms: int | None = None  # None = now: the time a block cut now would carry
         self.state = PendingState(EmptyState())
         self.next_index = 0
 
     def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
-        result = self.validator.apply(transaction, self.state, self.next_index)
+        block_time_ms = self.block_time_ms if self.block_time_ms is not None else int(time.time() * 1000)
+        result = self.validator.apply(transaction, self.state, self.next_index, block_time_ms=block_time_ms)
         self.next_index += 1
         return result
 
@@ -174,51 +178,51 @@ def test_a_record_id_is_registered_once(net, chain, keys):
 # --- GrantConsent / RevokeConsent -------------------------------------------------------------
 
 def test_a_patient_grants_consent(net, chain, keys):
-    chain.ok(grant(keys["pat-1"], "c-1"))
-    assert chain.state.consent("c-1").status == "ACTIVE"
+    chain.ok(grant(keys["pat-1"], cid("c-1")))
+    assert chain.state.consent(cid("c-1")).status == "ACTIVE"
 
 
 def test_nobody_else_grants_a_patients_consent(net, chain, keys):
     forged = tx(keys["dr-1"], grant_consent=ledger_pb2.GrantConsent(
-        consent_id="c-1", patient_id="pat-1", policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])))
+        consent_id=cid("c-1"), patient_id="pat-1", policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])))
     reason = chain.rejects(forged, "only the patient grants")
     assert isinstance(rejection(reason), type(rejection(NOT_PERMITTED + "x")))
-    assert chain.state.consent("c-1") is None
+    assert chain.state.consent(cid("c-1")) is None
 
 
 def test_a_practitioner_cannot_grant_as_a_patient_of_their_own(net, chain, keys):
-    chain.rejects(grant(keys["dr-1"], "c-2"), "patient_id: not a registered patient")
+    chain.rejects(grant(keys["dr-1"], cid("c-2")), "patient_id: not a registered patient")
 
 
 def test_a_consent_needs_a_provision_and_a_new_id(net, chain, keys):
     pat = keys["pat-1"]
     chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(
-        consent_id="c-1", patient_id="pat-1", policy=policy_pb2.ConsentPolicy())), "at least one provision")
-    chain.ok(grant(pat, "c-1"))
-    chain.rejects(grant(pat, "c-1"), "consent_id: already exists")
+        consent_id=cid("c-1"), patient_id="pat-1", policy=policy_pb2.ConsentPolicy())), "at least one provision")
+    chain.ok(grant(pat, cid("c-1")))
+    chain.rejects(grant(pat, cid("c-1")), "consent_id: already exists")
 
 
 def test_a_patient_revokes_an_active_consent_once(net, chain, keys):
     pat = keys["pat-1"]
-    chain.ok(grant(pat, "c-1"))
-    revoke = ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")
+    chain.ok(grant(pat, cid("c-1")))
+    revoke = ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-1")
     chain.ok(tx(pat, revoke_consent=revoke))
-    assert chain.state.consent("c-1").status == CONSENT_REVOKED
+    assert chain.state.consent(cid("c-1")).status == CONSENT_REVOKED
     chain.rejects(tx(pat, revoke_consent=revoke), "not active")
 
 
 def test_revoking_needs_the_owning_patient_and_a_known_consent(net, chain, keys):
     pat = keys["pat-1"]
-    chain.ok(grant(pat, "c-1"))
+    chain.ok(grant(pat, cid("c-1")))
     t, other = register(net, "pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
     chain.ok(t)
-    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-2")),
+    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-2")),
                   "belongs to another patient")
-    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")),
+    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-1")),
                   "only the patient revokes")
-    chain.rejects(tx(pat, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-x", patient_id="pat-1")),
+    chain.rejects(tx(pat, revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-x"), patient_id="pat-1")),
                   "unknown consent")
-    assert chain.state.consent("c-1").status == "ACTIVE"
+    assert chain.state.consent(cid("c-1")).status == "ACTIVE"
 
 
 # --- AnchorAuditBatch -------------------------------------------------------------------------
@@ -289,8 +293,8 @@ def test_the_same_transactions_give_the_same_results_and_state(net):
     txs, keys = onboarding(net)
     txs += [
         tx(net.records, register_record=record("pat-1", "org-1", "r-1")),
-        grant(keys["pat-1"], "c-1"),
-        grant(keys["dr-1"], "c-2"),
+        grant(keys["pat-1"], cid("c-1")),
+        grant(keys["dr-1"], cid("c-2")),
         tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")),
     ]
     runs = []
@@ -308,3 +312,43 @@ def test_rejection_maps_who_reasons_to_permission_denied():
 
     assert isinstance(rejection("not permitted: only svc-records registers records"), PermissionDenied)
     assert isinstance(rejection("register_record.record_id: already registered"), FailedPrecondition)
+
+
+# --- the whole rule set on the ledger (issue 9 part C) ------------------------------------------
+
+
+def _grant_with(patient: Ed25519Signer, provision: policy_pb2.Provision, consent_id: str | None = None):
+    return tx(patient, grant_consent=ledger_pb2.GrantConsent(
+        consent_id=consent_id or cid("c-direct"), patient_id=patient.key_id,
+        policy=policy_pb2.ConsentPolicy(provisions=[provision])))
+
+
+@pytest.mark.parametrize(("provision", "consent_id", "reason"), [
+    (policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT,
+                          actors=[policy_pb2.ConsentActor(practitioner_id="dr-1")]), None, "purposes"),
+    (policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT]),
+     None, "provisions[0].actors"),
+    (policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT],
+                          actors=[policy_pb2.ConsentActor(practitioner_id="dr-1")]), "c-1", "must be a UUID"),
+    (policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[99],
+                          actors=[policy_pb2.ConsentActor(practitioner_id="dr-1")]), None, "purposes"),
+])
+def test_a_directly_submitted_grant_must_meet_the_consent_services_rules(chain, keys, provision, consent_id, reason):
+    reason_text = chain.rejects(_grant_with(keys["pat-1"], provision, consent_id), reason)
+    assert reason_text.startswith("grant_consent.")
+    assert chain.state.consent(consent_id or cid("c-direct")) is None
+
+
+def test_records_are_registered_only_for_the_writing_organizations_patients(net, chain, keys):
+    for transaction in (register(net, "org-2", Kind.PRINCIPAL_KIND_ORGANIZATION)[0],
+                        register(net, "dr-2", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-2")[0]):
+        chain.ok(transaction)
+    # org-2 (or its practitioner) writing for org-1's patient: refused even though svc-records signs.
+    reason = chain.rejects(tx(net.records, register_record=record("pat-1", "org-2", author_id="dr-2")),
+                           "only for its own patients")
+    assert reason.startswith(NOT_PERMITTED)
+    # org-1's patient, but an author of another organisation.
+    chain.rejects(tx(net.records, register_record=record("pat-1", "org-1", author_id="dr-2")),
+                  "only for its own organization")
+    chain.rejects(tx(net.records, register_record=record("pat-1", "org-1", author_id="nobody")), "author_id")
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1", author_id="org-1")))

@@ -23,7 +23,6 @@ import base64
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from carechain.auth import Authenticator
 from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import ConsentSettings
+from carechain.consent import rules as consent_rules
 from carechain.consent.fhir_consent import consent_json
 from carechain.consent.policy import (
     AccessRequest,
@@ -43,7 +43,6 @@ from carechain.consent.policy import (
     PolicyDecision,
     decide,
     evaluate,
-    validate_policy,
 )
 from carechain.consent.state import ConsentState, RecordInfo
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
@@ -82,15 +81,6 @@ def token_id(token: str) -> str:
     """The jti claim of a token this service just issued (no verification needed: we signed it)."""
     payload = token.split(".")[1]
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
-
-
-def _require_uuid(value: str, field: str) -> None:
-    if not value:
-        raise InvalidArgument(field, "required")
-    try:
-        uuid.UUID(value)
-    except ValueError as exc:
-        raise InvalidArgument(field, "must be a UUID") from exc
 
 
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
@@ -176,8 +166,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         caller, grant, acting = self._signed_for_patient(
             request.transaction, request.HasField("transaction"), "grant_consent", context
         )
-        _require_uuid(grant.consent_id, "transaction.body.grant_consent.consent_id")
-        validate_policy(grant.policy)
+        consent_rules.validate_grant(grant, "transaction.body.grant_consent")
         self.sync()
         if self._state.consent(grant.consent_id) is not None:
             raise AlreadyExists(f"consent {grant.consent_id} already exists")
@@ -199,7 +188,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         caller, revoke, acting = self._signed_for_patient(
             request.transaction, request.HasField("transaction"), "revoke_consent", context
         )
-        _require_uuid(revoke.consent_id, "transaction.body.revoke_consent.consent_id")
+        consent_rules.validate_revoke(revoke, "transaction.body.revoke_consent")
         self.sync()
         existing = self._state.consent(revoke.consent_id)
         if existing is None:

@@ -141,6 +141,7 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
             block_max_wait_ms=settings.block_max_wait_ms,
             validators=validators,
             finality_poll_seconds=settings.finality_poll_ms / 1000.0,
+            tx_max_skew_ms=settings.tx_max_skew_ms,
         )
     except BaseException:
         if orderer is not None:

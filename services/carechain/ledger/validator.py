@@ -10,7 +10,11 @@ Order of checks for one transaction:
    matches, the signer is known (a service/operator from the trust bundle, or a
    principal registered on the ledger), the Ed25519 signature is valid and the
    (signer, nonce) pair is unused;
-2. payload rules (see ``_check_*`` below).
+2. ordering time: ``created_at_ms`` must lie within ``max_skew_ms`` of the
+   block time (the header's ``timestamp_ms``, in the shared order/cut so every
+   validator judges with the same time); every validity window (delegations,
+   break-glass) is judged at block time, never at the signer's chosen time;
+3. payload rules (see ``_check_*`` below).
 
 Nonces: once the envelope is authentic (steps up to the signature pass) and
 the nonce is fresh, the nonce is consumed whether or not the payload rules
@@ -32,6 +36,7 @@ import re
 from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
+from carechain.consent import rules as consent_rules
 from carechain.consent.v1 import policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.ledger import transactions
@@ -58,6 +63,9 @@ AUDIT = service_principal_id("audit")
 CONSENT = service_principal_id("consent")
 # Principals that are people and so may act as a patient's delegate.
 DELEGATE_KINDS = (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
+# Default for how far a transaction's signed created_at_ms may be from its block time
+# (CARECHAIN_TX_MAX_SKEW_MS); every validator of a network must use the same value.
+DEFAULT_MAX_SKEW_MS = 120_000
 MAX_STORED_INT = 2**63 - 1  # SQLite integers are signed 64-bit
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -80,18 +88,20 @@ def _enum_defined(enum: object, value: int) -> bool:
 
 @dataclass(frozen=True)
 class Envelope:
-    """An authenticated transaction: its decoded body and signer."""
+    """An authenticated transaction: its decoded body, signer and the block (ordering) time."""
 
     body: ledger_pb2.TransactionBody
     signer_id: str
+    block_time_ms: int = 0
 
 
 class Validator:
     """Applies the contract rules for one chain, given the network trust bundle."""
 
-    def __init__(self, chain_id: str, trust: TrustBundle) -> None:
+    def __init__(self, chain_id: str, trust: TrustBundle, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
         self.chain_id = chain_id
         self.trust = trust
+        self.max_skew_ms = max_skew_ms
 
     # --- envelope ----------------------------------------------------------------------------
 
@@ -122,15 +132,23 @@ class Validator:
 
     # --- whole transaction -------------------------------------------------------------------
 
-    def apply(self, tx: ledger_pb2.Transaction, state: PendingState, log_index: int) -> ledger_pb2.TransactionResult:
-        """Validate tx at log_index against state, writing its effects into state when valid."""
+    def apply(
+        self, tx: ledger_pb2.Transaction, state: PendingState, log_index: int, *, block_time_ms: int
+    ) -> ledger_pb2.TransactionResult:
+        """Validate tx at log_index against state, writing its effects into state when valid.
+
+        block_time_ms is the timestamp of the block tx is committed in (agreed
+        through the order, so every validator uses the same one).
+        """
         try:
-            envelope = self.check_envelope(tx, state)
+            envelope = replace(self.check_envelope(tx, state), block_time_ms=block_time_ms)
         except Rejected as exc:
             return ledger_pb2.TransactionResult(valid=False, reason=str(exc))
         # Authentic and fresh: the nonce is spent from here on (see module docstring).
         state.consume_nonce(envelope.signer_id, envelope.body.nonce, log_index)
         try:
+            if abs(envelope.body.created_at_ms - block_time_ms) > self.max_skew_ms:
+                raise Rejected(f"created_at_ms: more than {self.max_skew_ms} ms from the block (ordering) time")
             self._apply_payload(envelope, state, log_index)
         except Rejected as exc:
             return ledger_pb2.TransactionResult(valid=False, reason=str(exc))
@@ -194,8 +212,18 @@ class Validator:
             raise Rejected("register_record.record_id: required")
         if state.record(r.record_id) is not None:
             raise Rejected("register_record.record_id: already registered")
-        self._patient(state, r.patient_id, "register_record.patient_id")
+        patient = self._patient(state, r.patient_id, "register_record.patient_id")
         self._organization(state, r.organization_id, "register_record.organization_id")
+        # Organisation scope: an organisation writes only for the patients it registered, and a
+        # practitioner only for its own organisation (records signs, so the author is named here).
+        if patient.organization_id != r.organization_id:
+            raise _not_permitted("an organization registers records only for its own patients")
+        author = state.principal(r.author_id) if r.author_id else None
+        if author is None or author.kind not in (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_ORGANIZATION):
+            raise Rejected("register_record.author_id: not a registered practitioner or organization")
+        author_org = author.principal_id if author.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else author.organization_id
+        if author_org != r.organization_id:
+            raise _not_permitted("the author writes only for its own organization")
         if not _HEX64.fullmatch(r.content_sha256):
             raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
         if not r.categories:
@@ -212,12 +240,12 @@ class Validator:
         if not self._acts_for_patient(env, g.patient_id, state):
             raise _not_permitted("only the patient grants their consent (or their active delegate)")
         self._patient(state, g.patient_id, "grant_consent.patient_id")
-        if not g.consent_id:
-            raise Rejected("grant_consent.consent_id: required")
+        try:  # the very rules the consent service applies before submitting (one place)
+            consent_rules.validate_grant(g)
+        except InvalidArgument as exc:
+            raise Rejected(exc.message) from exc
         if state.consent(g.consent_id) is not None:
             raise Rejected("grant_consent.consent_id: already exists")
-        if not g.policy.provisions:
-            raise Rejected("grant_consent.policy.provisions: at least one provision is required")
         state.put_consent(
             ConsentState(g.consent_id, g.patient_id, transactions.encode(g.policy), CONSENT_ACTIVE, log_index)
         )
@@ -242,13 +270,13 @@ class Validator:
 
     @staticmethod
     def _acts_for_patient(env: Envelope, patient_id: str, state: StateReader) -> bool:
-        """The signer is the patient, or a delegate active at the transaction's (signed) creation time."""
+        """The signer is the patient, or a delegate active at block time (never the signer's created_at_ms)."""
         if env.signer_id == patient_id:
             return True
         if not patient_id:
             return False
         delegation = state.delegation(patient_id, env.signer_id)
-        return delegation is not None and delegation.active_at(env.body.created_at_ms)
+        return delegation is not None and delegation.active_at(env.block_time_ms)
 
     def _register_delegate(self, env: Envelope, state: PendingState, log_index: int) -> None:
         d = env.body.register_delegate
@@ -294,6 +322,8 @@ class Validator:
         self._patient(state, b.patient_id, "break_glass_access.patient_id")
         if b.started_at_ms <= 0 or b.expires_at_ms <= b.started_at_ms:
             raise Rejected("break_glass_access: the window must start after 1970 and end after it starts")
+        if abs(b.started_at_ms - env.block_time_ms) > self.max_skew_ms:
+            raise Rejected("break_glass_access.started_at_ms: a window starts at its ordering (block) time")
 
     def _anchor_audit_batch(self, env: Envelope, state: PendingState, log_index: int) -> None:
         a = env.body.anchor_audit_batch

@@ -94,10 +94,13 @@ class RecordsGateway:
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
         patient = self._patient(patient_id)
+        organization_id = organization_of(caller)
+        if not organization_id or patient.organization_id != organization_id:
+            # The ledger's RegisterRecord rule refuses it too; saying so here spends no key or blob.
+            raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
         resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
         categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
-        organization_id = organization_of(caller)
 
         data_key = self._peers.identity.GenerateDataKey(
             identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)

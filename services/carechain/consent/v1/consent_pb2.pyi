@@ -82,16 +82,20 @@ class ListConsentsResponse(_message.Message):
     def __init__(self, consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("actor_id", "record_id", "purpose", "action")
+    __slots__ = ("actor_id", "record_id", "purpose", "action", "break_glass", "break_glass_reason")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     record_id: str
     purpose: _common_pb2.PurposeOfUse
     action: _common_pb2.ConsentAction
-    def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
+    break_glass: bool
+    break_glass_reason: str
+    def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id", "break_glass", "break_glass_expires_at_ms")

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from carechain.common.v1 import common_pb2 as carechain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!carechain/consent/v1/policy.proto\x12\x14\x63\x61rechain.consent.v1\x1a carechain/common/v1/common.proto\"b\n\x0c\x43onsentActor\x12\x19\n\x0fpractitioner_id\x18\x01 \x01(\tH\x00\x12\x19\n\x0forganization_id\x18\x02 \x01(\tH\x00\x12\x13\n\tspecialty\x18\x03 \x01(\tH\x00\x42\x07\n\x05\x61\x63tor\"\xc6\x03\n\tProvision\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.carechain.consent.v1.ProvisionType\x12\x32\n\x06\x61\x63tors\x18\x02 \x03(\x0b\x32\".carechain.consent.v1.ConsentActor\x12\x33\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x33\n\x08purposes\x18\x04 \x03(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12<\n\ncategories\x18\x05 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12+\n\x06period\x18\x06 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x33\n\nprovisions\x18\x07 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12\x30\n\x0b\x64\x61ta_period\x18\x08 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x16\n\x0eresource_types\x18\t \x03(\t\"q\n\rConsentPolicy\x12\x33\n\nprovisions\x18\x01 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12+\n\x06period\x18\x02 \x01(\x0b\x32\x1b.carechain.common.v1.Period*c\n\rProvisionType\x12\x1e\n\x1aPROVISION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROVISION_TYPE_PERMIT\x10\x01\x12\x17\n\x13PROVISION_TYPE_DENY\x10\x02*\x82\x01\n\x14\x44\x65legateRelationship\x12%\n!DELEGATE_RELATIONSHIP_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45LEGATE_RELATIONSHIP_GUARDIAN\x10\x01\x12\x1f\n\x1b\x44\x45LEGATE_RELATIONSHIP_PROXY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!carechain/consent/v1/policy.proto\x12\x14\x63\x61rechain.consent.v1\x1a carechain/common/v1/common.proto\"\xa0\x01\n\x0c\x43onsentActor\x12\x19\n\x0fpractitioner_id\x18\x01 \x01(\tH\x00\x12\x19\n\x0forganization_id\x18\x02 \x01(\tH\x00\x12\x13\n\tspecialty\x18\x03 \x01(\tH\x00\x12\x18\n\x10\x61ny_organization\x18( \x01(\x08\x12\"\n\x1aspecialty_organization_ids\x18) \x03(\tB\x07\n\x05\x61\x63tor\"\xc6\x03\n\tProvision\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.carechain.consent.v1.ProvisionType\x12\x32\n\x06\x61\x63tors\x18\x02 \x03(\x0b\x32\".carechain.consent.v1.ConsentActor\x12\x33\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x33\n\x08purposes\x18\x04 \x03(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12<\n\ncategories\x18\x05 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12+\n\x06period\x18\x06 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x33\n\nprovisions\x18\x07 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12\x30\n\x0b\x64\x61ta_period\x18\x08 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x16\n\x0eresource_types\x18\t \x03(\t\"q\n\rConsentPolicy\x12\x33\n\nprovisions\x18\x01 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12+\n\x06period\x18\x02 \x01(\x0b\x32\x1b.carechain.common.v1.Period*c\n\rProvisionType\x12\x1e\n\x1aPROVISION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROVISION_TYPE_PERMIT\x10\x01\x12\x17\n\x13PROVISION_TYPE_DENY\x10\x02*\x82\x01\n\x14\x44\x65legateRelationship\x12%\n!DELEGATE_RELATIONSHIP_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45LEGATE_RELATIONSHIP_GUARDIAN\x10\x01\x12\x1f\n\x1b\x44\x45LEGATE_RELATIONSHIP_PROXY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carechain.consent.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVISIONTYPE']._serialized_start=765
-  _globals['_PROVISIONTYPE']._serialized_end=864
-  _globals['_DELEGATERELATIONSHIP']._serialized_start=867
-  _globals['_DELEGATERELATIONSHIP']._serialized_end=997
-  _globals['_CONSENTACTOR']._serialized_start=93
-  _globals['_CONSENTACTOR']._serialized_end=191
-  _globals['_PROVISION']._serialized_start=194
-  _globals['_PROVISION']._serialized_end=648
-  _globals['_CONSENTPOLICY']._serialized_start=650
-  _globals['_CONSENTPOLICY']._serialized_end=763
+  _globals['_PROVISIONTYPE']._serialized_start=828
+  _globals['_PROVISIONTYPE']._serialized_end=927
+  _globals['_DELEGATERELATIONSHIP']._serialized_start=930
+  _globals['_DELEGATERELATIONSHIP']._serialized_end=1060
+  _globals['_CONSENTACTOR']._serialized_start=94
+  _globals['_CONSENTACTOR']._serialized_end=254
+  _globals['_PROVISION']._serialized_start=257
+  _globals['_PROVISION']._serialized_end=711
+  _globals['_CONSENTPOLICY']._serialized_start=713
+  _globals['_CONSENTPOLICY']._serialized_end=826
 # @@protoc_insertion_point(module_scope)
