@@ -184,7 +184,8 @@ def test_a_patient_grants_consent(net, chain, keys):
 
 def test_nobody_else_grants_a_patients_consent(net, chain, keys):
     forged = tx(keys["dr-1"], grant_consent=ledger_pb2.GrantConsent(
-        consent_id=cid("c-1"), patient_id="pat-1", policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])))
+        consent_id=cid("c-1"), patient_id="pat-1",
+        policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])))
     reason = chain.rejects(forged, "only the patient grants")
     assert isinstance(rejection(reason), type(rejection(NOT_PERMITTED + "x")))
     assert chain.state.consent(cid("c-1")) is None

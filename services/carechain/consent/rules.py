@@ -43,7 +43,9 @@ def validate_grant(grant: ledger_pb2.GrantConsent, field: str = "grant_consent")
     validate_policy(grant.policy, f"{field}.policy")
     for i, provision in enumerate(grant.policy.provisions):
         if provision.type == policy_pb2.PROVISION_TYPE_PERMIT and not provision.actors:
-            raise InvalidArgument(f"{field}.policy.provisions[{i}].actors", "a top-level permit needs at least one actor")
+            raise InvalidArgument(
+                f"{field}.policy.provisions[{i}].actors", "a top-level permit needs at least one actor"
+            )
 
 
 def validate_revoke(revoke: ledger_pb2.RevokeConsent, field: str = "revoke_consent") -> None:
