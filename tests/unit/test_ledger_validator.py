@@ -111,7 +111,7 @@ def test_identity_registers_organizations_practitioners_and_patients(net, chain,
 def test_only_identity_registers_principals(net, chain):
     payload = ledger_pb2.RegisterPrincipal(principal_id="org-9", kind=Kind.PRINCIPAL_KIND_ORGANIZATION,
                                            public_key=bytes(32))
-    reason = chain.rejects(tx(net.records, register_principal=payload), "only svc-identity registers principals")
+    reason = chain.rejects(tx(net.records, register_principal=payload), "registers principals")
     assert reason.startswith(NOT_PERMITTED)
 
 
@@ -353,3 +353,57 @@ def test_records_are_registered_only_for_the_writing_organizations_patients(net,
                   "only for its own organization")
     chain.rejects(tx(net.records, register_record=record("pat-1", "org-1", author_id="nobody")), "author_id")
     chain.ok(tx(net.records, register_record=record("pat-1", "org-1", author_id="org-1")))
+
+
+# --- principal lifecycle -------------------------------------------------------------------------
+
+
+def test_the_registering_organization_deactivates_a_practitioner_who_then_signs_nothing(net, chain, keys):
+    chain.ok(register(net, "org-2", Kind.PRINCIPAL_KIND_ORGANIZATION)[0])
+    deactivate = ledger_pb2.DeactivatePrincipal(principal_id="dr-1")
+    for outsider in (keys["pat-1"], keys["dr-1"]):
+        assert chain.rejects(tx(outsider, deactivate_principal=deactivate), "registering authority").startswith(
+            NOT_PERMITTED)
+    org_2 = register(net, "org-2b", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    chain.ok(org_2[0])
+    chain.rejects(tx(org_2[1], deactivate_principal=deactivate), "registering authority")
+    chain.ok(tx(keys["org-1"], deactivate_principal=deactivate))
+    assert not chain.state.principal("dr-1").active
+    chain.rejects(tx(keys["org-1"], deactivate_principal=deactivate), "already deactivated")
+    reason = chain.rejects(tx(keys["dr-1"], register_delegate=ledger_pb2.RegisterDelegate()), "deactivated")
+    assert reason.startswith(NOT_PERMITTED)
+    # Organisations are deactivated by the operator (or identity), not by themselves.
+    chain.rejects(tx(keys["org-1"], deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="org-1")),
+                  "registering authority")
+    chain.ok(tx(net.operator, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="org-1")))
+
+
+def test_a_rotated_key_replaces_the_old_one_for_transactions(net, chain, keys):
+    new_key = Ed25519Signer.generate("pat-1")
+    rotate = ledger_pb2.RotatePrincipalKey(principal_id="pat-1", public_key=new_key.public_key_bytes())
+    chain.rejects(tx(keys["pat-1"], rotate_principal_key=rotate), "registering authority")
+    chain.rejects(tx(keys["org-1"], rotate_principal_key=ledger_pb2.RotatePrincipalKey(
+        principal_id="pat-1", public_key=b"short")), "public_key")
+    chain.ok(tx(net.identity, rotate_principal_key=rotate))
+    assert chain.state.principal("pat-1").public_key == new_key.public_key_bytes()
+    chain.rejects(grant(keys["pat-1"], cid("c-old")), "invalid signature")
+    chain.ok(grant(new_key, cid("c-new")))
+
+
+def test_a_specialty_is_attested_by_the_practitioners_own_organization(net, chain, keys):
+    def practitioner(signer, principal_id: str, **fields):
+        payload = ledger_pb2.RegisterPrincipal(principal_id=principal_id, kind=Kind.PRINCIPAL_KIND_PRACTITIONER,
+                                               public_key=Ed25519Signer.generate(principal_id).public_key_bytes(),
+                                               organization_id="org-1", **fields)
+        return tx(signer, register_principal=payload)
+
+    chain.rejects(practitioner(net.identity, "dr-a", specialty="psychiatry"), "attested")
+    chain.rejects(practitioner(net.identity, "dr-b", specialty="psychiatry", specialty_attested_by="org-9"),
+                  "attested")
+    chain.rejects(practitioner(net.identity, "dr-c", specialty="Psychiatry!", specialty_attested_by="org-1"),
+                  "specialty")
+    chain.ok(practitioner(net.identity, "dr-d", specialty="psychiatry", specialty_attested_by="org-1"))
+    # The organisation registers (and attests) its practitioner itself; another signer cannot.
+    chain.ok(practitioner(keys["org-1"], "dr-e", specialty="emergency", specialty_attested_by="org-1"))
+    assert chain.state.principal("dr-e").specialty == "emergency"
+    chain.rejects(practitioner(keys["dr-1"], "dr-f"), "registers principals")

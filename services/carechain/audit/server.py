@@ -45,6 +45,7 @@ from carechain.errors import (
 )
 from carechain.etcd import EtcdClient
 from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 
 log = logging.getLogger("carechain.audit.server")
@@ -401,11 +402,14 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     access = LedgerAccess(settings)
     anchorer = LedgerAnchorer(store, settings.chain_id, access.ledger, access.signer) \
         if settings.anchor_batches else None
-    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer)
+    principal_status = PrincipalStatus(lambda request: access.ledger().ListTransactions(request)).start()
+    servicer = AuditServicer(Authenticator(trust, audience("audit"), principal_status), store, anchorer=anchorer)
     sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
     maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)))
     maintenance.start()
-    return register_audit(servicer), [servicer.close, maintenance.stop, access.close, store.close]
+    return register_audit(servicer), [
+        servicer.close, maintenance.stop, principal_status.close, access.close, store.close
+    ]
 
 
 def build_store(settings: AuditSettings) -> AuditStore:

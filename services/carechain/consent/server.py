@@ -59,6 +59,7 @@ from carechain.errors import (
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.network import DECISION_ISSUER_ID, TrustBundle, audience
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 from carechain.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.vault import service_signer
@@ -521,8 +522,9 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "consent")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
+    principal_status = PrincipalStatus(peers.ledger.ListTransactions).start()
     servicer = ConsentServicer(
-        Authenticator(trust, audience("consent")),
+        Authenticator(trust, audience("consent"), principal_status),
         ConsentState(),
         peers.ledger,
         AuditReporter(peers.audit, "consent"),
@@ -539,7 +541,7 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         servicer.sync()
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
-    return register_consent(servicer), [peers.close]
+    return register_consent(servicer), [principal_status.close, peers.close]
 
 
 def main() -> None:

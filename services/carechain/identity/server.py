@@ -56,6 +56,7 @@ from carechain.network import (
     audience,
     service_principal_id,
 )
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 from carechain.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
 
@@ -136,8 +137,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         challenge_ttl_seconds: float,
         clock: Callable[[], float] = time.time,
         check_decision: CheckDecision | None = None,
+        principal_status: PrincipalStatus | None = None,
     ) -> None:
         self._signer = signer
+        self._status = principal_status
         self._check_decision = check_decision
         self._trust = trust
         self._registry = registry
@@ -147,7 +150,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._token_ttl = token_ttl_seconds
         self._challenge_ttl = challenge_ttl_seconds
         self._clock = clock
-        self._auth = Authenticator(trust, audience("identity"))
+        self._auth = Authenticator(trust, audience("identity"), principal_status)
         self._registration_lock = threading.Lock()
         self._patient_locks = _PatientLocks()
 
@@ -183,6 +186,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 public_key=request.public_key,
                 organization_id=organization_id,
                 specialty=request.specialty,
+                # The calling organisation (checked by _check_registrar) attests the specialty on the ledger.
+                specialty_attested_by=organization_id if request.specialty else "",
             )
             committed = self._submit_to_ledger(register_principal=entry)
             principal = PrincipalRecord(
@@ -256,6 +261,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not self._registry.take_challenge(principal_id, request.challenge, self._now_ms()):
             raise Unauthenticated("challenge is unknown, already used or expired")
         resolved = self._resolve(principal_id)
+        if resolved is not None and self._status is not None:
+            self._refresh_status()
+            if self._status.deactivated(principal_id):
+                # The same answer as a failed proof: a token request learns nothing about lifecycle.
+                log.info("token refused: principal deactivated", extra={"principal_id": principal_id})
+                raise Unauthenticated(_NOT_PROVEN)
         message = token_request_message(request.audience, request.challenge)
         if resolved is None or not verify_signature(resolved[1], request.signature, message):
             raise Unauthenticated(_NOT_PROVEN)
@@ -279,7 +290,16 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             principal.principal_id if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else principal.organization_id
         )
         caller = Caller(principal.principal_id, principal.kind, organization_id, principal.specialty)
-        return caller, principal.public_key
+        # After a RotatePrincipalKey only the new key proves possession.
+        rotated = self._status.current_key(principal_id) if self._status is not None else None
+        return caller, rotated or principal.public_key
+
+    def _refresh_status(self) -> None:
+        """Catch up with lifecycle transactions before issuing a token (the known set if the ledger is down)."""
+        try:
+            self._status.sync()  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the follower's last known deactivations still apply
+            log.warning("principal lifecycle not refreshed before issuing a token")
 
     def _trusted_principal(self, principal_id: str) -> Caller | None:
         """The operator or a CareChain service from the trust bundle."""
@@ -511,6 +531,8 @@ def build(
 
     registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
+    principal_status = PrincipalStatus(peers.ledger.ListTransactions).start()
+    closers.append(principal_status.close)
     servicer = IdentityServicer(
         signer=signer,
         trust=trust,
@@ -521,6 +543,7 @@ def build(
         token_ttl_seconds=settings.token_ttl_seconds,
         challenge_ttl_seconds=settings.challenge_ttl_seconds,
         check_decision=consent_check(peers.consent) if settings.check_decisions else None,
+        principal_status=principal_status,
     )
 
     def register(server: grpc.Server) -> list[str]:

@@ -52,7 +52,7 @@ from carechain.ledger.state import (
     StateReader,
 )
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle, service_principal_id
+from carechain.network import OPERATOR_ID, TrustBundle, service_principal_id
 
 Kind = common_pb2.PrincipalKind
 NOT_PERMITTED = "not permitted: "
@@ -68,6 +68,7 @@ DELEGATE_KINDS = (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
 DEFAULT_MAX_SKEW_MS = 120_000
 MAX_STORED_INT = 2**63 - 1  # SQLite integers are signed 64-bit
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_SPECIALTY = re.compile(r"[a-z]+(-[a-z]+)*")
 
 
 class Rejected(Exception):
@@ -124,6 +125,9 @@ class Validator:
         key = self.signer_key(tx.signer_id, state)
         if key is None:
             raise _not_permitted("unknown signer")
+        principal = state.principal(tx.signer_id)
+        if principal is not None and not principal.active:
+            raise _not_permitted("the signer was deactivated")
         if not transactions.signature_valid(tx, key):
             raise Rejected("invalid signature")
         if state.nonce_used(tx.signer_id, body.nonce):
@@ -167,6 +171,8 @@ class Validator:
             "register_delegate": self._register_delegate,
             "revoke_delegate": self._revoke_delegate,
             "break_glass_access": self._break_glass_access,
+            "deactivate_principal": self._deactivate_principal,
+            "rotate_principal_key": self._rotate_principal_key,
         }.get(kind or "")
         if handler is None:
             raise Rejected("unknown payload")
@@ -188,8 +194,13 @@ class Validator:
 
     def _register_principal(self, env: Envelope, state: PendingState, log_index: int) -> None:
         p = env.body.register_principal
-        if env.signer_id != IDENTITY:
-            raise _not_permitted(f"only {IDENTITY} registers principals")
+        # svc-identity registers everyone; an organisation may register (and so attest) its own
+        # practitioners itself. Patients' ids are keyed pseudonyms only identity can derive.
+        by_own_org = (
+            p.kind == Kind.PRINCIPAL_KIND_PRACTITIONER and p.organization_id and env.signer_id == p.organization_id
+        )
+        if env.signer_id != IDENTITY and not by_own_org:
+            raise _not_permitted(f"only {IDENTITY} (or a practitioner's own organization) registers principals")
         if not p.principal_id:
             raise Rejected("register_principal.principal_id: required")
         if self.trust.key(p.principal_id) is not None or state.principal(p.principal_id) is not None:
@@ -200,6 +211,14 @@ class Validator:
             raise Rejected("register_principal.kind: must be specified")
         if p.kind in (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT):
             self._organization(state, p.organization_id, "register_principal.organization_id")
+        if p.specialty or p.specialty_attested_by:
+            # Consent specialty actors and break-glass rely on it: the registering organisation attests it.
+            if p.kind != Kind.PRINCIPAL_KIND_PRACTITIONER:
+                raise Rejected("register_principal.specialty: only practitioners have a specialty")
+            if not _SPECIALTY.fullmatch(p.specialty):
+                raise Rejected("register_principal.specialty: lower-case words joined by '-', e.g. emergency")
+            if p.specialty_attested_by != p.organization_id:
+                raise _not_permitted("a specialty is attested by the practitioner's own organization")
         state.put_principal(
             Principal(p.principal_id, p.kind, bytes(p.public_key), p.organization_id, p.specialty, log_index)
         )
@@ -366,9 +385,34 @@ class Validator:
         patient = self._patient(state, k.patient_id, "key_rotation.patient_id")
         if k.key_version <= patient.kek_version:
             raise Rejected("key_rotation.key_version: must be greater than the last recorded version")
-        state.put_principal(
-            Principal(
-                patient.principal_id, patient.kind, patient.public_key, patient.organization_id,
-                patient.specialty, patient.log_index, k.key_version,
-            )
-        )
+        state.put_principal(replace(patient, kek_version=k.key_version))
+
+    def _lifecycle_target(self, env: Envelope, state: StateReader, principal_id: str, field: str) -> Principal:
+        """The active principal a lifecycle transaction acts on, once its signer is the registering authority.
+
+        The authority is the organisation that registered a practitioner or patient, or the
+        network operator for an organisation; svc-identity may act on the authority's behalf.
+        """
+        target = state.principal(principal_id) if principal_id else None
+        if target is None:
+            raise Rejected(f"{field}.principal_id: not a registered principal")
+        authority = OPERATOR_ID if target.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else target.organization_id
+        if env.signer_id not in (IDENTITY, authority):
+            raise _not_permitted("only the principal's registering authority (or svc-identity) changes its lifecycle")
+        if not target.active:
+            raise Rejected(f"{field}.principal_id: already deactivated")
+        return target
+
+    def _deactivate_principal(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        d = env.body.deactivate_principal
+        target = self._lifecycle_target(env, state, d.principal_id, "deactivate_principal")
+        state.put_principal(replace(target, deactivated_log_index=log_index))
+
+    def _rotate_principal_key(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        r = env.body.rotate_principal_key
+        target = self._lifecycle_target(env, state, r.principal_id, "rotate_principal_key")
+        if len(r.public_key) != 32:
+            raise Rejected("rotate_principal_key.public_key: must be a raw 32-byte Ed25519 key")
+        if bytes(r.public_key) == target.public_key:
+            raise Rejected("rotate_principal_key.public_key: must differ from the current key")
+        state.put_principal(replace(target, public_key=bytes(r.public_key)))

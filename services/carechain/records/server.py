@@ -11,6 +11,7 @@ from carechain.auth import Authenticator, Kind
 from carechain.clients import service_peers
 from carechain.config import RecordsSettings
 from carechain.network import TrustBundle, audience
+from carechain.principal_status import PrincipalStatus
 from carechain.records.gateway import RecordsGateway
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.server import Register, run_service
@@ -56,13 +57,14 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
-    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
+    principal_status = PrincipalStatus(peers.ledger.ListTransactions).start()
+    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status))
 
     def register(server: grpc.Server) -> list[str]:
         records_pb2_grpc.add_RecordsServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    return register, [peers.close]
+    return register, [principal_status.close, peers.close]
 
 
 def main() -> None:
