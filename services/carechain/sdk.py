@@ -158,9 +158,15 @@ class CareChainClient:
         request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
         return self.records.PutRecord(request, timeout=30)
 
-    def get_record(self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT) -> records_pb2.GetRecordResponse:
-        """Read a record for a purpose of use."""
-        return self.records.GetRecord(records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose), timeout=30)
+    def get_record(
+        self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = ""
+    ) -> records_pb2.GetRecordResponse:
+        """Read a record for a purpose of use; a break_glass_reason explicitly asks for break-glass access."""
+        return self.records.GetRecord(
+            records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose, break_glass=bool(break_glass_reason),
+                                         break_glass_reason=break_glass_reason),
+            timeout=30,
+        )
 
     # --- consent (the client is the patient, or a delegate passing patient_id) ---
 

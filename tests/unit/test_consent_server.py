@@ -132,9 +132,15 @@ def grant(env: Env, **kwargs) -> consent_pb2.ConsentRecord:
     return env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=grant_tx(**kwargs)), PATIENT_CALLER)
 
 
-def decide(env: Env, record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, caller=RECORDS_CALLER):
-    return env.call("Decide", consent_pb2.DecideRequest(actor_id=actor_id, record_id=record_id, purpose=purpose),
-                    caller)
+def decide(env: Env, record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, caller=RECORDS_CALLER,
+           break_glass_reason=""):
+    return env.call("Decide", consent_pb2.DecideRequest(
+        actor_id=actor_id, record_id=record_id, purpose=purpose, break_glass=bool(break_glass_reason),
+        break_glass_reason=break_glass_reason), caller)
+
+
+DENY = consent_pb2.DECISION_EFFECT_DENY
+GLASS = "unconscious on arrival, no consent on file"
 
 
 def status_of(call) -> tuple[grpc.StatusCode, str]:
@@ -370,7 +376,7 @@ def _break_glass_windows(env: Env) -> list[ledger_pb2.BreakGlassAccess]:
 
 
 def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env, clock: Clock) -> None:
-    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    decision = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT and decision.break_glass
     assert decision.reason.startswith("break-glass: emergency access by practitioner prac-er")
     start = int(clock.now * 1000)
@@ -382,7 +388,7 @@ def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env,
     assert claims["bg"] is True and claims["bge"] == decision.break_glass_expires_at_ms
     # A second use inside the window reuses it: nothing new on the ledger.
     clock.now += 3600
-    again = decide(env, "rec-normal", "prac-er", ETREAT)
+    again = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert again.break_glass and again.break_glass_expires_at_ms == decision.break_glass_expires_at_ms
     assert len(_break_glass_windows(env)) == 1
     assert check(env, again.decision_token).permitted
@@ -390,20 +396,40 @@ def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env,
 
 def test_break_glass_never_opens_sensitive_records(env: Env) -> None:
     for record_id in ("rec-psy", "rec-onc"):
-        decision = decide(env, record_id, "prac-er", ETREAT)
+        decision = decide(env, record_id, "prac-er", ETREAT, break_glass_reason=GLASS)
         assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and not decision.break_glass
         assert "break-glass never opens sensitive categories" in decision.reason
     assert not _break_glass_windows(env)
 
 
 def test_break_glass_needs_an_emergency_specialty_and_etreat(env: Env) -> None:
-    assert decide(env, "rec-normal", "prac-onc", ETREAT).effect == consent_pb2.DECISION_EFFECT_DENY
-    assert decide(env, "rec-normal", "prac-er", TREAT).effect == consent_pb2.DECISION_EFFECT_DENY
+    assert decide(env, "rec-normal", "prac-onc", ETREAT, break_glass_reason=GLASS).effect == DENY
+    assert decide(env, "rec-normal", "prac-er", TREAT, break_glass_reason=GLASS).effect == DENY
+    assert not _break_glass_windows(env)
+
+
+def test_etreat_alone_never_breaks_the_glass(env: Env) -> None:
+    # The attack: an emergency physician asks with purpose ETREAT only, hoping for an implied break-glass.
+    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert decision.effect == DENY and not decision.break_glass and not decision.decision_token
+    assert not _break_glass_windows(env)
+
+
+def test_a_break_glass_request_needs_a_reason(env: Env) -> None:
+    for request in (
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT, break_glass=True),
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT,
+                                  break_glass_reason="no flag"),
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT, break_glass=True,
+                                  break_glass_reason="x" * 501),
+    ):
+        code, details = status_of(lambda r=request: env.call("Decide", r, RECORDS_CALLER))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("break_glass_reason:"), details
     assert not _break_glass_windows(env)
 
 
 def test_break_glass_token_stops_holding_when_its_window_ends(env: Env, clock: Clock) -> None:
-    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    decision = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert check(env, decision.decision_token).permitted
     clock.now += 4 * 3600 - 10  # the token itself is verified with real time; the window with the service clock
     assert check(env, decision.decision_token).permitted
@@ -411,7 +437,7 @@ def test_break_glass_token_stops_holding_when_its_window_ends(env: Env, clock: C
     held = check(env, decision.decision_token)
     assert not held.permitted and "break-glass window" in held.reason
     # A new emergency later starts a new recorded window (with its own alert at read time).
-    later = decide(env, "rec-normal", "prac-er", ETREAT)
+    later = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert later.break_glass and later.break_glass_expires_at_ms > decision.break_glass_expires_at_ms
     assert len(_break_glass_windows(env)) == 2
 

@@ -48,6 +48,20 @@ def validate_grant(grant: ledger_pb2.GrantConsent, field: str = "grant_consent")
             )
 
 
+MAX_BREAK_GLASS_REASON = 500
+
+
+def validate_break_glass_request(break_glass: bool, reason: str, field: str = "") -> None:
+    """A break-glass request carries a reason; a reason comes only with a break-glass request."""
+    prefix = f"{field}." if field else ""
+    if break_glass and not reason.strip():
+        raise InvalidArgument(f"{prefix}break_glass_reason", "required when break_glass is set")
+    if reason and not break_glass:
+        raise InvalidArgument(f"{prefix}break_glass_reason", "only with break_glass")
+    if len(reason) > MAX_BREAK_GLASS_REASON:
+        raise InvalidArgument(f"{prefix}break_glass_reason", f"at most {MAX_BREAK_GLASS_REASON} characters")
+
+
 def validate_revoke(revoke: ledger_pb2.RevokeConsent, field: str = "revoke_consent") -> None:
     """Every stateless rule a RevokeConsent must meet."""
     require_uuid(revoke.consent_id, f"{field}.consent_id")

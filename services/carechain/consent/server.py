@@ -351,6 +351,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise InvalidArgument("purpose", "must be a known PurposeOfUse")
         if request.action not in common_pb2.ConsentAction.values():
             raise InvalidArgument("action", "must be a known ConsentAction")
+        consent_rules.validate_break_glass_request(request.break_glass, request.break_glass_reason)
         action = request.action or common_pb2.CONSENT_ACTION_ACCESS
 
         self.sync()
@@ -373,9 +374,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         if actor is None or not actor.is_practitioner:
             return deny(f"denied: actor {request.actor_id} is not a registered practitioner")
 
-        access = self._access_request(actor, record, request.purpose, action)
+        access = self._access_request(actor, record, request.purpose, action, request.break_glass)
         window = None
-        if self._break_glass is not None:
+        if self._break_glass is not None and request.break_glass:
             window = self._state.break_glass_window(actor.principal_id, record.patient_id, access.now_ms)
         decision = decide(self._state.consents_of(record.patient_id), access, self._break_glass, window)
         if not decision.permitted:
@@ -414,7 +415,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
         )
 
-    def _access_request(self, actor: Any, record: RecordInfo, purpose: int, action: int) -> AccessRequest:
+    def _access_request(
+        self, actor: Any, record: RecordInfo, purpose: int, action: int, break_glass: bool = False
+    ) -> AccessRequest:
+        patient = self._state.principal(record.patient_id)
         return AccessRequest(
             actor_id=actor.principal_id,
             actor_organization_id=actor.organization_id,
@@ -427,6 +431,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             now_ms=self._now_ms(),
             data_date_ms=record.data_date_ms,
             resource_type=record.resource_type,
+            patient_organization_id=patient.organization_id if patient is not None else "",
+            break_glass=break_glass,
         )
 
     def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:
@@ -484,7 +490,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             action = common_pb2.ConsentAction.Value(str(claims.get("act")))
         except ValueError:
             return PolicyDecision(consent_pb2.DECISION_EFFECT_DENY, "denied: decision token claims are malformed")
-        access = self._access_request(actor, record, purpose, action)
+        access = self._access_request(actor, record, purpose, action, break_glass=bool(claims.get("bg")))
         consents = self._state.consents_of(record.patient_id)
         if claims.get("bg"):
             window = BreakGlassWindow(int(claims.get("bgs", 0)), int(claims.get("bge", 0)))

@@ -25,6 +25,7 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
+from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.errors import DataLoss, IntegrityError, InvalidArgument, PermissionDenied
@@ -75,6 +76,8 @@ class ReadRecord:
     patient_id: str
     resource_type: str
     decision_id: str
+    break_glass: bool = False  # permitted by break-glass, not by consent
+    break_glass_expires_at_ms: int = 0
 
 
 class RecordsGateway:
@@ -169,12 +172,15 @@ class RecordsGateway:
 
     # --- read ------------------------------------------------------------
 
-    def get_record(self, caller: Caller, record_id: str, purpose: int) -> ReadRecord:
-        """Return a record's exact bytes if consent permits; audit the attempt either way."""
+    def get_record(
+        self, caller: Caller, record_id: str, purpose: int, break_glass: bool = False, break_glass_reason: str = ""
+    ) -> ReadRecord:
+        """Return a record's exact bytes if consent (or an explicit break-glass) permits; audit either way."""
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
             raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        validate_break_glass_request(break_glass, break_glass_reason)
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
         record = entry.record
         audit_fields = {
@@ -192,12 +198,16 @@ class RecordsGateway:
                 record_id=record_id,
                 purpose=purpose,
                 action=common_pb2.CONSENT_ACTION_ACCESS,
+                break_glass=break_glass,
+                break_glass_reason=break_glass_reason,
             )
         )
+        # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
+        asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
-            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason,
-                               **audit_fields)
+            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED,
+                               reason=asked + decision.reason, **audit_fields)
             raise PermissionDenied(decision.reason or "denied by consent")
 
         key = self._peers.identity.ReleaseDataKey(
@@ -214,10 +224,10 @@ class RecordsGateway:
         except IntegrityError as exc:
             raise DataLoss(f"record {record_id}: ciphertext failed authentication") from exc
         # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
-        self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
+        self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
                            alert=decision.break_glass, **audit_fields)
         return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
-                          decision.decision_id)
+                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms)
 
 
 def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:

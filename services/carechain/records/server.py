@@ -40,7 +40,9 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
         caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER)
-        record = self._gateway.get_record(caller, request.record_id, request.purpose)
+        record = self._gateway.get_record(
+            caller, request.record_id, request.purpose, request.break_glass, request.break_glass_reason
+        )
         return records_pb2.GetRecordResponse(
             record_id=record.record_id,
             resource_json=record.resource_json,
@@ -48,6 +50,8 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             patient_id=record.patient_id,
             resource_type=record.resource_type,
             decision_id=record.decision_id,
+            break_glass=record.break_glass,
+            break_glass_expires_at_ms=record.break_glass_expires_at_ms,
         )
 
 
