@@ -164,6 +164,38 @@ def test_patient_grants_consent_which_is_committed_and_audited(env: Env) -> None
     assert [x.consent_id for x in listed.consents] == [record.consent_id]
 
 
+def test_a_grant_submitted_straight_to_the_ledger_is_audited_once(env: Env) -> None:
+    # The attack: skip the consent service (and so, before, its audit) by submitting to the ledger directly.
+    direct = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
+    logged = env.ledger.append(PATIENT, grant_consent=direct)
+    env.ledger.append(PATIENT, revoke_consent=ledger_pb2.RevokeConsent(consent_id=direct.consent_id,
+                                                                       patient_id="pat-1"))
+    assert not env.audit.events
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)  # any sync derives the events
+    granted, revoked = env.audit.events
+    assert granted.action == audit_pb2.AUDIT_ACTION_GRANT_CONSENT and granted.actor_id == "pat-1"
+    assert granted.reason == f"consent {direct.consent_id} granted at log index {logged.log_index}"
+    assert revoked.action == audit_pb2.AUDIT_ACTION_REVOKE_CONSENT
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    assert len(env.audit.events) == 2
+    # A replica (or a restart) replays the log: the same events, under the same ids (the store keeps one).
+    replica = ConsentState()
+    replica.sync(env.ledger.ListTransactions)
+    assert [c.log_index for c in replica.take_changes()] == [logged.log_index, logged.log_index + 1]
+
+
+def test_consent_changes_wait_for_the_audit_service_and_are_not_lost(env: Env) -> None:
+    env.audit.down = True
+    direct = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
+    env.ledger.append(PATIENT, grant_consent=direct)
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    assert not env.audit.events
+    env.audit.down = False
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    [event] = env.audit.events
+    assert direct.consent_id in event.reason
+
+
 def test_patient_may_not_grant_for_another_patient(env: Env) -> None:
     request = consent_pb2.GrantConsentRequest(transaction=grant_tx(signer=PATIENT, patient_id="pat-2"))
     code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))

@@ -22,7 +22,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +46,7 @@ from carechain.consent.policy import (
     decide,
     evaluate,
 )
-from carechain.consent.state import ConsentState, RecordInfo
+from carechain.consent.state import ConsentChange, ConsentState, RecordInfo
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
 from carechain.crypto import Signer
 from carechain.errors import (
@@ -67,6 +69,10 @@ from carechain.vault import service_signer
 log = logging.getLogger("carechain.consent")
 
 Kind = common_pb2.PrincipalKind
+# Namespace of the audit event ids of consent changes (uuid5 of chain id and log index).
+_CONSENT_CHANGE_EVENTS = uuid.UUID("5f0c3e8a-6a43-4f0e-9a35-0c6f2b9d7e11")
+# How often the consent service follows the ledger on its own, to audit directly submitted changes.
+FOLLOW_SECONDS = 1.0
 # submit(ledger_stub, tx) -> SubmitTransactionResponse; raises when the validator rejects tx.
 Submit = Callable[[Any, ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
 
@@ -110,10 +116,36 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self._ttl = decision_token_ttl_seconds
         self._submit = submit
         self._clock = clock
+        self._audit_lock = threading.Lock()  # one auditor of consent changes at a time
 
     def sync(self) -> None:
-        """Catch up with the ledger (UNAVAILABLE if it is down: never decide on stale state)."""
+        """Catch up with the ledger (UNAVAILABLE if it is down: never decide on stale state).
+
+        Consent changes newly seen are audited (best effort here: see :meth:`audit_consent_changes`).
+        """
         self._state.sync(self._ledger.ListTransactions)
+        try:
+            self.audit_consent_changes()
+        except Exception:  # noqa: BLE001 - the changes stay queued; the follower or the next sync retries
+            log.warning("consent changes not audited yet; will retry")
+
+    def audit_consent_changes(self) -> int:
+        """Audit every committed grant and revocation not audited yet; returns how many were reported.
+
+        Derived from the committed ledger, so a grant submitted straight to the
+        ledger is audited too. The event id is derived from the chain and log
+        index, so replicas, retries and restarts (which replay the log) store
+        each event once. Errors propagate with the unreported changes kept.
+        """
+        with self._audit_lock:
+            changes = self._state.take_changes()
+            for done, change in enumerate(changes):
+                try:
+                    self._report_change(change)
+                except BaseException:
+                    self._state.put_back_changes(changes[done:])
+                    raise
+            return len(changes)
 
     # --- grants and revocations ----------------------------------------------
 
@@ -172,6 +204,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         if self._state.consent(grant.consent_id) is not None:
             raise AlreadyExists(f"consent {grant.consent_id} already exists")
         response = self._commit(request.transaction)
+        self.audit_consent_changes()  # this grant's audit event is durable before the caller hears of it
         record = self._state.consent(grant.consent_id) or consent_pb2.ConsentRecord(
             consent_id=grant.consent_id,
             patient_id=grant.patient_id,
@@ -180,7 +213,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             granted_log_index=response.log_index,
             granted_by=caller.principal_id,
         )
-        self._report_change(audit_pb2.AUDIT_ACTION_GRANT_CONSENT, "granted", caller, grant, response, acting)
         return record
 
     def RevokeConsent(
@@ -199,26 +231,29 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         if existing.status == consent_pb2.CONSENT_STATUS_REVOKED:
             raise FailedPrecondition(f"consent {revoke.consent_id} is already revoked")
         response = self._commit(request.transaction)
+        self.audit_consent_changes()
         record = self._state.consent(revoke.consent_id)
         if record is None or record.status != consent_pb2.CONSENT_STATUS_REVOKED:
             record = existing
             record.status = consent_pb2.CONSENT_STATUS_REVOKED
             record.revoked_log_index = response.log_index
-        self._report_change(audit_pb2.AUDIT_ACTION_REVOKE_CONSENT, "revoked", caller, revoke, response, acting)
         return record
 
-    def _report_change(self, action: int, verb: str, caller: Any, change: Any,
-                       response: ledger_pb2.SubmitTransactionResponse, acting: str) -> None:
-        """Audit (and log) a committed grant or revocation."""
+    def _report_change(self, change: ConsentChange) -> None:
+        """Audit (and log) one committed grant or revocation, idempotently."""
+        verb = "granted" if change.granted else "revoked"
+        signer = self._state.principal(change.signer_id)
+        by = " by a delegate of the patient" if change.signer_id != change.patient_id else ""
         self._audit.report(
-            action,
+            audit_pb2.AUDIT_ACTION_GRANT_CONSENT if change.granted else audit_pb2.AUDIT_ACTION_REVOKE_CONSENT,
             audit_pb2.AUDIT_OUTCOME_SUCCESS,
-            actor_id=caller.principal_id,
-            organization_id=caller.organization_id,
+            actor_id=change.signer_id,
+            organization_id=signer.organization_id if signer is not None else "",
             patient_id=change.patient_id,
-            reason=f"consent {change.consent_id} {verb} at log index {response.log_index}{_by(acting)}",
+            reason=f"consent {change.consent_id} {verb} at log index {change.log_index}{by}",
+            event_id=str(uuid.uuid5(_CONSENT_CHANGE_EVENTS, f"{self._chain_id}/{change.log_index}")),
         )
-        log.info(f"consent {verb}", extra={"consent_id": change.consent_id, "log_index": response.log_index})
+        log.info(f"consent {verb}", extra={"consent_id": change.consent_id, "log_index": change.log_index})
 
     def ListConsents(
         self, request: consent_pb2.ListConsentsRequest, context: grpc.ServicerContext
@@ -502,10 +537,6 @@ def _no(reason: str) -> consent_pb2.CheckDecisionResponse:
     return consent_pb2.CheckDecisionResponse(permitted=False, reason=reason)
 
 
-def _by(acting: str) -> str:
-    return " by a delegate of the patient" if acting == "delegate" else ""
-
-
 def _validate_period(period: common_pb2.Period, field: str) -> None:
     if period.start_ms < 0 or period.end_ms < 0:
         raise InvalidArgument(field, "must not be negative")
@@ -547,7 +578,29 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         servicer.sync()
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
-    return register_consent(servicer), [principal_status.close, peers.close]
+    stop_following = follow_ledger(servicer, FOLLOW_SECONDS)
+    return register_consent(servicer), [stop_following, principal_status.close, peers.close]
+
+
+def follow_ledger(servicer: ConsentServicer, every_seconds: float) -> Callable[[], None]:
+    """Sync (and so audit consent changes, however submitted) every every_seconds; returns the stopper."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                servicer.sync()
+            except Exception:  # noqa: BLE001 - ledger down: the next round retries
+                log.debug("consent follower could not sync")
+
+    thread = threading.Thread(target=run, name="consent-follower", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return close
 
 
 def main() -> None:

@@ -43,6 +43,17 @@ class PrincipalInfo:
 
 
 @dataclass(frozen=True)
+class ConsentChange:
+    """A committed grant or revocation, to be audited once (derived from the ledger, whoever submitted it)."""
+
+    log_index: int
+    granted: bool  # True: GrantConsent; False: RevokeConsent
+    consent_id: str
+    patient_id: str
+    signer_id: str  # the patient, or a delegate acting for the patient
+
+
+@dataclass(frozen=True)
 class RecordInfo:
     """What consent needs to know about a registered record."""
 
@@ -71,6 +82,8 @@ class ConsentState:
         self._delegations: dict[tuple[str, str], consent_pb2.Delegation] = {}
         # (actor, patient) -> recorded break-glass windows, in log order.
         self._break_glass: dict[tuple[str, str], list[BreakGlassWindow]] = {}
+        # Committed consent changes not yet handed to the auditor, in log order.
+        self._changes: list[ConsentChange] = []
 
     # --- reading -------------------------------------------------------------
 
@@ -124,6 +137,17 @@ class ConsentState:
                 if window.started_at_ms <= now_ms < window.expires_at_ms:
                     return window
             return None
+
+    def take_changes(self) -> list[ConsentChange]:
+        """The consent changes folded since the last call (the caller audits them, or puts them back)."""
+        with self._lock:
+            changes, self._changes = self._changes, []
+            return changes
+
+    def put_back_changes(self, changes: list[ConsentChange]) -> None:
+        """Return changes that could not be audited yet, ahead of newer ones."""
+        with self._lock:
+            self._changes[:0] = changes
 
     # --- folding the log -----------------------------------------------------
 
@@ -187,6 +211,7 @@ class ConsentState:
                 granted_by=body.submitter_id,
             )
             self._consents_by_patient.setdefault(g.patient_id, []).append(g.consent_id)
+            self._changes.append(ConsentChange(log_index, True, g.consent_id, g.patient_id, body.submitter_id))
         elif kind == "revoke_consent":
             r = body.revoke_consent
             consent = self._consents.get(r.consent_id)
@@ -197,6 +222,7 @@ class ConsentState:
             ):
                 consent.status = consent_pb2.CONSENT_STATUS_REVOKED
                 consent.revoked_log_index = log_index
+                self._changes.append(ConsentChange(log_index, False, r.consent_id, r.patient_id, body.submitter_id))
         elif kind == "register_delegate":
             d = body.register_delegate
             self._delegations.pop((d.patient_id, d.delegate_id), None)  # re-registration moves it to the end
