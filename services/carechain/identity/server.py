@@ -260,9 +260,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("challenge", "is required (from CreateChallenge)")
         if not self._registry.take_challenge(principal_id, request.challenge, self._now_ms()):
             raise Unauthenticated("challenge is unknown, already used or expired")
+        if self._status is not None:
+            self._refresh_status()  # first: the key _resolve returns must be the current (rotated) one
         resolved = self._resolve(principal_id)
         if resolved is not None and self._status is not None:
-            self._refresh_status()
             if self._status.deactivated(principal_id):
                 # The same answer as a failed proof: a token request learns nothing about lifecycle.
                 log.info("token refused: principal deactivated", extra={"principal_id": principal_id})
