@@ -158,6 +158,16 @@ class CareChainClient:
         request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
         return self.records.PutRecord(request, timeout=30)
 
+    def deactivate_principal(self, principal_id: str) -> identity_pb2.Principal:
+        """Deactivate a principal this client's organisation (or, for organisations, the operator) registered."""
+        return self.identity.DeactivatePrincipal(
+            identity_pb2.DeactivatePrincipalRequest(principal_id=principal_id), timeout=30)
+
+    def rotate_principal_key(self, principal_id: str, public_key: bytes) -> identity_pb2.Principal:
+        """Replace the public key of a principal this client's organisation registered."""
+        return self.identity.RotatePrincipalKey(
+            identity_pb2.RotatePrincipalKeyRequest(principal_id=principal_id, public_key=public_key), timeout=30)
+
     def get_record(
         self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = ""
     ) -> records_pb2.GetRecordResponse:

@@ -236,3 +236,33 @@ def test_a_rotated_key_replaces_the_old_one(network, two_hospitals) -> None:
         patient.client.revoke_consent(consent.consent_id)
     finally:
         doctor.client.close()
+
+
+def test_the_registering_organization_deactivates_and_rotates_through_identity(network, two_hospitals) -> None:
+    actors, _ = two_hospitals
+    north, south = actors["north"], actors["south"]
+    doctor = new_practitioner(network, north, "general-practice")
+    new_key = Ed25519Signer.generate(doctor.principal_id)
+    try:
+        code, _ = _code(lambda: south.client.rotate_principal_key(doctor.principal_id, new_key.public_key_bytes()))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        rotated = north.client.rotate_principal_key(doctor.principal_id, new_key.public_key_bytes())
+        assert rotated.public_key == new_key.public_key_bytes()
+        unknown = str(uuid.uuid4())
+        with CareChainClient(network.endpoints, new_key) as renewed:
+            code, _ = _code(lambda: renewed.get_record(unknown))
+            assert code == grpc.StatusCode.NOT_FOUND  # authenticated with the new key
+            code, _ = _code(lambda: south.client.deactivate_principal(doctor.principal_id))
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            north.client.deactivate_principal(doctor.principal_id)
+
+            def refused() -> bool:
+                try:
+                    renewed.get_record(unknown)
+                except grpc.RpcError as exc:
+                    return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                return False
+
+            assert _eventually(refused, 3.0)
+    finally:
+        doctor.client.close()

@@ -239,7 +239,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             or caller.principal_id == principal.principal_id
             or (caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION and caller.principal_id == principal.organization_id)
         )
-        return _principal_message(principal, show_fhir_id=show)
+        return self._current_principal_message(principal, show_fhir_id=show)
 
     # --- proof of possession and access tokens ---------------------------------
 
@@ -297,8 +297,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     def _refresh_status(self) -> None:
         """Catch up with lifecycle transactions before issuing a token (the known set if the ledger is down)."""
+        if self._status is None:
+            return
         try:
-            self._status.sync()  # type: ignore[union-attr]
+            self._status.sync()
         except Exception:  # noqa: BLE001 - the follower's last known deactivations still apply
             log.warning("principal lifecycle not refreshed before issuing a token")
 
@@ -411,6 +413,51 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         log.info("patient key rotated", extra={"patient_id": patient_id, "key_version": version,
                                                "rewrapped": len(rewrapped)})
         return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=len(rewrapped))
+
+    # --- principal lifecycle ---------------------------------------------------
+
+    def DeactivatePrincipal(self, request, context):  # noqa: N802 - gRPC method name
+        principal = self._lifecycle_target(context, request.principal_id)
+        self._submit_to_ledger(deactivate_principal=ledger_pb2.DeactivatePrincipal(
+            principal_id=principal.principal_id))
+        self._refresh_status()
+        log.info("principal deactivated", extra={"principal_id": principal.principal_id})
+        return self._current_principal_message(principal)
+
+    def RotatePrincipalKey(self, request, context):  # noqa: N802 - gRPC method name
+        principal = self._lifecycle_target(context, request.principal_id)
+        _check_public_key(request.public_key)
+        self._submit_to_ledger(rotate_principal_key=ledger_pb2.RotatePrincipalKey(
+            principal_id=principal.principal_id, public_key=request.public_key))
+        self._refresh_status()
+        log.info("principal key rotated", extra={"principal_id": principal.principal_id})
+        return self._current_principal_message(principal)
+
+    def _lifecycle_target(self, context: grpc.ServicerContext, principal_id: str) -> PrincipalRecord:
+        """The registered principal the caller may deactivate or re-key: it is its registering authority."""
+        caller = self._auth.authenticate(context)
+        principal = self._registry.principal(_require_principal_id(principal_id))
+        if principal is None:
+            raise NotFound(f"principal {principal_id} is not registered")
+        if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
+            allowed = caller.kind == Kind.PRINCIPAL_KIND_OPERATOR and caller.principal_id == OPERATOR_ID
+        else:
+            allowed = (
+                caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION and caller.principal_id == principal.organization_id
+            )
+        if not allowed:
+            raise PermissionDenied("only the principal's registering organisation (the operator for an organisation)")
+        return principal
+
+    def _current_principal_message(
+        self, principal: PrincipalRecord, show_fhir_id: bool = False
+    ) -> identity_pb2.Principal:
+        """The principal as registered, with its current (possibly rotated) public key."""
+        message = _principal_message(principal, show_fhir_id=show_fhir_id)
+        rotated = self._status.current_key(principal.principal_id) if self._status is not None else None
+        if rotated:
+            message.public_key = rotated
+        return message
 
     # --- helpers ---------------------------------------------------------------
 
