@@ -28,6 +28,8 @@ log = logging.getLogger("carechain.principal_status")
 
 ListTransactions = Callable[[ledger_pb2.ListTransactionsRequest], ledger_pb2.ListTransactionsResponse]
 DEFAULT_POLL_SECONDS = 0.5
+# Deadline of one ListTransactions call: a hung ledger must not hold up IssueToken for long.
+CALL_TIMEOUT_SECONDS = 2.0
 PAGE_SIZE = 500
 
 
@@ -45,6 +47,15 @@ class PrincipalStatus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+
+    @classmethod
+    def following(cls, ledger: Callable[[], object], poll_seconds: float = DEFAULT_POLL_SECONDS) -> PrincipalStatus:
+        """A status that follows the LedgerService stub ledger() returns (called per request, so it may be lazy)."""
+
+        def list_transactions(request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+            return ledger().ListTransactions(request, timeout=CALL_TIMEOUT_SECONDS)  # type: ignore[attr-defined]
+
+        return cls(list_transactions, poll_seconds)
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -402,7 +402,7 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     access = LedgerAccess(settings)
     anchorer = LedgerAnchorer(store, settings.chain_id, access.ledger, access.signer) \
         if settings.anchor_batches else None
-    principal_status = PrincipalStatus(lambda request: access.ledger().ListTransactions(request)).start()
+    principal_status = PrincipalStatus.following(access.ledger).start()
     servicer = AuditServicer(Authenticator(trust, audience("audit"), principal_status), store, anchorer=anchorer)
     sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
     maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)))

@@ -559,7 +559,7 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "consent")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    principal_status = PrincipalStatus(peers.ledger.ListTransactions).start()
+    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
     servicer = ConsentServicer(
         Authenticator(trust, audience("consent"), principal_status),
         ConsentState(),

@@ -302,7 +302,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         try:
             self._status.sync()
         except Exception:  # noqa: BLE001 - the follower's last known deactivations still apply
-            log.warning("principal lifecycle not refreshed before issuing a token")
+            log.debug("principal lifecycle not refreshed before issuing a token")
 
     def _trusted_principal(self, principal_id: str) -> Caller | None:
         """The operator or a CareChain service from the trust bundle."""
@@ -579,7 +579,7 @@ def build(
 
     registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
-    principal_status = PrincipalStatus(peers.ledger.ListTransactions).start()
+    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
     closers.append(principal_status.close)
     servicer = IdentityServicer(
         signer=signer,

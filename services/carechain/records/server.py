@@ -61,7 +61,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
-    principal_status = PrincipalStatus(peers.ledger.ListTransactions).start()
+    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status))
 
     def register(server: grpc.Server) -> list[str]:
