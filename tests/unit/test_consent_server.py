@@ -581,3 +581,13 @@ def test_export_consent_as_fhir_round_trips(env: Env) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
     assert env.call("ExportConsent", consent_pb2.ExportConsentRequest(consent_id=record.consent_id),
                     RECORDS_CALLER).consent_json == exported.consent_json
+
+
+def test_a_deactivated_practitioner_gets_no_decision_and_its_earlier_ones_stop_holding(env: Env) -> None:
+    grant(env)
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    env.ledger.append(OPERATOR, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="prac-onc"))
+    held = check(env, decision.decision_token)
+    assert not held.permitted and "no longer a practitioner" in held.reason
+    assert decide(env).effect == DENY

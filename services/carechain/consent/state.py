@@ -36,10 +36,12 @@ class PrincipalInfo:
     kind: int  # common_pb2.PrincipalKind
     organization_id: str = ""
     specialty: str = ""
+    active: bool = True  # False once a DeactivatePrincipal was committed
 
     @property
     def is_practitioner(self) -> bool:
-        return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER
+        """An active (not deactivated) practitioner."""
+        return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER and self.active
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ class ConsentState:
         if kind == "register_principal":
             p = body.register_principal
             self._principals[p.principal_id] = PrincipalInfo(p.principal_id, p.kind, p.organization_id, p.specialty)
+        elif kind == "deactivate_principal":
+            principal = self._principals.get(body.deactivate_principal.principal_id)
+            if principal is not None:
+                self._principals[principal.principal_id] = replace(principal, active=False)
         elif kind == "register_record":
             r = body.register_record
             previous = self._records.get(r.record_id)
