@@ -9,7 +9,7 @@ Order of checks for one transaction:
 1. envelope: the body decodes (:func:`transactions.decode_body`), its chain id
    matches, the signer is known (a service/operator from the trust bundle, or a
    principal registered on the ledger), the Ed25519 signature is valid and the
-   (signer, nonce) pair is unused;
+   (signer, nonce) pair is unused; a deactivated principal signs nothing;
 2. ordering time: ``created_at_ms`` must lie within ``max_skew_ms`` of the
    block time (the header's ``timestamp_ms``, in the shared order/cut so every
    validator judges with the same time); every validity window (delegations,
@@ -125,11 +125,11 @@ class Validator:
         key = self.signer_key(tx.signer_id, state)
         if key is None:
             raise _not_permitted("unknown signer")
+        if not transactions.signature_valid(tx, key):
+            raise Rejected("invalid signature")
         principal = state.principal(tx.signer_id)
         if principal is not None and not principal.active:
             raise _not_permitted("the signer was deactivated")
-        if not transactions.signature_valid(tx, key):
-            raise Rejected("invalid signature")
         if state.nonce_used(tx.signer_id, body.nonce):
             raise Rejected(REPLAYED_NONCE)
         return Envelope(body, tx.signer_id)
