@@ -196,7 +196,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def GrantConsent(
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, grant, acting = self._signed_for_patient(
+        caller, grant, _ = self._signed_for_patient(
             request.transaction, request.HasField("transaction"), "grant_consent", context
         )
         consent_rules.validate_grant(grant, "transaction.body.grant_consent")
@@ -218,7 +218,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def RevokeConsent(
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, revoke, acting = self._signed_for_patient(
+        _, revoke, _ = self._signed_for_patient(
             request.transaction, request.HasField("transaction"), "revoke_consent", context
         )
         consent_rules.validate_revoke(revoke, "transaction.body.revoke_consent")
