@@ -353,6 +353,8 @@ def test_records_are_registered_only_for_the_writing_organizations_patients(net,
                   "only for its own organization")
     chain.rejects(tx(net.records, register_record=record("pat-1", "org-1", author_id="nobody")), "author_id")
     chain.ok(tx(net.records, register_record=record("pat-1", "org-1", author_id="org-1")))
+    chain.ok(tx(keys["org-1"], deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-1")))
+    chain.rejects(tx(net.records, register_record=record("pat-1", "org-1", author_id="dr-1")), "active")
 
 
 # --- principal lifecycle -------------------------------------------------------------------------

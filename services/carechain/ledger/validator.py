@@ -238,8 +238,10 @@ class Validator:
         if patient.organization_id != r.organization_id:
             raise _not_permitted("an organization registers records only for its own patients")
         author = state.principal(r.author_id) if r.author_id else None
-        if author is None or author.kind not in (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_ORGANIZATION):
-            raise Rejected("register_record.author_id: not a registered practitioner or organization")
+        if author is None or not author.active or author.kind not in (
+            Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_ORGANIZATION
+        ):
+            raise Rejected("register_record.author_id: not an active registered practitioner or organization")
         author_org = author.principal_id if author.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else author.organization_id
         if author_org != r.organization_id:
             raise _not_permitted("the author writes only for its own organization")
