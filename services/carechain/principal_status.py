@@ -3,7 +3,7 @@
 ``DeactivatePrincipal`` and ``RotatePrincipalKey`` are ledger transactions (see
 :mod:`carechain.ledger.validator`). Each service keeps a :class:`PrincipalStatus`
 that follows the committed log in a background thread (``ListTransactions``
-from its cursor, every ``poll_seconds``, default 0.5 s) and folds the valid
+from its cursor, every ``poll_seconds``, default 1 s) and folds the valid
 lifecycle transactions. Token checks (:class:`carechain.auth.Authenticator`)
 then consult it in memory, with no network round trip per call: a deactivated
 principal's live tokens stop working on every service within one poll
@@ -27,7 +27,7 @@ from carechain.ledger.v1 import ledger_pb2
 log = logging.getLogger("carechain.principal_status")
 
 ListTransactions = Callable[[ledger_pb2.ListTransactionsRequest], ledger_pb2.ListTransactionsResponse]
-DEFAULT_POLL_SECONDS = 0.5
+DEFAULT_POLL_SECONDS = 1.0
 # Deadline of one ListTransactions call: a hung ledger must not hold up IssueToken for long.
 CALL_TIMEOUT_SECONDS = 2.0
 PAGE_SIZE = 500
@@ -123,4 +123,4 @@ class PrincipalStatus:
         """Stop following."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)  # daemon thread; a call in flight ends by its own deadline

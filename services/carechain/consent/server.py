@@ -598,7 +598,7 @@ def follow_ledger(servicer: ConsentServicer, every_seconds: float) -> Callable[[
 
     def close() -> None:
         stop.set()
-        thread.join(timeout=5)
+        thread.join(timeout=1)  # daemon thread: do not hold up shutdown for a sync in flight
 
     return close
 
