@@ -26,7 +26,7 @@ import grpc
 from carechain.crypto import Ed25519Signer, new_aes_key, open_sealed, seal
 from carechain.localnet import LocalNetwork
 from carechain.sdk import CareChainClient, Kind, Purpose, permit
-from carechain.sensitivity import SENSITIVE_CATEGORIES
+from carechain.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "synthea-10"
@@ -111,7 +111,7 @@ def main() -> int:
             reader = enrol(hospital, Kind.PRINCIPAL_KIND_PRACTITIONER, specialty="general-practice")
             patient = enrol(hospital, Kind.PRINCIPAL_KIND_PATIENT, fhir_patient_id=fhir_id)
             patient.grant_consent(permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=reader.principal_id,
-                                         categories=sorted(SENSITIVE_CATEGORIES)))
+                                         categories=[NORMAL, *sorted(SENSITIVE_CATEGORIES)]))
             hospital.put_record(patient.principal_id, payload)  # warm-up: tokens, channels, keys
             record_ids: list[str] = []
             writes = measure(

@@ -5,6 +5,8 @@
 #   dev extras) and are installed into .venv by `make venv`.
 # - MinIO is built from source with `go install` at a pinned commit into $TOOLS/bin; a build that
 #   is already there (same pin) is reused. Go's module and build caches make a rebuild cheap.
+# - The HAPI FHIR R4 instance validator for the conformance tests comes from Maven Central (`mvn`)
+#   into $TOOLS/fhir-validator, with its Maven local repository in $TOOLS/m2 (not ~/.m2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=${CARECHAIN_TOOLS_DIR:-$PWD/.tools}
@@ -60,4 +62,30 @@ else
     GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod CGO_ENABLED=0 \
         go install -trimpath -ldflags "$HELM_LDFLAGS" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     echo "$HELM_PIN" > "$HELM_STAMP"
+fi
+
+# --- HAPI FHIR R4 instance validator (conformance tests: tests/fhir_validator.py) ---
+# tests/fhir_validator/pom.xml pins the HAPI FHIR version; `mvn dependency:copy-dependencies` copies its
+# run-time jars (checksums enforced: --strict-checksums) into $TOOLS/fhir-validator/lib, using a Maven
+# local repository under $TOOLS/m2 so nothing depends on ~/.m2. javac (17+) then compiles the long-running
+# validator process tests/fhir_validator/FhirValidatorServer.java against them. The stamp holds the hash
+# of the pom and the source, so editing either reinstalls. A cold download is ~145 MB of jars.
+FHIR_VALIDATOR_SRC=tests/fhir_validator
+FHIR_VALIDATOR_DIR="$TOOLS/fhir-validator"
+FHIR_VALIDATOR_PIN="$(cat "$FHIR_VALIDATOR_SRC/pom.xml" "$FHIR_VALIDATOR_SRC/FhirValidatorServer.java" | sha256sum | cut -d' ' -f1)"
+FHIR_VALIDATOR_STAMP="$FHIR_VALIDATOR_DIR/.pin"
+if [[ -f "$FHIR_VALIDATOR_STAMP" && "$(cat "$FHIR_VALIDATOR_STAMP")" == "$FHIR_VALIDATOR_PIN" ]]; then
+    echo "HAPI FHIR validator already installed in $FHIR_VALIDATOR_DIR"
+else
+    command -v mvn >/dev/null || { echo "mvn (Maven 3.6+) is needed to fetch the HAPI FHIR validator" >&2; exit 1; }
+    command -v javac >/dev/null || { echo "javac (JDK 17+) is needed to build the HAPI FHIR validator" >&2; exit 1; }
+    echo "fetching the HAPI FHIR validator into $FHIR_VALIDATOR_DIR (first time: a few minutes)"
+    rm -rf "$FHIR_VALIDATOR_STAMP" "$FHIR_VALIDATOR_DIR/lib" "$FHIR_VALIDATOR_DIR/classes"
+    mkdir -p "$FHIR_VALIDATOR_DIR/classes"
+    mvn --batch-mode --quiet -Dstyle.color=never --strict-checksums -Dmaven.repo.local="$TOOLS/m2" \
+        -f "$FHIR_VALIDATOR_SRC/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$FHIR_VALIDATOR_DIR/lib"
+    javac -nowarn --release 17 -encoding UTF-8 -d "$FHIR_VALIDATOR_DIR/classes" \
+        -cp "$FHIR_VALIDATOR_DIR/lib/*" "$FHIR_VALIDATOR_SRC/FhirValidatorServer.java"
+    echo "$FHIR_VALIDATOR_PIN" > "$FHIR_VALIDATOR_STAMP"
 fi

@@ -139,8 +139,34 @@ class LedgerSettings(ServiceSettings):
     )
 
 
-class ConsentSettings(ServiceSettings):
+class LedgerMetadataKeySettings(ServiceSettings):
+    """The ledger metadata key (records and consent only; docs/security.md, "Ledger privacy")."""
+
+    ledger_metadata_key_backend: Literal["local", "vault"] = Field(
+        "local", description="local: a keyring directory shared by records and consent; vault: a Transit key"
+    )
+    ledger_metadata_keyring_dir: pathlib.Path = Field(
+        pathlib.Path("var/keys/ledger-metadata"),
+        description="embedded keyring holding the ledger metadata key (records and consent only, never a validator)",
+    )
+    ledger_metadata_key_name: str = Field(
+        "ledger-metadata", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="name of the ledger metadata key in the keyring or the Transit mount",
+    )
+
+
+class ConsentSettings(LedgerMetadataKeySettings):
     """Consent contracts."""
+
+    ledger_validators: str = Field(
+        "", description="comma-separated ids of the validators whose quorum certificates this service accepts "
+        "on ledger blocks (default: svc-ledger alone); their keys come from trust_dir, never from the ledger"
+    )
+    ledger_quorum: int = Field(0, ge=0, description="signatures a block needs before it is applied (0 = majority)")
+    tx_max_skew_ms: int = Field(
+        120_000, ge=1_000, le=3_600_000,
+        description="the validators' tx_max_skew_ms (consent re-runs their contract rules on what it reads)",
+    )
 
     decision_token_ttl_seconds: float = Field(30.0, gt=0, le=300, description="lifetime of decision tokens")
     break_glass_specialties: str = Field(
@@ -175,7 +201,7 @@ class AuditSettings(ServiceSettings):
     )
 
 
-class RecordsSettings(ServiceSettings):
+class RecordsSettings(LedgerMetadataKeySettings):
     """Records gateway."""
 
     max_record_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest FHIR resource accepted")

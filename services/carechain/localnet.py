@@ -201,6 +201,12 @@ class LocalNetwork:
             **self._tls_env(name),
             **(self.backends.service_env(service) if self.backends else {}),
         }
+        if service in ("records", "consent"):
+            # Embedded ledger metadata key: a keyring only these two services are pointed at.
+            env["CARECHAIN_LEDGER_METADATA_KEYRING_DIR"] = str(self.layout.root / "ledger-metadata-key")
+        if service == "consent":
+            # Which validators' quorum certificates consent accepts (keys from the trust directory).
+            env["CARECHAIN_LEDGER_VALIDATORS"] = ",".join(self.validator_ids)
         if service == "ledger" and len(self.validator_names) > 1:
             assert self.backends is not None
             validator_id = self.validator_ids[self.validator_names.index(name)]

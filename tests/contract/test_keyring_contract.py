@@ -235,3 +235,34 @@ def test_local_delete_removes_key_material_from_disk(tmp_path: pathlib.Path) -> 
     on_disk = b"".join(p.read_bytes() for p in directory.iterdir() if p.name.startswith("keyring.db"))
     keyring.close()
     assert material not in on_disk, "sealed key material of a deleted key is still on disk"
+
+
+# --- the ledger metadata key (carechain.ledger.sealing) on every implementation ----------------
+
+
+def test_ledger_metadata_sealed_under_a_key_opens_only_where_it_was_sealed(keys: KeyManager) -> None:
+    """Records seals, consent opens (another sealer on the same key); a moved or forged payload is refused."""
+    from carechain.common.v1 import common_pb2
+    from carechain.ledger.sealing import LedgerSealer
+    from carechain.ledger.v1 import ledger_pb2
+
+    keys.create_key("ledger-metadata")
+    record = ledger_pb2.RegisterRecord(record_id="rec-1", patient_id="psn-1", organization_id="org-1",
+                                       content_sha256="ab" * 32, version=1)
+    metadata = ledger_pb2.RecordMetadata(resource_type="Condition",
+                                         categories=[common_pb2.SENSITIVITY_CATEGORY_MENTAL_HEALTH])
+    record.sealed_metadata.CopyFrom(LedgerSealer(keys, "chain-a").seal_record(record, metadata))
+
+    assert LedgerSealer(keys, "chain-a").open_record(record) == metadata
+    with pytest.raises(IntegrityError):
+        LedgerSealer(keys, "chain-b").open_record(record)  # the chain id is the key derivation context
+    moved = ledger_pb2.RegisterRecord()
+    moved.CopyFrom(record)
+    moved.patient_id = "psn-2"
+    with pytest.raises(IntegrityError):
+        LedgerSealer(keys, "chain-a").open_record(moved)
+    forged = ledger_pb2.RegisterRecord()
+    forged.CopyFrom(record)
+    forged.sealed_metadata.wrapped_key = "vault:v1:" + base64.b64encode(bytes(60)).decode()
+    with pytest.raises(IntegrityError):
+        LedgerSealer(keys, "chain-a").open_record(forged)

@@ -13,7 +13,7 @@ import pytest
 from helpers import RecordWriter, new_hospital, new_patient, new_practitioner, records_of, start_network
 
 from carechain.sdk import Purpose, permit
-from carechain.sensitivity import SENSITIVE_CATEGORIES
+from carechain.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 # What the UNAVAILABLE message must name when each backend is down.
 NAMED_AS = {"openbao": "vault", "minio": "s3", "etcd": "etcd"}
@@ -40,7 +40,7 @@ def test_a_backend_outage_loses_nothing_acknowledged_and_half_writes_nothing(bac
     reader = new_practitioner(network, hospital, "general-practice")
     patient, fhir_id = new_patient(network, hospital)
     patient.client.grant_consent(permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=reader.principal_id,
-                                        categories=sorted(SENSITIVE_CATEGORIES)))
+                                        categories=[NORMAL, *sorted(SENSITIVE_CATEGORIES)]))
 
     writer = RecordWriter(hospital.client, patient.principal_id, fhir_id)
     writer.start()

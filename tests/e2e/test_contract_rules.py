@@ -87,23 +87,42 @@ def test_an_organization_writes_records_only_for_its_own_patients(network, two_h
     assert actors["north_gp"].client.put_record(patient, condition(fhir_id)).record_id
 
 
+def sealed(client: CareChainClient, policy: policy_pb2.ConsentPolicy, patient_id: str = "",
+           consent_id: str = "") -> ledger_pb2.GrantConsent:
+    """A GrantConsent as SealPolicy answers it (sealed and attested by svc-consent), not yet signed."""
+    consent_id, patient_id = consent_id or str(uuid.uuid4()), patient_id or client.principal_id
+    answer = client.seal_policy(policy, consent_id, patient_id)
+    return ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id, sealed_policy=answer.sealed_policy,
+                                   policy_attestation=answer.policy_attestation)
+
+
 def test_a_direct_grant_must_meet_the_consent_rules_and_a_valid_one_is_audited(network, two_hospitals) -> None:
     actors, _ = two_hospitals
     patient = actors["patient"]
-    no_actor = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id=patient.principal_id,
-                                       policy=policy_pb2.ConsentPolicy(provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT])]))
-    _invalid(submit(patient.client, network, grant_consent=no_actor), "actors")
-    no_purpose = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id=patient.principal_id,
-                                         policy=policy_pb2.ConsentPolicy(provisions=[
-                                             permit([], practitioner_id=actors["north_gp"].principal_id)]))
-    _invalid(submit(patient.client, network, grant_consent=no_purpose), "purposes")
-    assert not [c for c in patient.client.list_consents() if c.consent_id in (no_actor.consent_id,
-                                                                              no_purpose.consent_id)]
-    # A valid grant straight to the ledger (skipping the consent service) is still audited, once.
-    good = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id=patient.principal_id,
-                                   policy=policy_pb2.ConsentPolicy(provisions=[
-                                       permit([Purpose.PURPOSE_OF_USE_TREAT],
-                                              practitioner_id=actors["north_gp"].principal_id)]))
+    gp = actors["north_gp"].principal_id
+    # Policies breaking the consent rules get no attestation: SealPolicy refuses them, naming the field.
+    no_actor = policy_pb2.ConsentPolicy(provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT])])
+    code, details = _code(lambda: patient.client.seal_policy(no_actor, str(uuid.uuid4())))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "actors" in details
+    no_purpose = policy_pb2.ConsentPolicy(provisions=[permit([], practitioner_id=gp)])
+    code, details = _code(lambda: patient.client.seal_policy(no_purpose, str(uuid.uuid4())))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "purposes" in details
+    # Straight to the ledger instead: in clear, it is invalid ...
+    clear = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id=patient.principal_id, policy=no_purpose)
+    _invalid(submit(patient.client, network, grant_consent=clear), "grant_consent.policy")
+    # ... and sealed without svc-consent's attestation (here: a valid policy's sealed bytes with the
+    # attestation stripped, or moved to another consent id) it is invalid too.
+    treat_gp = policy_pb2.ConsentPolicy(provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=gp)])
+    stripped = sealed(patient.client, treat_gp)
+    stripped.ClearField("policy_attestation")
+    _invalid(submit(patient.client, network, grant_consent=stripped), "policy_attestation")
+    moved = sealed(patient.client, treat_gp)
+    moved.consent_id = str(uuid.uuid4())
+    _invalid(submit(patient.client, network, grant_consent=moved), "not attested by svc-consent")
+    assert not [c for c in patient.client.list_consents() if c.consent_id in (
+        clear.consent_id, stripped.consent_id, moved.consent_id)]
+    # A valid grant straight to the ledger (skipping the consent service's GrantConsent) is still audited, once.
+    good = sealed(patient.client, treat_gp)
     committed = submit(patient.client, network, grant_consent=good)
     assert committed.valid
 
@@ -127,17 +146,17 @@ def test_an_expired_delegate_cannot_backdate_a_grant(network, two_hospitals) -> 
         patient.client.register_delegate(delegate.principal_id, policy_pb2.DELEGATE_RELATIONSHIP_PROXY, end_ms=end_ms)
         time.sleep(3)
         stored = actors["north"].client.put_record(patient.principal_id, condition(fhir_id))
-        grant = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id=patient.principal_id,
-                                        policy=policy_pb2.ConsentPolicy(provisions=[
-                                            permit([Purpose.PURPOSE_OF_USE_TREAT],
-                                                   practitioner_id=actors["north_gp"].principal_id)]))
+        # Sealed and attested (the patient asks SealPolicy; the expired delegate could not), so only
+        # the delegate's expired period can make it invalid.
+        policy = policy_pb2.ConsentPolicy(provisions=[
+            permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=actors["north_gp"].principal_id)])
+        grant = sealed(patient.client, policy)
         # Signed "while still a delegate": created_at_ms inside the period, but ordered after it ended.
         _invalid(submit(delegate.client, network, created_at_ms=end_ms - 500, grant_consent=grant), "delegate")
         code, _ = _code(lambda: actors["north_gp"].client.get_record(stored.record_id))
         assert code == grpc.StatusCode.PERMISSION_DENIED
         # A creation time far from the ordering time is invalid whoever signs.
-        far = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id=patient.principal_id,
-                                      policy=grant.policy)
+        far = sealed(patient.client, policy)
         _invalid(submit(patient.client, network, created_at_ms=1_000, grant_consent=far), "created_at_ms")
     finally:
         delegate.client.close()

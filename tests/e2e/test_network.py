@@ -27,7 +27,9 @@ from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.sdk import Category, Kind, Purpose, permit
 from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
 
+# Every category, NORMAL included: a permit naming categories covers only records carrying one of them.
 ALL_SENSITIVE = [
+    Category.SENSITIVITY_CATEGORY_NORMAL,
     Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH,
     Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE,
     Category.SENSITIVITY_CATEGORY_HIV_STI,
@@ -133,15 +135,31 @@ def test_tampered_blob_is_data_loss_never_wrong_data(network, ward) -> None:
 
 def test_replayed_consent_transaction_is_rejected(network, ward) -> None:
     _, oncologist, patient, _ = ward
-    grant = ledger_pb2.GrantConsent(
-        consent_id=str(uuid.uuid4()),
-        patient_id=patient.principal_id,
-        policy=policy_pb2.ConsentPolicy(
-            provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=oncologist.principal_id)]
-        ),
+    policy = policy_pb2.ConsentPolicy(
+        provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=oncologist.principal_id)]
     )
-    tx = sign_transaction(new_body(network.endpoints.chain_id, patient.principal_id, grant_consent=grant),
-                          patient.signer)
+    consent_id = str(uuid.uuid4())
+
+    def signed(grant: ledger_pb2.GrantConsent) -> ledger_pb2.Transaction:
+        return sign_transaction(new_body(network.endpoints.chain_id, patient.principal_id, grant_consent=grant),
+                                patient.signer)
+
+    # Ledger privacy: a policy in clear is refused, naming the field; the sealed one is granted.
+    clear = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id, policy=policy))
+    with pytest.raises(grpc.RpcError) as refused:
+        patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=clear), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "grant_consent.policy" in refused.value.details()
+    sealed = patient.client.consent.SealPolicy(consent_pb2.SealPolicyRequest(
+        patient_id=patient.principal_id, consent_id=consent_id, policy=policy), timeout=30)
+    # Sealed but without svc-consent's attestation: refused too (the ledger would mark it invalid).
+    unattested = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id,
+                                                sealed_policy=sealed.sealed_policy))
+    assert _code(lambda: patient.client.consent.GrantConsent(
+        consent_pb2.GrantConsentRequest(transaction=unattested), timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    tx = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id,
+                                        sealed_policy=sealed.sealed_policy,
+                                        policy_attestation=sealed.policy_attestation))
     patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
     assert _code(
         lambda: patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)

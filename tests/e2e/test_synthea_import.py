@@ -7,7 +7,7 @@ import gzip
 from helpers import new_hospital, new_patient, new_practitioner
 
 from carechain.sdk import Purpose, permit
-from carechain.sensitivity import SENSITIVE_CATEGORIES
+from carechain.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 
 def _lines(synthea_dir, name: str) -> list[bytes]:
@@ -27,7 +27,7 @@ def test_synthea_patients_and_conditions_round_trip(network, synthea_dir) -> Non
         patient, _ = new_patient(network, hospital, fhir_id)
         patient.client.grant_consent(
             permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=reader.principal_id,
-                   categories=sorted(SENSITIVE_CATEGORIES))
+                   categories=[NORMAL, *sorted(SENSITIVE_CATEGORIES)])
         )
         patients[fhir_id] = patient
         written.append((hospital.client.put_record(patient.principal_id, raw).record_id, raw))

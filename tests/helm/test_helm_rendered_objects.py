@@ -13,7 +13,7 @@ CALLEES = {
     "consent": {"ledger", "audit", "identity"},
     "identity": {"ledger", "consent"},
     "ledger": {"identity"},
-    "audit": {"identity", "ledger"},
+    "audit": {"identity", "ledger", "consent"},  # consent: guardians reading an accounting
     "storage": {"identity"},
 }
 PORTS = {"records": 7100, "identity": 7101, "storage": 7102, "ledger": 7103, "consent": 7104, "audit": 7105}

@@ -146,6 +146,39 @@ def test_identity_can_do_its_work(openbao_bootstrapped: Bootstrapped) -> None:
     assert verify_signature(signer.public_key_bytes(), signer.sign(b"token"), b"token")
 
 
+def test_only_records_and_consent_can_seal_and_open_ledger_metadata(openbao_bootstrapped: Bootstrapped) -> None:
+    """Ledger privacy: what records seals on the ledger, consent opens; no validator, identity,
+    audit or storage can, nor can a validator's own policy (--validator)."""
+    from carechain.common.v1 import common_pb2
+    from carechain.config import RecordsSettings
+    from carechain.consent.v1 import policy_pb2
+    from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer, metadata_sealer
+    from carechain.ledger.v1 import ledger_pb2
+
+    settings = openbao_bootstrapped.settings("records", RecordsSettings, ledger_metadata_key_backend="vault",
+                                             chain_id="vault-chain")
+    record = ledger_pb2.RegisterRecord(record_id="rec-v", patient_id="psn-v", organization_id="org-v",
+                                       content_sha256="ab" * 32, version=1)
+    metadata = ledger_pb2.RecordMetadata(resource_type="Condition",
+                                         categories=[common_pb2.SENSITIVITY_CATEGORY_HIV_STI])
+    record.sealed_metadata.CopyFrom(metadata_sealer(settings).seal_record(record, metadata))
+
+    consent = LedgerSealer(VaultTransitKeyManager(_service_client(openbao_bootstrapped, "consent")), "vault-chain")
+    assert consent.open_record(record) == metadata
+    policy = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT)])
+    sealed_policy = consent.seal_policy("c-v", "psn-v", policy)
+    assert consent.open_policy(ledger_pb2.GrantConsent(consent_id="c-v", patient_id="psn-v",
+                                                       sealed_policy=sealed_policy)) == policy
+    key = root_client(openbao_bootstrapped.server).secrets.transit.read_key(LEDGER_METADATA_KEY)["data"]
+    assert key["derived"] and not key["exportable"] and not key["deletion_allowed"]
+    for service in ("ledger", "identity", "audit", "storage"):
+        outsider = LedgerSealer(VaultTransitKeyManager(_service_client(openbao_bootstrapped, service)), "vault-chain")
+        with pytest.raises(PermissionDenied, match="transit/decrypt/ledger-metadata"):
+            outsider.open_record(record)
+        with pytest.raises(PermissionDenied, match="transit/datakey/plaintext/ledger-metadata"):
+            outsider.seal_record(record, metadata)
+
+
 def test_wrong_secret_id_is_permission_denied(openbao_bootstrapped: Bootstrapped, tmp_path: pathlib.Path) -> None:
     bogus = tmp_path / "bogus.secret-id"
     bogus.write_text("00000000-0000-0000-0000-000000000000")

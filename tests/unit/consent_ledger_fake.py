@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import atexit
+import pathlib
+import shutil
+import tempfile
 import threading
 
 from carechain.common.v1 import common_pb2
+from carechain.consent.rules import attest_policy
+from carechain.consent.v1 import policy_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.errors import PermissionDenied
+from carechain.identity.keyring import LocalKeyring
 from carechain.ledger import transactions
+from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
+from carechain.network import DECISION_ISSUER_ID
 
 CHAIN = "test-chain"
+
+
+def _test_sealer() -> LedgerSealer:
+    """A ledger metadata key in an embedded keyring of its own, for the consent tests."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="carechain-metadata-key-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    keyring = LocalKeyring(directory)
+    keyring.create_key(LEDGER_METADATA_KEY)
+    return LedgerSealer(keyring, CHAIN)
+
+
+#: What the records and consent services seal ledger payloads with in these tests.
+SEALER = _test_sealer()
+
+
+#: svc-consent's key in these tests (decision tokens, policy attestations).
+CONSENT_SIGNER = Ed25519Signer.generate(DECISION_ISSUER_ID)
+
+
+def sealed_grant(consent_id: str, patient_id: str, policy: policy_pb2.ConsentPolicy,
+                 attested_by: Ed25519Signer | None = CONSENT_SIGNER) -> ledger_pb2.GrantConsent:
+    """A GrantConsent whose policy is sealed and attested like ConsentService.SealPolicy does (None: not attested)."""
+    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id,
+                                    sealed_policy=SEALER.seal_policy(consent_id, patient_id, policy))
+    if attested_by is not None:
+        grant.policy_attestation = attest_policy(attested_by, CHAIN, consent_id, patient_id, grant.sealed_policy)
+    return grant
 
 
 class FakeLedger:
@@ -107,11 +143,11 @@ def register_record(ledger: FakeLedger, author: Ed25519Signer, record_id: str, p
                     categories=(common_pb2.SENSITIVITY_CATEGORY_NORMAL,), organization_id: str = "org-a",
                     valid: bool = True):
     """Commit a RegisterRecord."""
-    return ledger.append(
-        author, valid=valid,
-        register_record=ledger_pb2.RegisterRecord(
-            record_id=record_id, patient_id=patient_id, organization_id=organization_id,
-            author_id=author.key_id, resource_type="Condition", categories=list(categories),
-            content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
-        ),
+    record = ledger_pb2.RegisterRecord(
+        record_id=record_id, patient_id=patient_id, organization_id=organization_id,
+        content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
     )
+    metadata = ledger_pb2.RecordMetadata(resource_type="Condition", categories=list(categories),
+                                         author_id=author.key_id)
+    record.sealed_metadata.CopyFrom(SEALER.seal_record(record, metadata))
+    return ledger.append(author, valid=valid, register_record=record)

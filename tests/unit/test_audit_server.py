@@ -210,7 +210,7 @@ def test_store_failure_is_unavailable(env: Env) -> None:
 # --- AuditReporter ---------------------------------------------------------------------------
 
 def test_reporter_fills_id_time_service_and_records_durably(env: Env) -> None:
-    reporter = AuditReporter(env.as_(RECORDS), "records", clock=lambda: 1_234.5)
+    reporter = AuditReporter(env.as_(RECORDS), "records", clock=lambda: NOW_MS / 1000 - 1.5)
     receipt = reporter.report(
         audit_pb2.AUDIT_ACTION_READ, audit_pb2.AUDIT_OUTCOME_DENIED, actor_id="prac-1", organization_id="org-a",
         patient_id="pat-1", record_id="rec-1", purpose=c.PURPOSE_OF_USE_TREAT, reason="denied: no consent",
@@ -219,13 +219,14 @@ def test_reporter_fills_id_time_service_and_records_durably(env: Env) -> None:
     [stored] = env.store.history("pat-1")
     e = stored.event
     assert uuid.UUID(e.event_id)
-    assert (e.time_ms, e.service, e.actor_id, e.organization_id) == (1_234_500, "records", "prac-1", "org-a")
+    assert (e.time_ms, e.service, e.actor_id, e.organization_id) == (NOW_MS - 1_500, "records", "prac-1", "org-a")
     assert (e.record_id, e.purpose, e.reason) == ("rec-1", c.PURPOSE_OF_USE_TREAT, "denied: no consent")
     assert e.trace_id == "" or re.fullmatch("[0-9a-f]{32}", e.trace_id)
 
 
 def test_reporter_lets_refusals_propagate(env: Env) -> None:
-    reporter = AuditReporter(env.as_(CONSENT), "records")  # reporting in another service's name
+    # Reporting in another service's name.
+    reporter = AuditReporter(env.as_(CONSENT), "records", clock=lambda: NOW_MS / 1000)
     with pytest.raises(grpc.RpcError) as raised:
         reporter.report(audit_pb2.AUDIT_ACTION_READ, audit_pb2.AUDIT_OUTCOME_SUCCESS, actor_id="prac-1")
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED

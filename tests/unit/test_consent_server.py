@@ -8,13 +8,22 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from consent_ledger_fake import CHAIN, FakeLedger, register_principal, register_record
+from consent_ledger_fake import (
+    CHAIN,
+    CONSENT_SIGNER,
+    SEALER,
+    FakeLedger,
+    register_principal,
+    register_record,
+    sealed_grant,
+)
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
 from carechain.config import ConsentSettings
+from carechain.consent import rules as consent_rules
 from carechain.consent.policy import BreakGlassRules
 from carechain.consent.server import ConsentServicer, register_consent
 from carechain.consent.state import ConsentState
@@ -28,7 +37,7 @@ from carechain.server import start_service
 from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
-CONSENT = Ed25519Signer.generate(DECISION_ISSUER_ID)
+CONSENT = CONSENT_SIGNER  # svc-consent: signs decisions and attests sealed policies
 OPERATOR = Ed25519Signer.generate("operator")
 RECORDS = Ed25519Signer.generate("svc-records")
 PATIENT = Ed25519Signer.generate("pat-1")
@@ -95,7 +104,7 @@ def env(clock: Clock) -> Iterator[Env]:
     audit = FakeAudit()
     servicer = ConsentServicer(
         Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("consent")),
-        ConsentState(), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
+        ConsentState(SEALER), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
         clock=clock, break_glass=BreakGlassRules(frozenset({"emergency-medicine"}), 4 * 3_600_000), chain_id=CHAIN,
     )
     running = start_service("consent", ConsentSettings(listen_address="127.0.0.1:0"), register_consent(servicer))
@@ -117,8 +126,8 @@ def oncology_policy() -> policy_pb2.ConsentPolicy:
 
 
 def grant_tx(signer=PATIENT, patient_id="pat-1", policy=None, consent_id=None) -> ledger_pb2.Transaction:
-    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=ledger_pb2.GrantConsent(
-        consent_id=consent_id or str(uuid.uuid4()), patient_id=patient_id, policy=policy or oncology_policy()))
+    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=sealed_grant(
+        consent_id or str(uuid.uuid4()), patient_id, policy or oncology_policy()))
     return transactions.sign_transaction(body, signer)
 
 
@@ -165,8 +174,9 @@ def test_patient_grants_consent_which_is_committed_and_audited(env: Env) -> None
 
 
 def test_a_grant_submitted_straight_to_the_ledger_is_audited_once(env: Env) -> None:
-    # The attack: skip the consent service (and so, before, its audit) by submitting to the ledger directly.
-    direct = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
+    # The attack: skip the consent service's GrantConsent (and so, before, its audit) by submitting to the
+    # ledger directly, with a policy sealed and attested by SealPolicy (the only way to a valid grant).
+    direct = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
     logged = env.ledger.append(PATIENT, grant_consent=direct)
     env.ledger.append(PATIENT, revoke_consent=ledger_pb2.RevokeConsent(consent_id=direct.consent_id,
                                                                        patient_id="pat-1"))
@@ -179,14 +189,14 @@ def test_a_grant_submitted_straight_to_the_ledger_is_audited_once(env: Env) -> N
     env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
     assert len(env.audit.events) == 2
     # A replica (or a restart) replays the log: the same events, under the same ids (the store keeps one).
-    replica = ConsentState()
+    replica = ConsentState(SEALER)
     replica.sync(env.ledger.ListTransactions)
     assert [c.log_index for c in replica.take_changes()] == [logged.log_index, logged.log_index + 1]
 
 
 def test_consent_changes_wait_for_the_audit_service_and_are_not_lost(env: Env) -> None:
     env.audit.down = True
-    direct = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
+    direct = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
     env.ledger.append(PATIENT, grant_consent=direct)
     env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
     assert not env.audit.events
@@ -230,7 +240,8 @@ def test_invalid_policy_is_rejected_naming_the_field(env: Env) -> None:
     request = consent_pb2.GrantConsentRequest(transaction=grant_tx(policy=policy))
     code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert details.startswith("transaction.body.grant_consent.policy.provisions[0].purposes:")
+    # The opened policy, named like SealPolicyRequest.policy (validate_grant_policy, as SealPolicy checks it).
+    assert details.startswith("policy.provisions[0].purposes:")
 
 
 def test_wrong_payload_is_rejected(env: Env) -> None:
@@ -591,3 +602,70 @@ def test_a_deactivated_practitioner_gets_no_decision_and_its_earlier_ones_stop_h
     held = check(env, decision.decision_token)
     assert not held.permitted and "no longer a practitioner" in held.reason
     assert decide(env).effect == DENY
+
+
+# --- ledger privacy: sealed policies (docs/security.md, "Ledger privacy") -----------------------
+
+
+def test_seal_policy_then_grant_keeps_the_policy_off_the_ledger_in_clear(env: Env) -> None:
+    consent_id = str(uuid.uuid4())
+    answer = env.call("SealPolicy", consent_pb2.SealPolicyRequest(
+        patient_id="pat-1", consent_id=consent_id, policy=oncology_policy()), PATIENT_CALLER)
+    sealed = answer.sealed_policy
+    assert consent_rules.policy_attested(ledger_pb2.GrantConsent(
+        consent_id=consent_id, patient_id="pat-1", sealed_policy=sealed,
+        policy_attestation=answer.policy_attestation), CHAIN, CONSENT.public_key_bytes())
+    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id="pat-1", sealed_policy=sealed,
+                                    policy_attestation=answer.policy_attestation)
+    tx = transactions.sign_transaction(transactions.new_body(CHAIN, "pat-1", grant_consent=grant), PATIENT)
+
+    record = env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=tx), PATIENT_CALLER)
+    assert record.policy == oncology_policy()
+    committed = transactions.decode_body(env.ledger.log[-1].transaction).grant_consent
+    assert not committed.HasField("policy") and committed.sealed_policy == sealed
+
+
+def test_seal_policy_checks_the_caller_the_policy_and_the_consent_id(env: Env) -> None:
+    def seal(caller: Caller, **fields: object):
+        request = consent_pb2.SealPolicyRequest(**{"patient_id": "pat-1", "consent_id": str(uuid.uuid4()),
+                                                   "policy": oncology_policy(), **fields})
+        return status_of(lambda: env.call("SealPolicy", request, caller))
+
+    code, details = seal(Caller("pat-2", c.PRINCIPAL_KIND_PATIENT, "org-a"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert seal(RECORDS_CALLER)[0] == grpc.StatusCode.PERMISSION_DENIED
+    code, details = seal(PATIENT_CALLER, policy=policy_pb2.ConsentPolicy())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions" in details
+    # The consent rules (what validators rely on through the attestation): a purpose and an actor on
+    # every top-level permit.
+    no_purpose = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, actors=[policy_pb2.ConsentActor(practitioner_id="prac-onc")])])
+    code, details = seal(PATIENT_CALLER, policy=no_purpose)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions[0].purposes" in details
+    no_actor = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[TREAT])])
+    code, details = seal(PATIENT_CALLER, policy=no_actor)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions[0].actors" in details
+    code, details = seal(PATIENT_CALLER, consent_id="not-a-uuid")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "consent_id" in details
+    existing = grant(env)
+    code, _ = seal(PATIENT_CALLER, consent_id=existing.consent_id)
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_grant_refuses_a_clear_policy_or_one_sealed_for_another_consent(env: Env) -> None:
+    clear = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
+    moved = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
+    moved.consent_id = str(uuid.uuid4())  # the sealed bytes belong to another consent id
+    unattested = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy(), attested_by=None)
+    self_attested = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy(), attested_by=PATIENT)
+    for grant_message, field in ((clear, "grant_consent.policy"), (moved, "grant_consent.sealed_policy"),
+                                 (unattested, "grant_consent.policy_attestation"),
+                                 (self_attested, "grant_consent.policy_attestation")):
+        tx = transactions.sign_transaction(transactions.new_body(CHAIN, "pat-1", grant_consent=grant_message),
+                                           PATIENT)
+        code, details = status_of(lambda t=tx: env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=t),
+                                                        PATIENT_CALLER))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details
+    assert not env.audit.events and not env.call("ListConsents", consent_pb2.ListConsentsRequest(),
+                                                 PATIENT_CALLER).consents

@@ -61,8 +61,13 @@ def test_outcomes_use_the_fhir_outcome_codes(outcome: int, code: str) -> None:
 
 def test_the_requesting_agent_has_role_and_purpose_of_use() -> None:
     resource = validated(stored(purpose=c.PURPOSE_OF_USE_ETREAT))
-    actor, organization = resource["agent"]
+    actor, organization, server = resource["agent"]
     assert actor["requestor"] is True
+    # IHE BALP: the user is the information recipient of a read; the CareChain service the destination.
+    assert actor["type"]["coding"][0]["code"] == "IRCP"
+    assert server["type"]["coding"][0] == {"system": fhir_audit.DICOM, "code": "110152",
+                                           "display": "Destination Role ID"}
+    assert server["who"]["reference"] == "Device/svc-records" and server["requestor"] is False
     assert actor["who"]["reference"] == "Practitioner/prac-9f"
     assert actor["who"]["identifier"] == {"system": fhir_audit.PRINCIPAL_SYSTEM, "value": "prac-9f"}
     assert actor["role"][0]["coding"][0]["code"] == "PROV"
@@ -77,8 +82,12 @@ def test_entities_are_the_record_and_the_patient_pseudonym_never_phi() -> None:
     record, patient = validated(s)["entity"]
     assert record["what"]["reference"] == f"Condition/{s.event.record_id}"
     assert record["role"]["code"] == "4"
-    assert [label["code"] for label in record["securityLabel"]] == ["ETH", "oncology"]
-    assert patient["what"] == {"identifier": {"system": fhir_audit.PSEUDONYM_SYSTEM, "value": "psn-3c"}}
+    assert [label["code"] for label in record["securityLabel"]] == ["ETH", "ONCOLOGY"]
+    # One code system for every export: the AuditEvent labels are the Consent export's (issue 10).
+    assert [label["system"] for label in record["securityLabel"]] == [
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode", "https://carechain.dev/fhir/CodeSystem/sensitivity"]
+    assert patient["what"] == {"reference": "Patient/psn-3c", "type": "Patient",
+                               "identifier": {"system": fhir_audit.PSEUDONYM_SYSTEM, "value": "psn-3c"}}
     assert patient["role"]["code"] == "1"
     text = json.dumps(validated(s))
     # Only identifiers of the event appear: nothing but what the (PHI-free) event holds.
@@ -105,7 +114,8 @@ def test_recorded_is_a_utc_instant_with_milliseconds() -> None:
 def test_events_without_record_or_purpose_still_map() -> None:
     resource = validated(stored(record_id="", resource_type="", categories=[], purpose=0, organization_id="",
                                 actor_id="operator", action=A.AUDIT_ACTION_REVIEW, service="audit"))
-    assert "purposeOfEvent" not in resource and len(resource["agent"]) == 1
+    assert "purposeOfEvent" not in resource and len(resource["agent"]) == 2  # the operator, the audit service
+    assert resource["agent"][0]["type"]["coding"][0]["code"] == "VRF"
     assert [e["role"]["code"] for e in resource["entity"]] == ["1"]
     assert resource["agent"][0]["who"]["reference"] == "Device/operator"
 
@@ -117,3 +127,24 @@ def test_a_bundle_of_events_is_a_valid_fhir_collection() -> None:
     assert bundle.type == "collection" and len(bundle.entry) == 3
     assert [e.fullUrl for e in bundle.entry] == [f"urn:uuid:{s.event.event_id}" for s in events]
     assert [e.resource.meta.versionId for e in bundle.entry] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(("action", "verb"), [(A.AUDIT_ACTION_GRANT_CONSENT, "granted"),
+                                              (A.AUDIT_ACTION_REVOKE_CONSENT, "revoked")])
+def test_consent_changes_reference_the_consent_and_are_authored_by_the_signer(action: int, verb: str) -> None:
+    consent_id = "5b7d8f5e-0a43-4a8e-9a0e-3e7a2a1b2c3d"
+    by_field = validated(stored(action=action, record_id="", resource_type="", categories=[], service="consent",
+                                actor_id="psn-3c", consent_id=consent_id))
+    by_reason = validated(stored(action=action, record_id="", resource_type="", categories=[], service="consent",
+                                 actor_id="psn-3c", reason=f"consent {consent_id} {verb} at log index 7"))
+    for resource in (by_field, by_reason):
+        consent, patient = resource["entity"]
+        assert consent["what"]["reference"] == f"Consent/{consent_id}"
+        assert patient["what"]["reference"] == "Patient/psn-3c"
+        assert resource["agent"][0]["type"]["coding"][0]["code"] == "AUT"
+
+
+def test_a_disclosure_is_an_export() -> None:
+    resource = validated(stored(action=A.AUDIT_ACTION_DISCLOSE))
+    assert resource["type"]["code"] == "110106" and resource["action"] == "R"
+    assert resource["agent"][0]["type"]["coding"][0]["code"] == "IRCP"

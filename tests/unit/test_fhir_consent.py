@@ -93,7 +93,8 @@ def test_round_trip_keeps_the_policy() -> None:
     second = f.consent_from_fhir(f.consent_json(record))
     assert second.policy == first.policy
     assert (second.patient_id, second.consent_id) == ("pat-1", record.consent_id)
-    assert exported["dateTime"] == "2023-11-14T22:13:20.123Z"
+    assert exported["meta"]["lastUpdated"] == "2023-11-14T22:13:20.123Z"  # the grant; RICH has no dateTime
+    assert "dateTime" not in exported
     assert exported["provision"]["type"] == "deny"  # CareChain's default deny: the opt-in pattern
     assert exported["policyRule"]["coding"][0]["code"] == "OPTIN"
     assert f.consent_to_fhir(consent_pb2.ConsentRecord(consent_id="x", policy=first.policy,
@@ -103,7 +104,9 @@ def test_round_trip_keeps_the_policy() -> None:
 
 @pytest.mark.parametrize("category", [v for v in c.SensitivityCategory.values() if v])
 def test_every_category_round_trips_through_its_security_label(category: int) -> None:
+    # A substance-use permit must name its recipient (42 CFR Part 2), so every case names one.
     policy = p.ConsentPolicy(provisions=[p.Provision(type=p.PROVISION_TYPE_PERMIT, purposes=[c.PURPOSE_OF_USE_TREAT],
+                                                     actors=[p.ConsentActor(practitioner_id="prac-1")],
                                                      categories=[category])])
     assert f.consent_from_fhir(f.policy_to_fhir(policy)).policy == policy
 
@@ -208,3 +211,50 @@ def test_resources_without_a_clinical_date_have_none() -> None:
     assert clinical_date_ms({"resourceType": "Patient", "birthDate": "1970-01-01"}) == 0
     assert clinical_date_ms({"resourceType": "Condition"}) == 0
     assert clinical_date_ms({"resourceType": "Condition", "onsetDateTime": "garbage"}) == 0
+
+
+DOCUMENTED = consent(
+    {"type": "permit", "purpose": [{"system": f.ACT_REASON, "code": "TREAT"}],
+     "actor": [practitioner("prac-1"),
+               {"role": {"coding": [{"system": f.PARTICIPATION_TYPE, "code": "AUT"}]},
+                "reference": {"reference": "Practitioner/prac-7"}},
+               {"role": {"coding": [{"system": f.PARTICIPATION_TYPE, "code": "CST"}]},
+                "reference": {"reference": "Organization/org-b"}}],
+     "data": [{"meaning": "instance", "reference": {"reference": "DocumentReference/rec-1"}}],
+     "provision": [{"type": "deny", "purpose": [{"system": f.ACT_REASON, "code": "CLINTRCH"}]}]},
+    dateTime="2025-01-02T10:00:00+01:00",
+    performer=[{"reference": "RelatedPerson/psn-guardian"}],
+    organization=[{"reference": "Organization/org-a"}],
+    policyRule={"coding": [{"system": f.ACT_CODE, "code": "OPTOUT"}]},
+    policy=[{"authority": "https://www.hhs.gov", "uri": "https://www.ecfr.gov/current/title-42/part-2"}],
+    sourceAttachment={"contentType": "application/pdf", "url": "https://docs.example/consent-17.pdf",
+                      "hash": "2jmj7l5rSw0yVb/vlWAYkK/YBwk=", "title": "Signed consent", "creation": "2025-01-02",
+                      "size": 1024},
+    verification=[{"verified": True, "verifiedWith": {"reference": "RelatedPerson/psn-guardian"},
+                   "verificationDate": "2025-01-03"}],
+)
+
+
+def test_export_keeps_every_documentary_element_as_given() -> None:
+    imported = f.consent_from_fhir(DOCUMENTED)
+    record = consent_pb2.ConsentRecord(consent_id="5b7d8f5e-0a43-4a8e-9a0e-3e7a2a1b2c3d", patient_id="pat-1",
+                                       policy=imported.policy, status=consent_pb2.CONSENT_STATUS_ACTIVE,
+                                       granted_at_ms=1_700_000_000_123)
+    exported = f.consent_to_fhir(record)
+    for element in ("dateTime", "performer", "organization", "policyRule", "policy", "sourceAttachment",
+                    "verification"):
+        assert exported[element] == DOCUMENTED[element], element
+    assert exported["policyRule"]["coding"][0]["code"] == "OPTOUT"  # OPTOUT stays OPTOUT
+    permit = exported["provision"]["provision"][0]
+    assert [a["role"]["coding"][0]["code"] for a in permit["actor"]] == ["IRCP", "AUT", "CST"]
+    assert permit["data"] == DOCUMENTED["provision"]["data"]
+    assert f.consent_from_fhir(exported).policy == imported.policy
+
+
+def test_actor_roles_and_data_are_read_with_their_meaning() -> None:
+    provision = f.consent_from_fhir(DOCUMENTED).policy.provisions[0]
+    assert [(a.role, a.WhichOneof("actor")) for a in provision.actors] == [
+        (p.ACTOR_ROLE_UNSPECIFIED, "practitioner_id"), (p.ACTOR_ROLE_AUTHOR, "practitioner_id"),
+        (p.ACTOR_ROLE_CUSTODIAN, "organization_id")]
+    assert [(d.resource_type, d.record_id) for d in provision.data] == [("DocumentReference", "rec-1")]
+    assert list(provision.provisions[0].purposes) == [c.PURPOSE_OF_USE_CLINTRCH]

@@ -39,7 +39,7 @@ def test_a_valid_condition_passes() -> None:
         (b'{"resourceType": "Spaceship"}', "resource_json.resourceType", "unknown"),
         (b'{"resourceType": "HumanName"}', "resource_json.resourceType", "unknown"),
         (_condition(code=7), "resource_json", "not a valid Condition: code"),
-        (_condition(subject=None), "resource_json.subject.reference", "missing"),
+        (_condition(subject=None), "resource_json.subject", "null"),  # FHIR JSON has no nulls
         (json.dumps({"resourceType": "Condition", "code": {"text": "x"}}).encode(), "resource_json", "subject"),
         (_condition(subject={"reference": "Patient/someone-else"}), "resource_json.subject.reference", "patient"),
         (_condition(subject={"display": "no reference"}), "resource_json.subject.reference", "missing"),

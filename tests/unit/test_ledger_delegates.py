@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, cid, onboarding, policy, register, tx
+from ledger_fixtures import CHAIN, Kind, Net, cid, onboarding, register, sealed_grant, tx
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
@@ -69,8 +69,7 @@ def revoke_delegate(signer: Ed25519Signer, delegate_id: str = "guardian-1") -> l
 
 
 def grant_for(signer: Ed25519Signer, consent_id: str, created_at_ms: int | None = None) -> ledger_pb2.Transaction:
-    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=ledger_pb2.GrantConsent(
-        consent_id=consent_id, patient_id="pat-1", policy=policy()))
+    body = transactions.new_body(CHAIN, signer.key_id, grant_consent=sealed_grant(consent_id, "pat-1"))
     if created_at_ms is not None:
         body.created_at_ms = created_at_ms
     return transactions.sign_transaction(body, signer)

@@ -100,8 +100,10 @@ CASES = [
     Case("purpose listed", [consent(prov(purposes=[HRESCH, TREAT]))], PERMIT_E, reason_has="purpose TREAT"),
     Case("purpose not listed", [consent(prov(purposes=[HRESCH]))], DENY_E,
          reason_has="no active consent permits practitioner prac-1 for TREAT"),
-    Case("emergency purpose needs its own permit", [consent(prov(purposes=[TREAT]))], DENY_E,
+    # ETREAT is a kind of TREAT (HL7 v3 ActReason): a TREAT permit covers it, not the reverse.
+    Case("treatment permit covers emergency treatment", [consent(prov(purposes=[TREAT]))], PERMIT_E,
          request={"purpose": ETREAT}),
+    Case("emergency permit does not cover treatment", [consent(prov(purposes=[ETREAT]))], DENY_E),
     Case("sensitive category not named", [consent(prov())], DENY_E, request={"categories": (NORMAL, MENTAL)},
          reason_has="denied: record category MENTAL_HEALTH is sensitive and no consent names it"),
     Case("sensitive category named", [consent(prov(categories=[ONCOLOGY]))], PERMIT_E,
@@ -111,8 +113,10 @@ CASES = [
     Case("categories split across provisions do not add up",
          [consent(prov(categories=[ONCOLOGY]), prov(categories=[GENETIC]))], DENY_E,
          request={"categories": (ONCOLOGY, GENETIC)}, reason_has="no single provision names all"),
-    Case("NORMAL never needs naming", [consent(prov(categories=[ONCOLOGY]))], PERMIT_E,
+    # securityLabel limits what a provision covers: an ONCOLOGY-limited permit opens oncology data only.
+    Case("a category-limited permit does not open normal data", [consent(prov(categories=[ONCOLOGY]))], DENY_E,
          request={"categories": (NORMAL,)}),
+    Case("NORMAL never needs naming", [consent(prov())], PERMIT_E, request={"categories": (NORMAL,)}),
     Case("record without categories is normal", [consent(prov())], PERMIT_E, request={"categories": ()}),
     Case("deny beats permit within a consent",
          [consent(prov(), prov(type_=DENY, actors=[prac("prac-1")], purposes=()))], DENY_E,

@@ -21,10 +21,25 @@ def test_every_service_and_the_operator_has_a_policy_file(name: str) -> None:
     assert _paths(load_policy(DEFAULT_POLICY_DIR, name, Mounts())), f"{name}.hcl grants nothing"
 
 
+METADATA_KEY_PATHS = ["transit/datakey/plaintext/ledger-metadata", "transit/decrypt/ledger-metadata"]
+
+
 @pytest.mark.parametrize("service", [s for s in SERVICES if s != "identity"])
 def test_other_services_may_only_sign_with_their_own_key(service: str) -> None:
     paths = _paths(load_policy(DEFAULT_POLICY_DIR, service, Mounts()))
-    assert sorted(paths) == sorted([f"transit/keys/svc-{service}", f"transit/sign/svc-{service}"])
+    metadata = METADATA_KEY_PATHS if service in ("records", "consent") else []
+    assert sorted(paths) == sorted([f"transit/keys/svc-{service}", f"transit/sign/svc-{service}", *metadata])
+
+
+def test_only_records_and_consent_may_use_the_ledger_metadata_key() -> None:
+    """Ledger privacy: validators (and identity, audit, storage) cannot open sealed ledger metadata."""
+    for name in [*SERVICES, OPERATOR_POLICY]:
+        paths = _paths(load_policy(DEFAULT_POLICY_DIR, name, Mounts()))
+        uses = [p for p in paths if "ledger-metadata" in p and not p.startswith("transit/keys/")]
+        assert uses == (METADATA_KEY_PATHS if name in ("records", "consent") else []), name
+        # No wildcard that would reach it either.
+        assert not any(p.endswith(("/*", "/+")) and p.startswith(("transit/datakey", "transit/decrypt"))
+                       and "patient-" not in p for p in paths), name
 
 
 def test_identity_policy_has_no_wildcards_beyond_patient_keys_and_its_kv_folder() -> None:

@@ -48,3 +48,6 @@ path "transit/keys/svc-*" {
 path "transit/keys/identity-pseudonym" {
   capabilities = ["create", "read", "update"]
 }
+path "transit/keys/ledger-metadata" {
+  capabilities = ["create", "read", "update"]
+}

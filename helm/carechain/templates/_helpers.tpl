@@ -628,10 +628,23 @@ CARECHAIN_BLOCK_MAX_TRANSACTIONS: {{ $s.blockMaxTransactions | int64 | quote }}
 CARECHAIN_BLOCK_MAX_WAIT_MS: {{ $s.blockMaxWaitMs | int64 | quote }}
 {{- else if eq $svc "consent" }}
 CARECHAIN_DECISION_TOKEN_TTL_SECONDS: {{ $s.decisionTokenTtlSeconds | quote }}
+{{- /* The validator set whose quorum certificates consent accepts on ledger blocks (docs/security.md). */}}
+{{- if $v.ledger.validators }}
+{{- $ids := list }}
+{{- range $v.ledger.validators }}
+{{- $ids = append $ids (include "carechain.validatorId" (dict "root" $root "validator" .)) }}
+{{- end }}
+CARECHAIN_LEDGER_VALIDATORS: {{ join "," $ids | quote }}
+CARECHAIN_LEDGER_QUORUM: {{ default 0 $v.ledger.quorum | int | quote }}
+{{- end }}
 {{- else if eq $svc "audit" }}
 CARECHAIN_AUDIT_STORE: {{ $s.store | quote }}
 {{- else if eq $svc "records" }}
 CARECHAIN_MAX_RECORD_BYTES: {{ $s.maxRecordBytes | int64 | quote }}
+{{- end }}
+{{- /* The ledger metadata key (records and consent only): the Transit key when they use Vault. */}}
+{{- if and (has $svc (list "records" "consent")) (include "carechain.usesVault" $ctx) }}
+CARECHAIN_LEDGER_METADATA_KEY_BACKEND: "vault"
 {{- end }}
 OTEL_SERVICE_NAME: "carechain-{{ $svc }}"
 OTEL_TRACES_EXPORTER: {{ $v.otel.tracesExporter | quote }}

@@ -12,9 +12,10 @@ and signing keys stay the same). It
 4. creates one AppRole role per service bound to its policy with short token
    TTLs (and, with Kubernetes, one role per service bound to its service account
    ``carechain-<service>`` in the namespace);
-5. creates each service's non-exportable ed25519 signing key ``svc-<service>``
-   and identity's pseudonym HMAC key in Transit, and exports the public keys
-   into a trust directory;
+5. creates each service's non-exportable ed25519 signing key ``svc-<service>``,
+   identity's pseudonym HMAC key and the ledger metadata key (derived, non-exportable,
+   not deletable; only the records and consent policies may use it) in Transit, and
+   exports the public keys into a trust directory;
 6. for each ledger validator named (``--validator validator-north-clinic``):
    its own signing key (named like the validator), a policy
    ``carechain-<validator>`` derived from ``ledger.hcl`` that may sign with
@@ -52,6 +53,7 @@ _POLICY_DIRS = (REPO_ROOT / "deploy" / "openbao" / "policies",
 DEFAULT_POLICY_DIR = next((d for d in _POLICY_DIRS if d.is_dir()), _POLICY_DIRS[0])
 OPERATOR_POLICY = "operator"
 PSEUDONYM_KEY = "identity-pseudonym"
+LEDGER_METADATA_KEY = "ledger-metadata"  # = carechain.ledger.sealing.LEDGER_METADATA_KEY
 DEFAULT_TOKEN_TTL = "20m"  # noqa: S105 - a duration, not a secret
 DEFAULT_TOKEN_MAX_TTL = "1h"  # noqa: S105 - a duration, not a secret
 
@@ -217,6 +219,8 @@ def bootstrap(client: hvac.Client, options: BootstrapOptions) -> BootstrapResult
                                                      mounts.transit))
     if "identity" in options.services:
         _ensure_pseudonym_key(client, mounts.transit, result)
+    if {"records", "consent"} & set(options.services):
+        _ensure_ledger_metadata_key(client, mounts.transit, result)
     return result
 
 
@@ -258,6 +262,19 @@ def _ensure_pseudonym_key(client: hvac.Client, mount: str, result: BootstrapResu
         except hvac.exceptions.InvalidPath:
             transit.create_key(PSEUDONYM_KEY, key_type="aes256-gcm96", exportable=False, mount_point=mount)
             result.changes.append(f"created Transit key {PSEUDONYM_KEY}")
+
+
+def _ensure_ledger_metadata_key(client: hvac.Client, mount: str, result: BootstrapResult) -> None:
+    """The key sealing clinical metadata on the ledger: derived (the chain id is the context),
+    never exported, never deleted (that would make every sealed record and policy unreadable)."""
+    transit = client.secrets.transit
+    with vault_errors(f"create Transit key {LEDGER_METADATA_KEY}"):
+        try:
+            transit.read_key(LEDGER_METADATA_KEY, mount_point=mount)
+        except hvac.exceptions.InvalidPath:
+            transit.create_key(LEDGER_METADATA_KEY, key_type="aes256-gcm96", derived=True, exportable=False,
+                               mount_point=mount)
+            result.changes.append(f"created Transit key {LEDGER_METADATA_KEY}")
 
 
 def _write_secret_id(client: hvac.Client, service: str, directory: pathlib.Path, mounts: Mounts) -> pathlib.Path:

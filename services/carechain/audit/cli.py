@@ -1,7 +1,8 @@
 """``carechain audit ...``: the audit trail from the command line, against a running network.
 
-    carechain audit history --patient-id ID --key-file FILE [--since DATE] [--until DATE] [--json]
-        a patient's accounting of disclosures (date, recipient, data, purpose), as a table
+    carechain audit history --patient-id ID --key-file FILE [--patient P] [--since DATE] [--until DATE] [--json]
+        a patient's accounting of disclosures (date, recipient and organisation by name, data, action,
+        purpose), as a table; a guardian passes their own id and key and --patient
     carechain audit tail [--service S] [--outcome O] [--patient P] [--actor A] [--alerts-only]
                          [--after SEQ] [--no-follow] [--limit N]
         stream events (operator credentials from --data-dir, or --principal-id/--key-file of a service)
@@ -54,12 +55,21 @@ def _name(enum: Any, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix) if value in enum.values() and value else "-"
 
 
+def _named(name: str, principal_id: str) -> str:
+    """``Dr A. Jones (prac-1)`` when the name is known, else the id (or ``-``)."""
+    if name and principal_id:
+        return f"{name} ({principal_id})"
+    return principal_id or "-"
+
+
 def disclosure_table(disclosures: Sequence[audit_pb2.Disclosure]) -> str:
     """A readable table of an accounting of disclosures."""
-    header = ("DATE (UTC)", "RECIPIENT", "ORGANISATION", "DATA", "PURPOSE", "OUTCOME", "")
+    header = ("DATE (UTC)", "RECIPIENT", "ORGANISATION", "DATA", "ACTION", "PURPOSE", "OUTCOME", "")
     rows = [header] + [
         (
-            format_time(d.time_ms), d.recipient_id, d.recipient_organization_id or "-", d.description,
+            format_time(d.time_ms), _named(d.recipient_name, d.recipient_id),
+            _named(d.recipient_organization_name, d.recipient_organization_id), d.description,
+            _name(audit_pb2.AuditAction, d.action, "AUDIT_ACTION_").lower().replace("_", " "),
             _name(common_pb2.PurposeOfUse, d.purpose, "PURPOSE_OF_USE_"),
             _name(audit_pb2.AuditOutcome, d.outcome, "AUDIT_OUTCOME_").lower(),
             "BREAK-GLASS" if d.alert else "",
@@ -232,7 +242,8 @@ def add_audit_commands(sub: Any, default_data_dir: str) -> None:
 
     history = audit_sub.add_parser("history", help="a patient's accounting of disclosures (up to six years)")
     common(history, "the patient; required")
-    history.add_argument("--patient", default="", help="patient pseudonym (default: the principal itself)")
+    history.add_argument("--patient", default="", help="patient pseudonym (default: the principal itself; a "
+                         "guardian names the patient they represent)")
     history.add_argument("--since", type=parse_time, help="start (YYYY-MM-DD, ISO time or Unix ms; default: "
                                                           "six years before --until)")
     history.add_argument("--until", type=parse_time, help="end, exclusive (default: now)")

@@ -46,6 +46,7 @@ class AuditReporter:
         categories: Iterable[int] = (),
         alert: bool = False,
         event_id: str = "",
+        consent_id: str = "",
     ) -> audit_pb2.AuditReceipt:
         """Record one event durably and return its receipt.
 
@@ -53,7 +54,8 @@ class AuditReporter:
         ``PurposeOfUse``. resource_type and categories (``SensitivityCategory``
         values) describe the record for the patient's accounting of
         disclosures; alert raises a patient notification and a privacy-officer
-        review item (break-glass). Identifiers only, never PHI. event_id (a UUID)
+        review item (break-glass); consent_id names the consent a grant or
+        revocation event is about. Identifiers only, never PHI. event_id (a UUID)
         makes the event idempotent across callers: events derived from the
         ledger use one derived from the log index, so they are stored once. A call that finds the
         audit service down is retried with the same event id (the store is
@@ -75,6 +77,7 @@ class AuditReporter:
             alert=alert,
             resource_type=resource_type,
             categories=list(categories),  # type: ignore[arg-type]
+            consent_id=consent_id,
         )
         request = audit_pb2.RecordEventRequest(event=event)
         for attempt in range(1, self._attempts + 1):

@@ -12,13 +12,19 @@ The mapping (docs/audit.md has the table):
   failure; ``outcomeDesc``: the reason.
 - ``purposeOfEvent`` and the requesting agent's ``purposeOfUse``: the HL7 v3
   ActReason code (TREAT, ETREAT, HPAYMT, HOPERAT, HRESCH, PATRQT).
-- ``agent``: the actor (``requestor``), referenced as Practitioner, Patient,
-  Organization or Device by its CareChain principal id, with its role
-  (v3-RoleClass PROV/PAT, DCM 110150 Application); then the actor's
-  organisation, when known and different.
+- ``agent`` (IHE Basic Audit Log Patterns): the actor (``requestor``),
+  referenced as Practitioner, Patient, Organization or Device by its
+  CareChain principal id, with its ``type`` (v3-ParticipationType: IRCP
+  information recipient for reads and disclosures, AUT author for writes and
+  consent changes, VRF verifier for reviews) and role (v3-RoleClass PROV/PAT,
+  DCM 110150 Application); then the actor's organisation, when known and
+  different; then the CareChain service that served the request (type DCM
+  110152 Destination Role ID).
 - ``entity``: the record (``<ResourceType>/<record id>``, object-role 4
-  Domain Resource, security labels from its sensitivity categories) and the
-  patient by pseudonym (object-role 1 Patient). Identifiers only, never PHI.
+  Domain Resource, security labels from its sensitivity categories), the
+  consent a grant or revocation is about (``Consent/<consent id>``), and the
+  patient as a ``Patient/<pseudonym>`` reference (object-role 1 Patient).
+  Identifiers only, never PHI.
 - ``source``: the reporting CareChain service (``Device/svc-<service>``,
   security-source-type 4 Application Server), on site ``carechain``.
 """
@@ -27,11 +33,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
+from carechain.security_labels import security_labels  # the one category -> HL7 label mapping
 
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
@@ -50,7 +58,6 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PRINCIPAL_SYSTEM = "urn:carechain:principal"
 PSEUDONYM_SYSTEM = "urn:carechain:patient-pseudonym"
 RECORD_SYSTEM = "urn:carechain:record"
-SENSITIVITY_SYSTEM = "urn:carechain:sensitivity"
 SOURCE_SITE = "carechain"
 
 _REST = {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}
@@ -71,7 +78,26 @@ _ACTIONS: dict[int, tuple[dict[str, str], dict[str, str] | None, str]] = {
     Action.AUDIT_ACTION_REGISTER: (_REST, {"system": RESTFUL_INTERACTION, "code": "create", "display": "create"},
                                    "C"),
     Action.AUDIT_ACTION_REVIEW: ({"system": DICOM, "code": "110101", "display": "Audit Log Used"}, None, "E"),
+    # A disclosure to a third party: data leaves CareChain (DICOM Export), read in the process.
+    Action.AUDIT_ACTION_DISCLOSE: ({"system": DICOM, "code": "110106", "display": "Export"},
+                                   {"system": RESTFUL_INTERACTION, "code": "read", "display": "read"}, "R"),
 }
+
+PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+_RECIPIENT = {"system": PARTICIPATION_TYPE, "code": "IRCP", "display": "information recipient"}
+_AUTHOR = {"system": PARTICIPATION_TYPE, "code": "AUT", "display": "author (originator)"}
+# The requesting agent's BALP agent.type, by action (information recipient unless it created something).
+_AGENT_TYPES: dict[int, dict[str, str]] = {
+    Action.AUDIT_ACTION_WRITE: _AUTHOR,
+    Action.AUDIT_ACTION_GRANT_CONSENT: _AUTHOR,
+    Action.AUDIT_ACTION_REVOKE_CONSENT: _AUTHOR,
+    Action.AUDIT_ACTION_REGISTER: _AUTHOR,
+    Action.AUDIT_ACTION_REVIEW: {"system": PARTICIPATION_TYPE, "code": "VRF", "display": "verifier"},
+}
+_SERVER_TYPE = {"system": DICOM, "code": "110152", "display": "Destination Role ID"}
+_CONSENT_CHANGES = (Action.AUDIT_ACTION_GRANT_CONSENT, Action.AUDIT_ACTION_REVOKE_CONSENT)
+# Consent events reported before AuditEvent.consent_id existed name the consent in their reason.
+_CONSENT_IN_REASON = re.compile(r"consent ([0-9a-fA-F-]{36}) (?:granted|revoked)")
 
 _OUTCOMES = {Outcome.AUDIT_OUTCOME_SUCCESS: "0", Outcome.AUDIT_OUTCOME_DENIED: "4", Outcome.AUDIT_OUTCOME_FAILED: "8"}
 
@@ -82,21 +108,15 @@ _PURPOSES = {
     common_pb2.PURPOSE_OF_USE_HOPERAT: ("HOPERAT", "healthcare operations"),
     common_pb2.PURPOSE_OF_USE_HRESCH: ("HRESCH", "healthcare research"),
     common_pb2.PURPOSE_OF_USE_PATRQT: ("PATRQT", "patient requested"),
+    common_pb2.PURPOSE_OF_USE_BTG: ("BTG", "break the glass"),
+    common_pb2.PURPOSE_OF_USE_COC: ("COC", "coordination of care"),
+    common_pb2.PURPOSE_OF_USE_POPHLTH: ("POPHLTH", "population health"),
+    common_pb2.PURPOSE_OF_USE_CLINTRCH: ("CLINTRCH", "clinical trial research"),
+    common_pb2.PURPOSE_OF_USE_COVAUTH: ("COVAUTH", "coverage authorization"),
+    common_pb2.PURPOSE_OF_USE_PATADMIN: ("PATADMIN", "patient administration"),
+    common_pb2.PURPOSE_OF_USE_FAMRQT: ("FAMRQT", "family requested"),
+    common_pb2.PURPOSE_OF_USE_PWATRNY: ("PWATRNY", "power of attorney"),
 }
-
-_LABELS = {
-    Category.SENSITIVITY_CATEGORY_NORMAL: (CONFIDENTIALITY, "N", "normal"),
-    Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH: (ACT_CODE, "PSY", "psychiatry information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE: (ACT_CODE, "ETH", "substance abuse information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_HIV_STI: (ACT_CODE, "HIV", "HIV/AIDS information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_REPRODUCTIVE: (
-        ACT_CODE, "SEX", "sexuality and reproductive health information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_GENETIC: (ACT_CODE, "GDIS", "genetic disease information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_VIOLENCE_ABUSE: (
-        ACT_CODE, "SDV", "sexual assault, abuse, or domestic violence information sensitivity"),
-    Category.SENSITIVITY_CATEGORY_ONCOLOGY: (SENSITIVITY_SYSTEM, "oncology", "oncology information sensitivity"),
-}
-
 
 def instant(time_ms: int) -> str:
     """A FHIR instant (UTC, millisecond precision) for Unix milliseconds."""
@@ -141,16 +161,6 @@ def _role(principal_id: str) -> list[dict[str, Any]]:
     return []
 
 
-def security_labels(categories: Iterable[int]) -> list[dict[str, str]]:
-    """Security label codings for sensitivity categories (v3 ActCode / Confidentiality)."""
-    labels = []
-    for category in categories:
-        found = _LABELS.get(category)
-        if found is not None:
-            labels.append({"system": found[0], "code": found[1], "display": found[2]})
-    return labels
-
-
 def to_fhir(stored: audit_pb2.StoredAuditEvent) -> dict[str, Any]:
     """One stored event as a FHIR R4 AuditEvent (a JSON-ready dict); identifiers only, never PHI."""
     event = stored.event
@@ -177,7 +187,8 @@ def to_fhir(stored: audit_pb2.StoredAuditEvent) -> dict[str, Any]:
     if purpose:
         resource["purposeOfEvent"] = [{"coding": [purpose]}]
 
-    actor: dict[str, Any] = {"who": principal_reference(event.actor_id), "requestor": True}
+    actor: dict[str, Any] = {"type": {"coding": [dict(_AGENT_TYPES.get(event.action, _RECIPIENT))]},
+                             "who": principal_reference(event.actor_id), "requestor": True}
     role = _role(event.actor_id)
     if role:
         actor["role"] = role
@@ -187,6 +198,8 @@ def to_fhir(stored: audit_pb2.StoredAuditEvent) -> dict[str, Any]:
     if event.organization_id and event.organization_id != event.actor_id:
         agents.append({"who": principal_reference(event.organization_id), "requestor": False,
                        "role": [{"text": "organization of the requestor"}]})
+    agents.append({"type": {"coding": [dict(_SERVER_TYPE)]}, "who": principal_reference(f"svc-{event.service}"),
+                   "requestor": False})
     resource["agent"] = agents
 
     resource["source"] = {
@@ -210,15 +223,34 @@ def to_fhir(stored: audit_pb2.StoredAuditEvent) -> dict[str, Any]:
         if labels:
             record["securityLabel"] = labels
         entities.append(record)
+    consent_id = consent_of(event)
+    if consent_id:
+        entities.append({
+            "what": {"reference": f"Consent/{consent_id}", "type": "Consent"},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+        })
     if event.patient_id:
         entities.append({
-            "what": {"identifier": {"system": PSEUDONYM_SYSTEM, "value": event.patient_id}},
+            # The patient by pseudonym: the Patient resource id CareChain exposes is the pseudonym.
+            "what": {"reference": f"Patient/{event.patient_id}", "type": "Patient",
+                     "identifier": {"system": PSEUDONYM_SYSTEM, "value": event.patient_id}},
             "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
             "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
         })
     if entities:
         resource["entity"] = entities
     return resource
+
+
+def consent_of(event: audit_pb2.AuditEvent) -> str:
+    """The consent a grant or revocation event is about ("" for other events)."""
+    if event.action not in _CONSENT_CHANGES:
+        return ""
+    if event.consent_id:
+        return event.consent_id
+    found = _CONSENT_IN_REASON.search(event.reason)
+    return found.group(1) if found else ""
 
 
 def bundle(events: Iterable[audit_pb2.StoredAuditEvent], bundle_id: str, timestamp_ms: int) -> dict[str, Any]:

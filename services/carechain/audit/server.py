@@ -8,7 +8,15 @@
   background thread anchors on the ledger (:mod:`carechain.audit.anchoring`);
   GetEventProof proves an event is in an anchored batch.
 - Patients read their own access history (an accounting of disclosures),
-  notifications and FHIR export; services may read any patient's.
+  notifications and FHIR export; services may read any patient's. A patient's
+  registered guardian (an active GUARDIAN delegation on the ledger, learnt
+  from the consent service at read time) is their personal representative
+  (45 CFR 164.502(g)) and reads the accounting too. Patients and guardians
+  see each recipient's display name and organisation name (from identity, at
+  read time); services get identifiers only.
+- Reporters' clocks are checked: an event time further than
+  :data:`MAX_CLOCK_SKEW_MS` from the audit service's own clock is refused, so
+  a service cannot backdate or postdate entries of an accounting.
 - StreamEvents (services and the operator) replays stored events after a
   cursor and follows new ones, in sequence order.
 - The review queue is for services and the operator, who acts as the
@@ -22,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -34,6 +42,7 @@ from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.auth import Authenticator, Caller
 from carechain.common.v1 import common_pb2
 from carechain.config import AuditSettings
+from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.crypto import Signer
 from carechain.errors import (
     CareChainError,
@@ -44,6 +53,7 @@ from carechain.errors import (
     Unavailable,
 )
 from carechain.etcd import EtcdClient
+from carechain.identity.v1 import identity_pb2
 from carechain.network import TrustBundle, audience, service_principal_id
 from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
@@ -58,10 +68,30 @@ SIX_YEARS_MS = (6 * 365 + 2) * 24 * 3600 * 1000
 # appended by another process (etcd store with several audit replicas).
 STREAM_PAGE = 200
 STREAM_POLL_SECONDS = 0.5
+# How far a reporter's event time may be from the audit service's clock (NTP-synchronised hosts
+# are within a second; five minutes leaves room for retries without allowing backdating).
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 
 
-def validate_event(event: audit_pb2.AuditEvent, now_ms: int) -> audit_pb2.AuditEvent:
-    """A checked copy of event, with time_ms filled in when 0; InvalidArgument naming the field."""
+class PrincipalDirectory(Protocol):
+    """What the audit service asks other services at read time (delegations, names)."""
+
+    def delegations(self, patient_id: str) -> list[consent_pb2.Delegation]:
+        """The patient's delegations (consent service); raises when consent cannot be reached."""
+        ...
+
+    def principal(self, principal_id: str) -> identity_pb2.Principal | None:
+        """A registered principal (identity service), or None when unknown or unreachable."""
+        ...
+
+
+def validate_event(
+    event: audit_pb2.AuditEvent, now_ms: int, max_skew_ms: int = MAX_CLOCK_SKEW_MS
+) -> audit_pb2.AuditEvent:
+    """A checked copy of event, with time_ms filled in when 0; InvalidArgument naming the field.
+
+    A time_ms more than max_skew_ms away from now_ms (the audit service's clock) is refused.
+    """
     if not event.event_id:
         raise InvalidArgument("event.event_id", "required (a UUID chosen by the caller)")
     try:
@@ -86,6 +116,12 @@ def validate_event(event: audit_pb2.AuditEvent, now_ms: int) -> audit_pb2.AuditE
         raise InvalidArgument("event.patient_id", "required for an alert (the patient is notified)")
     if event.time_ms < 0:
         raise InvalidArgument("event.time_ms", "must not be negative")
+    if event.time_ms and abs(event.time_ms - now_ms) > max_skew_ms:
+        raise InvalidArgument(
+            "event.time_ms",
+            f"is more than {max_skew_ms // 1000} s from the audit service's clock (send the time of the event, "
+            "or 0 for now)",
+        )
     checked = audit_pb2.AuditEvent()
     checked.CopyFrom(event)
     if checked.time_ms == 0:
@@ -116,6 +152,18 @@ def accounting_period(since_ms: int, until_ms: int, now_ms: int) -> tuple[int, i
 def _category_names(categories: Any) -> list[str]:
     return [common_pb2.SensitivityCategory.Name(c).removeprefix("SENSITIVITY_CATEGORY_").lower().replace("_", " ")
             for c in categories]
+
+
+def is_active_guardian(delegation: consent_pb2.Delegation, delegate_id: str, now_ms: int) -> bool:
+    """Whether delegation makes delegate_id the patient's personal representative now (a guardian in force)."""
+    period = delegation.period
+    return (
+        delegation.delegate_id == delegate_id
+        and delegation.relationship == policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN
+        and delegation.status == consent_pb2.DELEGATION_STATUS_ACTIVE
+        and (not period.start_ms or now_ms >= period.start_ms)
+        and (not period.end_ms or now_ms < period.end_ms)
+    )
 
 
 def disclosure(stored: audit_pb2.StoredAuditEvent) -> audit_pb2.Disclosure:
@@ -157,8 +205,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         clock: Callable[[], float] = time.time,
         anchorer: LedgerAnchorer | None = None,
         stream_poll_seconds: float = STREAM_POLL_SECONDS,
+        directory: PrincipalDirectory | None = None,
+        max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
     ) -> None:
         self._auth = authenticator
+        self._directory = directory
+        self._max_skew_ms = max_clock_skew_ms
         self._store = store
         self._clock = clock
         self._anchorer = anchorer
@@ -208,7 +260,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         caller = self._auth.require_service(context)
         if not request.HasField("event"):
             raise InvalidArgument("event", "required")
-        event = validate_event(request.event, self._now_ms())
+        event = validate_event(request.event, self._now_ms(), self._max_skew_ms)
         # A service reports its own events only, so the trail says truthfully who reported what.
         if caller.principal_id != service_principal_id(event.service):
             raise PermissionDenied(f"event.service must be the calling service ({caller.principal_id})")
@@ -220,12 +272,52 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def GetAccessHistory(
         self, request: audit_pb2.GetAccessHistoryRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetAccessHistoryResponse:
-        _, patient_id = self._patient_scope(context, request.patient_id)
+        caller, patient_id = self._accounting_scope(context, request.patient_id)
         since, until = accounting_period(request.since_ms, request.until_ms, self._now_ms())
         events = self._store.history(patient_id, since, until)
+        disclosures = [disclosure(e) for e in events]
+        if caller.kind != Kind.PRINCIPAL_KIND_SERVICE:
+            self._name_recipients(disclosures)
         return audit_pb2.GetAccessHistoryResponse(
-            events=events, disclosures=[disclosure(e) for e in events], since_ms=since, until_ms=until
+            events=events, disclosures=disclosures, since_ms=since, until_ms=until
         )
+
+    def _accounting_scope(self, context: grpc.ServicerContext, patient_id: str) -> tuple[Caller, str]:
+        """(caller, patient id) for the patient, the patient's active guardian, or a service."""
+        caller = self._auth.require(
+            context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_SERVICE
+        )
+        if caller.kind == Kind.PRINCIPAL_KIND_SERVICE:
+            if not patient_id:
+                raise InvalidArgument("patient_id", "required")
+            return caller, patient_id
+        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT and patient_id in ("", caller.principal_id):
+            return caller, caller.principal_id
+        if not patient_id:
+            raise InvalidArgument("patient_id", "required: the patient whose accounting a guardian reads")
+        # A personal representative: the ledger's delegations, as the consent service derives them.
+        delegations = self._directory.delegations(patient_id) if self._directory is not None else []
+        now = self._now_ms()
+        if not any(is_active_guardian(d, caller.principal_id, now) for d in delegations):
+            raise PermissionDenied("only the patient, the patient's active guardian or a service may read "
+                                   "a patient's accounting of disclosures")
+        return caller, patient_id
+
+    def _name_recipients(self, disclosures: list[audit_pb2.Disclosure]) -> None:
+        """Fill recipient and organisation display names, looked up once per principal (best effort)."""
+        if self._directory is None:
+            return
+        names: dict[str, str] = {}
+
+        def name(principal_id: str) -> str:
+            if principal_id and principal_id not in names:
+                principal = self._directory.principal(principal_id)  # type: ignore[union-attr]
+                names[principal_id] = principal.display_name if principal is not None else ""
+            return names.get(principal_id, "")
+
+        for entry in disclosures:
+            entry.recipient_name = name(entry.recipient_id)
+            entry.recipient_organization_name = name(entry.recipient_organization_id)
 
     def ExportFhirBundle(
         self, request: audit_pb2.ExportFhirBundleRequest, context: grpc.ServicerContext
@@ -381,12 +473,30 @@ class LedgerAccess:
 
     def ledger(self) -> Any:
         """A LedgerService PeerStub authenticated as svc-audit."""
+        return self._service_peers().ledger
+
+    def _service_peers(self) -> Any:
         from carechain.clients import service_peers
 
         with self._lock:
             if self._peers is None:
                 self._peers = service_peers(self._settings, self.signer())
-            return self._peers.ledger
+            return self._peers
+
+    def delegations(self, patient_id: str) -> list[consent_pb2.Delegation]:
+        """The patient's delegations, from the consent service (which derives them from the ledger)."""
+        response = self._service_peers().consent.ListDelegates(
+            consent_pb2.ListDelegatesRequest(patient_id=patient_id))
+        return list(response.delegations)
+
+    def principal(self, principal_id: str) -> identity_pb2.Principal | None:
+        """A principal from the identity service; None when it is unknown or identity cannot answer."""
+        try:
+            return self._service_peers().identity.GetPrincipal(
+                identity_pb2.GetPrincipalRequest(principal_id=principal_id))
+        except (grpc.RpcError, CareChainError) as exc:
+            log.warning("no display name for an accounting entry", extra={"error": type(exc).__name__})
+            return None
 
     def close(self) -> None:
         """Close the peer channels."""
@@ -403,7 +513,8 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
     anchorer = LedgerAnchorer(store, settings.chain_id, access.ledger, access.signer) \
         if settings.anchor_batches else None
     principal_status = PrincipalStatus.following(access.ledger).start()
-    servicer = AuditServicer(Authenticator(trust, audience("audit"), principal_status), store, anchorer=anchorer)
+    servicer = AuditServicer(Authenticator(trust, audience("audit"), principal_status), store, anchorer=anchorer,
+                             directory=access)
     sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
     maintenance = AuditMaintenance(sealer, anchorer, min(1.0, max(0.05, settings.batch_max_seconds / 4)))
     maintenance.start()

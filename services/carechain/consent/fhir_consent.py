@@ -40,8 +40,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from carechain import security_labels
 from carechain.common.v1 import common_pb2
-from carechain.consent.policy import validate_policy
+from carechain.consent.policy import PRINCIPAL_REFERENCE, validate_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.records.fhir import fhir_date_ms, fhir_time_range
@@ -55,7 +56,7 @@ PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType
 RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
 LOINC = "http://loinc.org"
 SPECIALTY_SYSTEM = "https://carechain.dev/fhir/CodeSystem/specialty"
-SENSITIVITY_SYSTEM = "https://carechain.dev/fhir/CodeSystem/sensitivity"
+SENSITIVITY_SYSTEM = security_labels.CARECHAIN_SENSITIVITY
 PSEUDONYM_SYSTEM = "https://carechain.dev/fhir/NamingSystem/patient-pseudonym"
 
 _Category = common_pb2.SensitivityCategory
@@ -69,36 +70,27 @@ PURPOSES: dict[str, int] = {
     "HOPERAT": _Purpose.PURPOSE_OF_USE_HOPERAT,
     "HRESCH": _Purpose.PURPOSE_OF_USE_HRESCH,
     "PATRQT": _Purpose.PURPOSE_OF_USE_PATRQT,
+    # More specific ActReason purposes (consent/policy.py PURPOSE_PARENTS places each under its parent).
+    "BTG": _Purpose.PURPOSE_OF_USE_BTG,
+    "COC": _Purpose.PURPOSE_OF_USE_COC,
+    "POPHLTH": _Purpose.PURPOSE_OF_USE_POPHLTH,
+    "CLINTRCH": _Purpose.PURPOSE_OF_USE_CLINTRCH,
+    "COVAUTH": _Purpose.PURPOSE_OF_USE_COVAUTH,
+    "PATADMIN": _Purpose.PURPOSE_OF_USE_PATADMIN,
+    "FAMRQT": _Purpose.PURPOSE_OF_USE_FAMRQT,
+    "PWATRNY": _Purpose.PURPOSE_OF_USE_PWATRNY,
 }
 ACTIONS: dict[str, int] = {
     "access": _Action.CONSENT_ACTION_ACCESS,
     "disclose": _Action.CONSENT_ACTION_DISCLOSE,
     "correct": _Action.CONSENT_ACTION_CORRECT,
 }
-# Category -> the security labels exported for it (every one is also read back as that category).
-CATEGORY_LABELS: dict[int, tuple[tuple[str, str], ...]] = {
-    _Category.SENSITIVITY_CATEGORY_NORMAL: ((CONFIDENTIALITY, "N"),),
-    _Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH: ((ACT_CODE, "PSY"),),
-    _Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE: ((ACT_CODE, "ETH"),),
-    _Category.SENSITIVITY_CATEGORY_HIV_STI: ((ACT_CODE, "HIV"), (ACT_CODE, "STD")),
-    _Category.SENSITIVITY_CATEGORY_REPRODUCTIVE: ((ACT_CODE, "SEX"),),
-    _Category.SENSITIVITY_CATEGORY_GENETIC: ((ACT_CODE, "GDIS"),),
-    _Category.SENSITIVITY_CATEGORY_VIOLENCE_ABUSE: ((ACT_CODE, "SDV"),),
-    _Category.SENSITIVITY_CATEGORY_ONCOLOGY: ((SENSITIVITY_SYSTEM, "ONCOLOGY"),),
-}
-# Labels read on import: the exported ones, a few synonyms, and the CareChain system for every category.
-LABEL_CATEGORIES: dict[tuple[str, str], int] = {
-    **{label: category for category, labels in CATEGORY_LABELS.items() for label in labels},
-    (ACT_CODE, "SUD"): _Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE,
-    (ACT_CODE, "BH"): _Category.SENSITIVITY_CATEGORY_MENTAL_HEALTH,
-    **{
-        (SENSITIVITY_SYSTEM, _Category.Name(value).removeprefix("SENSITIVITY_CATEGORY_")): value
-        for value in _Category.values()
-        if value != _Category.SENSITIVITY_CATEGORY_UNSPECIFIED
-    },
-}
+# The security labels of each category, written and read: one mapping for every export (carechain.security_labels).
+CATEGORY_LABELS = security_labels.CATEGORY_LABELS
+LABEL_CATEGORIES = security_labels.LABEL_CATEGORIES
 _RULE_ELEMENTS = ("actor", "action", "securityLabel", "purpose", "class", "code", "data", "dataPeriod")
 _REFERENCE = re.compile(r"(Practitioner|Organization)/([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
+_DATA_REFERENCE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9][A-Za-z0-9.-]{0,63})")
 FIELD = "Consent"
 
 
@@ -112,16 +104,93 @@ class ImportedConsent:
     consent_id: str  # Consent.id when it is a UUID, else ""
 
 
+# --- the elements CareChain reads ------------------------------------------------------------------------
+# Every element of an incoming Consent must be listed here (a nested dict is a complex element, LEAF a
+# primitive): anything else is refused with INVALID_ARGUMENT naming it, never silently dropped, because
+# CareChain could not enforce it. Display texts (Coding.display, Reference.display) are accepted and not
+# stored: they carry no meaning of their own and may carry names, which never go on the ledger.
+LEAF: dict[str, Any] = {}
+_CODING = {"system": LEAF, "code": LEAF, "display": LEAF}
+_CONCEPT = {"coding": _CODING}
+_PERIOD = {"start": LEAF, "end": LEAF}
+_REFERENCE_BY_ID = {"reference": LEAF, "display": LEAF}
+_PROVISION: dict[str, Any] = {
+    "type": LEAF, "period": _PERIOD,
+    "actor": {"role": _CONCEPT, "reference": {"reference": LEAF, "type": LEAF, "display": LEAF}},
+    "action": _CONCEPT, "securityLabel": _CODING, "purpose": _CODING, "class": _CODING,
+    "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID},
+}
+_PROVISION["provision"] = _PROVISION
+_CONSENT: dict[str, Any] = {
+    "resourceType": LEAF, "id": LEAF,
+    # Server-managed metadata, not consent meaning (meta.security and meta.tag are refused).
+    "meta": {"versionId": LEAF, "lastUpdated": LEAF, "profile": LEAF, "source": LEAF},
+    "status": LEAF, "scope": _CONCEPT, "category": _CONCEPT,
+    # The consent's patient is the signed GrantConsent's patient; a pseudonym given here is reported back.
+    "patient": {"reference": LEAF, "type": LEAF, "identifier": {"system": LEAF, "value": LEAF}, "display": LEAF},
+    "dateTime": LEAF, "performer": _REFERENCE_BY_ID, "organization": _REFERENCE_BY_ID,
+    "sourceAttachment": {"contentType": LEAF, "language": LEAF, "url": LEAF, "size": LEAF, "hash": LEAF,
+                         "title": LEAF, "creation": LEAF},
+    "policy": {"authority": LEAF, "uri": LEAF},
+    "policyRule": _CONCEPT,
+    "verification": {"verified": LEAF, "verifiedWith": _REFERENCE_BY_ID, "verificationDate": LEAF},
+    "provision": _PROVISION,
+}
+# Why some well-known elements are refused (the default: CareChain cannot enforce it).
+_REFUSED_BECAUSE = {
+    "modifierExtension": "is not supported (it could change the meaning)",
+    "extension": "is not supported: CareChain cannot enforce an extension it does not know",
+    "code": "is not supported: CareChain decides on security labels, not on the codes inside a record "
+            "(the ledger does not hold them); use securityLabel or data",
+    "data": "the signed document's content never goes on the ledger; give its url and hash",
+    "text": "is not supported: CareChain cannot check that a narrative says what the provisions say",
+    "sourceReference": "is not supported; use sourceAttachment (url and hash)",
+    "identifier": "is not supported: CareChain identifies a consent by its id",
+    "security": "is not supported: CareChain cannot enforce labels on the consent itself",
+    "tag": "is not supported: CareChain cannot enforce tags on the consent itself",
+}
+DEFAULT_CATEGORY = (LOINC, "59284-0")  # "Patient Consent", exported when the consent gave no category
+DEFAULT_POLICY_RULE = (ACT_CODE, "OPTIN")  # CareChain's default deny, exported when the consent gave no rule
+POLICY_RULES = ("OPTIN", "OPTOUT")  # v3-ActCode; CareChain enforces the provisions either way (docs/consent.md)
+ACTOR_ROLES: dict[str, int] = {
+    "IRCP": policy_pb2.ACTOR_ROLE_UNSPECIFIED,  # the default: the recipient
+    "PRCP": policy_pb2.ACTOR_ROLE_PRIMARY_RECIPIENT,
+    "AUT": policy_pb2.ACTOR_ROLE_AUTHOR,
+    "CST": policy_pb2.ACTOR_ROLE_CUSTODIAN,
+}
+_ROLE_CODES = {**{v: k for k, v in ACTOR_ROLES.items()}, policy_pb2.ACTOR_ROLE_RECIPIENT: "IRCP"}
+_ROLE_DISPLAYS = {"IRCP": "information recipient", "PRCP": "primary information recipient", "AUT": "author",
+                  "CST": "custodian"}
+
+
+def check_elements(node: Any, spec: dict[str, Any], path: str) -> None:
+    """Refuse every element of node (a FHIR JSON object or array of them) that spec does not list."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_elements(item, spec, f"{path}[{i}]")
+        return
+    if not isinstance(node, dict) or spec is LEAF:
+        return
+    for key, value in node.items():
+        if key not in spec:
+            base = key.removeprefix("_")
+            why = _REFUSED_BECAUSE.get(base, "is not supported by CareChain: it cannot be enforced, so it is "
+                                             "refused rather than dropped (docs/consent.md)")
+            if key.startswith("_"):
+                why = "primitive extensions are not supported: CareChain cannot enforce them"
+            raise InvalidArgument(f"{path}.{key}", why)
+        check_elements(value, spec[key], f"{path}.{key}")
+
+
 # --- import ---------------------------------------------------------------------------------------------
 
 def consent_from_fhir(resource: dict[str, Any] | str | bytes) -> ImportedConsent:
     """Read a FHIR R4 Consent (a dict or JSON) into a validated ConsentPolicy; InvalidArgument naming the element."""
     content = _load(resource)
     _validate_model(content)
+    check_elements(content, _CONSENT, FIELD)
     if content.get("status") is None:
         raise InvalidArgument(f"{FIELD}.status", "required")
-    if content.get("modifierExtension"):
-        raise InvalidArgument(f"{FIELD}.modifierExtension", "is not supported (it could change the meaning)")
     scope_codes = {(c.get("system"), c.get("code")) for c in content["scope"].get("coding", [])}
     if (CONSENT_SCOPE, "patient-privacy") not in scope_codes:
         raise InvalidArgument(f"{FIELD}.scope", f"must be {CONSENT_SCOPE}|patient-privacy")
@@ -129,12 +198,74 @@ def consent_from_fhir(resource: dict[str, Any] | str | bytes) -> ImportedConsent
     if not isinstance(root, dict):
         raise InvalidArgument(f"{FIELD}.provision", "required: the rules of the consent")
     policy = _root_policy(root)
+    document = _document(content)
+    if document.ByteSize():
+        policy.document.CopyFrom(document)
     try:
         validate_policy(policy)
     except InvalidArgument as exc:
         container = not any(root.get(k) for k in _RULE_ELEMENTS) and root.get("type") in (None, "deny")
         raise InvalidArgument(_fhir_path(exc.field, container), exc.message.split(": ", 1)[-1]) from exc
     return ImportedConsent(policy, str(content["status"]), _patient_pseudonym(content), _uuid_or_empty(content))
+
+
+def _document(content: dict[str, Any]) -> policy_pb2.ConsentDocument:
+    """The documentary elements of a Consent, kept as given so that export loses nothing."""
+    document = policy_pb2.ConsentDocument(date_time=str(content.get("dateTime") or ""))
+    for i, concept in enumerate(content.get("category") or []):
+        for j, coding in enumerate(concept.get("coding") or []):
+            document.categories.append(_kept_coding(coding, f"{FIELD}.category[{i}].coding[{j}]"))
+    rule = content.get("policyRule")
+    if rule:
+        for j, coding in enumerate(rule.get("coding") or []):
+            if coding.get("system") != ACT_CODE or coding.get("code") not in POLICY_RULES:
+                raise InvalidArgument(f"{FIELD}.policyRule.coding[{j}]",
+                                      f"unsupported policy rule; expected {ACT_CODE}|OPTIN or |OPTOUT")
+            document.policy_rule.append(_kept_coding(coding, f"{FIELD}.policyRule.coding[{j}]"))
+        if not document.policy_rule:
+            raise InvalidArgument(f"{FIELD}.policyRule", f"needs a coding {ACT_CODE}|OPTIN or |OPTOUT")
+    for policy in content.get("policy") or []:
+        document.policies.append(policy_pb2.ConsentPolicyReference(
+            authority=str(policy.get("authority") or ""), uri=str(policy.get("uri") or "")))
+    for name, target in (("performer", document.performers), ("organization", document.organizations)):
+        for i, reference in enumerate(content.get(name) or []):
+            target.append(_id_reference(reference, f"{FIELD}.{name}[{i}]"))
+    attachment = content.get("sourceAttachment")
+    if attachment:
+        document.source_attachment.CopyFrom(policy_pb2.ConsentSourceAttachment(
+            content_type=str(attachment.get("contentType") or ""), url=str(attachment.get("url") or ""),
+            hash=str(attachment.get("hash") or ""), title=str(attachment.get("title") or ""),
+            creation=str(attachment.get("creation") or ""), size=int(attachment.get("size") or 0),
+            language=str(attachment.get("language") or ""),
+        ))
+    # What export writes when nothing was given is not stored, so that a round trip is exact.
+    if [(c.system, c.code) for c in document.categories] == [DEFAULT_CATEGORY]:
+        del document.categories[:]
+    if [(c.system, c.code) for c in document.policy_rule] == [DEFAULT_POLICY_RULE]:
+        del document.policy_rule[:]
+    for i, verification in enumerate(content.get("verification") or []):
+        checked = policy_pb2.ConsentVerification(
+            verified=bool(verification.get("verified")),
+            verification_date=str(verification.get("verificationDate") or ""))
+        if verification.get("verifiedWith"):
+            checked.verified_with = _id_reference(verification["verifiedWith"], f"{FIELD}.verification[{i}]"
+                                                                                 ".verifiedWith")
+        document.verifications.append(checked)
+    return document
+
+
+def _kept_coding(coding: dict[str, Any], field: str) -> policy_pb2.FhirCoding:
+    if not coding.get("system") or not coding.get("code"):
+        raise InvalidArgument(field, "needs a system and a code")
+    return policy_pb2.FhirCoding(system=str(coding["system"]), code=str(coding["code"]))
+
+
+def _id_reference(reference: dict[str, Any], field: str) -> str:
+    value = reference.get("reference")
+    if not isinstance(value, str) or not PRINCIPAL_REFERENCE.fullmatch(value):
+        raise InvalidArgument(f"{field}.reference", "must be <ResourceType>/<CareChain id>, e.g. "
+                                                    "RelatedPerson/<guardian id> (ids, never names)")
+    return value
 
 
 def _load(resource: dict[str, Any] | str | bytes) -> dict[str, Any]:
@@ -167,8 +298,6 @@ def _validate_model(content: dict[str, Any]) -> None:
 def _root_policy(root: dict[str, Any]) -> policy_pb2.ConsentPolicy:
     field = f"{FIELD}.provision"
     has_rules = any(root.get(key) for key in _RULE_ELEMENTS)
-    if root.get("modifierExtension"):
-        raise InvalidArgument(f"{field}.modifierExtension", "is not supported (it could change the meaning)")
     if has_rules or root.get("type") == "permit":
         return policy_pb2.ConsentPolicy(provisions=[_provision(root, field)])
     policy = policy_pb2.ConsentPolicy()
@@ -185,13 +314,6 @@ def _root_policy(root: dict[str, Any]) -> policy_pb2.ConsentPolicy:
 
 
 def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
-    for unsupported, why in (
-        ("code", "is not supported: CareChain decides on security labels, not on individual codes"),
-        ("data", "is not supported: CareChain decides on security labels, not on individual resources"),
-        ("modifierExtension", "is not supported (it could change the meaning)"),
-    ):
-        if node.get(unsupported):
-            raise InvalidArgument(f"{field}.{unsupported}", why)
     kind = node.get("type")
     if kind not in ("permit", "deny"):
         raise InvalidArgument(f"{field}.type", "required: permit or deny")
@@ -206,7 +328,7 @@ def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
     for i, purpose in enumerate(node.get("purpose") or []):
         _append_unique(provision.purposes, _code(purpose, {ACT_REASON: PURPOSES}, f"{field}.purpose[{i}]"))
     for i, label in enumerate(node.get("securityLabel") or []):
-        category = LABEL_CATEGORIES.get((label.get("system"), label.get("code")))
+        category = security_labels.category_of_label(label.get("system"), label.get("code"))
         if category is None:
             raise InvalidArgument(f"{field}.securityLabel[{i}]", "unsupported security label (docs/consent.md)")
         _append_unique(provision.categories, category)
@@ -215,6 +337,8 @@ def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
             raise InvalidArgument(f"{field}.class[{i}]", f"must be a FHIR resource type coded in {RESOURCE_TYPES}")
         if coding["code"] not in provision.resource_types:
             provision.resource_types.append(coding["code"])
+    for i, data in enumerate(node.get("data") or []):
+        provision.data.append(_data(data, f"{field}.data[{i}]"))
     if node.get("period"):
         provision.period.CopyFrom(_period(node["period"], f"{field}.period"))
     if node.get("dataPeriod"):
@@ -224,21 +348,46 @@ def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
     return provision
 
 
+def _data(data: dict[str, Any], field: str) -> policy_pb2.DataReference:
+    if data.get("meaning") != "instance":
+        raise InvalidArgument(f"{field}.meaning", "only instance is supported: CareChain cannot follow related "
+                                                  "or dependent resources, nor authoredby (use actor role AUT)")
+    reference = (data.get("reference") or {}).get("reference")
+    match = _DATA_REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
+    if match is None:
+        raise InvalidArgument(f"{field}.reference", "must be <ResourceType>/<CareChain record id>")
+    return policy_pb2.DataReference(resource_type=match.group(1), record_id=match.group(2))
+
+
 def _actor(actor: dict[str, Any], field: str) -> policy_pb2.ConsentActor:
     role_codings = (actor.get("role") or {}).get("coding") or []
-    for coding in role_codings:
-        if coding.get("system") == SPECIALTY_SYSTEM and coding.get("code"):
-            return policy_pb2.ConsentActor(specialty=str(coding["code"]))
-    reference = (actor.get("reference") or {}).get("reference")
+    reference_node = actor.get("reference") or {}
+    specialties = [c for c in role_codings if c.get("system") == SPECIALTY_SYSTEM and c.get("code")]
+    if specialties:
+        if reference_node.get("reference"):
+            raise InvalidArgument(f"{field}.reference.reference", "a specialty actor names no single reference")
+        return policy_pb2.ConsentActor(specialty=str(specialties[0]["code"]))
+    roles = {ACTOR_ROLES[c["code"]] for c in role_codings
+             if c.get("system") == PARTICIPATION_TYPE and c.get("code") in ACTOR_ROLES}
+    if len(roles) != 1:
+        raise InvalidArgument(
+            f"{field}.role",
+            f"must be one of {PARTICIPATION_TYPE}|{'/'.join(ACTOR_ROLES)} (recipient, primary recipient, author, "
+            f"custodian) or a specialty coded in {SPECIALTY_SYSTEM}",
+        )
+    reference = reference_node.get("reference")
     match = _REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
     if match is None:
         raise InvalidArgument(
             f"{field}.reference",
             "must be Practitioner/<id> or Organization/<id>, or the role a specialty coded in " + SPECIALTY_SYSTEM,
         )
+    if reference_node.get("type") and reference_node["type"] != match.group(1):
+        raise InvalidArgument(f"{field}.reference.type", "must agree with the reference")
+    role = roles.pop()
     if match.group(1) == "Practitioner":
-        return policy_pb2.ConsentActor(practitioner_id=match.group(2))
-    return policy_pb2.ConsentActor(organization_id=match.group(2))
+        return policy_pb2.ConsentActor(practitioner_id=match.group(2), role=role)
+    return policy_pb2.ConsentActor(organization_id=match.group(2), role=role)
 
 
 def _code(coding: dict[str, Any], systems: dict[str, dict[str, int]], field: str) -> int:
@@ -294,6 +443,17 @@ def _uuid_or_empty(content: dict[str, Any]) -> str:
 def _fhir_path(proto_path: str, container: bool) -> str:
     """A validate_policy field (``policy.provisions[0].purposes``) as a FHIR element path."""
     path = proto_path
+    if path.startswith("policy.document"):
+        path = path.replace("policy.document", FIELD, 1)
+        for proto_name, fhir_name in (
+            (".date_time", ".dateTime"), (".policy_rule", ".policyRule.coding"), (".policies", ".policy"),
+            (".performers", ".performer"), (".organizations", ".organization"),
+            (".source_attachment", ".sourceAttachment"), (".content_type", ".contentType"),
+            (".verifications", ".verification"), (".verified_with", ".verifiedWith"),
+            (".verification_date", ".verificationDate"), (".categories", ".category.coding"),
+        ):
+            path = path.replace(proto_name, fhir_name)
+        return path
     if container:
         path = re.sub(r"^policy\.provisions\[(\d+)\]", rf"{FIELD}.provision.provision[\1]", path)
         path = re.sub(r"^policy\.provisions", f"{FIELD}.provision.provision", path)
@@ -304,7 +464,8 @@ def _fhir_path(proto_path: str, container: bool) -> str:
     for proto_name, fhir_name in (
         (".provisions[", ".provision["), (".purposes", ".purpose"), (".actions", ".action"),
         (".categories", ".securityLabel"), (".actors[", ".actor["), (".data_period", ".dataPeriod"),
-        (".resource_types", ".class"), (".start_ms", ".start"), (".end_ms", ".end"),
+        (".resource_types", ".class"), (".start_ms", ".start"), (".end_ms", ".end"), (".actors", ".actor"),
+        (".record_id", ".reference"), (".resource_type", ".reference"),
     ):
         path = path.replace(proto_name, fhir_name)
     return path
@@ -318,23 +479,63 @@ def consent_to_fhir(record: consent_pb2.ConsentRecord) -> dict[str, Any]:
     if record.policy.HasField("period") and (record.policy.period.start_ms or record.policy.period.end_ms):
         root["period"] = _fhir_period(record.policy.period)
     root["provision"] = [_fhir_provision(p) for p in record.policy.provisions]
+    document = record.policy.document
+    categories = [{"coding": [{"system": c.system, "code": c.code}]} for c in document.categories] or \
+        [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"}]}]
+    # Older consents carry no policy rule: CareChain's default deny is the opt-in pattern.
+    rule = [{"system": c.system, "code": c.code} for c in document.policy_rule] or \
+        [{"system": ACT_CODE, "code": "OPTIN"}]
     resource: dict[str, Any] = {
         "resourceType": "Consent",
         "id": record.consent_id,
         "status": "active" if record.status == consent_pb2.CONSENT_STATUS_ACTIVE else "inactive",
         "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"}]}],
+        "category": categories,
         "patient": {"identifier": {"system": PSEUDONYM_SYSTEM, "value": record.patient_id}},
-        "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN"}]},
+        "policyRule": {"coding": rule},
         "provision": root,
     }
+    if document.date_time:
+        resource["dateTime"] = document.date_time  # as the patient's document gave it
     if record.granted_at_ms:
-        resource["dateTime"] = fhir_date_ms(record.granted_at_ms)
+        # When the grant was signed: server-managed metadata, so a re-import does not store it.
+        resource["meta"] = {"lastUpdated": fhir_date_ms(record.granted_at_ms)}
+    resource.update(_fhir_document(document))
     if not resource["id"]:
         del resource["id"]
     if not record.patient_id:
         del resource["patient"]
     return resource
+
+
+def _fhir_document(document: policy_pb2.ConsentDocument) -> dict[str, Any]:
+    """performer, organization, sourceAttachment, policy and verification, as they were imported."""
+    elements: dict[str, Any] = {}
+    if document.performers:
+        elements["performer"] = [{"reference": r} for r in document.performers]
+    if document.organizations:
+        elements["organization"] = [{"reference": r} for r in document.organizations]
+    attachment = document.source_attachment
+    source = {key: value for key, value in (
+        ("contentType", attachment.content_type), ("language", attachment.language), ("url", attachment.url),
+        ("size", attachment.size), ("hash", attachment.hash), ("title", attachment.title),
+        ("creation", attachment.creation)) if value}
+    if source:
+        elements["sourceAttachment"] = source
+    if document.policies:
+        elements["policy"] = [{k: v for k, v in (("authority", x.authority), ("uri", x.uri)) if v}
+                              for x in document.policies]
+    if document.verifications:
+        verifications = []
+        for v in document.verifications:
+            node: dict[str, Any] = {"verified": v.verified}
+            if v.verified_with:
+                node["verifiedWith"] = {"reference": v.verified_with}
+            if v.verification_date:
+                node["verificationDate"] = v.verification_date
+            verifications.append(node)
+        elements["verification"] = verifications
+    return elements
 
 
 def consent_json(record: consent_pb2.ConsentRecord) -> str:
@@ -368,11 +569,7 @@ def _fhir_provision(provision: policy_pb2.Provision) -> dict[str, Any]:
         codes = {v: k for k, v in ACTIONS.items()}
         node["action"] = [{"coding": [{"system": CONSENT_ACTION, "code": codes[a]}]} for a in provision.actions]
     if provision.categories:
-        node["securityLabel"] = [
-            {"system": system, "code": code}
-            for category in provision.categories
-            for system, code in CATEGORY_LABELS[category]
-        ]
+        node["securityLabel"] = security_labels.security_labels(provision.categories)
     if provision.purposes:
         codes = {v: k for k, v in PURPOSES.items()}
         node["purpose"] = [{"system": ACT_REASON, "code": codes[p]} for p in provision.purposes]
@@ -380,13 +577,17 @@ def _fhir_provision(provision: policy_pb2.Provision) -> dict[str, Any]:
         node["class"] = [{"system": RESOURCE_TYPES, "code": t} for t in provision.resource_types]
     if provision.data_period.start_ms or provision.data_period.end_ms:
         node["dataPeriod"] = _fhir_period(provision.data_period)
+    if provision.data:
+        node["data"] = [{"meaning": "instance", "reference": {"reference": f"{d.resource_type}/{d.record_id}"}}
+                        for d in provision.data]
     if provision.provisions:
         node["provision"] = [_fhir_provision(child) for child in provision.provisions]
     return node
 
 
 def _fhir_actor(actor: policy_pb2.ConsentActor) -> dict[str, Any]:
-    recipient = {"coding": [{"system": PARTICIPATION_TYPE, "code": "IRCP", "display": "information recipient"}]}
+    code = _ROLE_CODES[actor.role]
+    recipient = {"coding": [{"system": PARTICIPATION_TYPE, "code": code, "display": _ROLE_DISPLAYS[code]}]}
     which = actor.WhichOneof("actor")
     if which == "practitioner_id":
         return {"role": recipient, "reference": {"reference": f"Practitioner/{actor.practitioner_id}"}}

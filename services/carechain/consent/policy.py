@@ -11,30 +11,48 @@ Semantics
   consents never permit; they only help explain a denial.
 - **When a provision matches** (all must hold):
 
-  * actor: no actors = any actor; otherwise one of them matches: a
-    ``practitioner_id`` equal to the actor, an ``organization_id`` equal to the
-    actor's organisation, or a ``specialty`` equal to the actor's (attested)
-    specialty, compared case-insensitively, *and* the actor's organisation in
-    the specialty's scope (:func:`specialty_scope_matches`): the organisations
-    the actor lists in ``specialty_organization_ids``; when it lists none, the
-    patient's registering organisation only; any member organisation only
-    with ``any_organization``;
-  * action: no actions = ACCESS only; otherwise the requested action is listed;
+  * actor, by role (``ConsentActor.role``, FHIR ``actor.role``): recipient
+    actors (IRCP/PRCP, the default, and every specialty) say *who asks*: none
+    = any actor; otherwise one matches: a ``practitioner_id`` equal to the
+    actor, an ``organization_id`` equal to the actor's organisation, or a
+    ``specialty`` equal to the actor's (attested) specialty, compared
+    case-insensitively, *and* the actor's organisation in the specialty's
+    scope (:func:`specialty_scope_matches`): the organisations the actor lists
+    in ``specialty_organization_ids``; when it lists none, the patient's
+    registering organisation only; any member organisation only with
+    ``any_organization``. Author (AUT) and custodian (CST) actors say *which
+    data*: when present, the record must have been written by one of them
+    (author: the record's author or its organisation; custodian: the record's
+    organisation), whoever asks. "Withhold data authored by X" is therefore
+    not "deny X access";
+  * action: a PERMIT without actions covers ACCESS only; a DENY without
+    actions covers every action; otherwise the requested action is listed;
   * purpose: no purposes = any purpose (only nested provisions and denies may
-    leave it empty); otherwise the requested purpose is listed;
+    leave it empty); otherwise the requested purpose is listed or is a kind of
+    a listed one in the HL7 v3 ActReason hierarchy (:data:`PURPOSE_PARENTS`:
+    a provision for TREAT covers ETREAT and BTG, never the reverse);
   * period: the provision's own period contains ``now`` (half-open, 0 = open);
   * data period: when set, the record's clinical date (``data_date_ms``, day
     precision) lies inside it; a record without a clinical date never matches
     a provision with a data period (permit or deny);
   * resource types: when listed, the record's FHIR resource type is one of them;
-  * categories, for a DENY only: a deny naming categories matches only records
-    carrying one of them; a deny without categories matches every record.
+  * data (FHIR ``provision.data``, meaning instance): when listed, the record
+    is one of them;
+  * categories (FHIR ``securityLabel``): a provision naming categories matches
+    only records carrying one of them, permit or deny; one without categories
+    matches every record. A permit limited to MENTAL_HEALTH therefore opens
+    nothing but mental-health records.
 
 - **Categories of a PERMIT.** A matching permit *covers* the record only when
   every sensitive category of the record (every category except NORMAL) is
   named in that provision's own categories. A record with only NORMAL (or no)
-  categories is covered by any matching permit. Categories are not inherited
-  from a parent provision: sensitive data needs a provision that names it.
+  categories is covered by any matching permit without categories or naming
+  NORMAL. Categories are not inherited from a parent provision: sensitive data
+  needs a provision that names it.
+- **42 CFR Part 2.** A permit naming SUBSTANCE_USE must name its recipient (a
+  practitioner or organisation, on it or a parent provision) and its purpose
+  (:func:`validate_policy` rejects an open one); a disclosed Part 2 record
+  carries :data:`PART2_REDISCLOSURE_NOTICE` and :data:`PART2_SECURITY_LABELS`.
 - **Nested provisions are exceptions.** They are evaluated only when their
   parent matches; when one or more nested provisions match, they decide instead
   of the parent (recursively, so the deepest matching provision's type wins).
@@ -65,6 +83,7 @@ import datetime
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, policy_pb2
@@ -81,7 +100,55 @@ _Action = common_pb2.ConsentAction
 # Deeper nesting than this is rejected: real consents are shallow, and it bounds evaluation.
 MAX_PROVISION_DEPTH = 8
 MAX_PROVISIONS = 256
+MAX_DOCUMENT_ITEMS = 16  # per repeated element of a ConsentDocument
+MAX_DOCUMENT_TEXT = 2048  # characters per string of a ConsentDocument
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+# A reference to a CareChain principal or resource by id (never by name): <ResourceType>/<id>.
+PRINCIPAL_REFERENCE = re.compile(r"(Patient|Practitioner|PractitionerRole|RelatedPerson|Organization)/"
+                                 r"([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
+
+_Role = policy_pb2.ActorRole
+_RECIPIENT_ROLES = frozenset({_Role.ACTOR_ROLE_UNSPECIFIED, _Role.ACTOR_ROLE_RECIPIENT,
+                              _Role.ACTOR_ROLE_PRIMARY_RECIPIENT})
+
+# The HL7 v3 ActReason (PurposeOfUse) hierarchy, child -> parent: a provision naming a purpose
+# also covers every purpose below it (ETREAT is a kind of TREAT; BTG a kind of ETREAT).
+PURPOSE_PARENTS: dict[int, int] = {
+    _Purpose.PURPOSE_OF_USE_ETREAT: _Purpose.PURPOSE_OF_USE_TREAT,
+    _Purpose.PURPOSE_OF_USE_BTG: _Purpose.PURPOSE_OF_USE_ETREAT,
+    _Purpose.PURPOSE_OF_USE_COC: _Purpose.PURPOSE_OF_USE_TREAT,
+    _Purpose.PURPOSE_OF_USE_POPHLTH: _Purpose.PURPOSE_OF_USE_TREAT,
+    _Purpose.PURPOSE_OF_USE_CLINTRCH: _Purpose.PURPOSE_OF_USE_HRESCH,
+    _Purpose.PURPOSE_OF_USE_COVAUTH: _Purpose.PURPOSE_OF_USE_HPAYMT,
+    _Purpose.PURPOSE_OF_USE_PATADMIN: _Purpose.PURPOSE_OF_USE_HOPERAT,
+    _Purpose.PURPOSE_OF_USE_FAMRQT: _Purpose.PURPOSE_OF_USE_PATRQT,
+    _Purpose.PURPOSE_OF_USE_PWATRNY: _Purpose.PURPOSE_OF_USE_PATRQT,
+}
+
+# 42 CFR 2.32(a)(1): the notice that must accompany each disclosure of a Part 2 record.
+PART2_REDISCLOSURE_NOTICE = (
+    "This record which has been disclosed to you is protected by Federal confidentiality rules "
+    "(42 CFR part 2). These rules prohibit you from using or disclosing this record, or testimony that "
+    "describes the information contained in this record, in any civil, criminal, administrative, or "
+    "legislative proceedings by any Federal, State, or local authority, against the patient, unless "
+    "authorized by the consent of the patient, except as provided at 42 CFR 2.12(c)(5) or as authorized by "
+    "a court in accordance with 42 CFR 2.64 or 2.65. In addition, the Federal rules prohibit you from making "
+    "any other use or disclosure of this record unless at least one of the following applies: Further use or "
+    "disclosure is expressly permitted by the written consent of the individual whose information is being "
+    "disclosed in this record or as otherwise permitted by 42 CFR part 2. You are a covered entity or business "
+    "associate and have received the record for treatment, payment, or health care operations, or You have "
+    "received the record from a covered entity or business associate as permitted by 45 CFR part 164, "
+    "subparts A and E. A general authorization for the release of medical or other information is NOT "
+    "sufficient to meet the required elements of written consent to further use or redisclose the record "
+    "(see 42 CFR 2.31)."
+)
+# Security labels a Part 2 record carries when disclosed: the privacy law and the obligation
+# "no redisclosure without consent directive" (HL7 v3 ActCode), as "<system>|<code>".
+PART2_SECURITY_LABELS = (
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode|42CFRPart2",
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode|NORDSCLCD",
+)
 
 
 def _short_name(enum: object, prefix: str, value: int) -> str:
@@ -104,6 +171,22 @@ def action_name(value: int) -> str:
 def is_sensitive(category: int) -> bool:
     """True for categories that need explicit consent."""
     return category in SENSITIVE_CATEGORIES
+
+
+def is_part2(categories: Iterable[int]) -> bool:
+    """True when a record is a 42 CFR Part 2 (substance use) record."""
+    return _Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE in set(categories)
+
+
+def purpose_covers(named: int, requested: int) -> bool:
+    """Whether a provision naming purpose named covers a request for requested (same or a descendant)."""
+    seen: set[int] = set()
+    while requested and requested not in seen:
+        if requested == named:
+            return True
+        seen.add(requested)
+        requested = PURPOSE_PARENTS.get(requested, 0)
+    return False
 
 
 # --- validation ----------------------------------------------------------------
@@ -138,7 +221,37 @@ def _validate_specialty_scope(actor: policy_pb2.ConsentActor, field: str) -> Non
             raise InvalidArgument(f"{field}.specialty_organization_ids[{i}]", "must not be empty")
 
 
-def _validate_provision(provision: policy_pb2.Provision, field: str, depth: int) -> int:
+def _names_recipient(provision: policy_pb2.Provision) -> bool:
+    """Whether a provision names a recipient by identity (a practitioner or organisation, not a specialty)."""
+    return any(
+        actor.role in _RECIPIENT_ROLES and actor.WhichOneof("actor") in ("practitioner_id", "organization_id")
+        for actor in provision.actors
+    )
+
+
+def _validate_part2(provision: policy_pb2.Provision, field: str, ancestors: tuple[policy_pb2.Provision, ...]) -> None:
+    """42 CFR 2.31: a consent to disclose substance-use records names its recipient and its purpose."""
+    if provision.type != policy_pb2.PROVISION_TYPE_PERMIT:
+        return
+    if _Category.SENSITIVITY_CATEGORY_SUBSTANCE_USE not in provision.categories:
+        return
+    chain = (*ancestors, provision)  # a nested provision applies only within its parents
+    if not any(_names_recipient(p) for p in chain):
+        raise InvalidArgument(
+            f"{field}.actors",
+            "a permit for SUBSTANCE_USE (42 CFR Part 2) must name its recipient: a practitioner_id or "
+            "organization_id recipient on it or a parent provision (42 CFR 2.31)",
+        )
+    if not any(p.purposes for p in chain):
+        raise InvalidArgument(
+            f"{field}.purposes",
+            "a permit for SUBSTANCE_USE (42 CFR Part 2) must name its purpose of use (42 CFR 2.31)",
+        )
+
+
+def _validate_provision(
+    provision: policy_pb2.Provision, field: str, depth: int, ancestors: tuple[policy_pb2.Provision, ...] = ()
+) -> int:
     """Validate one provision and its nested ones; returns how many provisions were checked."""
     if depth > MAX_PROVISION_DEPTH:
         raise InvalidArgument(field, f"provisions nest deeper than {MAX_PROVISION_DEPTH} levels")
@@ -151,6 +264,17 @@ def _validate_provision(provision: policy_pb2.Provision, field: str, depth: int)
         if not getattr(actor, which).strip():
             raise InvalidArgument(f"{field}.actors[{i}].{which}", "must not be empty")
         _validate_specialty_scope(actor, f"{field}.actors[{i}]")
+        if actor.role not in _Role.values():
+            raise InvalidArgument(f"{field}.actors[{i}].role", f"unknown value {actor.role}")
+        if which == "specialty" and actor.role not in _RECIPIENT_ROLES:
+            raise InvalidArgument(f"{field}.actors[{i}].role", "a specialty can only be a recipient")
+        if actor.role == _Role.ACTOR_ROLE_CUSTODIAN and which != "organization_id":
+            raise InvalidArgument(f"{field}.actors[{i}].role", "a custodian must be an organization_id")
+    for i, data in enumerate(provision.data):
+        if not _RESOURCE_TYPE.fullmatch(data.resource_type):
+            raise InvalidArgument(f"{field}.data[{i}].resource_type", "must be a FHIR resource type such as Condition")
+        if not _RECORD_ID.fullmatch(data.record_id):
+            raise InvalidArgument(f"{field}.data[{i}].record_id", "must be a CareChain record id")
     _validate_enums(provision.actions, _Action, _Action.CONSENT_ACTION_UNSPECIFIED, f"{field}.actions")
     _validate_enums(provision.purposes, _Purpose, _Purpose.PURPOSE_OF_USE_UNSPECIFIED, f"{field}.purposes")
     if depth == 1 and provision.type == policy_pb2.PROVISION_TYPE_PERMIT and not provision.purposes:
@@ -163,10 +287,60 @@ def _validate_provision(provision: policy_pb2.Provision, field: str, depth: int)
     for i, resource_type in enumerate(provision.resource_types):
         if not _RESOURCE_TYPE.fullmatch(resource_type):
             raise InvalidArgument(f"{field}.resource_types[{i}]", "must be a FHIR resource type such as Condition")
+    _validate_part2(provision, field, ancestors)
     count = 1
     for i, nested in enumerate(provision.provisions):
-        count += _validate_provision(nested, f"{field}.provisions[{i}]", depth + 1)
+        count += _validate_provision(nested, f"{field}.provisions[{i}]", depth + 1, (*ancestors, provision))
     return count
+
+
+def _validate_text(value: str, field: str, required: bool = False) -> None:
+    if required and not value.strip():
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > MAX_DOCUMENT_TEXT:
+        raise InvalidArgument(field, f"at most {MAX_DOCUMENT_TEXT} characters")
+
+
+def _validate_count(values: Any, field: str) -> None:
+    if len(values) > MAX_DOCUMENT_ITEMS:
+        raise InvalidArgument(field, f"at most {MAX_DOCUMENT_ITEMS} entries")
+
+
+def _validate_reference(value: str, field: str) -> None:
+    if not PRINCIPAL_REFERENCE.fullmatch(value):
+        raise InvalidArgument(field, "must be a reference <ResourceType>/<CareChain id> (never a name)")
+
+
+def validate_document(document: policy_pb2.ConsentDocument, field: str = "policy.document") -> None:
+    """Check the documentary part of a consent (bounded sizes, references by id only)."""
+    _validate_text(document.date_time, f"{field}.date_time")
+    for name in ("policy_rule", "categories"):
+        codings = getattr(document, name)
+        _validate_count(codings, f"{field}.{name}")
+        for i, coding in enumerate(codings):
+            _validate_text(coding.system, f"{field}.{name}[{i}].system", required=True)
+            _validate_text(coding.code, f"{field}.{name}[{i}].code", required=True)
+    _validate_count(document.policies, f"{field}.policies")
+    for i, policy in enumerate(document.policies):
+        if not policy.authority and not policy.uri:
+            raise InvalidArgument(f"{field}.policies[{i}]", "needs an authority or a uri")
+        _validate_text(policy.authority, f"{field}.policies[{i}].authority")
+        _validate_text(policy.uri, f"{field}.policies[{i}].uri")
+    for name in ("performers", "organizations"):
+        references = getattr(document, name)
+        _validate_count(references, f"{field}.{name}")
+        for i, reference in enumerate(references):
+            _validate_reference(reference, f"{field}.{name}[{i}]")
+            if name == "organizations" and not reference.startswith("Organization/"):
+                raise InvalidArgument(f"{field}.{name}[{i}]", "must be Organization/<id>")
+    attachment = document.source_attachment
+    for name in ("content_type", "url", "hash", "title", "creation", "language"):
+        _validate_text(getattr(attachment, name), f"{field}.source_attachment.{name}")
+    _validate_count(document.verifications, f"{field}.verifications")
+    for i, verification in enumerate(document.verifications):
+        if verification.verified_with:
+            _validate_reference(verification.verified_with, f"{field}.verifications[{i}].verified_with")
+        _validate_text(verification.verification_date, f"{field}.verifications[{i}].verification_date")
 
 
 def validate_policy(policy: policy_pb2.ConsentPolicy, field: str = "policy") -> None:
@@ -179,6 +353,7 @@ def validate_policy(policy: policy_pb2.ConsentPolicy, field: str = "policy") -> 
         total += _validate_provision(provision, f"{field}.provisions[{i}]", 1)
     if total > MAX_PROVISIONS:
         raise InvalidArgument(f"{field}.provisions", f"more than {MAX_PROVISIONS} provisions in one consent")
+    validate_document(policy.document, f"{field}.document")
 
 
 # --- evaluation ----------------------------------------------------------------
@@ -200,6 +375,8 @@ class AccessRequest:
     resource_type: str = ""  # the record's FHIR resource type
     patient_organization_id: str = ""  # the organisation that registered the patient
     break_glass: bool = False  # the clinician explicitly asked to break the glass
+    record_author_id: str = ""  # who wrote the record (practitioner or organisation)
+    record_organization_id: str = ""  # the organisation that wrote (holds) the record
 
     @property
     def effective_action(self) -> int:
@@ -246,11 +423,11 @@ def _has_period(period: common_pb2.Period) -> bool:
     return bool(period.start_ms or period.end_ms)
 
 
-def _actor_match(provision: policy_pb2.Provision, request: AccessRequest) -> str | None:
-    """How the request's actor matches the provision's actors, or None."""
-    if not provision.actors:
+def _recipient_match(recipients: list[policy_pb2.ConsentActor], request: AccessRequest) -> str | None:
+    """How the request's actor matches the provision's recipient actors, or None."""
+    if not recipients:
         return "any actor"
-    for actor in provision.actors:
+    for actor in recipients:
         which = actor.WhichOneof("actor")
         if which == "practitioner_id" and actor.practitioner_id == request.actor_id:
             return f"practitioner {actor.practitioner_id}"
@@ -285,15 +462,57 @@ def specialty_scope_matches(actor: policy_pb2.ConsentActor, request: AccessReque
     return request.actor_organization_id == request.patient_organization_id
 
 
-def _matches(provision: policy_pb2.Provision, request: AccessRequest) -> str | None:
-    """The actor description when the provision matches the request, else None."""
+def _data_actor_match(data_actors: list[policy_pb2.ConsentActor], request: AccessRequest) -> str | None:
+    """How the record matches the provision's author/custodian actors ("" when there are none), or None."""
+    if not data_actors:
+        return ""
+    for actor in data_actors:
+        which = actor.WhichOneof("actor")
+        value = getattr(actor, which or "practitioner_id")
+        if actor.role == _Role.ACTOR_ROLE_AUTHOR:
+            if which == "practitioner_id" and value == request.record_author_id:
+                return f"records authored by practitioner {value}"
+            if which == "organization_id" and value in (request.record_author_id, request.record_organization_id):
+                return f"records authored by organization {value}"
+        elif actor.role == _Role.ACTOR_ROLE_CUSTODIAN and value == request.record_organization_id:
+            return f"records held by organization {value}"
+    return None
+
+
+def _actor_match(provision: policy_pb2.Provision, request: AccessRequest) -> str | None:
+    """How the request (its actor, and the record's author or custodian) matches the provision's actors, or None."""
+    recipients = [a for a in provision.actors if a.role in _RECIPIENT_ROLES]
+    data_actors = [a for a in provision.actors if a.role not in _RECIPIENT_ROLES]
+    recipient = _recipient_match(recipients, request)
+    if recipient is None:
+        return None
+    data = _data_actor_match(data_actors, request)
+    if data is None:
+        return None
+    return f"{recipient}; {data}" if data else recipient
+
+
+def _labels_match(provision: policy_pb2.Provision, request: AccessRequest) -> bool:
+    """A provision naming categories applies only to records carrying one of them (no categories = NORMAL)."""
+    if not provision.categories:
+        return True
+    carried = set(request.categories) or {_Category.SENSITIVITY_CATEGORY_NORMAL}
+    return bool(set(provision.categories) & carried)
+
+
+def _matches(provision: policy_pb2.Provision, request: AccessRequest, labels: bool = True) -> str | None:
+    """The actor description when the provision matches the request, else None (labels=False: ignore labels)."""
     actor = _actor_match(provision, request)
     if actor is None:
         return None
-    actions = provision.actions or (_Action.CONSENT_ACTION_ACCESS,)
-    if request.effective_action not in actions:
-        return None
-    if provision.purposes and request.purpose not in provision.purposes:
+    if provision.actions:
+        if request.effective_action not in provision.actions:
+            return None
+    elif provision.type == policy_pb2.PROVISION_TYPE_PERMIT:
+        # A permit without actions permits ACCESS only; a deny without actions denies every action.
+        if request.effective_action != _Action.CONSENT_ACTION_ACCESS:
+            return None
+    if provision.purposes and not any(purpose_covers(p, request.purpose) for p in provision.purposes):
         return None
     if not _in_period(provision.period, request.now_ms):
         return None
@@ -303,23 +522,26 @@ def _matches(provision: policy_pb2.Provision, request: AccessRequest) -> str | N
         return None
     if provision.resource_types and request.resource_type not in provision.resource_types:
         return None
-    if provision.type == policy_pb2.PROVISION_TYPE_DENY and provision.categories:
-        if not set(provision.categories) & set(request.categories):
-            return None
+    if provision.data and not any(
+        d.record_id == request.record_id and d.resource_type == request.resource_type for d in provision.data
+    ):
+        return None
+    if labels and not _labels_match(provision, request):
+        return None
     return actor
 
 
 def _deciding(
-    consent_id: str, provision: policy_pb2.Provision, path: str, request: AccessRequest
+    consent_id: str, provision: policy_pb2.Provision, path: str, request: AccessRequest, labels: bool = True
 ) -> Iterator[_Match]:
     """Deciding provisions under provision: the deepest matching ones (exceptions override their parent)."""
-    actor = _matches(provision, request)
+    actor = _matches(provision, request, labels)
     if actor is None:
         return
     nested = [
         match
         for i, child in enumerate(provision.provisions)
-        for match in _deciding(consent_id, child, f"{path}.provision[{i}]", request)
+        for match in _deciding(consent_id, child, f"{path}.provision[{i}]", request, labels)
     ]
     if nested:
         yield from nested
@@ -327,11 +549,13 @@ def _deciding(
         yield _Match(consent_id, path, provision, actor)
 
 
-def _consent_matches(consent: consent_pb2.ConsentRecord, request: AccessRequest) -> list[_Match]:
+def _consent_matches(
+    consent: consent_pb2.ConsentRecord, request: AccessRequest, labels: bool = True
+) -> list[_Match]:
     return [
         match
         for i, provision in enumerate(consent.policy.provisions)
-        for match in _deciding(consent.consent_id, provision, f"provision[{i}]", request)
+        for match in _deciding(consent.consent_id, provision, f"provision[{i}]", request, labels)
     ]
 
 
@@ -351,6 +575,8 @@ def _describe(match: _Match, request: AccessRequest) -> str:
         parts.append("records dated " + _describe_period(match.provision.data_period))
     if match.provision.resource_types:
         parts.append("types " + ", ".join(match.provision.resource_types))
+    if match.provision.data:
+        parts.append(f"record {request.record_id} named")
     return f"consent {match.consent_id} {match.path} ({'; '.join(parts)})"
 
 
@@ -411,6 +637,26 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         names = ", ".join(category_name(c) for c in request.sensitive_categories)
         return PolicyDecision(
             DENY, f"denied: no single provision names all sensitive categories of the record ({names})"
+        )
+
+    # Explain a permit that would apply but for its labels (it covers other data than this record's).
+    label_limited = [
+        m for consent in in_force for m in _consent_matches(consent, request, labels=False)
+        if m.provision.type == policy_pb2.PROVISION_TYPE_PERMIT
+    ]
+    if label_limited:
+        unnamed = [c for c in request.sensitive_categories
+                   if all(c not in m.provision.categories for m in label_limited)]
+        if unnamed:
+            return PolicyDecision(
+                DENY, f"denied: record category {category_name(unnamed[0])} is sensitive and no consent names it"
+            )
+        # The labels are not named: the reason reaches the practitioner, and a consent's labels say
+        # which sensitive data the patient has.
+        first = label_limited[0]
+        return PolicyDecision(
+            DENY, f"denied: consent {first.consent_id} {first.path} is limited to security labels this record "
+            "does not carry", first.consent_id, first.path,
         )
 
     for consent, why in not_in_force:

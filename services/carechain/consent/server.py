@@ -10,6 +10,13 @@ signed by this service for ``IdentityService.ReleaseDataKey``, which asks
 :meth:`ConsentServicer.CheckDecision` just before unwrapping the key, so a
 revocation committed after the decision still stops the release.
 
+Ledger privacy: a grant's policy is on the ledger only sealed under the
+ledger metadata key. :meth:`ConsentServicer.SealPolicy` validates and seals a
+policy for one consent id; the patient (or delegate) puts the sealed bytes
+into ``GrantConsent.sealed_policy`` and signs the transaction over them, so
+the signature covers exactly what the ledger stores. Ledger data is read
+through :class:`carechain.ledger.reader.VerifiedLedgerReader`.
+
 Delegates (guardians, proxies) registered by the patient on the ledger may
 sign grants and revocations for the patient. Break-glass windows are recorded
 on the ledger (``BreakGlassAccess``, signed by this service) at their first
@@ -46,18 +53,21 @@ from carechain.consent.policy import (
     decide,
     evaluate,
 )
-from carechain.consent.state import ConsentChange, ConsentState, RecordInfo
+from carechain.consent.state import ConsentChange, ConsentState, ListTransactions, RecordInfo
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
 from carechain.crypto import Signer
 from carechain.errors import (
     AlreadyExists,
     CareChainError,
     FailedPrecondition,
+    IntegrityError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unauthenticated,
 )
+from carechain.ledger.reader import VerifiedLedgerReader, configured_validators
+from carechain.ledger.sealing import LedgerSealer, metadata_sealer
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.network import DECISION_ISSUER_ID, TrustBundle, audience
@@ -73,6 +83,8 @@ Kind = common_pb2.PrincipalKind
 _CONSENT_CHANGE_EVENTS = uuid.UUID("5f0c3e8a-6a43-4f0e-9a35-0c6f2b9d7e11")
 # How often the consent service follows the ledger on its own, to audit directly submitted changes.
 FOLLOW_SECONDS = 1.0
+# How long a grant or revocation waits for its block to be certified in the verified state.
+COMMIT_VISIBLE_SECONDS = 10.0
 # submit(ledger_stub, tx) -> SubmitTransactionResponse; raises when the validator rejects tx.
 Submit = Callable[[Any, ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
 
@@ -105,8 +117,15 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         clock: Callable[[], float] = time.time,
         break_glass: BreakGlassRules | None = None,
         chain_id: str = "carechain-local",
+        sealer: LedgerSealer | None = None,
+        read_transactions: ListTransactions | None = None,
     ) -> None:
+        """sealer defaults to the state's; read_transactions (how sync reads the ledger) to
+        ``ledger.ListTransactions``. build() passes a VerifiedLedgerReader: production never
+        folds unverified ledger data."""
         self._auth = authenticator
+        self._sealer = sealer or state.sealer
+        self._read_transactions = read_transactions or ledger.ListTransactions
         self._break_glass = break_glass
         self._chain_id = chain_id
         self._state = state
@@ -123,7 +142,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
         Consent changes newly seen are audited (best effort here: see :meth:`audit_consent_changes`).
         """
-        self._state.sync(self._ledger.ListTransactions)
+        self._state.sync(self._read_transactions)
         try:
             self.audit_consent_changes()
         except Exception:  # noqa: BLE001 - the changes stay queued; the follower or the next sync retries
@@ -190,8 +209,58 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         response = self._submit(self._ledger, transaction)
         if not response.valid:  # the client raises for invalid ones; never trust that blindly
             raise FailedPrecondition(f"ledger rejected the transaction: {response.reason}")
+        # State holds only verified, quorum-certified blocks: wait until ours is in (read your writes,
+        # so a revocation this call confirms is seen by the next decision).
+        deadline = time.monotonic() + COMMIT_VISIBLE_SECONDS
         self.sync()
+        while self._state.cursor <= response.log_index and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.sync()
+        if self._state.cursor <= response.log_index:
+            log.warning("committed transaction not yet certified on the validator read",
+                        extra={"log_index": response.log_index})
         return response
+
+    def SealPolicy(
+        self, request: consent_pb2.SealPolicyRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.SealPolicyResponse:
+        """Check a policy against the consent rules, seal it and attest it (the only way to a valid grant)."""
+        caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
+        if not request.patient_id:
+            raise InvalidArgument("patient_id", "required")
+        consent_rules.require_uuid(request.consent_id, "consent_id")
+        if not request.HasField("policy"):
+            raise InvalidArgument("policy", "required")
+        consent_rules.validate_grant_policy(request.policy)
+        self.sync()
+        acts_for_patient = request.patient_id == caller.principal_id and caller.kind == Kind.PRINCIPAL_KIND_PATIENT
+        if not acts_for_patient and (
+            self._state.active_delegate(request.patient_id, caller.principal_id, self._now_ms()) is None
+        ):
+            raise PermissionDenied("a patient may only seal its own policies; a delegate its patients' while active")
+        if self._state.consent(request.consent_id) is not None:
+            raise AlreadyExists(f"consent {request.consent_id} already exists")
+        sealed = self._sealer.seal_policy(request.consent_id, request.patient_id, request.policy)
+        # The validators cannot open the policy: this signature tells them it passed the rules above.
+        attestation = consent_rules.attest_policy(
+            self._signer, self._chain_id, request.consent_id, request.patient_id, sealed
+        )
+        return consent_pb2.SealPolicyResponse(sealed_policy=sealed, policy_attestation=attestation)
+
+    def _open_grant(self, grant: ledger_pb2.GrantConsent) -> policy_pb2.ConsentPolicy:
+        """The policy sealed in a submitted grant (already checked by consent_rules.validate_grant), validated."""
+        field = "transaction.body.grant_consent"
+        try:
+            policy = self._sealer.open_policy(grant)
+        except IntegrityError as exc:
+            raise InvalidArgument(f"{field}.sealed_policy",
+                                  "does not open: seal the policy with SealPolicy for this consent id and patient"
+                                  ) from exc
+        if not consent_rules.policy_attested(grant, self._chain_id, self._signer.public_key_bytes()):
+            raise InvalidArgument(f"{field}.policy_attestation",
+                                  "not this service's attestation of sealed_policy (use SealPolicy's answer)")
+        consent_rules.validate_grant_policy(policy)  # named "policy", as in SealPolicyRequest
+        return policy
 
     def GrantConsent(
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
@@ -200,6 +269,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             request.transaction, request.HasField("transaction"), "grant_consent", context
         )
         consent_rules.validate_grant(grant, "transaction.body.grant_consent")
+        policy = self._open_grant(grant)
         self.sync()
         if self._state.consent(grant.consent_id) is not None:
             raise AlreadyExists(f"consent {grant.consent_id} already exists")
@@ -208,7 +278,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         record = self._state.consent(grant.consent_id) or consent_pb2.ConsentRecord(
             consent_id=grant.consent_id,
             patient_id=grant.patient_id,
-            policy=grant.policy,
+            policy=policy,
             status=consent_pb2.CONSENT_STATUS_ACTIVE,
             granted_log_index=response.log_index,
             granted_by=caller.principal_id,
@@ -251,6 +321,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             organization_id=signer.organization_id if signer is not None else "",
             patient_id=change.patient_id,
             reason=f"consent {change.consent_id} {verb} at log index {change.log_index}{by}",
+            consent_id=change.consent_id,
             event_id=str(uuid.uuid5(_CONSENT_CHANGE_EVENTS, f"{self._chain_id}/{change.log_index}")),
         )
         log.info(f"consent {verb}", extra={"consent_id": change.consent_id, "log_index": change.log_index})
@@ -468,6 +539,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             resource_type=record.resource_type,
             patient_organization_id=patient.organization_id if patient is not None else "",
             break_glass=break_glass,
+            record_author_id=record.author_id,
+            record_organization_id=record.organization_id,
         )
 
     def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:
@@ -560,9 +633,14 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    reader = VerifiedLedgerReader(
+        peers.ledger, settings.chain_id, trust,
+        configured_validators(settings.ledger_validators, settings.ledger_quorum),
+        timeout=settings.rpc_timeout_seconds, max_skew_ms=settings.tx_max_skew_ms,
+    )
     servicer = ConsentServicer(
         Authenticator(trust, audience("consent"), principal_status),
-        ConsentState(),
+        ConsentState(metadata_sealer(settings)),
         peers.ledger,
         AuditReporter(peers.audit, "consent"),
         signer,
@@ -571,6 +649,7 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
             settings.break_glass_specialty_set, int(settings.break_glass_window_seconds * 1000)
         ),
         chain_id=settings.chain_id,
+        read_transactions=reader.list_transactions,
     )
     # Rebuild state from the ledger now; if the ledger (or identity) is not up yet,
     # the first request catches up instead, since every RPC syncs first.

@@ -5,6 +5,15 @@ consents are folded from the committed transactions the validator marked
 valid, in log order (delegations and break-glass windows too). At start the whole log is replayed; afterwards
 :meth:`ConsentState.sync` reads only what was committed since the cursor, so a
 decision taken after a revocation was committed always sees it.
+
+The server reads through :class:`carechain.ledger.reader.VerifiedLedgerReader`
+(signatures, contract rules and quorum certificates checked before anything is
+folded). A record's metadata and a consent's policy are sealed on the ledger
+(:mod:`carechain.ledger.sealing`); they are opened here, and one that does not
+open or does not hold a policy meeting the consent rules
+(:func:`carechain.consent.rules.validate_grant_policy`) / at least one known
+category is not applied (deny by default). If the metadata key is unreachable, folding stops
+before the transaction (the error propagates; nothing is skipped).
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import BreakGlassWindow
-from carechain.consent.v1 import consent_pb2
-from carechain.errors import FailedPrecondition
+from carechain.consent.rules import validate_grant_policy
+from carechain.consent.v1 import consent_pb2, policy_pb2
+from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument
+from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
 
 log = logging.getLogger("carechain.consent.state")
@@ -26,6 +37,9 @@ log = logging.getLogger("carechain.consent.state")
 PAGE_SIZE = 500
 
 ListTransactions = Callable[[ledger_pb2.ListTransactionsRequest], ledger_pb2.ListTransactionsResponse]
+# What _open_sealed found: the opened payload, None (nothing sealed), or _UNOPENED (do not apply).
+Opened = ledger_pb2.RecordMetadata | policy_pb2.ConsentPolicy | object | None
+_UNOPENED = object()
 
 
 @dataclass(frozen=True)
@@ -67,12 +81,14 @@ class RecordInfo:
     erased: bool = False
     data_date_ms: int = 0  # clinical date, UTC day; 0 = none
     resource_type: str = ""
+    author_id: str = ""  # who wrote it (consent actor role AUT)
 
 
 class ConsentState:
     """Principals, records and consents as of a log position; safe for concurrent readers and syncs."""
 
-    def __init__(self) -> None:
+    def __init__(self, sealer: LedgerSealer) -> None:
+        self._sealer = sealer
         self._lock = threading.Lock()  # guards the maps and the cursor
         self._sync_lock = threading.Lock()  # one sync at a time, without blocking readers
         self._cursor = 0
@@ -88,6 +104,11 @@ class ConsentState:
         self._changes: list[ConsentChange] = []
 
     # --- reading -------------------------------------------------------------
+
+    @property
+    def sealer(self) -> LedgerSealer:
+        """What opens the sealed payloads this state folds."""
+        return self._sealer
 
     @property
     def cursor(self) -> int:
@@ -155,6 +176,18 @@ class ConsentState:
 
     def apply(self, logged: ledger_pb2.LoggedTransaction) -> None:
         """Fold one committed transaction (in log order); invalid transactions only move the cursor."""
+        body: ledger_pb2.TransactionBody | None = None
+        opened: Opened = None
+        if logged.result.valid:
+            body = ledger_pb2.TransactionBody()
+            try:
+                body.ParseFromString(logged.transaction.body)
+            except Exception:  # noqa: BLE001 - a valid transaction always parses; never stop folding
+                log.warning("unparseable transaction body skipped", extra={"log_index": logged.log_index})
+                body = None
+            if body is not None:
+                # Before the cursor moves: if the key is unreachable this raises and nothing is skipped.
+                opened = self._open_sealed(body, logged.log_index)
         with self._lock:
             if logged.log_index < self._cursor:
                 return  # already applied (overlapping pages)
@@ -163,17 +196,33 @@ class ConsentState:
                     f"ledger skipped log indices {self._cursor}..{logged.log_index - 1}; cannot derive consent state"
                 )
             self._cursor = logged.log_index + 1
-            if not logged.result.valid:
-                return
-            body = ledger_pb2.TransactionBody()
-            try:
-                body.ParseFromString(logged.transaction.body)
-            except Exception:  # noqa: BLE001 - a valid transaction always parses; never stop folding
-                log.warning("unparseable transaction body skipped", extra={"log_index": logged.log_index})
-                return
-            self._apply_body(body, logged.log_index)
+            if body is not None and opened is not _UNOPENED:
+                self._apply_body(body, logged.log_index, opened)
 
-    def _apply_body(self, body: ledger_pb2.TransactionBody, log_index: int) -> None:
+    def _open_sealed(self, body: ledger_pb2.TransactionBody, log_index: int) -> Opened:
+        """The sealed payload of a RegisterRecord or GrantConsent, opened and checked; _UNOPENED if unusable."""
+        kind = body.WhichOneof("payload")
+        try:
+            if kind == "register_record":
+                metadata = self._sealer.open_record(body.register_record)
+                known = common_pb2.SensitivityCategory.values()
+                if not metadata.categories or any(
+                    c == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or c not in known for c in metadata.categories
+                ):
+                    raise IntegrityError("sealed record metadata has no or unknown categories")
+                return metadata
+            if kind == "grant_consent":
+                policy = self._sealer.open_policy(body.grant_consent)
+                validate_grant_policy(policy)  # the rules SealPolicy attested, re-checked on what is applied
+                return policy
+        except (IntegrityError, InvalidArgument) as exc:
+            # Not sealed by a holder of the metadata key for this transaction, or not a usable payload.
+            log.warning("sealed ledger payload not applied",
+                        extra={"log_index": log_index, "kind": kind, "reason": type(exc).__name__})
+            return _UNOPENED
+        return None
+
+    def _apply_body(self, body: ledger_pb2.TransactionBody, log_index: int, opened: Opened) -> None:
         kind = body.WhichOneof("payload")
         if kind == "register_principal":
             p = body.register_principal
@@ -184,17 +233,19 @@ class ConsentState:
                 self._principals[principal.principal_id] = replace(principal, active=False)
         elif kind == "register_record":
             r = body.register_record
+            assert isinstance(opened, ledger_pb2.RecordMetadata)
             previous = self._records.get(r.record_id)
             self._records[r.record_id] = RecordInfo(
                 r.record_id,
                 r.patient_id,
                 r.organization_id,
-                tuple(r.categories),
+                tuple(opened.categories),
                 log_index,
                 # A new version of a crypto-shredded record cannot be read either.
                 erased=previous.erased if previous is not None else False,
-                data_date_ms=r.data_date_ms,
-                resource_type=r.resource_type,
+                data_date_ms=opened.data_date_ms,
+                resource_type=opened.resource_type,
+                author_id=opened.author_id,
             )
         elif kind == "erase_records":
             e = body.erase_records
@@ -205,12 +256,13 @@ class ConsentState:
                     self._records[record_id] = replace(record, erased=True)
         elif kind == "grant_consent":
             g = body.grant_consent
+            assert isinstance(opened, policy_pb2.ConsentPolicy)
             if g.consent_id in self._consents:
                 return  # a consent id is granted once
             self._consents[g.consent_id] = consent_pb2.ConsentRecord(
                 consent_id=g.consent_id,
                 patient_id=g.patient_id,
-                policy=g.policy,
+                policy=opened,
                 status=consent_pb2.CONSENT_STATUS_ACTIVE,
                 granted_log_index=log_index,
                 granted_at_ms=body.created_at_ms,
@@ -255,8 +307,9 @@ class ConsentState:
     def sync(self, list_transactions: ListTransactions) -> int:
         """Apply everything committed since the cursor, page by page; returns the new cursor.
 
-        list_transactions is LedgerService.ListTransactions (a stub method). Errors
-        reaching the ledger propagate, so callers fail closed.
+        list_transactions is VerifiedLedgerReader.list_transactions (or, in tests,
+        a LedgerService.ListTransactions stub method). Errors reaching the ledger
+        or the metadata key, and verification failures, propagate, so callers fail closed.
         """
         with self._sync_lock:
             while True:

@@ -95,6 +95,8 @@ class BackendStack:
         }
         if service == "identity":
             env["CARECHAIN_KEY_BACKEND"] = "vault"
+        elif service in ("records", "consent"):
+            env["CARECHAIN_LEDGER_METADATA_KEY_BACKEND"] = "vault"  # the Transit key only they may use
         elif service == "storage":
             env.update(self.minio.settings_env())
         elif service == "ledger":

@@ -53,7 +53,7 @@ class ConsentState:
 
     consent_id: str
     patient_id: str
-    policy: bytes  # deterministic encoding of the ConsentPolicy
+    policy: bytes  # deterministic encoding of the SealedData holding the ConsentPolicy
     status: str
     log_index: int
     revoked_log_index: int | None = None

@@ -87,6 +87,12 @@ def _enum_defined(enum: object, value: int) -> bool:
     return True
 
 
+def _require_sealed(sealed: ledger_pb2.SealedData | None, field: str) -> None:
+    """The shape of a sealed payload (its content is for the key holders to check)."""
+    if sealed is None or not sealed.key_name or not sealed.wrapped_key or not sealed.ciphertext:
+        raise Rejected(f"{field}: required (key_name, wrapped_key and ciphertext)")
+
+
 @dataclass(frozen=True)
 class Envelope:
     """An authenticated transaction: its decoded body, signer and the block (ordering) time."""
@@ -233,27 +239,19 @@ class Validator:
             raise Rejected("register_record.record_id: already registered")
         patient = self._patient(state, r.patient_id, "register_record.patient_id")
         self._organization(state, r.organization_id, "register_record.organization_id")
-        # Organisation scope: an organisation writes only for the patients it registered, and a
-        # practitioner only for its own organisation (records signs, so the author is named here).
+        # Organisation scope: an organisation writes only for the patients it registered. The author is
+        # sealed with the clinical metadata (validators cannot see it): svc-records, the only signer,
+        # names the authenticated (not deactivated) caller and the caller's organisation as
+        # organization_id, so the author is always that organisation or one of its practitioners.
         if patient.organization_id != r.organization_id:
             raise _not_permitted("an organization registers records only for its own patients")
-        author = state.principal(r.author_id) if r.author_id else None
-        if author is None or not author.active or author.kind not in (
-            Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_ORGANIZATION
-        ):
-            raise Rejected("register_record.author_id: not an active registered practitioner or organization")
-        author_org = author.principal_id if author.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else author.organization_id
-        if author_org != r.organization_id:
-            raise _not_permitted("the author writes only for its own organization")
         if not _HEX64.fullmatch(r.content_sha256):
             raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
-        if not r.categories:
-            raise Rejected("register_record.categories: at least one category is required")
-        for category in r.categories:
-            if category == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or not _enum_defined(
-                common_pb2.SensitivityCategory, category
-            ):
-                raise Rejected("register_record.categories: unspecified or unknown category")
+        # Ledger privacy: clinical metadata only sealed (validators cannot open it; consumers check it).
+        if r.resource_type or r.categories or r.data_date_ms or r.author_id:
+            raise Rejected("register_record: resource_type, categories, data_date_ms and author_id must be "
+                           "sealed in sealed_metadata, not in clear")
+        _require_sealed(r.sealed_metadata if r.HasField("sealed_metadata") else None, "register_record.sealed_metadata")
         state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
 
     def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
@@ -267,8 +265,13 @@ class Validator:
             raise Rejected(exc.message) from exc
         if state.consent(g.consent_id) is not None:
             raise Rejected("grant_consent.consent_id: already exists")
+        # Ledger privacy: validators never see the policy. The consent service checked it against the
+        # consent rules before sealing it and signed that (SealPolicy); a grant whose sealed policy it
+        # did not attest (e.g. submitted straight to the ledger) is invalid.
+        if not consent_rules.policy_attested(g, self.chain_id, self.trust.key(CONSENT)):
+            raise _not_permitted(f"the sealed policy is not attested by {CONSENT} (seal it with SealPolicy)")
         state.put_consent(
-            ConsentState(g.consent_id, g.patient_id, transactions.encode(g.policy), CONSENT_ACTIVE, log_index)
+            ConsentState(g.consent_id, g.patient_id, transactions.encode(g.sealed_policy), CONSENT_ACTIVE, log_index)
         )
 
     def _revoke_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:

@@ -1,53 +1,147 @@
 """FHIR R4 resource validation for the records gateway.
 
-Resources are validated with the ``fhir.resources`` models (its R4B package: FHIR
-4.3, the R4 technical correction whose resources read R4 JSON unchanged). Error
-messages name the field and the problem but never echo field values, which may
-be PHI.
+What is labelled is what is stored, so the bytes are read strictly before any
+model sees them: UTF-8 without a byte order mark, JSON with no duplicate keys,
+no NaN/Infinity, and nesting at most :data:`MAX_DEPTH` deep. Then the
+``fhir.resources`` models (its R4B package: FHIR 4.3, the R4 technical
+correction whose resources read R4 JSON unchanged) check the structure, and
+this module checks what they do not: every required code binding (status,
+gender, intent, ... of every element, :func:`_check_bindings`), a few base
+invariants (ele-1 no empty values, att-1, per-1, txt-2 narrative), and that
+the resource is about the record's patient (every R4 Patient-compartment type,
+:data:`PATIENT_REFERENCE_FIELDS`).
+
+Error messages name the field and the problem but never echo field values,
+which may be PHI; no exception that carries a value is chained to them (so no
+stack trace exported as a span event carries one either).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import importlib
 import json
+import pkgutil
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from carechain.errors import InvalidArgument
 
 FIELD = "resource_json"
+# Deepest nesting of JSON objects and arrays accepted (a Questionnaire-style item tree of ~30 levels fits).
+MAX_DEPTH = 64
 
-# Where each resource type points at its patient (FHIR R4 compartment definition, Patient).
+# Where each resource type points at its patient: the element paths of the FHIR R4 Patient compartment
+# definition (CompartmentDefinition/patient, the parameter that names the subject). A path with "[]"
+# may hold several references (participants, targets): one must be the patient and none another patient.
 PATIENT_REFERENCE_FIELDS: dict[str, str] = {
+    "Account": "subject[]",
+    "AdverseEvent": "subject",
     "AllergyIntolerance": "patient",
+    "Appointment": "participant.actor[]",
+    "AppointmentResponse": "actor",
+    "Basic": "subject",
+    "BodyStructure": "patient",
     "CarePlan": "subject",
     "CareTeam": "subject",
+    "ChargeItem": "subject",
     "Claim": "patient",
+    "ClaimResponse": "patient",
+    "ClinicalImpression": "subject",
+    "Communication": "subject",
+    "CommunicationRequest": "subject",
+    "Composition": "subject",
     "Condition": "subject",
     "Consent": "patient",
     "Coverage": "beneficiary",
+    "CoverageEligibilityRequest": "patient",
+    "CoverageEligibilityResponse": "patient",
+    "DetectedIssue": "patient",
     "Device": "patient",
+    "DeviceRequest": "subject",
+    "DeviceUseStatement": "subject",
     "DiagnosticReport": "subject",
+    "DocumentManifest": "subject",
     "DocumentReference": "subject",
     "Encounter": "subject",
+    "EnrollmentRequest": "candidate",
+    "EpisodeOfCare": "patient",
     "ExplanationOfBenefit": "patient",
     "FamilyMemberHistory": "patient",
+    "Flag": "subject",
     "Goal": "subject",
     "ImagingStudy": "subject",
     "Immunization": "patient",
+    "ImmunizationEvaluation": "patient",
+    "ImmunizationRecommendation": "patient",
+    "Invoice": "subject",
+    "List": "subject",
+    "MeasureReport": "subject",
+    "Media": "subject",
     "MedicationAdministration": "subject",
+    "MedicationDispense": "subject",
     "MedicationRequest": "subject",
     "MedicationStatement": "subject",
+    "MolecularSequence": "patient",
+    "NutritionOrder": "patient",
     "Observation": "subject",
     "Procedure": "subject",
+    "Provenance": "target[]",
     "QuestionnaireResponse": "subject",
+    "RelatedPerson": "patient",
+    "RequestGroup": "subject",
+    "ResearchSubject": "individual",
+    "RiskAssessment": "subject",
+    "Schedule": "actor[]",
     "ServiceRequest": "subject",
     "Specimen": "subject",
+    "SupplyDelivery": "patient",
+    "SupplyRequest": "deliverTo",
+    "VisionPrescription": "patient",
+}
+
+# Required bindings whose fhir.resources enum list ends in "+" (the spec lists the codes in a
+# hierarchy): the full R4 value sets.
+_FULL_VALUE_SETS: dict[tuple[str, str], frozenset[str]] = {
+    **{(model, "status"): frozenset({
+        "registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"})
+       for model in ("Observation", "DetectedIssue", "RiskAssessment")},
+    ("DiagnosticReport", "status"): frozenset({
+        "registered", "partial", "preliminary", "final", "amended", "corrected", "appended", "cancelled",
+        "entered-in-error", "unknown"}),
+    **{(model, "status"): frozenset({
+        "planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "entered-in-error",
+        "unknown"}) for model in ("Encounter", "EncounterStatusHistory")},
+    ("DeviceUseStatement", "status"): frozenset({
+        "active", "completed", "entered-in-error", "intended", "stopped", "on-hold"}),
+    ("DeviceUdiCarrier", "entryType"): frozenset({"barcode", "rfid", "manual", "card", "self-reported", "unknown"}),
+    ("SupplyRequest", "status"): frozenset({
+        "draft", "active", "suspended", "cancelled", "completed", "entered-in-error", "unknown"}),
+    ("Task", "status"): frozenset({
+        "draft", "requested", "received", "accepted", "rejected", "ready", "cancelled", "in-progress", "on-hold",
+        "failed", "completed", "entered-in-error"}),
+    ("QuestionnaireItem", "type"): frozenset({
+        "group", "display", "boolean", "decimal", "integer", "date", "dateTime", "time", "string", "text", "url",
+        "choice", "open-choice", "attachment", "reference", "quantity"}),
+}
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+# pydantic error types, in words: messages are built from the location and the type only, never the input.
+_ERROR_WORDS = {
+    "missing": "is required", "extra_forbidden": "is not an element of this resource",
+    "value_error": "is not a valid value", "assertion_error": "breaks a FHIR rule",
+    "string_type": "must be a string", "list_type": "must be an array", "model_type": "must be an object",
+    "dict_type": "must be an object", "bool_type": "must be true or false", "int_type": "must be an integer",
+    "string_pattern_mismatch": "does not match the FHIR format", "string_too_short": "must not be empty",
+    "decimal_type": "must be a number", "float_type": "must be a number",
 }
 
 
@@ -60,9 +154,68 @@ class ValidatedResource:
 
 
 def _describe(error: ValidationError) -> str:
-    first = error.errors(include_input=False, include_url=False)[0]
+    """The first problem as "location: what is wrong", from pydantic's loc and type (never its input or msg)."""
+    first = error.errors(include_input=False, include_url=False, include_context=False)[0]
     location = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
-    return f"{location or 'resource'}: {first.get('msg', 'invalid')}"
+    kind = str(first.get("type", ""))
+    return f"{location or 'resource'}: {_ERROR_WORDS.get(kind, 'is not valid (' + kind + ')')}"
+
+
+@functools.cache
+def _element_names() -> frozenset[str]:
+    """Every element name of every R4B model (JSON keys that are safe to name in an error)."""
+    import fhir.resources.R4B as package
+
+    names = {"resourceType"}
+    for module_info in pkgutil.iter_modules(package.__path__):
+        if module_info.name.startswith(("fhirtypes", "tests")):
+            continue
+        try:
+            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        except ImportError:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__:
+                for name, info in value.model_fields.items():
+                    alias = info.alias or name
+                    names.update((alias, f"_{alias}"))
+    return frozenset(names)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice would let the labeller and a reader see different values."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            name = f" {key!r}" if key in _element_names() else ""  # a FHIR element name, never free text
+            raise InvalidArgument(FIELD, f"has a duplicate JSON key{name}: every key must appear once per object")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidArgument(FIELD, f"has {name}, which is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON of a resource: UTF-8, no BOM, no duplicate keys, nesting at most MAX_DEPTH; else InvalidArgument."""
+    if raw.startswith(_BOMS):
+        raise InvalidArgument(FIELD, "starts with a byte order mark; send UTF-8 JSON without one")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(FIELD, f"is not UTF-8 (invalid byte at position {exc.start})") from None
+    depth = deepest = 0
+    for bracket in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise InvalidArgument(FIELD, f"nests {deepest} levels deep; the limit is {MAX_DEPTH}")
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        position = getattr(exc, "pos", 0)
+        raise InvalidArgument(FIELD, f"is not valid JSON ({type(exc).__name__} at position {position})") from None
 
 
 def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> ValidatedResource:
@@ -71,11 +224,7 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
         raise InvalidArgument(FIELD, "is empty")
     if len(raw) > max_bytes:
         raise InvalidArgument(FIELD, f"is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        content = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        position = getattr(exc, "pos", 0)
-        raise InvalidArgument(FIELD, f"is not valid JSON ({type(exc).__name__} at position {position})") from exc
+    content = parse_json(raw)
     if not isinstance(content, dict):
         raise InvalidArgument(FIELD, "must be a JSON object")
     resource_type = content.get("resourceType")
@@ -90,30 +239,136 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
         raise InvalidArgument(
             f"{FIELD}.resourceType", f"unknown or unsupported FHIR R4 resource type {resource_type!r}"
         )
+    if resource_type != "Patient" and resource_type not in PATIENT_REFERENCE_FIELDS:
+        raise InvalidArgument(f"{FIELD}.resourceType", f"{resource_type} is not patient data")
+    _check_no_empty_values(content, FIELD)
     try:
-        model.model_validate(content)
+        instance = model.model_validate(content)
     except ValidationError as exc:
-        raise InvalidArgument(FIELD, f"not a valid {resource_type}: {_describe(exc)}") from exc
-    except (ValueError, TypeError) as exc:
-        raise InvalidArgument(FIELD, f"not a valid {resource_type}") from exc
+        problem = _describe(exc)  # built before the exception (which holds the input) is dropped
+        raise InvalidArgument(FIELD, f"not a valid {resource_type}: {problem}") from None
+    except (ValueError, TypeError, RecursionError):
+        raise InvalidArgument(FIELD, f"not a valid {resource_type}") from None
+    _check_bindings(instance, FIELD)
+    _check_invariants(content, FIELD)
     _check_patient(resource_type, content, fhir_patient_id)
     return ValidatedResource(resource_type, content)
 
 
+def _check_no_empty_values(node: Any, path: str, nulls_allowed: bool = False) -> None:
+    """FHIR JSON ele-1: no empty object, array or string; null only in arrays paired with a ``_name`` array."""
+    if isinstance(node, dict):
+        if not node:
+            raise InvalidArgument(path, "is an empty object (FHIR ele-1: leave the element out)")
+        for key, value in node.items():
+            if value is None:
+                raise InvalidArgument(f"{path}.{key}", "is null (FHIR JSON: leave the element out)")
+            # ["a", null] with "_given": [null, {...}] is how FHIR JSON keeps extensions of array items.
+            paired = key.startswith("_") or f"_{key}" in node
+            _check_no_empty_values(value, f"{path}.{key}", paired)
+    elif isinstance(node, list):
+        if not node:
+            raise InvalidArgument(path, "is an empty array (FHIR ele-1: leave the element out)")
+        for i, item in enumerate(node):
+            if item is None and not nulls_allowed:
+                raise InvalidArgument(f"{path}[{i}]", "is null")
+            if item is not None:
+                _check_no_empty_values(item, f"{path}[{i}]")
+    elif node == "":
+        raise InvalidArgument(path, "is an empty string (FHIR: a value must have content)")
+
+
+def _check_bindings(instance: BaseModel, path: str) -> None:
+    """Every code element with a required binding holds a code of its value set (the models do not check)."""
+    model = type(instance)
+    for name, info in model.model_fields.items():
+        value = getattr(instance, name, None)
+        if value is None:
+            continue
+        element = f"{path}.{info.alias or name}"
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        allowed = extra.get("enum_values")
+        if allowed:
+            codes = _FULL_VALUE_SETS.get((model.__name__.removesuffix("Type"), info.alias or name))
+            if codes is None and "+" not in allowed:
+                codes = frozenset(allowed)
+            for i, code in enumerate(value if isinstance(value, list) else [value]):
+                if codes is not None and isinstance(code, str) and code not in codes:
+                    where = f"{element}[{i}]" if isinstance(value, list) else element
+                    raise InvalidArgument(where, "is not a code of its required value set")
+        for i, child in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(child, BaseModel):
+                _check_bindings(child, f"{element}[{i}]" if isinstance(value, list) else element)
+
+
+def _check_invariants(node: Any, path: str) -> None:
+    """Base invariants the models leave out: att-1 (data needs contentType), per-1 (start <= end), txt-2."""
+    if isinstance(node, dict):
+        if "data" in node and "contentType" not in node and isinstance(node.get("data"), str):
+            raise InvalidArgument(f"{path}.contentType", "is required when an attachment has data (FHIR att-1)")
+        start, end = node.get("start"), node.get("end")
+        if isinstance(start, str) and isinstance(end, str):
+            try:
+                if fhir_time_range(start)[0] > fhir_time_range(end)[1]:
+                    raise InvalidArgument(f"{path}.end", "is before start (FHIR per-1)")
+            except ValueError:
+                pass  # not dates (e.g. Range, Sequence coordinates); the model checked their type
+        div = node.get("div")
+        if isinstance(div, str) and path.endswith(".text") and not div.lstrip().startswith("<div"):
+            raise InvalidArgument(f"{path}.div", "must be an XHTML div element (FHIR txt-1, txt-2)")
+        for key, value in node.items():
+            _check_invariants(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_invariants(item, f"{path}[{i}]")
+
+
+def _references(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every (path, Reference.reference) in a tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                yield f"{path}.reference", value
+            else:
+                yield from _references(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _references(item, f"{path}[{i}]")
+
+
+def _at(node: Any, steps: list[str]) -> Iterator[Any]:
+    """The values at a dotted element path, through arrays."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _at(item, steps)
+    elif not steps:
+        yield node
+    elif isinstance(node, dict) and steps[0] in node:
+        yield from _at(node[steps[0]], steps[1:])
+
+
 def _check_patient(resource_type: str, content: dict[str, Any], fhir_patient_id: str) -> None:
-    """The resource must be about this patient."""
+    """The resource must be about this patient, and name no other patient anywhere."""
+    own = (f"Patient/{fhir_patient_id}", f"urn:uuid:{fhir_patient_id}")
+    for where, target in _references(content, FIELD):
+        if target.startswith("Patient/") and target not in own:
+            raise InvalidArgument(where, "references another patient than the record's")
     if resource_type == "Patient":
         if content.get("id") != fhir_patient_id:
             raise InvalidArgument(f"{FIELD}.id", "does not match the patient's FHIR id")
         return
-    field = PATIENT_REFERENCE_FIELDS.get(resource_type)
-    if field is None:
-        raise InvalidArgument(f"{FIELD}.resourceType", f"{resource_type} is not patient data")
-    reference = content.get(field)
-    target = reference.get("reference") if isinstance(reference, dict) else None
-    if not isinstance(target, str) or not target:
+    spec = PATIENT_REFERENCE_FIELDS[resource_type]
+    field = spec.removesuffix("[]")
+    targets = [
+        ref.get("reference") for ref in _at(content, field.split(".")) if isinstance(ref, dict)
+    ]
+    targets = [t for t in targets if isinstance(t, str) and t]
+    if not targets:
         raise InvalidArgument(f"{FIELD}.{field}.reference", "missing patient reference")
-    if target not in (f"Patient/{fhir_patient_id}", f"urn:uuid:{fhir_patient_id}"):
+    if spec.endswith("[]"):
+        if not any(t in own for t in targets):
+            raise InvalidArgument(f"{FIELD}.{field}.reference", "does not reference the record's patient")
+    elif any(t not in own for t in targets):
         raise InvalidArgument(f"{FIELD}.{field}.reference", "does not reference the record's patient")
 
 

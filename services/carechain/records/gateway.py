@@ -4,19 +4,29 @@ Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
 binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 -> signed RegisterRecord on the ledger (the commit point: a record exists once
 it is on the ledger, and by then its key, blob and audit event are durable).
+The RegisterRecord carries resource type, categories, clinical date and author
+only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
-Read: ledger entry -> consent decision -> (deny: audit, PERMISSION_DENIED) ->
-data key released against the decision token (identity re-checks it with
-consent) -> ciphertext, hash checked against the ledger -> decrypt -> audit
-(fail closed; a break-glass read is audited with ``alert``) -> resource.
+Read: ledger entry (its sealed metadata opened: that also proves the entry was
+written by a holder of the metadata key, not made up by a validator) -> consent
+decision for the requested action (ACCESS, or DISCLOSE to a third party; an
+explicit break-glass request with its reason) -> (deny: audit, PERMISSION_DENIED) -> data key
+released against the decision token (identity re-checks it with consent) ->
+ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
+a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
+resource, with the 42 CFR 2.32 notice and labels for a Part 2 record. A read
+that fails after the record is known (consent unreachable, key release
+refused, storage or integrity failure) is audited as failed before the error
+goes back, so no failed read goes unrecorded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -25,15 +35,18 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
+from carechain.consent.policy import PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
 from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
-from carechain.errors import DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger import client as ledger_client
+from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.fhir import clinical_date_ms, validate_resource
+from carechain.security_labels import security_labels
 from carechain.sensitivity import categorize
 from carechain.storage.v1 import storage_pb2
 
@@ -78,13 +91,50 @@ class ReadRecord:
     decision_id: str
     break_glass: bool = False  # permitted by break-glass, not by consent
     break_glass_expires_at_ms: int = 0
+    redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
+    handling_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record (Part 2)
+    labelled_resource_json: bytes = b""  # the resource with handling_labels in meta.security (Part 2 only)
+
+
+# The actions a read may ask consent for, and how each is audited.
+READ_ACTIONS = {
+    common_pb2.CONSENT_ACTION_ACCESS: Action.AUDIT_ACTION_READ,
+    common_pb2.CONSENT_ACTION_DISCLOSE: Action.AUDIT_ACTION_DISCLOSE,
+}
+
+
+def handling_label_codings(labels: tuple[str, ...]) -> list[dict[str, str]]:
+    """Handling labels given as "<system>|<code>" (e.g. the Part 2 ones) as FHIR Codings."""
+    return [dict(zip(("system", "code"), label.rsplit("|", 1), strict=True)) for label in labels]
+
+
+def with_security_labels(resource_json: bytes, labels: list[dict[str, str]]) -> bytes:
+    """The FHIR resource with labels (FHIR Codings) added to meta.security, as compact JSON."""
+    resource = json.loads(resource_json)
+    security = resource.setdefault("meta", {}).setdefault("security", [])
+    present = {(s.get("system"), s.get("code")) for s in security}
+    for label in labels:
+        if (label["system"], label["code"]) not in present:
+            security.append(label)
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _status_name(exc: Exception) -> str:
+    """The gRPC status of a peer's failure, for an audit reason (never the peer's message)."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code().name  # type: ignore[attr-defined]
+    if isinstance(exc, CareChainError):
+        return exc.code.name
+    return type(exc).__name__
 
 
 class RecordsGateway:
     """Orchestrates identity, storage, ledger, consent and audit for record writes and reads."""
 
-    def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int) -> None:
+    def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int,
+                 sealer: LedgerSealer) -> None:
         self._peers = peers
+        self._sealer = sealer
         self._signer = signer
         self._chain_id = chain_id
         self._max_record_bytes = max_record_bytes
@@ -120,17 +170,21 @@ class RecordsGateway:
             record_id=record_id,
             patient_id=patient_id,
             organization_id=organization_id,
-            author_id=caller.principal_id,
-            resource_type=resource.resource_type,
-            categories=categories,
             content_sha256=content_sha256,
             content_size=len(ciphertext),
             key_name=data_key.key_ref.key_name,
             key_version=data_key.key_ref.key_version,
             version=RECORD_VERSION,
+        )
+        # Ledger privacy: what consent needs about the content goes on the ledger only sealed.
+        metadata = ledger_pb2.RecordMetadata(
+            resource_type=resource.resource_type,
+            categories=categories,
             # Day precision only: what consent data periods need, and less identifying than a timestamp.
             data_date_ms=clinical_date_ms(resource.content),
+            author_id=caller.principal_id,
         )
+        registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
         tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
         audit_fields = {
             "actor_id": caller.principal_id,
@@ -173,61 +227,104 @@ class RecordsGateway:
     # --- read ------------------------------------------------------------
 
     def get_record(
-        self, caller: Caller, record_id: str, purpose: int, break_glass: bool = False, break_glass_reason: str = ""
+        self,
+        caller: Caller,
+        record_id: str,
+        purpose: int,
+        action: int = common_pb2.CONSENT_ACTION_ACCESS,
+        break_glass: bool = False,
+        break_glass_reason: str = "",
     ) -> ReadRecord:
-        """Return a record's exact bytes if consent (or an explicit break-glass) permits; audit either way."""
+        """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way."""
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
             raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        action = action or common_pb2.CONSENT_ACTION_ACCESS
+        if action not in READ_ACTIONS:
+            raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
+        audit_action = READ_ACTIONS[action]
         validate_break_glass_request(break_glass, break_glass_reason)
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
         record = entry.record
+        if record.record_id != record_id:
+            raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
+        try:
+            metadata = self._sealer.open_record(record)
+        except IntegrityError as exc:
+            # Only the records service seals metadata: an entry that does not open was not written by it.
+            raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
         audit_fields = {
             "actor_id": caller.principal_id,
             "organization_id": organization_of(caller),
             "patient_id": record.patient_id,
             "record_id": record_id,
             "purpose": purpose,
-            "resource_type": record.resource_type,
-            "categories": list(record.categories),
+            "resource_type": metadata.resource_type,
+            "categories": list(metadata.categories),
         }
-        decision = self._peers.consent.Decide(
-            consent_pb2.DecideRequest(
-                actor_id=caller.principal_id,
-                record_id=record_id,
-                purpose=purpose,
-                action=common_pb2.CONSENT_ACTION_ACCESS,
-                break_glass=break_glass,
-                break_glass_reason=break_glass_reason,
+        try:
+            decision = self._peers.consent.Decide(
+                consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
+                                          action=action,  # type: ignore[arg-type]
+                                          break_glass=break_glass, break_glass_reason=break_glass_reason)
             )
-        )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
+            raise
         # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
-            self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_DENIED,
-                               reason=asked + decision.reason, **audit_fields)
+            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=asked + decision.reason,
+                               **audit_fields)
             raise PermissionDenied(decision.reason or "denied by consent")
 
-        key = self._peers.identity.ReleaseDataKey(
-            identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
-        )
+        try:
+            key = self._peers.identity.ReleaseDataKey(
+                identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
+            )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
+            raise
+        try:
+            plaintext = self._decrypt(record, key.plaintext_key)
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
+            raise
+        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
+        self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
+                           alert=decision.break_glass, **audit_fields)
+        read = ReadRecord(record_id, plaintext, list(metadata.categories), record.patient_id, metadata.resource_type,
+                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms)
+        if not is_part2(metadata.categories):
+            return read
+        return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,
+                       labelled_resource_json=with_security_labels(plaintext, [
+                           *security_labels(metadata.categories, with_confidentiality=True),
+                           *handling_label_codings(PART2_SECURITY_LABELS)]))
+
+    def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
+        """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""
         chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
         ciphertext = b"".join(chunk.data for chunk in chunks)
         if not same(sha256_hex(ciphertext), record.content_sha256):
-            raise DataLoss(f"record {record_id}: stored ciphertext does not match the ledger hash")
+            raise DataLoss(f"record {record.record_id}: stored ciphertext does not match the ledger hash")
         try:
-            plaintext = open_sealed(
-                key.plaintext_key, ciphertext, record_associated_data(record_id, record.patient_id, record.version)
+            return open_sealed(
+                data_key, ciphertext, record_associated_data(record.record_id, record.patient_id, record.version)
             )
         except IntegrityError as exc:
-            raise DataLoss(f"record {record_id}: ciphertext failed authentication") from exc
-        # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
-        self._audit.report(Action.AUDIT_ACTION_READ, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
-                           alert=decision.break_glass, **audit_fields)
-        return ReadRecord(record_id, plaintext, list(record.categories), record.patient_id, record.resource_type,
-                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms)
+            raise DataLoss(f"record {record.record_id}: ciphertext failed authentication") from exc
+
+    def _report_failed_read(self, action: int, audit_fields: dict[str, Any], what: str, exc: Exception) -> None:
+        """Best effort: audit a read that failed after the record was known (the original error still wins)."""
+        status = _status_name(exc)
+        outcome = Outcome.AUDIT_OUTCOME_DENIED if status == "PERMISSION_DENIED" else Outcome.AUDIT_OUTCOME_FAILED
+        try:
+            self._audit.report(action, outcome, reason=f"{what} ({status})", **audit_fields)
+        except Exception:  # noqa: BLE001 - the caller must see the original error
+            log.warning("could not audit a failed read", extra={"record_id": audit_fields["record_id"]})
 
 
 def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:

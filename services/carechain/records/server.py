@@ -9,11 +9,14 @@ import grpc
 
 from carechain.auth import Authenticator, Kind
 from carechain.clients import service_peers
+from carechain.common.v1 import common_pb2
 from carechain.config import RecordsSettings
+from carechain.ledger.sealing import metadata_sealer
 from carechain.network import TrustBundle, audience
 from carechain.principal_status import PrincipalStatus
-from carechain.records.gateway import RecordsGateway
+from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
+from carechain.security_labels import security_label_messages
 from carechain.server import Register, run_service
 from carechain.vault import service_signer
 
@@ -36,12 +39,13 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             categories=stored.categories,
             content_sha256=stored.content_sha256,
             ledger_log_index=stored.log_index,
+            security_labels=security_label_messages(stored.categories),
         )
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
         caller = self._auth.require(context, Kind.PRINCIPAL_KIND_PRACTITIONER)
         record = self._gateway.get_record(
-            caller, request.record_id, request.purpose, request.break_glass, request.break_glass_reason
+            caller, request.record_id, request.purpose, request.action, request.break_glass, request.break_glass_reason
         )
         return records_pb2.GetRecordResponse(
             record_id=record.record_id,
@@ -52,6 +56,10 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             decision_id=record.decision_id,
             break_glass=record.break_glass,
             break_glass_expires_at_ms=record.break_glass_expires_at_ms,
+            redisclosure_notice=record.redisclosure_notice,
+            security_labels=[*security_label_messages(record.categories),
+                             *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
+            labelled_resource_json=record.labelled_resource_json,
         )
 
 
@@ -60,7 +68,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes)
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings))
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status))
 

@@ -19,6 +19,7 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_RELEASE_KEY: _ClassVar[AuditAction]
     AUDIT_ACTION_REGISTER: _ClassVar[AuditAction]
     AUDIT_ACTION_REVIEW: _ClassVar[AuditAction]
+    AUDIT_ACTION_DISCLOSE: _ClassVar[AuditAction]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ AUDIT_ACTION_DECIDE: AuditAction
 AUDIT_ACTION_RELEASE_KEY: AuditAction
 AUDIT_ACTION_REGISTER: AuditAction
 AUDIT_ACTION_REVIEW: AuditAction
+AUDIT_ACTION_DISCLOSE: AuditAction
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome
@@ -50,7 +52,7 @@ REVIEW_STATUS_OPEN: ReviewStatus
 REVIEW_STATUS_RESOLVED: ReviewStatus
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories")
+    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories", "consent_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +68,7 @@ class AuditEvent(_message.Message):
     ALERT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     time_ms: int
     service: str
@@ -81,7 +84,8 @@ class AuditEvent(_message.Message):
     alert: bool
     resource_type: str
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
-    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ...) -> None: ...
+    consent_id: str
+    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., consent_id: _Optional[str] = ...) -> None: ...
 
 class RecordEventRequest(_message.Message):
     __slots__ = ("event",)
@@ -130,7 +134,7 @@ class GetAccessHistoryResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ..., disclosures: _Optional[_Iterable[_Union[Disclosure, _Mapping]]] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
 
 class Disclosure(_message.Message):
-    __slots__ = ("time_ms", "recipient_id", "recipient_organization_id", "record_id", "resource_type", "categories", "purpose", "action", "outcome", "description", "sequence", "alert")
+    __slots__ = ("time_ms", "recipient_id", "recipient_organization_id", "record_id", "resource_type", "categories", "purpose", "action", "outcome", "description", "sequence", "alert", "recipient_name", "recipient_organization_name")
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +147,8 @@ class Disclosure(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ALERT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ORGANIZATION_NAME_FIELD_NUMBER: _ClassVar[int]
     time_ms: int
     recipient_id: str
     recipient_organization_id: str
@@ -155,7 +161,9 @@ class Disclosure(_message.Message):
     description: str
     sequence: int
     alert: bool
-    def __init__(self, time_ms: _Optional[int] = ..., recipient_id: _Optional[str] = ..., recipient_organization_id: _Optional[str] = ..., record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[AuditAction, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., description: _Optional[str] = ..., sequence: _Optional[int] = ..., alert: _Optional[bool] = ...) -> None: ...
+    recipient_name: str
+    recipient_organization_name: str
+    def __init__(self, time_ms: _Optional[int] = ..., recipient_id: _Optional[str] = ..., recipient_organization_id: _Optional[str] = ..., record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[AuditAction, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., description: _Optional[str] = ..., sequence: _Optional[int] = ..., alert: _Optional[bool] = ..., recipient_name: _Optional[str] = ..., recipient_organization_name: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditChainRequest(_message.Message):
     __slots__ = ("check_ledger",)

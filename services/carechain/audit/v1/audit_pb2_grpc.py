@@ -99,7 +99,8 @@ class AuditServiceServicer:
         """Events about one patient's data, newest first, with an accounting of
         disclosures (HIPAA 45 CFR 164.528: date, recipient, data description,
         purpose) for a period of at most six years (default: the last six
-        years). The patient or a service.
+        years). The patient, an active delegate of the patient (guardian or
+        proxy: their personal representative) or a service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

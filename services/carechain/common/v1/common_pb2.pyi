@@ -23,6 +23,14 @@ class PurposeOfUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PURPOSE_OF_USE_HOPERAT: _ClassVar[PurposeOfUse]
     PURPOSE_OF_USE_HRESCH: _ClassVar[PurposeOfUse]
     PURPOSE_OF_USE_PATRQT: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_BTG: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_COC: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_POPHLTH: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_CLINTRCH: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_COVAUTH: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_PATADMIN: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_FAMRQT: _ClassVar[PurposeOfUse]
+    PURPOSE_OF_USE_PWATRNY: _ClassVar[PurposeOfUse]
 
 class SensitivityCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +43,14 @@ class SensitivityCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SENSITIVITY_CATEGORY_GENETIC: _ClassVar[SensitivityCategory]
     SENSITIVITY_CATEGORY_VIOLENCE_ABUSE: _ClassVar[SensitivityCategory]
     SENSITIVITY_CATEGORY_ONCOLOGY: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_SICKLE_CELL: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_TABOO: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_SEXUAL_ORIENTATION_GENDER_IDENTITY: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_PSYCHOTHERAPY_NOTE: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_ALCOHOL_USE_DISORDER: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_OPIOID_USE_DISORDER: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_RESTRICTED: _ClassVar[SensitivityCategory]
+    SENSITIVITY_CATEGORY_VERY_RESTRICTED: _ClassVar[SensitivityCategory]
 
 class ConsentAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +71,14 @@ PURPOSE_OF_USE_HPAYMT: PurposeOfUse
 PURPOSE_OF_USE_HOPERAT: PurposeOfUse
 PURPOSE_OF_USE_HRESCH: PurposeOfUse
 PURPOSE_OF_USE_PATRQT: PurposeOfUse
+PURPOSE_OF_USE_BTG: PurposeOfUse
+PURPOSE_OF_USE_COC: PurposeOfUse
+PURPOSE_OF_USE_POPHLTH: PurposeOfUse
+PURPOSE_OF_USE_CLINTRCH: PurposeOfUse
+PURPOSE_OF_USE_COVAUTH: PurposeOfUse
+PURPOSE_OF_USE_PATADMIN: PurposeOfUse
+PURPOSE_OF_USE_FAMRQT: PurposeOfUse
+PURPOSE_OF_USE_PWATRNY: PurposeOfUse
 SENSITIVITY_CATEGORY_UNSPECIFIED: SensitivityCategory
 SENSITIVITY_CATEGORY_NORMAL: SensitivityCategory
 SENSITIVITY_CATEGORY_MENTAL_HEALTH: SensitivityCategory
@@ -64,10 +88,28 @@ SENSITIVITY_CATEGORY_REPRODUCTIVE: SensitivityCategory
 SENSITIVITY_CATEGORY_GENETIC: SensitivityCategory
 SENSITIVITY_CATEGORY_VIOLENCE_ABUSE: SensitivityCategory
 SENSITIVITY_CATEGORY_ONCOLOGY: SensitivityCategory
+SENSITIVITY_CATEGORY_SICKLE_CELL: SensitivityCategory
+SENSITIVITY_CATEGORY_TABOO: SensitivityCategory
+SENSITIVITY_CATEGORY_SEXUAL_ORIENTATION_GENDER_IDENTITY: SensitivityCategory
+SENSITIVITY_CATEGORY_PSYCHOTHERAPY_NOTE: SensitivityCategory
+SENSITIVITY_CATEGORY_ALCOHOL_USE_DISORDER: SensitivityCategory
+SENSITIVITY_CATEGORY_OPIOID_USE_DISORDER: SensitivityCategory
+SENSITIVITY_CATEGORY_RESTRICTED: SensitivityCategory
+SENSITIVITY_CATEGORY_VERY_RESTRICTED: SensitivityCategory
 CONSENT_ACTION_UNSPECIFIED: ConsentAction
 CONSENT_ACTION_ACCESS: ConsentAction
 CONSENT_ACTION_DISCLOSE: ConsentAction
 CONSENT_ACTION_CORRECT: ConsentAction
+
+class SecurityLabel(_message.Message):
+    __slots__ = ("system", "code", "display")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    code: str
+    display: str
+    def __init__(self, system: _Optional[str] = ..., code: _Optional[str] = ..., display: _Optional[str] = ...) -> None: ...
 
 class Period(_message.Message):
     __slots__ = ("start_ms", "end_ms")

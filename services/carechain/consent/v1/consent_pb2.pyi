@@ -37,6 +37,24 @@ DELEGATION_STATUS_UNSPECIFIED: DelegationStatus
 DELEGATION_STATUS_ACTIVE: DelegationStatus
 DELEGATION_STATUS_REVOKED: DelegationStatus
 
+class SealPolicyRequest(_message.Message):
+    __slots__ = ("patient_id", "consent_id", "policy")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    consent_id: str
+    policy: _policy_pb2.ConsentPolicy
+    def __init__(self, patient_id: _Optional[str] = ..., consent_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ...) -> None: ...
+
+class SealPolicyResponse(_message.Message):
+    __slots__ = ("sealed_policy", "policy_attestation")
+    SEALED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    sealed_policy: _ledger_pb2.SealedData
+    policy_attestation: bytes
+    def __init__(self, sealed_policy: _Optional[_Union[_ledger_pb2.SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ...) -> None: ...
+
 class GrantConsentRequest(_message.Message):
     __slots__ = ("transaction",)
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]

@@ -36,6 +36,11 @@ class ConsentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.SealPolicy = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/SealPolicy',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.SealPolicyRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.SealPolicyResponse.FromString,
+                _registered_method=True)
         self.GrantConsent = channel.unary_unary(
                 '/carechain.consent.v1.ConsentService/GrantConsent',
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.GrantConsentRequest.SerializeToString,
@@ -88,10 +93,21 @@ class ConsentServiceServicer:
     requests. Default deny.
     """
 
+    def SealPolicy(self, request, context):
+        """Validates a policy against the consent rules (INVALID_ARGUMENT naming
+        the field), seals it under the ledger metadata key for one consent id and
+        attests it (svc-consent signature), for the patient (or an active
+        delegate) to put into GrantConsent.sealed_policy / policy_attestation and
+        sign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GrantConsent(self, request, context):
         """Submits a GrantConsent transaction signed by the patient or by one of
-        the patient's active delegates. The policy is validated first
-        (INVALID_ARGUMENT naming the field).
+        the patient's active delegates. Its sealed policy is opened and
+        validated first (INVALID_ARGUMENT naming the field).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +186,11 @@ class ConsentServiceServicer:
 
 def add_ConsentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'SealPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealPolicy,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.SealPolicyRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.SealPolicyResponse.SerializeToString,
+            ),
             'GrantConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.GrantConsent,
                     request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.GrantConsentRequest.FromString,
@@ -227,6 +248,33 @@ class ConsentService:
     """Keeps consent state derived from ledger transactions and decides access
     requests. Default deny.
     """
+
+    @staticmethod
+    def SealPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/SealPolicy',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.SealPolicyRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.SealPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GrantConsent(request,

@@ -102,7 +102,7 @@ class RotatePrincipalKey(_message.Message):
     def __init__(self, principal_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRecord(_message.Message):
-    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms")
+    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms", "sealed_metadata")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class RegisterRecord(_message.Message):
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_METADATA_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     patient_id: str
     organization_id: str
@@ -127,17 +128,44 @@ class RegisterRecord(_message.Message):
     key_version: int
     version: int
     data_date_ms: int
-    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ...) -> None: ...
+    sealed_metadata: SealedData
+    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., sealed_metadata: _Optional[_Union[SealedData, _Mapping]] = ...) -> None: ...
+
+class RecordMetadata(_message.Message):
+    __slots__ = ("resource_type", "categories", "data_date_ms", "author_id")
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    resource_type: str
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    data_date_ms: int
+    author_id: str
+    def __init__(self, resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., data_date_ms: _Optional[int] = ..., author_id: _Optional[str] = ...) -> None: ...
+
+class SealedData(_message.Message):
+    __slots__ = ("key_name", "wrapped_key", "ciphertext")
+    KEY_NAME_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    key_name: str
+    wrapped_key: str
+    ciphertext: bytes
+    def __init__(self, key_name: _Optional[str] = ..., wrapped_key: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class GrantConsent(_message.Message):
-    __slots__ = ("consent_id", "patient_id", "policy")
+    __slots__ = ("consent_id", "patient_id", "policy", "sealed_policy", "policy_attestation")
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEALED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     consent_id: str
     patient_id: str
     policy: _policy_pb2.ConsentPolicy
-    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ...) -> None: ...
+    sealed_policy: SealedData
+    policy_attestation: bytes
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., sealed_policy: _Optional[_Union[SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ...) -> None: ...
 
 class RevokeConsent(_message.Message):
     __slots__ = ("consent_id", "patient_id")

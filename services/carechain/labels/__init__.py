@@ -1,0 +1,1 @@
+"""Labelling data and the labelling report (docs/sensitivity.md)."""

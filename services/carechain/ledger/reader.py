@@ -1,0 +1,197 @@
+"""Reading the ledger as a consumer that trusts no single validator.
+
+:class:`VerifiedLedgerReader` is what services that apply ledger data (the
+consent service) read through instead of ``ListTransactions``. It fetches whole
+blocks (``GetBlock``) in order and hands out a block's transactions only after
+
+1. the header decodes, is for the configured chain and the expected height, and
+   links to the previous verified header (``previous_header_hash``);
+2. the block's transactions hash to ``transactions_root``, its results to
+   ``results_hash``, and the log grows by exactly its transactions
+   (``log_size``, RFC 9162 ``log_root``);
+3. every transaction's Ed25519 signature is checked and the contract rules are
+   re-run (:meth:`carechain.ledger.validator.Validator.apply` over the reader's
+   own replayed state at the block's timestamp: signer keys of registered
+   principals, nonces, who may sign what, creation-time skew, svc-consent's
+   policy attestations); a verdict that differs from the block's is a forgery;
+4. a quorum certificate of the configured validator set (keys from the trust
+   bundle, set and quorum from settings: never from the ledger being read)
+   covers the block, or a later block that links back to it
+   (:func:`carechain.ledger.quorum.check_certificate`).
+
+A block that fails any check raises IntegrityError (DATA_LOSS) naming the
+height and the check, and the reader starts over from genesis on the next
+call (it may then be talking to an honest validator). Blocks that pass 1-3
+but are not certified yet are held back until a certificate arrives.
+So one lying validator cannot make a consumer apply a transaction: with one
+validator it cannot forge a patient's signature or break a contract rule,
+and with several it cannot produce a quorum certificate on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from carechain import merkle
+from carechain.errors import IntegrityError
+from carechain.ledger import blocks, quorum, transactions
+from carechain.ledger.quorum import ValidatorSet
+from carechain.ledger.state import EmptyState, PendingState
+from carechain.ledger.v1 import ledger_pb2
+from carechain.ledger.validator import DEFAULT_MAX_SKEW_MS, Validator
+from carechain.network import TrustBundle
+
+
+@dataclass
+class _Position:
+    """Where verification stands: the next height, the last header hash and the log tree so far."""
+
+    height: int = 0
+    previous_hash: bytes = blocks.GENESIS_PREVIOUS_HASH
+    frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
+
+
+class VerifiedLedgerReader:
+    """Verified transactions of a ledger, in log order (see the module docstring); thread-safe."""
+
+    def __init__(self, ledger: Any, chain_id: str, trust: TrustBundle, validators: ValidatorSet,
+                 timeout: float = 30.0, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
+        """max_skew_ms must be the validators' tx_max_skew_ms (their verdicts are re-computed with it)."""
+        self._ledger = ledger
+        self._max_skew_ms = max_skew_ms
+        self._chain_id = chain_id
+        self._trust = trust
+        self._validators = validators
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._validator = Validator(self._chain_id, self._trust, self._max_skew_ms)
+        self._state = PendingState(EmptyState())
+        self._position = _Position()
+        self._uncertified: list[tuple[int, bytes, list[ledger_pb2.LoggedTransaction]]] = []
+        self._verified: list[ledger_pb2.LoggedTransaction] = []
+        self._verified_from = 0  # log index of self._verified[0]
+
+    def list_transactions(self, request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+        """Like ``LedgerService.ListTransactions``, but only verified, certified transactions.
+
+        log_size in the answer is the verified log size. Raises IntegrityError when
+        the ledger's answer fails verification, and the gRPC error when it is down.
+        """
+        with self._lock:
+            start = request.from_log_index
+            if start < self._verified_from:
+                self._reset()  # a consumer started over: so do we
+            self._drop_before(start)
+            if not self._verified:
+                try:
+                    self._read_new_blocks()
+                except IntegrityError:
+                    self._reset()
+                    raise
+                self._drop_before(start)
+            limit = request.limit or 500
+            page = self._verified[:limit]
+            return ledger_pb2.ListTransactionsResponse(
+                transactions=page, log_size=self._verified_from + len(self._verified)
+            )
+
+    def _drop_before(self, log_index: int) -> None:
+        drop = min(max(0, log_index - self._verified_from), len(self._verified))
+        del self._verified[:drop]
+        self._verified_from += drop
+
+    # --- reading and checking blocks ---------------------------------------------------------
+
+    def _read_new_blocks(self) -> None:
+        if self._uncertified:
+            self._recheck_last_uncertified()
+        head = self._ledger.GetChainHead(ledger_pb2.GetChainHeadRequest(), timeout=self._timeout)
+        while self._position.height <= head.header.height:
+            try:
+                block = self._ledger.GetBlock(ledger_pb2.GetBlockRequest(height=self._position.height),
+                                              timeout=self._timeout)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    return  # another validator behind the same address is not there yet
+                raise
+            self._take(block)
+
+    def _recheck_last_uncertified(self) -> None:
+        """A block read before it was final may have its certificate now."""
+        height, header, _ = self._uncertified[-1]
+        block = self._ledger.GetBlock(ledger_pb2.GetBlockRequest(height=height), timeout=self._timeout)
+        if block.header != header:
+            raise IntegrityError(f"ledger block {height}: the header changed since it was read")
+        if block.HasField("certificate"):
+            self._certify(block)
+
+    def _take(self, block: ledger_pb2.Block) -> None:
+        position = self._position
+        height = position.height
+        header = self._check_structure(block, height)
+        first_log_index = position.frontier.size
+        logged = []
+        for index, (tx, stored) in enumerate(zip(block.transactions, block.results, strict=True)):
+            log_index = first_log_index + index
+            # Re-run signature, nonce and contract rules: a forged or rule-breaking transaction the
+            # ledger marked valid (or an honest one it marked invalid) is caught here.
+            result = self._validator.apply(tx, self._state, log_index, block_time_ms=header.timestamp_ms)
+            if (result.valid, result.reason) != (stored.valid, stored.reason):
+                raise IntegrityError(
+                    f"ledger block {height}: transaction {index} has the verdict valid={stored.valid}, "
+                    f"but re-checking its signature and the contract rules gives valid={result.valid}"
+                )
+            logged.append(ledger_pb2.LoggedTransaction(log_index=log_index, height=height, transaction=tx,
+                                                       result=stored))
+        for tx in block.transactions:
+            position.frontier.append(merkle.leaf_hash(transactions.encode(tx)))
+        if header.log_size != position.frontier.size or header.log_root != position.frontier.root():
+            raise IntegrityError(f"ledger block {height}: log_size or log_root does not match the transactions")
+        position.height = height + 1
+        position.previous_hash = blocks.header_hash(block.header)
+        self._uncertified.append((height, bytes(block.header), logged))
+        if block.HasField("certificate"):
+            self._certify(block)
+
+    def _check_structure(self, block: ledger_pb2.Block, height: int) -> ledger_pb2.BlockHeader:
+        try:
+            header = ledger_pb2.BlockHeader.FromString(block.header)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is the finding
+            raise IntegrityError(f"ledger block {height}: the header does not decode") from exc
+        if header.chain_id != self._chain_id or header.height != height:
+            raise IntegrityError(f"ledger block {height}: the header is for another chain or height")
+        if header.previous_header_hash != self._position.previous_hash:
+            raise IntegrityError(f"ledger block {height}: previous_header_hash does not link to block {height - 1}")
+        if len(block.results) != len(block.transactions):
+            raise IntegrityError(f"ledger block {height}: transactions and results differ in number")
+        leaves = [merkle.leaf_hash(transactions.encode(tx)) for tx in block.transactions]
+        if header.transactions_root != merkle.root(leaves):
+            raise IntegrityError(f"ledger block {height}: transactions_root does not match its transactions")
+        if header.results_hash != blocks.results_hash(list(block.results)):
+            raise IntegrityError(f"ledger block {height}: results_hash does not match its results")
+        return header
+
+    def _certify(self, block: ledger_pb2.Block) -> None:
+        """Release every held block up to block once its quorum certificate checks out."""
+        try:
+            quorum.check_certificate(block.header, block.certificate, self._trust, self._validators)
+        except IntegrityError as exc:
+            height = ledger_pb2.BlockHeader.FromString(block.header).height
+            raise IntegrityError(f"ledger block {height}: {exc.message}") from exc
+        # The certified header links back through every held one (checked in _check_structure).
+        for _, _, logged in self._uncertified:
+            self._verified.extend(logged)
+        self._uncertified.clear()
+
+
+def configured_validators(validators: str, quorum_size: int) -> ValidatorSet:
+    """The validator set from a comma-separated settings value (empty: svc-ledger alone)."""
+    members = [v for v in validators.split(",") if v.strip()]
+    return ValidatorSet.of(members, quorum_size) if members else ValidatorSet.single()

@@ -1,0 +1,193 @@
+"""Issue 10: PutRecord input must be really valid R4, and what is labelled is what is stored."""
+
+from __future__ import annotations
+
+import json
+import traceback
+
+import pytest
+
+from carechain import sensitivity
+from carechain.errors import InvalidArgument
+from carechain.records.fhir import MAX_DEPTH, PATIENT_REFERENCE_FIELDS, validate_resource
+
+PATIENT = "129c6ac7-8d06-89de-ad63-0204a93e76c3"
+OTHER = "99999999-8d06-89de-ad63-0204a93e76c3"
+LIMIT = 256 * 1024
+ME = {"reference": f"Patient/{PATIENT}"}
+SOMEONE_ELSE = {"reference": f"Patient/{OTHER}"}
+CODE = {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}
+
+
+def _refused(raw: bytes, field: str, why: str) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_resource(raw, PATIENT, LIMIT)
+    assert caught.value.field == field, str(caught.value)
+    assert why in str(caught.value)
+    return caught.value
+
+
+def _observation(**fields) -> dict:
+    return {"resourceType": "Observation", "status": "final", "code": CODE, "subject": ME, **fields}
+
+
+@pytest.mark.parametrize(
+    ("resource", "field"),
+    [
+        (_observation(status="bogus"), "resource_json.status"),
+        ({"resourceType": "Patient", "id": PATIENT, "gender": "martian"}, "resource_json.gender"),
+        ({"resourceType": "MedicationRequest", "status": "active", "intent": "wish", "subject": ME,
+          "medicationCodeableConcept": CODE}, "resource_json.intent"),
+        ({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": ME,
+          "statusHistory": [{"status": "sleeping", "period": {"start": "2020-01-01"}}]},
+         "resource_json.statusHistory[0].status"),
+        ({"resourceType": "DiagnosticReport", "status": "maybe", "code": CODE, "subject": ME},
+         "resource_json.status"),
+        (_observation(text={"status": "made-up", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}),
+         "resource_json.text.status"),
+    ],
+)
+def test_required_code_bindings_are_checked(resource: dict, field: str) -> None:
+    _refused(json.dumps(resource).encode(), field, "required value set")
+
+
+def test_every_observation_status_of_r4_is_accepted() -> None:
+    for status in ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error",
+                   "unknown"):
+        validate_resource(json.dumps(_observation(status=status)).encode(), PATIENT, LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("resource", "field", "why"),
+    [
+        (_observation(valueString=""), "resource_json.valueString", "empty string"),
+        (_observation(note=[]), "resource_json.note", "empty array"),
+        (_observation(effectivePeriod={"start": "2021-02-01", "end": "2020-01-01"}),
+         "resource_json.effectivePeriod.end", "per-1"),
+        ({"resourceType": "DocumentReference", "status": "current", "subject": ME,
+          "content": [{"attachment": {"data": "aGVsbG8="}}]}, "resource_json.content[0].attachment.contentType",
+         "att-1"),
+        (_observation(text={"status": "generated", "div": "plain text"}), "resource_json.text.div", "XHTML"),
+    ],
+)
+def test_base_invariants_the_models_leave_out(resource: dict, field: str, why: str) -> None:
+    _refused(json.dumps(resource).encode(), field, why)
+
+
+def test_duplicate_key_cannot_hide_a_psychiatric_code() -> None:
+    # json.loads would keep the last value: labelled NORMAL, yet a reader keeping the first sees F32.9.
+    raw = (b'{"resourceType": "Condition", "subject": {"reference": "Patient/' + PATIENT.encode() + b'"},'
+           b' "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F32.9"}]},'
+           b' "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}}')
+    _refused(raw, "resource_json", "duplicate JSON key 'code'")
+
+
+def test_duplicate_subject_naming_another_patient_first_is_refused() -> None:
+    raw = (b'{"resourceType": "Condition", "code": {"text": "x"},'
+           b' "subject": {"reference": "Patient/' + OTHER.encode() + b'"},'
+           b' "subject": {"reference": "Patient/' + PATIENT.encode() + b'"}}')
+    _refused(raw, "resource_json", "duplicate JSON key 'subject'")
+
+
+def test_a_byte_order_mark_is_refused() -> None:
+    raw = b"\xef\xbb\xbf" + json.dumps(_observation()).encode()
+    _refused(raw, "resource_json", "byte order mark")
+    _refused(json.dumps(_observation()).encode("utf-16"), "resource_json", "byte order mark")
+
+
+def test_latin_1_is_refused() -> None:
+    raw = json.dumps(_observation(valueString="café"), ensure_ascii=False).encode("latin-1")
+    error = _refused(raw, "resource_json", "not UTF-8")
+    assert "caf" not in str(error)
+
+
+def test_nesting_deeper_than_the_limit_is_invalid_argument_not_unknown() -> None:
+    deep = {"resourceType": "Observation"}
+    node = deep
+    for _ in range(MAX_DEPTH + 5):
+        node["extension"] = [{"url": "http://x"}]
+        node = node["extension"][0]
+    _refused(json.dumps(deep).encode(), "resource_json", f"the limit is {MAX_DEPTH}")
+    # far deeper than the parser's recursion limit
+    _refused(b"[" * 100_000 + b"]" * 100_000, "resource_json", f"the limit is {MAX_DEPTH}")
+    # brackets inside strings do not count
+    validate_resource(json.dumps(_observation(valueString="[" * 200)).encode(), PATIENT, LIMIT)
+
+
+def test_nan_is_refused() -> None:
+    _refused(b'{"resourceType": "Observation", "valueQuantity": {"value": NaN}}', "resource_json", "NaN")
+
+
+# One minimal valid R4 instance per Patient-compartment type CareChain did not accept before.
+COMPARTMENT_EXAMPLES = {
+    "Provenance": {"target": [{"reference": "Observation/1"}, ME], "recorded": "2020-01-01T00:00:00Z",
+                   "agent": [{"who": {"reference": "Practitioner/1"}}]},
+    "SupplyDelivery": {"status": "completed", "patient": ME},
+    "MedicationDispense": {"status": "completed", "subject": ME, "medicationCodeableConcept": CODE},
+    "Flag": {"status": "active", "code": CODE, "subject": ME},
+    "EpisodeOfCare": {"status": "active", "patient": ME},
+    "RiskAssessment": {"status": "final", "subject": ME},
+    "Appointment": {"status": "booked", "participant": [{"actor": {"reference": "Practitioner/1"},
+                                                         "status": "accepted"}, {"actor": ME, "status": "accepted"}]},
+    "Communication": {"status": "completed", "subject": ME},
+    "NutritionOrder": {"status": "active", "intent": "order", "patient": ME, "dateTime": "2020-01-01"},
+    "DetectedIssue": {"status": "final", "patient": ME},
+}
+
+
+@pytest.mark.parametrize("resource_type", sorted(COMPARTMENT_EXAMPLES))
+def test_patient_compartment_types_are_accepted_with_their_patient_checked(resource_type: str) -> None:
+    resource = {"resourceType": resource_type, **COMPARTMENT_EXAMPLES[resource_type]}
+    assert validate_resource(json.dumps(resource).encode(), PATIENT, LIMIT).resource_type == resource_type
+    field = PATIENT_REFERENCE_FIELDS[resource_type].removesuffix("[]")
+    swapped = json.loads(json.dumps(resource).replace(PATIENT, OTHER))
+    with pytest.raises(InvalidArgument) as caught:
+        validate_resource(json.dumps(swapped).encode(), PATIENT, LIMIT)
+    assert "patient" in str(caught.value)
+    assert caught.value.field.startswith("resource_json." + field.split(".")[0])
+
+
+def test_the_whole_r4_patient_compartment_is_listed() -> None:
+    for resource_type in ("Account", "AdverseEvent", "BodyStructure", "ChargeItem", "ClaimResponse",
+                          "ClinicalImpression", "Composition", "DeviceRequest", "DeviceUseStatement",
+                          "DocumentManifest", "ImmunizationEvaluation", "ImmunizationRecommendation", "Invoice",
+                          "List", "MeasureReport", "Media", "MolecularSequence", "RelatedPerson", "RequestGroup",
+                          "ResearchSubject", "Schedule", "SupplyRequest", "VisionPrescription"):
+        assert resource_type in PATIENT_REFERENCE_FIELDS
+
+
+def test_no_other_patient_anywhere_in_the_resource() -> None:
+    resource = _observation(performer=[SOMEONE_ELSE])
+    _refused(json.dumps(resource).encode(), "resource_json.performer[0].reference", "another patient")
+
+
+def test_errors_name_no_rejected_value() -> None:
+    for resource in (_observation(status="SECRET-DIAGNOSIS"), _observation(effectiveDateTime="SECRET-DIAGNOSIS"),
+                     _observation(valueQuantity={"value": "SECRET-DIAGNOSIS"})):
+        with pytest.raises(InvalidArgument) as caught:
+            validate_resource(json.dumps(resource).encode(), PATIENT, LIMIT)
+        assert "SECRET" not in str(caught.value)
+        # nothing chained that a traceback (or a span event's stack trace) would print
+        assert "SECRET" not in "".join(traceback.format_exception(caught.value))
+
+
+def test_what_is_labelled_is_what_is_stored() -> None:
+    raw = json.dumps({"resourceType": "Condition", "subject": ME,
+                      "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F32.9"}]}}).encode()
+    validated = validate_resource(raw, PATIENT, LIMIT)
+    assert validated.content == json.loads(raw)
+    assert sensitivity.categorize(validated.content) == [sensitivity.MENTAL_HEALTH]
+
+
+def test_a_duplicate_key_that_is_not_an_element_name_is_not_echoed() -> None:
+    raw = b'{"resourceType": "Observation", "John Smith HIV": 1, "John Smith HIV": 2}'
+    error = _refused(raw, "resource_json", "duplicate JSON key")
+    assert "John" not in str(error)
+
+
+def test_nulls_paired_with_primitive_extensions_are_valid_fhir_json() -> None:
+    patient = {"resourceType": "Patient", "id": PATIENT, "name": [{
+        "given": ["Ann", None], "_given": [None, {"extension": [{"url": "http://x", "valueString": "y"}]}]}]}
+    validate_resource(json.dumps(patient).encode(), PATIENT, LIMIT)
+    unpaired = {"resourceType": "Patient", "id": PATIENT, "name": [{"given": ["Ann", None]}]}
+    _refused(json.dumps(unpaired).encode(), "resource_json.name[0].given[1]", "null")
