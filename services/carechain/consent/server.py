@@ -231,13 +231,14 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         consent_rules.require_uuid(request.consent_id, "consent_id")
         if not request.HasField("policy"):
             raise InvalidArgument("policy", "required")
-        consent_rules.validate_grant_policy(request.policy)
         self.sync()
+        # Who first: someone who may not grant for the patient learns nothing about the rules.
         acts_for_patient = request.patient_id == caller.principal_id and caller.kind == Kind.PRINCIPAL_KIND_PATIENT
         if not acts_for_patient and (
             self._state.active_delegate(request.patient_id, caller.principal_id, self._now_ms()) is None
         ):
             raise PermissionDenied("a patient may only seal its own policies; a delegate its patients' while active")
+        consent_rules.validate_grant_policy(request.policy)
         if self._state.consent(request.consent_id) is not None:
             raise AlreadyExists(f"consent {request.consent_id} already exists")
         sealed = self._sealer.seal_policy(request.consent_id, request.patient_id, request.policy)
