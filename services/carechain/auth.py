@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -20,6 +21,9 @@ from carechain.crypto import Signer
 from carechain.errors import PermissionDenied, Unauthenticated
 from carechain.network import TOKEN_ISSUER_ID, TrustBundle
 from carechain.tokens import ACCESS_TOKEN_TYPE, verify_token
+
+if TYPE_CHECKING:
+    from carechain.principal_status import PrincipalStatus
 
 TOKEN_REQUEST_CONTEXT = b"carechain-token-request/v1\n"
 
@@ -59,12 +63,14 @@ def caller_claims(caller: Caller, audience: str) -> dict[str, object]:
 class Authenticator:
     """Verifies access tokens for one service audience."""
 
-    def __init__(self, trust: TrustBundle, audience: str) -> None:
+    def __init__(self, trust: TrustBundle, audience: str, principal_status: PrincipalStatus | None = None) -> None:
         issuer_key = trust.key(TOKEN_ISSUER_ID)
         if issuer_key is None:
             raise FileNotFoundError(f"trust bundle lacks the token issuer key {TOKEN_ISSUER_ID}")
         self._issuer_keys = {TOKEN_ISSUER_ID: issuer_key}
         self.audience = audience
+        # Deactivations followed from the ledger: a deactivated principal's live tokens stop at once.
+        self.principal_status = principal_status
 
     def authenticate(self, context: grpc.ServicerContext) -> Caller:
         """The caller of this RPC; Unauthenticated if the token is missing or bad."""
@@ -82,6 +88,8 @@ class Authenticator:
             kind = Kind.Value(str(claims.get("kind")))
         except ValueError as exc:
             raise Unauthenticated("token has an unknown principal kind") from exc
+        if self.principal_status is not None and self.principal_status.deactivated(str(claims["sub"])):
+            raise Unauthenticated("the principal was deactivated")
         return Caller(str(claims["sub"]), kind, str(claims.get("org", "")), str(claims.get("spec", "")))
 
     def require(self, context: grpc.ServicerContext, *kinds: int) -> Caller:

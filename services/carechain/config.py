@@ -147,6 +147,11 @@ class LedgerSettings(ServiceSettings):
         "", description="comma-separated host:port of the other validators (cross-checks, `carechain ledger verify`)"
     )
     finality_poll_ms: int = Field(10, ge=1, le=10_000, description="how often validator signatures are read")
+    tx_max_skew_ms: int = Field(
+        120_000, ge=1_000, le=3_600_000,
+        description="a transaction whose created_at_ms is further than this from its block (ordering) time is "
+        "invalid; every validator of a network must use the same value",
+    )
 
 
 class LedgerMetadataKeySettings(ServiceSettings):
@@ -173,6 +178,10 @@ class ConsentSettings(LedgerMetadataKeySettings):
         "on ledger blocks (default: svc-ledger alone); their keys come from trust_dir, never from the ledger"
     )
     ledger_quorum: int = Field(0, ge=0, description="signatures a block needs before it is applied (0 = majority)")
+    tx_max_skew_ms: int = Field(
+        120_000, ge=1_000, le=3_600_000,
+        description="the validators' tx_max_skew_ms (consent re-runs their contract rules on what it reads)",
+    )
 
     decision_token_ttl_seconds: float = Field(30.0, gt=0, le=300, description="lifetime of decision tokens")
     break_glass_specialties: str = Field(

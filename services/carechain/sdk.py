@@ -173,26 +173,52 @@ class CareChainClient:
         request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
         return self.records.PutRecord(request, timeout=30)
 
-    def get_record(self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT) -> records_pb2.GetRecordResponse:
-        """Read a record for a purpose of use."""
-        return self.records.GetRecord(records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose), timeout=30)
+    def deactivate_principal(self, principal_id: str) -> identity_pb2.Principal:
+        """Deactivate a principal this client's organisation (or, for organisations, the operator) registered."""
+        return self.identity.DeactivatePrincipal(
+            identity_pb2.DeactivatePrincipalRequest(principal_id=principal_id), timeout=30)
+
+    def rotate_principal_key(self, principal_id: str, public_key: bytes) -> identity_pb2.Principal:
+        """Replace the public key of a principal this client's organisation registered."""
+        return self.identity.RotatePrincipalKey(
+            identity_pb2.RotatePrincipalKeyRequest(principal_id=principal_id, public_key=public_key), timeout=30)
+
+    def get_record(
+        self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = "",
+        action: int = 0,
+    ) -> records_pb2.GetRecordResponse:
+        """Read a record for a purpose of use; a break_glass_reason explicitly asks for break-glass access.
+
+        action is a ConsentAction: ACCESS (the default) or DISCLOSE (to a third party).
+        """
+        return self.records.GetRecord(
+            records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose, break_glass=bool(break_glass_reason),
+                                         break_glass_reason=break_glass_reason, action=action),  # type: ignore[arg-type]
+            timeout=30,
+        )
 
     # --- consent (the client is the patient, or a delegate passing patient_id) ---
 
     def _signed(self, **payload: Any) -> ledger_pb2.Transaction:
         return sign_transaction(new_body(self.endpoints.chain_id, self.principal_id, **payload), self.signer)
 
+    def seal_policy(self, policy: policy_pb2.ConsentPolicy, consent_id: str, patient_id: str = ""
+                    ) -> consent_pb2.SealPolicyResponse:
+        """Have consent check policy against the consent rules, seal it for consent_id and attest it."""
+        return self.consent.SealPolicy(
+            consent_pb2.SealPolicyRequest(patient_id=patient_id or self.principal_id, consent_id=consent_id,
+                                          policy=policy), timeout=30)
+
     def grant_policy(self, policy: policy_pb2.ConsentPolicy, patient_id: str = "") -> consent_pb2.ConsentRecord:
         """Sign and submit a GrantConsent of policy, for this patient or (as a delegate) for patient_id.
 
-        The ledger holds the policy only sealed: consent seals it first (SealPolicy) and this
-        client signs the transaction over the sealed bytes.
+        The ledger holds the policy only sealed: consent checks, seals and attests it first
+        (SealPolicy) and this client signs the transaction over the sealed bytes and the attestation.
         """
         consent_id, patient = str(uuid.uuid4()), patient_id or self.principal_id
-        sealed = self.consent.SealPolicy(
-            consent_pb2.SealPolicyRequest(patient_id=patient, consent_id=consent_id, policy=policy), timeout=30
-        ).sealed_policy
-        grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient, sealed_policy=sealed)
+        sealed = self.seal_policy(policy, consent_id, patient)
+        grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient, sealed_policy=sealed.sealed_policy,
+                                        policy_attestation=sealed.policy_attestation)
         tx = self._signed(grant_consent=grant)
         return self.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
 

@@ -183,7 +183,8 @@ def test_break_glass_read_notifies_the_patient_and_queues_a_review(network) -> N
         "subject": {"reference": f"Patient/{fhir_id}"}, "valueQuantity": {"value": 72},
     }
     stored = hospital.client.put_record(patient.principal_id, heart_rate)
-    emergency.client.get_record(stored.record_id, purpose=Purpose.PURPOSE_OF_USE_ETREAT)  # no consent: break-glass
+    emergency.client.get_record(stored.record_id, purpose=Purpose.PURPOSE_OF_USE_ETREAT,
+                                break_glass_reason="unresponsive on arrival")  # no consent: explicit break-glass
 
     [note] = patient.client.notifications()
     assert note.event.event.alert and note.event.event.actor_id == emergency.principal_id

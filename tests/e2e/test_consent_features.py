@@ -107,9 +107,11 @@ def test_break_glass_reads_normal_records_only_and_raises_an_alert(network, clin
     hospital, _, emergency, patient, _, fhir_id = clinic
     normal = hospital.client.put_record(patient.principal_id, condition(fhir_id, "2024-03-03"))
     cancer = hospital.client.put_record(patient.principal_id, cancer_diagnosis(fhir_id))
-    read = emergency.client.get_record(normal.record_id, Purpose.PURPOSE_OF_USE_ETREAT)
-    assert read.resource_json
-    reason = _denied(lambda: emergency.client.get_record(cancer.record_id, Purpose.PURPOSE_OF_USE_ETREAT))
+    glass = "unresponsive on arrival"
+    read = emergency.client.get_record(normal.record_id, Purpose.PURPOSE_OF_USE_ETREAT, break_glass_reason=glass)
+    assert read.resource_json and read.break_glass
+    reason = _denied(lambda: emergency.client.get_record(cancer.record_id, Purpose.PURPOSE_OF_USE_ETREAT,
+                                                         break_glass_reason=glass))
     assert reason == DENIAL_MESSAGE, "a denial never says why (the record's category is itself a disclosure)"
     assert "break-glass never opens sensitive categories" in _audited_denial(patient, cancer.record_id)
     _denied(lambda: emergency.client.get_record(normal.record_id, Purpose.PURPOSE_OF_USE_TREAT))

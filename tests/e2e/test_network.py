@@ -156,8 +156,15 @@ def test_replayed_consent_transaction_is_rejected(network, ward) -> None:
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "grant_consent.policy" in refused.value.details()
     sealed = patient.client.consent.SealPolicy(consent_pb2.SealPolicyRequest(
-        patient_id=patient.principal_id, consent_id=consent_id, policy=policy), timeout=30).sealed_policy
-    tx = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id, sealed_policy=sealed))
+        patient_id=patient.principal_id, consent_id=consent_id, policy=policy), timeout=30)
+    # Sealed but without svc-consent's attestation: refused too (the ledger would mark it invalid).
+    unattested = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id,
+                                                sealed_policy=sealed.sealed_policy))
+    assert _code(lambda: patient.client.consent.GrantConsent(
+        consent_pb2.GrantConsentRequest(transaction=unattested), timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    tx = signed(ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient.principal_id,
+                                        sealed_policy=sealed.sealed_policy,
+                                        policy_attestation=sealed.policy_attestation))
     patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
     assert _code(
         lambda: patient.client.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)

@@ -9,6 +9,7 @@ import tempfile
 import threading
 
 from carechain.common.v1 import common_pb2
+from carechain.consent.rules import attest_policy
 from carechain.consent.v1 import policy_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.errors import PermissionDenied
@@ -16,6 +17,7 @@ from carechain.identity.keyring import LocalKeyring
 from carechain.ledger import transactions
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
+from carechain.network import DECISION_ISSUER_ID
 
 CHAIN = "test-chain"
 
@@ -33,10 +35,18 @@ def _test_sealer() -> LedgerSealer:
 SEALER = _test_sealer()
 
 
-def sealed_grant(consent_id: str, patient_id: str, policy: policy_pb2.ConsentPolicy) -> ledger_pb2.GrantConsent:
-    """A GrantConsent whose policy is sealed like ConsentService.SealPolicy does."""
-    return ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id,
-                                   sealed_policy=SEALER.seal_policy(consent_id, patient_id, policy))
+#: svc-consent's key in these tests (decision tokens, policy attestations).
+CONSENT_SIGNER = Ed25519Signer.generate(DECISION_ISSUER_ID)
+
+
+def sealed_grant(consent_id: str, patient_id: str, policy: policy_pb2.ConsentPolicy,
+                 attested_by: Ed25519Signer | None = CONSENT_SIGNER) -> ledger_pb2.GrantConsent:
+    """A GrantConsent whose policy is sealed and attested like ConsentService.SealPolicy does (None: not attested)."""
+    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id,
+                                    sealed_policy=SEALER.seal_policy(consent_id, patient_id, policy))
+    if attested_by is not None:
+        grant.policy_attestation = attest_policy(attested_by, CHAIN, consent_id, patient_id, grant.sealed_policy)
+    return grant
 
 
 class FakeLedger:

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from carechain.common.v1 import common_pb2
+from carechain.consent.rules import attest_policy
 from carechain.consent.v1 import policy_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.ledger import transactions
@@ -15,6 +16,8 @@ from carechain.network import OPERATOR_ID, TrustBundle, service_principal_id
 
 CHAIN = "carechain-test"
 Kind = common_pb2.PrincipalKind
+# svc-consent's key in every test Net, so sealed_grant can attest policies without a Net at hand.
+CONSENT = Ed25519Signer.generate(service_principal_id("consent"))
 
 
 @dataclass
@@ -25,7 +28,7 @@ class Net:
     records: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("records")))
     audit: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("audit")))
     ledger: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("ledger")))
-    consent: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(service_principal_id("consent")))
+    consent: Ed25519Signer = CONSENT
     operator: Ed25519Signer = field(default_factory=lambda: Ed25519Signer.generate(OPERATOR_ID))
 
     @property
@@ -69,15 +72,24 @@ def record(patient_id: str, organization_id: str, record_id: str | None = None, 
     return ledger_pb2.RegisterRecord(**fields)
 
 
+def cid(name: str) -> str:
+    """A stable consent id (consent ids are UUIDs) for a short test name such as "c-1"."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"carechain-test-consent/{name}"))
+
+
 def opaque_sealed() -> ledger_pb2.SealedData:
     """A sealed payload as validators see it: they check its shape, never its content (they hold no key)."""
     return ledger_pb2.SealedData(key_name="ledger-metadata", wrapped_key="vault:v1:" + "A" * 64,
                                  ciphertext=hashlib.sha256(uuid.uuid4().bytes).digest() * 8)
 
 
-def sealed_grant(consent_id: str, patient_id: str) -> ledger_pb2.GrantConsent:
-    """A GrantConsent carrying a sealed policy."""
-    return ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id, sealed_policy=opaque_sealed())
+def sealed_grant(consent_id: str, patient_id: str, attested_by: Ed25519Signer | None = CONSENT,
+                 chain: str = CHAIN) -> ledger_pb2.GrantConsent:
+    """A GrantConsent carrying a sealed policy, attested by attested_by (svc-consent's SealPolicy; None: not)."""
+    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient_id, sealed_policy=opaque_sealed())
+    if attested_by is not None:
+        grant.policy_attestation = attest_policy(attested_by, chain, consent_id, patient_id, grant.sealed_policy)
+    return grant
 
 
 def policy() -> policy_pb2.ConsentPolicy:
@@ -85,15 +97,16 @@ def policy() -> policy_pb2.ConsentPolicy:
     return policy_pb2.ConsentPolicy(
         provisions=[
             policy_pb2.Provision(
-                type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT]
+                type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[common_pb2.PURPOSE_OF_USE_TREAT],
+                actors=[policy_pb2.ConsentActor(practitioner_id="dr-1")],
             )
         ]
     )
 
 
-def grant(patient: Ed25519Signer, consent_id: str = "c-1") -> ledger_pb2.Transaction:
+def grant(patient: Ed25519Signer, consent_id: str = "") -> ledger_pb2.Transaction:
     """GrantConsent by the patient."""
-    return tx(patient, grant_consent=sealed_grant(consent_id, patient.key_id))
+    return tx(patient, grant_consent=sealed_grant(consent_id or cid("c-1"), patient.key_id))
 
 
 def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed25519Signer]]:

@@ -63,8 +63,10 @@ def test_a_mental_health_permit_does_not_open_normal_data(env: Env) -> None:
 
 def test_withholding_data_authored_by_a_practitioner_is_not_denying_them(env: Env) -> None:
     register_record(env.ledger, GP, "rec-by-gp", "pat-1", organization_id="org-b")
+    # A top-level permit names its recipients (consent rules): here org-a's practitioners and prac-gp.
     grant(env, policy=fhir_policy(
-        {"type": "permit", "purpose": TREAT},
+        {"type": "permit", "purpose": TREAT,
+         "actor": [role_actor("Organization/org-a"), role_actor("Practitioner/prac-gp")]},
         {"type": "deny", "actor": [role_actor("Practitioner/prac-gp", "AUT")]}).policy)
     withheld = ask(env, "rec-by-gp")
     assert withheld.effect == DENY and "records authored by practitioner prac-gp" in withheld.reason
@@ -75,6 +77,7 @@ def test_withholding_data_authored_by_a_practitioner_is_not_denying_them(env: En
 def test_a_deny_without_action_also_denies_disclosure_and_purposes_follow_the_hierarchy(env: Env) -> None:
     grant(env, policy=fhir_policy(
         {"type": "permit", "purpose": TREAT,
+         "actor": [role_actor("Organization/org-a"), role_actor("Practitioner/prac-gp")],
          "action": [{"coding": [{"system": f.CONSENT_ACTION, "code": c}]} for c in ("access", "disclose")]},
         {"type": "deny", "actor": [role_actor("Practitioner/prac-gp")]}).policy)
     assert ask(env, "rec-normal", action=c.CONSENT_ACTION_DISCLOSE).effect == PERMIT

@@ -8,13 +8,22 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from consent_ledger_fake import CHAIN, SEALER, FakeLedger, register_principal, register_record, sealed_grant
+from consent_ledger_fake import (
+    CHAIN,
+    CONSENT_SIGNER,
+    SEALER,
+    FakeLedger,
+    register_principal,
+    register_record,
+    sealed_grant,
+)
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
 from carechain.config import ConsentSettings
+from carechain.consent import rules as consent_rules
 from carechain.consent.policy import BreakGlassRules
 from carechain.consent.server import ConsentServicer, register_consent
 from carechain.consent.state import ConsentState
@@ -28,7 +37,7 @@ from carechain.server import start_service
 from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
-CONSENT = Ed25519Signer.generate(DECISION_ISSUER_ID)
+CONSENT = CONSENT_SIGNER  # svc-consent: signs decisions and attests sealed policies
 OPERATOR = Ed25519Signer.generate("operator")
 RECORDS = Ed25519Signer.generate("svc-records")
 PATIENT = Ed25519Signer.generate("pat-1")
@@ -132,9 +141,15 @@ def grant(env: Env, **kwargs) -> consent_pb2.ConsentRecord:
     return env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=grant_tx(**kwargs)), PATIENT_CALLER)
 
 
-def decide(env: Env, record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, caller=RECORDS_CALLER):
-    return env.call("Decide", consent_pb2.DecideRequest(actor_id=actor_id, record_id=record_id, purpose=purpose),
-                    caller)
+def decide(env: Env, record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, caller=RECORDS_CALLER,
+           break_glass_reason=""):
+    return env.call("Decide", consent_pb2.DecideRequest(
+        actor_id=actor_id, record_id=record_id, purpose=purpose, break_glass=bool(break_glass_reason),
+        break_glass_reason=break_glass_reason), caller)
+
+
+DENY = consent_pb2.DECISION_EFFECT_DENY
+GLASS = "unconscious on arrival, no consent on file"
 
 
 def status_of(call) -> tuple[grpc.StatusCode, str]:
@@ -156,6 +171,39 @@ def test_patient_grants_consent_which_is_committed_and_audited(env: Env) -> None
     assert (event.actor_id, event.patient_id, event.service) == ("pat-1", "pat-1", "consent")
     listed = env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
     assert [x.consent_id for x in listed.consents] == [record.consent_id]
+
+
+def test_a_grant_submitted_straight_to_the_ledger_is_audited_once(env: Env) -> None:
+    # The attack: skip the consent service's GrantConsent (and so, before, its audit) by submitting to the
+    # ledger directly, with a policy sealed and attested by SealPolicy (the only way to a valid grant).
+    direct = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
+    logged = env.ledger.append(PATIENT, grant_consent=direct)
+    env.ledger.append(PATIENT, revoke_consent=ledger_pb2.RevokeConsent(consent_id=direct.consent_id,
+                                                                       patient_id="pat-1"))
+    assert not env.audit.events
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)  # any sync derives the events
+    granted, revoked = env.audit.events
+    assert granted.action == audit_pb2.AUDIT_ACTION_GRANT_CONSENT and granted.actor_id == "pat-1"
+    assert granted.reason == f"consent {direct.consent_id} granted at log index {logged.log_index}"
+    assert revoked.action == audit_pb2.AUDIT_ACTION_REVOKE_CONSENT
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    assert len(env.audit.events) == 2
+    # A replica (or a restart) replays the log: the same events, under the same ids (the store keeps one).
+    replica = ConsentState(SEALER)
+    replica.sync(env.ledger.ListTransactions)
+    assert [c.log_index for c in replica.take_changes()] == [logged.log_index, logged.log_index + 1]
+
+
+def test_consent_changes_wait_for_the_audit_service_and_are_not_lost(env: Env) -> None:
+    env.audit.down = True
+    direct = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
+    env.ledger.append(PATIENT, grant_consent=direct)
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    assert not env.audit.events
+    env.audit.down = False
+    env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER)
+    [event] = env.audit.events
+    assert direct.consent_id in event.reason
 
 
 def test_patient_may_not_grant_for_another_patient(env: Env) -> None:
@@ -192,6 +240,7 @@ def test_invalid_policy_is_rejected_naming_the_field(env: Env) -> None:
     request = consent_pb2.GrantConsentRequest(transaction=grant_tx(policy=policy))
     code, details = status_of(lambda: env.call("GrantConsent", request, PATIENT_CALLER))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    # The opened policy, named like SealPolicyRequest.policy (validate_grant_policy, as SealPolicy checks it).
     assert details.startswith("policy.provisions[0].purposes:")
 
 
@@ -370,7 +419,7 @@ def _break_glass_windows(env: Env) -> list[ledger_pb2.BreakGlassAccess]:
 
 
 def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env, clock: Clock) -> None:
-    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    decision = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT and decision.break_glass
     assert decision.reason.startswith("break-glass: emergency access by practitioner prac-er")
     start = int(clock.now * 1000)
@@ -382,7 +431,7 @@ def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env,
     assert claims["bg"] is True and claims["bge"] == decision.break_glass_expires_at_ms
     # A second use inside the window reuses it: nothing new on the ledger.
     clock.now += 3600
-    again = decide(env, "rec-normal", "prac-er", ETREAT)
+    again = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert again.break_glass and again.break_glass_expires_at_ms == decision.break_glass_expires_at_ms
     assert len(_break_glass_windows(env)) == 1
     assert check(env, again.decision_token).permitted
@@ -390,20 +439,40 @@ def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env,
 
 def test_break_glass_never_opens_sensitive_records(env: Env) -> None:
     for record_id in ("rec-psy", "rec-onc"):
-        decision = decide(env, record_id, "prac-er", ETREAT)
+        decision = decide(env, record_id, "prac-er", ETREAT, break_glass_reason=GLASS)
         assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and not decision.break_glass
         assert "break-glass never opens sensitive categories" in decision.reason
     assert not _break_glass_windows(env)
 
 
 def test_break_glass_needs_an_emergency_specialty_and_etreat(env: Env) -> None:
-    assert decide(env, "rec-normal", "prac-onc", ETREAT).effect == consent_pb2.DECISION_EFFECT_DENY
-    assert decide(env, "rec-normal", "prac-er", TREAT).effect == consent_pb2.DECISION_EFFECT_DENY
+    assert decide(env, "rec-normal", "prac-onc", ETREAT, break_glass_reason=GLASS).effect == DENY
+    assert decide(env, "rec-normal", "prac-er", TREAT, break_glass_reason=GLASS).effect == DENY
+    assert not _break_glass_windows(env)
+
+
+def test_etreat_alone_never_breaks_the_glass(env: Env) -> None:
+    # The attack: an emergency physician asks with purpose ETREAT only, hoping for an implied break-glass.
+    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert decision.effect == DENY and not decision.break_glass and not decision.decision_token
+    assert not _break_glass_windows(env)
+
+
+def test_a_break_glass_request_needs_a_reason(env: Env) -> None:
+    for request in (
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT, break_glass=True),
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT,
+                                  break_glass_reason="no flag"),
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT, break_glass=True,
+                                  break_glass_reason="x" * 501),
+    ):
+        code, details = status_of(lambda r=request: env.call("Decide", r, RECORDS_CALLER))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("break_glass_reason:"), details
     assert not _break_glass_windows(env)
 
 
 def test_break_glass_token_stops_holding_when_its_window_ends(env: Env, clock: Clock) -> None:
-    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    decision = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert check(env, decision.decision_token).permitted
     clock.now += 4 * 3600 - 10  # the token itself is verified with real time; the window with the service clock
     assert check(env, decision.decision_token).permitted
@@ -411,7 +480,7 @@ def test_break_glass_token_stops_holding_when_its_window_ends(env: Env, clock: C
     held = check(env, decision.decision_token)
     assert not held.permitted and "break-glass window" in held.reason
     # A new emergency later starts a new recorded window (with its own alert at read time).
-    later = decide(env, "rec-normal", "prac-er", ETREAT)
+    later = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
     assert later.break_glass and later.break_glass_expires_at_ms > decision.break_glass_expires_at_ms
     assert len(_break_glass_windows(env)) == 2
 
@@ -525,14 +594,29 @@ def test_export_consent_as_fhir_round_trips(env: Env) -> None:
                     RECORDS_CALLER).consent_json == exported.consent_json
 
 
+def test_a_deactivated_practitioner_gets_no_decision_and_its_earlier_ones_stop_holding(env: Env) -> None:
+    grant(env)
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    env.ledger.append(OPERATOR, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="prac-onc"))
+    held = check(env, decision.decision_token)
+    assert not held.permitted and "no longer a practitioner" in held.reason
+    assert decide(env).effect == DENY
+
+
 # --- ledger privacy: sealed policies (docs/security.md, "Ledger privacy") -----------------------
 
 
 def test_seal_policy_then_grant_keeps_the_policy_off_the_ledger_in_clear(env: Env) -> None:
     consent_id = str(uuid.uuid4())
-    sealed = env.call("SealPolicy", consent_pb2.SealPolicyRequest(
-        patient_id="pat-1", consent_id=consent_id, policy=oncology_policy()), PATIENT_CALLER).sealed_policy
-    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id="pat-1", sealed_policy=sealed)
+    answer = env.call("SealPolicy", consent_pb2.SealPolicyRequest(
+        patient_id="pat-1", consent_id=consent_id, policy=oncology_policy()), PATIENT_CALLER)
+    sealed = answer.sealed_policy
+    assert consent_rules.policy_attested(ledger_pb2.GrantConsent(
+        consent_id=consent_id, patient_id="pat-1", sealed_policy=sealed,
+        policy_attestation=answer.policy_attestation), CHAIN, CONSENT.public_key_bytes())
+    grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id="pat-1", sealed_policy=sealed,
+                                    policy_attestation=answer.policy_attestation)
     tx = transactions.sign_transaction(transactions.new_body(CHAIN, "pat-1", grant_consent=grant), PATIENT)
 
     record = env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=tx), PATIENT_CALLER)
@@ -552,6 +636,16 @@ def test_seal_policy_checks_the_caller_the_policy_and_the_consent_id(env: Env) -
     assert seal(RECORDS_CALLER)[0] == grpc.StatusCode.PERMISSION_DENIED
     code, details = seal(PATIENT_CALLER, policy=policy_pb2.ConsentPolicy())
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions" in details
+    # The consent rules (what validators rely on through the attestation): a purpose and an actor on
+    # every top-level permit.
+    no_purpose = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, actors=[policy_pb2.ConsentActor(practitioner_id="prac-onc")])])
+    code, details = seal(PATIENT_CALLER, policy=no_purpose)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions[0].purposes" in details
+    no_actor = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[TREAT])])
+    code, details = seal(PATIENT_CALLER, policy=no_actor)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "policy.provisions[0].actors" in details
     code, details = seal(PATIENT_CALLER, consent_id="not-a-uuid")
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "consent_id" in details
     existing = grant(env)
@@ -563,7 +657,11 @@ def test_grant_refuses_a_clear_policy_or_one_sealed_for_another_consent(env: Env
     clear = ledger_pb2.GrantConsent(consent_id=str(uuid.uuid4()), patient_id="pat-1", policy=oncology_policy())
     moved = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy())
     moved.consent_id = str(uuid.uuid4())  # the sealed bytes belong to another consent id
-    for grant_message, field in ((clear, "grant_consent.policy"), (moved, "grant_consent.sealed_policy")):
+    unattested = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy(), attested_by=None)
+    self_attested = sealed_grant(str(uuid.uuid4()), "pat-1", oncology_policy(), attested_by=PATIENT)
+    for grant_message, field in ((clear, "grant_consent.policy"), (moved, "grant_consent.sealed_policy"),
+                                 (unattested, "grant_consent.policy_attestation"),
+                                 (self_attested, "grant_consent.policy_attestation")):
         tx = transactions.sign_transaction(transactions.new_body(CHAIN, "pat-1", grant_consent=grant_message),
                                            PATIENT)
         code, details = status_of(lambda t=tx: env.call("GrantConsent", consent_pb2.GrantConsentRequest(transaction=t),

@@ -18,8 +18,9 @@ OPERATOR = Ed25519Signer.generate("operator")
 RECORDS = Ed25519Signer.generate("svc-records")
 PATIENT = Ed25519Signer.generate("pat-1")
 OTHER = Ed25519Signer.generate("pat-2")
-POLICY = policy_pb2.ConsentPolicy(
-    provisions=[policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[c.PURPOSE_OF_USE_TREAT])]
+POLICY = policy_pb2.ConsentPolicy(  # meets the consent rules: a purpose and an actor on the permit
+    provisions=[policy_pb2.Provision(type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[c.PURPOSE_OF_USE_TREAT],
+                                     actors=[policy_pb2.ConsentActor(organization_id="org-a")])]
 )
 
 
@@ -191,3 +192,15 @@ def test_an_unreachable_metadata_key_stops_folding_before_the_transaction(tmp_pa
     with pytest.raises(NotFound):
         state.sync(ledger.ListTransactions)
     assert state.cursor == 1, "the record is not skipped: folding resumes there once the key is back"
+
+
+def test_a_committed_policy_breaking_the_consent_rules_is_not_applied() -> None:
+    """Consent re-checks what it opens (validate_grant_policy), whatever the ledger's verdict said."""
+    ledger = FakeLedger()
+    open_permit = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[c.PURPOSE_OF_USE_TREAT])])  # no actor: anyone
+    ledger.append(PATIENT, grant_consent=sealed_grant("c-open", "pat-1", open_permit))
+    grant(ledger, PATIENT, "c-ok")
+    state = ConsentState(SEALER)
+    assert state.sync(ledger.ListTransactions) == 2
+    assert [x.consent_id for x in state.consents_of("pat-1")] == ["c-ok"]

@@ -26,6 +26,7 @@ from carechain.audit.v1 import audit_pb2
 from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
 from carechain.config import ConsentSettings
+from carechain.consent.rules import attest_policy
 from carechain.consent.server import ConsentServicer, register_consent
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
@@ -106,6 +107,8 @@ class World:
             purposes=[TREAT])])
         grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id="pat-1",
                                         sealed_policy=self.sealer.seal_policy(consent_id, "pat-1", policy))
+        # As SealPolicy answers: svc-consent attests the sealed policy it checked.
+        grant.policy_attestation = attest_policy(self.net.consent, CHAIN, consent_id, "pat-1", grant.sealed_policy)
         return transactions.sign_transaction(transactions.new_body(CHAIN, signer.key_id, grant_consent=grant), signer)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, onboarding, register, sealed_grant, tx
+from ledger_fixtures import CHAIN, Kind, Net, cid, onboarding, register, sealed_grant, tx
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
@@ -20,11 +22,13 @@ GUARDIAN = policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN
 class Chain:
     def __init__(self, net: Net) -> None:
         self.validator = Validator(CHAIN, net.trust)
+        self.block_time_ms: int | None = None  # None = now: the time a block cut now would carry
         self.state = PendingState(EmptyState())
         self.index = 0
 
     def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
-        result = self.validator.apply(transaction, self.state, self.index)
+        block_time_ms = self.block_time_ms if self.block_time_ms is not None else int(time.time() * 1000)
+        result = self.validator.apply(transaction, self.state, self.index, block_time_ms=block_time_ms)
         self.index += 1
         return result
 
@@ -75,28 +79,45 @@ def test_an_active_delegate_grants_and_revokes_for_the_patient(setup) -> None:
     chain, keys = setup
     chain.ok(delegate(keys["pat-1"]))
     assert chain.state.delegation("pat-1", "guardian-1").status == CONSENT_ACTIVE
-    chain.ok(grant_for(keys["guardian-1"], "c-1"))
-    chain.ok(tx(keys["guardian-1"], revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")))
-    assert chain.state.consent("c-1").status == CONSENT_REVOKED
+    chain.ok(grant_for(keys["guardian-1"], cid("c-1")))
+    chain.ok(tx(keys["guardian-1"], revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-1")))
+    assert chain.state.consent(cid("c-1")).status == CONSENT_REVOKED
 
 
 def test_without_delegation_or_after_revocation_no_one_else_grants(setup) -> None:
     chain, keys = setup
-    reason = chain.rejects(grant_for(keys["guardian-1"], "c-1"), "only the patient grants")
+    reason = chain.rejects(grant_for(keys["guardian-1"], cid("c-1")), "only the patient grants")
     assert reason.startswith(NOT_PERMITTED)
     chain.ok(delegate(keys["pat-1"]))
     chain.ok(revoke_delegate(keys["pat-1"]))
     assert chain.state.delegation("pat-1", "guardian-1").status == CONSENT_REVOKED
-    chain.rejects(grant_for(keys["guardian-1"], "c-2"), "only the patient grants")
+    chain.rejects(grant_for(keys["guardian-1"], cid("c-2")), "only the patient grants")
     chain.rejects(revoke_delegate(keys["pat-1"]), "not an active delegate")
 
 
-def test_the_delegation_period_is_checked_at_the_signed_creation_time(setup) -> None:
+def test_the_delegation_period_is_checked_at_block_time_not_the_signed_creation_time(setup) -> None:
     chain, keys = setup
-    chain.ok(delegate(keys["pat-1"], start_ms=1_000_000, end_ms=2_000_000))
-    chain.ok(grant_for(keys["guardian-1"], "c-1", created_at_ms=1_500_000))
-    chain.rejects(grant_for(keys["guardian-1"], "c-2", created_at_ms=2_000_000), "only the patient grants")
-    chain.rejects(grant_for(keys["guardian-1"], "c-3", created_at_ms=999_999), "only the patient grants")
+    now = int(time.time() * 1000)
+    start, end = now - 3_600_000, now + 3_600_000
+    chain.ok(delegate(keys["pat-1"], start_ms=start, end_ms=end))
+    chain.block_time_ms = now
+    chain.ok(grant_for(keys["guardian-1"], cid("c-1"), created_at_ms=now))
+    # The attack: once the period is over, the delegate backdates its grant into it; block time decides.
+    chain.block_time_ms = end
+    chain.rejects(grant_for(keys["guardian-1"], cid("c-2"), created_at_ms=end - 1_000), "only the patient grants")
+    chain.block_time_ms = start - 1
+    chain.rejects(grant_for(keys["guardian-1"], cid("c-3"), created_at_ms=start + 1_000), "only the patient grants")
+
+
+def test_a_creation_time_far_from_block_time_is_invalid(setup) -> None:
+    chain, keys = setup
+    chain.ok(delegate(keys["pat-1"]))
+    now = chain.block_time_ms = int(time.time() * 1000)
+    limit = chain.validator.max_skew_ms
+    chain.ok(grant_for(keys["guardian-1"], cid("c-1"), created_at_ms=now - limit))
+    chain.rejects(grant_for(keys["guardian-1"], cid("c-2"), created_at_ms=now - limit - 1), "created_at_ms")
+    chain.rejects(grant_for(keys["guardian-1"], cid("c-3"), created_at_ms=now + limit + 1), "created_at_ms")
+    chain.rejects(grant_for(keys["pat-1"], cid("c-4"), created_at_ms=1), "from the block (ordering) time")
 
 
 @pytest.mark.parametrize(("make", "reason"), [
@@ -122,13 +143,18 @@ def test_a_practitioner_may_be_a_delegate_and_registering_twice_is_rejected(setu
 
 def test_break_glass_windows_are_recorded_only_by_the_consent_service(net, setup) -> None:
     chain, keys = setup
-    window = ledger_pb2.BreakGlassAccess(actor_id="dr-1", patient_id="pat-1", started_at_ms=10, expires_at_ms=20)
+    now = chain.block_time_ms = int(time.time() * 1000)
+    window = ledger_pb2.BreakGlassAccess(actor_id="dr-1", patient_id="pat-1", started_at_ms=now,
+                                         expires_at_ms=now + 10)
     chain.ok(tx(net.consent, break_glass_access=window))
     chain.rejects(tx(keys["dr-1"], break_glass_access=window), "only svc-consent")
-    bad = ledger_pb2.BreakGlassAccess(actor_id="pat-1", patient_id="pat-1", started_at_ms=10, expires_at_ms=20)
+    bad = ledger_pb2.BreakGlassAccess(actor_id="pat-1", patient_id="pat-1", started_at_ms=now, expires_at_ms=now + 10)
     chain.rejects(tx(net.consent, break_glass_access=bad), "actor_id")
-    backwards = ledger_pb2.BreakGlassAccess(actor_id="dr-1", patient_id="pat-1", started_at_ms=10, expires_at_ms=10)
+    backwards = ledger_pb2.BreakGlassAccess(actor_id="dr-1", patient_id="pat-1", started_at_ms=now, expires_at_ms=now)
     chain.rejects(tx(net.consent, break_glass_access=backwards), "window")
+    # A window cannot be backdated (or post-dated) past the skew: it starts at its ordering time.
+    old = ledger_pb2.BreakGlassAccess(actor_id="dr-1", patient_id="pat-1", started_at_ms=10, expires_at_ms=20)
+    chain.rejects(tx(net.consent, break_glass_access=old), "block) time")
 
 
 def test_delegations_persist_in_the_store(tmp_path, setup) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, tx
+from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, tx
 
 from carechain.audit.anchoring import BatchSealer, LedgerAnchorer
 from carechain.audit.checkpoints import CheckpointRecorder
@@ -117,8 +117,8 @@ def ledger_process(tmp_path, net):
 def story(net: Net) -> tuple[list[ledger_pb2.Transaction], ledger_pb2.Transaction]:
     """Onboarding, a record, a grant; then the patient's revocation (returned separately)."""
     txs, keys = onboarding(net)
-    txs += [tx(net.records, register_record=record("pat-1", "org-1", "r-1")), grant(keys["pat-1"], "c-1")]
-    revocation = tx(keys["pat-1"], revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1"))
+    txs += [tx(net.records, register_record=record("pat-1", "org-1", "r-1")), grant(keys["pat-1"], cid("c-1"))]
+    revocation = tx(keys["pat-1"], revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-1"))
     return txs, revocation
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, sealed_grant, tx
+from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, register, sealed_grant, tx
 
 from carechain.common.v1 import common_pb2
+from carechain.consent import rules as consent_rules
 from carechain.consent.v1 import policy_pb2
 from carechain.crypto import Ed25519Signer
+from carechain.errors import InvalidArgument
 from carechain.ledger import transactions
 from carechain.ledger.client import rejection
 from carechain.ledger.state import CONSENT_REVOKED, EmptyState, PendingState
@@ -20,11 +24,13 @@ class Chain:
 
     def __init__(self, net: Net) -> None:
         self.validator = Validator(CHAIN, net.trust)
+        self.block_time_ms: int | None = None  # None = now: the time a block cut now would carry
         self.state = PendingState(EmptyState())
         self.next_index = 0
 
     def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
-        result = self.validator.apply(transaction, self.state, self.next_index)
+        block_time_ms = self.block_time_ms if self.block_time_ms is not None else int(time.time() * 1000)
+        result = self.validator.apply(transaction, self.state, self.next_index, block_time_ms=block_time_ms)
         self.next_index += 1
         return result
 
@@ -107,7 +113,7 @@ def test_identity_registers_organizations_practitioners_and_patients(net, chain,
 def test_only_identity_registers_principals(net, chain):
     payload = ledger_pb2.RegisterPrincipal(principal_id="org-9", kind=Kind.PRINCIPAL_KIND_ORGANIZATION,
                                            public_key=bytes(32))
-    reason = chain.rejects(tx(net.records, register_principal=payload), "only svc-identity registers principals")
+    reason = chain.rejects(tx(net.records, register_principal=payload), "registers principals")
     assert reason.startswith(NOT_PERMITTED)
 
 
@@ -179,56 +185,77 @@ def test_a_record_id_is_registered_once(net, chain, keys):
 # --- GrantConsent / RevokeConsent -------------------------------------------------------------
 
 def test_a_patient_grants_consent(net, chain, keys):
-    chain.ok(grant(keys["pat-1"], "c-1"))
-    assert chain.state.consent("c-1").status == "ACTIVE"
+    chain.ok(grant(keys["pat-1"], cid("c-1")))
+    assert chain.state.consent(cid("c-1")).status == "ACTIVE"
 
 
 def test_nobody_else_grants_a_patients_consent(net, chain, keys):
-    forged = tx(keys["dr-1"], grant_consent=sealed_grant("c-1", "pat-1"))
+    forged = tx(keys["dr-1"], grant_consent=sealed_grant(cid("c-1"), "pat-1"))
     reason = chain.rejects(forged, "only the patient grants")
     assert isinstance(rejection(reason), type(rejection(NOT_PERMITTED + "x")))
-    assert chain.state.consent("c-1") is None
+    assert chain.state.consent(cid("c-1")) is None
 
 
 def test_a_practitioner_cannot_grant_as_a_patient_of_their_own(net, chain, keys):
-    chain.rejects(grant(keys["dr-1"], "c-2"), "patient_id: not a registered patient")
+    chain.rejects(grant(keys["dr-1"], cid("c-2")), "patient_id: not a registered patient")
 
 
 def test_a_consent_needs_a_sealed_policy_and_a_new_id(net, chain, keys):
     pat = keys["pat-1"]
     clear = policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision()])
-    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(consent_id="c-1", patient_id="pat-1", policy=clear)),
+    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(consent_id=cid("c-1"), patient_id="pat-1",
+                                                                policy=clear)),
                   "grant_consent.policy: must be sealed")
-    both = sealed_grant("c-1", "pat-1")
+    both = sealed_grant(cid("c-1"), "pat-1")
     both.policy.CopyFrom(clear)
     chain.rejects(tx(pat, grant_consent=both), "grant_consent.policy: must be sealed")
-    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(consent_id="c-1", patient_id="pat-1")),
+    chain.rejects(tx(pat, grant_consent=ledger_pb2.GrantConsent(consent_id=cid("c-1"), patient_id="pat-1")),
                   "grant_consent.sealed_policy: required")
-    chain.ok(grant(pat, "c-1"))
-    chain.rejects(grant(pat, "c-1"), "consent_id: already exists")
+    chain.ok(grant(pat, cid("c-1")))
+    chain.rejects(grant(pat, cid("c-1")), "consent_id: already exists")
+
+
+def test_a_grant_needs_svc_consents_attestation_of_its_sealed_policy(net, chain, keys):
+    """Validators cannot open the policy: only one the consent service checked (and signed) is valid."""
+    pat = keys["pat-1"]
+    chain.rejects(tx(pat, grant_consent=sealed_grant(cid("c-1"), "pat-1", attested_by=None)),
+                  "grant_consent.policy_attestation: required")
+    # Signed by someone else than svc-consent (here the patient itself), or by svc-consent for other bytes.
+    chain.rejects(tx(pat, grant_consent=sealed_grant(cid("c-1"), "pat-1", attested_by=pat)),
+                  "not attested by svc-consent")
+    other = sealed_grant(cid("c-1"), "pat-1")
+    other.sealed_policy.ciphertext = other.sealed_policy.ciphertext[:-1] + b"\x00"
+    chain.rejects(tx(pat, grant_consent=other), "not attested by svc-consent")
+    moved = sealed_grant(cid("c-2"), "pat-1")
+    moved.consent_id = cid("c-1")  # an attestation for another consent id
+    chain.rejects(tx(pat, grant_consent=moved), "not attested by svc-consent")
+    chain.rejects(tx(pat, grant_consent=sealed_grant(cid("c-1"), "pat-1", chain="another-chain")),
+                  "not attested by svc-consent")
+    assert chain.state.consent(cid("c-1")) is None
+    chain.ok(grant(pat, cid("c-1")))
 
 
 def test_a_patient_revokes_an_active_consent_once(net, chain, keys):
     pat = keys["pat-1"]
-    chain.ok(grant(pat, "c-1"))
-    revoke = ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")
+    chain.ok(grant(pat, cid("c-1")))
+    revoke = ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-1")
     chain.ok(tx(pat, revoke_consent=revoke))
-    assert chain.state.consent("c-1").status == CONSENT_REVOKED
+    assert chain.state.consent(cid("c-1")).status == CONSENT_REVOKED
     chain.rejects(tx(pat, revoke_consent=revoke), "not active")
 
 
 def test_revoking_needs_the_owning_patient_and_a_known_consent(net, chain, keys):
     pat = keys["pat-1"]
-    chain.ok(grant(pat, "c-1"))
+    chain.ok(grant(pat, cid("c-1")))
     t, other = register(net, "pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
     chain.ok(t)
-    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-2")),
+    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-2")),
                   "belongs to another patient")
-    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-1", patient_id="pat-1")),
+    chain.rejects(tx(other, revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-1"), patient_id="pat-1")),
                   "only the patient revokes")
-    chain.rejects(tx(pat, revoke_consent=ledger_pb2.RevokeConsent(consent_id="c-x", patient_id="pat-1")),
+    chain.rejects(tx(pat, revoke_consent=ledger_pb2.RevokeConsent(consent_id=cid("c-x"), patient_id="pat-1")),
                   "unknown consent")
-    assert chain.state.consent("c-1").status == "ACTIVE"
+    assert chain.state.consent(cid("c-1")).status == "ACTIVE"
 
 
 # --- AnchorAuditBatch -------------------------------------------------------------------------
@@ -299,8 +326,8 @@ def test_the_same_transactions_give_the_same_results_and_state(net):
     txs, keys = onboarding(net)
     txs += [
         tx(net.records, register_record=record("pat-1", "org-1", "r-1")),
-        grant(keys["pat-1"], "c-1"),
-        grant(keys["dr-1"], "c-2"),
+        grant(keys["pat-1"], cid("c-1")),
+        grant(keys["dr-1"], cid("c-2")),
         tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")),
     ]
     runs = []
@@ -318,3 +345,108 @@ def test_rejection_maps_who_reasons_to_permission_denied():
 
     assert isinstance(rejection("not permitted: only svc-records registers records"), PermissionDenied)
     assert isinstance(rejection("register_record.record_id: already registered"), FailedPrecondition)
+
+
+# --- the whole rule set on the ledger (issue 9 part C) ------------------------------------------
+
+
+def _grant_with(patient: Ed25519Signer, provision: policy_pb2.Provision, consent_id: str | None = None):
+    return tx(patient, grant_consent=ledger_pb2.GrantConsent(
+        consent_id=consent_id or cid("c-direct"), patient_id=patient.key_id,
+        policy=policy_pb2.ConsentPolicy(provisions=[provision])))
+
+
+_TREAT = [common_pb2.PURPOSE_OF_USE_TREAT]
+_DR_1 = [policy_pb2.ConsentActor(practitioner_id="dr-1")]
+_PERMIT = policy_pb2.PROVISION_TYPE_PERMIT
+
+
+@pytest.mark.parametrize(("provision", "reason"), [
+    (policy_pb2.Provision(type=_PERMIT, actors=_DR_1), "provisions[0].purposes"),
+    (policy_pb2.Provision(type=_PERMIT, purposes=_TREAT), "provisions[0].actors"),
+    (policy_pb2.Provision(type=_PERMIT, purposes=[99], actors=_DR_1), "purposes"),
+])
+def test_a_directly_submitted_grant_must_meet_the_consent_services_rules(chain, keys, provision, reason):
+    """Validators cannot see a sealed policy, so the rules hold through svc-consent's attestation.
+
+    SealPolicy runs validate_grant_policy before it seals and attests, so no attestation exists for a
+    policy breaking the rules; a direct grant of it in clear, or sealed without the attestation, is invalid.
+    """
+    with pytest.raises(InvalidArgument) as refused:
+        consent_rules.validate_grant_policy(policy_pb2.ConsentPolicy(provisions=[provision]))
+    assert reason in refused.value.message
+    chain.rejects(_grant_with(keys["pat-1"], provision), "grant_consent.policy: must be sealed")
+    unattested = sealed_grant(cid("c-direct"), "pat-1", attested_by=keys["pat-1"])
+    assert chain.rejects(tx(keys["pat-1"], grant_consent=unattested), "not attested by svc-consent").startswith(
+        NOT_PERMITTED)
+    assert chain.state.consent(cid("c-direct")) is None
+
+
+def test_a_directly_submitted_grant_needs_a_uuid_consent_id(chain, keys):
+    reason = chain.rejects(tx(keys["pat-1"], grant_consent=sealed_grant("c-1", "pat-1")), "must be a UUID")
+    assert reason.startswith("grant_consent.consent_id")
+    assert chain.state.consent("c-1") is None
+
+
+def test_records_are_registered_only_for_the_writing_organizations_patients(net, chain, keys):
+    for transaction in (register(net, "org-2", Kind.PRINCIPAL_KIND_ORGANIZATION)[0],
+                        register(net, "dr-2", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-2")[0]):
+        chain.ok(transaction)
+    # org-2 (or its practitioner) writing for org-1's patient: refused even though svc-records signs.
+    reason = chain.rejects(tx(net.records, register_record=record("pat-1", "org-2")), "only for its own patients")
+    assert reason.startswith(NOT_PERMITTED)
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1")))
+
+
+# --- principal lifecycle -------------------------------------------------------------------------
+
+
+def test_the_registering_organization_deactivates_a_practitioner_who_then_signs_nothing(net, chain, keys):
+    chain.ok(register(net, "org-2", Kind.PRINCIPAL_KIND_ORGANIZATION)[0])
+    deactivate = ledger_pb2.DeactivatePrincipal(principal_id="dr-1")
+    for outsider in (keys["pat-1"], keys["dr-1"]):
+        assert chain.rejects(tx(outsider, deactivate_principal=deactivate), "registering authority").startswith(
+            NOT_PERMITTED)
+    org_2 = register(net, "org-2b", Kind.PRINCIPAL_KIND_ORGANIZATION)
+    chain.ok(org_2[0])
+    chain.rejects(tx(org_2[1], deactivate_principal=deactivate), "registering authority")
+    chain.ok(tx(keys["org-1"], deactivate_principal=deactivate))
+    assert not chain.state.principal("dr-1").active
+    chain.rejects(tx(keys["org-1"], deactivate_principal=deactivate), "already deactivated")
+    reason = chain.rejects(tx(keys["dr-1"], register_delegate=ledger_pb2.RegisterDelegate()), "deactivated")
+    assert reason.startswith(NOT_PERMITTED)
+    # Organisations are deactivated by the operator (or identity), not by themselves.
+    chain.rejects(tx(keys["org-1"], deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="org-1")),
+                  "registering authority")
+    chain.ok(tx(net.operator, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="org-1")))
+
+
+def test_a_rotated_key_replaces_the_old_one_for_transactions(net, chain, keys):
+    new_key = Ed25519Signer.generate("pat-1")
+    rotate = ledger_pb2.RotatePrincipalKey(principal_id="pat-1", public_key=new_key.public_key_bytes())
+    chain.rejects(tx(keys["pat-1"], rotate_principal_key=rotate), "registering authority")
+    chain.rejects(tx(keys["org-1"], rotate_principal_key=ledger_pb2.RotatePrincipalKey(
+        principal_id="pat-1", public_key=b"short")), "public_key")
+    chain.ok(tx(net.identity, rotate_principal_key=rotate))
+    assert chain.state.principal("pat-1").public_key == new_key.public_key_bytes()
+    chain.rejects(grant(keys["pat-1"], cid("c-old")), "invalid signature")
+    chain.ok(grant(new_key, cid("c-new")))
+
+
+def test_a_specialty_is_attested_by_the_practitioners_own_organization(net, chain, keys):
+    def practitioner(signer, principal_id: str, **fields):
+        payload = ledger_pb2.RegisterPrincipal(principal_id=principal_id, kind=Kind.PRINCIPAL_KIND_PRACTITIONER,
+                                               public_key=Ed25519Signer.generate(principal_id).public_key_bytes(),
+                                               organization_id="org-1", **fields)
+        return tx(signer, register_principal=payload)
+
+    chain.rejects(practitioner(net.identity, "dr-a", specialty="psychiatry"), "attested")
+    chain.rejects(practitioner(net.identity, "dr-b", specialty="psychiatry", specialty_attested_by="org-9"),
+                  "attested")
+    chain.rejects(practitioner(net.identity, "dr-c", specialty="Psychiatry!", specialty_attested_by="org-1"),
+                  "specialty")
+    chain.ok(practitioner(net.identity, "dr-d", specialty="psychiatry", specialty_attested_by="org-1"))
+    # The organisation registers (and attests) its practitioner itself; another signer cannot.
+    chain.ok(practitioner(keys["org-1"], "dr-e", specialty="emergency", specialty_attested_by="org-1"))
+    assert chain.state.principal("dr-e").specialty == "emergency"
+    chain.rejects(practitioner(keys["dr-1"], "dr-f"), "registers principals")

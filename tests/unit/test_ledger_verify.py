@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 
 import pytest
-from ledger_fixtures import CHAIN, Net, grant, onboarding, record, tx
+from ledger_fixtures import CHAIN, Net, cid, grant, onboarding, record, tx
 
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
@@ -31,8 +31,8 @@ def chain_dir(tmp_path, net):
     txs, keys = onboarding(net)
     txs += [
         tx(net.records, register_record=record("pat-1", "org-1", "r-1")),
-        grant(keys["dr-1"], "c-bad"),  # invalid: a practitioner is not a patient
-        grant(keys["pat-1"], "c-1"),
+        grant(keys["dr-1"], cid("c-bad")),  # invalid: a practitioner is not a patient
+        grant(keys["pat-1"], cid("c-1")),
     ]
     # Heights: 1 org, 2 dr, 3 pat, 4 record, 5 invalid grant, 6 grant.
     for t in txs:

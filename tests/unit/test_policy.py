@@ -64,6 +64,7 @@ def request(**overrides) -> AccessRequest:
     base = AccessRequest(
         actor_id="prac-1", actor_organization_id="org-a", actor_specialty="oncology", purpose=TREAT,
         action=c.CONSENT_ACTION_ACCESS, categories=(NORMAL,), record_id="rec-1", patient_id=PATIENT, now_ms=NOW,
+        patient_organization_id="org-a",
     )
     return replace(base, **overrides)
 
@@ -303,6 +304,17 @@ def typed(provision: p.Provision, *types: str) -> p.Provision:
 
 
 MORE_CASES = [
+    Case("specialty of another organisation: not by default", [consent(prov(actors=[spec("oncology")]))], DENY_E,
+         request={"actor_organization_id": "org-b"}),
+    Case("specialty of any member organisation when the consent says so",
+         [consent(prov(actors=[p.ConsentActor(specialty="oncology", any_organization=True)]))], PERMIT_E,
+         request={"actor_organization_id": "org-b"}, reason_has="actor specialty oncology"),
+    Case("specialty of an organisation the consent names",
+         [consent(prov(actors=[p.ConsentActor(specialty="oncology", specialty_organization_ids=["org-b"])]))],
+         PERMIT_E, request={"actor_organization_id": "org-b"}),
+    Case("specialty scoped to named organisations excludes the patient's own",
+         [consent(prov(actors=[p.ConsentActor(specialty="oncology", specialty_organization_ids=["org-b"])]))],
+         DENY_E),
     Case("data period: record dated inside", [consent(dated(prov(), *Y2023))], PERMIT_E,
          request={"data_date_ms": IN_2023}, reason_has="records dated [2023-01-01, 2024-01-01)"),
     Case("data period: record dated before", [consent(dated(prov(), *Y2023))], DENY_E,
@@ -361,7 +373,7 @@ def test_decision_more(case: Case) -> None:
 # --- break-glass ------------------------------------------------------------------------------
 
 RULES = policy.BreakGlassRules(frozenset({"emergency-medicine"}), 4 * HOUR)
-EMERGENCY = {"actor_specialty": "Emergency-Medicine", "purpose": ETREAT}
+EMERGENCY = {"actor_specialty": "Emergency-Medicine", "purpose": ETREAT, "break_glass": True}
 
 
 @dataclass
@@ -383,7 +395,9 @@ GLASS_CASES = [
               reason_has="break-glass never opens sensitive categories and consent does not permit"),
     GlassCase("every sensitive category stays closed", [], {**EMERGENCY, "categories": (ONCOLOGY,)}, DENY_E,
               reason_has="break-glass never opens sensitive categories"),
-    GlassCase("not an emergency specialty", [], {"purpose": ETREAT}, DENY_E,
+    GlassCase("ETREAT by an emergency physician without the explicit flag is not break-glass", [],
+              {**EMERGENCY, "break_glass": False}, DENY_E, reason_has="no active consent permits"),
+    GlassCase("not an emergency specialty", [], {"purpose": ETREAT, "break_glass": True}, DENY_E,
               reason_has="break-glass needs purpose ETREAT, action ACCESS and an emergency specialty"),
     GlassCase("emergency specialty but purpose TREAT", [], {**EMERGENCY, "purpose": TREAT}, DENY_E,
               reason_has="no active consent permits"),
@@ -432,6 +446,12 @@ def test_policy_suite_has_at_least_forty_table_cases() -> None:
 INVALID_MORE = [
     ("data period backwards", _policy(dated(prov(), NOW, NOW - 1)), "policy.provisions[0].data_period.end_ms"),
     ("resource type not a type", _policy(typed(prov(), "condition")), "policy.provisions[0].resource_types[0]"),
+    ("organisation scope on a practitioner actor",
+     _policy(prov(actors=[p.ConsentActor(practitioner_id="x", any_organization=True)])),
+     "policy.provisions[0].actors[0].any_organization"),
+    ("any organisation and named organisations",
+     _policy(prov(actors=[p.ConsentActor(specialty="x", any_organization=True, specialty_organization_ids=["o"])])),
+     "policy.provisions[0].actors[0].specialty_organization_ids"),
 ]
 
 

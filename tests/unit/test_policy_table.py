@@ -7,7 +7,7 @@ A row expecting INVALID names the FHIR element the import must refuse.
 
 The default request: practitioner prac-1 (organisation org-a, specialty oncology) asks to ACCESS
 record rec-1 (a Condition written by prac-7 of org-b, clinical date 2023-06-01, category NORMAL) of
-patient pat-1 for TREAT, on 2025-06-01.
+patient pat-1 (registered by org-a) for TREAT, on 2025-06-01; break-glass only when asked for.
 """
 
 from __future__ import annotations
@@ -351,23 +351,26 @@ ROWS: list[Row] = [
     Row("revoked consent never permits", one(ANY, revoked=True), DENY, "consent c-0 was revoked"),
     Row("another patient's consent never applies", one(ANY, patient="pat-2"), DENY, "no active consent"),
 
-    # Break-glass.
+    # Break-glass: only when the request explicitly asks for it (GetRecord/Decide break_glass + reason).
+    Row("ETREAT without an explicit break-glass request is no break-glass", [], DENY, "no active consent",
+        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT"}),
     Row("break-glass: emergency physician, ETREAT, normal data", [], PERMIT, "break-glass: emergency access",
-        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, break_glass=True),
+        {"break_glass": True, "actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, break_glass=True),
     Row("break-glass never opens sensitive data", [], DENY, "break-glass never opens sensitive categories",
-        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT", "categories": ["MENTAL"]}),
+        {"break_glass": True, "actor_specialty": "emergency-medicine", "purpose": "ETREAT", "categories": ["MENTAL"]}),
     Row("break-glass needs an emergency specialty", [], DENY, "break-glass needs purpose ETREAT",
-        {"purpose": "ETREAT"}),
+        {"break_glass": True, "purpose": "ETREAT"}),
     Row("break-glass needs ETREAT", [], DENY, "no active consent",
-        {"actor_specialty": "emergency-medicine"}),
+        {"break_glass": True, "actor_specialty": "emergency-medicine"}),
     Row("break-glass only for ACCESS", [], DENY, "",
-        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT", "action": "DISCLOSE"}),
+        {"break_glass": True, "actor_specialty": "emergency-medicine", "purpose": "ETREAT", "action": "DISCLOSE"}),
     Row("break-glass overrides a deny for normal data", one(deny()), PERMIT, "consent alone: denied by",
-        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, break_glass=True),
+        {"break_glass": True, "actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, break_glass=True),
     Row("break-glass inside an open window", [], PERMIT, "",
-        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, window=(-HOUR, 3 * HOUR), break_glass=True),
+        {"break_glass": True, "actor_specialty": "emergency-medicine", "purpose": "ETREAT"},
+        window=(-HOUR, 3 * HOUR), break_glass=True),
     Row("break-glass window ended", [], DENY, "break-glass window of practitioner prac-1 ended",
-        {"actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, window=(-5 * HOUR, -HOUR)),
+        {"break_glass": True, "actor_specialty": "emergency-medicine", "purpose": "ETREAT"}, window=(-5 * HOUR, -HOUR)),
     Row("consent that permits ETREAT is no break-glass", one(ANY), PERMIT, "permitted by",
         {"actor_specialty": "emergency-medicine", "purpose": "ETREAT"}),
 
@@ -441,7 +444,7 @@ def access_request(overrides: dict[str, Any]) -> AccessRequest:
         actor_id="prac-1", actor_organization_id="org-a", actor_specialty="oncology", purpose=PURPOSES["TREAT"],
         action=c.CONSENT_ACTION_ACCESS, categories=(c.SENSITIVITY_CATEGORY_NORMAL,), record_id="rec-1",
         patient_id=PATIENT, now_ms=NOW, data_date_ms=fhir_time_range("2023-06-01")[0], resource_type="Condition",
-        record_author_id="prac-7", record_organization_id="org-b",
+        record_author_id="prac-7", record_organization_id="org-b", patient_organization_id="org-a",
     )
     values = dict(overrides)
     if "purpose" in values:

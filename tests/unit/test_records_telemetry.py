@@ -43,7 +43,7 @@ class _Identity:
 
     def GetPrincipal(self, request: identity_pb2.GetPrincipalRequest) -> identity_pb2.Principal:  # noqa: N802
         return identity_pb2.Principal(principal_id=request.principal_id, kind=Kind.PRINCIPAL_KIND_PATIENT,
-                                      fhir_patient_id=FHIR_ID)
+                                      fhir_patient_id=FHIR_ID, organization_id="org-1")  # the writer's patient
 
 
 @pytest.fixture

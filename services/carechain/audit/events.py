@@ -45,6 +45,7 @@ class AuditReporter:
         resource_type: str = "",
         categories: Iterable[int] = (),
         alert: bool = False,
+        event_id: str = "",
         consent_id: str = "",
     ) -> audit_pb2.AuditReceipt:
         """Record one event durably and return its receipt.
@@ -54,12 +55,14 @@ class AuditReporter:
         values) describe the record for the patient's accounting of
         disclosures; alert raises a patient notification and a privacy-officer
         review item (break-glass); consent_id names the consent a grant or
-        revocation event is about. Identifiers only, never PHI. A call that finds the
+        revocation event is about. Identifiers only, never PHI. event_id (a UUID)
+        makes the event idempotent across callers: events derived from the
+        ledger use one derived from the log index, so they are stored once. A call that finds the
         audit service down is retried with the same event id (the store is
         idempotent on it); then Unavailable propagates.
         """
         event = audit_pb2.AuditEvent(
-            event_id=str(uuid.uuid4()),
+            event_id=event_id or str(uuid.uuid4()),
             time_ms=int(self._clock() * 1000),
             service=self.service_name,
             actor_id=actor_id,

@@ -60,6 +60,7 @@ from carechain.etcd import EtcdClient
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.quorum import configured_validator_set
 from carechain.network import TrustBundle, audience, service_principal_id
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 from carechain.verifier import LedgerTrust
 
@@ -590,7 +591,8 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
         store, access.ledger, lambda: ledger_trust(settings), lambda event: servicer.report_own(event),
         settings.checkpoint_interval_seconds,
     ) if settings.anchor_batches and settings.record_checkpoints else None
-    servicer = AuditServicer(Authenticator(trust, audience("audit")), store, anchorer=anchorer,
+    principal_status = PrincipalStatus.following(access.ledger).start()
+    servicer = AuditServicer(Authenticator(trust, audience("audit"), principal_status), store, anchorer=anchorer,
                              checkpoints=checkpoints, anchor_deadline_seconds=settings.anchor_deadline_seconds,
                              directory=access)
     sealer = BatchSealer(store, settings.batch_max_events, settings.batch_max_seconds)
@@ -598,7 +600,9 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
                                    checkpoints=checkpoints, report=servicer.report_own,
                                    backoff_max_seconds=settings.anchor_backoff_max_seconds)
     maintenance.start()
-    return register_audit(servicer), [servicer.close, maintenance.stop, access.close, store.close]
+    return register_audit(servicer), [
+        servicer.close, maintenance.stop, principal_status.close, access.close, store.close
+    ]
 
 
 def ledger_trust(settings: AuditSettings) -> LedgerTrust:

@@ -15,11 +15,16 @@ Semantics
     actors (IRCP/PRCP, the default, and every specialty) say *who asks*: none
     = any actor; otherwise one matches: a ``practitioner_id`` equal to the
     actor, an ``organization_id`` equal to the actor's organisation, or a
-    ``specialty`` equal to the actor's specialty (case-insensitive). Author
-    (AUT) and custodian (CST) actors say *which data*: when present, the
-    record must have been written by one of them (author: the record's author
-    or its organisation; custodian: the record's organisation), whoever asks.
-    "Withhold data authored by X" is therefore not "deny X access";
+    ``specialty`` equal to the actor's (attested) specialty, compared
+    case-insensitively, *and* the actor's organisation in the specialty's
+    scope (:func:`specialty_scope_matches`): the organisations the actor lists
+    in ``specialty_organization_ids``; when it lists none, the patient's
+    registering organisation only; any member organisation only with
+    ``any_organization``. Author (AUT) and custodian (CST) actors say *which
+    data*: when present, the record must have been written by one of them
+    (author: the record's author or its organisation; custodian: the record's
+    organisation), whoever asks. "Withhold data authored by X" is therefore
+    not "deny X access";
   * action: a PERMIT without actions covers ACCESS only; a DENY without
     actions covers every action; otherwise the requested action is listed;
   * purpose: no purposes = any purpose (only nested provisions and denies may
@@ -57,9 +62,11 @@ Semantics
 
 Break-glass (:func:`decide`)
 ----------------------------
-When consent does not permit, a practitioner whose specialty is one of the
-configured emergency specialties, asking to ACCESS for purpose ETREAT, gets a
-*break-glass* permit, limited to a window (default 4 h from the first use by
+Break-glass is explicit: only a request with ``break_glass`` set (and a reason,
+checked by the service) can break the glass; purpose ETREAT alone never does.
+When consent does not permit, a practitioner whose attested specialty (role)
+is one of the configured emergency specialties, explicitly asking to ACCESS
+for purpose ETREAT, gets a *break-glass* permit, limited to a window (default 4 h from the first use by
 that actor for that patient), for records whose categories are all NORMAL.
 Sensitive categories stay closed (denied with the reason). Break-glass also
 overrides a consent's DENY for non-sensitive records: an emergency is what it
@@ -203,6 +210,18 @@ def _validate_enums(values: Iterable[int], enum: object, unspecified: int, field
             raise InvalidArgument(field, f"unknown value {value}")
 
 
+def _validate_specialty_scope(actor: policy_pb2.ConsentActor, field: str) -> None:
+    """any_organization and specialty_organization_ids scope a specialty actor, and only that."""
+    scoped = actor.any_organization or actor.specialty_organization_ids
+    if scoped and actor.WhichOneof("actor") != "specialty":
+        raise InvalidArgument(f"{field}.any_organization", "only a specialty actor has an organisation scope")
+    if actor.any_organization and actor.specialty_organization_ids:
+        raise InvalidArgument(f"{field}.specialty_organization_ids", "must be empty with any_organization")
+    for i, organization_id in enumerate(actor.specialty_organization_ids):
+        if not organization_id.strip():
+            raise InvalidArgument(f"{field}.specialty_organization_ids[{i}]", "must not be empty")
+
+
 def _names_recipient(provision: policy_pb2.Provision) -> bool:
     """Whether a provision names a recipient by identity (a practitioner or organisation, not a specialty)."""
     return any(
@@ -245,6 +264,7 @@ def _validate_provision(
             raise InvalidArgument(f"{field}.actors[{i}]", "must name a practitioner_id, organization_id or specialty")
         if not getattr(actor, which).strip():
             raise InvalidArgument(f"{field}.actors[{i}].{which}", "must not be empty")
+        _validate_specialty_scope(actor, f"{field}.actors[{i}]")
         if actor.role not in _Role.values():
             raise InvalidArgument(f"{field}.actors[{i}].role", f"unknown value {actor.role}")
         if which == "specialty" and actor.role not in _RECIPIENT_ROLES:
@@ -354,6 +374,8 @@ class AccessRequest:
     now_ms: int
     data_date_ms: int = 0  # the record's clinical date (UTC day); 0 = none
     resource_type: str = ""  # the record's FHIR resource type
+    patient_organization_id: str = ""  # the organisation that registered the patient
+    break_glass: bool = False  # the clinician explicitly asked to break the glass
     record_author_id: str = ""  # who wrote the record (practitioner or organisation)
     record_organization_id: str = ""  # the organisation that wrote (holds) the record
 
@@ -420,9 +442,25 @@ def _recipient_match(recipients: list[policy_pb2.ConsentActor], request: AccessR
             which == "specialty"
             and request.actor_specialty
             and actor.specialty.strip().casefold() == request.actor_specialty.strip().casefold()
+            and specialty_scope_matches(actor, request)
         ):
             return f"specialty {actor.specialty}"
     return None
+
+
+def specialty_scope_matches(actor: policy_pb2.ConsentActor, request: AccessRequest) -> bool:
+    """Whether the actor's organisation is in a specialty actor's organisation scope.
+
+    Listed organisations when there are any; any member organisation only with
+    any_organization; otherwise the patient's registering organisation alone.
+    """
+    if not request.actor_organization_id:
+        return False
+    if actor.any_organization:
+        return True
+    if actor.specialty_organization_ids:
+        return request.actor_organization_id in actor.specialty_organization_ids
+    return request.actor_organization_id == request.patient_organization_id
 
 
 def _data_actor_match(data_actors: list[policy_pb2.ConsentActor], request: AccessRequest) -> str | None:
@@ -658,9 +696,10 @@ class BreakGlassWindow:
 
 
 def break_glass_applies(request: AccessRequest, rules: BreakGlassRules) -> bool:
-    """Whether the request is a break-glass request: ETREAT, ACCESS, by an emergency specialty."""
+    """Whether the request is a break-glass request: explicitly asked for, ETREAT, ACCESS, by an emergency role."""
     return (
-        request.purpose == _Purpose.PURPOSE_OF_USE_ETREAT
+        request.break_glass
+        and request.purpose == _Purpose.PURPOSE_OF_USE_ETREAT
         and request.effective_action == _Action.CONSENT_ACTION_ACCESS
         and request.actor_specialty.strip().casefold() in rules.specialties
     )
@@ -682,7 +721,7 @@ def decide(
     if decision.permitted or rules is None:
         return decision
     if not break_glass_applies(request, rules):
-        if request.purpose == _Purpose.PURPOSE_OF_USE_ETREAT and rules.specialties:
+        if request.break_glass and rules.specialties:
             return replace(
                 decision,
                 reason=f"{decision.reason} (break-glass needs purpose ETREAT, action ACCESS and an emergency "

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from carechain.auth import Authenticator, Caller
 from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
 from carechain.config import ConsentSettings
+from carechain.consent import rules as consent_rules
 from carechain.consent.fhir_consent import consent_json
 from carechain.consent.policy import (
     AccessRequest,
@@ -52,9 +54,8 @@ from carechain.consent.policy import (
     PolicyDecision,
     decide,
     evaluate,
-    validate_policy,
 )
-from carechain.consent.state import ConsentState, ListTransactions, RecordInfo
+from carechain.consent.state import ConsentChange, ConsentState, ListTransactions, RecordInfo
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
 from carechain.crypto import Signer
 from carechain.errors import (
@@ -72,6 +73,7 @@ from carechain.ledger.sealing import LedgerSealer, metadata_sealer
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.network import DECISION_ISSUER_ID, TrustBundle, audience
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 from carechain.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.vault import service_signer
@@ -79,6 +81,10 @@ from carechain.vault import service_signer
 log = logging.getLogger("carechain.consent")
 
 Kind = common_pb2.PrincipalKind
+# Namespace of the audit event ids of consent changes (uuid5 of chain id and log index).
+_CONSENT_CHANGE_EVENTS = uuid.UUID("5f0c3e8a-6a43-4f0e-9a35-0c6f2b9d7e11")
+# How often the consent service follows the ledger on its own, to audit directly submitted changes.
+FOLLOW_SECONDS = 1.0
 # How long a grant or revocation waits for its block to be certified in the verified state.
 COMMIT_VISIBLE_SECONDS = 10.0
 # submit(ledger_stub, tx) -> SubmitTransactionResponse; raises when the validator rejects tx.
@@ -96,15 +102,6 @@ def token_id(token: str) -> str:
     """The jti claim of a token this service just issued (no verification needed: we signed it)."""
     payload = token.split(".")[1]
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
-
-
-def _require_uuid(value: str, field: str) -> None:
-    if not value:
-        raise InvalidArgument(field, "required")
-    try:
-        uuid.UUID(value)
-    except ValueError as exc:
-        raise InvalidArgument(field, "must be a UUID") from exc
 
 
 def _signed(payload: str, allow_delegate: bool) -> Scope:
@@ -186,10 +183,36 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self._ttl = decision_token_ttl_seconds
         self._submit = submit
         self._clock = clock
+        self._audit_lock = threading.Lock()  # one auditor of consent changes at a time
 
     def sync(self) -> None:
-        """Catch up with the ledger (UNAVAILABLE if it is down: never decide on stale state)."""
+        """Catch up with the ledger (UNAVAILABLE if it is down: never decide on stale state).
+
+        Consent changes newly seen are audited (best effort here: see :meth:`audit_consent_changes`).
+        """
         self._state.sync(self._read_transactions)
+        try:
+            self.audit_consent_changes()
+        except Exception:  # noqa: BLE001 - the changes stay queued; the follower or the next sync retries
+            log.warning("consent changes not audited yet; will retry")
+
+    def audit_consent_changes(self) -> int:
+        """Audit every committed grant and revocation not audited yet; returns how many were reported.
+
+        Derived from the committed ledger, so a grant submitted straight to the
+        ledger is audited too. The event id is derived from the chain and log
+        index, so replicas, retries and restarts (which replay the log) store
+        each event once. Errors propagate with the unreported changes kept.
+        """
+        with self._audit_lock:
+            changes = self._state.take_changes()
+            for done, change in enumerate(changes):
+                try:
+                    self._report_change(change)
+                except BaseException:
+                    self._state.put_back_changes(changes[done:])
+                    raise
+            return len(changes)
 
     # --- grants and revocations ----------------------------------------------
 
@@ -248,46 +271,51 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def SealPolicy(
         self, request: consent_pb2.SealPolicyRequest, context: grpc.ServicerContext
     ) -> consent_pb2.SealPolicyResponse:
+        """Check a policy against the consent rules, seal it and attest it (the only way to a valid grant)."""
         # Who may seal for this patient (the patient, or an active delegate) is the access table's _SEAL scope.
         if not request.patient_id:
             raise InvalidArgument("patient_id", "required")
-        _require_uuid(request.consent_id, "consent_id")
+        consent_rules.require_uuid(request.consent_id, "consent_id")
         if not request.HasField("policy"):
             raise InvalidArgument("policy", "required")
-        validate_policy(request.policy)
+        consent_rules.validate_grant_policy(request.policy)
         if self._state.consent(request.consent_id) is not None:
             raise AlreadyExists(f"consent {request.consent_id} already exists")
         sealed = self._sealer.seal_policy(request.consent_id, request.patient_id, request.policy)
-        return consent_pb2.SealPolicyResponse(sealed_policy=sealed)
+        # The validators cannot open the policy: this signature tells them it passed the rules above.
+        attestation = consent_rules.attest_policy(
+            self._signer, self._chain_id, request.consent_id, request.patient_id, sealed
+        )
+        return consent_pb2.SealPolicyResponse(sealed_policy=sealed, policy_attestation=attestation)
 
     def _open_grant(self, grant: ledger_pb2.GrantConsent) -> policy_pb2.ConsentPolicy:
-        """The policy sealed in a submitted grant, validated."""
-        if grant.HasField("policy"):
-            raise InvalidArgument("transaction.body.grant_consent.policy",
-                                  "must not be set: seal the policy with SealPolicy and send it in sealed_policy")
-        if not grant.HasField("sealed_policy"):
-            raise InvalidArgument("transaction.body.grant_consent.sealed_policy", "required (from SealPolicy)")
+        """The policy sealed in a submitted grant (already checked by consent_rules.validate_grant), validated."""
+        field = "transaction.body.grant_consent"
         try:
             policy = self._sealer.open_policy(grant)
         except IntegrityError as exc:
-            raise InvalidArgument("transaction.body.grant_consent.sealed_policy",
+            raise InvalidArgument(f"{field}.sealed_policy",
                                   "does not open: seal the policy with SealPolicy for this consent id and patient"
                                   ) from exc
-        validate_policy(policy)
+        if not consent_rules.policy_attested(grant, self._chain_id, self._signer.public_key_bytes()):
+            raise InvalidArgument(f"{field}.policy_attestation",
+                                  "not this service's attestation of sealed_policy (use SealPolicy's answer)")
+        consent_rules.validate_grant_policy(policy)  # named "policy", as in SealPolicyRequest
         return policy
 
     def GrantConsent(
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, grant, acting = self._signed_for_patient(
+        caller, grant, _ = self._signed_for_patient(
             caller_of(context), request.transaction, request.HasField("transaction"), "grant_consent"
         )
-        _require_uuid(grant.consent_id, "transaction.body.grant_consent.consent_id")
+        consent_rules.validate_grant(grant, "transaction.body.grant_consent")
         policy = self._open_grant(grant)
         self.sync()
         if self._state.consent(grant.consent_id) is not None:
             raise AlreadyExists(f"consent {grant.consent_id} already exists")
         response = self._commit(request.transaction)
+        self.audit_consent_changes()  # this grant's audit event is durable before the caller hears of it
         record = self._state.consent(grant.consent_id) or consent_pb2.ConsentRecord(
             consent_id=grant.consent_id,
             patient_id=grant.patient_id,
@@ -296,16 +324,15 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             granted_log_index=response.log_index,
             granted_by=caller.principal_id,
         )
-        self._report_change(audit_pb2.AUDIT_ACTION_GRANT_CONSENT, "granted", caller, grant, response, acting)
         return record
 
     def RevokeConsent(
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        caller, revoke, acting = self._signed_for_patient(
+        _, revoke, _ = self._signed_for_patient(
             caller_of(context), request.transaction, request.HasField("transaction"), "revoke_consent"
         )
-        _require_uuid(revoke.consent_id, "transaction.body.revoke_consent.consent_id")
+        consent_rules.validate_revoke(revoke, "transaction.body.revoke_consent")
         self.sync()
         existing = self._state.consent(revoke.consent_id)
         if existing is None:
@@ -315,26 +342,30 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         if existing.status == consent_pb2.CONSENT_STATUS_REVOKED:
             raise FailedPrecondition(f"consent {revoke.consent_id} is already revoked")
         response = self._commit(request.transaction)
+        self.audit_consent_changes()
         record = self._state.consent(revoke.consent_id)
         if record is None or record.status != consent_pb2.CONSENT_STATUS_REVOKED:
             record = existing
             record.status = consent_pb2.CONSENT_STATUS_REVOKED
             record.revoked_log_index = response.log_index
-        self._report_change(audit_pb2.AUDIT_ACTION_REVOKE_CONSENT, "revoked", caller, revoke, response, acting)
         return record
 
-    def _report_change(self, action: int, verb: str, caller: Any, change: Any,
-                       response: ledger_pb2.SubmitTransactionResponse, acting: str) -> None:
-        """Audit (and log) a committed grant or revocation."""
+    def _report_change(self, change: ConsentChange) -> None:
+        """Audit (and log) one committed grant or revocation, idempotently."""
+        verb = "granted" if change.granted else "revoked"
+        signer = self._state.principal(change.signer_id)
+        by = " by a delegate of the patient" if change.signer_id != change.patient_id else ""
         self._audit.report(
-            action,
+            audit_pb2.AUDIT_ACTION_GRANT_CONSENT if change.granted else audit_pb2.AUDIT_ACTION_REVOKE_CONSENT,
             audit_pb2.AUDIT_OUTCOME_SUCCESS,
-            actor_id=caller.principal_id,
-            organization_id=caller.organization_id,
+            actor_id=change.signer_id,
+            organization_id=signer.organization_id if signer is not None else "",
             patient_id=change.patient_id,
-            reason=f"consent {change.consent_id} {verb} at log index {response.log_index}{_by(acting)}",
+            reason=f"consent {change.consent_id} {verb} at log index {change.log_index}{by}",
+            consent_id=change.consent_id,
+            event_id=str(uuid.uuid5(_CONSENT_CHANGE_EVENTS, f"{self._chain_id}/{change.log_index}")),
         )
-        log.info(f"consent {verb}", extra={"consent_id": change.consent_id, "log_index": response.log_index})
+        log.info(f"consent {verb}", extra={"consent_id": change.consent_id, "log_index": change.log_index})
 
     def ListConsents(
         self, request: consent_pb2.ListConsentsRequest, context: grpc.ServicerContext
@@ -470,6 +501,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise InvalidArgument("purpose", "must be a known PurposeOfUse")
         if request.action not in common_pb2.ConsentAction.values():
             raise InvalidArgument("action", "must be a known ConsentAction")
+        consent_rules.validate_break_glass_request(request.break_glass, request.break_glass_reason)
         action = request.action or common_pb2.CONSENT_ACTION_ACCESS
 
         self.sync()
@@ -492,9 +524,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         if actor is None or not actor.is_practitioner:
             return deny(f"denied: actor {request.actor_id} is not a registered practitioner")
 
-        access = self._access_request(actor, record, request.purpose, action)
+        access = self._access_request(actor, record, request.purpose, action, request.break_glass)
         window = None
-        if self._break_glass is not None:
+        if self._break_glass is not None and request.break_glass:
             window = self._state.break_glass_window(actor.principal_id, record.patient_id, access.now_ms)
         decision = decide(self._state.consents_of(record.patient_id), access, self._break_glass, window)
         if not decision.permitted:
@@ -533,7 +565,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
         )
 
-    def _access_request(self, actor: Any, record: RecordInfo, purpose: int, action: int) -> AccessRequest:
+    def _access_request(
+        self, actor: Any, record: RecordInfo, purpose: int, action: int, break_glass: bool = False
+    ) -> AccessRequest:
+        patient = self._state.principal(record.patient_id)
         return AccessRequest(
             actor_id=actor.principal_id,
             actor_organization_id=actor.organization_id,
@@ -546,6 +581,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             now_ms=self._now_ms(),
             data_date_ms=record.data_date_ms,
             resource_type=record.resource_type,
+            patient_organization_id=patient.organization_id if patient is not None else "",
+            break_glass=break_glass,
             record_author_id=record.author_id,
             record_organization_id=record.organization_id,
         )
@@ -604,7 +641,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             action = common_pb2.ConsentAction.Value(str(claims.get("act")))
         except ValueError:
             return PolicyDecision(consent_pb2.DECISION_EFFECT_DENY, "denied: decision token claims are malformed")
-        access = self._access_request(actor, record, purpose, action)
+        access = self._access_request(actor, record, purpose, action, break_glass=bool(claims.get("bg")))
         consents = self._state.consents_of(record.patient_id)
         if claims.get("bg"):
             window = BreakGlassWindow(int(claims.get("bgs", 0)), int(claims.get("bge", 0)))
@@ -614,10 +651,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
 def _no(reason: str) -> consent_pb2.CheckDecisionResponse:
     return consent_pb2.CheckDecisionResponse(permitted=False, reason=reason)
-
-
-def _by(acting: str) -> str:
-    return " by a delegate of the patient" if acting == "delegate" else ""
 
 
 def _validate_period(period: common_pb2.Period, field: str) -> None:
@@ -642,13 +675,14 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "consent")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
+    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
     reader = VerifiedLedgerReader(
         peers.ledger, settings.chain_id, trust,
         configured_validators(settings.ledger_validators, settings.ledger_quorum),
-        timeout=settings.rpc_timeout_seconds,
+        timeout=settings.rpc_timeout_seconds, max_skew_ms=settings.tx_max_skew_ms,
     )
     servicer = ConsentServicer(
-        Authenticator(trust, audience("consent")),
+        Authenticator(trust, audience("consent"), principal_status),
         ConsentState(metadata_sealer(settings)),
         peers.ledger,
         AuditReporter(peers.audit, "consent"),
@@ -666,7 +700,29 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         servicer.sync()
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
-    return register_consent(servicer), [peers.close]
+    stop_following = follow_ledger(servicer, FOLLOW_SECONDS)
+    return register_consent(servicer), [stop_following, principal_status.close, peers.close]
+
+
+def follow_ledger(servicer: ConsentServicer, every_seconds: float) -> Callable[[], None]:
+    """Sync (and so audit consent changes, however submitted) every every_seconds; returns the stopper."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                servicer.sync()
+            except Exception:  # noqa: BLE001 - ledger down: the next round retries
+                log.debug("consent follower could not sync")
+
+    thread = threading.Thread(target=run, name="consent-follower", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(timeout=1)  # daemon thread: do not hold up shutdown for a sync in flight
+
+    return close
 
 
 def main() -> None:

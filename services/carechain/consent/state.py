@@ -10,8 +10,9 @@ The server reads through :class:`carechain.ledger.reader.VerifiedLedgerReader`
 (signatures, contract rules and quorum certificates checked before anything is
 folded). A record's metadata and a consent's policy are sealed on the ledger
 (:mod:`carechain.ledger.sealing`); they are opened here, and one that does not
-open or does not hold a valid policy / at least one known category is not
-applied (deny by default). If the metadata key is unreachable, folding stops
+open or does not hold a policy meeting the consent rules
+(:func:`carechain.consent.rules.validate_grant_policy`) / at least one known
+category is not applied (deny by default). If the metadata key is unreachable, folding stops
 before the transaction (the error propagates; nothing is skipped).
 """
 
@@ -23,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
-from carechain.consent.policy import BreakGlassWindow, validate_policy
+from carechain.consent.policy import BreakGlassWindow
+from carechain.consent.rules import validate_grant_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from carechain.ledger.sealing import LedgerSealer
@@ -48,10 +50,23 @@ class PrincipalInfo:
     kind: int  # common_pb2.PrincipalKind
     organization_id: str = ""
     specialty: str = ""
+    active: bool = True  # False once a DeactivatePrincipal was committed
 
     @property
     def is_practitioner(self) -> bool:
-        return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER
+        """An active (not deactivated) practitioner."""
+        return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER and self.active
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """A committed grant or revocation, to be audited once (derived from the ledger, whoever submitted it)."""
+
+    log_index: int
+    granted: bool  # True: GrantConsent; False: RevokeConsent
+    consent_id: str
+    patient_id: str
+    signer_id: str  # the patient, or a delegate acting for the patient
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,8 @@ class ConsentState:
         self._delegations: dict[tuple[str, str], consent_pb2.Delegation] = {}
         # (actor, patient) -> recorded break-glass windows, in log order.
         self._break_glass: dict[tuple[str, str], list[BreakGlassWindow]] = {}
+        # Committed consent changes not yet handed to the auditor, in log order.
+        self._changes: list[ConsentChange] = []
 
     # --- reading -------------------------------------------------------------
 
@@ -144,6 +161,17 @@ class ConsentState:
                     return window
             return None
 
+    def take_changes(self) -> list[ConsentChange]:
+        """The consent changes folded since the last call (the caller audits them, or puts them back)."""
+        with self._lock:
+            changes, self._changes = self._changes, []
+            return changes
+
+    def put_back_changes(self, changes: list[ConsentChange]) -> None:
+        """Return changes that could not be audited yet, ahead of newer ones."""
+        with self._lock:
+            self._changes[:0] = changes
+
     # --- folding the log -----------------------------------------------------
 
     def apply(self, logged: ledger_pb2.LoggedTransaction) -> None:
@@ -185,7 +213,7 @@ class ConsentState:
                 return metadata
             if kind == "grant_consent":
                 policy = self._sealer.open_policy(body.grant_consent)
-                validate_policy(policy)
+                validate_grant_policy(policy)  # the rules SealPolicy attested, re-checked on what is applied
                 return policy
         except (IntegrityError, InvalidArgument) as exc:
             # Not sealed by a holder of the metadata key for this transaction, or not a usable payload.
@@ -199,6 +227,10 @@ class ConsentState:
         if kind == "register_principal":
             p = body.register_principal
             self._principals[p.principal_id] = PrincipalInfo(p.principal_id, p.kind, p.organization_id, p.specialty)
+        elif kind == "deactivate_principal":
+            principal = self._principals.get(body.deactivate_principal.principal_id)
+            if principal is not None:
+                self._principals[principal.principal_id] = replace(principal, active=False)
         elif kind == "register_record":
             r = body.register_record
             assert isinstance(opened, ledger_pb2.RecordMetadata)
@@ -237,6 +269,7 @@ class ConsentState:
                 granted_by=body.submitter_id,
             )
             self._consents_by_patient.setdefault(g.patient_id, []).append(g.consent_id)
+            self._changes.append(ConsentChange(log_index, True, g.consent_id, g.patient_id, body.submitter_id))
         elif kind == "revoke_consent":
             r = body.revoke_consent
             consent = self._consents.get(r.consent_id)
@@ -247,6 +280,7 @@ class ConsentState:
             ):
                 consent.status = consent_pb2.CONSENT_STATUS_REVOKED
                 consent.revoked_log_index = log_index
+                self._changes.append(ConsentChange(log_index, False, r.consent_id, r.patient_id, body.submitter_id))
         elif kind == "register_delegate":
             d = body.register_delegate
             self._delegations.pop((d.patient_id, d.delegate_id), None)  # re-registration moves it to the end

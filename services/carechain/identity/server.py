@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -63,6 +63,7 @@ from carechain.network import (
     audience,
     service_principal_id,
 )
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 from carechain.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
 
@@ -135,6 +136,13 @@ def _organization_registers(caller: Caller, request: identity_pb2.RegisterPrinci
 
 SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
 # Who may call what (docs/security.md).
+def _registering_authority(caller: Caller, request: Any, servicer: IdentityServicer) -> None:
+    servicer.lifecycle_target(caller, request.principal_id)
+
+
+_REGISTERING_AUTHORITY = Scope("registering authority", "principals it registered (the operator: organisations)",
+                               _registering_authority)
+
 ACCESS = AccessTable(SERVICE, {
     "RegisterPrincipal": Allow.of(
         operator=Scope("network members", "organisations and auditors", _operator_registers),
@@ -148,6 +156,8 @@ ACCESS = AccessTable(SERVICE, {
     "GenerateDataKey": Allow.of(service=ANY, services=["records"]),
     "ReleaseDataKey": Allow.of(service=ANY, services=["records"], note="with a single-use consent decision token"),
     "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
+    "DeactivatePrincipal": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
+    "RotatePrincipalKey": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
 })
 
 
@@ -188,9 +198,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         clock: Callable[[], float] = time.time,
         check_decision: CheckDecision | None = None,
         is_delegate: IsDelegate | None = None,
+        principal_status: PrincipalStatus | None = None,
     ) -> None:
         self._signer = signer
         self._is_delegate = is_delegate
+        self._status = principal_status
         self._check_decision = check_decision
         self._trust = trust
         self._registry = registry
@@ -200,7 +212,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._token_ttl = token_ttl_seconds
         self._challenge_ttl = challenge_ttl_seconds
         self._clock = clock
-        self._auth = Authenticator(trust, audience("identity"))
+        self._auth = Authenticator(trust, audience("identity"), principal_status)
         self._registration_lock = threading.Lock()
         self._patient_locks = _PatientLocks()
 
@@ -238,6 +250,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 public_key=request.public_key,
                 organization_id=organization_id,
                 specialty=request.specialty,
+                # The calling organisation (checked by _check_registrar) attests the specialty on the ledger.
+                specialty_attested_by=organization_id if request.specialty else "",
             )
             committed = self._submit_to_ledger(register_principal=entry)
             principal = PrincipalRecord(
@@ -280,9 +294,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         if principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
             # Organisations, practitioners and auditors are known to the network by name.
-            return _principal_message(principal, show_private=True, show_fhir_id=False)
+            return self._current_principal_message(principal, show_private=True, show_fhir_id=False)
         private = self._may_see_patient(caller, principal)
-        return _principal_message(principal, show_private=private, show_fhir_id=private or caller.is_service)
+        return self._current_principal_message(principal, show_private=private,
+                                              show_fhir_id=private or caller.is_service)
 
     def _may_see_patient(self, caller: Caller, patient: PrincipalRecord) -> bool:
         """Whether caller may see a patient's display name and FHIR id: self, their organisation, a delegate."""
@@ -317,7 +332,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("challenge", "is required (from CreateChallenge)")
         if not self._registry.take_challenge(principal_id, request.challenge, self._now_ms()):
             raise Unauthenticated("challenge is unknown, already used or expired")
+        if self._status is not None:
+            self._refresh_status()  # first: the key _resolve returns must be the current (rotated) one
         resolved = self._resolve(principal_id)
+        if resolved is not None and self._status is not None:
+            if self._status.deactivated(principal_id):
+                # The same answer as a failed proof: a token request learns nothing about lifecycle.
+                log.info("token refused: principal deactivated", extra={"principal_id": principal_id})
+                raise Unauthenticated(_NOT_PROVEN)
         message = token_request_message(request.audience, request.challenge)
         if resolved is None or not verify_signature(resolved[1], request.signature, message):
             raise Unauthenticated(_NOT_PROVEN)
@@ -341,7 +363,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             principal.principal_id if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else principal.organization_id
         )
         caller = Caller(principal.principal_id, principal.kind, organization_id, principal.specialty)
-        return caller, principal.public_key
+        # After a RotatePrincipalKey only the new key proves possession.
+        rotated = self._status.current_key(principal_id) if self._status is not None else None
+        return caller, rotated or principal.public_key
+
+    def _refresh_status(self) -> None:
+        """Catch up with lifecycle transactions before issuing a token (the known set if the ledger is down)."""
+        if self._status is None:
+            return
+        try:
+            self._status.sync()
+        except Exception:  # noqa: BLE001 - the follower's last known deactivations still apply
+            log.debug("principal lifecycle not refreshed before issuing a token")
 
     def _trusted_principal(self, principal_id: str) -> Caller | None:
         """The operator or a CareChain service from the trust bundle."""
@@ -446,6 +479,50 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         log.info("patient key rotated", extra={"patient_id": patient_id, "key_version": version,
                                                "rewrapped": len(rewrapped)})
         return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=len(rewrapped))
+
+    # --- principal lifecycle ---------------------------------------------------
+
+    def DeactivatePrincipal(self, request, context):  # noqa: N802 - gRPC method name
+        principal = self.lifecycle_target(caller_of(context), request.principal_id)
+        self._submit_to_ledger(deactivate_principal=ledger_pb2.DeactivatePrincipal(
+            principal_id=principal.principal_id))
+        self._refresh_status()
+        log.info("principal deactivated", extra={"principal_id": principal.principal_id})
+        return self._current_principal_message(principal)
+
+    def RotatePrincipalKey(self, request, context):  # noqa: N802 - gRPC method name
+        principal = self.lifecycle_target(caller_of(context), request.principal_id)
+        _check_public_key(request.public_key)
+        self._submit_to_ledger(rotate_principal_key=ledger_pb2.RotatePrincipalKey(
+            principal_id=principal.principal_id, public_key=request.public_key))
+        self._refresh_status()
+        log.info("principal key rotated", extra={"principal_id": principal.principal_id})
+        return self._current_principal_message(principal)
+
+    def lifecycle_target(self, caller: Caller, principal_id: str) -> PrincipalRecord:
+        """The registered principal the caller may deactivate or re-key: it is its registering authority."""
+        principal = self._registry.principal(_require_principal_id(principal_id))
+        if principal is None:
+            raise NotFound(f"principal {principal_id} is not registered")
+        if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
+            allowed = caller.kind == Kind.PRINCIPAL_KIND_OPERATOR and caller.principal_id == OPERATOR_ID
+        else:
+            allowed = (
+                caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION and caller.principal_id == principal.organization_id
+            )
+        if not allowed:
+            raise PermissionDenied("only the principal's registering organisation (the operator for an organisation)")
+        return principal
+
+    def _current_principal_message(
+        self, principal: PrincipalRecord, *, show_private: bool = False, show_fhir_id: bool = False
+    ) -> identity_pb2.Principal:
+        """The principal as registered, with its current (possibly rotated) public key."""
+        message = _principal_message(principal, show_private=show_private, show_fhir_id=show_fhir_id)
+        rotated = self._status.current_key(principal.principal_id) if self._status is not None else None
+        if rotated:
+            message.public_key = rotated
+        return message
 
     # --- helpers ---------------------------------------------------------------
 
@@ -585,6 +662,8 @@ def build(
 
     registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
+    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    closers.append(principal_status.close)
     servicer = IdentityServicer(
         signer=signer,
         trust=trust,
@@ -596,6 +675,7 @@ def build(
         challenge_ttl_seconds=settings.challenge_ttl_seconds,
         check_decision=consent_check(peers.consent) if settings.check_decisions else None,
         is_delegate=consent_delegates(peers.consent),
+        principal_status=principal_status,
     )
 
     return register_identity(servicer), closers

@@ -66,7 +66,7 @@ from carechain.ledger.quorum import ValidatorSet, VoteBoard
 from carechain.ledger.state import PendingState
 from carechain.ledger.store import LedgerStore, LogEntry, StoredBlock
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.validator import Validator
+from carechain.ledger.validator import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.network import TrustBundle
 
 log = logging.getLogger("carechain.ledger")
@@ -163,12 +163,13 @@ class Ledger:
         block_max_wait_ms: int = 20,
         validators: ValidatorSet | None = None,
         finality_poll_seconds: float = DEFAULT_FINALITY_POLL_SECONDS,
+        tx_max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         self.store = store
         self.chain_id = chain_id
         self.signer = signer
         self.trust = trust
-        self.validator = Validator(chain_id, trust)
+        self.validator = Validator(chain_id, trust, tx_max_skew_ms)
         self.validator_id = signer.key_id
         self.validators = validators or ValidatorSet.single(signer.key_id)
         if self.validator_id not in self.validators:
@@ -227,12 +228,13 @@ class Ledger:
         block_max_wait_ms: int = 20,
         validators: ValidatorSet | None = None,
         finality_poll_seconds: float = DEFAULT_FINALITY_POLL_SECONDS,
+        tx_max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> Ledger:
         """Open (or create, with a genesis block) the chain in data_dir and start cutting blocks."""
         store = LedgerStore.open(data_dir)
         try:
             return cls(store, chain_id, signer, trust, orderer, block_max_transactions, block_max_wait_ms,
-                       validators, finality_poll_seconds)
+                       validators, finality_poll_seconds, tx_max_skew_ms)
         except BaseException:
             store.close()
             raise
@@ -690,9 +692,16 @@ class Ledger:
         results: list[ledger_pb2.TransactionResult] = []
         entries: list[LogEntry] = []
         height = head.height + 1
+        # Taken once, here (or agreed through the orderer); never earlier than the previous block.
+        # The contract rules judge validity windows at this time, so it is fixed before validation.
+        timestamp_ms = (
+            max(agreed.timestamp_ms, head.timestamp_ms)
+            if agreed is not None
+            else max(int(time.time() * 1000), head.timestamp_ms)
+        )
         for index, tx in enumerate(txs):
             log_index = head.log_size + index
-            result = self.validator.apply(tx, pending, log_index)
+            result = self.validator.apply(tx, pending, log_index, block_time_ms=timestamp_ms)
             leaf_data = transactions.encode(tx)
             leaf = merkle.leaf_hash(leaf_data)
             block_leaves.append(leaf)
@@ -707,12 +716,7 @@ class Ledger:
             results_hash=blocks.results_hash(results),
             log_size=frontier.size,
             log_root=frontier.root(),
-            # Taken once, here (or agreed through the orderer); never earlier than the previous block.
-            timestamp_ms=(
-                max(agreed.timestamp_ms, head.timestamp_ms)
-                if agreed is not None
-                else max(int(time.time() * 1000), head.timestamp_ms)
-            ),
+            timestamp_ms=timestamp_ms,
         )
         next_sequence = batch[-1][0] + 1 if batch else None
         # Outside the try: a quorum that certified another header (or an unreachable vote board) must

@@ -11,8 +11,9 @@ blocks (``GetBlock``) in order and hands out a block's transactions only after
    (``log_size``, RFC 9162 ``log_root``);
 3. every transaction's Ed25519 signature is checked and the contract rules are
    re-run (:meth:`carechain.ledger.validator.Validator.apply` over the reader's
-   own replayed state: signer keys of registered principals, nonces, who may
-   sign what); a verdict that differs from the block's is a forgery;
+   own replayed state at the block's timestamp: signer keys of registered
+   principals, nonces, who may sign what, creation-time skew, svc-consent's
+   policy attestations); a verdict that differs from the block's is a forgery;
 4. a quorum certificate of the configured validator set (keys from the trust
    bundle, set and quorum from settings: never from the ledger being read)
    covers the block, or a later block that links back to it
@@ -41,7 +42,7 @@ from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.state import EmptyState, PendingState
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.validator import Validator
+from carechain.ledger.validator import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.network import TrustBundle
 
 
@@ -58,8 +59,10 @@ class VerifiedLedgerReader:
     """Verified transactions of a ledger, in log order (see the module docstring); thread-safe."""
 
     def __init__(self, ledger: Any, chain_id: str, trust: TrustBundle, validators: ValidatorSet,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
+        """max_skew_ms must be the validators' tx_max_skew_ms (their verdicts are re-computed with it)."""
         self._ledger = ledger
+        self._max_skew_ms = max_skew_ms
         self._chain_id = chain_id
         self._trust = trust
         self._validators = validators
@@ -68,7 +71,7 @@ class VerifiedLedgerReader:
         self._reset()
 
     def _reset(self) -> None:
-        self._validator = Validator(self._chain_id, self._trust)
+        self._validator = Validator(self._chain_id, self._trust, self._max_skew_ms)
         self._state = PendingState(EmptyState())
         self._position = _Position()
         self._uncertified: list[tuple[int, bytes, list[ledger_pb2.LoggedTransaction]]] = []
@@ -139,7 +142,7 @@ class VerifiedLedgerReader:
             log_index = first_log_index + index
             # Re-run signature, nonce and contract rules: a forged or rule-breaking transaction the
             # ledger marked valid (or an honest one it marked invalid) is caught here.
-            result = self._validator.apply(tx, self._state, log_index)
+            result = self._validator.apply(tx, self._state, log_index, block_time_ms=header.timestamp_ms)
             if (result.valid, result.reason) != (stored.valid, stored.reason):
                 raise IntegrityError(
                     f"ledger block {height}: transaction {index} has the verdict valid={stored.valid}, "

@@ -37,6 +37,7 @@ from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.ledger.verify import verify_chain
 from carechain.network import TrustBundle, audience
+from carechain.principal_status import PrincipalStatus
 from carechain.server import Register, run_service
 from carechain.vault import validator_signer
 
@@ -195,19 +196,30 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
             block_max_wait_ms=settings.block_max_wait_ms,
             validators=validators,
             finality_poll_seconds=settings.finality_poll_ms / 1000.0,
+            tx_max_skew_ms=settings.tx_max_skew_ms,
         )
     except BaseException:
         if orderer is not None:
             orderer.close()
         raise
-    servicer = LedgerServicer(ledger, Authenticator(trust, audience("ledger")), settings.rpc_timeout_seconds)
+    def own_log(request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+        return ledger_pb2.ListTransactionsResponse(
+            transactions=ledger.list_transactions(request.from_log_index, request.limit or 500),
+            log_size=ledger.log_size(),
+        )
+
+    # The ledger follows its own committed log (no network hop) for deactivated principals' tokens.
+    principal_status = PrincipalStatus(own_log).start()
+    servicer = LedgerServicer(
+        ledger, Authenticator(trust, audience("ledger"), principal_status), settings.rpc_timeout_seconds
+    )
 
     def register(server: grpc.Server) -> Iterable[str]:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(guard(servicer, ACCESS, servicer.auth), server)
         return [SERVICE_NAME]
 
     # The ledger first (it cuts what is ordered), then the orderer it was given.
-    return register, [ledger.close] + ([orderer.close] if orderer is not None else [])
+    return register, [principal_status.close, ledger.close] + ([orderer.close] if orderer is not None else [])
 
 
 def build_orderer(settings: LedgerSettings) -> Orderer | None:

@@ -27,6 +27,12 @@ class Principal:
     specialty: str
     log_index: int
     kek_version: int = 0  # last KeyRotation version recorded for a patient
+    deactivated_log_index: int | None = None  # DeactivatePrincipal: no more transactions or tokens
+
+    @property
+    def active(self) -> bool:
+        """Not deactivated."""
+        return self.deactivated_log_index is None
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS principals (
     log_index INTEGER NOT NULL,
     kek_version INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deactivations (
+    principal_id TEXT PRIMARY KEY,
+    log_index INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nonces (
     signer_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
@@ -424,6 +428,11 @@ class LedgerStore:
              for p in state.principals.values()],
         )
         db.executemany(
+            "INSERT OR REPLACE INTO deactivations (principal_id, log_index) VALUES (?, ?)",
+            [(p.principal_id, p.deactivated_log_index) for p in state.principals.values()
+             if p.deactivated_log_index is not None],
+        )
+        db.executemany(
             "INSERT INTO nonces (signer_id, nonce, log_index) VALUES (?, ?, ?)",
             [(signer, nonce, index) for (signer, nonce), index in state.nonces.items()],
         )
@@ -457,11 +466,14 @@ class LedgerStore:
         """A registered principal, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT principal_id, kind, public_key, organization_id, specialty, log_index, kek_version "
-                "FROM principals WHERE principal_id = ?",
+                "SELECT p.principal_id, kind, public_key, organization_id, specialty, p.log_index, kek_version, "
+                "d.log_index FROM principals p LEFT JOIN deactivations d ON d.principal_id = p.principal_id "
+                "WHERE p.principal_id = ?",
                 (principal_id,),
             ).fetchone()
-        return None if row is None else Principal(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], row[6])
+        return None if row is None else Principal(
+            row[0], row[1], bytes(row[2]), row[3], row[4], row[5], row[6], deactivated_log_index=row[7]
+        )
 
     def nonce_used(self, signer_id: str, nonce: bytes) -> bool:
         """True when a committed transaction consumed (signer, nonce)."""

@@ -9,8 +9,12 @@ Order of checks for one transaction:
 1. envelope: the body decodes (:func:`transactions.decode_body`), its chain id
    matches, the signer is known (a service/operator from the trust bundle, or a
    principal registered on the ledger), the Ed25519 signature is valid and the
-   (signer, nonce) pair is unused;
-2. payload rules (see ``_check_*`` below).
+   (signer, nonce) pair is unused; a deactivated principal signs nothing;
+2. ordering time: ``created_at_ms`` must lie within ``max_skew_ms`` of the
+   block time (the header's ``timestamp_ms``, in the shared order/cut so every
+   validator judges with the same time); every validity window (delegations,
+   break-glass) is judged at block time, never at the signer's chosen time;
+3. payload rules (see ``_check_*`` below).
 
 Nonces: once the envelope is authentic (steps up to the signature pass) and
 the nonce is fresh, the nonce is consumed whether or not the payload rules
@@ -32,6 +36,7 @@ import re
 from dataclasses import dataclass, replace
 
 from carechain.common.v1 import common_pb2
+from carechain.consent import rules as consent_rules
 from carechain.consent.v1 import policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.ledger import transactions
@@ -47,7 +52,7 @@ from carechain.ledger.state import (
     StateReader,
 )
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle, service_principal_id
+from carechain.network import OPERATOR_ID, TrustBundle, service_principal_id
 
 Kind = common_pb2.PrincipalKind
 NOT_PERMITTED = "not permitted: "
@@ -58,8 +63,12 @@ AUDIT = service_principal_id("audit")
 CONSENT = service_principal_id("consent")
 # Principals that are people and so may act as a patient's delegate.
 DELEGATE_KINDS = (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
+# Default for how far a transaction's signed created_at_ms may be from its block time
+# (CARECHAIN_TX_MAX_SKEW_MS); every validator of a network must use the same value.
+DEFAULT_MAX_SKEW_MS = 120_000
 MAX_STORED_INT = 2**63 - 1  # SQLite integers are signed 64-bit
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_SPECIALTY = re.compile(r"[a-z]+(-[a-z]+)*")
 
 
 class Rejected(Exception):
@@ -86,18 +95,20 @@ def _require_sealed(sealed: ledger_pb2.SealedData | None, field: str) -> None:
 
 @dataclass(frozen=True)
 class Envelope:
-    """An authenticated transaction: its decoded body and signer."""
+    """An authenticated transaction: its decoded body, signer and the block (ordering) time."""
 
     body: ledger_pb2.TransactionBody
     signer_id: str
+    block_time_ms: int = 0
 
 
 class Validator:
     """Applies the contract rules for one chain, given the network trust bundle."""
 
-    def __init__(self, chain_id: str, trust: TrustBundle) -> None:
+    def __init__(self, chain_id: str, trust: TrustBundle, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
         self.chain_id = chain_id
         self.trust = trust
+        self.max_skew_ms = max_skew_ms
 
     # --- envelope ----------------------------------------------------------------------------
 
@@ -122,21 +133,32 @@ class Validator:
             raise _not_permitted("unknown signer")
         if not transactions.signature_valid(tx, key):
             raise Rejected("invalid signature")
+        principal = state.principal(tx.signer_id)
+        if principal is not None and not principal.active:
+            raise _not_permitted("the signer was deactivated")
         if state.nonce_used(tx.signer_id, body.nonce):
             raise Rejected(REPLAYED_NONCE)
         return Envelope(body, tx.signer_id)
 
     # --- whole transaction -------------------------------------------------------------------
 
-    def apply(self, tx: ledger_pb2.Transaction, state: PendingState, log_index: int) -> ledger_pb2.TransactionResult:
-        """Validate tx at log_index against state, writing its effects into state when valid."""
+    def apply(
+        self, tx: ledger_pb2.Transaction, state: PendingState, log_index: int, *, block_time_ms: int
+    ) -> ledger_pb2.TransactionResult:
+        """Validate tx at log_index against state, writing its effects into state when valid.
+
+        block_time_ms is the timestamp of the block tx is committed in (agreed
+        through the order, so every validator uses the same one).
+        """
         try:
-            envelope = self.check_envelope(tx, state)
+            envelope = replace(self.check_envelope(tx, state), block_time_ms=block_time_ms)
         except Rejected as exc:
             return ledger_pb2.TransactionResult(valid=False, reason=str(exc))
         # Authentic and fresh: the nonce is spent from here on (see module docstring).
         state.consume_nonce(envelope.signer_id, envelope.body.nonce, log_index)
         try:
+            if abs(envelope.body.created_at_ms - block_time_ms) > self.max_skew_ms:
+                raise Rejected(f"created_at_ms: more than {self.max_skew_ms} ms from the block (ordering) time")
             self._apply_payload(envelope, state, log_index)
         except Rejected as exc:
             return ledger_pb2.TransactionResult(valid=False, reason=str(exc))
@@ -155,6 +177,8 @@ class Validator:
             "register_delegate": self._register_delegate,
             "revoke_delegate": self._revoke_delegate,
             "break_glass_access": self._break_glass_access,
+            "deactivate_principal": self._deactivate_principal,
+            "rotate_principal_key": self._rotate_principal_key,
         }.get(kind or "")
         if handler is None:
             raise Rejected("unknown payload")
@@ -176,8 +200,13 @@ class Validator:
 
     def _register_principal(self, env: Envelope, state: PendingState, log_index: int) -> None:
         p = env.body.register_principal
-        if env.signer_id != IDENTITY:
-            raise _not_permitted(f"only {IDENTITY} registers principals")
+        # svc-identity registers everyone; an organisation may register (and so attest) its own
+        # practitioners itself. Patients' ids are keyed pseudonyms only identity can derive.
+        by_own_org = (
+            p.kind == Kind.PRINCIPAL_KIND_PRACTITIONER and p.organization_id and env.signer_id == p.organization_id
+        )
+        if env.signer_id != IDENTITY and not by_own_org:
+            raise _not_permitted(f"only {IDENTITY} (or a practitioner's own organization) registers principals")
         if not p.principal_id:
             raise Rejected("register_principal.principal_id: required")
         if self.trust.key(p.principal_id) is not None or state.principal(p.principal_id) is not None:
@@ -188,6 +217,14 @@ class Validator:
             raise Rejected("register_principal.kind: must be specified")
         if p.kind in (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT):
             self._organization(state, p.organization_id, "register_principal.organization_id")
+        if p.specialty or p.specialty_attested_by:
+            # Consent specialty actors and break-glass rely on it: the registering organisation attests it.
+            if p.kind != Kind.PRINCIPAL_KIND_PRACTITIONER:
+                raise Rejected("register_principal.specialty: only practitioners have a specialty")
+            if not _SPECIALTY.fullmatch(p.specialty):
+                raise Rejected("register_principal.specialty: lower-case words joined by '-', e.g. emergency")
+            if p.specialty_attested_by != p.organization_id:
+                raise _not_permitted("a specialty is attested by the practitioner's own organization")
         state.put_principal(
             Principal(p.principal_id, p.kind, bytes(p.public_key), p.organization_id, p.specialty, log_index)
         )
@@ -200,8 +237,14 @@ class Validator:
             raise Rejected("register_record.record_id: required")
         if state.record(r.record_id) is not None:
             raise Rejected("register_record.record_id: already registered")
-        self._patient(state, r.patient_id, "register_record.patient_id")
+        patient = self._patient(state, r.patient_id, "register_record.patient_id")
         self._organization(state, r.organization_id, "register_record.organization_id")
+        # Organisation scope: an organisation writes only for the patients it registered. The author is
+        # sealed with the clinical metadata (validators cannot see it): svc-records, the only signer,
+        # names the authenticated (not deactivated) caller and the caller's organisation as
+        # organization_id, so the author is always that organisation or one of its practitioners.
+        if patient.organization_id != r.organization_id:
+            raise _not_permitted("an organization registers records only for its own patients")
         if not _HEX64.fullmatch(r.content_sha256):
             raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
         # Ledger privacy: clinical metadata only sealed (validators cannot open it; consumers check it).
@@ -216,14 +259,17 @@ class Validator:
         if not self._acts_for_patient(env, g.patient_id, state):
             raise _not_permitted("only the patient grants their consent (or their active delegate)")
         self._patient(state, g.patient_id, "grant_consent.patient_id")
-        if not g.consent_id:
-            raise Rejected("grant_consent.consent_id: required")
+        try:  # the very rules the consent service applies before submitting (one place)
+            consent_rules.validate_grant(g)
+        except InvalidArgument as exc:
+            raise Rejected(exc.message) from exc
         if state.consent(g.consent_id) is not None:
             raise Rejected("grant_consent.consent_id: already exists")
-        # Ledger privacy: the policy only sealed (the consent service validates it before submitting).
-        if g.HasField("policy"):
-            raise Rejected("grant_consent.policy: must be sealed in sealed_policy, not in clear")
-        _require_sealed(g.sealed_policy if g.HasField("sealed_policy") else None, "grant_consent.sealed_policy")
+        # Ledger privacy: validators never see the policy. The consent service checked it against the
+        # consent rules before sealing it and signed that (SealPolicy); a grant whose sealed policy it
+        # did not attest (e.g. submitted straight to the ledger) is invalid.
+        if not consent_rules.policy_attested(g, self.chain_id, self.trust.key(CONSENT)):
+            raise _not_permitted(f"the sealed policy is not attested by {CONSENT} (seal it with SealPolicy)")
         state.put_consent(
             ConsentState(g.consent_id, g.patient_id, transactions.encode(g.sealed_policy), CONSENT_ACTIVE, log_index)
         )
@@ -248,13 +294,13 @@ class Validator:
 
     @staticmethod
     def _acts_for_patient(env: Envelope, patient_id: str, state: StateReader) -> bool:
-        """The signer is the patient, or a delegate active at the transaction's (signed) creation time."""
+        """The signer is the patient, or a delegate active at block time (never the signer's created_at_ms)."""
         if env.signer_id == patient_id:
             return True
         if not patient_id:
             return False
         delegation = state.delegation(patient_id, env.signer_id)
-        return delegation is not None and delegation.active_at(env.body.created_at_ms)
+        return delegation is not None and delegation.active_at(env.block_time_ms)
 
     def _register_delegate(self, env: Envelope, state: PendingState, log_index: int) -> None:
         d = env.body.register_delegate
@@ -300,6 +346,8 @@ class Validator:
         self._patient(state, b.patient_id, "break_glass_access.patient_id")
         if b.started_at_ms <= 0 or b.expires_at_ms <= b.started_at_ms:
             raise Rejected("break_glass_access: the window must start after 1970 and end after it starts")
+        if abs(b.started_at_ms - env.block_time_ms) > self.max_skew_ms:
+            raise Rejected("break_glass_access.started_at_ms: a window starts at its ordering (block) time")
 
     def _anchor_audit_batch(self, env: Envelope, state: PendingState, log_index: int) -> None:
         a = env.body.anchor_audit_batch
@@ -342,9 +390,34 @@ class Validator:
         patient = self._patient(state, k.patient_id, "key_rotation.patient_id")
         if k.key_version <= patient.kek_version:
             raise Rejected("key_rotation.key_version: must be greater than the last recorded version")
-        state.put_principal(
-            Principal(
-                patient.principal_id, patient.kind, patient.public_key, patient.organization_id,
-                patient.specialty, patient.log_index, k.key_version,
-            )
-        )
+        state.put_principal(replace(patient, kek_version=k.key_version))
+
+    def _lifecycle_target(self, env: Envelope, state: StateReader, principal_id: str, field: str) -> Principal:
+        """The active principal a lifecycle transaction acts on, once its signer is the registering authority.
+
+        The authority is the organisation that registered a practitioner or patient, or the
+        network operator for an organisation; svc-identity may act on the authority's behalf.
+        """
+        target = state.principal(principal_id) if principal_id else None
+        if target is None:
+            raise Rejected(f"{field}.principal_id: not a registered principal")
+        authority = OPERATOR_ID if target.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else target.organization_id
+        if env.signer_id not in (IDENTITY, authority):
+            raise _not_permitted("only the principal's registering authority (or svc-identity) changes its lifecycle")
+        if not target.active:
+            raise Rejected(f"{field}.principal_id: already deactivated")
+        return target
+
+    def _deactivate_principal(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        d = env.body.deactivate_principal
+        target = self._lifecycle_target(env, state, d.principal_id, "deactivate_principal")
+        state.put_principal(replace(target, deactivated_log_index=log_index))
+
+    def _rotate_principal_key(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        r = env.body.rotate_principal_key
+        target = self._lifecycle_target(env, state, r.principal_id, "rotate_principal_key")
+        if len(r.public_key) != 32:
+            raise Rejected("rotate_principal_key.public_key: must be a raw 32-byte Ed25519 key")
+        if bytes(r.public_key) == target.public_key:
+            raise Rejected("rotate_principal_key.public_key: must differ from the current key")
+        state.put_principal(replace(target, public_key=bytes(r.public_key)))

@@ -244,7 +244,7 @@ class _Verifier:
         for index, (tx, stored_result) in enumerate(zip(block.transactions, block.results, strict=True)):
             log_index = first_log_index + index
             self._check_transaction_signature(index, log_index, tx, stored_result)
-            result = self.validator.apply(tx, self.state, log_index)
+            result = self.validator.apply(tx, self.state, log_index, block_time_ms=header.timestamp_ms)
             if (result.valid, result.reason) != (stored_result.valid, stored_result.reason):
                 raise _Bad(
                     f"transaction {index} (log index {log_index}) result mismatch "

@@ -9,7 +9,8 @@ only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
 Read: ledger entry (its sealed metadata opened: that also proves the entry was
 written by a holder of the metadata key, not made up by a validator) -> consent
-decision for the requested action (ACCESS, or DISCLOSE to a third party) -> (deny: audit, PERMISSION_DENIED) -> data key
+decision for the requested action (ACCESS, or DISCLOSE to a third party; an
+explicit break-glass request with its reason) -> (deny: audit, PERMISSION_DENIED) -> data key
 released against the decision token (identity re-checks it with consent) ->
 ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
 a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
@@ -35,6 +36,7 @@ from carechain.audit.v1 import audit_pb2
 from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import DENIAL_MESSAGE, PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
+from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
@@ -87,6 +89,8 @@ class ReadRecord:
     patient_id: str
     resource_type: str
     decision_id: str
+    break_glass: bool = False  # permitted by break-glass, not by consent
+    break_glass_expires_at_ms: int = 0
     redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
     handling_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record (Part 2)
     labelled_resource_json: bytes = b""  # the resource with handling_labels in meta.security (Part 2 only)
@@ -143,10 +147,13 @@ class RecordsGateway:
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
         patient = self._patient(patient_id)
+        organization_id = organization_of(caller)
+        if not organization_id or patient.organization_id != organization_id:
+            # The ledger's RegisterRecord rule refuses it too; saying so here spends no key or blob.
+            raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
         resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
         categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
-        organization_id = organization_of(caller)
 
         data_key = self._peers.identity.GenerateDataKey(
             identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
@@ -220,9 +227,15 @@ class RecordsGateway:
     # --- read ------------------------------------------------------------
 
     def get_record(
-        self, caller: Caller, record_id: str, purpose: int, action: int = common_pb2.CONSENT_ACTION_ACCESS
+        self,
+        caller: Caller,
+        record_id: str,
+        purpose: int,
+        action: int = common_pb2.CONSENT_ACTION_ACCESS,
+        break_glass: bool = False,
+        break_glass_reason: str = "",
     ) -> ReadRecord:
-        """Return a record's exact bytes if consent permits action; audit the attempt either way."""
+        """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way."""
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
@@ -231,6 +244,7 @@ class RecordsGateway:
         if action not in READ_ACTIONS:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
         audit_action = READ_ACTIONS[action]
+        validate_break_glass_request(break_glass, break_glass_reason)
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
         record = entry.record
         if record.record_id != record_id:
@@ -252,14 +266,18 @@ class RecordsGateway:
         try:
             decision = self._peers.consent.Decide(
                 consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
-                                          action=action)  # type: ignore[arg-type]
+                                          action=action,  # type: ignore[arg-type]
+                                          break_glass=break_glass, break_glass_reason=break_glass_reason)
             )
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
             raise
+        # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
+        asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
-            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=decision.reason, **audit_fields)
+            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=asked + decision.reason,
+                               **audit_fields)
             # The reason (and the record's categories) go to the audit trail only: never to the caller.
             raise PermissionDenied(DENIAL_MESSAGE)
 
@@ -279,10 +297,10 @@ class RecordsGateway:
             self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
             raise
         # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
-        self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=decision.reason,
+        self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
                            alert=decision.break_glass, **audit_fields)
         read = ReadRecord(record_id, plaintext, list(metadata.categories), record.patient_id, metadata.resource_type,
-                          decision.decision_id)
+                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms)
         if not is_part2(metadata.categories):
             return read
         return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,

@@ -14,6 +14,7 @@ from carechain.common.v1 import common_pb2
 from carechain.config import RecordsSettings
 from carechain.ledger.sealing import metadata_sealer
 from carechain.network import TrustBundle, audience
+from carechain.principal_status import PrincipalStatus
 from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.security_labels import security_label_messages
@@ -50,7 +51,10 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         )
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
-        record = self._gateway.get_record(caller(context), request.record_id, request.purpose, request.action)
+        record = self._gateway.get_record(
+            caller(context), request.record_id, request.purpose, request.action, request.break_glass,
+            request.break_glass_reason,
+        )
         return records_pb2.GetRecordResponse(
             record_id=record.record_id,
             resource_json=record.resource_json,
@@ -58,6 +62,8 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             patient_id=record.patient_id,
             resource_type=record.resource_type,
             decision_id=record.decision_id,
+            break_glass=record.break_glass,
+            break_glass_expires_at_ms=record.break_glass_expires_at_ms,
             redisclosure_notice=record.redisclosure_notice,
             security_labels=[*security_label_messages(record.categories),
                              *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
@@ -71,13 +77,14 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings))
-    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records")))
+    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status))
 
     def register(server: grpc.Server) -> list[str]:
         records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
         return [SERVICE_NAME]
 
-    return register, [peers.close]
+    return register, [principal_status.close, peers.close]
 
 
 def main() -> None:

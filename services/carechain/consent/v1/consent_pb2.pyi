@@ -48,10 +48,12 @@ class SealPolicyRequest(_message.Message):
     def __init__(self, patient_id: _Optional[str] = ..., consent_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ...) -> None: ...
 
 class SealPolicyResponse(_message.Message):
-    __slots__ = ("sealed_policy",)
+    __slots__ = ("sealed_policy", "policy_attestation")
     SEALED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     sealed_policy: _ledger_pb2.SealedData
-    def __init__(self, sealed_policy: _Optional[_Union[_ledger_pb2.SealedData, _Mapping]] = ...) -> None: ...
+    policy_attestation: bytes
+    def __init__(self, sealed_policy: _Optional[_Union[_ledger_pb2.SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ...) -> None: ...
 
 class GrantConsentRequest(_message.Message):
     __slots__ = ("transaction",)
@@ -98,16 +100,20 @@ class ListConsentsResponse(_message.Message):
     def __init__(self, consents: _Optional[_Iterable[_Union[ConsentRecord, _Mapping]]] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("actor_id", "record_id", "purpose", "action")
+    __slots__ = ("actor_id", "record_id", "purpose", "action", "break_glass", "break_glass_reason")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     record_id: str
     purpose: _common_pb2.PurposeOfUse
     action: _common_pb2.ConsentAction
-    def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
+    break_glass: bool
+    break_glass_reason: str
+    def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id", "break_glass", "break_glass_expires_at_ms")

@@ -94,9 +94,11 @@ class ConsentServiceServicer:
     """
 
     def SealPolicy(self, request, context):
-        """Validates a policy (INVALID_ARGUMENT naming the field) and seals it
-        under the ledger metadata key for one consent id, for the patient (or an
-        active delegate) to put into GrantConsent.sealed_policy and sign.
+        """Validates a policy against the consent rules (INVALID_ARGUMENT naming
+        the field), seals it under the ledger metadata key for one consent id and
+        attests it (svc-consent signature), for the patient (or an active
+        delegate) to put into GrantConsent.sealed_policy / policy_attestation and
+        sign.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

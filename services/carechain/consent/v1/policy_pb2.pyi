@@ -40,16 +40,20 @@ DELEGATE_RELATIONSHIP_GUARDIAN: DelegateRelationship
 DELEGATE_RELATIONSHIP_PROXY: DelegateRelationship
 
 class ConsentActor(_message.Message):
-    __slots__ = ("role", "practitioner_id", "organization_id", "specialty")
+    __slots__ = ("role", "practitioner_id", "organization_id", "specialty", "any_organization", "specialty_organization_ids")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PRACTITIONER_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    ANY_ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_ORGANIZATION_IDS_FIELD_NUMBER: _ClassVar[int]
     role: ActorRole
     practitioner_id: str
     organization_id: str
     specialty: str
-    def __init__(self, role: _Optional[_Union[ActorRole, str]] = ..., practitioner_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ...) -> None: ...
+    any_organization: bool
+    specialty_organization_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, role: _Optional[_Union[ActorRole, str]] = ..., practitioner_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ..., any_organization: _Optional[bool] = ..., specialty_organization_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Provision(_message.Message):
     __slots__ = ("type", "actors", "actions", "purposes", "categories", "period", "provisions", "data_period", "resource_types", "data")

@@ -7,6 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DeactivatePrincipalRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class RotatePrincipalKeyRequest(_message.Message):
+    __slots__ = ("principal_id", "public_key")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    public_key: bytes
+    def __init__(self, principal_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
 class RegisterPrincipalRequest(_message.Message):
     __slots__ = ("kind", "display_name", "public_key", "organization_id", "specialty", "fhir_patient_id")
     KIND_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,16 @@ class IdentityServiceStub:
                 request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyRequest.SerializeToString,
                 response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyResponse.FromString,
                 _registered_method=True)
+        self.DeactivatePrincipal = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/DeactivatePrincipal',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeactivatePrincipalRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.FromString,
+                _registered_method=True)
+        self.RotatePrincipalKey = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/RotatePrincipalKey',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePrincipalKeyRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -149,6 +159,24 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeactivatePrincipal(self, request, context):
+        """Deactivates a principal for good (ledger DeactivatePrincipal, signed by
+        this service on the caller's behalf): no more tokens, and its live tokens
+        stop on every service within about a second. The registering authority
+        only: the principal's organisation, or the operator for an organisation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotatePrincipalKey(self, request, context):
+        """Replaces a principal's public key (ledger RotatePrincipalKey): the old key
+        no longer gets tokens or signs transactions. The registering authority only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +219,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RotatePatientKey,
                     request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyRequest.FromString,
                     response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyResponse.SerializeToString,
+            ),
+            'DeactivatePrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivatePrincipal,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeactivatePrincipalRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.SerializeToString,
+            ),
+            'RotatePrincipalKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotatePrincipalKey,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePrincipalKeyRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -411,6 +449,60 @@ class IdentityService:
             '/carechain.identity.v1.IdentityService/RotatePatientKey',
             carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyRequest.SerializeToString,
             carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivatePrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/DeactivatePrincipal',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.DeactivatePrincipalRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotatePrincipalKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/RotatePrincipalKey',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePrincipalKeyRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,7 +36,7 @@ class Transaction(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., signer_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TransactionBody(_message.Message):
-    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access")
+    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access", "deactivate_principal", "rotate_principal_key")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class TransactionBody(_message.Message):
     REGISTER_DELEGATE_FIELD_NUMBER: _ClassVar[int]
     REVOKE_DELEGATE_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    DEACTIVATE_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_PRINCIPAL_KEY_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     nonce: bytes
     created_at_ms: int
@@ -65,21 +67,39 @@ class TransactionBody(_message.Message):
     register_delegate: RegisterDelegate
     revoke_delegate: RevokeDelegate
     break_glass_access: BreakGlassAccess
-    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ...) -> None: ...
+    deactivate_principal: DeactivatePrincipal
+    rotate_principal_key: RotatePrincipalKey
+    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ..., deactivate_principal: _Optional[_Union[DeactivatePrincipal, _Mapping]] = ..., rotate_principal_key: _Optional[_Union[RotatePrincipalKey, _Mapping]] = ...) -> None: ...
 
 class RegisterPrincipal(_message.Message):
-    __slots__ = ("principal_id", "kind", "public_key", "organization_id", "specialty")
+    __slots__ = ("principal_id", "kind", "public_key", "organization_id", "specialty", "specialty_attested_by")
     PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_ATTESTED_BY_FIELD_NUMBER: _ClassVar[int]
     principal_id: str
     kind: _common_pb2.PrincipalKind
     public_key: bytes
     organization_id: str
     specialty: str
-    def __init__(self, principal_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., public_key: _Optional[bytes] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ...) -> None: ...
+    specialty_attested_by: str
+    def __init__(self, principal_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., public_key: _Optional[bytes] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ..., specialty_attested_by: _Optional[str] = ...) -> None: ...
+
+class DeactivatePrincipal(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class RotatePrincipalKey(_message.Message):
+    __slots__ = ("principal_id", "public_key")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    public_key: bytes
+    def __init__(self, principal_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRecord(_message.Message):
     __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms", "sealed_metadata")
@@ -134,16 +154,18 @@ class SealedData(_message.Message):
     def __init__(self, key_name: _Optional[str] = ..., wrapped_key: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class GrantConsent(_message.Message):
-    __slots__ = ("consent_id", "patient_id", "policy", "sealed_policy")
+    __slots__ = ("consent_id", "patient_id", "policy", "sealed_policy", "policy_attestation")
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SEALED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     consent_id: str
     patient_id: str
     policy: _policy_pb2.ConsentPolicy
     sealed_policy: SealedData
-    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., sealed_policy: _Optional[_Union[SealedData, _Mapping]] = ...) -> None: ...
+    policy_attestation: bytes
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., sealed_policy: _Optional[_Union[SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ...) -> None: ...
 
 class RevokeConsent(_message.Message):
     __slots__ = ("consent_id", "patient_id")

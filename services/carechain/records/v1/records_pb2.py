@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from carechain.common.v1 import common_pb2 as carechain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/records/v1/records.proto\x12\x14\x63\x61rechain.records.v1\x1a carechain/common/v1/common.proto\"=\n\x10PutRecordRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xe4\x01\n\x11PutRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x18\n\x10ledger_log_index\x18\x05 \x01(\x04\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\"\x8d\x01\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x32\n\x06\x61\x63tion\x18P \x01(\x0e\x32\".carechain.common.v1.ConsentAction\"\xb5\x02\n\x11GetRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x15\n\rresource_type\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x1b\n\x13redisclosure_notice\x18P \x01(\t\x12\x1e\n\x16labelled_resource_json\x18R \x01(\x0c\x32\xcc\x01\n\x0eRecordsService\x12\\\n\tPutRecord\x12&.carechain.records.v1.PutRecordRequest\x1a\'.carechain.records.v1.PutRecordResponse\x12\\\n\tGetRecord\x12&.carechain.records.v1.GetRecordRequest\x1a\'.carechain.records.v1.GetRecordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/records/v1/records.proto\x12\x14\x63\x61rechain.records.v1\x1a carechain/common/v1/common.proto\"=\n\x10PutRecordRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xe4\x01\n\x11PutRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x18\n\x10ledger_log_index\x18\x05 \x01(\x04\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\"\xbe\x01\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\x12\x32\n\x06\x61\x63tion\x18P \x01(\x0e\x32\".carechain.common.v1.ConsentAction\"\xed\x02\n\x11GetRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x15\n\rresource_type\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12!\n\x19\x62reak_glass_expires_at_ms\x18) \x01(\x03\x12\x1b\n\x13redisclosure_notice\x18P \x01(\t\x12\x1e\n\x16labelled_resource_json\x18R \x01(\x0c\x32\xcc\x01\n\x0eRecordsService\x12\\\n\tPutRecord\x12&.carechain.records.v1.PutRecordRequest\x1a\'.carechain.records.v1.PutRecordResponse\x12\\\n\tGetRecord\x12&.carechain.records.v1.GetRecordRequest\x1a\'.carechain.records.v1.GetRecordResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUTRECORDRESPONSE']._serialized_start=158
   _globals['_PUTRECORDRESPONSE']._serialized_end=386
   _globals['_GETRECORDREQUEST']._serialized_start=389
-  _globals['_GETRECORDREQUEST']._serialized_end=530
-  _globals['_GETRECORDRESPONSE']._serialized_start=533
-  _globals['_GETRECORDRESPONSE']._serialized_end=842
-  _globals['_RECORDSSERVICE']._serialized_start=845
-  _globals['_RECORDSSERVICE']._serialized_end=1049
+  _globals['_GETRECORDREQUEST']._serialized_end=579
+  _globals['_GETRECORDRESPONSE']._serialized_start=582
+  _globals['_GETRECORDRESPONSE']._serialized_end=947
+  _globals['_RECORDSSERVICE']._serialized_start=950
+  _globals['_RECORDSSERVICE']._serialized_end=1154
 # @@protoc_insertion_point(module_scope)

@@ -32,17 +32,21 @@ class PutRecordResponse(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., ledger_log_index: _Optional[int] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ...) -> None: ...
 
 class GetRecordRequest(_message.Message):
-    __slots__ = ("record_id", "purpose", "action")
+    __slots__ = ("record_id", "purpose", "break_glass", "break_glass_reason", "action")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     purpose: _common_pb2.PurposeOfUse
+    break_glass: bool
+    break_glass_reason: str
     action: _common_pb2.ConsentAction
-    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
+    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
 
 class GetRecordResponse(_message.Message):
-    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "redisclosure_notice", "labelled_resource_json")
+    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "break_glass", "break_glass_expires_at_ms", "redisclosure_notice", "labelled_resource_json")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +54,8 @@ class GetRecordResponse(_message.Message):
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     REDISCLOSURE_NOTICE_FIELD_NUMBER: _ClassVar[int]
     LABELLED_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     record_id: str
@@ -59,6 +65,8 @@ class GetRecordResponse(_message.Message):
     patient_id: str
     resource_type: str
     decision_id: str
+    break_glass: bool
+    break_glass_expires_at_ms: int
     redisclosure_notice: str
     labelled_resource_json: bytes
-    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ...) -> None: ...

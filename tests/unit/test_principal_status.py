@@ -1,0 +1,75 @@
+"""PrincipalStatus folds lifecycle transactions from the log; Authenticator refuses deactivated principals."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from ledger_fixtures import Net, tx
+
+from carechain.auth import Authenticator, Caller, caller_claims
+from carechain.common.v1 import common_pb2
+from carechain.crypto import Ed25519Signer
+from carechain.errors import Unauthenticated
+from carechain.ledger.v1 import ledger_pb2
+from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.principal_status import PrincipalStatus
+from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+
+
+class Log:
+    """ListTransactions over a list, paged like the ledger."""
+
+    def __init__(self) -> None:
+        self.entries: list[ledger_pb2.LoggedTransaction] = []
+
+    def add(self, transaction: ledger_pb2.Transaction, valid: bool = True) -> None:
+        self.entries.append(ledger_pb2.LoggedTransaction(
+            log_index=len(self.entries), transaction=transaction, result=ledger_pb2.TransactionResult(valid=valid)))
+
+    def __call__(self, request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+        page = self.entries[request.from_log_index:request.from_log_index + 2]  # small pages on purpose
+        return ledger_pb2.ListTransactionsResponse(transactions=page, log_size=len(self.entries))
+
+
+class Metadata:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def invocation_metadata(self):
+        return [("authorization", f"Bearer {self.token}")]
+
+
+def test_deactivations_and_rotations_are_folded_in_order_and_invalid_ones_ignored() -> None:
+    net, log = Net(), Log()
+    new_key = Ed25519Signer.generate("dr-1").public_key_bytes()
+    log.add(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-9")), valid=False)
+    log.add(tx(net.identity, rotate_principal_key=ledger_pb2.RotatePrincipalKey(principal_id="dr-1",
+                                                                               public_key=new_key)))
+    log.add(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-2")))
+    status = PrincipalStatus(log)
+    assert status.sync() == 3
+    assert status.deactivated("dr-2") and not status.deactivated("dr-9") and not status.deactivated("dr-1")
+    assert status.current_key("dr-1") == new_key and status.current_key("dr-2") is None
+    assert status.sync() == 3  # nothing new: nothing changes
+
+
+def test_a_deactivated_principals_live_token_stops_at_the_next_poll() -> None:
+    net, log = Net(), Log()
+    issuer = Ed25519Signer.generate(TOKEN_ISSUER_ID)
+    status = PrincipalStatus(log, poll_seconds=0.05).start()
+    try:
+        auth = Authenticator(TrustBundle({TOKEN_ISSUER_ID: issuer.public_key_bytes()}), audience("records"), status)
+        caller = Caller("dr-2", common_pb2.PRINCIPAL_KIND_PRACTITIONER, "org-1")
+        token, _ = issue_token(issuer, ACCESS_TOKEN_TYPE, caller_claims(caller, audience("records")), 60)
+        assert auth.authenticate(Metadata(token)).principal_id == "dr-2"
+        log.add(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-2")))
+        deadline = time.monotonic() + 2
+        while not status.deactivated("dr-2") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(Unauthenticated) as raised:
+            auth.authenticate(Metadata(token))
+        assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED and "deactivated" in raised.value.message
+    finally:
+        status.close()
