@@ -24,9 +24,15 @@ The mapping keeps meaning both ways: ``import(export(import(x))) == import(x)``.
 - ``securityLabel``: :data:`CATEGORY_LABELS` (HL7 v3 ActCode sensitivity codes;
   oncology has none, so a CareChain code system).
 - ``class``: FHIR resource types; ``dataPeriod`` and ``period`` as periods.
-- Not supported (rejected): ``provision.code`` and ``provision.data`` (CareChain
-  decides on labels, not on individual codes or resources, which would put
-  PHI on the ledger) and any ``modifierExtension``.
+- ``data``: specific records, ``meaning: instance`` only, as
+  ``<ResourceType>/<CareChain record id>``.
+- ``code``: clinical codes (a list of CodeableConcept, every coding counts),
+  stored with the system in canonical form (URI or OID forms of SNOMED CT,
+  LOINC, RxNorm, ICD: ``urn:oid:2.16.840.1.113883.6.96`` is read as
+  ``http://snomed.info/sct``) and exported one coding per CodeableConcept.
+  Enforced against the codes of the record's primary code element (sealed in
+  its ledger metadata), exact codes only: no hierarchy or subsumption.
+- Not supported (rejected): any ``modifierExtension`` or extension.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from carechain.consent.policy import PRINCIPAL_REFERENCE, validate_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.records.fhir import fhir_date_ms, fhir_time_range
+from carechain.sensitivity import canonical_system
 
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -118,7 +125,7 @@ _PROVISION: dict[str, Any] = {
     "type": LEAF, "period": _PERIOD,
     "actor": {"role": _CONCEPT, "reference": {"reference": LEAF, "type": LEAF, "display": LEAF}},
     "action": _CONCEPT, "securityLabel": _CODING, "purpose": _CODING, "class": _CODING,
-    "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID},
+    "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID}, "code": _CONCEPT,
 }
 _PROVISION["provision"] = _PROVISION
 _CONSENT: dict[str, Any] = {
@@ -140,8 +147,6 @@ _CONSENT: dict[str, Any] = {
 _REFUSED_BECAUSE = {
     "modifierExtension": "is not supported (it could change the meaning)",
     "extension": "is not supported: CareChain cannot enforce an extension it does not know",
-    "code": "is not supported: CareChain decides on security labels, not on the codes inside a record "
-            "(the ledger does not hold them); use securityLabel or data",
     "data": "the signed document's content never goes on the ledger; give its url and hash",
     "text": "is not supported: CareChain cannot check that a narrative says what the provisions say",
     "sourceReference": "is not supported; use sourceAttachment (url and hash)",
@@ -339,6 +344,15 @@ def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
             provision.resource_types.append(coding["code"])
     for i, data in enumerate(node.get("data") or []):
         provision.data.append(_data(data, f"{field}.data[{i}]"))
+    for i, concept in enumerate(node.get("code") or []):
+        codings = concept.get("coding") or []
+        if not codings:
+            raise InvalidArgument(f"{field}.code[{i}]", "needs a coding with a system and a code")
+        for j, coding in enumerate(codings):
+            kept = _kept_coding(coding, f"{field}.code[{i}].coding[{j}]")
+            kept = policy_pb2.FhirCoding(system=canonical_system(kept.system), code=kept.code.strip())
+            if kept not in provision.codes:
+                provision.codes.append(kept)
     if node.get("period"):
         provision.period.CopyFrom(_period(node["period"], f"{field}.period"))
     if node.get("dataPeriod"):
@@ -465,7 +479,7 @@ def _fhir_path(proto_path: str, container: bool) -> str:
         (".provisions[", ".provision["), (".purposes", ".purpose"), (".actions", ".action"),
         (".categories", ".securityLabel"), (".actors[", ".actor["), (".data_period", ".dataPeriod"),
         (".resource_types", ".class"), (".start_ms", ".start"), (".end_ms", ".end"), (".actors", ".actor"),
-        (".record_id", ".reference"), (".resource_type", ".reference"),
+        (".record_id", ".reference"), (".resource_type", ".reference"), (".codes", ".code"),
     ):
         path = path.replace(proto_name, fhir_name)
     return path
@@ -582,6 +596,8 @@ def _fhir_provision(provision: policy_pb2.Provision) -> dict[str, Any]:
     if provision.data:
         node["data"] = [{"meaning": "instance", "reference": {"reference": f"{d.resource_type}/{d.record_id}"}}
                         for d in provision.data]
+    if provision.codes:
+        node["code"] = [{"coding": [{"system": c.system, "code": c.code}]} for c in provision.codes]
     if provision.provisions:
         node["provision"] = [_fhir_provision(child) for child in provision.provisions]
     return node

@@ -548,6 +548,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             resource_type=record.resource_type,
             record_author_id=record.author_id,
             record_organization_id=record.organization_id,
+            codes=record.codes,
         )
 
     def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:
