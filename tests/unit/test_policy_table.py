@@ -444,7 +444,9 @@ ROWS: list[Row] = [
 
     # Elements CareChain cannot enforce are refused, by path.
     Row("provision.code: a concept without a coding refused", one(permit(code=[{"text": "diabetes"}])), INVALID,
-        "Consent.provision.provision[0].code[0].text"),
+        "Consent.provision.provision[0].code[0]"),
+    Row("provision.code: the text of a concept is not a rule", one(permit(code=[
+        dict(concept(SCT, DIABETES), text="diabetes")])), PERMIT, "", {"codes": [DIABETES_CODE]}),
     Row("provision.code: a coding without a code refused", one(permit(code=[{"coding": [{"system": SCT}]}])),
         INVALID, "Consent.provision.provision[0].code[0].coding[0]"),
     Row("provision extension refused", one(permit(extension=[{"url": "http://x", "valueBoolean": True}])), INVALID,

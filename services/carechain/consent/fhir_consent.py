@@ -13,7 +13,7 @@ The mapping keeps meaning both ways: ``import(export(import(x))) == import(x)``.
   ``type: deny`` (CareChain's default deny, the "opt-in" pattern) with the
   consent's period and the policy's top-level provisions nested in it. On
   import, a root provision with no rule of its own (no actor, action,
-  securityLabel, purpose, class or dataPeriod) is read the same way; a root
+  securityLabel, purpose, class, code, data or dataPeriod) is read the same way; a root
   provision with rules becomes the single top-level provision.
 - ``actor``: ``Practitioner/<id>`` and ``Organization/<id>`` references (ids
   are CareChain principal ids), or a specialty as ``role`` coded in
@@ -119,13 +119,15 @@ class ImportedConsent:
 LEAF: dict[str, Any] = {}
 _CODING = {"system": LEAF, "code": LEAF, "display": LEAF}
 _CONCEPT = {"coding": _CODING}
+_CLINICAL_CONCEPT = {"coding": _CODING, "text": LEAF}  # provision.code: its text, like a display, is not stored
 _PERIOD = {"start": LEAF, "end": LEAF}
 _REFERENCE_BY_ID = {"reference": LEAF, "display": LEAF}
 _PROVISION: dict[str, Any] = {
     "type": LEAF, "period": _PERIOD,
     "actor": {"role": _CONCEPT, "reference": {"reference": LEAF, "type": LEAF, "display": LEAF}},
     "action": _CONCEPT, "securityLabel": _CODING, "purpose": _CODING, "class": _CODING,
-    "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID}, "code": _CONCEPT,
+    "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID},
+    "code": _CLINICAL_CONCEPT,
 }
 _PROVISION["provision"] = _PROVISION
 _CONSENT: dict[str, Any] = {
