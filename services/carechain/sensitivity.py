@@ -563,6 +563,70 @@ def categorize(resource: dict[str, Any]) -> list[int]:
     return explain(resource).categories
 
 
+# The primary code element(s) of each resource type: what a consent's provision.code is compared with
+# (FHIR Consent.provision.code, "if this code is found in an instance"). Other codings of a resource
+# (category, bodySite, interpretation, components, ...) do not count; unlisted types carry no codes.
+PRIMARY_CODE_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "AllergyIntolerance": ("code",),
+    "CarePlan": ("category",),
+    "ClinicalImpression": ("code",),
+    "Condition": ("code",),
+    "Device": ("type",),
+    "DeviceRequest": ("codeCodeableConcept",),
+    "DiagnosticReport": ("code",),
+    "DocumentReference": ("type",),
+    "Encounter": ("type",),
+    "FamilyMemberHistory": ("condition.code",),
+    "Goal": ("description",),
+    "Immunization": ("vaccineCode",),
+    "ImagingStudy": ("procedureCode",),
+    "Medication": ("code",),
+    "MedicationAdministration": ("medicationCodeableConcept",),
+    "MedicationDispense": ("medicationCodeableConcept",),
+    "MedicationRequest": ("medicationCodeableConcept",),
+    "MedicationStatement": ("medicationCodeableConcept",),
+    "Observation": ("code",),
+    "Procedure": ("code",),
+    "RiskAssessment": ("code",),
+    "ServiceRequest": ("code",),
+    "Specimen": ("type",),
+}
+
+
+def _concepts(node: Any, path: list[str]) -> Iterator[dict[str, Any]]:
+    """The CodeableConcepts at a dotted element path (arrays followed at every step)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _concepts(item, path)
+        return
+    if not isinstance(node, dict):
+        return
+    if not path:
+        yield node
+        return
+    yield from _concepts(node.get(path[0]), path[1:])
+
+
+def clinical_code(system: str, code: str) -> str:
+    """One coding as CareChain compares codes: ``<canonical system>|<code>`` (URI and OID forms agree)."""
+    return f"{canonical_system(system)}|{code.strip()}"
+
+
+def clinical_codes(resource: dict[str, Any]) -> list[str]:
+    """Sorted, unique ``system|code`` of the codings of a resource's primary code element(s)."""
+    found: set[str] = set()
+    for element in PRIMARY_CODE_ELEMENTS.get(str(resource.get("resourceType", "")), ()):
+        for concept in _concepts(resource, element.split(".")):
+            codings = concept.get("coding")
+            for coding in codings if isinstance(codings, list) else []:
+                if not isinstance(coding, dict):
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str) and system.strip() and code.strip():
+                    found.add(clinical_code(system, code))
+    return sorted(found)
+
+
 def category_name(category: int) -> str:
     """Short name, e.g. MENTAL_HEALTH (the number for values this version does not know)."""
     try:

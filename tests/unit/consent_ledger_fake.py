@@ -141,13 +141,13 @@ def register_principal(ledger: FakeLedger, operator: Ed25519Signer, principal_id
 
 def register_record(ledger: FakeLedger, author: Ed25519Signer, record_id: str, patient_id: str,
                     categories=(common_pb2.SENSITIVITY_CATEGORY_NORMAL,), organization_id: str = "org-a",
-                    valid: bool = True):
-    """Commit a RegisterRecord."""
+                    valid: bool = True, codes=()):
+    """Commit a RegisterRecord (codes: its sealed primary codes, "<system>|<code>")."""
     record = ledger_pb2.RegisterRecord(
         record_id=record_id, patient_id=patient_id, organization_id=organization_id,
         content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
     )
     metadata = ledger_pb2.RecordMetadata(resource_type="Condition", categories=list(categories),
-                                         author_id=author.key_id)
+                                         author_id=author.key_id, codes=list(codes))
     record.sealed_metadata.CopyFrom(SEALER.seal_record(record, metadata))
     return ledger.append(author, valid=valid, register_record=record)

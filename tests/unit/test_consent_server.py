@@ -669,3 +669,20 @@ def test_grant_refuses_a_clear_policy_or_one_sealed_for_another_consent(env: Env
         assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details
     assert not env.audit.events and not env.call("ListConsents", consent_pb2.ListConsentsRequest(),
                                                  PATIENT_CALLER).consents
+
+
+def test_a_consent_by_code_decides_on_the_sealed_codes_of_the_record(env: Env) -> None:
+    """The record's codes come from its sealed ledger metadata, through consent state, into the decision."""
+    sct = "http://snomed.info/sct"
+    register_record(env.ledger, RECORDS, "rec-htn", "pat-1", codes=[f"{sct}|38341003"])
+    register_record(env.ledger, RECORDS, "rec-dm", "pat-1", codes=[f"{sct}|44054006"])
+    grant(env, policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[TREAT],
+        actors=[policy_pb2.ConsentActor(practitioner_id="prac-gp")],
+        codes=[policy_pb2.FhirCoding(system="urn:oid:2.16.840.1.113883.6.96", code="38341003")])]))
+    permitted = decide(env, "rec-htn", "prac-gp")
+    assert permitted.effect == consent_pb2.DECISION_EFFECT_PERMIT and "codes" in permitted.reason
+    denied = decide(env, "rec-dm", "prac-gp")
+    assert denied.effect == consent_pb2.DECISION_EFFECT_DENY
+    assert "44054006" not in denied.reason and "38341003" not in denied.reason
+    assert decide(env, "rec-normal", "prac-gp").effect == consent_pb2.DECISION_EFFECT_DENY  # no codes

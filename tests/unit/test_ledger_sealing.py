@@ -129,3 +129,29 @@ def test_one_data_key_seals_many_payloads_and_is_unwrapped_once(sealer: LedgerSe
     assert len({r.sealed_metadata.ciphertext[:12] for r in records}) == 5, "a fresh nonce per payload"
     reader = LedgerSealer(keyring, CHAIN)
     assert all(reader.open_record(r) == HIV for r in records)
+
+
+CODED = ledger_pb2.RecordMetadata(
+    resource_type="Condition", categories=[c.SENSITIVITY_CATEGORY_HIV_STI], data_date_ms=1_700_000_000_000,
+    codes=["http://snomed.info/sct|86406008", "http://hl7.org/fhir/sid/icd-10-cm|B20"])
+
+
+def test_record_codes_are_sealed_not_in_clear(sealer: LedgerSealer) -> None:
+    record = sealed_record(sealer, CODED)
+    assert sealer.open_record(record) == CODED
+    raw = record.SerializeToString()
+    for needle in (b"86406008", b"B20", b"snomed", b"icd-10"):
+        assert needle not in raw
+
+
+def test_a_long_code_list_is_sealed_and_opens(sealer: LedgerSealer) -> None:
+    many = ledger_pb2.RecordMetadata(resource_type="Observation", categories=[c.SENSITIVITY_CATEGORY_NORMAL],
+                                     codes=[f"http://loinc.org|{i}-{i % 10}" for i in range(2000)])
+    assert many.ByteSize() > 20 * PAD_BYTES
+    record = sealed_record(sealer, many)
+    assert sealer.open_record(record) == many
+    assert (len(record.sealed_metadata.ciphertext) - 12 - 16) % PAD_BYTES == 0
+    # One code more or less does not change the length within a block: codes are padded like the rest.
+    short = ledger_pb2.RecordMetadata(resource_type="Condition", categories=[c.SENSITIVITY_CATEGORY_NORMAL],
+                                      codes=["http://snomed.info/sct|44054006"])
+    assert len(sealed_record(sealer, short).sealed_metadata.ciphertext) == 12 + PAD_BYTES + 16

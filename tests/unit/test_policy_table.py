@@ -116,6 +116,15 @@ def one(*provisions: dict[str, Any], **kw: Any) -> list[C]:
 # --- rows -----------------------------------------------------------------------------------------------
 
 PERMIT, DENY, INVALID = "PERMIT", "DENY", "INVALID"
+SCT, SCT_OID, ICD10 = "http://snomed.info/sct", "urn:oid:2.16.840.1.113883.6.96", "http://hl7.org/fhir/sid/icd-10-cm"
+DIABETES, HYPERTENSION, DEPRESSION = "44054006", "38341003", "370143000"
+# The record's codes as the records gateway seals them: "<canonical system>|<code>".
+DIABETES_CODE, HYPERTENSION_CODE, DEPRESSION_CODE = (f"{SCT}|{x}" for x in (DIABETES, HYPERTENSION, DEPRESSION))
+
+
+def concept(system: str, code: str, *more: tuple[str, str]) -> dict[str, Any]:
+    """A FHIR CodeableConcept for provision.code."""
+    return {"coding": [{"system": s, "code": x} for s, x in ((system, code), *more)]}
 
 
 @dataclass(frozen=True)
@@ -397,10 +406,52 @@ ROWS: list[Row] = [
         {"categories": ["SUD"], "action": "DISCLOSE"}),
     Row("Part 2: a deny may stay open", one(ANY, deny(labels=["ETH"])), PERMIT),
 
+    # provision.code: the codes of the record's primary code element (sealed in its ledger metadata).
+    Row("code: permit opens a record with that code", one(permit(code=[concept(SCT, DIABETES)])), PERMIT,
+        f"codes {SCT}|{DIABETES}", {"codes": [DIABETES_CODE]}),
+    Row("code: permit does not open a record with another code", one(permit(code=[concept(SCT, DIABETES)])), DENY,
+        "", {"codes": [HYPERTENSION_CODE]}),
+    Row("code: permit does not open a record without codes", one(permit(code=[concept(SCT, DIABETES)])), DENY,
+        "", {"codes": []}),
+    Row("code: one of the record's codes is enough", one(permit(code=[concept(SCT, DIABETES)])), PERMIT, "",
+        {"codes": [HYPERTENSION_CODE, DIABETES_CODE]}),
+    Row("code: one of several codings of a concept is enough",
+        one(permit(code=[concept(SCT, HYPERTENSION, (ICD10, "E11.9")), concept(SCT, "73211009")])), PERMIT, "",
+        {"codes": [f"{ICD10}|E11.9"]}),
+    Row("code: the SNOMED system under its OID", one(permit(code=[concept(SCT_OID, DIABETES)])), PERMIT,
+        f"codes {SCT}|{DIABETES}", {"codes": [DIABETES_CODE]}),
+    Row("code: the LOINC system as a bare OID", one(permit(code=[concept("2.16.840.1.113883.6.1", "4548-4")],
+                                                          classes=["Observation"])), PERMIT, "",
+        {"codes": ["http://loinc.org|4548-4"], "resource_type": "Observation"}),
+    Row("code: no hierarchy (a parent concept does not cover its child)",
+        one(permit(code=[concept(SCT, "73211009")])), DENY, "", {"codes": [DIABETES_CODE]}),
+    Row("code: deny by code nested in a broad permit", one(permit(nested=[deny(code=[concept(SCT, DIABETES)])])),
+        DENY, "", {"codes": [DIABETES_CODE]}),
+    Row("code: deny by code nested in a broad permit, another code", one(permit(nested=[
+        deny(code=[concept(SCT, DIABETES)])])), PERMIT, "actor any actor", {"codes": [HYPERTENSION_CODE]}),
+    Row("code: a top-level deny by code beats a permit", one(ANY, deny(code=[concept(SCT_OID, DIABETES)])), DENY,
+        "", {"codes": [DIABETES_CODE]}),
+    Row("code: a top-level deny by code leaves other records", one(ANY, deny(code=[concept(SCT, DIABETES)])),
+        PERMIT, "", {"codes": [HYPERTENSION_CODE]}),
+    Row("code and security label: both match", one(permit(code=[concept(SCT, DEPRESSION)], labels=["PSY"])),
+        PERMIT, "categories MENTAL_HEALTH", {"codes": [DEPRESSION_CODE], "categories": ["MENTAL"]}),
+    Row("code and security label: the code differs", one(permit(code=[concept(SCT, DEPRESSION)], labels=["PSY"])),
+        DENY, "", {"codes": [f"{SCT}|35489007"], "categories": ["MENTAL"]}),
+    Row("code and security label: the label differs", one(permit(code=[concept(SCT, DEPRESSION)],
+                                                                 labels=["PSY"])), DENY, "",
+        {"codes": [DEPRESSION_CODE]}),
+    Row("code: a sensitive record still needs its category named", one(permit(code=[concept(SCT, DEPRESSION)])),
+        DENY, NAMED_BY_NONE, {"codes": [DEPRESSION_CODE], "categories": ["MENTAL"]}),
+    Row("code: a nested deny by code under a label permit", one(permit(labels=["PSY"], nested=[
+        deny(code=[concept(SCT, DEPRESSION)])])), DENY, "", {"codes": [DEPRESSION_CODE], "categories": ["MENTAL"]}),
+
     # Elements CareChain cannot enforce are refused, by path.
-    Row("provision.code refused", one(permit(code=[{"coding": [{"system": "http://snomed.info/sct",
-                                                                  "code": "66590003"}]}])), INVALID,
-        "Consent.provision.provision[0].code"),
+    Row("provision.code: a concept without a coding refused", one(permit(code=[{"text": "diabetes"}])), INVALID,
+        "Consent.provision.provision[0].code[0]"),
+    Row("provision.code: the text of a concept is not a rule", one(permit(code=[
+        dict(concept(SCT, DIABETES), text="diabetes")])), PERMIT, "", {"codes": [DIABETES_CODE]}),
+    Row("provision.code: a coding without a code refused", one(permit(code=[{"coding": [{"system": SCT}]}])),
+        INVALID, "Consent.provision.provision[0].code[0].coding[0]"),
     Row("provision extension refused", one(permit(extension=[{"url": "http://x", "valueBoolean": True}])), INVALID,
         "Consent.provision.provision[0].extension"),
     Row("modifierExtension refused", one(permit(modifierExtension=[{"url": "http://x", "valueBoolean": True}])),
@@ -453,6 +504,8 @@ def access_request(overrides: dict[str, Any]) -> AccessRequest:
         values["action"] = ACTIONS[values["action"]]
     if "categories" in values:
         values["categories"] = tuple(CATEGORIES[x] for x in values["categories"])
+    if "codes" in values:
+        values["codes"] = tuple(values["codes"])
     return replace(base, **values)
 
 
@@ -491,6 +544,10 @@ def test_policy_row(row: Row) -> None:
         leaked = [name for name in c.SensitivityCategory.keys() if name.removeprefix("SENSITIVITY_CATEGORY_")
                   in decision.reason and name != "SENSITIVITY_CATEGORY_NORMAL"]
         assert not leaked, f"the denial names the record's category: {decision.reason}"
+        request = access_request(row.request)
+        assert "codes" not in decision.reason
+        assert not [x for x in request.codes if x.split("|")[-1] in decision.reason], \
+            f"the denial names the record's code: {decision.reason}"
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.expect != INVALID and r.consents], ids=lambda row: row.name)

@@ -4,9 +4,17 @@ Only the records service seals record metadata, bound to chain, record id,
 version, patient, organisation and content hash; a validator that makes up or
 alters an entry (another patient, another blob) is answered with DATA_LOSS and
 nothing is decided or released. The control (the honest entry) reaches consent.
+
+On the write side, the codes of the resource's primary code element go into the
+sealed metadata (for consent provisions by code), systems in canonical form,
+and nowhere in clear on the RegisterRecord.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
 
 import pytest
 from consent_ledger_fake import CHAIN, SEALER
@@ -17,8 +25,10 @@ from carechain.common.v1 import common_pb2 as c
 from carechain.consent.v1 import consent_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.errors import DataLoss, PermissionDenied
+from carechain.identity.v1 import identity_pb2
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.gateway import RecordsGateway
+from carechain.storage.v1 import storage_pb2
 
 READER = Caller("prac-1", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "psychiatry")
 
@@ -88,3 +98,57 @@ def test_an_entry_without_sealed_metadata_is_data_loss() -> None:
     with pytest.raises(DataLoss):
         gateway.get_record(READER, "rec-1", c.PURPOSE_OF_USE_TREAT)
     assert not peers.decided
+
+
+WRITER = Caller("prac-7", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "cardiology")
+
+
+class WritePeers:
+    """The gateway's peers on a write: identity, storage, audit and a ledger that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.identity = self.storage = self.ledger = self.audit = self
+        self.submitted: list[ledger_pb2.Transaction] = []
+
+    def GetPrincipal(self, request: identity_pb2.GetPrincipalRequest, **_: object) -> identity_pb2.Principal:
+        # The writer's organisation registered the patient (records writes only for its own patients).
+        return identity_pb2.Principal(principal_id=request.principal_id, kind=c.PRINCIPAL_KIND_PATIENT,
+                                      fhir_patient_id="p1", organization_id=WRITER.organization_id)
+
+    def GenerateDataKey(self, request: identity_pb2.GenerateDataKeyRequest, **_: object) -> identity_pb2.DataKey:
+        return identity_pb2.DataKey(plaintext_key=bytes(32),
+                                    key_ref=identity_pb2.KeyReference(key_name="k", key_version=1))
+
+    def PutBlob(self, requests: Iterator[storage_pb2.PutBlobRequest], **_: object) -> storage_pb2.BlobRef:
+        data = b"".join(r.chunk for r in requests if r.WhichOneof("part") == "chunk")
+        return storage_pb2.BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+    def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object
+                          ) -> ledger_pb2.SubmitTransactionResponse:
+        self.submitted.append(request.transaction)
+        return ledger_pb2.SubmitTransactionResponse(valid=True, log_index=1)
+
+    def RecordEvent(self, request: audit_pb2.RecordEventRequest, **_: object) -> audit_pb2.AuditReceipt:
+        return audit_pb2.AuditReceipt(sequence=1, event_hash=bytes(32))
+
+
+def test_the_write_seals_the_primary_codes_and_none_in_clear() -> None:
+    condition = {
+        "resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": "44054006"},
+                            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9"}]},
+        # Not the primary code element: a category does not count as the record's code.
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                  "code": "problem-list-item"}]}],
+    }
+    peers = WritePeers()
+    gateway = RecordsGateway(peers, Ed25519Signer.generate("svc-records"), CHAIN, 1 << 20, SEALER)
+    gateway.put_record(WRITER, "pat-1", json.dumps(condition).encode())
+    [tx] = peers.submitted
+    body = ledger_pb2.TransactionBody.FromString(tx.body)
+    record = body.register_record
+    metadata = SEALER.open_record(record)
+    assert list(metadata.codes) == ["http://hl7.org/fhir/sid/icd-10-cm|E11.9", "http://snomed.info/sct|44054006"]
+    raw = tx.SerializeToString()
+    for needle in (b"44054006", b"E11.9", b"snomed", b"2.16.840.1.113883.6.96", b"problem-list-item"):
+        assert needle not in raw

@@ -146,3 +146,19 @@ def test_synthea_clinical_notes_mentioning_abuse_are_labelled(synthea_dir) -> No
                 assert s.VIOLENCE_ABUSE in s.categorize(resource)
                 return
     pytest.fail("no clinical note mentions intimate partner abuse")
+
+
+def test_clinical_codes_are_the_primary_code_element_with_canonical_systems() -> None:
+    from carechain.sensitivity import clinical_codes
+
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    medication = {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"coding": [
+        {"system": "2.16.840.1.113883.6.88", "code": " 197361 "}, {"system": rxnorm, "code": "197361"}]},
+        "reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]}]}
+    assert clinical_codes(medication) == [f"{rxnorm}|197361"]
+    history = {"resourceType": "FamilyMemberHistory", "condition": [
+        {"code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": "254837009"}]}}]}
+    assert clinical_codes(history) == ["http://snomed.info/sct|254837009"]
+    patient = {"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "x", "code": "M"}]}}
+    assert clinical_codes(patient) == []
+    assert clinical_codes({"resourceType": "Immunization", "vaccineCode": {"text": "flu"}}) == []

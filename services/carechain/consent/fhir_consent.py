@@ -13,7 +13,7 @@ The mapping keeps meaning both ways: ``import(export(import(x))) == import(x)``.
   ``type: deny`` (CareChain's default deny, the "opt-in" pattern) with the
   consent's period and the policy's top-level provisions nested in it. On
   import, a root provision with no rule of its own (no actor, action,
-  securityLabel, purpose, class or dataPeriod) is read the same way; a root
+  securityLabel, purpose, class, code, data or dataPeriod) is read the same way; a root
   provision with rules becomes the single top-level provision.
 - ``actor``: ``Practitioner/<id>`` and ``Organization/<id>`` references (ids
   are CareChain principal ids), or a specialty as ``role`` coded in
@@ -24,9 +24,15 @@ The mapping keeps meaning both ways: ``import(export(import(x))) == import(x)``.
 - ``securityLabel``: :data:`CATEGORY_LABELS` (HL7 v3 ActCode sensitivity codes;
   oncology has none, so a CareChain code system).
 - ``class``: FHIR resource types; ``dataPeriod`` and ``period`` as periods.
-- Not supported (rejected): ``provision.code`` and ``provision.data`` (CareChain
-  decides on labels, not on individual codes or resources, which would put
-  PHI on the ledger) and any ``modifierExtension``.
+- ``data``: specific records, ``meaning: instance`` only, as
+  ``<ResourceType>/<CareChain record id>``.
+- ``code``: clinical codes (a list of CodeableConcept, every coding counts),
+  stored with the system in canonical form (URI or OID forms of SNOMED CT,
+  LOINC, RxNorm, ICD: ``urn:oid:2.16.840.1.113883.6.96`` is read as
+  ``http://snomed.info/sct``) and exported one coding per CodeableConcept.
+  Enforced against the codes of the record's primary code element (sealed in
+  its ledger metadata), exact codes only: no hierarchy or subsumption.
+- Not supported (rejected): any ``modifierExtension`` or extension.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from carechain.consent.policy import PRINCIPAL_REFERENCE, validate_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.records.fhir import fhir_date_ms, fhir_time_range
+from carechain.sensitivity import canonical_system
 
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -112,6 +119,7 @@ class ImportedConsent:
 LEAF: dict[str, Any] = {}
 _CODING = {"system": LEAF, "code": LEAF, "display": LEAF}
 _CONCEPT = {"coding": _CODING}
+_CLINICAL_CONCEPT = {"coding": _CODING, "text": LEAF}  # provision.code: its text, like a display, is not stored
 _PERIOD = {"start": LEAF, "end": LEAF}
 _REFERENCE_BY_ID = {"reference": LEAF, "display": LEAF}
 _PROVISION: dict[str, Any] = {
@@ -119,6 +127,7 @@ _PROVISION: dict[str, Any] = {
     "actor": {"role": _CONCEPT, "reference": {"reference": LEAF, "type": LEAF, "display": LEAF}},
     "action": _CONCEPT, "securityLabel": _CODING, "purpose": _CODING, "class": _CODING,
     "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID},
+    "code": _CLINICAL_CONCEPT,
 }
 _PROVISION["provision"] = _PROVISION
 _CONSENT: dict[str, Any] = {
@@ -140,8 +149,6 @@ _CONSENT: dict[str, Any] = {
 _REFUSED_BECAUSE = {
     "modifierExtension": "is not supported (it could change the meaning)",
     "extension": "is not supported: CareChain cannot enforce an extension it does not know",
-    "code": "is not supported: CareChain decides on security labels, not on the codes inside a record "
-            "(the ledger does not hold them); use securityLabel or data",
     "data": "the signed document's content never goes on the ledger; give its url and hash",
     "text": "is not supported: CareChain cannot check that a narrative says what the provisions say",
     "sourceReference": "is not supported; use sourceAttachment (url and hash)",
@@ -339,6 +346,15 @@ def _provision(node: dict[str, Any], field: str) -> policy_pb2.Provision:
             provision.resource_types.append(coding["code"])
     for i, data in enumerate(node.get("data") or []):
         provision.data.append(_data(data, f"{field}.data[{i}]"))
+    for i, concept in enumerate(node.get("code") or []):
+        codings = concept.get("coding") or []
+        if not codings:
+            raise InvalidArgument(f"{field}.code[{i}]", "needs a coding with a system and a code")
+        for j, coding in enumerate(codings):
+            kept = _kept_coding(coding, f"{field}.code[{i}].coding[{j}]")
+            kept = policy_pb2.FhirCoding(system=canonical_system(kept.system), code=kept.code.strip())
+            if kept not in provision.codes:
+                provision.codes.append(kept)
     if node.get("period"):
         provision.period.CopyFrom(_period(node["period"], f"{field}.period"))
     if node.get("dataPeriod"):
@@ -465,7 +481,7 @@ def _fhir_path(proto_path: str, container: bool) -> str:
         (".provisions[", ".provision["), (".purposes", ".purpose"), (".actions", ".action"),
         (".categories", ".securityLabel"), (".actors[", ".actor["), (".data_period", ".dataPeriod"),
         (".resource_types", ".class"), (".start_ms", ".start"), (".end_ms", ".end"), (".actors", ".actor"),
-        (".record_id", ".reference"), (".resource_type", ".reference"),
+        (".record_id", ".reference"), (".resource_type", ".reference"), (".codes", ".code"),
     ):
         path = path.replace(proto_name, fhir_name)
     return path
@@ -582,6 +598,8 @@ def _fhir_provision(provision: policy_pb2.Provision) -> dict[str, Any]:
     if provision.data:
         node["data"] = [{"meaning": "instance", "reference": {"reference": f"{d.resource_type}/{d.record_id}"}}
                         for d in provision.data]
+    if provision.codes:
+        node["code"] = [{"coding": [{"system": c.system, "code": c.code}]} for c in provision.codes]
     if provision.provisions:
         node["provision"] = [_fhir_provision(child) for child in provision.provisions]
     return node

@@ -38,6 +38,11 @@ Semantics
   * resource types: when listed, the record's FHIR resource type is one of them;
   * data (FHIR ``provision.data``, meaning instance): when listed, the record
     is one of them;
+  * codes (FHIR ``provision.code``): when listed, the record's primary code
+    element (Condition.code, Observation.code, Immunization.vaccineCode, ...:
+    :data:`carechain.sensitivity.PRIMARY_CODE_ELEMENTS`) carries one of them,
+    permit or deny; systems are compared in canonical form (URI or OID), codes
+    exactly (no hierarchy or subsumption). A denial never names the codes;
   * categories (FHIR ``securityLabel``): a provision naming categories matches
     only records carrying one of them, permit or deny; one without categories
     matches every record. A permit limited to MENTAL_HEALTH therefore opens
@@ -89,7 +94,7 @@ from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.errors import InvalidArgument
 from carechain.security_labels import PARENT_CATEGORY
-from carechain.sensitivity import SENSITIVE_CATEGORIES, category_name
+from carechain.sensitivity import SENSITIVE_CATEGORIES, category_name, clinical_code
 
 PERMIT = consent_pb2.DECISION_EFFECT_PERMIT
 DENY = consent_pb2.DECISION_EFFECT_DENY
@@ -103,6 +108,7 @@ MAX_PROVISION_DEPTH = 8
 MAX_PROVISIONS = 256
 MAX_DOCUMENT_ITEMS = 16  # per repeated element of a ConsentDocument
 MAX_DOCUMENT_TEXT = 2048  # characters per string of a ConsentDocument
+MAX_PROVISION_CODES = 256  # codes of one provision (FHIR provision.code)
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 # A reference to a CareChain principal or resource by id (never by name): <ResourceType>/<id>.
@@ -288,6 +294,14 @@ def _validate_provision(
     for i, resource_type in enumerate(provision.resource_types):
         if not _RESOURCE_TYPE.fullmatch(resource_type):
             raise InvalidArgument(f"{field}.resource_types[{i}]", "must be a FHIR resource type such as Condition")
+    if len(provision.codes) > MAX_PROVISION_CODES:
+        raise InvalidArgument(f"{field}.codes", f"at most {MAX_PROVISION_CODES} codes")
+    for i, coding in enumerate(provision.codes):
+        for name in ("system", "code"):
+            value = getattr(coding, name)
+            if not value.strip() or len(value) > MAX_DOCUMENT_TEXT:
+                raise InvalidArgument(f"{field}.codes[{i}].{name}",
+                                      f"must not be empty, at most {MAX_DOCUMENT_TEXT} characters")
     _validate_part2(provision, field, ancestors)
     count = 1
     for i, nested in enumerate(provision.provisions):
@@ -378,6 +392,7 @@ class AccessRequest:
     break_glass: bool = False  # the clinician explicitly asked to break the glass
     record_author_id: str = ""  # who wrote the record (practitioner or organisation)
     record_organization_id: str = ""  # the organisation that wrote (holds) the record
+    codes: tuple[str, ...] = ()  # the record's primary codes, "<canonical system>|<code>"
 
     @property
     def effective_action(self) -> int:
@@ -501,6 +516,18 @@ def _labels_match(provision: policy_pb2.Provision, request: AccessRequest) -> bo
     return bool(set(provision.categories) & carried)
 
 
+def provision_codes(provision: policy_pb2.Provision) -> frozenset[str]:
+    """A provision's codes as records carry them: ``<canonical system>|<code>``."""
+    return frozenset(clinical_code(c.system, c.code) for c in provision.codes)
+
+
+def _codes_match(provision: policy_pb2.Provision, request: AccessRequest) -> bool:
+    """A provision naming codes applies only to records whose primary code element carries one of them."""
+    if not provision.codes:
+        return True
+    return bool(provision_codes(provision) & set(request.codes))
+
+
 def _matches(provision: policy_pb2.Provision, request: AccessRequest, labels: bool = True) -> str | None:
     """The actor description when the provision matches the request, else None (labels=False: ignore labels)."""
     actor = _actor_match(provision, request)
@@ -526,6 +553,8 @@ def _matches(provision: policy_pb2.Provision, request: AccessRequest, labels: bo
     if provision.data and not any(
         d.record_id == request.record_id and d.resource_type == request.resource_type for d in provision.data
     ):
+        return None
+    if not _codes_match(provision, request):
         return None
     if labels and not _labels_match(provision, request):
         return None
@@ -584,6 +613,9 @@ def _describe(match: _Match, request: AccessRequest) -> str:
         parts.append("types " + ", ".join(match.provision.resource_types))
     if match.provision.data:
         parts.append(f"record {request.record_id} named")
+    if match.provision.codes and match.provision.type != policy_pb2.PROVISION_TYPE_DENY:
+        # Like categories: a deny that matched by code would tell what the record is about.
+        parts.append("codes " + ", ".join(f"{c.system}|{c.code}" for c in match.provision.codes))
     return f"consent {match.consent_id} {match.path} ({'; '.join(parts)})"
 
 

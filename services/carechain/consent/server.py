@@ -585,6 +585,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             break_glass=break_glass,
             record_author_id=record.author_id,
             record_organization_id=record.organization_id,
+            codes=record.codes,
         )
 
     def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:

@@ -82,6 +82,7 @@ class RecordInfo:
     data_date_ms: int = 0  # clinical date, UTC day; 0 = none
     resource_type: str = ""
     author_id: str = ""  # who wrote it (consent actor role AUT)
+    codes: tuple[str, ...] = ()  # "system|code" of its primary code element (consent provision codes)
 
 
 class ConsentState:
@@ -246,6 +247,7 @@ class ConsentState:
                 data_date_ms=opened.data_date_ms,
                 resource_type=opened.resource_type,
                 author_id=opened.author_id,
+                codes=tuple(opened.codes),
             )
         elif kind == "erase_records":
             e = body.erase_records

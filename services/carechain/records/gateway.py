@@ -4,8 +4,8 @@ Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
 binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
 -> signed RegisterRecord on the ledger (the commit point: a record exists once
 it is on the ledger, and by then its key, blob and audit event are durable).
-The RegisterRecord carries resource type, categories, clinical date and author
-only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
+The RegisterRecord carries resource type, categories, clinical date, author and
+the primary clinical codes only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
 Read: ledger entry (its sealed metadata opened: that also proves the entry was
 written by a holder of the metadata key, not made up by a validator) -> consent
@@ -47,7 +47,7 @@ from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.fhir import clinical_date_ms, validate_resource
 from carechain.security_labels import security_labels
-from carechain.sensitivity import categorize
+from carechain.sensitivity import categorize, clinical_codes
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records")
@@ -183,6 +183,8 @@ class RecordsGateway:
             # Day precision only: what consent data periods need, and less identifying than a timestamp.
             data_date_ms=clinical_date_ms(resource.content),
             author_id=caller.principal_id,
+            # The codes of the primary code element, for consent provisions by code (sealed like the rest).
+            codes=clinical_codes(resource.content),
         )
         registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
         tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from carechain.common.v1 import common_pb2 as carechain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!carechain/consent/v1/policy.proto\x12\x14\x63\x61rechain.consent.v1\x1a carechain/common/v1/common.proto\"\xcf\x01\n\x0c\x43onsentActor\x12-\n\x04role\x18P \x01(\x0e\x32\x1f.carechain.consent.v1.ActorRole\x12\x19\n\x0fpractitioner_id\x18\x01 \x01(\tH\x00\x12\x19\n\x0forganization_id\x18\x02 \x01(\tH\x00\x12\x13\n\tspecialty\x18\x03 \x01(\tH\x00\x12\x18\n\x10\x61ny_organization\x18( \x01(\x08\x12\"\n\x1aspecialty_organization_ids\x18) \x03(\tB\x07\n\x05\x61\x63tor\"\xf9\x03\n\tProvision\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.carechain.consent.v1.ProvisionType\x12\x32\n\x06\x61\x63tors\x18\x02 \x03(\x0b\x32\".carechain.consent.v1.ConsentActor\x12\x33\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x33\n\x08purposes\x18\x04 \x03(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12<\n\ncategories\x18\x05 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12+\n\x06period\x18\x06 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x33\n\nprovisions\x18\x07 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12\x30\n\x0b\x64\x61ta_period\x18\x08 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x16\n\x0eresource_types\x18\t \x03(\t\x12\x31\n\x04\x64\x61ta\x18P \x03(\x0b\x32#.carechain.consent.v1.DataReference\"9\n\rDataReference\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"*\n\nFhirCoding\x12\x0e\n\x06system\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"8\n\x16\x43onsentPolicyReference\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\"\x8b\x01\n\x17\x43onsentSourceAttachment\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x10\n\x08\x63reation\x18\x05 \x01(\t\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x10\n\x08language\x18\x07 \x01(\t\"Y\n\x13\x43onsentVerification\x12\x10\n\x08verified\x18\x01 \x01(\x08\x12\x15\n\rverified_with\x18\x02 \x01(\t\x12\x19\n\x11verification_date\x18\x03 \x01(\t\"\x88\x03\n\x0f\x43onsentDocument\x12\x11\n\tdate_time\x18\x01 \x01(\t\x12\x35\n\x0bpolicy_rule\x18\x02 \x03(\x0b\x32 .carechain.consent.v1.FhirCoding\x12>\n\x08policies\x18\x03 \x03(\x0b\x32,.carechain.consent.v1.ConsentPolicyReference\x12\x12\n\nperformers\x18\x04 \x03(\t\x12\x15\n\rorganizations\x18\x05 \x03(\t\x12H\n\x11source_attachment\x18\x06 \x01(\x0b\x32-.carechain.consent.v1.ConsentSourceAttachment\x12@\n\rverifications\x18\x07 \x03(\x0b\x32).carechain.consent.v1.ConsentVerification\x12\x34\n\ncategories\x18\x08 \x03(\x0b\x32 .carechain.consent.v1.FhirCoding\"\xaa\x01\n\rConsentPolicy\x12\x33\n\nprovisions\x18\x01 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12+\n\x06period\x18\x02 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x37\n\x08\x64ocument\x18P \x01(\x0b\x32%.carechain.consent.v1.ConsentDocument*c\n\rProvisionType\x12\x1e\n\x1aPROVISION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROVISION_TYPE_PERMIT\x10\x01\x12\x17\n\x13PROVISION_TYPE_DENY\x10\x02*\x94\x01\n\tActorRole\x12\x1a\n\x16\x41\x43TOR_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43TOR_ROLE_RECIPIENT\x10\x01\x12 \n\x1c\x41\x43TOR_ROLE_PRIMARY_RECIPIENT\x10\x02\x12\x15\n\x11\x41\x43TOR_ROLE_AUTHOR\x10\x03\x12\x18\n\x14\x41\x43TOR_ROLE_CUSTODIAN\x10\x04*\x82\x01\n\x14\x44\x65legateRelationship\x12%\n!DELEGATE_RELATIONSHIP_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45LEGATE_RELATIONSHIP_GUARDIAN\x10\x01\x12\x1f\n\x1b\x44\x45LEGATE_RELATIONSHIP_PROXY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!carechain/consent/v1/policy.proto\x12\x14\x63\x61rechain.consent.v1\x1a carechain/common/v1/common.proto\"\xcf\x01\n\x0c\x43onsentActor\x12-\n\x04role\x18P \x01(\x0e\x32\x1f.carechain.consent.v1.ActorRole\x12\x19\n\x0fpractitioner_id\x18\x01 \x01(\tH\x00\x12\x19\n\x0forganization_id\x18\x02 \x01(\tH\x00\x12\x13\n\tspecialty\x18\x03 \x01(\tH\x00\x12\x18\n\x10\x61ny_organization\x18( \x01(\x08\x12\"\n\x1aspecialty_organization_ids\x18) \x03(\tB\x07\n\x05\x61\x63tor\"\xaa\x04\n\tProvision\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.carechain.consent.v1.ProvisionType\x12\x32\n\x06\x61\x63tors\x18\x02 \x03(\x0b\x32\".carechain.consent.v1.ConsentActor\x12\x33\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x33\n\x08purposes\x18\x04 \x03(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12<\n\ncategories\x18\x05 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12+\n\x06period\x18\x06 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x33\n\nprovisions\x18\x07 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12\x30\n\x0b\x64\x61ta_period\x18\x08 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x16\n\x0eresource_types\x18\t \x03(\t\x12\x31\n\x04\x64\x61ta\x18P \x03(\x0b\x32#.carechain.consent.v1.DataReference\x12/\n\x05\x63odes\x18Z \x03(\x0b\x32 .carechain.consent.v1.FhirCoding\"9\n\rDataReference\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"*\n\nFhirCoding\x12\x0e\n\x06system\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"8\n\x16\x43onsentPolicyReference\x12\x11\n\tauthority\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\"\x8b\x01\n\x17\x43onsentSourceAttachment\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x10\n\x08\x63reation\x18\x05 \x01(\t\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x10\n\x08language\x18\x07 \x01(\t\"Y\n\x13\x43onsentVerification\x12\x10\n\x08verified\x18\x01 \x01(\x08\x12\x15\n\rverified_with\x18\x02 \x01(\t\x12\x19\n\x11verification_date\x18\x03 \x01(\t\"\x88\x03\n\x0f\x43onsentDocument\x12\x11\n\tdate_time\x18\x01 \x01(\t\x12\x35\n\x0bpolicy_rule\x18\x02 \x03(\x0b\x32 .carechain.consent.v1.FhirCoding\x12>\n\x08policies\x18\x03 \x03(\x0b\x32,.carechain.consent.v1.ConsentPolicyReference\x12\x12\n\nperformers\x18\x04 \x03(\t\x12\x15\n\rorganizations\x18\x05 \x03(\t\x12H\n\x11source_attachment\x18\x06 \x01(\x0b\x32-.carechain.consent.v1.ConsentSourceAttachment\x12@\n\rverifications\x18\x07 \x03(\x0b\x32).carechain.consent.v1.ConsentVerification\x12\x34\n\ncategories\x18\x08 \x03(\x0b\x32 .carechain.consent.v1.FhirCoding\"\xaa\x01\n\rConsentPolicy\x12\x33\n\nprovisions\x18\x01 \x03(\x0b\x32\x1f.carechain.consent.v1.Provision\x12+\n\x06period\x18\x02 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x37\n\x08\x64ocument\x18P \x01(\x0b\x32%.carechain.consent.v1.ConsentDocument*c\n\rProvisionType\x12\x1e\n\x1aPROVISION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROVISION_TYPE_PERMIT\x10\x01\x12\x17\n\x13PROVISION_TYPE_DENY\x10\x02*\x94\x01\n\tActorRole\x12\x1a\n\x16\x41\x43TOR_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43TOR_ROLE_RECIPIENT\x10\x01\x12 \n\x1c\x41\x43TOR_ROLE_PRIMARY_RECIPIENT\x10\x02\x12\x15\n\x11\x41\x43TOR_ROLE_AUTHOR\x10\x03\x12\x18\n\x14\x41\x43TOR_ROLE_CUSTODIAN\x10\x04*\x82\x01\n\x14\x44\x65legateRelationship\x12%\n!DELEGATE_RELATIONSHIP_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45LEGATE_RELATIONSHIP_GUARDIAN\x10\x01\x12\x1f\n\x1b\x44\x45LEGATE_RELATIONSHIP_PROXY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carechain.consent.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVISIONTYPE']._serialized_start=1773
-  _globals['_PROVISIONTYPE']._serialized_end=1872
-  _globals['_ACTORROLE']._serialized_start=1875
-  _globals['_ACTORROLE']._serialized_end=2023
-  _globals['_DELEGATERELATIONSHIP']._serialized_start=2026
-  _globals['_DELEGATERELATIONSHIP']._serialized_end=2156
+  _globals['_PROVISIONTYPE']._serialized_start=1822
+  _globals['_PROVISIONTYPE']._serialized_end=1921
+  _globals['_ACTORROLE']._serialized_start=1924
+  _globals['_ACTORROLE']._serialized_end=2072
+  _globals['_DELEGATERELATIONSHIP']._serialized_start=2075
+  _globals['_DELEGATERELATIONSHIP']._serialized_end=2205
   _globals['_CONSENTACTOR']._serialized_start=94
   _globals['_CONSENTACTOR']._serialized_end=301
   _globals['_PROVISION']._serialized_start=304
-  _globals['_PROVISION']._serialized_end=809
-  _globals['_DATAREFERENCE']._serialized_start=811
-  _globals['_DATAREFERENCE']._serialized_end=868
-  _globals['_FHIRCODING']._serialized_start=870
-  _globals['_FHIRCODING']._serialized_end=912
-  _globals['_CONSENTPOLICYREFERENCE']._serialized_start=914
-  _globals['_CONSENTPOLICYREFERENCE']._serialized_end=970
-  _globals['_CONSENTSOURCEATTACHMENT']._serialized_start=973
-  _globals['_CONSENTSOURCEATTACHMENT']._serialized_end=1112
-  _globals['_CONSENTVERIFICATION']._serialized_start=1114
-  _globals['_CONSENTVERIFICATION']._serialized_end=1203
-  _globals['_CONSENTDOCUMENT']._serialized_start=1206
-  _globals['_CONSENTDOCUMENT']._serialized_end=1598
-  _globals['_CONSENTPOLICY']._serialized_start=1601
-  _globals['_CONSENTPOLICY']._serialized_end=1771
+  _globals['_PROVISION']._serialized_end=858
+  _globals['_DATAREFERENCE']._serialized_start=860
+  _globals['_DATAREFERENCE']._serialized_end=917
+  _globals['_FHIRCODING']._serialized_start=919
+  _globals['_FHIRCODING']._serialized_end=961
+  _globals['_CONSENTPOLICYREFERENCE']._serialized_start=963
+  _globals['_CONSENTPOLICYREFERENCE']._serialized_end=1019
+  _globals['_CONSENTSOURCEATTACHMENT']._serialized_start=1022
+  _globals['_CONSENTSOURCEATTACHMENT']._serialized_end=1161
+  _globals['_CONSENTVERIFICATION']._serialized_start=1163
+  _globals['_CONSENTVERIFICATION']._serialized_end=1252
+  _globals['_CONSENTDOCUMENT']._serialized_start=1255
+  _globals['_CONSENTDOCUMENT']._serialized_end=1647
+  _globals['_CONSENTPOLICY']._serialized_start=1650
+  _globals['_CONSENTPOLICY']._serialized_end=1820
 # @@protoc_insertion_point(module_scope)

@@ -56,7 +56,7 @@ class ConsentActor(_message.Message):
     def __init__(self, role: _Optional[_Union[ActorRole, str]] = ..., practitioner_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., specialty: _Optional[str] = ..., any_organization: _Optional[bool] = ..., specialty_organization_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Provision(_message.Message):
-    __slots__ = ("type", "actors", "actions", "purposes", "categories", "period", "provisions", "data_period", "resource_types", "data")
+    __slots__ = ("type", "actors", "actions", "purposes", "categories", "period", "provisions", "data_period", "resource_types", "data", "codes")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class Provision(_message.Message):
     DATA_PERIOD_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
     type: ProvisionType
     actors: _containers.RepeatedCompositeFieldContainer[ConsentActor]
     actions: _containers.RepeatedScalarFieldContainer[_common_pb2.ConsentAction]
@@ -77,7 +78,8 @@ class Provision(_message.Message):
     data_period: _common_pb2.Period
     resource_types: _containers.RepeatedScalarFieldContainer[str]
     data: _containers.RepeatedCompositeFieldContainer[DataReference]
-    def __init__(self, type: _Optional[_Union[ProvisionType, str]] = ..., actors: _Optional[_Iterable[_Union[ConsentActor, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[_common_pb2.ConsentAction, str]]] = ..., purposes: _Optional[_Iterable[_Union[_common_pb2.PurposeOfUse, str]]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[Provision, _Mapping]]] = ..., data_period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ..., resource_types: _Optional[_Iterable[str]] = ..., data: _Optional[_Iterable[_Union[DataReference, _Mapping]]] = ...) -> None: ...
+    codes: _containers.RepeatedCompositeFieldContainer[FhirCoding]
+    def __init__(self, type: _Optional[_Union[ProvisionType, str]] = ..., actors: _Optional[_Iterable[_Union[ConsentActor, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[_common_pb2.ConsentAction, str]]] = ..., purposes: _Optional[_Iterable[_Union[_common_pb2.PurposeOfUse, str]]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[Provision, _Mapping]]] = ..., data_period: _Optional[_Union[_common_pb2.Period, _Mapping]] = ..., resource_types: _Optional[_Iterable[str]] = ..., data: _Optional[_Iterable[_Union[DataReference, _Mapping]]] = ..., codes: _Optional[_Iterable[_Union[FhirCoding, _Mapping]]] = ...) -> None: ...
 
 class DataReference(_message.Message):
     __slots__ = ("resource_type", "record_id")
