@@ -40,7 +40,7 @@ from carechain.verifier import (
     RecordInclusion,
     VerifiedCheckpoint,
     consistency_fetcher,
-    verify_anchor_block,
+    verify_anchor_inclusion,
     verify_checkpoint,
     verify_checkpoint_consistency,
     verify_record_inclusion,
@@ -331,14 +331,15 @@ class CareChainClient:
 
     def verify_anchor(self, proof: audit_pb2.EventProof, trust: LedgerTrust | None = None) -> VerifiedCheckpoint:
         """Check proof's batch anchor on the ledger: the AnchorAuditBatch at ``anchor_log_index`` has this batch's
-        range and root, is signed by svc-audit, valid, and in a block certified by a quorum (that block's
+        range and root, is signed by svc-audit, and is in the log of a checkpoint a quorum co-signed (that
         checkpoint is then checked against the remembered one). IntegrityError otherwise."""
         trust = trust or self.ledger_trust()
         expected = ledger_pb2.AnchorAuditBatch(
             batch_number=proof.batch_number, first_sequence=proof.first_sequence,
             last_sequence=proof.last_sequence, merkle_root=proof.batch_root,
         )
-        checkpoint = verify_anchor_block(self.ledger, proof.anchor_log_index, trust, expected)
+        # An inclusion proof against a co-signed checkpoint: what every caller, a patient too, may read.
+        checkpoint = verify_anchor_inclusion(self.ledger, proof.anchor_log_index, trust, expected)
         self._remember(checkpoint, trust)
         return checkpoint
 

@@ -363,14 +363,41 @@ def verify_anchor_block(
     if not 0 <= index < len(block.transactions):
         raise IntegrityError(f"log index {log_index} is not in block {header.height}")
     tx, result = block.transactions[index], block.results[index]
+    if not result.valid:
+        raise IntegrityError(f"the ledger rejected the anchor at log index {log_index}: {result.reason}")
+    _check_anchor_transaction(tx, log_index, trust, expected)
+    return checkpoint
+
+
+def verify_anchor_inclusion(
+    ledger: Any, log_index: int, trust: LedgerTrust, expected: ledger_pb2.AnchorAuditBatch, timeout: float = 30
+) -> VerifiedCheckpoint:
+    """Check, with only an inclusion proof (what a patient may read), that the ledger's transaction at log_index
+    is an AnchorAuditBatch equal to expected, signed by svc-audit, in the log of a checkpoint a quorum co-signed.
+
+    :func:`verify_anchor_block` checks the same from the whole block (and its validity flag) for ledger-wide
+    readers; patients see no other patient's transactions, so they prove the anchor's inclusion instead.
+    """
+    checkpoint = verify_checkpoint(ledger.GetCheckpoint(ledger_pb2.GetCheckpointRequest(), timeout=timeout), trust)
+    if log_index >= checkpoint.tree_size:
+        raise IntegrityError(f"the anchor at log index {log_index} is not yet in a final (co-signed) block")
+    proof = ledger.GetInclusionProof(
+        ledger_pb2.GetInclusionProofRequest(log_index=log_index, tree_size=checkpoint.tree_size), timeout=timeout)
+    if proof.log_index != log_index:
+        raise IntegrityError("inclusion proof is for another log index")
+    tx = verify_inclusion(proof, checkpoint)
+    _check_anchor_transaction(tx, log_index, trust, expected)
+    return checkpoint
+
+
+def _check_anchor_transaction(tx: ledger_pb2.Transaction, log_index: int, trust: LedgerTrust,
+                              expected: ledger_pb2.AnchorAuditBatch) -> None:
+    """The transaction is svc-audit's AnchorAuditBatch with exactly expected's range and root."""
     key = trust.trust.key(AUDIT_SIGNER_ID)
     if tx.signer_id != AUDIT_SIGNER_ID or key is None or not transactions.signature_valid(tx, key):
         raise IntegrityError(f"ledger log index {log_index} is not signed by {AUDIT_SIGNER_ID}")
-    if not result.valid:
-        raise IntegrityError(f"the ledger rejected the anchor at log index {log_index}: {result.reason}")
     body = transactions.decode_body(tx)
     if body.WhichOneof("payload") != "anchor_audit_batch":
         raise IntegrityError(f"ledger log index {log_index} is not an AnchorAuditBatch")
     if body.anchor_audit_batch.SerializeToString(deterministic=True) != expected.SerializeToString(deterministic=True):
         raise IntegrityError(f"the anchor at ledger log index {log_index} has another batch range or root")
-    return checkpoint

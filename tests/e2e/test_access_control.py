@@ -224,7 +224,7 @@ CELLS = [
          (PATIENT, *LEDGER_WIDE), hidden=(OTHER_PATIENT, DELEGATE)),
     Cell("ledger", "GetConsistencyProof", lambda w: ledger_pb2.GetConsistencyProofRequest(first_size=1,
                                                                                           second_size=2),
-         LEDGER_WIDE),
+         EVERYONE),
     Cell("ledger", "VerifyChain", lambda w: ledger_pb2.VerifyChainRequest(), LEDGER_WIDE),
     Cell("ledger", "GetCheckpoint", lambda w: ledger_pb2.GetCheckpointRequest(), EVERYONE),
     Cell("ledger", "GetEvidence", lambda w: ledger_pb2.GetEvidenceRequest(), LEDGER_WIDE),

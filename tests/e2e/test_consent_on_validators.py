@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from helpers import new_hospital, new_patient, new_practitioner, start_network
+from helpers import new_hospital, new_patient, new_practitioner, operator_client, start_network
 
 from carechain.demo import psychiatric_diagnosis
 from carechain.ledger.quorum import ValidatorSet, check_certificate
@@ -48,7 +48,8 @@ def test_grant_read_revoke_with_quorum_certified_blocks(three_validators) -> Non
     # What consent checked: the grant's block is certified by a quorum of the configured set.
     trust = TrustBundle.load(network.layout.trust_dir)
     validators = ValidatorSet.of(network.validator_ids)
-    head = hospital.client.ledger.GetChainHead(ledger_pb2.GetChainHeadRequest(), timeout=10)
-    block = hospital.client.ledger.GetBlock(ledger_pb2.GetBlockRequest(height=head.final_height), timeout=10)
+    with operator_client(network) as operator:  # ledger-wide reads are the operator's, not a member's
+        head = operator.ledger.GetChainHead(ledger_pb2.GetChainHeadRequest(), timeout=10)
+        block = operator.ledger.GetBlock(ledger_pb2.GetBlockRequest(height=head.final_height), timeout=10)
     check_certificate(block.header, block.certificate, trust, validators)
     assert len(block.certificate.signatures) >= 2

@@ -45,6 +45,7 @@ from carechain.verifier import (
     LedgerTrust,
     consistency_fetcher,
     verify_anchor_block,
+    verify_anchor_inclusion,
     verify_checkpoint,
 )
 
@@ -382,6 +383,9 @@ def test_an_event_proof_anchor_is_checked_in_a_certified_block(ledger_process, a
         expected = ledger_pb2.AnchorAuditBatch(batch_number=proof.batch_number, first_sequence=proof.first_sequence,
                                                last_sequence=proof.last_sequence, merkle_root=proof.batch_root)
         verify_anchor_block(stub, proof.anchor_log_index, trust_of(net), expected)
+        # What a patient may read: the anchor's inclusion proof against a co-signed checkpoint.
+        verify_anchor_inclusion(ledger_process.stub(Caller("pat-1", Kind.PRINCIPAL_KIND_PATIENT)),
+                                proof.anchor_log_index, trust_of(net), expected)
         return expected
 
     checked_proof()
@@ -391,6 +395,8 @@ def test_an_event_proof_anchor_is_checked_in_a_certified_block(ledger_process, a
         conn.execute("UPDATE audit_batches SET anchor_log_index = 0 WHERE batch_number = ?", (batch.batch_number,))
     with pytest.raises(IntegrityError, match="not signed by svc-audit"):
         checked_proof()
+    with pytest.raises(IntegrityError, match="not signed by svc-audit"):
+        verify_anchor_inclusion(stub, 0, trust_of(net), ledger_pb2.AnchorAuditBatch(batch_number=batch.batch_number))
 
 
 def test_several_validators_a_lagging_answer_is_not_a_rollback_but_a_later_smaller_one_is():

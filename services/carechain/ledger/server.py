@@ -71,15 +71,24 @@ def _own_record(caller: Caller, request: ledger_pb2.GetRecordEntryRequest, servi
         raise NotFound("no such record on the ledger")
 
 
+def is_audit_anchor(transaction: ledger_pb2.Transaction) -> bool:
+    """An AnchorAuditBatch (batch range and Merkle root only): public, so anyone can check their event's anchor."""
+    try:
+        return decode_body(transaction).WhichOneof("payload") == "anchor_audit_batch"
+    except Exception:  # noqa: BLE001 - an undecodable transaction is no anchor
+        return False
+
+
 def _own_log_entry(caller: Caller, request: ledger_pb2.GetInclusionProofRequest, servicer: LedgerServicer) -> None:
     found = servicer.ledger.list_transactions(request.log_index, 1)
-    if not found or found[0].log_index != request.log_index or \
-            transaction_patient(found[0].transaction) != caller.principal_id:
+    if not found or found[0].log_index != request.log_index or not (
+        transaction_patient(found[0].transaction) == caller.principal_id or is_audit_anchor(found[0].transaction)
+    ):
         raise NotFound("no transaction of yours at this log index")
 
 
 OWN_RECORD = Scope("own record", "own records only", _own_record)
-OWN_LOG_ENTRY = Scope("own entry", "own transactions only", _own_log_entry)
+OWN_LOG_ENTRY = Scope("own entry", "own transactions and audit batch anchors only", _own_log_entry)
 
 
 def _ledger_wide(note: str = "") -> Allow:
@@ -97,7 +106,7 @@ ACCESS = AccessTable(SERVICE, {
                                note="another patient's record is NOT_FOUND"),
     "GetInclusionProof": Allow.of(patient=OWN_LOG_ENTRY, service=ANY, operator=ANY, auditor=ANY,
                                   note="the proof carries the whole transaction"),
-    "GetConsistencyProof": _ledger_wide(),
+    "GetConsistencyProof": Allow.everyone("tree hashes only: every client checks its remembered checkpoint"),
     "VerifyChain": _ledger_wide(),
     "GetCheckpoint": Allow.everyone("tree size, root, time, signatures: nothing patient-specific"),
     "GetEvidence": _ledger_wide("conflicting validator headers"),
