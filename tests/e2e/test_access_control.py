@@ -207,6 +207,11 @@ CELLS = [
     Cell("identity", "GetTokenIssuerKeys", lambda w: identity_pb2.GetTokenIssuerKeysRequest(), ACTORS),
     Cell("identity", "GenerateDataKey", lambda w: identity_pb2.GenerateDataKeyRequest(), ("svc-records",)),
     Cell("identity", "ReleaseDataKey", lambda w: identity_pb2.ReleaseDataKeyRequest(), ("svc-records",)),
+    # An empty principal id: admitted callers reach the handler's validation and change nothing.
+    Cell("identity", "DeactivatePrincipal", lambda w: identity_pb2.DeactivatePrincipalRequest(),
+         (ORGANIZATION, OPERATOR)),
+    Cell("identity", "RotatePrincipalKey", lambda w: identity_pb2.RotatePrincipalKeyRequest(),
+         (ORGANIZATION, OPERATOR)),
     Cell("identity", "RotatePatientKey", lambda w: identity_pb2.RotatePatientKeyRequest(patient_id=_patient_id(w)),
          (PATIENT, OPERATOR)),
     # --- storage
@@ -265,8 +270,10 @@ CELLS = [
     Cell("audit", "ResolveReviewItem", lambda w: audit_pb2.ResolveReviewItemRequest(),
          (*SERVICE_ACTORS, OPERATOR)),
     # --- records
+    # Admitted by the table; a practitioner of another organisation is then refused by the write rule
+    # (an organisation writes records only for its own patients).
     Cell("records", "PutRecord", lambda w: records_pb2.PutRecordRequest(patient_id=_patient_id(w)),
-         (PRACTITIONER, OTHER_PRACTITIONER, ORGANIZATION)),
+         (PRACTITIONER, ORGANIZATION)),
     Cell("records", "GetRecord", lambda w: records_pb2.GetRecordRequest(record_id=w.record_id),
          (PRACTITIONER, OTHER_PRACTITIONER)),
 ]

@@ -24,13 +24,15 @@ def condition(fhir_patient_id: str, code: str) -> dict:
             "subject": {"reference": f"Patient/{fhir_patient_id}"}, "onsetDateTime": "2025-02-01"}
 
 
-def code_consent(code: str) -> dict:
+def code_consent(code: str, practitioner_id: str) -> dict:
     return {
         "resourceType": "Consent", "status": "active",
         "scope": {"coding": [{"system": f.CONSENT_SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": f.LOINC, "code": "59284-0"}]}],
         "provision": {"type": "deny", "provision": [{
             "type": "permit", "purpose": [{"system": f.ACT_REASON, "code": "TREAT"}],
+            "actor": [{"role": {"coding": [{"system": f.PARTICIPATION_TYPE, "code": "IRCP"}]},
+                       "reference": {"reference": f"Practitioner/{practitioner_id}"}}],
             "code": [{"coding": [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": code}]}],
         }]},
     }
@@ -40,7 +42,7 @@ def test_a_consent_by_code_opens_only_records_with_that_code(network) -> None:
     hospital = new_hospital(network)
     doctor = new_practitioner(network, hospital, "cardiology")
     patient, fhir_id = new_patient(network, hospital)
-    patient.client.grant_consent_fhir(code_consent(HYPERTENSION))
+    patient.client.grant_consent_fhir(code_consent(HYPERTENSION, doctor.principal_id))
     named = hospital.client.put_record(patient.principal_id, condition(fhir_id, HYPERTENSION))
     other = hospital.client.put_record(patient.principal_id, condition(fhir_id, DIABETES))
 

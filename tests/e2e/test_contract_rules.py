@@ -6,19 +6,23 @@ the consent or identity service is the attack.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from unittest import mock
 
 import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner
 
 from carechain.audit.v1 import audit_pb2
+from carechain.config import RecordsSettings
 from carechain.consent.v1 import policy_pb2
 from carechain.crypto import Ed25519Signer
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
 from carechain.sdk import CareChainClient, Purpose, permit
+from carechain.vault import service_signer
 
 GLASS = "unresponsive on arrival, no consent on file"
 
@@ -31,12 +35,30 @@ def condition(fhir_id: str) -> dict:
 
 def submit(client: CareChainClient, network, created_at_ms: int | None = None,
            **payload: object) -> ledger_pb2.SubmitTransactionResponse:
-    """Sign payload as client's principal and submit it straight to the ledger (no consent/identity service)."""
+    """Sign payload as client's principal and submit it straight to the ledger (no consent/identity service).
+
+    The access table refuses a member's own SubmitTransaction (only services submit); the transaction is then
+    relayed as a service would (a compromised or careless relay), so the validator's contract rules, not
+    only the access table, are what stands in the way.
+    """
     body = new_body(network.endpoints.chain_id, client.principal_id, **payload)
     if created_at_ms is not None:
         body.created_at_ms = created_at_ms
-    tx = sign_transaction(body, client.signer)
-    return client.ledger.SubmitTransaction(ledger_pb2.SubmitTransactionRequest(transaction=tx), timeout=30)
+    request = ledger_pb2.SubmitTransactionRequest(transaction=sign_transaction(body, client.signer))
+    with pytest.raises(grpc.RpcError) as refused:
+        client.ledger.SubmitTransaction(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+    with relay(network) as service:
+        return service.ledger.SubmitTransaction(request, timeout=30)
+
+
+def relay(network) -> CareChainClient:
+    """A client authenticated as svc-records: its key file (embedded), or its Vault Transit key (backends)."""
+    key_file = network.layout.key_file("svc-records")
+    if key_file.exists():
+        return CareChainClient(network.endpoints, Ed25519Signer.from_file("svc-records", key_file))
+    with mock.patch.dict(os.environ, network.backends.service_env("records")):
+        return CareChainClient(network.endpoints, service_signer(RecordsSettings(), "records"))
 
 
 def _invalid(response: ledger_pb2.SubmitTransactionResponse, why: str) -> str:
