@@ -209,3 +209,19 @@ def test_verify_chain_reports_an_intact_chain(stub, onboarded):
     result = stub.VerifyChain(ledger_pb2.VerifyChainRequest())
     head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header
     assert result.ok and result.problem == "" and result.blocks_checked >= head.height + 1
+
+
+def test_clinical_metadata_in_clear_is_refused_before_it_reaches_any_copy(stub, onboarded, net):
+    """Even an invalid transaction is stored with its contents: clear clinical fields are never ordered."""
+    leaky = record("pat-1", "org-1", "r-clear")
+    leaky.resource_type = "Condition"
+    leaky.categories.append(2)  # SENSITIVITY_CATEGORY_MENTAL_HEALTH
+    before = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.log_size
+    code, details = code_of(lambda: submit(stub, tx(net.records, register_record=leaky)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "sealed_metadata" in details
+    grant_in_clear = ledger_pb2.GrantConsent(consent_id="9f7a3c2e-0000-4000-8000-00000000c1ea", patient_id="pat-1")
+    grant_in_clear.policy.SetInParent()
+    code, details = code_of(lambda: submit(stub, tx(onboarded["pat-1"], grant_consent=grant_in_clear)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "sealed_policy" in details
+    after = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.log_size
+    assert after == before, "a refused transaction must not be ordered"

@@ -35,6 +35,7 @@ from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from carechain.ledger.validator import clinical_fields_in_clear
 from carechain.ledger.verify import verify_chain
 from carechain.network import TrustBundle, audience
 from carechain.principal_status import PrincipalStatus
@@ -127,6 +128,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         if request.ack not in (ledger_pb2.ACK_LEVEL_UNSPECIFIED, ledger_pb2.ACK_LEVEL_COMMITTED,
                                ledger_pb2.ACK_LEVEL_FINAL):
             raise InvalidArgument("ack", "unknown acknowledgement level")
+        try:
+            in_clear = clinical_fields_in_clear(decode_body(request.transaction))
+        except Exception:  # noqa: BLE001 - an undecodable body is the validator's to mark invalid
+            in_clear = ""
+        if in_clear:
+            # Refused before ordering: an invalid transaction would still be stored, contents and all.
+            raise InvalidArgument("transaction.body", in_clear)
         timeout = self.commit_timeout_seconds
         remaining = context.time_remaining()
         if remaining is not None:

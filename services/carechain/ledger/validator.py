@@ -102,6 +102,23 @@ class Envelope:
     block_time_ms: int = 0
 
 
+
+def clinical_fields_in_clear(body: ledger_pb2.TransactionBody) -> str:
+    """Why body would put clinical information on the ledger in clear ("" if it would not).
+
+    The validator marks such a transaction invalid, and the ledger refuses it before ordering, so it never
+    reaches any validator's copy (an invalid transaction is still stored with its contents).
+    """
+    kind = body.WhichOneof("payload")
+    if kind == "register_record":
+        r = body.register_record
+        if r.resource_type or r.categories or r.data_date_ms or r.author_id:
+            return ("register_record: resource_type, categories, data_date_ms and author_id must be sealed in "
+                    "sealed_metadata, not in clear")
+    if kind == "grant_consent" and body.grant_consent.HasField("policy"):
+        return "grant_consent.policy: must be sealed in sealed_policy, not in clear (use SealPolicy)"
+    return ""
+
 class Validator:
     """Applies the contract rules for one chain, given the network trust bundle."""
 
@@ -248,9 +265,9 @@ class Validator:
         if not _HEX64.fullmatch(r.content_sha256):
             raise Rejected("register_record.content_sha256: must be 64 lower-case hex characters")
         # Ledger privacy: clinical metadata only sealed (validators cannot open it; consumers check it).
-        if r.resource_type or r.categories or r.data_date_ms or r.author_id:
-            raise Rejected("register_record: resource_type, categories, data_date_ms and author_id must be "
-                           "sealed in sealed_metadata, not in clear")
+        in_clear = clinical_fields_in_clear(env.body)
+        if in_clear:
+            raise Rejected(in_clear)
         _require_sealed(r.sealed_metadata if r.HasField("sealed_metadata") else None, "register_record.sealed_metadata")
         state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
 
