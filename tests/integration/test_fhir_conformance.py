@@ -317,7 +317,17 @@ def rich_consent() -> dict[str, Any]:
                            {"role": coded(fhir_consent.PARTICIPATION_TYPE, "IRCP"),
                             "reference": {"reference": "Organization/org-a"}},
                            {"role": coded(fhir_consent.SPECIALTY_SYSTEM, "oncology"),
-                            "reference": {"display": "oncologists"}}],
+                            "reference": {"display": "oncologists"}},
+                           # A specialty actor's organisation scope: named organisations, or any member one.
+                           {"role": coded(fhir_consent.SPECIALTY_SYSTEM, "psychiatry"),
+                            "reference": {"type": "PractitionerRole", "display": "psychiatrists of org-b or org-c"},
+                            "extension": [{"url": fhir_consent.SPECIALTY_SCOPE_EXTENSION,
+                                           "valueReference": {"reference": f"Organization/{org}"}}
+                                          for org in ("org-b", "org-c")]},
+                           {"role": coded(fhir_consent.SPECIALTY_SYSTEM, "cardiology"),
+                            "reference": {"type": "PractitionerRole", "display": "any cardiologist"},
+                            "extension": [{"url": fhir_consent.SPECIALTY_SCOPE_EXTENSION,
+                                           "valueCode": fhir_consent.ANY_MEMBER_ORGANIZATION}]}],
                  "action": [coded(fhir_consent.CONSENT_ACTION, code) for code in fhir_consent.ACTIONS],
                  "purpose": [{"system": fhir_consent.ACT_REASON, "code": code} for code in fhir_consent.PURPOSES],
                  "class": [{"system": fhir_consent.RESOURCE_TYPES, "code": "Condition"}],
@@ -343,5 +353,9 @@ def test_the_consent_export_is_valid_r4(hapi_validator: HapiValidator, status: i
     exported = json.loads(fhir_consent.consent_json(record))
     outcome = hapi_validator.validate(exported)
     assert outcome.valid, "\n".join(map(str, outcome.errors))
+    scoped = [a for a in exported["provision"]["provision"][0]["actor"] if "extension" in a]
+    assert [len(a["extension"]) for a in scoped] == [2, 1]  # the specialty scopes are exported, not dropped
+    # HAPI only notes the CareChain extension as unknown (information): no error or warning about it.
+    assert not [str(i) for i in outcome.issues if ".extension" in (i.location or "") and i.severity != "information"]
     # Everything CareChain exports it reads back to the same policy.
     assert fhir_consent.consent_from_fhir(exported).policy == imported.policy

@@ -260,3 +260,93 @@ def test_actor_roles_and_data_are_read_with_their_meaning() -> None:
         (p.ACTOR_ROLE_CUSTODIAN, "organization_id")]
     assert [(d.resource_type, d.record_id) for d in provision.data] == [("DocumentReference", "rec-1")]
     assert list(provision.provisions[0].purposes) == [c.PURPOSE_OF_USE_CLINTRCH]
+
+
+# --- a specialty actor's organisation scope (SPECIALTY_SCOPE_EXTENSION) ---------------------------------------
+
+def _scope(*values: dict) -> list[dict]:
+    return [{"url": f.SPECIALTY_SCOPE_EXTENSION, **value} for value in values]
+
+
+ANY_ORGANIZATION = {"valueCode": f.ANY_MEMBER_ORGANIZATION}
+
+
+def _organization(oid: str) -> dict:
+    return {"valueReference": {"reference": f"Organization/{oid}"}}
+
+
+def _psychiatry(extension: list[dict] | None = None, actor: dict | None = None) -> dict:
+    node = actor or {"role": {"coding": [{"system": f.SPECIALTY_SYSTEM, "code": "psychiatry"}]},
+                     "reference": {"type": "PractitionerRole", "display": "psychiatrists"}}
+    if extension is not None:
+        node = {**node, "extension": extension}
+    return consent({"type": "permit", "actor": [node], "purpose": [{"system": f.ACT_REASON, "code": "TREAT"}]})
+
+
+@pytest.mark.parametrize(("extension", "any_organization", "organizations"), [
+    (None, False, []),
+    (_scope(ANY_ORGANIZATION), True, []),
+    (_scope(_organization("org-b")), False, ["org-b"]),
+    (_scope(_organization("org-b"), _organization("org-c")), False, ["org-b", "org-c"]),
+], ids=["default", "any member organisation", "one organisation", "two organisations"])
+def test_specialty_scope_round_trips(extension, any_organization: bool, organizations: list[str]) -> None:
+    policy = f.consent_from_fhir(_psychiatry(extension)).policy
+    actor = policy.provisions[0].actors[0]
+    assert (actor.specialty, actor.any_organization, list(actor.specialty_organization_ids)) == (
+        "psychiatry", any_organization, organizations)
+    exported = f.policy_to_fhir(policy)
+    written = exported["provision"]["provision"][0]["actor"][0]
+    assert written.get("extension") == extension  # as given, in order, and none for the default scope
+    assert f.consent_from_fhir(json.dumps(exported)).policy == policy
+
+
+def test_specialty_scope_exports_from_the_proto() -> None:
+    for actor in (p.ConsentActor(specialty="psychiatry", any_organization=True),
+                  p.ConsentActor(specialty="psychiatry", specialty_organization_ids=["org-b", "org-c"])):
+        policy = p.ConsentPolicy(provisions=[p.Provision(type=p.PROVISION_TYPE_PERMIT, actors=[actor],
+                                                         purposes=[c.PURPOSE_OF_USE_TREAT])])
+        assert f.consent_from_fhir(f.consent_json(consent_pb2.ConsentRecord(policy=policy))).policy == policy
+
+
+ACTOR = "Consent.provision.actor[0]"
+SCOPE_ERRORS = [
+    ("on a practitioner actor", _psychiatry(_scope(_organization("org-b")), practitioner("prac-1")),
+     f"{ACTOR}.extension"),
+    ("any on an organisation actor", _psychiatry(_scope(ANY_ORGANIZATION), {
+        "role": {"coding": [{"system": f.PARTICIPATION_TYPE, "code": "IRCP"}]},
+        "reference": {"reference": "Organization/org-a"}}), f"{ACTOR}.extension"),
+    ("both forms", _psychiatry(_scope(_organization("org-b"), ANY_ORGANIZATION)), f"{ACTOR}.extension"),
+    ("both values in one", _psychiatry(_scope({**ANY_ORGANIZATION, **_organization("org-b")})),
+     f"{ACTOR}.extension[0]"),
+    ("no value", _psychiatry(_scope({})), f"{ACTOR}.extension[0]"),
+    ("any twice", _psychiatry(_scope(ANY_ORGANIZATION, ANY_ORGANIZATION)), f"{ACTOR}.extension[1]"),
+    ("unknown code", _psychiatry(_scope({"valueCode": "any"})), f"{ACTOR}.extension[0].valueCode"),
+    ("not an organisation", _psychiatry(_scope(_organization("org-b"), {"valueReference": {
+        "reference": "Practitioner/prac-1"}})), f"{ACTOR}.extension[1].valueReference.reference"),
+    ("a reference without an id", _psychiatry(_scope({"valueReference": {"display": "Clinic B"}})),
+     f"{ACTOR}.extension[0].valueReference.display"),
+    ("an empty reference", _psychiatry(_scope({"valueReference": {"reference": "Organization/"}})),
+     f"{ACTOR}.extension[0].valueReference.reference"),
+    ("another value type", _psychiatry(_scope({"valueString": "org-b"})), f"{ACTOR}.extension[0].valueString"),
+    ("a nested extension", _psychiatry(_scope({**ANY_ORGANIZATION, "extension": _scope(ANY_ORGANIZATION)})),
+     f"{ACTOR}.extension[0].extension"),
+    ("another extension on the actor", _psychiatry([*_scope(ANY_ORGANIZATION),
+                                                    {"url": "https://example.org/x", "valueCode": "y"}]),
+     f"{ACTOR}.extension[1]"),
+    ("the scope extension elsewhere", {**_psychiatry(), "extension": _scope(ANY_ORGANIZATION)}, "Consent.extension"),
+    ("the scope extension on the provision", consent({
+        "type": "permit", "purpose": [{"system": f.ACT_REASON, "code": "TREAT"}],
+        "extension": _scope(ANY_ORGANIZATION)}), "Consent.provision.extension"),
+    ("the scope extension on the reference", _psychiatry(actor={
+        "role": {"coding": [{"system": f.SPECIALTY_SYSTEM, "code": "psychiatry"}]},
+        "reference": {"display": "psychiatrists", "extension": _scope(ANY_ORGANIZATION)}}),
+     f"{ACTOR}.reference.extension"),
+]
+
+
+@pytest.mark.parametrize(("resource", "field"), [(r, e) for _, r, e in SCOPE_ERRORS],
+                         ids=[n for n, _, _ in SCOPE_ERRORS])
+def test_specialty_scope_refusals_name_the_element(resource: dict, field: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        f.consent_from_fhir(resource)
+    assert raised.value.field == field, raised.value.message

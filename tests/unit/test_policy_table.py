@@ -48,9 +48,16 @@ def actor(reference: str, role: str = "IRCP") -> dict[str, Any]:
     return {"role": {"coding": [{"system": PT, "code": role}]}, "reference": {"reference": reference}}
 
 
-def specialty(name: str) -> dict[str, Any]:
-    return {"role": {"coding": [{"system": f.SPECIALTY_SYSTEM, "code": name}]},
-            "reference": {"type": "PractitionerRole", "display": f"any {name} practitioner"}}
+def specialty(name: str, *organizations: str, any_organization: bool = False) -> dict[str, Any]:
+    """A specialty actor; its organisation scope (SPECIALTY_SCOPE_EXTENSION) names organizations or any."""
+    node: dict[str, Any] = {"role": {"coding": [{"system": f.SPECIALTY_SYSTEM, "code": name}]},
+                            "reference": {"type": "PractitionerRole", "display": f"any {name} practitioner"}}
+    scope = [{"url": f.SPECIALTY_SCOPE_EXTENSION, "valueCode": f.ANY_MEMBER_ORGANIZATION}] if any_organization else []
+    scope += [{"url": f.SPECIALTY_SCOPE_EXTENSION, "valueReference": {"reference": f"Organization/{o}"}}
+              for o in organizations]
+    if scope:
+        node["extension"] = scope
+    return node
 
 
 def rule(kind: str, *, actors=(), purposes=("TREAT",), labels=(), actions=(), period=None, data_period=None,
@@ -158,6 +165,29 @@ ROWS: list[Row] = [
         "specialty oncology"),
     Row("specialty compared case-insensitively", one(permit(actors=[specialty("Oncology")])), PERMIT),
     Row("permit names another specialty", one(permit(actors=[specialty("cardiology")])), DENY),
+    # A specialty actor's organisation scope (SPECIALTY_SCOPE_EXTENSION); the patient is registered by org-a.
+    Row("specialty by default: a psychiatrist of the patient's organisation", one(permit(actors=[specialty(
+        "psychiatry")])), PERMIT, "specialty psychiatry", {"actor_specialty": "psychiatry"}),
+    Row("specialty by default: not a psychiatrist of another organisation", one(permit(actors=[specialty(
+        "psychiatry")])), DENY, request={"actor_specialty": "psychiatry", "actor_organization_id": "org-b"}),
+    Row("specialty scoped to another organisation: its psychiatrist", one(permit(actors=[specialty(
+        "psychiatry", "org-b")])), PERMIT, "specialty psychiatry",
+        {"actor_specialty": "psychiatry", "actor_organization_id": "org-b"}),
+    Row("specialty scoped to another organisation: not a third organisation's", one(permit(actors=[specialty(
+        "psychiatry", "org-b")])), DENY, request={"actor_specialty": "psychiatry", "actor_organization_id": "org-c"}),
+    Row("specialty scoped to another organisation: not the patient's own", one(permit(actors=[specialty(
+        "psychiatry", "org-b")])), DENY, request={"actor_specialty": "psychiatry"}),
+    Row("specialty scoped to two organisations", one(permit(actors=[specialty("psychiatry", "org-b", "org-c")])),
+        PERMIT, "specialty psychiatry", {"actor_specialty": "psychiatry", "actor_organization_id": "org-c"}),
+    Row("specialty of any member organisation", one(permit(actors=[specialty("psychiatry", any_organization=True)])),
+        PERMIT, "specialty psychiatry", {"actor_specialty": "psychiatry", "actor_organization_id": "org-z"}),
+    Row("specialty of any member organisation: still that specialty", one(permit(actors=[specialty(
+        "psychiatry", any_organization=True)])), DENY, request={"actor_organization_id": "org-z"}),
+    Row("specialty scope on a practitioner actor is refused", one(permit(actors=[
+        {**actor("Practitioner/prac-1"), "extension": specialty("x", "org-b")["extension"]}])), INVALID,
+        "Consent.provision.provision[0].actor[0].extension"),
+    Row("specialty scope: any and named organisations together are refused", one(permit(actors=[specialty(
+        "psychiatry", "org-b", any_organization=True)])), INVALID, "Consent.provision.provision[0].actor[0].extension"),
     Row("primary recipient role is a recipient", one(permit(actors=[actor("Practitioner/prac-1", "PRCP")])),
         PERMIT, "practitioner prac-1"),
     Row("one of several actors matches", one(permit(actors=["Practitioner/prac-2", "Organization/org-a"])),

@@ -17,7 +17,10 @@ The mapping keeps meaning both ways: ``import(export(import(x))) == import(x)``.
   provision with rules becomes the single top-level provision.
 - ``actor``: ``Practitioner/<id>`` and ``Organization/<id>`` references (ids
   are CareChain principal ids), or a specialty as ``role`` coded in
-  :data:`SPECIALTY_SYSTEM` (reference: a PractitionerRole by that identifier).
+  :data:`SPECIALTY_SYSTEM` (reference: a PractitionerRole by that identifier). A specialty actor's
+  organisation scope is the actor's :data:`SPECIALTY_SCOPE_EXTENSION` (repeated): ``valueCode``
+  :data:`ANY_MEMBER_ORGANIZATION`, or one ``valueReference`` ``Organization/<id>`` per organisation;
+  none = the patient's registering organisation only.
 - ``action``: consentaction ``access``, ``disclose``, ``correct``.
 - ``purpose``: v3-ActReason ``TREAT``, ``ETREAT``, ``HPAYMT``, ``HOPERAT``,
   ``HRESCH``, ``PATRQT``.
@@ -32,7 +35,8 @@ The mapping keeps meaning both ways: ``import(export(import(x))) == import(x)``.
   ``http://snomed.info/sct``) and exported one coding per CodeableConcept.
   Enforced against the codes of the record's primary code element (sealed in
   its ledger metadata), exact codes only: no hierarchy or subsumption.
-- Not supported (rejected): any ``modifierExtension`` or extension.
+- Not supported (rejected): any ``modifierExtension`` or extension other than
+  :data:`SPECIALTY_SCOPE_EXTENSION` on a specialty actor.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType
 RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
 LOINC = "http://loinc.org"
 SPECIALTY_SYSTEM = "https://carechain.dev/fhir/CodeSystem/specialty"
+# A specialty actor's organisation scope (ConsentActor.any_organization / specialty_organization_ids).
+SPECIALTY_SCOPE_EXTENSION = "https://carechain.dev/fhir/StructureDefinition/specialty-organization-scope"
+ANY_MEMBER_ORGANIZATION = "any-member-organization"  # its valueCode for any_organization
 SENSITIVITY_SYSTEM = security_labels.CARECHAIN_SENSITIVITY
 PSEUDONYM_SYSTEM = "https://carechain.dev/fhir/NamingSystem/patient-pseudonym"
 
@@ -97,6 +104,7 @@ CATEGORY_LABELS = security_labels.CATEGORY_LABELS
 LABEL_CATEGORIES = security_labels.LABEL_CATEGORIES
 _RULE_ELEMENTS = ("actor", "action", "securityLabel", "purpose", "class", "code", "data", "dataPeriod")
 _REFERENCE = re.compile(r"(Practitioner|Organization)/([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
+_ORGANIZATION_REFERENCE = re.compile(r"Organization/([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
 _DATA_REFERENCE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9][A-Za-z0-9.-]{0,63})")
 FIELD = "Consent"
 
@@ -124,7 +132,9 @@ _PERIOD = {"start": LEAF, "end": LEAF}
 _REFERENCE_BY_ID = {"reference": LEAF, "display": LEAF}
 _PROVISION: dict[str, Any] = {
     "type": LEAF, "period": _PERIOD,
-    "actor": {"role": _CONCEPT, "reference": {"reference": LEAF, "type": LEAF, "display": LEAF}},
+    "actor": {"role": _CONCEPT, "reference": {"reference": LEAF, "type": LEAF, "display": LEAF},
+              # Only SPECIALTY_SCOPE_EXTENSION (check_elements refuses every other url).
+              "extension": {"url": LEAF, "valueCode": LEAF, "valueReference": {"reference": LEAF}}},
     "action": _CONCEPT, "securityLabel": _CODING, "purpose": _CODING, "class": _CODING,
     "dataPeriod": _PERIOD, "data": {"meaning": LEAF, "reference": _REFERENCE_BY_ID},
     "code": _CLINICAL_CONCEPT,
@@ -156,6 +166,7 @@ _REFUSED_BECAUSE = {
     "security": "is not supported: CareChain cannot enforce labels on the consent itself",
     "tag": "is not supported: CareChain cannot enforce tags on the consent itself",
 }
+_EXTENSION_URLS = frozenset({SPECIALTY_SCOPE_EXTENSION})  # the only extensions an allowlisted `extension` may be
 DEFAULT_CATEGORY = (LOINC, "59284-0")  # "Patient Consent", exported when the consent gave no category
 DEFAULT_POLICY_RULE = (ACT_CODE, "OPTIN")  # CareChain's default deny, exported when the consent gave no rule
 POLICY_RULES = ("OPTIN", "OPTOUT")  # v3-ActCode; CareChain enforces the provisions either way (docs/consent.md)
@@ -186,6 +197,10 @@ def check_elements(node: Any, spec: dict[str, Any], path: str) -> None:
             if key.startswith("_"):
                 why = "primitive extensions are not supported: CareChain cannot enforce them"
             raise InvalidArgument(f"{path}.{key}", why)
+        if key == "extension":
+            for i, extension in enumerate(value if isinstance(value, list) else [value]):
+                if not isinstance(extension, dict) or extension.get("url") not in _EXTENSION_URLS:
+                    raise InvalidArgument(f"{path}.extension[{i}]", _REFUSED_BECAUSE["extension"])
         check_elements(value, spec[key], f"{path}.{key}")
 
 
@@ -376,6 +391,35 @@ def _data(data: dict[str, Any], field: str) -> policy_pb2.DataReference:
 
 
 def _actor(actor: dict[str, Any], field: str) -> policy_pb2.ConsentActor:
+    """An actor with its organisation scope, if any (validate_policy refuses a scope on a non-specialty actor)."""
+    result = _actor_identity(actor, field)
+    _specialty_scope(actor.get("extension") or [], field, result)
+    return result
+
+
+def _specialty_scope(extensions: list[dict[str, Any]], field: str, actor: policy_pb2.ConsentActor) -> None:
+    """SPECIALTY_SCOPE_EXTENSION: valueCode any-member-organization (once) or valueReference Organization/<id>."""
+    for i, extension in enumerate(extensions):
+        path = f"{field}.extension[{i}]"
+        has_code, has_reference = "valueCode" in extension, "valueReference" in extension
+        if has_code == has_reference:
+            raise InvalidArgument(path, f"needs exactly one of valueCode {ANY_MEMBER_ORGANIZATION} or valueReference "
+                                        "Organization/<id>")
+        if has_code:
+            if extension["valueCode"] != ANY_MEMBER_ORGANIZATION:
+                raise InvalidArgument(f"{path}.valueCode", f"must be {ANY_MEMBER_ORGANIZATION}")
+            if actor.any_organization:
+                raise InvalidArgument(path, f"{ANY_MEMBER_ORGANIZATION} must be given once")
+            actor.any_organization = True
+            continue
+        reference = (extension["valueReference"] or {}).get("reference")
+        match = _ORGANIZATION_REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
+        if match is None:
+            raise InvalidArgument(f"{path}.valueReference.reference", "must be Organization/<CareChain id>")
+        actor.specialty_organization_ids.append(match.group(1))
+
+
+def _actor_identity(actor: dict[str, Any], field: str) -> policy_pb2.ConsentActor:
     role_codings = (actor.get("role") or {}).get("coding") or []
     reference_node = actor.get("reference") or {}
     specialties = [c for c in role_codings if c.get("system") == SPECIALTY_SYSTEM and c.get("code")]
@@ -459,6 +503,8 @@ def _uuid_or_empty(content: dict[str, Any]) -> str:
 def _fhir_path(proto_path: str, container: bool) -> str:
     """A validate_policy field (``policy.provisions[0].purposes``) as a FHIR element path."""
     path = proto_path
+    # A specialty actor's scope is its SPECIALTY_SCOPE_EXTENSION (all of it, whichever form is wrong).
+    path = re.sub(r"\.(any_organization|specialty_organization_ids)(\[\d+\])?$", ".extension", path)
     if path.startswith("policy.document"):
         path = path.replace("policy.document", FIELD, 1)
         for proto_name, fhir_name in (
@@ -613,7 +659,13 @@ def _fhir_actor(actor: policy_pb2.ConsentActor) -> dict[str, Any]:
         return {"role": recipient, "reference": {"reference": f"Practitioner/{actor.practitioner_id}"}}
     if which == "organization_id":
         return {"role": recipient, "reference": {"reference": f"Organization/{actor.organization_id}"}}
-    return {
+    node: dict[str, Any] = {
         "role": {"coding": [{"system": SPECIALTY_SYSTEM, "code": actor.specialty}]},
         "reference": {"type": "PractitionerRole", "display": f"any practitioner with specialty {actor.specialty}"},
     }
+    scope = [{"url": SPECIALTY_SCOPE_EXTENSION, "valueCode": ANY_MEMBER_ORGANIZATION}] if actor.any_organization else []
+    scope += [{"url": SPECIALTY_SCOPE_EXTENSION, "valueReference": {"reference": f"Organization/{organization_id}"}}
+              for organization_id in actor.specialty_organization_ids]
+    if scope:
+        node["extension"] = scope
+    return node

@@ -222,7 +222,8 @@ def _validate_specialty_scope(actor: policy_pb2.ConsentActor, field: str) -> Non
     if scoped and actor.WhichOneof("actor") != "specialty":
         raise InvalidArgument(f"{field}.any_organization", "only a specialty actor has an organisation scope")
     if actor.any_organization and actor.specialty_organization_ids:
-        raise InvalidArgument(f"{field}.specialty_organization_ids", "must be empty with any_organization")
+        raise InvalidArgument(f"{field}.specialty_organization_ids", "must be empty with any_organization: the "
+                              "scope is any member organisation or the ones named, not both")
     for i, organization_id in enumerate(actor.specialty_organization_ids):
         if not organization_id.strip():
             raise InvalidArgument(f"{field}.specialty_organization_ids[{i}]", "must not be empty")
