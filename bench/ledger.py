@@ -27,14 +27,14 @@ import time
 from concurrent import futures
 
 from carechain.common.v1 import common_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.devbackends.etcd import EtcdCluster
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TrustBundle, service_principal_id
+from carechain.dev.backends.etcd import EtcdCluster
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle, service_principal_id
 
 CHAIN = "carechain-bench"
 

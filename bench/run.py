@@ -23,10 +23,10 @@ from concurrent import futures
 
 import grpc
 
-from carechain.crypto import Ed25519Signer, new_aes_key, open_sealed, seal
-from carechain.localnet import LocalNetwork
-from carechain.sdk import CareChainClient, Kind, Purpose, permit
-from carechain.sensitivity import NORMAL, SENSITIVE_CATEGORIES
+from carechain.client.sdk import CareChainClient, Kind, Purpose, permit
+from carechain.core.crypto import Ed25519Signer, new_aes_key, open_sealed, seal
+from carechain.dev.localnet import LocalNetwork
+from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "synthea-10"

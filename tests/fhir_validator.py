@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from carechain.devbackends.tools import tools_dir
+from carechain.dev.backends.tools import tools_dir
 
 ERROR_SEVERITIES = frozenset({"error", "fatal"})
 # The machine's cores are shared: serial GC (the validator is single-threaded), and only the quick C1 JIT,

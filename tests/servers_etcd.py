@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from carechain.devbackends.etcd import EtcdCluster
-from carechain.devbackends.tools import find_tool
-from carechain.etcd import EtcdClient
+from carechain.dev.backends.etcd import EtcdCluster
+from carechain.dev.backends.tools import find_tool
+from carechain.runtime.etcd import EtcdClient
 
 
 def start_cluster(data_dir: pathlib.Path, members: int = 3) -> EtcdCluster:

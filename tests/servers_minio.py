@@ -20,18 +20,18 @@ import grpc
 import pytest
 from minio import Minio
 
-from carechain.auth import Caller, caller_claims
 from carechain.common.v1 import common_pb2
-from carechain.config import StorageSettings
-from carechain.crypto import Ed25519Signer
-from carechain.devbackends.minio import MinioServer
-from carechain.devbackends.tools import find_tool
-from carechain.network import TOKEN_ISSUER_ID, audience, write_public_key
-from carechain.server import start_service
-from carechain.storage.s3 import S3BlobStore, s3_http_client
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TOKEN_ISSUER_ID, audience, write_public_key
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.backends.minio import MinioServer
+from carechain.dev.backends.tools import find_tool
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import StorageSettings
+from carechain.runtime.server import start_service
+from carechain.storage.s3_blobstore import S3BlobStore, s3_http_client
 from carechain.storage.server import build
 from carechain.storage.v1 import storage_pb2_grpc
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
 
 
 def minio_binary() -> pathlib.Path:

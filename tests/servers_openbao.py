@@ -20,9 +20,9 @@ import pytest
 from pydantic import SecretStr
 
 from carechain.admin.vault_bootstrap import BootstrapOptions, BootstrapResult, Mounts, bootstrap, policy_name
-from carechain.config import IdentitySettings, ServiceSettings
-from carechain.devbackends.openbao import OpenBaoDevServer
-from carechain.vault import vault_client
+from carechain.dev.backends.openbao import OpenBaoDevServer
+from carechain.runtime.config import IdentitySettings, ServiceSettings
+from carechain.runtime.vault import vault_client
 
 _lock = threading.Lock()
 _server: OpenBaoDevServer | None = None

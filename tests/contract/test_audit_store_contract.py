@@ -27,7 +27,7 @@ from carechain.audit.store import (
     verify_event_proof,
 )
 from carechain.audit.v1 import audit_pb2
-from carechain.errors import FailedPrecondition, IntegrityError, NotFound
+from carechain.core.errors import FailedPrecondition, IntegrityError, NotFound
 
 pytest_plugins = ["servers_etcd"]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import pytest
 from servers_minio import new_bucket_name, object_versions, s3_store
 
-from carechain.errors import DataLoss, InvalidArgument, NotFound
+from carechain.core.errors import DataLoss, InvalidArgument, NotFound
 from carechain.storage.blobstore import BlobStore, LocalBlobStore
-from carechain.storage.s3 import MIN_PART_BYTES
+from carechain.storage.s3_blobstore import MIN_PART_BYTES
 
 pytest_plugins = ["servers_minio"]  # the session-scoped MinIO the S3 implementations use
 

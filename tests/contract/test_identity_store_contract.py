@@ -15,7 +15,7 @@ import hvac
 import pytest
 
 from carechain.common.v1 import common_pb2
-from carechain.errors import AlreadyExists, FailedPrecondition
+from carechain.core.errors import AlreadyExists, FailedPrecondition
 from carechain.identity.registry import IdentityStore, PrincipalRecord, Registry, StoredDataKey
 from carechain.identity.vault_registry import PSEUDONYM_KEY, VaultRegistry
 

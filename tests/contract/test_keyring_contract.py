@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
-from carechain.identity.keyring import KeyManager, LocalKeyring, wrapped_key_version
-from carechain.identity.vault_keys import VaultTransitKeyManager
+from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
+from carechain.runtime.keyring import KeyManager, LocalKeyring, wrapped_key_version
+from carechain.runtime.vault_keyring import VaultTransitKeyManager
 
 pytest_plugins = ["servers_openbao"]
 

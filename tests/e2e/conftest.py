@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import MODES, start_network
 
-from carechain.localnet import LocalNetwork
+from carechain.dev.localnet import LocalNetwork
 
 
 @pytest.fixture(scope="session", params=MODES)

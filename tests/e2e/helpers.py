@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import grpc
 
-from carechain.crypto import Ed25519Signer
-from carechain.devbackends.stack import BackendStack
-from carechain.localnet import LocalNetwork
-from carechain.sdk import CareChainClient, Kind
+from carechain.client.sdk import CareChainClient, Kind
+from carechain.core.crypto import Ed25519Signer
+from carechain.dev.backends.stack import BackendStack
+from carechain.dev.localnet import LocalNetwork
 
 MODES = ("embedded", "backends")
 
@@ -68,7 +68,7 @@ def tamper_blob(network: LocalNetwork, content_sha256: str) -> None:
         return
     import io
 
-    from carechain.storage.s3 import S3BlobStore
+    from carechain.storage.s3_blobstore import S3BlobStore
 
     client = network.backends.minio.client()
     bucket = "carechain-blobs"
@@ -84,7 +84,7 @@ def token_issuer(network: LocalNetwork):
         return Ed25519Signer.from_file("svc-identity", network.layout.key_file("svc-identity"))
     import hvac
 
-    from carechain.vault import VaultTransitSigner
+    from carechain.runtime.vault import VaultTransitSigner
 
     client = hvac.Client(url=network.backends.openbao.address, token=network.backends.openbao.root_token)
     return VaultTransitSigner(client, "svc-identity", key_id="svc-identity")

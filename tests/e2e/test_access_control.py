@@ -20,17 +20,17 @@ import pytest
 from helpers import start_network
 
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import TokenSource
-from carechain.clients import open_channel
+from carechain.client.auth import TokenSource
+from carechain.client.channels import open_channel
+from carechain.client.sdk import CareChainClient, Category, Kind, Purpose, permit
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.demo import cancer_diagnosis
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import SERVICES, service_principal_id
+from carechain.dev.demo import cancer_diagnosis
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.network import SERVICES, service_principal_id
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.sdk import CareChainClient, Category, Kind, Purpose, permit
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
 STUBS = {
@@ -298,7 +298,7 @@ def test_access_cell(world: World, cell: Cell, actor: str) -> None:
 
 
 def test_every_rpc_has_cells() -> None:
-    from carechain.access import service_tables
+    from carechain.dev.access_table import service_tables
 
     covered = {cell.name for cell in CELLS}
     for table in service_tables():

@@ -14,8 +14,8 @@ from fhir.resources.R4B.bundle import Bundle
 from helpers import new_hospital, new_patient, new_practitioner
 
 from carechain.audit.v1 import audit_pb2
-from carechain.demo import cancer_diagnosis
-from carechain.sdk import CareChainClient, Category, Purpose, permit
+from carechain.client.sdk import CareChainClient, Category, Purpose, permit
+from carechain.dev.demo import cancer_diagnosis
 
 # The restarted audit service seals quickly so the test sees anchored batches within seconds.
 FAST_BATCHES = {"CARECHAIN_BATCH_MAX_SECONDS": "0.2"}

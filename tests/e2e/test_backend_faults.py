@@ -12,8 +12,8 @@ import grpc
 import pytest
 from helpers import RecordWriter, new_hospital, new_patient, new_practitioner, records_of, start_network
 
-from carechain.sdk import Purpose, permit
-from carechain.sensitivity import NORMAL, SENSITIVE_CATEGORIES
+from carechain.client.sdk import Purpose, permit
+from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 # What the UNAVAILABLE message must name when each backend is down.
 NAMED_AS = {"openbao": "vault", "minio": "s3", "etcd": "etcd"}

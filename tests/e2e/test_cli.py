@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from carechain.network import SERVICES
+from carechain.core.layout import SERVICES
 
 EXPECTED_API = {
     "identity": "carechain.identity.v1.IdentityService",

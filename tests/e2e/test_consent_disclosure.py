@@ -16,12 +16,12 @@ import pytest
 from helpers import new_hospital, new_patient, new_practitioner, register
 
 from carechain.audit.v1 import audit_pb2
+from carechain.client.sdk import Kind, Purpose
 from carechain.consent import fhir_consent as f
 from carechain.consent.policy import PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS
 from carechain.consent.v1 import policy_pb2
-from carechain.demo import cancer_diagnosis
+from carechain.dev.demo import cancer_diagnosis
 from carechain.records.v1 import records_pb2
-from carechain.sdk import Kind, Purpose
 
 ACCESS = 1  # ConsentAction
 DISCLOSE = 2

@@ -10,16 +10,16 @@ import pytest
 from helpers import new_hospital, new_patient, new_practitioner, token_issuer
 
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Caller, caller_claims
-from carechain.clients import open_channel
+from carechain.client.channels import open_channel
+from carechain.client.sdk import Kind, Purpose, permit
 from carechain.consent.fhir_consent import ACT_REASON, CONSENT_SCOPE, PARTICIPATION_TYPE, consent_from_fhir
 from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
-from carechain.demo import cancer_diagnosis
+from carechain.core.layout import audience, service_principal_id
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.demo import cancer_diagnosis
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
-from carechain.network import audience, service_principal_id
-from carechain.sdk import Kind, Purpose, permit
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Caller, caller_claims
 
 
 def condition(fhir_id: str, onset: str, code: str = "91302008", display: str = "Sepsis (disorder)") -> dict:

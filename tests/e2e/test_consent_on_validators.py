@@ -12,11 +12,11 @@ import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner, operator_client, start_network
 
-from carechain.demo import psychiatric_diagnosis
+from carechain.client.sdk import Category, Purpose, permit
+from carechain.core.layout import TrustBundle
+from carechain.dev.demo import psychiatric_diagnosis
 from carechain.ledger.quorum import ValidatorSet, check_certificate
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle
-from carechain.sdk import Category, Purpose, permit
 
 
 @pytest.fixture(scope="module")

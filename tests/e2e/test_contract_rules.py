@@ -16,13 +16,13 @@ import pytest
 from helpers import new_hospital, new_patient, new_practitioner
 
 from carechain.audit.v1 import audit_pb2
-from carechain.config import RecordsSettings
+from carechain.client.sdk import CareChainClient, Purpose, permit
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.sdk import CareChainClient, Purpose, permit
-from carechain.vault import service_signer
+from carechain.runtime.config import RecordsSettings
+from carechain.runtime.vault import service_signer
 
 GLASS = "unresponsive on arrival, no consent on file"
 

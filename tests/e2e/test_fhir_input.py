@@ -9,7 +9,7 @@ import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner
 
-from carechain.sdk import Category, Purpose, permit
+from carechain.client.sdk import Category, Purpose, permit
 
 CODE = {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body height"}]}
 

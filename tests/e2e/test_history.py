@@ -18,16 +18,16 @@ import pytest
 from helpers import new_hospital, new_patient, new_practitioner
 
 from carechain.audit.v1 import audit_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.demo import cancer_diagnosis
+from carechain.client.proofs import HistoryRewritten
+from carechain.client.sdk import CareChainClient, Category, Purpose, permit
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TrustBundle, service_principal_id
+from carechain.dev.demo import cancer_diagnosis
+from carechain.dev.localnet import LocalNetwork
 from carechain.ledger.chain import Ledger
 from carechain.ledger.store import DB_FILE, LedgerStore
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
-from carechain.localnet import LocalNetwork
-from carechain.network import TrustBundle, service_principal_id
-from carechain.sdk import CareChainClient, Category, Purpose, permit
-from carechain.verifier import HistoryRewritten
 
 
 def _carechain(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

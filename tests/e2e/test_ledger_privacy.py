@@ -16,13 +16,13 @@ import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner, operator_client
 
+from carechain.client.sdk import Category, Purpose, permit
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
-from carechain.demo import cancer_diagnosis, psychiatric_diagnosis
+from carechain.core.fhir import clinical_date_ms
+from carechain.dev.demo import cancer_diagnosis, psychiatric_diagnosis
 from carechain.ledger.store import DB_FILE
 from carechain.ledger.v1 import ledger_pb2
-from carechain.records.fhir import clinical_date_ms
-from carechain.sdk import Category, Purpose, permit
 
 # Distinctive values of the consent's data period, so their encodings can be searched for.
 PERIOD_START_MS = 1_577_836_800_123

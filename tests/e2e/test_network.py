@@ -16,16 +16,16 @@ from helpers import new_hospital, new_patient, new_practitioner, records_of, tam
 from opentelemetry import trace
 
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Caller, caller_claims
+from carechain.client.sdk import Category, Kind, Purpose, permit
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.demo import cancer_diagnosis, run_demo
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.demo import cancer_diagnosis, run_demo
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import audience
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.sdk import Category, Kind, Purpose, permit
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Caller, caller_claims
 
 # Every category, NORMAL included: a permit naming categories covers only records carrying one of them.
 ALL_SENSITIVE = [

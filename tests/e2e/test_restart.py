@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import MODES, new_hospital, new_patient, new_practitioner, operator_client, start_network
 
-from carechain.demo import cancer_diagnosis
-from carechain.sdk import CareChainClient, Category, Purpose, permit
+from carechain.client.sdk import CareChainClient, Category, Purpose, permit
+from carechain.dev.demo import cancer_diagnosis
 
 
 @pytest.mark.parametrize("mode", MODES)

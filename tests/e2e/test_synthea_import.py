@@ -6,8 +6,8 @@ import gzip
 
 from helpers import new_hospital, new_patient, new_practitioner
 
-from carechain.sdk import Purpose, permit
-from carechain.sensitivity import NORMAL, SENSITIVE_CATEGORIES
+from carechain.client.sdk import Purpose, permit
+from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 
 def _lines(synthea_dir, name: str) -> list[bytes]:

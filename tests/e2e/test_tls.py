@@ -8,10 +8,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from carechain.demo import run_demo
-from carechain.localnet import LocalNetwork
-from carechain.network import SERVICES
-from carechain.tls import ClientTLS
+from carechain.client.tls import ClientTLS
+from carechain.core.layout import SERVICES
+from carechain.dev.demo import run_demo
+from carechain.dev.localnet import LocalNetwork
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ import grpc
 import pytest
 from helpers import RecordWriter, new_hospital, new_patient, start_network
 
+from carechain.client.sdk import CareChainClient
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
-from carechain.sdk import CareChainClient
 
 TIMEOUT = 90
 

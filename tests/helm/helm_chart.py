@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from carechain.devbackends.tools import find_tool
+from carechain.dev.backends.tools import find_tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "carechain"

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from helm_chart import SERVICES, Rendering, template
 
-from carechain.config import LedgerSettings
-from carechain.etcd import EtcdClient
+from carechain.runtime.config import LedgerSettings
+from carechain.runtime.etcd import EtcdClient
 
 pytest_plugins = ["servers_etcd"]
 

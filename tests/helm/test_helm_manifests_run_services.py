@@ -26,12 +26,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helm_chart import NAMESPACE, SERVICES, VALUE_SETS, Rendering, component
 
-from carechain.config import ENV_PREFIX, SETTINGS_BY_SERVICE
-from carechain.localnet import START_ORDER, free_port, wait_healthy
-from carechain.network import NetworkLayout
-from carechain.tls import ClientTLS, LocalCertificateAuthority
+from carechain.client.tls import ClientTLS
+from carechain.core.layout import NetworkLayout
+from carechain.dev.certificates import LocalCertificateAuthority
+from carechain.dev.localnet import START_ORDER, free_port, wait_healthy
+from carechain.runtime.config import ENV_PREFIX, SETTINGS_BY_SERVICE
 
-# The OpenTelemetry variables the chart may set (carechain.telemetry reads the standard ones).
+# The OpenTelemetry variables the chart may set (carechain.core.telemetry reads the standard ones).
 OTEL_VARIABLES = {"OTEL_SERVICE_NAME", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
                   "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_RESOURCE_ATTRIBUTES"}
 BIN = pathlib.Path(sys.executable).parent

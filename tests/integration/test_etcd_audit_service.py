@@ -9,13 +9,13 @@ import grpc
 
 from carechain.audit.server import build
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import AuditSettings
-from carechain.crypto import Ed25519Signer
-from carechain.network import TOKEN_ISSUER_ID, audience, write_public_key
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TOKEN_ISSUER_ID, audience, write_public_key
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.server import start_service
 
 pytest_plugins = ["servers_etcd"]
 

@@ -11,13 +11,13 @@ from unit.ledger_fixtures import CHAIN, Kind, Net, register
 
 from carechain.audit.etcd_store import EtcdAuditStore
 from carechain.audit.v1 import audit_pb2
-from carechain.devbackends.etcd import EtcdCluster
-from carechain.errors import Unavailable
-from carechain.etcd import EtcdClient, OutcomeUnknown
+from carechain.core.errors import Unavailable
+from carechain.dev.backends.etcd import EtcdCluster
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
-from carechain.ledger.verify import verify_chain
+from carechain.runtime.etcd import EtcdClient, OutcomeUnknown
 
 pytest_plugins = ["servers_etcd"]
 

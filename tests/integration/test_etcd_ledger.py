@@ -14,15 +14,15 @@ import grpc
 import pytest
 from unit.ledger_fixtures import CHAIN, Kind, Net, register
 
-from carechain.auth import Caller, caller_claims
+from carechain.core.layout import audience, write_public_key
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.localnet import free_port, wait_healthy
 from carechain.ledger import transactions
 from carechain.ledger.chain import BlockCut, Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.ledger.verify import verify_chain
-from carechain.localnet import free_port, wait_healthy
-from carechain.network import audience, write_public_key
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Caller, caller_claims
 
 pytest_plugins = ["servers_etcd"]
 

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from carechain.etcd import Compare, Op
 from carechain.ledger.chain import BlockCut
 from carechain.ledger.etcd_orderer import EtcdOrderer
+from carechain.runtime.etcd import Compare, Op
 
 pytest_plugins = ["servers_etcd"]
 

@@ -22,17 +22,17 @@ import pytest
 
 from carechain.audit.server import build
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import AuditSettings
-from carechain.crypto import Ed25519Signer, write_private_file
-from carechain.devbackends.etcd import SERVICE_USER, EtcdCluster
-from carechain.errors import FailedPrecondition, Unavailable
-from carechain.etcd import AccessRefused, Credentials, EtcdClient
-from carechain.network import TOKEN_ISSUER_ID, audience, write_public_key
-from carechain.server import start_service
-from carechain.tls import LocalCertificateAuthority
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.core.crypto import Ed25519Signer, write_private_file
+from carechain.core.errors import FailedPrecondition, Unavailable
+from carechain.core.layout import TOKEN_ISSUER_ID, audience, write_public_key
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.backends.etcd import SERVICE_USER, EtcdCluster
+from carechain.dev.certificates import LocalCertificateAuthority
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.etcd import AccessRefused, Credentials, EtcdClient
+from carechain.runtime.server import start_service
 
 pytest_plugins = ["servers_etcd"]
 

@@ -32,8 +32,8 @@ from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
 from carechain.consent import fhir_consent
 from carechain.consent.v1 import consent_pb2
-from carechain.errors import InvalidArgument
-from carechain.records.fhir import PATIENT_REFERENCE_FIELDS, validate_resource
+from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import PATIENT_REFERENCE_FIELDS, validate_resource
 
 pytest_plugins = ["fhir_validator"]  # one HAPI FHIR JVM for the session
 # The first test here also starts the JVM (1-3 minutes on the shared 2-core machine): more than the default 300 s.

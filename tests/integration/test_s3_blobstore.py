@@ -19,9 +19,9 @@ from minio.error import S3Error
 from minio.retention import Retention
 from servers_minio import minio_binary, new_bucket_name, object_versions, s3_store
 
-from carechain.devbackends.minio import MinioServer
-from carechain.errors import DataLoss, FailedPrecondition, NotFound, Unavailable
-from carechain.storage.s3 import BLOBS_PREFIX, INCOMING_PREFIX, MIN_PART_BYTES, S3BlobStore
+from carechain.core.errors import DataLoss, FailedPrecondition, NotFound, Unavailable
+from carechain.dev.backends.minio import MinioServer
+from carechain.storage.s3_blobstore import BLOBS_PREFIX, INCOMING_PREFIX, MIN_PART_BYTES, S3BlobStore
 
 pytest_plugins = ["servers_minio"]  # one session-scoped MinIO shared by every module
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from servers_minio import StorageOnS3, minio_binary, new_bucket_name, storage_service_on_s3
 
-from carechain.devbackends.minio import MinioServer
-from carechain.storage.s3 import BLOBS_PREFIX
+from carechain.dev.backends.minio import MinioServer
+from carechain.storage.s3_blobstore import BLOBS_PREFIX
 from carechain.storage.v1 import storage_pb2
 
 pytest_plugins = ["servers_minio"]  # one session-scoped MinIO shared by every module

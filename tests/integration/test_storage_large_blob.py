@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import pytest
 from servers_minio import new_bucket_name, storage_service_on_s3
 
-from carechain.devbackends.minio import MinioServer
-from carechain.storage.s3 import BLOBS_PREFIX
+from carechain.dev.backends.minio import MinioServer
+from carechain.storage.s3_blobstore import BLOBS_PREFIX
 from carechain.storage.v1 import storage_pb2
 
 pytest_plugins = ["servers_minio"]  # one session-scoped MinIO shared by every module

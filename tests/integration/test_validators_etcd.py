@@ -6,12 +6,12 @@ import time
 
 from unit.ledger_fixtures import CHAIN, Kind, Net, register
 
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TrustBundle
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.quorum import ValidatorSet, decode_vote
-from carechain.ledger.verify import verify_chain
-from carechain.network import TrustBundle
 
 pytest_plugins = ["servers_etcd"]
 

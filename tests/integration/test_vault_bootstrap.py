@@ -20,14 +20,14 @@ from carechain.admin.vault_bootstrap import (
     policy_name,
 )
 from carechain.cli import build_parser
-from carechain.config import ServiceSettings
-from carechain.crypto import verify_signature
-from carechain.devbackends.openbao import OpenBaoDevServer
-from carechain.errors import PermissionDenied
-from carechain.identity.vault_keys import VaultTransitKeyManager
+from carechain.core.crypto import verify_signature
+from carechain.core.errors import PermissionDenied
+from carechain.core.layout import SERVICES, TrustBundle, service_principal_id
+from carechain.dev.backends.openbao import OpenBaoDevServer
 from carechain.identity.vault_registry import VaultRegistry
-from carechain.network import SERVICES, TrustBundle, service_principal_id
-from carechain.vault import VaultTransitSigner, vault_client, vault_errors
+from carechain.runtime.config import ServiceSettings
+from carechain.runtime.vault import VaultTransitSigner, vault_client, vault_errors
+from carechain.runtime.vault_keyring import VaultTransitKeyManager
 
 pytest_plugins = ["servers_openbao"]
 
@@ -150,10 +150,10 @@ def test_only_records_and_consent_can_seal_and_open_ledger_metadata(openbao_boot
     """Ledger privacy: what records seals on the ledger, consent opens; no validator, identity,
     audit or storage can, nor can a validator's own policy (--validator)."""
     from carechain.common.v1 import common_pb2
-    from carechain.config import RecordsSettings
     from carechain.consent.v1 import policy_pb2
     from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer, metadata_sealer
     from carechain.ledger.v1 import ledger_pb2
+    from carechain.runtime.config import RecordsSettings
 
     settings = openbao_bootstrapped.settings("records", RecordsSettings, ledger_metadata_key_backend="vault",
                                              chain_id="vault-chain")

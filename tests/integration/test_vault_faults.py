@@ -10,12 +10,12 @@ import pytest
 from pydantic import SecretStr
 from servers_openbao import Bootstrapped, root_client
 
-from carechain.config import ServiceSettings
-from carechain.crypto import verify_signature
-from carechain.devbackends.openbao import OpenBaoDevServer, free_port
-from carechain.errors import PermissionDenied, Unavailable
-from carechain.identity.vault_keys import VaultTransitKeyManager
-from carechain.vault import VaultTransitSigner, ensure_signing_key, vault_client
+from carechain.core.crypto import verify_signature
+from carechain.core.errors import PermissionDenied, Unavailable
+from carechain.dev.backends.openbao import OpenBaoDevServer, free_port
+from carechain.runtime.config import ServiceSettings
+from carechain.runtime.vault import VaultTransitSigner, ensure_signing_key, vault_client
+from carechain.runtime.vault_keyring import VaultTransitKeyManager
 
 pytest_plugins = ["servers_openbao"]
 

@@ -17,17 +17,17 @@ import grpc
 import pytest
 from servers_openbao import Bootstrapped, identity_settings_on_vault, root_client
 
-from carechain.auth import token_request_message
+from carechain.client.auth import token_request_message
 from carechain.common.v1 import common_pb2
-from carechain.crypto import Ed25519Signer, Signer
+from carechain.core.crypto import Ed25519Signer, Signer
+from carechain.core.layout import DECISION_ISSUER_ID, OPERATOR_ID, TOKEN_ISSUER_ID, audience, write_public_key
+from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token
 from carechain.identity.server import build
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import DECISION_ISSUER_ID, OPERATOR_ID, TOKEN_ISSUER_ID, audience, write_public_key
-from carechain.server import start_service
-from carechain.tokens import DECISION_TOKEN_TYPE, issue_token
-from carechain.vault import VaultTransitSigner, vault_client
+from carechain.runtime.server import start_service
+from carechain.runtime.vault import VaultTransitSigner, vault_client
 
 pytest_plugins = ["servers_openbao"]
 

@@ -9,15 +9,15 @@ import hvac.exceptions
 import pytest
 from pydantic import SecretStr
 
-from carechain.config import ServiceSettings
-from carechain.crypto import Ed25519Signer, verify_signature
-from carechain.devbackends.openbao import OpenBaoDevServer
-from carechain.errors import FailedPrecondition, NotFound
+from carechain.core.crypto import Ed25519Signer, verify_signature
+from carechain.core.errors import FailedPrecondition, NotFound
+from carechain.core.layout import TrustBundle
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token, verify_token
+from carechain.dev.backends.openbao import OpenBaoDevServer
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token, verify_token
-from carechain.vault import (
+from carechain.runtime.config import ServiceSettings
+from carechain.runtime.vault import (
     VaultTransitSigner,
     ensure_signing_key,
     export_public_key,

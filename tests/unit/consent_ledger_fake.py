@@ -11,13 +11,13 @@ import threading
 from carechain.common.v1 import common_pb2
 from carechain.consent.rules import attest_policy
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import PermissionDenied
-from carechain.identity.keyring import LocalKeyring
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import PermissionDenied
+from carechain.core.layout import DECISION_ISSUER_ID
 from carechain.ledger import transactions
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import DECISION_ISSUER_ID
+from carechain.runtime.keyring import LocalKeyring
 
 CHAIN = "test-chain"
 
@@ -114,7 +114,7 @@ class FakeLedger:
             return "only svc-consent records break-glass windows"
         return ""
 
-    # carechain.ledger.client.submit(ledger_stub, tx)
+    # carechain.ledger.submission.submit(ledger_stub, tx)
     def submit(self, _stub: object, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
         body = transactions.decode_body(tx)
         reason = self._verdict(body)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from carechain.common.v1 import common_pb2
 from carechain.consent.rules import attest_policy
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import OPERATOR_ID, TrustBundle, service_principal_id
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import OPERATOR_ID, TrustBundle, service_principal_id
 
 CHAIN = "carechain-test"
 Kind = common_pb2.PrincipalKind

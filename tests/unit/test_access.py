@@ -9,22 +9,23 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from carechain.access import ANY, AccessTable, Allow, guard, render_markdown, service_tables
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Caller, caller_claims
 from carechain.common.v1 import common_pb2
-from carechain.config import StorageSettings
 from carechain.consent.v1 import consent_pb2
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.access_table import render_markdown, service_tables
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.records.v1 import records_pb2
-from carechain.server import start_service
+from carechain.runtime.access import ANY, AccessTable, Allow, guard
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import StorageSettings
+from carechain.runtime.server import start_service
 from carechain.storage.blobstore import LocalBlobStore
 from carechain.storage.server import StorageServicer
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "security.md"
 BEGIN, END = "<!-- access-table:begin -->", "<!-- access-table:end -->"
@@ -59,7 +60,7 @@ def test_docs_security_md_holds_the_tables_of_the_code() -> None:
     documented = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert documented == render_markdown(service_tables()).strip(), (
         "docs/security.md is out of date: paste the output of "
-        "`python -c 'from carechain.access import *; print(render_markdown(service_tables()))'`"
+        "`python -c 'from carechain.runtime.access import *; print(render_markdown(service_tables()))'`"
     )
 
 

@@ -14,16 +14,16 @@ import pytest
 from carechain.audit.server import MAX_CLOCK_SKEW_MS, AuditServicer, register_audit
 from carechain.audit.store import SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import AuditSettings
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unavailable
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unavailable
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.identity.v1 import identity_pb2
-from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.server import start_service
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
 NOW_MS = 1_700_000_000_000

@@ -15,15 +15,15 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.server import AuditServicer, register_audit
 from carechain.audit.store import SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Authenticator, Caller, caller_claims
-from carechain.clients import PeerStub
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import AuditSettings
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unavailable
-from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unavailable
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.peers import PeerStub
+from carechain.runtime.server import start_service
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
 RECORDS = Caller("svc-records", c.PRINCIPAL_KIND_SERVICE)
@@ -260,7 +260,7 @@ def test_reporter_retries_with_the_same_event_id() -> None:
 
 def test_build_serves_from_a_network_layout(tmp_path: pathlib.Path) -> None:
     from carechain.audit.server import build
-    from carechain.network import NetworkLayout
+    from carechain.core.layout import NetworkLayout
 
     layout = NetworkLayout(tmp_path)
     layout.ensure()

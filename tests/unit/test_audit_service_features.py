@@ -19,16 +19,16 @@ from carechain.audit.anchoring import AnchorRejected, AuditMaintenance, BatchSea
 from carechain.audit.server import SIX_YEARS_MS, AuditServicer, register_audit
 from carechain.audit.store import SQLiteAuditStore, verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import AuditSettings
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unavailable
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unavailable
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.server import start_service
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
 AUDIT_SIGNER = Ed25519Signer.generate("svc-audit")

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 from pydantic import ValidationError
 
-from carechain.config import LedgerSettings, RecordsSettings
+from carechain.runtime.config import LedgerSettings, RecordsSettings
 
 
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from test_consent_server import (  # noqa: F401 - clock and env are the fixtures
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent import fhir_consent as f
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
 
 PERMIT = consent_pb2.DECISION_EFFECT_PERMIT
 DENY = consent_pb2.DECISION_EFFECT_DENY

@@ -20,21 +20,21 @@ from consent_ledger_fake import (
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import ConsentSettings
 from carechain.consent import rules as consent_rules
 from carechain.consent.policy import BreakGlassRules
 from carechain.consent.server import ConsentServicer, register_consent
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unavailable
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unavailable
+from carechain.core.layout import DECISION_ISSUER_ID, TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import DECISION_ISSUER_ID, TOKEN_ISSUER_ID, TrustBundle, audience
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import ConsentSettings
+from carechain.runtime.server import start_service
 
 IDENTITY = Ed25519Signer.generate(TOKEN_ISSUER_ID)
 CONSENT = CONSENT_SIGNER  # svc-consent: signs decisions and attests sealed policies
@@ -379,7 +379,7 @@ def test_audit_outage_fails_the_grant(env: Env) -> None:
 
 def test_build_starts_from_a_network_layout_even_before_the_ledger_is_up(tmp_path) -> None:
     from carechain.consent.server import build
-    from carechain.network import NetworkLayout
+    from carechain.core.layout import NetworkLayout
 
     layout = NetworkLayout(tmp_path)
     layout.ensure()

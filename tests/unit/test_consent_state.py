@@ -10,8 +10,8 @@ from consent_ledger_fake import SEALER, FakeLedger, register_principal, register
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import FailedPrecondition
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import FailedPrecondition
 from carechain.ledger.v1 import ledger_pb2
 
 OPERATOR = Ed25519Signer.generate("operator")
@@ -149,8 +149,8 @@ def test_concurrent_syncs_apply_each_transaction_once() -> None:
 
 def test_sealed_payloads_that_do_not_open_are_not_applied(tmp_path) -> None:
     """Deny by default: metadata or a policy not sealed under the ledger metadata key is ignored."""
-    from carechain.identity.keyring import LocalKeyring
     from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
+    from carechain.runtime.keyring import LocalKeyring
 
     ledger = FakeLedger()
     other = LocalKeyring(tmp_path / "another-key")
@@ -172,9 +172,9 @@ def test_sealed_payloads_that_do_not_open_are_not_applied(tmp_path) -> None:
 
 
 def test_an_unreachable_metadata_key_stops_folding_before_the_transaction(tmp_path) -> None:
-    from carechain.errors import NotFound
-    from carechain.identity.keyring import LocalKeyring
+    from carechain.core.errors import NotFound
     from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
+    from carechain.runtime.keyring import LocalKeyring
 
     keyring = LocalKeyring(tmp_path / "key")
     keyring.create_key(LEDGER_METADATA_KEY)

@@ -20,25 +20,25 @@ import grpc
 import pytest
 from ledger_fixtures import CHAIN, Kind, Net, register, tx
 
-from carechain import merkle
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2 as c
-from carechain.config import ConsentSettings
 from carechain.consent.rules import attest_policy
 from carechain.consent.server import ConsentServicer, register_consent
 from carechain.consent.state import ConsentState
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.identity.keyring import LocalKeyring
+from carechain.core import merkle
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger.reader import VerifiedLedgerReader
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.network import TrustBundle, audience
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import ConsentSettings
+from carechain.runtime.keyring import LocalKeyring
+from carechain.runtime.server import start_service
 
 TREAT = c.PURPOSE_OF_USE_TREAT
 PERMIT = consent_pb2.DECISION_EFFECT_PERMIT

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from carechain.crypto import (
+from carechain.core.crypto import (
     Ed25519Signer,
     new_aes_key,
     open_sealed,
@@ -15,7 +15,7 @@ from carechain.crypto import (
     seal,
     verify_signature,
 )
-from carechain.errors import IntegrityError
+from carechain.core.errors import IntegrityError
 
 
 def test_sealed_record_opens_only_with_the_same_key_and_associated_data() -> None:

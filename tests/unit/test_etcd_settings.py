@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from carechain.config import LedgerSettings
-from carechain.errors import FailedPrecondition
-from carechain.etcd import AccessRefused, Credentials, EtcdClient
-from carechain.tls import LocalCertificateAuthority
+from carechain.core.errors import FailedPrecondition
+from carechain.dev.certificates import LocalCertificateAuthority
+from carechain.runtime.config import LedgerSettings
+from carechain.runtime.etcd import AccessRefused, Credentials, EtcdClient
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ from carechain.common.v1 import common_pb2 as c
 from carechain.consent import fhir_consent as f
 from carechain.consent.v1 import consent_pb2
 from carechain.consent.v1 import policy_pb2 as p
-from carechain.errors import InvalidArgument
-from carechain.records.fhir import clinical_date_ms, fhir_date_ms, fhir_time_range
+from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import clinical_date_ms, fhir_date_ms, fhir_time_range
 
 SCOPE = {"coding": [{"system": f.CONSENT_SCOPE, "code": "patient-privacy"}]}
 CATEGORY = [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}]

@@ -7,9 +7,9 @@ import traceback
 
 import pytest
 
-from carechain import sensitivity
-from carechain.errors import InvalidArgument
-from carechain.records.fhir import MAX_DEPTH, PATIENT_REFERENCE_FIELDS, validate_resource
+from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import MAX_DEPTH, PATIENT_REFERENCE_FIELDS, validate_resource
+from carechain.labels import sensitivity
 
 PATIENT = "129c6ac7-8d06-89de-ad63-0204a93e76c3"
 OTHER = "99999999-8d06-89de-ad63-0204a93e76c3"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from carechain.errors import InvalidArgument
-from carechain.records.fhir import validate_resource
+from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import validate_resource
 
 PATIENT = "129c6ac7-8d06-89de-ad63-0204a93e76c3"
 LIMIT = 64 * 1024

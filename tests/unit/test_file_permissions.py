@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from carechain.audit.store import SQLiteAuditStore
-from carechain.crypto import Ed25519Signer
-from carechain.identity.keyring import LocalKeyring
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import NetworkLayout
+from carechain.dev.certificates import LocalCertificateAuthority
 from carechain.identity.registry import Registry
 from carechain.ledger.store import LedgerStore
-from carechain.network import NetworkLayout
-from carechain.sqlite import Database
-from carechain.tls import LocalCertificateAuthority
+from carechain.runtime.keyring import LocalKeyring
+from carechain.runtime.sqlite import Database
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from carechain.common.v1 import common_pb2
-from carechain.errors import AlreadyExists
+from carechain.core.errors import AlreadyExists
 from carechain.identity.registry import PrincipalRecord, Registry, StoredDataKey, patient_pseudonym
 
 

@@ -12,18 +12,11 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from carechain.auth import Caller, caller_claims, token_request_message
+from carechain.client.auth import token_request_message
 from carechain.common.v1 import common_pb2
-from carechain.config import IdentitySettings
-from carechain.crypto import Ed25519Signer
-from carechain.errors import PermissionDenied
-from carechain.identity.keyring import LocalKeyring
-from carechain.identity.registry import Registry
-from carechain.identity.server import IdentityServicer, build, local_token_source, register_identity
-from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
-from carechain.ledger import transactions
-from carechain.ledger.v1 import ledger_pb2
-from carechain.network import (
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import PermissionDenied
+from carechain.core.layout import (
     DECISION_ISSUER_ID,
     OPERATOR_ID,
     TOKEN_ISSUER_ID,
@@ -31,8 +24,16 @@ from carechain.network import (
     TrustBundle,
     audience,
 )
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.identity.registry import Registry
+from carechain.identity.server import IdentityServicer, build, local_token_source, register_identity
+from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
+from carechain.ledger import transactions
+from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import IdentitySettings
+from carechain.runtime.keyring import LocalKeyring
+from carechain.runtime.server import start_service
 
 Kind = common_pb2.PrincipalKind
 Code = grpc.StatusCode

@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from carechain.errors import FailedPrecondition, IntegrityError
-from carechain.identity.keyring import LocalKeyring
+from carechain.core.errors import FailedPrecondition, IntegrityError
+from carechain.runtime.keyring import LocalKeyring
 
 CONTEXT = b"psn-1|rec-1"
 

@@ -6,8 +6,8 @@ import gzip
 import json
 import pathlib
 
-from carechain import sensitivity as s
-from carechain.labels import report as r
+from carechain.dev import labelling_report as r
+from carechain.labels import sensitivity as s
 
 
 def test_the_synthea_sample_has_no_unreviewed_unlabelled_code(synthea_dir: pathlib.Path, tmp_path) -> None:

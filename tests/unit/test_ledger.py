@@ -7,14 +7,14 @@ import threading
 import pytest
 from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
 
-from carechain import merkle
-from carechain.crypto import Ed25519Signer, sha256, verify_signature
-from carechain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from carechain.core import merkle
+from carechain.core.crypto import Ed25519Signer, sha256, verify_signature
+from carechain.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.ordering import InProcessOrderer
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.verify import verify_chain
 
 TIMEOUT = 30
 

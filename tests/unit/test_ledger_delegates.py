@@ -9,12 +9,12 @@ from ledger_fixtures import CHAIN, Kind, Net, cid, onboarding, register, sealed_
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
 from carechain.ledger import transactions
+from carechain.ledger.contract import NOT_PERMITTED, Validator
 from carechain.ledger.state import CONSENT_ACTIVE, CONSENT_REVOKED, EmptyState, PendingState
 from carechain.ledger.store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.validator import NOT_PERMITTED, Validator
 
 GUARDIAN = policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN
 

@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_fixtures import CHAIN, Kind, Net, grant, record, register, tx
 
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TrustBundle
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.shared_order import SharedOrder
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle
 
 NET = Net()
 VALIDATORS = [Ed25519Signer.generate(f"validator-{i}") for i in (1, 2, 3)]

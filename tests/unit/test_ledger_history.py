@@ -24,22 +24,8 @@ from carechain.audit.server import AuditServicer, register_audit
 from carechain.audit.store import DB_FILE_NAME as AUDIT_DB_FILE
 from carechain.audit.store import SQLiteAuditStore, verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.cli import build_parser
-from carechain.common.v1 import common_pb2
-from carechain.config import AuditSettings, LedgerSettings
-from carechain.errors import IntegrityError
-from carechain.ledger import client, quorum
-from carechain.ledger.chain import Ledger
-from carechain.ledger.server import build
-from carechain.ledger.store import DB_FILE
-from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.ledger.verify import verify_chain
-from carechain.localnet import free_port
-from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience, write_public_key
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
-from carechain.verifier import (
+from carechain.client.proofs import (
     CheckpointMemory,
     HistoryRewritten,
     LedgerTrust,
@@ -48,6 +34,21 @@ from carechain.verifier import (
     verify_anchor_inclusion,
     verify_checkpoint,
 )
+from carechain.common.v1 import common_pb2
+from carechain.core.errors import IntegrityError
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience, write_public_key
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.dev.localnet import free_port
+from carechain.ledger import quorum
+from carechain.ledger import submission as client
+from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
+from carechain.ledger.server import build
+from carechain.ledger.store import DB_FILE
+from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import AuditSettings, LedgerSettings
+from carechain.runtime.server import start_service
 
 TIMEOUT = 30
 # Ledger-wide reads and direct submissions are for services (docs/security.md): tests call as one.
@@ -400,7 +401,7 @@ def test_an_event_proof_anchor_is_checked_in_a_certified_block(ledger_process, a
 
 
 def test_several_validators_a_lagging_answer_is_not_a_rollback_but_a_later_smaller_one_is():
-    from carechain.verifier import VerifiedCheckpoint
+    from carechain.client.proofs import VerifiedCheckpoint
 
     def log_too_small(first: int, second: int):
         return None  # the answering validator's log does not reach tree size `second`

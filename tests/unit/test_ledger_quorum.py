@@ -7,15 +7,15 @@ import time
 import pytest
 from ledger_fixtures import CHAIN, Kind, Net, onboarding, register
 
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unavailable
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unavailable
+from carechain.core.layout import TrustBundle
 from carechain.ledger import quorum, transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.shared_order import SharedOrder
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.verify import verify_chain
-from carechain.network import TrustBundle
 
 TIMEOUT = 20
 

@@ -8,10 +8,10 @@ import pytest
 
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent.v1 import policy_pb2
-from carechain.errors import IntegrityError
-from carechain.identity.keyring import LocalKeyring
+from carechain.core.errors import IntegrityError
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, PAD_BYTES, LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.keyring import LocalKeyring
 
 CHAIN = "sealing-chain"
 

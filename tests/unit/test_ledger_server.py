@@ -6,16 +6,17 @@ import grpc
 import pytest
 from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
 
-from carechain import merkle
-from carechain.auth import Caller, caller_claims
-from carechain.config import LedgerSettings
-from carechain.errors import FailedPrecondition, PermissionDenied
-from carechain.ledger import client, transactions
+from carechain.core import merkle
+from carechain.core.errors import FailedPrecondition, PermissionDenied
+from carechain.core.layout import audience, write_public_key
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.ledger import submission as client
+from carechain.ledger import transactions
 from carechain.ledger.server import build
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.network import audience, write_public_key
-from carechain.server import start_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import LedgerSettings
+from carechain.runtime.server import start_service
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_a_replay_is_already_exists(stub, net):
 
 
 def test_an_unknown_signer_is_permission_denied(stub):
-    from carechain.crypto import Ed25519Signer
+    from carechain.core.crypto import Ed25519Signer
 
     code, _ = code_of(lambda: submit(stub, grant(Ed25519Signer.generate("nobody"))))
     assert code == grpc.StatusCode.PERMISSION_DENIED

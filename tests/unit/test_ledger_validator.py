@@ -10,13 +10,13 @@ from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, re
 from carechain.common.v1 import common_pb2
 from carechain.consent import rules as consent_rules
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import InvalidArgument
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import InvalidArgument
 from carechain.ledger import transactions
-from carechain.ledger.client import rejection
+from carechain.ledger.contract import NOT_PERMITTED, Validator
 from carechain.ledger.state import CONSENT_REVOKED, EmptyState, PendingState
+from carechain.ledger.submission import rejection
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.validator import NOT_PERMITTED, Validator
 
 
 class Chain:
@@ -341,7 +341,7 @@ def test_the_same_transactions_give_the_same_results_and_state(net):
 
 
 def test_rejection_maps_who_reasons_to_permission_denied():
-    from carechain.errors import FailedPrecondition, PermissionDenied
+    from carechain.core.errors import FailedPrecondition, PermissionDenied
 
     assert isinstance(rejection("not permitted: only svc-records registers records"), PermissionDenied)
     assert isinstance(rejection("register_record.record_id: already registered"), FailedPrecondition)

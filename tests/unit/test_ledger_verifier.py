@@ -6,15 +6,15 @@ import pytest
 from ledger_fixtures import CHAIN, onboarding, record, tx
 from test_ledger_quorum import Validators, wait_until
 
-from carechain.errors import IntegrityError
-from carechain.ledger import transactions
-from carechain.ledger.v1 import ledger_pb2
-from carechain.verifier import (
+from carechain.client.proofs import (
     LedgerTrust,
     verify_checkpoint,
     verify_checkpoint_consistency,
     verify_record_inclusion,
 )
+from carechain.core.errors import IntegrityError
+from carechain.ledger import transactions
+from carechain.ledger.v1 import ledger_pb2
 
 
 class LedgerStub:

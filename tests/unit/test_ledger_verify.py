@@ -8,12 +8,12 @@ import sqlite3
 import pytest
 from ledger_fixtures import CHAIN, Net, cid, grant, onboarding, record, tx
 
+from carechain.core.layout import write_public_key
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain, verify_data_dir
 from carechain.ledger.store import DB_FILE
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.verify import verify_chain, verify_data_dir
-from carechain.network import write_public_key
 
 TIMEOUT = 30
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carechain import merkle
-from carechain.errors import IntegrityError
+from carechain.core import merkle
+from carechain.core.errors import IntegrityError
 
 # Leaves and roots of the RFC 6962/9162 reference test vectors (certificate-transparency merkle_tree_test).
 VECTOR_LEAVES = [bytes.fromhex(h) for h in

@@ -11,7 +11,7 @@ from carechain.consent import policy
 from carechain.consent.policy import AccessRequest, evaluate, validate_policy
 from carechain.consent.v1 import consent_pb2
 from carechain.consent.v1 import policy_pb2 as p
-from carechain.errors import InvalidArgument
+from carechain.core.errors import InvalidArgument
 
 PATIENT = "pat-1"
 NOW = 1_700_000_000_000

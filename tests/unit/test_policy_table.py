@@ -21,8 +21,8 @@ from carechain.common.v1 import common_pb2 as c
 from carechain.consent import fhir_consent as f
 from carechain.consent.policy import AccessRequest, BreakGlassRules, BreakGlassWindow, decide
 from carechain.consent.v1 import consent_pb2
-from carechain.errors import InvalidArgument
-from carechain.records.fhir import fhir_time_range
+from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import fhir_time_range
 
 PATIENT = "pat-1"
 NOW = fhir_time_range("2025-06-01T12:00:00Z")[0]

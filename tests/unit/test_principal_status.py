@@ -8,14 +8,14 @@ import grpc
 import pytest
 from ledger_fixtures import Net, tx
 
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unauthenticated
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unauthenticated
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TOKEN_ISSUER_ID, TrustBundle, audience
-from carechain.principal_status import PrincipalStatus
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.principal_status import PrincipalStatus
 
 
 class Log:

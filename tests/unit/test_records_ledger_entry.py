@@ -20,14 +20,14 @@ import pytest
 from consent_ledger_fake import CHAIN, SEALER
 
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Caller
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent.v1 import consent_pb2
-from carechain.crypto import Ed25519Signer
-from carechain.errors import DataLoss, PermissionDenied
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import DataLoss, PermissionDenied
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.gateway import RecordsGateway
+from carechain.runtime.auth import Caller
 from carechain.storage.v1 import storage_pb2
 
 READER = Caller("prac-1", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "psychiatry")

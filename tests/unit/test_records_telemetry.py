@@ -19,19 +19,19 @@ from consent_ledger_fake import CHAIN, SEALER
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from carechain.access import guard
-from carechain.auth import Authenticator, Caller, caller_claims
 from carechain.common.v1 import common_pb2
-from carechain.config import RecordsSettings
-from carechain.crypto import Ed25519Signer
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TOKEN_ISSUER_ID, NetworkLayout, TrustBundle, audience
+from carechain.core.telemetry import configure_tracing
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.identity.v1 import identity_pb2
-from carechain.network import TOKEN_ISSUER_ID, NetworkLayout, TrustBundle, audience
 from carechain.records.gateway import RecordsGateway
 from carechain.records.server import ACCESS, SERVICE_NAME, RecordsServicer
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.server import start_service
-from carechain.telemetry import configure_tracing
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.access import guard
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import RecordsSettings
+from carechain.runtime.server import start_service
 
 Kind = common_pb2.PrincipalKind
 FHIR_ID = "129c6ac7-8d06-89de-ad63-0204a93e76c3"

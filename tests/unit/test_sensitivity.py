@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from carechain import sensitivity as s
+from carechain.labels import sensitivity as s
 
 
 def _condition(system: str, code: str) -> dict:
@@ -149,7 +149,7 @@ def test_synthea_clinical_notes_mentioning_abuse_are_labelled(synthea_dir) -> No
 
 
 def test_clinical_codes_are_the_primary_code_element_with_canonical_systems() -> None:
-    from carechain.sensitivity import clinical_codes
+    from carechain.labels.sensitivity import clinical_codes
 
     rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
     medication = {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"coding": [

@@ -6,10 +6,10 @@ import base64
 
 import pytest
 
-from carechain import security_labels as labels
-from carechain import sensitivity as s
 from carechain.consent import fhir_consent
 from carechain.consent.v1 import policy_pb2
+from carechain.labels import security_labels as labels
+from carechain.labels import sensitivity as s
 
 
 def _coded(system: str, code: str, resource_type: str = "Condition") -> dict:

@@ -6,10 +6,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from carechain.config import AuditSettings
-from carechain.devbackends.process import free_port
-from carechain.server import start_service
-from carechain.tls import ClientTLS, LocalCertificateAuthority
+from carechain.client.tls import ClientTLS
+from carechain.dev.backends.process import free_port
+from carechain.dev.certificates import LocalCertificateAuthority
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.server import start_service
 
 
 def _check(channel: grpc.Channel) -> int:

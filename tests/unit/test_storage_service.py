@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from carechain.auth import Caller, caller_claims
 from carechain.common.v1 import common_pb2
-from carechain.config import StorageSettings
-from carechain.crypto import Ed25519Signer
-from carechain.network import TOKEN_ISSUER_ID, NetworkLayout, TrustBundle, audience
-from carechain.server import start_service
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import TOKEN_ISSUER_ID, NetworkLayout, TrustBundle, audience
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.runtime.auth import Caller, caller_claims
+from carechain.runtime.config import StorageSettings
+from carechain.runtime.server import start_service
 from carechain.storage.server import build
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
-from carechain.tokens import ACCESS_TOKEN_TYPE, issue_token
 
 Kind = common_pb2.PrincipalKind
 Code = grpc.StatusCode

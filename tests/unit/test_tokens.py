@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from carechain.crypto import Ed25519Signer
-from carechain.errors import Unauthenticated
-from carechain.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.errors import Unauthenticated
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
 
 ISSUER = Ed25519Signer.generate("svc-identity")
 KEYS = {"svc-identity": ISSUER.public_key_bytes()}

@@ -7,9 +7,9 @@ import hvac.exceptions
 import pytest
 import requests
 
-from carechain.errors import FailedPrecondition, IntegrityError, NotFound, PermissionDenied, Unavailable
-from carechain.identity.vault_keys import _key_errors
-from carechain.vault import vault_errors
+from carechain.core.errors import FailedPrecondition, IntegrityError, NotFound, PermissionDenied, Unavailable
+from carechain.runtime.vault import vault_errors
+from carechain.runtime.vault_keyring import _key_errors
 
 URL = "http://127.0.0.1:8200/v1/transit/decrypt/patient-a"
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from carechain.admin.vault_bootstrap import DEFAULT_POLICY_DIR, OPERATOR_POLICY, Mounts, load_policy, render_policy
-from carechain.network import SERVICES
+from carechain.core.layout import SERVICES
 
 _PATHS = re.compile(r'path\s+"([^"]+)"')
 

@@ -18,10 +18,11 @@ import pathlib
 import sys
 import uuid
 
-from carechain.crypto import Ed25519Signer
-from carechain.localnet import Endpoints, wait_healthy
-from carechain.network import OPERATOR_ID, SERVICES
-from carechain.sdk import CareChainClient, Kind, Purpose, permit
+from carechain.core.crypto import Ed25519Signer
+from carechain.client.endpoints import Endpoints
+from carechain.dev.localnet import wait_healthy
+from carechain.core.layout import OPERATOR_ID, SERVICES
+from carechain.client.sdk import CareChainClient, Kind, Purpose, permit
 
 
 def endpoints_from_environment() -> Endpoints:

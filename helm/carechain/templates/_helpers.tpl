@@ -1,7 +1,7 @@
 {{/*
 Names, labels and the pieces every CareChain pod shares. The six services run the same image;
 `carechain serve <service>` picks the service and CARECHAIN_* variables configure it
-(services/carechain/config.py is the one definition of those variables).
+(services/carechain/runtime/config.py is the one definition of those variables).
 */}}
 
 {{- define "carechain.services" -}}

@@ -39,11 +39,11 @@ import hvac
 import hvac.exceptions
 from pydantic import SecretStr
 
-from carechain.config import ServiceSettings
-from carechain.crypto import write_private_file
-from carechain.errors import CareChainError, FailedPrecondition
-from carechain.network import SERVICES, service_principal_id
-from carechain.vault import ensure_signing_key, export_public_key, vault_client, vault_errors
+from carechain.core.crypto import write_private_file
+from carechain.core.errors import CareChainError, FailedPrecondition
+from carechain.core.layout import SERVICES, service_principal_id
+from carechain.runtime.config import ServiceSettings
+from carechain.runtime.vault import ensure_signing_key, export_public_key, vault_client, vault_errors
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 # The policies live in the repository under deploy/; the container image copies them to

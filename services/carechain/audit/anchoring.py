@@ -36,12 +36,12 @@ import grpc
 
 from carechain.audit.store import AuditBatch, AuditStore
 from carechain.audit.v1 import audit_pb2
-from carechain.crypto import Signer
-from carechain.errors import CareChainError, FailedPrecondition, PermissionDenied
-from carechain.ledger import client as ledger_client
+from carechain.core.crypto import Signer
+from carechain.core.errors import CareChainError, FailedPrecondition, PermissionDenied
+from carechain.core.layout import service_principal_id
+from carechain.ledger import submission as ledger_client
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import service_principal_id
 
 log = logging.getLogger("carechain.audit.anchoring")
 
@@ -220,7 +220,7 @@ class LedgerAnchorer:
 
 
 def _verdict(message: str) -> str:
-    """The validator's reason in a rejection raised by :func:`carechain.ledger.client.submit`."""
+    """The validator's reason in a rejection raised by :func:`carechain.ledger.submission.submit`."""
     return message.removeprefix("ledger rejected the transaction: ")
 
 

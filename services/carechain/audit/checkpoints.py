@@ -33,10 +33,10 @@ from typing import Any
 
 from carechain.audit.store import AuditStore
 from carechain.audit.v1 import audit_pb2
-from carechain.errors import IntegrityError
+from carechain.client.proofs import LedgerTrust, VerifiedCheckpoint, lags_behind, verify_checkpoint, verify_consistency
+from carechain.core.errors import IntegrityError
 from carechain.ledger.transactions import encode
 from carechain.ledger.v1 import ledger_pb2
-from carechain.verifier import LedgerTrust, VerifiedCheckpoint, lags_behind, verify_checkpoint, verify_consistency
 
 log = logging.getLogger("carechain.audit.checkpoints")
 

@@ -49,9 +49,9 @@ from carechain.audit.store import (
     new_review_item,
 )
 from carechain.audit.v1 import audit_pb2
-from carechain.crypto import same
-from carechain.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from carechain.etcd import Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
+from carechain.core.crypto import same
+from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from carechain.runtime.etcd import Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
 
 _DIGITS = 20
 _HASH_BYTES = 32

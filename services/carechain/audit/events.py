@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from carechain.audit.v1 import audit_pb2
-from carechain.errors import Unavailable
-from carechain.telemetry import current_trace_id
+from carechain.core.errors import Unavailable
+from carechain.core.telemetry import current_trace_id
 
 
 class AuditReporter:

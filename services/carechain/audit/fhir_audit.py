@@ -39,7 +39,7 @@ from typing import Any
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
-from carechain.security_labels import security_labels  # the one category -> HL7 label mapping
+from carechain.labels.security_labels import security_labels  # the one category -> HL7 label mapping
 
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome

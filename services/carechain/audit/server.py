@@ -35,20 +35,17 @@ from typing import Any, Protocol
 
 import grpc
 
-from carechain.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
-from carechain.access import caller as caller_of
 from carechain.audit import fhir_audit
 from carechain.audit.anchoring import AuditMaintenance, BatchSealer, LedgerAnchorer
 from carechain.audit.checkpoints import CheckpointRecorder
 from carechain.audit.etcd_store import EtcdAuditStore
 from carechain.audit.store import AuditStore, SQLiteAuditStore, event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
-from carechain.auth import Authenticator, Caller
+from carechain.client.proofs import LedgerTrust
 from carechain.common.v1 import common_pb2
-from carechain.config import AuditSettings
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.crypto import Signer
-from carechain.errors import (
+from carechain.core.crypto import Signer
+from carechain.core.errors import (
     CareChainError,
     FailedPrecondition,
     InvalidArgument,
@@ -56,13 +53,16 @@ from carechain.errors import (
     PermissionDenied,
     Unavailable,
 )
-from carechain.etcd import EtcdClient
+from carechain.core.layout import TrustBundle, audience, service_principal_id
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.quorum import configured_validator_set
-from carechain.network import TrustBundle, audience, service_principal_id
-from carechain.principal_status import PrincipalStatus
-from carechain.server import Register, run_service
-from carechain.verifier import LedgerTrust
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
+from carechain.runtime.access import caller as caller_of
+from carechain.runtime.auth import Authenticator, Caller
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.etcd import EtcdClient
+from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.server import Register, run_service
 
 log = logging.getLogger("carechain.audit.server")
 
@@ -538,7 +538,7 @@ class LedgerAccess:
 
     def signer(self) -> Signer:
         """svc-audit's signer (PEM file or Vault Transit key)."""
-        from carechain.vault import service_signer
+        from carechain.runtime.vault import service_signer
 
         with self._lock:
             if self._signer is None:
@@ -550,7 +550,7 @@ class LedgerAccess:
         return self._service_peers().ledger
 
     def _service_peers(self) -> Any:
-        from carechain.clients import service_peers
+        from carechain.runtime.peers import service_peers
 
         with self._lock:
             if self._peers is None:

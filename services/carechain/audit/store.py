@@ -37,13 +37,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from carechain import merkle
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
-from carechain.crypto import same, sha256
-from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound, Unavailable
-from carechain.files import private_dir
-from carechain.sqlite import connect_durable
+from carechain.core import merkle
+from carechain.core.crypto import same, sha256
+from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound, Unavailable
+from carechain.core.files import private_dir
+from carechain.runtime.sqlite import connect_durable
 
 AUDIT_HASH_CONTEXT = b"carechain-audit/v1\n"
 GENESIS_HASH = bytes(32)

@@ -50,13 +50,13 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from carechain import security_labels
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import PRINCIPAL_REFERENCE, validate_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.errors import InvalidArgument
-from carechain.records.fhir import fhir_date_ms, fhir_time_range
-from carechain.sensitivity import canonical_system
+from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import fhir_date_ms, fhir_time_range
+from carechain.labels import security_labels
+from carechain.labels.sensitivity import canonical_system
 
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -99,7 +99,7 @@ ACTIONS: dict[str, int] = {
     "disclose": _Action.CONSENT_ACTION_DISCLOSE,
     "correct": _Action.CONSENT_ACTION_CORRECT,
 }
-# The security labels of each category, written and read: one mapping for every export (carechain.security_labels).
+# The security labels of each category, written and read: one mapping for every export (labels.security_labels).
 CATEGORY_LABELS = security_labels.CATEGORY_LABELS
 LABEL_CATEGORIES = security_labels.LABEL_CATEGORIES
 _RULE_ELEMENTS = ("actor", "action", "securityLabel", "purpose", "class", "code", "data", "dataPeriod")

@@ -40,7 +40,7 @@ Semantics
     is one of them;
   * codes (FHIR ``provision.code``): when listed, the record's primary code
     element (Condition.code, Observation.code, Immunization.vaccineCode, ...:
-    :data:`carechain.sensitivity.PRIMARY_CODE_ELEMENTS`) carries one of them,
+    :data:`carechain.labels.sensitivity.PRIMARY_CODE_ELEMENTS`) carries one of them,
     permit or deny; systems are compared in canonical form (URI or OID), codes
     exactly (no hierarchy or subsumption). A denial never names the codes;
   * categories (FHIR ``securityLabel``): a provision naming categories matches
@@ -92,9 +92,9 @@ from typing import Any
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.errors import InvalidArgument
-from carechain.security_labels import PARENT_CATEGORY
-from carechain.sensitivity import SENSITIVE_CATEGORIES, category_name, clinical_code
+from carechain.core.errors import InvalidArgument
+from carechain.labels.security_labels import PARENT_CATEGORY
+from carechain.labels.sensitivity import SENSITIVE_CATEGORIES, category_name, clinical_code
 
 PERMIT = consent_pb2.DECISION_EFFECT_PERMIT
 DENY = consent_pb2.DECISION_EFFECT_DENY

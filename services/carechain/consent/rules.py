@@ -7,7 +7,7 @@ into two kinds:
 - what validators can see (:func:`validate_grant`: a UUID consent id, a
   patient, no clear policy, a sealed one, and :func:`policy_attested`: the
   consent service's attestation of the sealed policy).
-  :class:`carechain.ledger.validator.Validator` runs them on every committed
+  :class:`carechain.ledger.contract.Validator` runs them on every committed
   transaction and the consent service before it submits;
 - what only holders of the ledger metadata key can see
   (:func:`validate_grant_policy`: :func:`carechain.consent.policy.validate_policy`
@@ -31,8 +31,8 @@ import uuid
 
 from carechain.consent.policy import validate_policy
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import Signer, verify_signature
-from carechain.errors import InvalidArgument
+from carechain.core.crypto import Signer, verify_signature
+from carechain.core.errors import InvalidArgument
 from carechain.ledger.v1 import ledger_pb2
 
 #: Domain separation of svc-consent's policy attestations (never valid as a transaction or token signature).

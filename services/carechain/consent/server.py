@@ -37,14 +37,9 @@ from typing import Any
 
 import grpc
 
-from carechain.access import ANY, AccessTable, Allow, Scope, guard
-from carechain.access import caller as caller_of
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Authenticator, Caller
-from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
-from carechain.config import ConsentSettings
 from carechain.consent import rules as consent_rules
 from carechain.consent.fhir_consent import consent_json
 from carechain.consent.policy import (
@@ -57,8 +52,8 @@ from carechain.consent.policy import (
 )
 from carechain.consent.state import ConsentChange, ConsentState, ListTransactions, RecordInfo
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
-from carechain.crypto import Signer
-from carechain.errors import (
+from carechain.core.crypto import Signer
+from carechain.core.errors import (
     AlreadyExists,
     CareChainError,
     FailedPrecondition,
@@ -68,15 +63,20 @@ from carechain.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from carechain.core.layout import DECISION_ISSUER_ID, TrustBundle, audience
+from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.ledger.reader import VerifiedLedgerReader, configured_validators
 from carechain.ledger.sealing import LedgerSealer, metadata_sealer
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import DECISION_ISSUER_ID, TrustBundle, audience
-from carechain.principal_status import PrincipalStatus
-from carechain.server import Register, run_service
-from carechain.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
-from carechain.vault import service_signer
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard
+from carechain.runtime.access import caller as caller_of
+from carechain.runtime.auth import Authenticator, Caller
+from carechain.runtime.config import ConsentSettings
+from carechain.runtime.peers import service_peers
+from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.server import Register, run_service
+from carechain.runtime.vault import service_signer
 
 log = logging.getLogger("carechain.consent")
 
@@ -93,7 +93,7 @@ Submit = Callable[[Any, ledger_pb2.Transaction], ledger_pb2.SubmitTransactionRes
 
 def ledger_submit(ledger_stub: Any, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
     """Submit through the ledger client (imported late: the ledger package may load after this one)."""
-    from carechain.ledger.client import submit
+    from carechain.ledger.submission import submit
 
     return submit(ledger_stub, tx)
 

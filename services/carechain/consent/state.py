@@ -27,7 +27,7 @@ from carechain.common.v1 import common_pb2
 from carechain.consent.policy import BreakGlassWindow
 from carechain.consent.rules import validate_grant_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.errors import FailedPrecondition, IntegrityError, InvalidArgument
+from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
 

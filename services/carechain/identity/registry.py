@@ -21,10 +21,10 @@ import uuid
 from typing import Protocol
 
 from carechain.common.v1 import common_pb2
-from carechain.crypto import write_private_file
-from carechain.errors import AlreadyExists, FailedPrecondition
-from carechain.files import private_dir
-from carechain.sqlite import Database
+from carechain.core.crypto import write_private_file
+from carechain.core.errors import AlreadyExists, FailedPrecondition
+from carechain.core.files import private_dir
+from carechain.runtime.sqlite import Database
 
 Kind = common_pb2.PrincipalKind
 

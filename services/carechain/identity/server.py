@@ -26,14 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from carechain.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
-from carechain.access import caller as caller_of
-from carechain.auth import Authenticator, Caller, TokenSource, caller_claims, token_request_message
-from carechain.clients import Peers
+from carechain.client.auth import TokenSource, token_request_message
 from carechain.common.v1 import common_pb2
-from carechain.config import IdentitySettings
-from carechain.crypto import Ed25519Signer, Signer, load_public_key, same, verify_signature
-from carechain.errors import (
+from carechain.core.crypto import Ed25519Signer, Signer, load_public_key, same, verify_signature
+from carechain.core.errors import (
     AlreadyExists,
     CareChainError,
     FailedPrecondition,
@@ -42,7 +38,16 @@ from carechain.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from carechain.identity.keyring import KeyManager, LocalKeyring, wrapped_key_version
+from carechain.core.layout import (
+    DECISION_ISSUER_ID,
+    OPERATOR_ID,
+    SERVICES,
+    TOKEN_ISSUER_ID,
+    TrustBundle,
+    audience,
+    service_principal_id,
+)
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.identity.registry import (
     IdentityStore,
     PrincipalRecord,
@@ -54,18 +59,14 @@ from carechain.identity.registry import (
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import (
-    DECISION_ISSUER_ID,
-    OPERATOR_ID,
-    SERVICES,
-    TOKEN_ISSUER_ID,
-    TrustBundle,
-    audience,
-    service_principal_id,
-)
-from carechain.principal_status import PrincipalStatus
-from carechain.server import Register, run_service
-from carechain.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
+from carechain.runtime.access import caller as caller_of
+from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.config import IdentitySettings
+from carechain.runtime.keyring import KeyManager, LocalKeyring, wrapped_key_version
+from carechain.runtime.peers import Peers
+from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.server import Register, run_service
 
 if TYPE_CHECKING:
     import hvac
@@ -640,7 +641,7 @@ def build(
     """
     vault = None
     if settings.key_backend == "vault" or settings.signing_backend == "vault":
-        from carechain.vault import vault_client
+        from carechain.runtime.vault import vault_client
 
         vault = vault_client(settings)
     signer = _signer(settings, vault)
@@ -656,7 +657,7 @@ def build(
     if submit_transaction is None:
 
         def submit_transaction(tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
-            from carechain.ledger.client import submit
+            from carechain.ledger.submission import submit
 
             return submit(peers.ledger, tx)
 
@@ -694,7 +695,7 @@ def register_identity(servicer: IdentityServicer) -> Register:
 def _signer(settings: IdentitySettings, vault: hvac.Client | None) -> Signer:
     if settings.signing_backend == "file":
         return Ed25519Signer.from_file(TOKEN_ISSUER_ID, settings.signing_key_file)
-    from carechain.vault import service_signer
+    from carechain.runtime.vault import service_signer
 
     return service_signer(settings, "identity", vault)
 
@@ -703,8 +704,8 @@ def _stores(settings: IdentitySettings, vault: hvac.Client | None) -> tuple[Iden
     """The registry and key manager for settings.key_backend (each has a close())."""
     if settings.key_backend == "local":
         return Registry(settings.data_dir), LocalKeyring(settings.data_dir / KEYRING_DIR)
-    from carechain.identity.vault_keys import VaultTransitKeyManager
     from carechain.identity.vault_registry import VaultRegistry
+    from carechain.runtime.vault_keyring import VaultTransitKeyManager
 
     assert vault is not None
     registry = VaultRegistry(vault, kv_mount=settings.vault_kv_mount, transit_mount=settings.vault_transit_mount)

@@ -33,9 +33,9 @@ from typing import Any
 import hvac
 import hvac.exceptions
 
-from carechain.errors import AlreadyExists, CareChainError, FailedPrecondition, NotFound
+from carechain.core.errors import AlreadyExists, CareChainError, FailedPrecondition, NotFound
 from carechain.identity.registry import PATIENT_ID_PREFIX, PrincipalRecord, StoredDataKey
-from carechain.vault import vault_errors, vault_message
+from carechain.runtime.vault import vault_errors, vault_message
 
 DEFAULT_PREFIX = "identity"
 PSEUDONYM_KEY = "identity-pseudonym"

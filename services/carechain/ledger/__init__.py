@@ -3,11 +3,20 @@
 Modules:
 
 - ``transactions``: building, signing and decoding transactions (deterministic encoding);
-- ``ordering``: the :class:`Orderer` seam (in-process now, etcd later);
-- ``validator`` / ``state``: the deterministic contract rules and the state they derive;
-- ``blocks``: header hashing, results hash and signing rules;
+- ``submission``: ``submit()``, how other services sign, submit and read the verdict;
+- ``ordering`` / ``etcd_orderer``: the :class:`Orderer` seam (in process, or etcd's Raft log);
+- ``contract`` / ``state``: the deterministic contract rules and the state they derive;
+- ``sealing``: sealed record metadata (no clinical field in clear on the ledger);
+- ``blocks`` / ``quorum``: header hashing, results hash, signing rules and quorum certificates;
+- ``reader``: a ledger reader that re-verifies every block it is served (consent uses it);
 - ``store``: the SQLite chain store (blocks, log, state, one transaction per block);
 - ``chain``: one validator node (admission, block cutter, queries, proofs);
-- ``verify``: full re-verification of a stored chain (also offline);
-- ``server``: the gRPC LedgerService; ``client``: ``submit()`` for other services.
+- ``copy_check``: full re-verification of a stored copy of the chain (also offline);
+- ``server``: the gRPC LedgerService.
+
+docs/ledger.md describes the design. Other packages may import only :data:`CLIENT_MODULES` (and ``v1``).
 """
+
+#: Modules other services and clients may import: the transaction and block formats, quorum certificates,
+#: sealing, submission and the verifying reader (with the contract and state it replays).
+CLIENT_MODULES = ("transactions", "submission", "blocks", "quorum", "sealing", "reader", "contract", "state")

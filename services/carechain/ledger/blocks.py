@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from carechain.crypto import sha256
+from carechain.core.crypto import sha256
 from carechain.ledger.transactions import encode
 from carechain.ledger.v1 import ledger_pb2
 

@@ -48,9 +48,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
-from carechain import merkle
-from carechain.crypto import Signer
-from carechain.errors import (
+from carechain.core import merkle
+from carechain.core.crypto import Signer
+from carechain.core.errors import (
     AlreadyExists,
     CareChainError,
     DataLoss,
@@ -60,14 +60,14 @@ from carechain.errors import (
     PermissionDenied,
     Unavailable,
 )
+from carechain.core.layout import TrustBundle
 from carechain.ledger import blocks, quorum, transactions
+from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.ledger.ordering import InProcessOrderer, Orderer
 from carechain.ledger.quorum import ValidatorSet, VoteBoard
 from carechain.ledger.state import PendingState
 from carechain.ledger.store import LedgerStore, LogEntry, StoredBlock
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.validator import DEFAULT_MAX_SKEW_MS, Validator
-from carechain.network import TrustBundle
 
 log = logging.getLogger("carechain.ledger")
 

@@ -44,10 +44,10 @@ import os
 import threading
 import time
 
-from carechain.errors import CareChainError, DataLoss, Unavailable
-from carechain.etcd import Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
+from carechain.core.errors import CareChainError, DataLoss, Unavailable
 from carechain.ledger.chain import BlockCut
 from carechain.ledger.ordering import OrdererClosed
+from carechain.runtime.etcd import Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
 
 DEFAULT_POLL_INTERVAL = 0.025
 _MAX_CAS_ATTEMPTS = 1000

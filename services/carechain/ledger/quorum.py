@@ -24,12 +24,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from carechain.crypto import Signer, sha256, verify_signature
-from carechain.errors import IntegrityError
+from carechain.core.crypto import Signer, sha256, verify_signature
+from carechain.core.errors import IntegrityError
+from carechain.core.layout import TrustBundle, service_principal_id
 from carechain.ledger import blocks
 from carechain.ledger.transactions import encode
 from carechain.ledger.v1 import ledger_pb2
-from carechain.network import TrustBundle, service_principal_id
 
 #: The validator of a single-validator network (the embedded default).
 DEFAULT_VALIDATOR_ID = service_principal_id("ledger")

@@ -10,7 +10,7 @@ blocks (``GetBlock``) in order and hands out a block's transactions only after
    ``results_hash``, and the log grows by exactly its transactions
    (``log_size``, RFC 9162 ``log_root``);
 3. every transaction's Ed25519 signature is checked and the contract rules are
-   re-run (:meth:`carechain.ledger.validator.Validator.apply` over the reader's
+   re-run (:meth:`carechain.ledger.contract.Validator.apply` over the reader's
    own replayed state at the block's timestamp: signer keys of registered
    principals, nonces, who may sign what, creation-time skew, svc-consent's
    policy attestations); a verdict that differs from the block's is a forgery;
@@ -36,14 +36,14 @@ from typing import Any
 
 import grpc
 
-from carechain import merkle
-from carechain.errors import IntegrityError
+from carechain.core import merkle
+from carechain.core.errors import IntegrityError
+from carechain.core.layout import TrustBundle
 from carechain.ledger import blocks, quorum, transactions
+from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.state import EmptyState, PendingState
 from carechain.ledger.v1 import ledger_pb2
-from carechain.ledger.validator import DEFAULT_MAX_SKEW_MS, Validator
-from carechain.network import TrustBundle
 
 
 @dataclass

@@ -4,7 +4,7 @@ Every validator keeps a full copy of the chain, so what consent needs about a
 record (resource type, sensitivity categories, clinical date) and a consent's
 policy go onto the ledger only sealed: AES-256-GCM under a data key that is
 wrapped by the *ledger metadata key*. That key is a named key of the
-:class:`~carechain.identity.keyring.KeyManager` seam: a key in the embedded
+:class:`~carechain.runtime.keyring.KeyManager` seam: a key in the embedded
 keyring shared by the records and consent services, or a Vault/OpenBao Transit
 key whose policy only those two services hold (never the validators, never
 identity).
@@ -29,13 +29,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from carechain.config import LedgerMetadataKeySettings
 from carechain.consent.v1 import policy_pb2
-from carechain.crypto import open_sealed, seal
-from carechain.errors import IntegrityError, InvalidArgument
-from carechain.identity.keyring import KeyManager, LocalKeyring
+from carechain.core.crypto import open_sealed, seal
+from carechain.core.errors import IntegrityError, InvalidArgument
 from carechain.ledger.transactions import encode
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.config import LedgerMetadataKeySettings
+from carechain.runtime.keyring import KeyManager, LocalKeyring
 
 #: Name of the ledger metadata key in the keyring / Transit mount.
 LEDGER_METADATA_KEY = "ledger-metadata"
@@ -187,8 +187,8 @@ def metadata_sealer(settings: LedgerMetadataKeySettings, vault: object | None = 
         local.create_key(name)
         keys = local
     else:
-        from carechain.identity.vault_keys import VaultTransitKeyManager
-        from carechain.vault import vault_client
+        from carechain.runtime.vault import vault_client
+        from carechain.runtime.vault_keyring import VaultTransitKeyManager
 
         keys = VaultTransitKeyManager(vault or vault_client(settings), settings.vault_transit_mount)  # type: ignore[arg-type]
     return LedgerSealer(keys, settings.chain_id, name)

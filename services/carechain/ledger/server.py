@@ -10,7 +10,7 @@ SubmitTransaction answers only once the transaction's block is durably committed
 validators (``ACK_LEVEL_FINAL``), or UNAVAILABLE after ``rpc_timeout_seconds``
 (or the call's own deadline, whichever is sooner).
 
-Configuration of a validator (:class:`carechain.config.LedgerSettings`):
+Configuration of a validator (:class:`carechain.runtime.config.LedgerSettings`):
 ``CARECHAIN_VALIDATOR_ID`` (default ``svc-ledger``), ``CARECHAIN_VALIDATORS``
 (every validator id; default this one), ``CARECHAIN_QUORUM`` (default a
 majority), ``CARECHAIN_PEER_ADDRESSES``; several validators need
@@ -24,23 +24,23 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-from carechain.access import ANY, AccessTable, Allow, Scope, guard
-from carechain.auth import Authenticator, Caller
-from carechain.config import LedgerSettings
-from carechain.errors import InvalidArgument, NotFound
-from carechain.etcd import EtcdClient
+from carechain.core.errors import InvalidArgument, NotFound
+from carechain.core.layout import TrustBundle, audience
 from carechain.ledger.chain import Ledger
+from carechain.ledger.contract import clinical_fields_in_clear
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.ledger.validator import clinical_fields_in_clear
-from carechain.ledger.verify import verify_chain
-from carechain.network import TrustBundle, audience
-from carechain.principal_status import PrincipalStatus
-from carechain.server import Register, run_service
-from carechain.vault import validator_signer
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard
+from carechain.runtime.auth import Authenticator, Caller
+from carechain.runtime.config import LedgerSettings
+from carechain.runtime.etcd import EtcdClient
+from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.server import Register, run_service
+from carechain.runtime.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000

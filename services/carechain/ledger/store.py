@@ -5,7 +5,7 @@
 - ``blocks``: height, header bytes, SHA-256 of the header, the encoded Block
   (header, transactions, results, validator signatures). The encoded Block is
   the record of truth; everything else is derived and re-checked by
-  :mod:`carechain.ledger.verify`.
+  :mod:`carechain.ledger.copy_check`.
 - ``log_entries``: one row per transaction in log order: where it is (height,
   index), its bytes (encoded Transaction = RFC 9162 leaf data), its leaf hash
   and its verdict; serves ListTransactions and Merkle proofs.
@@ -44,7 +44,7 @@ from carechain.ledger.state import (
     Principal,
     RecordState,
 )
-from carechain.sqlite import connect_durable
+from carechain.runtime.sqlite import connect_durable
 
 DB_FILE = "ledger.db"
 SCHEMA_VERSION = "1"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from carechain.crypto import Signer, sha256, verify_signature
-from carechain.errors import InvalidArgument
+from carechain.core.crypto import Signer, sha256, verify_signature
+from carechain.core.errors import InvalidArgument
 from carechain.ledger.v1 import ledger_pb2
 
 TX_SIGNING_CONTEXT = b"carechain-tx/v1\n"

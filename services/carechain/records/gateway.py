@@ -33,21 +33,21 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.auth import Caller, Kind
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import DENIAL_MESSAGE, PART2_REDISCLOSURE_NOTICE, PART2_SECURITY_LABELS, is_part2
 from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.v1 import consent_pb2
-from carechain.crypto import Signer, open_sealed, same, seal, sha256_hex
-from carechain.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.core.crypto import Signer, open_sealed, same, seal, sha256_hex
+from carechain.core.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.core.fhir import clinical_date_ms, validate_resource
 from carechain.identity.v1 import identity_pb2
-from carechain.ledger import client as ledger_client
+from carechain.labels.security_labels import security_labels
+from carechain.labels.sensitivity import categorize, clinical_codes
+from carechain.ledger import submission as ledger_client
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.records.fhir import clinical_date_ms, validate_resource
-from carechain.security_labels import security_labels
-from carechain.sensitivity import categorize, clinical_codes
+from carechain.runtime.auth import Caller, Kind
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records")

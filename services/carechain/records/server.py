@@ -7,19 +7,19 @@ from typing import Any
 
 import grpc
 
-from carechain.access import ANY, AccessTable, Allow, caller, guard
-from carechain.auth import Authenticator
-from carechain.clients import service_peers
 from carechain.common.v1 import common_pb2
-from carechain.config import RecordsSettings
+from carechain.core.layout import TrustBundle, audience
+from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
-from carechain.network import TrustBundle, audience
-from carechain.principal_status import PrincipalStatus
 from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.security_labels import security_label_messages
-from carechain.server import Register, run_service
-from carechain.vault import service_signer
+from carechain.runtime.access import ANY, AccessTable, Allow, caller, guard
+from carechain.runtime.auth import Authenticator
+from carechain.runtime.config import RecordsSettings
+from carechain.runtime.peers import service_peers
+from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.server import Register, run_service
+from carechain.runtime.vault import service_signer
 
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
 SERVICE_NAME = SERVICE.full_name

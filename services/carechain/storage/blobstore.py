@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Protocol
 
-from carechain.crypto import same
-from carechain.errors import DataLoss, InvalidArgument, NotFound
+from carechain.core.crypto import same
+from carechain.core.errors import DataLoss, InvalidArgument, NotFound
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")

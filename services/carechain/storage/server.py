@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from carechain.access import ANY, AccessTable, Allow, guard
-from carechain.auth import Authenticator
-from carechain.config import StorageSettings
-from carechain.errors import InvalidArgument
-from carechain.network import TrustBundle, audience
-from carechain.server import Register, run_service
+from carechain.core.errors import InvalidArgument
+from carechain.core.layout import TrustBundle, audience
+from carechain.runtime.access import ANY, AccessTable, Allow, guard
+from carechain.runtime.auth import Authenticator
+from carechain.runtime.config import StorageSettings
+from carechain.runtime.server import Register, run_service
 from carechain.storage.blobstore import BlobStore, LocalBlobStore, check_sha256
-from carechain.storage.s3 import S3BlobStore
+from carechain.storage.s3_blobstore import S3BlobStore
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
 BLOBS_DIR = "blobs"

@@ -1,0 +1,413 @@
+"""Python SDK for partner hospitals and patients.
+
+A :class:`CareChainClient` acts as one principal: it proves possession of the
+principal's Ed25519 key to the identity service, caches short-lived tokens per
+service, and signs the principal's own ledger transactions (consent grants and
+revocations are signed by the patient's key, or by a delegate's key for the
+patient, never by a service).
+
+Every call that returns ledger data checked on the client (``checkpoint``,
+``verify_record_inclusion``, ``verify_chain``, ``audit_event_proof`` of an
+anchored event) also checks that the ledger's log extends the newest
+checkpoint this client saw before (:class:`carechain.client.proofs.CheckpointMemory`,
+in memory, or in ``checkpoint_file`` to survive restarts); a rewritten or
+rolled-back history raises :class:`carechain.client.proofs.HistoryRewritten`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
+from carechain.client.auth import TokenSource
+from carechain.client.channels import open_channel
+from carechain.client.endpoints import Endpoints
+from carechain.client.proofs import (
+    CheckpointMemory,
+    LedgerTrust,
+    RecordInclusion,
+    VerifiedCheckpoint,
+    consistency_fetcher,
+    verify_anchor_inclusion,
+    verify_checkpoint,
+    verify_checkpoint_consistency,
+    verify_record_inclusion,
+)
+from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
+from carechain.core.crypto import Signer
+from carechain.core.telemetry import configure_tracing
+from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
+from carechain.ledger.transactions import new_body, sign_transaction
+from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from carechain.records.v1 import records_pb2, records_pb2_grpc
+
+Kind = common_pb2.PrincipalKind
+Purpose = common_pb2.PurposeOfUse
+Category = common_pb2.SensitivityCategory
+
+
+def permit(
+    purposes: Iterable[int],
+    practitioner_id: str = "",
+    organization_id: str = "",
+    specialty: str = "",
+    categories: Iterable[int] = (),
+    start_ms: int = 0,
+    end_ms: int = 0,
+) -> policy_pb2.Provision:
+    """A permit provision for one actor (practitioner, organisation or specialty)."""
+    actors = []
+    if practitioner_id:
+        actors.append(policy_pb2.ConsentActor(practitioner_id=practitioner_id))
+    if organization_id:
+        actors.append(policy_pb2.ConsentActor(organization_id=organization_id))
+    if specialty:
+        actors.append(policy_pb2.ConsentActor(specialty=specialty))
+    return policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT,
+        actors=actors,
+        purposes=list(purposes),
+        categories=list(categories),
+        period=common_pb2.Period(start_ms=start_ms, end_ms=end_ms),
+    )
+
+
+class AuditEventStream:
+    """An iterator of streamed audit events that can be cancelled (disconnect; resume with a cursor)."""
+
+    def __init__(self, responses: Any) -> None:
+        self._responses = responses
+
+    def __iter__(self) -> AuditEventStream:
+        return self
+
+    def __next__(self) -> audit_pb2.StoredAuditEvent:
+        return next(self._responses)
+
+    def cancel(self) -> None:
+        """End the stream (the server stops sending)."""
+        cancel = getattr(self._responses, "cancel", None)
+        if cancel is not None:
+            cancel()
+        else:  # a traced call is a generator: closing it drops (and so cancels) the underlying call
+            self._responses.close()
+
+
+class CareChainClient:
+    """Calls a CareChain network as one principal."""
+
+    def __init__(
+        self, endpoints: Endpoints, signer: Signer, checkpoint_file: pathlib.Path | None = None,
+        checkpoints: CheckpointMemory | None = None,
+    ) -> None:
+        """checkpoint_file: remember seen ledger checkpoints there (JSON); checkpoints: share a memory."""
+        configure_tracing("client")
+        self.endpoints = endpoints
+        self.signer = signer
+        self.checkpoints = checkpoints if checkpoints is not None else CheckpointMemory(checkpoint_file)
+        self._channels: list[Any] = []
+        self._tokens = TokenSource.for_signer(self._open("identity", authenticated=False), signer)
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self._open("identity"))
+        self.records = records_pb2_grpc.RecordsServiceStub(self._open("records"))
+        self.consent = consent_pb2_grpc.ConsentServiceStub(self._open("consent"))
+        self.audit = audit_pb2_grpc.AuditServiceStub(self._open("audit"))
+        self.ledger = ledger_pb2_grpc.LedgerServiceStub(self._open("ledger"))
+
+    def _open(self, service: str, authenticated: bool = True) -> Any:
+        channel = open_channel(
+            self.endpoints.address(service), service, self._tokens if authenticated else None,
+            self.endpoints.client_tls(),
+        )
+        self._channels.append(channel)
+        return channel
+
+    @property
+    def principal_id(self) -> str:
+        return self.signer.key_id
+
+    def close(self) -> None:
+        """Close every channel."""
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> CareChainClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- identity ----------------------------------------------------------
+
+    def register(
+        self,
+        kind: int,
+        display_name: str,
+        public_key: bytes,
+        specialty: str = "",
+        fhir_patient_id: str = "",
+        organization_id: str = "",
+    ) -> identity_pb2.Principal:
+        """Register a principal (operator: organisations; organisations: practitioners, patients)."""
+        return self.identity.RegisterPrincipal(
+            identity_pb2.RegisterPrincipalRequest(
+                kind=kind,
+                display_name=display_name,
+                public_key=public_key,
+                specialty=specialty,
+                fhir_patient_id=fhir_patient_id,
+                organization_id=organization_id,
+            ),
+            timeout=30,
+        )
+
+    # --- records -------------------------------------------------------------
+
+    def put_record(self, patient_id: str, resource: dict[str, Any] | bytes) -> records_pb2.PutRecordResponse:
+        """Store a FHIR resource for a patient."""
+        raw = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
+        request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
+        return self.records.PutRecord(request, timeout=30)
+
+    def deactivate_principal(self, principal_id: str) -> identity_pb2.Principal:
+        """Deactivate a principal this client's organisation (or, for organisations, the operator) registered."""
+        return self.identity.DeactivatePrincipal(
+            identity_pb2.DeactivatePrincipalRequest(principal_id=principal_id), timeout=30)
+
+    def rotate_principal_key(self, principal_id: str, public_key: bytes) -> identity_pb2.Principal:
+        """Replace the public key of a principal this client's organisation registered."""
+        return self.identity.RotatePrincipalKey(
+            identity_pb2.RotatePrincipalKeyRequest(principal_id=principal_id, public_key=public_key), timeout=30)
+
+    def get_record(
+        self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = "",
+        action: int = 0,
+    ) -> records_pb2.GetRecordResponse:
+        """Read a record for a purpose of use; a break_glass_reason explicitly asks for break-glass access.
+
+        action is a ConsentAction: ACCESS (the default) or DISCLOSE (to a third party).
+        """
+        return self.records.GetRecord(
+            records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose, break_glass=bool(break_glass_reason),
+                                         break_glass_reason=break_glass_reason, action=action),  # type: ignore[arg-type]
+            timeout=30,
+        )
+
+    # --- consent (the client is the patient, or a delegate passing patient_id) ---
+
+    def _signed(self, **payload: Any) -> ledger_pb2.Transaction:
+        return sign_transaction(new_body(self.endpoints.chain_id, self.principal_id, **payload), self.signer)
+
+    def seal_policy(self, policy: policy_pb2.ConsentPolicy, consent_id: str, patient_id: str = ""
+                    ) -> consent_pb2.SealPolicyResponse:
+        """Have consent check policy against the consent rules, seal it for consent_id and attest it."""
+        return self.consent.SealPolicy(
+            consent_pb2.SealPolicyRequest(patient_id=patient_id or self.principal_id, consent_id=consent_id,
+                                          policy=policy), timeout=30)
+
+    def grant_policy(self, policy: policy_pb2.ConsentPolicy, patient_id: str = "") -> consent_pb2.ConsentRecord:
+        """Sign and submit a GrantConsent of policy, for this patient or (as a delegate) for patient_id.
+
+        The ledger holds the policy only sealed: consent checks, seals and attests it first
+        (SealPolicy) and this client signs the transaction over the sealed bytes and the attestation.
+        """
+        consent_id, patient = str(uuid.uuid4()), patient_id or self.principal_id
+        sealed = self.seal_policy(policy, consent_id, patient)
+        grant = ledger_pb2.GrantConsent(consent_id=consent_id, patient_id=patient, sealed_policy=sealed.sealed_policy,
+                                        policy_attestation=sealed.policy_attestation)
+        tx = self._signed(grant_consent=grant)
+        return self.consent.GrantConsent(consent_pb2.GrantConsentRequest(transaction=tx), timeout=30)
+
+    def grant_consent(self, *provisions: policy_pb2.Provision, patient_id: str = "") -> consent_pb2.ConsentRecord:
+        """Sign and submit a GrantConsent transaction as this patient (or as a delegate for patient_id)."""
+        return self.grant_policy(policy_pb2.ConsentPolicy(provisions=list(provisions)), patient_id)
+
+    def grant_consent_fhir(
+        self, consent: dict[str, Any] | str | bytes, patient_id: str = ""
+    ) -> consent_pb2.ConsentRecord:
+        """Grant a FHIR R4 Consent (JSON or dict), converted here and signed with this client's key.
+
+        The Consent must be active and, when it names a CareChain patient
+        pseudonym, name the patient it is granted for. InvalidArgument (raised
+        locally, naming the FHIR element) when it is not a supported Consent.
+        """
+        from carechain.consent.fhir_consent import consent_from_fhir
+        from carechain.core.errors import InvalidArgument
+
+        imported = consent_from_fhir(consent)
+        patient = patient_id or self.principal_id
+        if imported.status != "active":
+            raise InvalidArgument("Consent.status", "must be active to be granted")
+        if imported.patient_id and imported.patient_id != patient:
+            raise InvalidArgument("Consent.patient", "names another patient than the one granting")
+        return self.grant_policy(imported.policy, patient)
+
+    def export_consent(self, consent_id: str) -> dict[str, Any]:
+        """A consent as a FHIR R4 Consent resource."""
+        response = self.consent.ExportConsent(consent_pb2.ExportConsentRequest(consent_id=consent_id), timeout=30)
+        return json.loads(response.consent_json)
+
+    def revoke_consent(self, consent_id: str, patient_id: str = "") -> consent_pb2.ConsentRecord:
+        """Sign and submit a RevokeConsent transaction as this patient (or as a delegate for patient_id)."""
+        revoke = ledger_pb2.RevokeConsent(consent_id=consent_id, patient_id=patient_id or self.principal_id)
+        tx = self._signed(revoke_consent=revoke)
+        return self.consent.RevokeConsent(consent_pb2.RevokeConsentRequest(transaction=tx), timeout=30)
+
+    def list_consents(self, patient_id: str = "") -> list[consent_pb2.ConsentRecord]:
+        """This patient's consents (or, as a delegate, patient_id's)."""
+        request = consent_pb2.ListConsentsRequest(patient_id=patient_id)
+        return list(self.consent.ListConsents(request, timeout=30).consents)
+
+    def register_delegate(
+        self, delegate_id: str, relationship: int = policy_pb2.DELEGATE_RELATIONSHIP_PROXY,
+        start_ms: int = 0, end_ms: int = 0,
+    ) -> consent_pb2.Delegation:
+        """Let delegate_id (a guardian or proxy) grant and revoke consent for this patient."""
+        delegate = ledger_pb2.RegisterDelegate(
+            patient_id=self.principal_id, delegate_id=delegate_id, relationship=relationship,  # type: ignore[arg-type]
+            period=common_pb2.Period(start_ms=start_ms, end_ms=end_ms),
+        )
+        tx = self._signed(register_delegate=delegate)
+        return self.consent.RegisterDelegate(consent_pb2.RegisterDelegateRequest(transaction=tx), timeout=30)
+
+    def revoke_delegate(self, delegate_id: str) -> consent_pb2.Delegation:
+        """Withdraw a delegate's right to act for this patient."""
+        tx = self._signed(revoke_delegate=ledger_pb2.RevokeDelegate(patient_id=self.principal_id,
+                                                                     delegate_id=delegate_id))
+        return self.consent.RevokeDelegate(consent_pb2.RevokeDelegateRequest(transaction=tx), timeout=30)
+
+    def access_history(self, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
+        """This patient's access history, newest first."""
+        response = self.audit.GetAccessHistory(
+            audit_pb2.GetAccessHistoryRequest(patient_id=self.principal_id, since_ms=since_ms, until_ms=until_ms),
+            timeout=30,
+        )
+        return list(response.events)
+
+    # --- audit ---------------------------------------------------------------
+
+    def accounting_of_disclosures(
+        self, since_ms: int = 0, until_ms: int = 0, patient_id: str = ""
+    ) -> list[audit_pb2.Disclosure]:
+        """Who accessed this patient's data, when, what and why (at most six years; default the last six)."""
+        response = self.audit.GetAccessHistory(
+            audit_pb2.GetAccessHistoryRequest(patient_id=patient_id or self.principal_id, since_ms=since_ms,
+                                              until_ms=until_ms),
+            timeout=30,
+        )
+        return list(response.disclosures)
+
+    def notifications(self, patient_id: str = "") -> list[audit_pb2.Notification]:
+        """This patient's notifications (e.g. break-glass accesses), newest first."""
+        request = audit_pb2.ListNotificationsRequest(patient_id=patient_id)
+        return list(self.audit.ListNotifications(request, timeout=30).notifications)
+
+    def export_audit_fhir(self, since_ms: int = 0, until_ms: int = 0, patient_id: str = "") -> dict[str, Any]:
+        """This patient's audit events as a FHIR R4 Bundle of AuditEvent resources."""
+        request = audit_pb2.ExportFhirBundleRequest(patient_id=patient_id, since_ms=since_ms, until_ms=until_ms)
+        return json.loads(self.audit.ExportFhirBundle(request, timeout=60).bundle_json)
+
+    def audit_event_proof(self, sequence: int, event_hash: bytes | None = None,
+                          trust: LedgerTrust | None = None) -> audit_pb2.EventProof:
+        """The inclusion proof of an audit event in its batch, checked locally, and its anchor on the ledger.
+
+        Raises :class:`carechain.core.errors.IntegrityError` when the proof does not hold
+        (or is not about event_hash, when given), or when ``proof.anchored`` and the
+        anchor at ``proof.anchor_log_index`` is not this batch's root in a block a
+        quorum of validators certified (:meth:`verify_anchor`). A proof of a batch
+        not anchored yet is returned with ``anchored`` false (retry later).
+        """
+        from carechain.audit.store import verify_event_proof
+
+        proof = self.audit.GetEventProof(audit_pb2.GetEventProofRequest(sequence=sequence), timeout=30)
+        verify_event_proof(proof, event_hash)
+        if proof.anchored:
+            self.verify_anchor(proof, trust)
+        return proof
+
+    def verify_anchor(self, proof: audit_pb2.EventProof, trust: LedgerTrust | None = None) -> VerifiedCheckpoint:
+        """Check proof's batch anchor on the ledger: the AnchorAuditBatch at ``anchor_log_index`` has this batch's
+        range and root, is signed by svc-audit, and is in the log of a checkpoint a quorum co-signed (that
+        checkpoint is then checked against the remembered one). IntegrityError otherwise."""
+        trust = trust or self.ledger_trust()
+        expected = ledger_pb2.AnchorAuditBatch(
+            batch_number=proof.batch_number, first_sequence=proof.first_sequence,
+            last_sequence=proof.last_sequence, merkle_root=proof.batch_root,
+        )
+        # An inclusion proof against a co-signed checkpoint: what every caller, a patient too, may read.
+        checkpoint = verify_anchor_inclusion(self.ledger, proof.anchor_log_index, trust, expected)
+        self._remember(checkpoint, trust)
+        return checkpoint
+
+    def stream_audit_events(self, after_sequence: int = 0, **filters: Any) -> AuditEventStream:
+        """Audit events after a cursor, then live ones (operator or service); filters: service, outcome,
+        patient_id, actor_id, alerts_only, replay_only. Resume with the last sequence received."""
+        request = audit_pb2.StreamEventsRequest(after_sequence=after_sequence, **filters)
+        return AuditEventStream(self.audit.StreamEvents(request))
+
+    def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
+        """The privacy officer's review queue (operator or service)."""
+        return list(self.audit.ListReviewItems(audit_pb2.ListReviewItemsRequest(status=status), timeout=30).items)
+
+    def resolve_review_item(self, item_id: str, note: str) -> audit_pb2.ReviewItem:
+        """Close a review item with a note (operator or service); the resolution is audited."""
+        return self.audit.ResolveReviewItem(audit_pb2.ResolveReviewItemRequest(item_id=item_id, note=note),
+                                            timeout=30)
+
+    def verify_audit(self, check_ledger: bool = False) -> audit_pb2.VerifyAuditChainResponse:
+        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger)."""
+        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(check_ledger=check_ledger),
+                                           timeout=120)
+
+    # --- ledger --------------------------------------------------------------
+
+    def verify_chain(self) -> ledger_pb2.VerifyChainResponse:
+        """Ask the ledger to re-verify its whole chain; then check its checkpoint against the remembered one
+        (when these endpoints name a trust directory)."""
+        result = self.ledger.VerifyChain(ledger_pb2.VerifyChainRequest(), timeout=120)
+        if self.endpoints.trust_dir:
+            self.checkpoint()
+        return result
+
+    # --- client-side verification (no server trusted; see carechain.client.proofs) --
+
+    def ledger_trust(self) -> LedgerTrust:
+        """Validator keys, set and quorum from the network's endpoints (its trust directory)."""
+        if not self.endpoints.trust_dir:
+            raise ValueError("these endpoints name no trust directory; pass a LedgerTrust")
+        ids = [v for v in self.endpoints.validator_ids.split(",") if v] or ["svc-ledger"]
+        return LedgerTrust.load(pathlib.Path(self.endpoints.trust_dir), ids, self.endpoints.chain_id,
+                                self.endpoints.quorum)
+
+    def checkpoint(self, trust: LedgerTrust | None = None) -> VerifiedCheckpoint:
+        """The latest final checkpoint, its co-signatures checked locally."""
+        trust = trust or self.ledger_trust()
+        checkpoint = verify_checkpoint(self.ledger.GetCheckpoint(ledger_pb2.GetCheckpointRequest(), timeout=30),
+                                       trust)
+        self._remember(checkpoint, trust)
+        return checkpoint
+
+    def _remember(self, checkpoint: VerifiedCheckpoint, trust: LedgerTrust) -> None:
+        """Check a verified checkpoint against the newest one seen (HistoryRewritten) and remember the newer."""
+        # With several validators behind one failover address, one may answer from behind.
+        self.checkpoints.observe(trust.fingerprint(), checkpoint, consistency_fetcher(self.ledger),
+                                 lagging_ok=len(trust.validators.members) > 1)
+
+    def verify_record_inclusion(self, record_id: str, trust: LedgerTrust | None = None) -> RecordInclusion:
+        """Prove locally that record_id's registration is in the log a quorum of validators signed.
+
+        Raises :class:`carechain.core.errors.IntegrityError` when a proof or a co-signature does not hold,
+        :class:`carechain.client.proofs.HistoryRewritten` when the log does not extend the one seen before.
+        """
+        trust = trust or self.ledger_trust()
+        inclusion = verify_record_inclusion(self.ledger, record_id, trust)
+        self._remember(inclusion.checkpoint, trust)
+        return inclusion
+
+    def verify_consistency(self, older: VerifiedCheckpoint, newer: VerifiedCheckpoint) -> None:
+        """Prove locally that the log at newer extends the log at older (nothing rewritten)."""
+        verify_checkpoint_consistency(self.ledger, older, newer)

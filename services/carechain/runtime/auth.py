@@ -1,0 +1,114 @@
+"""Caller authentication: verifying access tokens on servers, obtaining them in clients.
+
+A principal proves possession of its Ed25519 key to the identity service
+(challenge, signature) and gets a short-lived access token for one audience.
+Servers accept only ``authorization: Bearer <token>`` with a valid signature by
+the identity service, their own audience and an unexpired lifetime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from carechain.common.v1 import common_pb2
+from carechain.core.errors import PermissionDenied, Unauthenticated
+from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, verify_token
+
+if TYPE_CHECKING:
+    from carechain.runtime.principal_status import PrincipalStatus
+
+
+Kind = common_pb2.PrincipalKind
+
+
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller, from its access token."""
+
+    principal_id: str
+    kind: int  # common_pb2.PrincipalKind
+    organization_id: str = ""
+    specialty: str = ""
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind == Kind.PRINCIPAL_KIND_SERVICE
+
+
+def caller_claims(caller: Caller, audience: str) -> dict[str, object]:
+    """Claims of an access token for caller."""
+    return {
+        "sub": caller.principal_id,
+        "aud": audience,
+        "kind": Kind.Name(caller.kind),
+        "org": caller.organization_id,
+        "spec": caller.specialty,
+    }
+
+
+class Authenticator:
+    """Verifies access tokens for one service audience."""
+
+    def __init__(self, trust: TrustBundle, audience: str, principal_status: PrincipalStatus | None = None) -> None:
+        issuer_key = trust.key(TOKEN_ISSUER_ID)
+        if issuer_key is None:
+            raise FileNotFoundError(f"trust bundle lacks the token issuer key {TOKEN_ISSUER_ID}")
+        self._issuer_keys = {TOKEN_ISSUER_ID: issuer_key}
+        self.audience = audience
+        # Deactivations followed from the ledger: a deactivated principal's live tokens stop at once.
+        self.principal_status = principal_status
+
+    def authenticate(self, context: grpc.ServicerContext) -> Caller:
+        """The caller of this RPC; Unauthenticated if the token is missing or bad."""
+        token = ""
+        for key, value in context.invocation_metadata():
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() != "bearer":
+                    raise Unauthenticated("authorization must be a Bearer token")
+                break
+        if not token:
+            raise Unauthenticated("missing access token (authorization: Bearer <token>)")
+        claims = verify_token(token, self._issuer_keys, ACCESS_TOKEN_TYPE, self.audience)
+        try:
+            kind = Kind.Value(str(claims.get("kind")))
+        except ValueError as exc:
+            raise Unauthenticated("token has an unknown principal kind") from exc
+        if self.principal_status is not None and self.principal_status.deactivated(str(claims["sub"])):
+            raise Unauthenticated("the principal was deactivated")
+        return Caller(str(claims["sub"]), kind, str(claims.get("org", "")), str(claims.get("spec", "")))
+
+    def require(self, context: grpc.ServicerContext, *kinds: int) -> Caller:
+        """Authenticate and check the caller's kind is one of kinds (any kind if none given).
+
+        Services declare who may call what in their access table (:mod:`carechain.runtime.access`),
+        checked before the handler runs; handlers read that caller with ``access.caller``.
+        """
+        caller = self.authenticate(context)
+        if kinds and caller.kind not in kinds:
+            allowed = ", ".join(Kind.Name(k).removeprefix("PRINCIPAL_KIND_").lower() for k in kinds)
+            raise PermissionDenied(f"this call is only for: {allowed}")
+        return caller
+
+    def require_service(self, context: grpc.ServicerContext, *services: str) -> Caller:
+        """Authenticate a CareChain service, optionally one of the named ones (e.g. "records")."""
+        caller = self.require(context, Kind.PRINCIPAL_KIND_SERVICE)
+        if services and caller.principal_id not in {f"svc-{s}" for s in services}:
+            raise PermissionDenied(f"this call is only for the {', '.join(services)} service")
+        return caller
+
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,156 @@
+"""The KeyManager seam on Vault / OpenBao Transit: keys that never leave Vault.
+
+Semantics match :class:`carechain.runtime.keyring.LocalKeyring` (the same
+contract suite runs against both). Transit specifics:
+
+- every patient key is ``aes256-gcm96``, ``exportable=false``,
+  ``deletion_allowed=true`` (crypto-shredding) and ``derived=true``;
+- **context binding**: Transit ``datakey`` has no associated-data parameter,
+  so each key is a *derived* key and the record context (``<patient>|<record>``)
+  is its KDF context: the data key is wrapped under
+  HKDF(key version, context). A wrapped key moved to another record (or
+  unwrapped under another patient's key) fails GCM authentication, exactly like
+  the associated data of the local keyring;
+- ``datakey/plaintext`` returns the fresh data key and its wrapped form
+  ``vault:v<N>:...``; ``decrypt`` unwraps; ``rewrap`` re-wraps under the latest
+  version inside Vault; ``min_decryption_version`` is the key's config.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import hvac
+import hvac.exceptions
+
+from carechain.core.crypto import AES_KEY_BYTES
+from carechain.core.errors import CareChainError, FailedPrecondition, IntegrityError, InvalidArgument, NotFound
+from carechain.runtime.keyring import KeyInfo, _check_name, wrapped_key_version
+from carechain.runtime.vault import vault_errors, vault_message
+
+KEY_TYPE = "aes256-gcm96"
+
+_NOT_FOUND_TEXTS = ("encryption key not found", "key not found", "no existing key named", "not found")
+_TOO_OLD_TEXT = "disallowed by policy"
+
+
+class VaultTransitKeyManager:
+    """Patients' key-encryption keys in a Transit mount (Vault or OpenBao)."""
+
+    def __init__(self, client: hvac.Client, mount: str = "transit") -> None:
+        self._client = client
+        self._mount = mount
+        self._transit = client.secrets.transit
+
+    def close(self) -> None:
+        """Nothing to release: the hvac client belongs to the caller."""
+
+    # --- key lifecycle ---------------------------------------------------------
+
+    def create_key(self, name: str) -> KeyInfo:
+        _check_name(name)
+        with vault_errors(f"create Transit key {name}", _key_errors(name)):
+            data = self._transit.create_key(
+                name, key_type=KEY_TYPE, derived=True, exportable=False, mount_point=self._mount
+            )
+        # Creating an existing key is a no-op in Transit and may answer 204 without a body.
+        info = data.get("data") if isinstance(data, dict) else None
+        if info is None:
+            info = self._read(name)
+        if not info.get("derived") or info.get("type") != KEY_TYPE:
+            raise FailedPrecondition(f"Transit key {name} exists but is not a derived {KEY_TYPE} key")
+        if not info.get("deletion_allowed"):
+            with vault_errors(f"configure Transit key {name}", _key_errors(name)):
+                self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
+        return self.key_info(name)
+
+    def rotate(self, name: str) -> int:
+        _check_name(name)
+        with vault_errors(f"rotate Transit key {name}", _key_errors(name)):
+            self._transit.rotate_key(name, mount_point=self._mount)
+        return self.key_info(name).latest_version
+
+    def key_info(self, name: str) -> KeyInfo:
+        _check_name(name)
+        data = self._read(name)
+        return KeyInfo(
+            name=name,
+            latest_version=int(data["latest_version"]),
+            min_decryption_version=int(data["min_decryption_version"]),
+            key_type=str(data["type"]),
+            exportable=bool(data["exportable"]),
+            deletion_allowed=bool(data["deletion_allowed"]),
+        )
+
+    def set_min_decryption_version(self, name: str, version: int) -> KeyInfo:
+        info = self.key_info(name)
+        # Checked here: Transit silently turns 0 into 1.
+        if not 1 <= version <= info.latest_version:
+            raise InvalidArgument("min_decryption_version", f"must be between 1 and {info.latest_version}")
+        with vault_errors(f"configure Transit key {name}", _key_errors(name)):
+            self._transit.update_key_configuration(name, min_decryption_version=version, mount_point=self._mount)
+        return self.key_info(name)
+
+    def delete_key(self, name: str) -> None:
+        _check_name(name)
+        with vault_errors(f"delete Transit key {name}", _key_errors(name)):
+            self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
+            self._transit.delete_key(name, mount_point=self._mount)
+
+    # --- envelope encryption ---------------------------------------------------
+
+    def generate_data_key(self, name: str, context: bytes) -> tuple[bytes, str]:
+        _check_name(name)
+        with vault_errors(f"generate a data key under {name}", _key_errors(name)):
+            data = self._transit.generate_data_key(
+                name, key_type="plaintext", context=_b64(context), mount_point=self._mount
+            )["data"]
+        plaintext = base64.b64decode(data["plaintext"])
+        if len(plaintext) != AES_KEY_BYTES:
+            raise IntegrityError("Transit returned a data key of the wrong length")
+        return plaintext, str(data["ciphertext"])
+
+    def decrypt_data_key(self, name: str, wrapped: str, context: bytes) -> bytes:
+        _check_name(name)
+        version = wrapped_key_version(wrapped)  # InvalidArgument before asking Vault
+        with vault_errors(f"unwrap a data key under {name}", _key_errors(name, version)):
+            data = self._transit.decrypt_data(name, wrapped, context=_b64(context), mount_point=self._mount)["data"]
+        plaintext = base64.b64decode(data["plaintext"])
+        if len(plaintext) != AES_KEY_BYTES:
+            raise IntegrityError("unwrapped data key has the wrong length")
+        return plaintext
+
+    def rewrap(self, name: str, wrapped: str, context: bytes) -> str:
+        _check_name(name)
+        version = wrapped_key_version(wrapped)
+        with vault_errors(f"rewrap a data key under {name}", _key_errors(name, version)):
+            data = self._transit.rewrap_data(name, wrapped, context=_b64(context), mount_point=self._mount)["data"]
+        return str(data["ciphertext"])
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _read(self, name: str) -> dict:
+        with vault_errors(f"read Transit key {name}", _key_errors(name)):
+            return self._transit.read_key(name, mount_point=self._mount)["data"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _key_errors(name: str, version: int | None = None) -> Callable[[hvac.exceptions.VaultError], CareChainError]:
+    """Map Transit's 400/404 answers to the errors LocalKeyring raises."""
+
+    def mapped(exc: hvac.exceptions.VaultError) -> CareChainError:
+        message = vault_message(exc)
+        if isinstance(exc, hvac.exceptions.InvalidPath) or any(t in message for t in _NOT_FOUND_TEXTS):
+            return NotFound(f"key {name} does not exist (never created, or deleted)")
+        if _TOO_OLD_TEXT in message:
+            return FailedPrecondition(f"key {name} version {version} is below min_decryption_version")
+        if version is not None:
+            # Ciphertext problems: changed bytes, wrong context, wrong key, unknown version.
+            return IntegrityError(f"wrapped data key does not unwrap under key {name}: {message}")
+        return FailedPrecondition(f"Transit key {name}: {message}")
+
+    return mapped
