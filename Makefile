@@ -5,11 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= var/network
 
-.PHONY: help venv tools protos lint test unit e2e run demo bench clean
+.PHONY: help venv tools protos lint test unit integration e2e run demo bench clean
 
 help:
 	@echo "make run    - create the environment and start the local network (data in $(DATA))"
-	@echo "make test   - run all tests (unit, contract, end-to-end)"
+	@echo "make test   - run all tests: lint, unit, integration (contract suites, real servers), end-to-end"
+	@echo "make unit   - the fast inner loop: unit tests, no servers, no make tools (under a minute)"
+	@echo "make integration - contract suites and integration tests against real OpenBao, MinIO, etcd, HAPI"
+	@echo "make e2e    - end-to-end tests: the six services as real processes"
 	@echo "make demo   - run the demo story against a running network"
 	@echo "make bench  - run benchmarks and print numbers"
 	@echo "make protos - regenerate Python code from protos/"
@@ -36,10 +39,13 @@ test: venv tools lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 unit: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests -m "not e2e"
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-e2e: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests -m e2e
+integration: venv tools
+	$(PY) -m pytest -q -p no:cacheprovider tests/contract tests/integration tests/helm
+
+e2e: venv tools
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
 run: venv
 	$(VENV)/bin/carechain up --data-dir $(DATA)

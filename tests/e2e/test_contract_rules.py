@@ -131,7 +131,7 @@ def test_a_direct_grant_must_meet_the_consent_rules_and_a_valid_one_is_audited(n
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "purposes" in details
     # Straight to the ledger instead, sealed without svc-consent's attestation (here: a valid policy's
     # sealed bytes with the attestation stripped, or moved to another consent id): invalid. (A policy in
-    # clear is invalid too: tests/unit/test_ledger_validator.py. It is not sent here because even an
+    # clear is invalid too: tests/unit/ledger/test_contract.py. It is not sent here because even an
     # invalid transaction stays in the chain, and test_ledger_privacy checks this network's chain.)
     treat_gp = policy_pb2.ConsentPolicy(provisions=[permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=gp)])
     stripped = sealed(patient.client, treat_gp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -12,6 +13,9 @@ from carechain.consent.v1 import policy_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import OPERATOR_ID, TrustBundle, service_principal_id
 from carechain.ledger import transactions
+from carechain.ledger.chain import Ledger
+from carechain.ledger.quorum import ValidatorSet
+from carechain.ledger.shared_order import SharedOrder
 from carechain.ledger.v1 import ledger_pb2
 
 CHAIN = "carechain-test"
@@ -115,3 +119,30 @@ def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed2551
     dr, dr_key = register(net, "dr-1", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-1")
     pat, pat_key = register(net, "pat-1", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
     return [org, dr, pat], {"org-1": org_key, "dr-1": dr_key, "pat-1": pat_key}
+
+
+TIMEOUT = 20
+
+
+class Validators:
+    """Keys of N validators and a trust bundle holding them next to the services'."""
+
+    def __init__(self, count: int, quorum_size: int = 0) -> None:
+        self.net = Net()
+        self.signers = [Ed25519Signer.generate(f"validator-{i}") for i in range(1, count + 1)]
+        self.set = ValidatorSet.of([s.key_id for s in self.signers], quorum_size)
+        self.trust = TrustBundle({**self.net.trust.keys, **{s.key_id: s.public_key_bytes() for s in self.signers}})
+        self.order = SharedOrder()
+
+    def open(self, tmp_path, index: int, **kwargs) -> Ledger:
+        kwargs.setdefault("block_max_wait_ms", 2)
+        return Ledger.open(tmp_path / f"v{index}", CHAIN, self.signers[index], self.trust, orderer=self.order,
+                           validators=self.set, finality_poll_seconds=0.005, **kwargs)
+
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)

@@ -1,9 +1,9 @@
 """The package layers hold: no lower layer imports a higher one, no service reaches into another's internals.
 
-Layers (``carechain/__init__.py`` documents them): 0 ``core``, ``labels`` and the generated ``*.v1`` stubs;
-1 ``client``; 2 ``runtime``; 3 the six services; 4 ``dev``, ``admin``, ``cli``. A module may import its own
-layer and the layers below; tooling (layer 4) may import anything. Across services, and from the client and runtime layers
-into services, only a service's ``v1`` stubs and the modules it lists in ``CLIENT_MODULES`` may be imported;
+Layers (``carechain/__init__.py`` documents them): 0 ``core``, ``labels`` and the generated ``*.v1``
+stubs; 1 ``client``; 2 ``runtime``; 3 the six services; 4 ``dev``, ``admin``, ``cli``. A module may import its own
+layer and the layers below; tooling (layer 4) may import anything. Across services, and from the client and runtime
+layers into services, only a service's ``v1`` stubs and the modules it lists in ``CLIENT_MODULES`` may be imported;
 those declared modules are a public surface, so they may themselves import only layers 0-2 and other declared
 modules.
 """

@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, onboarding, register
+from ledger_fixtures import CHAIN, Kind, Net, Validators, onboarding, register, wait_until
 
-from carechain.core.crypto import Ed25519Signer
 from carechain.core.errors import Unavailable
-from carechain.core.layout import TrustBundle
 from carechain.ledger import quorum, transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.quorum import ValidatorSet
-from carechain.ledger.shared_order import SharedOrder
 from carechain.ledger.v1 import ledger_pb2
 
 TIMEOUT = 20
 
 
-class Validators:
-    """Keys of N validators and a trust bundle holding them next to the services'."""
-
-    def __init__(self, count: int, quorum_size: int = 0) -> None:
-        self.net = Net()
-        self.signers = [Ed25519Signer.generate(f"validator-{i}") for i in range(1, count + 1)]
-        self.set = ValidatorSet.of([s.key_id for s in self.signers], quorum_size)
-        self.trust = TrustBundle({**self.net.trust.keys, **{s.key_id: s.public_key_bytes() for s in self.signers}})
-        self.order = SharedOrder()
-
-    def open(self, tmp_path, index: int, **kwargs) -> Ledger:
-        kwargs.setdefault("block_max_wait_ms", 2)
-        return Ledger.open(tmp_path / f"v{index}", CHAIN, self.signers[index], self.trust, orderer=self.order,
-                           validators=self.set, finality_poll_seconds=0.005, **kwargs)
 
 
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def headers(ledger: Ledger) -> list[bytes]:

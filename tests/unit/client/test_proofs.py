@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ledger_fixtures import CHAIN, onboarding, record, tx
-from test_ledger_quorum import Validators, wait_until
+from ledger_fixtures import CHAIN, Validators, onboarding, record, tx, wait_until
 
 from carechain.client.proofs import (
     LedgerTrust,

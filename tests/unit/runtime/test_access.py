@@ -27,7 +27,7 @@ from carechain.storage.blobstore import LocalBlobStore
 from carechain.storage.server import StorageServicer
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
-DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "security.md"
+DOC = pathlib.Path(__file__).resolve().parents[3] / "docs" / "security.md"
 BEGIN, END = "<!-- access-table:begin -->", "<!-- access-table:end -->"
 DESCRIPTORS = [
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],

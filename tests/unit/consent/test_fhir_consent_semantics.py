@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 
 import grpc
-from consent_ledger_fake import register_record
-from test_consent_server import (  # noqa: F401 - clock and env are the fixtures of the in-process service
+from consent_fixtures import (  # noqa: F401 - clock and env are the fixtures of the in-process service
     PATIENT_CALLER,
     RECORDS_CALLER,
     Env,
@@ -20,6 +19,7 @@ from test_consent_server import (  # noqa: F401 - clock and env are the fixtures
     grant,
     status_of,
 )
+from consent_ledger_fake import register_record
 
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent import fhir_consent as f
