@@ -56,13 +56,13 @@ from carechain.core.errors import (
 from carechain.core.layout import TrustBundle, audience, service_principal_id
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.quorum import configured_validator_set
-from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, own_patient_field
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import AuditSettings
 from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.principal_status import PrincipalStatus
-from carechain.runtime.server import Register, run_service
+from carechain.runtime.server import Register, register_servicer, run_service
 
 log = logging.getLogger("carechain.audit.server")
 
@@ -520,11 +520,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 def register_audit(servicer: AuditServicer) -> Register:
     """A register function adding servicer to a server."""
 
-    def register(server: grpc.Server) -> list[str]:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
-        return [audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name]
-
-    return register
+    return register_servicer(audit_pb2_grpc.add_AuditServiceServicer_to_server, servicer, ACCESS, servicer._auth)
 
 
 class LedgerAccess:

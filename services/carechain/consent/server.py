@@ -69,13 +69,13 @@ from carechain.ledger.reader import VerifiedLedgerReader, configured_validators
 from carechain.ledger.sealing import LedgerSealer, metadata_sealer
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
-from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import ConsentSettings
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus
-from carechain.runtime.server import Register, run_service
+from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.vault import service_signer
 
 log = logging.getLogger("carechain.consent")
@@ -663,12 +663,7 @@ def _validate_period(period: common_pb2.Period, field: str) -> None:
 
 def register_consent(servicer: ConsentServicer) -> Register:
     """A register function adding servicer to a server."""
-
-    def register(server: grpc.Server) -> list[str]:
-        consent_pb2_grpc.add_ConsentServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
-        return [SERVICE.full_name]
-
-    return register
+    return register_servicer(consent_pb2_grpc.add_ConsentServiceServicer_to_server, servicer, ACCESS, servicer._auth)
 
 
 def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]]:

@@ -59,14 +59,14 @@ from carechain.identity.registry import (
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
-from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard, own_patient_field
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, own_patient_field
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
 from carechain.runtime.config import IdentitySettings
 from carechain.runtime.keyring import KeyManager, LocalKeyring, wrapped_key_version
 from carechain.runtime.peers import Peers
 from carechain.runtime.principal_status import PrincipalStatus
-from carechain.runtime.server import Register, run_service
+from carechain.runtime.server import Register, register_servicer, run_service
 
 if TYPE_CHECKING:
     import hvac
@@ -684,12 +684,7 @@ def build(
 
 def register_identity(servicer: IdentityServicer) -> Register:
     """A register function adding servicer, guarded by ACCESS, to a server."""
-
-    def register(server: grpc.Server) -> list[str]:
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
-        return [SERVICE.full_name]
-
-    return register
+    return register_servicer(identity_pb2_grpc.add_IdentityServiceServicer_to_server, servicer, ACCESS, servicer._auth)
 
 
 def _signer(settings: IdentitySettings, vault: hvac.Client | None) -> Signer:

@@ -20,9 +20,7 @@ carries the validators' header signatures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
-import grpc
+from collections.abc import Callable
 
 from carechain.core.errors import InvalidArgument, NotFound
 from carechain.core.layout import TrustBundle, audience
@@ -34,12 +32,12 @@ from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from carechain.runtime.access import ANY, AccessTable, Allow, Scope, guard
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import LedgerSettings
 from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.principal_status import PrincipalStatus
-from carechain.runtime.server import Register, run_service
+from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
@@ -231,9 +229,7 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
         ledger, Authenticator(trust, audience("ledger"), principal_status), settings.rpc_timeout_seconds
     )
 
-    def register(server: grpc.Server) -> Iterable[str]:
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(guard(servicer, ACCESS, servicer.auth), server)
-        return [SERVICE_NAME]
+    register = register_servicer(ledger_pb2_grpc.add_LedgerServiceServicer_to_server, servicer, ACCESS, servicer.auth)
 
     # The ledger first (it cuts what is ordered), then the orderer it was given.
     return register, [principal_status.close, ledger.close] + ([orderer.close] if orderer is not None else [])

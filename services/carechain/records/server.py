@@ -13,12 +13,12 @@ from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
 from carechain.records.gateway import RecordsGateway, handling_label_codings
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.runtime.access import ANY, AccessTable, Allow, caller, guard
+from carechain.runtime.access import ANY, AccessTable, Allow, caller
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import RecordsSettings
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus
-from carechain.runtime.server import Register, run_service
+from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.vault import service_signer
 
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
@@ -79,11 +79,8 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings))
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status))
-
-    def register(server: grpc.Server) -> list[str]:
-        records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
-        return [SERVICE_NAME]
-
+    add = records_pb2_grpc.add_RecordsServiceServicer_to_server
+    register = register_servicer(add, servicer, ACCESS, servicer._auth)
     return register, [principal_status.close, peers.close]
 
 

@@ -25,7 +25,8 @@ from grpc_reflection.v1alpha import reflection
 from carechain.client.channels import MAX_MESSAGE_BYTES
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
-from carechain.runtime.access import is_guarded
+from carechain.runtime.access import AccessTable, guard, is_guarded
+from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
 from carechain.runtime.logs import configure_logging
 from carechain.runtime.tls import server_credentials
@@ -169,6 +170,21 @@ class RunningService:
     def wait(self) -> None:
         """Block until stop() has finished."""
         self._done.wait()
+
+
+def register_servicer(add_servicer: Callable[[Any, grpc.Server], None], servicer: Any, table: AccessTable,
+             authenticator: Authenticator) -> Register:
+    """The register step of every service: add servicer behind its access table, name the service.
+
+    add_servicer is the generated ``add_<Name>Servicer_to_server``; the service name for health and
+    reflection is the table's, so the two can never disagree.
+    """
+
+    def register_on(server: grpc.Server) -> list[str]:
+        add_servicer(guard(servicer, table, authenticator), server)
+        return [table.full_name]
+
+    return register_on
 
 
 def start_service(

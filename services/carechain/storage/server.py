@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import grpc
-
 from carechain.core.errors import InvalidArgument
 from carechain.core.layout import TrustBundle, audience
-from carechain.runtime.access import ANY, AccessTable, Allow, guard
+from carechain.runtime.access import ANY, AccessTable, Allow
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import StorageSettings
-from carechain.runtime.server import Register, run_service
+from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.storage.blobstore import BlobStore, LocalBlobStore, check_sha256
 from carechain.storage.s3_blobstore import S3BlobStore
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
@@ -85,11 +83,8 @@ def build(settings: StorageSettings) -> tuple[Register, list[Callable[[], None]]
     """The storage servicer on the configured blob store (local directory or S3)."""
     trust = TrustBundle.load(settings.trust_dir)
     servicer = StorageServicer(blob_store(settings), trust)
-
-    def register(server: grpc.Server) -> list[str]:
-        storage_pb2_grpc.add_StorageServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)
-        return [SERVICE.full_name]
-
+    add = storage_pb2_grpc.add_StorageServiceServicer_to_server
+    register = register_servicer(add, servicer, ACCESS, servicer._auth)
     return register, []
 
 
