@@ -54,7 +54,7 @@ demo: venv
 	$(VENV)/bin/carechain demo --data-dir $(DATA)
 
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/records.py $(BENCH_ARGS)
 	$(PY) bench/ledger.py
 
 clean:
