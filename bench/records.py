@@ -220,6 +220,42 @@ def fsyncs_per_put(network: LocalNetwork, put: Callable[[int], object], operatio
     return counts
 
 
+def profile(network: LocalNetwork, operation: Callable[[int], object], clients: int, seconds: float,
+            out_dir: pathlib.Path, label: str, top: int = 8) -> None:
+    """py-spy every service process while operation runs; print where each one spends CPU.
+
+    Only samples of the thread holding the GIL count (``--gil``): waits are not work. Printed: the hottest
+    functions by self time, and the CareChain functions by inclusive time.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    py_spy = shutil.which("py-spy", path=pathlib.Path(sys.executable).parent) or "py-spy"
+    spies = {}
+    for name, process in network.processes.items():
+        out = out_dir / f"{label}-{name}.txt"
+        spies[name] = (subprocess.Popen(  # noqa: S603 - fixed argv
+            [py_spy, "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw", "-d", str(int(seconds) + 1),
+             "-o", str(out), "-p", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+    time.sleep(0.5)
+    closed_loop(operation, clients, seconds)
+    for name, (spy, out) in spies.items():
+        spy.wait(30)
+        self_time: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in out.read_text().splitlines() if out.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            frames = [re.sub(r" \(.*?([\w/]+\.py):\d+\)", r" (\1)", f) for f in stack.split(";")]
+            self_time[frames[-1]] = self_time.get(frames[-1], 0) + int(count)
+            for frame in set(frames):
+                if "carechain/" in frame:
+                    inclusive[frame] = inclusive.get(frame, 0) + int(count)
+            total += int(count)
+        for kind, table in (("self", self_time), ("carechain inclusive", inclusive)):
+            hottest = sorted(table.items(), key=lambda item: -item[1])[:top]
+            cells = "; ".join(f"{frame} {count * 100 / max(total, 1):.0f}%" for frame, count in hottest)
+            print(f"    {label} {name} ({kind}): {cells}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one run of 3 s per figure (a laptop check)")
@@ -227,9 +263,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each closed-loop run")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min-max printed)")
     parser.add_argument("--syscalls", action="store_true", help="count fsyncs per PutRecord with strace")
+    parser.add_argument("--profile", type=pathlib.Path, metavar="DIR",
+                        help="py-spy each service during PutRecord and GetRecord; raw stacks into DIR")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.seconds, args.clients = 1, 3.0, "1,64"
+        args.runs, args.seconds = 1, 3.0
+        args.clients = "1,64" if args.clients == parser.get_default("clients") else args.clients
     concurrencies = [int(c) for c in args.clients.split(",")]
 
     with gzip.open(FIXTURES / "Condition.000.ndjson.gz", "rb") as handle:
@@ -320,6 +359,10 @@ def main() -> int:
                     counts = fsyncs_per_put(network, put, 50)
                     cells = ", ".join(f"{name} {count:.1f}" for name, count in counts.items())
                     print(f"  fsync+fdatasync per PutRecord (strace): {cells}; total {sum(counts.values()):.1f}")
+            if args.profile:
+                print("  hottest functions (py-spy, self time), 16 clients:")
+                profile(network, put, 16, args.seconds, args.profile, "PutRecord")
+                profile(network, get, 16, args.seconds, args.profile, "GetRecord")
             for client in (operator, hospital, reader):
                 client.close()
         finally:
