@@ -278,6 +278,16 @@ naming the values to change.
 {{- if hasKey $names .name }}{{ fail (printf "ledger.validators: the name %q is used twice" .name) }}{{ end }}
 {{- $_ := set $names .name true }}
 {{- end }}
+{{- /* vault-bootstrap's role for a validator (carechain-ledger for svc-ledger, else carechain-<id>) may sign
+     with the key named like the validator's id only: another key needs a role made for it (vaultRole). */}}
+{{- if and (eq $v.signing.backend "vault") (eq $v.vault.auth.method "kubernetes") }}
+{{- range $v.ledger.validators }}
+{{- $id := include "carechain.validatorId" (dict "root" $ "validator" .) }}
+{{- if and .signingKeyName (ne .signingKeyName $id) (not .vaultRole) }}
+{{- fail (printf "ledger.validators[%s].signingKeyName: %s is not the key of the Vault role this validator logs in with (%s may sign with %s only): set id: %s instead (`vault-bootstrap --validator %s` makes its key and role carechain-%s), or name a role that may use the key in vaultRole" .name .signingKeyName (include "carechain.validatorVaultRole" (dict "root" $ "validator" .)) $id .signingKeyName .signingKeyName .signingKeyName) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and (gt (len $v.ledger.validators) 1) (ne $v.ledger.orderer "etcd") }}
 {{- fail "ledger.validators: several validators share one order and exchange signatures through etcd: set ledger.orderer=etcd" }}
 {{- end }}
@@ -589,13 +599,24 @@ spec:
 {{- if eq $v.signing.backend "vault" }}
 - name: CARECHAIN_SIGNING_KEY_NAME
   value: {{ default $id .validator.signingKeyName | quote }}
-{{- if and (eq $v.vault.auth.method "kubernetes") (ne $id "svc-ledger") }}
-{{- /* `vault-bootstrap --validator <id>` makes role carechain-<id>: signing with this validator's key only. */}}
+{{- if and (eq $v.vault.auth.method "kubernetes") (or (ne $id "svc-ledger") .validator.vaultRole) }}
 - name: CARECHAIN_VAULT_KUBERNETES_ROLE
-  value: {{ printf "carechain-%s" $id | quote }}
+  value: {{ include "carechain.validatorVaultRole" (dict "root" .root "validator" .validator) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A validator's Vault role (Kubernetes auth): its vaultRole, else what `vault-bootstrap` makes for it:
+carechain-<id> (`--validator <id>`: signing with that validator's key only), or the ledger's role for
+svc-ledger. (dict "root" $ "validator" <entry of ledger.validators>)
+*/}}
+{{- define "carechain.validatorVaultRole" -}}
+{{- $id := include "carechain.validatorId" . }}
+{{- if .validator.vaultRole }}{{ .validator.vaultRole }}
+{{- else if ne $id "svc-ledger" }}{{ printf "carechain-%s" $id }}
+{{- else }}{{ include "carechain.vaultRole" (dict "root" .root "service" "ledger") }}{{ end }}
 {{- end }}
 
 {{/*
