@@ -15,6 +15,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import grpcext as otel_grpcext
 
 from carechain.auth import TokenSource, bearer_interceptor
+from carechain.balancing import LoadBalancing, channel_options
 from carechain.crypto import Signer
 from carechain.errors import Unavailable
 from carechain.network import audience
@@ -37,7 +38,8 @@ MULTI_ADDRESS_TLS_NAME = "localhost"
 
 
 def open_channel(
-    address: str, service: str, tokens: TokenSource | None = None, tls: ClientTLS | None = None
+    address: str, service: str, tokens: TokenSource | None = None, tls: ClientTLS | None = None,
+    load_balancing: LoadBalancing = "pick_first",
 ) -> grpc.Channel:
     """A traced channel to service at address: TLS when tls is given, authenticated when tokens is.
 
@@ -46,11 +48,13 @@ def open_channel(
     moves to the next one when the current one goes away). With TLS such a
     target has no single host name: the servers' certificates must then name
     :data:`MULTI_ADDRESS_TLS_NAME` (the local network issues them so).
+    load_balancing ``round_robin`` spreads calls over every address the target
+    resolves to (carechain.balancing).
     """
     if tls is None:
-        channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS + channel_options(load_balancing))
     else:
-        options = list(_CHANNEL_OPTIONS)
+        options = list(_CHANNEL_OPTIONS) + channel_options(load_balancing)
         if address.startswith(("ipv4:", "ipv6:")) and "," in address:
             options.append(("grpc.ssl_target_name_override", MULTI_ADDRESS_TLS_NAME))
         channel = grpc.secure_channel(address, tls.credentials(), options=options)
@@ -111,7 +115,8 @@ class Peers:
 
     def _stub(self, service: str, stub_class: Any) -> PeerStub:
         if service not in self._stubs:
-            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens, self._tls)
+            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens, self._tls,
+                                   getattr(self._settings, "peer_load_balancing", "pick_first"))
             self._channels.append(channel)
             self._stubs[service] = PeerStub(service, stub_class(channel), self._settings.rpc_timeout_seconds)
         return self._stubs[service]
@@ -154,5 +159,6 @@ class Peers:
 
 def service_peers(settings: Any, signer: Signer) -> Peers:
     """Stubs for the other services, authenticated as this service with tokens from identity."""
-    identity = open_channel(settings.identity_address, "identity", tls=ClientTLS.from_settings(settings))
+    identity = open_channel(settings.identity_address, "identity", tls=ClientTLS.from_settings(settings),
+                            load_balancing=getattr(settings, "peer_load_balancing", "pick_first"))
     return Peers(settings, TokenSource.for_signer(identity, signer), owned_channels=(identity,))

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from carechain.access import is_guarded
+from carechain.balancing import server_options
 from carechain.clients import MAX_MESSAGE_BYTES
 from carechain.config import ServiceSettings
 from carechain.errors import CareChainError, PermissionDenied
@@ -184,6 +185,7 @@ def start_service(
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *server_options(settings),  # connection ageing: callers reconnect and reach new replicas
         ],
     )
     service_names = list(register(server))

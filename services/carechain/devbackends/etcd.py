@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from carechain.crypto import write_private_file
-from carechain.devbackends.process import ServerProcess, free_port
 from carechain.devbackends.etcd_binary import etcd_binary
+from carechain.devbackends.process import ServerProcess, free_port
 from carechain.errors import FailedPrecondition
 from carechain.etcd import AccessRefused, Credentials, EtcdClient, prefix_end
 from carechain.tls import IssuedCertificate, LocalCertificateAuthority
