@@ -114,6 +114,7 @@ def test_a_wrong_value_fails_with_a_message_naming_it(settings: list[str], expec
         ("minimal", ["--set", "identity.autoscaling.enabled=true"], "identity.autoscaling.enabled=false"),
         ("minimal", ["--set", "identity.persistence.enabled=false", "--set", "identity.replicas=2"],
          "use identity.keyBackend=vault to run more than one replica"),
+        ("minimal", ["--set", "audit.replicas=2"], "use audit.store=etcd to run more than one replica"),
         ("minimal", ["--set", "otel.tracesExporter=otlp"], "otel.endpoint: required"),
         ("minimal", ["--set", "ingress.tls.enabled=true"], "set ingress.enabled=true"),
         ("minimal", ["--set", "ingress.enabled=true", "--set", "ingress.tls.enabled=true", "--set",

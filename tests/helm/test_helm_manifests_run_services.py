@@ -148,8 +148,9 @@ def _rewrite(
 
 
 def _assert_routes_to(rendering: Rendering, address: str, peer: str) -> None:
-    """A peer address is a Service DNS name whose port reaches that peer's gRPC container port."""
-    host, port = address.rsplit(":", 1)
+    """A peer address is a Service DNS name (dns:/// a headless one for round_robin) whose port reaches that
+    peer's gRPC container port."""
+    host, port = address.removeprefix("dns:///").rsplit(":", 1)
     name, namespace, svc = host.split(".")
     assert (namespace, svc) == (NAMESPACE, "svc"), address
     service = rendering.get("Service", name)

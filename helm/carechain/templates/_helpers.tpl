@@ -67,8 +67,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s%s" $prefix .service }}
 {{- end }}
 
-{{/* In-cluster address of a service: <fullname>-<service>.<namespace>.svc:<port> */}}
+{{/* Services whose callers can balance per call over every pod (stateless, or sharing their backend). */}}
+{{- define "carechain.balancedServices" -}}
+identity storage consent audit
+{{- end }}
+
+{{/*
+In-cluster address of a service: <fullname>-<service>.<namespace>.svc:<port> (the ClusterIP Service);
+with grpc.loadBalancing=round_robin, for balanced services, dns:/// of the headless
+<fullname>-<service>-replicas Service (one address per ready pod; carechain.balancing).
+*/}}
 {{- define "carechain.address" -}}
+{{- $port := (index .root.Values .service).port }}
+{{- if and (eq .root.Values.grpc.loadBalancing "round_robin") (has .service (splitList " " (include "carechain.balancedServices" .))) }}
+{{- printf "dns:///%s-%s-replicas.%s.svc:%d" (include "carechain.fullname" .root) .service .root.Release.Namespace (int $port) }}
+{{- else }}
+{{- include "carechain.serviceAddress" . }}
+{{- end }}
+{{- end }}
+
+{{/* The ClusterIP Service address of a service (what clients outside the services, like helm test, use). */}}
+{{- define "carechain.serviceAddress" -}}
 {{- $port := (index .root.Values .service).port }}
 {{- printf "%s-%s.%s.svc:%d" (include "carechain.fullname" .root) .service .root.Release.Namespace (int $port) }}
 {{- end }}
@@ -114,6 +133,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s%s" $auth.rolePrefix .service) (index $auth.roles .service) }}
 {{- end }}
 
+{{/*
+"true" when a Deployment keeps its embedded store on a PersistentVolume: identity with keyBackend=local,
+storage with blobBackend=local (and persistence.enabled). With Vault / S3 they keep nothing on disk and
+scale freely. (dict "root" $ "service" "identity")
+*/}}
+{{- define "carechain.usesVolume" -}}
+{{- $v := .root.Values }}
+{{- $s := index $v .service }}
+{{- if and (hasKey $s "persistence") $s.persistence.enabled (or (and (eq .service "identity") (eq $v.identity.keyBackend "local")) (and (eq .service "storage") (eq $v.storage.blobBackend "local"))) }}true{{ end }}
+{{- end }}
+
+{{/* Update strategy of the validators' StatefulSets: ledger.updateStrategy, else OnDelete with several. */}}
+{{- define "carechain.validatorUpdateStrategy" -}}
+{{- if .Values.ledger.updateStrategy }}{{ .Values.ledger.updateStrategy }}
+{{- else if gt (len .Values.ledger.validators) 1 }}OnDelete
+{{- else }}RollingUpdate{{ end }}
+{{- end }}
+
 {{/* Mount paths inside every container. */}}
 {{- define "carechain.paths.data" -}}/var/lib/carechain{{- end }}
 {{- define "carechain.paths.trust" -}}/etc/carechain/trust{{- end }}
@@ -144,6 +181,7 @@ certificate must carry: (dict "root" $ "service" "ledger").
 {{- $name := include "carechain.componentName" (dict "root" .root "component" .service) }}
 {{- $names := list $name }}
 {{- if eq .service "audit" }}{{ $names = append $names (printf "%s-headless" $name) }}{{ end }}
+{{- if has .service (splitList " " (include "carechain.balancedServices" .)) }}{{ $names = append $names (printf "%s-replicas" $name) }}{{ end }}
 {{- if eq .service "ledger" }}
 {{- range .root.Values.ledger.validators }}{{ $names = append $names (printf "%s-%s" $name .name) }}{{ end }}
 {{- end }}
@@ -263,7 +301,7 @@ naming the values to change.
 {{- end }}
 {{- range $svc := list "identity" "storage" }}
 {{- $s := index $v $svc }}
-{{- if and $s.persistence.enabled (or (gt (int $s.replicas) 1) $s.autoscaling.enabled) }}
+{{- if and (include "carechain.usesVolume" (dict "root" $ "service" $svc)) (or (gt (int $s.replicas) 1) $s.autoscaling.enabled) }}
 {{- fail (printf "%s: a PersistentVolume (%s.persistence.enabled=true) is mounted by one pod only: set %s.replicas=1 and %s.autoscaling.enabled=false, or turn persistence off (storage: with blobBackend=s3)" $svc $svc $svc $svc) }}
 {{- end }}
 {{- end }}
@@ -272,6 +310,9 @@ naming the values to change.
 {{- end }}
 {{- if and (eq $v.storage.blobBackend "local") (or (gt (int $v.storage.replicas) 1) $v.storage.autoscaling.enabled) }}
 {{- fail "storage: blobBackend=local keeps blobs in one pod's volume: use storage.blobBackend=s3 to run more than one replica" }}
+{{- end }}
+{{- if and (eq $v.audit.store "sqlite") (gt (int $v.audit.replicas) 1) }}
+{{- fail "audit: store=sqlite keeps the hash-chained trail in one pod's volume: use audit.store=etcd to run more than one replica" }}
 {{- end }}
 {{- $names := dict }}
 {{- range $v.ledger.validators }}
@@ -445,7 +486,7 @@ spec:
         {{- end }}
   volumes:
     {{- if not (has $svc (list "ledger" "audit")) }}
-    {{- if and (hasKey $s "persistence") $s.persistence.enabled }}
+    {{- if include "carechain.usesVolume" $ctx }}
     - name: data
       persistentVolumeClaim:
         claimName: {{ include "carechain.componentName" $ctx }}-data
@@ -643,6 +684,9 @@ CARECHAIN_CHAIN_ID: {{ $v.chainId | quote }}
 CARECHAIN_LOG_LEVEL: {{ $v.logLevel | quote }}
 CARECHAIN_SHUTDOWN_GRACE_SECONDS: {{ $v.shutdownGraceSeconds | int64 | quote }}
 CARECHAIN_RPC_TIMEOUT_SECONDS: {{ $v.rpcTimeoutSeconds | quote }}
+CARECHAIN_PEER_LOAD_BALANCING: {{ $v.grpc.loadBalancing | quote }}
+CARECHAIN_MAX_CONNECTION_AGE_SECONDS: {{ $v.grpc.maxConnectionAgeSeconds | quote }}
+CARECHAIN_MAX_CONNECTION_AGE_GRACE_SECONDS: {{ $v.grpc.maxConnectionAgeGraceSeconds | quote }}
 {{- if $v.tls.enabled }}
 {{- /* TLS listener and TLS (mutual: with this service's certificate) to every peer. */}}
 {{ include "carechain.tlsFileEnv" . }}
