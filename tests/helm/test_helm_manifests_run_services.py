@@ -33,7 +33,7 @@ from carechain.tls import ClientTLS, LocalCertificateAuthority
 
 # The OpenTelemetry variables the chart may set (carechain.telemetry reads the standard ones).
 OTEL_VARIABLES = {"OTEL_SERVICE_NAME", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
-                  "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_RESOURCE_ATTRIBUTES"}
+                  "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_RESOURCE_ATTRIBUTES"}
 BIN = pathlib.Path(sys.executable).parent
 
 

@@ -44,7 +44,7 @@ def test_several_validators_wait_to_be_rolled_one_at_a_time() -> None:
     assert {v["spec"]["updateStrategy"]["type"] for v in validators} == {"OnDelete"}
     lone = Rendering.of("minimal").workloads_of("ledger")
     assert [v["spec"]["updateStrategy"]["type"] for v in lone] == ["RollingUpdate"]
-    forced = Rendering.of("ha", "--set", "ledger.updateStrategy=RollingUpdate").workloads_of("ledger")
+    forced = Rendering.of("ha", "--set", "ledger.updateStrategy.type=RollingUpdate").workloads_of("ledger")
     assert {v["spec"]["updateStrategy"]["type"] for v in forced} == {"RollingUpdate"}
 
 

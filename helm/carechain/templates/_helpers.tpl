@@ -92,12 +92,14 @@ with grpc.loadBalancing=round_robin, for balanced services, dns:/// of the headl
 {{- printf "%s-%s.%s.svc:%d" (include "carechain.fullname" .root) .service .root.Release.Namespace (int $port) }}
 {{- end }}
 
+{{/* <registry>/<repository>@<digest> or :<tag>; registry: global.imageRegistry, else image.registry (may be empty). */}}
 {{- define "carechain.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- $registry := .Values.global.imageRegistry | default .Values.image.registry }}
+{{- $repository := ternary (printf "%s/%s" $registry .Values.image.repository) .Values.image.repository (ne $registry "") }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -144,9 +146,9 @@ scale freely. (dict "root" $ "service" "identity")
 {{- if and (hasKey $s "persistence") $s.persistence.enabled (or (and (eq .service "identity") (eq $v.identity.keyBackend "local")) (and (eq .service "storage") (eq $v.storage.blobBackend "local"))) }}true{{ end }}
 {{- end }}
 
-{{/* Update strategy of the validators' StatefulSets: ledger.updateStrategy, else OnDelete with several. */}}
+{{/* Update strategy type of the validators' StatefulSets: ledger.updateStrategy.type, else OnDelete with several. */}}
 {{- define "carechain.validatorUpdateStrategy" -}}
-{{- if .Values.ledger.updateStrategy }}{{ .Values.ledger.updateStrategy }}
+{{- if .Values.ledger.updateStrategy.type }}{{ .Values.ledger.updateStrategy.type }}
 {{- else if gt (len .Values.ledger.validators) 1 }}OnDelete
 {{- else }}RollingUpdate{{ end }}
 {{- end }}
@@ -159,6 +161,22 @@ scale freely. (dict "root" $ "service" "identity")
 {{- define "carechain.paths.s3Ca" -}}/etc/carechain/ca/s3{{- end }}
 {{- define "carechain.paths.etcd" -}}/etc/carechain/etcd{{- end }}
 {{- define "carechain.paths.tls" -}}/etc/carechain/tls{{- end }}
+{{- define "carechain.paths.otelCa" -}}/etc/carechain/ca/otel{{- end }}
+
+{{/*
+(list <defaults> <overrides>): the overrides merged over the defaults (nested maps too) as YAML; keys
+whose value is null in either are left out, so `runAsUser: null` removes the chart's default.
+*/}}
+{{- define "carechain.merged" -}}
+{{- $merged := dict }}
+{{- range $key, $value := (index . 0 | default dict) }}{{ if not (kindIs "invalid" $value) }}{{ $_ := set $merged $key $value }}{{ end }}{{ end }}
+{{- range $key, $value := (index . 1 | default dict) }}
+{{- if kindIs "invalid" $value }}{{ $_ := unset $merged $key }}
+{{- else if and (kindIs "map" $value) (kindIs "map" (index $merged $key)) }}{{ $_ := set $merged $key (mergeOverwrite (deepCopy (index $merged $key)) $value) }}
+{{- else }}{{ $_ := set $merged $key $value }}{{ end }}
+{{- end }}
+{{- toYaml $merged }}
+{{- end }}
 
 {{/*
 Secret with tls.crt, tls.key and ca.crt of a service or of the helm test client:
@@ -391,14 +409,15 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- /* podSecurityContext, then <service>.podSecurityContext over it; a key set to null is left out
+       (OpenShift's restricted SCC assigns runAsUser, runAsGroup and fsGroup itself). */}}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: 10001
-    runAsGroup: 10001
-    fsGroup: 10001
-    fsGroupChangePolicy: OnRootMismatch
-    seccompProfile:
-      type: RuntimeDefault
+    {{- include "carechain.merged" (list $v.podSecurityContext $s.podSecurityContext) | nindent 4 }}
+  {{- $init := concat $v.initContainers $s.initContainers }}
+  {{- with $init }}
+  initContainers:
+    {{- tpl (toYaml .) $root | nindent 4 }}
+  {{- end }}
   containers:
     - name: {{ $svc }}
       image: {{ include "carechain.image" $root }}
@@ -418,39 +437,33 @@ spec:
       envFrom:
         - configMapRef:
             name: {{ include "carechain.componentName" $ctx }}-env
+        {{- range $secret := compact (list $v.extraEnvVarsSecret $s.extraEnvVarsSecret) }}
+        - secretRef:
+            name: {{ $secret }}
+        {{- end }}
       {{- $env := include "carechain.podEnv" . | trim }}
-      {{- if $env }}
+      {{- $extraEnv := concat $v.extraEnvVars $s.extraEnvVars }}
+      {{- if or $env $extraEnv }}
       env:
-        {{- $env | nindent 8 }}
+        {{- with $env }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        {{- with $extraEnv }}
+        {{- tpl (toYaml .) $root | nindent 8 }}
+        {{- end }}
       {{- end }}
       {{- $probePort := include "carechain.probePort" $ctx | int }}
-      startupProbe:
+      {{- /* Timing of each probe: probes.<probe>, then <service>.probes.<probe> over it. */}}
+      {{- range $probe := list "startupProbe" "readinessProbe" "livenessProbe" }}
+      {{ $probe }}:
         grpc:
           port: {{ $probePort }}
-        periodSeconds: 2
-        failureThreshold: 60
-      readinessProbe:
-        grpc:
-          port: {{ $probePort }}
-        periodSeconds: 5
-        failureThreshold: 2
-      livenessProbe:
-        grpc:
-          port: {{ $probePort }}
-        periodSeconds: 10
-        timeoutSeconds: 2
-        failureThreshold: 3
+        {{- include "carechain.merged" (list (index $v.probes $probe) (index (default dict $s.probes) $probe)) | nindent 8 }}
+      {{- end }}
       resources:
         {{- toYaml $s.resources | nindent 8 }}
       securityContext:
-        runAsNonRoot: true
-        privileged: false
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        capabilities:
-          drop: ["ALL"]
-        seccompProfile:
-          type: RuntimeDefault
+        {{- include "carechain.merged" (list $v.containerSecurityContext $s.containerSecurityContext) | nindent 8 }}
       volumeMounts:
         - name: data
           mountPath: {{ include "carechain.paths.data" . }}
@@ -484,6 +497,17 @@ spec:
           mountPath: {{ include "carechain.paths.tls" . }}
           readOnly: true
         {{- end }}
+        {{- if and (eq $v.otel.tracesExporter "otlp") $v.otel.caBundle.name }}
+        - name: otel-ca
+          mountPath: {{ include "carechain.paths.otelCa" . }}
+          readOnly: true
+        {{- end }}
+        {{- with concat $v.extraVolumeMounts $s.extraVolumeMounts }}
+        {{- tpl (toYaml .) $root | nindent 8 }}
+        {{- end }}
+    {{- with concat $v.sidecars $s.sidecars }}
+    {{- tpl (toYaml .) $root | nindent 4 }}
+    {{- end }}
   volumes:
     {{- if not (has $svc (list "ledger" "audit")) }}
     {{- if include "carechain.usesVolume" $ctx }}
@@ -512,8 +536,8 @@ spec:
         {{- $secretName := $v.signing.keysSecret }}
         {{- $key := printf "svc-%s.pem" $svc }}
         {{- with .validator }}
-        {{- $secretName = default $v.signing.keysSecret .signingKey.secretName }}
-        {{- $key = .signingKey.key }}
+        {{- $secretName = default $v.signing.keysSecret (dig "signingKey" "secretName" "" .) }}
+        {{- $key = dig "signingKey" "key" "svc-ledger.pem" . }}  {{- /* an entry may leave signingKey out */}}
         {{- end }}
         secretName: {{ $secretName }}
         defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
@@ -544,7 +568,7 @@ spec:
         defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
         sources:
           {{- with $etcd.caSecret.name }}
-          - secret:
+          - {{ ternary "configMap" "secret" (eq $etcd.caSecret.kind "ConfigMap") }}:
               name: {{ . }}
               items:
                 - key: {{ $etcd.caSecret.key }}
@@ -569,6 +593,17 @@ spec:
     {{- end }}
     {{- if $v.tls.enabled }}
     {{- include "carechain.tlsVolume" (dict "root" $root "name" $svc) | nindent 4 }}
+    {{- end }}
+    {{- if and (eq $v.otel.tracesExporter "otlp") $v.otel.caBundle.name }}
+    - name: otel-ca
+      {{ ternary "secret" "configMap" (eq $v.otel.caBundle.kind "Secret") }}:
+        {{ ternary "secretName" "name" (eq $v.otel.caBundle.kind "Secret") }}: {{ $v.otel.caBundle.name }}
+        items:
+          - key: {{ $v.otel.caBundle.key }}
+            path: ca.crt
+    {{- end }}
+    {{- with concat $v.extraVolumes $s.extraVolumes }}
+    {{- tpl (toYaml .) $root | nindent 4 }}
     {{- end }}
   {{- if $v.topologySpread.enabled }}
   topologySpreadConstraints:
@@ -789,6 +824,9 @@ OTEL_TRACES_EXPORTER: {{ $v.otel.tracesExporter | quote }}
 {{- if eq $v.otel.tracesExporter "otlp" }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.otel.endpoint | quote }}
 OTEL_EXPORTER_OTLP_INSECURE: {{ $v.otel.insecure | quote }}
+{{- if $v.otel.caBundle.name }}
+OTEL_EXPORTER_OTLP_CERTIFICATE: "{{ include "carechain.paths.otelCa" . }}/ca.crt"
+{{- end }}
 {{- end }}
 {{- $attrs := list (printf "service.namespace=%s" $root.Release.Namespace) (printf "k8s.namespace.name=%s" $root.Release.Namespace) }}
 {{- range $k, $val := $v.otel.resourceAttributes }}
