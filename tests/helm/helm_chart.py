@@ -19,7 +19,7 @@ CHART = ROOT / "helm" / "carechain"
 VALUE_SETS_DIR = pathlib.Path(__file__).resolve().parent / "values"
 VALUE_SETS = (
     "minimal", "embedded", "ha", "external-backends", "tls", "tls-existing-secrets", "embedded-tls", "no-networkpolicy",
-    "conventions")
+    "conventions", "ha-vault")
 KUBE_VERSIONS = ("1.29.0", "1.34.0")
 RELEASE = "cc"
 NAMESPACE = "carechain"
