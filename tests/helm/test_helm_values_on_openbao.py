@@ -33,8 +33,9 @@ from token_review_api import TokenReviewAPI, token_review_api
 
 from carechain.config import SETTINGS_BY_SERVICE
 from carechain.devbackends.openbao import OpenBaoDevServer
+from carechain.errors import PermissionDenied
 from carechain.identity.vault_keys import VaultTransitKeyManager
-from carechain.vault import service_signer, validator_signer, vault_client
+from carechain.vault import VaultTransitSigner, service_signer, validator_signer, vault_client
 
 BIN = pathlib.Path(sys.executable).parent
 MOUNT_VARIABLES = ("CARECHAIN_VAULT_TRANSIT_MOUNT", "CARECHAIN_VAULT_KV_MOUNT", "CARECHAIN_VAULT_KUBERNETES_MOUNT")
@@ -110,6 +111,10 @@ def test_every_pod_of_the_value_set_logs_into_openbao_and_signs(value_set: str, 
             public_key = load_pem_public_key((trust_dir / f"{signer.key_id}.pub").read_bytes())
             assert isinstance(public_key, Ed25519PublicKey)
             public_key.verify(signer.sign(message), message)  # raises if the key is not the trusted one
+            # ... and with no other principal's key (each role may sign with its own only).
+            other = "svc-audit" if signer.key_id != "svc-audit" else "svc-records"
+            with pytest.raises(PermissionDenied):
+                VaultTransitSigner(client, other, mount=settings.vault_transit_mount).sign(message)
 
             keys = VaultTransitKeyManager(client, settings.vault_transit_mount)
             if service == "identity" and settings.key_backend == "vault":
