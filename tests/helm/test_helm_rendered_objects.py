@@ -142,7 +142,8 @@ def test_every_pod_is_hardened(value_set: str) -> None:
     rendering = Rendering.of(value_set)
     for name, spec in rendering.pod_specs():
         pod = spec["securityContext"]
-        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        # runAsUser may be left to the platform (OpenShift assigns one from the namespace's range), never 0.
+        assert pod["runAsNonRoot"] is True and pod.get("runAsUser") != 0, name
         assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), name
         assert not any("hostPath" in volume for volume in spec.get("volumes", [])), name
@@ -353,10 +354,25 @@ def test_services_route_to_the_serving_port_of_their_pods(minimal: Rendering) ->
 
 
 def test_peer_addresses_are_the_service_dns_names(minimal: Rendering) -> None:
-    records = minimal.workloads_of("records")[0]
-    env = minimal.container_env(records)
+    """round_robin (default): dns:/// of each balanced service's headless Service of ready pods; the ledger
+    (validators) stays on its ClusterIP Service. pick_first: every peer through its ClusterIP Service."""
+    env = minimal.container_env(minimal.workloads_of("records")[0])
+    assert env["CARECHAIN_PEER_LOAD_BALANCING"] == "round_robin"
+    assert (env["CARECHAIN_MAX_CONNECTION_AGE_SECONDS"], env["CARECHAIN_MAX_CONNECTION_AGE_GRACE_SECONDS"]) == (
+        "300", "30")
+    for peer in ("identity", "storage", "consent", "audit"):
+        service = minimal.get("Service", f"cc-carechain-{peer}-replicas")
+        assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is False
+        assert service["spec"]["selector"] == minimal.get("Service", f"cc-carechain-{peer}")["spec"]["selector"]
+        port = service["spec"]["ports"][0]["port"]
+        assert env[f"CARECHAIN_{peer.upper()}_ADDRESS"] == f"dns:///cc-carechain-{peer}-replicas.carechain.svc:{port}"
+    assert env["CARECHAIN_LEDGER_ADDRESS"] == "cc-carechain-ledger.carechain.svc:7103"
+
+    pick_first = Rendering.of("minimal", "--set", "grpc.loadBalancing=pick_first")
+    env = pick_first.container_env(pick_first.workloads_of("records")[0])
+    assert env["CARECHAIN_PEER_LOAD_BALANCING"] == "pick_first"
     for peer in ("identity", "storage", "ledger", "consent", "audit"):
-        service = minimal.get("Service", f"cc-carechain-{peer}")
+        service = pick_first.get("Service", f"cc-carechain-{peer}")
         port = service["spec"]["ports"][0]["port"]
         assert env[f"CARECHAIN_{peer.upper()}_ADDRESS"] == f"cc-carechain-{peer}.carechain.svc:{port}"
 
@@ -432,10 +448,15 @@ def test_vault_roles_are_per_service() -> None:
         rendering.get("ServiceAccount", f"carechain-{service}")
     roles = {s: rendering.container_env(rendering.workloads_of(s)[0])["CARECHAIN_VAULT_KUBERNETES_ROLE"]
              for s in SERVICES}
-    assert roles == {"identity": "carechain-identity", "storage": "carechain-storage", "ledger": "carechain-ledger",
-                     "consent": "carechain-consent", "audit": "carechain-audit", "records": "carechain-gateway"}
+    # A validator with its own id logs in with the role `vault-bootstrap --validator <id>` makes.
+    assert roles == {"identity": "carechain-identity", "storage": "carechain-storage",
+                     "ledger": "carechain-validator-st-example", "consent": "carechain-consent",
+                     "audit": "carechain-audit", "records": "carechain-records"}
     validator = rendering.workloads_of("ledger")[0]
     assert rendering.container_env(validator)["CARECHAIN_SIGNING_KEY_NAME"] == "validator-st-example"
+    gateway = Rendering.of("external-backends", "--set", "vault.auth.roles.records=carechain-gateway")
+    assert gateway.container_env(gateway.workloads_of("records")[0])["CARECHAIN_VAULT_KUBERNETES_ROLE"] == (
+        "carechain-gateway")
 
 
 def test_tls_certificate_and_ingress_for_the_gateway() -> None:

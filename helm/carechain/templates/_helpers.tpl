@@ -67,18 +67,39 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s%s" $prefix .service }}
 {{- end }}
 
-{{/* In-cluster address of a service: <fullname>-<service>.<namespace>.svc:<port> */}}
+{{/* Services whose callers can balance per call over every pod (stateless, or sharing their backend). */}}
+{{- define "carechain.balancedServices" -}}
+identity storage consent audit
+{{- end }}
+
+{{/*
+In-cluster address of a service: <fullname>-<service>.<namespace>.svc:<port> (the ClusterIP Service);
+with grpc.loadBalancing=round_robin, for balanced services, dns:/// of the headless
+<fullname>-<service>-replicas Service (one address per ready pod; carechain.client.balancing).
+*/}}
 {{- define "carechain.address" -}}
+{{- $port := (index .root.Values .service).port }}
+{{- if and (eq .root.Values.grpc.loadBalancing "round_robin") (has .service (splitList " " (include "carechain.balancedServices" .))) }}
+{{- printf "dns:///%s-%s-replicas.%s.svc:%d" (include "carechain.fullname" .root) .service .root.Release.Namespace (int $port) }}
+{{- else }}
+{{- include "carechain.serviceAddress" . }}
+{{- end }}
+{{- end }}
+
+{{/* The ClusterIP Service address of a service (what clients outside the services, like helm test, use). */}}
+{{- define "carechain.serviceAddress" -}}
 {{- $port := (index .root.Values .service).port }}
 {{- printf "%s-%s.%s.svc:%d" (include "carechain.fullname" .root) .service .root.Release.Namespace (int $port) }}
 {{- end }}
 
+{{/* <registry>/<repository>@<digest> or :<tag>; registry: global.imageRegistry, else image.registry (may be empty). */}}
 {{- define "carechain.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- $registry := .Values.global.imageRegistry | default .Values.image.registry }}
+{{- $repository := ternary (printf "%s/%s" $registry .Values.image.repository) .Values.image.repository (ne $registry "") }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -114,6 +135,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s%s" $auth.rolePrefix .service) (index $auth.roles .service) }}
 {{- end }}
 
+{{/*
+"true" when a Deployment keeps its embedded store on a PersistentVolume: identity with keyBackend=local,
+storage with blobBackend=local (and persistence.enabled). With Vault / S3 they keep nothing on disk and
+scale freely. (dict "root" $ "service" "identity")
+*/}}
+{{- define "carechain.usesVolume" -}}
+{{- $v := .root.Values }}
+{{- $s := index $v .service }}
+{{- if and (hasKey $s "persistence") $s.persistence.enabled (or (and (eq .service "identity") (eq $v.identity.keyBackend "local")) (and (eq .service "storage") (eq $v.storage.blobBackend "local"))) }}true{{ end }}
+{{- end }}
+
+{{/* Update strategy type of the validators' StatefulSets: ledger.updateStrategy.type, else OnDelete with several. */}}
+{{- define "carechain.validatorUpdateStrategy" -}}
+{{- if .Values.ledger.updateStrategy.type }}{{ .Values.ledger.updateStrategy.type }}
+{{- else if gt (len .Values.ledger.validators) 1 }}OnDelete
+{{- else }}RollingUpdate{{ end }}
+{{- end }}
+
 {{/* Mount paths inside every container. */}}
 {{- define "carechain.paths.data" -}}/var/lib/carechain{{- end }}
 {{- define "carechain.paths.trust" -}}/etc/carechain/trust{{- end }}
@@ -122,6 +161,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "carechain.paths.s3Ca" -}}/etc/carechain/ca/s3{{- end }}
 {{- define "carechain.paths.etcd" -}}/etc/carechain/etcd{{- end }}
 {{- define "carechain.paths.tls" -}}/etc/carechain/tls{{- end }}
+{{- define "carechain.paths.otelCa" -}}/etc/carechain/ca/otel{{- end }}
+
+{{/*
+(list <defaults> <overrides>): the overrides merged over the defaults (nested maps too) as YAML; keys
+whose value is null in either are left out, so `runAsUser: null` removes the chart's default.
+*/}}
+{{- define "carechain.merged" -}}
+{{- $merged := dict }}
+{{- range $key, $value := (index . 0 | default dict) }}{{ if not (kindIs "invalid" $value) }}{{ $_ := set $merged $key $value }}{{ end }}{{ end }}
+{{- range $key, $value := (index . 1 | default dict) }}
+{{- if kindIs "invalid" $value }}{{ $_ := unset $merged $key }}
+{{- else if and (kindIs "map" $value) (kindIs "map" (index $merged $key)) }}{{ $_ := set $merged $key (mergeOverwrite (deepCopy (index $merged $key)) $value) }}
+{{- else }}{{ $_ := set $merged $key $value }}{{ end }}
+{{- end }}
+{{- toYaml $merged }}
+{{- end }}
 
 {{/*
 Secret with tls.crt, tls.key and ca.crt of a service or of the helm test client:
@@ -144,6 +199,7 @@ certificate must carry: (dict "root" $ "service" "ledger").
 {{- $name := include "carechain.componentName" (dict "root" .root "component" .service) }}
 {{- $names := list $name }}
 {{- if eq .service "audit" }}{{ $names = append $names (printf "%s-headless" $name) }}{{ end }}
+{{- if has .service (splitList " " (include "carechain.balancedServices" .)) }}{{ $names = append $names (printf "%s-replicas" $name) }}{{ end }}
 {{- if eq .service "ledger" }}
 {{- range .root.Values.ledger.validators }}{{ $names = append $names (printf "%s-%s" $name .name) }}{{ end }}
 {{- end }}
@@ -263,7 +319,7 @@ naming the values to change.
 {{- end }}
 {{- range $svc := list "identity" "storage" }}
 {{- $s := index $v $svc }}
-{{- if and $s.persistence.enabled (or (gt (int $s.replicas) 1) $s.autoscaling.enabled) }}
+{{- if and (include "carechain.usesVolume" (dict "root" $ "service" $svc)) (or (gt (int $s.replicas) 1) $s.autoscaling.enabled) }}
 {{- fail (printf "%s: a PersistentVolume (%s.persistence.enabled=true) is mounted by one pod only: set %s.replicas=1 and %s.autoscaling.enabled=false, or turn persistence off (storage: with blobBackend=s3)" $svc $svc $svc $svc) }}
 {{- end }}
 {{- end }}
@@ -273,10 +329,23 @@ naming the values to change.
 {{- if and (eq $v.storage.blobBackend "local") (or (gt (int $v.storage.replicas) 1) $v.storage.autoscaling.enabled) }}
 {{- fail "storage: blobBackend=local keeps blobs in one pod's volume: use storage.blobBackend=s3 to run more than one replica" }}
 {{- end }}
+{{- if and (eq $v.audit.store "sqlite") (gt (int $v.audit.replicas) 1) }}
+{{- fail "audit: store=sqlite keeps the hash-chained trail in one pod's volume: use audit.store=etcd to run more than one replica" }}
+{{- end }}
 {{- $names := dict }}
 {{- range $v.ledger.validators }}
 {{- if hasKey $names .name }}{{ fail (printf "ledger.validators: the name %q is used twice" .name) }}{{ end }}
 {{- $_ := set $names .name true }}
+{{- end }}
+{{- /* vault-bootstrap's role for a validator (carechain-ledger for svc-ledger, else carechain-<id>) may sign
+     with the key named like the validator's id only: another key needs a role made for it (vaultRole). */}}
+{{- if and (eq $v.signing.backend "vault") (eq $v.vault.auth.method "kubernetes") }}
+{{- range $v.ledger.validators }}
+{{- $id := include "carechain.validatorId" (dict "root" $ "validator" .) }}
+{{- if and .signingKeyName (ne .signingKeyName $id) (not .vaultRole) }}
+{{- fail (printf "ledger.validators[%s].signingKeyName: %s is not the key of the Vault role this validator logs in with (%s may sign with %s only): set id: %s instead (`vault-bootstrap --validator %s` makes its key and role carechain-%s), or name a role that may use the key in vaultRole" .name .signingKeyName (include "carechain.validatorVaultRole" (dict "root" $ "validator" .)) $id .signingKeyName .signingKeyName .signingKeyName) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (gt (len $v.ledger.validators) 1) (ne $v.ledger.orderer "etcd") }}
 {{- fail "ledger.validators: several validators share one order and exchange signatures through etcd: set ledger.orderer=etcd" }}
@@ -340,14 +409,15 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- /* podSecurityContext, then <service>.podSecurityContext over it; a key set to null is left out
+       (OpenShift's restricted SCC assigns runAsUser, runAsGroup and fsGroup itself). */}}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: 10001
-    runAsGroup: 10001
-    fsGroup: 10001
-    fsGroupChangePolicy: OnRootMismatch
-    seccompProfile:
-      type: RuntimeDefault
+    {{- include "carechain.merged" (list $v.podSecurityContext $s.podSecurityContext) | nindent 4 }}
+  {{- $init := concat $v.initContainers $s.initContainers }}
+  {{- with $init }}
+  initContainers:
+    {{- tpl (toYaml .) $root | nindent 4 }}
+  {{- end }}
   containers:
     - name: {{ $svc }}
       image: {{ include "carechain.image" $root }}
@@ -367,39 +437,33 @@ spec:
       envFrom:
         - configMapRef:
             name: {{ include "carechain.componentName" $ctx }}-env
+        {{- range $secret := compact (list $v.extraEnvVarsSecret $s.extraEnvVarsSecret) }}
+        - secretRef:
+            name: {{ $secret }}
+        {{- end }}
       {{- $env := include "carechain.podEnv" . | trim }}
-      {{- if $env }}
+      {{- $extraEnv := concat $v.extraEnvVars $s.extraEnvVars }}
+      {{- if or $env $extraEnv }}
       env:
-        {{- $env | nindent 8 }}
+        {{- with $env }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        {{- with $extraEnv }}
+        {{- tpl (toYaml .) $root | nindent 8 }}
+        {{- end }}
       {{- end }}
       {{- $probePort := include "carechain.probePort" $ctx | int }}
-      startupProbe:
+      {{- /* Timing of each probe: probes.<probe>, then <service>.probes.<probe> over it. */}}
+      {{- range $probe := list "startupProbe" "readinessProbe" "livenessProbe" }}
+      {{ $probe }}:
         grpc:
           port: {{ $probePort }}
-        periodSeconds: 2
-        failureThreshold: 60
-      readinessProbe:
-        grpc:
-          port: {{ $probePort }}
-        periodSeconds: 5
-        failureThreshold: 2
-      livenessProbe:
-        grpc:
-          port: {{ $probePort }}
-        periodSeconds: 10
-        timeoutSeconds: 2
-        failureThreshold: 3
+        {{- include "carechain.merged" (list (index $v.probes $probe) (index (default dict $s.probes) $probe)) | nindent 8 }}
+      {{- end }}
       resources:
         {{- toYaml $s.resources | nindent 8 }}
       securityContext:
-        runAsNonRoot: true
-        privileged: false
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        capabilities:
-          drop: ["ALL"]
-        seccompProfile:
-          type: RuntimeDefault
+        {{- include "carechain.merged" (list $v.containerSecurityContext $s.containerSecurityContext) | nindent 8 }}
       volumeMounts:
         - name: data
           mountPath: {{ include "carechain.paths.data" . }}
@@ -433,9 +497,20 @@ spec:
           mountPath: {{ include "carechain.paths.tls" . }}
           readOnly: true
         {{- end }}
+        {{- if and (eq $v.otel.tracesExporter "otlp") $v.otel.caBundle.name }}
+        - name: otel-ca
+          mountPath: {{ include "carechain.paths.otelCa" . }}
+          readOnly: true
+        {{- end }}
+        {{- with concat $v.extraVolumeMounts $s.extraVolumeMounts }}
+        {{- tpl (toYaml .) $root | nindent 8 }}
+        {{- end }}
+    {{- with concat $v.sidecars $s.sidecars }}
+    {{- tpl (toYaml .) $root | nindent 4 }}
+    {{- end }}
   volumes:
     {{- if not (has $svc (list "ledger" "audit")) }}
-    {{- if and (hasKey $s "persistence") $s.persistence.enabled }}
+    {{- if include "carechain.usesVolume" $ctx }}
     - name: data
       persistentVolumeClaim:
         claimName: {{ include "carechain.componentName" $ctx }}-data
@@ -461,8 +536,8 @@ spec:
         {{- $secretName := $v.signing.keysSecret }}
         {{- $key := printf "svc-%s.pem" $svc }}
         {{- with .validator }}
-        {{- $secretName = default $v.signing.keysSecret .signingKey.secretName }}
-        {{- $key = .signingKey.key }}
+        {{- $secretName = default $v.signing.keysSecret (dig "signingKey" "secretName" "" .) }}
+        {{- $key = dig "signingKey" "key" "svc-ledger.pem" . }}  {{- /* an entry may leave signingKey out */}}
         {{- end }}
         secretName: {{ $secretName }}
         defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
@@ -493,7 +568,7 @@ spec:
         defaultMode: 288  # 0440: readable by the pod's group (fsGroup) only
         sources:
           {{- with $etcd.caSecret.name }}
-          - secret:
+          - {{ ternary "configMap" "secret" (eq $etcd.caSecret.kind "ConfigMap") }}:
               name: {{ . }}
               items:
                 - key: {{ $etcd.caSecret.key }}
@@ -518,6 +593,17 @@ spec:
     {{- end }}
     {{- if $v.tls.enabled }}
     {{- include "carechain.tlsVolume" (dict "root" $root "name" $svc) | nindent 4 }}
+    {{- end }}
+    {{- if and (eq $v.otel.tracesExporter "otlp") $v.otel.caBundle.name }}
+    - name: otel-ca
+      {{ ternary "secret" "configMap" (eq $v.otel.caBundle.kind "Secret") }}:
+        {{ ternary "secretName" "name" (eq $v.otel.caBundle.kind "Secret") }}: {{ $v.otel.caBundle.name }}
+        items:
+          - key: {{ $v.otel.caBundle.key }}
+            path: ca.crt
+    {{- end }}
+    {{- with concat $v.extraVolumes $s.extraVolumes }}
+    {{- tpl (toYaml .) $root | nindent 4 }}
     {{- end }}
   {{- if $v.topologySpread.enabled }}
   topologySpreadConstraints:
@@ -589,13 +675,24 @@ spec:
 {{- if eq $v.signing.backend "vault" }}
 - name: CARECHAIN_SIGNING_KEY_NAME
   value: {{ default $id .validator.signingKeyName | quote }}
-{{- if and (eq $v.vault.auth.method "kubernetes") (ne $id "svc-ledger") }}
-{{- /* `vault-bootstrap --validator <id>` makes role carechain-<id>: signing with this validator's key only. */}}
+{{- if and (eq $v.vault.auth.method "kubernetes") (or (ne $id "svc-ledger") .validator.vaultRole) }}
 - name: CARECHAIN_VAULT_KUBERNETES_ROLE
-  value: {{ printf "carechain-%s" $id | quote }}
+  value: {{ include "carechain.validatorVaultRole" (dict "root" .root "validator" .validator) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A validator's Vault role (Kubernetes auth): its vaultRole, else what `vault-bootstrap` makes for it:
+carechain-<id> (`--validator <id>`: signing with that validator's key only), or the ledger's role for
+svc-ledger. (dict "root" $ "validator" <entry of ledger.validators>)
+*/}}
+{{- define "carechain.validatorVaultRole" -}}
+{{- $id := include "carechain.validatorId" . }}
+{{- if .validator.vaultRole }}{{ .validator.vaultRole }}
+{{- else if ne $id "svc-ledger" }}{{ printf "carechain-%s" $id }}
+{{- else }}{{ include "carechain.vaultRole" (dict "root" .root "service" "ledger") }}{{ end }}
 {{- end }}
 
 {{/*
@@ -622,6 +719,9 @@ CARECHAIN_CHAIN_ID: {{ $v.chainId | quote }}
 CARECHAIN_LOG_LEVEL: {{ $v.logLevel | quote }}
 CARECHAIN_SHUTDOWN_GRACE_SECONDS: {{ $v.shutdownGraceSeconds | int64 | quote }}
 CARECHAIN_RPC_TIMEOUT_SECONDS: {{ $v.rpcTimeoutSeconds | quote }}
+CARECHAIN_PEER_LOAD_BALANCING: {{ $v.grpc.loadBalancing | quote }}
+CARECHAIN_MAX_CONNECTION_AGE_SECONDS: {{ $v.grpc.maxConnectionAgeSeconds | quote }}
+CARECHAIN_MAX_CONNECTION_AGE_GRACE_SECONDS: {{ $v.grpc.maxConnectionAgeGraceSeconds | quote }}
 {{- if $v.tls.enabled }}
 {{- /* TLS listener and TLS (mutual: with this service's certificate) to every peer. */}}
 {{ include "carechain.tlsFileEnv" . }}
@@ -724,6 +824,9 @@ OTEL_TRACES_EXPORTER: {{ $v.otel.tracesExporter | quote }}
 {{- if eq $v.otel.tracesExporter "otlp" }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.otel.endpoint | quote }}
 OTEL_EXPORTER_OTLP_INSECURE: {{ $v.otel.insecure | quote }}
+{{- if $v.otel.caBundle.name }}
+OTEL_EXPORTER_OTLP_CERTIFICATE: "{{ include "carechain.paths.otelCa" . }}/ca.crt"
+{{- end }}
 {{- end }}
 {{- $attrs := list (printf "service.namespace=%s" $root.Release.Namespace) (printf "k8s.namespace.name=%s" $root.Release.Namespace) }}
 {{- range $k, $val := $v.otel.resourceAttributes }}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 
 from carechain.client.auth import TokenSource, bearer_interceptor
+from carechain.client.balancing import LoadBalancing, channel_options
 from carechain.client.tls import ClientTLS
 from carechain.core.layout import audience
 from carechain.core.telemetry import grpc_client_interceptor
@@ -35,7 +36,8 @@ MULTI_ADDRESS_TLS_NAME = "localhost"
 
 
 def open_channel(
-    address: str, service: str, tokens: TokenSource | None = None, tls: ClientTLS | None = None
+    address: str, service: str, tokens: TokenSource | None = None, tls: ClientTLS | None = None,
+    load_balancing: LoadBalancing = "pick_first",
 ) -> grpc.Channel:
     """A traced channel to service at address: TLS when tls is given, authenticated when tokens is.
 
@@ -44,11 +46,13 @@ def open_channel(
     moves to the next one when the current one goes away). With TLS such a
     target has no single host name: the servers' certificates must then name
     :data:`MULTI_ADDRESS_TLS_NAME` (the local network issues them so).
+    load_balancing ``round_robin`` spreads calls over every address the target
+    resolves to (:mod:`carechain.client.balancing`).
     """
     if tls is None:
-        channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS + channel_options(load_balancing))
     else:
-        options = list(_CHANNEL_OPTIONS)
+        options = list(_CHANNEL_OPTIONS) + channel_options(load_balancing)
         if address.startswith(("ipv4:", "ipv6:")) and "," in address:
             options.append(("grpc.ssl_target_name_override", MULTI_ADDRESS_TLS_NAME))
         channel = grpc.secure_channel(address, tls.credentials(), options=options)

@@ -40,6 +40,14 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="time in-flight calls get after SIGTERM")
     max_workers: int = Field(16, ge=1, le=256, description="gRPC worker threads")
     rpc_timeout_seconds: float = Field(10.0, gt=0, description="deadline for calls to other services")
+    # Spreading calls over replicas (carechain.client.balancing): peers' call policy, server connection ageing.
+    peer_load_balancing: Literal["pick_first", "round_robin"] = Field(
+        "pick_first", description="gRPC policy for calls to other services; round_robin: per call over every "
+        "address a peer address resolves to (dns:/// headless Service, ipv4: list)")
+    max_connection_age_seconds: float = Field(
+        0.0, ge=0, description="close each client connection after this age so callers reconnect (0 = never)")
+    max_connection_age_grace_seconds: float = Field(
+        30.0, ge=0, description="time in-flight calls get when a connection reaches max_connection_age_seconds")
 
     # TLS for this service's listener and for its calls to peers (all PEM files).
     tls_cert_file: pathlib.Path | None = Field(None, description="server certificate chain; enables TLS when set")

@@ -74,7 +74,8 @@ class Peers:
 
     def _stub(self, service: str, stub_class: Any) -> PeerStub:
         if service not in self._stubs:
-            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens, self._tls)
+            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens, self._tls,
+                                   getattr(self._settings, "peer_load_balancing", "pick_first"))
             self._channels.append(channel)
             self._stubs[service] = PeerStub(service, stub_class(channel), self._settings.rpc_timeout_seconds)
         return self._stubs[service]
@@ -117,5 +118,6 @@ class Peers:
 
 def service_peers(settings: Any, signer: Signer) -> Peers:
     """Stubs for the other services, authenticated as this service with tokens from identity."""
-    identity = open_channel(settings.identity_address, "identity", tls=ClientTLS.from_settings(settings))
+    identity = open_channel(settings.identity_address, "identity", tls=ClientTLS.from_settings(settings),
+                            load_balancing=getattr(settings, "peer_load_balancing", "pick_first"))
     return Peers(settings, TokenSource.for_signer(identity, signer), owned_channels=(identity,))

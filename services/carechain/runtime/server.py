@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from carechain.client.balancing import server_options
 from carechain.client.channels import MAX_MESSAGE_BYTES
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
@@ -200,6 +201,7 @@ def start_service(
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *server_options(settings),  # connection ageing: callers reconnect and reach new replicas
         ],
     )
     service_names = list(register(server))

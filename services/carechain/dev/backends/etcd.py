@@ -37,8 +37,8 @@ from typing import Any
 
 from carechain.core.crypto import write_private_file
 from carechain.core.errors import FailedPrecondition
+from carechain.dev.backends.etcd_binary import etcd_binary
 from carechain.dev.backends.process import ServerProcess, free_port
-from carechain.dev.backends.tools import find_tool
 from carechain.dev.certificates import IssuedCertificate, LocalCertificateAuthority
 from carechain.runtime.etcd import AccessRefused, Credentials, EtcdClient, prefix_end
 
@@ -83,7 +83,7 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    """Start, stop and fault-inject a local etcd cluster (etcd 3.5 from ``find_tool("etcd")``).
+    """Start, stop and fault-inject a local etcd cluster (the pinned etcd of ``make tools``: ``etcd_binary()``).
 
     ports gives each member's (client, peer) ports; a cluster restarted on the
     same data must keep them, since members know each other's peer URLs.
@@ -274,7 +274,7 @@ class EtcdCluster:
         cert = self.tls_dir / f"{member.cert_name}.pem"
         key = self.tls_dir / f"{member.cert_name}-key.pem"
         return [
-            str(find_tool("etcd")),
+            str(etcd_binary()),  # refuses etcd 3.5.0-3.5.2 (etcd-io/etcd#13766)
             "--name", member.name,
             "--data-dir", str(member.data_dir),
             "--listen-client-urls", member.client_url,
