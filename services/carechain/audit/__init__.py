@@ -3,5 +3,6 @@
 Other packages may import only :data:`CLIENT_MODULES` (and ``v1``); the rest is internal.
 """
 
-#: Modules other services and clients may import: building audit events.
-CLIENT_MODULES = ("events", "store")
+#: Modules other services and clients may import: building audit events; the hash chain and event proofs
+#: (the SDK checks them).
+CLIENT_MODULES = ("events", "hashchain")

@@ -36,17 +36,15 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 
-from carechain.audit.store import (
+from carechain.audit.alerts import Status, new_notification, new_review_item
+from carechain.audit.hashchain import (
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
-    Status,
     batch_root,
     chain_hash,
     check_head_and_batches,
     encode_event,
-    new_notification,
-    new_review_item,
 )
 from carechain.audit.v1 import audit_pb2
 from carechain.core.crypto import same

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from carechain.audit.server import MAX_CLOCK_SKEW_MS, AuditServicer, register_audit
-from carechain.audit.store import SQLiteAuditStore
+from carechain.audit.server import AuditServicer, register_audit
+from carechain.audit.sqlite_store import SQLiteAuditStore
+from carechain.audit.trail import MAX_CLOCK_SKEW_MS
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.common.v1 import common_pb2 as c
 from carechain.consent.v1 import consent_pb2, policy_pb2

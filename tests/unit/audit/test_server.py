@@ -13,7 +13,7 @@ import pytest
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.server import AuditServicer, register_audit
-from carechain.audit.store import SQLiteAuditStore
+from carechain.audit.sqlite_store import SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.common.v1 import common_pb2 as c
 from carechain.core.crypto import Ed25519Signer

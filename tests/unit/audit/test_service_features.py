@@ -15,9 +15,11 @@ import grpc
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from carechain.audit.accounting import SIX_YEARS_MS
 from carechain.audit.anchoring import AnchorRejected, AuditMaintenance, BatchSealer, LedgerAnchorer
-from carechain.audit.server import SIX_YEARS_MS, AuditServicer, register_audit
-from carechain.audit.store import SQLiteAuditStore, verify_event_proof
+from carechain.audit.hashchain import verify_event_proof
+from carechain.audit.server import AuditServicer, register_audit
+from carechain.audit.sqlite_store import SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.common.v1 import common_pb2 as c
 from carechain.core.crypto import Ed25519Signer
