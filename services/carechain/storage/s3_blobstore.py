@@ -1,7 +1,7 @@
 """Blobs in an S3 bucket (MinIO, AWS S3 or any S3-compatible store).
 
 :class:`S3BlobStore` fills the :class:`~carechain.storage.blobstore.BlobStore`
-seam with the same semantics as :class:`~carechain.storage.blobstore.LocalBlobStore`:
+seam with the same semantics as :class:`~carechain.storage.file_blobstore.LocalBlobStore`:
 objects are named by the SHA-256 of their bytes (ciphertext, so no PHI in
 names), streamed both ways in bounded memory, and never exposed under an
 address their bytes do not hash to.
