@@ -10,11 +10,13 @@ bytes that no longer hash to their address (tests/contract/test_blobstore_contra
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from carechain.core.errors import InvalidArgument
+from carechain.core.crypto import same
+from carechain.core.errors import DataLoss, InvalidArgument
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -56,3 +58,24 @@ def check_sha256(sha256: str, field: str = "sha256") -> str:
     if not _SHA256_HEX.match(sha256):
         raise InvalidArgument(field, "must be a hex SHA-256 (64 hex characters)")
     return sha256.lower()
+
+
+def verified_chunks(read: Callable[[int], bytes], sha256: str, chunk_bytes: int) -> Iterator[bytes]:
+    """The bytes read(chunk_bytes) returns until empty, checked against their address sha256.
+
+    The last chunk is held back until the hash is checked, so a reader never gets a
+    complete-looking blob whose bytes changed: DataLoss instead (every BlobStore reads this way).
+    """
+    digest = hashlib.sha256()
+    pending = read(chunk_bytes)
+    while pending:
+        digest.update(pending)
+        following = read(chunk_bytes)
+        if not following:
+            break
+        yield pending
+        pending = following
+    if not same(digest.hexdigest(), sha256):
+        raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {digest.hexdigest()})")
+    if pending:
+        yield pending

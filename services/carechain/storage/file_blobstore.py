@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from carechain.core.crypto import same
 from carechain.core.errors import DataLoss, NotFound
-from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, check_sha256
+from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, check_sha256, verified_chunks
 
 
 class LocalBlobStore:
@@ -74,22 +74,8 @@ class LocalBlobStore:
         return self._verified_chunks(stream, path.name)
 
     def _verified_chunks(self, stream: BinaryIO, sha256: str) -> Iterator[bytes]:
-        # The last chunk is held back until the hash is checked, so a reader never gets
-        # a complete-looking blob whose bytes changed.
-        digest = hashlib.sha256()
         with stream:
-            pending = stream.read(self.chunk_bytes)
-            while pending:
-                digest.update(pending)
-                following = stream.read(self.chunk_bytes)
-                if not following:
-                    break
-                yield pending
-                pending = following
-            if not same(digest.hexdigest(), sha256):
-                raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {digest.hexdigest()})")
-            if pending:
-                yield pending
+            yield from verified_chunks(stream.read, sha256, self.chunk_bytes)
 
     def stat(self, sha256: str) -> int:
         try:
