@@ -169,3 +169,47 @@ def check_batches(batches: Sequence[AuditBatch], event_hashes: Sequence[bytes]) 
             )
         expected_first = batch.last_sequence + 1
     return AuditVerification(True, count, 0, "", len(batches), sum(1 for b in batches if b.anchored))
+
+
+class ChainWalk:
+    """Re-checks stored events one by one in sequence order from event 1: every store's ``verify``.
+
+    Per stored event: :meth:`check` (sequence, chain hash, decoding) returns the decoded event or
+    the finding; the store then compares its own index entries with the event (:meth:`problem`
+    names a mismatch) and calls :meth:`accept`. :meth:`finish` checks the chain head and the
+    sealed batches against the walked chain.
+    """
+
+    def __init__(self) -> None:
+        self.previous = GENESIS_HASH
+        self.hashes: list[bytes] = []
+
+    @property
+    def expected(self) -> int:
+        """The sequence the next stored event must have."""
+        return len(self.hashes) + 1
+
+    def problem(self, sequence: int, problem: str) -> AuditVerification:
+        """The finding that event sequence is bad (every event walked so far was good)."""
+        return AuditVerification(False, len(self.hashes), sequence, problem)
+
+    def check(self, sequence: int, stored_hash: bytes, event_bytes: bytes) -> audit_pb2.AuditEvent | AuditVerification:
+        """The next stored event decoded, or the finding when it is missing, changed, moved or undecodable."""
+        if sequence != self.expected:
+            return self.problem(self.expected, f"event {self.expected} is missing")
+        if len(stored_hash) != len(GENESIS_HASH) or not same(chain_hash(self.previous, event_bytes), stored_hash):
+            return self.problem(sequence, f"event {sequence} does not match its chain hash (changed or moved)")
+        try:
+            return audit_pb2.AuditEvent.FromString(event_bytes)
+        except Exception:  # noqa: BLE001 - any decode failure is corruption
+            return self.problem(sequence, f"event {sequence} cannot be decoded")
+
+    def accept(self, stored_hash: bytes) -> None:
+        """The checked event is good: the next one chains to it."""
+        self.previous = stored_hash
+        self.hashes.append(stored_hash)
+
+    def finish(self, head_sequence: int, head_hash: bytes, batches: Sequence[AuditBatch]) -> AuditVerification:
+        """After the last stored event: the head must name it, and the batches must match the chain."""
+        return check_head_and_batches(len(self.hashes), self.previous, head_sequence, head_hash, batches,
+                                      self.hashes)

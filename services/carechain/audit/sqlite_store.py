@@ -17,13 +17,12 @@ from carechain.audit.hashchain import (
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
+    ChainWalk,
     batch_root,
     chain_hash,
-    check_head_and_batches,
     encode_event,
 )
 from carechain.audit.v1 import audit_pb2
-from carechain.core.crypto import same
 from carechain.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from carechain.core.files import private_dir
 from carechain.runtime.sqlite import connect_durable
@@ -334,31 +333,16 @@ class SQLiteAuditStore:
                 ]
             except sqlite3.Error as exc:
                 raise Unavailable("audit store", f"cannot read chain: {exc}") from exc
-        previous = GENESIS_HASH
-        expected = 1
-        hashes: list[bytes] = []
+        walk = ChainWalk()
         for sequence, event_id, patient_id, time_ms, event_bytes, stored_hash in rows:
-            checked = expected - 1
-            if sequence != expected:
-                return AuditVerification(False, checked, expected, f"event {expected} is missing")
-            event_bytes = bytes(event_bytes)
-            if not same(chain_hash(previous, event_bytes), bytes(stored_hash)):
-                return AuditVerification(
-                    False, checked, sequence, f"event {sequence} does not match its chain hash (changed or moved)"
-                )
-            try:
-                event = audit_pb2.AuditEvent.FromString(event_bytes)
-            except Exception:  # noqa: BLE001 - any decode failure is corruption
-                return AuditVerification(False, checked, sequence, f"event {sequence} cannot be decoded")
-            if (event.event_id, event.patient_id, event.time_ms) != (event_id, patient_id, time_ms):
-                return AuditVerification(
-                    False, checked, sequence, f"event {sequence} index columns differ from the hashed event"
-                )
-            previous = bytes(stored_hash)
-            hashes.append(previous)
-            expected += 1
+            checked = walk.check(int(sequence), bytes(stored_hash), bytes(event_bytes))
+            if isinstance(checked, AuditVerification):
+                return checked
+            if (checked.event_id, checked.patient_id, checked.time_ms) != (event_id, patient_id, time_ms):
+                return walk.problem(sequence, f"event {sequence} index columns differ from the hashed event")
+            walk.accept(bytes(stored_hash))
         head_sequence, head_hash = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
-        return check_head_and_batches(expected - 1, previous, head_sequence, head_hash, batches, hashes)
+        return walk.finish(head_sequence, head_hash, batches)
 
     def close(self) -> None:
         """Close the database."""
