@@ -13,19 +13,18 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from carechain.audit.alerts import review_item_id
 from carechain.audit.etcd_store import EtcdAuditStore
-from carechain.audit.store import (
-    DB_FILE_NAME,
+from carechain.audit.hashchain import (
     GENESIS_HASH,
-    AuditStore,
-    SQLiteAuditStore,
     batch_root,
     chain_hash,
     encode_event,
     event_proof,
-    review_item_id,
     verify_event_proof,
 )
+from carechain.audit.sqlite_store import DB_FILE_NAME, SQLiteAuditStore
+from carechain.audit.store import AuditStore
 from carechain.audit.v1 import audit_pb2
 from carechain.core.errors import FailedPrecondition, IntegrityError, NotFound
 

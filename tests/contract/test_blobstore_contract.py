@@ -19,7 +19,8 @@ import pytest
 from servers_minio import new_bucket_name, object_versions, s3_store
 
 from carechain.core.errors import DataLoss, InvalidArgument, NotFound
-from carechain.storage.blobstore import BlobStore, LocalBlobStore
+from carechain.storage.blobstore import BlobStore
+from carechain.storage.file_blobstore import LocalBlobStore
 from carechain.storage.s3_blobstore import MIN_PART_BYTES
 
 pytest_plugins = ["servers_minio"]  # the session-scoped MinIO the S3 implementations use

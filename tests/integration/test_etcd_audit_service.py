@@ -69,7 +69,7 @@ def test_events_recorded_through_the_service_are_in_etcd_and_survive_a_restart(t
 
 def test_etcd_backed_service_seals_batches_proves_events_streams_and_raises_alerts(tmp_path, etcd_cluster,
                                                                                   etcd_prefix):
-    from carechain.audit.store import verify_event_proof
+    from carechain.audit.hashchain import verify_event_proof
 
     settings = settings_for(tmp_path, etcd_cluster, etcd_prefix).model_copy(
         update={"batch_max_seconds": 0.0, "anchor_batches": False})

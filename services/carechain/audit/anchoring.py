@@ -34,13 +34,14 @@ from typing import Any
 
 import grpc
 
-from carechain.audit.store import AuditBatch, AuditStore
+from carechain.audit.hashchain import AuditBatch
+from carechain.audit.store import AuditStore
 from carechain.audit.v1 import audit_pb2
 from carechain.core.crypto import Signer
 from carechain.core.errors import CareChainError, FailedPrecondition, PermissionDenied
 from carechain.core.layout import service_principal_id
-from carechain.ledger import submission as ledger_client
-from carechain.ledger.transactions import decode_body, new_body, sign_transaction
+from carechain.ledger.submission import ServiceSubmitter
+from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
 
 log = logging.getLogger("carechain.audit.anchoring")
@@ -163,10 +164,10 @@ class LedgerAnchorer:
             batch_number=batch.batch_number, first_sequence=batch.first_sequence,
             last_sequence=batch.last_sequence, merkle_root=batch.merkle_root,
         )
-        signer = self._signer()
-        tx = sign_transaction(new_body(self._chain_id, signer.key_id, anchor_audit_batch=payload), signer)
+        # A fresh submitter per anchor: the signer is resolved lazily (Vault may come up after the audit service).
+        submitter = ServiceSubmitter(self._chain_id, self._signer(), self._ledger)
         try:
-            return int(ledger_client.submit(self._ledger(), tx).log_index)
+            return int(submitter.sign_and_submit(anchor_audit_batch=payload).log_index)
         except PermissionDenied as exc:
             raise AnchorRejected(batch.batch_number, _verdict(exc.message)) from None
         except grpc.RpcError as exc:
@@ -220,7 +221,7 @@ class LedgerAnchorer:
 
 
 def _verdict(message: str) -> str:
-    """The validator's reason in a rejection raised by :func:`carechain.ledger.submission.submit`."""
+    """The validator's reason in a rejection raised by :meth:`ServiceSubmitter.sign_and_submit`."""
     return message.removeprefix("ledger rejected the transaction: ")
 
 

@@ -36,20 +36,17 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 
-from carechain.audit.store import (
+from carechain.audit.alerts import Status, new_notification, new_review_item
+from carechain.audit.hashchain import (
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
-    Status,
+    ChainWalk,
     batch_root,
     chain_hash,
-    check_head_and_batches,
     encode_event,
-    new_notification,
-    new_review_item,
 )
 from carechain.audit.v1 import audit_pb2
-from carechain.core.crypto import same
 from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from carechain.runtime.etcd import Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
 
@@ -373,37 +370,23 @@ class EtcdAuditStore:
              for kv in self.client.scan(self._batches, prefix_end(self._batches), _PAGE, revision=revision)],
             revision,
         )
-        previous = GENESIS_HASH
-        expected = 1
-        hashes: list[bytes] = []
+        walk = ChainWalk()
         for kv in self.client.scan(self._events, prefix_end(self._events), _PAGE, revision=revision):
-            checked = expected - 1
             try:
                 sequence = int(kv.key[len(self._events) :])
             except ValueError:
-                return AuditVerification(False, checked, expected, f"event {expected}: a foreign key in the store")
-            if sequence != expected:
-                return AuditVerification(False, checked, expected, f"event {expected} is missing")
+                return walk.problem(walk.expected, f"event {walk.expected}: a foreign key in the store")
             stored_hash, event_bytes = kv.value[:_HASH_BYTES], kv.value[_HASH_BYTES:]
-            if len(stored_hash) != _HASH_BYTES or not same(chain_hash(previous, event_bytes), stored_hash):
-                return AuditVerification(
-                    False, checked, sequence, f"event {sequence} does not match its chain hash (changed or moved)"
-                )
-            try:
-                event = audit_pb2.AuditEvent.FromString(event_bytes)
-            except Exception:  # noqa: BLE001 - any decode failure is corruption
-                return AuditVerification(False, checked, sequence, f"event {sequence} cannot be decoded")
+            event = walk.check(sequence, stored_hash, event_bytes)
+            if isinstance(event, AuditVerification):
+                return event
             if (
                 ids.get(_quote(event.event_id)) != str(sequence).encode()
                 or self._patient_key(event, sequence) not in patient_keys
             ):
-                return AuditVerification(
-                    False, checked, sequence, f"event {sequence} index entries differ from the hashed event"
-                )
-            previous = stored_hash
-            hashes.append(stored_hash)
-            expected += 1
-        return check_head_and_batches(expected - 1, previous, head_sequence, head_hash, batches, hashes)
+                return walk.problem(sequence, f"event {sequence} index entries differ from the hashed event")
+            walk.accept(stored_hash)
+        return walk.finish(head_sequence, head_hash, batches)
 
     def close(self) -> None:
         """Release the client if this store owns it (the trail stays in etcd)."""

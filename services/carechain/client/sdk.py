@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from carechain.audit.hashchain import verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.client.auth import TokenSource
 from carechain.client.channels import open_channel
@@ -321,8 +322,6 @@ class CareChainClient:
         quorum of validators certified (:meth:`verify_anchor`). A proof of a batch
         not anchored yet is returned with ``anchored`` false (retry later).
         """
-        from carechain.audit.store import verify_event_proof
-
         proof = self.audit.GetEventProof(audit_pb2.GetEventProofRequest(sequence=sequence), timeout=30)
         verify_event_proof(proof, event_hash)
         if proof.anchored:

@@ -1,5 +1,9 @@
 """The storage service: encrypted blobs, content-addressed, in a directory or an S3 bucket.
 
+Modules: ``blobstore`` (the :class:`BlobStore` seam, ``BlobRef``, ``check_sha256``, ``verified_chunks``),
+``file_blobstore`` (``LocalBlobStore``, embedded), ``s3_blobstore`` (``S3BlobStore``), ``server`` (the gRPC
+StorageService, records only).
+
 Other packages may import only ``v1``; the rest is internal.
 """
 

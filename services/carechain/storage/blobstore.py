@@ -1,24 +1,22 @@
 """Content-addressed blob storage: a blob's address is the SHA-256 of its bytes.
 
-:class:`BlobStore` is the seam: :class:`LocalBlobStore` (a directory) fills it
-today, an S3/MinIO client fills it in production. Both stream in bounded
-memory, refuse to store bytes that do not hash to the expected address, and
-refuse to return bytes that no longer hash to their address.
+:class:`BlobStore` is the seam: :class:`carechain.storage.file_blobstore.LocalBlobStore`
+(a directory, embedded) and :class:`carechain.storage.s3_blobstore.S3BlobStore`
+(MinIO or any S3, production) fill it. Both stream in bounded memory, refuse to
+store bytes that do not hash to the expected address, and refuse to return
+bytes that no longer hash to their address (tests/contract/test_blobstore_contract.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import pathlib
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from carechain.core.crypto import same
-from carechain.core.errors import DataLoss, InvalidArgument, NotFound
+from carechain.core.errors import DataLoss, InvalidArgument
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -62,93 +60,22 @@ def check_sha256(sha256: str, field: str = "sha256") -> str:
     return sha256.lower()
 
 
-class LocalBlobStore:
-    """Blobs as files ``<directory>/<first two hex chars>/<sha256>``.
+def verified_chunks(read: Callable[[int], bytes], sha256: str, chunk_bytes: int) -> Iterator[bytes]:
+    """The bytes read(chunk_bytes) returns until empty, checked against their address sha256.
 
-    A blob is written to a temporary file in the same directory tree while it is
-    hashed, fsynced, then renamed into place, so a reader never sees a partial blob.
+    The last chunk is held back until the hash is checked, so a reader never gets a
+    complete-looking blob whose bytes changed: DataLoss instead (every BlobStore reads this way).
     """
-
-    def __init__(self, directory: pathlib.Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
-        if chunk_bytes < 1:
-            raise ValueError("chunk_bytes must be positive")
-        self.directory = directory
-        self.chunk_bytes = chunk_bytes
-        self._incoming = directory / "incoming"
-        self._incoming.mkdir(parents=True, exist_ok=True)
-
-    def path(self, sha256: str) -> pathlib.Path:
-        """Where the blob with this address lives (whether or not it exists)."""
-        sha256 = check_sha256(sha256)
-        return self.directory / sha256[:2] / sha256
-
-    def put(self, chunks: Iterable[bytes], expected_sha256: str | None = None) -> BlobRef:
-        expected = check_sha256(expected_sha256, "expected_sha256") if expected_sha256 else None
-        fd, temp_name = tempfile.mkstemp(dir=self._incoming, prefix="blob-")
-        temp = pathlib.Path(temp_name)
-        try:
-            digest = hashlib.sha256()
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha256 = digest.hexdigest()
-            if expected is not None and not same(sha256, expected):
-                raise DataLoss(f"received bytes hash to {sha256}, expected {expected}; nothing stored")
-            final = self.path(sha256)
-            final.parent.mkdir(exist_ok=True)
-            # Replacing an existing blob with verified identical bytes is idempotent and repairs a damaged copy.
-            os.replace(temp, final)
-            _fsync_directory(final.parent)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return BlobRef(sha256, size)
-
-    def open(self, sha256: str) -> Iterator[bytes]:
-        path = self.path(sha256)
-        try:
-            stream = path.open("rb")
-        except FileNotFoundError as exc:
-            raise NotFound(f"blob {sha256} not found") from exc
-        return self._verified_chunks(stream, path.name)
-
-    def _verified_chunks(self, stream: BinaryIO, sha256: str) -> Iterator[bytes]:
-        # The last chunk is held back until the hash is checked, so a reader never gets
-        # a complete-looking blob whose bytes changed.
-        digest = hashlib.sha256()
-        with stream:
-            pending = stream.read(self.chunk_bytes)
-            while pending:
-                digest.update(pending)
-                following = stream.read(self.chunk_bytes)
-                if not following:
-                    break
-                yield pending
-                pending = following
-            if not same(digest.hexdigest(), sha256):
-                raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {digest.hexdigest()})")
-            if pending:
-                yield pending
-
-    def stat(self, sha256: str) -> int:
-        try:
-            return self.path(sha256).stat().st_size
-        except FileNotFoundError as exc:
-            raise NotFound(f"blob {sha256} not found") from exc
-
-    def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
-
-
-def _fsync_directory(directory: pathlib.Path) -> None:
-    """Make a rename durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    digest = hashlib.sha256()
+    pending = read(chunk_bytes)
+    while pending:
+        digest.update(pending)
+        following = read(chunk_bytes)
+        if not following:
+            break
+        yield pending
+        pending = following
+    if not same(digest.hexdigest(), sha256):
+        raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {digest.hexdigest()})")
+    if pending:
+        yield pending

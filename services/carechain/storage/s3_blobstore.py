@@ -1,7 +1,7 @@
 """Blobs in an S3 bucket (MinIO, AWS S3 or any S3-compatible store).
 
 :class:`S3BlobStore` fills the :class:`~carechain.storage.blobstore.BlobStore`
-seam with the same semantics as :class:`~carechain.storage.blobstore.LocalBlobStore`:
+seam with the same semantics as :class:`~carechain.storage.file_blobstore.LocalBlobStore`:
 objects are named by the SHA-256 of their bytes (ciphertext, so no PHI in
 names), streamed both ways in bounded memory, and never exposed under an
 address their bytes do not hash to.
@@ -51,7 +51,7 @@ from urllib3.response import BaseHTTPResponse
 from carechain.core.crypto import same
 from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, NotFound, Unavailable
 from carechain.runtime.config import StorageSettings
-from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, check_sha256
+from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, check_sha256, verified_chunks
 
 BACKEND = "s3"
 BLOBS_PREFIX = "blobs/"
@@ -308,24 +308,11 @@ class S3BlobStore:
         return self._verified_chunks(response, name.removeprefix(BLOBS_PREFIX))
 
     def _verified_chunks(self, response: BaseHTTPResponse, sha256: str) -> Iterator[bytes]:
-        # Same rule as LocalBlobStore: the last chunk is held back until the whole blob hashed right.
-        digest = hashlib.sha256()
         try:
             try:
-                pending = response.read(self.chunk_bytes)
-                while pending:
-                    digest.update(pending)
-                    following = response.read(self.chunk_bytes)
-                    if not following:
-                        break
-                    yield pending
-                    pending = following
+                yield from verified_chunks(response.read, sha256, self.chunk_bytes)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise _unavailable(exc) from exc
-            if not same(digest.hexdigest(), sha256):
-                raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {digest.hexdigest()})")
-            if pending:
-                yield pending
         finally:
             response.close()
             response.release_conn()

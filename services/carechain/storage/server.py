@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import grpc
+
 from carechain.core.errors import InvalidArgument
 from carechain.core.layout import TrustBundle, audience
 from carechain.runtime.access import ANY, AccessTable, Allow
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import StorageSettings
 from carechain.runtime.server import Register, register_servicer, run_service
-from carechain.storage.blobstore import BlobStore, LocalBlobStore, check_sha256
+from carechain.storage.blobstore import BlobStore, check_sha256
+from carechain.storage.file_blobstore import LocalBlobStore
 from carechain.storage.s3_blobstore import S3BlobStore
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -42,7 +45,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._store = store
         self._auth = Authenticator(trust, audience("storage"))
 
-    def PutBlob(self, request_iterator, context):  # noqa: N802 - gRPC method name
+    def PutBlob(
+        self, request_iterator: Iterator[storage_pb2.PutBlobRequest], context: grpc.ServicerContext
+    ) -> storage_pb2.BlobRef:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "metadata":
             raise InvalidArgument("metadata", "the first message of PutBlob must carry the metadata")
@@ -52,11 +57,13 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         ref = self._store.put(_chunks(request_iterator), expected or None)
         return storage_pb2.BlobRef(sha256=ref.sha256, size=ref.size)
 
-    def GetBlob(self, request, context):  # noqa: N802 - gRPC method name
+    def GetBlob(
+        self, request: storage_pb2.GetBlobRequest, context: grpc.ServicerContext
+    ) -> Iterator[storage_pb2.BlobChunk]:
         for data in self._store.open(request.sha256):
             yield storage_pb2.BlobChunk(data=data)
 
-    def StatBlob(self, request, context):  # noqa: N802 - gRPC method name
+    def StatBlob(self, request: storage_pb2.StatBlobRequest, context: grpc.ServicerContext) -> storage_pb2.BlobRef:
         sha256 = check_sha256(request.sha256)
         return storage_pb2.BlobRef(sha256=sha256, size=self._store.stat(sha256))
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from carechain.audit.store import SQLiteAuditStore
+from carechain.audit.sqlite_store import SQLiteAuditStore
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import NetworkLayout
 from carechain.dev.certificates import LocalCertificateAuthority

@@ -20,9 +20,10 @@ from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, tx
 
 from carechain.audit.anchoring import BatchSealer, LedgerAnchorer
 from carechain.audit.checkpoints import CheckpointRecorder
+from carechain.audit.hashchain import verify_event_proof
 from carechain.audit.server import AuditServicer, register_audit
-from carechain.audit.store import DB_FILE_NAME as AUDIT_DB_FILE
-from carechain.audit.store import SQLiteAuditStore, verify_event_proof
+from carechain.audit.sqlite_store import DB_FILE_NAME as AUDIT_DB_FILE
+from carechain.audit.sqlite_store import SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.cli import build_parser
 from carechain.client.proofs import (

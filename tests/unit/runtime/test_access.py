@@ -23,7 +23,7 @@ from carechain.runtime.access import ANY, AccessTable, Allow, guard
 from carechain.runtime.auth import Caller, caller_claims
 from carechain.runtime.config import StorageSettings
 from carechain.runtime.server import start_service
-from carechain.storage.blobstore import LocalBlobStore
+from carechain.storage.file_blobstore import LocalBlobStore
 from carechain.storage.server import StorageServicer
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 

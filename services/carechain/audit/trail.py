@@ -1,0 +1,114 @@
+"""Appending to the audit trail, fail closed.
+
+- :func:`validate_event` checks a reported event (InvalidArgument naming the
+  field) and the reporter's clock: an event time further than
+  :data:`MAX_CLOCK_SKEW_MS` from the audit service's own clock is refused, so a
+  service cannot backdate or postdate entries of an accounting.
+- :class:`AuditTrail` appends to the store and returns only once the event is
+  durable; any store failure is UNAVAILABLE, so the reporting service fails
+  closed. Only the audit service itself records ledger checkpoints and
+  anchoring alerts (:data:`OWN_ACTIONS`), through :meth:`AuditTrail.append`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from carechain.audit.store import AuditStore
+from carechain.audit.v1 import audit_pb2
+from carechain.common.v1 import common_pb2
+from carechain.core.errors import CareChainError, InvalidArgument, Unavailable
+
+# How far a reporter's event time may be from the audit service's clock (NTP-synchronised hosts
+# are within a second; five minutes leaves room for retries without allowing backdating).
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+#: Actions only the audit service itself records.
+OWN_ACTIONS = frozenset({audit_pb2.AUDIT_ACTION_LEDGER_CHECKPOINT, audit_pb2.AUDIT_ACTION_ANCHOR_BATCH})
+
+
+def validate_event(
+    event: audit_pb2.AuditEvent, now_ms: int, max_skew_ms: int = MAX_CLOCK_SKEW_MS
+) -> audit_pb2.AuditEvent:
+    """A checked copy of event, with time_ms filled in when 0; InvalidArgument naming the field.
+
+    A time_ms more than max_skew_ms away from now_ms (the audit service's clock) is refused.
+    """
+    if not event.event_id:
+        raise InvalidArgument("event.event_id", "required (a UUID chosen by the caller)")
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError as exc:
+        raise InvalidArgument("event.event_id", "must be a UUID") from exc
+    if event.action == audit_pb2.AUDIT_ACTION_UNSPECIFIED or event.action not in audit_pb2.AuditAction.values():
+        raise InvalidArgument("event.action", "must be a known AuditAction")
+    if event.outcome == audit_pb2.AUDIT_OUTCOME_UNSPECIFIED or event.outcome not in audit_pb2.AuditOutcome.values():
+        raise InvalidArgument("event.outcome", "must be a known AuditOutcome")
+    if event.purpose not in common_pb2.PurposeOfUse.values():
+        raise InvalidArgument("event.purpose", "must be a known PurposeOfUse")
+    for category in event.categories:
+        if category == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or \
+                category not in common_pb2.SensitivityCategory.values():
+            raise InvalidArgument("event.categories", "must be known SensitivityCategory values")
+    if not event.service:
+        raise InvalidArgument("event.service", "required")
+    if not event.actor_id:
+        raise InvalidArgument("event.actor_id", "required")
+    if event.alert and not event.patient_id:
+        raise InvalidArgument("event.patient_id", "required for an alert (the patient is notified)")
+    if event.time_ms < 0:
+        raise InvalidArgument("event.time_ms", "must not be negative")
+    if event.time_ms and abs(event.time_ms - now_ms) > max_skew_ms:
+        raise InvalidArgument(
+            "event.time_ms",
+            f"is more than {max_skew_ms // 1000} s from the audit service's clock (send the time of the event, "
+            "or 0 for now)",
+        )
+    checked = audit_pb2.AuditEvent()
+    checked.CopyFrom(event)
+    if checked.time_ms == 0:
+        checked.time_ms = now_ms
+    return checked
+
+
+class AuditTrail:
+    """The append path of the audit service: reported events and its own, durable on return or UNAVAILABLE.
+
+    on_append runs after every durable append (it wakes following event streams).
+    """
+
+    def __init__(
+        self,
+        store: AuditStore,
+        clock: Callable[[], float] = time.time,
+        max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+        on_append: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_skew_ms = max_clock_skew_ms
+        self._on_append = on_append
+
+    def now_ms(self) -> int:
+        """The audit service's clock, in milliseconds."""
+        return int(self._clock() * 1000)
+
+    def record(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
+        """Check and append an event another service reported; (sequence, event_hash) once durable."""
+        if event.ledger_checkpoint or event.action in OWN_ACTIONS:
+            # Only the audit service publishes checkpoints and anchoring alerts (verification trusts them).
+            raise InvalidArgument("event.action", "ledger checkpoints and anchoring alerts are recorded by the "
+                                                  "audit service itself")
+        return self.append(validate_event(event, self.now_ms(), self._max_skew_ms))
+
+    def append(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
+        """Append an already checked event (or one of the audit service's own); fail closed."""
+        try:
+            receipt = self._store.append(event)
+        except CareChainError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
+            raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
+        self._on_append()
+        return receipt

@@ -1,0 +1,89 @@
+"""StreamEvents (carechain.audit.streaming) through gRPC: replay from a cursor, follow live events, filters."""
+
+from __future__ import annotations
+
+import pathlib
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from audit_fixtures import CONSENT, PATIENT, PRACTITIONER, RECORDS, AuditEnv, running_audit, status_of
+
+from carechain.audit.v1 import audit_pb2
+
+
+@pytest.fixture()
+def env(tmp_path: pathlib.Path) -> Iterator[AuditEnv]:
+    with running_audit(tmp_path) as running:
+        yield running
+
+
+def test_stream_resumes_from_a_cursor_without_gap_or_duplicate(env: AuditEnv) -> None:
+    for i in range(5):
+        env.record(reason=f"before {i}")
+    stream = env.stream()
+    received = [next(stream) for _ in range(3)]
+    stream.cancel()  # disconnect
+    for i in range(3):
+        env.record(reason=f"while away {i}")
+    resumed = env.stream(after_sequence=received[-1].sequence, replay_only=True)
+    received += list(resumed)
+    assert [s.sequence for s in received] == list(range(1, 9))
+    assert [s.event.reason for s in received] == [f"before {i}" for i in range(5)] + [
+        f"while away {i}" for i in range(3)]
+
+
+def test_stream_follows_live_events_after_replaying(env: AuditEnv) -> None:
+    env.record(reason="stored")
+    stream = env.stream()
+    got: queue.Queue[audit_pb2.StoredAuditEvent] = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for stored in stream:
+                got.put(stored)
+        except grpc.RpcError:
+            pass  # cancelled at the end of the test
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    assert got.get(timeout=5).event.reason == "stored"
+    env.record(reason="live 1")
+    env.record(reason="live 2")
+    assert [got.get(timeout=5).event.reason for _ in range(2)] == ["live 1", "live 2"]
+    stream.cancel()
+    thread.join(timeout=5)
+
+
+def test_stream_filters(env: AuditEnv) -> None:
+    env.record(reason="a")
+    env.record(reason="b", outcome=audit_pb2.AUDIT_OUTCOME_DENIED)
+    env.record(reason="c", patient_id="psn-2", actor_id="prac-2")
+    env.record(reason="d", alert=True)
+    env.record(CONSENT, reason="e", service="consent", action=audit_pb2.AUDIT_ACTION_DECIDE)
+
+    def reasons(**filters: object) -> list[str]:
+        return [s.event.reason for s in env.stream(replay_only=True, **filters)]
+
+    assert reasons() == ["a", "b", "c", "d", "e"]
+    assert reasons(service="consent") == ["e"]
+    assert reasons(outcome=audit_pb2.AUDIT_OUTCOME_DENIED) == ["b"]
+    assert reasons(patient_id="psn-2") == ["c"]
+    assert reasons(actor_id="prac-2") == ["c"]
+    assert reasons(alerts_only=True) == ["d"]
+    assert reasons(after_sequence=3, service="records") == ["d"]
+
+
+def test_an_unknown_outcome_filter_is_rejected(env: AuditEnv) -> None:
+    code, details = status_of(lambda: list(env.stream(replay_only=True, outcome=99)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("outcome:")
+
+
+def test_stream_is_for_services_and_the_operator(env: AuditEnv) -> None:
+    env.record()
+    for caller in (PATIENT, PRACTITIONER):
+        code, _ = status_of(lambda caller=caller: list(env.stream(caller, replay_only=True)))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert len(list(env.stream(RECORDS, replay_only=True))) == 1
