@@ -15,7 +15,7 @@ import pytest
 from carechain.client.auth import token_request_message
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
-from carechain.core.errors import PermissionDenied
+from carechain.core.decision_claims import DecisionClaims
 from carechain.core.layout import (
     DECISION_ISSUER_ID,
     OPERATOR_ID,
@@ -25,10 +25,11 @@ from carechain.core.layout import (
     audience,
 )
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
-from carechain.identity.registry import Registry
+from carechain.identity.sqlite_registry import Registry
 from carechain.identity.server import IdentityServicer, build, local_token_source, register_identity
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
+from carechain.ledger.contract import NOT_PERMITTED
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller, caller_claims
 from carechain.runtime.config import IdentitySettings
@@ -47,11 +48,13 @@ class FakeLedger:
     committed: list[ledger_pb2.Transaction] = field(default_factory=list)
     reject: bool = False
 
-    def __call__(self, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
+    # LedgerService.SubmitTransaction, called like a stub method.
+    def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object):
+        tx = request.transaction
         assert transactions.signature_valid(tx, self.identity_key), "identity must sign its transactions"
         transactions.decode_body(tx)
         if self.reject:
-            raise PermissionDenied("validator: transaction invalid")
+            return ledger_pb2.SubmitTransactionResponse(valid=False, reason=f"{NOT_PERMITTED}validator says no")
         self.committed.append(tx)
         return ledger_pb2.SubmitTransactionResponse(valid=True, log_index=len(self.committed) - 1)
 
@@ -109,7 +112,7 @@ def net(tmp_path: pathlib.Path) -> Iterator[Network]:
     settings = IdentitySettings(listen_address="127.0.0.1:0", data_dir=tmp_path / "identity", chain_id="test-chain",
                                 max_workers=4, shutdown_grace_seconds=0)
     servicer = IdentityServicer(
-        signer=identity, trust=trust, registry=registry, keys=keyring, submit_transaction=ledger,
+        signer=identity, trust=trust, registry=registry, keys=keyring, ledger=ledger,
         chain_id="test-chain", token_ttl_seconds=60, challenge_ttl_seconds=30, clock=clock,
     )
 
@@ -173,8 +176,9 @@ def patient_caller(principal: identity_pb2.Principal) -> Caller:
 
 def decision_token(net: Network, record_id: str, patient_id: str, ttl: float = 30,
                    signer: Ed25519Signer | None = None, aud: str = audience("identity")) -> str:
-    claims = {"sub": "prac-x", "aud": aud, "rid": record_id, "psn": patient_id, "pou": "TREAT", "cid": "consent-1"}
-    return issue_token(signer or net.consent, DECISION_TOKEN_TYPE, claims, ttl)[0]
+    claims = DecisionClaims("prac-x", record_id, patient_id, common_pb2.PURPOSE_OF_USE_TREAT,
+                            common_pb2.CONSENT_ACTION_ACCESS, consent_id="consent-1").to_claims()
+    return issue_token(signer or net.consent, DECISION_TOKEN_TYPE, {**claims, "aud": aud}, ttl)[0]
 
 
 # --- tokens --------------------------------------------------------------------
@@ -616,7 +620,7 @@ def test_built_service_runs_from_a_network_directory(tmp_path: pathlib.Path) -> 
     settings = IdentitySettings(listen_address="127.0.0.1:0", data_dir=layout.service_dir("identity"),
                                 signing_key_file=layout.key_file(TOKEN_ISSUER_ID), trust_dir=layout.trust_dir,
                                 shutdown_grace_seconds=0)
-    register, closers = build(settings, submit_transaction=ledger)
+    register, closers = build(settings, ledger=ledger)
     running = start_service("identity", settings, register, closers)
     channel = grpc.insecure_channel(running.address)
     try:
