@@ -142,6 +142,10 @@ def verify_token(
         raise Unauthenticated(f"token audience is not {audience}") from exc
     except jwt.MissingRequiredClaimError as exc:
         raise Unauthenticated(f"token lacks the {exc.claim} claim") from exc
+    except jwt.exceptions.InvalidSubjectError as exc:
+        raise Unauthenticated("token claim sub must be a string") from exc
+    except jwt.exceptions.InvalidJTIError as exc:
+        raise Unauthenticated("token claim jti must be a string") from exc
     except (jwt.PyJWTError, RecursionError) as exc:
         raise Unauthenticated("token is not well-formed") from exc
     return claims

@@ -155,3 +155,9 @@ def test_a_deeply_nested_header_is_not_well_formed_not_a_crash() -> None:
 def test_an_oversized_token_is_refused_before_decoding() -> None:
     with pytest.raises(Unauthenticated, match="longer than"):
         _verify("a" * (MAX_TOKEN_CHARS + 1))
+
+
+@pytest.mark.parametrize("claim", ["sub", "jti"])
+def test_a_mistyped_subject_or_token_id_is_named(claim: str) -> None:
+    with pytest.raises(Unauthenticated, match=f"claim {claim} must be a string"):
+        _verify(_signed(_claims(**{claim: 42})))

@@ -556,6 +556,27 @@ def test_bad_decision_tokens_are_permission_denied(net: Network, patient: identi
     assert "decision token" in _details(refused)
 
 
+@pytest.mark.parametrize(("change", "claim"), [
+    ({"act": None}, "act"),
+    ({"pou": "TREAT"}, "pou"),
+    ({"psn": None}, "psn"),
+    ({"sub": 42}, "sub"),
+])
+def test_a_consent_signed_token_with_a_missing_or_mistyped_claim_releases_nothing(
+        net: Network, patient: identity_pb2.Principal, change: dict, claim: str) -> None:
+    # Even with consent's own signature: identity reads the typed decision claims, never a loose dict.
+    key = generate(net, patient.principal_id, "rec-1")
+    good = DecisionClaims("prac-x", "rec-1", patient.principal_id, common_pb2.PURPOSE_OF_USE_TREAT,
+                          common_pb2.CONSENT_ACTION_ACCESS, consent_id="consent-1").to_claims()
+    claims = {k: v for k, v in {**good, **change}.items() if v is not None}
+    token = issue_token(net.consent, DECISION_TOKEN_TYPE, claims, 30)[0]
+    with pytest.raises(grpc.RpcError) as refused:
+        release(net, "rec-1", token)
+    assert _code(refused) == Code.PERMISSION_DENIED
+    assert _details(refused).startswith("decision token rejected: ") and f"claim {claim} " in _details(refused)
+    assert release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id)) == key.plaintext_key
+
+
 # --- rotation ----------------------------------------------------------------------
 
 
