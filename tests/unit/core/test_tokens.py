@@ -132,7 +132,8 @@ def test_kid_picks_the_issuer_key_and_iss_must_match_it() -> None:
 def test_the_header_type_and_algorithm_are_checked() -> None:
     with pytest.raises(Unauthenticated, match="type must be at[+]jwt"):
         _verify(_signed(_claims(), typ="JWT"))
-    forged_none = jwt.encode(_claims(), None, algorithm="none", headers={"typ": ACCESS_TOKEN_TYPE, "kid": "svc-identity"})
+    forged_none = jwt.encode(_claims(), None, algorithm="none",
+                             headers={"typ": ACCESS_TOKEN_TYPE, "kid": "svc-identity"})
     with pytest.raises(Unauthenticated, match="EdDSA"):
         _verify(forged_none)
 

@@ -25,8 +25,8 @@ from carechain.core.layout import (
     audience,
 )
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
-from carechain.identity.sqlite_registry import Registry
 from carechain.identity.server import IdentityServicer, build, local_token_source, register_identity
+from carechain.identity.sqlite_registry import Registry
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
 from carechain.ledger.contract import NOT_PERMITTED
