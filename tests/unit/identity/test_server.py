@@ -22,6 +22,7 @@ from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.runtime.config import IdentitySettings
 from carechain.runtime.server import start_service
 
+
 def test_built_service_runs_from_a_network_directory(tmp_path: pathlib.Path) -> None:
     layout = NetworkLayout(tmp_path / "net")
     layout.ensure()
