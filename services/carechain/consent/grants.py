@@ -221,17 +221,10 @@ class Grants:
             raise InvalidArgument(f"{_REGISTER_DELEGATE}.delegate_id", "not a registered patient or practitioner")
         if self._is_active_delegate(delegate.patient_id, delegate.delegate_id):
             raise AlreadyExists(f"{delegate.delegate_id} is already a delegate (revoke first)")
-        response = self._ledger.commit(transaction)
         relationship = policy_pb2.DelegateRelationship.Name(delegate.relationship).removeprefix(
             "DELEGATE_RELATIONSHIP_")
-        self._ledger.report(
-            audit_pb2.AUDIT_ACTION_GRANT_CONSENT,
-            actor_id=caller.principal_id,
-            organization_id=caller.organization_id,
-            patient_id=delegate.patient_id,
-            reason=f"delegate {delegate.delegate_id} registered as {relationship} at log index {response.log_index}",
-        )
-        return self._delegation(delegate.patient_id, delegate.delegate_id)
+        return self._commit_delegation(caller, transaction, audit_pb2.AUDIT_ACTION_GRANT_CONSENT,
+                                       delegate.patient_id, delegate.delegate_id, f"registered as {relationship}")
 
     def revoke_delegate(self, caller: Caller, transaction: ledger_pb2.Transaction | None) -> consent_pb2.Delegation:
         """Commit a patient-signed RevokeDelegate; the delegation, now revoked (audited)."""
@@ -242,19 +235,21 @@ class Grants:
         self._ledger.sync()
         if not self._is_active_delegate(revoke.patient_id, revoke.delegate_id):
             raise NotFound(f"{revoke.delegate_id} is not an active delegate")
-        response = self._ledger.commit(transaction)
-        self._ledger.report(
-            audit_pb2.AUDIT_ACTION_REVOKE_CONSENT,
-            actor_id=caller.principal_id,
-            organization_id=caller.organization_id,
-            patient_id=revoke.patient_id,
-            reason=f"delegate {revoke.delegate_id} revoked at log index {response.log_index}",
-        )
-        return self._delegation(revoke.patient_id, revoke.delegate_id)
+        return self._commit_delegation(caller, transaction, audit_pb2.AUDIT_ACTION_REVOKE_CONSENT,
+                                       revoke.patient_id, revoke.delegate_id, "revoked")
 
     def delegations_of(self, caller: Caller, patient_id: str) -> list[consent_pb2.Delegation]:
         """The delegations of a patient the caller may read (empty patient_id: the calling patient)."""
         return self._state.delegations_of(self.readable_patient(caller, patient_id, "list its own delegates"))
+
+    def _commit_delegation(self, caller: Caller, transaction: ledger_pb2.Transaction, action: int,
+                           patient_id: str, delegate_id: str, what: str) -> consent_pb2.Delegation:
+        """Commit a delegation change, audit it (fail closed) and return the delegation as now on the ledger."""
+        response = self._ledger.commit(transaction)
+        self._ledger.report(action, actor_id=caller.principal_id, organization_id=caller.organization_id,
+                            patient_id=patient_id, reason=f"delegate {delegate_id} {what} at log index "
+                            f"{response.log_index}")
+        return self._delegation(patient_id, delegate_id)
 
     def _is_active_delegate(self, patient_id: str, delegate_id: str) -> bool:
         return any(d.delegate_id == delegate_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
