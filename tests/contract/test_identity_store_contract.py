@@ -16,7 +16,8 @@ import pytest
 
 from carechain.common.v1 import common_pb2
 from carechain.core.errors import AlreadyExists, FailedPrecondition
-from carechain.identity.registry import IdentityStore, PrincipalRecord, Registry, StoredDataKey
+from carechain.identity.registry import IdentityStore, PrincipalRecord, StoredDataKey
+from carechain.identity.sqlite_registry import Registry
 from carechain.identity.vault_registry import PSEUDONYM_KEY, VaultRegistry
 
 pytest_plugins = ["servers_openbao"]

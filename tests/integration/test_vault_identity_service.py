@@ -20,8 +20,8 @@ from servers_openbao import Bootstrapped, identity_settings_on_vault, root_clien
 from carechain.client.auth import token_request_message
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer, Signer
+from carechain.core.decision_claims import DecisionClaims, issue_decision_token
 from carechain.core.layout import DECISION_ISSUER_ID, OPERATOR_ID, TOKEN_ISSUER_ID, audience, write_public_key
-from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token
 from carechain.identity.server import build
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger import transactions
@@ -41,7 +41,9 @@ class RecordingLedger:
     identity_key: bytes
     committed: list[ledger_pb2.TransactionBody] = field(default_factory=list)
 
-    def __call__(self, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
+    # LedgerService.SubmitTransaction, called like a stub method.
+    def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object):
+        tx = request.transaction
         assert transactions.signature_valid(tx, self.identity_key)
         self.committed.append(transactions.decode_body(tx))
         return ledger_pb2.SubmitTransactionResponse(valid=True, log_index=len(self.committed) - 1)
@@ -68,7 +70,7 @@ def net(openbao_bootstrapped: Bootstrapped, tmp_path: pathlib.Path) -> Iterator[
     ledger = RecordingLedger(boot.result.public_keys[TOKEN_ISSUER_ID])
     settings = identity_settings_on_vault(boot, tmp_path / "identity", trust_dir)
 
-    register, closers = build(settings, submit_transaction=ledger)
+    register, closers = build(settings, ledger=ledger)
     running = start_service("identity", settings, register, closers)
     channel = grpc.insecure_channel(running.address)
     records = VaultTransitSigner(vault_client(boot.settings("records")), "svc-records")
@@ -99,9 +101,9 @@ def _register(net: VaultIdentity, as_: list[tuple[str, str]], kind: int, **field
 
 
 def _decision(net: VaultIdentity, record_id: str, patient_id: str) -> str:
-    claims = {"sub": "prac-x", "aud": audience("identity"), "rid": record_id, "psn": patient_id, "pou": "TREAT",
-              "cid": "consent-1"}
-    return issue_token(net.consent, DECISION_TOKEN_TYPE, claims, 30)[0]
+    claims = DecisionClaims("prac-x", record_id, patient_id, common_pb2.PURPOSE_OF_USE_TREAT,
+                            common_pb2.CONSENT_ACTION_ACCESS, consent_id="consent-1")
+    return issue_decision_token(net.consent, claims, 30)[0]
 
 
 def test_register_token_data_key_release_and_rotate_through_openbao(net: VaultIdentity) -> None:

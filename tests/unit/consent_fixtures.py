@@ -103,7 +103,7 @@ def env(clock: Clock) -> Iterator[Env]:
     audit = FakeAudit()
     servicer = ConsentServicer(
         Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("consent")),
-        ConsentState(SEALER), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0, submit=ledger.submit,
+        ConsentState(SEALER), ledger, AuditReporter(audit, "consent"), CONSENT, 30.0,
         clock=clock, break_glass=BreakGlassRules(frozenset({"emergency-medicine"}), 4 * 3_600_000), chain_id=CHAIN,
     )
     running = start_service("consent", ConsentSettings(listen_address="127.0.0.1:0"), register_consent(servicer))

@@ -12,9 +12,9 @@ from carechain.common.v1 import common_pb2
 from carechain.consent.rules import attest_policy
 from carechain.consent.v1 import policy_pb2
 from carechain.core.crypto import Ed25519Signer
-from carechain.core.errors import PermissionDenied
 from carechain.core.layout import DECISION_ISSUER_ID
-from carechain.ledger import transactions
+from carechain.ledger import submission, transactions
+from carechain.ledger.contract import NOT_PERMITTED
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.keyring import LocalKeyring
@@ -100,31 +100,33 @@ class FakeLedger:
 
         if kind == "grant_consent":
             if not acts_for(body.grant_consent.patient_id):
-                return "only the patient may grant consent"
+                return f"{NOT_PERMITTED}only the patient may grant consent"
             if body.grant_consent.consent_id in consents:
                 return "consent id already used"
         if kind == "revoke_consent":
             patient_id = consents.get(body.revoke_consent.consent_id)
             if patient_id is None or not acts_for(patient_id):
-                return "only the patient may revoke its consent"
+                return f"{NOT_PERMITTED}only the patient may revoke its consent"
         if kind in ("register_delegate", "revoke_delegate"):
             if getattr(body, kind).patient_id != body.submitter_id:
-                return "only the patient manages its delegates"
+                return f"{NOT_PERMITTED}only the patient manages its delegates"
         if kind == "break_glass_access" and body.submitter_id != "svc-consent":
-            return "only svc-consent records break-glass windows"
+            return f"{NOT_PERMITTED}only svc-consent records break-glass windows"
         return ""
 
-    # carechain.ledger.submission.submit(ledger_stub, tx)
-    def submit(self, _stub: object, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
-        body = transactions.decode_body(tx)
-        reason = self._verdict(body)
+    # LedgerService.SubmitTransaction, called like a stub method: an invalid transaction is committed as invalid.
+    def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object):
+        tx = request.transaction
+        reason = self._verdict(transactions.decode_body(tx))
         logged = self.commit(tx, valid=not reason, reason=reason)
-        if reason:
-            raise PermissionDenied(reason)
         return ledger_pb2.SubmitTransactionResponse(
             transaction_hash=transactions.transaction_hash(tx).hex(), height=logged.height,
-            log_index=logged.log_index, valid=True,
+            log_index=logged.log_index, valid=not reason, reason=reason,
         )
+
+    def submit(self, _stub: object, tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
+        """Submit straight to this ledger, as a client would (carechain.ledger.submission.submit)."""
+        return submission.submit(self, tx)
 
 
 def register_principal(ledger: FakeLedger, operator: Ed25519Signer, principal_id: str, kind: int,

@@ -1,50 +1,93 @@
-"""Signed short-lived tokens: compact JWS with EdDSA (RFC 7515, RFC 8037).
+"""Signed short-lived tokens: EdDSA JWTs (RFC 7519, RFC 8037) through PyJWT.
 
 Two kinds are used: access tokens issued by the identity service to
 authenticated principals, and consent decision tokens issued by the consent
 service. Both are verified against keys from the network trust bundle.
+
+Verification (:func:`verify_token`) checks, in this order: the compact form
+and size, ``alg`` EdDSA, ``typ``, no ``crit`` extensions (CareChain
+understands none, so RFC 7515 requires refusing any), ``kid`` naming an
+allowed issuer key, the signature, then the claims with PyJWT: ``iss`` equal
+to ``kid``; ``aud`` a string or a list containing the audience; ``exp``,
+``iat`` and ``nbf`` (when present) with :data:`CLOCK_SKEW_SECONDS` leeway.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from carechain.core.crypto import Signer, verify_signature
+import jwt
+from jwt.algorithms import Algorithm
+
+from carechain.core.crypto import Signer, load_public_key
 from carechain.core.errors import Unauthenticated
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT "typ", not a secret
 DECISION_TOKEN_TYPE = "carechain-decision+jwt"  # noqa: S105 - a JWT "typ", not a secret
 # Tolerated clock difference between services.
 CLOCK_SKEW_SECONDS = 5
+# CareChain's tokens are well under 1 KiB; anything far longer is refused before it is decoded.
+MAX_TOKEN_CHARS = 8192
+ALGORITHM = "EdDSA"
+# Every token CareChain issues has these; one without them is not ours.
+_REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
+_UNSUPPORTED_CRIT = "token has critical header extensions (crit) this service does not support"
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+class _SignerAlgorithm(Algorithm):
+    """EdDSA signing with a :class:`Signer`, whose private key may never leave Vault Transit.
+
+    Only for issuing: verification uses PyJWT's own EdDSA with the issuer's public key.
+    """
+
+    def prepare_key(self, key: Any) -> Any:
+        return key
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return key.sign(msg)
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        raise NotImplementedError("tokens are verified with PyJWT's EdDSA, not with a Signer")
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
+        raise NotImplementedError("a Signer is not exported as a JWK")
+
+    @staticmethod
+    def from_jwk(jwk: Any) -> Any:
+        raise NotImplementedError("a Signer is not loaded from a JWK")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _signing_jws() -> jwt.PyJWS:
+    jws = jwt.PyJWS(algorithms=[ALGORITHM])
+    jws.unregister_algorithm(ALGORITHM)
+    jws.register_algorithm(ALGORITHM, _SignerAlgorithm())
+    return jws
+
+
+_SIGNING = _signing_jws()
+_VERIFYING = jwt.PyJWT({"require": _REQUIRED_CLAIMS})
 
 
 def issue_token(signer: Signer, token_type: str, claims: Mapping[str, Any], ttl_seconds: float) -> tuple[str, int]:
     """Sign claims into a token valid for ttl_seconds; returns (token, expiry in Unix ms).
 
-    Adds iss (the signer's key id), iat, exp and a random jti.
+    Adds iss (the signer's key id), iat, exp and a random jti; the header names the type and kid.
     """
     now = time.time()
     exp = now + ttl_seconds
     payload = {**claims, "iss": signer.key_id, "iat": int(now), "exp": round(exp, 3), "jti": str(uuid.uuid4())}
-    header = {"alg": "EdDSA", "typ": token_type, "kid": signer.key_id}
-    signing_input = f"{_b64(json.dumps(header, separators=(',', ':')).encode())}." + _b64(
-        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    token = _SIGNING.encode(
+        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode(),
+        signer,
+        algorithm=ALGORITHM,
+        headers={"typ": token_type, "kid": signer.key_id},
     )
-    signature = signer.sign(signing_input.encode())
-    return f"{signing_input}.{_b64(signature)}", int(exp * 1000)
+    return token, int(exp * 1000)
 
 
 def verify_token(
@@ -52,43 +95,65 @@ def verify_token(
     issuer_keys: Mapping[str, bytes],
     token_type: str,
     audience: str,
-    now: float | None = None,
 ) -> dict[str, Any]:
     """Check a token's signature, type, audience and lifetime; return its claims.
 
     issuer_keys maps key ids (principal ids) to raw Ed25519 public keys allowed
-    to issue this kind of token. Raises Unauthenticated saying what is wrong.
+    to issue this kind of token. Raises Unauthenticated saying what is wrong
+    (never quoting the token); a malformed token of any shape or depth is just
+    "not well-formed".
     """
-    parts = token.split(".")
-    if len(parts) != 3:
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated(f"token is longer than {MAX_TOKEN_CHARS} characters")
+    if token.count(".") != 2:
         raise Unauthenticated("token is not a compact JWS")
     try:
-        header = json.loads(_unb64(parts[0]))
-        payload = json.loads(_unb64(parts[1]))
-        signature = _unb64(parts[2])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Unauthenticated("token is not well-formed") from exc
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise Unauthenticated("token is not well-formed")
-    if header.get("alg") != "EdDSA":
+        header = jwt.get_unverified_header(token)
+    except (jwt.PyJWTError, RecursionError) as exc:
+        # PyJWT refuses a crit it does not support itself; say so rather than "not well-formed".
+        raise Unauthenticated(_UNSUPPORTED_CRIT if "crit" in str(exc).lower()
+                              else "token is not well-formed") from exc
+    if header.get("alg") != ALGORITHM:
         raise Unauthenticated("token algorithm must be EdDSA")
     if header.get("typ") != token_type:
         raise Unauthenticated(f"token type must be {token_type}")
+    if "crit" in header:  # even those PyJWT understands (b64): CareChain's tokens use none
+        raise Unauthenticated(_UNSUPPORTED_CRIT)
     key_id = header.get("kid")
-    public_key = issuer_keys.get(key_id) if isinstance(key_id, str) else None
-    if public_key is None:
+    raw_key = issuer_keys.get(key_id) if isinstance(key_id, str) else None
+    if raw_key is None:
         raise Unauthenticated("token signed by an unknown issuer")
-    if not verify_signature(public_key, signature, f"{parts[0]}.{parts[1]}".encode()):
-        raise Unauthenticated("token signature is invalid")
-    if payload.get("iss") != key_id:
-        raise Unauthenticated("token issuer does not match its key")
-    if payload.get("aud") != audience:
-        raise Unauthenticated(f"token audience is not {audience}")
-    now = time.time() if now is None else now
-    exp = payload.get("exp")
-    if not isinstance(exp, int | float) or now > exp + CLOCK_SKEW_SECONDS:
-        raise Unauthenticated("token has expired")
-    iat = payload.get("iat")
-    if not isinstance(iat, int | float) or iat > now + CLOCK_SKEW_SECONDS:
-        raise Unauthenticated("token is issued in the future")
-    return payload
+    try:
+        claims = _VERIFYING.decode(
+            token, load_public_key(raw_key), algorithms=[ALGORITHM], audience=audience, issuer=key_id,
+            leeway=CLOCK_SKEW_SECONDS,
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise Unauthenticated("token signature is invalid") from exc
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthenticated("token has expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise Unauthenticated(
+            "token is not valid yet (nbf)" if "nbf" in str(exc) else "token is issued in the future"
+        ) from exc
+    except jwt.InvalidIssuerError as exc:
+        raise Unauthenticated("token issuer does not match its key") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise Unauthenticated(f"token audience is not {audience}") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthenticated(f"token lacks the {exc.claim} claim") from exc
+    except jwt.exceptions.InvalidSubjectError as exc:
+        raise Unauthenticated("token claim sub must be a string") from exc
+    except jwt.exceptions.InvalidJTIError as exc:
+        raise Unauthenticated("token claim jti must be a string") from exc
+    except (jwt.PyJWTError, RecursionError) as exc:
+        raise Unauthenticated("token is not well-formed") from exc
+    return claims
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a token this process has just issued itself (its signature is not checked).
+
+    Never for a token someone else handed over: use :func:`verify_token`.
+    """
+    return _VERIFYING.decode(token, options={"verify_signature": False})

@@ -1,69 +1,42 @@
 """The identity service: principals, access tokens and patients' keys.
 
-- Principals are registered here and on the ledger (without names or FHIR ids).
-  A patient's display name and FHIR id are shown only to the patient, their
-  delegates and their organisation (services get the FHIR id, never the name).
-- Who may call what is the :data:`ACCESS` table (docs/security.md).
-- Access tokens are issued after proof of possession of a principal's key.
-- Each patient has a key-encryption key (``patient-<pseudonym>``) in the key
-  manager; each record has a data key stored only in wrapped form, released
-  only against a single-use consent decision token bound to the record,
-  after the consent service confirms the decision still holds (revocation).
+A thin gRPC layer (requests to domain calls, answers back; who may call what is :data:`ACCESS`,
+docs/security.md) over the domain modules:
+
+- :mod:`carechain.identity.principals`: registration here and on the ledger (without names or FHIR
+  ids), who sees a patient's private fields, deactivation and key rotation by the registering authority;
+- :mod:`carechain.identity.access_tokens`: proof of possession of a principal's key, then access tokens;
+- :mod:`carechain.identity.data_keys`: per-patient key-encryption keys and per-record data keys, released
+  only against a single-use consent decision token after consent confirms the decision still holds;
+- the registry seam :mod:`carechain.identity.registry` (SQLite or Vault) and the key manager.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import re
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from carechain.client.auth import TokenSource, token_request_message
 from carechain.common.v1 import common_pb2
-from carechain.core.crypto import Ed25519Signer, Signer, load_public_key, same, verify_signature
-from carechain.core.errors import (
-    AlreadyExists,
-    CareChainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-)
-from carechain.core.layout import (
-    DECISION_ISSUER_ID,
-    OPERATOR_ID,
-    SERVICES,
-    TOKEN_ISSUER_ID,
-    TrustBundle,
-    audience,
-    service_principal_id,
-)
-from carechain.core.tokens import ACCESS_TOKEN_TYPE, CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
-from carechain.identity.registry import (
-    IdentityStore,
-    PrincipalRecord,
-    Registry,
-    StoredDataKey,
-    new_organization_id,
-    new_practitioner_id,
-)
+from carechain.core.crypto import Ed25519Signer, Signer, same
+from carechain.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, audience
+from carechain.identity.access_tokens import AccessTokens, local_token_source
+from carechain.identity.data_keys import CheckDecision, DataKeys
+from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, IsDelegate, Principals, principal_message
+from carechain.identity.registry import IdentityStore
+from carechain.identity.sqlite_registry import Registry
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
-from carechain.ledger import transactions
-from carechain.ledger.v1 import ledger_pb2
+from carechain.ledger.submission import ServiceSubmitter
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope, own_patient_field
 from carechain.runtime.access import caller as caller_of
-from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import IdentitySettings
-from carechain.runtime.keyring import KeyManager, LocalKeyring, wrapped_key_version
+from carechain.runtime.keyring import KeyManager, LocalKeyring
 from carechain.runtime.peers import Peers
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.runtime.server import Register, register_servicer, run_service
@@ -75,50 +48,8 @@ log = logging.getLogger("carechain.identity")
 
 Kind = common_pb2.PrincipalKind
 
-# Submits a signed transaction to the ledger; raises when the validator marks it invalid.
-SubmitTransaction = Callable[[ledger_pb2.Transaction], ledger_pb2.SubmitTransactionResponse]
-# Asks the consent service whether a decision token still holds: (permitted, reason).
-CheckDecision = Callable[[str], tuple[bool, str]]
-# Asks the consent service whether principal (2nd) is an active delegate of patient (1st).
-IsDelegate = Callable[[str, str], bool]
-
 KEYRING_DIR = "keyring"
-CHALLENGE_BYTES = 32
-MAX_DISPLAY_NAME = 200
-REGISTRABLE_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT,
-                     Kind.PRINCIPAL_KIND_AUDITOR)
-# Registered by the operator; the others by their organisation.
-NETWORK_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_AUDITOR)
-MEMBER_KINDS = (Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT)
-AUDITOR_ID_PREFIX = "aud-"
-AUDIENCES = frozenset(audience(s) for s in SERVICES)
-_SPECIALTY = re.compile(r"^[a-z]+(-[a-z]+)*$")
-# FHIR R4 "id" datatype.
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_PRINCIPAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Same message for an unknown principal and a bad signature, so ids cannot be probed.
-_NOT_PROVEN = "unknown principal or invalid signature"
-
-
-def patient_key_name(patient_id: str) -> str:
-    """Name of a patient's key-encryption key in the key manager."""
-    return f"patient-{patient_id}"
-
-
-def data_key_context(patient_id: str, record_id: str) -> bytes:
-    """Context a record's wrapped data key is bound to, so it cannot be moved to another record."""
-    return f"{patient_id}|{record_id}".encode()
-
-
-def local_token_source(signer: Signer, ttl_seconds: float) -> TokenSource:
-    """Access tokens for the identity service itself, minted locally (it is the issuer)."""
-    caller = Caller(signer.key_id, Kind.PRINCIPAL_KIND_SERVICE)
-
-    def fetch(token_audience: str) -> tuple[str, int]:
-        return issue_token(signer, ACCESS_TOKEN_TYPE, caller_claims(caller, token_audience), ttl_seconds)
-
-    return TokenSource(fetch)
 
 
 def _operator_registers(caller: Caller, request: identity_pb2.RegisterPrincipalRequest, servicer: object) -> None:
@@ -138,7 +69,7 @@ def _organization_registers(caller: Caller, request: identity_pb2.RegisterPrinci
 SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
 # Who may call what (docs/security.md).
 def _registering_authority(caller: Caller, request: Any, servicer: IdentityServicer) -> None:
-    servicer.lifecycle_target(caller, request.principal_id)
+    servicer.principals.lifecycle_target(caller, request.principal_id)
 
 
 _REGISTERING_AUTHORITY = Scope("registering authority", "principals it registered (the operator: organisations)",
@@ -162,28 +93,9 @@ ACCESS = AccessTable(SERVICE, {
 })
 
 
-def new_auditor_id() -> str:
-    """A fresh auditor id."""
-    return AUDITOR_ID_PREFIX + uuid.uuid4().hex
-
-
-class _PatientLocks:
-    """One lock per patient: data key creation and key rotation must not interleave."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-
-    @contextmanager
-    def hold(self, patient_id: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(patient_id, threading.Lock())
-        with lock:
-            yield
-
-
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
-    """Implements carechain.identity.v1.IdentityService."""
+    """Implements carechain.identity.v1.IdentityService over :class:`Principals`, :class:`AccessTokens`
+    and :class:`DataKeys`."""
 
     def __init__(
         self,
@@ -192,7 +104,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         trust: TrustBundle,
         registry: IdentityStore,
         keys: KeyManager,
-        submit_transaction: SubmitTransaction,
+        ledger: Any,
         chain_id: str,
         token_ttl_seconds: float,
         challenge_ttl_seconds: float,
@@ -201,391 +113,89 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         is_delegate: IsDelegate | None = None,
         principal_status: PrincipalStatus | None = None,
     ) -> None:
+        """ledger is the LedgerService stub this service submits its transactions to (signed as itself)."""
+        submitter = ServiceSubmitter(chain_id, signer, lambda: ledger)
+        self.principals = Principals(registry, trust, submitter, principal_status, is_delegate)
+        self.tokens = AccessTokens(self.principals, signer, token_ttl_seconds, challenge_ttl_seconds, clock)
+        self.data_keys = DataKeys(self.principals, keys, trust, submitter, check_decision, clock)
         self._signer = signer
-        self._is_delegate = is_delegate
-        self._status = principal_status
-        self._check_decision = check_decision
-        self._trust = trust
-        self._registry = registry
-        self._keys = keys
-        self._submit = submit_transaction
-        self._chain_id = chain_id
-        self._token_ttl = token_ttl_seconds
-        self._challenge_ttl = challenge_ttl_seconds
-        self._clock = clock
         self._auth = Authenticator(trust, audience("identity"), principal_status)
-        self._registration_lock = threading.Lock()
-        self._patient_locks = _PatientLocks()
 
     # --- principals ------------------------------------------------------------
 
-    def RegisterPrincipal(self, request, context):  # noqa: N802 - gRPC method name
-        caller = caller_of(context)
-        kind = request.kind
-        if kind not in REGISTRABLE_KINDS:
-            raise InvalidArgument("kind", "must be ORGANIZATION, AUDITOR, PRACTITIONER or PATIENT")
-        organization_id = self._check_registrar(caller, kind, request.organization_id)
-        display_name = request.display_name.strip()
-        if not display_name:
-            raise InvalidArgument("display_name", "is required")
-        if len(display_name) > MAX_DISPLAY_NAME:
-            raise InvalidArgument("display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
-        _check_public_key(request.public_key)
-        _check_kind_attributes(kind, request.specialty, request.fhir_patient_id)
-
-        with self._registration_lock:
-            if kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
-                principal_id = new_organization_id()
-            elif kind == Kind.PRINCIPAL_KIND_AUDITOR:
-                principal_id = new_auditor_id()
-            elif kind == Kind.PRINCIPAL_KIND_PRACTITIONER:
-                principal_id = new_practitioner_id()
-            else:
-                principal_id = self._registry.patient_pseudonym(organization_id, request.fhir_patient_id)
-                if self._registry.principal(principal_id) is not None:
-                    raise AlreadyExists(f"patient is already registered as {principal_id}")
-            # Only public attributes go on the ledger: no display name, no FHIR id.
-            entry = ledger_pb2.RegisterPrincipal(
-                principal_id=principal_id,
-                kind=kind,
-                public_key=request.public_key,
-                organization_id=organization_id,
-                specialty=request.specialty,
-                # The calling organisation (checked by _check_registrar) attests the specialty on the ledger.
-                specialty_attested_by=organization_id if request.specialty else "",
-            )
-            committed = self._submit_to_ledger(register_principal=entry)
-            principal = PrincipalRecord(
-                principal_id=principal_id,
-                kind=kind,
-                display_name=display_name,
-                public_key=request.public_key,
-                organization_id=organization_id,
-                specialty=request.specialty,
-                fhir_patient_id=request.fhir_patient_id,
-                ledger_log_index=committed.log_index,
-            )
-            self._registry.add_principal(principal)
-        log.info(
-            "principal registered",
-            extra={"principal_id": principal_id, "kind": Kind.Name(kind), "log_index": committed.log_index},
+    def RegisterPrincipal(
+        self, request: identity_pb2.RegisterPrincipalRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.Principal:
+        principal = self.principals.register(
+            caller_of(context), request.kind, request.display_name, request.public_key,
+            request.organization_id, request.specialty, request.fhir_patient_id,
         )
-        return _principal_message(principal, show_private=True, show_fhir_id=True)
+        return principal_message(principal, show_private=True, show_fhir_id=True)
 
-    def _check_registrar(self, caller: Caller, kind: int, organization_id: str) -> str:
-        """The new principal's organisation (who may register what is checked by ACCESS)."""
-        if kind in NETWORK_KINDS:
-            if organization_id:
-                raise InvalidArgument("organization_id", "must be empty for an organisation or an auditor")
-            return ""
-        return caller.principal_id
+    def GetPrincipal(
+        self, request: identity_pb2.GetPrincipalRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.Principal:
+        return self.principals.get(caller_of(context), request.principal_id)
 
-    def GetPrincipal(self, request, context):  # noqa: N802 - gRPC method name
-        caller = caller_of(context)
-        if not request.principal_id:
-            raise InvalidArgument("principal_id", "is required")
-        principal = self._registry.principal(request.principal_id)
-        if principal is None:
-            trusted = self._trusted_principal(request.principal_id)
-            if trusted is None:
-                raise NotFound(f"principal {request.principal_id} is not registered")
-            return identity_pb2.Principal(
-                principal_id=trusted.principal_id, kind=trusted.kind, display_name=trusted.principal_id,
-                public_key=self._trust.key(trusted.principal_id) or b"",
-            )
-        if principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
-            # Organisations, practitioners and auditors are known to the network by name.
-            return self._current_principal_message(principal, show_private=True, show_fhir_id=False)
-        private = self._may_see_patient(caller, principal)
-        return self._current_principal_message(principal, show_private=private,
-                                              show_fhir_id=private or caller.is_service)
+    def DeactivatePrincipal(
+        self, request: identity_pb2.DeactivatePrincipalRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.Principal:
+        return self.principals.deactivate(caller_of(context), request.principal_id)
 
-    def _may_see_patient(self, caller: Caller, patient: PrincipalRecord) -> bool:
-        """Whether caller may see a patient's display name and FHIR id: self, their organisation, a delegate."""
-        if caller.principal_id == patient.principal_id:
-            return True
-        if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
-            return caller.principal_id == patient.organization_id
-        if caller.kind in (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER) and self._is_delegate:
-            try:
-                return self._is_delegate(patient.principal_id, caller.principal_id)
-            except (grpc.RpcError, CareChainError) as exc:
-                # Fail closed: without the consent service's answer, only the public fields.
-                log.warning("cannot check delegation", extra={"reason": type(exc).__name__})
-        return False
+    def RotatePrincipalKey(
+        self, request: identity_pb2.RotatePrincipalKeyRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.Principal:
+        return self.principals.rotate_key(caller_of(context), request.principal_id, request.public_key)
 
     # --- proof of possession and access tokens ---------------------------------
 
-    def CreateChallenge(self, request, context):  # noqa: N802 - gRPC method name
-        principal_id = _require_principal_id(request.principal_id)
-        # Issued for any id, known or not, so the answer does not reveal who is registered.
-        challenge = os.urandom(CHALLENGE_BYTES)
-        now_ms = self._now_ms()
-        expires_at_ms = now_ms + int(self._challenge_ttl * 1000)
-        self._registry.add_challenge(principal_id, challenge, expires_at_ms, now_ms)
+    def CreateChallenge(
+        self, request: identity_pb2.CreateChallengeRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.Challenge:
+        challenge, expires_at_ms = self.tokens.challenge(request.principal_id)
         return identity_pb2.Challenge(challenge=challenge, expires_at_ms=expires_at_ms)
 
-    def IssueToken(self, request, context):  # noqa: N802 - gRPC method name
-        principal_id = _require_principal_id(request.principal_id)
-        if request.audience not in AUDIENCES:
-            raise InvalidArgument("audience", f"must be one of {', '.join(sorted(AUDIENCES))}")
-        if not request.challenge:
-            raise InvalidArgument("challenge", "is required (from CreateChallenge)")
-        if not self._registry.take_challenge(principal_id, request.challenge, self._now_ms()):
-            raise Unauthenticated("challenge is unknown, already used or expired")
-        if self._status is not None:
-            self._refresh_status()  # first: the key _resolve returns must be the current (rotated) one
-        resolved = self._resolve(principal_id)
-        if resolved is not None and self._status is not None:
-            if self._status.deactivated(principal_id):
-                # The same answer as a failed proof: a token request learns nothing about lifecycle.
-                log.info("token refused: principal deactivated", extra={"principal_id": principal_id})
-                raise Unauthenticated(_NOT_PROVEN)
-        message = token_request_message(request.audience, request.challenge)
-        if resolved is None or not verify_signature(resolved[1], request.signature, message):
-            raise Unauthenticated(_NOT_PROVEN)
-        caller, _ = resolved
-        token, expires_at_ms = issue_token(
-            self._signer, ACCESS_TOKEN_TYPE, caller_claims(caller, request.audience), self._token_ttl
-        )
-        log.info("token issued", extra={"principal_id": principal_id, "audience": request.audience})
+    def IssueToken(
+        self, request: identity_pb2.IssueTokenRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.AccessToken:
+        token, expires_at_ms = self.tokens.issue(request.principal_id, request.audience, request.challenge,
+                                                 request.signature)
         return identity_pb2.AccessToken(token=token, expires_at_ms=expires_at_ms)
 
-    def _resolve(self, principal_id: str) -> tuple[Caller, bytes] | None:
-        """The caller identity and public key of a trusted or registered principal."""
-        trusted = self._trusted_principal(principal_id)
-        if trusted is not None:
-            return trusted, self._trust.key(principal_id) or b""
-        principal = self._registry.principal(principal_id)
-        if principal is None:
-            return None
-        # An organisation acts for itself: its own id is its organisation claim.
-        organization_id = (
-            principal.principal_id if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else principal.organization_id
-        )
-        caller = Caller(principal.principal_id, principal.kind, organization_id, principal.specialty)
-        # After a RotatePrincipalKey only the new key proves possession.
-        rotated = self._status.current_key(principal_id) if self._status is not None else None
-        return caller, rotated or principal.public_key
-
-    def _refresh_status(self) -> None:
-        """Catch up with lifecycle transactions before issuing a token (the known set if the ledger is down)."""
-        if self._status is None:
-            return
-        try:
-            self._status.sync()
-        except Exception:  # noqa: BLE001 - the follower's last known deactivations still apply
-            log.debug("principal lifecycle not refreshed before issuing a token")
-
-    def _trusted_principal(self, principal_id: str) -> Caller | None:
-        """The operator or a CareChain service from the trust bundle."""
-        if self._trust.key(principal_id) is None:
-            return None
-        if principal_id == OPERATOR_ID:
-            return Caller(OPERATOR_ID, Kind.PRINCIPAL_KIND_OPERATOR)
-        if principal_id in {service_principal_id(s) for s in SERVICES}:
-            return Caller(principal_id, Kind.PRINCIPAL_KIND_SERVICE)
-        return None
-
-    def GetTokenIssuerKeys(self, request, context):  # noqa: N802 - gRPC method name
+    def GetTokenIssuerKeys(
+        self, request: identity_pb2.GetTokenIssuerKeysRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.TokenIssuerKeys:
         return identity_pb2.TokenIssuerKeys(
             keys=[identity_pb2.IssuerKey(key_id=self._signer.key_id, public_key=self._signer.public_key_bytes())]
         )
 
     # --- data keys -------------------------------------------------------------
 
-    def GenerateDataKey(self, request, context):  # noqa: N802 - gRPC method name
+    def GenerateDataKey(
+        self, request: identity_pb2.GenerateDataKeyRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.DataKey:
         if not request.patient_id:
             raise InvalidArgument("patient_id", "is required")
         record_id = _require_record_id(request.record_id)
-        self._require_patient(request.patient_id)
-        key_name = patient_key_name(request.patient_id)
-        with self._patient_locks.hold(request.patient_id):
-            if self._registry.data_key(record_id) is not None:
-                raise AlreadyExists(f"record {record_id} already has a data key")
-            self._keys.create_key(key_name)  # no-op after the patient's first record
-            plaintext, wrapped = self._keys.generate_data_key(key_name, data_key_context(request.patient_id, record_id))
-            version = wrapped_key_version(wrapped)
-            self._registry.add_data_key(StoredDataKey(record_id, request.patient_id, key_name, version, wrapped))
+        plaintext, key_name, version = self.data_keys.generate(request.patient_id, record_id)
         return identity_pb2.DataKey(
             plaintext_key=plaintext,
             key_ref=identity_pb2.KeyReference(key_name=key_name, key_version=version, record_id=record_id),
         )
 
-    def ReleaseDataKey(self, request, context):  # noqa: N802 - gRPC method name
+    def ReleaseDataKey(
+        self, request: identity_pb2.ReleaseDataKeyRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ReleasedDataKey:
         record_id = _require_record_id(request.record_id)
-        claims = self._verify_decision_token(request.decision_token)
-        if claims.get("rid") != record_id:
-            raise PermissionDenied("decision token is for a different record")
-        stored = self._registry.data_key(record_id)
-        if stored is None:
-            raise NotFound(f"record {record_id} has no data key")
-        if not isinstance(claims.get("psn"), str) or not same(claims["psn"], stored.patient_id):
-            raise PermissionDenied("decision token is for a different patient than the record's")
-        jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti:
-            raise PermissionDenied("decision token has no jti")
-        if self._check_decision is not None:
-            # Just before unwrapping: a revocation committed after the decision was issued still stops it.
-            permitted, reason = self._check_decision(request.decision_token)
-            if not permitted:
-                raise PermissionDenied(reason or "consent revoked")
-        # Remember the jti as long as the token could still pass verification.
-        used_until_ms = int((float(claims["exp"]) + CLOCK_SKEW_SECONDS) * 1000)
-        if not self._registry.use_decision_token(jti, used_until_ms, self._now_ms()):
-            raise PermissionDenied("decision token already used")
-        plaintext = self._keys.decrypt_data_key(
-            stored.key_name, stored.wrapped, data_key_context(stored.patient_id, record_id)
-        )
-        log.info(
-            "data key released",
-            extra={"record_id": record_id, "actor_id": str(claims.get("sub", "")), "consent_id": claims.get("cid")},
-        )
-        return identity_pb2.ReleasedDataKey(plaintext_key=plaintext)
+        return identity_pb2.ReleasedDataKey(plaintext_key=self.data_keys.release(record_id, request.decision_token))
 
-    def _verify_decision_token(self, token: str) -> dict[str, object]:
-        """Claims of a consent decision token for this service, or PermissionDenied saying why not."""
-        if not token:
-            raise PermissionDenied("a consent decision token is required")
-        consent_key = self._trust.key(DECISION_ISSUER_ID)
-        if consent_key is None:
-            raise FailedPrecondition(f"trust bundle lacks the decision issuer key {DECISION_ISSUER_ID}")
-        try:
-            return verify_token(token, {DECISION_ISSUER_ID: consent_key}, DECISION_TOKEN_TYPE, audience("identity"))
-        except Unauthenticated as exc:
-            # The records service is authenticated; the decision token is an authorisation artefact.
-            raise PermissionDenied(f"decision token rejected: {exc.message}") from exc
-
-    def RotatePatientKey(self, request, context):  # noqa: N802 - gRPC method name
-        patient_id = request.patient_id  # ACCESS: the patient themselves, or the operator
-        if not patient_id:
+    def RotatePatientKey(
+        self, request: identity_pb2.RotatePatientKeyRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.RotatePatientKeyResponse:
+        if not request.patient_id:  # ACCESS: the patient themselves, or the operator
             raise InvalidArgument("patient_id", "is required")
-        self._require_patient(patient_id)
-        key_name = patient_key_name(patient_id)
-        with self._patient_locks.hold(patient_id):
-            self._keys.create_key(key_name)
-            version = self._keys.rotate(key_name)
-            rewrapped = [
-                dataclasses.replace(
-                    stored,
-                    key_version=version,
-                    wrapped=self._keys.rewrap(key_name, stored.wrapped, data_key_context(patient_id, stored.record_id)),
-                )
-                for stored in self._registry.patient_data_keys(patient_id)
-            ]
-            self._registry.replace_wrapped_keys(rewrapped)
-            # Only now may old versions be refused: every stored key is wrapped under the new one.
-            self._keys.set_min_decryption_version(key_name, version)
-        self._submit_to_ledger(key_rotation=ledger_pb2.KeyRotation(patient_id=patient_id, key_version=version))
-        log.info("patient key rotated", extra={"patient_id": patient_id, "key_version": version,
-                                               "rewrapped": len(rewrapped)})
-        return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=len(rewrapped))
-
-    # --- principal lifecycle ---------------------------------------------------
-
-    def DeactivatePrincipal(self, request, context):  # noqa: N802 - gRPC method name
-        principal = self.lifecycle_target(caller_of(context), request.principal_id)
-        self._submit_to_ledger(deactivate_principal=ledger_pb2.DeactivatePrincipal(
-            principal_id=principal.principal_id))
-        self._refresh_status()
-        log.info("principal deactivated", extra={"principal_id": principal.principal_id})
-        return self._current_principal_message(principal)
-
-    def RotatePrincipalKey(self, request, context):  # noqa: N802 - gRPC method name
-        principal = self.lifecycle_target(caller_of(context), request.principal_id)
-        _check_public_key(request.public_key)
-        self._submit_to_ledger(rotate_principal_key=ledger_pb2.RotatePrincipalKey(
-            principal_id=principal.principal_id, public_key=request.public_key))
-        self._refresh_status()
-        log.info("principal key rotated", extra={"principal_id": principal.principal_id})
-        return self._current_principal_message(principal)
-
-    def lifecycle_target(self, caller: Caller, principal_id: str) -> PrincipalRecord:
-        """The registered principal the caller may deactivate or re-key: it is its registering authority."""
-        principal = self._registry.principal(_require_principal_id(principal_id))
-        if principal is None:
-            raise NotFound(f"principal {principal_id} is not registered")
-        if principal.kind == Kind.PRINCIPAL_KIND_ORGANIZATION:
-            allowed = caller.kind == Kind.PRINCIPAL_KIND_OPERATOR and caller.principal_id == OPERATOR_ID
-        else:
-            allowed = (
-                caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION and caller.principal_id == principal.organization_id
-            )
-        if not allowed:
-            raise PermissionDenied("only the principal's registering organisation (the operator for an organisation)")
-        return principal
-
-    def _current_principal_message(
-        self, principal: PrincipalRecord, *, show_private: bool = False, show_fhir_id: bool = False
-    ) -> identity_pb2.Principal:
-        """The principal as registered, with its current (possibly rotated) public key."""
-        message = _principal_message(principal, show_private=show_private, show_fhir_id=show_fhir_id)
-        rotated = self._status.current_key(principal.principal_id) if self._status is not None else None
-        if rotated:
-            message.public_key = rotated
-        return message
-
-    # --- helpers ---------------------------------------------------------------
-
-    def _require_patient(self, patient_id: str) -> PrincipalRecord:
-        patient = self._registry.principal(patient_id)
-        if patient is None or patient.kind != Kind.PRINCIPAL_KIND_PATIENT:
-            raise NotFound(f"patient {patient_id} is not registered")
-        return patient
-
-    def _submit_to_ledger(self, **payload: object) -> ledger_pb2.SubmitTransactionResponse:
-        """Sign a transaction as this service and submit it; PermissionDenied if the ledger rejects it."""
-        body = transactions.new_body(self._chain_id, self._signer.key_id, **payload)
-        response = self._submit(transactions.sign_transaction(body, self._signer))
-        if not response.valid:
-            raise PermissionDenied(f"ledger rejected the transaction: {response.reason}")
-        return response
-
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
-
-
-def _principal_message(principal: PrincipalRecord, *, show_private: bool, show_fhir_id: bool) -> identity_pb2.Principal:
-    return identity_pb2.Principal(
-        principal_id=principal.principal_id,
-        kind=principal.kind,
-        display_name=principal.display_name if show_private else "",
-        public_key=principal.public_key,
-        organization_id=principal.organization_id,
-        specialty=principal.specialty,
-        fhir_patient_id=principal.fhir_patient_id if show_fhir_id else "",
-        ledger_log_index=principal.ledger_log_index,
-    )
-
-
-def _check_public_key(public_key: bytes) -> None:
-    if len(public_key) != 32:
-        raise InvalidArgument("public_key", f"must be a raw 32-byte Ed25519 public key, got {len(public_key)} bytes")
-    try:
-        load_public_key(public_key)
-    except ValueError as exc:
-        raise InvalidArgument("public_key", "is not a valid Ed25519 public key") from exc
-
-
-def _check_kind_attributes(kind: int, specialty: str, fhir_patient_id: str) -> None:
-    if kind == Kind.PRINCIPAL_KIND_PRACTITIONER:
-        if not _SPECIALTY.match(specialty):
-            raise InvalidArgument(
-                "specialty", "required for practitioners: a lower-case code such as oncology or general-practice"
-            )
-    elif specialty:
-        raise InvalidArgument("specialty", "only practitioners have a specialty")
-    if kind == Kind.PRINCIPAL_KIND_PATIENT:
-        if not _FHIR_ID.match(fhir_patient_id):
-            raise InvalidArgument("fhir_patient_id", "required for patients: a FHIR id (1-64 of A-Z a-z 0-9 - .)")
-    elif fhir_patient_id:
-        raise InvalidArgument("fhir_patient_id", "only patients have a FHIR patient id")
-
-
-def _require_principal_id(principal_id: str) -> str:
-    if not _PRINCIPAL_ID.match(principal_id):
-        raise InvalidArgument("principal_id", "is required: 1-128 of letters, digits, '.', '_', '-'")
-    return principal_id
+        version, rewrapped = self.data_keys.rotate_patient_key(request.patient_id)
+        return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=rewrapped)
 
 
 def _require_record_id(record_id: str) -> str:
@@ -626,7 +236,7 @@ def consent_delegates(consent_stub: object) -> IsDelegate:
 
 
 def build(
-    settings: IdentitySettings, submit_transaction: SubmitTransaction | None = None
+    settings: IdentitySettings, ledger: Any | None = None
 ) -> tuple[Register, list[Callable[[], None]]]:
     """The identity servicer, its stores and signer chosen by settings.
 
@@ -636,7 +246,7 @@ def build(
     - signing_backend=file: settings.signing_key_file; vault: Transit key
       settings.signing_key_name (default svc-identity).
 
-    submit_transaction defaults to the ledger at settings.ledger_address,
+    ledger (a LedgerService stub) defaults to the ledger at settings.ledger_address,
     called with access tokens this service mints for itself.
     """
     vault = None
@@ -654,13 +264,6 @@ def build(
     closers: list[Callable[[], None]] = []
     peers = Peers(settings, local_token_source(signer, settings.token_ttl_seconds))
     closers.append(peers.close)
-    if submit_transaction is None:
-
-        def submit_transaction(tx: ledger_pb2.Transaction) -> ledger_pb2.SubmitTransactionResponse:
-            from carechain.ledger.submission import submit
-
-            return submit(peers.ledger, tx)
-
     registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
@@ -670,7 +273,7 @@ def build(
         trust=trust,
         registry=registry,
         keys=keyring,
-        submit_transaction=submit_transaction,
+        ledger=ledger if ledger is not None else peers.ledger,
         chain_id=settings.chain_id,
         token_ttl_seconds=settings.token_ttl_seconds,
         challenge_ttl_seconds=settings.challenge_ttl_seconds,

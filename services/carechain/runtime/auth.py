@@ -8,8 +8,9 @@ the identity service, their own audience and an unexpired lifetime.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
 
 Kind = common_pb2.PrincipalKind
-
-
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Caller:
 
 
 def caller_claims(caller: Caller, audience: str) -> dict[str, object]:
-    """Claims of an access token for caller."""
+    """Claims of an access token for caller (read back by :func:`caller_from_claims`)."""
     return {
         "sub": caller.principal_id,
         "aud": audience,
@@ -50,6 +49,22 @@ def caller_claims(caller: Caller, audience: str) -> dict[str, object]:
         "org": caller.organization_id,
         "spec": caller.specialty,
     }
+
+
+def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
+    """The caller an access token's verified claims name; Unauthenticated naming a missing or mistyped claim."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("token claim sub must be a non-empty string")
+    try:
+        kind = Kind.Value(str(claims.get("kind")))
+    except ValueError as exc:
+        raise Unauthenticated("token has an unknown principal kind") from exc
+    attributes = {name: claims.get(name, "") for name in ("org", "spec")}
+    for name, value in attributes.items():
+        if not isinstance(value, str):
+            raise Unauthenticated(f"token claim {name} must be a string")
+    return Caller(subject, kind, attributes["org"], attributes["spec"])
 
 
 class Authenticator:
@@ -75,14 +90,10 @@ class Authenticator:
                 break
         if not token:
             raise Unauthenticated("missing access token (authorization: Bearer <token>)")
-        claims = verify_token(token, self._issuer_keys, ACCESS_TOKEN_TYPE, self.audience)
-        try:
-            kind = Kind.Value(str(claims.get("kind")))
-        except ValueError as exc:
-            raise Unauthenticated("token has an unknown principal kind") from exc
-        if self.principal_status is not None and self.principal_status.deactivated(str(claims["sub"])):
+        caller = caller_from_claims(verify_token(token, self._issuer_keys, ACCESS_TOKEN_TYPE, self.audience))
+        if self.principal_status is not None and self.principal_status.deactivated(caller.principal_id):
             raise Unauthenticated("the principal was deactivated")
-        return Caller(str(claims["sub"]), kind, str(claims.get("org", "")), str(claims.get("spec", "")))
+        return caller
 
     def require(self, context: grpc.ServicerContext, *kinds: int) -> Caller:
         """Authenticate and check the caller's kind is one of kinds (any kind if none given).
@@ -102,13 +113,3 @@ class Authenticator:
         if services and caller.principal_id not in {f"svc-{s}" for s in services}:
             raise PermissionDenied(f"this call is only for the {', '.join(services)} service")
         return caller
-
-
-
-
-
-
-
-
-
-

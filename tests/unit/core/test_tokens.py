@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
+import jwt
 import pytest
 
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.errors import Unauthenticated
-from carechain.core.tokens import ACCESS_TOKEN_TYPE, DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.core.tokens import (
+    ACCESS_TOKEN_TYPE,
+    CLOCK_SKEW_SECONDS,
+    DECISION_TOKEN_TYPE,
+    MAX_TOKEN_CHARS,
+    issue_token,
+    verify_token,
+)
 
 ISSUER = Ed25519Signer.generate("svc-identity")
 KEYS = {"svc-identity": ISSUER.public_key_bytes()}
@@ -43,7 +52,6 @@ def test_bad_tokens_are_unauthenticated(token, message: str) -> None:
 
 
 def test_payload_edit_breaks_the_signature() -> None:
-    import base64
     import json
 
     header, payload, signature = _token().split(".")
@@ -60,8 +68,97 @@ def test_a_decision_token_is_not_an_access_token() -> None:
         verify_token(token, KEYS, ACCESS_TOKEN_TYPE, "carechain.records")
 
 
-def test_expiry_is_checked_against_the_given_clock() -> None:
-    token = _token(ttl=60)
-    verify_token(token, KEYS, ACCESS_TOKEN_TYPE, "carechain.records", now=time.time() + 30)
+def _signed(payload: dict, **header: object) -> str:
+    """A token with exactly this payload and these extra header fields, signed by ISSUER (an attacker's own mint)."""
+    headers = {"typ": ACCESS_TOKEN_TYPE, "kid": "svc-identity", **header}
+    return jwt.encode(payload, ISSUER._private_key, algorithm="EdDSA", headers=headers)
+
+
+def _claims(**overrides: object) -> dict:
+    now = int(time.time())
+    return {"sub": "prac-1", "aud": "carechain.records", "iss": "svc-identity", "iat": now, "exp": now + 60,
+            "jti": "j-1", **overrides}
+
+
+def _verify(token: str) -> dict:
+    return verify_token(token, KEYS, ACCESS_TOKEN_TYPE, "carechain.records")
+
+
+def test_expiry_and_issue_time_have_the_clock_skew_leeway() -> None:
+    now = int(time.time())
+    assert _verify(_signed(_claims(exp=now - CLOCK_SKEW_SECONDS + 2)))["sub"] == "prac-1"
+    assert _verify(_signed(_claims(iat=now + CLOCK_SKEW_SECONDS - 2)))["sub"] == "prac-1"
     with pytest.raises(Unauthenticated, match="expired"):
-        verify_token(token, KEYS, ACCESS_TOKEN_TYPE, "carechain.records", now=time.time() + 120)
+        _verify(_signed(_claims(exp=now - CLOCK_SKEW_SECONDS - 5)))
+    with pytest.raises(Unauthenticated, match="issued in the future"):
+        _verify(_signed(_claims(iat=now + 60, exp=now + 120)))
+
+
+def test_a_future_not_before_is_refused_and_a_past_one_accepted() -> None:
+    now = int(time.time())
+    with pytest.raises(Unauthenticated, match="not valid yet"):
+        _verify(_signed(_claims(nbf=now + 60)))
+    assert _verify(_signed(_claims(nbf=now - 1)))["sub"] == "prac-1"
+
+
+def test_an_audience_list_naming_this_service_is_accepted() -> None:
+    assert _verify(_signed(_claims(aud=["carechain.audit", "carechain.records"])))["sub"] == "prac-1"
+    with pytest.raises(Unauthenticated, match="audience"):
+        _verify(_signed(_claims(aud=["carechain.audit", "carechain.storage"])))
+    token, _ = issue_token(ISSUER, ACCESS_TOKEN_TYPE, {"sub": "prac-1", "aud": ["carechain.records"]}, 60)
+    assert _verify(token)["aud"] == ["carechain.records"]
+
+
+@pytest.mark.parametrize("crit", [["exp-ext"], ["b64"], [], "exp-ext"], ids=["unknown", "b64", "empty", "not-a-list"])
+def test_critical_header_extensions_are_refused(crit: object) -> None:
+    with pytest.raises(Unauthenticated, match="crit"):
+        _verify(_signed(_claims(), crit=crit, **({"exp-ext": 1} if crit == ["exp-ext"] else {})))
+
+
+def test_kid_picks_the_issuer_key_and_iss_must_match_it() -> None:
+    other = Ed25519Signer.generate("svc-consent")
+    keys = {**KEYS, "svc-consent": other.public_key_bytes()}
+    token, _ = issue_token(other, ACCESS_TOKEN_TYPE, {"sub": "prac-1", "aud": "carechain.records"}, 60)
+    assert verify_token(token, keys, ACCESS_TOKEN_TYPE, "carechain.records")["iss"] == "svc-consent"
+    # Signed by svc-identity but naming svc-consent's key: that key does not verify it.
+    with pytest.raises(Unauthenticated, match="signature"):
+        verify_token(_signed(_claims(), kid="svc-consent"), keys, ACCESS_TOKEN_TYPE, "carechain.records")
+    with pytest.raises(Unauthenticated, match="issuer does not match"):
+        _verify(_signed(_claims(iss="svc-consent")))
+    with pytest.raises(Unauthenticated, match="unknown issuer"):
+        _verify(_signed(_claims(), kid="svc-nobody"))
+
+
+def test_the_header_type_and_algorithm_are_checked() -> None:
+    with pytest.raises(Unauthenticated, match="type must be at[+]jwt"):
+        _verify(_signed(_claims(), typ="JWT"))
+    forged_none = jwt.encode(_claims(), None, algorithm="none",
+                             headers={"typ": ACCESS_TOKEN_TYPE, "kid": "svc-identity"})
+    with pytest.raises(Unauthenticated, match="EdDSA"):
+        _verify(forged_none)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "jti", "aud", "iss"])
+def test_a_token_without_a_required_claim_is_refused(claim: str) -> None:
+    claims = _claims()
+    del claims[claim]
+    with pytest.raises(Unauthenticated):
+        _verify(_signed(claims))
+
+
+def test_a_deeply_nested_header_is_not_well_formed_not_a_crash() -> None:
+    # Issue 12: json.loads raised RecursionError (an UNKNOWN status with a traceback on every RPC).
+    deep = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
+    with pytest.raises(Unauthenticated, match="well-formed"):
+        _verify(f"{deep}.e30.AAAA")
+
+
+def test_an_oversized_token_is_refused_before_decoding() -> None:
+    with pytest.raises(Unauthenticated, match="longer than"):
+        _verify("a" * (MAX_TOKEN_CHARS + 1))
+
+
+@pytest.mark.parametrize("claim", ["sub", "jti"])
+def test_a_mistyped_subject_or_token_id_is_named(claim: str) -> None:
+    with pytest.raises(Unauthenticated, match=f"claim {claim} must be a string"):
+        _verify(_signed(_claims(**{claim: 42})))

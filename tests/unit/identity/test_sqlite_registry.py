@@ -9,7 +9,8 @@ import pytest
 
 from carechain.common.v1 import common_pb2
 from carechain.core.errors import AlreadyExists
-from carechain.identity.registry import PrincipalRecord, Registry, StoredDataKey, patient_pseudonym
+from carechain.identity.registry import PrincipalRecord, StoredDataKey, patient_pseudonym
+from carechain.identity.sqlite_registry import Registry
 
 
 @pytest.fixture

@@ -1,0 +1,192 @@
+"""Access decisions on the ledger-derived consent state, and their signed decision tokens.
+
+:meth:`Decisions.decide` follows :mod:`carechain.consent.policy`; a permit
+carries a short-lived decision token (:class:`carechain.core.decision_claims.DecisionClaims`)
+signed by this service for ``IdentityService.ReleaseDataKey``, which asks
+:meth:`Decisions.check` just before unwrapping the key, so a revocation
+committed after the decision still stops the release.
+
+Break-glass windows are recorded on the ledger (``BreakGlassAccess``, signed by
+this service) at their first use, so every replica and every restart sees the
+same window: it cannot be extended by restarting the service or asking another
+replica.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from carechain.common.v1 import common_pb2
+from carechain.consent.following import FollowedLedger
+from carechain.consent.policy import (
+    AccessRequest,
+    BreakGlassRules,
+    BreakGlassWindow,
+    PolicyDecision,
+    decide,
+    evaluate,
+)
+from carechain.consent.state import PrincipalInfo, RecordInfo
+from carechain.consent.v1 import consent_pb2
+from carechain.core.crypto import Signer
+from carechain.core.decision_claims import DecisionClaims, issue_decision_token, verify_decision_token
+from carechain.core.errors import InvalidArgument, NotFound, Unauthenticated
+from carechain.ledger.v1 import ledger_pb2
+
+log = logging.getLogger("carechain.consent")
+
+_DENY = consent_pb2.DECISION_EFFECT_DENY
+
+
+class Decisions:
+    """Decides access requests and re-checks issued decisions against the current consent state."""
+
+    def __init__(
+        self,
+        ledger: FollowedLedger,
+        signer: Signer,
+        token_ttl_seconds: float,
+        break_glass: BreakGlassRules | None = None,
+    ) -> None:
+        """signer signs decision tokens (svc-consent); break_glass None: no break-glass access at all."""
+        self._ledger = ledger
+        self._state = ledger.state
+        self._signer = signer
+        self._ttl = token_ttl_seconds
+        self._break_glass = break_glass
+
+    def decide(
+        self, actor_id: str, record_id: str, purpose: int, action: int, break_glass: bool = False
+    ) -> consent_pb2.Decision:
+        """Permit (with a decision token) or deny actor_id's access to record_id; NotFound for an unknown record.
+
+        The arguments are already validated (known purpose and action, break-glass reason given).
+        """
+        self._ledger.sync()
+        record = self._state.record(record_id)
+        if record is None:
+            raise NotFound(f"record {record_id} is not registered")
+
+        def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
+            return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
+                                        patient_id=record.patient_id)
+
+        if record.erased:
+            return deny("denied: record erased")
+        actor = self._state.principal(actor_id)
+        if actor is None or not actor.is_practitioner:
+            return deny(f"denied: actor {actor_id} is not a registered practitioner")
+
+        access = self._access_request(actor, record, purpose, action, break_glass)
+        window = None
+        if self._break_glass is not None and break_glass:
+            window = self._state.break_glass_window(actor.principal_id, record.patient_id, access.now_ms)
+        decision = decide(self._state.consents_of(record.patient_id), access, self._break_glass, window)
+        if not decision.permitted:
+            return deny(decision.reason, decision.consent_id, decision.provision_path)
+        if decision.break_glass and window is None:
+            self._record_break_glass(actor.principal_id, record.patient_id, decision)
+
+        ttl = self._ttl
+        if decision.break_glass:
+            ttl = max(0.001, min(ttl, (decision.break_glass_expires_at_ms - access.now_ms) / 1000))
+        token, issued = issue_decision_token(self._signer, DecisionClaims(
+            actor_id=actor.principal_id,
+            record_id=record.record_id,
+            patient_id=record.patient_id,
+            purpose=purpose,
+            action=action,
+            consent_id=decision.consent_id,
+            break_glass=decision.break_glass,
+            break_glass_started_at_ms=decision.break_glass_started_at_ms,
+            break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
+        ), ttl)
+        if decision.break_glass:
+            log.warning("break-glass access permitted", extra={
+                "actor_id": actor.principal_id, "record_id": record.record_id,
+                "break_glass_expires_at_ms": decision.break_glass_expires_at_ms})
+        return consent_pb2.Decision(
+            effect=consent_pb2.DECISION_EFFECT_PERMIT,
+            reason=decision.reason,
+            consent_id=decision.consent_id,
+            provision_path=decision.provision_path,
+            decision_token=token,
+            expires_at_ms=int(issued.expires_at * 1000),
+            patient_id=record.patient_id,
+            decision_id=issued.decision_id,
+            break_glass=decision.break_glass,
+            break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
+        )
+
+    def _access_request(
+        self, actor: PrincipalInfo, record: RecordInfo, purpose: int, action: int, break_glass: bool = False
+    ) -> AccessRequest:
+        patient = self._state.principal(record.patient_id)
+        return AccessRequest(
+            actor_id=actor.principal_id,
+            actor_organization_id=actor.organization_id,
+            actor_specialty=actor.specialty,
+            purpose=purpose,
+            action=action,
+            categories=record.categories,
+            record_id=record.record_id,
+            patient_id=record.patient_id,
+            now_ms=self._ledger.now_ms(),
+            data_date_ms=record.data_date_ms,
+            resource_type=record.resource_type,
+            patient_organization_id=patient.organization_id if patient is not None else "",
+            break_glass=break_glass,
+            record_author_id=record.author_id,
+            record_organization_id=record.organization_id,
+            codes=record.codes,
+        )
+
+    def _record_break_glass(self, actor_id: str, patient_id: str, decision: PolicyDecision) -> None:
+        """Put the new window on the ledger before any token for it exists (fail closed if the ledger is down)."""
+        self._ledger.sign_and_commit(break_glass_access=ledger_pb2.BreakGlassAccess(
+            actor_id=actor_id,
+            patient_id=patient_id,
+            started_at_ms=decision.break_glass_started_at_ms,
+            expires_at_ms=decision.break_glass_expires_at_ms,
+        ))
+
+    def check(self, decision_token: str) -> PolicyDecision:
+        """Whether a decision token this service issued still holds on the current state (a deny says why)."""
+        try:
+            claims = verify_decision_token(decision_token, self._signer.public_key_bytes())
+        except Unauthenticated as exc:
+            return PolicyDecision(_DENY, f"decision token rejected: {exc.message}")
+        self._ledger.sync()
+        held = self._recheck(claims)
+        if not held.permitted:
+            log.info("decision no longer holds", extra={"decision_id": claims.decision_id, "reason": held.reason})
+        return held
+
+    def _recheck(self, claims: DecisionClaims) -> PolicyDecision:
+        """Re-decide a token's request on the current state; the token's own consent must still be active."""
+        if claims.consent_id:
+            consent = self._state.consent(claims.consent_id)
+            if consent is None or consent.status != consent_pb2.CONSENT_STATUS_ACTIVE:
+                at = f" at log index {consent.revoked_log_index}" if consent is not None else ""
+                return PolicyDecision(_DENY, f"consent revoked: consent {claims.consent_id} was revoked{at}")
+        record = self._state.record(claims.record_id)
+        actor = self._state.principal(claims.actor_id)
+        if record is None or record.erased or record.patient_id != claims.patient_id:
+            return PolicyDecision(_DENY, "denied: record erased or unknown")
+        if actor is None or not actor.is_practitioner:
+            return PolicyDecision(_DENY, "denied: actor is no longer a practitioner")
+        access = self._access_request(actor, record, claims.purpose, claims.action, break_glass=claims.break_glass)
+        consents = self._state.consents_of(record.patient_id)
+        if claims.break_glass:
+            window = BreakGlassWindow(claims.break_glass_started_at_ms, claims.break_glass_expires_at_ms)
+            return decide(consents, access, self._break_glass or BreakGlassRules(frozenset(), 0), window)
+        return evaluate(consents, access)
+
+
+def purpose_and_action(purpose: int, action: int) -> tuple[int, int]:
+    """Validated PurposeOfUse and ConsentAction of a DecideRequest (an unset action means ACCESS)."""
+    if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
+        raise InvalidArgument("purpose", "must be a known PurposeOfUse")
+    if action not in common_pb2.ConsentAction.values():
+        raise InvalidArgument("action", "must be a known ConsentAction")
+    return purpose, action or common_pb2.CONSENT_ACTION_ACCESS

@@ -1,0 +1,240 @@
+"""Decisions (carechain.consent.decisions) through in-process gRPC: permits, denials, break-glass, re-checks."""
+
+# ruff: noqa: F811 - test parameters named like the imported fixtures are how pytest injects them
+from __future__ import annotations
+
+import grpc
+import pytest
+from consent_fixtures import (  # noqa: F401 - clock and env are fixtures
+    CONSENT,
+    DENY,
+    GLASS,
+    OPERATOR,
+    PATIENT,
+    PATIENT_CALLER,
+    RECORDS,
+    RECORDS_CALLER,
+    TREAT,
+    Clock,
+    Env,
+    clock,
+    decide,
+    env,
+    grant,
+    revoke_tx,
+    status_of,
+)
+from consent_ledger_fake import (
+    register_record,
+)
+
+from carechain.common.v1 import common_pb2 as c
+from carechain.consent.v1 import consent_pb2, policy_pb2
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import DECISION_ISSUER_ID, audience
+from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.auth import Caller
+
+# --- decisions ------------------------------------------------------------------------------
+
+def test_permit_carries_a_verifiable_decision_token(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert decision.consent_id == consent_id and decision.provision_path == "provision[0]"
+    assert decision.patient_id == "pat-1"
+    assert "actor specialty oncology" in decision.reason and "ONCOLOGY" in decision.reason
+    claims = verify_token(decision.decision_token, {DECISION_ISSUER_ID: CONSENT.public_key_bytes()},
+                          DECISION_TOKEN_TYPE, audience("identity"))
+    assert claims["sub"] == "prac-onc"
+    assert claims["rid"] == "rec-onc"
+    assert claims["psn"] == "pat-1"
+    assert claims["pou"] == "PURPOSE_OF_USE_TREAT"
+    assert claims["act"] == "CONSENT_ACTION_ACCESS"
+    assert claims["cid"] == consent_id
+    assert claims["jti"] == decision.decision_id
+    assert decision.expires_at_ms == pytest.approx(claims["exp"] * 1000, abs=1)
+
+
+@pytest.mark.parametrize(("record_id", "actor_id", "reason"), [
+    ("rec-psy", "prac-onc", "denied: a sensitive category of the record is named by no consent"),
+    ("rec-onc", "prac-gp", "denied: no active consent permits practitioner prac-gp for TREAT"),
+    ("rec-onc", "org-a", "denied: actor org-a is not a registered practitioner"),
+    ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner"),
+])
+def test_denials_explain_why(env: Env, record_id: str, actor_id: str, reason: str) -> None:
+    grant(env)
+    decision = decide(env, record_id=record_id, actor_id=actor_id)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_DENY
+    assert decision.reason == reason
+    assert decision.patient_id == "pat-1" and not decision.decision_token
+
+
+def test_erased_record_is_denied(env: Env) -> None:
+    grant(env)
+    env.ledger.append(PATIENT, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["rec-onc"]))
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and decision.reason == "denied: record erased"
+
+
+def test_unknown_record_and_bad_requests(env: Env) -> None:
+    code, _ = status_of(lambda: decide(env, record_id="rec-missing"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, details = status_of(lambda: decide(env, purpose=c.PURPOSE_OF_USE_UNSPECIFIED))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("purpose:")
+    code, details = status_of(lambda: decide(env, actor_id=""))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("actor_id:")
+
+
+# --- break-glass ------------------------------------------------------------------------------
+
+IDENTITY_CALLER = Caller("svc-identity", c.PRINCIPAL_KIND_SERVICE)
+ETREAT = c.PURPOSE_OF_USE_ETREAT
+
+
+def check(env: Env, token: str) -> consent_pb2.CheckDecisionResponse:
+    return env.call("CheckDecision", consent_pb2.CheckDecisionRequest(decision_token=token), IDENTITY_CALLER)
+
+
+def _break_glass_windows(env: Env) -> list[ledger_pb2.BreakGlassAccess]:
+    bodies = [ledger_pb2.TransactionBody.FromString(x.transaction.body) for x in env.ledger.log if x.result.valid]
+    return [b.break_glass_access for b in bodies if b.WhichOneof("payload") == "break_glass_access"]
+
+
+def test_break_glass_opens_a_normal_record_once_recorded_on_the_ledger(env: Env, clock: Clock) -> None:
+    decision = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT and decision.break_glass
+    assert decision.reason.startswith("break-glass: emergency access by practitioner prac-er")
+    start = int(clock.now * 1000)
+    assert decision.break_glass_expires_at_ms == start + 4 * 3_600_000
+    [window] = _break_glass_windows(env)
+    assert (window.actor_id, window.patient_id, window.started_at_ms) == ("prac-er", "pat-1", start)
+    claims = verify_token(decision.decision_token, {DECISION_ISSUER_ID: CONSENT.public_key_bytes()},
+                          DECISION_TOKEN_TYPE, audience("identity"))
+    assert claims["bg"] is True and claims["bge"] == decision.break_glass_expires_at_ms
+    # A second use inside the window reuses it: nothing new on the ledger.
+    clock.now += 3600
+    again = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
+    assert again.break_glass and again.break_glass_expires_at_ms == decision.break_glass_expires_at_ms
+    assert len(_break_glass_windows(env)) == 1
+    assert check(env, again.decision_token).permitted
+
+
+def test_break_glass_never_opens_sensitive_records(env: Env) -> None:
+    for record_id in ("rec-psy", "rec-onc"):
+        decision = decide(env, record_id, "prac-er", ETREAT, break_glass_reason=GLASS)
+        assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and not decision.break_glass
+        assert "break-glass never opens sensitive categories" in decision.reason
+    assert not _break_glass_windows(env)
+
+
+def test_break_glass_needs_an_emergency_specialty_and_etreat(env: Env) -> None:
+    assert decide(env, "rec-normal", "prac-onc", ETREAT, break_glass_reason=GLASS).effect == DENY
+    assert decide(env, "rec-normal", "prac-er", TREAT, break_glass_reason=GLASS).effect == DENY
+    assert not _break_glass_windows(env)
+
+
+def test_etreat_alone_never_breaks_the_glass(env: Env) -> None:
+    # The attack: an emergency physician asks with purpose ETREAT only, hoping for an implied break-glass.
+    decision = decide(env, "rec-normal", "prac-er", ETREAT)
+    assert decision.effect == DENY and not decision.break_glass and not decision.decision_token
+    assert not _break_glass_windows(env)
+
+
+def test_a_break_glass_request_needs_a_reason(env: Env) -> None:
+    for request in (
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT, break_glass=True),
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT,
+                                  break_glass_reason="no flag"),
+        consent_pb2.DecideRequest(actor_id="prac-er", record_id="rec-normal", purpose=ETREAT, break_glass=True,
+                                  break_glass_reason="x" * 501),
+    ):
+        code, details = status_of(lambda r=request: env.call("Decide", r, RECORDS_CALLER))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("break_glass_reason:"), details
+    assert not _break_glass_windows(env)
+
+
+def test_break_glass_token_stops_holding_when_its_window_ends(env: Env, clock: Clock) -> None:
+    decision = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
+    assert check(env, decision.decision_token).permitted
+    clock.now += 4 * 3600 - 10  # the token itself is verified with real time; the window with the service clock
+    assert check(env, decision.decision_token).permitted
+    clock.now += 10
+    held = check(env, decision.decision_token)
+    assert not held.permitted and "break-glass window" in held.reason
+    # A new emergency later starts a new recorded window (with its own alert at read time).
+    later = decide(env, "rec-normal", "prac-er", ETREAT, break_glass_reason=GLASS)
+    assert later.break_glass and later.break_glass_expires_at_ms > decision.break_glass_expires_at_ms
+    assert len(_break_glass_windows(env)) == 2
+
+
+# --- revocation reaches decisions issued before it ---------------------------------------------
+
+def test_check_decision_denies_after_revocation(env: Env) -> None:
+    consent = grant(env)
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert check(env, decision.decision_token).permitted
+    env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent.consent_id)),
+             PATIENT_CALLER)
+    held = check(env, decision.decision_token)
+    assert not held.permitted
+    assert held.reason.startswith(f"consent revoked: consent {consent.consent_id} was revoked at log index")
+
+
+def test_check_decision_is_for_identity_only_and_rejects_foreign_tokens(env: Env) -> None:
+    grant(env)
+    decision = decide(env)
+    code, _ = status_of(lambda: env.call("CheckDecision", consent_pb2.CheckDecisionRequest(
+        decision_token=decision.decision_token), RECORDS_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    forged, _ = issue_token(Ed25519Signer.generate(DECISION_ISSUER_ID), DECISION_TOKEN_TYPE,
+                            {"sub": "prac-onc", "aud": audience("identity"), "rid": "rec-onc"}, 30)
+    held = check(env, forged)
+    assert not held.permitted and held.reason.startswith("decision token rejected")
+
+
+def test_a_deactivated_practitioner_gets_no_decision_and_its_earlier_ones_stop_holding(env: Env) -> None:
+    grant(env)
+    decision = decide(env)
+    assert decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    env.ledger.append(OPERATOR, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="prac-onc"))
+    held = check(env, decision.decision_token)
+    assert not held.permitted and "no longer a practitioner" in held.reason
+    assert decide(env).effect == DENY
+
+
+def test_a_consent_by_code_decides_on_the_sealed_codes_of_the_record(env: Env) -> None:
+    """The record's codes come from its sealed ledger metadata, through consent state, into the decision."""
+    sct = "http://snomed.info/sct"
+    register_record(env.ledger, RECORDS, "rec-htn", "pat-1", codes=[f"{sct}|38341003"])
+    register_record(env.ledger, RECORDS, "rec-dm", "pat-1", codes=[f"{sct}|44054006"])
+    grant(env, policy=policy_pb2.ConsentPolicy(provisions=[policy_pb2.Provision(
+        type=policy_pb2.PROVISION_TYPE_PERMIT, purposes=[TREAT],
+        actors=[policy_pb2.ConsentActor(practitioner_id="prac-gp")],
+        codes=[policy_pb2.FhirCoding(system="urn:oid:2.16.840.1.113883.6.96", code="38341003")])]))
+    permitted = decide(env, "rec-htn", "prac-gp")
+    assert permitted.effect == consent_pb2.DECISION_EFFECT_PERMIT and "codes" in permitted.reason
+    denied = decide(env, "rec-dm", "prac-gp")
+    assert denied.effect == consent_pb2.DECISION_EFFECT_DENY
+    assert "44054006" not in denied.reason and "38341003" not in denied.reason
+    assert decide(env, "rec-normal", "prac-gp").effect == consent_pb2.DECISION_EFFECT_DENY  # no codes
+
+
+@pytest.mark.parametrize(("change", "claim"), [
+    ({"bg": True, "bgs": "soon", "bge": 1}, "bgs"),
+    ({"pou": "TREAT"}, "pou"),
+    ({"act": None}, "act"),
+    ({"rid": ["rec-onc"]}, "rid"),
+])
+def test_check_decision_refuses_a_token_with_a_mistyped_claim_by_name(env: Env, change: dict, claim: str) -> None:
+    # Signed with consent's own key (a bug or a stolen key must not crash or widen the re-check).
+    grant(env)
+    permit = verify_token(decide(env).decision_token, {DECISION_ISSUER_ID: CONSENT.public_key_bytes()},
+                          DECISION_TOKEN_TYPE, audience("identity"))
+    claims = {k: v for k, v in {**permit, **change}.items() if v is not None and k not in ("iss", "iat", "exp", "jti")}
+    token, _ = issue_token(CONSENT, DECISION_TOKEN_TYPE, claims, 30)
+    held = check(env, token)
+    assert not held.permitted
+    assert held.reason.startswith(f"decision token rejected: decision token claim {claim} ")

@@ -1,0 +1,213 @@
+"""Data keys and patient key rotation (carechain.identity.data_keys) through in-process gRPC."""
+
+# ruff: noqa: F811 - test parameters named like the imported fixtures are how pytest injects them
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from identity_fixtures import (  # noqa: F401 - net is a fixture
+    CONSENT,
+    OPERATOR,
+    RECORDS,
+    Code,
+    Kind,
+    Network,
+    _code,
+    _details,
+    decision_token,
+    net,
+    patient_caller,
+    register_org,
+    register_patient,
+)
+
+from carechain.common.v1 import common_pb2
+from carechain.core.crypto import Ed25519Signer
+from carechain.core.decision_claims import DecisionClaims
+from carechain.core.layout import (
+    DECISION_ISSUER_ID,
+    audience,
+)
+from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token
+from carechain.identity.v1 import identity_pb2
+from carechain.runtime.auth import Caller
+
+# --- data keys --------------------------------------------------------------------
+
+
+@pytest.fixture
+def patient(net: Network) -> identity_pb2.Principal:
+    _, org = register_org(net)
+    return register_patient(net, org, "pat-keys")[1]
+
+
+def generate(net: Network, patient_id: str, record_id: str, caller: Caller = RECORDS) -> identity_pb2.DataKey:
+    return net.stub.GenerateDataKey(identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id),
+                                    metadata=net.as_(caller))
+
+
+def release(net: Network, record_id: str, token: str, caller: Caller = RECORDS) -> bytes:
+    return net.stub.ReleaseDataKey(identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=token),
+                                   metadata=net.as_(caller)).plaintext_key
+
+
+def test_data_key_is_released_with_a_decision_token(net: Network, patient: identity_pb2.Principal) -> None:
+    key = generate(net, patient.principal_id, "rec-1")
+
+    assert len(key.plaintext_key) == 32
+    assert key.key_ref == identity_pb2.KeyReference(
+        key_name=f"patient-{patient.principal_id}", key_version=1, record_id="rec-1")
+    assert release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id)) == key.plaintext_key
+
+
+def test_each_record_gets_one_data_key(net: Network, patient: identity_pb2.Principal) -> None:
+    first = generate(net, patient.principal_id, "rec-1")
+    second = generate(net, patient.principal_id, "rec-2")
+    assert first.plaintext_key != second.plaintext_key
+    with pytest.raises(grpc.RpcError) as again:
+        generate(net, patient.principal_id, "rec-1")
+    assert _code(again) == Code.ALREADY_EXISTS
+
+
+def test_data_keys_are_only_for_registered_patients(net: Network) -> None:
+    _, org = register_org(net)
+    with pytest.raises(grpc.RpcError) as missing:
+        generate(net, "psn-" + "0" * 32, "rec-1")
+    assert _code(missing) == Code.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as not_patient:
+        generate(net, org.principal_id, "rec-1")
+    assert _code(not_patient) == Code.NOT_FOUND
+
+
+@pytest.mark.parametrize("caller", [CONSENT, OPERATOR, Caller("prac-1", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-1")])
+def test_only_the_records_service_handles_data_keys(net: Network, patient: identity_pb2.Principal,
+                                                    caller: Caller) -> None:
+    generate(net, patient.principal_id, "rec-1")
+    with pytest.raises(grpc.RpcError) as denied:
+        generate(net, patient.principal_id, "rec-2", caller)
+    assert _code(denied) == Code.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as denied:
+        release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id), caller)
+    assert _code(denied) == Code.PERMISSION_DENIED
+
+
+def test_decision_token_is_single_use(net: Network, patient: identity_pb2.Principal) -> None:
+    generate(net, patient.principal_id, "rec-1")
+    token = decision_token(net, "rec-1", patient.principal_id)
+    release(net, "rec-1", token)
+    with pytest.raises(grpc.RpcError) as reused:
+        release(net, "rec-1", token)
+    assert _code(reused) == Code.PERMISSION_DENIED
+    assert _details(reused) == "decision token already used"
+
+
+def test_decision_token_for_another_record_is_refused(net: Network, patient: identity_pb2.Principal) -> None:
+    generate(net, patient.principal_id, "rec-1")
+    generate(net, patient.principal_id, "rec-2")
+    with pytest.raises(grpc.RpcError) as wrong:
+        release(net, "rec-1", decision_token(net, "rec-2", patient.principal_id))
+    assert _code(wrong) == Code.PERMISSION_DENIED
+    assert "record" in _details(wrong)
+
+
+def test_decision_token_for_another_patient_is_refused(net: Network, patient: identity_pb2.Principal) -> None:
+    generate(net, patient.principal_id, "rec-1")
+    with pytest.raises(grpc.RpcError) as wrong:
+        release(net, "rec-1", decision_token(net, "rec-1", "psn-" + "1" * 32))
+    assert _code(wrong) == Code.PERMISSION_DENIED
+    assert "patient" in _details(wrong)
+
+
+@pytest.mark.parametrize("problem", ["expired", "forged", "access token", "wrong audience", "missing"])
+def test_bad_decision_tokens_are_permission_denied(net: Network, patient: identity_pb2.Principal,
+                                                   problem: str) -> None:
+    generate(net, patient.principal_id, "rec-1")
+    token = {
+        "expired": lambda: decision_token(net, "rec-1", patient.principal_id, ttl=-60),
+        "forged": lambda: decision_token(net, "rec-1", patient.principal_id,
+                                         signer=Ed25519Signer.generate(DECISION_ISSUER_ID)),
+        "access token": lambda: net.token_for(RECORDS),
+        "wrong audience": lambda: decision_token(net, "rec-1", patient.principal_id, aud=audience("records")),
+        "missing": lambda: "",
+    }[problem]()
+    with pytest.raises(grpc.RpcError) as refused:
+        release(net, "rec-1", token)
+    assert _code(refused) == Code.PERMISSION_DENIED
+    assert "decision token" in _details(refused)
+
+
+@pytest.mark.parametrize(("change", "claim"), [
+    ({"act": None}, "act"),
+    ({"pou": "TREAT"}, "pou"),
+    ({"psn": None}, "psn"),
+    ({"sub": 42}, "sub"),
+])
+def test_a_consent_signed_token_with_a_missing_or_mistyped_claim_releases_nothing(
+        net: Network, patient: identity_pb2.Principal, change: dict, claim: str) -> None:
+    # Even with consent's own signature: identity reads the typed decision claims, never a loose dict.
+    key = generate(net, patient.principal_id, "rec-1")
+    good = DecisionClaims("prac-x", "rec-1", patient.principal_id, common_pb2.PURPOSE_OF_USE_TREAT,
+                          common_pb2.CONSENT_ACTION_ACCESS, consent_id="consent-1").to_claims()
+    claims = {k: v for k, v in {**good, **change}.items() if v is not None}
+    token = issue_token(net.consent, DECISION_TOKEN_TYPE, claims, 30)[0]
+    with pytest.raises(grpc.RpcError) as refused:
+        release(net, "rec-1", token)
+    assert _code(refused) == Code.PERMISSION_DENIED
+    assert _details(refused).startswith("decision token rejected: ") and f"claim {claim} " in _details(refused)
+    assert release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id)) == key.plaintext_key
+
+
+# --- rotation ----------------------------------------------------------------------
+
+
+def test_rotation_rewraps_keys_and_advances_the_version(net: Network, patient: identity_pb2.Principal) -> None:
+    keys = {rid: generate(net, patient.principal_id, rid).plaintext_key for rid in ("rec-1", "rec-2", "rec-3")}
+
+    rotated = net.stub.RotatePatientKey(identity_pb2.RotatePatientKeyRequest(patient_id=patient.principal_id),
+                                        metadata=net.as_(patient_caller(patient)))
+
+    assert (rotated.key_version, rotated.rewrapped) == (2, 3)
+    for rid, plaintext in keys.items():
+        assert release(net, rid, decision_token(net, rid, patient.principal_id)) == plaintext
+    assert generate(net, patient.principal_id, "rec-4").key_ref.key_version == 2
+    rotation = net.ledger.bodies()[-1].key_rotation
+    assert (rotation.patient_id, rotation.key_version) == (patient.principal_id, 2)
+
+
+def test_operator_may_rotate_and_other_principals_may_not(net: Network, patient: identity_pb2.Principal) -> None:
+    request = identity_pb2.RotatePatientKeyRequest(patient_id=patient.principal_id)
+    other = Caller("psn-" + "2" * 32, Kind.PRINCIPAL_KIND_PATIENT, patient.organization_id)
+    org = Caller(patient.organization_id, Kind.PRINCIPAL_KIND_ORGANIZATION, patient.organization_id)
+    for caller in (other, org, RECORDS):
+        with pytest.raises(grpc.RpcError) as denied:
+            net.stub.RotatePatientKey(request, metadata=net.as_(caller))
+        assert _code(denied) == Code.PERMISSION_DENIED
+
+    assert net.stub.RotatePatientKey(request, metadata=net.as_(OPERATOR)).key_version >= 1
+
+
+def test_concurrent_key_generation_and_rotation_keep_every_key_readable(
+    net: Network, patient: identity_pb2.Principal
+) -> None:
+    generated: dict[str, bytes] = {}
+
+    def write(prefix: str) -> None:
+        for i in range(8):
+            rid = f"{prefix}-{i}"
+            generated[rid] = generate(net, patient.principal_id, rid).plaintext_key
+
+    def rotate() -> None:
+        for _ in range(3):
+            net.stub.RotatePatientKey(identity_pb2.RotatePatientKeyRequest(patient_id=patient.principal_id),
+                                      metadata=net.as_(OPERATOR))
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in "ab"] + [threading.Thread(target=rotate)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    for rid, plaintext in generated.items():
+        assert release(net, rid, decision_token(net, rid, patient.principal_id)) == plaintext, rid
