@@ -17,6 +17,7 @@ rolled-back history raises :class:`carechain.client.proofs.HistoryRewritten`.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import uuid
 from collections.abc import Iterable
@@ -84,7 +85,10 @@ def name_key_file(path: pathlib.Path, principal_id: str) -> None:
     start = text.find(b"-----BEGIN")
     if start < 0:
         raise ValueError(f"{path}: not a PEM key file")
-    write_private_file(path, _principal_line(principal_id) + text[start:])
+    # Written aside and renamed over the original: a crash mid-write never loses the key.
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    write_private_file(staged, _principal_line(principal_id) + text[start:])
+    os.replace(staged, path)
 
 
 def _principal_line(principal_id: str) -> bytes:
