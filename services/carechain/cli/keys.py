@@ -38,7 +38,8 @@ def cmd_new(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote private key {out} (0600; keep it, never send it) and public key {public}")
     if not args.id:
-        print("register it with the .pub file; the registration names the key file's principal id")
+        print(f"send {public} to whoever registers you, then record the id they assign: "
+              f"carechain keys set-id --key-file {out} ID")
     return 0
 
 
