@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import stat
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def cli(network: LocalNetwork):
     def run(*args: str, expect: int = 0) -> Run:
         network_args = [] if args[0] == "keys" else ["--data-dir", str(network.layout.root)]  # keys are offline
         done = subprocess.run([sys.executable, "-m", "carechain", *args, *network_args],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=240)
         result = Run(done.returncode, done.stdout, done.stderr)
         assert result.code == expect, f"carechain {' '.join(args)}: exit {result.code}\n{result.out}{result.err}"
         assert "Traceback" not in result.err, result.err
@@ -77,9 +78,13 @@ def fhir_consent(practitioner_id: str, patient_id: str) -> dict:
     }
 
 
+# gRPC's C core logs to stderr on its own (e.g. "E1201 23:31:58.105064 ..."), whatever the program does.
+GRPC_CORE_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl)")
+
+
 def error_line(run: Run) -> str:
     """The one line a refusal prints."""
-    lines = run.err.strip().splitlines()
+    lines = [line for line in run.err.strip().splitlines() if not GRPC_CORE_LOG.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), run.err
     return lines[0]
 
