@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from carechain.core.layout import SERVICES
+from carechain.dev.localnet import LocalNetwork
 
 EXPECTED_API = {
     "identity": "carechain.identity.v1.IdentityService",
@@ -60,11 +64,17 @@ def test_up_demo_and_ctrl_c(tmp_path, options: list[str]) -> None:
         assert "read the psychiatric diagnosis: DENIED" in demo.stdout
         assert "read the cancer diagnosis again: DENIED" in demo.stdout
         assert "chain verification: OK" in demo.stdout
+        if not options:
+            _continue_from_the_demo(data_dir, demo.stdout)
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
     assert up.returncode == 0, output
     assert "CareChain local network is up" in output and "stopped" in output
+    # The hint names a command that runs from here (the venv's script is not on PATH), or `make demo`.
+    [hint] = [line for line in output.splitlines() if line.startswith("try:")]
+    assert hint.split()[1].endswith(("/carechain", "carechain")) and hint.split()[1] != "carechain" \
+        and "make demo" in hint, hint
     if options:
         assert "OpenBao, MinIO and etcd backends" in output and "openbao" in output
     assert not endpoints_file.exists(), "the endpoints file must go when the network stops"
@@ -75,3 +85,38 @@ def test_up_demo_and_ctrl_c(tmp_path, options: list[str]) -> None:
                 raise AssertionError(f"{service} still answers after Ctrl-C")
             except grpc.FutureTimeoutError:
                 pass
+
+
+def _continue_from_the_demo(data_dir, demo_output: str) -> None:
+    """The demo leaves its principals' key files (0600) and prints commands that work with them."""
+    keys = data_dir / "demo-keys"
+    for role in ("hospital", "oncologist", "psychiatrist", "patient"):
+        key_file = keys / f"{role}.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600, role
+        assert key_file.read_text().startswith("CareChain-Principal: "), role
+    assert "PRIVATE KEY" not in demo_output
+    commands = [shlex.split(line.split("#")[0]) for line in demo_output.splitlines() if "--key-file" in line]
+    assert len(commands) >= 5, demo_output
+    outcomes = []
+    for words in commands[:3]:  # grant the consent again, the oncologist reads, the psychiatrist is refused
+        args = words[next(i for i, w in enumerate(words) if w.endswith("carechain")) + 1:]
+        done = subprocess.run([sys.executable, "-m", "carechain", *args], capture_output=True, text=True, timeout=60)
+        outcomes.append((done.returncode, done.stderr.strip()))
+    assert outcomes[0] == (0, "") and outcomes[1] == (0, ""), outcomes
+    assert outcomes[2] == (1, "error: PERMISSION_DENIED: not permitted by the patient's consent"), outcomes
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path) -> None:
+    network = LocalNetwork(tmp_path / "net")
+    network.layout.ensure()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {**network.service_env("storage"), "CARECHAIN_LISTEN_ADDRESS": busy}
+        done = subprocess.run([sys.executable, "-m", "carechain", "serve", "storage"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"storage: CARECHAIN_LISTEN_ADDRESS: cannot listen on {busy} (port in use, or not an address of this host)"

@@ -11,6 +11,17 @@
     carechain audit history|tail|verify|reviews|resolve ...
                                            a patient's accounting of disclosures, the live audit stream,
                                            audit verification, the break-glass review queue
+    carechain keys new|set-id|show ...     your own Ed25519 key file (0600) and its public key
+    carechain principals register-hospital|register-practitioner|register-patient ...
+                                           onboarding, as the operator or a hospital
+    carechain records put|get ...          store a FHIR resource, read a record as consent permits
+    carechain consent grant|list|revoke|export ...
+                                           a patient's consents, from and to FHIR Consent files
+    carechain delegates add|remove|list    a patient's guardians and proxies
+    carechain history                      a patient's accounting of disclosures
+                                           (these act with --key-file against --data-dir's network.json
+                                           or --endpoints FILE; --json; errors: one line, exit 1 refused
+                                           or failed, 2 usage)
     carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
     carechain admin vault-bootstrap ...    prepare Vault/OpenBao: engines, policies, roles, signing keys
 """
@@ -76,7 +87,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     for backend, address in (backends.describe() if backends else {}).items():
         print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
-    print(f"try:  carechain demo --data-dir {data_dir}     (Ctrl-C here stops the network)", flush=True)
+    from carechain.cli.session import command
+
+    # The venv's script is usually not on PATH: name it as it can be run from here.
+    print(f"try:  {command()} demo --data-dir {data_dir}   (or `make demo`; Ctrl-C here stops the network)",
+          flush=True)
     try:
         while not stop.wait(1):
             for service, process in list(network.processes.items()):
@@ -91,6 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from carechain.cli.session import command
     from carechain.client.endpoints import ENDPOINTS_FILE, Endpoints
     from carechain.dev.demo import run_demo
 
@@ -101,7 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"no running network in {layout.root}: start one with `carechain up --data-dir {args.data_dir}`",
               file=sys.stderr)
         return 2
-    outcome = run_demo(endpoints, layout.operator_signer())
+    outcome = run_demo(endpoints, layout.operator_signer(), key_dir=layout.root / "demo-keys",
+                       command=f"{command()} ", data_dir=args.data_dir)
     return 0 if outcome.chain_ok else 1
 
 
@@ -273,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     from carechain.cli.audit import add_audit_commands
 
     add_audit_commands(sub, str(DEFAULT_DATA_DIR))
+
+    # The everyday commands of integrators and patients, one module per group.
+    from carechain.cli.consent import add_consent_commands
+    from carechain.cli.delegates import add_delegates_commands
+    from carechain.cli.history import add_history_command
+    from carechain.cli.keys import add_keys_commands
+    from carechain.cli.principals import add_principals_commands
+    from carechain.cli.records import add_records_commands
+
+    add_keys_commands(sub)
+    add_principals_commands(sub)
+    add_records_commands(sub)
+    add_consent_commands(sub)
+    add_delegates_commands(sub)
+    add_history_command(sub)
 
     from carechain.admin.vault_bootstrap import add_arguments as add_vault_bootstrap_arguments
 

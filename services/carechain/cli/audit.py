@@ -1,8 +1,8 @@
 """``carechain audit ...``: the audit trail from the command line, against a running network.
 
-    carechain audit history --patient-id ID --key-file FILE [--patient P] [--since DATE] [--until DATE] [--json]
+    carechain audit history --key-file FILE [--principal-id ID] [--patient P] [--since DATE] [--until DATE] [--json]
         a patient's accounting of disclosures (date, recipient and organisation by name, data, action,
-        purpose), as a table; a guardian passes their own id and key and --patient
+        purpose), as a table; a guardian passes their own key and --patient (also: ``carechain history``)
     carechain audit tail [--service S] [--outcome O] [--patient P] [--actor A] [--alerts-only]
                          [--after SEQ] [--no-follow] [--limit N]
         stream events (operator credentials from --data-dir, or --principal-id/--key-file of a service)
@@ -13,9 +13,9 @@
     carechain audit reviews [--all] | carechain audit resolve ITEM --note TEXT
         the privacy officer's review queue (operator)
 
-A patient authenticates with their own Ed25519 private key (PKCS#8 PEM, as saved by
-``Ed25519Signer.save``) and their principal id (pseudonym); the network's addresses come
-from ``<data-dir>/endpoints.json`` written by ``carechain up``.
+A patient authenticates with their own Ed25519 key file (``carechain keys new``; PKCS#8 PEM naming
+their principal id, or any PKCS#8 PEM key with --principal-id); the network's addresses come
+from ``<data-dir>/network.json`` written by ``carechain up``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ def event_line(stored: audit_pb2.StoredAuditEvent) -> str:
 def _client(args: argparse.Namespace, need_key: bool = False) -> Any:
     from carechain.client.endpoints import ENDPOINTS_FILE, Endpoints
     from carechain.client.sdk import CareChainClient
-    from carechain.core.crypto import Ed25519Signer
     from carechain.core.layout import NetworkLayout
 
     layout = NetworkLayout(pathlib.Path(args.data_dir))
@@ -120,11 +119,14 @@ def _client(args: argparse.Namespace, need_key: bool = False) -> Any:
         raise SystemExit(f"no running network in {layout.root}: start one with "
                          f"`carechain up --data-dir {args.data_dir}`") from None
     if getattr(args, "key_file", None):
-        if not args.principal_id:
-            raise SystemExit("--key-file needs --principal-id (the principal the key belongs to)")
-        signer = Ed25519Signer.from_file(args.principal_id, pathlib.Path(args.key_file))
+        from carechain.client.sdk import load_key_file
+
+        try:
+            signer = load_key_file(pathlib.Path(args.key_file), args.principal_id)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: --key-file: {exc}") from None
     elif need_key:
-        raise SystemExit("this command needs the patient's --principal-id and --key-file")
+        raise SystemExit("this command needs the patient's --key-file (and --principal-id if the file names none)")
     else:
         signer = layout.operator_signer()
     from carechain.client.proofs import default_checkpoint_file
@@ -146,10 +148,15 @@ def _fail(exc: Exception) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     """Print a patient's accounting of disclosures."""
     with _client(args, need_key=True) as client:
-        try:
-            disclosures = client.accounting_of_disclosures(args.since or 0, args.until or 0, args.patient or "")
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            return _fail(exc)
+        return print_history(client, args)
+
+
+def print_history(client: Any, args: argparse.Namespace) -> int:
+    """Print the accounting of disclosures of args.patient (default: the client's own) as a table or JSON."""
+    try:
+        disclosures = client.accounting_of_disclosures(args.since or 0, args.until or 0, args.patient or "")
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        return _fail(exc)
     if args.json:
         from google.protobuf.json_format import MessageToDict
 

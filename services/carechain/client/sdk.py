@@ -17,6 +17,7 @@ rolled-back history raises :class:`carechain.client.proofs.HistoryRewritten`.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import uuid
 from collections.abc import Iterable
@@ -40,7 +41,7 @@ from carechain.client.proofs import (
 )
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
-from carechain.core.crypto import Signer
+from carechain.core.crypto import Ed25519Signer, Signer, write_private_file
 from carechain.core.telemetry import configure_tracing
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger.transactions import new_body, sign_transaction
@@ -50,6 +51,99 @@ from carechain.records.v1 import records_pb2, records_pb2_grpc
 Kind = common_pb2.PrincipalKind
 Purpose = common_pb2.PurposeOfUse
 Category = common_pb2.SensitivityCategory
+
+#: The line of a key file that names its principal (RFC 7468 explanatory text before the PEM block).
+KEY_FILE_PRINCIPAL_HEADER = "CareChain-Principal:"
+
+
+def new_key_file(path: pathlib.Path, principal_id: str = "") -> Ed25519Signer:
+    """Generate an Ed25519 key into path (0600) and its public key into path + ".pub"; the new signer.
+
+    The key file is PKCS#8 PEM preceded by a ``CareChain-Principal: <id>`` line (RFC 7468 explanatory
+    text; left out while the id is not known: registration assigns it, :func:`name_key_file` adds it).
+    The ``.pub`` file (SubjectPublicKeyInfo PEM) is what a registrar needs, never the private key.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    write_private_file(path, _principal_line(principal_id) + pem)
+    public_key_file(path).write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return Ed25519Signer(principal_id, key)
+
+
+def public_key_file(key_file: pathlib.Path) -> pathlib.Path:
+    """Where :func:`new_key_file` writes a key file's public key: the same name plus ``.pub``."""
+    return key_file.with_name(key_file.name + ".pub")
+
+
+def name_key_file(path: pathlib.Path, principal_id: str) -> None:
+    """Record the principal id registration assigned in a key file (the key itself is kept as it is)."""
+    text = path.read_bytes()
+    start = text.find(b"-----BEGIN")
+    if start < 0:
+        raise ValueError(f"{path}: not a PEM key file")
+    # Written aside and renamed over the original: a crash mid-write never loses the key.
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    write_private_file(staged, _principal_line(principal_id) + text[start:])
+    os.replace(staged, path)
+
+
+def _principal_line(principal_id: str) -> bytes:
+    if any(c.isspace() for c in principal_id):
+        raise ValueError("a principal id has no white space")
+    return f"{KEY_FILE_PRINCIPAL_HEADER} {principal_id}\n".encode() if principal_id else b""
+
+
+def load_key_file(path: pathlib.Path, principal_id: str = "") -> Ed25519Signer:
+    """The signer in a key file written by :func:`new_key_file` (or any PKCS#8 PEM Ed25519 key).
+
+    principal_id, when given, overrides the id the file names. ValueError when the file holds no
+    Ed25519 private key or no principal id is known.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    text = path.read_bytes()
+    named = ""
+    for line in text.splitlines():
+        if line.startswith(b"-----BEGIN"):
+            break
+        if line.startswith(KEY_FILE_PRINCIPAL_HEADER.encode()):
+            named = line[len(KEY_FILE_PRINCIPAL_HEADER):].decode("ascii", "replace").strip()
+    start = text.find(b"-----BEGIN")
+    try:
+        key = serialization.load_pem_private_key(text[max(start, 0):], password=None)
+    except (ValueError, TypeError):
+        # Never echo the file: it holds key material.
+        raise ValueError(f"{path}: not a PEM private key file") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: not an Ed25519 private key")
+    if not (principal_id or named):
+        raise ValueError(f"{path} names no principal: pass the principal id (it is assigned at registration)")
+    return Ed25519Signer(principal_id or named, key)
+
+
+def load_public_key_file(path: pathlib.Path) -> bytes:
+    """The raw Ed25519 public key of a ``.pub`` file or of a key file (the private key is not kept)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from carechain.core.crypto import public_key_bytes
+
+    text = path.read_bytes()
+    if b"PRIVATE KEY-----" in text:
+        return load_key_file(path, principal_id="-").public_key_bytes()
+    try:
+        key = serialization.load_pem_public_key(text[max(text.find(b"-----BEGIN"), 0):])
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: not a PEM public key file") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return public_key_bytes(key)
 
 
 def permit(
@@ -130,6 +224,12 @@ class CareChainClient:
     @property
     def principal_id(self) -> str:
         return self.signer.key_id
+
+    @classmethod
+    def from_key_file(cls, endpoints: Endpoints, key_file: pathlib.Path, principal_id: str = "",
+                      **options: Any) -> CareChainClient:
+        """A client acting as the principal of a key file (:func:`load_key_file`)."""
+        return cls(endpoints, load_key_file(pathlib.Path(key_file), principal_id), **options)
 
     def close(self) -> None:
         """Close every channel."""
@@ -274,6 +374,11 @@ class CareChainClient:
         )
         tx = self._signed(register_delegate=delegate)
         return self.consent.RegisterDelegate(consent_pb2.RegisterDelegateRequest(transaction=tx), timeout=30)
+
+    def list_delegates(self, patient_id: str = "") -> list[consent_pb2.Delegation]:
+        """This patient's delegations, oldest first (or, as a delegate or service, patient_id's)."""
+        request = consent_pb2.ListDelegatesRequest(patient_id=patient_id)
+        return list(self.consent.ListDelegates(request, timeout=30).delegations)
 
     def revoke_delegate(self, delegate_id: str) -> consent_pb2.Delegation:
         """Withdraw a delegate's right to act for this patient."""

@@ -4,12 +4,17 @@ A hospital onboards an oncologist, a psychiatrist and a patient; stores a
 cancer diagnosis and a psychiatric diagnosis; the patient grants the oncologist
 oncology access; reads are permitted and denied as consent says; the patient
 revokes, sees who accessed what, and the chain verifies.
+
+Given a key directory (``carechain demo`` uses ``<data-dir>/demo-keys/``), the demo principals' key
+files stay there (0600, each naming its principal), with the patient's oncology consent as a FHIR
+Consent file, and the demo ends with the commands to continue from where it stopped.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import pathlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +23,8 @@ import grpc
 
 from carechain.audit.v1 import audit_pb2
 from carechain.client.endpoints import Endpoints
-from carechain.client.sdk import CareChainClient, Category, Kind, Purpose, permit
-from carechain.core.crypto import Ed25519Signer
+from carechain.client.sdk import CareChainClient, Category, Kind, Purpose, name_key_file, new_key_file, permit
+from carechain.core.crypto import Ed25519Signer, write_private_file
 from carechain.labels.sensitivity import category_name
 
 
@@ -68,6 +73,8 @@ class DemoOutcome:
     inclusion_verified: bool = False
     chain_ok: bool = False
     blocks_checked: int = 0
+    #: The demo principals' key files by role, when the demo kept them.
+    key_files: dict[str, pathlib.Path] = field(default_factory=dict)
 
 
 def _denial(read: Callable[[], object]) -> str:
@@ -81,19 +88,45 @@ def _denial(read: Callable[[], object]) -> str:
     raise AssertionError("the read was permitted but consent should have denied it")
 
 
-def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str], None] = print) -> DemoOutcome:
-    """Run the story against a running network, narrating each step."""
+class _DemoKeys:
+    """New keys for the demo principals: kept as key files in key_dir (0600), or in memory only."""
+
+    def __init__(self, key_dir: pathlib.Path | None) -> None:
+        self.key_dir = key_dir
+        self.files: dict[str, pathlib.Path] = {}
+
+    def new(self, role: str) -> Ed25519Signer:
+        if self.key_dir is None:
+            return Ed25519Signer.generate("pending")
+        self.files[role] = self.key_dir / f"{role}.key"
+        return new_key_file(self.files[role])
+
+    def registered(self, role: str, principal_id: str) -> None:
+        """Record the id registration assigned in the role's key file."""
+        if role in self.files:
+            name_key_file(self.files[role], principal_id)
+
+
+def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str], None] = print,
+             key_dir: pathlib.Path | None = None, command: str = "carechain ", data_dir: str = "") -> DemoOutcome:
+    """Run the story against a running network, narrating each step.
+
+    key_dir: keep the demo principals' key files there and end with the commands to try next
+    (written as ``<command>records get ... --data-dir <data_dir>``).
+    """
     outcome = DemoOutcome()
+    keys = _DemoKeys(key_dir)
     with CareChainClient(endpoints, operator) as operator_client:
-        hospital_key = Ed25519Signer.generate("pending")
+        hospital_key = keys.new("hospital")
         hospital = operator_client.register(Kind.PRINCIPAL_KIND_ORGANIZATION, "St. Example Hospital",
                                             hospital_key.public_key_bytes())
     outcome.hospital_id = hospital.principal_id
+    keys.registered("hospital", hospital.principal_id)
     say(f"1. operator registered hospital {hospital.principal_id} (ledger log index {hospital.ledger_log_index})")
 
     fhir_patient_id = str(uuid.uuid4())
     with CareChainClient(endpoints, hospital_key.with_key_id(hospital.principal_id)) as hospital_client:
-        oncologist_key, psychiatrist_key, patient_key = (Ed25519Signer.generate("pending") for _ in range(3))
+        oncologist_key, psychiatrist_key, patient_key = (keys.new(r) for r in ("oncologist", "psychiatrist", "patient"))
         oncologist = hospital_client.register(Kind.PRINCIPAL_KIND_PRACTITIONER, "Dr. Ana Oncologist",
                                               oncologist_key.public_key_bytes(), specialty="oncology")
         psychiatrist = hospital_client.register(Kind.PRINCIPAL_KIND_PRACTITIONER, "Dr. Sam Psychiatrist",
@@ -102,6 +135,8 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
                                            fhir_patient_id=fhir_patient_id)
         outcome.oncologist_id, outcome.psychiatrist_id = oncologist.principal_id, psychiatrist.principal_id
         outcome.patient_id = patient.principal_id
+        for role, principal in (("oncologist", oncologist), ("psychiatrist", psychiatrist), ("patient", patient)):
+            keys.registered(role, principal.principal_id)
         say(f"2. hospital registered oncologist {oncologist.principal_id}, psychiatrist {psychiatrist.principal_id}"
             f" and patient {patient.principal_id} (a pseudonym: the ledger never sees the FHIR id)")
 
@@ -124,6 +159,10 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
         )
         say(f"4. patient granted the oncologist ONCOLOGY access for TREAT (consent {consent.consent_id},"
             f" signed by the patient's own key)")
+        if key_dir is not None:
+            # The same consent as a FHIR Consent file, for `carechain consent grant` after the revocation below.
+            write_private_file(key_dir / "oncology-consent.json",
+                               json.dumps(patient_client.export_consent(consent.consent_id), indent=2).encode())
 
         read = oncologist_client.get_record(cancer.record_id, Purpose.PURPOSE_OF_USE_TREAT)
         outcome.cancer_read_identical = read.resource_json == cancer_bytes
@@ -160,4 +199,31 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
     outcome.chain_ok, outcome.blocks_checked = verification.ok, verification.blocks_checked
     say(f"11. operator's ledger chain verification: {'OK' if verification.ok else 'FAILED: ' + verification.problem}"
         f" ({verification.blocks_checked} blocks, every hash, signature and proof re-checked)")
+    outcome.key_files = dict(keys.files)
+    if key_dir is not None:
+        _say_next_commands(say, key_dir, outcome, command, data_dir)
     return outcome
+
+
+def _say_next_commands(say: Callable[[str], None], key_dir: pathlib.Path, outcome: DemoOutcome, command: str,
+                       data_dir: str) -> None:
+    """The commands that continue the story with the demo principals' own key files."""
+    net = f" --data-dir {data_dir}" if data_dir else ""
+
+    def key(role: str) -> str:
+        return str(key_dir / f"{role}.key")
+
+    say(f"\nThe demo principals' key files are in {key_dir}/ (0600). Continue with them:")
+    for line in (
+        f"consent grant{net} --key-file {key('patient')} {key_dir / 'oncology-consent.json'}"
+        "   # the patient grants the oncology consent again",
+        f"records get{net} --key-file {key('oncologist')} {outcome.cancer_record_id}"
+        "   # permitted again",
+        f"records get{net} --key-file {key('psychiatrist')} {outcome.cancer_record_id}"
+        "   # denied: no consent names the psychiatrist",
+        f"consent list{net} --key-file {key('patient')}",
+        f"history{net} --key-file {key('patient')}   # who read what, when and why",
+        f"delegates add{net} --key-file {key('patient')} --relationship proxy {outcome.psychiatrist_id}",
+        f"records put{net} --key-file {key('hospital')} --patient {outcome.patient_id} OBSERVATION.json",
+    ):
+        say(f"  {command}{line}")

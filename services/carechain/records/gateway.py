@@ -1,4 +1,4 @@
-"""The write and read flows of the records gateway (DESIGN.md, "The two main flows").
+"""The write and read flows of the records gateway (README.md, "Architecture": **Write** and **Read**).
 
 Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
 binds record id, patient pseudonym, version) -> ciphertext to storage -> audit

@@ -188,6 +188,24 @@ def register_servicer(add_servicer: Callable[[Any, grpc.Server], None], servicer
     return register_on
 
 
+class ListenError(OSError):
+    """A server cannot listen where its settings say; the message names the setting and the address."""
+
+
+def _listen(server: grpc.Server, setting: str, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind server to address (TLS with credentials); ListenError naming setting when it cannot."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio raises "Failed to bind to address ..." (older versions returned 0)
+        port = 0
+    if port == 0:
+        raise ListenError(f"{setting}: cannot listen on {address} (port in use, or not an address of this host)")
+    return port
+
+
 def start_service(
     name: str,
     settings: ServiceSettings,
@@ -211,19 +229,13 @@ def start_service(
         health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     credentials = server_credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(settings.listen_address)
-    else:
-        port = server.add_secure_port(settings.listen_address, credentials)
-    if port == 0:
-        raise OSError(f"CARECHAIN_LISTEN_ADDRESS: cannot listen on {settings.listen_address}")
+    port = _listen(server, "CARECHAIN_LISTEN_ADDRESS", settings.listen_address, credentials)
     closers = list(on_stop)
     if settings.health_listen_address:
         # Kubelet gRPC probes cannot speak TLS: serve health alone, in plaintext, on its own port.
         health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-health"))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        if health_server.add_insecure_port(settings.health_listen_address) == 0:
-            raise OSError(f"CARECHAIN_HEALTH_LISTEN_ADDRESS: cannot listen on {settings.health_listen_address}")
+        _listen(health_server, "CARECHAIN_HEALTH_LISTEN_ADDRESS", settings.health_listen_address, None)
         health_server.start()
         closers.insert(0, lambda: health_server.stop(0).wait())
     server.start()
@@ -244,7 +256,11 @@ def run_service(
     """Run a service in this process until SIGTERM or SIGINT, then stop gracefully."""
     configure_logging(name, settings.log_level)
     configure_tracing(name)
-    running = start_service(name, settings, register, on_stop)
+    try:
+        running = start_service(name, settings, register, on_stop)
+    except ListenError as exc:
+        # A configuration problem, not a crash: one line naming the setting on stderr, exit status 1.
+        raise SystemExit(f"{name}: {exc}") from None
 
     def handle_signal(signum: int, _frame: Any) -> None:
         log.info("signal received", extra={"signal": signal.Signals(signum).name})
