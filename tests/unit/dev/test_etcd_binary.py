@@ -55,7 +55,7 @@ def test_the_tools_build_is_preferred_over_an_etcd_on_path(tmp_path: pathlib.Pat
 
 def test_the_pinned_build_is_a_current_release() -> None:
     """The etcd the tests really run (tools dir) is the pin of scripts/install_tools.sh."""
-    script = (pathlib.Path(module.__file__).resolve().parents[3] / "scripts" / "install_tools.sh").read_text()
+    script = (pathlib.Path(module.__file__).resolve().parents[4] / "scripts" / "install_tools.sh").read_text()
     pinned = next(line.split("=", 1)[1] for line in script.splitlines() if line.startswith("ETCD_VERSION="))
     version = etcd_version(etcd_binary())
     assert version >= MINIMUM_VERSION

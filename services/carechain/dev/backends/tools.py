@@ -7,7 +7,7 @@ import pathlib
 import shutil
 import sys
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]
 
 
 def tools_dir() -> pathlib.Path:
