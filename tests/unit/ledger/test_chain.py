@@ -13,7 +13,7 @@ from carechain.core.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.copy_check import verify_chain
-from carechain.ledger.ordering import InProcessOrderer
+from carechain.ledger.memory_orderer import InProcessOrderer
 from carechain.ledger.v1 import ledger_pb2
 
 TIMEOUT = 30
