@@ -1,9 +1,10 @@
 """Admission: the checks a transaction passes before it is ordered, and the submitters waiting for its block.
 
-:meth:`Admission.submit` decodes the body and checks the chain id, that the
-signer is known (a trusted service or a registered principal) and its
-signature, and that the nonce is fresh (neither committed nor pending in the
-order): nothing enters the order that cannot be authentic. It then appends the
+:meth:`Admission.submit` decodes the body, refuses clinical metadata in clear
+(an invalid transaction would still be stored with its contents), and checks
+the chain id, that the signer is known (a trusted service or a registered
+principal), its signature, and that the nonce is fresh (neither committed nor
+pending in the order): nothing enters the order that cannot be authentic. It then appends the
 transaction to the :class:`~carechain.ledger.ordering.Orderer` and waits until
 the block cutter answers it through :meth:`Admission.finish` (committed, or an
 error), or the timeout passes.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from carechain.core.errors import AlreadyExists, CareChainError, InvalidArgument, PermissionDenied, Unavailable
 from carechain.ledger import transactions
-from carechain.ledger.contract import Validator
+from carechain.ledger.contract import Validator, clinical_fields_in_clear
 from carechain.ledger.ordering import Orderer
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
@@ -76,6 +77,10 @@ class Admission:
     def admit(self, tx: ledger_pb2.Transaction) -> ledger_pb2.TransactionBody:
         """Admission checks before ordering; raises the error the client should see."""
         body = transactions.decode_body(tx)
+        in_clear = clinical_fields_in_clear(body)
+        if in_clear:
+            # Refused before ordering: an invalid transaction would still be stored, contents and all.
+            raise InvalidArgument("transaction.body", in_clear)
         if body.chain_id != self.chain_id:
             raise InvalidArgument("transaction.body.chain_id", "is for another chain")
         key = self.validator.signer_key(tx.signer_id, self.store)

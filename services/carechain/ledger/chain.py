@@ -33,6 +33,7 @@ from carechain.core.errors import FailedPrecondition
 from carechain.core.layout import TrustBundle
 from carechain.ledger.admission import Admission, Committed
 from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS, Validator
+from carechain.ledger.copy_check import ChainVerification, verify_chain
 from carechain.ledger.cutter import BlockCutRegistry, BlockCutter
 from carechain.ledger.finality import DEFAULT_FINALITY_POLL_SECONDS, Finality
 from carechain.ledger.memory_orderer import InProcessOrderer
@@ -200,6 +201,10 @@ class Ledger:
     def consistency_proof(self, first_size: int, second_size: int = 0) -> ledger_pb2.ConsistencyProof:
         """RFC 9162 consistency proof between two tree sizes (second 0 = current)."""
         return self._view.consistency_proof(first_size, second_size)
+
+    def verify(self) -> ChainVerification:
+        """Re-verify this validator's whole stored chain (:func:`carechain.ledger.copy_check.verify_chain`)."""
+        return verify_chain(self.store, self.trust, self.validators)
 
     # --- shutdown ------------------------------------------------------------------------------
 
