@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.rules import attest_policy
@@ -122,6 +125,32 @@ def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed2551
 
 
 TIMEOUT = 20
+
+
+def open_ledger(tmp_path, net: Net, **kwargs) -> Ledger:
+    """One validator (quorum 1) under tmp_path/ledger, cutting blocks after 1 ms unless told otherwise."""
+    kwargs.setdefault("block_max_wait_ms", 1)
+    return Ledger.open(tmp_path / "ledger", CHAIN, net.ledger, net.trust, **kwargs)
+
+
+def header(ledger: Ledger, height: int) -> ledger_pb2.BlockHeader:
+    """The decoded header of the block at height."""
+    return ledger_pb2.BlockHeader.FromString(ledger.block(height).header)
+
+
+# Named apart from their fixture names so test modules can import them without shadowing (ruff F811).
+@pytest.fixture(name="net")
+def net_fixture() -> Net:
+    """Fresh service and operator keys."""
+    return Net()
+
+
+@pytest.fixture(name="ledger")
+def ledger_fixture(tmp_path, net: Net) -> Iterator[Ledger]:
+    """An open single-validator ledger, closed after the test."""
+    instance = open_ledger(tmp_path, net)
+    yield instance
+    instance.close()
 
 
 class Validators:
