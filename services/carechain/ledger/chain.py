@@ -14,7 +14,7 @@ Flow of a transaction (docs/ledger.md):
   quorum signed the same header; ``ACK_LEVEL_FINAL`` submitters wait for it;
 - :mod:`~carechain.ledger.queries`: head, blocks, the log and RFC 9162 proofs.
 
-Each piece owns its lock and thread; they share one stopping event, set by
+Each piece owns its own lock or thread; they share one stopping event, set by
 :meth:`Ledger.close`. The embedded network is one validator with quorum 1
 (final at commit) over :class:`~carechain.ledger.memory_orderer.InProcessOrderer`;
 several validators need a shared orderer that agrees block cuts and carries
