@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from carechain.ledger.chain import BlockCut, BlockCutRegistry
+from carechain.ledger.cutter import BlockCut, BlockCutRegistry
 from carechain.ledger.etcd_orderer import EtcdOrderer
-from carechain.ledger.ordering import InProcessOrderer, Orderer
+from carechain.ledger.memory_orderer import InProcessOrderer, SharedOrder
+from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import VoteBoard
-from carechain.ledger.shared_order import SharedOrder
 
 pytest_plugins = ["servers_etcd"]
 

@@ -25,7 +25,7 @@ from carechain.core.layout import TrustBundle, service_principal_id
 from carechain.dev.demo import cancer_diagnosis
 from carechain.dev.localnet import LocalNetwork
 from carechain.ledger.chain import Ledger
-from carechain.ledger.store import DB_FILE, LedgerStore
+from carechain.ledger.sqlite_store import DB_FILE, LedgerStore
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
 

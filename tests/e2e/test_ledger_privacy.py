@@ -21,7 +21,7 @@ from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
 from carechain.core.fhir import clinical_date_ms
 from carechain.dev.demo import cancer_diagnosis, psychiatric_diagnosis
-from carechain.ledger.store import DB_FILE
+from carechain.ledger.sqlite_store import DB_FILE
 from carechain.ledger.v1 import ledger_pb2
 
 # Distinctive values of the consent's data period, so their encodings can be searched for.

@@ -18,8 +18,9 @@ from carechain.core.layout import audience, write_public_key
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.dev.localnet import free_port, wait_healthy
 from carechain.ledger import transactions
-from carechain.ledger.chain import BlockCut, Ledger
+from carechain.ledger.chain import Ledger
 from carechain.ledger.copy_check import verify_chain
+from carechain.ledger.cutter import BlockCut
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.runtime.auth import Caller, caller_claims

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from carechain.ledger.chain import BlockCut
+from carechain.ledger.cutter import BlockCut
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.runtime.etcd import Compare, Op
 

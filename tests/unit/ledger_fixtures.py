@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.rules import attest_policy
@@ -14,8 +17,8 @@ from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import OPERATOR_ID, TrustBundle, service_principal_id
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.memory_orderer import SharedOrder
 from carechain.ledger.quorum import ValidatorSet
-from carechain.ledger.shared_order import SharedOrder
 from carechain.ledger.v1 import ledger_pb2
 
 CHAIN = "carechain-test"
@@ -122,6 +125,32 @@ def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed2551
 
 
 TIMEOUT = 20
+
+
+def open_ledger(tmp_path, net: Net, **kwargs) -> Ledger:
+    """One validator (quorum 1) under tmp_path/ledger, cutting blocks after 1 ms unless told otherwise."""
+    kwargs.setdefault("block_max_wait_ms", 1)
+    return Ledger.open(tmp_path / "ledger", CHAIN, net.ledger, net.trust, **kwargs)
+
+
+def header(ledger: Ledger, height: int) -> ledger_pb2.BlockHeader:
+    """The decoded header of the block at height."""
+    return ledger_pb2.BlockHeader.FromString(ledger.block(height).header)
+
+
+# Named apart from their fixture names so test modules can import them without shadowing (ruff F811).
+@pytest.fixture(name="net")
+def net_fixture() -> Net:
+    """Fresh service and operator keys."""
+    return Net()
+
+
+@pytest.fixture(name="ledger")
+def ledger_fixture(tmp_path, net: Net) -> Iterator[Ledger]:
+    """An open single-validator ledger, closed after the test."""
+    instance = open_ledger(tmp_path, net)
+    yield instance
+    instance.close()
 
 
 class Validators:

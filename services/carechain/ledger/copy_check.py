@@ -59,8 +59,8 @@ from carechain.core.layout import TrustBundle, service_principal_id
 from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger.contract import Validator
 from carechain.ledger.quorum import ValidatorSet, configured_validator_set
+from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.state import EmptyState, PendingState
-from carechain.ledger.store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
 
 #: Principals whose signatures make a block valid (one validator in the embedded network).

@@ -45,7 +45,7 @@ import threading
 import time
 
 from carechain.core.errors import CareChainError, DataLoss, Unavailable
-from carechain.ledger.chain import BlockCut
+from carechain.ledger.cutter import BlockCut
 from carechain.ledger.ordering import OrdererClosed
 from carechain.runtime.etcd import Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
+
 from carechain.core.errors import InvalidArgument, NotFound
 from carechain.core.layout import TrustBundle, audience
 from carechain.ledger.chain import Ledger
-from carechain.ledger.contract import clinical_fields_in_clear
-from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
@@ -42,8 +42,6 @@ from carechain.runtime.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
-#: How long VerifyChain waits for the current head to become final before verifying.
-VERIFY_FINALITY_WAIT_SECONDS = 5.0
 SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
 SERVICE_NAME = SERVICE.full_name
 
@@ -113,26 +111,22 @@ ACCESS = AccessTable(SERVICE, {
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    """LedgerService RPCs."""
+    """LedgerService RPCs: proto in, one :class:`Ledger` call, proto out (errors map to gRPC statuses)."""
 
     def __init__(self, ledger: Ledger, authenticator: Authenticator, commit_timeout_seconds: float) -> None:
         self.ledger = ledger
         self.auth = authenticator
         self.commit_timeout_seconds = commit_timeout_seconds
 
-    def SubmitTransaction(self, request, context):  # noqa: N802 - gRPC method name
+    def SubmitTransaction(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.SubmitTransactionRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.SubmitTransactionResponse:
         if not request.HasField("transaction"):
             raise InvalidArgument("transaction", "required")
         if request.ack not in (ledger_pb2.ACK_LEVEL_UNSPECIFIED, ledger_pb2.ACK_LEVEL_COMMITTED,
                                ledger_pb2.ACK_LEVEL_FINAL):
             raise InvalidArgument("ack", "unknown acknowledgement level")
-        try:
-            in_clear = clinical_fields_in_clear(decode_body(request.transaction))
-        except Exception:  # noqa: BLE001 - an undecodable body is the validator's to mark invalid
-            in_clear = ""
-        if in_clear:
-            # Refused before ordering: an invalid transaction would still be stored, contents and all.
-            raise InvalidArgument("transaction.body", in_clear)
+        # The configured commit timeout, or the call's own deadline when that is sooner.
         timeout = self.commit_timeout_seconds
         remaining = context.time_remaining()
         if remaining is not None:
@@ -140,27 +134,37 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         final = request.ack == ledger_pb2.ACK_LEVEL_FINAL
         return self.ledger.submit(request.transaction, timeout, final=final).to_response()
 
-    def GetChainHead(self, request, context):  # noqa: N802
+    def GetChainHead(  # noqa: N802
+        self, request: ledger_pb2.GetChainHeadRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.ChainHead:
         header, header_hash = self.ledger.head()
         return ledger_pb2.ChainHead(
             header=header, header_hash=header_hash, final_height=max(self.ledger.final_height(), 0),
             validator_id=self.ledger.validator_id,
         )
 
-    def GetBlock(self, request, context):  # noqa: N802
+    def GetBlock(  # noqa: N802
+        self, request: ledger_pb2.GetBlockRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.Block:
         block = self.ledger.block(request.height)
         certificate = self.ledger.certificate(request.height)
         if certificate is not None:
             block.certificate.CopyFrom(certificate)
         return block
 
-    def GetCheckpoint(self, request, context):  # noqa: N802
+    def GetCheckpoint(  # noqa: N802
+        self, request: ledger_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.Checkpoint:
         return self.ledger.checkpoint(request.height)
 
-    def GetEvidence(self, request, context):  # noqa: N802
+    def GetEvidence(  # noqa: N802
+        self, request: ledger_pb2.GetEvidenceRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.GetEvidenceResponse:
         return ledger_pb2.GetEvidenceResponse(evidence=self.ledger.evidence(request.from_height))
 
-    def ListTransactions(self, request, context):  # noqa: N802
+    def ListTransactions(  # noqa: N802
+        self, request: ledger_pb2.ListTransactionsRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.ListTransactionsResponse:
         limit = request.limit or DEFAULT_LIST_LIMIT
         if limit > MAX_LIST_LIMIT:
             raise InvalidArgument("limit", f"must be at most {MAX_LIST_LIMIT}")
@@ -169,19 +173,27 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             transactions=self.ledger.list_transactions(request.from_log_index, limit), log_size=log_size
         )
 
-    def GetRecordEntry(self, request, context):  # noqa: N802
+    def GetRecordEntry(  # noqa: N802
+        self, request: ledger_pb2.GetRecordEntryRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.RecordEntry:
         if not request.record_id:
             raise InvalidArgument("record_id", "required")
         return self.ledger.record_entry(request.record_id)
 
-    def GetInclusionProof(self, request, context):  # noqa: N802
+    def GetInclusionProof(  # noqa: N802
+        self, request: ledger_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.InclusionProof:
         return self.ledger.inclusion_proof(request.log_index, request.tree_size)
 
-    def GetConsistencyProof(self, request, context):  # noqa: N802
+    def GetConsistencyProof(  # noqa: N802
+        self, request: ledger_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.ConsistencyProof:
         return self.ledger.consistency_proof(request.first_size, request.second_size)
 
-    def VerifyChain(self, request, context):  # noqa: N802
-        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators).to_response()
+    def VerifyChain(  # noqa: N802
+        self, request: ledger_pb2.VerifyChainRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.VerifyChainResponse:
+        return self.ledger.verify().to_response()
 
 
 def validator_set(settings: LedgerSettings) -> ValidatorSet:
@@ -219,7 +231,7 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
         raise
     def own_log(request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
         return ledger_pb2.ListTransactionsResponse(
-            transactions=ledger.list_transactions(request.from_log_index, request.limit or 500),
+            transactions=ledger.list_transactions(request.from_log_index, request.limit or DEFAULT_LIST_LIMIT),
             log_size=ledger.log_size(),
         )
 

@@ -219,15 +219,3 @@ class PendingState:
     def add_anchor(self, anchor: AuditAnchor) -> None:
         """Record an anchored audit batch."""
         self.anchors.append(anchor)
-
-    def fold(self) -> None:
-        """Merge this overlay into its base when the base is itself a PendingState (verification)."""
-        base = self.base
-        if not isinstance(base, PendingState):
-            raise TypeError("only a PendingState base can absorb writes in memory")
-        base.principals.update(self.principals)
-        base.nonces.update(self.nonces)
-        base.records.update(self.records)
-        base.consents.update(self.consents)
-        base.delegations.update(self.delegations)
-        base.anchors.extend(self.anchors)

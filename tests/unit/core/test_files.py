@@ -14,7 +14,7 @@ from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import NetworkLayout
 from carechain.dev.certificates import LocalCertificateAuthority
 from carechain.identity.sqlite_registry import Registry
-from carechain.ledger.store import LedgerStore
+from carechain.ledger.sqlite_store import LedgerStore
 from carechain.runtime.keyring import LocalKeyring
 from carechain.runtime.sqlite import Database
 

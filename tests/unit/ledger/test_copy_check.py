@@ -12,7 +12,7 @@ from carechain.core.layout import write_public_key
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.copy_check import verify_chain, verify_data_dir
-from carechain.ledger.store import DB_FILE
+from carechain.ledger.sqlite_store import DB_FILE
 from carechain.ledger.v1 import ledger_pb2
 
 TIMEOUT = 30

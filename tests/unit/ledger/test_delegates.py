@@ -12,8 +12,8 @@ from carechain.consent.v1 import policy_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.ledger import transactions
 from carechain.ledger.contract import NOT_PERMITTED, Validator
+from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.state import CONSENT_ACTIVE, CONSENT_REVOKED, EmptyState, PendingState
-from carechain.ledger.store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
 
 GUARDIAN = policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN

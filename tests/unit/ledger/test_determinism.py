@@ -13,8 +13,8 @@ from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import TrustBundle
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.memory_orderer import SharedOrder
 from carechain.ledger.quorum import ValidatorSet
-from carechain.ledger.shared_order import SharedOrder
 from carechain.ledger.v1 import ledger_pb2
 
 NET = Net()

@@ -45,7 +45,7 @@ from carechain.ledger import submission as client
 from carechain.ledger.chain import Ledger
 from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.server import build
-from carechain.ledger.store import DB_FILE
+from carechain.ledger.sqlite_store import DB_FILE
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
 from carechain.runtime.config import AuditSettings, LedgerSettings

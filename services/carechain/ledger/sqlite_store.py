@@ -1,4 +1,4 @@
-"""The chain store: blocks, the log's leaves and the contract state in one SQLite file.
+"""The SQLite chain store: blocks, the log's leaves and the contract state in one SQLite file.
 
 ``<data_dir>/ledger.db`` (WAL, ``synchronous=FULL``) holds:
 
@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from carechain.ledger.state import (
-    AuditAnchor,
     ConsentState,
     Delegation,
     PendingState,
@@ -48,6 +47,11 @@ from carechain.runtime.sqlite import connect_durable
 
 DB_FILE = "ledger.db"
 SCHEMA_VERSION = "1"
+#: ``meta`` keys: the chain this store belongs to, the next order entry to cut (durable orderers), and the
+#: validator set (offline verification reads it from here).
+META_CHAIN_ID = "chain_id"
+META_ORDERER_NEXT = "orderer_next_sequence"
+META_VALIDATORS = "validators"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -532,13 +536,3 @@ class LedgerStore:
         with self._lock:
             row = self._db.execute("SELECT MAX(batch_number) FROM audit_anchors").fetchone()
         return None if row[0] is None else int(row[0])
-
-    def audit_anchor(self, batch_number: int) -> AuditAnchor | None:
-        """An anchored audit batch, or None."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT batch_number, first_sequence, last_sequence, merkle_root, log_index FROM audit_anchors "
-                "WHERE batch_number = ?",
-                (batch_number,),
-            ).fetchone()
-        return None if row is None else AuditAnchor(row[0], row[1], row[2], bytes(row[3]), row[4])
