@@ -120,6 +120,10 @@ class IdentityStore(Protocol):
         """Store re-wrapped data keys; FailedPrecondition (and nothing stored) if one has no stored key."""
         ...
 
+    def remove_data_key(self, record_id: str, patient_id: str) -> bool:
+        """Delete a record's wrapped data key if it belongs to patient_id; False if there is none."""
+        ...
+
     def use_decision_token(self, jti: str, expires_at_ms: int, now_ms: int) -> bool:
         """Mark a decision token used; False if it was used before and has not expired."""
         ...
@@ -260,6 +264,14 @@ class Registry:
                 ).rowcount
                 if updated != 1:
                     raise FailedPrecondition(f"record {key.record_id} has no data key of patient {key.patient_id}")
+
+    def remove_data_key(self, record_id: str, patient_id: str) -> bool:
+        """Delete a record's wrapped data key if it belongs to patient_id; False if there is none."""
+        with self._db.transaction() as conn:
+            deleted = conn.execute(
+                "DELETE FROM data_keys WHERE record_id = ? AND patient_id = ?", (record_id, patient_id)
+            ).rowcount
+        return deleted == 1
 
     # --- single-use decision tokens -------------------------------------------
 

@@ -156,6 +156,7 @@ ACCESS = AccessTable(SERVICE, {
     "GetTokenIssuerKeys": Allow.anonymous("public keys"),
     "GenerateDataKey": Allow.of(service=ANY, services=["records"]),
     "ReleaseDataKey": Allow.of(service=ANY, services=["records"], note="with a single-use consent decision token"),
+    "DeleteDataKey": Allow.of(service=ANY, services=["records"], note="its reconciler: keys of writes never committed"),
     "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
     "DeactivatePrincipal": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
     "RotatePrincipalKey": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
@@ -442,6 +443,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             extra={"record_id": record_id, "actor_id": str(claims.get("sub", "")), "consent_id": claims.get("cid")},
         )
         return identity_pb2.ReleasedDataKey(plaintext_key=plaintext)
+
+    def DeleteDataKey(self, request, context):  # noqa: N802 - gRPC method name
+        # Only records calls this, for a write it audited as attempted and never found on the ledger.
+        record_id = _require_record_id(request.record_id)
+        if not request.patient_id:
+            raise InvalidArgument("patient_id", "is required")
+        with self._patient_locks.hold(request.patient_id):
+            if not self._registry.remove_data_key(record_id, request.patient_id):
+                raise NotFound(f"record {record_id} has no data key of this patient")
+        log.info("orphan data key deleted", extra={"record_id": record_id})
+        return identity_pb2.DeleteDataKeyResponse()
 
     def _verify_decision_token(self, token: str) -> dict[str, object]:
         """Claims of a consent decision token for this service, or PermissionDenied saying why not."""

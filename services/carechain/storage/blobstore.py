@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Protocol
 
 from carechain.core.crypto import same
-from carechain.core.errors import DataLoss, InvalidArgument, NotFound
+from carechain.core.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -30,6 +30,15 @@ class BlobRef:
 
     sha256: str
     size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredBlobInfo:
+    """A stored blob as the reconciler lists it."""
+
+    sha256: str
+    size: int
+    written_ms: int
 
 
 class BlobStore(Protocol):
@@ -52,6 +61,18 @@ class BlobStore(Protocol):
 
     def exists(self, sha256: str) -> bool:
         """Whether a blob is stored."""
+        ...
+
+    def list_blobs(self, written_before_ms: int, after: str, limit: int) -> list[StoredBlobInfo]:
+        """Up to limit blobs last written before written_before_ms with addresses after ``after``, in order."""
+        ...
+
+    def delete(self, sha256: str, written_before_ms: int) -> int:
+        """Delete a blob last written before written_before_ms; its size. NotFound / FailedPrecondition otherwise."""
+        ...
+
+    def prune_incoming(self, created_before_ms: int) -> int:
+        """Remove temporary upload files created before created_before_ms; how many."""
         ...
 
 
@@ -143,6 +164,49 @@ class LocalBlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def list_blobs(self, written_before_ms: int, after: str, limit: int) -> list[StoredBlobInfo]:
+        after = check_sha256(after, "page_token") if after else ""
+        found: list[StoredBlobInfo] = []
+        for shard in sorted(d for d in self.directory.iterdir() if len(d.name) == 2 and d.is_dir()):
+            if after and shard.name < after[:2]:
+                continue
+            for path in sorted(shard.iterdir()):
+                if not _SHA256_HEX.match(path.name) or path.name <= after:
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                if stat.st_mtime_ns // 1_000_000 < written_before_ms:
+                    found.append(StoredBlobInfo(path.name, stat.st_size, stat.st_mtime_ns // 1_000_000))
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    def delete(self, sha256: str, written_before_ms: int) -> int:
+        path = self.path(sha256)
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {sha256} not found") from exc
+        # A blob rewritten since it was listed (the same bytes stored again) is in use: keep it.
+        if stat.st_mtime_ns // 1_000_000 >= written_before_ms:
+            raise FailedPrecondition(f"blob {sha256} was written after the given time")
+        path.unlink(missing_ok=True)
+        _fsync_directory(path.parent)
+        return stat.st_size
+
+    def prune_incoming(self, created_before_ms: int) -> int:
+        removed = 0
+        for path in self._incoming.iterdir():
+            try:
+                if path.stat().st_mtime_ns // 1_000_000 < created_before_ms:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished (renamed) or removed meanwhile
+                continue
+        return removed
 
 
 def _fsync_directory(directory: pathlib.Path) -> None:
