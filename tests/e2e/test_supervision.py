@@ -103,7 +103,6 @@ def test_up_restarts_a_killed_service_and_exits_1_when_it_keeps_crashing(tmp_pat
         if blocker is not None:
             blocker.close()
     output = log.read_text()
-    print(output)
     assert up.returncode == 1, output
     assert "giving up" in output and "stopped" in output
     assert not (data_dir / "network.json").exists()
