@@ -84,6 +84,8 @@ def _reconcile(network: LocalNetwork) -> dict[str, int]:
     return {label: int(value) for label, value in re.findall(r"^  (.+): (\d+)$", done.stdout, re.MULTILINE)}
 
 
+# Its own ceiling (network start, crashes, restarts, the grace period, teardown): minutes on 2 loaded cores.
+@pytest.mark.timeout(1200)
 def test_kill9_of_each_backend_mid_stream_loses_nothing_and_leaves_nothing(network: LocalNetwork) -> None:
     hospital = new_hospital(network)
     reader = new_practitioner(network, hospital, "general-practice")

@@ -91,6 +91,8 @@ def _write_events(network: LocalNetwork) -> list[audit_pb2.AuditEvent]:
                 if stored.event.action == audit_pb2.AUDIT_ACTION_WRITE]
 
 
+# Its own ceiling (network start, crashes, restarts, the grace period, teardown): minutes on 2 loaded cores.
+@pytest.mark.timeout(900)
 def test_kill9_of_every_service_mid_stream_leaves_nothing_half_written(network: LocalNetwork) -> None:
     hospital = new_hospital(network)
     reader = new_practitioner(network, hospital, "general-practice")

@@ -12,6 +12,7 @@ import sys
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 CEILING_SECONDS = 180  # generous: conditions are polled, this only bounds a hang
@@ -66,6 +67,8 @@ def _occupy(address: str) -> socket.socket | None:
     return sock
 
 
+# Its own ceiling (network start, crashes, restarts, the grace period, teardown): minutes on 2 loaded cores.
+@pytest.mark.timeout(900)
 def test_up_restarts_a_killed_service_and_exits_1_when_it_keeps_crashing(tmp_path) -> None:
     data_dir, log = tmp_path / "net", tmp_path / "up.log"
     with log.open("w") as out:
