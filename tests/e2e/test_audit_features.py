@@ -73,7 +73,7 @@ def test_audit_trail_survives_kill_9_and_is_anchored_provable_and_streamable(net
         assert all(list(d.categories) == [Category.SENSITIVITY_CATEGORY_ONCOLOGY] for d in reads)
         writes = [d for d in disclosures if d.action == audit_pb2.AUDIT_ACTION_WRITE]
         # The write's attempt, then its commit (issue 12: an attempted write is told from a committed one).
-        assert [(d.recipient_id, d.outcome) for d in writes] == [
+        assert [(d.recipient_id, d.outcome) for d in sorted(writes, key=lambda d: d.sequence)] == [
             (hospital.principal_id, audit_pb2.AUDIT_OUTCOME_ATTEMPTED),
             (hospital.principal_id, audit_pb2.AUDIT_OUTCOME_SUCCESS),
         ]
