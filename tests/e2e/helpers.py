@@ -121,7 +121,7 @@ def _records_of(client: CareChainClient, patient_id: str) -> set[str]:
 class RecordWriter(threading.Thread):
     """Stores records one after another until stopped, remembering what was acknowledged and what failed."""
 
-    TIMEOUT = 120.0
+    TIMEOUT = 300.0  # a ceiling on each condition wait (a loaded machine is slower), not a budget
 
     def __init__(self, client, patient_id: str, fhir_id: str) -> None:
         super().__init__(daemon=True)

@@ -207,6 +207,7 @@ CELLS = [
     Cell("identity", "GetTokenIssuerKeys", lambda w: identity_pb2.GetTokenIssuerKeysRequest(), ACTORS),
     Cell("identity", "GenerateDataKey", lambda w: identity_pb2.GenerateDataKeyRequest(), ("svc-records",)),
     Cell("identity", "ReleaseDataKey", lambda w: identity_pb2.ReleaseDataKeyRequest(), ("svc-records",)),
+    Cell("identity", "DeleteDataKey", lambda w: identity_pb2.DeleteDataKeyRequest(), ("svc-records",)),
     # An empty principal id: admitted callers reach the handler's validation and change nothing.
     Cell("identity", "DeactivatePrincipal", lambda w: identity_pb2.DeactivatePrincipalRequest(),
          (ORGANIZATION, OPERATOR)),
@@ -218,6 +219,9 @@ CELLS = [
     Cell("storage", "PutBlob", _blob_upload, ("svc-records",)),
     Cell("storage", "GetBlob", lambda w: storage_pb2.GetBlobRequest(sha256="00"), ("svc-records",)),
     Cell("storage", "StatBlob", lambda w: storage_pb2.StatBlobRequest(sha256="00"), ("svc-records",)),
+    Cell("storage", "ListBlobs", lambda w: storage_pb2.ListBlobsRequest(), ("svc-records",)),
+    Cell("storage", "DeleteBlob", lambda w: storage_pb2.DeleteBlobRequest(sha256="00"), ("svc-records",)),
+    Cell("storage", "PruneIncoming", lambda w: storage_pb2.PruneIncomingRequest(), ("svc-records",)),
     # --- ledger
     Cell("ledger", "SubmitTransaction", lambda w: ledger_pb2.SubmitTransactionRequest(), SERVICE_ACTORS),
     Cell("ledger", "GetChainHead", lambda w: ledger_pb2.GetChainHeadRequest(), LEDGER_WIDE),
@@ -276,6 +280,7 @@ CELLS = [
          (PRACTITIONER, ORGANIZATION)),
     Cell("records", "GetRecord", lambda w: records_pb2.GetRecordRequest(record_id=w.record_id),
          (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "Reconcile", lambda w: records_pb2.ReconcileRequest(dry_run=True), (OPERATOR,)),
 ]
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # An admitted call must reach its handler's own validation, not crash.

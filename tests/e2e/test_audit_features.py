@@ -72,7 +72,11 @@ def test_audit_trail_survives_kill_9_and_is_anchored_provable_and_streamable(net
         assert all(d.resource_type == "Condition" and d.purpose == Purpose.PURPOSE_OF_USE_TREAT for d in reads)
         assert all(list(d.categories) == [Category.SENSITIVITY_CATEGORY_ONCOLOGY] for d in reads)
         writes = [d for d in disclosures if d.action == audit_pb2.AUDIT_ACTION_WRITE]
-        assert [d.recipient_id for d in writes] == [hospital.principal_id]
+        # The write's attempt, then its commit (issue 12: an attempted write is told from a committed one).
+        assert [(d.recipient_id, d.outcome) for d in sorted(writes, key=lambda d: d.sequence)] == [
+            (hospital.principal_id, audit_pb2.AUDIT_OUTCOME_ATTEMPTED),
+            (hospital.principal_id, audit_pb2.AUDIT_OUTCOME_SUCCESS),
+        ]
         with CareChainClient(network.endpoints, network.layout.operator_signer()) as operator:
             assert operator.verify_audit().ok
 

@@ -40,10 +40,10 @@ def test_up_demo_and_ctrl_c(tmp_path, options: list[str]) -> None:
     )
     try:
         endpoints_file = data_dir / "network.json"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # a ceiling, not a budget: a loaded machine is slower
         while not endpoints_file.exists():
             assert up.poll() is None, f"carechain up exited early: {up.stdout.read()}"
-            assert time.monotonic() < deadline, "carechain up did not come up in 90 s"
+            assert time.monotonic() < deadline, "carechain up did not come up in 300 s"
             time.sleep(0.2)
         endpoints = json.loads(endpoints_file.read_text())
 

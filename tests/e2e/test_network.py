@@ -215,8 +215,8 @@ def test_reads_fail_closed_when_audit_is_down(network, ward) -> None:
         assert _code(lambda: oncologist.client.get_record(stored.record_id)) == grpc.StatusCode.UNAVAILABLE
     finally:
         network.start_service("audit")
-    # Records reconnects to the restarted audit service within its reconnect backoff (at most ~1 s).
-    deadline = time.monotonic() + 15
+    # Records reconnects to the restarted audit service within its reconnect backoff (~1 s; ceiling generous).
+    deadline = time.monotonic() + 120
     while True:
         try:
             assert oncologist.client.get_record(stored.record_id).resource_json

@@ -21,7 +21,7 @@ from carechain.runtime.etcd import EtcdClient, OutcomeUnknown
 
 pytest_plugins = ["servers_etcd"]
 
-TIMEOUT = 30
+TIMEOUT = 120  # a ceiling on condition waits, not a budget
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from carechain.runtime.auth import Caller, caller_claims
 
 pytest_plugins = ["servers_etcd"]
 
-TIMEOUT = 30
+TIMEOUT = 120  # a ceiling on condition waits, not a budget
 
 
 @pytest.fixture()
@@ -205,7 +205,7 @@ class LedgerProcess:
                 [sys.executable, "-m", "carechain", "serve", "ledger"], env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             try:
                 wait_healthy(self.address, 1)

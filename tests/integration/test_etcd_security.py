@@ -31,7 +31,7 @@ from carechain.dev.backends.etcd import SERVICE_USER, EtcdCluster
 from carechain.dev.certificates import LocalCertificateAuthority
 from carechain.runtime.auth import Caller, caller_claims
 from carechain.runtime.config import AuditSettings
-from carechain.runtime.etcd import AccessRefused, Credentials, EtcdClient
+from carechain.runtime.etcd import AccessRefused, Credentials, EtcdClient, prefix_end
 from carechain.runtime.server import start_service
 
 pytest_plugins = ["servers_etcd"]
@@ -166,7 +166,7 @@ def test_the_carechain_user_cannot_read_or_write_outside_its_prefix(etcd_cluster
     with pytest.raises(AccessRefused, match="permission denied"):
         etcd_client.put(other_app, "overwritten by carechain")
     with pytest.raises(AccessRefused, match="permission denied"):
-        etcd_client.delete_prefix("/")  # every key
+        etcd_client.delete("/", prefix_end("/"))  # every key
     with pytest.raises(AccessRefused, match="permission denied"):
         etcd_client.get_prefix("/")  # a range reaching beyond the prefix
     assert root.get(other_app).value == b"another application's data"

@@ -15,7 +15,7 @@ from carechain.ledger.quorum import ValidatorSet, decode_vote
 
 pytest_plugins = ["servers_etcd"]
 
-TIMEOUT = 30
+TIMEOUT = 120  # a ceiling on condition waits, not a budget
 
 
 def test_a_joining_validator_replays_checks_and_signs(tmp_path, etcd_cluster, etcd_prefix):

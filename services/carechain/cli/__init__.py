@@ -24,6 +24,7 @@
                                            or failed, 2 usage)
     carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
     carechain admin vault-bootstrap ...    prepare Vault/OpenBao: engines, policies, roles, signing keys
+    carechain admin reconcile [--dry-run]  remove (or report) what crashed writes left behind
 """
 
 from __future__ import annotations
@@ -92,17 +93,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     # The venv's script is usually not on PATH: name it as it can be run from here.
     print(f"try:  {command()} demo --data-dir {data_dir}   (or `make demo`; Ctrl-C here stops the network)",
           flush=True)
+    from carechain.dev.localnet import RestartPolicy
+
+    policy = RestartPolicy(max_restarts=args.max_restarts)
     try:
-        while not stop.wait(1):
-            for service, process in list(network.processes.items()):
-                if process.poll() is not None:
-                    print(f"{service} exited with code {process.returncode}; stopping", file=sys.stderr)
-                    stop.set()
+        # A crashed service is restarted with backoff; one that keeps crashing ends `up` with status 1.
+        status = network.supervise(stop, policy, say=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         print("stopping ...", flush=True)
         network.stop()
         print("stopped")
-    return 0
+    return status
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "more than one needs --with-backends")
     up.add_argument("--tls", action="store_true",
                     help="mutual TLS everywhere, with a local CA under <data-dir>/tls (clients get a certificate too)")
+    up.add_argument("--max-restarts", type=int, default=5,
+                    help="restart a crashed service at most this often in 5 minutes, then stop and exit 1")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="run the demo story against a running local network")
@@ -315,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_vault_bootstrap_arguments(vault_bootstrap)
     vault_bootstrap.set_defaults(func=cmd_admin_vault_bootstrap)
+    from carechain.cli.reconcile import add_reconcile_command
+
+    add_reconcile_command(admin_sub, str(DEFAULT_DATA_DIR))
     return parser
 
 

@@ -20,7 +20,10 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,9 +39,6 @@ from carechain.runtime.config import DEFAULT_PORTS
 
 # Ledger first (others read it at start), records last (it calls everyone).
 START_ORDER = ("ledger", "identity", "audit", "storage", "consent", "records")
-
-
-
 
 def wait_healthy(address: str, timeout: float, tls: ClientTLS | None = None) -> None:
     """Block until the gRPC health check at address reports SERVING."""
@@ -255,9 +255,59 @@ class LocalNetwork:
             self.backends.stop()
         (self.layout.root / ENDPOINTS_FILE).unlink(missing_ok=True)
 
+    def supervise(self, stop: threading.Event, policy: RestartPolicy | None = None,
+                  say: Callable[[str], None] = print) -> int:
+        """Watch the processes until stop is set; restart one that died (with backoff). 0, or 1 on giving up.
+
+        A service that dies more than policy.max_restarts times within policy.window_seconds is
+        not restarted again: supervise returns 1 (the caller stops the network and exits non-zero,
+        so whatever supervises it notices).
+        """
+        policy = policy or RestartPolicy()
+        crashes: dict[str, list[float]] = {}
+        while not stop.wait(policy.poll_seconds):
+            for service, process in list(self.processes.items()):
+                if process.poll() is None:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in crashes.get(service, []) if now - t < policy.window_seconds] + [now]
+                crashes[service] = recent
+                if len(recent) > policy.max_restarts:
+                    say(f"{service} exited with code {process.returncode}, {len(recent)} times in "
+                        f"{policy.window_seconds:.0f}s: giving up")
+                    return 1
+                delay = policy.backoff(len(recent))
+                say(f"{service} exited with code {process.returncode}; restarting in {delay:.1f}s "
+                    f"(restart {len(recent)} of at most {policy.max_restarts} in {policy.window_seconds:.0f}s)")
+                if stop.wait(delay):
+                    return 0
+                try:
+                    self.start_service(service, policy.start_timeout_seconds)
+                    say(f"{service} restarted")
+                except (RuntimeError, TimeoutError) as exc:
+                    # start_service killed it: the next look counts it as the next crash.
+                    say(f"{service} did not come back: {exc}")
+        return 0
+
     def __enter__(self) -> LocalNetwork:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How :meth:`LocalNetwork.supervise` restarts crashed services."""
+
+    max_restarts: int = 5  # within window_seconds, per service; one more crash and it gives up
+    window_seconds: float = 300.0
+    first_delay_seconds: float = 1.0
+    max_delay_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    start_timeout_seconds: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before the attempt-th restart in the window: doubling from first_delay_seconds, capped."""
+        return min(self.first_delay_seconds * 2 ** (attempt - 1), self.max_delay_seconds)

@@ -124,6 +124,17 @@ class DataKeys:
         )
         return plaintext
 
+    def delete(self, record_id: str, patient_id: str) -> None:
+        """Delete a record's wrapped key; only for a write audited as attempted and never on the ledger.
+
+        The records service's reconciler is the only caller (ACCESS); NotFound when the record has no key of
+        that patient.
+        """
+        with self._patient_locks.hold(patient_id):
+            if not self._registry.remove_data_key(record_id, patient_id):
+                raise NotFound(f"record {record_id} has no data key of this patient")
+        log.info("orphan data key deleted", extra={"record_id": record_id})
+
     def _verify_decision_token(self, token: str) -> DecisionClaims:
         """The claims of a consent decision token for this service, or PermissionDenied saying why not."""
         if not token:

@@ -106,6 +106,10 @@ class IdentityStore(Protocol):
         """Store re-wrapped data keys; FailedPrecondition (and nothing stored) if one has no stored key."""
         ...
 
+    def remove_data_key(self, record_id: str, patient_id: str) -> bool:
+        """Delete a record's wrapped data key if it belongs to patient_id; False if there is none."""
+        ...
+
     def use_decision_token(self, jti: str, expires_at_ms: int, now_ms: int) -> bool:
         """Mark a decision token used; False if it was used before and has not expired."""
         ...

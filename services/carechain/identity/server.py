@@ -87,6 +87,7 @@ ACCESS = AccessTable(SERVICE, {
     "GetTokenIssuerKeys": Allow.anonymous("public keys"),
     "GenerateDataKey": Allow.of(service=ANY, services=["records"]),
     "ReleaseDataKey": Allow.of(service=ANY, services=["records"], note="with a single-use consent decision token"),
+    "DeleteDataKey": Allow.of(service=ANY, services=["records"], note="its reconciler: keys of writes never committed"),
     "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
     "DeactivatePrincipal": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
     "RotatePrincipalKey": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
@@ -188,6 +189,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.ReleasedDataKey:
         record_id = _require_record_id(request.record_id)
         return identity_pb2.ReleasedDataKey(plaintext_key=self.data_keys.release(record_id, request.decision_token))
+
+    def DeleteDataKey(
+        self, request: identity_pb2.DeleteDataKeyRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.DeleteDataKeyResponse:
+        record_id = _require_record_id(request.record_id)
+        if not request.patient_id:
+            raise InvalidArgument("patient_id", "is required")
+        self.data_keys.delete(record_id, request.patient_id)
+        return identity_pb2.DeleteDataKeyResponse()
 
     def RotatePatientKey(
         self, request: identity_pb2.RotatePatientKeyRequest, context: grpc.ServicerContext

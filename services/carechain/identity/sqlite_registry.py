@@ -157,6 +157,14 @@ class Registry:
                 if updated != 1:
                     raise FailedPrecondition(f"record {key.record_id} has no data key of patient {key.patient_id}")
 
+    def remove_data_key(self, record_id: str, patient_id: str) -> bool:
+        """Delete a record's wrapped data key if it belongs to patient_id; False if there is none."""
+        with self._db.transaction() as conn:
+            deleted = conn.execute(
+                "DELETE FROM data_keys WHERE record_id = ? AND patient_id = ?", (record_id, patient_id)
+            ).rowcount
+        return deleted == 1
+
     # --- single-use decision tokens -------------------------------------------
 
     def use_decision_token(self, jti: str, expires_at_ms: int, now_ms: int) -> bool:

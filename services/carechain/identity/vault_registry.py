@@ -181,6 +181,15 @@ class VaultRegistry:
             except _CasConflict:
                 raise FailedPrecondition(f"data key of record {key.record_id} changed during the re-wrap") from None
 
+    def remove_data_key(self, record_id: str, patient_id: str) -> bool:
+        found = self._read(f"datakeys/{record_id}")
+        if found is None or found[0].get("patient_id") != patient_id:
+            return False
+        # Key first, index entry after: an index entry without its key is skipped when read.
+        self._forget(f"datakeys/{record_id}")
+        self._forget(f"patients/{patient_id}/datakeys/{record_id}")
+        return True
+
     # --- single-use decision tokens -------------------------------------------
 
     def use_decision_token(self, jti: str, expires_at_ms: int, now_ms: int) -> bool:

@@ -1,9 +1,16 @@
 """The write and read flows of the records gateway (README.md, "Architecture": **Write** and **Read**).
 
-Write: validate FHIR -> label -> fresh data key -> AES-256-GCM (associated data
-binds record id, patient pseudonym, version) -> ciphertext to storage -> audit
--> signed RegisterRecord on the ledger (the commit point: a record exists once
-it is on the ledger, and by then its key, blob and audit event are durable).
+Write: validate FHIR -> label -> audit the attempt (WRITE/ATTEMPTED) -> fresh
+data key -> AES-256-GCM (associated data binds record id, patient pseudonym,
+version) -> ciphertext to storage -> signed RegisterRecord on the ledger (the
+commit point: a record exists once it is on the ledger, and by then its key,
+blob and attempt event are durable) -> audit the commit (WRITE/SUCCESS). A
+crash anywhere before the commit leaves only parts the reconciler
+(:mod:`carechain.records.reconcile`) finds from the attempt event and the
+ledger and removes after the grace period; a crash after it leaves a committed
+record whose SUCCESS event the reconciler adds from the ledger. A write that
+has not reached the ledger within half the grace period is abandoned, so the
+reconciler never removes the parts of a write that may still commit.
 The RegisterRecord carries resource type, categories, clinical date, author and
 the primary clinical codes only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -38,14 +46,20 @@ from carechain.consent.policy import DENIAL_MESSAGE, PART2_REDISCLOSURE_NOTICE, 
 from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.v1 import consent_pb2
 from carechain.core.crypto import Signer, open_sealed, same, seal, sha256_hex
-from carechain.core.errors import CareChainError, DataLoss, IntegrityError, InvalidArgument, PermissionDenied
+from carechain.core.errors import (
+    CareChainError,
+    DataLoss,
+    IntegrityError,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
 from carechain.core.fhir import clinical_date_ms, validate_resource
 from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_labels
 from carechain.labels.sensitivity import categorize, clinical_codes
-from carechain.ledger import submission as ledger_client
 from carechain.ledger.sealing import LedgerSealer
-from carechain.ledger.transactions import new_body, sign_transaction
+from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller, Kind
 from carechain.storage.v1 import storage_pb2
@@ -132,13 +146,15 @@ class RecordsGateway:
     """Orchestrates identity, storage, ledger, consent and audit for record writes and reads."""
 
     def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int,
-                 sealer: LedgerSealer) -> None:
+                 sealer: LedgerSealer, commit_deadline_seconds: float = 1800.0) -> None:
         self._peers = peers
         self._sealer = sealer
-        self._signer = signer
-        self._chain_id = chain_id
         self._max_record_bytes = max_record_bytes
         self._audit = AuditReporter(peers.audit, "records")
+        # Half the reconciler's grace period: a write still uncommitted by then gives up, and its
+        # ledger submission may take at most what is left, so nothing the reconciler removes can commit.
+        self._commit_deadline = commit_deadline_seconds
+        self._ledger = ServiceSubmitter(chain_id, signer, lambda: peers.ledger, timeout=commit_deadline_seconds / 2)
 
     # --- write -----------------------------------------------------------
 
@@ -155,6 +171,37 @@ class RecordsGateway:
         categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
 
+        audit_fields = {
+            "actor_id": caller.principal_id,
+            "organization_id": organization_id,
+            "patient_id": patient_id,
+            "record_id": record_id,
+            "resource_type": resource.resource_type,
+            "categories": categories,
+        }
+        # Audited before anything is created: every data key and blob a crash may leave behind
+        # belongs to an attempt on the audit trail, which is how the reconciler finds it.
+        self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_ATTEMPTED, **audit_fields)
+        started = time.monotonic()
+        try:
+            stored = self._store_and_commit(caller, patient_id, organization_id, record_id, resource, categories,
+                                            resource_json, started)
+        except Exception as exc:
+            self._report_failed_write(audit_fields, exc)
+            raise
+        # Committed: the record exists. If this event is lost (audit down, crash), the reconciler adds it
+        # from the ledger; failing the acknowledged write now would only make the hospital write it twice.
+        try:
+            self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_SUCCESS, **audit_fields)
+        except Exception:  # noqa: BLE001 - see above
+            log.warning("could not audit a committed write", extra={"record_id": record_id})
+        log.info("record stored", extra={"record_id": record_id, "log_index": stored.log_index})
+        return stored
+
+    def _store_and_commit(self, caller: Caller, patient_id: str, organization_id: str, record_id: str,
+                          resource: Any, categories: list[int], resource_json: bytes,
+                          started: float) -> StoredRecord:
+        """Data key, ciphertext to storage, RegisterRecord on the ledger (the commit point)."""
         data_key = self._peers.identity.GenerateDataKey(
             identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
         )
@@ -187,31 +234,18 @@ class RecordsGateway:
             codes=clinical_codes(resource.content),
         )
         registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
-        tx = sign_transaction(new_body(self._chain_id, self._signer.key_id, register_record=registration), self._signer)
-        audit_fields = {
-            "actor_id": caller.principal_id,
-            "organization_id": organization_id,
-            "patient_id": patient_id,
-            "record_id": record_id,
-            "resource_type": resource.resource_type,
-            "categories": categories,
-        }
-        # The audit event is durable before the record becomes visible on the ledger, so no
-        # record can exist without its write being audited. The ledger commit is the commit point.
-        self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_SUCCESS, **audit_fields)
-        try:
-            committed = ledger_client.submit(self._peers.ledger, tx)
-        except Exception as exc:
-            self._report_failed_write(audit_fields, exc)
-            raise
-        log.info("record stored", extra={"record_id": record_id, "log_index": committed.log_index})
+        tx = self._ledger.transaction(register_record=registration)
+        if time.monotonic() - started > self._commit_deadline:
+            # Too late to commit: the reconciler may already treat this write's key and blob as orphans.
+            raise Unavailable("records", "the write took too long and was abandoned; retry it")
+        committed = self._ledger.submit(tx)
         return StoredRecord(record_id, RECORD_VERSION, categories, content_sha256, committed.log_index)
 
     def _report_failed_write(self, audit_fields: dict[str, Any], exc: Exception) -> None:
-        """Best effort: record that a write audited as stored did not reach the ledger."""
+        """Best effort: record that an attempted write did not reach the ledger (the reconciler removes its parts)."""
         try:
             self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_FAILED,
-                               reason=f"ledger commit failed: {type(exc).__name__}", **audit_fields)
+                               reason=f"write failed before the ledger commit ({_status_name(exc)})", **audit_fields)
         except Exception:  # noqa: BLE001 - the original error is what the caller must see
             log.warning("could not audit a failed write", extra={"record_id": audit_fields["record_id"]})
 

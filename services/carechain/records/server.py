@@ -12,6 +12,7 @@ from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
 from carechain.records.gateway import RecordsGateway, handling_label_codings
+from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.runtime.access import ANY, AccessTable, Allow, caller
 from carechain.runtime.auth import Authenticator
@@ -29,15 +30,17 @@ SERVICE_NAME = SERVICE.full_name
 ACCESS = AccessTable(SERVICE, {
     "PutRecord": Allow.of(practitioner=ANY, organization=ANY, note="for patients registered with the network"),
     "GetRecord": Allow.of(practitioner=ANY, note="only what the patient's consent permits"),
+    "Reconcile": Allow.of(operator=ANY, note="counts only; removes what crashed writes left behind"),
 })
 
 
 class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     """Authenticates callers and hands requests to the gateway flows."""
 
-    def __init__(self, gateway: RecordsGateway, authenticator: Authenticator) -> None:
+    def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler) -> None:
         self._gateway = gateway
         self._auth = authenticator
+        self._reconciler = reconciler
 
     def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext) -> Any:
         stored = self._gateway.put_record(caller(context), request.patient_id, request.resource_json)
@@ -71,17 +74,24 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         )
 
 
+    def Reconcile(self, request: records_pb2.ReconcileRequest, context: grpc.ServicerContext) -> Any:
+        return self._reconciler.run(dry_run=request.dry_run)
+
+
 def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]]:
     """Wire the records service from its settings."""
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings))
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
+                             commit_deadline_seconds=settings.reconcile_grace_seconds / 2)
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
-    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status))
+    reconciler = Reconciler(peers, settings.reconcile_grace_seconds)
+    background = BackgroundReconciler(reconciler, settings.reconcile_interval_seconds).start()
+    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
-    return register, [principal_status.close, peers.close]
+    return register, [background.close, principal_status.close, peers.close]
 
 
 def main() -> None:

@@ -246,6 +246,14 @@ class RecordsSettings(LedgerMetadataKeySettings):
     """Records gateway."""
 
     max_record_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest FHIR resource accepted")
+    reconcile_grace_seconds: float = Field(
+        3600.0, ge=1, le=30 * 24 * 3600,
+        description="the reconciler touches only what crashed writes left behind longer ago than this; "
+        "a write not committed within half of it is abandoned",
+    )
+    reconcile_interval_seconds: float = Field(
+        600.0, ge=0, le=24 * 3600, description="run the reconciler in the background this often (0: only on request)"
+    )
 
 
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {

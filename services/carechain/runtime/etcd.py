@@ -397,10 +397,6 @@ class EtcdClient:
             body["range_end"] = _b64(range_end)
         return int(self._call("/v3/kv/deleterange", body, idempotent=False).get("deleted", 0))
 
-    def delete_prefix(self, prefix: Key) -> int:
-        """Delete every key starting with prefix."""
-        return self.delete(prefix, prefix_end(prefix))
-
     def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
         """Atomically: if every comparison holds run success, else failure (one Raft commit)."""
         if len(success) > MAX_TXN_OPS or len(failure) > MAX_TXN_OPS:
@@ -429,20 +425,6 @@ class EtcdClient:
                 kvs = answer.get("response_range", {}).get("kvs", [])
                 found.append(KeyValue.from_json(kvs[0]) if kvs else None)
         return found
-
-    def healthy(self) -> bool:
-        """True when some member answers a linearizable read (i.e. the cluster has a quorum).
-
-        The key read lies outside CareChain's prefix: "permission denied" also proves the read went through
-        consensus (etcd's own /health counts it as healthy too).
-        """
-        try:
-            self.range(b"\x00carechain-health")
-        except AccessRefused as exc:
-            return _PERMISSION_DENIED in str(exc)
-        except Unavailable:
-            return False
-        return True
 
     def auth_request(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One call of etcd's auth API, e.g. ``auth_request("user/add", {...})`` (``/v3/auth/<method>``).

@@ -19,7 +19,7 @@ from carechain.core.crypto import same
 from carechain.core.errors import DataLoss, InvalidArgument
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
-_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,15 @@ class BlobRef:
 
     sha256: str
     size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredBlobInfo:
+    """A stored blob as the reconciler lists it."""
+
+    sha256: str
+    size: int
+    written_ms: int
 
 
 class BlobStore(Protocol):
@@ -52,10 +61,22 @@ class BlobStore(Protocol):
         """Whether a blob is stored."""
         ...
 
+    def list_blobs(self, written_before_ms: int, after: str, limit: int) -> list[StoredBlobInfo]:
+        """Up to limit blobs last written before written_before_ms with addresses after ``after``, in order."""
+        ...
+
+    def delete(self, sha256: str, written_before_ms: int) -> int:
+        """Delete a blob last written before written_before_ms; its size. NotFound / FailedPrecondition otherwise."""
+        ...
+
+    def prune_incoming(self, created_before_ms: int) -> int:
+        """Remove temporary upload files created before created_before_ms; how many."""
+        ...
+
 
 def check_sha256(sha256: str, field: str = "sha256") -> str:
     """A valid content address in canonical (lower-case) form; InvalidArgument otherwise."""
-    if not _SHA256_HEX.match(sha256):
+    if not SHA256_HEX.match(sha256):
         raise InvalidArgument(field, "must be a hex SHA-256 (64 hex characters)")
     return sha256.lower()
 

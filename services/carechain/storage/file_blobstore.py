@@ -14,8 +14,15 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from carechain.core.crypto import same
-from carechain.core.errors import DataLoss, NotFound
-from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, check_sha256, verified_chunks
+from carechain.core.errors import DataLoss, FailedPrecondition, NotFound
+from carechain.storage.blobstore import (
+    DEFAULT_CHUNK_BYTES,
+    SHA256_HEX,
+    BlobRef,
+    StoredBlobInfo,
+    check_sha256,
+    verified_chunks,
+)
 
 
 class LocalBlobStore:
@@ -85,6 +92,50 @@ class LocalBlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+
+    def list_blobs(self, written_before_ms: int, after: str, limit: int) -> list[StoredBlobInfo]:
+        after = check_sha256(after, "page_token") if after else ""
+        found: list[StoredBlobInfo] = []
+        for shard in sorted(d for d in self.directory.iterdir() if len(d.name) == 2 and d.is_dir()):
+            if after and shard.name < after[:2]:
+                continue
+            for path in sorted(shard.iterdir()):
+                if not SHA256_HEX.match(path.name) or path.name <= after:
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                if stat.st_mtime_ns // 1_000_000 < written_before_ms:
+                    found.append(StoredBlobInfo(path.name, stat.st_size, stat.st_mtime_ns // 1_000_000))
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    def delete(self, sha256: str, written_before_ms: int) -> int:
+        path = self.path(sha256)
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {sha256} not found") from exc
+        # A blob rewritten since it was listed (the same bytes stored again) is in use: keep it.
+        if stat.st_mtime_ns // 1_000_000 >= written_before_ms:
+            raise FailedPrecondition(f"blob {sha256} was written after the given time")
+        path.unlink(missing_ok=True)
+        _fsync_directory(path.parent)
+        return stat.st_size
+
+    def prune_incoming(self, created_before_ms: int) -> int:
+        removed = 0
+        for path in self._incoming.iterdir():
+            try:
+                if path.stat().st_mtime_ns // 1_000_000 < created_before_ms:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished (renamed) or removed meanwhile
+                continue
+        return removed
 
 
 def _fsync_directory(directory: pathlib.Path) -> None:

@@ -51,7 +51,7 @@ from urllib3.response import BaseHTTPResponse
 from carechain.core.crypto import same
 from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, NotFound, Unavailable
 from carechain.runtime.config import StorageSettings
-from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, check_sha256, verified_chunks
+from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, StoredBlobInfo, check_sha256, verified_chunks
 
 BACKEND = "s3"
 BLOBS_PREFIX = "blobs/"
@@ -109,6 +109,11 @@ def _unavailable(exc: BaseException) -> Unavailable:
     if isinstance(exc, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
         return Unavailable(BACKEND, "cannot connect to the S3 endpoint")
     return Unavailable(BACKEND, type(exc).__name__)
+
+
+def _ms(when: datetime.datetime) -> int:
+    """A timestamp as Unix time in milliseconds."""
+    return int(when.timestamp() * 1000)
 
 
 def _s3_call(call: Callable[[], T]) -> T:
@@ -329,6 +334,54 @@ class S3BlobStore:
         name = self.object_name(sha256)
         self.ensure_bucket()
         return self._object_exists(name)
+
+    def list_blobs(self, written_before_ms: int, after: str, limit: int) -> list[StoredBlobInfo]:
+        after = check_sha256(after, "page_token") if after else ""
+        self.ensure_bucket()
+        found: list[StoredBlobInfo] = []
+
+        def page() -> None:
+            for obj in self.client.list_objects(self.bucket, prefix=BLOBS_PREFIX,
+                                                start_after=BLOBS_PREFIX + after if after else None):
+                if obj.last_modified is not None and _ms(obj.last_modified) < written_before_ms:
+                    found.append(StoredBlobInfo(obj.object_name.removeprefix(BLOBS_PREFIX), int(obj.size or 0),
+                                                _ms(obj.last_modified)))
+                    if len(found) >= limit:
+                        return
+
+        _s3_call(page)
+        return found
+
+    def delete(self, sha256: str, written_before_ms: int) -> int:
+        name = self.object_name(sha256)
+        self.ensure_bucket()
+        try:
+            stat = _s3_call(lambda: self.client.stat_object(self.bucket, name))
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, S3Error) and exc.__cause__.code in _NOT_FOUND_CODES:
+                raise NotFound(f"blob {sha256} not found") from None
+            raise
+        if stat.last_modified is None or _ms(stat.last_modified) >= written_before_ms:
+            raise FailedPrecondition(f"blob {sha256} was written after the given time")
+        try:
+            _s3_call(lambda: self.client.remove_object(self.bucket, name))
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, S3Error) and exc.__cause__.code == "AccessDenied":
+                raise FailedPrecondition(f"blob {sha256} is under retention (Object Lock)") from None
+            raise
+        return int(stat.size or 0)
+
+    def prune_incoming(self, created_before_ms: int) -> int:
+        self.ensure_bucket()
+
+        def stale() -> list[str]:
+            return [obj.object_name for obj in self.client.list_objects(self.bucket, prefix=INCOMING_PREFIX)
+                    if obj.last_modified is not None and _ms(obj.last_modified) < created_before_ms]
+
+        names = _s3_call(stale)
+        for name in names:
+            _s3_call(lambda name=name: self.client.remove_object(self.bucket, name))
+        return len(names)
 
     # -- helpers --------------------------------------------------------------------------------
 

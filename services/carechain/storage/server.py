@@ -7,6 +7,7 @@ object names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -23,6 +24,7 @@ from carechain.storage.s3_blobstore import S3BlobStore
 from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
 BLOBS_DIR = "blobs"
+log = logging.getLogger("carechain.storage")
 SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"]
 
 
@@ -35,7 +37,17 @@ ACCESS = AccessTable(SERVICE, {
     "PutBlob": _records_only("ciphertext in"),
     "GetBlob": _records_only("ciphertext out"),
     "StatBlob": _records_only(""),
+    "ListBlobs": _records_only("addresses and sizes, for its reconciler"),
+    "DeleteBlob": _records_only("its reconciler: blobs no ledger record references"),
+    "PruneIncoming": _records_only("its reconciler: uploads a crash left behind"),
 })
+MAX_PAGE_SIZE = 1000
+
+
+def _required_time(value: int, field: str) -> int:
+    if value <= 0:
+        raise InvalidArgument(field, "is required (Unix time in ms)")
+    return value
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
@@ -66,6 +78,27 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def StatBlob(self, request: storage_pb2.StatBlobRequest, context: grpc.ServicerContext) -> storage_pb2.BlobRef:
         sha256 = check_sha256(request.sha256)
         return storage_pb2.BlobRef(sha256=sha256, size=self._store.stat(sha256))
+
+    def ListBlobs(self, request, context):  # noqa: N802 - gRPC method name
+        before = _required_time(request.written_before_ms, "written_before_ms")
+        if request.page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
+        limit = request.page_size or MAX_PAGE_SIZE
+        blobs = self._store.list_blobs(before, request.page_token, limit)
+        return storage_pb2.ListBlobsResponse(
+            blobs=[storage_pb2.StoredBlob(sha256=b.sha256, size=b.size, written_ms=b.written_ms) for b in blobs],
+            next_page_token=blobs[-1].sha256 if len(blobs) == limit else "",
+        )
+
+    def DeleteBlob(self, request, context):  # noqa: N802 - gRPC method name
+        sha256 = check_sha256(request.sha256)
+        size = self._store.delete(sha256, _required_time(request.written_before_ms, "written_before_ms"))
+        log.info("orphan blob deleted", extra={"sha256": sha256})
+        return storage_pb2.DeleteBlobResponse(size=size)
+
+    def PruneIncoming(self, request, context):  # noqa: N802 - gRPC method name
+        removed = self._store.prune_incoming(_required_time(request.created_before_ms, "created_before_ms"))
+        return storage_pb2.PruneIncomingResponse(removed=removed)
 
 
 def _chunks(requests: Iterator[storage_pb2.PutBlobRequest]) -> Iterator[bytes]:

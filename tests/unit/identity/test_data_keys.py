@@ -211,3 +211,36 @@ def test_concurrent_key_generation_and_rotation_keep_every_key_readable(
 
     for rid, plaintext in generated.items():
         assert release(net, rid, decision_token(net, rid, patient.principal_id)) == plaintext, rid
+
+
+# --- orphan data keys (records' reconciler) ----------------------------------------
+
+
+def delete_key(net: Network, record_id: str, patient_id: str, caller: Caller = RECORDS) -> None:
+    net.stub.DeleteDataKey(identity_pb2.DeleteDataKeyRequest(record_id=record_id, patient_id=patient_id),
+                           metadata=net.as_(caller))
+
+
+def test_an_orphan_data_key_is_deleted_once_and_only_by_records(net: Network, patient: identity_pb2.Principal) -> None:
+    generate(net, patient.principal_id, "rec-orphan")
+    generate(net, patient.principal_id, "rec-kept")
+    for caller in (CONSENT, OPERATOR):
+        with pytest.raises(grpc.RpcError) as denied:
+            delete_key(net, "rec-orphan", patient.principal_id, caller)
+        assert _code(denied) == Code.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as other_patient:
+        delete_key(net, "rec-orphan", "psn-" + "0" * 32)
+    assert _code(other_patient) == Code.NOT_FOUND
+
+    delete_key(net, "rec-orphan", patient.principal_id)
+
+    with pytest.raises(grpc.RpcError) as again:
+        delete_key(net, "rec-orphan", patient.principal_id)
+    assert _code(again) == Code.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as gone:
+        release(net, "rec-orphan", decision_token(net, "rec-orphan", patient.principal_id))
+    assert _code(gone) == Code.NOT_FOUND
+    assert release(net, "rec-kept", decision_token(net, "rec-kept", patient.principal_id))
+    with pytest.raises(grpc.RpcError) as missing_patient:
+        delete_key(net, "rec-kept", "")
+    assert _code(missing_patient) == Code.INVALID_ARGUMENT and "patient_id" in _details(missing_patient)

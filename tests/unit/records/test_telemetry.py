@@ -26,6 +26,7 @@ from carechain.core.telemetry import configure_tracing
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.identity.v1 import identity_pb2
 from carechain.records.gateway import RecordsGateway
+from carechain.records.reconcile import Reconciler
 from carechain.records.server import ACCESS, SERVICE_NAME, RecordsServicer
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.runtime.access import guard
@@ -57,7 +58,8 @@ def records(tmp_path: pathlib.Path) -> Iterator[tuple[records_pb2_grpc.RecordsSe
                                trust_dir=layout.trust_dir, shutdown_grace_seconds=0)
     peers = SimpleNamespace(identity=_Identity(), audit=None)
     gateway = RecordsGateway(peers, Ed25519Signer.generate("svc-records"), CHAIN, settings.max_record_bytes, SEALER)
-    servicer = RecordsServicer(gateway, Authenticator(TrustBundle.load(layout.trust_dir), audience("records")))
+    servicer = RecordsServicer(gateway, Authenticator(TrustBundle.load(layout.trust_dir), audience("records")),
+                               Reconciler(peers, settings.reconcile_grace_seconds))
 
     def register(server: grpc.Server) -> list[str]:
         records_pb2_grpc.add_RecordsServiceServicer_to_server(guard(servicer, ACCESS, servicer._auth), server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -154,3 +155,81 @@ def test_missing_and_malformed_addresses(storage: Storage) -> None:
         storage.stub.StatBlob(storage_pb2.StatBlobRequest(sha256="../etc"), metadata=storage.as_(RECORDS))
     assert invalid.value.code() == Code.INVALID_ARGUMENT
     assert invalid.value.details().startswith("sha256:")
+
+
+# --- reconciler RPCs: list, delete orphans, prune uploads a crash left -------------------------
+
+def _age(path: pathlib.Path, seconds: float) -> None:
+    """Make a file look written `seconds` ago."""
+    when = path.stat().st_mtime - seconds
+    os.utime(path, (when, when))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_list_blobs_pages_in_address_order_and_only_older_ones(storage: Storage) -> None:
+    refs = sorted(put(storage, os.urandom(100)).sha256 for _ in range(5))
+    for sha in refs[:4]:
+        _age(storage.blobs_dir / sha[:2] / sha, 3600)
+    listed, token = [], ""
+    while True:
+        page = storage.stub.ListBlobs(storage_pb2.ListBlobsRequest(
+            written_before_ms=_now_ms() - 60_000, page_token=token, page_size=3), metadata=storage.as_(RECORDS))
+        listed += [b.sha256 for b in page.blobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert listed == refs[:4]  # the fresh one is not a candidate
+
+
+def test_delete_blob_removes_only_an_old_enough_blob(storage: Storage) -> None:
+    old, fresh = put(storage, b"orphan ciphertext"), put(storage, b"in-flight ciphertext")
+    _age(storage.blobs_dir / old.sha256[:2] / old.sha256, 3600)
+    cutoff = _now_ms() - 60_000
+
+    deleted = storage.stub.DeleteBlob(storage_pb2.DeleteBlobRequest(sha256=old.sha256, written_before_ms=cutoff),
+                                      metadata=storage.as_(RECORDS))
+    assert deleted.size == old.size
+    with pytest.raises(grpc.RpcError) as again:
+        storage.stub.DeleteBlob(storage_pb2.DeleteBlobRequest(sha256=old.sha256, written_before_ms=cutoff),
+                                metadata=storage.as_(RECORDS))
+    assert again.value.code() == Code.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as young:
+        storage.stub.DeleteBlob(storage_pb2.DeleteBlobRequest(sha256=fresh.sha256, written_before_ms=cutoff),
+                                metadata=storage.as_(RECORDS))
+    assert young.value.code() == Code.FAILED_PRECONDITION
+    assert get(storage, fresh.sha256) == [b"in-flight ciphertext"]
+
+
+@pytest.mark.parametrize(("rpc", "request_", "field"), [
+    ("ListBlobs", storage_pb2.ListBlobsRequest(), "written_before_ms"),
+    ("DeleteBlob", storage_pb2.DeleteBlobRequest(sha256="ab" * 32), "written_before_ms"),
+    ("PruneIncoming", storage_pb2.PruneIncomingRequest(), "created_before_ms"),
+])
+def test_reconciler_rpcs_need_a_time_bound(storage: Storage, rpc: str, request_, field: str) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        getattr(storage.stub, rpc)(request_, metadata=storage.as_(RECORDS))
+    assert refused.value.code() == Code.INVALID_ARGUMENT and field in refused.value.details()
+
+
+def test_prune_incoming_removes_stale_uploads_only(storage: Storage) -> None:
+    incoming = storage.blobs_dir / "incoming"
+    stale, current = incoming / "blob-crashed", incoming / "blob-uploading"
+    stale.write_bytes(b"partial")
+    current.write_bytes(b"partial")
+    _age(stale, 3600)
+    pruned = storage.stub.PruneIncoming(storage_pb2.PruneIncomingRequest(created_before_ms=_now_ms() - 60_000),
+                                        metadata=storage.as_(RECORDS))
+    assert pruned.removed == 1 and not stale.exists() and current.exists()
+
+
+def test_only_records_may_delete_blobs(storage: Storage) -> None:
+    other = Caller("svc-audit", Kind.PRINCIPAL_KIND_SERVICE)
+    ref = put(storage, b"kept")
+    with pytest.raises(grpc.RpcError) as refused:
+        storage.stub.DeleteBlob(storage_pb2.DeleteBlobRequest(sha256=ref.sha256, written_before_ms=_now_ms()),
+                                metadata=storage.as_(other))
+    assert refused.value.code() == Code.PERMISSION_DENIED
+    assert get(storage, ref.sha256) == [b"kept"]

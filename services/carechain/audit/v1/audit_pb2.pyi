@@ -29,6 +29,7 @@ class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_OUTCOME_SUCCESS: _ClassVar[AuditOutcome]
     AUDIT_OUTCOME_DENIED: _ClassVar[AuditOutcome]
     AUDIT_OUTCOME_FAILED: _ClassVar[AuditOutcome]
+    AUDIT_OUTCOME_ATTEMPTED: _ClassVar[AuditOutcome]
 
 class ReviewStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome
 AUDIT_OUTCOME_FAILED: AuditOutcome
+AUDIT_OUTCOME_ATTEMPTED: AuditOutcome
 REVIEW_STATUS_UNSPECIFIED: ReviewStatus
 REVIEW_STATUS_OPEN: ReviewStatus
 REVIEW_STATUS_RESOLVED: ReviewStatus

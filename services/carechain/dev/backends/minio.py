@@ -128,8 +128,12 @@ class MinioServer:
         """Stop the server (its whole process group); the data directory stays."""
         self._process.stop()
 
+    def kill(self) -> None:
+        """SIGKILL the server at once, as a crash would (the data directory stays)."""
+        self._process.kill()
+
     def restart(self) -> MinioServer:
-        """Stop and start again on the same ports, credentials and data."""
+        """Stop (if still running; e.g. not after kill) and start again on the same ports, credentials and data."""
         self.stop()
         return self.start()
 

@@ -89,7 +89,10 @@ class _OpenBaoBase:
         self._process.kill()
 
     def restart(self) -> Any:
-        """Stop and start again on the same port."""
+        """Stop (if still running; e.g. not after kill) and start again on the same port.
+
+        The persistent server comes back with its keys (unsealed from init.json); the dev server
+        comes back empty (its engines need the bootstrap again)."""
         self.stop()
         return self.start()
 

@@ -168,3 +168,15 @@ class RotatePatientKeyResponse(_message.Message):
     key_version: int
     rewrapped: int
     def __init__(self, key_version: _Optional[int] = ..., rewrapped: _Optional[int] = ...) -> None: ...
+
+class DeleteDataKeyRequest(_message.Message):
+    __slots__ = ("record_id", "patient_id")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    patient_id: str
+    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDataKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

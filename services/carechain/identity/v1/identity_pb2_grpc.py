@@ -71,6 +71,11 @@ class IdentityServiceStub:
                 request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeyRequest.SerializeToString,
                 response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleasedDataKey.FromString,
                 _registered_method=True)
+        self.DeleteDataKey = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/DeleteDataKey',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyResponse.FromString,
+                _registered_method=True)
         self.RotatePatientKey = channel.unary_unary(
                 '/carechain.identity.v1.IdentityService/RotatePatientKey',
                 request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePatientKeyRequest.SerializeToString,
@@ -151,6 +156,15 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteDataKey(self, request, context):
+        """Deletes the wrapped data key of a record that never reached the ledger
+        (records' reconciler, after a crashed write); FAILED_PRECONDITION if the
+        record is on the ledger, NOT_FOUND if there is no such key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RotatePatientKey(self, request, context):
         """Rotates a patient's key-encryption key and re-wraps every stored data key
         of the patient under the new version. The patient or the operator.
@@ -214,6 +228,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ReleaseDataKey,
                     request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeyRequest.FromString,
                     response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleasedDataKey.SerializeToString,
+            ),
+            'DeleteDataKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataKey,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyResponse.SerializeToString,
             ),
             'RotatePatientKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RotatePatientKey,
@@ -422,6 +441,33 @@ class IdentityService:
             '/carechain.identity.v1.IdentityService/ReleaseDataKey',
             carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeyRequest.SerializeToString,
             carechain_dot_identity_dot_v1_dot_identity__pb2.ReleasedDataKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/DeleteDataKey',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,3 +70,29 @@ class GetRecordResponse(_message.Message):
     redisclosure_notice: str
     labelled_resource_json: bytes
     def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class ReconcileReport(_message.Message):
+    __slots__ = ("cutoff_ms", "ledger_records", "orphan_blobs", "orphan_data_keys", "stale_uploads", "abandoned_writes", "unconfirmed_commits", "dry_run")
+    CUTOFF_MS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_BLOBS_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_DATA_KEYS_FIELD_NUMBER: _ClassVar[int]
+    STALE_UPLOADS_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    UNCONFIRMED_COMMITS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    cutoff_ms: int
+    ledger_records: int
+    orphan_blobs: int
+    orphan_data_keys: int
+    stale_uploads: int
+    abandoned_writes: int
+    unconfirmed_commits: int
+    dry_run: bool
+    def __init__(self, cutoff_ms: _Optional[int] = ..., ledger_records: _Optional[int] = ..., orphan_blobs: _Optional[int] = ..., orphan_data_keys: _Optional[int] = ..., stale_uploads: _Optional[int] = ..., abandoned_writes: _Optional[int] = ..., unconfirmed_commits: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...

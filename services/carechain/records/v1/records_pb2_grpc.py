@@ -46,6 +46,11 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordResponse.FromString,
                 _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/Reconcile',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileReport.FromString,
+                _registered_method=True)
 
 
 class RecordsServiceServicer:
@@ -69,6 +74,16 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconcile(self, request, context):
+        """Runs one reconciliation pass now (operator): finds what crashed writes left
+        behind (blobs and data keys no ledger record references, temporary upload
+        files, audited write attempts that never committed) older than the grace
+        period, and removes or closes them (or only reports them with dry_run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.GetRecord,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +159,33 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/GetRecord',
             carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.GetRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/Reconcile',
+            carechain_dot_records_dot_v1_dot_records__pb2.ReconcileRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ReconcileReport.FromString,
             options,
             channel_credentials,
             insecure,

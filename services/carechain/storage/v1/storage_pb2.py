@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/storage/v1/storage.proto\x12\x14\x63\x61rechain.storage.v1\"d\n\x0ePutBlobRequest\x12\x39\n\x08metadata\x18\x01 \x01(\x0b\x32%.carechain.storage.v1.PutBlobMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x0fPutBlobMetadata\x12\x17\n\x0f\x65xpected_sha256\x18\x01 \x01(\t\"\'\n\x07\x42lobRef\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\" \n\x0eGetBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"!\n\x0fStatBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x88\x02\n\x0eStorageService\x12P\n\x07PutBlob\x12$.carechain.storage.v1.PutBlobRequest\x1a\x1d.carechain.storage.v1.BlobRef(\x01\x12R\n\x07GetBlob\x12$.carechain.storage.v1.GetBlobRequest\x1a\x1f.carechain.storage.v1.BlobChunk0\x01\x12P\n\x08StatBlob\x12%.carechain.storage.v1.StatBlobRequest\x1a\x1d.carechain.storage.v1.BlobRefb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/storage/v1/storage.proto\x12\x14\x63\x61rechain.storage.v1\"d\n\x0ePutBlobRequest\x12\x39\n\x08metadata\x18\x01 \x01(\x0b\x32%.carechain.storage.v1.PutBlobMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x0fPutBlobMetadata\x12\x17\n\x0f\x65xpected_sha256\x18\x01 \x01(\t\"\'\n\x07\x42lobRef\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\" \n\x0eGetBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"!\n\x0fStatBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"T\n\x10ListBlobsRequest\x12\x19\n\x11written_before_ms\x18\x01 \x01(\x03\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\">\n\nStoredBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x12\n\nwritten_ms\x18\x03 \x01(\x03\"]\n\x11ListBlobsResponse\x12/\n\x05\x62lobs\x18\x01 \x03(\x0b\x32 .carechain.storage.v1.StoredBlob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x11\x44\x65leteBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x19\n\x11written_before_ms\x18\x02 \x01(\x03\"\"\n\x12\x44\x65leteBlobResponse\x12\x0c\n\x04size\x18\x01 \x01(\x04\"1\n\x14PruneIncomingRequest\x12\x19\n\x11\x63reated_before_ms\x18\x01 \x01(\x03\"(\n\x15PruneIncomingResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r2\xb1\x04\n\x0eStorageService\x12P\n\x07PutBlob\x12$.carechain.storage.v1.PutBlobRequest\x1a\x1d.carechain.storage.v1.BlobRef(\x01\x12R\n\x07GetBlob\x12$.carechain.storage.v1.GetBlobRequest\x1a\x1f.carechain.storage.v1.BlobChunk0\x01\x12P\n\x08StatBlob\x12%.carechain.storage.v1.StatBlobRequest\x1a\x1d.carechain.storage.v1.BlobRef\x12\\\n\tListBlobs\x12&.carechain.storage.v1.ListBlobsRequest\x1a\'.carechain.storage.v1.ListBlobsResponse\x12_\n\nDeleteBlob\x12\'.carechain.storage.v1.DeleteBlobRequest\x1a(.carechain.storage.v1.DeleteBlobResponse\x12h\n\rPruneIncoming\x12*.carechain.storage.v1.PruneIncomingRequest\x1a+.carechain.storage.v1.PruneIncomingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATBLOBREQUEST']._serialized_end=314
   _globals['_BLOBCHUNK']._serialized_start=316
   _globals['_BLOBCHUNK']._serialized_end=341
-  _globals['_STORAGESERVICE']._serialized_start=344
-  _globals['_STORAGESERVICE']._serialized_end=608
+  _globals['_LISTBLOBSREQUEST']._serialized_start=343
+  _globals['_LISTBLOBSREQUEST']._serialized_end=427
+  _globals['_STOREDBLOB']._serialized_start=429
+  _globals['_STOREDBLOB']._serialized_end=491
+  _globals['_LISTBLOBSRESPONSE']._serialized_start=493
+  _globals['_LISTBLOBSRESPONSE']._serialized_end=586
+  _globals['_DELETEBLOBREQUEST']._serialized_start=588
+  _globals['_DELETEBLOBREQUEST']._serialized_end=650
+  _globals['_DELETEBLOBRESPONSE']._serialized_start=652
+  _globals['_DELETEBLOBRESPONSE']._serialized_end=686
+  _globals['_PRUNEINCOMINGREQUEST']._serialized_start=688
+  _globals['_PRUNEINCOMINGREQUEST']._serialized_end=737
+  _globals['_PRUNEINCOMINGRESPONSE']._serialized_start=739
+  _globals['_PRUNEINCOMINGRESPONSE']._serialized_end=779
+  _globals['_STORAGESERVICE']._serialized_start=782
+  _globals['_STORAGESERVICE']._serialized_end=1343
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -44,3 +45,57 @@ class BlobChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ListBlobsRequest(_message.Message):
+    __slots__ = ("written_before_ms", "page_token", "page_size")
+    WRITTEN_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    written_before_ms: int
+    page_token: str
+    page_size: int
+    def __init__(self, written_before_ms: _Optional[int] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class StoredBlob(_message.Message):
+    __slots__ = ("sha256", "size", "written_ms")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_MS_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size: int
+    written_ms: int
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., written_ms: _Optional[int] = ...) -> None: ...
+
+class ListBlobsResponse(_message.Message):
+    __slots__ = ("blobs", "next_page_token")
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    blobs: _containers.RepeatedCompositeFieldContainer[StoredBlob]
+    next_page_token: str
+    def __init__(self, blobs: _Optional[_Iterable[_Union[StoredBlob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteBlobRequest(_message.Message):
+    __slots__ = ("sha256", "written_before_ms")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    written_before_ms: int
+    def __init__(self, sha256: _Optional[str] = ..., written_before_ms: _Optional[int] = ...) -> None: ...
+
+class DeleteBlobResponse(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
+
+class PruneIncomingRequest(_message.Message):
+    __slots__ = ("created_before_ms",)
+    CREATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    created_before_ms: int
+    def __init__(self, created_before_ms: _Optional[int] = ...) -> None: ...
+
+class PruneIncomingResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -51,6 +51,21 @@ class StorageServiceStub:
                 request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.StatBlobRequest.SerializeToString,
                 response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.BlobRef.FromString,
                 _registered_method=True)
+        self.ListBlobs = channel.unary_unary(
+                '/carechain.storage.v1.StorageService/ListBlobs',
+                request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.ListBlobsRequest.SerializeToString,
+                response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.ListBlobsResponse.FromString,
+                _registered_method=True)
+        self.DeleteBlob = channel.unary_unary(
+                '/carechain.storage.v1.StorageService/DeleteBlob',
+                request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.DeleteBlobRequest.SerializeToString,
+                response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.DeleteBlobResponse.FromString,
+                _registered_method=True)
+        self.PruneIncoming = channel.unary_unary(
+                '/carechain.storage.v1.StorageService/PruneIncoming',
+                request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PruneIncomingRequest.SerializeToString,
+                response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PruneIncomingResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -81,6 +96,30 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBlobs(self, request, context):
+        """Lists stored blobs last written before a time, in address order, a page
+        at a time (the reconciler's view; no content).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBlob(self, request, context):
+        """Deletes one blob if it was last written before a time (an orphan the
+        reconciler found); FAILED_PRECONDITION if it is newer, NOT_FOUND if absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneIncoming(self, request, context):
+        """Removes temporary upload files (left by a crash mid-upload) created
+        before a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +137,21 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.StatBlob,
                     request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.StatBlobRequest.FromString,
                     response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.BlobRef.SerializeToString,
+            ),
+            'ListBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlobs,
+                    request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.ListBlobsRequest.FromString,
+                    response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.ListBlobsResponse.SerializeToString,
+            ),
+            'DeleteBlob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBlob,
+                    request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.DeleteBlobRequest.FromString,
+                    response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.DeleteBlobResponse.SerializeToString,
+            ),
+            'PruneIncoming': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneIncoming,
+                    request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PruneIncomingRequest.FromString,
+                    response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PruneIncomingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +237,87 @@ class StorageService:
             '/carechain.storage.v1.StorageService/StatBlob',
             carechain_dot_storage_dot_v1_dot_storage__pb2.StatBlobRequest.SerializeToString,
             carechain_dot_storage_dot_v1_dot_storage__pb2.BlobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.storage.v1.StorageService/ListBlobs',
+            carechain_dot_storage_dot_v1_dot_storage__pb2.ListBlobsRequest.SerializeToString,
+            carechain_dot_storage_dot_v1_dot_storage__pb2.ListBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.storage.v1.StorageService/DeleteBlob',
+            carechain_dot_storage_dot_v1_dot_storage__pb2.DeleteBlobRequest.SerializeToString,
+            carechain_dot_storage_dot_v1_dot_storage__pb2.DeleteBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneIncoming(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.storage.v1.StorageService/PruneIncoming',
+            carechain_dot_storage_dot_v1_dot_storage__pb2.PruneIncomingRequest.SerializeToString,
+            carechain_dot_storage_dot_v1_dot_storage__pb2.PruneIncomingResponse.FromString,
             options,
             channel_credentials,
             insecure,
