@@ -56,6 +56,7 @@ from carechain.core.errors import (
 from carechain.core.layout import TrustBundle, audience, service_principal_id
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.quorum import configured_validator_set
+from carechain.runtime import metrics
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope, own_patient_field
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
@@ -286,6 +287,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
             raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
+        metrics.AUDIT_EVENTS_APPENDED.add(1)
         with self._appended:
             self._generation += 1
             self._appended.notify_all()

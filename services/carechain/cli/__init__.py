@@ -76,6 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for backend, address in (backends.describe() if backends else {}).items():
         print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
+    print("metrics: " + " ".join(f"{name}=http://{address}/metrics" for name, address in endpoints.metrics.items()))
     print(f"try:  carechain demo --data-dir {data_dir}     (Ctrl-C here stops the network)", flush=True)
     try:
         while not stop.wait(1):

@@ -69,6 +69,7 @@ from carechain.ledger.reader import VerifiedLedgerReader, configured_validators
 from carechain.ledger.sealing import LedgerSealer, metadata_sealer
 from carechain.ledger.transactions import decode_body, new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime import metrics
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
@@ -510,6 +511,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise NotFound(f"record {request.record_id} is not registered")
 
         def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
+            metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(
                 effect=consent_pb2.DECISION_EFFECT_DENY,
                 reason=reason,
@@ -548,7 +550,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             claims.update(bg=True, bgs=decision.break_glass_started_at_ms, bge=decision.break_glass_expires_at_ms)
             ttl = max(0.001, min(ttl, (decision.break_glass_expires_at_ms - access.now_ms) / 1000))
         token, expires_at_ms = issue_token(self._signer, DECISION_TOKEN_TYPE, claims, ttl)
+        metrics.CONSENT_DECISIONS.add(1, {"effect": "permit"})
         if decision.break_glass:
+            metrics.BREAK_GLASS_USES.add(1)
             log.warning("break-glass access permitted", extra={
                 "actor_id": actor.principal_id, "record_id": record.record_id,
                 "break_glass_expires_at_ms": decision.break_glass_expires_at_ms})

@@ -68,6 +68,7 @@ from carechain.ledger.quorum import ValidatorSet, VoteBoard
 from carechain.ledger.state import PendingState
 from carechain.ledger.store import LedgerStore, LogEntry, StoredBlock
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime import metrics
 
 log = logging.getLogger("carechain.ledger")
 
@@ -351,6 +352,7 @@ class Ledger:
         assert waiter.result is not None
         result = waiter.result
         if self.final_height() >= result.height:
+            metrics.LEDGER_TIME_TO_FINAL.record(time.monotonic() - deadline + timeout, {"validator": self.validator_id})
             return replace(result, final=True)
         if not final:
             return result
@@ -360,6 +362,7 @@ class Ledger:
                 f"transaction committed in block {result.height} but no quorum of "
                 f"{self.validators.quorum} validators signed it within {timeout:g}s",
             )
+        metrics.LEDGER_TIME_TO_FINAL.record(time.monotonic() - deadline + timeout, {"validator": self.validator_id})
         return replace(result, final=True)
 
     # --- finality ------------------------------------------------------------------------------

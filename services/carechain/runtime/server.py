@@ -2,7 +2,8 @@
 
 Every service gets: access control (every RPC admitted by its service's access
 table, :mod:`carechain.runtime.access`; a handler that was not guarded is refused), JSON
-logs, OpenTelemetry tracing, gRPC health (``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
+logs, OpenTelemetry tracing, Prometheus metrics (:mod:`carechain.runtime.metrics`), gRPC health
+(``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
 graceful stop on SIGTERM/SIGINT (health NOT_SERVING first, then stop with a
 grace period so in-flight calls finish).
 """
@@ -25,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from carechain.client.channels import MAX_MESSAGE_BYTES
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
+from carechain.runtime import metrics
 from carechain.runtime.access import AccessTable, guard, is_guarded
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
@@ -124,12 +126,16 @@ def _log_call(method: str, context: grpc.ServicerContext, started: float) -> Non
     if method.startswith(_OPEN_PREFIXES):
         return
     code = context.code() if hasattr(context, "code") else None
+    seconds = time.monotonic() - started
+    labels = {"rpc_method": method.lstrip("/"), "grpc_code": getattr(code, "name", None) or "OK"}
+    metrics.RPC_CALLS.add(1, labels)
+    metrics.RPC_DURATION.record(seconds, labels)
     log.info(
         "rpc",
         extra={
             "rpc_method": method,
-            "grpc_code": getattr(code, "name", None) or "OK",
-            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            "grpc_code": labels["grpc_code"],
+            "duration_ms": round(seconds * 1000, 2),
         },
     )
 
@@ -242,6 +248,7 @@ def run_service(
     """Run a service in this process until SIGTERM or SIGINT, then stop gracefully."""
     configure_logging(name, settings.log_level)
     configure_tracing(name)
+    metrics.configure_metrics(name, settings.metrics_listen_address)
     running = start_service(name, settings, register, on_stop)
 
     def handle_signal(signum: int, _frame: Any) -> None:
@@ -251,4 +258,5 @@ def run_service(
     signal.signal(signal.SIGTERM, handle_signal)
     signal.signal(signal.SIGINT, handle_signal)
     running.wait()
+    metrics.shutdown_metrics()
     shutdown_tracing()
