@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
@@ -75,24 +76,59 @@ BREAK_GLASS_USES = _meter.create_counter(
     "carechain_break_glass_uses", unit="", description="emergency (break-glass) accesses permitted")
 
 
+@dataclass(frozen=True)
+class _ObservedLedger:
+    validator_id: str
+    height: Callable[[], int]
+    final_height: Callable[[], int]
+    evidence_count: Callable[[], int]
+
+
+_ledgers: list[_ObservedLedger] = []
+_ledgers_lock = threading.Lock()
+_ledger_gauges: list[object] = []
+
+
+def _ledger_gauge(read: Callable[[_ObservedLedger], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        with _ledgers_lock:
+            observed = list(_ledgers)
+        return [Observation(read(ledger), {"validator": ledger.validator_id}) for ledger in observed]
+    return observe
+
+
 def observe_ledger(validator_id: str, height: Callable[[], int], final_height: Callable[[], int],
-                   evidence_count: Callable[[], int]) -> None:
-    """Export a validator's chain height, final height, finality lag and evidence count (read at each scrape)."""
-    labels = {"validator": validator_id}
+                   evidence_count: Callable[[], int]) -> Callable[[], None]:
+    """Export a validator's chain height, final height, finality lag and evidence count, read at each scrape.
 
-    def gauge(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(read(), labels)]
-        return observe
+    Returns the function that stops observing it (when the ledger closes).
+    """
+    observed = _ObservedLedger(validator_id, height, final_height, evidence_count)
+    with _ledgers_lock:
+        if not _ledger_gauges:  # the gauges once per process; each reports every observed ledger
+            _ledger_gauges.extend([
+                _meter.create_observable_gauge(
+                    "carechain_ledger_height", [_ledger_gauge(lambda ledger: ledger.height())], unit="",
+                    description="height of this validator's latest committed block"),
+                _meter.create_observable_gauge(
+                    "carechain_ledger_final_height", [_ledger_gauge(lambda ledger: ledger.final_height())], unit="",
+                    description="height of this validator's latest final (quorum-certified) block"),
+                _meter.create_observable_gauge(
+                    "carechain_ledger_finality_lag",
+                    [_ledger_gauge(lambda ledger: ledger.height() - ledger.final_height())], unit="",
+                    description="committed blocks not yet final on this validator"),
+                _meter.create_observable_gauge(
+                    "carechain_ledger_evidence", [_ledger_gauge(lambda ledger: ledger.evidence_count())], unit="",
+                    description="misbehaviour evidence this validator holds (validators that signed conflicting "
+                                "headers)"),
+            ])
+        _ledgers.append(observed)
 
-    _meter.create_observable_gauge("carechain_ledger_height", [gauge(height)], unit="",
-                                   description="height of this validator's latest committed block")
-    _meter.create_observable_gauge("carechain_ledger_final_height", [gauge(final_height)], unit="",
-                                   description="height of this validator's latest final (quorum-certified) block")
-    _meter.create_observable_gauge("carechain_ledger_finality_lag", [gauge(lambda: height() - final_height())],
-                                   unit="", description="committed blocks not yet final on this validator")
-    _meter.create_observable_gauge("carechain_ledger_evidence", [gauge(evidence_count)], unit="",
-                                   description="misbehaviour evidence this validator holds (conflicting headers)")
+    def stop() -> None:
+        with _ledgers_lock:
+            if observed in _ledgers:
+                _ledgers.remove(observed)
+    return stop
 
 
 def count_backend_error(backend: str) -> None:

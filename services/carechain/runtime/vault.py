@@ -112,6 +112,8 @@ def vault_errors(
                 mapped = FailedPrecondition(f"{operation}: Vault refused the request: {vault_message(exc)}")
         if mapped is None:  # pragma: no cover - every RequestException/VaultError is mapped above
             raise
+        if isinstance(mapped, Unavailable):
+            count_backend_error(BACKEND)
         raise mapped from None
 
 
@@ -188,7 +190,8 @@ class _SessionAdapter(hvac.adapters.JSONAdapter):
     # -- requests --
 
     def _internal(self, method: str, url: str, **kwargs: Any) -> Any:
-        return self._internal_call(lambda: super(_SessionAdapter, self).request(method, url, **kwargs))
+        with backend_call(BACKEND, f"{method.upper()} {_operation_of(url)}"):
+            return self._internal_call(lambda: super(_SessionAdapter, self).request(method, url, **kwargs))
 
     def _internal_call(self, call: Callable[[], Any]) -> Any:
         previous = getattr(self._busy, "active", False)
@@ -199,14 +202,9 @@ class _SessionAdapter(hvac.adapters.JSONAdapter):
             self._busy.active = previous
 
     def request(self, method: str, url: str, headers: Any = None, raise_exception: bool = True, **kwargs: Any) -> Any:
-        """One Vault HTTP request in a client span; a transport or availability failure is counted."""
+        """One Vault HTTP request in a client span."""
         with backend_call(BACKEND, f"{method.upper()} {_operation_of(url)}"):
-            try:
-                return self._request(method, url, headers, raise_exception, **kwargs)
-            except Exception as exc:
-                if isinstance(translate_error(exc, ""), Unavailable):
-                    count_backend_error(BACKEND)
-                raise
+            return self._request(method, url, headers, raise_exception, **kwargs)
 
     def _request(self, method: str, url: str, headers: Any, raise_exception: bool, **kwargs: Any) -> Any:
         if getattr(self._busy, "active", False) or "/auth/" in url and url.rstrip("/").endswith("/login"):
