@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -49,6 +49,9 @@ RPC_DURATION = _meter.create_histogram(
 BACKEND_ERRORS = _meter.create_counter(
     "carechain_backend_errors", unit="",
     description="calls to a backend (vault, s3, etcd, sqlite) that failed because the backend did")
+
+#: The backends whose failures carechain_backend_errors_total counts.
+BACKENDS = ("vault", "s3", "etcd", "sqlite")
 
 # --- ledger ---------------------------------------------------------------------------------------
 LEDGER_TIME_TO_FINAL = _meter.create_histogram(
@@ -131,6 +134,21 @@ def observe_ledger(validator_id: str, height: Callable[[], int], final_height: C
     return stop
 
 
+def _series_at_start(service: str) -> list[tuple[Any, dict[str, str]]]:
+    """Counters and gauges a service exports from its start, at 0: a rate or an alert needs the series to
+    exist before the first event (Prometheus cannot tell "none yet" from "not exported")."""
+    series: list[tuple[Any, dict[str, str]]] = [
+        (BACKEND_ERRORS, {"backend": backend}) for backend in BACKENDS]
+    if service in ("records", "consent"):  # the services that report audit events (and fail closed without them)
+        series.append((AUDIT_FAIL_CLOSED, {"service": service}))
+    if service == "consent":
+        series += [(CONSENT_DECISIONS, {"effect": "permit"}), (CONSENT_DECISIONS, {"effect": "deny"}),
+                   (BREAK_GLASS_USES, {})]
+    if service == "audit":
+        series += [(AUDIT_EVENTS_APPENDED, {}), (AUDIT_BATCHES_ANCHORED, {})]
+    return series
+
+
 def count_backend_error(backend: str) -> None:
     """Count one failed call to backend ("vault", "s3", "etcd" or "sqlite")."""
     BACKEND_ERRORS.add(1, {"backend": backend})
@@ -176,6 +194,10 @@ def configure_metrics(service: str, listen_address: str, readers: Iterable[Metri
         _provider = MeterProvider(metric_readers=all_readers, resource=Resource.create(resource_attributes(service)))
         metrics.set_meter_provider(_provider)
         _port = port
+        for instrument, labels in _series_at_start(service):
+            instrument.add(0, labels)
+        if service == "audit":
+            AUDIT_ANCHORING_LAG.set(0.0)
         if port:
             log.info("serving metrics", extra={"metrics_listen_address": listen_address, "metrics_port": port})
         return port
