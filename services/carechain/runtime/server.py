@@ -258,5 +258,8 @@ def run_service(
     signal.signal(signal.SIGTERM, handle_signal)
     signal.signal(signal.SIGINT, handle_signal)
     running.wait()
+    flushing = time.monotonic()
     metrics.shutdown_metrics()
     shutdown_tracing()
+    # How long the exporters held up the exit (an unreachable collector must not stall a SIGTERM).
+    log.info("telemetry flushed", extra={"flush_seconds": round(time.monotonic() - flushing, 3)})
