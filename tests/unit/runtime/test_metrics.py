@@ -172,3 +172,25 @@ def test_metric_labels_never_carry_identifiers(ledger_service) -> None:
     allowed = {"rpc_method", "grpc_code", "validator", "backend", "effect", "service"}
     keys_used = {k for points in read_metrics().values() for attributes, _ in points for k in attributes}
     assert keys_used <= allowed, keys_used
+
+
+def test_backend_spans_name_the_operation_never_a_key_or_path(tmp_path) -> None:
+    exporter = InMemorySpanExporter()
+    configure_tracing("unit-test").add_span_processor(SimpleSpanProcessor(exporter))
+    exporter.clear()
+    with trace.get_tracer("test").start_as_current_span("call"):
+        with pytest.raises(Unavailable):
+            EtcdClient(f"http://{_dead_address()}", timeout=0.5, deadline=1).get(b"/carechain/psn-secret")
+        settings = ServiceSettings(vault_address=f"http://{_dead_address()}", vault_token="t")
+        with pytest.raises(Unavailable):
+            vault_client(settings)
+        store = S3BlobStore.from_settings(StorageSettings(blob_backend="s3", s3_endpoint=_dead_address(),
+                                                          s3_access_key="a", s3_secret_key="b"))
+        with pytest.raises(Unavailable):
+            store.exists("0" * 64)
+    spans = {span.name: span for span in exporter.get_finished_spans() if span.name != "call"}
+    assert {"etcd kv/range", "vault GET auth/token"} <= set(spans), sorted(spans)
+    assert any(name.startswith("s3 ") for name in spans), sorted(spans)
+    for span in spans.values():
+        assert span.kind == trace.SpanKind.CLIENT and not span.status.is_ok, span.name
+        assert "psn-secret" not in span.name + str(dict(span.attributes))
