@@ -434,6 +434,12 @@ spec:
           containerPort: {{ $v.tls.healthPort }}
           protocol: TCP
         {{- end }}
+        {{- if $v.metrics.enabled }}
+        # Prometheus /metrics, plain HTTP (docs/observability.md).
+        - name: metrics
+          containerPort: {{ $v.metrics.port }}
+          protocol: TCP
+        {{- end }}
       envFrom:
         - configMapRef:
             name: {{ include "carechain.componentName" $ctx }}-env
@@ -819,6 +825,9 @@ CARECHAIN_MAX_RECORD_BYTES: {{ $s.maxRecordBytes | int64 | quote }}
 {{- if and (has $svc (list "records" "consent")) (include "carechain.usesVault" $ctx) }}
 CARECHAIN_LEDGER_METADATA_KEY_BACKEND: "vault"
 {{- end }}
+{{- if $v.metrics.enabled }}
+CARECHAIN_METRICS_LISTEN_ADDRESS: "0.0.0.0:{{ $v.metrics.port }}"
+{{- end }}
 OTEL_SERVICE_NAME: "carechain-{{ $svc }}"
 OTEL_TRACES_EXPORTER: {{ $v.otel.tracesExporter | quote }}
 {{- if eq $v.otel.tracesExporter "otlp" }}
@@ -833,4 +842,26 @@ OTEL_EXPORTER_OTLP_CERTIFICATE: "{{ include "carechain.paths.otelCa" . }}/ca.crt
 {{- $attrs = append $attrs (printf "%s=%s" $k (toString $val)) }}
 {{- end }}
 OTEL_RESOURCE_ATTRIBUTES: {{ join "," $attrs | quote }}
+{{- end }}
+
+{{/*
+The Prometheus port of a Service that a ServiceMonitor scrapes (one Service per service: the pods of
+audit and of every validator are reached once, through `audit` and `ledger`, never the headless ones).
+*/}}
+{{- define "carechain.metricsServicePort" -}}
+{{- if .Values.metrics.enabled }}
+{{- range $svc := list "records" "consent" "identity" "storage" "ledger" "audit" }}
+{{- if eq (int $.Values.metrics.port) (int (index $.Values $svc).port) }}
+{{- fail (printf "metrics.port: %d is %s.port; choose a free port" (int $.Values.metrics.port) $svc) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.enabled (eq (int .Values.metrics.port) (int .Values.tls.healthPort)) }}
+{{- fail (printf "metrics.port: %d is tls.healthPort; choose a free port" (int .Values.metrics.port)) }}
+{{- end }}
+    - name: metrics
+      port: {{ .Values.metrics.port }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+{{- end }}
 {{- end }}

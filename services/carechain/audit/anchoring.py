@@ -43,6 +43,7 @@ from carechain.core.layout import service_principal_id
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime import metrics
 
 log = logging.getLogger("carechain.audit.anchoring")
 
@@ -146,13 +147,16 @@ class LedgerAnchorer:
             while True:
                 page = self._store.batches(after, 100)
                 if not page:
+                    metrics.AUDIT_ANCHORING_LAG.set(0.0)  # every sealed batch is anchored
                     return anchored
                 for batch in page:
                     if batch.anchored:
                         previous_index = batch.anchor_log_index  # type: ignore[assignment]
                         continue
+                    metrics.AUDIT_ANCHORING_LAG.set(max(0.0, time.time() - batch.sealed_ms / 1000))
                     log_index = self._anchor(batch, previous_index + 1)
                     self._store.record_anchor(batch.batch_number, log_index)
+                    metrics.AUDIT_BATCHES_ANCHORED.add(1)
                     anchored.append(_with_anchor(batch, log_index))
                     previous_index = log_index
                     log.info("audit batch anchored", extra={"batch_number": batch.batch_number,

@@ -16,6 +16,7 @@ from typing import Any
 from carechain.audit.v1 import audit_pb2
 from carechain.core.errors import Unavailable
 from carechain.core.telemetry import current_trace_id
+from carechain.runtime import metrics
 
 
 class AuditReporter:
@@ -85,5 +86,6 @@ class AuditReporter:
                 return self._stub.RecordEvent(request)
             except Unavailable:
                 if attempt == self._attempts:
+                    metrics.AUDIT_FAIL_CLOSED.add(1, {"service": self.service_name})
                     raise
         raise AssertionError("unreachable")

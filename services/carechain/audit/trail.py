@@ -20,6 +20,7 @@ from carechain.audit.store import AuditStore
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
 from carechain.core.errors import CareChainError, InvalidArgument, Unavailable
+from carechain.runtime import metrics
 
 # How far a reporter's event time may be from the audit service's clock (NTP-synchronised hosts
 # are within a second; five minutes leaves room for retries without allowing backdating).
@@ -110,5 +111,6 @@ class AuditTrail:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
             raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
+        metrics.AUDIT_EVENTS_APPENDED.add(1)
         self._on_append()
         return receipt

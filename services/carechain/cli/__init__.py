@@ -88,6 +88,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for backend, address in (backends.describe() if backends else {}).items():
         print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
+    print("metrics: " + " ".join(f"{name}=http://{address}/metrics" for name, address in endpoints.metrics.items()))
     from carechain.cli.session import command
 
     # The venv's script is usually not on PATH: name it as it can be run from here.

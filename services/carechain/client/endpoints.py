@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from carechain.client.tls import ClientTLS
 
@@ -33,6 +33,8 @@ class Endpoints:
     validator_ids: str = ""
     quorum: int = 0
     trust_dir: str = ""
+    # Prometheus /metrics host:port of each process ("ledger", "ledger-2", ..., "records"); empty: not exported.
+    metrics: dict[str, str] = field(default_factory=dict)
 
     def address(self, service: str) -> str:
         return str(getattr(self, service))

@@ -32,6 +32,7 @@ from carechain.core.crypto import Signer
 from carechain.core.decision_claims import DecisionClaims, issue_decision_token, verify_decision_token
 from carechain.core.errors import InvalidArgument, NotFound, Unauthenticated
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime import metrics
 
 log = logging.getLogger("carechain.consent")
 
@@ -68,6 +69,7 @@ class Decisions:
             raise NotFound(f"record {record_id} is not registered")
 
         def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
+            metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
                                         patient_id=record.patient_id)
 
@@ -101,7 +103,9 @@ class Decisions:
             break_glass_started_at_ms=decision.break_glass_started_at_ms,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
         ), ttl)
+        metrics.CONSENT_DECISIONS.add(1, {"effect": "permit"})
         if decision.break_glass:
+            metrics.BREAK_GLASS_USES.add(1)
             log.warning("break-glass access permitted", extra={
                 "actor_id": actor.principal_id, "record_id": record.record_id,
                 "break_glass_expires_at_ms": decision.break_glass_expires_at_ms})

@@ -1,27 +1,62 @@
 """OpenTelemetry tracing, configured by the standard ``OTEL_*`` variables.
 
 ``OTEL_TRACES_EXPORTER`` picks the exporter: ``otlp`` (OTLP/gRPC, endpoint from
-``OTEL_EXPORTER_OTLP_ENDPOINT``), ``console`` (stderr) or ``none`` (default: spans
-are still created so trace ids propagate and appear in logs).
-``OTEL_SERVICE_NAME`` overrides the service name. Context is propagated with
-W3C Trace Context on every gRPC hop by the gRPC instrumentation interceptors.
+``OTEL_EXPORTER_OTLP_ENDPOINT``), ``console`` (stderr, one JSON object per line, like
+the logs) or ``none`` (default: spans are still created so trace ids propagate and
+appear in logs). ``OTEL_SERVICE_NAME`` overrides the service name; every span carries
+``service.version``. Context is propagated with W3C Trace Context on every gRPC hop
+by the gRPC instrumentation interceptors; their spans are named after the full
+method without the leading slash (``carechain.records.v1.RecordsService/PutRecord``).
+
+An OTLP export gives up after ``EXPORT_TIMEOUT_SECONDS`` (unless
+``OTEL_EXPORTER_OTLP_TIMEOUT`` / ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` say otherwise), so a
+process whose collector is unreachable still stops within seconds of SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+import carechain
+
 if TYPE_CHECKING:
     import grpc
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 # The OpenTelemetry SDK and gRPC instrumentation are imported when first used, not at import: they cost
 # ~150 ms, and a partner client importing the SDK should not pay it before it opens a channel.
 _provider: TracerProvider | None = None
+
+#: Seconds one OTLP export (with its retries) may take; also bounds the flush at shutdown.
+EXPORT_TIMEOUT_SECONDS = 2.0
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+
+
+def resource_attributes(service: str) -> dict[str, str]:
+    """service.name (``OTEL_SERVICE_NAME`` or carechain-<service>) and service.version of this process."""
+    return {"service.name": os.environ.get("OTEL_SERVICE_NAME", f"carechain-{service}"),
+            "service.version": carechain.__version__}
+
+
+def span_json_line(span: ReadableSpan) -> str:
+    """A finished span as one JSON line (the console exporter's format; log files stay one object per line)."""
+    return span.to_json(indent=None) + "\n"
+
+
+def _strip_leading_slash() -> Any:
+    """A span processor renaming "/pkg.Service/Method" spans (gRPC instrumentation) to "pkg.Service/Method"."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class StripLeadingSlash(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            if span.name.startswith("/"):
+                span.update_name(span.name[1:])
+
+    return StripLeadingSlash()
 
 
 def configure_tracing(service: str) -> TracerProvider:
@@ -33,16 +68,19 @@ def configure_tracing(service: str) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"carechain-{service}")})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=Resource.create(resource_attributes(service)))
+    provider.add_span_processor(_strip_leading_slash())  # first: exporters see the final name
     for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "none").split(","):
         name = name.strip().lower()
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            timeout = None if any(os.environ.get(v) for v in _TIMEOUT_VARIABLES) else EXPORT_TIMEOUT_SECONDS
+            provider.add_span_processor(BatchSpanProcessor(
+                OTLPSpanExporter(timeout=timeout), export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000))
         elif name == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr,
+                                                                               formatter=span_json_line)))
         elif name not in ("none", ""):
             raise ValueError(f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r} (use otlp, console or none)")
     trace.set_tracer_provider(provider)

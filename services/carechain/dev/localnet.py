@@ -88,6 +88,8 @@ class LocalNetwork:
         self.listen_addresses = {s: f"127.0.0.1:{ports[s]}" for s in SERVICES}
         self.listen_addresses.update({name: f"127.0.0.1:{free_port()}" for name in self.validator_names[1:]})
         validator_addresses = [self.listen_addresses[name] for name in self.validator_names]
+        # Every process serves Prometheus metrics on its own free port (listed in the endpoints file).
+        self.metrics_addresses = {name: f"127.0.0.1:{free_port()}" for name in self.listen_addresses}
         addresses = dict(self.listen_addresses)
         if validators > 1:
             addresses["ledger"] = "ipv4:" + ",".join(validator_addresses)
@@ -96,7 +98,7 @@ class LocalNetwork:
         self.endpoints = Endpoints(
             chain_id=chain_id, **{s: addresses[s] for s in SERVICES}, **tls_files,
             ledger_validators=",".join(validator_addresses), validator_ids=",".join(self.validator_ids),
-            trust_dir=str(self.layout.trust_dir),
+            trust_dir=str(self.layout.trust_dir), metrics=dict(self.metrics_addresses),
         )
         self.extra_env = extra_env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -150,6 +152,7 @@ class LocalNetwork:
         service = self.service_of(name)
         env = {
             "CARECHAIN_LISTEN_ADDRESS": self.listen_addresses[name],
+            "CARECHAIN_METRICS_LISTEN_ADDRESS": self.metrics_addresses[name],
             "CARECHAIN_DATA_DIR": str(self.layout.service_dir(name)),
             "CARECHAIN_SIGNING_KEY_FILE": str(self.layout.key_file(service_principal_id(service))),
             "CARECHAIN_TRUST_DIR": str(self.layout.trust_dir),

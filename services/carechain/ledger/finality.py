@@ -35,6 +35,7 @@ from carechain.ledger.admission import Committed
 from carechain.ledger.quorum import ValidatorSet, VoteBoard
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime import metrics
 
 log = logging.getLogger("carechain.ledger")
 
@@ -173,6 +174,7 @@ class Finality:
         deadline is the submission's (time.monotonic()); timeout only names it in the UNAVAILABLE error.
         """
         if self.final_height() >= result.height:
+            self._record_time_to_final(deadline, timeout)
             return replace(result, final=True)
         if not want_final:
             return result
@@ -182,7 +184,12 @@ class Finality:
                 f"transaction committed in block {result.height} but no quorum of "
                 f"{self.validators.quorum} validators signed it within {timeout:g}s",
             )
+        self._record_time_to_final(deadline, timeout)
         return replace(result, final=True)
+
+    def _record_time_to_final(self, deadline: float, timeout: float) -> None:
+        # deadline - timeout is when the submission started.
+        metrics.LEDGER_TIME_TO_FINAL.record(time.monotonic() - deadline + timeout, {"validator": self.validator_id})
 
     def certificate(self, height: int) -> ledger_pb2.QuorumCertificate | None:
         """The stored quorum certificate of height, or None."""

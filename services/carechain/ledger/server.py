@@ -32,6 +32,7 @@ from carechain.ledger.ordering import Orderer
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from carechain.runtime import metrics
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import LedgerSettings
@@ -240,11 +241,14 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
     servicer = LedgerServicer(
         ledger, Authenticator(trust, audience("ledger"), principal_status), settings.rpc_timeout_seconds
     )
+    unobserve = metrics.observe_ledger(ledger.validator_id, lambda: ledger.head()[0].height, ledger.final_height,
+                                       lambda: len(ledger.store.evidence()))
 
     register = register_servicer(ledger_pb2_grpc.add_LedgerServiceServicer_to_server, servicer, ACCESS, servicer.auth)
 
     # The ledger first (it cuts what is ordered), then the orderer it was given.
-    return register, [principal_status.close, ledger.close] + ([orderer.close] if orderer is not None else [])
+    return register, [unobserve, principal_status.close, ledger.close] + (
+        [orderer.close] if orderer is not None else [])
 
 
 def build_orderer(settings: LedgerSettings) -> Orderer | None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
@@ -65,6 +66,8 @@ from carechain.runtime.auth import Caller, Kind
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records")
+# Step spans inside PutRecord / GetRecord ("records.validate", ...): where a slow call spends its time.
+_tracer = trace.get_tracer("carechain.records")
 
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
@@ -167,8 +170,10 @@ class RecordsGateway:
         if not organization_id or patient.organization_id != organization_id:
             # The ledger's RegisterRecord rule refuses it too; saying so here spends no key or blob.
             raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
-        resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
-        categories = categorize(resource.content)
+        with _tracer.start_as_current_span("records.validate"):
+            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
+        with _tracer.start_as_current_span("records.label"):
+            categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
 
         audit_fields = {
@@ -205,9 +210,10 @@ class RecordsGateway:
         data_key = self._peers.identity.GenerateDataKey(
             identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
         )
-        ciphertext = seal(
-            data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
-        )
+        with _tracer.start_as_current_span("records.encrypt"):
+            ciphertext = seal(
+                data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
+            )
         content_sha256 = sha256_hex(ciphertext)
         blob = self._peers.storage.PutBlob(_upload(ciphertext, content_sha256))
         if not same(blob.sha256, content_sha256):
@@ -233,12 +239,14 @@ class RecordsGateway:
             # The codes of the primary code element, for consent provisions by code (sealed like the rest).
             codes=clinical_codes(resource.content),
         )
-        registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
+        with _tracer.start_as_current_span("records.seal_metadata"):
+            registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
         tx = self._ledger.transaction(register_record=registration)
         if time.monotonic() - started > self._commit_deadline:
             # Too late to commit: the reconciler may already treat this write's key and blob as orphans.
             raise Unavailable("records", "the write took too long and was abandoned; retry it")
-        committed = self._ledger.submit(tx)
+        with _tracer.start_as_current_span("records.commit_wait"):
+            committed = self._ledger.submit(tx)
         return StoredRecord(record_id, RECORD_VERSION, categories, content_sha256, committed.log_index)
 
     def _report_failed_write(self, audit_fields: dict[str, Any], exc: Exception) -> None:
@@ -286,7 +294,8 @@ class RecordsGateway:
         if record.record_id != record_id:
             raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
         try:
-            metadata = self._sealer.open_record(record)
+            with _tracer.start_as_current_span("records.open_metadata"):
+                metadata = self._sealer.open_record(record)
         except IntegrityError as exc:
             # Only the records service seals metadata: an entry that does not open was not written by it.
             raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
@@ -328,7 +337,8 @@ class RecordsGateway:
                 raise PermissionDenied(DENIAL_MESSAGE) from exc
             raise
         try:
-            plaintext = self._decrypt(record, key.plaintext_key)
+            with _tracer.start_as_current_span("records.fetch_decrypt"):
+                plaintext = self._decrypt(record, key.plaintext_key)
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
             raise

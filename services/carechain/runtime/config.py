@@ -61,6 +61,9 @@ class ServiceSettings(BaseSettings):
     health_listen_address: str = Field(
         "", description="extra plaintext host:port serving only grpc.health.v1 (kubelet probes when TLS is on)"
     )
+    metrics_listen_address: str = Field(
+        "", description="host:port serving Prometheus metrics at /metrics over plain HTTP (empty: metrics off)"
+    )
 
     # Where this service's Ed25519 signing key lives: a PEM file (embedded) or Vault Transit.
     signing_backend: Literal["file", "vault"] = Field("file", description="file: signing_key_file; vault: Transit")

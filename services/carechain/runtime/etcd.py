@@ -55,6 +55,7 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, SSLError
 
 from carechain.core.errors import FailedPrecondition, Unavailable
+from carechain.runtime.metrics import backend_call, count_backend_error
 
 BACKEND = "etcd"
 DEFAULT_TIMEOUT_SECONDS = 2.0
@@ -436,6 +437,15 @@ class EtcdClient:
     # --- transport -----------------------------------------------------------------------------
 
     def _call(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+        """One gateway call ("/v3/kv/range") in a client span; a failure (Unavailable) is counted."""
+        with backend_call("etcd", path.removeprefix("/v3/")):
+            try:
+                return self._call_once(path, body, idempotent)
+            except Unavailable:
+                count_backend_error("etcd")
+                raise
+
+    def _call_once(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
         payload = json.dumps(body).encode()
         token = self._current_token()
         try:

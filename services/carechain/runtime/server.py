@@ -2,7 +2,8 @@
 
 Every service gets: access control (every RPC admitted by its service's access
 table, :mod:`carechain.runtime.access`; a handler that was not guarded is refused), JSON
-logs, OpenTelemetry tracing, gRPC health (``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
+logs, OpenTelemetry tracing, Prometheus metrics (:mod:`carechain.runtime.metrics`), gRPC health
+(``grpc.health.v1``) and reflection, errors mapped to gRPC status codes, and a
 graceful stop on SIGTERM/SIGINT (health NOT_SERVING first, then stop with a
 grace period so in-flight calls finish).
 """
@@ -26,6 +27,7 @@ from carechain.client.balancing import server_options
 from carechain.client.channels import MAX_MESSAGE_BYTES
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
+from carechain.runtime import metrics
 from carechain.runtime.access import AccessTable, guard, is_guarded
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
@@ -125,12 +127,16 @@ def _log_call(method: str, context: grpc.ServicerContext, started: float) -> Non
     if method.startswith(_OPEN_PREFIXES):
         return
     code = context.code() if hasattr(context, "code") else None
+    seconds = time.monotonic() - started
+    labels = {"rpc_method": method.lstrip("/"), "grpc_code": getattr(code, "name", None) or "OK"}
+    metrics.RPC_CALLS.add(1, labels)
+    metrics.RPC_DURATION.record(seconds, labels)
     log.info(
         "rpc",
         extra={
             "rpc_method": method,
-            "grpc_code": getattr(code, "name", None) or "OK",
-            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            "grpc_code": labels["grpc_code"],
+            "duration_ms": round(seconds * 1000, 2),
         },
     )
 
@@ -256,6 +262,7 @@ def run_service(
     """Run a service in this process until SIGTERM or SIGINT, then stop gracefully."""
     configure_logging(name, settings.log_level)
     configure_tracing(name)
+    metrics.configure_metrics(name, settings.metrics_listen_address)
     try:
         running = start_service(name, settings, register, on_stop)
     except ListenError as exc:
@@ -269,4 +276,8 @@ def run_service(
     signal.signal(signal.SIGTERM, handle_signal)
     signal.signal(signal.SIGINT, handle_signal)
     running.wait()
+    flushing = time.monotonic()
+    metrics.shutdown_metrics()
     shutdown_tracing()
+    # How long the exporters held up the exit (an unreachable collector must not stall a SIGTERM).
+    log.info("telemetry flushed", extra={"flush_seconds": round(time.monotonic() - flushing, 3)})

@@ -13,8 +13,49 @@ import pathlib
 import sqlite3
 import threading
 from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import trace
 
 from carechain.core.files import private_file, restrict_existing
+from carechain.runtime.metrics import backend_call, count_backend_error
+
+
+class TracedConnection(sqlite3.Connection):
+    """A connection whose statements are client spans ("sqlite INSERT") inside a traced call; failures counted.
+
+    Only statements run under a recording span (an RPC) get one, so background loops pay nothing.
+    The span name is the statement's verb: SQL text and parameters (identifiers) never reach a span.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if not trace.get_current_span().is_recording():
+            return _counted(super().execute, sql, parameters)
+        with backend_call("sqlite", _verb(sql)):
+            return _counted(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        if not trace.get_current_span().is_recording():
+            return _counted(super().executemany, sql, parameters)
+        with backend_call("sqlite", _verb(sql) + " many"):
+            return _counted(super().executemany, sql, parameters)
+
+
+def _verb(sql: str) -> str:
+    """The first keyword of a statement (SELECT, INSERT, BEGIN, PRAGMA, ...)."""
+    words = sql.split(None, 1)
+    return words[0].upper() if words else "?"
+
+
+def _counted(call: Any, *args: Any) -> Any:
+    """Run a statement; a database failure other than a constraint (a domain answer) counts as a backend error."""
+    try:
+        return call(*args)
+    except sqlite3.IntegrityError:
+        raise
+    except sqlite3.Error:
+        count_backend_error("sqlite")
+        raise
 
 
 def connect_durable(path: pathlib.Path) -> sqlite3.Connection:
@@ -24,7 +65,7 @@ def connect_durable(path: pathlib.Path) -> sqlite3.Connection:
     the -wal and -shm files the database file's mode; they are re-checked anyway).
     """
     private_file(path)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, factory=TracedConnection)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")

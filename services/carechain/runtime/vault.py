@@ -36,6 +36,7 @@ from carechain.core.crypto import Ed25519Signer, Signer
 from carechain.core.errors import CareChainError, FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from carechain.core.layout import service_principal_id, write_public_key
 from carechain.runtime.config import ServiceSettings
+from carechain.runtime.metrics import backend_call, count_backend_error
 
 log = logging.getLogger("carechain.runtime.vault")
 
@@ -111,6 +112,8 @@ def vault_errors(
                 mapped = FailedPrecondition(f"{operation}: Vault refused the request: {vault_message(exc)}")
         if mapped is None:  # pragma: no cover - every RequestException/VaultError is mapped above
             raise
+        if isinstance(mapped, Unavailable):
+            count_backend_error(BACKEND)
         raise mapped from None
 
 
@@ -187,7 +190,8 @@ class _SessionAdapter(hvac.adapters.JSONAdapter):
     # -- requests --
 
     def _internal(self, method: str, url: str, **kwargs: Any) -> Any:
-        return self._internal_call(lambda: super(_SessionAdapter, self).request(method, url, **kwargs))
+        with backend_call(BACKEND, f"{method.upper()} {_operation_of(url)}"):
+            return self._internal_call(lambda: super(_SessionAdapter, self).request(method, url, **kwargs))
 
     def _internal_call(self, call: Callable[[], Any]) -> Any:
         previous = getattr(self._busy, "active", False)
@@ -198,6 +202,11 @@ class _SessionAdapter(hvac.adapters.JSONAdapter):
             self._busy.active = previous
 
     def request(self, method: str, url: str, headers: Any = None, raise_exception: bool = True, **kwargs: Any) -> Any:
+        """One Vault HTTP request in a client span."""
+        with backend_call(BACKEND, f"{method.upper()} {_operation_of(url)}"):
+            return self._request(method, url, headers, raise_exception, **kwargs)
+
+    def _request(self, method: str, url: str, headers: Any, raise_exception: bool, **kwargs: Any) -> Any:
         if getattr(self._busy, "active", False) or "/auth/" in url and url.rstrip("/").endswith("/login"):
             return super().request(method, url, headers=headers, raise_exception=raise_exception, **kwargs)
         with self._lifecycle:
@@ -214,6 +223,17 @@ class _SessionAdapter(hvac.adapters.JSONAdapter):
                     raise
                 self._log_in()
             return super().request(method, url, headers=headers, raise_exception=raise_exception, **kwargs)
+
+
+def _operation_of(url: str) -> str:
+    """The mount and endpoint of a Vault API path ("/v1/transit/datakey/plaintext/kek-psn-1" -> "transit/datakey").
+
+    Span names stop there: further segments name keys and KV paths, i.e. patients and principals.
+    """
+    segments = [part for part in urllib.parse.urlsplit(url).path.split("/") if part]
+    if segments[:1] == ["v1"]:
+        segments = segments[1:]
+    return "/".join(segments[:2])
 
 
 def _approle_login(settings: ServiceSettings) -> Login:

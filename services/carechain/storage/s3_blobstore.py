@@ -32,7 +32,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
@@ -51,6 +51,7 @@ from urllib3.response import BaseHTTPResponse
 from carechain.core.crypto import same
 from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, NotFound, Unavailable
 from carechain.runtime.config import StorageSettings
+from carechain.runtime.metrics import backend_call, count_backend_error
 from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, StoredBlobInfo, check_sha256, verified_chunks
 
 BACKEND = "s3"
@@ -70,6 +71,14 @@ INCOMING_EXPIRY_DAYS = 1
 T = TypeVar("T")
 
 
+class _TracedPoolManager(urllib3.PoolManager):
+    """Each S3 request is a client span "s3 <METHOD>" (a GET's span ends when the body starts streaming)."""
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> BaseHTTPResponse:
+        with backend_call(BACKEND, method.upper()):
+            return super().urlopen(method, url, redirect=redirect, **kw)
+
+
 def s3_http_client(ca_cert: str | None = None) -> urllib3.PoolManager:
     """A connection pool that fails fast when S3 is down (few quick retries, short connect timeout)."""
     # Retry-After is not honoured: a server that is starting answers 503 with a long Retry-After, and
@@ -78,7 +87,7 @@ def s3_http_client(ca_cert: str | None = None) -> urllib3.PoolManager:
         total=2, connect=2, read=0, status=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504],
         raise_on_status=False, respect_retry_after_header=False,
     )
-    return urllib3.PoolManager(
+    return _TracedPoolManager(
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
         retries=retries,
         maxsize=32,
@@ -102,6 +111,7 @@ def s3_client(settings: StorageSettings) -> Minio:
 
 def _unavailable(exc: BaseException) -> Unavailable:
     """Unavailable("s3", ...) for a transport failure or an S3 error we do not handle; names no object."""
+    count_backend_error(BACKEND)
     if isinstance(exc, S3Error):
         return Unavailable(BACKEND, f"{exc.code} ({exc.message})")
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:

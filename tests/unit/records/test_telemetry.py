@@ -115,3 +115,19 @@ def test_rejected_values_reach_no_span_or_log(records, resource: dict, caplog: p
     assert SECRET not in exported
     assert "input_value" not in exported
     assert SECRET not in caplog.text
+
+
+def test_a_write_has_step_spans_under_the_method_span(records) -> None:
+    stub, metadata, exporter = records
+    exporter.clear()
+    resource = {"resourceType": "Observation", "status": SECRET, "code": {"text": "x"},
+                "subject": {"reference": f"Patient/{FHIR_ID}"}}
+    with pytest.raises(grpc.RpcError):
+        stub.PutRecord(records_pb2.PutRecordRequest(patient_id="psn-1", resource_json=json.dumps(resource).encode()),
+                       metadata=metadata)
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    method = spans["carechain.records.v1.RecordsService/PutRecord"]  # named without the leading "/"
+    step = spans["records.validate"]
+    assert step.parent is not None and step.parent.span_id == method.context.span_id
+    assert not step.status.is_ok, "the step that refused the input is marked failed"
+    assert "records.label" not in spans, "nothing after a refused validation runs"
