@@ -63,6 +63,7 @@ from carechain.runtime.config import AuditSettings
 from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.runtime.server import Register, register_servicer, run_service
+from carechain.runtime.streams import limited_stream
 
 log = logging.getLogger("carechain.audit.server")
 
@@ -458,6 +459,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 return
             response.anchors_checked += 1
 
+    @limited_stream  # a tail holds a worker: per-caller and per-server caps (runtime.streams)
     def StreamEvents(
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[audit_pb2.StoredAuditEvent]:
