@@ -197,6 +197,42 @@ def _reject_constant(name: str) -> Any:
     raise InvalidArgument(FIELD, f"has {name}, which is not JSON")
 
 
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]', re.DOTALL)
+# Segments of a too-deep path shown at each end (the middle of a long chain is elided).
+_PATH_ENDS = 6
+
+
+def _too_deep_path(text: str) -> str:
+    """The element path (e.g. ``resource_json.extension[0].extension[0]``) of the first object or array
+    nested deeper than MAX_DEPTH. Keys that are not FHIR element names are not echoed (they may be PHI)."""
+    frames: list[list[Any]] = []  # per open container: [is_object, key or index]
+    last_string = ""
+    for token in _JSON_TOKEN.finditer(text):
+        value = token.group()
+        if value in "{[":
+            if len(frames) == MAX_DEPTH:
+                break
+            frames.append([value == "{", None if value == "{" else 0])
+        elif value in "}]":
+            if frames:
+                frames.pop()
+        elif value == ":" and frames and frames[-1][0]:
+            frames[-1][1] = last_string
+        elif value == "," and frames and not frames[-1][0]:
+            frames[-1][1] += 1
+        else:
+            last_string = value[1:-1] if value.startswith('"') else last_string
+    elements = [FIELD]  # one per object key, with the array indices that follow it
+    for is_object, step in frames:
+        if is_object and step is not None:
+            elements.append(step if step in _element_names() else "<key>")
+        elif not is_object:
+            elements[-1] += f"[{step}]"
+    if len(elements) > 2 * _PATH_ENDS:
+        return ".".join(elements[:_PATH_ENDS]) + "..." + ".".join(elements[-_PATH_ENDS:])
+    return ".".join(elements)
+
+
 def parse_json(raw: bytes) -> Any:
     """Strict JSON of a resource: UTF-8, no BOM, no duplicate keys, nesting at most MAX_DEPTH; else InvalidArgument."""
     if raw.startswith(_BOMS):
@@ -210,7 +246,8 @@ def parse_json(raw: bytes) -> Any:
         depth += 1 if bracket.group() in "[{" else -1
         deepest = max(deepest, depth)
     if deepest > MAX_DEPTH:
-        raise InvalidArgument(FIELD, f"nests {deepest} levels deep; the limit is {MAX_DEPTH}")
+        raise InvalidArgument(_too_deep_path(text), f"nests {deepest} levels of objects and arrays; the limit is "
+                              f"{MAX_DEPTH}")
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
