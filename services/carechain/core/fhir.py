@@ -202,9 +202,32 @@ _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]', re.DOTALL)
 _PATH_ENDS = 6
 
 
+def _model_named(name: str) -> type[BaseModel] | None:
+    try:
+        model = get_fhir_model_class(name)
+    except (KeyError, ValueError, ImportError):
+        return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _element_model(model: type[BaseModel] | None, key: str) -> tuple[type[BaseModel] | None, bool]:
+    """The model of element key of model (None when unknown or primitive), and whether key is an element of it.
+
+    Walks the models along a path only, so naming a path never loads every FHIR model.
+    """
+    if model is None:
+        return None, False
+    info = next((i for n, i in model.model_fields.items() if (i.alias or n) == key), None)
+    if info is None:
+        return None, False
+    type_name = re.search(r"(\w+)Type\b", str(info.annotation))
+    return (_model_named(type_name.group(1)) if type_name else None), True
+
+
 def _too_deep_path(text: str) -> str:
     """The element path (e.g. ``resource_json.extension[0].extension[0]``) of the first object or array
-    nested deeper than MAX_DEPTH. Keys that are not FHIR element names are not echoed (they may be PHI)."""
+    nested deeper than MAX_DEPTH. A key that is not an element of the resource's model there is not
+    echoed (it may be PHI)."""
     frames: list[list[Any]] = []  # per open container: [is_object, key or index]
     last_string = ""
     for token in _JSON_TOKEN.finditer(text):
@@ -222,10 +245,13 @@ def _too_deep_path(text: str) -> str:
             frames[-1][1] += 1
         else:
             last_string = value[1:-1] if value.startswith('"') else last_string
+    named = re.search(r'"resourceType"\s*:\s*"([A-Za-z]{1,64})"', text)
+    model = _model_named(named.group(1)) if named else None
     elements = [FIELD]  # one per object key, with the array indices that follow it
     for is_object, step in frames:
         if is_object and step is not None:
-            elements.append(step if step in _element_names() else "<key>")
+            model, known = _element_model(model, step)
+            elements.append(step if known else "<key>")
         elif not is_object:
             elements[-1] += f"[{step}]"
     if len(elements) > 2 * _PATH_ENDS:
