@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-import importlib
 import json
-import pkgutil
+import pathlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -161,25 +160,23 @@ def _describe(error: ValidationError) -> str:
     return f"{location or 'resource'}: {_ERROR_WORDS.get(kind, 'is not valid (' + kind + ')')}"
 
 
+_ALIAS = re.compile(r'alias="_?(\w+)"')
+
+
 @functools.cache
 def _element_names() -> frozenset[str]:
-    """Every element name of every R4B model (JSON keys that are safe to name in an error)."""
+    """Every element name of every R4B model (JSON keys that are safe to name in an error).
+
+    Read from the models' source (each element is declared with its JSON ``alias``) rather than by
+    importing some 150 modules, which took tens of seconds on the first refused request.
+    """
     import fhir.resources.R4B as package
 
-    names = {"resourceType"}
-    for module_info in pkgutil.iter_modules(package.__path__):
-        if module_info.name.startswith(("fhirtypes", "tests")):
-            continue
-        try:
-            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
-        except ImportError:
-            continue
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__:
-                for name, info in value.model_fields.items():
-                    alias = info.alias or name
-                    names.update((alias, f"_{alias}"))
-    return frozenset(names)
+    names = {"resourceType", "fhir_comments"}
+    for source in pathlib.Path(package.__path__[0]).glob("*.py"):
+        if not source.name.startswith(("fhirtypes", "tests")):
+            names.update(_ALIAS.findall(source.read_text(encoding="utf-8")))
+    return frozenset(names | {f"_{name}" for name in names})
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
