@@ -5,7 +5,7 @@ method of every service descriptor (a new RPC is covered without touching this f
 requests generated from its descriptor: random and extreme ints, unknown enum values, empty, huge and
 deeply bracketed strings, random bytes and broken or deep JSON/FHIR in bytes fields, sub-messages,
 repeated and map fields. Each request is sent without a token, with a garbage token, and as a patient,
-a practitioner and the operator. Every status must be a deliberate one, and every service must still
+a practitioner, an organisation and the operator. Every status must be a deliberate one, and every service must still
 answer health afterwards. Then the stall of the issue: more audit tails than the caps, while writes go on.
 """
 
@@ -49,8 +49,8 @@ SERVICES = {
 METHODS = [(name, method) for name, service in SERVICES.items() for method in service.methods]
 # Statuses that mean "the server did not decide": an escaped exception or a bug.
 UNDECIDED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-CALLERS = ("anonymous", "garbage", "patient", "practitioner", "operator")
-EXAMPLES = 10  # per RPC, each sent as every caller: about 44 x 10 x 5 calls, about a minute
+CALLERS = ("anonymous", "garbage", "patient", "practitioner", "organization", "operator")
+EXAMPLES = 10  # per RPC, each sent as every caller: about 44 x 10 x 6 calls, about a minute
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +71,24 @@ class World:
         self.practitioner = new_practitioner(network, self.hospital, "psychiatry")
         self.patient, self.fhir_id = new_patient(network, self.hospital)
         self.operator = Actor("operator", network.layout.operator_signer(), operator_client(network))
-        stored = self.hospital.client.put_record(self.patient.principal_id, self.observation())
-        self.ids = [self.patient.principal_id, self.practitioner.principal_id, self.hospital.principal_id,
-                    self.fhir_id, stored.record_id, stored.content_sha256, "operator", "svc-records", "svc-audit"]
+        # What the generator aims at: principals of their own, since generated calls may deactivate or
+        # re-key them (the callers above must keep working, and so must the services).
+        self.target, self.target_fhir_id = new_patient(network, self.hospital)
+        target_practitioner = new_practitioner(network, self.hospital, "oncology")
+        stored = self.hospital.client.put_record(self.target.principal_id, self.observation(self.target_fhir_id))
+        self.ids = [self.target.principal_id, target_practitioner.principal_id, self.target_fhir_id,
+                    stored.record_id, stored.content_sha256]
+        for actor in (self.target, target_practitioner):
+            actor.client.close()
         self._channels: dict[str, grpc.Channel] = {}
         self._tokens = {kind: TokenSource.for_signer(self.channel("identity"), actor.signer) for kind, actor in
                         (("patient", self.patient), ("practitioner", self.practitioner),
-                         ("operator", self.operator))}
+                         ("organization", self.hospital), ("operator", self.operator))}
 
-    def observation(self, **fields: Any) -> dict[str, Any]:
-        return {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{self.fhir_id}"},
+    def observation(self, fhir_id: str = "", **fields: Any) -> dict[str, Any]:
+        """A valid Observation about the calling patient (or the patient with fhir_id)."""
+        return {"resourceType": "Observation", "status": "final",
+                "subject": {"reference": f"Patient/{fhir_id or self.fhir_id}"},
                 "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}, **fields}
 
     def channel(self, service: str) -> grpc.Channel:
@@ -142,8 +150,8 @@ class Generator:
         self.world = world
         self.strings = st.one_of(st.sampled_from(world.ids), st.text(max_size=40), st.sampled_from(HUGE_TEXTS),
                                  st.just(""))
-        valid = json.dumps(world.observation()).encode()
-        deep_valid = world.observation(extension=[functools.reduce(
+        valid = json.dumps(world.observation(world.target_fhir_id)).encode()
+        deep_valid = world.observation(world.target_fhir_id, extension=[functools.reduce(
             lambda inner, _: {"url": "http://example.org/x", "extension": [inner]}, range(200),
             {"url": "http://example.org/x", "valueString": "leaf"})])
         self.blobs = st.one_of(
@@ -151,7 +159,7 @@ class Generator:
                 valid, json.dumps(deep_valid).encode(), _deep_json(100_000), b"[" * 500_000,
                 b'{"resourceType":"Observation","status":"final","status":"final"}', b"\xff\xfe" + valid,
                 valid.replace(b"final", b"NaN"), b"\xed\xa0\x80", b"{}", b"null", b"1e999999",
-                json.dumps(world.observation(valueQuantity={"value": 10**400})).encode(),
+                json.dumps(world.observation(world.target_fhir_id, valueQuantity={"value": 10**400})).encode(),
                 json.dumps({"resourceType": "Consent", "status": "active"}).encode(),
             ]),
             st.builds(lambda v: v.encode(), st.text(max_size=80)),
