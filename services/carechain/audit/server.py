@@ -48,6 +48,7 @@ from carechain.runtime.config import AuditSettings
 from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.runtime.server import Register, register_servicer, run_service
+from carechain.runtime.streams import limited_stream
 
 
 def _own_service_events(caller: Caller, request: audit_pb2.RecordEventRequest, servicer: AuditServicer) -> None:
@@ -177,6 +178,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.VerifyAuditChainResponse:
         return self._verification.verify(request.check_ledger)
 
+    @limited_stream  # a tail holds a worker: per-caller and per-server caps (runtime.streams)
     def StreamEvents(
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[audit_pb2.StoredAuditEvent]:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-import importlib
 import json
-import pkgutil
+import pathlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -161,25 +160,23 @@ def _describe(error: ValidationError) -> str:
     return f"{location or 'resource'}: {_ERROR_WORDS.get(kind, 'is not valid (' + kind + ')')}"
 
 
+_ALIAS = re.compile(r'alias="_?(\w+)"')
+
+
 @functools.cache
 def _element_names() -> frozenset[str]:
-    """Every element name of every R4B model (JSON keys that are safe to name in an error)."""
+    """Every element name of every R4B model (JSON keys that are safe to name in an error).
+
+    Read from the models' source (each element is declared with its JSON ``alias``) rather than by
+    importing some 150 modules, which took tens of seconds on the first refused request.
+    """
     import fhir.resources.R4B as package
 
-    names = {"resourceType"}
-    for module_info in pkgutil.iter_modules(package.__path__):
-        if module_info.name.startswith(("fhirtypes", "tests")):
-            continue
-        try:
-            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
-        except ImportError:
-            continue
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__:
-                for name, info in value.model_fields.items():
-                    alias = info.alias or name
-                    names.update((alias, f"_{alias}"))
-    return frozenset(names)
+    names = {"resourceType", "fhir_comments"}
+    for source in pathlib.Path(package.__path__[0]).glob("*.py"):
+        if not source.name.startswith(("fhirtypes", "tests")):
+            names.update(_ALIAS.findall(source.read_text(encoding="utf-8")))
+    return frozenset(names | {f"_{name}" for name in names})
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -197,6 +194,68 @@ def _reject_constant(name: str) -> Any:
     raise InvalidArgument(FIELD, f"has {name}, which is not JSON")
 
 
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]', re.DOTALL)
+# Segments of a too-deep path shown at each end (the middle of a long chain is elided).
+_PATH_ENDS = 6
+
+
+def _model_named(name: str) -> type[BaseModel] | None:
+    try:
+        model = get_fhir_model_class(name)
+    except (KeyError, ValueError, ImportError):
+        return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _element_model(model: type[BaseModel] | None, key: str) -> tuple[type[BaseModel] | None, bool]:
+    """The model of element key of model (None when unknown or primitive), and whether key is an element of it.
+
+    Walks the models along a path only, so naming a path never loads every FHIR model.
+    """
+    if model is None:
+        return None, False
+    info = next((i for n, i in model.model_fields.items() if (i.alias or n) == key), None)
+    if info is None:
+        return None, False
+    type_name = re.search(r"(\w+)Type\b", str(info.annotation))
+    return (_model_named(type_name.group(1)) if type_name else None), True
+
+
+def _too_deep_path(text: str) -> str:
+    """The element path (e.g. ``resource_json.extension[0].extension[0]``) of the first object or array
+    nested deeper than MAX_DEPTH. A key that is not an element of the resource's model there is not
+    echoed (it may be PHI)."""
+    frames: list[list[Any]] = []  # per open container: [is_object, key or index]
+    last_string = ""
+    for token in _JSON_TOKEN.finditer(text):
+        value = token.group()
+        if value in "{[":
+            if len(frames) == MAX_DEPTH:
+                break
+            frames.append([value == "{", None if value == "{" else 0])
+        elif value in "}]":
+            if frames:
+                frames.pop()
+        elif value == ":" and frames and frames[-1][0]:
+            frames[-1][1] = last_string
+        elif value == "," and frames and not frames[-1][0]:
+            frames[-1][1] += 1
+        else:
+            last_string = value[1:-1] if value.startswith('"') else last_string
+    named = re.search(r'"resourceType"\s*:\s*"([A-Za-z]{1,64})"', text)
+    model = _model_named(named.group(1)) if named else None
+    elements = [FIELD]  # one per object key, with the array indices that follow it
+    for is_object, step in frames:
+        if is_object and step is not None:
+            model, known = _element_model(model, step)
+            elements.append(step if known else "<key>")
+        elif not is_object:
+            elements[-1] += f"[{step}]"
+    if len(elements) > 2 * _PATH_ENDS:
+        return ".".join(elements[:_PATH_ENDS]) + "..." + ".".join(elements[-_PATH_ENDS:])
+    return ".".join(elements)
+
+
 def parse_json(raw: bytes) -> Any:
     """Strict JSON of a resource: UTF-8, no BOM, no duplicate keys, nesting at most MAX_DEPTH; else InvalidArgument."""
     if raw.startswith(_BOMS):
@@ -210,7 +269,8 @@ def parse_json(raw: bytes) -> Any:
         depth += 1 if bracket.group() in "[{" else -1
         deepest = max(deepest, depth)
     if deepest > MAX_DEPTH:
-        raise InvalidArgument(FIELD, f"nests {deepest} levels deep; the limit is {MAX_DEPTH}")
+        raise InvalidArgument(_too_deep_path(text), f"nests {deepest} levels of objects and arrays; the limit is "
+                              f"{MAX_DEPTH}")
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:

@@ -39,7 +39,23 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level")
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="time in-flight calls get after SIGTERM")
     max_workers: int = Field(16, ge=1, le=256, description="gRPC worker threads")
-    rpc_timeout_seconds: float = Field(10.0, gt=0, description="deadline for calls to other services")
+    rpc_timeout_seconds: float = Field(
+        10.0, gt=0, description="deadline for calls to other services (less when the served caller has less time)"
+    )
+    max_concurrent_rpcs: int = Field(
+        64, ge=1, le=100_000,
+        description="calls in the server at once (running or waiting for a worker); one more is refused at once "
+        "with RESOURCE_EXHAUSTED",
+    )
+    max_streams: int = Field(
+        6, ge=1, le=10_000,
+        description="long-lived streams (StreamEvents tails) open at once on this server; capped at half of "
+        "max_workers so that unary calls always find a worker; one more is RESOURCE_EXHAUSTED",
+    )
+    max_streams_per_caller: int = Field(
+        3, ge=1, le=10_000,
+        description="long-lived streams one caller may hold open at once; one more is RESOURCE_EXHAUSTED",
+    )
     # Spreading calls over replicas (carechain.client.balancing): peers' call policy, server connection ageing.
     peer_load_balancing: Literal["pick_first", "round_robin"] = Field(
         "pick_first", description="gRPC policy for calls to other services; round_robin: per call over every "

@@ -4,10 +4,18 @@ Every channel carries the OpenTelemetry client interceptor (W3C context on
 every hop) and, when a token source is given, the caller's bearer token for the
 target service. Peer failures that mean "down" surface as
 :class:`carechain.core.errors.Unavailable` naming the service.
+
+Deadlines: a call made while serving an RPC gets the smaller of the configured
+``rpc_timeout_seconds`` and the served caller's remaining time less
+:data:`DEADLINE_MARGIN_SECONDS` (the interceptor of :mod:`carechain.runtime.server`
+makes the served call current, :func:`serving_call`), so a caller's deadline holds
+through every hop and no peer keeps working for a caller that has given up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,15 +25,63 @@ from carechain.client.auth import TokenSource
 from carechain.client.channels import open_channel
 from carechain.client.tls import ClientTLS
 from carechain.core.crypto import Signer
-from carechain.core.errors import Unavailable
+from carechain.core.errors import CareChainError, Unavailable
 
 _DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
+# Time kept back from the caller's remaining time on each hop: this service still has to answer.
+DEADLINE_MARGIN_SECONDS = 0.05
 
+# The servicer context of the RPC this thread is serving (set by the server's call interceptor).
+_served: contextvars.ContextVar[grpc.ServicerContext | None] = contextvars.ContextVar("carechain_served_call",
+                                                                                     default=None)
+
+
+class DeadlineExceeded(CareChainError):
+    """The served caller's deadline leaves no time for a call to a peer."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@contextlib.contextmanager
+def serving_call(context: grpc.ServicerContext) -> Iterator[None]:
+    """Make context the served call of this thread while the block runs (used by the call interceptor)."""
+    token = _served.set(context)
+    try:
+        yield
+    finally:
+        _served.reset(token)
+
+
+def caller_time_remaining() -> float | None:
+    """Seconds left before the served caller's deadline (None: not serving a call, or no deadline)."""
+    context = _served.get()
+    if context is None:
+        return None
+    remaining = context.time_remaining()
+    return None if remaining is None else float(remaining)
+
+
+def peer_timeout(configured: float) -> tuple[float, bool]:
+    """The deadline for a peer call now, and whether the served caller's deadline is what bounds it.
+
+    DeadlineExceeded when the caller's remaining time is within the margin (the answer could not reach it).
+    """
+    remaining = caller_time_remaining()
+    if remaining is None or remaining - DEADLINE_MARGIN_SECONDS >= configured:
+        return configured, False
+    if remaining <= DEADLINE_MARGIN_SECONDS:
+        raise DeadlineExceeded("the caller's deadline leaves no time to call other services")
+    return remaining - DEADLINE_MARGIN_SECONDS, True
 
 
 class PeerStub:
-    """Wraps a generated stub: default deadline, and Unavailable naming the peer when it is down."""
+    """Wraps a generated stub: a deadline on every call, and Unavailable naming the peer when it is down.
+
+    The deadline is the configured timeout, or less when the served caller has less time left
+    (:func:`peer_timeout`); an explicit ``timeout=`` is capped the same way. A peer call that runs out
+    of the caller's time is DEADLINE_EXCEEDED (the caller's deadline, not the peer, is the cause).
+    """
 
     def __init__(self, service: str, stub: Any, timeout: float) -> None:
         self._service = service
@@ -36,25 +92,27 @@ class PeerStub:
         target = getattr(self._stub, method)
 
         def call(request: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("timeout", self._timeout)
+            timeout, caller_bound = peer_timeout(kwargs.pop("timeout", None) or self._timeout)
             try:
-                result = target(request, **kwargs)
+                result = target(request, timeout=timeout, **kwargs)
             except grpc.RpcError as exc:
-                raise self._translate(exc) from exc
+                raise self._translate(exc, caller_bound) from exc
             if isinstance(result, Iterator):
-                return self._stream(result)
+                return self._stream(result, caller_bound)
             return result
 
         return call
 
-    def _stream(self, responses: Iterator[Any]) -> Iterator[Any]:
+    def _stream(self, responses: Iterator[Any], caller_bound: bool) -> Iterator[Any]:
         try:
             yield from responses
         except grpc.RpcError as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, caller_bound) from exc
 
-    def _translate(self, exc: grpc.RpcError) -> Exception:
+    def _translate(self, exc: grpc.RpcError, caller_bound: bool = False) -> Exception:
         code = exc.code() if hasattr(exc, "code") else None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and caller_bound:
+            return DeadlineExceeded(f"the caller's deadline expired while calling the {self._service} service")
         if code in _DOWN:
             details = exc.details() if hasattr(exc, "details") else ""
             return Unavailable(f"{self._service} service", details or str(code))

@@ -10,28 +10,34 @@ grace period so in-flight calls finish).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from carechain.client.balancing import server_options
 from carechain.client.channels import MAX_MESSAGE_BYTES
-from carechain.core.errors import CareChainError, PermissionDenied
-from carechain.core.telemetry import configure_tracing, grpc_server_interceptor, shutdown_tracing
+from carechain.core.errors import CareChainError, InvalidArgument, PermissionDenied
+from carechain.core.telemetry import configure_tracing, current_trace_id, grpc_server_interceptor, shutdown_tracing
 from carechain.runtime import metrics
 from carechain.runtime.access import AccessTable, guard, is_guarded
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
 from carechain.runtime.logs import configure_logging
+from carechain.runtime.peers import serving_call
+from carechain.runtime.streams import StreamLimiter, serving_with
 from carechain.runtime.tls import server_credentials
 
 log = logging.getLogger("carechain.runtime.server")
@@ -40,19 +46,92 @@ log = logging.getLogger("carechain.runtime.server")
 Register = Callable[[grpc.Server], Iterable[str]]
 
 
-def _abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
-    """Turn a domain or peer error into the right gRPC status; re-raise anything else."""
-    if isinstance(exc, CareChainError):
-        log.info("request refused", extra={"grpc_code": exc.code.name, "reason": exc.message})
+def _abort_with(context: grpc.ServicerContext, method: str, exc: BaseException) -> None:
+    """End the call with the status exc stands for; an unexpected exception is INTERNAL, logged once.
+
+    Every path ends in ``context.abort`` (which raises): an exception that escaped the servicer
+    would reach the client as UNKNOWN, with its message, which may hold a value from the request.
+    """
+    if _already_aborted(context):
+        raise exc  # the handler chose the status itself
+    if isinstance(exc, CareChainError) and exc.code != grpc.StatusCode.INTERNAL:
+        # A client error or a backend's refusal: an expected outcome, no traceback.
+        log.info("request refused", extra={"rpc_method": method, "grpc_code": exc.code.name, "reason": exc.message})
         context.abort(exc.code, exc.message)
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") and exc.code() not in _NOT_PASSED_ON:
         # A peer refused the call: pass its status through unchanged.
         context.abort(exc.code(), exc.details() or "")
-    log.exception("unexpected error")
-    raise exc
+    # A real bug or an unforeseen failure: one ERROR line naming the exception's type and where it was
+    # raised, never its message or locals (they may hold PHI); the client gets a trace id to quote.
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
+    where = f"{frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno} in {frame[0].name}" if frame[0] else ""
+    trace_id = current_trace_id()
+    log.error("internal error", extra={"rpc_method": method, "error_type": type(exc).__name__,
+                                       "error_at": where, "trace_id": trace_id})
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (trace id {trace_id})" if trace_id else "internal error")
+
+
+# Statuses of a peer that are not passed on as they are: they would blame this service's caller.
+_NOT_PASSED_ON = (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.OK)
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    code = context.code() if hasattr(context, "code") else None
+    return code is not None and code != grpc.StatusCode.OK
 
 
 _OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
+
+# The largest value a uint64 request field may hold: every store (SQLite, etcd's JSON) keeps int64.
+MAX_UINT64_FIELD = 2**63 - 1
+_UINT64_TYPES = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
+
+
+@functools.cache
+def _has_uint64(descriptor: Any, _seen: frozenset[str] = frozenset()) -> bool:
+    """Whether messages of this type can hold a uint64 field, at any depth (cached per type)."""
+    if descriptor.full_name in _seen:
+        return False
+    seen = _seen | {descriptor.full_name}
+    return any(f.type in _UINT64_TYPES or (f.message_type is not None and _has_uint64(f.message_type, seen))
+               for f in descriptor.fields)
+
+
+def _uint64_out_of_range(message: Any, path: str = "") -> str | None:
+    """The path of the first uint64 field above MAX_UINT64_FIELD in message, if any."""
+    if not _has_uint64(message.DESCRIPTOR):
+        return None
+    for field_descriptor, value in message.ListFields():
+        name = f"{path}{field_descriptor.name}"
+        if field_descriptor.message_type is not None and field_descriptor.message_type.GetOptions().map_entry:
+            entry = field_descriptor.message_type.fields_by_name
+            items = [(f"{name}[{key!r}]", key, item) for key, item in value.items()]
+            fields = (entry["key"], entry["value"])
+        elif field_descriptor.is_repeated:
+            items = [(f"{name}[{i}]", None, item) for i, item in enumerate(value)]
+            fields = (None, field_descriptor)
+        else:
+            items, fields = [(name, None, value)], (None, field_descriptor)
+        key_field, value_field = fields
+        for item_path, key, item in items:
+            if key_field is not None and key_field.type in _UINT64_TYPES and key > MAX_UINT64_FIELD:
+                return item_path
+            if value_field.type in _UINT64_TYPES and item > MAX_UINT64_FIELD:
+                return item_path
+            if value_field.message_type is not None:
+                found = _uint64_out_of_range(item, f"{item_path}.")
+                if found:
+                    return found
+    return None
+
+
+def check_request_ranges(request: Any) -> None:
+    """InvalidArgument naming the field when a uint64 holds more than MAX_UINT64_FIELD (no store can keep it)."""
+    if request is None or not hasattr(request, "DESCRIPTOR"):
+        return
+    found = _uint64_out_of_range(request)
+    if found:
+        raise InvalidArgument(found, f"must be at most {MAX_UINT64_FIELD}")
 
 
 def _unguarded(behavior: Any) -> Any:
@@ -67,11 +146,24 @@ def _unguarded(behavior: Any) -> Any:
 class CallInterceptor(grpc.ServerInterceptor):
     """Logs every call (method, status, duration; never payloads) and maps errors to statuses.
 
-    :class:`CareChainError` and peer ``RpcError`` raised by handlers become the right
-    gRPC status; anything else is logged and becomes INTERNAL. Every method except
-    health and reflection must have been registered through
-    :func:`carechain.runtime.access.guard`; any other handler is refused (PERMISSION_DENIED).
+    :class:`CareChainError` and peer ``RpcError`` raised by handlers (also while a stream is
+    iterated) become the right gRPC status; anything else is logged once and becomes INTERNAL:
+    no call ends with UNKNOWN. A request's uint64 field above :data:`MAX_UINT64_FIELD` is refused
+    with INVALID_ARGUMENT naming it, before access checks. Every method except health and reflection
+    must have been registered through :func:`carechain.runtime.access.guard`; any other handler is
+    refused (PERMISSION_DENIED). While a handler runs, its context is the served call of
+    :mod:`carechain.runtime.peers` (calls to other services inherit its deadline) and the server's
+    :class:`~carechain.runtime.streams.StreamLimiter` is current.
     """
+
+    def __init__(self, streams: StreamLimiter | None = None) -> None:
+        self._streams = streams
+
+    def _serving(self, context: grpc.ServicerContext) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(serving_call(context))
+        stack.enter_context(serving_with(self._streams))
+        return stack
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
@@ -79,6 +171,7 @@ class CallInterceptor(grpc.ServerInterceptor):
             return None
         method = handler_call_details.method
         open_method = method.startswith(_OPEN_PREFIXES)
+        serving = self._serving
 
         def unary(behavior: Any) -> Any:
             if not (open_method or is_guarded(behavior)):
@@ -87,9 +180,11 @@ class CallInterceptor(grpc.ServerInterceptor):
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 started = time.monotonic()
                 try:
-                    return behavior(request, context)
-                except Exception as exc:  # noqa: BLE001 - re-raised unless mapped
-                    _abort_with(context, exc)
+                    with serving(context):
+                        check_request_ranges(request)
+                        return behavior(request, context)
+                except Exception as exc:  # noqa: BLE001 - every exception ends in a status
+                    _abort_with(context, method, exc)
                 finally:
                     _log_call(method, context, started)
 
@@ -102,9 +197,18 @@ class CallInterceptor(grpc.ServerInterceptor):
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 started = time.monotonic()
                 try:
-                    yield from behavior(request, context)
-                except Exception as exc:  # noqa: BLE001 - re-raised unless mapped
-                    _abort_with(context, exc)
+                    with serving(context):
+                        check_request_ranges(request)
+                        responses = iter(behavior(request, context))
+                    while True:
+                        # Current only while the handler runs: a stream can be closed from any thread.
+                        with serving(context):
+                            response = next(responses, _END)
+                        if response is _END:
+                            return
+                        yield response
+                except Exception as exc:  # noqa: BLE001 - every exception ends in a status
+                    _abort_with(context, method, exc)
                 finally:
                     _log_call(method, context, started)
 
@@ -121,6 +225,9 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
         return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+
+
+_END = object()
 
 
 def _log_call(method: str, context: grpc.ServicerContext, started: float) -> None:
@@ -212,21 +319,34 @@ def _listen(server: grpc.Server, setting: str, address: str, credentials: grpc.S
     return port
 
 
+def stream_limiter(settings: ServiceSettings) -> StreamLimiter:
+    """The server's stream caps: as configured, but never more than half the workers."""
+    cap = max(1, min(settings.max_streams, settings.max_workers // 2))
+    return StreamLimiter(cap, min(settings.max_streams_per_caller, cap))
+
+
 def start_service(
     name: str,
     settings: ServiceSettings,
     register: Register,
     on_stop: Iterable[Callable[[], None]] = (),
 ) -> RunningService:
-    """Build and start a service's gRPC server with health, reflection and interceptors."""
+    """Build and start a service's gRPC server with health, reflection and interceptors.
+
+    Backpressure: at most ``max_concurrent_rpcs`` calls are in the server at once (running or
+    waiting for a worker); one more is refused at once with RESOURCE_EXHAUSTED instead of
+    queueing without bound. Long-lived streams hold at most half the workers
+    (:mod:`carechain.runtime.streams`), so unary calls and health always find one.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=name),
-        interceptors=[grpc_server_interceptor(), CallInterceptor()],
+        interceptors=[grpc_server_interceptor(), CallInterceptor(stream_limiter(settings))],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             *server_options(settings),  # connection ageing: callers reconnect and reach new replicas
         ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     service_names = list(register(server))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -101,17 +101,37 @@ def test_latin_1_is_refused() -> None:
     assert "caf" not in str(error)
 
 
-def test_nesting_deeper_than_the_limit_is_invalid_argument_not_unknown() -> None:
+def test_nesting_deeper_than_the_limit_is_invalid_argument_naming_the_element() -> None:
     deep = {"resourceType": "Observation"}
     node = deep
     for _ in range(MAX_DEPTH + 5):
         node["extension"] = [{"url": "http://x"}]
         node = node["extension"][0]
-    _refused(json.dumps(deep).encode(), "resource_json", f"the limit is {MAX_DEPTH}")
+    # The error names the element path where the limit is crossed (its long middle elided).
+    error = _refused(json.dumps(deep).encode(), "resource_json.extension[0].extension[0].extension[0]"
+                     ".extension[0].extension[0]...extension[0].extension[0].extension[0].extension[0]"
+                     ".extension[0].extension[0]", f"the limit is {MAX_DEPTH}")
+    assert f"nests {2 * (MAX_DEPTH + 5) + 1} levels" in str(error)
     # far deeper than the parser's recursion limit
-    _refused(b"[" * 100_000 + b"]" * 100_000, "resource_json", f"the limit is {MAX_DEPTH}")
+    _refused(b"[" * 100_000 + b"]" * 100_000, "resource_json" + "[0]" * MAX_DEPTH, f"the limit is {MAX_DEPTH}")
+    # a key that is not a FHIR element name is not echoed (free text may be PHI)
+    secret = {"resourceType": "Observation", "Jane Doe": [[[[["x"]]]]]}
+    node = secret["Jane Doe"][0][0][0][0]
+    for _ in range(MAX_DEPTH):
+        node.append([])
+        node = node[-1]
+    error = _refused(json.dumps(secret).encode(), "resource_json.<key>" + "[0]" * 4 + "[1]" + "[0]" * 58,
+                     "the limit is")
+    assert "Jane" not in str(error)
     # brackets inside strings do not count
     validate_resource(json.dumps(_observation(valueString="[" * 200)).encode(), PATIENT, LIMIT)
+
+
+def test_valid_resources_nested_close_to_the_limit_are_accepted() -> None:
+    extension = {"url": "http://example.org/leaf", "valueString": "leaf"}
+    for _ in range((MAX_DEPTH - 2) // 2 - 1):  # 30 nested extensions: 63 levels with the resource
+        extension = {"url": "http://example.org/branch", "extension": [extension]}
+    assert validate_resource(json.dumps(_observation(extension=[extension])).encode(), PATIENT, LIMIT)
 
 
 def test_nan_is_refused() -> None:

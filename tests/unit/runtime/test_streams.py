@@ -1,0 +1,147 @@
+"""Stream caps: open tails never starve unary calls; a stream beyond a cap is RESOURCE_EXHAUSTED."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from runtime_fixtures import TRUST, bearer
+
+from carechain.audit.server import AuditServicer, register_audit
+from carechain.audit.sqlite_store import SQLiteAuditStore
+from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
+from carechain.common.v1 import common_pb2
+from carechain.core.layout import audience
+from carechain.runtime.auth import Authenticator, Caller
+from carechain.runtime.config import AuditSettings
+from carechain.runtime.server import start_service, stream_limiter
+from carechain.runtime.streams import ResourceExhausted, StreamLimiter
+
+OPERATOR = Caller("operator", common_pb2.PRINCIPAL_KIND_OPERATOR)
+SERVICES = [Caller(f"svc-{name}", common_pb2.PRINCIPAL_KIND_SERVICE)
+            for name in ("records", "consent", "identity", "ledger", "storage")]
+RECORDS = SERVICES[0]
+
+
+def test_the_limiter_caps_per_caller_and_in_total_and_frees_slots() -> None:
+    limiter = StreamLimiter(max_streams=3, max_per_caller=2)
+    with limiter.slot("a"), limiter.slot("a"):
+        with pytest.raises(ResourceExhausted, match="this caller"), limiter.slot("a"):
+            pass
+        with limiter.slot("b"):
+            assert limiter.open_streams == 3
+            with pytest.raises(ResourceExhausted, match="maximum of 3"), limiter.slot("c"):
+                pass
+    assert limiter.open_streams == 0
+    with pytest.raises(RuntimeError), limiter.slot("a"):
+        raise RuntimeError("a stream that failed")
+    assert limiter.open_streams == 0  # failed streams give their slot back
+
+
+def test_streams_never_get_more_than_half_the_workers() -> None:
+    assert stream_limiter(AuditSettings()).max_streams == 6  # the default, with 16 workers
+    assert stream_limiter(AuditSettings(max_workers=4, max_streams=100)).max_streams == 2
+    assert stream_limiter(AuditSettings(max_streams=10, max_streams_per_caller=50)).max_per_caller == 8
+
+
+@pytest.fixture()
+def audit(tmp_path: pathlib.Path) -> Iterator[grpc.Channel]:
+    """The audit service with its default settings (16 workers)."""
+    store = SQLiteAuditStore(tmp_path)
+    servicer = AuditServicer(Authenticator(TRUST, audience("audit")), store)
+    running = start_service("audit", AuditSettings(listen_address="127.0.0.1:0", shutdown_grace_seconds=0),
+                            register_audit(servicer), [store.close])
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            yield channel
+    finally:
+        running.stop()
+
+
+def _tail(stub: audit_pb2_grpc.AuditServiceStub, caller: Caller):
+    return stub.StreamEvents(audit_pb2.StreamEventsRequest(), metadata=bearer(caller, "audit"), timeout=60)
+
+
+def _record(stub: audit_pb2_grpc.AuditServiceStub) -> int:
+    event = audit_pb2.AuditEvent(
+        event_id=str(uuid.uuid4()), time_ms=int(time.time() * 1000), service="records", actor_id="prac-1",
+        patient_id="pat-1", record_id="rec-1", action=audit_pb2.AUDIT_ACTION_READ,
+        outcome=audit_pb2.AUDIT_OUTCOME_SUCCESS, purpose=common_pb2.PURPOSE_OF_USE_TREAT)
+    return stub.RecordEvent(audit_pb2.RecordEventRequest(event=event), metadata=bearer(RECORDS, "audit"),
+                            timeout=5).sequence
+
+
+def _refusal(tail) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        next(tail)
+    return caught.value.code(), caught.value.details()
+
+
+def test_tails_beyond_the_caps_are_refused_and_writes_stay_prompt(audit: grpc.Channel) -> None:
+    stub = audit_pb2_grpc.AuditServiceStub(audit)
+    _record(stub)  # one stored event, so that an admitted tail answers with it
+    # The issue's attack: sixteen tails (the worker count) used to take every worker.
+    operator_tails = [_tail(stub, OPERATOR) for _ in range(3)]
+    for tail in operator_tails:
+        assert next(tail).sequence == 1  # admitted and replaying
+    code, details = _refusal(_tail(stub, OPERATOR))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "this caller" in details
+    service_tails = [_tail(stub, caller) for caller in SERVICES[:3]]
+    for tail in service_tails:
+        assert next(tail).sequence == 1
+    refused = [_refusal(_tail(stub, caller)) for caller in SERVICES[3:] for _ in range(5)]
+    assert {code for code, _ in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert all("maximum of 6 open streams" in details for _, details in refused)
+
+    # Six tails are open: writes (and health) still find workers, concurrently and promptly.
+    started = time.monotonic()
+    with futures.ThreadPoolExecutor(max_workers=12) as pool:
+        sequences = list(pool.map(lambda _: _record(stub), range(24)))
+    assert sorted(sequences) == list(range(2, 26))
+    assert time.monotonic() - started < 10
+    health = health_pb2_grpc.HealthStub(audit).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+    # An open tail still follows the new events; a closed one gives its slot back.
+    assert next(operator_tails[0]).sequence == 2
+    operator_tails[0].cancel()
+    deadline = time.monotonic() + 10
+    while True:  # the tail's worker notices the cancel at its next poll
+        replacement = _tail(stub, OPERATOR)
+        try:
+            assert next(replacement).sequence == 1
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.2)
+    for tail in [*operator_tails, *service_tails, replacement]:
+        tail.cancel()
+
+
+def test_a_refused_tail_does_not_hold_a_slot(audit: grpc.Channel) -> None:
+    stub = audit_pb2_grpc.AuditServiceStub(audit)
+    _record(stub)
+    barrier = threading.Barrier(10)
+
+    def open_one(caller: Caller):
+        barrier.wait()
+        tail = _tail(stub, caller)
+        try:
+            return next(tail).sequence, tail
+        except grpc.RpcError as exc:
+            return exc.code(), None
+
+    with futures.ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(open_one, [SERVICES[i % 5] for i in range(10)]))
+    admitted = [tail for outcome, tail in results if outcome == 1]
+    assert len(admitted) == 6  # exactly the cap, even when they all arrive at once
+    assert {outcome for outcome, _ in results if outcome != 1} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    for tail in admitted:
+        tail.cancel()
