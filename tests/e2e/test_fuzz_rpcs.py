@@ -11,6 +11,7 @@ answer health afterwards. Then the stall of the issue: more audit tails than the
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import time
@@ -224,11 +225,14 @@ class Generator:
 
 # Header-legal values only (printable ASCII): anything else never leaves the client.
 _HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=200)
+# A 3,000-deep JSON array as the JOSE header and as the payload: the parser must refuse it as UNAUTHENTICATED.
+_DEEP = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
+DEEP_JSON_TOKEN = f"Bearer {_DEEP}.{_DEEP}.AAAA"
 GARBAGE_TOKENS = st.one_of(
     _HEADER_TEXT,
     st.builds(lambda t: f"Bearer {t}", _HEADER_TEXT),
     st.sampled_from(["Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer a.b.c", "Bearer ..", "Bearer " + "A" * 8000,
-                     "bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJvcGVyYXRvciJ9.", "Bearer e30.e30.AAAA"]),
+                     "bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJvcGVyYXRvciJ9.", "Bearer e30.e30.AAAA", DEEP_JSON_TOKEN]),
 )
 
 

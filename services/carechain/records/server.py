@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import grpc
 
@@ -42,7 +41,8 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         self._auth = authenticator
         self._reconciler = reconciler
 
-    def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext) -> Any:
+    def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext
+                  ) -> records_pb2.PutRecordResponse:
         stored = self._gateway.put_record(caller(context), request.patient_id, request.resource_json)
         return records_pb2.PutRecordResponse(
             record_id=stored.record_id,
@@ -53,7 +53,8 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             security_labels=security_label_messages(stored.categories),
         )
 
-    def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext) -> Any:
+    def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext
+                  ) -> records_pb2.GetRecordResponse:
         record = self._gateway.get_record(
             caller(context), request.record_id, request.purpose, request.action, request.break_glass,
             request.break_glass_reason,
@@ -73,8 +74,8 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             labelled_resource_json=record.labelled_resource_json,
         )
 
-
-    def Reconcile(self, request: records_pb2.ReconcileRequest, context: grpc.ServicerContext) -> Any:
+    def Reconcile(self, request: records_pb2.ReconcileRequest, context: grpc.ServicerContext
+                  ) -> records_pb2.ReconcileReport:
         return self._reconciler.run(dry_run=request.dry_run)
 
 

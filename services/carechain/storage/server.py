@@ -79,7 +79,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         sha256 = check_sha256(request.sha256)
         return storage_pb2.BlobRef(sha256=sha256, size=self._store.stat(sha256))
 
-    def ListBlobs(self, request, context):  # noqa: N802 - gRPC method name
+    def ListBlobs(
+        self, request: storage_pb2.ListBlobsRequest, context: grpc.ServicerContext
+    ) -> storage_pb2.ListBlobsResponse:
         before = _required_time(request.written_before_ms, "written_before_ms")
         if request.page_size > MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
@@ -90,13 +92,17 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             next_page_token=blobs[-1].sha256 if len(blobs) == limit else "",
         )
 
-    def DeleteBlob(self, request, context):  # noqa: N802 - gRPC method name
+    def DeleteBlob(
+        self, request: storage_pb2.DeleteBlobRequest, context: grpc.ServicerContext
+    ) -> storage_pb2.DeleteBlobResponse:
         sha256 = check_sha256(request.sha256)
         size = self._store.delete(sha256, _required_time(request.written_before_ms, "written_before_ms"))
         log.info("orphan blob deleted", extra={"sha256": sha256})
         return storage_pb2.DeleteBlobResponse(size=size)
 
-    def PruneIncoming(self, request, context):  # noqa: N802 - gRPC method name
+    def PruneIncoming(
+        self, request: storage_pb2.PruneIncomingRequest, context: grpc.ServicerContext
+    ) -> storage_pb2.PruneIncomingResponse:
         removed = self._store.prune_incoming(_required_time(request.created_before_ms, "created_before_ms"))
         return storage_pb2.PruneIncomingResponse(removed=removed)
 
