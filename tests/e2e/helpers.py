@@ -15,6 +15,8 @@ from carechain.client.sdk import CareChainClient, Kind
 from carechain.core.crypto import Ed25519Signer
 from carechain.dev.backends.stack import BackendStack
 from carechain.dev.localnet import LocalNetwork
+from carechain.ledger.transactions import decode_body
+from carechain.ledger.v1 import ledger_pb2
 
 MODES = ("embedded", "backends")
 
@@ -162,3 +164,19 @@ class RecordWriter(threading.Thread):
         """Stop writing and wait for the thread."""
         self.done.set()
         self.join(self.TIMEOUT)
+
+
+def ledger_records(network: LocalNetwork) -> dict[str, str]:
+    """record id -> content sha256 of every valid RegisterRecord."""
+    found: dict[str, str] = {}
+    with operator_client(network) as client:
+        index = 0
+        while True:
+            page = client.ledger.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
+            for logged in page.transactions:
+                body = decode_body(logged.transaction)
+                if logged.result.valid and body.WhichOneof("payload") == "register_record":
+                    found[body.register_record.record_id] = body.register_record.content_sha256
+            if not page.transactions:
+                return found
+            index = page.transactions[-1].log_index + 1

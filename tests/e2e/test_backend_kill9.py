@@ -17,14 +17,12 @@ import time
 
 import hvac
 import pytest
-from helpers import RecordWriter, new_hospital, new_patient, new_practitioner, operator_client
+from helpers import RecordWriter, ledger_records, new_hospital, new_patient, new_practitioner, operator_client
 
 from carechain.client.sdk import Purpose, permit
 from carechain.dev.backends.stack import BackendStack
 from carechain.dev.localnet import LocalNetwork
 from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
-from carechain.ledger.transactions import decode_body
-from carechain.ledger.v1 import ledger_pb2
 
 GRACE_SECONDS = 10.0
 BUCKET = "carechain-blobs"  # StorageSettings.s3_bucket's default
@@ -59,21 +57,6 @@ def _kill_and_restart(network: LocalNetwork, backend: str, writer: RecordWriter)
     server.restart()
 
 
-def _ledger_records(network: LocalNetwork) -> dict[str, str]:
-    found: dict[str, str] = {}
-    with operator_client(network) as client:
-        index = 0
-        while True:
-            page = client.ledger.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
-            for logged in page.transactions:
-                body = decode_body(logged.transaction)
-                if logged.result.valid and body.WhichOneof("payload") == "register_record":
-                    found[body.register_record.record_id] = body.register_record.content_sha256
-            if not page.transactions:
-                return found
-            index = page.transactions[-1].log_index + 1
-
-
 def _reconcile(network: LocalNetwork) -> dict[str, int]:
     """Run `carechain admin reconcile` and parse its counts."""
     done = subprocess.run(
@@ -105,7 +88,7 @@ def test_kill9_of_each_backend_mid_stream_loses_nothing_and_leaves_nothing(netwo
     time.sleep(GRACE_SECONDS + 1)  # what the crashes left must be older than the grace period
     report = _reconcile(network)
     assert report["abandoned write attempts"] >= 1, report
-    ledger = _ledger_records(network)
+    ledger = ledger_records(network)
 
     for record_id, raw in writer.acknowledged:
         assert reader.client.get_record(record_id).resource_json == raw, f"acknowledged record {record_id} lost"

@@ -19,14 +19,20 @@ import sys
 import time
 
 import pytest
-from helpers import RecordWriter, new_hospital, new_patient, new_practitioner, operator_client, records_of
+from helpers import (
+    RecordWriter,
+    ledger_records,
+    new_hospital,
+    new_patient,
+    new_practitioner,
+    operator_client,
+    records_of,
+)
 
 from carechain.audit.v1 import audit_pb2
 from carechain.client.sdk import Purpose, permit
 from carechain.dev.localnet import LocalNetwork
 from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
-from carechain.ledger.transactions import decode_body
-from carechain.ledger.v1 import ledger_pb2
 
 GRACE_SECONDS = 8.0  # writes give up after half of it: generous for a loaded 2-core machine
 # Services whose death makes the write in flight fail after it created a data key or a blob.
@@ -58,20 +64,6 @@ def _reconcile(network: LocalNetwork, *extra: str) -> dict[str, int]:
     return {label: int(value) for label, value in counts.items()}
 
 
-def _ledger_records(network: LocalNetwork) -> dict[str, str]:
-    """record id -> content sha256 of every valid RegisterRecord."""
-    found: dict[str, str] = {}
-    with operator_client(network) as client:
-        index = 0
-        while True:
-            page = client.ledger.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
-            for logged in page.transactions:
-                body = decode_body(logged.transaction)
-                if logged.result.valid and body.WhichOneof("payload") == "register_record":
-                    found[body.register_record.record_id] = body.register_record.content_sha256
-            if not page.transactions:
-                return found
-            index = page.transactions[-1].log_index + 1
 
 
 def _stored_blobs(network: LocalNetwork) -> set[str]:
@@ -120,7 +112,7 @@ def test_kill9_of_every_service_mid_stream_leaves_nothing_half_written(network: 
     # Everything the crashes left is younger than the grace period until it has passed.
     time.sleep(GRACE_SECONDS + 1)
     first = _reconcile(network)
-    ledger = _ledger_records(network)
+    ledger = ledger_records(network)
     assert first["abandoned write attempts"] >= 1, first
     assert first["orphan data keys"] >= 1, first  # at least the write cut off by the storage crash
     assert first["stale temporary uploads"] >= 1, first

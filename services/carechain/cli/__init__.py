@@ -108,16 +108,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from carechain.cli.session import command
-    from carechain.client.endpoints import ENDPOINTS_FILE, Endpoints
+    from carechain.cli.session import UsageError, command, endpoints_of
     from carechain.dev.demo import run_demo
 
     layout = NetworkLayout(_data_dir(args))
     try:
-        endpoints = Endpoints.load(layout.root / ENDPOINTS_FILE)
-    except FileNotFoundError:
-        print(f"no running network in {layout.root}: start one with `carechain up --data-dir {args.data_dir}`",
-              file=sys.stderr)
+        endpoints = endpoints_of(argparse.Namespace(endpoints=None, data_dir=str(layout.root)))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     outcome = run_demo(endpoints, layout.operator_signer(), key_dir=layout.root / "demo-keys",
                        command=f"{command()} ", data_dir=args.data_dir)

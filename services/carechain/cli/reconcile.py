@@ -11,6 +11,8 @@ import pathlib
 import sys
 from typing import Any
 
+from carechain.cli.session import UsageError, endpoints_of
+
 REPORT_FIELDS = (
     ("ledger_records", "records on the ledger"),
     ("orphan_blobs", "orphan blobs"),
@@ -27,16 +29,14 @@ def cmd_admin_reconcile(args: argparse.Namespace) -> int:
 
     from carechain.client.auth import TokenSource
     from carechain.client.channels import open_channel
-    from carechain.client.endpoints import ENDPOINTS_FILE, Endpoints
     from carechain.core.layout import NetworkLayout
     from carechain.records.v1 import records_pb2, records_pb2_grpc
 
     layout = NetworkLayout(pathlib.Path(args.data_dir))
     try:
-        endpoints = Endpoints.load(layout.root / ENDPOINTS_FILE)
-    except FileNotFoundError:
-        print(f"no running network in {layout.root}: start one with `carechain up --data-dir {args.data_dir}`",
-              file=sys.stderr)
+        endpoints = endpoints_of(argparse.Namespace(endpoints=None, data_dir=args.data_dir))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     tls = endpoints.client_tls()
     identity = open_channel(endpoints.identity, "identity", tls=tls)

@@ -117,5 +117,6 @@ def test_a_deeply_nested_bearer_token_is_unauthenticated_without_a_traceback(env
         server_log.setLevel(level)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "token" in raised.value.details() and deep not in raised.value.details()
-    assert [r.getMessage() for r in seen.records if r.levelno >= logging.INFO][:1] == ["request refused"]
+    # Other calls of the in-process network may log meanwhile (e.g. the consent follower's ledger reads).
+    assert "request refused" in [r.getMessage() for r in seen.records]
     assert not [r for r in seen.records if r.exc_info or r.levelno >= logging.ERROR]
