@@ -15,7 +15,7 @@ from carechain.client.sdk import CareChainClient, Kind
 from carechain.core.crypto import Ed25519Signer
 from carechain.dev.backends.stack import BackendStack
 from carechain.dev.localnet import LocalNetwork
-from carechain.ledger.transactions import decode_body
+from carechain.ledger.transactions import decode_body, logged_transactions
 from carechain.ledger.v1 import ledger_pb2
 
 MODES = ("embedded", "backends")
@@ -104,20 +104,17 @@ def records_of(network: LocalNetwork, patient_id: str) -> set[str]:
 
 
 def _records_of(client: CareChainClient, patient_id: str) -> set[str]:
-    from carechain.ledger.transactions import decode_body as _decode_body
-    from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
+    return {r.record_id for r in _registered_records(client) if r.patient_id == patient_id}
 
-    found, index = set(), 0
-    while True:
-        page = client.ledger.ListTransactions(_ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
-        for logged in page.transactions:
-            body = _decode_body(logged.transaction)
-            if logged.result.valid and body.WhichOneof("payload") == "register_record" \
-                    and body.register_record.patient_id == patient_id:
-                found.add(body.register_record.record_id)
-        if not page.transactions:
-            return found
-        index = page.transactions[-1].log_index + 1
+
+def _registered_records(client: CareChainClient) -> list[ledger_pb2.RegisterRecord]:
+    """Every valid RegisterRecord on the ledger, in log order."""
+    found = []
+    for logged in logged_transactions(client.ledger):
+        body = decode_body(logged.transaction)
+        if logged.result.valid and body.WhichOneof("payload") == "register_record":
+            found.append(body.register_record)
+    return found
 
 
 class RecordWriter(threading.Thread):
@@ -168,15 +165,5 @@ class RecordWriter(threading.Thread):
 
 def ledger_records(network: LocalNetwork) -> dict[str, str]:
     """record id -> content sha256 of every valid RegisterRecord."""
-    found: dict[str, str] = {}
     with operator_client(network) as client:
-        index = 0
-        while True:
-            page = client.ledger.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=500))
-            for logged in page.transactions:
-                body = decode_body(logged.transaction)
-                if logged.result.valid and body.WhichOneof("payload") == "register_record":
-                    found[body.register_record.record_id] = body.register_record.content_sha256
-            if not page.transactions:
-                return found
-            index = page.transactions[-1].log_index + 1
+        return {r.record_id: r.content_sha256 for r in _registered_records(client)}

@@ -41,14 +41,13 @@ from carechain.core.crypto import Signer
 from carechain.core.errors import CareChainError, FailedPrecondition, PermissionDenied
 from carechain.core.layout import service_principal_id
 from carechain.ledger.submission import ServiceSubmitter
-from carechain.ledger.transactions import decode_body
+from carechain.ledger.transactions import decode_body, logged_transactions
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime import metrics
 
 log = logging.getLogger("carechain.audit.anchoring")
 
 AUDIT_SIGNER_ID = service_principal_id("audit")
-_LIST_PAGE = 500
 #: Default bound of the back-off after rejected anchors.
 DEFAULT_BACKOFF_MAX_SECONDS = 300.0
 # gRPC codes with which the ledger refuses a transaction outright (not "down, try again").
@@ -193,18 +192,11 @@ class LedgerAnchorer:
 
     def find_anchor(self, batch_number: int, from_log_index: int = 0) -> tuple[int, ledger_pb2.AnchorAuditBatch] | None:
         """The valid AnchorAuditBatch transaction of batch_number on the ledger, scanning from a log index."""
-        index = max(from_log_index, 0)
-        while True:
-            page = self._ledger().ListTransactions(
-                ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=_LIST_PAGE)
-            )
-            for logged in page.transactions:
-                anchor = _anchor_of(logged)
-                if anchor is not None and anchor.batch_number == batch_number:
-                    return logged.log_index, anchor
-            if not page.transactions:
-                return None
-            index = page.transactions[-1].log_index + 1
+        for logged in logged_transactions(self._ledger(), from_log_index):
+            anchor = _anchor_of(logged)
+            if anchor is not None and anchor.batch_number == batch_number:
+                return logged.log_index, anchor
+        return None
 
     def check(self, batch: AuditBatch) -> str:
         """Compare an anchored batch with its transaction on the ledger; the problem, or "" when it matches."""

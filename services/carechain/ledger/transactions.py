@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from carechain.core.crypto import Signer, sha256, verify_signature
 from carechain.core.errors import InvalidArgument
@@ -16,6 +18,7 @@ from carechain.ledger.v1 import ledger_pb2
 
 TX_SIGNING_CONTEXT = b"carechain-tx/v1\n"
 NONCE_BYTES = 16
+LOG_PAGE = 500
 
 
 def encode(message: object) -> bytes:
@@ -70,3 +73,19 @@ def signature_valid(tx: ledger_pb2.Transaction, public_key: bytes) -> bool:
 def transaction_hash(tx: ledger_pb2.Transaction) -> bytes:
     """SHA-256 of the encoded transaction (the log tree leaf data)."""
     return sha256(encode(tx))
+
+
+def logged_transactions(ledger: Any, from_log_index: int = 0,
+                        page_size: int = LOG_PAGE) -> Iterator[ledger_pb2.LoggedTransaction]:
+    """Every logged transaction from from_log_index to the end of the log, read page by page.
+
+    ledger is a LedgerService stub (or anything with its ``ListTransactions``); valid and invalid
+    transactions both come, with their ``result``.
+    """
+    index = max(from_log_index, 0)
+    while True:
+        page = ledger.ListTransactions(ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=page_size))
+        if not page.transactions:
+            return
+        yield from page.transactions
+        index = page.transactions[-1].log_index + 1

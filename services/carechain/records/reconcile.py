@@ -40,8 +40,7 @@ from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.core.errors import NotFound
 from carechain.identity.v1 import identity_pb2
-from carechain.ledger.transactions import decode_body
-from carechain.ledger.v1 import ledger_pb2
+from carechain.ledger.transactions import decode_body, logged_transactions
 from carechain.records.v1 import records_pb2
 from carechain.storage.v1 import storage_pb2
 
@@ -49,7 +48,6 @@ log = logging.getLogger("carechain.records.reconcile")
 
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
-LEDGER_PAGE = 500
 ABANDONED_REASON = "write abandoned: not on the ledger after the grace period; its data key and blob were removed"
 CONFIRMED_REASON = "write committed: confirmed from the ledger"
 # Event ids of the events the reconciler adds: one per record and kind, whoever adds it, however often.
@@ -163,20 +161,14 @@ class Reconciler:
     def _ledger(self) -> _Ledger:
         """Every record the ledger holds (valid RegisterRecord transactions), read to the end of the log."""
         ledger = _Ledger()
-        index = 0
-        while True:
-            page = self._peers.ledger.ListTransactions(
-                ledger_pb2.ListTransactionsRequest(from_log_index=index, limit=LEDGER_PAGE))
-            for logged in page.transactions:
-                if not logged.result.valid:
-                    continue
-                body = decode_body(logged.transaction)
-                if body.WhichOneof("payload") == "register_record":
-                    ledger.record_ids.add(body.register_record.record_id)
-                    ledger.blobs.add(body.register_record.content_sha256)
-            if not page.transactions:
-                return ledger
-            index = page.transactions[-1].log_index + 1
+        for logged in logged_transactions(self._peers.ledger):
+            if not logged.result.valid:
+                continue
+            body = decode_body(logged.transaction)
+            if body.WhichOneof("payload") == "register_record":
+                ledger.record_ids.add(body.register_record.record_id)
+                ledger.blobs.add(body.register_record.content_sha256)
+        return ledger
 
     # --- changing --------------------------------------------------------------------
 
