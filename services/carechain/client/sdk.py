@@ -42,6 +42,7 @@ from carechain.client.proofs import (
 from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc, policy_pb2
 from carechain.core.crypto import Ed25519Signer, Signer, write_private_file
+from carechain.core.layout import write_public_key
 from carechain.core.telemetry import configure_tracing
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger.transactions import new_body, sign_transaction
@@ -63,16 +64,10 @@ def new_key_file(path: pathlib.Path, principal_id: str = "") -> Ed25519Signer:
     text; left out while the id is not known: registration assigns it, :func:`name_key_file` adds it).
     The ``.pub`` file (SubjectPublicKeyInfo PEM) is what a registrar needs, never the private key.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    write_private_file(path, _principal_line(principal_id) + pem)
-    public_key_file(path).write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return Ed25519Signer(principal_id, key)
+    signer = Ed25519Signer.generate(principal_id)
+    write_private_file(path, _principal_line(principal_id) + signer.private_pem())
+    write_public_key(public_key_file(path), signer.public_key_bytes())
+    return signer
 
 
 def public_key_file(key_file: pathlib.Path) -> pathlib.Path:
@@ -104,9 +99,6 @@ def load_key_file(path: pathlib.Path, principal_id: str = "") -> Ed25519Signer:
     principal_id, when given, overrides the id the file names. ValueError when the file holds no
     Ed25519 private key or no principal id is known.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     text = path.read_bytes()
     named = ""
     for line in text.splitlines():
@@ -114,17 +106,10 @@ def load_key_file(path: pathlib.Path, principal_id: str = "") -> Ed25519Signer:
             break
         if line.startswith(KEY_FILE_PRINCIPAL_HEADER.encode()):
             named = line[len(KEY_FILE_PRINCIPAL_HEADER):].decode("ascii", "replace").strip()
-    start = text.find(b"-----BEGIN")
-    try:
-        key = serialization.load_pem_private_key(text[max(start, 0):], password=None)
-    except (ValueError, TypeError):
-        # Never echo the file: it holds key material.
-        raise ValueError(f"{path}: not a PEM private key file") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key")
+    signer = Ed25519Signer.from_pem("", text[max(text.find(b"-----BEGIN"), 0):], str(path))
     if not (principal_id or named):
         raise ValueError(f"{path} names no principal: pass the principal id (it is assigned at registration)")
-    return Ed25519Signer(principal_id or named, key)
+    return signer.with_key_id(principal_id or named)
 
 
 def load_public_key_file(path: pathlib.Path) -> bytes:

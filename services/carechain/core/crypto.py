@@ -101,9 +101,17 @@ class Ed25519Signer:
     @classmethod
     def from_file(cls, key_id: str, path: pathlib.Path) -> Ed25519Signer:
         """Load a PKCS#8 PEM private key."""
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return cls.from_pem(key_id, path.read_bytes(), str(path))
+
+    @classmethod
+    def from_pem(cls, key_id: str, pem: bytes, source: str = "the key") -> Ed25519Signer:
+        """Parse a PKCS#8 PEM private key; ValueError naming source (never echoing the key) otherwise."""
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            raise ValueError(f"{source}: not a PEM private key file") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key")
+            raise ValueError(f"{source}: not an Ed25519 private key")
         return cls(key_id, key)
 
     def with_key_id(self, key_id: str) -> Ed25519Signer:
@@ -120,12 +128,15 @@ class Ed25519Signer:
     def sign(self, message: bytes) -> bytes:
         return self._private_key.sign(message)
 
-    def save(self, path: pathlib.Path) -> None:
-        """Write the private key as PKCS#8 PEM, readable by the owner only (0600)."""
-        pem = self._private_key.private_bytes(
+    def private_pem(self) -> bytes:
+        """The private key as PKCS#8 PEM (for key files only: never log or send it)."""
+        return self._private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        write_private_file(path, pem)
+
+    def save(self, path: pathlib.Path) -> None:
+        """Write the private key as PKCS#8 PEM, readable by the owner only (0600)."""
+        write_private_file(path, self.private_pem())
 
 
 def write_private_file(path: pathlib.Path, data: bytes) -> None:
