@@ -68,7 +68,8 @@ class Peers:
         return identity_pb2.ReleasedDataKey(plaintext_key=KEY)
 
     def GetBlob(self, request, **_):
-        data = self.ciphertext[:-1] + b"x" if self.tampered else self.ciphertext
+        # Flip a bit of the tag (replacing the last byte with a fixed one left it unchanged 1 time in 256).
+        data = self.ciphertext[:-1] + bytes([self.ciphertext[-1] ^ 1]) if self.tampered else self.ciphertext
         yield storage_pb2.BlobChunk(data=data)
 
     def RecordEvent(self, request, **_):
