@@ -5,14 +5,24 @@ Keys, under ``<etcd_prefix>/<chain_id>/``:
 - ``order/<sequence, 20 digits>``: a 16-byte random append token followed by
   the entry (the encoded transaction) with that sequence.
 - ``order-next``: the next free sequence (decimal). An append is one etcd
-  transaction: *if* ``order-next`` still holds n, put ``order/n`` and set
-  ``order-next`` to n + 1. Raft commits it on a quorum before etcd answers,
-  so sequences are dense, unique and durable, and the order is the same for
-  every reader. A lost race just retries with the value etcd returned. When
-  an attempt's outcome is unknown (e.g. the leader died meanwhile), the
-  append retries until its deadline and recognises its own earlier attempt
-  by the token, so an entry is never ordered twice by one append; an append
-  that finally fails (Unavailable) may still have been ordered, exactly once.
+  transaction for a whole batch of k entries: *if* ``order-next`` still
+  holds n, put ``order/n`` .. ``order/n+k-1`` and set ``order-next`` to
+  n + k. Raft commits it on a quorum before etcd answers, so sequences are
+  dense, unique and durable, and the order is the same for every reader. A
+  lost race just retries with the value etcd returned. When an attempt's
+  outcome is unknown (e.g. the leader died meanwhile), the append retries
+  until its deadline and recognises its own earlier attempt by the token
+  (one per batch, in front of every entry of it), so an entry is never
+  ordered twice by one append; an append that finally fails (Unavailable)
+  may still have been ordered, exactly once.
+
+Batching: concurrent :meth:`EtcdOrderer.append` / :meth:`EtcdOrderer.append_many`
+calls of this process go through one :class:`carechain.runtime.batching.MicroBatcher`:
+whatever arrives while a batch is in etcd forms the next one (up to
+``_MAX_BATCH_ENTRIES`` entries and ``_MAX_BATCH_BYTES`` per etcd transaction).
+One batch is in flight at a time on purpose: two of this process would only
+race each other on ``order-next``; under load a batch carries everything
+waiting, so the rate is not bounded by one entry per round trip.
 - ``blocks/<height, 20 digits>``: the agreed block cut for that height
   (JSON ``{"first_sequence", "count", "timestamp_ms"}``).
 - ``sigs/<height, 20 digits>/<validator id>``: that validator's signed header
@@ -47,12 +57,17 @@ import time
 from carechain.core.errors import CareChainError, DataLoss, Unavailable
 from carechain.ledger.cutter import BlockCut
 from carechain.ledger.ordering import OrdererClosed
-from carechain.runtime.etcd import Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
+from carechain.runtime.batching import BatchClosed, MicroBatcher
+from carechain.runtime.etcd import MAX_TXN_OPS, Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
 
 DEFAULT_POLL_INTERVAL = 0.025
 _MAX_CAS_ATTEMPTS = 1000
 _DIGITS = 20
 _TOKEN_BYTES = 16
+# One etcd transaction: the puts of the entries plus the order-next put (etcd's --max-txn-ops), and well under
+# etcd's default --max-request-bytes (1.5 MiB; the JSON gateway base64-encodes values, 4/3 larger).
+_MAX_BATCH_ENTRIES = MAX_TXN_OPS - 1
+_MAX_BATCH_BYTES = 768 * 1024
 
 
 def chain_prefix(etcd_prefix: str, chain_id: str) -> str:
@@ -83,7 +98,9 @@ class EtcdOrderer:
         self._next_key = (self.prefix + "order-next").encode()
         self._blocks_prefix = (self.prefix + "blocks/").encode()
         self._sigs_prefix = (self.prefix + "sigs/").encode()
-        self._append_lock = threading.Lock()
+        # One batch in flight (see the module docstring): _next is touched by the flushing thread only.
+        self._appends: MicroBatcher[list[bytes], list[int]] = MicroBatcher(
+            "etcd-order-append", self._flush_appends, max_batch=_MAX_BATCH_ENTRIES, max_in_flight=1)
         self._next: int | None = None  # our best guess of order-next; etcd's compare is the truth
         self._changed = threading.Condition()
         self._local_last = -1  # highest sequence appended through this object
@@ -101,38 +118,95 @@ class EtcdOrderer:
 
     def append(self, tx_bytes: bytes) -> int:
         """Order one entry through etcd; its sequence once a quorum committed it (Unavailable otherwise)."""
-        if not isinstance(tx_bytes, bytes | bytearray):
-            raise TypeError("orderer entries are bytes")
-        token = os.urandom(_TOKEN_BYTES)
-        value = token + bytes(tx_bytes)
-        deadline = time.monotonic() + self.client.deadline
-        uncertain: list[int] = []  # sequences an attempt of ours may have taken
-        with self._append_lock:
-            if self._closed:
-                raise OrdererClosed("orderer is closed")
-            try:
-                return self._append(value, token, deadline, uncertain)
-            except CareChainError as exc:
-                self._next = None  # ask etcd next time
-                if uncertain and not isinstance(exc, OutcomeUnknown):
-                    raise OutcomeUnknown(f"append not confirmed: {exc}") from exc
-                raise
+        return self.append_many([tx_bytes])[0]
 
-    def _append(self, value: bytes, token: bytes, deadline: float, uncertain: list[int]) -> int:
+    def append_many(self, entries: list[bytes]) -> list[int]:
+        """Order entries (batched with concurrent appends of this process); their sequences, in order."""
+        if not all(isinstance(entry, bytes | bytearray) for entry in entries):
+            raise TypeError("orderer entries are bytes")
+        if not entries:
+            return []
+        if self._closed:
+            raise OrdererClosed("orderer is closed")
+        try:
+            return self._appends.submit([bytes(entry) for entry in entries])
+        except BatchClosed:
+            raise OrdererClosed("orderer is closed") from None
+
+    def release(self, before_sequence: int) -> None:
+        """Nothing to forget here: the order stays in etcd for every validator (and for catch-up)."""
+
+    def _flush_appends(self, batch: list[list[bytes]]) -> list[list[int] | BaseException]:
+        """One etcd transaction per chunk of the callers' entries; each caller gets its sequences or the error."""
+        outcomes: list[list[int] | BaseException] = []
+        chunk: list[bytes] = []
+        owners: list[int] = []  # callers whose entries are (partly) in chunk
+        sequences: list[list[int]] = [[] for _ in batch]
+        failed: dict[int, BaseException] = {}
+
+        def send() -> None:
+            if not chunk:
+                return
+            try:
+                first = self._append_chunk(chunk)
+            except BaseException as exc:  # noqa: BLE001 - this chunk's callers hear of it
+                for owner in owners:
+                    failed.setdefault(owner, exc)
+            else:
+                cursor = first
+                for owner, count in _runs(owners):
+                    sequences[owner].extend(range(cursor, cursor + count))
+                    cursor += count
+            chunk.clear()
+            owners.clear()
+
+        size = 0
+        for caller, entries in enumerate(batch):
+            for entry in entries:
+                if chunk and (len(chunk) >= _MAX_BATCH_ENTRIES or size + len(entry) > _MAX_BATCH_BYTES):
+                    send()
+                    size = 0
+                chunk.append(entry)
+                owners.append(caller)
+                size += len(entry)
+        send()
+        for caller in range(len(batch)):
+            outcomes.append(failed[caller] if caller in failed else sequences[caller])
+        return outcomes
+
+    def _append_chunk(self, entries: list[bytes]) -> int:
+        """Order entries in one etcd transaction; the sequence of the first (the rest follow densely)."""
+        token = os.urandom(_TOKEN_BYTES)
+        values = [token + entry for entry in entries]
+        deadline = time.monotonic() + self.client.deadline
+        uncertain: list[int] = []  # first sequences an attempt of ours may have taken
+        try:
+            first = self._append(values, token, deadline, uncertain)
+        except CareChainError as exc:
+            self._next = None  # ask etcd next time
+            if uncertain and not isinstance(exc, OutcomeUnknown):
+                raise OutcomeUnknown(f"append not confirmed: {exc}") from exc
+            raise
+        with self._changed:
+            self._local_last = max(self._local_last, first + len(entries) - 1)
+            self._changed.notify_all()
+        return first
+
+    def _append(self, values: list[bytes], token: bytes, deadline: float, uncertain: list[int]) -> int:
+        count = len(values)
         for _ in range(_MAX_CAS_ATTEMPTS):
             sequence = self._next if self._next is not None else self._read_next()
             if uncertain and (ours := self._find_own(uncertain, sequence, token)) is not None:
-                return self._appended(ours)
+                return self._appended(ours, count)
             expected = (
                 Compare.version(self._next_key, "==", 0)
                 if sequence == 0
                 else Compare.value(self._next_key, "==", str(sequence))
             )
+            puts = [Op.put(self.entry_key(sequence + i), value) for i, value in enumerate(values)]
             try:
                 result = self.client.txn(
-                    [expected],
-                    [Op.put(self.entry_key(sequence), value), Op.put(self._next_key, str(sequence + 1))],
-                    [Op.get(self._next_key)],
+                    [expected], [*puts, Op.put(self._next_key, str(sequence + count))], [Op.get(self._next_key)]
                 )
             except OutcomeUnknown:
                 self._next = None
@@ -141,7 +215,7 @@ class EtcdOrderer:
                     raise
                 continue
             if result.succeeded:
-                return self._appended(sequence)
+                return self._appended(sequence, count)
             current = result.responses[0]
             self._next = int(current.kvs[0].value) if current is not None and current.kvs else 0
         raise Unavailable("etcd", "too much contention on the order sequence")
@@ -156,11 +230,9 @@ class EtcdOrderer:
                 return sequence
         return None
 
-    def _appended(self, sequence: int) -> int:
-        self._next = sequence + 1 if self._next is None or self._next <= sequence else self._next
-        with self._changed:
-            self._local_last = max(self._local_last, sequence)
-            self._changed.notify_all()
+    def _appended(self, sequence: int, count: int) -> int:
+        end = sequence + count
+        self._next = end if self._next is None or self._next < end else self._next
         return sequence
 
     def read(self, from_sequence: int, limit: int) -> list[tuple[int, bytes]]:
@@ -205,6 +277,7 @@ class EtcdOrderer:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+        self._appends.close()
         if self._owns_client:
             self.client.close()
 
@@ -264,6 +337,17 @@ class EtcdOrderer:
     def _read_next(self) -> int:
         kv = self.client.get(self._next_key)
         return int(kv.value) if kv is not None else 0
+
+
+def _runs(owners: list[int]) -> list[tuple[int, int]]:
+    """[(owner, how many in a row)] of a list like [0, 0, 1, 2, 2, 2]."""
+    runs: list[tuple[int, int]] = []
+    for owner in owners:
+        if runs and runs[-1][0] == owner:
+            runs[-1] = (owner, runs[-1][1] + 1)
+        else:
+            runs.append((owner, 1))
+    return runs
 
 
 def _encode_cut(cut: BlockCut) -> bytes:
