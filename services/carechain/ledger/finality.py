@@ -141,11 +141,13 @@ class Finality:
         header_bytes, signature, certificate = signed
         with self._cond:
             self._head_height = max(self._head_height, height)
-            self._own_votes[height] = ledger_pb2.HeaderVote(header=header_bytes, signature=signature)
+            # Votes and certified marks are for the finalizer, which forgets them once final; alone
+            # (no board, final at commit) keeping them would grow with the history.
             if self._board is not None:
+                self._own_votes[height] = ledger_pb2.HeaderVote(header=header_bytes, signature=signature)
                 self._unpublished.add(height)
-            if certificate is not None:
-                self._certified.add(height)
+                if certificate is not None:
+                    self._certified.add(height)
             self._cond.notify_all()  # wakes the finalizer
         if certificate is not None:
             self._set_final(height)
@@ -228,6 +230,12 @@ class Finality:
     def diverged_at(self) -> int | None:
         """Height at which a quorum certified another header than this validator's, if ever."""
         return self._diverged_at
+
+    @property
+    def retained(self) -> int:
+        """Heights this finalizer holds state for (votes, marks): bounded by the blocks not yet final plus a window."""
+        with self._cond:
+            return len(self._own_votes) + len(self._certified) + len(self._settled) + len(self._unpublished)
 
     # --- votes and tallies ---------------------------------------------------------------------
 
@@ -369,13 +377,20 @@ class Finality:
             self._unpublished.discard(height)
 
     def _finalize(self, heights: list[int], votes: dict[int, dict[str, bytes]]) -> None:
-        for height in heights:
-            vote = self._own_vote(height)
-            certificate = self._tally(height, vote.header, votes.get(height, {}), vote.signature)
-            if certificate is not None and height not in self._certified:
-                self.store.put_certificate(height, transactions.encode(certificate))
+        new_certificates: dict[int, bytes] = {}
+        try:
+            for height in heights:
+                vote = self._own_vote(height)
+                certificate = self._tally(height, vote.header, votes.get(height, {}), vote.signature)
+                if certificate is not None and height not in self._certified:
+                    new_certificates[height] = transactions.encode(certificate)
+        finally:
+            # Every certificate of this poll in one store transaction (one fsync), then final.
+            self.store.put_certificates(new_certificates)
+            for height in sorted(new_certificates):
                 self._certified.add(height)
                 self._set_final(height)
+        for height in heights:
             if height in self._certified and len(votes.get(height, {})) >= len(self.validators.members):
                 with self._cond:
                     self._settled.add(height)

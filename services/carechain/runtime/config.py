@@ -158,7 +158,10 @@ class LedgerSettings(ServiceSettings):
     """Ledger validator."""
 
     block_max_transactions: int = Field(100, ge=1, le=10_000, description="cut a block at this many transactions")
-    block_max_wait_ms: int = Field(20, ge=0, le=10_000, description="cut a block after this long")
+    block_max_wait_ms: int = Field(
+        0, ge=0, le=10_000,
+        description="linger this long after the first waiting transaction before cutting (0: cut as soon as work waits)",
+    )
     orderer: Literal["inprocess", "etcd"] = Field("inprocess", description="transaction ordering: in-process or etcd")
     validator_id: str = Field(
         "", description="this validator's principal id, e.g. validator-north-clinic (default: svc-ledger); "

@@ -245,6 +245,30 @@ class SubmitTransactionRequest(_message.Message):
     ack: AckLevel
     def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ..., ack: _Optional[_Union[AckLevel, str]] = ...) -> None: ...
 
+class SubmitTransactionsRequest(_message.Message):
+    __slots__ = ("transactions", "ack")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    ack: AckLevel
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., ack: _Optional[_Union[AckLevel, str]] = ...) -> None: ...
+
+class SubmitTransactionsResponse(_message.Message):
+    __slots__ = ("verdicts",)
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    verdicts: _containers.RepeatedCompositeFieldContainer[TransactionVerdict]
+    def __init__(self, verdicts: _Optional[_Iterable[_Union[TransactionVerdict, _Mapping]]] = ...) -> None: ...
+
+class TransactionVerdict(_message.Message):
+    __slots__ = ("response", "code", "message")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    response: SubmitTransactionResponse
+    code: int
+    message: str
+    def __init__(self, response: _Optional[_Union[SubmitTransactionResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class SubmitTransactionResponse(_message.Message):
     __slots__ = ("transaction_hash", "height", "index", "log_index", "valid", "reason", "final")
     TRANSACTION_HASH_FIELD_NUMBER: _ClassVar[int]
