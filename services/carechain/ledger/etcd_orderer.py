@@ -43,8 +43,11 @@ h - 1 ended (the genesis cut is height 0 with no entries). So block contents
 and headers (timestamp included) depend only on etcd's content, never on a
 validator's local timing, and every validator produces byte-identical headers.
 
-``wait`` polls etcd (every ``poll_interval`` seconds) and is woken at once by
-appends made through the same orderer object.
+``wait`` is woken at once by appends made through the same orderer object and,
+through an etcd watch of ``order-next`` (:class:`PushWatch`), by other
+validators' appends; it polls etcd only as a fallback (every ``poll_interval``
+seconds while no watch runs). The finalizer subscribes to a watch of the votes
+(:meth:`EtcdOrderer.subscribe_votes`) in the same way.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from carechain.core.errors import CareChainError, DataLoss, Unavailable
 from carechain.ledger.cutter import BlockCut
@@ -68,6 +72,10 @@ _TOKEN_BYTES = 16
 # etcd's default --max-request-bytes (1.5 MiB; the JSON gateway base64-encodes values, 4/3 larger).
 _MAX_BATCH_ENTRIES = MAX_TXN_OPS - 1
 _MAX_BATCH_BYTES = 768 * 1024
+# With a watch running, the fallback poll of wait() (a missed push costs at most this much latency).
+_PUSHED_POLL_SECONDS = 0.5
+_WATCH_IDLE_SECONDS = 5.0
+_WATCH_RETRY_SECONDS = 0.2
 
 
 def chain_prefix(etcd_prefix: str, chain_id: str) -> str:
@@ -105,6 +113,12 @@ class EtcdOrderer:
         self._changed = threading.Condition()
         self._local_last = -1  # highest sequence appended through this object
         self._closed = False
+        # Push instead of polling: watches of order-next (new entries) and of the votes (finality).
+        self._order_changes = 0
+        self._vote_subscribers: list[Callable[[], None]] = []
+        self._order_watch = PushWatch(client, self._next_key, b"", self._order_changed, "etcd-order-watch")
+        self._vote_watch = PushWatch(client, self._sigs_prefix, prefix_end(self._sigs_prefix), self._votes_changed,
+                                     "etcd-vote-watch")
 
     def entry_key(self, sequence: int) -> bytes:
         """The key of the entry with this sequence."""
@@ -251,7 +265,13 @@ class EtcdOrderer:
         return entries
 
     def wait(self, after_sequence: int, timeout: float) -> bool:
-        """True once an entry after after_sequence exists; False on timeout, close or while etcd is down."""
+        """True once an entry after after_sequence exists; False on timeout, close or while etcd is down.
+
+        Woken by this object's appends and, through a watch of ``order-next``, by other validators'; polls
+        etcd only as a fallback (every ``poll_interval`` while no watch runs, else every
+        ``_PUSHED_POLL_SECONDS``).
+        """
+        self._order_watch.start()
         deadline = time.monotonic() + max(timeout, 0.0)
         key = self.entry_key(after_sequence + 1)
         while True:
@@ -260,6 +280,7 @@ class EtcdOrderer:
                     return False
                 if self._local_last > after_sequence:
                     return True
+                seen = self._order_changes
             try:
                 if self.client.range(key, count_only=True).count > 0:
                     return True
@@ -268,9 +289,32 @@ class EtcdOrderer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            poll = _PUSHED_POLL_SECONDS if self._order_watch.healthy else self.poll_interval
             with self._changed:
-                if not self._closed and self._local_last <= after_sequence:
-                    self._changed.wait(min(remaining, self.poll_interval))
+                if not self._closed and self._local_last <= after_sequence and self._order_changes == seen:
+                    self._changed.wait(min(remaining, poll))
+
+    def _order_changed(self) -> None:
+        with self._changed:
+            self._order_changes += 1
+            self._changed.notify_all()
+
+    def subscribe_votes(self, on_change: Callable[[], None]) -> None:
+        """Call on_change (on a watch thread) whenever a header vote is published; see :class:`PushWatch`."""
+        with self._changed:
+            self._vote_subscribers.append(on_change)
+        self._vote_watch.start()
+
+    def _votes_changed(self) -> None:
+        with self._changed:
+            subscribers = list(self._vote_subscribers)
+        for on_change in subscribers:
+            on_change()
+
+    @property
+    def pushed(self) -> bool:
+        """True while etcd pushes this order's changes (the watches run)."""
+        return self._order_watch.healthy
 
     def close(self) -> None:
         """Wake waiters and refuse further appends (the order itself stays in etcd)."""
@@ -278,6 +322,8 @@ class EtcdOrderer:
             self._closed = True
             self._changed.notify_all()
         self._appends.close()
+        self._order_watch.stop()
+        self._vote_watch.stop()
         if self._owns_client:
             self.client.close()
 
@@ -337,6 +383,55 @@ class EtcdOrderer:
     def _read_next(self) -> int:
         kv = self.client.get(self._next_key)
         return int(kv.value) if kv is not None else 0
+
+
+class PushWatch:
+    """A background etcd watch that calls on_change after every change (and after every reconnection).
+
+    Started on first use, reconnects after a pause when the stream ends or fails; ``healthy`` while a
+    watch stream runs. A notification only says "look again": waiters re-read etcd, so a change missed
+    while disconnected costs latency (the fallback poll), never correctness.
+    """
+
+    def __init__(self, client: EtcdClient, key: bytes, range_end: bytes, on_change: Callable[[], None],
+                 name: str) -> None:
+        self._client = client
+        self._key = key
+        self._range_end = range_end
+        self._on_change = on_change
+        self._name = name
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self.healthy = False
+
+    def start(self) -> None:
+        """Start watching (once)."""
+        with self._lock:
+            if self._thread is not None or self._stopped.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop at the next response or idle timeout (daemon thread: close() does not wait for it)."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                for batch in self._client.watch(self._key, self._range_end, idle_timeout=_WATCH_IDLE_SECONDS):
+                    if self._stopped.is_set():
+                        return
+                    if not self.healthy:
+                        self.healthy = True
+                        self._on_change()  # whatever happened before the watch started
+                    elif batch.changes:
+                        self._on_change()
+            except Exception:  # noqa: BLE001, S110 - etcd down: waiters poll meanwhile
+                pass
+            self.healthy = False
+            self._stopped.wait(_WATCH_RETRY_SECONDS)
 
 
 def _runs(owners: list[int]) -> list[tuple[int, int]]:

@@ -45,6 +45,8 @@ DEFAULT_FINALITY_POLL_SECONDS = 0.01
 _RETRY_SECONDS = 0.2
 # Finalizer: idle wait when every block is final; woken at once by a commit.
 _FINALITY_IDLE_SECONDS = 0.2
+# With votes pushed by the board, the fallback poll (a missed push costs at most this much latency).
+_PUSHED_POLL_SECONDS = 0.25
 # Heights read from the board per poll (a long outage of the others is caught up in slices).
 _FINALITY_BATCH = 256
 # Final heights still watched for late (possibly conflicting) votes of validators that had not voted.
@@ -87,6 +89,9 @@ class Finality:
         self._diverged_at: int | None = None
         self._board_down = False  # finalizer thread only: log an outage once
         self._thread: threading.Thread | None = None
+        # Votes pushed by the board (etcd watch) wake the finalizer; polling is then only a fallback.
+        self._vote_changes = 0
+        self._subscribe = getattr(board, "subscribe_votes", None)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -110,6 +115,8 @@ class Finality:
     def start(self) -> None:
         """Start the finalizer thread (only with a vote board: alone, a block is final at commit)."""
         if self._board is not None:
+            if self._subscribe is not None:
+                self._subscribe(self._votes_changed)
             self._thread = threading.Thread(target=self._run, name="ledger-finalizer", daemon=True)
             self._thread.start()
 
@@ -346,6 +353,7 @@ class Finality:
                 if not heights and not unpublished:
                     self._cond.wait(_FINALITY_IDLE_SECONDS)
                     continue
+                seen = self._vote_changes  # before reading the board: a vote published after it wakes us below
             self._forget_old_votes()
             try:
                 for height in unpublished:
@@ -359,7 +367,16 @@ class Finality:
                     self._board_down = True
                 self._stopping.wait(_RETRY_SECONDS)
                 continue
-            self._stopping.wait(self._poll_seconds)
+            # Until a vote arrives (pushed), this validator commits a block (its vote to publish), or the poll.
+            poll = _PUSHED_POLL_SECONDS if getattr(self._board, "pushed", False) else self._poll_seconds
+            with self._cond:
+                if self._vote_changes == seen and not self._unpublished and not self._stopping.is_set():
+                    self._cond.wait(poll)
+
+    def _votes_changed(self) -> None:
+        with self._cond:
+            self._vote_changes += 1
+            self._cond.notify_all()
 
     def _publish(self, height: int) -> None:
         assert self._board is not None
