@@ -220,8 +220,8 @@ class BlockCutter:
                     max(int(time.time() * 1000), self._view.head()[0].timestamp_ms),
                 )
                 try:
-                    agreed = self._cuts.record_cut(proposal)
-                    if not self._follow(agreed, batch) and stopping:
+                    agreed, votes = self._record_cut(proposal)
+                    if not self._follow(agreed, batch, votes) and stopping:
                         return
                 except Exception as exc:  # noqa: BLE001 - as above; the entries stay in the order
                     if self._orderer_trouble(exc, stopping):
@@ -249,11 +249,22 @@ class BlockCutter:
         self._stopping.wait(_RETRY_SECONDS)
         return False
 
-    def _follow(self, cut: BlockCut, batch: list[tuple[int, bytes]] | None = None) -> bool:
+    def _record_cut(self, proposal: BlockCut) -> tuple[BlockCut, dict[str, bytes] | None]:
+        """Record proposal (unless its height has a cut); the cut that holds, and the height's votes when the
+        registry reads them in the same round trip (:meth:`EtcdOrderer.record_cut_and_votes`)."""
+        assert self._cuts is not None
+        both = getattr(self._cuts, "record_cut_and_votes", None)
+        if both is not None:
+            return both(proposal)
+        return self._cuts.record_cut(proposal), None
+
+    def _follow(self, cut: BlockCut, batch: list[tuple[int, bytes]] | None = None,
+                votes: dict[str, bytes] | None = None) -> bool:
         """Cut exactly the agreed entries with the agreed timestamp; False when the commit failed.
 
         batch: entries already read from the cut's first sequence; the cut may take fewer of them
-        (another validator's proposal), else they are read again.
+        (another validator's proposal), else they are read again. votes: the height's published votes,
+        if already read (:meth:`Finality.sign`).
         """
         if cut.height != self._next_height() or cut.first_sequence != self._orderer_next:
             raise DataLoss(
@@ -266,7 +277,7 @@ class BlockCutter:
             batch = self.orderer.read(cut.first_sequence, cut.count) if cut.count else []
         if len(batch) != cut.count:
             raise DataLoss(f"agreed cut of block {cut.height} names order entries that cannot be read")
-        if not self._cut(batch, cut):
+        if not self._cut(batch, cut, votes):
             # The entries stay in the order; retry the same cut after a pause rather than skip them.
             self._stopping.wait(_RETRY_SECONDS)
             return False
@@ -278,7 +289,8 @@ class BlockCutter:
         self._orderer_next = next_sequence
         self.orderer.release(next_sequence)
 
-    def _cut(self, batch: list[tuple[int, bytes]], agreed: BlockCut | None = None) -> bool:
+    def _cut(self, batch: list[tuple[int, bytes]], agreed: BlockCut | None = None,
+             votes: dict[str, bytes] | None = None) -> bool:
         """Validate batch and commit it as the next block; False (submitters told) when the commit failed.
 
         With an agreed cut the block's timestamp is the agreed one and a block is
@@ -330,7 +342,7 @@ class BlockCutter:
         next_sequence = batch[-1][0] + 1 if batch else None
         # Outside the try: a quorum that certified another header (or an unreachable vote board) must
         # stop this cut without skipping it; the cutter retries the same agreed cut.
-        signed = self._finality.sign(header)
+        signed = self._finality.sign(header, votes)
         try:
             self._commit(header, txs, results, pending, frontier, entries, next_sequence, signed)
         except Exception as exc:

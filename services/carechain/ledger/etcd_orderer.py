@@ -62,7 +62,7 @@ from carechain.core.errors import CareChainError, DataLoss, Unavailable
 from carechain.ledger.cutter import BlockCut
 from carechain.ledger.ordering import OrdererClosed
 from carechain.runtime.batching import BatchClosed, MicroBatcher
-from carechain.runtime.etcd import MAX_TXN_OPS, Compare, EtcdClient, Op, OutcomeUnknown, prefix_end
+from carechain.runtime.etcd import MAX_TXN_OPS, Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
 
 DEFAULT_POLL_INTERVAL = 0.025
 _MAX_CAS_ATTEMPTS = 1000
@@ -347,6 +347,22 @@ class EtcdOrderer:
             raise DataLoss(f"block cut {cut.height} vanished from etcd")
         return _decode_cut(cut.height, existing.kvs[0].value)
 
+    def record_cut_and_votes(self, cut: BlockCut) -> tuple[BlockCut, dict[str, bytes]]:
+        """:meth:`record_cut`, and the votes already published for its height, in one etcd round trip."""
+        key = self.block_key(cut.height)
+        votes = Op.range(*self._votes_range(cut.height, cut.height))
+        result = self.client.txn(
+            [Compare.version(key, "==", 0)], [Op.put(key, _encode_cut(cut)), votes], [Op.get(key), votes]
+        )
+        if result.succeeded:
+            agreed, found = cut, result.responses[1]
+        else:
+            existing = result.responses[0]
+            if existing is None or not existing.kvs:
+                raise DataLoss(f"block cut {cut.height} vanished from etcd")
+            agreed, found = _decode_cut(cut.height, existing.kvs[0].value), result.responses[1]
+        return agreed, self._decode_votes(found.kvs if found is not None else []).get(cut.height, {})
+
     # --- header votes (VoteBoard) --------------------------------------------------------------
 
     def vote_key(self, height: int, validator_id: str) -> bytes:
@@ -370,10 +386,15 @@ class EtcdOrderer:
         """Every vote for heights first..last (one range read)."""
         if last_height < first_height:
             return {}
+        return self._decode_votes(self.client.range(*self._votes_range(first_height, last_height)).kvs)
+
+    def _votes_range(self, first_height: int, last_height: int) -> tuple[bytes, bytes]:
         start = self._sigs_prefix + f"{first_height:0{_DIGITS}d}/".encode()
-        end = prefix_end(self._sigs_prefix + f"{last_height:0{_DIGITS}d}/".encode())
+        return start, prefix_end(self._sigs_prefix + f"{last_height:0{_DIGITS}d}/".encode())
+
+    def _decode_votes(self, kvs: list[KeyValue]) -> dict[int, dict[str, bytes]]:
         found: dict[int, dict[str, bytes]] = {}
-        for kv in self.client.range(start, end).kvs:
+        for kv in kvs:
             height_text, _, validator_id = kv.key[len(self._sigs_prefix):].decode().partition("/")
             found.setdefault(int(height_text), {})[validator_id] = kv.value
         return found

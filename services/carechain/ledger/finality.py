@@ -129,18 +129,20 @@ class Finality:
 
     # --- the cutter's side ---------------------------------------------------------------------
 
-    def sign(self, header: ledger_pb2.BlockHeader) -> Signed:
+    def sign(self, header: ledger_pb2.BlockHeader, votes: dict[str, bytes] | None = None) -> Signed:
         """Encode and sign header; its certificate when already certain (quorum 1, or a catching-up validator).
 
-        Raises DataLoss when a quorum already signed another header for this height:
-        nothing is applied then.
+        votes: the votes published for this height, when already read (with the block cut, in the same
+        etcd round trip); else they are read here. Raises DataLoss when a quorum already signed another
+        header for this height: nothing is applied then.
         """
         header_bytes = transactions.encode(header)
         signature = quorum.sign_header(self.signer, header_bytes)
         if self.validators.quorum <= 1:
             return header_bytes, signature, quorum.build_certificate(header.height, header_bytes, [signature])
         assert self._board is not None
-        votes = self._board.votes(header.height, header.height).get(header.height, {})
+        if votes is None:
+            votes = self._board.votes(header.height, header.height).get(header.height, {})
         return header_bytes, signature, self._tally(header.height, header_bytes, votes, signature)
 
     def committed(self, height: int, signed: Signed) -> None:
