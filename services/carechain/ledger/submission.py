@@ -145,11 +145,11 @@ class ServiceSubmitter:
     def _flush(self, txs: list[ledger_pb2.Transaction],
                ack: int) -> list[ledger_pb2.SubmitTransactionResponse | BaseException]:
         stub = self._ledger()
-        if len(txs) > 1 and self._batch_rpc:
+        submit_many = getattr(stub, "SubmitTransactions", None) if len(txs) > 1 and self._batch_rpc else None
+        if submit_many is not None:
             request = ledger_pb2.SubmitTransactionsRequest(transactions=txs, ack=ack)
             try:
-                answer = (stub.SubmitTransactions(request) if self._timeout is None
-                          else stub.SubmitTransactions(request, timeout=self._timeout))
+                answer = submit_many(request) if self._timeout is None else submit_many(request, timeout=self._timeout)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
                     raise
