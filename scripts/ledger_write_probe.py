@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 before = [cpu_seconds(p.pid) for p in processes]
                 spy = None
                 if args.profile:
-                    spy = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "py-spy"), "record", "--gil",
-                                            "--nonblocking", "-f", "raw", "-o", str(args.profile), "-p", str(processes[0].pid)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    spy = subprocess.Popen(
+                        [str(pathlib.Path(sys.executable).parent / "py-spy"), "record", "--gil", "--nonblocking",
+                         "-f", "raw", "-o", str(args.profile), "-p", str(processes[0].pid)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1)
                 started = time.perf_counter()
                 list(pool.map(one, range(calls - warm)))

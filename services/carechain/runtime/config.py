@@ -160,7 +160,8 @@ class LedgerSettings(ServiceSettings):
     block_max_transactions: int = Field(100, ge=1, le=10_000, description="cut a block at this many transactions")
     block_max_wait_ms: int = Field(
         0, ge=0, le=10_000,
-        description="linger this long after the first waiting transaction before cutting (0: cut as soon as work waits)",
+        description="linger this long after the first waiting transaction before cutting (0: cut as soon as "
+        "transactions wait)",
     )
     orderer: Literal["inprocess", "etcd"] = Field("inprocess", description="transaction ordering: in-process or etcd")
     validator_id: str = Field(
