@@ -144,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                     spy.send_signal(2)
                     spy.wait(30)
             final = (calls - warm) * batch
+            head = stubs[0].GetChainHead(ledger_pb2.GetChainHeadRequest(), metadata=metadata, timeout=30).header
             per_tx = [(a - b) * 1000 / final for a, b in zip(after, before, strict=True)]
             print(f"ledger {args.orderer}, {args.validators} validator(s), {args.concurrency} clients, "
                   f"{'batch ' + str(args.batch) if args.batch else 'unary'}: {final / elapsed:8.1f} final tx/s; "
                   f"CPU ms per final tx per validator: {', '.join(f'{c:.2f}' for c in per_tx)} "
-                  f"(all: {sum(per_tx):.2f})")
+                  f"(all: {sum(per_tx):.2f}); {head.log_size / max(head.height, 1):.1f} tx per block")
             for channel in channels:
                 channel.close()
             if cluster is not None:
