@@ -164,5 +164,6 @@ def test_a_1_gib_record_goes_through_the_gateway_in_bounded_memory(network, part
     out = Hashing()
     header = reader.client.get_large_record(stored.record_id, out, timeout=1800)
     assert header.attachment_size == size and out.count == size and out.digest.hexdigest() == written
-    records_pid = network.processes["records"].pid
-    assert _peak_rss_mib(records_pid) < 200
+    peak = _peak_rss_mib(network.processes["records"].pid)  # the process's peak RSS since it started
+    print(f"records peak RSS after a 1 GiB write and read: {peak:.0f} MiB")
+    assert peak < 200, f"records reached {peak:.0f} MiB"
