@@ -176,3 +176,29 @@ def test_nothing_is_imported_for_another_organisations_patient(network) -> None:
     assert not records_of(network, theirs.principal_id)
     mine.client.close()
     theirs.client.close()
+
+
+def test_a_transaction_whose_writes_fail_says_which_entries_committed(network) -> None:
+    hospital = new_hospital(network)
+    patient, fhir_id = new_patient(network, hospital)
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [_entry(_condition(f"Patient/{fhir_id}")) for _ in range(40)]}
+    # Valid throughout, so it passes the up-front check; then storage is down for every write.
+    network.stop_service("storage")
+    try:
+        response = hospital.client.import_bundle(bundle, [patient.principal_id])
+    finally:
+        network.start_service("storage")
+
+    codes = {r.code for r in response.results}
+    assert grpc.StatusCode.UNAVAILABLE.value[0] in codes
+    assert codes <= {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.ABORTED.value[0]}
+    assert (response.committed, response.failed) == (0, 40)
+    statuses = {e["response"]["status"] for e in json.loads(response.response_bundle_json)["entry"]}
+    assert statuses <= {"503 Service Unavailable", "409 Conflict"}
+    aborted = [r for r in response.results if r.code == grpc.StatusCode.ABORTED.value[0]]
+    assert len(aborted) >= 40 - 32 and all("not attempted" in r.message for r in aborted)  # 32 at a time
+    assert not records_of(network, patient.principal_id)
+    # Back up, the same bundle imports whole.
+    assert hospital.client.import_bundle(bundle, [patient.principal_id]).committed == 40
+    patient.client.close()
