@@ -18,6 +18,7 @@ import grpc
 import pytest
 from helpers import ledger_records, new_hospital, new_patient, new_practitioner, records_of
 
+from carechain.audit.v1 import audit_pb2
 from carechain.client.sdk import Purpose, permit
 from carechain.labels.sensitivity import NORMAL
 from carechain.records.large_records import HEADER, SEGMENT_BYTES, TAG_BYTES
@@ -128,6 +129,10 @@ def test_a_reordered_truncated_or_dropped_segment_is_data_loss(network, parties,
     assert lost.value.code() == grpc.StatusCode.DATA_LOSS
     # Nothing after the bad segment was released.
     assert data.startswith(out.getvalue()) and len(out.getvalue()) < len(data)
+    # The read was audited as it began, and its failure too (the patient sees both).
+    outcomes = [e.event.outcome for e in patient.client.access_history()
+                if e.event.record_id == stored.record_id and e.event.action == audit_pb2.AUDIT_ACTION_READ]
+    assert sorted(outcomes) == sorted([audit_pb2.AUDIT_OUTCOME_SUCCESS, audit_pb2.AUDIT_OUTCOME_FAILED])
 
 
 def _peak_rss_mib(pid: int) -> float:

@@ -42,7 +42,14 @@ from carechain.core.crypto import same
 from carechain.core.errors import CareChainError, DataLoss, InvalidArgument
 from carechain.core.fhir import parse_json
 from carechain.ledger.v1 import ledger_pb2
-from carechain.records.gateway import READ_ACTIONS, ReadRecord, RecordsGateway, StoredRecord, record_associated_data
+from carechain.records.gateway import (
+    READ_ACTIONS,
+    ReadRecord,
+    RecordsGateway,
+    StoredRecord,
+    _status_name,
+    record_associated_data,
+)
 from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller
 from carechain.storage.v1 import storage_pb2
@@ -306,11 +313,13 @@ class LargeRecords:
             return
         try:
             yield from attachment.chunks
-        except CareChainError as exc:
+        except GeneratorExit:
+            raise  # the reader went away: not a failure of the stored record
+        except Exception as exc:
             try:
                 self._audit.report(READ_ACTIONS[action or common_pb2.CONSENT_ACTION_ACCESS],
                                    audit_pb2.AUDIT_OUTCOME_FAILED,
-                                   reason=f"stored record could not be read ({exc.code.name})", **audit_fields)
+                                   reason=f"stored record could not be read ({_status_name(exc)})", **audit_fields)
             except Exception:  # noqa: BLE001 - the caller must see the original error
                 log.warning("could not audit a failed read", extra={"record_id": read.record_id})
             raise
