@@ -5,7 +5,10 @@ record id, labels, data key, ciphertext, ledger entry and audit events. Many wri
 (at most ``concurrency`` per import, on one bounded pool shared by all imports), because the
 downstream calls (data keys, blobs, ledger submits, audit appends) are batched across concurrent
 writes; an import only ever holds ``concurrency`` resources in memory, and a stream is read only
-as fast as its writes finish and its results are taken (gRPC flow control does the rest).
+as fast as its writes finish and its results are taken (gRPC flow control does the rest). How many
+are under way adapts (:class:`Window`): an import that meets UNAVAILABLE / DEADLINE_EXCEEDED slows
+down instead of failing every resource. A failed resource is not retried (a write may fail after
+its commit point); the caller resends what did not commit (``carechain records import --resume``).
 
 Bundles (docs/sdk.md, "Bulk import"):
 
@@ -45,6 +48,10 @@ from carechain.runtime.auth import Caller, Kind
 log = logging.getLogger("carechain.records.bulk")
 
 DEFAULT_CONCURRENCY = 32
+INITIAL_WINDOW = 8
+# A write failing with one of these says a service is overloaded or down: the import slows down.
+OVERLOADED = frozenset(c.value[0] for c in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                             grpc.StatusCode.RESOURCE_EXHAUSTED))
 MAX_BUNDLE_BYTES = 32 * 1024 * 1024
 MAX_BUNDLE_ENTRIES = 10_000
 MAX_CLIENT_REF_CHARS = 200
@@ -134,7 +141,7 @@ class BulkImporter:
     def import_stream(self, caller: Caller, requests: Iterator[records_pb2.ImportRecordsRequest]
                       ) -> Iterator[records_pb2.ImportResult]:
         """One ImportResult per request, in completion order; at most ``concurrency`` writes or untaken results."""
-        slots = threading.Semaphore(self.concurrency)
+        slots = Window(self.concurrency)
         done: queue.Queue[records_pb2.ImportResult | _End] = queue.Queue()
         stop = threading.Event()
         context = contextvars.copy_context()
@@ -155,10 +162,7 @@ class BulkImporter:
             count, error = 0, None
             try:
                 for request in requests:
-                    while not slots.acquire(timeout=0.5):
-                        if stop.is_set():
-                            return
-                    if stop.is_set():
+                    if not slots.acquire(stop):
                         return
                     self._pool.submit(context.copy().run, write, count, request)
                     count += 1
@@ -178,7 +182,7 @@ class BulkImporter:
                     if end.error is not None and not isinstance(end.error, grpc.RpcError):
                         raise end.error
                     continue
-                slots.release()
+                slots.release(overloaded=item.code in OVERLOADED)
                 sent += 1
                 yield item
         finally:
@@ -249,7 +253,7 @@ class BulkImporter:
                 return
             entry.stored = stored
 
-        slots = threading.Semaphore(self.concurrency)
+        slots = Window(self.concurrency)
         futures = []
         for entry in entries:
             if entry.failure is not None:
@@ -259,12 +263,52 @@ class BulkImporter:
                 slots.release()
                 break
             future = self._submit(lambda e=entry: write(e))
-            future.add_done_callback(lambda _f: slots.release())
+            future.add_done_callback(lambda _f, e=entry: slots.release(
+                overloaded=e.failure is not None and e.failure[0].value[0] in OVERLOADED))
             futures.append(future)
         concurrent.futures.wait(futures)
         for entry in entries:
             if entry.failure is None and not entry.attempted:
                 entry.fail(grpc.StatusCode.ABORTED, NOT_ATTEMPTED)
+
+
+class Window:
+    """How many writes an import has under way: at most ``limit``, fewer while the network is overloaded.
+
+    Additive increase, multiplicative decrease (as TCP): it starts at :data:`INITIAL_WINDOW`, grows by
+    one per window of results, and halves (at most once per window) when a write fails with a status
+    that says a service is overloaded or down, so an import backs off rather than failing in bulk.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = float(min(limit, INITIAL_WINDOW))
+        self._in_flight = 0
+        self._since_decrease = 0
+        self._changed = threading.Condition()
+
+    def acquire(self, stop: threading.Event | None = None) -> bool:
+        """Wait for room for one more write; False if stop was set meanwhile."""
+        with self._changed:
+            while self._in_flight >= int(self.size):
+                if stop is not None and stop.is_set():
+                    return False
+                self._changed.wait(0.5)
+            if stop is not None and stop.is_set():
+                return False
+            self._in_flight += 1
+            return True
+
+    def release(self, overloaded: bool = False) -> None:
+        """One write is over (its result taken); overloaded: it failed because a service could not keep up."""
+        with self._changed:
+            self._in_flight -= 1
+            self._since_decrease += 1
+            if overloaded and self._since_decrease >= self.size:
+                self.size, self._since_decrease = max(1.0, self.size / 2), 0
+            elif not overloaded:
+                self.size = min(float(self.limit), self.size + 1 / self.size)
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,23 @@ def test_the_response_is_a_fhir_batch_response_in_entry_order() -> None:
 
 def test_an_unexpected_failure_is_reported_as_internal_without_its_message() -> None:
     assert outcome_of(ValueError("Jane Doe's record")) == (grpc.StatusCode.INTERNAL, "internal error")
+
+
+def test_the_import_window_halves_when_services_are_overloaded_and_grows_back() -> None:
+    from carechain.records.bulk import INITIAL_WINDOW, Window
+
+    window = Window(32)
+    assert window.size == INITIAL_WINDOW
+    for _ in range(INITIAL_WINDOW):
+        assert window.acquire()
+    for _ in range(INITIAL_WINDOW):  # a whole window fails at once: one halving, not eight
+        window.release(overloaded=True)
+    assert window.size == INITIAL_WINDOW / 2
+    for _ in range(200):
+        window.acquire()
+        window.release()
+    assert INITIAL_WINDOW < window.size <= 32
+    stop = __import__("threading").Event()
+    stop.set()
+    full = Window(1)
+    assert full.acquire() and not full.acquire(stop)  # no room, and the import is ending
