@@ -283,6 +283,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"imported {tally.committed} records in {elapsed:.1f} s ({tally.rate:.0f}/s); "
               f"{sum(tally.failed.values())} failed{_counts(tally.failed)}, "
               f"{sum(tally.skipped.values())} skipped{_counts(tally.skipped)}")
+    if tally.failed:
+        again = f"--log {args.log} --resume" if args.log else "--log FILE (and next time --resume)"
+        print(f"to send only what did not commit, run the same command with {again}", file=sys.stderr)
     return EXIT_FAILED if tally.failed else 0
 
 
