@@ -284,8 +284,8 @@ def cmd_import(args: argparse.Namespace) -> int:
               f"{sum(tally.failed.values())} failed{_counts(tally.failed)}, "
               f"{sum(tally.skipped.values())} skipped{_counts(tally.skipped)}")
     if tally.failed:
-        again = f"--log {args.log} --resume" if args.log else "--log FILE (and next time --resume)"
-        print(f"to send only what did not commit, run the same command with {again}", file=sys.stderr)
+        print(f"to send only what did not commit, rerun with --log {args.log} --resume" if args.log else
+              "no --log was given: a rerun stores everything again (use --log FILE, then --resume)", file=sys.stderr)
     return EXIT_FAILED if tally.failed else 0
 
 
