@@ -20,8 +20,8 @@ import json
 import os
 import pathlib
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
 
 from carechain.audit.hashchain import verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -53,6 +53,8 @@ Kind = common_pb2.PrincipalKind
 Purpose = common_pb2.PurposeOfUse
 Category = common_pb2.SensitivityCategory
 
+#: Bytes per message of a streamed large-record upload.
+LARGE_CHUNK_BYTES = 1024 * 1024
 #: The line of a key file that names its principal (RFC 7468 explanatory text before the PEM block).
 KEY_FILE_PRINCIPAL_HEADER = "CareChain-Principal:"
 
@@ -258,6 +260,69 @@ class CareChainClient:
         raw = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
         request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
         return self.records.PutRecord(request, timeout=30)
+
+    def import_bundle(self, bundle: dict[str, Any] | bytes, patient_ids: Iterable[str],
+                      timeout: float = 600) -> records_pb2.ImportBundleResponse:
+        """Import a FHIR batch or transaction Bundle about the listed patients (docs/sdk.md, "Bulk import").
+
+        Each entry becomes its own record; the response has a FHIR batch/transaction-response Bundle and one
+        ImportResult per entry (code 0 = committed). A transaction refused before any write raises.
+        """
+        raw = bundle if isinstance(bundle, bytes) else json.dumps(bundle).encode()
+        request = records_pb2.ImportBundleRequest(bundle_json=raw, patient_ids=list(patient_ids))
+        return self.records.ImportBundle(request, timeout=timeout)
+
+    def import_records(self, resources: Iterable[tuple[str, dict[str, Any] | bytes, str]],
+                       timeout: float | None = None) -> Iterator[records_pb2.ImportResult]:
+        """Import (patient_id, resource, client_ref) triples as one stream; yields a result per resource.
+
+        Results come in completion order (ImportResult.index is the position in resources, client_ref is
+        echoed); resources are read lazily, as fast as the server writes them (bounded memory both ends).
+        """
+        requests = (records_pb2.ImportRecordsRequest(
+            patient_id=patient_id, client_ref=client_ref,
+            resource_json=resource if isinstance(resource, bytes) else json.dumps(resource).encode())
+            for patient_id, resource, client_ref in resources)
+        return iter(self.records.ImportRecords(requests, timeout=timeout))
+
+    def put_large_record(self, patient_id: str, envelope: dict[str, Any] | bytes, data: Iterable[bytes] | BinaryIO,
+                         size: int, timeout: float | None = None) -> records_pb2.PutRecordResponse:
+        """Store a resource with a big attachment: the resource without its data, then the data streamed.
+
+        envelope is a DocumentReference (data of content[0].attachment) or Media (content) with no
+        ``data``; data is an iterable of bytes or a binary file (read in 1 MiB chunks); size its length.
+        """
+        raw = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+        chunks = iter(lambda: data.read(LARGE_CHUNK_BYTES), b"") if hasattr(data, "read") else data
+
+        def requests() -> Iterator[records_pb2.PutRecordStreamRequest]:
+            yield records_pb2.PutRecordStreamRequest(header=records_pb2.LargeRecordHeader(
+                patient_id=patient_id, resource_json=raw, attachment_size=size))
+            for chunk in chunks:  # type: ignore[union-attr]
+                for start in range(0, len(chunk), LARGE_CHUNK_BYTES):
+                    yield records_pb2.PutRecordStreamRequest(data=chunk[start:start + LARGE_CHUNK_BYTES])
+
+        return self.records.PutRecordStream(requests(), timeout=timeout)
+
+    def get_large_record(self, record_id: str, out: BinaryIO, purpose: int = Purpose.PURPOSE_OF_USE_TREAT,
+                         action: int = 0, timeout: float | None = None) -> records_pb2.GetRecordResponse:
+        """Read a record as a stream: its attachment data written to out, the rest returned.
+
+        Returns the header (resource_json without the data; attachment_size bytes were written to out).
+        Each segment was authenticated before it was sent; a DATA_LOSS part-way means out is incomplete.
+        """
+        responses = self.records.GetRecordStream(
+            records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose, action=action),  # type: ignore[arg-type]
+            timeout=timeout)
+        header = None
+        for response in responses:
+            if response.WhichOneof("part") == "header":
+                header = response.header
+            else:
+                out.write(response.data)
+        if header is None:
+            raise ValueError("GetRecordStream ended without a header")
+        return header
 
     def deactivate_principal(self, principal_id: str) -> identity_pb2.Principal:
         """Deactivate a principal this client's organisation (or, for organisations, the operator) registered."""

@@ -33,7 +33,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +50,7 @@ from carechain.core.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.core.errors import (
     CareChainError,
     DataLoss,
+    FailedPrecondition,
     IntegrityError,
     InvalidArgument,
     PermissionDenied,
@@ -111,6 +112,14 @@ class ReadRecord:
     redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
     handling_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record (Part 2)
     labelled_resource_json: bytes = b""  # the resource with handling_labels in meta.security (Part 2 only)
+    attachment: Any = None  # a large record's data, still to be streamed (GetRecordStream; records.large_records)
+
+
+# A large record's content step (records.large_records): (data key, record id, patient id, version) ->
+# (content_sha256, content_size, segment_bytes) once its segmented ciphertext is in storage.
+ContentWriter = Callable[[bytes, str, str, int], tuple[str, int, int]]
+# Its read step: (ledger entry, data key) -> (the resource without its data, the data still to stream).
+ContentReader = Callable[[ledger_pb2.RegisterRecord, bytes], tuple[bytes, Any]]
 
 
 # The actions a read may ask consent for, and how each is audited.
@@ -161,8 +170,13 @@ class RecordsGateway:
 
     # --- write -----------------------------------------------------------
 
-    def put_record(self, caller: Caller, patient_id: str, resource_json: bytes) -> StoredRecord:
-        """Validate, encrypt, store, register and audit one FHIR resource."""
+    def put_record(self, caller: Caller, patient_id: str, resource_json: bytes,
+                   content: ContentWriter | None = None) -> StoredRecord:
+        """Validate, encrypt, store, register and audit one FHIR resource.
+
+        content: a large record's (records.large_records) own encryption and upload of its data, in
+        place of sealing resource_json (then the envelope, validated and labelled as any resource).
+        """
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
         patient = self._patient(patient_id)
@@ -190,7 +204,7 @@ class RecordsGateway:
         started = time.monotonic()
         try:
             stored = self._store_and_commit(caller, patient_id, organization_id, record_id, resource, categories,
-                                            resource_json, started)
+                                            resource_json, started, content)
         except Exception as exc:
             self._report_failed_write(audit_fields, exc)
             raise
@@ -205,29 +219,35 @@ class RecordsGateway:
 
     def _store_and_commit(self, caller: Caller, patient_id: str, organization_id: str, record_id: str,
                           resource: Any, categories: list[int], resource_json: bytes,
-                          started: float) -> StoredRecord:
+                          started: float, content: ContentWriter | None = None) -> StoredRecord:
         """Data key, ciphertext to storage, RegisterRecord on the ledger (the commit point)."""
         data_key = self._peers.identity.GenerateDataKey(
             identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
         )
-        with _tracer.start_as_current_span("records.encrypt"):
-            ciphertext = seal(
-                data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
-            )
-        content_sha256 = sha256_hex(ciphertext)
-        blob = self._peers.storage.PutBlob(_upload(ciphertext, content_sha256))
-        if not same(blob.sha256, content_sha256):
-            raise DataLoss("storage stored different bytes than were sent")
+        segment_bytes = 0
+        if content is not None:  # a large record: segments sealed and streamed to storage as they arrive
+            content_sha256, content_size, segment_bytes = content(data_key.plaintext_key, record_id, patient_id,
+                                                                  RECORD_VERSION)
+        else:
+            with _tracer.start_as_current_span("records.encrypt"):
+                ciphertext = seal(
+                    data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
+                )
+            content_sha256, content_size = sha256_hex(ciphertext), len(ciphertext)
+            blob = self._peers.storage.PutBlob(_upload(ciphertext, content_sha256))
+            if not same(blob.sha256, content_sha256):
+                raise DataLoss("storage stored different bytes than were sent")
 
         registration = ledger_pb2.RegisterRecord(
             record_id=record_id,
             patient_id=patient_id,
             organization_id=organization_id,
             content_sha256=content_sha256,
-            content_size=len(ciphertext),
+            content_size=content_size,
             key_name=data_key.key_ref.key_name,
             key_version=data_key.key_ref.key_version,
             version=RECORD_VERSION,
+            segment_bytes=segment_bytes,
         )
         # Ledger privacy: what consent needs about the content goes on the ledger only sealed.
         metadata = ledger_pb2.RecordMetadata(
@@ -278,8 +298,13 @@ class RecordsGateway:
         action: int = common_pb2.CONSENT_ACTION_ACCESS,
         break_glass: bool = False,
         break_glass_reason: str = "",
+        content: ContentReader | None = None,
     ) -> ReadRecord:
-        """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way."""
+        """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way.
+
+        content: how a large record (RegisterRecord.segment_bytes > 0) is opened (records.large_records,
+        GetRecordStream); without it such a record is FAILED_PRECONDITION.
+        """
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
@@ -299,6 +324,8 @@ class RecordsGateway:
         except IntegrityError as exc:
             # Only the records service seals metadata: an entry that does not open was not written by it.
             raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
+        if record.segment_bytes and content is None:
+            raise FailedPrecondition("record_id: a large record is read with GetRecordStream")
         audit_fields = {
             "actor_id": caller.principal_id,
             "organization_id": organization_of(caller),
@@ -338,7 +365,10 @@ class RecordsGateway:
             raise
         try:
             with _tracer.start_as_current_span("records.fetch_decrypt"):
-                plaintext = self._decrypt(record, key.plaintext_key)
+                if record.segment_bytes and content is not None:
+                    plaintext, attachment = content(record, key.plaintext_key)  # its envelope, authenticated
+                else:
+                    plaintext, attachment = self._decrypt(record, key.plaintext_key), None
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
             raise
@@ -346,7 +376,8 @@ class RecordsGateway:
         self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
                            alert=decision.break_glass, **audit_fields)
         read = ReadRecord(record_id, plaintext, list(metadata.categories), record.patient_id, metadata.resource_type,
-                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms)
+                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms,
+                          attachment=attachment)
         if not is_part2(metadata.categories):
             return read
         return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,
