@@ -3,6 +3,8 @@
 # ruff: noqa: F811 - test parameters named like the imported fixtures are how pytest injects them
 from __future__ import annotations
 
+import concurrent.futures
+
 import grpc
 import pytest
 from consent_fixtures import (  # noqa: F401 - clock and env are fixtures
@@ -238,3 +240,97 @@ def test_check_decision_refuses_a_token_with_a_mistyped_claim_by_name(env: Env, 
     held = check(env, token)
     assert not held.permitted
     assert held.reason.startswith(f"decision token rejected: decision token claim {claim} ")
+
+
+# --- DecideMany: several requests on one synchronised state -------------------------------------
+
+def decide_request(record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, reason="") -> consent_pb2.DecideRequest:
+    return consent_pb2.DecideRequest(actor_id=actor_id, record_id=record_id, purpose=purpose,
+                                     break_glass=bool(reason), break_glass_reason=reason)
+
+
+def decide_many(env: Env, *requests: consent_pb2.DecideRequest,
+                caller=RECORDS_CALLER) -> list[consent_pb2.DecideResult]:
+    return list(env.call("DecideMany", consent_pb2.DecideManyRequest(requests=requests), caller).results)
+
+
+def test_decide_many_answers_each_request_as_decide_does_in_order(env: Env) -> None:
+    grant(env)
+    asked = [decide_request(), decide_request(record_id="rec-psy"), decide_request(actor_id="prac-gp"),
+             decide_request(record_id="rec-missing"), decide_request(purpose=c.PURPOSE_OF_USE_UNSPECIFIED),
+             decide_request(actor_id=""), decide_request(actor_id="prac-er", purpose=ETREAT, reason=" ")]
+    results = decide_many(env, *asked)
+    assert len(results) == len(asked)
+    for request, result in zip(asked, results, strict=True):
+        try:
+            single = env.call("Decide", request, RECORDS_CALLER)
+        except grpc.RpcError as exc:
+            assert result.WhichOneof("result") == "error"
+            assert (result.error.code, result.error.message) == (exc.code().value[0], exc.details())
+            continue
+        assert result.WhichOneof("result") == "decision"
+        got = result.decision
+        assert (got.effect, got.reason, got.consent_id, got.provision_path, got.patient_id) == (
+            single.effect, single.reason, single.consent_id, single.provision_path, single.patient_id)
+        assert bool(got.decision_token) == bool(single.decision_token)
+    assert results[0].decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert results[1].decision.effect == results[2].decision.effect == DENY
+    assert results[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert results[4].error.message.startswith("purpose:") and results[5].error.message.startswith("actor_id:")
+    assert results[6].error.message.startswith("break_glass_reason:")
+
+
+def test_decide_many_permits_are_redeemable_and_a_later_revocation_stops_them(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    first, second = (r.decision for r in decide_many(env, decide_request(), decide_request()))
+    assert first.decision_id != second.decision_id
+    assert check(env, first.decision_token).permitted
+    env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent_id)), PATIENT_CALLER)
+    held = check(env, second.decision_token)
+    assert not held.permitted and held.reason.startswith("consent revoked")
+    (after,) = decide_many(env, decide_request())
+    assert after.decision.effect == DENY and not after.decision.decision_token
+
+
+def test_decide_many_sees_a_revocation_committed_straight_to_the_ledger(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    env.ledger.commit(revoke_tx(consent_id))  # not through this service: only the next sync can see it
+    (result,) = decide_many(env, decide_request())
+    assert result.decision.effect == DENY
+
+
+def test_decide_many_reads_the_ledger_once_for_the_whole_batch(env: Env) -> None:
+    grant(env)
+    before = env.ledger.list_calls
+    decide(env)
+    one = env.ledger.list_calls - before
+    before = env.ledger.list_calls
+    results = decide_many(env, *[decide_request() for _ in range(20)])
+    assert all(r.decision.effect == consent_pb2.DECISION_EFFECT_PERMIT for r in results)
+    assert env.ledger.list_calls - before == one
+
+
+@pytest.mark.parametrize("count", [0, 257])
+def test_decide_many_refuses_an_empty_or_oversized_batch(env: Env, count: int) -> None:
+    code, details = status_of(lambda: decide_many(env, *[decide_request() for _ in range(count)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("requests:")
+
+
+@pytest.mark.parametrize("caller", [PATIENT_CALLER, IDENTITY_CALLER,
+                                    Caller("prac-onc", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "oncology")])
+def test_decide_many_is_only_for_the_records_service(env: Env, caller: Caller) -> None:
+    grant(env)
+    code, _ = status_of(lambda: decide_many(env, decide_request(), caller=caller))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_concurrent_decisions_after_a_revocation_all_deny(env: Env) -> None:
+    """Concurrent callers share ledger reads, but each is answered on a state read after it arrived."""
+    consent_id = grant(env).consent_id
+    permits = [decide(env).decision_token for _ in range(8)]
+    env.ledger.commit(revoke_tx(consent_id))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        checks = list(pool.map(lambda token: check(env, token), permits))
+        decisions = list(pool.map(lambda _: decide(env), range(8)))
+    assert not any(held.permitted for held in checks)
+    assert all(d.effect == DENY for d in decisions)
