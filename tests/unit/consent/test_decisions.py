@@ -31,10 +31,12 @@ from consent_ledger_fake import (
 )
 
 from carechain.common.v1 import common_pb2 as c
+from carechain.consent.decisions import IssuedDecisions
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.crypto import Ed25519Signer
+from carechain.core.decision_claims import DecisionClaims, issue_decision_token
 from carechain.core.layout import DECISION_ISSUER_ID, audience
-from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.core.tokens import CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller
 
@@ -334,3 +336,52 @@ def test_concurrent_decisions_after_a_revocation_all_deny(env: Env) -> None:
         decisions = list(pool.map(lambda _: decide(env), range(8)))
     assert not any(held.permitted for held in checks)
     assert all(d.effect == DENY for d in decisions)
+
+
+# --- CheckDecision of the tokens this replica issued ---------------------------------------------
+
+def test_an_issued_token_is_remembered_once_and_not_past_its_lifetime() -> None:
+    now = [1_000.0]
+    issued = IssuedDecisions(clock=lambda: now[0])
+    claims = DecisionClaims("prac-onc", "rec-onc", "pat-1", TREAT, c.CONSENT_ACTION_ACCESS, decision_id="d-1",
+                            expires_at=1_030.0)
+    issued.remember("token-1", claims)
+    assert issued.take("token-2") is None  # never issued here
+    assert issued.take("token-1") == claims
+    assert issued.take("token-1") is None  # taken once; a second check verifies the token in full
+    issued.remember("token-1", claims)
+    now[0] = 1_030.0 + CLOCK_SKEW_SECONDS - 1  # about to expire even with the skew verification allows
+    assert issued.take("token-1") is None
+
+
+def test_remembered_tokens_are_bounded_and_expired_ones_dropped() -> None:
+    now = [1_000.0]
+    issued = IssuedDecisions(clock=lambda: now[0], max_entries=3)
+    for i in range(5):
+        issued.remember(f"t-{i}", DecisionClaims("a", "r", "p", TREAT, 1, decision_id=str(i), expires_at=1_030.0))
+    assert len(issued) == 3 and issued.take("t-0") is None and issued.take("t-4") is not None
+    now[0] = 2_000.0
+    issued.remember("late", DecisionClaims("a", "r", "p", TREAT, 1, decision_id="x", expires_at=2_030.0))
+    assert len(issued) == 1
+
+
+def test_a_token_of_another_replica_is_verified_and_rechecked_on_the_current_state(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    claims = DecisionClaims("prac-onc", "rec-onc", "pat-1", TREAT, c.CONSENT_ACTION_ACCESS, consent_id=consent_id)
+    token, _ = issue_decision_token(CONSENT, claims, 30)  # same key, not issued by this replica
+    assert check(env, token).permitted
+    env.ledger.commit(revoke_tx(consent_id))
+    second, _ = issue_decision_token(CONSENT, claims, 30)
+    held = check(env, second)
+    assert not held.permitted and held.reason.startswith("consent revoked")
+
+
+def test_a_remembered_permit_is_still_stopped_by_a_revocation_at_key_release(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    tokens = [decide(env).decision_token for _ in range(2)]
+    assert check(env, tokens[0]).permitted
+    env.ledger.commit(revoke_tx(consent_id))  # straight to the ledger, between decision and key release
+    held = check(env, tokens[1])
+    assert not held.permitted and held.reason.startswith("consent revoked")
+    again = check(env, tokens[0])  # a second check of the same token: verified in full, and still revoked
+    assert not again.permitted and again.reason.startswith("consent revoked")
