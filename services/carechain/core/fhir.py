@@ -303,7 +303,7 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
         raise InvalidArgument(f"{FIELD}.resourceType", f"{resource_type} is not patient data")
     _check_no_empty_values(content, FIELD)
     try:
-        instance = model.model_validate(content)
+        instance = _model_instance(model, raw, content)
     except ValidationError as exc:
         problem = _describe(exc)  # built before the exception (which holds the input) is dropped
         raise InvalidArgument(FIELD, f"not a valid {resource_type}: {problem}") from None
@@ -313,6 +313,19 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
     _check_invariants(content, FIELD)
     _check_patient(resource_type, content, fhir_patient_id)
     return ValidatedResource(resource_type, content)
+
+
+def _model_instance(model: type[BaseModel], raw: bytes, content: dict[str, Any]) -> BaseModel:
+    """The model of the resource, validated from its bytes (pydantic's JSON mode: a third cheaper than from
+    the parsed dict, with the same rules). The bytes already passed :func:`parse_json`, so JSON mode can
+    only refuse what it reads differently from Python's json (a lone surrogate escape): that resource is
+    judged on the parsed dict, exactly as before."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if exc.errors(include_input=False, include_url=False, include_context=False)[0].get("type") != "json_invalid":
+            raise
+    return model.model_validate(content)
 
 
 def _check_no_empty_values(node: Any, path: str, nulls_allowed: bool = False) -> None:
