@@ -84,7 +84,7 @@ RECORD_VERSION = 1
 UPLOAD_CHUNK_BYTES = 256 * 1024
 # Patients' registrations and verified ledger entries kept in memory (least recently used dropped first).
 PATIENT_CACHE_ENTRIES = 10_000
-ENTRY_CACHE_ENTRIES = 50_000
+ENTRY_CACHE_ENTRIES = 20_000  # ~1 KiB each (registration + opened metadata): ~20 MiB at most
 
 
 @dataclass(frozen=True)
