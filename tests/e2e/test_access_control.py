@@ -245,6 +245,8 @@ CELLS = [
     Cell("consent", "ListConsents", lambda w: consent_pb2.ListConsentsRequest(patient_id=_patient_id(w)),
          OWN_OR_DELEGATED_READ),
     Cell("consent", "Decide", lambda w: consent_pb2.DecideRequest(), ("svc-records",)),
+    Cell("consent", "DecideMany", lambda w: consent_pb2.DecideManyRequest(requests=[consent_pb2.DecideRequest()]),
+         ("svc-records",)),
     Cell("consent", "CheckDecision", lambda w: consent_pb2.CheckDecisionRequest(), ("svc-identity",)),
     Cell("consent", "ExportConsent", lambda w: consent_pb2.ExportConsentRequest(consent_id=w.consent_id),
          OWN_OR_DELEGATED_READ, hidden=(OTHER_PATIENT, PRACTITIONER, OTHER_PRACTITIONER)),

@@ -15,9 +15,11 @@ The RegisterRecord carries resource type, categories, clinical date, author and
 the primary clinical codes only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
 Read: ledger entry (its sealed metadata opened: that also proves the entry was
-written by a holder of the metadata key, not made up by a validator) -> consent
+written by a holder of the metadata key, not made up by a validator; kept once
+verified, since a committed registration never changes) -> consent
 decision for the requested action (ACCESS, or DISCLOSE to a third party; an
-explicit break-glass request with its reason) -> (deny: audit, PERMISSION_DENIED) -> data key
+explicit break-glass request with its reason; concurrent reads' requests go to
+consent as one DecideMany) -> (deny: audit, PERMISSION_DENIED) -> data key
 released against the decision token (identity re-checks it with consent) ->
 ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
 a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
@@ -25,6 +27,10 @@ resource, with the 42 CFR 2.32 notice and labels for a Part 2 record. A read
 that fails after the record is known (consent unreachable, key release
 refused, storage or integrity failure) is audited as failed before the error
 goes back, so no failed read goes unrecorded.
+
+A patient's registration (kind, organisation, FHIR id: none of them ever changes) is
+fetched from identity once and kept; a deactivated patient (the principal_status
+follower) gets no new records.
 """
 
 from __future__ import annotations
@@ -63,7 +69,9 @@ from carechain.labels.sensitivity import categorize, clinical_codes
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
+from carechain.records.deciding import BoundedCache, ConsentDecider
 from carechain.runtime.auth import Caller, Kind
+from carechain.runtime.principal_status import PrincipalStatus
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records")
@@ -74,6 +82,17 @@ Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
 RECORD_VERSION = 1
 UPLOAD_CHUNK_BYTES = 256 * 1024
+# Patients' registrations and verified ledger entries kept in memory (least recently used dropped first).
+PATIENT_CACHE_ENTRIES = 10_000
+ENTRY_CACHE_ENTRIES = 20_000  # ~1 KiB each (registration + opened metadata): ~20 MiB at most
+
+
+@dataclass(frozen=True)
+class _VerifiedEntry:
+    """A record's ledger registration whose sealed metadata opened (so it was written by this service)."""
+
+    record: ledger_pb2.RegisterRecord
+    metadata: ledger_pb2.RecordMetadata
 
 
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
@@ -158,8 +177,14 @@ class RecordsGateway:
     """Orchestrates identity, storage, ledger, consent and audit for record writes and reads."""
 
     def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int,
-                 sealer: LedgerSealer, commit_deadline_seconds: float = 1800.0) -> None:
+                 sealer: LedgerSealer, commit_deadline_seconds: float = 1800.0,
+                 principal_status: PrincipalStatus | None = None) -> None:
+        """principal_status: deactivated patients get no new records (None: not checked, e.g. in tests)."""
         self._peers = peers
+        self._principal_status = principal_status
+        self._patients: BoundedCache[str, identity_pb2.Principal] = BoundedCache(PATIENT_CACHE_ENTRIES)
+        self._entries: BoundedCache[str, _VerifiedEntry] = BoundedCache(ENTRY_CACHE_ENTRIES)
+        self._decider = ConsentDecider(lambda: peers.consent)
         self._sealer = sealer
         self._max_record_bytes = max_record_bytes
         self._audit = AuditReporter(peers.audit, "records")
@@ -278,6 +303,13 @@ class RecordsGateway:
             log.warning("could not audit a failed write", extra={"record_id": audit_fields["record_id"]})
 
     def _patient(self, patient_id: str) -> identity_pb2.Principal:
+        """The registered patient (from the cache once known); InvalidArgument if not one, refused if deactivated."""
+        if self._principal_status is not None and self._principal_status.deactivated(patient_id):
+            self._patients.discard(patient_id)
+            raise FailedPrecondition("patient_id: the patient was deactivated; no new records are accepted")
+        principal = self._patients.get(patient_id)
+        if principal is not None:
+            return principal
         try:
             principal = self._peers.identity.GetPrincipal(identity_pb2.GetPrincipalRequest(principal_id=patient_id))
         except grpc.RpcError as exc:
@@ -286,6 +318,8 @@ class RecordsGateway:
             raise
         if principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
             raise InvalidArgument("patient_id", "is not a registered patient")
+        # Kind, organisation and FHIR id are fixed at registration: safe to keep.
+        self._patients.put(patient_id, principal)
         return principal
 
     # --- read ------------------------------------------------------------
@@ -314,16 +348,8 @@ class RecordsGateway:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
         audit_action = READ_ACTIONS[action]
         validate_break_glass_request(break_glass, break_glass_reason)
-        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
-        record = entry.record
-        if record.record_id != record_id:
-            raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
-        try:
-            with _tracer.start_as_current_span("records.open_metadata"):
-                metadata = self._sealer.open_record(record)
-        except IntegrityError as exc:
-            # Only the records service seals metadata: an entry that does not open was not written by it.
-            raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
+        verified = self._verified_entry(record_id)
+        record, metadata = verified.record, verified.metadata
         if record.segment_bytes and content is None:
             raise FailedPrecondition("record_id: a large record is read with GetRecordStream")
         audit_fields = {
@@ -336,7 +362,7 @@ class RecordsGateway:
             "categories": list(metadata.categories),
         }
         try:
-            decision = self._peers.consent.Decide(
+            decision = self._decider.decide(
                 consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
                                           action=action,  # type: ignore[arg-type]
                                           break_glass=break_glass, break_glass_reason=break_glass_reason)
@@ -384,6 +410,29 @@ class RecordsGateway:
                        labelled_resource_json=with_security_labels(plaintext, [
                            *security_labels(metadata.categories, with_confidentiality=True),
                            *handling_label_codings(PART2_SECURITY_LABELS)]))
+
+    def _verified_entry(self, record_id: str) -> _VerifiedEntry:
+        """The record's ledger registration with its opened metadata: checked once, then kept (it never changes)."""
+        cached = self._entries.get(record_id)
+        if cached is not None:
+            return cached
+        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
+        record = entry.record
+        if record.record_id != record_id:
+            raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
+        try:
+            with _tracer.start_as_current_span("records.open_metadata"):
+                metadata = self._sealer.open_record(record)
+        except IntegrityError as exc:
+            # Only the records service seals metadata: an entry that does not open was not written by it.
+            raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
+        verified = _VerifiedEntry(record, metadata)
+        self._entries.put(record_id, verified)
+        return verified
+
+    def close(self) -> None:
+        """Stop batching consent decisions (reads after this fail)."""
+        self._decider.close()
 
     def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
         """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""

@@ -169,9 +169,10 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
-                             commit_deadline_seconds=settings.reconcile_grace_seconds / 2)
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
+                             commit_deadline_seconds=settings.reconcile_grace_seconds / 2,
+                             principal_status=principal_status)
     reconciler = Reconciler(peers, settings.reconcile_grace_seconds)
     background = BackgroundReconciler(reconciler, settings.reconcile_interval_seconds).start()
     importer = BulkImporter(gateway, lambda: peers.identity, settings.max_record_bytes)
@@ -180,7 +181,7 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
                                importer, large)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
-    return register, [background.close, importer.close, principal_status.close, peers.close]
+    return register, [background.close, importer.close, gateway.close, principal_status.close, peers.close]
 
 
 def main() -> None:

@@ -268,6 +268,9 @@ class AuditSettings(ServiceSettings):
 class RecordsSettings(LedgerMetadataKeySettings):
     """Records gateway."""
 
+    # Each call mostly waits on five other services: a worker per concurrent client keeps calls from
+    # queueing behind those waits, and lets concurrent reads share batched calls (DecideMany).
+    max_workers: int = Field(64, ge=1, le=256, description="gRPC worker threads")
     max_record_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest FHIR resource accepted")
     reconcile_grace_seconds: float = Field(
         3600.0, ge=1, le=30 * 24 * 3600,

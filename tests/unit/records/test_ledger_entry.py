@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 from consent_ledger_fake import CHAIN, SEALER
+from records_fixtures import decide_many_by_one
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2 as c
@@ -55,6 +56,9 @@ class Peers:
 
     def GetRecordEntry(self, request: ledger_pb2.GetRecordEntryRequest, **_: object) -> ledger_pb2.RecordEntry:
         return self.entry
+
+    def DecideMany(self, request, **_):
+        return decide_many_by_one(self.Decide, request)
 
     def Decide(self, request: consent_pb2.DecideRequest, **_: object) -> consent_pb2.Decision:
         self.decided.append(request)

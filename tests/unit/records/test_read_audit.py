@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from consent_ledger_fake import CHAIN, SEALER
+from records_fixtures import decide_many_by_one
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2 as c
@@ -54,6 +55,9 @@ class Peers:
         record.sealed_metadata.CopyFrom(SEALER.seal_record(record, ledger_pb2.RecordMetadata(
             resource_type="Condition", categories=self.categories)))
         return ledger_pb2.RecordEntry(record=record)
+
+    def DecideMany(self, request, **_):
+        return decide_many_by_one(self.Decide, request)
 
     def Decide(self, request, **_):
         if self.consent_down:
