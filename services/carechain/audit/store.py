@@ -21,7 +21,6 @@ from typing import Protocol
 from carechain.audit.hashchain import AuditBatch, AuditVerification
 from carechain.audit.v1 import audit_pb2
 
-
 #: A position in a newest-first listing: (time_ms, sequence) of the last entry of the previous page.
 Cursor = tuple[int, int]
 

@@ -7,8 +7,9 @@
 - :class:`AuditTrail` appends to the store and returns only once the event is
   durable; any store failure is UNAVAILABLE, so the reporting service fails
   closed. Concurrent appends, and the events of one RecordEvents request, are
-  group-committed: one store transaction (one fsync) for many events. Only the audit service itself records ledger checkpoints and
-  anchoring alerts (:data:`OWN_ACTIONS`), through :meth:`AuditTrail.append`.
+  group-committed: one store transaction (one fsync) for many events. Only
+  the audit service itself records ledger checkpoints and anchoring alerts
+  (:data:`OWN_ACTIONS`), through :meth:`AuditTrail.append`.
 """
 
 from __future__ import annotations
