@@ -449,3 +449,64 @@ def test_alerts_survive_reopening(backend: Backend, tmp_path: pathlib.Path) -> N
         assert [i.item_id for i in reopened.review_items()] == [review_item_id(alert.event_id)]
     finally:
         reopened.close()
+
+
+# --- group commit and pages -------------------------------------------------------------------------
+
+def test_a_batch_is_chained_like_single_appends_and_idempotent(store: AuditStore) -> None:
+    before = event(reason="stored before")
+    store.append(before)
+    first, alert, twice = event(reason="first"), event(time_ms=2_000, alert=True), event(reason="twice")
+    receipts = store.append_batch([first, before, alert, twice, twice])
+    assert [r[0] for r in receipts] == [2, 1, 3, 4, 4]  # a stored id, and one twice in the batch: one receipt
+    assert receipts[0][1] == chain_hash(store.events_after(0, 1)[0].event_hash, encode_event(first))
+    assert receipts[3][1] == chain_hash(receipts[2][1], encode_event(twice))
+    assert store.append_batch([first, alert]) == [receipts[0], receipts[2]]  # a retried batch: the same receipts
+    assert store.head() == receipts[3]
+    assert [n.event.event for n in store.notifications("pat-1")] == [alert]
+    assert [i.event.sequence for i in store.review_items()] == [3]
+    assert store.verify().ok and store.verify().events_checked == 4
+
+
+def test_a_large_batch_with_alerts_forms_one_chain(store: AuditStore) -> None:
+    events = [event(time_ms=1_000 + i, alert=i % 10 == 0, reason=f"e{i}") for i in range(300)]
+    receipts = store.append_batch(events)
+    assert [r[0] for r in receipts] == list(range(1, 301))
+    assert [s.event for s in store.events_after(0, 300)] == events
+    assert len(store.notifications("pat-1")) == 30 and len(store.review_items()) == 30
+    assert store.verify().ok
+
+
+def test_history_pages_newest_first_without_gap_or_duplicate(store: AuditStore) -> None:
+    # Several events share a time: the cursor is (time_ms, sequence).
+    store.append_batch([event(time_ms=1_000 + (i // 3) * 1_000, reason=f"e{i}") for i in range(10)])
+    store.append(event(patient_id="pat-2", time_ms=2_000))
+    everything = store.history("pat-1")
+    seen: list[audit_pb2.StoredAuditEvent] = []
+    before = None
+    while True:
+        page = store.history("pat-1", 0, 0, 4, before)
+        assert len(page) <= 4
+        if not page:
+            break
+        seen += page
+        before = (page[-1].event.time_ms, page[-1].sequence)
+    assert seen == everything and len(seen) == 10
+    assert [s.sequence for s in store.history("pat-1", 2_000, 4_000, 2, (3_000, 8))] == [7, 6]
+
+
+def test_notifications_and_review_items_page(store: AuditStore) -> None:
+    store.append_batch([event(time_ms=1_000 + i * 100, alert=True, reason=f"a{i}") for i in range(7)])
+    notes = store.notifications("pat-1")
+    first = store.notifications("pat-1", 3)
+    rest = store.notifications("pat-1", 0, (first[-1].time_ms, first[-1].event.sequence))
+    assert first + rest == notes and len(first) == 3
+    items = store.review_items()
+    page = store.review_items(0, 4)
+    assert page + store.review_items(0, 0, page[-1].event.sequence) == items
+    resolution, _ = store.append(event(reason="resolution"))
+    store.resolve_review_item(items[1].item_id, "operator", "ok", 5_000, resolution)
+    open_items = store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 2)
+    assert [i.event.sequence for i in open_items] == [1, 3]
+    assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 2, 3)] == [4, 5]
+    assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_RESOLVED)] == [2]

@@ -187,19 +187,19 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.GetAccessHistoryRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetAccessHistoryResponse:
         return self._accounting.access_history(caller_of(context), request.patient_id, request.since_ms,
-                                               request.until_ms)
+                                               request.until_ms, request.page_size, request.page_token)
 
     def ExportFhirBundle(
         self, request: audit_pb2.ExportFhirBundleRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ExportFhirBundleResponse:
         return self._accounting.fhir_export(caller_of(context), request.patient_id, request.since_ms,
-                                            request.until_ms)
+                                            request.until_ms, request.page_size, request.page_token)
 
     def ListNotifications(
         self, request: audit_pb2.ListNotificationsRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ListNotificationsResponse:
-        return audit_pb2.ListNotificationsResponse(
-            notifications=self._accounting.notifications(caller_of(context), request.patient_id))
+        return self._accounting.notifications(caller_of(context), request.patient_id, request.page_size,
+                                              request.page_token)
 
     def GetEventProof(
         self, request: audit_pb2.GetEventProofRequest, context: grpc.ServicerContext
@@ -222,7 +222,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def ListReviewItems(
         self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ListReviewItemsResponse:
-        return audit_pb2.ListReviewItemsResponse(items=self._reviews.items(request.status))
+        return self._reviews.items(request.status, request.page_size, request.page_token)
 
     def ResolveReviewItem(
         self, request: audit_pb2.ResolveReviewItemRequest, context: grpc.ServicerContext

@@ -144,7 +144,8 @@ class AuditServiceServicer:
 
     def ExportFhirBundle(self, request, context):
         """A patient's events of a period as a FHIR R4 Bundle of AuditEvent
-        resources (JSON). The patient, a service or the operator.
+        resources (JSON), one page of events per Bundle. The patient, a service
+        or the operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
