@@ -74,8 +74,8 @@ def test_a_history_token_is_not_an_export_token(env: AuditEnv) -> None:
 
 def test_the_fhir_export_pages(env: AuditEnv) -> None:
     first = env.call("ExportFhirBundle", audit_pb2.ExportFhirBundleRequest(page_size=20), PATIENT)
-    rest = env.call("ExportFhirBundle", audit_pb2.ExportFhirBundleRequest(page_size=20, page_token=first.next_page_token),
-                    PATIENT)
+    rest = env.call("ExportFhirBundle",
+                    audit_pb2.ExportFhirBundleRequest(page_size=20, page_token=first.next_page_token), PATIENT)
     assert (first.count, rest.count, rest.next_page_token) == (20, 5, "")
 
 
