@@ -71,6 +71,8 @@ def _number(value: int) -> str:
 class EtcdAuditStore:
     """AuditStore on etcd (see the module docstring); appends from many processes form one chain."""
 
+    shared_writers = True  # several audit replicas form one chain
+
     def __init__(self, client: EtcdClient, prefix: str, owns_client: bool = False) -> None:
         if not prefix.strip("/"):
             raise ValueError("the audit store needs a non-empty key prefix")

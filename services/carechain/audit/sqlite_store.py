@@ -112,6 +112,8 @@ def _review(row: Sequence[object]) -> audit_pb2.ReviewItem:
 class SQLiteAuditStore:
     """Audit chain in one SQLite file under directory; appends are serialised and durable on return."""
 
+    shared_writers = False  # one process owns the file
+
     def __init__(self, directory: pathlib.Path) -> None:
         directory = pathlib.Path(directory)
         private_dir(directory)

@@ -28,6 +28,9 @@ Cursor = tuple[int, int]
 class AuditStore(Protocol):
     """What the audit service needs from a store."""
 
+    #: Whether other processes may append to the same trail (following streams then poll the store).
+    shared_writers: bool
+
     def append(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
         """Store event durably and return (sequence, event_hash); the same event_id gives the same receipt.
 

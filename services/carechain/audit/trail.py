@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -84,7 +85,8 @@ class AuditTrail:
     Concurrent appends are group-committed: a :class:`MicroBatcher` hands the events of concurrent
     RecordEvent calls to one :meth:`AuditStore.append_batch` (one transaction, one fsync), and
     :meth:`record_many` appends a RecordEvents request's accepted events together. on_append runs after
-    every durable batch (it wakes following event streams: one notify, whatever the number of tails).
+    every durable batch with its stored events, in commit order (it publishes them to following event
+streams: one notify, whatever the number of tails).
     """
 
     def __init__(
@@ -92,12 +94,14 @@ class AuditTrail:
         store: AuditStore,
         clock: Callable[[], float] = time.time,
         max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
-        on_append: Callable[[], None] = lambda: None,
+        on_append: Callable[[list[audit_pb2.StoredAuditEvent]], None] = lambda stored: None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._max_skew_ms = max_clock_skew_ms
         self._on_append = on_append
+        # Commits and their publication to on_append in one order (the tail's window follows the chain).
+        self._commit_lock = threading.Lock()
         self._batcher: MicroBatcher[audit_pb2.AuditEvent, tuple[int, bytes]] = MicroBatcher(
             "audit_append", self._append_batch, max_batch=MAX_BATCH_EVENTS, max_in_flight=1)
 
@@ -148,12 +152,17 @@ class AuditTrail:
         return self._batcher.submit(event)
 
     def _append_batch(self, events: list[audit_pb2.AuditEvent]) -> list[tuple[int, bytes]]:
-        try:
-            receipts = self._store.append_batch(events)
-        except CareChainError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
-            raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
-        metrics.AUDIT_EVENTS_APPENDED.add(len(events))
-        self._on_append()
+        with self._commit_lock:
+            try:
+                receipts = self._store.append_batch(events)
+            except CareChainError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any store failure means "not durable": fail closed
+                raise Unavailable("audit store", f"cannot write event: {type(exc).__name__}") from exc
+            metrics.AUDIT_EVENTS_APPENDED.add(len(events))
+            published: dict[int, audit_pb2.StoredAuditEvent] = {}
+            for event, (sequence, event_hash) in zip(events, receipts, strict=True):
+                published.setdefault(sequence, audit_pb2.StoredAuditEvent(event=event, sequence=sequence,
+                                                                          event_hash=event_hash))
+            self._on_append(sorted(published.values(), key=lambda s: s.sequence))
         return receipts
