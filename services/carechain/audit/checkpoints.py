@@ -99,8 +99,28 @@ class CheckpointRecorder:
                 return found
             after = page[-1].sequence
 
+    def newest_recorded(self, below: int = 0) -> tuple[int, ledger_pb2.Checkpoint] | None:
+        """The newest checkpoint recorded in the trail (before sequence below, 0 = anywhere), as (audit sequence,
+        checkpoint): read backwards from the head, so it costs the events recorded since, not the history."""
+        high = (below - 1) if below else self._store.head()[0]
+        while high > 0:
+            low = max(0, high - _SCAN_PAGE)
+            for stored in reversed(self._store.events_after(low, high - low)):
+                checkpoint = _recorded_checkpoint(stored.event)
+                if checkpoint is not None:
+                    return stored.sequence, checkpoint
+            high = low
+        return None
+
     def _last_recorded(self, trust: LedgerTrust) -> VerifiedCheckpoint | None:
-        """The newest recorded checkpoint (scans only events appended since the previous call)."""
+        """The newest recorded checkpoint (scans only events appended since the previous call; after a restart,
+        backwards from the head to the newest one)."""
+        if self._scanned_to == 0:
+            head = self._store.head()[0]
+            found = self.newest_recorded()
+            if found is not None:
+                self._last = verify_checkpoint(found[1], trust)
+            self._scanned_to = head
         while True:
             page = self._store.events_after(self._scanned_to, _SCAN_PAGE)
             for stored in page:
