@@ -510,3 +510,41 @@ def test_notifications_and_review_items_page(store: AuditStore) -> None:
     assert [i.event.sequence for i in open_items] == [1, 3]
     assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 2, 3)] == [4, 5]
     assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_RESOLVED)] == [2]
+
+
+# --- incremental verification ---------------------------------------------------------------------
+
+def test_verification_continues_from_a_checkpoint(backend: Backend, store: AuditStore, tmp_path: pathlib.Path) -> None:
+    events = fill(store, 8)
+    store.seal_batch(6, 10)
+    first = store.verify()
+    assert first.ok and first.checkpoint is not None
+    assert (first.checkpoint.sequence, first.checkpoint.batch_number) == (6, 1)
+    assert first.checkpoint.event_hash == store.events_after(5, 1)[0].event_hash
+    store.append_batch([event(time_ms=2_000 + i) for i in range(4)])
+    store.seal_batch(10, 20)
+    later = store.verify(first.checkpoint)
+    # Only what follows the checkpoint is read and checked: events 7..12 and batch 2.
+    assert later.ok and (later.events_checked, later.batches_checked) == (6, 1)
+    assert later.checkpoint is not None and (later.checkpoint.sequence, later.checkpoint.batch_number) == (10, 2)
+    # An event after the checkpoint changed: found from the checkpoint too.
+    forged = audit_pb2.AuditEvent()
+    forged.CopyFrom(events[7])
+    forged.reason = "nothing to see"
+    backend.replace_event(tmp_path, 8, encode_event(forged))
+    found = store.verify(first.checkpoint)
+    assert not found.ok and found.first_bad_sequence == 8 and found.checkpoint is None
+
+
+def test_a_checkpoint_the_store_no_longer_holds_is_a_finding(
+    backend: Backend, store: AuditStore, tmp_path: pathlib.Path
+) -> None:
+    fill(store, 4)
+    store.seal_batch(3, 10)
+    checkpoint = store.verify().checkpoint
+    assert checkpoint is not None
+    backend.delete_event(tmp_path, 3)
+    found = store.verify(checkpoint)
+    assert not found.ok and found.first_bad_sequence == 3 and "trusted checkpoint" in found.problem
+    forged = replace(checkpoint, event_hash=bytes(32))
+    assert not store.verify(forged).ok

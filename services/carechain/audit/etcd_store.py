@@ -41,12 +41,15 @@ from collections.abc import Sequence
 
 from carechain.audit.alerts import Status, new_notification, new_review_item
 from carechain.audit.hashchain import (
+    GENESIS,
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
+    ChainCheckpoint,
     ChainWalk,
     batch_root,
     chain_hash,
+    check_start,
     encode_event,
 )
 from carechain.audit.store import Cursor
@@ -420,27 +423,34 @@ class EtcdAuditStore:
         assert resolved is not None
         return resolved
 
-    def verify(self) -> AuditVerification:
-        """Recompute every link from the stored event bytes and check the indexes; name the first bad sequence."""
+    def verify(self, checkpoint: ChainCheckpoint | None = None) -> AuditVerification:
+        """Recompute every link from the stored event bytes and check the indexes; name the first bad sequence.
+
+        From a trusted checkpoint: only the events and batches after it (O(new)), once its event and batch
+        are found unchanged; their index entries are then read key by key instead of scanning every index.
+        """
+        start = checkpoint or GENESIS
         # Every read at one revision: appends running meanwhile cannot make the snapshot look inconsistent.
         head_read = self.client.range(self._head_key)
         revision = head_read.revision
         head_sequence, head_hash = _decode_head(head_read.kvs[0].value) if head_read.kvs else (0, GENESIS_HASH)
-        ids = {
-            kv.key[len(self._ids) :].decode(): kv.value
-            for kv in self.client.scan(self._ids, prefix_end(self._ids), revision=revision)
-        }
-        patient_keys = {
-            kv.key.decode()
-            for kv in self.client.scan(self._patients, prefix_end(self._patients), keys_only=True, revision=revision)
-        }
         batches = self._with_anchors(
             [_decode_batch(kv.value)
-             for kv in self.client.scan(self._batches, prefix_end(self._batches), _PAGE, revision=revision)],
+             for kv in self.client.scan(self._batch_key(start.batch_number + 1), prefix_end(self._batches), _PAGE,
+                                        revision=revision)],
             revision,
         )
-        walk = ChainWalk()
-        for kv in self.client.scan(self._events, prefix_end(self._events), _PAGE, revision=revision):
+        if start is not GENESIS:
+            start_kv = self.client.get(self.event_key(start.sequence))
+            batch_kv = self.client.get(self._batch_key(start.batch_number))
+            moved = check_start(start, None if start_kv is None else start_kv.value[:_HASH_BYTES],
+                                None if batch_kv is None else _decode_batch(batch_kv.value))
+            if moved is not None:
+                return moved
+        walk = ChainWalk(start)
+        walked: list[tuple[int, audit_pb2.AuditEvent]] = []
+        for kv in self.client.scan(self.event_key(start.sequence + 1), prefix_end(self._events), _PAGE,
+                                   revision=revision):
             try:
                 sequence = int(kv.key[len(self._events) :])
             except ValueError:
@@ -449,13 +459,37 @@ class EtcdAuditStore:
             event = walk.check(sequence, stored_hash, event_bytes)
             if isinstance(event, AuditVerification):
                 return event
-            if (
-                ids.get(_quote(event.event_id)) != str(sequence).encode()
-                or self._patient_key(event, sequence) not in patient_keys
-            ):
-                return walk.problem(sequence, f"event {sequence} index entries differ from the hashed event")
+            walked.append((sequence, event))
             walk.accept(stored_hash)
+        bad = self._first_bad_index(walked, revision, full=start is GENESIS)
+        if bad:
+            return AuditVerification(False, bad - start.sequence - 1, bad,
+                                     f"event {bad} index entries differ from the hashed event")
         return walk.finish(head_sequence, head_hash, batches)
+
+    def _first_bad_index(self, walked: list[tuple[int, audit_pb2.AuditEvent]], revision: int, full: bool) -> int:
+        """The first walked event whose id or patient index entry is wrong (0: none). A full verification scans
+        both indexes once; an incremental one reads the walked events' entries only."""
+        if full:
+            ids = {
+                kv.key[len(self._ids):].decode(): kv.value
+                for kv in self.client.scan(self._ids, prefix_end(self._ids), revision=revision)
+            }
+            patient_keys = {
+                kv.key.decode() for kv in self.client.scan(self._patients, prefix_end(self._patients),
+                                                           keys_only=True, revision=revision)
+            }
+            for sequence, event in walked:
+                if ids.get(_quote(event.event_id)) != str(sequence).encode() or \
+                        self._patient_key(event, sequence) not in patient_keys:
+                    return sequence
+            return 0
+        id_values = self.client.read_many([self.id_key(e.event_id) for _, e in walked])
+        patient_values = self.client.read_many([self._patient_key(e, s) for s, e in walked])
+        for (sequence, _), id_kv, patient_kv in zip(walked, id_values, patient_values, strict=True):
+            if id_kv is None or id_kv.value != str(sequence).encode() or patient_kv is None:
+                return sequence
+        return 0
 
     def close(self) -> None:
         """Release the client if this store owns it (the trail stays in etcd)."""

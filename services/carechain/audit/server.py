@@ -211,7 +211,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def VerifyAuditChain(
         self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.ServicerContext
     ) -> audit_pb2.VerifyAuditChainResponse:
-        return self._verification.verify(request.check_ledger)
+        return self._verification.verify(
+            request.check_ledger, request.from_checkpoint if request.HasField("from_checkpoint") else None)
 
     @limited_stream  # a tail holds a worker: per-caller and per-server caps (runtime.streams)
     def StreamEvents(

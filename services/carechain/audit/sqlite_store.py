@@ -16,12 +16,15 @@ from collections.abc import Sequence
 
 from carechain.audit.alerts import Status, new_notification, new_review_item
 from carechain.audit.hashchain import (
+    GENESIS,
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
+    ChainCheckpoint,
     ChainWalk,
     batch_root,
     chain_hash,
+    check_start,
     encode_event,
 )
 from carechain.audit.store import Cursor
@@ -369,22 +372,37 @@ class SQLiteAuditStore:
             raise FailedPrecondition(f"review item {item_id} is already resolved")
         return item
 
-    def verify(self) -> AuditVerification:
-        """Recompute every link and every batch root from the stored bytes; name the first bad sequence."""
+    def verify(self, checkpoint: ChainCheckpoint | None = None) -> AuditVerification:
+        """Recompute every link and every batch root from the stored bytes; name the first bad sequence.
+
+        From a trusted checkpoint: only the events and batches after it (O(new)), once its event and batch
+        are found unchanged.
+        """
+        start = checkpoint or GENESIS
         with self._lock:
             try:
                 rows = self._db.execute(
                     "SELECT sequence, event_id, patient_id, time_ms, event, event_hash"
-                    " FROM audit_events ORDER BY sequence"
+                    " FROM audit_events WHERE sequence > ? ORDER BY sequence", (start.sequence,)
                 ).fetchall()
                 head = self._db.execute("SELECT sequence, event_hash FROM audit_head WHERE id = 1").fetchone()
                 batches = [
-                    _batch(row)
-                    for row in self._db.execute(f"SELECT {_BATCH_COLUMNS} FROM audit_batches ORDER BY batch_number")
+                    _batch(row) for row in self._db.execute(
+                        f"SELECT {_BATCH_COLUMNS} FROM audit_batches WHERE batch_number > ? ORDER BY batch_number",
+                        (start.batch_number,))
                 ]
+                start_hash = self._db.execute(
+                    "SELECT event_hash FROM audit_events WHERE sequence = ?", (start.sequence,)).fetchone()
+                start_batch = self._db.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM audit_batches WHERE batch_number = ?", (start.batch_number,)
+                ).fetchone()
             except sqlite3.Error as exc:
                 raise Unavailable("audit store", f"cannot read chain: {exc}") from exc
-        walk = ChainWalk()
+        moved = check_start(start, None if start_hash is None else bytes(start_hash[0]),
+                            None if start_batch is None else _batch(start_batch))
+        if moved is not None:
+            return moved
+        walk = ChainWalk(start)
         for sequence, event_id, patient_id, time_ms, event_bytes, stored_hash in rows:
             checked = walk.check(int(sequence), bytes(stored_hash), bytes(event_bytes))
             if isinstance(checked, AuditVerification):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from carechain.audit.hashchain import AuditBatch, AuditVerification
+from carechain.audit.hashchain import AuditBatch, AuditVerification, ChainCheckpoint
 from carechain.audit.v1 import audit_pb2
 
 #: A position in a newest-first listing: (time_ms, sequence) of the last entry of the previous page.
@@ -110,8 +110,12 @@ class AuditStore(Protocol):
         """Close an open item; NotFound if unknown, FailedPrecondition if already resolved."""
         ...
 
-    def verify(self) -> AuditVerification:
-        """Recompute every link of the chain and every sealed batch's root."""
+    def verify(self, checkpoint: ChainCheckpoint | None = None) -> AuditVerification:
+        """Recompute every link of the chain and every sealed batch's root.
+
+        With a trusted checkpoint (from an earlier verification), only the events and batches after it
+        are re-checked, chained from its hash, once its event and batch are found unchanged (O(new)).
+        """
         ...
 
     def close(self) -> None:

@@ -462,10 +462,13 @@ class CareChainClient:
         return self.audit.ResolveReviewItem(audit_pb2.ResolveReviewItemRequest(item_id=item_id, note=note),
                                             timeout=30)
 
-    def verify_audit(self, check_ledger: bool = False) -> audit_pb2.VerifyAuditChainResponse:
-        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger)."""
-        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(check_ledger=check_ledger),
-                                           timeout=120)
+    def verify_audit(
+        self, check_ledger: bool = False, from_checkpoint: audit_pb2.AuditChainCheckpoint | None = None
+    ) -> audit_pb2.VerifyAuditChainResponse:
+        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger); from a
+        checkpoint an earlier answer returned (``response.checkpoint``), only what follows it."""
+        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(
+            check_ledger=check_ledger, from_checkpoint=from_checkpoint), timeout=120)
 
     # --- ledger --------------------------------------------------------------
 

@@ -208,13 +208,27 @@ class Disclosure(_message.Message):
     def __init__(self, time_ms: _Optional[int] = ..., recipient_id: _Optional[str] = ..., recipient_organization_id: _Optional[str] = ..., record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[AuditAction, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., description: _Optional[str] = ..., sequence: _Optional[int] = ..., alert: _Optional[bool] = ..., recipient_name: _Optional[str] = ..., recipient_organization_name: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditChainRequest(_message.Message):
-    __slots__ = ("check_ledger",)
+    __slots__ = ("check_ledger", "from_checkpoint")
     CHECK_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     check_ledger: bool
-    def __init__(self, check_ledger: _Optional[bool] = ...) -> None: ...
+    from_checkpoint: AuditChainCheckpoint
+    def __init__(self, check_ledger: _Optional[bool] = ..., from_checkpoint: _Optional[_Union[AuditChainCheckpoint, _Mapping]] = ...) -> None: ...
+
+class AuditChainCheckpoint(_message.Message):
+    __slots__ = ("sequence", "event_hash", "batch_number", "anchors_checked")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    event_hash: bytes
+    batch_number: int
+    anchors_checked: bool
+    def __init__(self, sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ..., batch_number: _Optional[int] = ..., anchors_checked: _Optional[bool] = ...) -> None: ...
 
 class VerifyAuditChainResponse(_message.Message):
-    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked", "checkpoints_checked")
+    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked", "checkpoints_checked", "checkpoint")
     OK_FIELD_NUMBER: _ClassVar[int]
     EVENTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +237,7 @@ class VerifyAuditChainResponse(_message.Message):
     BATCHES_ANCHORED_FIELD_NUMBER: _ClassVar[int]
     ANCHORS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     events_checked: int
     first_bad_sequence: int
@@ -231,7 +246,8 @@ class VerifyAuditChainResponse(_message.Message):
     batches_anchored: int
     anchors_checked: int
     checkpoints_checked: int
-    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ...) -> None: ...
+    checkpoint: AuditChainCheckpoint
+    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., checkpoint: _Optional[_Union[AuditChainCheckpoint, _Mapping]] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
     __slots__ = ("after_sequence", "service", "outcome", "patient_id", "actor_id", "alerts_only", "replay_only")
