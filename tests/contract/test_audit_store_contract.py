@@ -548,3 +548,24 @@ def test_a_checkpoint_the_store_no_longer_holds_is_a_finding(
     assert not found.ok and found.first_bad_sequence == 3 and "trusted checkpoint" in found.problem
     forged = replace(checkpoint, event_hash=bytes(32))
     assert not store.verify(forged).ok
+
+
+def test_a_page_of_etcd_listings_reads_only_that_page(backend: Backend, store: AuditStore) -> None:
+    if backend.name != "etcd":
+        pytest.skip("SQLite's query plans are checked in tests/unit/audit/test_sqlite_store.py")
+    assert isinstance(store, EtcdAuditStore)
+    store.append_batch([event(time_ms=1_000 + i, alert=True) for i in range(120)])
+    returned: list[int] = []
+    real_range = store.client.range
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_range(*args, **kwargs)
+        returned.append(len(result.kvs))
+        return result
+
+    store.client.range = counting  # type: ignore[method-assign]
+    page = store.history("pat-1", 0, 0, 5, (1_100, 101))
+    assert [s.sequence for s in page] == [100, 99, 98, 97, 96]
+    assert store.notifications("pat-1", 5, (1_100, 101))[0].event.sequence == 100
+    assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 5, 50)] == [51, 52, 53, 54, 55]
+    assert returned and max(returned) <= 5, returned  # key ranges with a limit, never all 120
