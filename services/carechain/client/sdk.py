@@ -437,35 +437,49 @@ class CareChainClient:
         return self.consent.RevokeDelegate(consent_pb2.RevokeDelegateRequest(transaction=tx), timeout=30)
 
     def access_history(self, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
-        """This patient's access history, newest first."""
-        response = self.audit.GetAccessHistory(
-            audit_pb2.GetAccessHistoryRequest(patient_id=self.principal_id, since_ms=since_ms, until_ms=until_ms),
-            timeout=30,
-        )
-        return list(response.events)
+        """This patient's access history, newest first (every page)."""
+        request = audit_pb2.GetAccessHistoryRequest(patient_id=self.principal_id, since_ms=since_ms,
+                                                    until_ms=until_ms)
+        return [e for page in self._audit_pages(self.audit.GetAccessHistory, request) for e in page.events]
+
+    def _audit_pages(self, rpc: Any, request: Any) -> Iterator[Any]:
+        """Every page of an audit listing: request again with each next_page_token until there is none."""
+        while True:
+            page = rpc(request, timeout=30)
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     # --- audit ---------------------------------------------------------------
 
     def accounting_of_disclosures(
         self, since_ms: int = 0, until_ms: int = 0, patient_id: str = ""
     ) -> list[audit_pb2.Disclosure]:
-        """Who accessed this patient's data, when, what and why (at most six years; default the last six)."""
-        response = self.audit.GetAccessHistory(
-            audit_pb2.GetAccessHistoryRequest(patient_id=patient_id or self.principal_id, since_ms=since_ms,
-                                              until_ms=until_ms),
-            timeout=30,
-        )
-        return list(response.disclosures)
+        """Who accessed this patient's data, when, what and why (at most six years; default the last six).
+
+        Pages through the whole period (the service answers a page at a time)."""
+        request = audit_pb2.GetAccessHistoryRequest(patient_id=patient_id or self.principal_id, since_ms=since_ms,
+                                                    until_ms=until_ms)
+        return [d for page in self._audit_pages(self.audit.GetAccessHistory, request) for d in page.disclosures]
 
     def notifications(self, patient_id: str = "") -> list[audit_pb2.Notification]:
-        """This patient's notifications (e.g. break-glass accesses), newest first."""
+        """This patient's notifications (e.g. break-glass accesses), newest first (every page)."""
         request = audit_pb2.ListNotificationsRequest(patient_id=patient_id)
-        return list(self.audit.ListNotifications(request, timeout=30).notifications)
+        return [n for page in self._audit_pages(self.audit.ListNotifications, request) for n in page.notifications]
 
     def export_audit_fhir(self, since_ms: int = 0, until_ms: int = 0, patient_id: str = "") -> dict[str, Any]:
-        """This patient's audit events as a FHIR R4 Bundle of AuditEvent resources."""
+        """This patient's audit events as a FHIR R4 Bundle of AuditEvent resources (the pages' entries in one)."""
         request = audit_pb2.ExportFhirBundleRequest(patient_id=patient_id, since_ms=since_ms, until_ms=until_ms)
-        return json.loads(self.audit.ExportFhirBundle(request, timeout=60).bundle_json)
+        bundle: dict[str, Any] | None = None
+        for page in self._audit_pages(self.audit.ExportFhirBundle, request):
+            part = json.loads(page.bundle_json)
+            if bundle is None:
+                bundle = part
+            else:
+                bundle.setdefault("entry", []).extend(part.get("entry", []))
+        assert bundle is not None
+        return bundle
 
     def audit_event_proof(self, sequence: int, event_hash: bytes | None = None,
                           trust: LedgerTrust | None = None) -> audit_pb2.EventProof:
@@ -504,18 +518,22 @@ class CareChainClient:
         return AuditEventStream(self.audit.StreamEvents(request))
 
     def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
-        """The privacy officer's review queue (operator or service)."""
-        return list(self.audit.ListReviewItems(audit_pb2.ListReviewItemsRequest(status=status), timeout=30).items)
+        """The privacy officer's review queue (operator or service), every page."""
+        request = audit_pb2.ListReviewItemsRequest(status=status)
+        return [i for page in self._audit_pages(self.audit.ListReviewItems, request) for i in page.items]
 
     def resolve_review_item(self, item_id: str, note: str) -> audit_pb2.ReviewItem:
         """Close a review item with a note (operator or service); the resolution is audited."""
         return self.audit.ResolveReviewItem(audit_pb2.ResolveReviewItemRequest(item_id=item_id, note=note),
                                             timeout=30)
 
-    def verify_audit(self, check_ledger: bool = False) -> audit_pb2.VerifyAuditChainResponse:
-        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger)."""
-        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(check_ledger=check_ledger),
-                                           timeout=120)
+    def verify_audit(
+        self, check_ledger: bool = False, from_checkpoint: audit_pb2.AuditChainCheckpoint | None = None
+    ) -> audit_pb2.VerifyAuditChainResponse:
+        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger); from a
+        checkpoint an earlier answer returned (``response.checkpoint``), only what follows it."""
+        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(
+            check_ledger=check_ledger, from_checkpoint=from_checkpoint), timeout=120)
 
     # --- ledger --------------------------------------------------------------
 
