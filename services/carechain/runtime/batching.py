@@ -12,13 +12,18 @@ batching, as in database group commit). Under no load a call is a batch of one.
 ``max_in_flight`` flushes may run at once, so one slow batch does not stall the
 next.
 
-Trace context: the flush runs on a flusher thread, so its span is not a child of
-any one caller's span; it carries a link to every caller's span (up to
-:data:`MAX_SPAN_LINKS`) and each caller's span records the batch size.
+Context: the flush runs in a fresh :mod:`contextvars` context, so nothing of the
+flushing caller's call leaks into the batch: not its deadline (a peer call made
+while serving an RPC is bounded by that caller's remaining time,
+:mod:`carechain.runtime.peers`, and one caller's nearly spent deadline must not
+fail everyone's batch) and not its trace. The flush span is a root carrying a link
+to every caller's span (up to :data:`MAX_SPAN_LINKS`); each caller's span records
+the batch size.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -126,11 +131,14 @@ class MicroBatcher(Generic[T, R]):
             self._run(batch)
 
     def _run(self, batch: list[_Pending[T, R]]) -> None:
+        contextvars.Context().run(self._run_detached, batch)
+
+    def _run_detached(self, batch: list[_Pending[T, R]]) -> None:
         links = [trace.Link(p.span_context) for p in batch[:MAX_SPAN_LINKS] if p.span_context.is_valid]
         try:
-            # A new root span, linked to the callers: the batch belongs to all of them, not to one.
-            with _tracer.start_as_current_span(f"batch {self.name}", context=trace.set_span_in_context(
-                    trace.INVALID_SPAN), links=links, attributes={"carechain.batch.size": len(batch)}):
+            # A root span, linked to the callers: the batch belongs to all of them, not to one.
+            with _tracer.start_as_current_span(f"batch {self.name}", links=links,
+                                               attributes={"carechain.batch.size": len(batch)}):
                 results = self._flush([p.item for p in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name}: flush returned {len(results)} results for {len(batch)} items")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -99,3 +100,20 @@ def test_a_closed_batcher_refuses_new_items() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         MicroBatcher("x", lambda items: items, max_batch=0)
+
+
+def test_the_flush_does_not_run_under_the_flushing_callers_context() -> None:
+    # The served call (and so its deadline) lives in a contextvar: one caller's nearly spent deadline
+    # must not bound a batch that carries other callers' items.
+    served: contextvars.ContextVar[str] = contextvars.ContextVar("served", default="none")
+    seen: list[str] = []
+
+    def flush(items: list[int]) -> list[int]:
+        seen.append(served.get())
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher("detached", flush)
+    served.set("caller with 10 ms left")
+    assert batcher.submit(1) == 1
+    assert seen == ["none"]
+    assert served.get() == "caller with 10 ms left"
