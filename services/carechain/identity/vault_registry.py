@@ -149,9 +149,24 @@ class VaultRegistry:
         except _CasConflict:
             raise AlreadyExists(f"record {key.record_id} already has a data key") from None
 
+    def add_data_keys(self, keys: list[StoredDataKey]) -> list[bool]:
+        # KV has no multi-entry write: two CAS-guarded writes per key, as add_data_key.
+        added = []
+        for key in keys:
+            try:
+                self.add_data_key(key)
+                added.append(True)
+            except AlreadyExists:
+                added.append(False)
+        return added
+
     def data_key(self, record_id: str) -> StoredDataKey | None:
         found = self._read(f"datakeys/{record_id}")
         return _data_key(record_id, found[0]) if found else None
+
+    def data_keys(self, record_ids: list[str]) -> dict[str, StoredDataKey]:
+        found = {record_id: self.data_key(record_id) for record_id in set(record_ids)}
+        return {record_id: key for record_id, key in found.items() if key is not None}
 
     def patient_data_keys(self, patient_id: str) -> list[StoredDataKey]:
         keys = []
@@ -218,6 +233,9 @@ class VaultRegistry:
             return True
         except _CasConflict:
             return False
+
+    def use_decision_tokens(self, tokens: list[tuple[str, int]], now_ms: int) -> list[bool]:
+        return [self.use_decision_token(jti, expires_at_ms, now_ms) for jti, expires_at_ms in tokens]
 
     # --- housekeeping ----------------------------------------------------------
 

@@ -11,9 +11,13 @@ contract suite runs against both). Transit specifics:
   HKDF(key version, context). A wrapped key moved to another record (or
   unwrapped under another patient's key) fails GCM authentication, exactly like
   the associated data of the local keyring;
-- ``datakey/plaintext`` returns the fresh data key and its wrapped form
-  ``vault:v<N>:...``; ``decrypt`` unwraps; ``rewrap`` re-wraps under the latest
-  version inside Vault; ``min_decryption_version`` is the key's config.
+- data keys are 32 random bytes from this process's CSPRNG wrapped by Transit
+  ``encrypt`` with ``batch_input`` (one request for a whole batch; the same
+  ``vault:v<N>:...`` form ``datakey/plaintext`` returns, which has no batch
+  form); ``decrypt`` (also batched, one error per item) unwraps; ``rewrap``
+  re-wraps under the latest version inside Vault; ``min_decryption_version`` is
+  the key's config. The identity policy grants ``encrypt`` with ``update`` only,
+  never ``create``: an encrypt can never create (upsert) a missing patient key.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 import hvac
 import hvac.exceptions
 
-from carechain.core.crypto import AES_KEY_BYTES
+from carechain.core.crypto import AES_KEY_BYTES, new_aes_key
 from carechain.core.errors import CareChainError, FailedPrecondition, IntegrityError, InvalidArgument, NotFound
 from carechain.runtime.keyring import KeyInfo, _check_name, wrapped_key_version
 from carechain.runtime.vault import vault_errors, vault_message
@@ -101,25 +105,69 @@ class VaultTransitKeyManager:
     # --- envelope encryption ---------------------------------------------------
 
     def generate_data_key(self, name: str, context: bytes) -> tuple[bytes, str]:
+        return self.generate_data_keys(name, [context])[0]
+
+    def generate_data_keys(self, name: str, contexts: list[bytes]) -> list[tuple[bytes, str]]:
         _check_name(name)
-        with vault_errors(f"generate a data key under {name}", _key_errors(name)):
-            data = self._transit.generate_data_key(
-                name, key_type="plaintext", context=_b64(context), mount_point=self._mount
-            )["data"]
-        plaintext = base64.b64decode(data["plaintext"])
-        if len(plaintext) != AES_KEY_BYTES:
-            raise IntegrityError("Transit returned a data key of the wrong length")
-        return plaintext, str(data["ciphertext"])
+        if not contexts:
+            return []
+        plaintexts = [new_aes_key() for _ in contexts]
+        batch = [{"plaintext": _b64(p), "context": _b64(c)} for p, c in zip(plaintexts, contexts, strict=True)]
+        with vault_errors(f"generate data keys under {name}", _key_errors(name)):
+            results = self._transit.encrypt_data(name, batch_input=batch, mount_point=self._mount)["data"][
+                "batch_results"]
+        if len(results) != len(contexts) or any(r.get("error") or not r.get("ciphertext") for r in results):
+            raise IntegrityError(f"Transit did not wrap every data key under {name}")
+        return [(plaintext, str(r["ciphertext"])) for plaintext, r in zip(plaintexts, results, strict=True)]
 
     def decrypt_data_key(self, name: str, wrapped: str, context: bytes) -> bytes:
+        wrapped_key_version(wrapped)  # InvalidArgument before asking Vault
+        result = self.decrypt_data_keys(name, [(wrapped, context)])[0]
+        if isinstance(result, CareChainError):
+            raise result
+        return result
+
+    def decrypt_data_keys(self, name: str, items: list[tuple[str, bytes]]) -> list[bytes | CareChainError]:
         _check_name(name)
-        version = wrapped_key_version(wrapped)  # InvalidArgument before asking Vault
-        with vault_errors(f"unwrap a data key under {name}", _key_errors(name, version)):
-            data = self._transit.decrypt_data(name, wrapped, context=_b64(context), mount_point=self._mount)["data"]
-        plaintext = base64.b64decode(data["plaintext"])
-        if len(plaintext) != AES_KEY_BYTES:
-            raise IntegrityError("unwrapped data key has the wrong length")
-        return plaintext
+        results: list[bytes | CareChainError | None] = [None] * len(items)
+        asked: list[int] = []
+        for i, (wrapped, _) in enumerate(items):
+            try:
+                wrapped_key_version(wrapped)  # malformed items fail alone, before asking Vault
+                asked.append(i)
+            except InvalidArgument as exc:
+                results[i] = exc
+        for i, answer in zip(asked, self._decrypt_batch(name, [items[i] for i in asked]), strict=True):
+            results[i] = answer
+        return results  # type: ignore[return-value]
+
+    def _decrypt_batch(self, name: str, items: list[tuple[str, bytes]]) -> list[bytes | CareChainError]:
+        """One Transit decrypt for items; a bad item's error is its own (partial failures answer 200)."""
+        if not items:
+            return []
+        batch = [{"ciphertext": w, "context": _b64(c)} for w, c in items]
+        try:
+            with vault_errors(f"unwrap data keys under {name}", _key_errors(name, wrapped_key_version(items[0][0]))):
+                answers = self._client.adapter.post(
+                    f"/v1/{self._mount}/decrypt/{name}",
+                    json={"batch_input": batch, "partial_failure_response_code": 200},
+                )["data"]["batch_results"]
+        except (IntegrityError, FailedPrecondition) as exc:
+            # Every item failed (Transit then answers 400 for the whole batch): each learns its own reason.
+            if len(items) == 1:
+                return [exc]
+            return [self._decrypt_batch(name, [item])[0] for item in items]
+        if len(answers) != len(items):
+            raise IntegrityError(f"Transit answered {len(answers)} of {len(items)} unwraps under {name}")
+        results: list[bytes | CareChainError] = []
+        for (wrapped, _), answer in zip(items, answers, strict=True):
+            if answer.get("error"):
+                results.append(_item_error(name, wrapped_key_version(wrapped), str(answer["error"])))
+                continue
+            plaintext = base64.b64decode(answer.get("plaintext") or "")
+            results.append(plaintext if len(plaintext) == AES_KEY_BYTES
+                           else IntegrityError("unwrapped data key has the wrong length"))
+        return results
 
     def rewrap(self, name: str, wrapped: str, context: bytes) -> str:
         _check_name(name)
@@ -143,14 +191,18 @@ def _key_errors(name: str, version: int | None = None) -> Callable[[hvac.excepti
     """Map Transit's 400/404 answers to the errors LocalKeyring raises."""
 
     def mapped(exc: hvac.exceptions.VaultError) -> CareChainError:
-        message = vault_message(exc)
-        if isinstance(exc, hvac.exceptions.InvalidPath) or any(t in message for t in _NOT_FOUND_TEXTS):
-            return NotFound(f"key {name} does not exist (never created, or deleted)")
-        if _TOO_OLD_TEXT in message:
-            return FailedPrecondition(f"key {name} version {version} is below min_decryption_version")
-        if version is not None:
-            # Ciphertext problems: changed bytes, wrong context, wrong key, unknown version.
-            return IntegrityError(f"wrapped data key does not unwrap under key {name}: {message}")
-        return FailedPrecondition(f"Transit key {name}: {message}")
+        return _item_error(name, version, vault_message(exc), isinstance(exc, hvac.exceptions.InvalidPath))
 
     return mapped
+
+
+def _item_error(name: str, version: int | None, message: str, missing: bool = False) -> CareChainError:
+    """The LocalKeyring error for a Transit error message (a whole answer's, or one batch item's)."""
+    if missing or any(t in message for t in _NOT_FOUND_TEXTS):
+        return NotFound(f"key {name} does not exist (never created, or deleted)")
+    if _TOO_OLD_TEXT in message:
+        return FailedPrecondition(f"key {name} version {version} is below min_decryption_version")
+    if version is not None:
+        # Ciphertext problems: changed bytes, wrong context, wrong key, unknown version.
+        return IntegrityError(f"wrapped data key does not unwrap under key {name}: {message}")
+    return FailedPrecondition(f"Transit key {name}: {message}")
