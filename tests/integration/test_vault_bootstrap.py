@@ -97,7 +97,7 @@ def test_other_services_cannot_touch_patient_keys_or_the_registry(
     keys = VaultTransitKeyManager(_service_client(openbao_bootstrapped, service))
     client = _service_client(openbao_bootstrapped, service)
 
-    with pytest.raises(PermissionDenied, match="transit/datakey/plaintext/patient-policy-test"):
+    with pytest.raises(PermissionDenied, match="transit/encrypt/patient-policy-test"):
         keys.generate_data_key("patient-policy-test", b"psn|rec")
     with pytest.raises(PermissionDenied, match="transit/decrypt/patient-policy-test"):
         keys.decrypt_data_key("patient-policy-test", "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", b"psn|rec")

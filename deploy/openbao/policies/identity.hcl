@@ -7,7 +7,9 @@
 path "transit/keys/patient-*" {
   capabilities = ["create", "read", "update", "delete"]
 }
-path "transit/datakey/plaintext/patient-*" {
+# Data keys are wrapped with encrypt (batch_input: one request per batch). "update" only, never
+# "create": an encrypt can never create (upsert) a missing patient key.
+path "transit/encrypt/patient-*" {
   capabilities = ["update"]
 }
 path "transit/decrypt/patient-*" {

@@ -46,6 +46,9 @@ class VaultTransitKeyManager:
         self._client = client
         self._mount = mount
         self._transit = client.secrets.transit
+        # Keys seen to exist: encrypt is only sent for these, so even a token allowed to create
+        # (root) never has Transit create (upsert) a missing or shredded key on encrypt.
+        self._known: set[str] = set()
 
     def close(self) -> None:
         """Nothing to release: the hvac client belongs to the caller."""
@@ -67,7 +70,9 @@ class VaultTransitKeyManager:
         if not info.get("deletion_allowed"):
             with vault_errors(f"configure Transit key {name}", _key_errors(name)):
                 self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
-        return self.key_info(name)
+        info_now = self.key_info(name)
+        self._known.add(name)
+        return info_now
 
     def rotate(self, name: str) -> int:
         _check_name(name)
@@ -99,6 +104,7 @@ class VaultTransitKeyManager:
     def delete_key(self, name: str) -> None:
         _check_name(name)
         with vault_errors(f"delete Transit key {name}", _key_errors(name)):
+            self._known.discard(name)
             self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
             self._transit.delete_key(name, mount_point=self._mount)
 
@@ -111,6 +117,9 @@ class VaultTransitKeyManager:
         _check_name(name)
         if not contexts:
             return []
+        if name not in self._known:
+            self.key_info(name)  # NotFound for a missing key, before any encrypt could create it
+            self._known.add(name)
         plaintexts = [new_aes_key() for _ in contexts]
         batch = [{"plaintext": _b64(p), "context": _b64(c)} for p, c in zip(plaintexts, contexts, strict=True)]
         with vault_errors(f"generate data keys under {name}", _key_errors(name)):
@@ -146,17 +155,22 @@ class VaultTransitKeyManager:
         if not items:
             return []
         batch = [{"ciphertext": w, "context": _b64(c)} for w, c in items]
-        try:
-            with vault_errors(f"unwrap data keys under {name}", _key_errors(name, wrapped_key_version(items[0][0]))):
-                answers = self._client.adapter.post(
+
+        def decrypt() -> list[dict]:
+            try:
+                return self._client.adapter.post(
                     f"/v1/{self._mount}/decrypt/{name}",
                     json={"batch_input": batch, "partial_failure_response_code": 200},
                 )["data"]["batch_results"]
-        except (IntegrityError, FailedPrecondition) as exc:
-            # Every item failed (Transit then answers 400 for the whole batch): each learns its own reason.
-            if len(items) == 1:
-                return [exc]
-            return [self._decrypt_batch(name, [item])[0] for item in items]
+            except hvac.exceptions.InvalidRequest as exc:
+                # Every item failed: Transit answers 400, with each item's reason in the body.
+                answers = _batch_results(exc)
+                if answers is None:
+                    raise
+                return answers
+
+        with vault_errors(f"unwrap data keys under {name}", _key_errors(name, wrapped_key_version(items[0][0]))):
+            answers = decrypt()
         if len(answers) != len(items):
             raise IntegrityError(f"Transit answered {len(answers)} of {len(items)} unwraps under {name}")
         results: list[bytes | CareChainError] = []
@@ -181,6 +195,14 @@ class VaultTransitKeyManager:
     def _read(self, name: str) -> dict:
         with vault_errors(f"read Transit key {name}", _key_errors(name)):
             return self._transit.read_key(name, mount_point=self._mount)["data"]
+
+
+def _batch_results(exc: hvac.exceptions.VaultError) -> list[dict] | None:
+    """The per-item results in the body of a failed batch request, if it has them."""
+    body = getattr(exc, "json", None)
+    data = body.get("data") if isinstance(body, dict) else None
+    results = data.get("batch_results") if isinstance(data, dict) else None
+    return results if isinstance(results, list) else None
 
 
 def _b64(data: bytes) -> str:
