@@ -97,7 +97,7 @@ def test_other_services_cannot_touch_patient_keys_or_the_registry(
     keys = VaultTransitKeyManager(_service_client(openbao_bootstrapped, service))
     client = _service_client(openbao_bootstrapped, service)
 
-    with pytest.raises(PermissionDenied, match="transit/encrypt/patient-policy-test"):
+    with pytest.raises(PermissionDenied, match="transit/datakey/plaintext/patient-policy-test"):
         keys.generate_data_key("patient-policy-test", b"psn|rec")
     with pytest.raises(PermissionDenied, match="transit/decrypt/patient-policy-test"):
         keys.decrypt_data_key("patient-policy-test", "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", b"psn|rec")
@@ -144,6 +144,26 @@ def test_identity_can_do_its_work(openbao_bootstrapped: Bootstrapped) -> None:
     keys.delete_key("patient-identity-work")
     signer = VaultTransitSigner(identity, "svc-identity")
     assert verify_signature(signer.public_key_bytes(), signer.sign(b"token"), b"token")
+
+
+def test_identity_wraps_batches_but_its_encrypt_never_creates_a_patient_key(openbao_bootstrapped: Bootstrapped) -> None:
+    identity = _service_client(openbao_bootstrapped, "identity")
+    keys = VaultTransitKeyManager(identity)
+    keys.create_key("patient-batch-work")
+    contexts = [b"psn|rec-1", b"psn|rec-2", b"psn|rec-3"]
+
+    made = keys.generate_data_keys("patient-batch-work", contexts)  # one Transit encrypt with batch_input
+    assert keys.decrypt_data_keys("patient-batch-work", [(w, c) for (_, w), c in zip(made, contexts, strict=True)]
+                                  ) == [p for p, _ in made]
+
+    # Straight to Transit, as a compromised identity could: encrypt under a key that does not exist
+    # would upsert it if the policy allowed "create"; identity's allows only "update".
+    with pytest.raises(PermissionDenied, match="transit/encrypt/patient-never-made"), vault_errors("encrypt"):
+        identity.secrets.transit.encrypt_data("patient-never-made", batch_input=[
+            {"plaintext": base64.b64encode(bytes(32)).decode(), "context": base64.b64encode(b"c").decode()}])
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        root_client(openbao_bootstrapped.server).secrets.transit.read_key("patient-never-made")
+    keys.delete_key("patient-batch-work")
 
 
 def test_only_records_and_consent_can_seal_and_open_ledger_metadata(openbao_bootstrapped: Bootstrapped) -> None:

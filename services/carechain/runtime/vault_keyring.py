@@ -11,13 +11,14 @@ contract suite runs against both). Transit specifics:
   HKDF(key version, context). A wrapped key moved to another record (or
   unwrapped under another patient's key) fails GCM authentication, exactly like
   the associated data of the local keyring;
-- data keys are 32 random bytes from this process's CSPRNG wrapped by Transit
-  ``encrypt`` with ``batch_input`` (one request for a whole batch; the same
-  ``vault:v<N>:...`` form ``datakey/plaintext`` returns, which has no batch
-  form); ``decrypt`` (also batched, one error per item) unwraps; ``rewrap``
-  re-wraps under the latest version inside Vault; ``min_decryption_version`` is
-  the key's config. The identity policy grants ``encrypt`` with ``update`` only,
-  never ``create``: an encrypt can never create (upsert) a missing patient key.
+- ``datakey/plaintext`` returns one fresh data key and its wrapped form
+  ``vault:v<N>:...``; it has no batch form, so a batch of several is 32 random
+  bytes each from this process's CSPRNG wrapped by one Transit ``encrypt`` with
+  ``batch_input`` (the same wrapped form). The identity policy grants
+  ``encrypt`` with ``update`` only, never ``create``, and a key not seen before
+  is read first: an encrypt never creates (upserts) a missing or shredded key;
+- ``decrypt`` (batched, one error per item) unwraps; ``rewrap`` re-wraps under
+  the latest version inside Vault; ``min_decryption_version`` is the key's config.
 """
 
 from __future__ import annotations
@@ -111,12 +112,20 @@ class VaultTransitKeyManager:
     # --- envelope encryption ---------------------------------------------------
 
     def generate_data_key(self, name: str, context: bytes) -> tuple[bytes, str]:
-        return self.generate_data_keys(name, [context])[0]
+        _check_name(name)
+        with vault_errors(f"generate a data key under {name}", _key_errors(name)):
+            data = self._transit.generate_data_key(
+                name, key_type="plaintext", context=_b64(context), mount_point=self._mount
+            )["data"]
+        plaintext = base64.b64decode(data["plaintext"])
+        if len(plaintext) != AES_KEY_BYTES:
+            raise IntegrityError("Transit returned a data key of the wrong length")
+        return plaintext, str(data["ciphertext"])
 
     def generate_data_keys(self, name: str, contexts: list[bytes]) -> list[tuple[bytes, str]]:
         _check_name(name)
-        if not contexts:
-            return []
+        if len(contexts) <= 1:  # datakey/plaintext: one request, and it never creates a key
+            return [self.generate_data_key(name, context) for context in contexts]
         if name not in self._known:
             self.key_info(name)  # NotFound for a missing key, before any encrypt could create it
             self._known.add(name)

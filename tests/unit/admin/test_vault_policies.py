@@ -46,7 +46,8 @@ def test_identity_policy_has_no_wildcards_beyond_patient_keys_and_its_kv_folder(
     paths = _paths(load_policy(DEFAULT_POLICY_DIR, "identity", Mounts()))
     wildcards = {p for p in paths if "*" in p}
     assert wildcards == {
-        "transit/keys/patient-*", "transit/encrypt/patient-*", "transit/decrypt/patient-*",
+        "transit/keys/patient-*", "transit/datakey/plaintext/patient-*", "transit/encrypt/patient-*",
+        "transit/decrypt/patient-*",
         "transit/rewrap/patient-*", "carechain/data/identity/*", "carechain/metadata/identity/*",
     }
     assert not any(p.startswith(("transit/export", "transit/backup", "sys/")) for p in paths)
@@ -63,7 +64,7 @@ def test_policies_follow_configured_mount_names() -> None:
     identity = _paths(render_policy((DEFAULT_POLICY_DIR / "identity.hcl").read_text(), mounts))
     operator = _paths(render_policy((DEFAULT_POLICY_DIR / "operator.hcl").read_text(), mounts))
 
-    assert "keys/transit/encrypt/patient-*" in identity
+    assert "keys/transit/datakey/plaintext/patient-*" in identity
     assert "cc-kv/data/identity/*" in identity
     assert not any(p.startswith(("transit/", "carechain/")) for p in identity)
     assert {"sys/mounts/keys/transit", "sys/mounts/cc-kv", "sys/auth/ar", "sys/auth/k8s",
