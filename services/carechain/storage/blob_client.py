@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from carechain.runtime.batch_items import item_rpc_error
+import grpc
+
+from carechain.runtime.batch_items import ItemRpcError, item_rpc_error
 from carechain.runtime.batching import MicroBatcher
 from carechain.storage.v1 import storage_pb2
 
@@ -40,9 +42,13 @@ class BlobClient:
 
     def get(self, sha256: str, size: int) -> bytes:
         """The blob at sha256, checked against it (as GetBlob); size (e.g. from the ledger) picks the path."""
-        if size > SMALL_BLOB_BYTES:
-            return b"".join(chunk.data for chunk in self._stub().GetBlob(storage_pb2.GetBlobRequest(sha256=sha256)))
-        return self._gets.submit(sha256)
+        if size <= SMALL_BLOB_BYTES:
+            try:
+                return self._gets.submit(sha256)
+            except ItemRpcError as exc:
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # larger than size said: stream it
+                    raise
+        return b"".join(chunk.data for chunk in self._stub().GetBlob(storage_pb2.GetBlobRequest(sha256=sha256)))
 
     def close(self) -> None:
         """Accept no more requests."""

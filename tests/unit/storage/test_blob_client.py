@@ -86,3 +86,11 @@ def test_large_blobs_stream_and_a_refused_item_raises_as_the_single_call_does(st
     with pytest.raises(grpc.RpcError) as missing:
         client.get("0" * 64, 10)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_blob_larger_than_its_size_said_is_streamed_instead(stub: _AsRecords) -> None:
+    client = BlobClient(lambda: stub)
+    large = os.urandom(1024 * 1024 + 1)  # over what a batch returns
+    ref = client.put(large)
+    assert client.get(ref.sha256, 10) == large
+    assert stub.calls == ["PutBlob", "GetBlobs", "GetBlob"]
