@@ -12,9 +12,10 @@ batching, as in database group commit). Under no load a call is a batch of one.
 ``max_in_flight`` flushes may run at once, so one slow batch does not stall the
 next.
 
-Trace context: the flush runs on a flusher thread, so its span is not a child of
-any one caller's span; it carries a link to every caller's span (up to
-:data:`MAX_SPAN_LINKS`) and each caller's span records the batch size.
+Trace context: the flush may run on another caller's thread, so its span is not a
+child of any one caller's span; it carries a link to every caller's span (up to
+:data:`MAX_SPAN_LINKS`) and each caller's span records the batch size. A batch of
+one is a child of its caller's span (a lone call traces as an unbatched one).
 """
 
 from __future__ import annotations
@@ -128,9 +129,12 @@ class MicroBatcher(Generic[T, R]):
     def _run(self, batch: list[_Pending[T, R]]) -> None:
         links = [trace.Link(p.span_context) for p in batch[:MAX_SPAN_LINKS] if p.span_context.is_valid]
         try:
-            # A new root span, linked to the callers: the batch belongs to all of them, not to one.
-            with _tracer.start_as_current_span(f"batch {self.name}", context=trace.set_span_in_context(
-                    trace.INVALID_SPAN), links=links, attributes={"carechain.batch.size": len(batch)}):
+            # A new root span, linked to the callers: the batch belongs to all of them, not to one. A batch of
+            # one belongs to its caller: a child of the caller's span, so a lone call traces as an unbatched one.
+            lone = len(batch) == 1 and batch[0].span_context.is_valid
+            parent = trace.NonRecordingSpan(batch[0].span_context) if lone else trace.INVALID_SPAN
+            with _tracer.start_as_current_span(f"batch {self.name}", context=trace.set_span_in_context(parent),
+                                               links=links, attributes={"carechain.batch.size": len(batch)}):
                 results = self._flush([p.item for p in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name}: flush returned {len(results)} results for {len(batch)} items")

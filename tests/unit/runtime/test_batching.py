@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from opentelemetry import trace
 
 from carechain.runtime.batching import BatchClosed, MicroBatcher
 
@@ -99,3 +100,16 @@ def test_a_closed_batcher_refuses_new_items() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         MicroBatcher("x", lambda items: items, max_batch=0)
+
+
+def test_a_batch_of_one_is_traced_as_part_of_its_callers_trace() -> None:
+    traces: list[int] = []
+
+    def flush(items: list[int]) -> list[int]:
+        traces.append(trace.get_current_span().get_span_context().trace_id)
+        return items
+
+    caller = trace.NonRecordingSpan(trace.SpanContext(trace_id=0x1234, span_id=0x99, is_remote=False))
+    with trace.use_span(caller):
+        MicroBatcher("echo", flush).submit(1)
+    assert traces == [0x1234]
