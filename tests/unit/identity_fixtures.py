@@ -14,6 +14,7 @@ from carechain.client.auth import token_request_message
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.decision_claims import DecisionClaims
+from carechain.core.errors import Unavailable
 from carechain.core.layout import (
     DECISION_ISSUER_ID,
     OPERATOR_ID,
@@ -75,9 +76,12 @@ class CountingKeyring(LocalKeyring):
     def __init__(self, directory: pathlib.Path) -> None:
         super().__init__(directory)
         self.creates: list[str] = []
+        self.down = False  # True: creations fail as if the key manager were unreachable
 
     def create_key(self, name: str):  # type: ignore[no-untyped-def]
         self.creates.append(name)
+        if self.down:
+            raise Unavailable("keyring", "down for the test")
         return super().create_key(name)
 
 

@@ -23,7 +23,7 @@ import grpc
 
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer, Signer, same
-from carechain.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.identity.access_tokens import AccessTokens, local_token_source
 from carechain.identity.data_keys import CheckDecision, DataKeys
@@ -137,8 +137,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             request.organization_id, request.specialty, request.fhir_patient_id,
         )
         if principal.kind == Kind.PRINCIPAL_KIND_PATIENT:
-            # The patient's key exists from now on: writes need no create-or-check per record.
-            self.data_keys.create_patient_key(principal.principal_id)
+            # The patient's key exists from now on: writes need no create-or-check per record. The patient is
+            # registered already; if the key manager is down now, the first write creates the key instead.
+            try:
+                self.data_keys.create_patient_key(principal.principal_id)
+            except CareChainError as exc:
+                log.warning("patient key not created at registration; the first write creates it",
+                            extra={"grpc_code": exc.code.name})
         return principal_message(principal, show_private=True, show_fhir_id=True)
 
     def GetPrincipal(

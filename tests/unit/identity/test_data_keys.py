@@ -366,3 +366,17 @@ def test_a_patients_key_is_created_once_at_registration_not_per_record(net: Netw
     generate_many(net, [(patient.principal_id, f"rec-b{i}") for i in range(5)])
 
     assert net.keyring.creates == [key_name]
+
+
+def test_a_patient_whose_key_could_not_be_made_at_registration_gets_it_at_the_first_write(net: Network) -> None:
+    assert net.keyring is not None
+    _, org = register_org(net)
+    net.keyring.down = True
+    patient = register_patient(net, org, "pat-later")[1]  # registered all the same
+    net.keyring.down = False
+
+    key = generate(net, patient.principal_id, "rec-1")
+
+    assert net.keyring.key_info(f"patient-{patient.principal_id}").latest_version == 1
+    assert net.keyring.creates == [f"patient-{patient.principal_id}"] * 2
+    assert release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id)) == key.plaintext_key
