@@ -320,3 +320,19 @@ def test_batches_under_a_missing_key_are_not_found(keys: KeyManager) -> None:
         keys.generate_data_keys("patient-none", [CONTEXT])
     with pytest.raises(NotFound):
         keys.decrypt_data_keys("patient-none", [("vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", CONTEXT)])
+
+
+def test_a_batch_rewrap_moves_every_key_to_the_latest_version_or_none(keys: KeyManager) -> None:
+    keys.create_key("patient-a")
+    contexts = [f"psn-1|record-{i}".encode() for i in range(4)]
+    made = keys.generate_data_keys("patient-a", contexts)
+    keys.rotate("patient-a")
+
+    rewrapped = keys.rewrap_many("patient-a", [(w, c) for (_, w), c in zip(made, contexts, strict=True)])
+
+    assert all(w.startswith("vault:v2:") for w in rewrapped)
+    keys.set_min_decryption_version("patient-a", 2)
+    assert keys.decrypt_data_keys("patient-a", list(zip(rewrapped, contexts, strict=True))) == [p for p, _ in made]
+    with pytest.raises(IntegrityError):  # one moved key: the whole rewrap fails
+        keys.rewrap_many("patient-a", [(rewrapped[0], contexts[0]), (rewrapped[1], contexts[0])])
+    assert keys.rewrap_many("patient-a", []) == []

@@ -280,14 +280,11 @@ class DataKeys:
         with self._patient_locks.hold(patient_id):
             self._keys.create_key(key_name)
             version = self._keys.rotate(key_name)
-            rewrapped = [
-                dataclasses.replace(
-                    stored,
-                    key_version=version,
-                    wrapped=self._keys.rewrap(key_name, stored.wrapped, data_key_context(patient_id, stored.record_id)),
-                )
-                for stored in self._registry.patient_data_keys(patient_id)
-            ]
+            stored_keys = self._registry.patient_data_keys(patient_id)
+            wrapped = self._keys.rewrap_many(
+                key_name, [(s.wrapped, data_key_context(patient_id, s.record_id)) for s in stored_keys])
+            rewrapped = [dataclasses.replace(s, key_version=version, wrapped=w)
+                         for s, w in zip(stored_keys, wrapped, strict=True)]
             self._registry.replace_wrapped_keys(rewrapped)
             # Only now may old versions be refused: every stored key is wrapped under the new one.
             self._keys.set_min_decryption_version(key_name, version)

@@ -87,6 +87,11 @@ class KeyManager(Protocol):
         """Re-wrap a data key under the latest version of the key."""
         ...
 
+    def rewrap_many(self, name: str, items: list[tuple[str, bytes]]) -> list[str]:
+        """rewrap for each (wrapped, context), in order, in few steps (Transit rewrap with batch_input);
+        all or nothing: the first item that does not unwrap raises (IntegrityError, FailedPrecondition)."""
+        ...
+
     def rotate(self, name: str) -> int:
         """Add a new key version; returns it."""
         ...
@@ -268,6 +273,17 @@ class LocalKeyring:
 
     def rewrap(self, name: str, wrapped: str, context: bytes) -> str:
         return self._wrap(name, self.decrypt_data_key(name, wrapped, context), context)
+
+    def rewrap_many(self, name: str, items: list[tuple[str, bytes]]) -> list[str]:
+        plaintexts = self.decrypt_data_keys(name, items)
+        for plaintext in plaintexts:
+            if isinstance(plaintext, CareChainError):
+                raise plaintext
+        version = self.key_info(name).latest_version
+        kek = self._key_version(name, version)
+        return [f"{WRAPPED_PREFIX}{version}:"
+                f"{base64.b64encode(seal(kek, p, _data_key_associated_data(name, c))).decode()}"  # type: ignore[arg-type]
+                for p, (_, c) in zip(plaintexts, items, strict=True)]
 
     def _wrap(self, name: str, plaintext: bytes, context: bytes) -> str:
         version = self.key_info(name).latest_version

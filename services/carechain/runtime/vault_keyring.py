@@ -35,6 +35,7 @@ from carechain.runtime.keyring import KeyInfo, _check_name, wrapped_key_version
 from carechain.runtime.vault import vault_errors, vault_message
 
 KEY_TYPE = "aes256-gcm96"
+REWRAP_BATCH = 250  # data keys per Transit rewrap request when a rotation re-wraps a patient's keys
 
 _NOT_FOUND_TEXTS = ("encryption key not found", "key not found", "no existing key named", "not found")
 _TOO_OLD_TEXT = "disallowed by policy"
@@ -198,6 +199,21 @@ class VaultTransitKeyManager:
         with vault_errors(f"rewrap a data key under {name}", _key_errors(name, version)):
             data = self._transit.rewrap_data(name, wrapped, context=_b64(context), mount_point=self._mount)["data"]
         return str(data["ciphertext"])
+
+    def rewrap_many(self, name: str, items: list[tuple[str, bytes]]) -> list[str]:
+        _check_name(name)
+        rewrapped: list[str] = []
+        for start in range(0, len(items), REWRAP_BATCH):
+            chunk = items[start : start + REWRAP_BATCH]
+            versions = [wrapped_key_version(w) for w, _ in chunk]  # InvalidArgument before asking Vault
+            batch = [{"ciphertext": w, "context": _b64(c)} for w, c in chunk]
+            with vault_errors(f"rewrap data keys under {name}", _key_errors(name, min(versions))):
+                answers = self._client.adapter.post(f"/v1/{self._mount}/rewrap/{name}", json={"batch_input": batch}
+                                                    )["data"]["batch_results"]
+            if len(answers) != len(chunk) or any(a.get("error") or not a.get("ciphertext") for a in answers):
+                raise IntegrityError(f"Transit did not rewrap every data key under {name}")
+            rewrapped += [str(a["ciphertext"]) for a in answers]
+        return rewrapped
 
     # --- helpers ---------------------------------------------------------------
 
