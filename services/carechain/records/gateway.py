@@ -39,7 +39,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -63,6 +63,7 @@ from carechain.core.errors import (
     Unavailable,
 )
 from carechain.core.fhir import clinical_date_ms, validate_resource
+from carechain.identity.data_key_client import DataKeyClient
 from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_labels
 from carechain.labels.sensitivity import categorize, clinical_codes
@@ -72,7 +73,7 @@ from carechain.ledger.v1 import ledger_pb2
 from carechain.records.deciding import BoundedCache, ConsentDecider
 from carechain.runtime.auth import Caller, Kind
 from carechain.runtime.principal_status import PrincipalStatus
-from carechain.storage.v1 import storage_pb2
+from carechain.storage.blob_client import BlobClient
 
 log = logging.getLogger("carechain.records")
 # Step spans inside PutRecord / GetRecord ("records.validate", ...): where a slow call spends its time.
@@ -81,7 +82,6 @@ _tracer = trace.get_tracer("carechain.records")
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
 RECORD_VERSION = 1
-UPLOAD_CHUNK_BYTES = 256 * 1024
 # Patients' registrations and verified ledger entries kept in memory (least recently used dropped first).
 PATIENT_CACHE_ENTRIES = 10_000
 ENTRY_CACHE_ENTRIES = 20_000  # ~1 KiB each (registration + opened metadata): ~20 MiB at most
@@ -192,6 +192,9 @@ class RecordsGateway:
         # ledger submission may take at most what is left, so nothing the reconciler removes can commit.
         self._commit_deadline = commit_deadline_seconds
         self._ledger = ServiceSubmitter(chain_id, signer, lambda: peers.ledger, timeout=commit_deadline_seconds / 2)
+        # Data keys and small blobs of concurrent requests go to identity and storage in batch calls.
+        self._data_keys = DataKeyClient(lambda: peers.identity)
+        self._blobs = BlobClient(lambda: peers.storage)
 
     # --- write -----------------------------------------------------------
 
@@ -246,9 +249,7 @@ class RecordsGateway:
                           resource: Any, categories: list[int], resource_json: bytes,
                           started: float, content: ContentWriter | None = None) -> StoredRecord:
         """Data key, ciphertext to storage, RegisterRecord on the ledger (the commit point)."""
-        data_key = self._peers.identity.GenerateDataKey(
-            identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
-        )
+        data_key = self._data_keys.generate(patient_id, record_id)
         segment_bytes = 0
         if content is not None:  # a large record: segments sealed and streamed to storage as they arrive
             content_sha256, content_size, segment_bytes = content(data_key.plaintext_key, record_id, patient_id,
@@ -259,7 +260,7 @@ class RecordsGateway:
                     data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
                 )
             content_sha256, content_size = sha256_hex(ciphertext), len(ciphertext)
-            blob = self._peers.storage.PutBlob(_upload(ciphertext, content_sha256))
+            blob = self._blobs.put(ciphertext, content_sha256)
             if not same(blob.sha256, content_sha256):
                 raise DataLoss("storage stored different bytes than were sent")
 
@@ -380,9 +381,7 @@ class RecordsGateway:
             raise PermissionDenied(DENIAL_MESSAGE)
 
         try:
-            key = self._peers.identity.ReleaseDataKey(
-                identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
-            )
+            key = self._data_keys.release(record_id, decision.decision_token)
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
             if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # type: ignore[attr-defined]
@@ -436,8 +435,7 @@ class RecordsGateway:
 
     def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
         """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""
-        chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
-        ciphertext = b"".join(chunk.data for chunk in chunks)
+        ciphertext = self._blobs.get(record.content_sha256, record.content_size)
         if not same(sha256_hex(ciphertext), record.content_sha256):
             raise DataLoss(f"record {record.record_id}: stored ciphertext does not match the ledger hash")
         try:
@@ -455,10 +453,3 @@ class RecordsGateway:
             self._audit.report(action, outcome, reason=f"{what} ({status})", **audit_fields)
         except Exception:  # noqa: BLE001 - the caller must see the original error
             log.warning("could not audit a failed read", extra={"record_id": audit_fields["record_id"]})
-
-
-def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:
-    """A PutBlob request stream: metadata, then chunks."""
-    yield storage_pb2.PutBlobRequest(metadata=storage_pb2.PutBlobMetadata(expected_sha256=content_sha256))
-    for start in range(0, len(ciphertext), UPLOAD_CHUNK_BYTES):
-        yield storage_pb2.PutBlobRequest(chunk=ciphertext[start : start + UPLOAD_CHUNK_BYTES])

@@ -127,6 +127,16 @@ class WritePeers:
         data = b"".join(r.chunk for r in requests if r.WhichOneof("part") == "chunk")
         return storage_pb2.BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
+    # The gateway batches data keys and small blobs (identity.data_key_client, storage.blob_client).
+    def GenerateDataKeys(self, request: identity_pb2.GenerateDataKeysRequest, **_: object
+                         ) -> identity_pb2.GenerateDataKeysResponse:
+        return identity_pb2.GenerateDataKeysResponse(results=[
+            identity_pb2.GenerateDataKeyResult(key=self.GenerateDataKey(item)) for item in request.items])
+
+    def PutBlobs(self, request: storage_pb2.PutBlobsRequest, **_: object) -> storage_pb2.PutBlobsResponse:
+        return storage_pb2.PutBlobsResponse(results=[storage_pb2.PutBlobResult(ref=storage_pb2.BlobRef(
+            sha256=hashlib.sha256(item.data).hexdigest(), size=len(item.data))) for item in request.items])
+
     def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object
                           ) -> ledger_pb2.SubmitTransactionResponse:
         self.submitted.append(request.transaction)
