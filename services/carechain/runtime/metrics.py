@@ -50,6 +50,19 @@ BACKEND_ERRORS = _meter.create_counter(
     "carechain_backend_errors", unit="",
     description="calls to a backend (vault, s3, etcd, sqlite) that failed because the backend did")
 
+_rpc_labels: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def record_rpc(rpc_method: str, grpc_code: str, seconds: float) -> None:
+    """Count one served call and its duration (the label dict of each method and code is built once)."""
+    key = (rpc_method, grpc_code)
+    labels = _rpc_labels.get(key)
+    if labels is None:
+        labels = _rpc_labels.setdefault(key, {"rpc_method": rpc_method, "grpc_code": grpc_code})
+    RPC_CALLS.add(1, labels)
+    RPC_DURATION.record(seconds, labels)
+
+
 #: The backends whose failures carechain_backend_errors_total counts.
 BACKENDS = ("vault", "s3", "etcd", "sqlite")
 

@@ -87,14 +87,14 @@ _current: contextvars.ContextVar[StreamLimiter | None] = contextvars.ContextVar(
                                                                                default=None)
 
 
-@contextlib.contextmanager
-def serving_with(limiter: StreamLimiter | None) -> Iterator[None]:
-    """Make limiter the current server's while a call is served (used by the call interceptor)."""
-    token = _current.set(limiter)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+def serving_with_token(limiter: StreamLimiter | None) -> contextvars.Token[StreamLimiter | None]:
+    """Make limiter the current server's while a call is served (the call interceptor)."""
+    return _current.set(limiter)
+
+
+def reset_serving_with(token: contextvars.Token[StreamLimiter | None]) -> None:
+    """Undo :func:`serving_with_token`."""
+    _current.reset(token)
 
 
 def current_limiter() -> StreamLimiter | None:
