@@ -75,17 +75,15 @@ def _carechain(exporter: bool) -> tuple[Any, Any]:
     from carechain.runtime.access import ANY, AccessTable, Allow
     from carechain.runtime.auth import Authenticator, Caller, caller_claims
     from carechain.runtime.config import StorageSettings
-    from carechain.runtime.logs import JsonFormatter
+    from carechain.runtime.logs import configure_logging
     from carechain.runtime.peers import PeerStub
     from carechain.runtime.principal_status import PrincipalStatus
     from carechain.runtime.server import register_servicer, start_service
     from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
     # As run_service sets a service up, with the log going nowhere (the formatting still happens).
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
-    handler.setFormatter(JsonFormatter("storage"))
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel("INFO")
+    configure_logging("storage", "INFO")
+    logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # type: ignore[attr-defined]  # noqa: SIM115
     provider = configure_tracing("storage")
     if exporter:
         class Drop(SpanExporter):
