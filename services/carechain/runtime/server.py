@@ -357,9 +357,8 @@ def _listen(server: grpc.Server, setting: str, address: str, credentials: grpc.S
 
 
 def stream_limiter(settings: ServiceSettings) -> StreamLimiter:
-    """The server's stream caps: as configured, but never more than half the workers."""
-    cap = max(1, min(settings.max_streams, settings.max_workers // 2))
-    return StreamLimiter(cap, min(settings.max_streams_per_caller, cap))
+    """The server's stream caps, as configured (the per-caller cap never above the total)."""
+    return StreamLimiter(settings.max_streams, min(settings.max_streams_per_caller, settings.max_streams))
 
 
 def start_service(
@@ -372,18 +371,22 @@ def start_service(
 
     Backpressure: at most ``max_concurrent_rpcs`` calls are in the server at once (running or
     waiting for a worker); one more is refused at once with RESOURCE_EXHAUSTED instead of
-    queueing without bound. Long-lived streams hold at most half the workers
-    (:mod:`carechain.runtime.streams`), so unary calls and health always find one.
+    queueing without bound. Long-lived streams (:mod:`carechain.runtime.streams`, at most
+    ``max_streams``) come on top: the pool has ``max_workers + max_streams`` threads and the server
+    admits ``max_concurrent_rpcs + max_streams`` calls, so however many streams are open, unary
+    calls and health still have ``max_workers`` workers and ``max_concurrent_rpcs`` slots. (The
+    sync server holds a thread per open stream; threads are started only when needed.)
     """
+    limiter = stream_limiter(settings)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=name),
-        interceptors=[CallInterceptor(stream_limiter(settings))],
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers + limiter.max_streams, thread_name_prefix=name),
+        interceptors=[CallInterceptor(limiter)],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             *server_options(settings),  # connection ageing: callers reconnect and reach new replicas
         ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs + limiter.max_streams,
     )
     service_names = list(register(server))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -8,9 +8,11 @@ write (which records an audit event) then failed with DEADLINE_EXCEEDED.
 A :class:`StreamLimiter` caps the streams open at once on one server and per caller;
 a stream beyond either cap is refused at once with RESOURCE_EXHAUSTED. Each server
 gets one (:func:`carechain.runtime.server.start_service`, from
-``CARECHAIN_MAX_STREAMS`` and ``CARECHAIN_MAX_STREAMS_PER_CALLER``, never more than
-half the workers) and its call interceptor makes it current while a call is served;
-a handler opts in with :func:`limited_stream`::
+``CARECHAIN_MAX_STREAMS`` and ``CARECHAIN_MAX_STREAMS_PER_CALLER``) and sizes its worker pool
+and call admission as the unary share (``CARECHAIN_MAX_WORKERS``,
+``CARECHAIN_MAX_CONCURRENT_RPCS``) plus ``CARECHAIN_MAX_STREAMS``: the capped streams
+can never take a worker or a call slot that unary calls need. Its call interceptor makes
+the limiter current while a call is served; a handler opts in with :func:`limited_stream`::
 
     @limited_stream
     def StreamEvents(self, request, context):
