@@ -36,7 +36,7 @@ from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
 from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import reset_serving_call, serving_call_token
-from carechain.runtime.streams import StreamLimiter, reset_serving_with, serving_with_token
+from carechain.runtime.streams import CallAdmission, StreamLimiter, reset_serving_with, serving_with_token
 from carechain.runtime.tls import server_credentials
 
 log = logging.getLogger("carechain.runtime.server")
@@ -158,8 +158,9 @@ class CallInterceptor(grpc.ServerInterceptor):
     The wrapped handler of each method is built once (gRPC asks the interceptor on every call).
     """
 
-    def __init__(self, streams: StreamLimiter | None = None) -> None:
+    def __init__(self, streams: StreamLimiter | None = None, admission: CallAdmission | None = None) -> None:
         self._streams = streams
+        self._admission = admission
         self._handlers: dict[str, tuple[Any, Any]] = {}  # method -> (service's handler, wrapped handler)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -178,6 +179,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         open_method = method.startswith(_OPEN_PREFIXES)
         streams = self._streams
         finish = _CallRecord(method, logged=not open_method).finish
+        admission = None if open_method else self._admission  # health is always answered
 
         def serve(behavior: Any) -> Any:
             return behavior if open_method or is_guarded(behavior) else _unguarded(behavior)
@@ -189,13 +191,19 @@ class CallInterceptor(grpc.ServerInterceptor):
                 started = time.monotonic()
                 span = server_span(method, context.invocation_metadata())
                 served, limiter = set_serving(context, streams)
+                admitted = False
                 try:
+                    if admission is not None:
+                        admission.enter()
+                        admitted = True
                     check_request_ranges(request)
                     return behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - every exception ends in a status
                     span.record_failure(exc)
                     _abort_with(context, method, exc)
                 finally:
+                    if admitted:
+                        admission.leave()  # type: ignore[union-attr]
                     reset_serving(served, limiter)
                     finish(context, started, span)
 
@@ -207,9 +215,13 @@ class CallInterceptor(grpc.ServerInterceptor):
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 started = time.monotonic()
                 span = server_span(method, context.invocation_metadata())
+                admitted = False
                 try:
                     served, limiter = set_serving(context, streams)
                     try:
+                        if admission is not None:
+                            admission.enter()
+                            admitted = True
                         check_request_ranges(request)
                         responses = iter(behavior(request, context))
                     finally:
@@ -228,6 +240,8 @@ class CallInterceptor(grpc.ServerInterceptor):
                     span.record_failure(exc)
                     _abort_with(context, method, exc)
                 finally:
+                    if admitted:
+                        admission.leave()  # type: ignore[union-attr]
                     finish(context, started, span)
 
             return wrapped
@@ -369,18 +383,19 @@ def start_service(
 ) -> RunningService:
     """Build and start a service's gRPC server with health, reflection and interceptors.
 
-    Backpressure: at most ``max_concurrent_rpcs`` calls are in the server at once (running or
-    waiting for a worker); one more is refused at once with RESOURCE_EXHAUSTED instead of
-    queueing without bound. Long-lived streams (:mod:`carechain.runtime.streams`, at most
-    ``max_streams``) come on top: the pool has ``max_workers + max_streams`` threads and the server
-    admits ``max_concurrent_rpcs + max_streams`` calls, so however many streams are open, unary
-    calls and health still have ``max_workers`` workers and ``max_concurrent_rpcs`` slots. (The
-    sync server holds a thread per open stream; threads are started only when needed.)
+    Backpressure: at most ``max_concurrent_rpcs`` calls are in the server at once besides its open
+    long-lived streams; one more is refused at once with RESOURCE_EXHAUSTED instead of queueing
+    without bound (:class:`~carechain.runtime.streams.CallAdmission`). Long-lived streams
+    (:mod:`carechain.runtime.streams`, at most ``max_streams``) come on top: the pool has
+    ``max_workers + max_streams`` threads and gRPC admits ``max_concurrent_rpcs + max_streams``
+    calls, so however many streams are open, unary calls and health still have ``max_workers``
+    workers and ``max_concurrent_rpcs`` slots. (The sync server holds a thread per open stream;
+    threads are started only when needed.)
     """
     limiter = stream_limiter(settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers + limiter.max_streams, thread_name_prefix=name),
-        interceptors=[CallInterceptor(limiter)],
+        interceptors=[CallInterceptor(limiter, CallAdmission(settings.max_concurrent_rpcs, limiter))],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

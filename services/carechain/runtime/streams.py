@@ -84,6 +84,35 @@ class StreamLimiter:
                     del self._open[caller_id]
 
 
+class CallAdmission:
+    """At most ``max_calls`` calls in a server at once besides its open long-lived streams.
+
+    gRPC's own ``maximum_concurrent_rpcs`` counts streams and unary calls alike, so the server sets it
+    to ``max_calls`` plus the stream cap, and this counts what the streams leave: a call (health and
+    reflection excepted) that would make more than ``max_calls`` calls not holding a stream slot is
+    refused at once with RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, max_calls: int, streams: StreamLimiter) -> None:
+        self.max_calls = max_calls
+        self._streams = streams
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    def enter(self) -> None:
+        """Count one more call; ResourceExhausted if the unary share is full."""
+        with self._lock:
+            if self._in_flight - self._streams.open_streams >= self.max_calls:
+                raise ResourceExhausted(f"this server has its maximum of {self.max_calls} calls in progress: "
+                                        "retry later")
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        """A call counted by :meth:`enter` has ended."""
+        with self._lock:
+            self._in_flight -= 1
+
+
 # The limiter of the server whose call this thread is serving (set by the server's call interceptor).
 _current: contextvars.ContextVar[StreamLimiter | None] = contextvars.ContextVar("carechain_stream_limiter",
                                                                                default=None)
