@@ -288,15 +288,14 @@ class _CallRecord:
 
     def finish(self, context: grpc.ServicerContext, started: float, span: RpcSpan) -> None:
         code = context.code() if hasattr(context, "code") else None
+        if self._logged:
+            seconds = time.monotonic() - started
+            code_name = "OK" if code is None else code.name
+            metrics.record_rpc(self._metric_method, code_name, seconds)
+            if log.isEnabledFor(logging.INFO):  # while the span is current: the line carries its trace id
+                log.info("rpc", extra={"rpc_method": self._method, "grpc_code": code_name,
+                                       "duration_ms": round(seconds * 1000, 2)})
         span.finish(code)
-        if not self._logged:
-            return
-        seconds = time.monotonic() - started
-        code_name = "OK" if code is None else code.name
-        metrics.record_rpc(self._metric_method, code_name, seconds)
-        if log.isEnabledFor(logging.INFO):
-            log.info("rpc", extra={"rpc_method": self._method, "grpc_code": code_name,
-                                   "duration_ms": round(seconds * 1000, 2)})
 
 
 @dataclass
