@@ -1,7 +1,7 @@
 """Obtaining access tokens in clients: proof of key possession to the identity service, cached per audience.
 
 A principal proves possession of its Ed25519 key to the identity service (challenge, signature) and gets a
-short-lived access token for one audience; :func:`bearer_interceptor` adds it to every call.
+short-lived access token for one audience; the channels of :mod:`carechain.client.channels` add it to every call.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import grpc
 
@@ -30,15 +29,21 @@ TokenFetcher = Callable[[str], tuple[str, int]]
 
 
 class TokenSource:
-    """Obtains and caches access tokens per audience for one principal."""
+    """Obtains and caches access tokens per audience for one principal.
+
+    A token is fetched once per audience and reused by every call until it is within
+    :attr:`RENEW_BEFORE_SECONDS` of its expiry; concurrent callers needing a new one wait for a
+    single fetch (one per audience at a time) instead of each asking identity.
+    """
 
     # Renew a token this long before it expires.
     RENEW_BEFORE_SECONDS = 30.0
 
     def __init__(self, fetch: TokenFetcher) -> None:
         self._fetch = fetch
-        self._tokens: dict[str, tuple[str, int]] = {}
+        self._headers: dict[str, tuple[str, float]] = {}  # audience -> ("Bearer <token>", renew after, Unix s)
         self._lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}
 
     @classmethod
     def for_signer(cls, identity_channel: grpc.Channel, signer: Signer) -> TokenSource:
@@ -66,59 +71,23 @@ class TokenSource:
 
     def token(self, audience: str) -> str:
         """A valid token for audience, fetched if missing or about to expire."""
+        return self.authorization(audience).removeprefix("Bearer ")
+
+    def authorization(self, audience: str) -> str:
+        """The ``authorization`` metadata value (``Bearer <token>``) for audience, fetched when needed."""
+        cached = self._headers.get(audience)
+        if cached is not None and time.time() < cached[1]:
+            return cached[0]
         with self._lock:
-            cached = self._tokens.get(audience)
-            if cached and cached[1] / 1000 - time.time() > self.RENEW_BEFORE_SECONDS:
+            fetching = self._fetching.setdefault(audience, threading.Lock())
+        with fetching:  # one fetch per audience; the others use its token
+            cached = self._headers.get(audience)
+            if cached is not None and time.time() < cached[1]:
                 return cached[0]
-        token, expires_at_ms = self._fetch(audience)
-        with self._lock:
-            self._tokens[audience] = (token, expires_at_ms)
-        return token
-
-
-
-class _BearerInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """Adds the caller's bearer token for the target audience to every call."""
-
-    def __init__(self, tokens: TokenSource, audience: str) -> None:
-        self._tokens = tokens
-        self._audience = audience
-
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = [*(details.metadata or []), ("authorization", f"Bearer {self._tokens.token(self._audience)}")]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-
-
-@dataclass(frozen=True)
-class _CallDetails(grpc.ClientCallDetails):
-    method: str
-    timeout: float | None
-    metadata: list | None
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: grpc.Compression | None
-
-
-
-def bearer_interceptor(tokens: TokenSource, audience: str) -> _BearerInterceptor:
-    """Client interceptor attaching tokens for audience."""
-    return _BearerInterceptor(tokens, audience)
+            token, expires_at_ms = self._fetch(audience)
+            header = f"Bearer {token}"
+            expires = expires_at_ms / 1000
+            # A token shorter-lived than twice the margin is renewed half-way, not on every call.
+            margin = min(self.RENEW_BEFORE_SECONDS, max(0.0, expires - time.time()) / 2)
+            self._headers[audience] = (header, expires - margin)
+            return header

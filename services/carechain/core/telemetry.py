@@ -4,9 +4,15 @@
 ``OTEL_EXPORTER_OTLP_ENDPOINT``), ``console`` (stderr, one JSON object per line, like
 the logs) or ``none`` (default: spans are still created so trace ids propagate and
 appear in logs). ``OTEL_SERVICE_NAME`` overrides the service name; every span carries
-``service.version``. Context is propagated with W3C Trace Context on every gRPC hop
-by the gRPC instrumentation interceptors; their spans are named after the full
-method without the leading slash (``carechain.records.v1.RecordsService/PutRecord``).
+``service.version``. Context is propagated with W3C Trace Context on every gRPC hop:
+the CareChain call interceptors (server: :mod:`carechain.runtime.server`, client:
+:mod:`carechain.client.channels`) start one span per call on each side with
+:func:`server_span` / :func:`client_span`, named after the full method without the leading
+slash (``carechain.records.v1.RecordsService/PutRecord``), with the OpenTelemetry RPC
+attributes ``rpc.system`` and ``rpc.grpc.status_code`` only (the name holds service and
+method; no peer addresses, no payloads). They replace the generic gRPC instrumentation, which cost
+about an eighth of the stack's time per call (a wrapped servicer context, a second interceptor layer,
+attributes parsed from the peer string on every call).
 
 An OTLP export gives up after ``EXPORT_TIMEOUT_SECONDS`` (unless
 ``OTEL_EXPORTER_OTLP_TIMEOUT`` / ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` say otherwise), so a
@@ -15,11 +21,15 @@ process whose collector is unreachable still stops within seconds of SIGTERM.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import carechain
 
@@ -27,7 +37,7 @@ if TYPE_CHECKING:
     import grpc
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
-# The OpenTelemetry SDK and gRPC instrumentation are imported when first used, not at import: they cost
+# The OpenTelemetry SDK is imported when first used, not at import: it costs
 # ~150 ms, and a partner client importing the SDK should not pay it before it opens a channel.
 _provider: TracerProvider | None = None
 
@@ -47,18 +57,6 @@ def span_json_line(span: ReadableSpan) -> str:
     return span.to_json(indent=None) + "\n"
 
 
-def _strip_leading_slash() -> Any:
-    """A span processor renaming "/pkg.Service/Method" spans (gRPC instrumentation) to "pkg.Service/Method"."""
-    from opentelemetry.sdk.trace import SpanProcessor
-
-    class StripLeadingSlash(SpanProcessor):
-        def on_start(self, span: Any, parent_context: Any = None) -> None:
-            if span.name.startswith("/"):
-                span.update_name(span.name[1:])
-
-    return StripLeadingSlash()
-
-
 def configure_tracing(service: str) -> TracerProvider:
     """Install the global tracer provider for this process (once)."""
     global _provider
@@ -69,7 +67,6 @@ def configure_tracing(service: str) -> TracerProvider:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = TracerProvider(resource=Resource.create(resource_attributes(service)))
-    provider.add_span_processor(_strip_leading_slash())  # first: exporters see the final name
     for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "none").split(","):
         name = name.strip().lower()
         if name == "otlp":
@@ -88,21 +85,77 @@ def configure_tracing(service: str) -> TracerProvider:
     return provider
 
 
-def grpc_server_interceptor() -> grpc.ServerInterceptor:
-    """Interceptor that starts a server span per call from the caller's W3C context.
+_RPC_TRACER = trace.get_tracer("carechain.rpc", carechain.__version__)  # follows the global provider
 
-    It uses the global provider, so it may be created before configure_tracing runs.
+
+@functools.lru_cache(maxsize=1024)
+def _rpc_attributes(full_method: str) -> tuple[str, dict[str, str]]:
+    """Span name and attributes of a method ("/pkg.Service/Method"), built once per method."""
+    # rpc.service and rpc.method would repeat the span's name: each attribute costs on every span.
+    return full_method.lstrip("/"), {"rpc.system": "grpc"}
+
+
+class RpcSpan:
+    """The span of one gRPC call on one side; :meth:`finish` ends it with the call's status code."""
+
+    __slots__ = ("span", "_token")
+
+    def __init__(self, span: trace.Span, token: object | None) -> None:
+        self.span = span
+        self._token = token
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Note that the handler raised exc: only its type (its message may hold request values)."""
+        if self.span.is_recording():
+            self.span.add_event("exception", {"exception.type": type(exc).__name__})
+
+    def finish(self, code: grpc.StatusCode | None) -> None:
+        """End the span with code (None: OK) and detach it if it was made current."""
+        span = self.span
+        if span.is_recording():
+            value = 0 if code is None else code.value[0]
+            span.set_attribute("rpc.grpc.status_code", value)
+            if value:
+                span.set_status(Status(StatusCode.ERROR, code.name))  # type: ignore[union-attr]
+        span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
+
+class _MetadataGetter:
+    """Reads W3C headers out of gRPC invocation metadata (a sequence of (key, value) pairs)."""
+
+    def get(self, carrier: Iterable[tuple[str, Any]], key: str) -> list[str] | None:
+        values = [str(value) for name, value in carrier if name == key]
+        return values or None
+
+    def keys(self, carrier: Iterable[tuple[str, Any]]) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_GETTER = _MetadataGetter()
+
+
+def server_span(full_method: str, metadata: Iterable[tuple[str, Any]]) -> RpcSpan:
+    """Start the SERVER span of a call, child of the caller's W3C context in metadata, and make it current."""
+    name, attributes = _rpc_attributes(full_method)
+    parent = propagate.extract(metadata, getter=_GETTER)  # type: ignore[arg-type]
+    span = _RPC_TRACER.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    return RpcSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
+
+
+def client_span(full_method: str) -> tuple[RpcSpan, list[tuple[str, str]]]:
+    """Start the CLIENT span of an outgoing call; returns it and the W3C metadata to send with the call.
+
+    The span is not made current (nothing in this process runs under it); it ends with :meth:`RpcSpan.finish`.
     """
-    from opentelemetry.instrumentation.grpc import server_interceptor
-
-    return server_interceptor()
-
-
-def grpc_client_interceptor() -> grpc.UnaryUnaryClientInterceptor:
-    """Interceptor that starts a client span per call and injects W3C context (global provider)."""
-    from opentelemetry.instrumentation.grpc import client_interceptor
-
-    return client_interceptor()
+    name, attributes = _rpc_attributes(full_method)
+    span = _RPC_TRACER.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    carrier: dict[str, str] = {}
+    if span.get_span_context().is_valid:
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return RpcSpan(span, None), list(carrier.items())
 
 
 def current_trace_id() -> str:

@@ -10,21 +10,34 @@ understands none, so RFC 7515 requires refusing any), ``kid`` naming an
 allowed issuer key, the signature, then the claims with PyJWT: ``iss`` equal
 to ``kid``; ``aud`` a string or a list containing the audience; ``exp``,
 ``iat`` and ``nbf`` (when present) with :data:`CLOCK_SKEW_SECONDS` leeway.
+
+Servers verify the same access token on every call its holder makes until it expires;
+:class:`TokenVerifier` does the signature and claim checks once per token and remembers the result
+(bounded LRU keyed by a keyed digest of the token), checking expiry again on every call. Public key
+objects are built once per issuer key (:func:`issuer_public_key`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
+import threading
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt.algorithms import Algorithm
 
 from carechain.core.crypto import Signer, load_public_key
 from carechain.core.errors import Unauthenticated
+
+T = TypeVar("T")
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT "typ", not a secret
 DECISION_TOKEN_TYPE = "carechain-decision+jwt"  # noqa: S105 - a JWT "typ", not a secret
@@ -125,7 +138,7 @@ def verify_token(
         raise Unauthenticated("token signed by an unknown issuer")
     try:
         claims = _VERIFYING.decode(
-            token, load_public_key(raw_key), algorithms=[ALGORITHM], audience=audience, issuer=key_id,
+            token, issuer_public_key(raw_key), algorithms=[ALGORITHM], audience=audience, issuer=key_id,
             leeway=CLOCK_SKEW_SECONDS,
         )
     except jwt.InvalidSignatureError as exc:
@@ -149,6 +162,74 @@ def verify_token(
     except (jwt.PyJWTError, RecursionError) as exc:
         raise Unauthenticated("token is not well-formed") from exc
     return claims
+
+
+@functools.lru_cache(maxsize=256)
+def issuer_public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of a raw Ed25519 issuer key, built once per key (parsing it costs as much as a verify)."""
+    return load_public_key(raw)
+
+
+#: Verified tokens a :class:`TokenVerifier` remembers (least recently used beyond that are verified again).
+VERIFIED_TOKEN_CACHE_SIZE = 10_000
+
+
+class TokenVerifier(Generic[T]):
+    """Verifies tokens of one type for one audience, each token's signature and claims once until it expires.
+
+    ``verify(token)`` returns ``parse(claims)`` (parse also runs once per token; its Unauthenticated is
+    not remembered). A token seen before is looked up by its BLAKE2b digest keyed with a per-verifier
+    secret: a bearer token is a secret, and the dictionary's comparisons then only ever compare digests
+    an attacker cannot compute, so their timing reveals nothing about any token (a tampered token that
+    shares a prefix with a remembered one has an unrelated digest and is verified in full). It is refused
+    once past ``exp`` (plus :data:`CLOCK_SKEW_SECONDS`, as :func:`verify_token`), whatever the cache holds.
+    Only successes are remembered, so a refused token is checked in full each time; what depends on state that changes
+    (deactivation, access rules) is the caller's to check on every call.
+    """
+
+    def __init__(self, issuer_keys: Mapping[str, bytes], token_type: str, audience: str,
+                 parse: Callable[[dict[str, Any]], T], max_entries: int = VERIFIED_TOKEN_CACHE_SIZE) -> None:
+        self._issuer_keys = dict(issuer_keys)
+        self._token_type = token_type
+        self.audience = audience
+        self._parse = parse
+        self._max_entries = max_entries
+        self._digest_key = os.urandom(32)
+        self._lock = threading.Lock()
+        self._verified: OrderedDict[bytes, tuple[float, T]] = OrderedDict()  # digest -> (exp, parsed)
+
+    def _digest(self, token: str) -> bytes:
+        return hashlib.blake2b(token.encode(), key=self._digest_key, digest_size=32).digest()
+
+    def verify(self, token: str) -> T:
+        """The parsed claims of a valid token; Unauthenticated saying what is wrong."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated(f"token is longer than {MAX_TOKEN_CHARS} characters")
+        digest = self._digest(token)
+        with self._lock:
+            entry = self._verified.get(digest)
+            if entry is not None:
+                self._verified.move_to_end(digest)
+        if entry is not None:
+            expires, parsed = entry
+            if expires > time.time() - CLOCK_SKEW_SECONDS:
+                return parsed
+            with self._lock:
+                self._verified.pop(digest, None)
+            raise Unauthenticated("token has expired")
+        claims = verify_token(token, self._issuer_keys, self._token_type, self.audience)
+        parsed = self._parse(claims)
+        with self._lock:
+            self._verified[digest] = (float(claims["exp"]), parsed)
+            while len(self._verified) > self._max_entries:
+                self._verified.popitem(last=False)
+        return parsed
+
+    def remembered(self, token: str) -> bool:
+        """Whether token's verification is remembered (tests and diagnostics)."""
+        digest = self._digest(token)
+        with self._lock:
+            return digest in self._verified
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

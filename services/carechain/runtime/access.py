@@ -134,11 +134,15 @@ class AccessTable:
 
     service: Any  # a protobuf ServiceDescriptor
     rows: Mapping[str, Allow]
+    _service_ids: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.rows) - {m.name for m in self.service.methods}
         if unknown:
             raise ValueError(f"{self.service.full_name}: access rows for unknown RPCs {sorted(unknown)}")
+        # The principal ids of each row's services, once (admit runs on every call).
+        object.__setattr__(self, "_service_ids", {
+            rpc: frozenset(service_principal_id(s) for s in row.services) for rpc, row in self.rows.items()})
 
     @property
     def full_name(self) -> str:
@@ -156,8 +160,7 @@ class AccessTable:
         scope = row.scopes.get(caller.kind)
         if scope is None:
             raise PermissionDenied(f"{rpc} is not permitted for {kind_name(caller.kind)} principals")
-        if caller.kind == SERVICE and row.services and \
-                caller.principal_id not in {service_principal_id(s) for s in row.services}:
+        if caller.kind == SERVICE and row.services and caller.principal_id not in self._service_ids[rpc]:
             raise PermissionDenied(f"{rpc} is only for the {', '.join(sorted(row.services))} service")
         scope.check(caller, request, servicer)
         return caller

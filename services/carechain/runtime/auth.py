@@ -3,7 +3,9 @@
 A principal proves possession of its Ed25519 key to the identity service
 (challenge, signature) and gets a short-lived access token for one audience.
 Servers accept only ``authorization: Bearer <token>`` with a valid signature by
-the identity service, their own audience and an unexpired lifetime.
+the identity service, their own audience and an unexpired lifetime. A token's
+signature and claims are verified once (:class:`carechain.core.tokens.TokenVerifier`);
+its expiry and its principal's deactivation are checked on every call.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import grpc
 from carechain.common.v1 import common_pb2
 from carechain.core.errors import PermissionDenied, Unauthenticated
 from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle
-from carechain.core.tokens import ACCESS_TOKEN_TYPE, verify_token
+from carechain.core.tokens import ACCESS_TOKEN_TYPE, TokenVerifier
 
 if TYPE_CHECKING:
     from carechain.runtime.principal_status import PrincipalStatus
@@ -68,13 +70,19 @@ def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
 
 
 class Authenticator:
-    """Verifies access tokens for one service audience."""
+    """Verifies access tokens for one service audience.
+
+    Each token is verified in full once and then remembered until it expires (bounded LRU,
+    :class:`~carechain.core.tokens.TokenVerifier`); expiry and the principal's deactivation
+    (``principal_status``) are checked on every call, so a remembered token stops at once when
+    either says so.
+    """
 
     def __init__(self, trust: TrustBundle, audience: str, principal_status: PrincipalStatus | None = None) -> None:
         issuer_key = trust.key(TOKEN_ISSUER_ID)
         if issuer_key is None:
             raise FileNotFoundError(f"trust bundle lacks the token issuer key {TOKEN_ISSUER_ID}")
-        self._issuer_keys = {TOKEN_ISSUER_ID: issuer_key}
+        self._tokens = TokenVerifier({TOKEN_ISSUER_ID: issuer_key}, ACCESS_TOKEN_TYPE, audience, caller_from_claims)
         self.audience = audience
         # Deactivations followed from the ledger: a deactivated principal's live tokens stop at once.
         self.principal_status = principal_status
@@ -90,7 +98,7 @@ class Authenticator:
                 break
         if not token:
             raise Unauthenticated("missing access token (authorization: Bearer <token>)")
-        caller = caller_from_claims(verify_token(token, self._issuer_keys, ACCESS_TOKEN_TYPE, self.audience))
+        caller = self._tokens.verify(token)
         if self.principal_status is not None and self.principal_status.deactivated(caller.principal_id):
             raise Unauthenticated("the principal was deactivated")
         return caller

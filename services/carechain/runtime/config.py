@@ -48,9 +48,10 @@ class ServiceSettings(BaseSettings):
         "with RESOURCE_EXHAUSTED",
     )
     max_streams: int = Field(
-        6, ge=1, le=10_000,
-        description="long-lived streams (StreamEvents tails) open at once on this server; capped at half of "
-        "max_workers so that unary calls always find a worker; one more is RESOURCE_EXHAUSTED",
+        64, ge=1, le=10_000,
+        description="long-lived streams (StreamEvents tails) open at once on this server; each has a worker "
+        "thread of its own on top of max_workers (and a call slot on top of max_concurrent_rpcs), so open "
+        "streams never take what unary calls need; one more is RESOURCE_EXHAUSTED",
     )
     max_streams_per_caller: int = Field(
         3, ge=1, le=10_000,

@@ -3,6 +3,11 @@
 Loggers take structured fields through ``extra=``; the formatter adds the
 current OpenTelemetry trace and span ids so a log line can be joined with its
 trace. Never log PHI, keys or tokens.
+
+Every served call writes one line (:mod:`carechain.runtime.server`), so formatting is kept cheap:
+the timestamp's date and time part is formatted once per second, and :func:`configure_logging`
+turns off what the JSON never shows (the caller's source location, thread, process: the
+"Optimization" switches of the logging module).
 """
 
 from __future__ import annotations
@@ -23,10 +28,18 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._second: tuple[int, str] = (-1, "")  # (Unix second, its "%Y-%m-%dT%H:%M:%S"), one tuple: thread-safe
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
@@ -34,10 +47,10 @@ class JsonFormatter(logging.Formatter):
         }
         span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:
-            entry["trace_id"] = format(span_context.trace_id, "032x")
-            entry["span_id"] = format(span_context.span_id, "016x")
+            entry["trace_id"] = f"{span_context.trace_id:032x}"
+            entry["span_id"] = f"{span_context.span_id:016x}"
         for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            if key not in _STANDARD_ATTRS and key[0] != "_":
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -46,6 +59,11 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Send JSON logs of every logger to stderr."""
+    # The JSON shows none of these; finding them costs a stack walk and lookups on every line.
+    logging._srcfile = None  # documented switch: no caller file/line lookup
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

@@ -41,14 +41,39 @@ _tracer = trace.get_tracer("carechain.backends", carechain.__version__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # --- every service: RPCs and backends ------------------------------------------------------------
-RPC_CALLS = _meter.create_counter(
-    "carechain_rpc_server_calls", unit="", description="gRPC calls served, by full method name and status code")
+_rpc_calls: dict[tuple[str, str], int] = {}  # (rpc_method, grpc_code) -> calls served
+_rpc_labels: dict[tuple[str, str], dict[str, str]] = {}
+_rpc_lock = threading.Lock()
+
+
+def _observe_rpc_calls(_options: CallbackOptions) -> Iterable[Observation]:
+    with _rpc_lock:
+        counted = list(_rpc_calls.items())
+    return [Observation(calls, _rpc_labels[key]) for key, calls in counted]
+
+
+# Counted in a dict and read at each scrape: the SDK's per-measurement path cost more than the call's
+# own access check (attribute hashing, view matching, a lock per instrument).
+RPC_CALLS = _meter.create_observable_counter(
+    "carechain_rpc_server_calls", [_observe_rpc_calls], unit="",
+    description="gRPC calls served, by full method name and status code")
 RPC_DURATION = _meter.create_histogram(
     "carechain_rpc_server_duration", unit="s", description="time to answer a gRPC call, by method and status code",
     explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
 BACKEND_ERRORS = _meter.create_counter(
     "carechain_backend_errors", unit="",
     description="calls to a backend (vault, s3, etcd, sqlite) that failed because the backend did")
+
+def record_rpc(rpc_method: str, grpc_code: str, seconds: float) -> None:
+    """Count one served call and its duration (the label dict of each method and code is built once)."""
+    key = (rpc_method, grpc_code)
+    with _rpc_lock:
+        labels = _rpc_labels.get(key)
+        if labels is None:
+            labels = _rpc_labels[key] = {"rpc_method": rpc_method, "grpc_code": grpc_code}
+        _rpc_calls[key] = _rpc_calls.get(key, 0) + 1
+    RPC_DURATION.record(seconds, labels)
+
 
 #: The backends whose failures carechain_backend_errors_total counts.
 BACKENDS = ("vault", "s3", "etcd", "sqlite")

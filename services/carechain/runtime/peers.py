@@ -8,21 +8,21 @@ target service. Peer failures that mean "down" surface as
 Deadlines: a call made while serving an RPC gets the smaller of the configured
 ``rpc_timeout_seconds`` and the served caller's remaining time less
 :data:`DEADLINE_MARGIN_SECONDS` (the interceptor of :mod:`carechain.runtime.server`
-makes the served call current, :func:`serving_call`), so a caller's deadline holds
+makes the served call current, :func:`serving_call_token`), so a caller's deadline holds
 through every hop and no peer keeps working for a caller that has given up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
 from carechain.client.auth import TokenSource
-from carechain.client.channels import open_channel
+from carechain.client.channels import intercept, open_channel, plain_channel
 from carechain.client.tls import ClientTLS
 from carechain.core.crypto import Signer
 from carechain.core.errors import CareChainError, Unavailable
@@ -43,14 +43,14 @@ class DeadlineExceeded(CareChainError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-@contextlib.contextmanager
-def serving_call(context: grpc.ServicerContext) -> Iterator[None]:
-    """Make context the served call of this thread while the block runs (used by the call interceptor)."""
-    token = _served.set(context)
-    try:
-        yield
-    finally:
-        _served.reset(token)
+def serving_call_token(context: grpc.ServicerContext) -> contextvars.Token[grpc.ServicerContext | None]:
+    """Make context the served call of this thread (the call interceptor, while a handler runs)."""
+    return _served.set(context)
+
+
+def reset_serving_call(token: contextvars.Token[grpc.ServicerContext | None]) -> None:
+    """Undo :func:`serving_call_token` (the handler returned or raised)."""
+    _served.reset(token)
 
 
 def caller_time_remaining() -> float | None:
@@ -101,6 +101,8 @@ class PeerStub:
                 return self._stream(result, caller_bound)
             return result
 
+        call.__name__ = method
+        setattr(self, method, call)  # built once per method: later lookups find it without __getattr__
         return call
 
     def _stream(self, responses: Iterator[Any], caller_bound: bool) -> Iterator[Any]:
@@ -120,23 +122,39 @@ class PeerStub:
 
 
 class Peers:
-    """Lazily opened, reused stubs for the other services, authenticated as this service."""
+    """Lazily opened, reused stubs for the other services, authenticated as this service.
 
-    def __init__(self, settings: Any, tokens: TokenSource, owned_channels: tuple[grpc.Channel, ...] = ()) -> None:
+    One channel (one connection) per peer service: the stubs of a service share it, and a channel
+    given in ``channels`` (e.g. the identity channel the token source authenticates over) is reused
+    for that service's stub rather than a second connection being opened.
+    """
+
+    def __init__(self, settings: Any, tokens: TokenSource, owned_channels: tuple[grpc.Channel, ...] = (),
+                 channels: dict[str, grpc.Channel] | None = None) -> None:
         self._settings = settings
         self._tokens = tokens
         self._tls = ClientTLS.from_settings(settings)
         self._stubs: dict[str, PeerStub] = {}
+        self._lock = threading.Lock()
+        self._plain = dict(channels or {})  # service -> its plain channel (carechain.client.channels.plain_channel)
         # Channels to close with the peers (e.g. the one the token source authenticates over).
-        self._channels: list[grpc.Channel] = list(owned_channels)
+        self._channels: list[grpc.Channel] = [*owned_channels, *self._plain.values()]
 
     def _stub(self, service: str, stub_class: Any) -> PeerStub:
-        if service not in self._stubs:
-            channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens, self._tls,
-                                   getattr(self._settings, "peer_load_balancing", "pick_first"))
-            self._channels.append(channel)
-            self._stubs[service] = PeerStub(service, stub_class(channel), self._settings.rpc_timeout_seconds)
-        return self._stubs[service]
+        stub = self._stubs.get(service)
+        if stub is not None:
+            return stub
+        with self._lock:  # concurrent first calls must not open two channels
+            if service not in self._stubs:
+                plain = self._plain.get(service)
+                if plain is not None:
+                    channel = intercept(plain, service, self._tokens)
+                else:
+                    channel = open_channel(getattr(self._settings, f"{service}_address"), service, self._tokens,
+                                           self._tls, getattr(self._settings, "peer_load_balancing", "pick_first"))
+                    self._channels.append(channel)
+                self._stubs[service] = PeerStub(service, stub_class(channel), self._settings.rpc_timeout_seconds)
+            return self._stubs[service]
 
     @property
     def identity(self) -> Any:
@@ -175,7 +193,11 @@ class Peers:
 
 
 def service_peers(settings: Any, signer: Signer) -> Peers:
-    """Stubs for the other services, authenticated as this service with tokens from identity."""
-    identity = open_channel(settings.identity_address, "identity", tls=ClientTLS.from_settings(settings),
-                            load_balancing=getattr(settings, "peer_load_balancing", "pick_first"))
-    return Peers(settings, TokenSource.for_signer(identity, signer), owned_channels=(identity,))
+    """Stubs for the other services, authenticated as this service with tokens from identity.
+
+    Tokens are obtained over the same connection the identity stub uses (one channel per peer).
+    """
+    identity = plain_channel(settings.identity_address, ClientTLS.from_settings(settings),
+                             getattr(settings, "peer_load_balancing", "pick_first"))
+    return Peers(settings, TokenSource.for_signer(intercept(identity, "identity"), signer),
+                 channels={"identity": identity})

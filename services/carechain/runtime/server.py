@@ -10,7 +10,6 @@ grace period so in-flight calls finish).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import signal
@@ -30,14 +29,14 @@ from grpc_reflection.v1alpha import reflection
 from carechain.client.balancing import server_options
 from carechain.client.channels import MAX_MESSAGE_BYTES
 from carechain.core.errors import CareChainError, InvalidArgument, PermissionDenied
-from carechain.core.telemetry import configure_tracing, current_trace_id, grpc_server_interceptor, shutdown_tracing
+from carechain.core.telemetry import RpcSpan, configure_tracing, current_trace_id, server_span, shutdown_tracing
 from carechain.runtime import metrics
 from carechain.runtime.access import AccessTable, guard, is_guarded
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
 from carechain.runtime.logs import configure_logging
-from carechain.runtime.peers import serving_call
-from carechain.runtime.streams import StreamLimiter, serving_with
+from carechain.runtime.peers import reset_serving_call, serving_call_token
+from carechain.runtime.streams import CallAdmission, StreamLimiter, reset_serving_with, serving_with_token
 from carechain.runtime.tls import server_credentials
 
 log = logging.getLogger("carechain.runtime.server")
@@ -144,7 +143,7 @@ def _unguarded(behavior: Any) -> Any:
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    """Logs every call (method, status, duration; never payloads) and maps errors to statuses.
+    """Traces and logs every call (method, status, duration; never payloads) and maps errors to statuses.
 
     :class:`CareChainError` and peer ``RpcError`` raised by handlers (also while a stream is
     iterated) become the right gRPC status; anything else is logged once and becomes INTERNAL:
@@ -152,65 +151,98 @@ class CallInterceptor(grpc.ServerInterceptor):
     with INVALID_ARGUMENT naming it, before access checks. Every method except health and reflection
     must have been registered through :func:`carechain.runtime.access.guard`; any other handler is
     refused (PERMISSION_DENIED). While a handler runs, its context is the served call of
-    :mod:`carechain.runtime.peers` (calls to other services inherit its deadline) and the server's
-    :class:`~carechain.runtime.streams.StreamLimiter` is current.
+    :mod:`carechain.runtime.peers` (calls to other services inherit its deadline), the server's
+    :class:`~carechain.runtime.streams.StreamLimiter` is current, and so is the call's SERVER span
+    (:func:`carechain.core.telemetry.server_span`, a child of the caller's W3C context).
+
+    The wrapped handler of each method is built once (gRPC asks the interceptor on every call).
     """
 
-    def __init__(self, streams: StreamLimiter | None = None) -> None:
+    def __init__(self, streams: StreamLimiter | None = None, admission: CallAdmission | None = None) -> None:
         self._streams = streams
-
-    def _serving(self, context: grpc.ServicerContext) -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(serving_call(context))
-        stack.enter_context(serving_with(self._streams))
-        return stack
+        self._admission = admission
+        self._handlers: dict[str, tuple[Any, Any]] = {}  # method -> (service's handler, wrapped handler)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        known = self._handlers.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         open_method = method.startswith(_OPEN_PREFIXES)
-        serving = self._serving
+        streams = self._streams
+        finish = _CallRecord(method, logged=not open_method).finish
+        admission = None if open_method else self._admission  # health is always answered
+
+        def serve(behavior: Any) -> Any:
+            return behavior if open_method or is_guarded(behavior) else _unguarded(behavior)
 
         def unary(behavior: Any) -> Any:
-            if not (open_method or is_guarded(behavior)):
-                behavior = _unguarded(behavior)
+            behavior = serve(behavior)
 
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 started = time.monotonic()
+                span = server_span(method, context.invocation_metadata())
+                served, limiter = set_serving(context, streams)
+                admitted = False
                 try:
-                    with serving(context):
-                        check_request_ranges(request)
-                        return behavior(request, context)
+                    if admission is not None:
+                        admission.enter()
+                        admitted = True
+                    check_request_ranges(request)
+                    return behavior(request, context)
                 except Exception as exc:  # noqa: BLE001 - every exception ends in a status
+                    span.record_failure(exc)
                     _abort_with(context, method, exc)
                 finally:
-                    _log_call(method, context, started)
+                    if admitted:
+                        admission.leave()  # type: ignore[union-attr]
+                    reset_serving(served, limiter)
+                    finish(context, started, span)
 
             return wrapped
 
         def streaming(behavior: Any) -> Any:
-            if not (open_method or is_guarded(behavior)):
-                behavior = _unguarded(behavior)
+            behavior = serve(behavior)
 
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 started = time.monotonic()
+                span = server_span(method, context.invocation_metadata())
+                admitted = False
                 try:
-                    with serving(context):
+                    served, limiter = set_serving(context, streams)
+                    try:
+                        if admission is not None:
+                            admission.enter()
+                            admitted = True
                         check_request_ranges(request)
                         responses = iter(behavior(request, context))
+                    finally:
+                        reset_serving(served, limiter)
                     while True:
                         # Current only while the handler runs: a stream can be closed from any thread.
-                        with serving(context):
+                        served, limiter = set_serving(context, streams)
+                        try:
                             response = next(responses, _END)
+                        finally:
+                            reset_serving(served, limiter)
                         if response is _END:
                             return
                         yield response
                 except Exception as exc:  # noqa: BLE001 - every exception ends in a status
+                    span.record_failure(exc)
                     _abort_with(context, method, exc)
                 finally:
-                    _log_call(method, context, started)
+                    if admitted:
+                        admission.leave()  # type: ignore[union-attr]
+                    finish(context, started, span)
 
             return wrapped
 
@@ -230,22 +262,40 @@ class CallInterceptor(grpc.ServerInterceptor):
 _END = object()
 
 
-def _log_call(method: str, context: grpc.ServicerContext, started: float) -> None:
-    if method.startswith(_OPEN_PREFIXES):
-        return
-    code = context.code() if hasattr(context, "code") else None
-    seconds = time.monotonic() - started
-    labels = {"rpc_method": method.lstrip("/"), "grpc_code": getattr(code, "name", None) or "OK"}
-    metrics.RPC_CALLS.add(1, labels)
-    metrics.RPC_DURATION.record(seconds, labels)
-    log.info(
-        "rpc",
-        extra={
-            "rpc_method": method,
-            "grpc_code": labels["grpc_code"],
-            "duration_ms": round(seconds * 1000, 2),
-        },
-    )
+def set_serving(context: grpc.ServicerContext, streams: StreamLimiter | None) -> tuple[Any, Any]:
+    """Make context the served call and streams the current limiter; the tokens to reset them with."""
+    return serving_call_token(context), serving_with_token(streams)
+
+
+def reset_serving(served: Any, limiter: Any) -> None:
+    reset_serving_with(limiter)
+    reset_serving_call(served)
+
+
+class _CallRecord:
+    """What every call of one method leaves behind: its span ended, its metrics, its JSON ``rpc`` log line.
+
+    The per-method parts (label values, the log's method field) are built once; the line is built only
+    when INFO is enabled. Health and reflection calls are traced but neither counted nor logged.
+    """
+
+    __slots__ = ("_method", "_metric_method", "_logged")
+
+    def __init__(self, method: str, logged: bool) -> None:
+        self._method = method
+        self._metric_method = method.lstrip("/")
+        self._logged = logged
+
+    def finish(self, context: grpc.ServicerContext, started: float, span: RpcSpan) -> None:
+        code = context.code() if hasattr(context, "code") else None
+        if self._logged:
+            seconds = time.monotonic() - started
+            code_name = "OK" if code is None else code.name
+            metrics.record_rpc(self._metric_method, code_name, seconds)
+            if log.isEnabledFor(logging.INFO):  # while the span is current: the line carries its trace id
+                log.info("rpc", extra={"rpc_method": self._method, "grpc_code": code_name,
+                                       "duration_ms": round(seconds * 1000, 2)})
+        span.finish(code)
 
 
 @dataclass
@@ -320,9 +370,8 @@ def _listen(server: grpc.Server, setting: str, address: str, credentials: grpc.S
 
 
 def stream_limiter(settings: ServiceSettings) -> StreamLimiter:
-    """The server's stream caps: as configured, but never more than half the workers."""
-    cap = max(1, min(settings.max_streams, settings.max_workers // 2))
-    return StreamLimiter(cap, min(settings.max_streams_per_caller, cap))
+    """The server's stream caps, as configured (the per-caller cap never above the total)."""
+    return StreamLimiter(settings.max_streams, min(settings.max_streams_per_caller, settings.max_streams))
 
 
 def start_service(
@@ -333,20 +382,25 @@ def start_service(
 ) -> RunningService:
     """Build and start a service's gRPC server with health, reflection and interceptors.
 
-    Backpressure: at most ``max_concurrent_rpcs`` calls are in the server at once (running or
-    waiting for a worker); one more is refused at once with RESOURCE_EXHAUSTED instead of
-    queueing without bound. Long-lived streams hold at most half the workers
-    (:mod:`carechain.runtime.streams`), so unary calls and health always find one.
+    Backpressure: at most ``max_concurrent_rpcs`` calls are in the server at once besides its open
+    long-lived streams; one more is refused at once with RESOURCE_EXHAUSTED instead of queueing
+    without bound (:class:`~carechain.runtime.streams.CallAdmission`). Long-lived streams
+    (:mod:`carechain.runtime.streams`, at most ``max_streams``) come on top: the pool has
+    ``max_workers + max_streams`` threads and gRPC admits ``max_concurrent_rpcs + max_streams``
+    calls, so however many streams are open, unary calls and health still have ``max_workers``
+    workers and ``max_concurrent_rpcs`` slots. (The sync server holds a thread per open stream;
+    threads are started only when needed.)
     """
+    limiter = stream_limiter(settings)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=name),
-        interceptors=[grpc_server_interceptor(), CallInterceptor(stream_limiter(settings))],
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers + limiter.max_streams, thread_name_prefix=name),
+        interceptors=[CallInterceptor(limiter, CallAdmission(settings.max_concurrent_rpcs, limiter))],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             *server_options(settings),  # connection ageing: callers reconnect and reach new replicas
         ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs + limiter.max_streams,
     )
     service_names = list(register(server))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -8,9 +8,11 @@ write (which records an audit event) then failed with DEADLINE_EXCEEDED.
 A :class:`StreamLimiter` caps the streams open at once on one server and per caller;
 a stream beyond either cap is refused at once with RESOURCE_EXHAUSTED. Each server
 gets one (:func:`carechain.runtime.server.start_service`, from
-``CARECHAIN_MAX_STREAMS`` and ``CARECHAIN_MAX_STREAMS_PER_CALLER``, never more than
-half the workers) and its call interceptor makes it current while a call is served;
-a handler opts in with :func:`limited_stream`::
+``CARECHAIN_MAX_STREAMS`` and ``CARECHAIN_MAX_STREAMS_PER_CALLER``) and sizes its worker pool
+and call admission as the unary share (``CARECHAIN_MAX_WORKERS``,
+``CARECHAIN_MAX_CONCURRENT_RPCS``) plus ``CARECHAIN_MAX_STREAMS``: the capped streams
+can never take a worker or a call slot that unary calls need. Its call interceptor makes
+the limiter current while a call is served; a handler opts in with :func:`limited_stream`::
 
     @limited_stream
     def StreamEvents(self, request, context):
@@ -82,19 +84,48 @@ class StreamLimiter:
                     del self._open[caller_id]
 
 
+class CallAdmission:
+    """At most ``max_calls`` calls in a server at once besides its open long-lived streams.
+
+    gRPC's own ``maximum_concurrent_rpcs`` counts streams and unary calls alike, so the server sets it
+    to ``max_calls`` plus the stream cap, and this counts what the streams leave: a call (health and
+    reflection excepted) that would make more than ``max_calls`` calls not holding a stream slot is
+    refused at once with RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, max_calls: int, streams: StreamLimiter) -> None:
+        self.max_calls = max_calls
+        self._streams = streams
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    def enter(self) -> None:
+        """Count one more call; ResourceExhausted if the unary share is full."""
+        with self._lock:
+            if self._in_flight - self._streams.open_streams >= self.max_calls:
+                raise ResourceExhausted(f"this server has its maximum of {self.max_calls} calls in progress: "
+                                        "retry later")
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        """A call counted by :meth:`enter` has ended."""
+        with self._lock:
+            self._in_flight -= 1
+
+
 # The limiter of the server whose call this thread is serving (set by the server's call interceptor).
 _current: contextvars.ContextVar[StreamLimiter | None] = contextvars.ContextVar("carechain_stream_limiter",
                                                                                default=None)
 
 
-@contextlib.contextmanager
-def serving_with(limiter: StreamLimiter | None) -> Iterator[None]:
-    """Make limiter the current server's while a call is served (used by the call interceptor)."""
-    token = _current.set(limiter)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+def serving_with_token(limiter: StreamLimiter | None) -> contextvars.Token[StreamLimiter | None]:
+    """Make limiter the current server's while a call is served (the call interceptor)."""
+    return _current.set(limiter)
+
+
+def reset_serving_with(token: contextvars.Token[StreamLimiter | None]) -> None:
+    """Undo :func:`serving_with_token`."""
+    _current.reset(token)
 
 
 def current_limiter() -> StreamLimiter | None:

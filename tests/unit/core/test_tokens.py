@@ -15,7 +15,9 @@ from carechain.core.tokens import (
     CLOCK_SKEW_SECONDS,
     DECISION_TOKEN_TYPE,
     MAX_TOKEN_CHARS,
+    TokenVerifier,
     issue_token,
+    issuer_public_key,
     verify_token,
 )
 
@@ -162,3 +164,54 @@ def test_an_oversized_token_is_refused_before_decoding() -> None:
 def test_a_mistyped_subject_or_token_id_is_named(claim: str) -> None:
     with pytest.raises(Unauthenticated, match=f"claim {claim} must be a string"):
         _verify(_signed(_claims(**{claim: 42})))
+
+
+# --- TokenVerifier: verified once, expiry checked on every use (issue 13) --------------------------------
+
+def _verifier(max_entries: int = 100) -> TokenVerifier[str]:
+    return TokenVerifier(KEYS, ACCESS_TOKEN_TYPE, "carechain.records", lambda claims: claims["sub"], max_entries)
+
+
+def test_the_verifier_remembers_valid_tokens_only_and_forgets_the_least_recently_used() -> None:
+    verifier = _verifier(max_entries=2)
+    first, second, third = _token(), _token(), _token()
+    assert verifier.verify(first) == "prac-1" and verifier.remembered(first)
+    verifier.verify(second)
+    verifier.verify(first)  # used again: second is now the least recently used
+    verifier.verify(third)
+    assert verifier.remembered(first) and verifier.remembered(third) and not verifier.remembered(second)
+    assert verifier.verify(second) == "prac-1"  # forgotten means verified again, not refused
+    forged = _token(signer=Ed25519Signer.generate("svc-identity"))
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="signature"):
+            verifier.verify(forged)
+    assert not verifier.remembered(forged)
+
+
+def test_a_remembered_token_is_refused_once_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = _verifier()
+    token, expires_at_ms = issue_token(ISSUER, ACCESS_TOKEN_TYPE, {"sub": "prac-1", "aud": "carechain.records"}, 60)
+    verifier.verify(token)
+    later = expires_at_ms / 1000 + CLOCK_SKEW_SECONDS + 1
+    monkeypatch.setattr("carechain.core.tokens.time.time", lambda: later)
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.verify(token)
+    assert not verifier.remembered(token)
+
+
+def test_what_parse_refuses_is_not_remembered() -> None:
+    def parse(claims: dict) -> str:
+        raise Unauthenticated("token claim sub must be a non-empty string")
+
+    verifier = TokenVerifier(KEYS, ACCESS_TOKEN_TYPE, "carechain.records", parse)
+    token = _token()
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="sub"):
+            verifier.verify(token)
+    assert not verifier.remembered(token)
+
+
+def test_issuer_key_objects_are_built_once_per_key() -> None:
+    raw = ISSUER.public_key_bytes()
+    assert issuer_public_key(raw) is issuer_public_key(bytes(raw))
+    assert issuer_public_key(Ed25519Signer.generate("x").public_key_bytes()) is not issuer_public_key(raw)

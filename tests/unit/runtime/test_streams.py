@@ -12,17 +12,19 @@ from concurrent import futures
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from runtime_fixtures import TRUST, bearer
+from runtime_fixtures import SHA, TRUST, bearer
 
 from carechain.audit.server import AuditServicer, register_audit
 from carechain.audit.sqlite_store import SQLiteAuditStore
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.common.v1 import common_pb2
 from carechain.core.layout import audience
+from carechain.runtime.access import ANY, AccessTable, Allow
 from carechain.runtime.auth import Authenticator, Caller
-from carechain.runtime.config import AuditSettings
-from carechain.runtime.server import start_service, stream_limiter
-from carechain.runtime.streams import ResourceExhausted, StreamLimiter
+from carechain.runtime.config import AuditSettings, StorageSettings
+from carechain.runtime.server import register_servicer, start_service, stream_limiter
+from carechain.runtime.streams import ResourceExhausted, StreamLimiter, limited_stream
+from carechain.storage.v1 import storage_pb2, storage_pb2_grpc
 
 OPERATOR = Caller("operator", common_pb2.PRINCIPAL_KIND_OPERATOR)
 SERVICES = [Caller(f"svc-{name}", common_pb2.PRINCIPAL_KIND_SERVICE)
@@ -45,18 +47,19 @@ def test_the_limiter_caps_per_caller_and_in_total_and_frees_slots() -> None:
     assert limiter.open_streams == 0  # failed streams give their slot back
 
 
-def test_streams_never_get_more_than_half_the_workers() -> None:
-    assert stream_limiter(AuditSettings()).max_streams == 6  # the default, with 16 workers
-    assert stream_limiter(AuditSettings(max_workers=4, max_streams=100)).max_streams == 2
-    assert stream_limiter(AuditSettings(max_streams=10, max_streams_per_caller=50)).max_per_caller == 8
+def test_the_stream_caps_are_as_configured_and_the_per_caller_cap_never_above_the_total() -> None:
+    assert stream_limiter(AuditSettings()).max_streams == 64  # the default: on top of the 16 unary workers
+    assert stream_limiter(AuditSettings(max_workers=4, max_streams=100)).max_streams == 100
+    assert stream_limiter(AuditSettings(max_streams=10, max_streams_per_caller=50)).max_per_caller == 10
 
 
 @pytest.fixture()
 def audit(tmp_path: pathlib.Path) -> Iterator[grpc.Channel]:
-    """The audit service with its default settings (16 workers)."""
+    """The audit service with its default settings (16 workers) and at most 6 open streams."""
     store = SQLiteAuditStore(tmp_path)
     servicer = AuditServicer(Authenticator(TRUST, audience("audit")), store)
-    running = start_service("audit", AuditSettings(listen_address="127.0.0.1:0", shutdown_grace_seconds=0),
+    running = start_service("audit", AuditSettings(listen_address="127.0.0.1:0", shutdown_grace_seconds=0,
+                                                   max_streams=6),
                             register_audit(servicer), [store.close])
     try:
         with grpc.insecure_channel(running.address) as channel:
@@ -145,3 +148,66 @@ def test_a_refused_tail_does_not_hold_a_slot(audit: grpc.Channel) -> None:
     assert {outcome for outcome, _ in results if outcome != 1} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     for tail in admitted:
         tail.cancel()
+
+
+# --- 64 open streams, a handful of unary workers: unary calls still complete (issue 13) -------------------
+
+class HeldStreams(storage_pb2_grpc.StorageServiceServicer):
+    """GetBlob is a long-lived stream (one chunk, then held open until released); StatBlob a unary call."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    @limited_stream
+    def GetBlob(self, request, context):  # noqa: N802 - gRPC method name
+        yield storage_pb2.BlobChunk(data=b"open")
+        while not self.release.wait(0.05) and context.is_active():
+            pass
+
+    def StatBlob(self, request, context):  # noqa: N802 - gRPC method name
+        return storage_pb2.BlobRef(sha256=request.sha256, size=1)
+
+
+STREAMS_TABLE = AccessTable(storage_pb2.DESCRIPTOR.services_by_name["StorageService"],
+                            {"GetBlob": Allow.of(service=ANY), "StatBlob": Allow.of(service=ANY)})
+
+
+def test_64_open_streams_leave_the_unary_workers_and_call_slots_free(tmp_path: pathlib.Path) -> None:
+    servicer = HeldStreams()
+    settings = StorageSettings(listen_address="127.0.0.1:0", shutdown_grace_seconds=0, max_workers=4,
+                               max_concurrent_rpcs=8, max_streams=64, max_streams_per_caller=64)
+    running = start_service("storage", settings, register_servicer(
+        storage_pb2_grpc.add_StorageServiceServicer_to_server, servicer, STREAMS_TABLE,
+        Authenticator(TRUST, audience("storage"))))
+    metadata = bearer(RECORDS, "storage")
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = storage_pb2_grpc.StorageServiceStub(channel)
+            streams = [stub.GetBlob(storage_pb2.GetBlobRequest(sha256=SHA), metadata=metadata, timeout=60)
+                       for _ in range(64)]
+            # Each stream is admitted and running in a worker of its own (not queued behind the others).
+            assert [next(stream).data for stream in streams] == [b"open"] * 64
+            refused = stub.GetBlob(storage_pb2.GetBlobRequest(sha256=SHA), metadata=bearer(SERVICES[1], "storage"),
+                                   timeout=10)
+            code, details = _refusal(refused)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "maximum of 64 open streams" in details
+
+            # With all 64 open: as many concurrent unary calls as max_concurrent_rpcs, several rounds.
+            def stat(i: int) -> grpc.StatusCode:
+                try:
+                    stub.StatBlob(storage_pb2.StatBlobRequest(sha256=str(i)), metadata=metadata, timeout=10)
+                except grpc.RpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+            with futures.ThreadPoolExecutor(max_workers=settings.max_concurrent_rpcs) as pool:
+                outcomes = list(pool.map(stat, range(5 * settings.max_concurrent_rpcs)))
+            assert set(outcomes) == {grpc.StatusCode.OK}, outcomes
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            servicer.release.set()
+            for stream in streams:
+                assert list(stream) == []  # each ends cleanly once released
+    finally:
+        servicer.release.set()
+        running.stop()
