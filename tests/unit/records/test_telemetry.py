@@ -1,7 +1,7 @@
 """Issue 9: rejected FHIR values never reach a span (status, events, exception stack traces) or a log.
 
-The records service runs in-process behind the real interceptors (OpenTelemetry gRPC server
-instrumentation, then CallInterceptor); spans go to an in-memory exporter. Only identity's
+The records service runs in-process behind the real call interceptor (its server span, then the
+auth and access checks); spans go to an in-memory exporter. Only identity's
 GetPrincipal is answered by a stand-in: validation fails before any other peer is called.
 """
 
