@@ -241,7 +241,8 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
     stop_following = servicer.ledger.follow(FOLLOW_SECONDS)
-    return register_consent(servicer), [stop_following, principal_status.close, peers.close]
+    stop_watching = reader.watch()  # new final blocks pushed by the ledger: syncs then make no call
+    return register_consent(servicer), [stop_following, stop_watching, principal_status.close, peers.close]
 
 
 def main() -> None:

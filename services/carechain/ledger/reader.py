@@ -23,6 +23,15 @@ A block that fails any check raises IntegrityError (DATA_LOSS) naming the
 height and the check, and the reader starts over from genesis on the next
 call (it may then be talking to an honest validator). Blocks that pass 1-3
 but are not certified yet are held back until a certificate arrives.
+
+Following by push (:meth:`VerifiedLedgerReader.watch`): a thread holds a
+``WatchBlocks`` stream, which sends each final block once with its certificate,
+so each block and certificate is checked once and a caught-up
+:meth:`~VerifiedLedgerReader.list_transactions` makes no call at all while the
+stream is live (a message, or a heartbeat, within three heartbeat intervals).
+Otherwise (no stream yet, stream broken, a ledger without ``WatchBlocks``) it
+reads new blocks with ``GetChainHead`` and ``GetBlock`` as before; the stream
+reconnects from the next unverified height.
 So one lying validator cannot make a consumer apply a transaction: with one
 validator it cannot forge a patient's signature or break a contract rule,
 and with several it cannot produce a quorum certificate on its own.
@@ -30,7 +39,10 @@ and with several it cannot produce a quorum certificate on its own.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +56,12 @@ from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.state import EmptyState, PendingState
 from carechain.ledger.v1 import ledger_pb2
+
+log = logging.getLogger("carechain.ledger.reader")
+
+#: WatchBlocks heartbeat asked for, and how long to wait before reconnecting a broken stream.
+WATCH_HEARTBEAT_MS = 1000
+WATCH_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -68,6 +86,7 @@ class VerifiedLedgerReader:
         self._validators = validators
         self._timeout = timeout
         self._lock = threading.Lock()
+        self._live_until = 0.0  # monotonic time until which the push stream counts as live
         self._reset()
 
     def _reset(self) -> None:
@@ -89,7 +108,7 @@ class VerifiedLedgerReader:
             if start < self._verified_from:
                 self._reset()  # a consumer started over: so do we
             self._drop_before(start)
-            if not self._verified:
+            if not self._verified and not self._stream_live():
                 try:
                     self._read_new_blocks()
                 except IntegrityError:
@@ -101,6 +120,82 @@ class VerifiedLedgerReader:
             return ledger_pb2.ListTransactionsResponse(
                 transactions=page, log_size=self._verified_from + len(self._verified)
             )
+
+    def _stream_live(self) -> bool:
+        return time.monotonic() < self._live_until
+
+    # --- following by push -------------------------------------------------------------------
+
+    def watch(self, heartbeat_ms: int = WATCH_HEARTBEAT_MS) -> Callable[[], None]:
+        """Follow the ledger's WatchBlocks stream in a daemon thread (reconnecting); returns the stopper."""
+        stop = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def run() -> None:
+            failing = False
+            while not stop.is_set():
+                try:
+                    self._follow_stream(heartbeat_ms, stop, holder)
+                    failing = False
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                        log.info("the ledger has no WatchBlocks; reading blocks on demand")
+                        return
+                    if exc.code() != grpc.StatusCode.CANCELLED and not failing:  # type: ignore[attr-defined]
+                        log.warning("ledger block stream broken; reconnecting",
+                                    extra={"problem": exc.code().name})  # type: ignore[attr-defined]
+                    failing = True
+                except IntegrityError as exc:
+                    log.error("ledger block stream failed verification; starting over",
+                              extra={"problem": exc.message})
+                    failing = True
+                except Exception as exc:  # noqa: BLE001 - keep following; on-demand reads still work
+                    log.warning("ledger block stream failed; reconnecting", extra={"problem": type(exc).__name__})
+                    failing = True
+                with self._lock:
+                    self._live_until = 0.0
+                stop.wait(WATCH_RETRY_SECONDS)
+
+        thread = threading.Thread(target=run, name="ledger-block-watch", daemon=True)
+        thread.start()
+
+        def close() -> None:
+            stop.set()
+            stream = holder.get("stream")
+            if stream is not None:
+                stream.cancel()
+            thread.join(timeout=1)
+
+        return close
+
+    def _follow_stream(self, heartbeat_ms: int, stop: threading.Event, holder: dict[str, Any]) -> None:
+        """Take the blocks of one WatchBlocks stream, from the next unverified height, until it ends."""
+        with self._lock:
+            start = self._position.height
+        stream = self._ledger.WatchBlocks(ledger_pb2.WatchBlocksRequest(from_height=start,
+                                                                      heartbeat_ms=heartbeat_ms))
+        holder["stream"] = stream
+        try:
+            if stop.is_set():
+                return
+            for message in stream:
+                with self._lock:
+                    for block in message.blocks:
+                        height = ledger_pb2.BlockHeader.FromString(block.header).height
+                        if height < self._position.height:
+                            continue  # already verified (read on demand meanwhile)
+                        if height > self._position.height:
+                            return  # the reader started over or missed a block: reconnect from its position
+                        try:
+                            self._take(block)
+                        except IntegrityError:
+                            self._reset()
+                            raise
+                    self._live_until = time.monotonic() + 3 * heartbeat_ms / 1000.0
+                if stop.is_set():
+                    return
+        finally:
+            holder.pop("stream", None)
 
     def _drop_before(self, log_index: int) -> None:
         drop = min(max(0, log_index - self._verified_from), len(self._verified))
@@ -135,7 +230,7 @@ class VerifiedLedgerReader:
     def _take(self, block: ledger_pb2.Block) -> None:
         position = self._position
         height = position.height
-        header = self._check_structure(block, height)
+        header, leaves = self._check_structure(block, height)
         first_log_index = position.frontier.size
         logged = []
         for index, (tx, stored) in enumerate(zip(block.transactions, block.results, strict=True)):
@@ -150,8 +245,8 @@ class VerifiedLedgerReader:
                 )
             logged.append(ledger_pb2.LoggedTransaction(log_index=log_index, height=height, transaction=tx,
                                                        result=stored))
-        for tx in block.transactions:
-            position.frontier.append(merkle.leaf_hash(transactions.encode(tx)))
+        for leaf in leaves:
+            position.frontier.append(leaf)
         if header.log_size != position.frontier.size or header.log_root != position.frontier.root():
             raise IntegrityError(f"ledger block {height}: log_size or log_root does not match the transactions")
         position.height = height + 1
@@ -160,7 +255,8 @@ class VerifiedLedgerReader:
         if block.HasField("certificate"):
             self._certify(block)
 
-    def _check_structure(self, block: ledger_pb2.Block, height: int) -> ledger_pb2.BlockHeader:
+    def _check_structure(self, block: ledger_pb2.Block, height: int) -> tuple[ledger_pb2.BlockHeader, list[bytes]]:
+        """The decoded header and the block's leaf hashes, once the structure checks pass."""
         try:
             header = ledger_pb2.BlockHeader.FromString(block.header)
         except Exception as exc:  # noqa: BLE001 - any decode failure is the finding
@@ -176,7 +272,7 @@ class VerifiedLedgerReader:
             raise IntegrityError(f"ledger block {height}: transactions_root does not match its transactions")
         if header.results_hash != blocks.results_hash(list(block.results)):
             raise IntegrityError(f"ledger block {height}: results_hash does not match its results")
-        return header
+        return header, leaves
 
     def _certify(self, block: ledger_pb2.Block) -> None:
         """Release every held block up to block once its quorum certificate checks out."""
