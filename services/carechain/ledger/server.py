@@ -28,6 +28,7 @@ import grpc
 from carechain.core.errors import InvalidArgument, NotFound
 from carechain.core.layout import TrustBundle, audience
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
 from carechain.ledger.queries import PageToken
@@ -251,7 +252,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def VerifyChain(  # noqa: N802
         self, request: ledger_pb2.VerifyChainRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.VerifyChainResponse:
-        return self.ledger.verify().to_response()
+        if not request.HasField("trusted_checkpoint"):
+            return self.ledger.verify().to_response()
+        # Incremental: from the caller's checkpoint, once its certificate of the configured set checks out.
+        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators,
+                            trusted=request.trusted_checkpoint).to_response()
 
 
 def _page_size(requested: int, field: str) -> int:
