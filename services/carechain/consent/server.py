@@ -31,6 +31,8 @@ from carechain.consent.fhir_consent import consent_json
 from carechain.consent.following import FOLLOW_SECONDS, FollowedLedger
 from carechain.consent.grants import Grants
 from carechain.consent.policy import BreakGlassRules
+from carechain.consent.snapshot import FILE_NAME as SNAPSHOT_FILE
+from carechain.consent.snapshot import ConsentSnapshots
 from carechain.consent.state import ConsentState, ListTransactions
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc
 from carechain.core.crypto import Signer
@@ -234,13 +236,20 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         chain_id=settings.chain_id,
         read_transactions=reader.list_transactions,
     )
-    # Rebuild state from the ledger now; if the ledger (or identity) is not up yet,
-    # the first request catches up instead, since every RPC syncs first.
+    # Resume from the signed snapshot (checked against the certified chain), then catch up; if the ledger
+    # (or identity) is not up yet, the first request catches up instead, since every RPC syncs first.
+    state = servicer.ledger.state
+    snapshots = ConsentSnapshots(settings.data_dir / SNAPSHOT_FILE, signer)
+    snapshots.load(state, reader)
     try:
         servicer.ledger.sync()
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
-    stop_following = servicer.ledger.follow(FOLLOW_SECONDS)
+
+    def snapshot(final: bool) -> object:
+        return snapshots.save(state, reader) if final else snapshots.save_if_due(state, reader)
+
+    stop_following = servicer.ledger.follow(FOLLOW_SECONDS, snapshot)
     stop_watching = reader.watch()  # new final blocks pushed by the ledger: syncs then make no call
     return register_consent(servicer), [stop_following, stop_watching, principal_status.close, peers.close]
 

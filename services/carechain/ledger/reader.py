@@ -39,6 +39,8 @@ and with several it cannot produce a quorum certificate on its own.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
 import threading
 import time
@@ -52,6 +54,7 @@ from carechain.core import merkle
 from carechain.core.errors import IntegrityError
 from carechain.core.layout import TrustBundle
 from carechain.ledger import blocks, quorum, transactions
+from carechain.ledger import state as ledger_state
 from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.state import EmptyState, PendingState
@@ -285,6 +288,107 @@ class VerifiedLedgerReader:
         for _, _, logged in self._uncertified:
             self._verified.extend(logged)
         self._uncertified.clear()
+
+
+    # --- snapshots (the consumer's, e.g. carechain.consent.snapshot) ------------------------------
+
+    def export_position(self, fold: Callable[[ledger_pb2.LoggedTransaction], None],
+                        cursor: int) -> dict[str, Any] | None:
+        """Where verification stands, as JSON-able data, after fold() took what is verified from cursor on.
+
+        None when blocks are held back for a certificate (not a certified block boundary). The data is the
+        next height, the last header hash, the log frontier and the replayed contract state, so a restored
+        reader re-checks new blocks exactly as this one would.
+        """
+        with self._lock:
+            if self._uncertified:
+                return None
+            for logged in self._verified:
+                if logged.log_index >= cursor:
+                    fold(logged)
+            position = self._position
+            pending = self._state
+            return {
+                "height": position.height,
+                "previous_hash": _b64(position.previous_hash),
+                "log_size": position.frontier.size,
+                "frontier": [[size, _b64(digest)] for size, digest in position.frontier._stack],
+                "contract_state": {
+                    "principals": [_row(p) for p in pending.principals.values()],
+                    "nonces": [[signer, _b64(nonce), index] for (signer, nonce), index in pending.nonces.items()],
+                    "records": [_row(r) for r in pending.records.values()],
+                    "consents": [_row(c) for c in pending.consents.values()],
+                    "delegations": [_row(d) for d in pending.delegations.values()],
+                    "anchors": [_row(a) for a in pending.anchors],
+                },
+            }
+
+    def restore_position(self, data: dict[str, Any]) -> None:
+        """Resume a fresh reader from exported data, once it matches the certified chain; IntegrityError if not.
+
+        The last block the data reflects is read from the ledger: its header must hash to the stored hash,
+        carry the stored log size and root, and hold a quorum certificate of the configured validator set.
+        So a snapshot of another chain, of a forked or rolled-back history, or with an edited frontier is
+        refused (the snapshot's own signature covers the rest).
+        """
+        frontier = merkle.Frontier()
+        frontier._size = int(data["log_size"])
+        frontier._stack = [(int(size), _unb64(digest)) for size, digest in data["frontier"]]
+        if sum(size for size, _ in frontier._stack) != frontier.size:
+            raise IntegrityError("snapshot: the log frontier does not add up to its size")
+        height, previous_hash = int(data["height"]), _unb64(data["previous_hash"])
+        if height < 1:
+            raise IntegrityError("snapshot: nothing verified to resume from")
+        block = self._ledger.GetBlock(ledger_pb2.GetBlockRequest(height=height - 1), timeout=self._timeout)
+        header = ledger_pb2.BlockHeader.FromString(block.header)
+        if blocks.header_hash(block.header) != previous_hash or header.chain_id != self._chain_id:
+            raise IntegrityError(f"snapshot: block {height - 1} of the ledger is not the one the snapshot reflects")
+        if header.log_size != frontier.size or header.log_root != frontier.root():
+            raise IntegrityError(f"snapshot: the log frontier does not match block {height - 1}")
+        if not block.HasField("certificate"):
+            raise IntegrityError(f"snapshot: block {height - 1} is not final on this validator")
+        quorum.check_certificate(block.header, block.certificate, self._trust, self._validators)
+        contract = data["contract_state"]
+        pending = PendingState(EmptyState())
+        for row in contract["principals"]:
+            pending.put_principal(_from_row(ledger_state.Principal, row))
+        for signer, nonce, index in contract["nonces"]:
+            pending.consume_nonce(str(signer), _unb64(nonce), int(index))
+        for row in contract["records"]:
+            pending.put_record(_from_row(ledger_state.RecordState, row))
+        for row in contract["consents"]:
+            pending.put_consent(_from_row(ledger_state.ConsentState, row))
+        for row in contract["delegations"]:
+            pending.put_delegation(_from_row(ledger_state.Delegation, row))
+        for row in contract["anchors"]:
+            pending.add_anchor(_from_row(ledger_state.AuditAnchor, row))
+        with self._lock:
+            if self._position.height or self._verified:
+                raise IntegrityError("snapshot: a snapshot is restored into a fresh reader only")
+            self._position = _Position(height, previous_hash, frontier)
+            self._state = pending
+            self._verified_from = frontier.size
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _row(row: Any) -> dict[str, Any]:
+    """A frozen state row as JSON-able data (bytes as base64)."""
+    return {f.name: _b64(v) if isinstance(v := getattr(row, f.name), bytes) else v for f in dataclasses.fields(row)}
+
+
+def _from_row(cls: type, data: dict[str, Any]) -> Any:
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        values[f.name] = _unb64(value) if "bytes" in str(f.type) and value is not None else value
+    return cls(**values)
 
 
 def configured_validators(validators: str, quorum_size: int) -> ValidatorSet:
