@@ -6,13 +6,15 @@ import time
 
 import grpc
 import pytest
-from ledger_fixtures import Net, tx
+from ledger_fixtures import Net, onboarding, tx
+from ledger_service_fixtures import ServiceStub, ledger_service
 
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.errors import Unauthenticated
 from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.ledger import submission
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
 from carechain.runtime.principal_status import PrincipalStatus
@@ -71,5 +73,52 @@ def test_a_deactivated_principals_live_token_stops_at_the_next_poll() -> None:
         with pytest.raises(Unauthenticated) as raised:
             auth.authenticate(Metadata(token))
         assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED and "deactivated" in raised.value.message
+    finally:
+        status.close()
+
+
+# --- following by push (WatchBlocks) against a real ledger service (issue 13) ----------------------
+
+
+def test_a_deactivation_is_pushed_to_the_follower_without_polling(tmp_path) -> None:
+    net = Net()
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net, "svc-records")
+        # A poll interval far beyond the wait below: only the stream can deliver the deactivation in time.
+        status = PrincipalStatus.following(lambda: stub, poll_seconds=600).start()
+        try:
+            deadline = time.monotonic() + 10
+            while stub.calls.get("WatchBlocks", 0) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            polls_before = stub.calls.get("ListTransactions", 0)
+            for onboard in onboarding(net)[0]:  # registers dr-1
+                submission.submit(stub, onboard)
+            submission.submit(stub, tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(
+                principal_id="dr-1")))
+            while not status.deactivated("dr-1") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert status.deactivated("dr-1")
+            assert stub.calls.get("ListTransactions", 0) == polls_before  # pushed, not polled
+        finally:
+            status.close()
+
+
+def test_a_ledger_without_watch_blocks_is_polled() -> None:
+    net, log = Net(), Log()
+
+    class NoStream(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    def watch(_request):
+        raise NoStream()
+
+    status = PrincipalStatus(log, poll_seconds=0.05, watch_blocks=watch).start()
+    try:
+        log.add(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-3")))
+        deadline = time.monotonic() + 5
+        while not status.deactivated("dr-3") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert status.deactivated("dr-3")
     finally:
         status.close()
