@@ -47,12 +47,14 @@ class ServiceStub:
         self._metadata = [("authorization", f"Bearer {token}")]
         self.calls: dict[str, int] = {}
         self.block_heights: list[int] = []
+        self.requests: list[tuple[str, object]] = []
 
     def __getattr__(self, name: str):
         method = getattr(self._stub, name)
 
         def call(request, timeout: float | None = None, **_: object):
             self.calls[name] = self.calls.get(name, 0) + 1
+            self.requests.append((name, request))
             if name == "GetBlock":
                 self.block_heights.append(request.height)
             return method(request, metadata=self._metadata, timeout=timeout)

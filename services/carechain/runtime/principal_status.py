@@ -17,22 +17,88 @@ possession against the current (rotated) key.
 If the ledger cannot be read, the last known set stays in force (and keeps
 growing once it can be read again); it never shrinks, since a deactivation is
 final.
+
+With a :class:`StatusSnapshots` (``following(..., snapshots=...)``), the set,
+the keys and the position (cursor, block height and header hash) are saved,
+signed by the service's key, every :data:`SNAPSHOT_EVERY_TRANSACTIONS` and at
+close; :meth:`PrincipalStatus.start` resumes from it only if the signature
+verifies and the ledger's block at that height has that header hash and log
+size (otherwise it is ignored and the log is read from index 0), so a restart
+reads only what is new.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
+import os
+import pathlib
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
+from carechain.core.crypto import Signer, verify_signature
 from carechain.ledger.v1 import ledger_pb2
 
 log = logging.getLogger("carechain.runtime.principal_status")
 
 ListTransactions = Callable[[ledger_pb2.ListTransactionsRequest], ledger_pb2.ListTransactionsResponse]
 WatchBlocks = Callable[[ledger_pb2.WatchBlocksRequest], Iterator[ledger_pb2.WatchBlocksResponse]]
+GetBlock = Callable[[int], ledger_pb2.Block]
+SNAPSHOT_EVERY_TRANSACTIONS = 5000
+#: Conventional file name under a service's data directory.
+SNAPSHOT_FILE = "principal-status-snapshot.json"
+_SNAPSHOT_DOMAIN = b"carechain-principal-status-snapshot/v1\n"
+
+
+class StatusSnapshots:
+    """A signed file holding a PrincipalStatus and the ledger position it reflects (module docstring)."""
+
+    def __init__(self, path: pathlib.Path, signer: Signer, public_key: bytes | None = None,
+                 every: int = SNAPSHOT_EVERY_TRANSACTIONS) -> None:
+        """public_key verifies snapshots (default: the signer's own key)."""
+        self.path = pathlib.Path(path)
+        self._signer = signer
+        self._public_key = public_key if public_key is not None else signer.public_key_bytes()
+        self.every = every
+
+    def _message(self, body: bytes) -> bytes:
+        return _SNAPSHOT_DOMAIN + hashlib.sha256(body).digest()
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Sign and write data atomically (0600)."""
+        body = json.dumps(data, separators=(",", ":"), sort_keys=True)
+        envelope = {"body": body, "signer_id": self._signer.key_id,
+                    "signature": self._signer.sign(self._message(body.encode())).hex()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(envelope, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+
+    def read(self) -> dict[str, Any] | None:
+        """The signed data, or None (no file, unreadable, or a signature that does not verify)."""
+        try:
+            envelope = json.loads(self.path.read_text())
+            body = str(envelope["body"]).encode()
+            signature = bytes.fromhex(str(envelope["signature"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            log.warning("principal status snapshot unreadable; reading the log from the start")
+            return None
+        if envelope.get("signer_id") != self._signer.key_id or not verify_signature(
+                self._public_key, signature, self._message(body)):
+            log.warning("principal status snapshot signature does not verify; reading the log from the start")
+            return None
+        return dict(json.loads(body))
 DEFAULT_POLL_SECONDS = 1.0
 # Deadline of one ListTransactions call: a hung ledger must not hold up IssueToken for long.
 CALL_TIMEOUT_SECONDS = 2.0
@@ -43,10 +109,17 @@ class PrincipalStatus:
     """Deactivated principals and rotated public keys as of a ledger log position."""
 
     def __init__(self, list_transactions: ListTransactions, poll_seconds: float = DEFAULT_POLL_SECONDS,
-                 watch_blocks: WatchBlocks | None = None) -> None:
-        """watch_blocks opens a ``WatchBlocks`` stream (None: poll list_transactions only)."""
+                 watch_blocks: WatchBlocks | None = None, snapshots: StatusSnapshots | None = None,
+                 get_block: GetBlock | None = None) -> None:
+        """watch_blocks opens a ``WatchBlocks`` stream (None: poll list_transactions only); snapshots (with
+        get_block, to check a snapshot against the ledger) lets a restart resume instead of reading from 0."""
         self._list = list_transactions
         self._watch = watch_blocks
+        self._snapshots = snapshots
+        self._get_block = get_block
+        # (height, header hash) of the last block folded whole, when the cursor is at its end.
+        self._boundary: tuple[int, bytes, int] | None = None
+        self._saved_cursor = 0
         self._poll = poll_seconds
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -61,7 +134,8 @@ class PrincipalStatus:
         self._down = False
 
     @classmethod
-    def following(cls, ledger: Callable[[], object], poll_seconds: float = DEFAULT_POLL_SECONDS) -> PrincipalStatus:
+    def following(cls, ledger: Callable[[], object], poll_seconds: float = DEFAULT_POLL_SECONDS,
+                  snapshots: StatusSnapshots | None = None) -> PrincipalStatus:
         """A status that follows the LedgerService stub ledger() returns (called per request, so it may be lazy)."""
 
         def list_transactions(request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
@@ -70,7 +144,11 @@ class PrincipalStatus:
         def watch_blocks(request: ledger_pb2.WatchBlocksRequest) -> Iterator[ledger_pb2.WatchBlocksResponse]:
             return ledger().WatchBlocks(request)  # type: ignore[attr-defined, no-any-return]
 
-        return cls(list_transactions, poll_seconds, watch_blocks)
+        def get_block(height: int) -> ledger_pb2.Block:
+            return ledger().GetBlock(ledger_pb2.GetBlockRequest(height=height),  # type: ignore[attr-defined, no-any-return]
+                                     timeout=CALL_TIMEOUT_SECONDS)
+
+        return cls(list_transactions, poll_seconds, watch_blocks, snapshots, get_block)
 
     @property
     def cursor(self) -> int:
@@ -127,7 +205,73 @@ class PrincipalStatus:
                         with self._lock:
                             self._cursor += 1
                 self._next_height = header.height + 1
+                if self._cursor == header.log_size:
+                    self._boundary = (header.height, _header_hash(block.header), header.log_size)
             return self._cursor
+
+    # --- snapshots -------------------------------------------------------------------------------
+
+    def save_snapshot(self) -> bool:
+        """Write a snapshot if the cursor is at the end of a block folded from the stream; True if written."""
+        if self._snapshots is None:
+            return False
+        with self._sync_lock, self._lock:
+            if (self._boundary is None or self._boundary[2] != self._cursor) and self._get_block is not None \
+                    and self._cursor:
+                # Caught up by pages: the block of the last folded transaction tells whether it ends there.
+                try:
+                    block = self._get_block(self._next_height)
+                except grpc.RpcError:
+                    return False
+                header = ledger_pb2.BlockHeader.FromString(block.header)
+                if header.log_size == self._cursor:
+                    self._boundary = (header.height, _header_hash(block.header), header.log_size)
+            if self._boundary is None or self._boundary[2] != self._cursor:
+                return False
+            height, header_hash, log_size = self._boundary
+            data = {"height": height, "header_hash": header_hash.hex(), "log_size": log_size,
+                    "deactivated": sorted(self._deactivated),
+                    "keys": {p: base64.b64encode(k).decode() for p, k in sorted(self._keys.items())}}
+        self._snapshots.write(data)
+        self._saved_cursor = log_size
+        return True
+
+    def resume(self) -> int:
+        """Resume from a valid snapshot (see the module docstring); returns the cursor (0 when not resumed)."""
+        if self._snapshots is None or self._get_block is None:
+            return self._cursor
+        data = self._snapshots.read()
+        if data is None:
+            return self._cursor
+        try:
+            height, log_size = int(data["height"]), int(data["log_size"])
+            block = self._get_block(height)
+            header = ledger_pb2.BlockHeader.FromString(block.header)
+            if _header_hash(block.header) != bytes.fromhex(data["header_hash"]) or header.log_size != log_size:
+                log.warning("principal status snapshot is not of this ledger's chain; reading the log from the start")
+                return self._cursor
+            deactivated = {str(p) for p in data["deactivated"]}
+            keys = {str(p): base64.b64decode(k, validate=True) for p, k in data["keys"].items()}
+        except (grpc.RpcError, ValueError, KeyError, TypeError) as exc:
+            log.warning("principal status snapshot not used; reading the log from the start",
+                        extra={"problem": type(exc).__name__})
+            return self._cursor
+        with self._sync_lock, self._lock:
+            if self._cursor:
+                return self._cursor  # already following: a snapshot only replaces a fresh status
+            self._cursor, self._next_height = log_size, height + 1
+            self._deactivated, self._keys = deactivated, keys
+            self._boundary = (height, _header_hash(block.header), log_size)
+            self._saved_cursor = log_size
+        log.info("principal status resumed from its snapshot", extra={"log_size": log_size})
+        return log_size
+
+    def _save_if_due(self) -> None:
+        if self._snapshots is not None and self.cursor - self._saved_cursor >= self._snapshots.every:
+            try:
+                self.save_snapshot()
+            except OSError:
+                log.warning("principal status snapshot not saved")
 
     def _fold(self, logged: ledger_pb2.LoggedTransaction) -> None:
         if not logged.result.valid:
@@ -145,7 +289,8 @@ class PrincipalStatus:
                 self._keys[body.rotate_principal_key.principal_id] = bytes(body.rotate_principal_key.public_key)
 
     def start(self) -> PrincipalStatus:
-        """Follow the ledger in a daemon thread until :meth:`close`."""
+        """Resume from a snapshot if there is a valid one, then follow the ledger in a daemon thread until close."""
+        self.resume()
         self._thread = threading.Thread(target=self._run, name="principal-status", daemon=True)
         self._thread.start()
         return self
@@ -176,6 +321,7 @@ class PrincipalStatus:
                 return
             for message in stream:
                 self.fold_blocks(message.blocks)
+                self._save_if_due()
                 if self._stop.is_set():
                     return
         except grpc.RpcError as exc:
@@ -198,3 +344,12 @@ class PrincipalStatus:
             stream.cancel()
         if self._thread is not None:
             self._thread.join(timeout=1)  # daemon thread; a call in flight ends by its own deadline
+        if self._snapshots is not None:
+            try:
+                self.save_snapshot()  # the next start resumes here
+            except OSError:
+                log.warning("principal status snapshot not saved at close")
+
+
+def _header_hash(header: bytes) -> bytes:
+    return hashlib.sha256(header).digest()

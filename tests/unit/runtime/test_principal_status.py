@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -17,7 +18,7 @@ from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import submission
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 
 
 class Log:
@@ -122,3 +123,49 @@ def test_a_ledger_without_watch_blocks_is_polled() -> None:
         assert status.deactivated("dr-3")
     finally:
         status.close()
+
+
+def _deactivate(stub, net, principal_id: str) -> None:
+    submission.submit(stub, tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(
+        principal_id=principal_id)))
+
+
+def test_a_restarted_status_resumes_from_its_snapshot_and_a_tampered_one_is_ignored(tmp_path) -> None:
+    net = Net()
+    signer = Ed25519Signer.generate("svc-records")
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net, "svc-records")
+        for onboard in onboarding(net)[0]:
+            submission.submit(stub, onboard)
+        _deactivate(stub, net, "dr-1")
+        snapshots = StatusSnapshots(tmp_path / "status.json", signer)
+        first = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots).start()
+        deadline = time.monotonic() + 10
+        while not first.deactivated("dr-1") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        saved_at = first.cursor
+        first.close()  # saves the snapshot
+        assert saved_at >= 4 and snapshots.read()["log_size"] == saved_at
+        _deactivate(stub, net, "pat-1")  # while it was down
+
+        counting = ServiceStub(channel, net, "svc-records")
+        resumed = PrincipalStatus.following(lambda: counting, poll_seconds=600, snapshots=snapshots).start()
+        try:
+            while not resumed.deactivated("pat-1") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert resumed.deactivated("pat-1") and resumed.deactivated("dr-1")  # the snapshot's, and the new
+            reads = [r.from_log_index for n, r in counting.requests if n == "ListTransactions"]
+            watches = [r.from_height for n, r in counting.requests if n == "WatchBlocks"]
+            assert reads and min(reads) == saved_at and watches and min(watches) > 0  # nothing from index 0
+        finally:
+            resumed.close()
+
+        # The attacker removes dr-1 from the snapshot's deactivations, keeping the signature: ignored.
+        envelope = json.loads(snapshots.path.read_text())
+        body = json.loads(envelope["body"])
+        body["deactivated"] = [p for p in body["deactivated"] if p != "dr-1"]
+        envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        snapshots.path.write_text(json.dumps(envelope))
+        fresh = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots)
+        assert fresh.resume() == 0
+        assert fresh.sync() > 0 and fresh.deactivated("dr-1")  # a full read still sees it
