@@ -200,8 +200,7 @@ class PrincipalStatus:
                     raise LookupError(f"block {header.height} starts at log index {first}, beyond {self._cursor}")
                 for offset, (tx, result) in enumerate(zip(block.transactions, block.results, strict=True)):
                     if first + offset == self._cursor:
-                        self._fold(ledger_pb2.LoggedTransaction(log_index=first + offset, height=header.height,
-                                                                transaction=tx, result=result))
+                        self._fold_transaction(tx, result.valid)
                         with self._lock:
                             self._cursor += 1
                 self._next_height = header.height + 1
@@ -274,11 +273,14 @@ class PrincipalStatus:
                 log.warning("principal status snapshot not saved")
 
     def _fold(self, logged: ledger_pb2.LoggedTransaction) -> None:
-        if not logged.result.valid:
+        self._fold_transaction(logged.transaction, logged.result.valid)
+
+    def _fold_transaction(self, transaction: ledger_pb2.Transaction, valid: bool) -> None:
+        if not valid:
             return
         body = ledger_pb2.TransactionBody()
         try:
-            body.ParseFromString(logged.transaction.body)
+            body.ParseFromString(transaction.body)
         except Exception:  # noqa: BLE001 - a valid transaction always parses
             return
         kind = body.WhichOneof("payload")
