@@ -5,8 +5,10 @@ A snapshot holds, at one certified block boundary, the folded
 :class:`carechain.ledger.reader.VerifiedLedgerReader` position (next height,
 last header hash, log frontier, replayed contract state) with the log size
 they reflect. It is one JSON file (``<data dir>/consent-snapshot.json``,
-0600, written atomically) signed by the consent service's own key over
-``"carechain-consent-snapshot/v1\\n" + SHA-256(body)``.
+0600, written atomically): the body is sealed under the ledger metadata key
+(it holds opened policies and record categories, which are on the ledger only
+sealed) and the sealed body is signed by the consent service's own key over
+``"carechain-consent-snapshot/v1\\n" + SHA-256(sealed body)``.
 
 On load it is used only if the signature verifies with svc-consent's key from
 the trust bundle (an edited snapshot is refused) and the ledger's block at
@@ -14,8 +16,7 @@ that position hashes to the recorded header hash, carries the recorded log
 size and root and is certified by the configured validator set (a snapshot of
 another chain or of a rewritten history is refused). A refused or unreadable
 snapshot is logged and ignored: the service replays from genesis, as without
-one. It holds pseudonyms, ids and categories, like the state in memory; no
-secrets (decision-token keys and the metadata key are not in it).
+one. No secrets are in it (decision-token keys and the metadata key are not).
 """
 
 from __future__ import annotations
@@ -32,15 +33,18 @@ import grpc
 from carechain.consent.state import ConsentState
 from carechain.core.crypto import Signer, verify_signature
 from carechain.core.errors import IntegrityError
+from carechain.ledger import transactions
 from carechain.ledger.reader import VerifiedLedgerReader
+from carechain.ledger.v1 import ledger_pb2
 
 log = logging.getLogger("carechain.consent.snapshot")
 
 FILE_NAME = "consent-snapshot.json"
 _DOMAIN = b"carechain-consent-snapshot/v1\n"
 FORMAT_VERSION = 1
+_PURPOSE = "consent-snapshot"
 #: Save a new snapshot once this many transactions were folded since the last one.
-SNAPSHOT_EVERY_TRANSACTIONS = 5000
+SNAPSHOT_EVERY_TRANSACTIONS = 20_000
 
 
 class ConsentSnapshots:
@@ -64,9 +68,10 @@ class ConsentSnapshots:
         if exported is None:
             return False
         exported["version"] = FORMAT_VERSION
-        body = json.dumps(exported, separators=(",", ":"), sort_keys=True).encode()
+        plaintext = json.dumps(exported, separators=(",", ":"), sort_keys=True).encode()
+        body = transactions.encode(state.sealer.seal_local(_PURPOSE, plaintext))
         envelope = {
-            "body": body.decode(),
+            "body": body.hex(),
             "signer_id": self._signer.key_id,
             "signature": self._signer.sign(self._signing_message(body)).hex(),
         }
@@ -94,7 +99,7 @@ class ConsentSnapshots:
         if not self.path.exists():
             return None
         try:
-            data = self._verified_body()
+            data = self._verified_body(state)
             ConsentState(state.sealer).restore(data["state"])  # well-formed, before anything is restored
             reader.restore_position(data["reader"])  # matches the certified chain
             state.restore(data["state"])
@@ -107,14 +112,18 @@ class ConsentSnapshots:
         log.info("consent state resumed from its snapshot", extra={"log_size": state.cursor})
         return state.cursor
 
-    def _verified_body(self) -> dict[str, Any]:
+    def _verified_body(self, state: ConsentState) -> dict[str, Any]:
         envelope = json.loads(self.path.read_text())
-        body = str(envelope["body"]).encode()
+        body = bytes.fromhex(str(envelope["body"]))
         signature = bytes.fromhex(str(envelope["signature"]))
         if envelope.get("signer_id") != self._signer.key_id or not verify_signature(
                 self._public_key, signature, self._signing_message(body)):
             raise IntegrityError("snapshot: the signature does not verify with this service's key")
-        data = json.loads(body)
+        try:
+            sealed = ledger_pb2.SealedData.FromString(body)
+        except Exception as exc:  # noqa: BLE001 - signed but undecodable
+            raise IntegrityError("snapshot: the sealed body does not decode") from exc
+        data = json.loads(state.sealer.open_local(_PURPOSE, sealed))
         if data.get("version") != FORMAT_VERSION:
             raise IntegrityError("snapshot: unknown format version")
         if int(data["reader"]["log_size"]) != int(data["state"]["cursor"]):

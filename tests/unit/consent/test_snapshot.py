@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -16,7 +17,7 @@ from carechain.consent.rules import attest_policy
 from carechain.consent.snapshot import ConsentSnapshots
 from carechain.consent.state import ConsentState
 from carechain.core.crypto import Ed25519Signer
-from carechain.ledger import submission
+from carechain.ledger import submission, transactions
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.reader import VerifiedLedgerReader
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
@@ -78,7 +79,7 @@ def test_a_restarted_consent_resumes_from_its_snapshot_and_ends_as_a_full_replay
     snapshots = ConsentSnapshots(tmp_path / "consent-snapshot.json", net.consent)
     assert snapshots.save(state, reader)
     saved_at = state.cursor
-    snapshot_height = json.loads(json.loads(snapshots.path.read_text())["body"])["reader"]["height"]
+    snapshot_height = open_body(snapshots.path, sealer)["reader"]["height"]
     # More history after the snapshot: a record and a revocation of the first grant.
     add_record(net, sealer, stub, "r-2")
     assert submission.submit(stub, tx(keys["pat-1"], revoke_consent=ledger_pb2.RevokeConsent(
@@ -98,12 +99,20 @@ def test_a_restarted_consent_resumes_from_its_snapshot_and_ends_as_a_full_replay
     assert resumed.record("r-2") is not None and resumed.consent(first).revoked_log_index > 0
 
 
-def tamper(path, edit) -> None:
-    """Edit the snapshot's body in place, keeping its (now wrong) signature."""
+def open_body(path, sealer) -> dict:
+    """The snapshot's body, opened with the metadata key (which the records service holds too)."""
+    sealed = ledger_pb2.SealedData.FromString(bytes.fromhex(json.loads(path.read_text())["body"]))
+    return json.loads(sealer.open_local("consent-snapshot", sealed))
+
+
+def reseal(path, sealer, body: dict, signer: Ed25519Signer | None = None) -> None:
+    """Replace the snapshot's body by body, sealed again; re-signed by signer, else the old signature stays."""
     envelope = json.loads(path.read_text())
-    body = json.loads(envelope["body"])
-    edit(body)
-    envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    plaintext = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    sealed = transactions.encode(sealer.seal_local("consent-snapshot", plaintext))
+    envelope["body"] = sealed.hex()
+    if signer is not None:
+        envelope["signature"] = signer.sign(b"carechain-consent-snapshot/v1\n" + hashlib.sha256(sealed).digest()).hex()
     path.write_text(json.dumps(envelope))
 
 
@@ -119,11 +128,12 @@ def test_a_tampered_snapshot_is_refused_and_the_state_replays_from_genesis(world
     assert snapshots.save(state, reader)
     original = snapshots.path.read_text()
 
-    def drop_the_revocation(body):
-        # The attacker "un-revokes" the consent by replacing it with its state before the revocation.
-        body["state"]["consents"] = []
-
-    tamper(snapshots.path, drop_the_revocation)
+    # No snapshot shows a policy or a category in clear.
+    assert "pat-1" not in original and "dr-1" not in original
+    # A holder of the metadata key (not of consent's signing key) drops the revoked consent: refused.
+    body = open_body(snapshots.path, sealer)
+    body["state"]["consents"] = []
+    reseal(snapshots.path, sealer, body)
     fresh, fresh_reader = follower(stub, net, sealer)
     assert snapshots.load(fresh, fresh_reader) is None
     assert fresh.cursor == 0 and fresh_reader.export_position(lambda _: None, 0)["height"] == 0
@@ -145,13 +155,9 @@ def test_a_validly_signed_snapshot_of_another_history_is_refused(world):
     state.sync(reader.list_transactions)
     snapshots = ConsentSnapshots(tmp_path / "consent-snapshot.json", net.consent)
     assert snapshots.save(state, reader)
-    envelope = json.loads(snapshots.path.read_text())
-    body = json.loads(envelope["body"])
+    body = open_body(snapshots.path, sealer)
     body["reader"]["previous_hash"] = "AA" * 22 + "A="  # a header hash this ledger never had
-    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-    envelope["body"] = text
-    envelope["signature"] = net.consent.sign(snapshots._signing_message(text.encode())).hex()
-    snapshots.path.write_text(json.dumps(envelope))
+    reseal(snapshots.path, sealer, body, signer=net.consent)
     fresh, fresh_reader = follower(stub, net, sealer)
     assert snapshots.load(fresh, fresh_reader) is None and fresh.cursor == 0
 
