@@ -65,6 +65,8 @@ log = logging.getLogger("carechain.ledger.reader")
 #: WatchBlocks heartbeat asked for, and how long to wait before reconnecting a broken stream.
 WATCH_HEARTBEAT_MS = 1000
 WATCH_RETRY_SECONDS = 1.0
+#: How long one stream lives before it is reopened (an explicit deadline: a peer stub's default is the unary one).
+WATCH_STREAM_SECONDS = 300.0
 
 
 @dataclass
@@ -137,9 +139,11 @@ class VerifiedLedgerReader:
         def run() -> None:
             failing = False
             while not stop.is_set():
+                received = [False]
                 try:
-                    self._follow_stream(heartbeat_ms, stop, holder)
+                    self._follow_stream(heartbeat_ms, stop, holder, received)
                     failing = False
+                    continue  # ended cleanly (a gap, or the reader started over): reopen at once
                 except grpc.RpcError as exc:
                     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
                         log.info("the ledger has no WatchBlocks; reading blocks on demand")
@@ -153,11 +157,13 @@ class VerifiedLedgerReader:
                               extra={"problem": exc.message})
                     failing = True
                 except Exception as exc:  # noqa: BLE001 - keep following; on-demand reads still work
-                    log.warning("ledger block stream failed; reconnecting", extra={"problem": type(exc).__name__})
+                    if not received[0]:
+                        log.warning("ledger block stream failed; reconnecting", extra={"problem": type(exc).__name__})
                     failing = True
                 with self._lock:
                     self._live_until = 0.0
-                stop.wait(WATCH_RETRY_SECONDS)
+                if not received[0]:  # a stream that delivered and ended (its deadline) reopens at once
+                    stop.wait(WATCH_RETRY_SECONDS)
 
         thread = threading.Thread(target=run, name="ledger-block-watch", daemon=True)
         thread.start()
@@ -165,23 +171,26 @@ class VerifiedLedgerReader:
         def close() -> None:
             stop.set()
             stream = holder.get("stream")
-            if stream is not None:
+            if stream is not None and hasattr(stream, "cancel"):  # a peer stub's stream ends by its deadline
                 stream.cancel()
             thread.join(timeout=1)
 
         return close
 
-    def _follow_stream(self, heartbeat_ms: int, stop: threading.Event, holder: dict[str, Any]) -> None:
+    def _follow_stream(self, heartbeat_ms: int, stop: threading.Event, holder: dict[str, Any],
+                       received: list[bool]) -> None:
         """Take the blocks of one WatchBlocks stream, from the next unverified height, until it ends."""
         with self._lock:
             start = self._position.height
         stream = self._ledger.WatchBlocks(ledger_pb2.WatchBlocksRequest(from_height=start,
-                                                                      heartbeat_ms=heartbeat_ms))
+                                                                      heartbeat_ms=heartbeat_ms),
+                                          timeout=WATCH_STREAM_SECONDS)
         holder["stream"] = stream
         try:
             if stop.is_set():
                 return
             for message in stream:
+                received[0] = True
                 with self._lock:
                     for block in message.blocks:
                         height = ledger_pb2.BlockHeader.FromString(block.header).height

@@ -103,6 +103,8 @@ DEFAULT_POLL_SECONDS = 1.0
 # Deadline of one ListTransactions call: a hung ledger must not hold up IssueToken for long.
 CALL_TIMEOUT_SECONDS = 2.0
 PAGE_SIZE = 500
+# How long one WatchBlocks stream lives before it is reopened (from where it stopped).
+STREAM_SECONDS = 300.0
 
 
 class PrincipalStatus:
@@ -142,7 +144,8 @@ class PrincipalStatus:
             return ledger().ListTransactions(request, timeout=CALL_TIMEOUT_SECONDS)  # type: ignore[attr-defined]
 
         def watch_blocks(request: ledger_pb2.WatchBlocksRequest) -> Iterator[ledger_pb2.WatchBlocksResponse]:
-            return ledger().WatchBlocks(request)  # type: ignore[attr-defined, no-any-return]
+            # An explicit deadline: a peer stub's default (the unary RPC timeout) would end the stream in seconds.
+            return ledger().WatchBlocks(request, timeout=STREAM_SECONDS)  # type: ignore[attr-defined, no-any-return]
 
         def get_block(height: int) -> ledger_pb2.Block:
             return ledger().GetBlock(ledger_pb2.GetBlockRequest(height=height),  # type: ignore[attr-defined, no-any-return]
@@ -304,8 +307,8 @@ class PrincipalStatus:
                 if self._down:
                     log.info("following principal lifecycle on the ledger again")
                 self._down = False
-                if self._watch is not None:
-                    self._follow_stream()
+                if self._watch is not None and self._follow_stream():
+                    continue  # a live stream ended (its deadline, a reconnect): reopen at once
             except Exception as exc:  # noqa: BLE001 - keep following; the known set stays in force
                 if not self._down:
                     log.warning("cannot read principal lifecycle from the ledger; retrying",
@@ -313,30 +316,40 @@ class PrincipalStatus:
                 self._down = True
             self._stop.wait(self._poll)
 
-    def _follow_stream(self) -> None:
-        """Fold final blocks pushed by WatchBlocks until the stream ends, fails or close() cancels it."""
+    def _follow_stream(self) -> bool:
+        """Fold final blocks pushed by WatchBlocks until the stream ends, fails or close() cancels it.
+
+        True when the stream delivered something before it ended (reopen it at once); errors of a stream
+        that never delivered propagate (the caller logs once and polls).
+        """
         assert self._watch is not None
+        received = False
         try:
             stream = self._watch(ledger_pb2.WatchBlocksRequest(from_height=self._next_height))
             self._stream = stream
             if self._stop.is_set():
-                return
+                return False
             for message in stream:
+                received = True
                 self.fold_blocks(message.blocks)
                 self._save_if_due()
                 if self._stop.is_set():
-                    return
+                    return False
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code == grpc.StatusCode.UNIMPLEMENTED:
                 log.info("the ledger has no WatchBlocks; following by polling")
                 self._watch = None
-            elif code != grpc.StatusCode.CANCELLED:
+            elif code != grpc.StatusCode.CANCELLED and not received:
                 raise
         except LookupError:
             pass  # a gap: the next sync() pages from the cursor
+        except Exception:
+            if not received:  # e.g. the peer stub's Unavailable: the ledger is down
+                raise
         finally:
             self._stream = None
+        return received and not self._stop.is_set()
 
     def close(self) -> None:
         """Stop following."""

@@ -12,7 +12,7 @@ from ledger_service_fixtures import ServiceStub, ledger_service
 
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
-from carechain.core.errors import Unauthenticated
+from carechain.core.errors import Unauthenticated, Unavailable
 from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import submission
@@ -169,3 +169,31 @@ def test_a_restarted_status_resumes_from_its_snapshot_and_a_tampered_one_is_igno
         fresh = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots)
         assert fresh.resume() == 0
         assert fresh.sync() > 0 and fresh.deactivated("dr-1")  # a full read still sees it
+
+
+def test_a_stream_ended_by_its_deadline_is_reopened_at_once_from_where_it_stopped(tmp_path) -> None:
+    net = Net()
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net, "svc-records")
+        starts: list[int] = []
+
+        def short_lived(request):
+            # Like a peer stub's stream at its deadline: one message, then Unavailable.
+            starts.append(request.from_height)
+            stream = stub.WatchBlocks(ledger_pb2.WatchBlocksRequest(from_height=request.from_height,
+                                                                    heartbeat_ms=50))
+            yield next(stream)
+            stream.cancel()
+            raise Unavailable("ledger service", "deadline")
+
+        status = PrincipalStatus(stub.ListTransactions, poll_seconds=600, watch_blocks=short_lived).start()
+        try:
+            for onboard in onboarding(net)[0]:
+                submission.submit(stub, onboard)
+            _deactivate(stub, net, "dr-1")
+            deadline = time.monotonic() + 10
+            while not status.deactivated("dr-1") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert status.deactivated("dr-1") and len(starts) > 1  # reopened, not left to the 600 s poll
+        finally:
+            status.close()
