@@ -310,7 +310,7 @@ class PrincipalStatus:
                 if self._watch is not None and self._follow_stream():
                     continue  # a live stream ended (its deadline, a reconnect): reopen at once
             except Exception as exc:  # noqa: BLE001 - keep following; the known set stays in force
-                if not self._down:
+                if not self._down and not self._stop.is_set():  # (closing: the channel closes under it)
                     log.warning("cannot read principal lifecycle from the ledger; retrying",
                                 extra={"problem": type(exc).__name__})
                 self._down = True
