@@ -2,7 +2,7 @@
 
     carechain up [--data-dir DIR]          start the six services on localhost (Ctrl-C stops them)
     carechain demo [--data-dir DIR]        run the story against the running network
-    carechain ledger verify [--data-dir DIR] [--validator NAME] [--validators IDS] [--quorum N]
+    carechain ledger verify [--data-dir DIR] [--validator NAME] [--validators IDS] [--quorum N] [--from-checkpoint]
                             [--checkpoint-file FILE] [--peer ADDR ...]
                                            verify a ledger copy offline (names the first bad block; every
                                            block needs a quorum certificate of the configured validators),
@@ -132,18 +132,26 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = verify_data_dir(ledger_dir, layout.trust_dir, validators)
+    trusted = _remembered_checkpoint(args, layout, validators, ledger_dir) if args.from_checkpoint else None
+    result = verify_data_dir(ledger_dir, layout.trust_dir, validators, trusted)
     for _ in range(PENDING_RETRIES):
         # A running validator's newest block may be committed and still collecting its certificate: look again.
         if result.ok or not result.problem.endswith(NO_CERTIFICATE):
             break
         time.sleep(1.0)
-        result = verify_data_dir(ledger_dir, layout.trust_dir, validators)
+        result = verify_data_dir(ledger_dir, layout.trust_dir, validators, trusted)
     status = 0
     if result.ok:
         final = "" if result.final_height is None else f", final up to block {result.final_height}"
-        print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, quorum certificates of "
-              f"{', '.join(validators.members)} (quorum {validators.quorum}), Merkle roots and proofs, state{final})")
+        if trusted is not None:
+            print(f"chain OK: {result.blocks_checked} blocks after the remembered checkpoint (block "
+                  f"{trusted.height}) verified (hashes, quorum certificates of {', '.join(validators.members)} "
+                  f"(quorum {validators.quorum}), Merkle roots and proofs, consistency with the checkpoint{final}; "
+                  f"without --from-checkpoint: signatures, contract rules and state from genesis)")
+        else:
+            print(f"chain OK: {result.blocks_checked} blocks verified (hashes, signatures, quorum certificates of "
+                  f"{', '.join(validators.members)} (quorum {validators.quorum}), Merkle roots and proofs, "
+                  f"state{final})")
         status = _check_remembered_checkpoint(args, layout, validators, result)
     else:
         print(f"chain BROKEN at block {result.first_bad_height}: {result.problem}")
@@ -169,6 +177,28 @@ def _configured_validators(args: argparse.Namespace, layout: NetworkLayout) -> A
     except FileNotFoundError:
         return configured_validator_set("", quorum)
     return configured_validator_set(endpoints.validator_ids, quorum or endpoints.quorum)
+
+
+def _remembered_checkpoint(args: argparse.Namespace, layout: NetworkLayout, validators: Any,
+                           ledger_dir: pathlib.Path) -> Any:
+    """The checkpoint this user last remembered for the copy's network (None: none yet, verify from genesis)."""
+    from carechain.client.proofs import CheckpointMemory, LedgerTrust, default_checkpoint_file
+    from carechain.core.layout import TrustBundle
+    from carechain.ledger.copy_check import TrustedCheckpoint
+    from carechain.ledger.sqlite_store import META_CHAIN_ID, LedgerStore
+
+    store = LedgerStore.open_read_only(ledger_dir)
+    try:
+        chain_id = store.meta(META_CHAIN_ID) or ""
+    finally:
+        store.close()
+    path = pathlib.Path(args.checkpoint_file) if args.checkpoint_file else default_checkpoint_file()
+    trust = LedgerTrust(TrustBundle.load(layout.trust_dir), validators, chain_id)
+    seen = CheckpointMemory(path).remembered(trust.fingerprint())
+    if seen is None:
+        print(f"no checkpoint remembered in {path} yet: verifying from genesis")
+        return None
+    return TrustedCheckpoint(seen.height, seen.tree_size, seen.root)
 
 
 def _check_remembered_checkpoint(args: argparse.Namespace, layout: NetworkLayout, validators: Any,
@@ -283,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--checkpoint-file", default="",
                         help="where the last checkpoint seen is remembered (default: CARECHAIN_CHECKPOINT_FILE, "
                              "else ~/.config/carechain/checkpoints.json)")
+    verify.add_argument("--from-checkpoint", action="store_true",
+                        help="verify only the blocks after the remembered checkpoint (see --checkpoint-file), "
+                             "with a consistency proof to it")
     verify.add_argument("--peer", action="append", default=[],
                         help="host:port of another validator to cross-check headers with (repeatable)")
     verify.add_argument("--identity-address", default="",

@@ -130,14 +130,20 @@ class FollowedLedger:
                         extra={"log_index": response.log_index})
         return response
 
-    def follow(self, every_seconds: float = FOLLOW_SECONDS) -> Callable[[], None]:
-        """Sync (and so audit consent changes, however submitted) every every_seconds; returns the stopper."""
+    def follow(self, every_seconds: float = FOLLOW_SECONDS,
+               snapshot: Callable[[bool], object] | None = None) -> Callable[[], None]:
+        """Sync (and so audit consent changes, however submitted) every every_seconds; returns the stopper.
+
+        snapshot(final) runs after each round (final=False: save when due) and once at stop (final=True).
+        """
         stop = threading.Event()
 
         def run() -> None:
             while not stop.wait(every_seconds):
                 try:
                     self.sync()
+                    if snapshot is not None:
+                        snapshot(False)
                 except Exception:  # noqa: BLE001 - ledger down: the next round retries
                     log.debug("consent follower could not sync")
 
@@ -147,5 +153,10 @@ class FollowedLedger:
         def close() -> None:
             stop.set()
             thread.join(timeout=1)  # daemon thread: do not hold up shutdown for a sync in flight
+            if snapshot is not None:
+                try:
+                    snapshot(True)  # the next start resumes from here
+                except Exception:  # noqa: BLE001 - a snapshot is an optimisation: the next start replays
+                    log.warning("consent snapshot not saved at stop")
 
         return close

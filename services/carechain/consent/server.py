@@ -30,6 +30,8 @@ from carechain.consent.fhir_consent import consent_json
 from carechain.consent.following import FOLLOW_SECONDS, FollowedLedger
 from carechain.consent.grants import Grants
 from carechain.consent.policy import BreakGlassRules
+from carechain.consent.snapshot import FILE_NAME as SNAPSHOT_FILE
+from carechain.consent.snapshot import ConsentSnapshots
 from carechain.consent.state import ConsentState, ListTransactions
 from carechain.consent.v1 import consent_pb2, consent_pb2_grpc
 from carechain.core.crypto import Signer
@@ -44,7 +46,8 @@ from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import ConsentSettings
 from carechain.runtime.peers import service_peers
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import SNAPSHOT_FILE as PRINCIPAL_STATUS_SNAPSHOT
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.vault import service_signer
 
@@ -222,7 +225,8 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "consent")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    principal_status = PrincipalStatus.following(lambda: peers.ledger, snapshots=StatusSnapshots(
+        settings.data_dir / PRINCIPAL_STATUS_SNAPSHOT, signer)).start()
     reader = VerifiedLedgerReader(
         peers.ledger, settings.chain_id, trust,
         configured_validators(settings.ledger_validators, settings.ledger_quorum),
@@ -241,14 +245,22 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         chain_id=settings.chain_id,
         read_transactions=reader.list_transactions,
     )
-    # Rebuild state from the ledger now; if the ledger (or identity) is not up yet,
-    # the first request catches up instead, since every RPC syncs first.
+    # Resume from the signed snapshot (checked against the certified chain), then catch up; if the ledger
+    # (or identity) is not up yet, the first request catches up instead, since every RPC syncs first.
+    state = servicer.ledger.state
+    snapshots = ConsentSnapshots(settings.data_dir / SNAPSHOT_FILE, signer)
+    snapshots.load(state, reader)
     try:
         servicer.ledger.sync()
     except (CareChainError, grpc.RpcError) as exc:
         log.warning("consent state not loaded at start; will load on first request", extra={"reason": str(exc)})
-    stop_following = servicer.ledger.follow(FOLLOW_SECONDS)
-    return register_consent(servicer), [stop_following, principal_status.close, peers.close]
+
+    def snapshot(final: bool) -> object:
+        return snapshots.save(state, reader) if final else snapshots.save_if_due(state, reader)
+
+    stop_following = servicer.ledger.follow(FOLLOW_SECONDS, snapshot)
+    stop_watching = reader.watch()  # new final blocks pushed by the ledger: syncs then make no call
+    return register_consent(servicer), [stop_following, stop_watching, principal_status.close, peers.close]
 
 
 def main() -> None:

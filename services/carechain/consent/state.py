@@ -18,10 +18,12 @@ before the transaction (the error propagates; nothing is skipped).
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import BreakGlassWindow
@@ -324,6 +326,73 @@ class ConsentState:
                 cursor = self.cursor
                 if not response.transactions or cursor >= response.log_size or cursor == start:
                     return cursor
+
+
+    # --- snapshots (carechain.consent.snapshot) ---------------------------------------------
+
+    def export(self, reader_position: Callable[[Callable[[ledger_pb2.LoggedTransaction], None], int],
+                                               dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The state and the reader's position at one log size, as JSON-able data; None if not at a block boundary.
+
+        reader_position(fold, cursor) is :meth:`VerifiedLedgerReader.export_position`: it folds what it has
+        verified beyond the cursor, then describes where it stands (no sync runs meanwhile).
+        """
+        with self._sync_lock:
+            position = reader_position(self.apply, self.cursor)
+            if position is None:
+                return None
+            with self._lock:
+                if position["log_size"] != self._cursor:
+                    return None
+                return {"reader": position, "state": self._export_locked()}
+
+    def _export_locked(self) -> dict[str, Any]:
+        return {
+            "cursor": self._cursor,
+            "principals": [asdict(p) for p in self._principals.values()],
+            "records": [asdict(r) for r in self._records.values()],
+            "consents": [_b64(c.SerializeToString(deterministic=True)) for c in self._consents.values()],
+            "consents_by_patient": self._consents_by_patient,
+            "delegations": [_b64(d.SerializeToString(deterministic=True)) for d in self._delegations.values()],
+            "break_glass": [[actor, patient, [[w.started_at_ms, w.expires_at_ms] for w in windows]]
+                            for (actor, patient), windows in self._break_glass.items()],
+            "changes": [asdict(c) for c in self._changes],
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace this (fresh) state by an exported one; ValueError/KeyError/TypeError if it is malformed."""
+        principals = {p["principal_id"]: PrincipalInfo(**p) for p in data["principals"]}
+        records = {}
+        for r in data["records"]:
+            info = RecordInfo(**{**r, "categories": tuple(r["categories"]), "codes": tuple(r["codes"])})
+            records[info.record_id] = info
+        consents = {}
+        for raw in data["consents"]:
+            consent = consent_pb2.ConsentRecord.FromString(_unb64(raw))
+            consents[consent.consent_id] = consent
+        delegations = {}
+        for raw in data["delegations"]:
+            delegation = consent_pb2.Delegation.FromString(_unb64(raw))
+            delegations[(delegation.patient_id, delegation.delegate_id)] = delegation
+        break_glass = {(actor, patient): [BreakGlassWindow(int(a), int(b)) for a, b in windows]
+                       for actor, patient, windows in data["break_glass"]}
+        by_patient = {str(k): [str(c) for c in v] for k, v in data["consents_by_patient"].items()}
+        changes = [ConsentChange(**c) for c in data["changes"]]
+        with self._sync_lock, self._lock:
+            if self._cursor:
+                raise ValueError("a snapshot is restored into a fresh state only")
+            self._cursor = int(data["cursor"])
+            self._principals, self._records, self._consents = principals, records, consents
+            self._consents_by_patient, self._delegations, self._break_glass = by_patient, delegations, break_glass
+            self._changes = changes
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
 
 
 def _copy(consent: consent_pb2.ConsentRecord) -> consent_pb2.ConsentRecord:

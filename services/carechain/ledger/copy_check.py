@@ -29,6 +29,18 @@ re-checks:
     principals, records, consents) equals the state replayed from the blocks,
     byte for byte; an edited state row is named by table.
 
+**Incremental verification** from a trusted checkpoint (``trusted``: a
+``Checkpoint`` whose quorum certificate of the configured set is checked here,
+or a :class:`TrustedCheckpoint` the caller verified earlier, e.g. the CLI's
+remembered one): the stored block at the checkpoint's height must carry exactly
+its tree size and root, the stored leaf table up to that size must hash to that
+root, and checks 1-3, 5, 7-9 run on every later block (results hashed as
+stored); at the end an RFC 9162 consistency proof from the checkpoint's tree to
+the head's is checked. Transaction signatures and the contract re-run (4, 6)
+and the state comparison (10) need the state replayed from genesis, so they are
+left to a full verification; the work is O(blocks after the checkpoint) plus
+hashing the stored leaf hashes once.
+
 It stops at the first problem and names the block and what failed. The
 validator set (members and quorum) comes from configuration, never from the
 store being verified: the caller's, else ``CARECHAIN_VALIDATORS`` /
@@ -83,6 +95,8 @@ class ChainVerification:
     #: verified log's root at any tree size up to it (None when verification failed).
     final_header: ledger_pb2.BlockHeader | None = None
     log_root_at: Callable[[int], bytes] | None = field(default=None, repr=False, compare=False)
+    #: Height verification started at: 0 (genesis) or the trusted checkpoint's.
+    from_height: int = 0
 
     def to_response(self) -> ledger_pb2.VerifyChainResponse:
         """As the VerifyChain reply."""
@@ -93,7 +107,31 @@ class ChainVerification:
             problem=self.problem,
             final_height=self.final_height or 0,
             evidence_count=self.evidence_count,
+            from_height=self.from_height,
         )
+
+
+@dataclass(frozen=True)
+class TrustedCheckpoint:
+    """A checkpoint the caller trusts: the block height, the log's tree size and RFC 9162 root after it."""
+
+    height: int
+    tree_size: int
+    root: bytes
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: ledger_pb2.Checkpoint, trust: TrustBundle,
+                        validators: ValidatorSet) -> TrustedCheckpoint:
+        """A GetCheckpoint answer, once its quorum certificate over its header checks out; IntegrityError otherwise."""
+        try:
+            header = ledger_pb2.BlockHeader.FromString(checkpoint.header)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is the finding
+            raise IntegrityError("trusted checkpoint: the header does not decode") from exc
+        quorum.check_certificate(checkpoint.header, checkpoint.certificate, trust, validators)
+        if (header.height, header.log_size, header.log_root) != (checkpoint.height, checkpoint.tree_size,
+                                                                 checkpoint.root):
+            raise IntegrityError("trusted checkpoint: height, tree size or root differ from its signed header")
+        return cls(header.height, header.log_size, bytes(header.log_root))
 
 
 def _short(digest: bytes) -> str:
@@ -113,23 +151,32 @@ def verify_chain(
     trust: TrustBundle,
     validators: ValidatorSet | Collection[str] | None = None,
     uncertified_after: int | None = None,
+    trusted: TrustedCheckpoint | ledger_pb2.Checkpoint | None = None,
 ) -> ChainVerification:
-    """Re-check the whole chain from genesis (see the module docstring); never writes.
+    """Re-check the chain from genesis, or from a trusted checkpoint (see the module docstring); never writes.
 
     validators: the configured set (default :func:`configured_validator_set`);
     never read from the store. uncertified_after: blocks above this height may
     lack a quorum certificate (a live validator's newest blocks); None = every
-    block needs one.
+    block needs one. trusted: start there instead of genesis; a Checkpoint whose
+    certificate does not check out fails the verification (nothing else is read).
 
     A live store is verified through its own read-only connection in one read
     transaction, so blocks committed meanwhile neither block the validator nor
     confuse the check.
     """
+    validator_set = _validator_set(validators)
+    if isinstance(trusted, ledger_pb2.Checkpoint):
+        try:
+            trusted = TrustedCheckpoint.from_checkpoint(trusted, trust, validator_set)
+        except IntegrityError as exc:
+            return ChainVerification(False, 0, trusted.height, f"trusted checkpoint refused: {exc.message}")
     path = store_or_path.path if isinstance(store_or_path, LedgerStore) else pathlib.Path(store_or_path)
     store = LedgerStore.open_read_only(path)
     try:
         with store.snapshot():
-            return _Verifier(store, trust, _validator_set(validators), uncertified_after).run()
+            verifier = _Verifier(store, trust, validator_set, uncertified_after)
+            return verifier.run() if trusted is None else verifier.run_from(trusted)
     finally:
         store.close()
 
@@ -143,10 +190,12 @@ def _validator_set(validators: ValidatorSet | Collection[str] | None) -> Validat
 
 
 def verify_data_dir(
-    ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path, validators: ValidatorSet | None = None
+    ledger_data_dir: pathlib.Path, trust_dir: pathlib.Path, validators: ValidatorSet | None = None,
+    trusted: TrustedCheckpoint | None = None,
 ) -> ChainVerification:
     """Offline verification of a ledger data directory (opened read-only) with a trust directory."""
-    return verify_chain(pathlib.Path(ledger_data_dir), TrustBundle.load(pathlib.Path(trust_dir)), validators)
+    return verify_chain(pathlib.Path(ledger_data_dir), TrustBundle.load(pathlib.Path(trust_dir)), validators,
+                        trusted=trusted)
 
 
 class _Verifier:
@@ -158,7 +207,9 @@ class _Verifier:
         self.validators = validators
         self.uncertified_after = uncertified_after
         self.final_header: ledger_pb2.BlockHeader | None = None
-        self.certificates = store.certificates()
+        self.certificates: dict[int, bytes] | None = None  # all of them (full run) or read per block
+        self.replay = True  # False from a checkpoint: no state to re-run the contract on
+        self.from_height = 0
         self.final_height: int | None = None
         self.state = PendingState(EmptyState())
         self.frontier = merkle.Frontier()
@@ -168,6 +219,7 @@ class _Verifier:
         self.checked = 0
 
     def run(self) -> ChainVerification:
+        self.certificates = self.store.certificates()
         height = 0
         for stored in self.store.blocks():
             if stored.height != height:
@@ -195,6 +247,51 @@ class _Verifier:
         return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
                                  self.final_header, self.tree.root)
 
+    def run_from(self, trusted: TrustedCheckpoint) -> ChainVerification:
+        """Verify the blocks after a trusted checkpoint (module docstring, "Incremental verification")."""
+        self.replay = False
+        self.from_height = height = trusted.height
+        stored = self.store.block(height)
+        if stored is None:
+            return self._fail(height, "missing: the trusted checkpoint's block is not stored")
+        header = ledger_pb2.BlockHeader.FromString(stored.header)
+        if (header.log_size, header.log_root) != (trusted.tree_size, trusted.root):
+            return self._fail(height, "tree size or root differs from the trusted checkpoint")
+        if blocks.header_hash(stored.header) != stored.header_hash:
+            return self._fail(height, "stored header hash differs from its header")
+        leaves = self.store.leaf_hashes()
+        if len(leaves) < trusted.tree_size:
+            return self._fail(height, "log entries hold fewer transactions than the trusted checkpoint")
+        self.tree = merkle.MerkleTree(leaves[:trusted.tree_size])
+        self.frontier = merkle.Frontier.from_leaf_hashes(leaves[:trusted.tree_size])
+        if self.frontier.root() != trusted.root:
+            return self._fail(height, "log entries up to the trusted checkpoint do not hash to its root")
+        self.validator = Validator(header.chain_id, self.trust)
+        self.previous_hash = stored.header_hash
+        head = self.store.head()
+        assert head is not None
+        for height in range(trusted.height + 1, head.height + 1):
+            block = self.store.block(height)
+            if block is None:
+                return self._fail(height, "missing")
+            try:
+                self._check_block(height, block.header, block.header_hash, block.block)
+            except _Bad as exc:
+                return self._fail(height, str(exc))
+            self.checked += 1
+        extra = self.store.log_entries(self.frontier.size, 1)
+        if extra:
+            return self._fail(
+                extra[0].height, f"log entries hold log index {extra[0].log_index} beyond the chain's log size"
+            )
+        try:  # the verified log extends the trusted one
+            merkle.verify_consistency(trusted.tree_size, self.tree.size,
+                                      self.tree.consistency_proof(trusted.tree_size), trusted.root, self.tree.root())
+        except IntegrityError as exc:
+            return self._fail(head.height, f"not consistent with the trusted checkpoint: {exc.message}")
+        return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
+                                 self.final_header, self.tree.root, from_height=self.from_height)
+
     def _state_difference(self) -> str:
         """Name of the first state table whose stored rows differ from the replay, or ''."""
         replayed = LedgerStore.in_memory()
@@ -211,7 +308,7 @@ class _Verifier:
 
     def _fail(self, height: int, problem: str) -> ChainVerification:
         return ChainVerification(False, self.checked, height, f"block {height}: {problem}", self.final_height,
-                                 len(self.store.evidence()))
+                                 len(self.store.evidence()), from_height=self.from_height)
 
     def _check_block(self, height: int, header_column: bytes, header_hash_column: bytes, block_bytes: bytes) -> None:
         try:
@@ -243,6 +340,9 @@ class _Verifier:
         recomputed = []
         for index, (tx, stored_result) in enumerate(zip(block.transactions, block.results, strict=True)):
             log_index = first_log_index + index
+            if not self.replay:  # from a checkpoint: no replayed state to judge signatures and verdicts on
+                recomputed.append(stored_result)
+                continue
             self._check_transaction_signature(index, log_index, tx, stored_result)
             result = self.validator.apply(tx, self.state, log_index, block_time_ms=header.timestamp_ms)
             if (result.valid, result.reason) != (stored_result.valid, stored_result.reason):
@@ -297,7 +397,8 @@ class _Verifier:
                 raise _Bad(f"validator signature of {signature.validator_id} is invalid")
 
     def _check_certificate(self, block: ledger_pb2.Block, header: ledger_pb2.BlockHeader) -> None:
-        raw = self.certificates.get(header.height)
+        raw = self.certificates.get(header.height) if self.certificates is not None else \
+            self.store.certificate(header.height)
         if raw is None:
             if self.uncertified_after is not None and header.height > self.uncertified_after:
                 return  # committed after the caller waited for finality; not final yet

@@ -8,12 +8,52 @@ leaf is kept in memory so inclusion and consistency proofs are cheap.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
 import threading
+from dataclasses import dataclass
 
 from carechain.core import merkle
 from carechain.core.errors import DataLoss, InvalidArgument, NotFound
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
+
+# Longest page token accepted: a token is a few bytes, never a place to smuggle data.
+MAX_PAGE_TOKEN_CHARS = 64
+_TOKEN_VERSION = b"cc1"
+
+
+@dataclass(frozen=True)
+class PageToken:
+    """Where the next page of a list starts: opaque to clients (base64url), bound to one list kind.
+
+    A token only names a position, so it never grants more than the request
+    itself (callers still go through the access table) and a page costs O(page).
+    """
+
+    kind: str  # which list: "log", "evidence"
+    position: int
+
+    def encode(self) -> str:
+        """The token text."""
+        raw = _TOKEN_VERSION + self.kind.encode() + b"|" + struct.pack(">Q", self.position)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, token: str, kind: str, field: str = "page_token") -> PageToken:
+        """The token of list kind; InvalidArgument naming field for anything else (malformed, other list)."""
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise InvalidArgument(field, "is too long to be a page token")
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(field, "is not a page token") from None
+        prefix = _TOKEN_VERSION + kind.encode() + b"|"
+        if not raw.startswith(prefix) or len(raw) != len(prefix) + 8:
+            raise InvalidArgument(field, "is not a page token of this list")
+        (position,) = struct.unpack(">Q", raw[len(prefix):])
+        return cls(kind, position)
 
 
 class ChainView:

@@ -128,6 +128,16 @@ class LedgerSealer:
                                policy_associated_data(self._chain_id, grant.consent_id, grant.patient_id))
         return _parse(policy_pb2.ConsentPolicy, plaintext)
 
+    # --- a service's own files (e.g. consent's snapshot) ------------------------
+
+    def seal_local(self, purpose: str, plaintext: bytes) -> ledger_pb2.SealedData:
+        """plaintext sealed for this service's own storage, bound to the chain and purpose (never on the ledger)."""
+        return self._seal(plaintext, _local_associated_data(self._chain_id, purpose))
+
+    def open_local(self, purpose: str, sealed: ledger_pb2.SealedData) -> bytes:
+        """What seal_local sealed for purpose; IntegrityError if it does not open."""
+        return self._open(sealed, _local_associated_data(self._chain_id, purpose))
+
     # --- envelope --------------------------------------------------------------
 
     def _data_key(self) -> tuple[bytes, str]:
@@ -164,6 +174,10 @@ class LedgerSealer:
                 while len(self._opened) > _CACHE_SIZE:
                     self._opened.popitem(last=False)
         return _unpad(open_sealed(key, sealed.ciphertext, associated_data))
+
+
+def _local_associated_data(chain_id: str, purpose: str) -> bytes:
+    return b"carechain-local-seal/v1\n" + chain_id.encode() + b"\n" + purpose.encode()
 
 
 def _parse(message_type: type, plaintext: bytes):  # noqa: ANN202 - returns an instance of message_type

@@ -21,15 +21,18 @@ carries the validators' header signatures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from carechain.core.errors import CareChainError, InvalidArgument, NotFound
 from carechain.core.layout import TrustBundle, audience
 from carechain.ledger.chain import Ledger
+from carechain.ledger.copy_check import verify_chain
 from carechain.ledger.etcd_orderer import EtcdOrderer
 from carechain.ledger.ordering import Orderer
+from carechain.ledger.queries import PageToken
 from carechain.ledger.quorum import DEFAULT_VALIDATOR_ID, ValidatorSet
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -40,12 +43,18 @@ from carechain.runtime.config import LedgerSettings
 from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.runtime.server import Register, register_servicer, run_service
+from carechain.runtime.streams import limited_stream
 from carechain.runtime.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
 #: Transactions per SubmitTransactions call.
 MAX_SUBMIT_BATCH = 1000
+# WatchBlocks: heartbeat bounds (ms) and what one stream message carries at most.
+DEFAULT_HEARTBEAT_MS = 1000
+MIN_HEARTBEAT_MS, MAX_HEARTBEAT_MS = 50, 30_000
+WATCH_MAX_BLOCKS = 64
+WATCH_MAX_BYTES = 2 * 1024 * 1024
 SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
 SERVICE_NAME = SERVICE.full_name
 
@@ -112,6 +121,7 @@ ACCESS = AccessTable(SERVICE, {
     "VerifyChain": _ledger_wide(),
     "GetCheckpoint": Allow.everyone("tree size, root, time, signatures: nothing patient-specific"),
     "GetEvidence": _ledger_wide("conflicting validator headers"),
+    "WatchBlocks": _ledger_wide("every transaction of every final block (a stream: counts against the caps)"),
 })
 
 
@@ -170,11 +180,46 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def GetBlock(  # noqa: N802
         self, request: ledger_pb2.GetBlockRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.Block:
-        block = self.ledger.block(request.height)
-        certificate = self.ledger.certificate(request.height)
+        return self._certified_block(request.height)
+
+    def _certified_block(self, height: int) -> ledger_pb2.Block:
+        block = self.ledger.block(height)
+        certificate = self.ledger.certificate(height)
         if certificate is not None:
             block.certificate.CopyFrom(certificate)
         return block
+
+    @limited_stream
+    def WatchBlocks(  # noqa: N802
+        self, request: ledger_pb2.WatchBlocksRequest, context: grpc.ServicerContext
+    ) -> Iterator[ledger_pb2.WatchBlocksResponse]:
+        """Final blocks from from_height on, as they become final; a heartbeat after heartbeat_ms of silence.
+
+        Each block is read once per stream (O(new)); a follower verifies each certificate once.
+        """
+        heartbeat_ms = request.heartbeat_ms or DEFAULT_HEARTBEAT_MS
+        if not MIN_HEARTBEAT_MS <= heartbeat_ms <= MAX_HEARTBEAT_MS:
+            raise InvalidArgument("heartbeat_ms", f"must be between {MIN_HEARTBEAT_MS} and {MAX_HEARTBEAT_MS}")
+        heartbeat = heartbeat_ms / 1000.0
+        height = request.from_height
+        while context.is_active():
+            final = self.ledger.final_height()
+            if final >= height:
+                batch: list[ledger_pb2.Block] = []
+                size = 0
+                while height <= final and len(batch) < WATCH_MAX_BLOCKS and size < WATCH_MAX_BYTES:
+                    block = self._certified_block(height)
+                    batch.append(block)
+                    size += block.ByteSize()
+                    height += 1
+                yield ledger_pb2.WatchBlocksResponse(blocks=batch, final_height=final)
+                continue
+            started = time.monotonic()
+            if not self.ledger.wait_final(height, heartbeat):
+                # wait_final also returns at once while the ledger shuts down: never spin.
+                time.sleep(max(0.0, heartbeat - (time.monotonic() - started)))
+                if context.is_active():
+                    yield ledger_pb2.WatchBlocksResponse(final_height=max(self.ledger.final_height(), 0))
 
     def GetCheckpoint(  # noqa: N802
         self, request: ledger_pb2.GetCheckpointRequest, context: grpc.ServicerContext
@@ -184,17 +229,30 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def GetEvidence(  # noqa: N802
         self, request: ledger_pb2.GetEvidenceRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.GetEvidenceResponse:
-        return ledger_pb2.GetEvidenceResponse(evidence=self.ledger.evidence(request.from_height))
+        limit = _page_size(request.page_size, "page_size")
+        start = PageToken.decode(request.page_token, "evidence").position if request.page_token else 0
+        # Evidence is rare (a misbehaving validator), so the store's list is sliced here.
+        evidence = self.ledger.evidence(request.from_height)
+        page = evidence[start:start + limit]
+        more = start + limit < len(evidence)
+        return ledger_pb2.GetEvidenceResponse(
+            evidence=page, next_page_token=PageToken("evidence", start + limit).encode() if more else "")
 
     def ListTransactions(  # noqa: N802
         self, request: ledger_pb2.ListTransactionsRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.ListTransactionsResponse:
-        limit = request.limit or DEFAULT_LIST_LIMIT
-        if limit > MAX_LIST_LIMIT:
-            raise InvalidArgument("limit", f"must be at most {MAX_LIST_LIMIT}")
+        limit = _page_size(request.limit, "limit")
         log_size = self.ledger.log_size()
+        start = request.from_log_index
+        if request.page_token:
+            start = PageToken.decode(request.page_token, "log").position
+            if start > log_size:
+                raise InvalidArgument("page_token", "is not a token of this ledger's log")
+        page = self.ledger.list_transactions(start, limit)
+        end = page[-1].log_index + 1 if page else start
         return ledger_pb2.ListTransactionsResponse(
-            transactions=self.ledger.list_transactions(request.from_log_index, limit), log_size=log_size
+            transactions=page, log_size=log_size,
+            next_page_token=PageToken("log", end).encode() if end < log_size else "",
         )
 
     def GetRecordEntry(  # noqa: N802
@@ -217,7 +275,18 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def VerifyChain(  # noqa: N802
         self, request: ledger_pb2.VerifyChainRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.VerifyChainResponse:
-        return self.ledger.verify().to_response()
+        if not request.HasField("trusted_checkpoint"):
+            return self.ledger.verify().to_response()
+        # Incremental: from the caller's checkpoint, once its certificate of the configured set checks out.
+        return verify_chain(self.ledger.store, self.ledger.trust, self.ledger.validators,
+                            trusted=request.trusted_checkpoint).to_response()
+
+
+def _page_size(requested: int, field: str) -> int:
+    """The page size asked for (0: the default), at most MAX_LIST_LIMIT."""
+    if requested > MAX_LIST_LIMIT:
+        raise InvalidArgument(field, f"must be at most {MAX_LIST_LIMIT}")
+    return requested or DEFAULT_LIST_LIMIT
 
 
 def validator_set(settings: LedgerSettings) -> ValidatorSet:

@@ -11,7 +11,7 @@ from ledger_fixtures import CHAIN, Net, cid, grant, onboarding, record, tx
 from carechain.core.layout import write_public_key
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
-from carechain.ledger.copy_check import verify_chain, verify_data_dir
+from carechain.ledger.copy_check import TrustedCheckpoint, verify_chain, verify_data_dir
 from carechain.ledger.sqlite_store import DB_FILE
 from carechain.ledger.v1 import ledger_pb2
 
@@ -193,3 +193,63 @@ def test_a_chain_without_genesis_is_not_ok(chain_dir, net):
     result = verify_chain(chain_dir, net.trust)
     assert (result.ok, result.first_bad_height) == (False, 0)
 
+
+
+# --- incremental verification from a trusted checkpoint (issue 13) ---------------------------------
+
+
+def checkpoint_at(chain_dir, height: int) -> TrustedCheckpoint:
+    """What a verifier remembered about block height when it last verified the chain."""
+    with db(chain_dir) as conn:
+        header = ledger_pb2.BlockHeader.FromString(load_block(conn, height).header)
+    return TrustedCheckpoint(height, header.log_size, header.log_root)
+
+
+def test_incremental_verification_checks_only_the_blocks_after_the_checkpoint(chain_dir, net):
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint_at(chain_dir, 4))
+    assert result.ok, result.problem
+    assert (result.from_height, result.blocks_checked, result.final_height) == (4, 2, 6)
+
+
+def test_incremental_verification_finds_a_transaction_changed_after_the_checkpoint(chain_dir, net):
+    checkpoint = checkpoint_at(chain_dir, 3)
+    with db(chain_dir) as conn:
+        block = load_block(conn, 4)
+        body = block.transactions[0].body
+        block.transactions[0].body = body[:-1] + bytes([body[-1] ^ 1])
+        store_block(conn, 4, block)
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
+    assert (result.ok, result.first_bad_height) == (False, 4)
+    assert "transactions_root mismatch" in result.problem
+
+
+def test_incremental_verification_finds_a_re_signed_block_after_the_checkpoint(chain_dir, net):
+    # The validator's own key re-signs a changed header: its stored certificate no longer covers it.
+    checkpoint = checkpoint_at(chain_dir, 2)
+    with db(chain_dir) as conn:
+        block = load_block(conn, 5)
+        header = ledger_pb2.BlockHeader.FromString(block.header)
+        header.timestamp_ms += 1
+        block.header = transactions.encode(header)
+        block.signatures[0].signature = net.ledger.sign(blocks.header_signing_message(block.header))
+        store_block(conn, 5, block)
+        conn.execute("UPDATE blocks SET header_hash = ? WHERE height = 5", (blocks.header_hash(block.header),))
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
+    assert (result.ok, result.first_bad_height) == (False, 5)
+    assert "quorum certificate" in result.problem
+
+
+def test_incremental_verification_finds_a_leaf_table_rewritten_before_the_checkpoint(chain_dir, net):
+    checkpoint = checkpoint_at(chain_dir, 4)
+    with db(chain_dir) as conn:
+        conn.execute("UPDATE log_entries SET leaf_hash = ? WHERE log_index = 0", (bytes(32),))
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
+    assert (result.ok, result.first_bad_height) == (False, 4)
+    assert "do not hash to its root" in result.problem
+
+
+def test_a_checkpoint_the_chain_does_not_hold_is_refused(chain_dir, net):
+    honest = checkpoint_at(chain_dir, 4)
+    result = verify_chain(chain_dir, net.trust, trusted=TrustedCheckpoint(4, honest.tree_size, bytes(32)))
+    assert (result.ok, result.first_bad_height) == (False, 4)
+    assert "differs from the trusted checkpoint" in result.problem

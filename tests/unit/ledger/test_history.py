@@ -436,3 +436,37 @@ def test_an_older_checkpoint_is_accepted_only_with_a_proof_to_the_remembered_one
 
     with pytest.raises(HistoryRewritten):
         memory.observe(trust.fingerprint(), replace(older_block, root=bytes(32)), consistency_fetcher(stub))
+
+
+def test_cli_verifies_from_the_remembered_checkpoint_and_refuses_a_rewritten_prefix(
+    ledger_process, net, tmp_path, capsys
+):
+    stub = ledger_process.stub()
+    txs, revocation = story(net)
+    for t in [*txs, revocation]:
+        assert client.submit(stub, t).valid
+    cli_state = str(tmp_path / "cli-checkpoints.json")
+    ledger_process.stop()
+    assert cli("ledger", "verify", "--data-dir", str(tmp_path), "--checkpoint-file", cli_state) == 0
+    capsys.readouterr()
+    ledger_process.start()
+    stub = ledger_process.stub()
+    assert client.submit(stub, tx(net.records, register_record=record("pat-1", "org-1", "r-9"))).valid
+    head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header
+    ledger_process.stop()
+    assert cli("ledger", "verify", "--data-dir", str(tmp_path), "--checkpoint-file", cli_state,
+               "--from-checkpoint") == 0
+    out = capsys.readouterr().out
+    assert "after the remembered checkpoint" in out
+    checked = int(out.split("chain OK: ")[1].split(" ")[0])
+    assert 1 <= checked < head.height  # only the blocks after the checkpoint
+
+    # A re-signed history without the revocation: the remembered checkpoint's block no longer matches.
+    extra = [tx(net.records, register_record=record("pat-1", "org-1", f"r-{i}")) for i in range(2, 5)]
+    rewrite_history(ledger_process.data_dir, net, txs + extra)
+    try:
+        assert cli("ledger", "verify", "--data-dir", str(tmp_path), "--checkpoint-file", cli_state,
+                   "--from-checkpoint") == 1
+        assert "chain BROKEN" in capsys.readouterr().out
+    finally:
+        ledger_process.start()

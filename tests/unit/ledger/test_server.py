@@ -13,8 +13,9 @@ from carechain.core import merkle
 from carechain.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
 from carechain.core.layout import audience, write_public_key
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger import submission as client
-from carechain.ledger import transactions
+from carechain.ledger.queries import PageToken
 from carechain.ledger.server import build
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.runtime.auth import Caller, caller_claims
@@ -356,3 +357,89 @@ def test_batch_errors_come_back_as_the_status_a_lone_call_raises(stub, net, onbo
     errors = [client.verdict_error(v.code, v.message) for v in verdicts]
     assert isinstance(errors[0], AlreadyExists) and errors[0].code == grpc.StatusCode.ALREADY_EXISTS
     assert isinstance(errors[1], InvalidArgument) and errors[1].field == "transaction.signature"
+# --- following by push, pages, incremental verification (issue 13) ---------------------------------
+
+
+def test_watch_blocks_pushes_each_new_final_block_once_with_its_certificate(stub, net, onboarded):
+    head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header
+    stream = stub.WatchBlocks(ledger_pb2.WatchBlocksRequest(from_height=head.height + 1, heartbeat_ms=50))
+    try:
+        first = next(stream)
+        assert list(first.blocks) == [] and first.final_height >= head.height  # a heartbeat: nothing new yet
+        committed = client.submit(stub, tx(net.records, register_record=record("pat-1", "org-1")))
+        seen: list[ledger_pb2.Block] = []
+        while not seen or ledger_pb2.BlockHeader.FromString(seen[-1].header).height < committed.height:
+            seen.extend(next(stream).blocks)
+        heights = [ledger_pb2.BlockHeader.FromString(b.header).height for b in seen]
+        assert heights == list(range(head.height + 1, committed.height + 1))  # consecutive, none twice
+        last = seen[-1]
+        assert last.HasField("certificate") and last.certificate.height == committed.height
+        assert transactions.encode(last.transactions[committed.index]) == transactions.encode(
+            stub.ListTransactions(ledger_pb2.ListTransactionsRequest(
+                from_log_index=committed.log_index, limit=1)).transactions[0].transaction)
+    finally:
+        stream.cancel()
+
+
+def test_watch_blocks_refuses_a_heartbeat_out_of_bounds(stub):
+    for heartbeat_ms in (1, 60_000):
+        stream = stub.WatchBlocks(ledger_pb2.WatchBlocksRequest(heartbeat_ms=heartbeat_ms))
+        code, details = code_of(lambda s=stream: next(s))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("heartbeat_ms")
+
+
+def test_list_transactions_pages_by_opaque_tokens_to_the_end(stub, onboarded):
+    size = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.log_size
+    seen, request = [], ledger_pb2.ListTransactionsRequest(limit=2)
+    while True:
+        page = stub.ListTransactions(request)
+        seen += [t.log_index for t in page.transactions]
+        if not page.next_page_token:
+            break
+        assert not page.next_page_token.isdigit() and len(page.next_page_token) <= 64  # opaque, bounded
+        request = ledger_pb2.ListTransactionsRequest(limit=2, page_token=page.next_page_token)
+    assert seen[:size] == list(range(size)) and len(seen) >= size
+
+
+def test_a_forged_or_foreign_page_token_is_invalid_argument(stub, onboarded):
+    size = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.log_size
+    evidence_token = PageToken("evidence", 0).encode()
+    for token in ("not-a-token!", "A" * 65, evidence_token, PageToken("log", size + 10**6).encode()):
+        code, details = code_of(lambda t=token: stub.ListTransactions(ledger_pb2.ListTransactionsRequest(page_token=t)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("page_token"), (token, details)
+
+
+def test_get_evidence_is_paginated(stub):
+    answer = stub.GetEvidence(ledger_pb2.GetEvidenceRequest(page_size=1))
+    assert list(answer.evidence) == [] and answer.next_page_token == ""
+    code, details = code_of(lambda: stub.GetEvidence(ledger_pb2.GetEvidenceRequest(page_size=5000)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("page_size")
+
+
+def test_verify_chain_from_a_trusted_checkpoint_checks_only_what_is_newer(stub, net, onboarded):
+    checkpoint = stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest())
+    client.submit(stub, tx(net.records, register_record=record("pat-1", "org-1")))
+    head = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header
+    result = stub.VerifyChain(ledger_pb2.VerifyChainRequest(trusted_checkpoint=checkpoint))
+    assert result.ok, result.problem
+    assert result.from_height == checkpoint.height and result.blocks_checked == head.height - checkpoint.height
+
+
+def test_verify_chain_refuses_a_forged_checkpoint(stub, net, onboarded):
+    checkpoint = stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest())
+    # Another root in a header the validators never signed: the certificate no longer covers it.
+    header = ledger_pb2.BlockHeader.FromString(checkpoint.header)
+    header.log_root = bytes(32)
+    forged = ledger_pb2.Checkpoint()
+    forged.CopyFrom(checkpoint)
+    forged.header, forged.root = transactions.encode(header), bytes(32)
+    result = stub.VerifyChain(ledger_pb2.VerifyChainRequest(trusted_checkpoint=forged))
+    assert not result.ok and "trusted checkpoint refused" in result.problem
+    # A certificate signed by a key outside the validator set does not make it trusted either.
+    resigned = ledger_pb2.Checkpoint()
+    resigned.CopyFrom(forged)
+    resigned.certificate.header_hash = blocks.header_hash(forged.header)
+    del resigned.certificate.signatures[:]
+    resigned.certificate.signatures.append(quorum.sign_header(net.records, forged.header))
+    result = stub.VerifyChain(ledger_pb2.VerifyChainRequest(trusted_checkpoint=resigned))
+    assert not result.ok and "trusted checkpoint refused" in result.problem

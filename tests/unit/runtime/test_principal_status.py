@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
 import pytest
-from ledger_fixtures import Net, tx
+from ledger_fixtures import Net, onboarding, tx
+from ledger_service_fixtures import ServiceStub, ledger_service
 
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
-from carechain.core.errors import Unauthenticated
+from carechain.core.errors import Unauthenticated, Unavailable
 from carechain.core.layout import TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
+from carechain.ledger import submission
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 
 
 class Log:
@@ -73,3 +76,124 @@ def test_a_deactivated_principals_live_token_stops_at_the_next_poll() -> None:
         assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED and "deactivated" in raised.value.message
     finally:
         status.close()
+
+
+# --- following by push (WatchBlocks) against a real ledger service (issue 13) ----------------------
+
+
+def test_a_deactivation_is_pushed_to_the_follower_without_polling(tmp_path) -> None:
+    net = Net()
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net, "svc-records")
+        # A poll interval far beyond the wait below: only the stream can deliver the deactivation in time.
+        status = PrincipalStatus.following(lambda: stub, poll_seconds=600).start()
+        try:
+            deadline = time.monotonic() + 10
+            while stub.calls.get("WatchBlocks", 0) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            polls_before = stub.calls.get("ListTransactions", 0)
+            for onboard in onboarding(net)[0]:  # registers dr-1
+                submission.submit(stub, onboard)
+            submission.submit(stub, tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(
+                principal_id="dr-1")))
+            while not status.deactivated("dr-1") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert status.deactivated("dr-1")
+            assert stub.calls.get("ListTransactions", 0) == polls_before  # pushed, not polled
+        finally:
+            status.close()
+
+
+def test_a_ledger_without_watch_blocks_is_polled() -> None:
+    net, log = Net(), Log()
+
+    class NoStream(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    def watch(_request):
+        raise NoStream()
+
+    status = PrincipalStatus(log, poll_seconds=0.05, watch_blocks=watch).start()
+    try:
+        log.add(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-3")))
+        deadline = time.monotonic() + 5
+        while not status.deactivated("dr-3") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert status.deactivated("dr-3")
+    finally:
+        status.close()
+
+
+def _deactivate(stub, net, principal_id: str) -> None:
+    submission.submit(stub, tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(
+        principal_id=principal_id)))
+
+
+def test_a_restarted_status_resumes_from_its_snapshot_and_a_tampered_one_is_ignored(tmp_path) -> None:
+    net = Net()
+    signer = Ed25519Signer.generate("svc-records")
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net, "svc-records")
+        for onboard in onboarding(net)[0]:
+            submission.submit(stub, onboard)
+        _deactivate(stub, net, "dr-1")
+        snapshots = StatusSnapshots(tmp_path / "status.json", signer)
+        first = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots).start()
+        deadline = time.monotonic() + 10
+        while not first.deactivated("dr-1") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        saved_at = first.cursor
+        first.close()  # saves the snapshot
+        assert saved_at >= 4 and snapshots.read()["log_size"] == saved_at
+        _deactivate(stub, net, "pat-1")  # while it was down
+
+        counting = ServiceStub(channel, net, "svc-records")
+        resumed = PrincipalStatus.following(lambda: counting, poll_seconds=600, snapshots=snapshots).start()
+        try:
+            while not resumed.deactivated("pat-1") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert resumed.deactivated("pat-1") and resumed.deactivated("dr-1")  # the snapshot's, and the new
+            reads = [r.from_log_index for n, r in counting.requests if n == "ListTransactions"]
+            watches = [r.from_height for n, r in counting.requests if n == "WatchBlocks"]
+            assert reads and min(reads) == saved_at and watches and min(watches) > 0  # nothing from index 0
+        finally:
+            resumed.close()
+
+        # The attacker removes dr-1 from the snapshot's deactivations, keeping the signature: ignored.
+        envelope = json.loads(snapshots.path.read_text())
+        body = json.loads(envelope["body"])
+        body["deactivated"] = [p for p in body["deactivated"] if p != "dr-1"]
+        envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        snapshots.path.write_text(json.dumps(envelope))
+        fresh = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots)
+        assert fresh.resume() == 0
+        assert fresh.sync() > 0 and fresh.deactivated("dr-1")  # a full read still sees it
+
+
+def test_a_stream_ended_by_its_deadline_is_reopened_at_once_from_where_it_stopped(tmp_path) -> None:
+    net = Net()
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net, "svc-records")
+        starts: list[int] = []
+
+        def short_lived(request):
+            # Like a peer stub's stream at its deadline: one message, then Unavailable.
+            starts.append(request.from_height)
+            stream = stub.WatchBlocks(ledger_pb2.WatchBlocksRequest(from_height=request.from_height,
+                                                                    heartbeat_ms=50))
+            yield next(stream)
+            stream.cancel()
+            raise Unavailable("ledger service", "deadline")
+
+        status = PrincipalStatus(stub.ListTransactions, poll_seconds=600, watch_blocks=short_lived).start()
+        try:
+            for onboard in onboarding(net)[0]:
+                submission.submit(stub, onboard)
+            _deactivate(stub, net, "dr-1")
+            deadline = time.monotonic() + 10
+            while not status.deactivated("dr-1") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert status.deactivated("dr-1") and len(starts) > 1  # reopened, not left to the 600 s poll
+        finally:
+            status.close()

@@ -398,12 +398,14 @@ class GetBlockRequest(_message.Message):
     def __init__(self, height: _Optional[int] = ...) -> None: ...
 
 class ListTransactionsRequest(_message.Message):
-    __slots__ = ("from_log_index", "limit")
+    __slots__ = ("from_log_index", "limit", "page_token")
     FROM_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     from_log_index: int
     limit: int
-    def __init__(self, from_log_index: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, from_log_index: _Optional[int] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class LoggedTransaction(_message.Message):
     __slots__ = ("log_index", "height", "transaction", "result")
@@ -418,12 +420,14 @@ class LoggedTransaction(_message.Message):
     def __init__(self, log_index: _Optional[int] = ..., height: _Optional[int] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., result: _Optional[_Union[TransactionResult, _Mapping]] = ...) -> None: ...
 
 class ListTransactionsResponse(_message.Message):
-    __slots__ = ("transactions", "log_size")
+    __slots__ = ("transactions", "log_size", "next_page_token")
     TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     LOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     transactions: _containers.RepeatedCompositeFieldContainer[LoggedTransaction]
     log_size: int
-    def __init__(self, transactions: _Optional[_Iterable[_Union[LoggedTransaction, _Mapping]]] = ..., log_size: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, transactions: _Optional[_Iterable[_Union[LoggedTransaction, _Mapping]]] = ..., log_size: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetRecordEntryRequest(_message.Message):
     __slots__ = ("record_id",)
@@ -486,24 +490,28 @@ class ConsistencyProof(_message.Message):
     def __init__(self, first_size: _Optional[int] = ..., second_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., first_root: _Optional[bytes] = ..., second_root: _Optional[bytes] = ...) -> None: ...
 
 class VerifyChainRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("trusted_checkpoint",)
+    TRUSTED_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    trusted_checkpoint: Checkpoint
+    def __init__(self, trusted_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
 
 class VerifyChainResponse(_message.Message):
-    __slots__ = ("ok", "blocks_checked", "first_bad_height", "problem", "final_height", "evidence_count")
+    __slots__ = ("ok", "blocks_checked", "first_bad_height", "problem", "final_height", "evidence_count", "from_height")
     OK_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     FINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FROM_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     blocks_checked: int
     first_bad_height: int
     problem: str
     final_height: int
     evidence_count: int
-    def __init__(self, ok: _Optional[bool] = ..., blocks_checked: _Optional[int] = ..., first_bad_height: _Optional[int] = ..., problem: _Optional[str] = ..., final_height: _Optional[int] = ..., evidence_count: _Optional[int] = ...) -> None: ...
+    from_height: int
+    def __init__(self, ok: _Optional[bool] = ..., blocks_checked: _Optional[int] = ..., first_bad_height: _Optional[int] = ..., problem: _Optional[str] = ..., final_height: _Optional[int] = ..., evidence_count: _Optional[int] = ..., from_height: _Optional[int] = ...) -> None: ...
 
 class GetCheckpointRequest(_message.Message):
     __slots__ = ("height",)
@@ -530,13 +538,35 @@ class Checkpoint(_message.Message):
     def __init__(self, chain_id: _Optional[str] = ..., height: _Optional[int] = ..., tree_size: _Optional[int] = ..., root: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., header: _Optional[bytes] = ..., certificate: _Optional[_Union[QuorumCertificate, _Mapping]] = ...) -> None: ...
 
 class GetEvidenceRequest(_message.Message):
-    __slots__ = ("from_height",)
+    __slots__ = ("from_height", "page_size", "page_token")
     FROM_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     from_height: int
-    def __init__(self, from_height: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, from_height: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetEvidenceResponse(_message.Message):
-    __slots__ = ("evidence",)
+    __slots__ = ("evidence", "next_page_token")
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     evidence: _containers.RepeatedCompositeFieldContainer[Evidence]
-    def __init__(self, evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchBlocksRequest(_message.Message):
+    __slots__ = ("from_height", "heartbeat_ms")
+    FROM_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    from_height: int
+    heartbeat_ms: int
+    def __init__(self, from_height: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+
+class WatchBlocksResponse(_message.Message):
+    __slots__ = ("blocks", "final_height")
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    blocks: _containers.RepeatedCompositeFieldContainer[Block]
+    final_height: int
+    def __init__(self, blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., final_height: _Optional[int] = ...) -> None: ...

@@ -91,6 +91,11 @@ class LedgerServiceStub:
                 request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceRequest.SerializeToString,
                 response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceResponse.FromString,
                 _registered_method=True)
+        self.WatchBlocks = channel.unary_stream(
+                '/carechain.ledger.v1.LedgerService/WatchBlocks',
+                request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksRequest.SerializeToString,
+                response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -183,6 +188,15 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBlocks(self, request, context):
+        """Streams final blocks (each with its quorum certificate) from a height on,
+        as they become final, with heartbeats while nothing new is final: how
+        services follow the ledger without polling.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +254,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetEvidence,
                     request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceRequest.FromString,
                     response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceResponse.SerializeToString,
+            ),
+            'WatchBlocks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBlocks,
+                    request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksRequest.FromString,
+                    response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -541,6 +560,33 @@ class LedgerService:
             '/carechain.ledger.v1.LedgerService/GetEvidence',
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceRequest.SerializeToString,
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetEvidenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBlocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carechain.ledger.v1.LedgerService/WatchBlocks',
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksRequest.SerializeToString,
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksResponse.FromString,
             options,
             channel_credentials,
             insecure,
