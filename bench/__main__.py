@@ -21,7 +21,7 @@ import hvac
 
 from bench import baselines, ledger, records, scale
 from bench.figures import Result, count_vault_requests, render_table, spread
-from bench.harness import LOAD_AVERAGES, load_average
+from bench.harness import FAILED_CALLS, LOAD_AVERAGES, load_average
 from carechain.dev.backends.etcd_binary import etcd_binary
 from carechain.dev.backends.stack import BackendStack
 from carechain.dev.backends.tools import find_tool
@@ -69,6 +69,8 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
         workload.start()
         aes_rates, aes_cpu_ms = baselines.aes_gcm(workload.payload, args.seconds, args.runs)
         fsync_rates = baselines.fsync(root / "embedded" / "fsync-baseline", 2048, min(args.seconds, 3.0), args.runs)
+        print(f"  payload: a Synthea {records.RESOURCE_TYPE} of {len(workload.payload):,} bytes, "
+              f"{len(workload.patient_ids)} consenting patients")
         print(f"  baseline: AES-256-GCM seal+open of {len(workload.payload)} bytes, 1 thread: {spread(aes_rates)}/s "
               f"({aes_cpu_ms * 1000:.1f} us CPU each)")
         print(f"  baseline: write 2 KiB + fsync, 1 thread: {spread(fsync_rates)}/s")
@@ -99,7 +101,8 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
             records.profile(network, workload.get, 16, args.seconds, args.profile, "GetRecord")
 
         results["tails"] = Result(note=f"{max(args.concurrencies)} writers; runs alternate none / tails")
-        records.tails_figure(workload, args.tails, max(args.concurrencies), args.seconds, args.runs, results["tails"])
+        records.tails_figure(network, workload, args.tails, max(args.concurrencies), args.seconds, args.runs,
+                             results["tails"])
 
         call, why = records.sdk_call(workload.hospital, records.BULK_IMPORT_METHOD, records.BULK_IMPORT_RPC)
         results["bulk_embedded"] = Result(baseline=list(results["put_embedded"].values))
@@ -199,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nissue 13's table ({'quick: 1 short run each, smaller scale; ' if args.quick else ''}"
           f"{(time.monotonic() - started) / 60:.1f} min):")
     print(render_table(results, LOAD_AVERAGES))
+    if FAILED_CALLS:
+        print(f"  calls that failed during the run (not counted in any rate): {sum(FAILED_CALLS.values())}, "
+              + "; ".join(f"{count} x {status}" for status, count in FAILED_CALLS.most_common(5)))
     return 0
 
 

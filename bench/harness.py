@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import statistics
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+
+import grpc
 
 from bench.figures import count_rpc_lines, proc_stat_cpu_ticks, proc_status_rss_kib
 
@@ -77,19 +80,43 @@ class Window:
         return result
 
 
+FAILED_CALLS: collections.Counter[str] = collections.Counter()  # status -> calls that failed during this run
+
+
+def _failed(exc: grpc.RpcError, failures: collections.Counter[str], lock: threading.Lock) -> None:
+    with lock:
+        failures[f"{exc.code().name}: {exc.details()}"] += 1
+
+
+def report_failures(failures: collections.Counter[str], what: str) -> None:
+    """Print (and remember for the final table) the calls of a loop that failed: they are not counted as done."""
+    if failures:
+        FAILED_CALLS.update(failures)
+        cells = "; ".join(f"{count} x {status}" for status, count in failures.most_common(3))
+        print(f"  ! {sum(failures.values())} {what} calls failed (not counted): {cells}")
+
+
 def closed_loop(operation: Callable[[int], object], clients: int, seconds: float) -> tuple[int, list[float]]:
-    """clients threads call operation back to back for seconds; (operations done, latencies)."""
+    """clients threads call operation back to back for seconds; (operations done, latencies).
+
+    A call failing with a gRPC error is not counted (nor its latency); the failures are printed.
+    """
     stop_at = time.monotonic() + seconds
     latencies: list[float] = []
     counter = iter(range(10**12))
     lock = threading.Lock()
+    failures: collections.Counter[str] = collections.Counter()
 
     def worker() -> None:
         while time.monotonic() < stop_at:
             with lock:
                 index = next(counter)
             started = time.perf_counter()
-            operation(index)
+            try:
+                operation(index)
+            except grpc.RpcError as exc:
+                _failed(exc, failures, lock)
+                continue
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
@@ -99,6 +126,7 @@ def closed_loop(operation: Callable[[int], object], clients: int, seconds: float
         thread.start()
     for thread in threads:
         thread.join()
+    report_failures(failures, f"closed-loop ({clients} clients)")
     return len(latencies), latencies
 
 
@@ -111,17 +139,24 @@ def count_loop(operation: Callable[[int], object], count: int, clients: int) -> 
     """operation(i) for i < count on clients threads; (elapsed seconds, per-call latencies)."""
     latencies: list[float] = []
     lock = threading.Lock()
+    failures: collections.Counter[str] = collections.Counter()
 
     def one(index: int) -> None:
         started = time.perf_counter()
-        operation(index)
+        try:
+            operation(index)
+        except grpc.RpcError as exc:
+            _failed(exc, failures, lock)
+            return
         with lock:
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     with futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(count)))
-    return time.perf_counter() - started, latencies
+    elapsed = time.perf_counter() - started
+    report_failures(failures, f"{count:,}-call ({clients} clients)")
+    return elapsed, latencies
 
 
 def open_loop(operation: Callable[[int], object], rate: float, seconds: float, clients: int) -> list[float]:
@@ -130,18 +165,24 @@ def open_loop(operation: Callable[[int], object], rate: float, seconds: float, c
     started_at = time.perf_counter()
     latencies: list[float] = []
     lock = threading.Lock()
+    failures: collections.Counter[str] = collections.Counter()
 
     def call(index: int) -> None:
         scheduled = started_at + index / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        operation(index)
+        try:
+            operation(index)
+        except grpc.RpcError as exc:
+            _failed(exc, failures, lock)
+            return
         with lock:
             latencies.append(time.perf_counter() - scheduled)
 
     with futures.ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(call, range(total)))
+    report_failures(failures, f"open-loop ({rate:.0f}/s)")
     return latencies
 
 

@@ -2,9 +2,10 @@
 
 The network is the one ``carechain up --with-backends --validators 3`` runs (separate validator processes
 ordering through etcd, each signing with its own OpenBao Transit key). An organisation registered through
-identity signs RegisterPrincipal transactions for practitioners of its own (the cheapest transaction a
-client may sign and submit itself) and submits them over gRPC, authenticated like any client, to the
-failover target listing every validator, with ``ACK_LEVEL_FINAL``: answered once a quorum signed the block.
+identity signs RegisterPrincipal transactions for practitioners of its own (the cheapest valid transaction
+a principal signs itself); the bench submits them over gRPC, authenticated as svc-records with that
+service's own signer (SubmitTransaction is a service call), to the failover target listing every
+validator, with ``ACK_LEVEL_FINAL``: answered once a quorum signed the block.
 Time-to-final is per transaction, from submit to that answer. The baseline is raw etcd puts of 300-byte
 values from this process to the network's own etcd (TLS and login like the services), with the same
 number of concurrent writers, in the same run.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
+from dataclasses import dataclass
 
 from bench.baselines import etcd_puts
 from bench.figures import Result, percentile, spread
@@ -26,6 +28,8 @@ from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.dev.localnet import LocalNetwork
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.config import ENV_PREFIX, ServiceSettings
+from carechain.runtime.vault import service_signer
 
 # One throwaway public key for every generated practitioner: the ledger checks its shape, not its use.
 _PUBLIC_KEY = Ed25519Signer.generate("bench").public_key_bytes()
@@ -39,36 +43,62 @@ def register_practitioner_tx(organization: CareChainClient) -> ledger_pb2.Transa
     return organization._signed(register_principal=principal)  # noqa: SLF001 - the SDK's own signing step
 
 
-def submit(organization: CareChainClient, ack: int) -> ledger_pb2.SubmitTransactionResponse:
-    """Sign and submit one transaction; raises when the ledger does not answer valid."""
-    response = organization.ledger.SubmitTransaction(
-        ledger_pb2.SubmitTransactionRequest(transaction=register_practitioner_tx(organization), ack=ack), timeout=60)
-    if not response.valid:
-        raise RuntimeError(f"ledger refused the bench transaction: {response.reason}")
-    return response
+@dataclass
+class Submitter:
+    """Submits organisation-signed transactions over an authenticated service connection.
+
+    SubmitTransaction is a service call (the access table); the bench connects as svc-records, with the very
+    signer that service uses (PEM file embedded, its own AppRole and Transit key on backends), so the ledger
+    sees what it sees from the services: a token check, then the transaction's own signature.
+    """
+
+    organization: CareChainClient
+    service: CareChainClient
+
+    def submit(self, ack: int) -> ledger_pb2.SubmitTransactionResponse:
+        """Sign and submit one transaction; raises when the ledger does not answer valid."""
+        request = ledger_pb2.SubmitTransactionRequest(transaction=register_practitioner_tx(self.organization), ack=ack)
+        response = self.service.ledger.SubmitTransaction(request, timeout=60)
+        if not response.valid:
+            raise RuntimeError(f"ledger refused the bench transaction: {response.reason}")
+        return response
+
+    def close(self) -> None:
+        self.organization.close()
+        self.service.close()
 
 
-def new_organization(network: LocalNetwork) -> CareChainClient:
-    """An organisation registered by the operator through identity."""
+def service_client(network: LocalNetwork, service: str = "records") -> CareChainClient:
+    """A client authenticated as one of the network's services, with that service's own signer."""
+    env = network.service_env(service)
+    fields = ServiceSettings.model_fields
+    settings = ServiceSettings(**{name.removeprefix(ENV_PREFIX).lower(): value for name, value in env.items()
+                                  if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX).lower() in fields})
+    return CareChainClient(network.endpoints, service_signer(settings, service))
+
+
+def new_submitter(network: LocalNetwork) -> Submitter:
+    """An organisation registered by the operator through identity, and a service connection to submit with."""
     with CareChainClient(network.endpoints, network.layout.operator_signer()) as operator:
         key = Ed25519Signer.generate("pending")
         principal = operator.register(Kind.PRINCIPAL_KIND_ORGANIZATION, "bench ledger", key.public_key_bytes())
-    return CareChainClient(network.endpoints, key.with_key_id(principal.principal_id))
+    organization = CareChainClient(network.endpoints, key.with_key_id(principal.principal_id))
+    return Submitter(organization, service_client(network))
 
 
 def ledger_final_figure(network: LocalNetwork, clients: int, seconds: float, runs: int, result: Result) -> None:
     """Final tx/s of the deployed ledger vs raw etcd put/s at the same client count (needs a backends network)."""
     assert network.backends is not None, "the ledger figure runs on the backends network"
-    organization = new_organization(network)
+    submitter = new_submitter(network)
     etcd = network.backends.etcd.client()
     print(f"\n[ledger] {len(network.validator_names)} validator processes, {clients} clients, "
           f"load average {load_average():.1f}")
     try:
-        count_loop(lambda _i: submit(organization, ledger_pb2.ACK_LEVEL_FINAL), clients, clients)  # warm-up
+        count_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_FINAL), clients, clients)  # warm-up
         latencies: list[float] = []
         for _ in range(runs):
             result.baseline.extend(etcd_puts(etcd, clients, seconds, 1))
-            done, run_latencies = closed_loop(lambda _i: submit(organization, ledger_pb2.ACK_LEVEL_FINAL),
+            done, run_latencies = closed_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_FINAL),
                                               clients, seconds)
             result.values.append(done / seconds)
             latencies.extend(run_latencies)
@@ -79,12 +109,12 @@ def ledger_final_figure(network: LocalNetwork, clients: int, seconds: float, run
               f"({result.ratio or 0:.3f}x etcd); time-to-final p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     finally:
         etcd.close()
-        organization.close()
+        submitter.close()
 
 
-def grow_history(network: LocalNetwork, organization: CareChainClient, transactions: int, clients: int = 32) -> float:
+def grow_history(submitter: Submitter, transactions: int, clients: int = 32) -> float:
     """Add transactions committed ledger transactions (RegisterPrincipal) as fast as the ledger takes them; tx/s."""
     if transactions <= 0:
         return 0.0
-    elapsed, _ = count_loop(lambda _i: submit(organization, ledger_pb2.ACK_LEVEL_COMMITTED), transactions, clients)
+    elapsed, _ = count_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_COMMITTED), transactions, clients)
     return transactions / elapsed

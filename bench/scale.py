@@ -14,7 +14,7 @@ import time
 
 from bench.figures import Result
 from bench.harness import load_average
-from bench.ledger import grow_history, new_organization
+from bench.ledger import grow_history, new_submitter
 from bench.records import Workload
 from carechain.audit.v1 import audit_pb2
 from carechain.dev.localnet import LocalNetwork
@@ -62,7 +62,7 @@ def verify_seconds(workload: Workload) -> float:
 
 def scale_figures(network: LocalNetwork, workload: Workload, levels: list[int], results: dict[str, Result]) -> None:
     """Grow the ledger through each level; restart, history page and verify figures at each (ratios vs the first)."""
-    organization = new_organization(network)
+    submitter = new_submitter(network)
     print(f"\n[scale] ledger transactions {', '.join(f'{level:,}' for level in levels)}, "
           f"load average {load_average():.1f}")
     restart, page, verify = Result(), Result(), Result()
@@ -70,7 +70,7 @@ def scale_figures(network: LocalNetwork, workload: Workload, levels: list[int], 
         for level in levels:
             now = ledger_transactions(workload)
             if level > now:
-                rate = grow_history(network, organization, level - now)
+                rate = grow_history(submitter, level - now)
                 print(f"  grew the ledger by {level - now:,} transactions at {rate:.0f} tx/s")
             size = ledger_transactions(workload)
             ledger_s = restart_seconds(network, "ledger")
@@ -85,7 +85,7 @@ def scale_figures(network: LocalNetwork, workload: Workload, levels: list[int], 
                 result.values = [value]
             note = f"at {size:,} vs {levels[0]:,} transactions (one measurement each)"
     finally:
-        organization.close()
+        submitter.close()
     for key, result in (("restart_scale", restart), ("history_page_scale", page), ("verify_scale", verify)):
         result.note = note
         results[key] = result
