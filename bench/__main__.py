@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 import time
@@ -118,10 +119,25 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
         network.stop()
 
 
-def enable_vault_audit(stack: BackendStack, log_file: pathlib.Path) -> None:
-    """An OpenBao file audit device (one JSON line per request; values HMAC'd, so no secret lands in it)."""
-    client = hvac.Client(url=stack.openbao.address, token=stack.openbao.root_token)
-    client.sys.enable_audit_device("file", path="bench", options={"file_path": str(log_file)})
+def enable_vault_audit(stack: BackendStack, log_file: pathlib.Path, timeout: float = 30.0) -> None:
+    """A file audit device on the stack's OpenBao: one JSON line per request (values HMAC'd: no secret in it).
+
+    OpenBao refuses audit devices over the API; it creates the declarative ones of its configuration file on
+    SIGHUP, so the bench appends one to the file the launcher wrote and signals the server.
+    """
+    config = stack.openbao.data_dir / "openbao.hcl"
+    if not config.exists():
+        raise RuntimeError(f"no OpenBao configuration at {config} (a dev-mode server?)")
+    with config.open("a") as handle:
+        handle.write(f'\naudit "file" "bench" {{\n  options {{\n    file_path = "{log_file}"\n  }}\n}}\n')
+    os.kill(stack.openbao._process._process.pid, signal.SIGHUP)  # noqa: SLF001 - the launcher keeps it private
+    deadline = time.monotonic() + timeout
+    while not (log_file.exists() and log_file.stat().st_size):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"OpenBao wrote no audit log to {log_file} within {timeout:.0f} s")
+        # Any authenticated request is audited: a token self-lookup.
+        hvac.Client(url=stack.openbao.address, token=stack.openbao.root_token).auth.token.lookup_self()
+        time.sleep(0.5)
 
 
 def backends(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoServer,
@@ -140,8 +156,8 @@ def backends(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
         try:
             enable_vault_audit(network.backends, vault_log)  # type: ignore[arg-type]
             vault_requests = lambda: count_vault_requests(vault_log.read_bytes()) if vault_log.exists() else 0  # noqa: E731
-        except hvac.exceptions.VaultError as exc:
-            print(f"  OpenBao requests per operation: not available (audit device refused: {exc})")
+        except (RuntimeError, OSError, hvac.exceptions.VaultError) as exc:
+            print(f"  OpenBao requests per operation: not available ({exc})")
         workload.start()
         top = max(args.concurrencies)
         records.run_records(network, workload, "backends", [top], args.seconds, args.runs, echo, results,
@@ -190,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     find_tool("minio"), etcd_binary()
                 except (FileNotFoundError, RuntimeError) as exc:
-                    why = f"not available: backends need `make tools` ({exc})"
-                    print(f"\n[backends] {why}")
+                    why = "not available: the backends need `make tools`"
+                    print(f"\n[backends] {why}: {exc}")
                     for key in ("put_backends", "bulk_backends", "ledger_final", "large_record", "large_record_rss"):
                         results[key] = Result(skipped=why)
                 else:

@@ -90,25 +90,27 @@ def ledger_final_figure(network: LocalNetwork, clients: int, seconds: float, run
     """Final tx/s of the deployed ledger vs raw etcd put/s at the same client count (needs a backends network)."""
     assert network.backends is not None, "the ledger figure runs on the backends network"
     submitter = new_submitter(network)
-    etcd = network.backends.etcd.client()
     print(f"\n[ledger] {len(network.validator_names)} validator processes, {clients} clients, "
           f"load average {load_average():.1f}")
     try:
         count_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_FINAL), clients, clients)  # warm-up
         latencies: list[float] = []
+        etcd_client_ms = []
         for _ in range(runs):
-            result.baseline.extend(etcd_puts(etcd, clients, seconds, 1))
+            rates, client_ms = etcd_puts(network.backends.etcd, clients, seconds, 1)
+            result.baseline.extend(rates)
+            etcd_client_ms.append(client_ms)
             done, run_latencies = closed_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_FINAL),
                                               clients, seconds)
             result.values.append(done / seconds)
             latencies.extend(run_latencies)
         p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
         result.note = f"{clients} clients; time-to-final p50 {p50:.0f} ms, p99 {p99:.0f} ms"
-        print(f"  baseline: raw etcd put, {clients} clients: {spread(result.baseline)}/s")
+        print(f"  baseline: raw etcd put, {clients} clients: {spread(result.baseline)}/s "
+              f"(the bench client's CPU {statistics.median(etcd_client_ms):.2f} ms per put)")
         print(f"  ledger final tx/s, {clients} clients: {spread(result.values)}/s "
               f"({result.ratio or 0:.3f}x etcd); time-to-final p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     finally:
-        etcd.close()
         submitter.close()
 
 
