@@ -191,6 +191,7 @@ def backends(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # progress shows through a pipe
     started = time.monotonic()
     print(f"CareChain benchmark (issue 13){' --quick' if args.quick else ''}: {args.runs} run(s) x "
           f"{args.seconds:.0f} s per figure, clients {args.clients}, {os.cpu_count()} CPUs, "
