@@ -66,6 +66,7 @@ def scale_figures(network: LocalNetwork, workload: Workload, levels: list[int], 
     print(f"\n[scale] ledger transactions {', '.join(f'{level:,}' for level in levels)}, "
           f"load average {load_average():.1f}")
     restart, page, verify = Result(), Result(), Result()
+    seen: dict[str, list[str]] = {"restart_scale": [], "history_page_scale": [], "verify_scale": []}
     try:
         for level in levels:
             now = ledger_transactions(workload)
@@ -79,13 +80,15 @@ def scale_figures(network: LocalNetwork, workload: Workload, levels: list[int], 
             verify_s = verify_seconds(workload)
             print(f"  at {size:,} transactions: restart ledger {ledger_s:.2f} s, consent {consent_s:.2f} s; "
                   f"GetAccessHistory page {page_ms:.1f} ms; VerifyChain {verify_s:.2f} s; load {load_average():.1f}")
-            for result, value in ((restart, ledger_s), (page, page_ms), (verify, verify_s)):
+            for key, result, value, unit in (("restart_scale", restart, ledger_s, "s"),
+                                              ("history_page_scale", page, page_ms, "ms"),
+                                              ("verify_scale", verify, verify_s, "s")):
                 if not result.baseline:
                     result.baseline = [value]
                 result.values = [value]
-            note = f"at {size:,} vs {levels[0]:,} transactions (one measurement each)"
+                seen[key].append(f"{value:.2f} {unit} at {size:,}")
     finally:
         submitter.close()
     for key, result in (("restart_scale", restart), ("history_page_scale", page), ("verify_scale", verify)):
-        result.note = note
+        result.note = "; ".join(seen[key]) + " transactions (one measurement each)"
         results[key] = result
