@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import hvac
 
@@ -60,16 +61,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def start(make: Callable[[pathlib.Path], LocalNetwork], directory: pathlib.Path, timeout: float,
+          attempts: int = 2) -> LocalNetwork:
+    """Start the network make(dir) builds; when a service does not come up, print the end of its log and try
+    again in a fresh directory (on a shared machine another process may take a free port before a service)."""
+    for attempt in range(1, attempts + 1):
+        network = make(directory / f"attempt-{attempt}")
+        try:
+            network.start(timeout=timeout)
+            return network
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"  ! the network did not start (attempt {attempt} of {attempts}): {exc}")
+            for log in sorted(network.log_dir.glob("*.log")):
+                lines = log.read_text(errors="replace").splitlines()
+                if any("Error" in line for line in lines[-5:]):
+                    print(f"--- end of {log.name} ---", *lines[-5:], sep="\n")
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoServer,
              results: dict[str, Result]) -> None:
     """Every figure of the embedded network (carechain up)."""
-    network = LocalNetwork(root / "embedded")
-    network.start()
+    network = start(LocalNetwork, root / "embedded", 120)
     workload = records.Workload(network)
     try:
         workload.start()
         aes_rates, aes_cpu_ms = baselines.aes_gcm(workload.payload, args.seconds, args.runs)
-        fsync_rates = baselines.fsync(root / "embedded" / "fsync-baseline", 2048, min(args.seconds, 3.0), args.runs)
+        fsync_rates = baselines.fsync(network.layout.root / "fsync-baseline", 2048, min(args.seconds, 3.0), args.runs)
         print(f"  payload: a Synthea {records.RESOURCE_TYPE} of {len(workload.payload):,} bytes, "
               f"{len(workload.patient_ids)} consenting patients")
         print(f"  baseline: AES-256-GCM seal+open of {len(workload.payload)} bytes, 1 thread: {spread(aes_rates)}/s "
@@ -143,12 +163,13 @@ def enable_vault_audit(stack: BackendStack, log_file: pathlib.Path, timeout: flo
 def backends(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoServer,
              results: dict[str, Result]) -> None:
     """Every figure of the backends network (carechain up --with-backends --validators 3)."""
-    directory = root / "backends"
-    network = LocalNetwork(directory, backends=BackendStack(directory / "backends", etcd_members=args.etcd_members),
-                           validators=3)
-    print(f"\n[backends] starting OpenBao, MinIO, etcd ({args.etcd_members} member(s)) and 3 validators ...",
-          flush=True)
-    network.start(timeout=180)
+    def make(directory: pathlib.Path) -> LocalNetwork:
+        stack = BackendStack(directory / "backends", etcd_members=args.etcd_members)
+        return LocalNetwork(directory, backends=stack, validators=3)
+
+    print(f"\n[backends] starting OpenBao, MinIO, etcd ({args.etcd_members} member(s)) and 3 validators ...")
+    network = start(make, root / "backends", 180)
+    directory = network.layout.root
     workload = records.Workload(network)
     vault_log = directory / "openbao-audit.log"
     try:
