@@ -126,6 +126,7 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
                              results["tails"])
 
         call, why = records.sdk_call(workload.hospital, records.BULK_IMPORT_METHOD, records.BULK_IMPORT_RPC)
+        call = records.bulk_import_adapter(workload.hospital) if call else None
         results["bulk_embedded"] = Result(baseline=list(results["put_embedded"].values))
         records.bulk_import_figure(call, why, workload.patient_ids, workload.payloads, 1000, args.runs,
                                    results["bulk_embedded"])
@@ -189,19 +190,20 @@ def backends(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
         ledger.ledger_final_figure(network, top, args.seconds, args.runs, results["ledger_final"])
 
         call, why = records.sdk_call(workload.hospital, records.BULK_IMPORT_METHOD, records.BULK_IMPORT_RPC)
+        call = records.bulk_import_adapter(workload.hospital) if call else None
         results["bulk_backends"] = Result(baseline=list(results["put_backends"].values))
         records.bulk_import_figure(call, why, workload.patient_ids, workload.payloads, 1000, args.runs,
                                    results["bulk_backends"])
 
-        source = records.write_large_binary(directory / "large-binary.json", f"Patient/{workload.patient_ids[0]}",
-                                            args.large_mib * 1024 * 1024)
+        source = records.write_random_file(directory / "large-attachment.bin", args.large_mib * 1024 * 1024)
         size_mib = source.stat().st_size / (1024 * 1024)
         results["large_record"] = Result(baseline=baselines.minio_put(network.backends.minio, source, args.runs),
-                                         note=f"a {size_mib:,.0f} MiB FHIR Binary JSON ({args.large_mib:,} MiB raw)")
+                                         note=f"a DocumentReference with a {size_mib:,.0f} MiB attachment")
         print(f"  baseline: raw MinIO put of that {size_mib:,.0f} MiB file: {spread(results['large_record'].baseline)}"
               " MiB/s")
         results["large_record_rss"] = Result()
         call, why = records.sdk_call(workload.hospital, records.LARGE_RECORD_METHOD, records.LARGE_RECORD_RPC)
+        call = records.large_record_adapter(workload.hospital, workload.fhir_patient_ids[0]) if call else None
         records.large_record_figure(call, why, network, workload.patient_ids[0], source, args.runs,
                                     results["large_record"], results["large_record_rss"])
         source.unlink()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import pathlib
 
@@ -22,13 +21,42 @@ def test_payloads_are_one_2_kib_resource_per_patient() -> None:
         assert json.loads(own)["subject"]["reference"].endswith(str(patient["id"]))
 
 
-def test_large_binary_is_valid_fhir_json_of_the_requested_size(tmp_path: pathlib.Path) -> None:
-    size = 3 * 1024 * 1024 + 5  # more than one chunk, and not a multiple of 3
-    path = records.write_large_binary(tmp_path / "binary.json", "Patient/psn-1", size)
-    resource = json.loads(path.read_bytes())
-    assert resource["resourceType"] == "Binary"
-    assert resource["securityContext"] == {"reference": "Patient/psn-1"}
-    assert len(base64.b64decode(resource["data"], validate=True)) == size
+def test_large_attachment_file_has_the_requested_size(tmp_path: pathlib.Path) -> None:
+    path = records.write_random_file(tmp_path / "attachment.bin", 3 * 1024 + 5, chunk=1024)
+    assert path.stat().st_size == 3 * 1024 + 5
+
+
+def test_large_record_adapter_sends_a_document_reference_envelope_and_the_file(tmp_path: pathlib.Path) -> None:
+    sent: list[tuple[str, dict[str, object], bytes, int]] = []
+
+    class Hospital:
+        def put_large_record(self, patient_id: str, envelope: dict[str, object], data: object, size: int) -> str:
+            sent.append((patient_id, envelope, data.read(), size))  # type: ignore[attr-defined]
+            return "stored"
+
+    path = records.write_random_file(tmp_path / "attachment.bin", 4096)
+    assert records.large_record_adapter(Hospital(), "fhir-7")("psn-7", path) == "stored"
+    [(patient_id, envelope, data, size)] = sent
+    assert (patient_id, size, data) == ("psn-7", 4096, path.read_bytes())
+    assert envelope["resourceType"] == "DocumentReference"
+    assert envelope["subject"] == {"reference": "Patient/fhir-7"}
+    assert envelope["content"] == [{"attachment": {"contentType": "application/octet-stream", "size": 4096}}]
+
+
+def test_bulk_import_adapter_streams_the_resources_and_counts_committed_ones() -> None:
+    class Result:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+    streamed: list[tuple[str, bytes, str]] = []
+
+    class Hospital:
+        def import_records(self, resources: object) -> object:
+            streamed.extend(resources)  # type: ignore[call-overload]
+            return iter([Result(0), Result(14), Result(0)])
+
+    assert records.bulk_import_adapter(Hospital())("psn-1", [b"a", b"b", b"c"]) == 2
+    assert streamed == [("psn-1", b"a", "0"), ("psn-1", b"b", "1"), ("psn-1", b"c", "2")]
 
 
 def test_missing_sdk_calls_skip_the_figure_with_the_rpc_named(capsys: pytest.CaptureFixture[str]) -> None:
