@@ -449,3 +449,123 @@ def test_alerts_survive_reopening(backend: Backend, tmp_path: pathlib.Path) -> N
         assert [i.item_id for i in reopened.review_items()] == [review_item_id(alert.event_id)]
     finally:
         reopened.close()
+
+
+# --- group commit and pages -------------------------------------------------------------------------
+
+def test_a_batch_is_chained_like_single_appends_and_idempotent(store: AuditStore) -> None:
+    before = event(reason="stored before")
+    store.append(before)
+    first, alert, twice = event(reason="first"), event(time_ms=2_000, alert=True), event(reason="twice")
+    receipts = store.append_batch([first, before, alert, twice, twice])
+    assert [r[0] for r in receipts] == [2, 1, 3, 4, 4]  # a stored id, and one twice in the batch: one receipt
+    assert receipts[0][1] == chain_hash(store.events_after(0, 1)[0].event_hash, encode_event(first))
+    assert receipts[3][1] == chain_hash(receipts[2][1], encode_event(twice))
+    assert store.append_batch([first, alert]) == [receipts[0], receipts[2]]  # a retried batch: the same receipts
+    assert store.head() == receipts[3]
+    assert [n.event.event for n in store.notifications("pat-1")] == [alert]
+    assert [i.event.sequence for i in store.review_items()] == [3]
+    assert store.verify().ok and store.verify().events_checked == 4
+
+
+def test_a_large_batch_with_alerts_forms_one_chain(store: AuditStore) -> None:
+    events = [event(time_ms=1_000 + i, alert=i % 10 == 0, reason=f"e{i}") for i in range(300)]
+    receipts = store.append_batch(events)
+    assert [r[0] for r in receipts] == list(range(1, 301))
+    assert [s.event for s in store.events_after(0, 300)] == events
+    assert len(store.notifications("pat-1")) == 30 and len(store.review_items()) == 30
+    assert store.verify().ok
+
+
+def test_history_pages_newest_first_without_gap_or_duplicate(store: AuditStore) -> None:
+    # Several events share a time: the cursor is (time_ms, sequence).
+    store.append_batch([event(time_ms=1_000 + (i // 3) * 1_000, reason=f"e{i}") for i in range(10)])
+    store.append(event(patient_id="pat-2", time_ms=2_000))
+    everything = store.history("pat-1")
+    seen: list[audit_pb2.StoredAuditEvent] = []
+    before = None
+    while True:
+        page = store.history("pat-1", 0, 0, 4, before)
+        assert len(page) <= 4
+        if not page:
+            break
+        seen += page
+        before = (page[-1].event.time_ms, page[-1].sequence)
+    assert seen == everything and len(seen) == 10
+    assert [s.sequence for s in store.history("pat-1", 2_000, 4_000, 2, (3_000, 8))] == [7, 6]
+
+
+def test_notifications_and_review_items_page(store: AuditStore) -> None:
+    store.append_batch([event(time_ms=1_000 + i * 100, alert=True, reason=f"a{i}") for i in range(7)])
+    notes = store.notifications("pat-1")
+    first = store.notifications("pat-1", 3)
+    rest = store.notifications("pat-1", 0, (first[-1].time_ms, first[-1].event.sequence))
+    assert first + rest == notes and len(first) == 3
+    items = store.review_items()
+    page = store.review_items(0, 4)
+    assert page + store.review_items(0, 0, page[-1].event.sequence) == items
+    resolution, _ = store.append(event(reason="resolution"))
+    store.resolve_review_item(items[1].item_id, "operator", "ok", 5_000, resolution)
+    open_items = store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 2)
+    assert [i.event.sequence for i in open_items] == [1, 3]
+    assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 2, 3)] == [4, 5]
+    assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_RESOLVED)] == [2]
+
+
+# --- incremental verification ---------------------------------------------------------------------
+
+def test_verification_continues_from_a_checkpoint(backend: Backend, store: AuditStore, tmp_path: pathlib.Path) -> None:
+    events = fill(store, 8)
+    store.seal_batch(6, 10)
+    first = store.verify()
+    assert first.ok and first.checkpoint is not None
+    assert (first.checkpoint.sequence, first.checkpoint.batch_number) == (6, 1)
+    assert first.checkpoint.event_hash == store.events_after(5, 1)[0].event_hash
+    store.append_batch([event(time_ms=2_000 + i) for i in range(4)])
+    store.seal_batch(10, 20)
+    later = store.verify(first.checkpoint)
+    # Only what follows the checkpoint is read and checked: events 7..12 and batch 2.
+    assert later.ok and (later.events_checked, later.batches_checked) == (6, 1)
+    assert later.checkpoint is not None and (later.checkpoint.sequence, later.checkpoint.batch_number) == (10, 2)
+    # An event after the checkpoint changed: found from the checkpoint too.
+    forged = audit_pb2.AuditEvent()
+    forged.CopyFrom(events[7])
+    forged.reason = "nothing to see"
+    backend.replace_event(tmp_path, 8, encode_event(forged))
+    found = store.verify(first.checkpoint)
+    assert not found.ok and found.first_bad_sequence == 8 and found.checkpoint is None
+
+
+def test_a_checkpoint_the_store_no_longer_holds_is_a_finding(
+    backend: Backend, store: AuditStore, tmp_path: pathlib.Path
+) -> None:
+    fill(store, 4)
+    store.seal_batch(3, 10)
+    checkpoint = store.verify().checkpoint
+    assert checkpoint is not None
+    backend.delete_event(tmp_path, 3)
+    found = store.verify(checkpoint)
+    assert not found.ok and found.first_bad_sequence == 3 and "trusted checkpoint" in found.problem
+    forged = replace(checkpoint, event_hash=bytes(32))
+    assert not store.verify(forged).ok
+
+
+def test_a_page_of_etcd_listings_reads_only_that_page(backend: Backend, store: AuditStore) -> None:
+    if backend.name != "etcd":
+        pytest.skip("SQLite's query plans are checked in tests/unit/audit/test_sqlite_store.py")
+    assert isinstance(store, EtcdAuditStore)
+    store.append_batch([event(time_ms=1_000 + i, alert=True) for i in range(120)])
+    returned: list[int] = []
+    real_range = store.client.range
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_range(*args, **kwargs)
+        returned.append(len(result.kvs))
+        return result
+
+    store.client.range = counting  # type: ignore[method-assign]
+    page = store.history("pat-1", 0, 0, 5, (1_100, 101))
+    assert [s.sequence for s in page] == [100, 99, 98, 97, 96]
+    assert store.notifications("pat-1", 5, (1_100, 101))[0].event.sequence == 100
+    assert [i.event.sequence for i in store.review_items(audit_pb2.REVIEW_STATUS_OPEN, 5, 50)] == [51, 52, 53, 54, 55]
+    assert returned and max(returned) <= 5, returned  # key ranges with a limit, never all 120

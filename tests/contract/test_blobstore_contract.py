@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pytest
 from servers_minio import new_bucket_name, object_versions, s3_store
 
-from carechain.core.errors import DataLoss, InvalidArgument, NotFound
-from carechain.storage.blobstore import BlobStore
+from carechain.core.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from carechain.storage.blobstore import MAX_BATCH_BLOB_BYTES, BlobRef, BlobStore
 from carechain.storage.file_blobstore import LocalBlobStore
 from carechain.storage.s3_blobstore import MIN_PART_BYTES
 
@@ -37,8 +37,8 @@ class Backend:
     count: Callable[[], int]
 
 
-def _local(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Backend]:
-    store = LocalBlobStore(tmp_path / "blobs", chunk_bytes=CHUNK)
+def _local(request: pytest.FixtureRequest, tmp_path: pathlib.Path, group_sync: bool = True) -> Iterator[Backend]:
+    store = LocalBlobStore(tmp_path / "blobs", chunk_bytes=CHUNK, group_sync=group_sync)
 
     def tamper(sha256: str, data: bytes) -> None:
         store.path(sha256).write_bytes(data)
@@ -72,6 +72,8 @@ def _s3(object_lock_days: int) -> Callable[[pytest.FixtureRequest, pathlib.Path]
 
 IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest, pathlib.Path], Iterator[Backend]]] = {
     "local": _local,
+    # put_many with an fsync per file and directory, as where syncfs(2) is missing.
+    "local-fsync": lambda request, tmp_path: _local(request, tmp_path, group_sync=False),
     "s3": _s3(object_lock_days=0),
     "s3-object-lock": _s3(object_lock_days=1),
 }
@@ -186,3 +188,49 @@ def test_invalid_address_is_an_invalid_argument(backend: Backend, address: str) 
         backend.store.exists(address)
     with pytest.raises(InvalidArgument, match="expected_sha256"):
         backend.store.put([b"x"], expected_sha256=address or "nothex")
+
+
+# --- batches of small blobs (put_many / get_many) ------------------------------------------
+
+
+def test_put_many_stores_each_blob_or_refuses_it_alone(backend: Backend) -> None:
+    blobs = [os.urandom(n) for n in (0, 1, 2048, 8192)]
+    wrong = os.urandom(100)
+    before = backend.count()
+
+    results = backend.store.put_many([
+        *((b, hashlib.sha256(b).hexdigest() if i % 2 else None) for i, b in enumerate(blobs)),
+        (wrong, hashlib.sha256(b"something else").hexdigest()),
+        (b"x", "not-a-hash"),
+        (blobs[2], None),  # twice in one batch
+    ])
+
+    refs = results[:4]
+    assert refs == [BlobRef(hashlib.sha256(b).hexdigest(), len(b)) for b in blobs]
+    assert isinstance(results[4], DataLoss) and isinstance(results[5], InvalidArgument)
+    assert results[6] == refs[2]
+    assert backend.count() == before + 4
+    assert not backend.store.exists(hashlib.sha256(wrong).hexdigest())
+    assert backend.store.get_many([r.sha256 for r in refs]) == blobs  # type: ignore[union-attr]
+    assert b"".join(backend.store.open(refs[3].sha256)) == blobs[3]  # type: ignore[union-attr]
+
+
+def test_get_many_refuses_missing_tampered_invalid_and_large_blobs_one_by_one(backend: Backend) -> None:
+    kept, tampered = backend.store.put_many([(b"kept", None), (b"tampered", None)])
+    large = backend.store.put(_chunks(os.urandom(MAX_BATCH_BLOB_BYTES + 1)))
+    backend.tamper(tampered.sha256, b"tamperex")  # type: ignore[union-attr]
+
+    asked = [kept.sha256, tampered.sha256, "0" * 64, "xyz", large.sha256]  # type: ignore[union-attr]
+    results = backend.store.get_many(asked)
+
+    assert results[0] == b"kept"
+    assert isinstance(results[1], DataLoss)
+    assert isinstance(results[2], NotFound)
+    assert isinstance(results[3], InvalidArgument)
+    assert isinstance(results[4], FailedPrecondition)
+
+
+def test_put_many_refuses_a_blob_too_large_for_a_batch(backend: Backend) -> None:
+    results = backend.store.put_many([(os.urandom(MAX_BATCH_BLOB_BYTES + 1), None), (b"small", None)])
+    assert isinstance(results[0], InvalidArgument) and results[0].field == "data"
+    assert results[1] == BlobRef(hashlib.sha256(b"small").hexdigest(), 5)

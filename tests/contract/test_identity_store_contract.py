@@ -185,3 +185,29 @@ def test_rewrap_cannot_move_a_key_to_another_patient(store: IdentityStore) -> No
     with pytest.raises(FailedPrecondition):
         store.replace_wrapped_keys([StoredDataKey("rec-1", "psn-2", "patient-psn-2", 2, "vault:v2:CCCC")])
     assert store.data_key("rec-1") == original
+
+
+# --- batches: several wrapped keys and decision tokens at once --------------------------
+
+
+def test_a_batch_of_wrapped_keys_stores_each_record_once(store: IdentityStore) -> None:
+    taken = StoredDataKey("rec-0", "psn-a", "patient-psn-a", 1, "vault:v1:AAAA")
+    store.add_data_key(taken)
+    batch = [StoredDataKey(f"rec-{i}", "psn-a" if i % 2 else "psn-b", "k", 1, f"vault:v1:{'B' * 4 * (i + 1)}")
+             for i in range(4)]
+
+    assert store.add_data_keys([*batch, batch[1]]) == [False, True, True, True, False]
+    assert store.data_key("rec-0") == taken  # not overwritten
+    assert store.data_keys(["rec-1", "rec-3", "rec-missing", "rec-1"]) == {"rec-1": batch[1], "rec-3": batch[3]}
+    assert [k.record_id for k in store.patient_data_keys("psn-b")] == ["rec-2"]
+    assert store.add_data_keys([]) == [] and store.data_keys([]) == {}
+
+
+def test_a_batch_of_decision_tokens_accepts_each_id_once(store: IdentityStore) -> None:
+    now = 1_000_000
+    assert store.use_decision_token("jti-used", now + 60_000, now)
+
+    assert store.use_decision_tokens([("jti-1", now + 60_000), ("jti-used", now + 60_000), ("jti-2", now + 60_000),
+                                      ("jti-1", now + 60_000)], now) == [True, False, True, False]
+    assert not store.use_decision_token("jti-2", now + 60_000, now + 1)
+    assert store.use_decision_tokens([], now) == []

@@ -266,3 +266,73 @@ def test_ledger_metadata_sealed_under_a_key_opens_only_where_it_was_sealed(keys:
     forged.sealed_metadata.wrapped_key = "vault:v1:" + base64.b64encode(bytes(60)).decode()
     with pytest.raises(IntegrityError):
         LedgerSealer(keys, "chain-a").open_record(forged)
+
+
+# --- batches: many data keys under one key in one step -------------------------------------
+
+
+def test_a_batch_of_data_keys_is_fresh_bound_to_each_context_and_unwraps_in_a_batch(keys: KeyManager) -> None:
+    keys.create_key("patient-a")
+    contexts = [f"psn-1|record-{i}".encode() for i in range(5)]
+
+    made = keys.generate_data_keys("patient-a", contexts)
+
+    assert len({plaintext for plaintext, _ in made}) == 5 and all(len(p) == 32 for p, _ in made)
+    assert all(wrapped.startswith("vault:v1:") for _, wrapped in made)
+    assert keys.decrypt_data_keys("patient-a", [(w, c) for (_, w), c in zip(made, contexts, strict=True)]) == [
+        p for p, _ in made]
+    assert keys.decrypt_data_key("patient-a", made[3][1], contexts[3]) == made[3][0]  # one by one, too
+    assert keys.generate_data_keys("patient-a", []) == [] and keys.decrypt_data_keys("patient-a", []) == []
+
+
+def test_a_bad_item_of_an_unwrap_batch_fails_alone(keys: KeyManager) -> None:
+    keys.create_key("patient-a")
+    (good, good_wrapped), (_, moved), (_, tampered) = keys.generate_data_keys("patient-a", [CONTEXT, b"x", b"y"])
+    raw = bytearray(base64.b64decode(tampered.split(":", 2)[2]))
+    raw[-1] ^= 1
+    tampered = "vault:v1:" + base64.b64encode(bytes(raw)).decode()
+
+    results = keys.decrypt_data_keys("patient-a", [
+        (good_wrapped, CONTEXT), (moved, CONTEXT),  # another record's key
+        (tampered, b"y"), ("not wrapped", CONTEXT), (good_wrapped, CONTEXT),
+    ])
+
+    assert results[0] == results[4] == good
+    assert isinstance(results[1], IntegrityError) and isinstance(results[2], IntegrityError)
+    assert isinstance(results[3], InvalidArgument)
+
+
+def test_every_item_of_an_unwrap_batch_may_fail_on_its_own(keys: KeyManager) -> None:
+    keys.create_key("patient-a")
+    (_, old), = keys.generate_data_keys("patient-a", [CONTEXT])
+    keys.rotate("patient-a")
+    keys.set_min_decryption_version("patient-a", 2)
+    (_, moved), = keys.generate_data_keys("patient-a", [b"other"])
+
+    results = keys.decrypt_data_keys("patient-a", [(old, CONTEXT), (moved, CONTEXT)])
+
+    assert isinstance(results[0], FailedPrecondition)  # below min_decryption_version
+    assert isinstance(results[1], IntegrityError)
+
+
+def test_batches_under_a_missing_key_are_not_found(keys: KeyManager) -> None:
+    with pytest.raises(NotFound):
+        keys.generate_data_keys("patient-none", [CONTEXT])
+    with pytest.raises(NotFound):
+        keys.decrypt_data_keys("patient-none", [("vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", CONTEXT)])
+
+
+def test_a_batch_rewrap_moves_every_key_to_the_latest_version_or_none(keys: KeyManager) -> None:
+    keys.create_key("patient-a")
+    contexts = [f"psn-1|record-{i}".encode() for i in range(4)]
+    made = keys.generate_data_keys("patient-a", contexts)
+    keys.rotate("patient-a")
+
+    rewrapped = keys.rewrap_many("patient-a", [(w, c) for (_, w), c in zip(made, contexts, strict=True)])
+
+    assert all(w.startswith("vault:v2:") for w in rewrapped)
+    keys.set_min_decryption_version("patient-a", 2)
+    assert keys.decrypt_data_keys("patient-a", list(zip(rewrapped, contexts, strict=True))) == [p for p, _ in made]
+    with pytest.raises(IntegrityError):  # one moved key: the whole rewrap fails
+        keys.rewrap_many("patient-a", [(rewrapped[0], contexts[0]), (rewrapped[1], contexts[0])])
+    assert keys.rewrap_many("patient-a", []) == []

@@ -120,6 +120,54 @@ def test_concurrent_appends_get_distinct_dense_sequences(orderer: Orderer):
     assert entries == orderer.read(0, 1000)
 
 
+def test_append_many_orders_a_batch_in_order_among_concurrent_appends(orderer: Orderer):
+    singles: list[int] = []
+    batches: list[list[int]] = []
+    lock = threading.Lock()
+
+    def single(worker_id: int) -> None:
+        for i in range(20):
+            seq = orderer.append(f"single-{worker_id}-{i}".encode())
+            with lock:
+                singles.append(seq)
+
+    def batch(worker_id: int) -> None:
+        for i in range(5):
+            seqs = orderer.append_many([f"batch-{worker_id}-{i}-{j}".encode() for j in range(30)])
+            with lock:
+                batches.append(seqs)
+
+    threads = [threading.Thread(target=single, args=(w,)) for w in range(3)]
+    threads += [threading.Thread(target=batch, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = singles + [seq for seqs in batches for seq in seqs]
+    assert sorted(every) == list(range(60 + 300))
+    order = dict(orderer.read(0, 1000))
+    for seqs in batches:
+        assert seqs == sorted(seqs)  # a batch keeps its own order
+        names = [order[seq].decode() for seq in seqs]
+        assert len({name.rsplit("-", 1)[0] for name in names}) == 1 and names == sorted(names, key=lambda n: int(
+            n.rsplit("-", 1)[1]))
+    assert orderer.append_many([]) == []
+
+
+def test_released_entries_are_forgotten_only_by_a_non_durable_orderer(orderer: Orderer):
+    for i in range(10):
+        orderer.append(f"tx{i}".encode())
+    orderer.release(6)
+    if orderer.durable:
+        # Shared and durable: other validators (and catch-up) still read every entry.
+        assert [seq for seq, _ in orderer.read(0, 100)] == list(range(10))
+    else:
+        assert orderer.read(6, 100) == [(i, f"tx{i}".encode()) for i in range(6, 10)]
+        with pytest.raises(ValueError, match="released"):
+            orderer.read(0, 100)
+    assert orderer.append(b"next") == 10
+
+
 @pytest.fixture(params=SHARED)
 def shared(request: pytest.FixtureRequest) -> Iterator[Orderer]:
     instance = ORDERER_FACTORIES[request.param](request)

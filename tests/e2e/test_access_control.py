@@ -208,6 +208,9 @@ CELLS = [
     Cell("identity", "GenerateDataKey", lambda w: identity_pb2.GenerateDataKeyRequest(), ("svc-records",)),
     Cell("identity", "ReleaseDataKey", lambda w: identity_pb2.ReleaseDataKeyRequest(), ("svc-records",)),
     Cell("identity", "DeleteDataKey", lambda w: identity_pb2.DeleteDataKeyRequest(), ("svc-records",)),
+    # Empty batches: admitted callers reach the handler's validation (INVALID_ARGUMENT) and change nothing.
+    Cell("identity", "GenerateDataKeys", lambda w: identity_pb2.GenerateDataKeysRequest(), ("svc-records",)),
+    Cell("identity", "ReleaseDataKeys", lambda w: identity_pb2.ReleaseDataKeysRequest(), ("svc-records",)),
     # An empty principal id: admitted callers reach the handler's validation and change nothing.
     Cell("identity", "DeactivatePrincipal", lambda w: identity_pb2.DeactivatePrincipalRequest(),
          (ORGANIZATION, OPERATOR)),
@@ -218,6 +221,8 @@ CELLS = [
     # --- storage
     Cell("storage", "PutBlob", _blob_upload, ("svc-records",)),
     Cell("storage", "GetBlob", lambda w: storage_pb2.GetBlobRequest(sha256="00"), ("svc-records",)),
+    Cell("storage", "PutBlobs", lambda w: storage_pb2.PutBlobsRequest(), ("svc-records",)),
+    Cell("storage", "GetBlobs", lambda w: storage_pb2.GetBlobsRequest(), ("svc-records",)),
     Cell("storage", "StatBlob", lambda w: storage_pb2.StatBlobRequest(sha256="00"), ("svc-records",)),
     Cell("storage", "ListBlobs", lambda w: storage_pb2.ListBlobsRequest(), ("svc-records",)),
     Cell("storage", "DeleteBlob", lambda w: storage_pb2.DeleteBlobRequest(sha256="00"), ("svc-records",)),
@@ -245,6 +250,8 @@ CELLS = [
     Cell("consent", "ListConsents", lambda w: consent_pb2.ListConsentsRequest(patient_id=_patient_id(w)),
          OWN_OR_DELEGATED_READ),
     Cell("consent", "Decide", lambda w: consent_pb2.DecideRequest(), ("svc-records",)),
+    Cell("consent", "DecideMany", lambda w: consent_pb2.DecideManyRequest(requests=[consent_pb2.DecideRequest()]),
+         ("svc-records",)),
     Cell("consent", "CheckDecision", lambda w: consent_pb2.CheckDecisionRequest(), ("svc-identity",)),
     Cell("consent", "ExportConsent", lambda w: consent_pb2.ExportConsentRequest(consent_id=w.consent_id),
          OWN_OR_DELEGATED_READ, hidden=(OTHER_PATIENT, PRACTITIONER, OTHER_PRACTITIONER)),

@@ -9,7 +9,7 @@ import pytest
 
 from carechain.ledger.cutter import BlockCut
 from carechain.ledger.etcd_orderer import EtcdOrderer
-from carechain.runtime.etcd import Compare, Op
+from carechain.runtime.etcd import Compare, Op, prefix_end
 
 pytest_plugins = ["servers_etcd"]
 
@@ -159,3 +159,42 @@ def test_the_client_fails_over_past_a_member_that_does_not_answer(etcd_cluster, 
         ]
     finally:
         client.close()
+
+
+def test_a_watch_pushes_each_change_of_its_range_and_nothing_else(etcd_cluster, etcd_prefix):
+    client = etcd_cluster.client()
+    watched = f"{etcd_prefix}/watched/"
+    received: list[tuple[bytes, bytes]] = []
+    created = threading.Event()
+
+    def watch() -> None:
+        for batch in client.watch(watched, prefix_end(watched), idle_timeout=3):
+            created.set()  # the first response confirms the watch
+            received.extend((kv.key, kv.value) for kv in batch.changes)
+            if len(received) >= 2:
+                return
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        assert created.wait(30), "etcd never confirmed the watch"
+        client.put(f"{watched}a", b"1")
+        client.put(f"{etcd_prefix}/elsewhere", b"not watched")
+        client.put(f"{watched}b", b"2")
+    finally:
+        thread.join(30)
+        client.close()
+    assert received == [(f"{watched}a".encode(), b"1"), (f"{watched}b".encode(), b"2")]
+
+
+def test_other_validators_appends_reach_a_waiting_orderer_by_push(orderers):
+    first, second = orderers[0], orderers[1]
+    assert not second.wait(-1, 0.2)  # nothing yet; starts its watch of order-next
+    deadline = threading.Event()
+    for _ in range(300):
+        if second.pushed:
+            break
+        deadline.wait(0.1)
+    assert second.pushed, "the orderer's watch of order-next never ran"
+    first.append_many([b"a", b"b"])
+    assert second.wait(-1, 30) and second.read(0, 10) == [(0, b"a"), (1, b"b")]

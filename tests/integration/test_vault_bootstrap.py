@@ -146,6 +146,26 @@ def test_identity_can_do_its_work(openbao_bootstrapped: Bootstrapped) -> None:
     assert verify_signature(signer.public_key_bytes(), signer.sign(b"token"), b"token")
 
 
+def test_identity_wraps_batches_but_its_encrypt_never_creates_a_patient_key(openbao_bootstrapped: Bootstrapped) -> None:
+    identity = _service_client(openbao_bootstrapped, "identity")
+    keys = VaultTransitKeyManager(identity)
+    keys.create_key("patient-batch-work")
+    contexts = [b"psn|rec-1", b"psn|rec-2", b"psn|rec-3"]
+
+    made = keys.generate_data_keys("patient-batch-work", contexts)  # one Transit encrypt with batch_input
+    assert keys.decrypt_data_keys("patient-batch-work", [(w, c) for (_, w), c in zip(made, contexts, strict=True)]
+                                  ) == [p for p, _ in made]
+
+    # Straight to Transit, as a compromised identity could: encrypt under a key that does not exist
+    # would upsert it if the policy allowed "create"; identity's allows only "update".
+    with pytest.raises(PermissionDenied, match="transit/encrypt/patient-never-made"), vault_errors("encrypt"):
+        identity.secrets.transit.encrypt_data("patient-never-made", batch_input=[
+            {"plaintext": base64.b64encode(bytes(32)).decode(), "context": base64.b64encode(b"c").decode()}])
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        root_client(openbao_bootstrapped.server).secrets.transit.read_key("patient-never-made")
+    keys.delete_key("patient-batch-work")
+
+
 def test_only_records_and_consent_can_seal_and_open_ledger_metadata(openbao_bootstrapped: Bootstrapped) -> None:
     """Ledger privacy: what records seals on the ledger, consent opens; no validator, identity,
     audit or storage can, nor can a validator's own policy (--validator)."""

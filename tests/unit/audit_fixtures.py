@@ -176,8 +176,9 @@ class AuditEnv:
 
 
 @contextlib.contextmanager
-def running_audit(tmp_path: pathlib.Path, directory: Directory | None = None) -> Iterator[AuditEnv]:
-    """An AuditService over a SQLite store in tmp_path, anchoring on a FakeLedger, clock at NOW_MS."""
+def running_audit(tmp_path: pathlib.Path, directory: Directory | None = None, **settings: object) -> Iterator[AuditEnv]:
+    """An AuditService over a SQLite store in tmp_path, anchoring on a FakeLedger, clock at NOW_MS; settings
+    override AuditSettings fields (e.g. max_streams)."""
     store = SQLiteAuditStore(tmp_path)
     ledger = FakeLedger()
     anchorer = LedgerAnchorer(store, "test-chain", lambda: ledger, lambda: AUDIT_SIGNER)
@@ -187,7 +188,8 @@ def running_audit(tmp_path: pathlib.Path, directory: Directory | None = None) ->
         Authenticator(TrustBundle({TOKEN_ISSUER_ID: IDENTITY.public_key_bytes()}), audience("audit")),
         store, clock=lambda: clock[0], anchorer=anchorer, stream_poll_seconds=0.05, directory=directory,
     )
-    running = start_service("audit", AuditSettings(listen_address="127.0.0.1:0", shutdown_grace_seconds=0),
+    running = start_service("audit", AuditSettings(listen_address="127.0.0.1:0", shutdown_grace_seconds=0,
+                                                   **settings),  # type: ignore[arg-type]
                             register_audit(servicer), [servicer.close, store.close])
     channel = grpc.insecure_channel(running.address)
     try:

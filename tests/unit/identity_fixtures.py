@@ -14,6 +14,7 @@ from carechain.client.auth import token_request_message
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.decision_claims import DecisionClaims
+from carechain.core.errors import Unavailable
 from carechain.core.layout import (
     DECISION_ISSUER_ID,
     OPERATOR_ID,
@@ -69,6 +70,33 @@ class Clock:
         return self.now
 
 
+class CountingKeyring(LocalKeyring):
+    """The embedded keyring, counting key creations (one per patient, not one per record)."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        super().__init__(directory)
+        self.creates: list[str] = []
+        self.down = False  # True: creations fail as if the key manager were unreachable
+
+    def create_key(self, name: str):  # type: ignore[no-untyped-def]
+        self.creates.append(name)
+        if self.down:
+            raise Unavailable("keyring", "down for the test")
+        return super().create_key(name)
+
+
+@dataclass
+class Revocations:
+    """Consent's answer to identity's CheckDecision: the decision tokens revoked since they were issued."""
+
+    revoked: set[str] = field(default_factory=set)
+
+    def check(self, decision_token: str) -> tuple[bool, str]:
+        if decision_token in self.revoked:
+            return False, "consent revoked: consent consent-1 was revoked at log index 9"
+        return True, ""
+
+
 @dataclass
 class Network:
     stub: identity_pb2_grpc.IdentityServiceStub
@@ -77,6 +105,8 @@ class Network:
     consent: Ed25519Signer
     ledger: FakeLedger
     clock: Clock
+    keyring: CountingKeyring | None = None
+    revocations: Revocations = field(default_factory=Revocations)
 
     def token_for(self, caller: Caller, ttl: float = 60, signer: Ed25519Signer | None = None,
                   aud: str = audience("identity")) -> str:
@@ -105,18 +135,21 @@ def net(tmp_path: pathlib.Path) -> Iterator[Network]:
     ledger = FakeLedger(identity.public_key_bytes())
     clock = Clock()
     registry = Registry(tmp_path / "identity")
-    keyring = LocalKeyring(tmp_path / "identity" / "keyring")
+    keyring = CountingKeyring(tmp_path / "identity" / "keyring")
+    revocations = Revocations()
     settings = IdentitySettings(listen_address="127.0.0.1:0", data_dir=tmp_path / "identity", chain_id="test-chain",
                                 max_workers=4, shutdown_grace_seconds=0)
     servicer = IdentityServicer(
         signer=identity, trust=trust, registry=registry, keys=keyring, ledger=ledger,
         chain_id="test-chain", token_ttl_seconds=60, challenge_ttl_seconds=30, clock=clock,
+        check_decision=revocations.check,
     )
 
     running = start_service("identity", settings, register_identity(servicer), [registry.close, keyring.close])
     channel = grpc.insecure_channel(running.address)
     try:
-        yield Network(identity_pb2_grpc.IdentityServiceStub(channel), identity, operator, consent, ledger, clock)
+        yield Network(identity_pb2_grpc.IdentityServiceStub(channel), identity, operator, consent, ledger, clock,
+                      keyring, revocations)
     finally:
         channel.close()
         running.stop()

@@ -10,6 +10,11 @@ path "transit/keys/patient-*" {
 path "transit/datakey/plaintext/patient-*" {
   capabilities = ["update"]
 }
+# Batches of data keys are wrapped with encrypt (batch_input: one request per batch). "update"
+# only, never "create": an encrypt can never create (upsert) a missing patient key.
+path "transit/encrypt/patient-*" {
+  capabilities = ["update"]
+}
 path "transit/decrypt/patient-*" {
   capabilities = ["update"]
 }

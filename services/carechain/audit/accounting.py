@@ -6,7 +6,8 @@ the consent service at read time) is their personal representative
 (45 CFR 164.502(g)) and reads the accounting too. Patients and guardians see
 each recipient's display name and organisation name (from identity, at read
 time); services get identifiers only. A period covers at most six years
-(:data:`SIX_YEARS_MS`), the last six by default.
+(:data:`SIX_YEARS_MS`), the last six by default. Every listing is served a page
+at a time (:mod:`carechain.audit.paging`), each page one index range of the store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from carechain.audit import fhir_audit
+from carechain.audit import fhir_audit, paging
 from carechain.audit.store import AuditStore
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
@@ -117,21 +118,45 @@ class Accounting:
         self._directory = directory
 
     def access_history(
-        self, caller: Caller, patient_id: str, since_ms: int, until_ms: int
+        self, caller: Caller, patient_id: str, since_ms: int, until_ms: int, page_size: int = 0, page_token: str = ""
     ) -> audit_pb2.GetAccessHistoryResponse:
-        """The accounting of disclosures of patient_id (the caller's own when a patient names none)."""
+        """One page of the accounting of disclosures of patient_id (the caller's own when a patient names none)."""
         # The access table's OWN_OR_GUARDIAN scope has checked a patient's or guardian's right to read it.
         patient_id = patient_id or (caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_PATIENT else "")
         if not patient_id:
             raise InvalidArgument("patient_id", "required")
-        since, until = accounting_period(since_ms, until_ms, self._now_ms())
-        events = self._store.history(patient_id, since, until)
+        events, since, until, token = self._history_page("history", patient_id, since_ms, until_ms, page_size,
+                                                         page_token)
         disclosures = [disclosure(e) for e in events]
         if caller.kind != Kind.PRINCIPAL_KIND_SERVICE:
             self._name_recipients(disclosures)
         return audit_pb2.GetAccessHistoryResponse(
-            events=events, disclosures=disclosures, since_ms=since, until_ms=until
+            events=events, disclosures=disclosures, since_ms=since, until_ms=until, next_page_token=token
         )
+
+    def _history_page(
+        self, listing: str, patient_id: str, since_ms: int, until_ms: int, page_size: int, page_token: str
+    ) -> tuple[list[audit_pb2.StoredAuditEvent], int, int, str]:
+        """(events, since, until, next token) of one page of a patient's events, newest first: one index range.
+
+        The period's default start (six years before now) is fixed by the first page and kept in the token,
+        so that later pages continue the same period.
+        """
+        query = (listing, patient_id, since_ms, until_ms)
+        start = paging.position(page_token, query)
+        if start is None:
+            since, until = accounting_period(since_ms, until_ms, self._now_ms())
+            before = None
+        else:
+            since, until, before = start.get("since", 0), until_ms, (start.get("t", 0), start.get("s", 0))
+        limit = paging.page_size(page_size)
+        events = self._store.history(patient_id, since, until, limit + 1, before)
+        token = ""
+        if len(events) > limit:
+            events = events[:limit]
+            last = events[-1]
+            token = paging.next_token(query, since=since, t=last.event.time_ms, s=last.sequence)
+        return events, since, until, token
 
     def accounting_patient(self, caller: Caller, patient_id: str) -> str:
         """The patient whose accounting caller may read: their own, as the active guardian, or (a service) any."""
@@ -167,17 +192,29 @@ class Accounting:
             entry.recipient_name = name(entry.recipient_id)
             entry.recipient_organization_name = name(entry.recipient_organization_id)
 
-    def fhir_export(self, caller: Caller, patient_id: str, since_ms: int, until_ms: int,
-                    ) -> audit_pb2.ExportFhirBundleResponse:
-        """The patient's audit events in the period as a FHIR R4 Bundle of AuditEvent resources."""
+    def fhir_export(self, caller: Caller, patient_id: str, since_ms: int, until_ms: int, page_size: int = 0,
+                    page_token: str = "") -> audit_pb2.ExportFhirBundleResponse:
+        """One page of the patient's audit events in the period as a FHIR R4 Bundle of AuditEvent resources."""
         patient_id = named_patient(caller, patient_id)
-        now = self._now_ms()
-        since, until = accounting_period(since_ms, until_ms, now)
-        events = self._store.history(patient_id, since, until)
+        events, _, _, token = self._history_page("fhir-export", patient_id, since_ms, until_ms, page_size,
+                                                 page_token)
         return audit_pb2.ExportFhirBundleResponse(
-            bundle_json=fhir_audit.bundle_json(events, str(uuid.uuid4()), now), count=len(events)
+            bundle_json=fhir_audit.bundle_json(events, str(uuid.uuid4()), self._now_ms()), count=len(events),
+            next_page_token=token,
         )
 
-    def notifications(self, caller: Caller, patient_id: str) -> list[audit_pb2.Notification]:
-        """The patient's notifications (break-glass accesses), newest first."""
-        return self._store.notifications(named_patient(caller, patient_id))
+    def notifications(
+        self, caller: Caller, patient_id: str, page_size: int = 0, page_token: str = ""
+    ) -> audit_pb2.ListNotificationsResponse:
+        """One page of the patient's notifications (break-glass accesses), newest first."""
+        patient_id = named_patient(caller, patient_id)
+        query = ("notifications", patient_id)
+        start = paging.position(page_token, query)
+        limit = paging.page_size(page_size)
+        notes = self._store.notifications(patient_id, limit + 1,
+                                          None if start is None else (start.get("t", 0), start.get("s", 0)))
+        token = ""
+        if len(notes) > limit:
+            notes = notes[:limit]
+            token = paging.next_token(query, t=notes[-1].time_ms, s=notes[-1].event.sequence)
+        return audit_pb2.ListNotificationsResponse(notifications=notes, next_page_token=token)

@@ -131,6 +131,8 @@ class LedgerAnchorer:
         self._ledger = ledger
         self._signer = signer
         self._lock = threading.Lock()
+        # The newest batch known to be anchored (batches are anchored in order): where the next round starts.
+        self._anchored: AuditBatch | None = None
 
     def anchor_pending(self) -> list[AuditBatch]:
         """Anchor every sealed, unanchored batch in order; returns them with their log indexes.
@@ -141,8 +143,10 @@ class LedgerAnchorer:
         """
         anchored: list[AuditBatch] = []
         with self._lock:
-            previous_index = -1
-            after = 0
+            if self._anchored is None:
+                self._anchored = self._newest_anchored()
+            previous_index = self._anchored.anchor_log_index if self._anchored is not None else -1
+            after = self._anchored.batch_number if self._anchored is not None else 0
             while True:
                 page = self._store.batches(after, 100)
                 if not page:
@@ -157,10 +161,30 @@ class LedgerAnchorer:
                     self._store.record_anchor(batch.batch_number, log_index)
                     metrics.AUDIT_BATCHES_ANCHORED.add(1)
                     anchored.append(_with_anchor(batch, log_index))
+                    self._anchored = anchored[-1]
                     previous_index = log_index
                     log.info("audit batch anchored", extra={"batch_number": batch.batch_number,
                                                             "events": batch.size, "log_index": log_index})
                 after = page[-1].batch_number
+
+    def _newest_anchored(self) -> AuditBatch | None:
+        """The newest anchored batch: anchored batches are a prefix of the sealed ones (anchored in order), so a
+        binary search finds it in O(log batches) reads, not a pass over every batch (restart is O(new))."""
+        last = self._store.last_batch()
+        if last is None:
+            return None
+        if last.anchored:
+            return last
+        low, high = 0, last.batch_number  # batch low is anchored (0: none), batch high is not
+        found: AuditBatch | None = None
+        while high - low > 1:
+            middle = (low + high) // 2
+            [batch] = self._store.batches(middle - 1, 1)
+            if batch.anchored:
+                low, found = middle, batch
+            else:
+                high = middle
+        return found
 
     def _anchor(self, batch: AuditBatch, search_from: int) -> int:
         payload = ledger_pb2.AnchorAuditBatch(

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from carechain.audit.store import AuditStore
@@ -99,8 +99,28 @@ class CheckpointRecorder:
                 return found
             after = page[-1].sequence
 
+    def newest_recorded(self, below: int = 0) -> tuple[int, ledger_pb2.Checkpoint] | None:
+        """The newest checkpoint recorded in the trail (before sequence below, 0 = anywhere), as (audit sequence,
+        checkpoint): read backwards from the head, so it costs the events recorded since, not the history."""
+        high = (below - 1) if below else self._store.head()[0]
+        while high > 0:
+            low = max(0, high - _SCAN_PAGE)
+            for stored in reversed(self._store.events_after(low, high - low)):
+                checkpoint = _recorded_checkpoint(stored.event)
+                if checkpoint is not None:
+                    return stored.sequence, checkpoint
+            high = low
+        return None
+
     def _last_recorded(self, trust: LedgerTrust) -> VerifiedCheckpoint | None:
-        """The newest recorded checkpoint (scans only events appended since the previous call)."""
+        """The newest recorded checkpoint (scans only events appended since the previous call; after a restart,
+        backwards from the head to the newest one)."""
+        if self._scanned_to == 0:
+            head = self._store.head()[0]
+            found = self.newest_recorded()
+            if found is not None:
+                self._last = verify_checkpoint(found[1], trust)
+            self._scanned_to = head
         while True:
             page = self._store.events_after(self._scanned_to, _SCAN_PAGE)
             for stored in page:
@@ -161,8 +181,12 @@ class CheckpointRecorder:
             self._last_finding = problem
         raise IntegrityError(problem)
 
-    def check_all(self) -> tuple[int, int, str]:
+    def check_all(self, newest_only: bool = False) -> tuple[int, int, str]:
         """Check that the ledger's current checkpoint extends every recorded one.
+
+        newest_only (an incremental verification): the recorded checkpoints are read backwards from the
+        head, only as far as the newest one the answering validator reached (O(new), not a pass over the
+        trail), and the count is of the checkpoints read that way.
 
         Each recorded checkpoint was appended only after a consistency proof
         from the one recorded before it, and "extends" is transitive: so the
@@ -179,9 +203,8 @@ class CheckpointRecorder:
         except IntegrityError as exc:
             return 0, 0, (f"the ledger's checkpoint does not verify against the configured validators "
                           f"(CARECHAIN_VALIDATORS, CARECHAIN_QUORUM): {exc.message}")
-        recorded_all = self.recorded()
-        for position in range(len(recorded_all) - 1, -1, -1):
-            sequence, raw = recorded_all[position]
+        candidates = self._newest_first() if newest_only else reversed(list(enumerate(self.recorded(), start=1)))
+        for position, (sequence, raw) in candidates:
             try:
                 recorded = verify_checkpoint(raw, trust)
             except IntegrityError as exc:
@@ -199,8 +222,16 @@ class CheckpointRecorder:
                     f"ledger history rewritten: the ledger's checkpoint (block {current.height}, tree size "
                     f"{current.tree_size}) does not extend the checkpoint recorded at audit event {sequence} "
                     f"(block {recorded.height}, tree size {recorded.tree_size}): {exc.message}")
-            return position + 1, 0, ""
+            return position, 0, ""
         return 0, 0, ""
+
+    def _newest_first(self) -> Iterator[tuple[int, tuple[int, ledger_pb2.Checkpoint]]]:
+        """(1, newest), (2, the one before), ... read backwards from the head."""
+        below, count = 0, 0
+        while (found := self.newest_recorded(below)) is not None:
+            count += 1
+            yield count, found
+            below = found[0]
 
 
 def _several(trust: LedgerTrust) -> bool:

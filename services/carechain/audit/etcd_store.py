@@ -18,14 +18,17 @@ Keys, under ``<prefix>/`` (``<etcd_prefix>/<chain_id>/audit`` in the service):
   ledger log index of the batch's AnchorAuditBatch transaction.
 - ``notifications/<patient id>/<time_ms>/<sequence>``: a Notification (its
   event is read from ``events/``); ``reviews/<sequence>``: a ReviewItem;
-  ``review-ids/<item id>``: the sequence of that item (written in the same
-  transaction as the alert event).
+  ``review-ids/<item id>``: the sequence of that item;
+  ``review-status/<status>/<sequence>``: empty, the items of one status (moved
+  when an item is resolved). All written in the same transaction as the alert event.
 
 Ids in keys are percent-encoded, so an id can never reach into another
 patient's prefix. An append is one compare-and-swap transaction ("the head is
-still what we chained to, and this event id is new"): the event, both index
+still what we chained to, and these event ids are new"): the events, their index
 keys and the head are written together or not at all, and etcd answers only
-after a quorum committed it, so an acknowledged event is durable.
+after a quorum committed it, so an acknowledged event is durable. A batch
+(:meth:`EtcdAuditStore.append_batch`, group commit) is one transaction for up
+to about 40 events. Listings are key ranges with a limit (O(page)).
 """
 
 from __future__ import annotations
@@ -38,17 +41,21 @@ from collections.abc import Sequence
 
 from carechain.audit.alerts import Status, new_notification, new_review_item
 from carechain.audit.hashchain import (
+    GENESIS,
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
+    ChainCheckpoint,
     ChainWalk,
     batch_root,
     chain_hash,
+    check_start,
     encode_event,
 )
+from carechain.audit.store import Cursor
 from carechain.audit.v1 import audit_pb2
 from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from carechain.runtime.etcd import Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
+from carechain.runtime.etcd import MAX_TXN_OPS, Compare, EtcdClient, KeyValue, Op, OutcomeUnknown, prefix_end
 
 _DIGITS = 20
 _HASH_BYTES = 32
@@ -67,6 +74,8 @@ def _number(value: int) -> str:
 class EtcdAuditStore:
     """AuditStore on etcd (see the module docstring); appends from many processes form one chain."""
 
+    shared_writers = True  # several audit replicas form one chain
+
     def __init__(self, client: EtcdClient, prefix: str, owns_client: bool = False) -> None:
         if not prefix.strip("/"):
             raise ValueError("the audit store needs a non-empty key prefix")
@@ -84,6 +93,7 @@ class EtcdAuditStore:
         self._notifications = self.prefix + "notifications/"
         self._reviews = self.prefix + "reviews/"
         self._review_ids = self.prefix + "review-ids/"
+        self._review_status = self.prefix + "review-status/"
         self._lock = threading.Lock()
         self._head: tuple[int, bytes] | None = None  # cached guess; etcd's compare is the truth
 
@@ -108,51 +118,82 @@ class EtcdAuditStore:
 
     def append(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
         """Store event durably and return (sequence, event_hash); the same event_id gives the same receipt."""
-        if not event.event_id:
-            raise InvalidArgument("event.event_id", "required")
-        if event.time_ms < 0:
-            raise InvalidArgument("event.time_ms", "must not be negative")
-        event_bytes = encode_event(event)
-        id_key = self.id_key(event.event_id)
-        deadline = time.monotonic() + self.client.deadline
+        return self.append_batch([event])[0]
+
+    def append_batch(self, events: Sequence[audit_pb2.AuditEvent]) -> list[tuple[int, bytes]]:
+        """Store events in order, one etcd transaction per chunk (group commit); one receipt each.
+
+        A chunk is as many events as one transaction holds (etcd's ``--max-txn-ops``): usually the whole
+        batch of a busy reporter. An event_id already stored, or earlier in the batch, gives that receipt.
+        """
+        for event in events:
+            if not event.event_id:
+                raise InvalidArgument("event.event_id", "required")
+            if event.time_ms < 0:
+                raise InvalidArgument("event.time_ms", "must not be negative")
+        receipts: dict[str, tuple[int, bytes]] = {}
+        fresh: list[audit_pb2.AuditEvent] = []
+        for event in events:  # an id twice in the batch: stored once, the same receipt for both
+            if event.event_id not in receipts:
+                receipts[event.event_id] = (0, b"")
+                fresh.append(event)
         with self._lock:
-            for _ in range(_MAX_CAS_ATTEMPTS):
-                sequence, previous = self._head if self._head is not None else self._read_head()
-                new_sequence, event_hash = sequence + 1, chain_hash(previous, event_bytes)
-                head_unchanged = (
-                    Compare.version(self._head_key, "==", 0)
-                    if sequence == 0
-                    else Compare.value(self._head_key, "==", _encode_head(sequence, previous))
+            for chunk in _txn_chunks(fresh):
+                receipts.update(self._append_chunk(chunk))
+        return [receipts[e.event_id] for e in events]
+
+    def _append_chunk(self, events: list[audit_pb2.AuditEvent]) -> dict[str, tuple[int, bytes]]:
+        """One compare-and-swap transaction appending events (their ids new, the head unchanged); retried."""
+        done: dict[str, tuple[int, bytes]] = {}
+        encoded = {e.event_id: encode_event(e) for e in events}
+        deadline = time.monotonic() + self.client.deadline
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            pending = [e for e in events if e.event_id not in done]
+            if not pending:
+                return done
+            sequence, previous = self._head if self._head is not None else self._read_head()
+            head_unchanged = (
+                Compare.version(self._head_key, "==", 0)
+                if sequence == 0
+                else Compare.value(self._head_key, "==", _encode_head(sequence, previous))
+            )
+            ops: list[Op] = []
+            chained: dict[str, tuple[int, bytes]] = {}
+            for event in pending:
+                sequence, previous = sequence + 1, chain_hash(previous, encoded[event.event_id])
+                chained[event.event_id] = (sequence, previous)
+                ops += [
+                    Op.put(self.event_key(sequence), previous + encoded[event.event_id]),
+                    Op.put(self.id_key(event.event_id), str(sequence)),
+                    Op.put(self._patient_key(event, sequence), b""),
+                    *self._alert_ops(event, sequence),
+                ]
+            ops.append(Op.put(self._head_key, _encode_head(sequence, previous)))
+            id_keys = [self.id_key(e.event_id) for e in pending]
+            try:
+                result = self.client.txn(
+                    [head_unchanged, *(Compare.version(k, "==", 0) for k in id_keys)], ops,
+                    [Op.get(self._head_key), *(Op.get(k) for k in id_keys)],
                 )
-                try:
-                    result = self.client.txn(
-                        [head_unchanged, Compare.version(id_key, "==", 0)],
-                        [
-                            Op.put(self.event_key(new_sequence), event_hash + event_bytes),
-                            Op.put(id_key, str(new_sequence)),
-                            Op.put(self._patient_key(event, new_sequence), b""),
-                            Op.put(self._head_key, _encode_head(new_sequence, event_hash)),
-                            *self._alert_ops(event, new_sequence),
-                        ],
-                        [Op.get(self._head_key), Op.get(id_key)],
-                    )
-                except OutcomeUnknown:
-                    # Retrying is safe: if the attempt was committed, the event id is taken and we get its receipt.
-                    self._head = None
-                    if time.monotonic() >= deadline:
-                        raise
-                    continue
-                except CareChainError:
-                    self._head = None
+            except OutcomeUnknown:
+                # Retrying is safe: if the attempt was committed, the event ids are taken and we get their receipts.
+                self._head = None
+                if time.monotonic() >= deadline:
                     raise
-                if result.succeeded:
-                    self._head = (new_sequence, event_hash)
-                    return new_sequence, event_hash
-                head, existing = result.responses
-                if existing is not None and existing.kvs:
-                    return self._receipt(int(existing.kvs[0].value))
-                self._head = _decode_head(head.kvs[0].value) if head is not None and head.kvs else (0, GENESIS_HASH)
-            raise Unavailable("etcd", "too much contention on the audit chain head")
+                continue
+            except CareChainError:
+                self._head = None
+                raise
+            if result.succeeded:
+                self._head = (sequence, previous)
+                done.update(chained)
+                return done
+            head, *existing = result.responses
+            for event, found in zip(pending, existing, strict=True):
+                if found is not None and found.kvs:
+                    done[event.event_id] = self._receipt(int(found.kvs[0].value))
+            self._head = _decode_head(head.kvs[0].value) if head is not None and head.kvs else (0, GENESIS_HASH)
+        raise Unavailable("etcd", "too much contention on the audit chain head")
 
     def _alert_ops(self, event: audit_pb2.AuditEvent, sequence: int) -> list[Op]:
         if not event.alert:
@@ -163,18 +204,27 @@ class EtcdAuditStore:
                    note.SerializeToString(deterministic=True)),
             Op.put(self._reviews + _number(sequence), item.SerializeToString(deterministic=True)),
             Op.put(self._review_ids + _quote(item.item_id), str(sequence)),
+            Op.put(self._review_status_prefix(item.status) + _number(sequence), b""),
         ]
+
+    def _review_status_prefix(self, status: int) -> str:
+        return f"{self._review_status}{status}/"
 
     def patient_notifications(self, patient_id: str) -> str:
         """Prefix of one patient's notifications."""
         return self._notifications + _quote(patient_id) + "/"
 
-    def history(self, patient_id: str, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
-        """A patient's events with since_ms <= time < until_ms (0 = open), newest first."""
+    def history(
+        self, patient_id: str, since_ms: int = 0, until_ms: int = 0, limit: int = 0, before: Cursor | None = None
+    ) -> list[audit_pb2.StoredAuditEvent]:
+        """A patient's events with since_ms <= time < until_ms (0 = open), newest first; at most limit (0 = all),
+        older than the cursor before. One descending range read of the patient's index, with a limit."""
         patient = self.patient_prefix(patient_id)
         start = patient + _number(since_ms) if since_ms > 0 else patient
         end = (patient + _number(until_ms)).encode() if until_ms > 0 else prefix_end(patient)
-        index = self.client.range(start, end, keys_only=True, descending=True).kvs
+        if before is not None:
+            end = min(end, (patient + _number(before[0]) + "/" + _number(before[1])).encode())
+        index = self.client.range(start, end, limit, keys_only=True, descending=True).kvs
         return self._stored_events([int(kv.key.rsplit(b"/", 1)[1]) for kv in index])
 
     def _stored_events(self, sequences: Sequence[int]) -> list[audit_pb2.StoredAuditEvent]:
@@ -280,10 +330,16 @@ class EtcdAuditStore:
 
     # --- alerts --------------------------------------------------------------------------------
 
-    def notifications(self, patient_id: str) -> list[audit_pb2.Notification]:
-        """A patient's notifications, newest first, each with its stored event."""
+    def notifications(
+        self, patient_id: str, limit: int = 0, before: Cursor | None = None
+    ) -> list[audit_pb2.Notification]:
+        """A patient's notifications, newest first, each with its stored event; at most limit (0 = all), older
+        than the cursor before (one descending range read)."""
         prefix = self.patient_notifications(patient_id)
-        kvs = self.client.range(prefix, prefix_end(prefix), descending=True).kvs
+        end = prefix_end(prefix)
+        if before is not None:
+            end = (prefix + _number(before[0]) + "/" + _number(before[1])).encode()
+        kvs = self.client.range(prefix, end, limit, descending=True).kvs
         events = self._stored_events([int(kv.key.rsplit(b"/", 1)[1]) for kv in kvs])
         notes = []
         for kv, event in zip(kvs, events, strict=True):
@@ -292,11 +348,25 @@ class EtcdAuditStore:
             notes.append(note)
         return notes
 
-    def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
-        """Review items with this ReviewStatus (0 = any), oldest first, each with its stored event."""
-        kvs = list(self.client.scan(self._reviews, prefix_end(self._reviews), _PAGE))
+    def review_items(self, status: int = 0, limit: int = 0, after_sequence: int = 0) -> list[audit_pb2.ReviewItem]:
+        """Review items with this ReviewStatus (0 = any), oldest first, each with its stored event; at most limit
+        (0 = all) of alert events after after_sequence: a range of ``reviews/`` or, by status, of the
+        ``review-status/<status>/`` index."""
+        if status:
+            prefix = self._review_status_prefix(status)
+            start = prefix + _number(after_sequence + 1)
+            index = self.client.range(start, prefix_end(prefix), limit, keys_only=True).kvs if limit \
+                else list(self.client.scan(start, prefix_end(prefix), _PAGE, keys_only=True))
+            sequences = [int(kv.key[len(prefix):]) for kv in index]
+            found = self.client.read_many([self._reviews + _number(s) for s in sequences])
+            if any(kv is None for kv in found):
+                raise DataLoss("a review item is missing from the store")
+            kvs = [kv for kv in found if kv is not None]
+        else:
+            start = self._reviews + _number(after_sequence + 1)
+            kvs = self.client.range(start, prefix_end(self._reviews), limit).kvs if limit \
+                else list(self.client.scan(start, prefix_end(self._reviews), _PAGE))
         items = [(int(kv.key[len(self._reviews):]), audit_pb2.ReviewItem.FromString(kv.value)) for kv in kvs]
-        items = [(sequence, item) for sequence, item in items if not status or item.status == status]
         for (_, item), event in zip(items, self._stored_events([s for s, _ in items]), strict=True):
             item.event.CopyFrom(event)
         return [item for _, item in items]
@@ -341,7 +411,9 @@ class EtcdAuditStore:
             try:
                 result = self.client.txn(
                     [Compare.mod_revision(kv.key, "==", kv.mod_revision)],
-                    [Op.put(kv.key, item.SerializeToString(deterministic=True))],
+                    [Op.put(kv.key, item.SerializeToString(deterministic=True)),
+                     Op.delete(self._review_status_prefix(Status.REVIEW_STATUS_OPEN) + _number(sequence)),
+                     Op.put(self._review_status_prefix(item.status) + _number(sequence), b"")],
                 )
             except OutcomeUnknown:
                 continue  # the next round sees our write (or not) and acts accordingly
@@ -351,27 +423,34 @@ class EtcdAuditStore:
         assert resolved is not None
         return resolved
 
-    def verify(self) -> AuditVerification:
-        """Recompute every link from the stored event bytes and check the indexes; name the first bad sequence."""
+    def verify(self, checkpoint: ChainCheckpoint | None = None) -> AuditVerification:
+        """Recompute every link from the stored event bytes and check the indexes; name the first bad sequence.
+
+        From a trusted checkpoint: only the events and batches after it (O(new)), once its event and batch
+        are found unchanged; their index entries are then read key by key instead of scanning every index.
+        """
+        start = checkpoint or GENESIS
         # Every read at one revision: appends running meanwhile cannot make the snapshot look inconsistent.
         head_read = self.client.range(self._head_key)
         revision = head_read.revision
         head_sequence, head_hash = _decode_head(head_read.kvs[0].value) if head_read.kvs else (0, GENESIS_HASH)
-        ids = {
-            kv.key[len(self._ids) :].decode(): kv.value
-            for kv in self.client.scan(self._ids, prefix_end(self._ids), revision=revision)
-        }
-        patient_keys = {
-            kv.key.decode()
-            for kv in self.client.scan(self._patients, prefix_end(self._patients), keys_only=True, revision=revision)
-        }
         batches = self._with_anchors(
             [_decode_batch(kv.value)
-             for kv in self.client.scan(self._batches, prefix_end(self._batches), _PAGE, revision=revision)],
+             for kv in self.client.scan(self._batch_key(start.batch_number + 1), prefix_end(self._batches), _PAGE,
+                                        revision=revision)],
             revision,
         )
-        walk = ChainWalk()
-        for kv in self.client.scan(self._events, prefix_end(self._events), _PAGE, revision=revision):
+        if start is not GENESIS:
+            start_kv = self.client.get(self.event_key(start.sequence))
+            batch_kv = self.client.get(self._batch_key(start.batch_number))
+            moved = check_start(start, None if start_kv is None else start_kv.value[:_HASH_BYTES],
+                                None if batch_kv is None else _decode_batch(batch_kv.value))
+            if moved is not None:
+                return moved
+        walk = ChainWalk(start)
+        walked: list[tuple[int, audit_pb2.AuditEvent]] = []
+        for kv in self.client.scan(self.event_key(start.sequence + 1), prefix_end(self._events), _PAGE,
+                                   revision=revision):
             try:
                 sequence = int(kv.key[len(self._events) :])
             except ValueError:
@@ -380,13 +459,37 @@ class EtcdAuditStore:
             event = walk.check(sequence, stored_hash, event_bytes)
             if isinstance(event, AuditVerification):
                 return event
-            if (
-                ids.get(_quote(event.event_id)) != str(sequence).encode()
-                or self._patient_key(event, sequence) not in patient_keys
-            ):
-                return walk.problem(sequence, f"event {sequence} index entries differ from the hashed event")
+            walked.append((sequence, event))
             walk.accept(stored_hash)
+        bad = self._first_bad_index(walked, revision, full=start is GENESIS)
+        if bad:
+            return AuditVerification(False, bad - start.sequence - 1, bad,
+                                     f"event {bad} index entries differ from the hashed event")
         return walk.finish(head_sequence, head_hash, batches)
+
+    def _first_bad_index(self, walked: list[tuple[int, audit_pb2.AuditEvent]], revision: int, full: bool) -> int:
+        """The first walked event whose id or patient index entry is wrong (0: none). A full verification scans
+        both indexes once; an incremental one reads the walked events' entries only."""
+        if full:
+            ids = {
+                kv.key[len(self._ids):].decode(): kv.value
+                for kv in self.client.scan(self._ids, prefix_end(self._ids), revision=revision)
+            }
+            patient_keys = {
+                kv.key.decode() for kv in self.client.scan(self._patients, prefix_end(self._patients),
+                                                           keys_only=True, revision=revision)
+            }
+            for sequence, event in walked:
+                if ids.get(_quote(event.event_id)) != str(sequence).encode() or \
+                        self._patient_key(event, sequence) not in patient_keys:
+                    return sequence
+            return 0
+        id_values = self.client.read_many([self.id_key(e.event_id) for _, e in walked])
+        patient_values = self.client.read_many([self._patient_key(e, s) for s, e in walked])
+        for (sequence, _), id_kv, patient_kv in zip(walked, id_values, patient_values, strict=True):
+            if id_kv is None or id_kv.value != str(sequence).encode() or patient_kv is None:
+                return sequence
+        return 0
 
     def close(self) -> None:
         """Release the client if this store owns it (the trail stays in etcd)."""
@@ -404,6 +507,24 @@ class EtcdAuditStore:
         if kv is None:
             raise DataLoss(f"audit event {sequence} is missing from the store")
         return sequence, kv.value[:_HASH_BYTES]
+
+
+def _txn_chunks(events: list[audit_pb2.AuditEvent]) -> list[list[audit_pb2.AuditEvent]]:
+    """Events split into runs that fit one transaction: puts (3 per event, 4 more per alert, the head) and
+    compares (the head and one per event id) within etcd's MAX_TXN_OPS per branch."""
+    chunks: list[list[audit_pb2.AuditEvent]] = []
+    chunk: list[audit_pb2.AuditEvent] = []
+    puts = 1
+    for event in events:
+        cost = 7 if event.alert else 3
+        if chunk and (puts + cost > MAX_TXN_OPS or len(chunk) + 2 > MAX_TXN_OPS):
+            chunks.append(chunk)
+            chunk, puts = [], 1
+        chunk.append(event)
+        puts += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _stored(sequence: int, value: bytes) -> audit_pb2.StoredAuditEvent:

@@ -112,8 +112,26 @@ def verify_event_proof(proof: audit_pb2.EventProof, event_hash: bytes | None = N
 
 
 @dataclass(frozen=True)
+class ChainCheckpoint:
+    """A verified prefix of the trail: events 1..sequence (the last with event_hash), sealed in batches
+    1..batch_number, the last of which ends at sequence. Where an incremental verification starts."""
+
+    sequence: int = 0
+    event_hash: bytes = GENESIS_HASH
+    batch_number: int = 0
+
+
+#: The empty prefix: verification from event 1.
+GENESIS = ChainCheckpoint()
+
+
+@dataclass(frozen=True)
 class AuditVerification:
-    """Outcome of re-checking the chain and the batches; first_bad_sequence is 0 when ok."""
+    """Outcome of re-checking the chain and the batches; first_bad_sequence is 0 when ok.
+
+    Counts cover what was checked (after the starting checkpoint); checkpoint, when ok, is the
+    end of the last verified batch: where the next verification can start.
+    """
 
     ok: bool
     events_checked: int
@@ -121,6 +139,7 @@ class AuditVerification:
     problem: str = ""
     batches_checked: int = 0
     batches_anchored: int = 0
+    checkpoint: ChainCheckpoint | None = None
 
 
 def check_head_and_batches(
@@ -130,64 +149,75 @@ def check_head_and_batches(
     head_hash: bytes,
     batches: Sequence[AuditBatch],
     event_hashes: Sequence[bytes],
+    start: ChainCheckpoint = GENESIS,
 ) -> AuditVerification:
-    """After walking count linked events: the stored head must name the last one (a deleted
-    newest event shows here), then the sealed batches must match the events."""
+    """After walking linked events up to sequence count (from start): the stored head must name the last
+    one (a deleted newest event shows here), then the sealed batches after start must match the events."""
+    walked = count - start.sequence
     if head_sequence > count:
         return AuditVerification(
-            False, count, count + 1, f"event {count + 1} is missing (the chain head is at event {head_sequence})"
+            False, walked, count + 1, f"event {count + 1} is missing (the chain head is at event {head_sequence})"
         )
     if head_sequence != count or not same(head_hash, last_hash):
-        return AuditVerification(False, count, max(count, 1), f"chain head does not match event {count}")
-    return check_batches(batches, event_hashes)
+        return AuditVerification(False, walked, max(count, 1), f"chain head does not match event {count}")
+    return check_batches(batches, event_hashes, start)
 
 
-def check_batches(batches: Sequence[AuditBatch], event_hashes: Sequence[bytes]) -> AuditVerification:
-    """Check that batches tile the verified chain from event 1 and that each root matches its events.
+def check_batches(
+    batches: Sequence[AuditBatch], event_hashes: Sequence[bytes], start: ChainCheckpoint = GENESIS
+) -> AuditVerification:
+    """Check that batches tile the verified chain from start and that each root matches its events.
 
-    event_hashes are the verified chain's hashes (index 0 = sequence 1).
+    event_hashes are the verified chain's hashes after start (index 0 = sequence start.sequence + 1);
+    batches are the sealed ones after start.batch_number, in order.
     """
-    count = len(event_hashes)
-    expected_first = 1
-    for number, batch in enumerate(batches, start=1):
-        checked = number - 1
+    base = start.sequence
+    walked = len(event_hashes)
+    count = base + walked
+    expected_first = base + 1
+    reached = start
+    for number, batch in enumerate(batches, start=start.batch_number + 1):
+        checked = number - 1 - start.batch_number
         bad = batch.first_sequence or expected_first
         if batch.batch_number != number:
-            return AuditVerification(False, count, expected_first, f"batch {number} is missing", checked)
+            return AuditVerification(False, walked, expected_first, f"batch {number} is missing", checked)
         if batch.first_sequence != expected_first or batch.last_sequence < batch.first_sequence:
             return AuditVerification(
-                False, count, bad, f"batch {number} does not continue batch {number - 1}", checked
+                False, walked, bad, f"batch {number} does not continue batch {number - 1}", checked
             )
         if batch.last_sequence > count:
             return AuditVerification(
-                False, count, count + 1, f"batch {number} covers events missing from the chain", checked
+                False, walked, count + 1, f"batch {number} covers events missing from the chain", checked
             )
-        root = batch_root(event_hashes[batch.first_sequence - 1 : batch.last_sequence])
+        root = batch_root(event_hashes[batch.first_sequence - 1 - base : batch.last_sequence - base])
         if not same(root, batch.merkle_root):
             return AuditVerification(
-                False, count, batch.first_sequence, f"batch {number} root does not match its events", checked
+                False, walked, batch.first_sequence, f"batch {number} root does not match its events", checked
             )
         expected_first = batch.last_sequence + 1
-    return AuditVerification(True, count, 0, "", len(batches), sum(1 for b in batches if b.anchored))
+        reached = ChainCheckpoint(batch.last_sequence, event_hashes[batch.last_sequence - 1 - base], number)
+    return AuditVerification(True, walked, 0, "", len(batches), sum(1 for b in batches if b.anchored), reached)
 
 
 class ChainWalk:
-    """Re-checks stored events one by one in sequence order from event 1: every store's ``verify``.
+    """Re-checks stored events one by one in sequence order from a checkpoint (event 1 by default): every
+    store's ``verify``.
 
     Per stored event: :meth:`check` (sequence, chain hash, decoding) returns the decoded event or
     the finding; the store then compares its own index entries with the event (:meth:`problem`
     names a mismatch) and calls :meth:`accept`. :meth:`finish` checks the chain head and the
-    sealed batches against the walked chain.
+    sealed batches after the checkpoint against the walked chain.
     """
 
-    def __init__(self) -> None:
-        self.previous = GENESIS_HASH
+    def __init__(self, start: ChainCheckpoint = GENESIS) -> None:
+        self.start = start
+        self.previous = start.event_hash
         self.hashes: list[bytes] = []
 
     @property
     def expected(self) -> int:
         """The sequence the next stored event must have."""
-        return len(self.hashes) + 1
+        return self.start.sequence + len(self.hashes) + 1
 
     def problem(self, sequence: int, problem: str) -> AuditVerification:
         """The finding that event sequence is bad (every event walked so far was good)."""
@@ -211,5 +241,21 @@ class ChainWalk:
 
     def finish(self, head_sequence: int, head_hash: bytes, batches: Sequence[AuditBatch]) -> AuditVerification:
         """After the last stored event: the head must name it, and the batches must match the chain."""
-        return check_head_and_batches(len(self.hashes), self.previous, head_sequence, head_hash, batches,
-                                      self.hashes)
+        return check_head_and_batches(self.start.sequence + len(self.hashes), self.previous, head_sequence,
+                                      head_hash, batches, self.hashes, self.start)
+
+
+def check_start(
+    start: ChainCheckpoint, stored_hash: bytes | None, batch: AuditBatch | None
+) -> AuditVerification | None:
+    """The finding when the store no longer holds the trusted checkpoint (its event or its batch), else None."""
+    if start.sequence == 0 and start.batch_number == 0:
+        return None
+    if stored_hash is None or not same(stored_hash, start.event_hash):
+        return AuditVerification(
+            False, 0, max(start.sequence, 1),
+            f"event {start.sequence} differs from the trusted checkpoint (changed, moved or deleted)")
+    if start.batch_number and (batch is None or batch.last_sequence != start.sequence):
+        return AuditVerification(False, 0, max(start.sequence, 1),
+                                 f"batch {start.batch_number} differs from the trusted checkpoint")
+    return None

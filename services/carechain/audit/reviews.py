@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+from carechain.audit import paging
 from carechain.audit.store import AuditStore
 from carechain.audit.trail import AuditTrail
 from carechain.audit.v1 import audit_pb2
@@ -28,11 +29,19 @@ class ReviewQueue:
         self._store = store
         self._trail = trail
 
-    def items(self, status: int) -> list[audit_pb2.ReviewItem]:
-        """Review items with this ReviewStatus (0 = any), oldest first."""
+    def items(self, status: int, page_size: int = 0, page_token: str = "") -> audit_pb2.ListReviewItemsResponse:
+        """One page of the review items with this ReviewStatus (0 = any), oldest first."""
         if status not in audit_pb2.ReviewStatus.values():
             raise InvalidArgument("status", "must be a known ReviewStatus")
-        return self._store.review_items(status)
+        query = ("reviews", status)
+        start = paging.position(page_token, query)
+        limit = paging.page_size(page_size)
+        items = self._store.review_items(status, limit + 1, 0 if start is None else start.get("s", 0))
+        token = ""
+        if len(items) > limit:
+            items = items[:limit]
+            token = paging.next_token(query, s=items[-1].event.sequence)
+        return audit_pb2.ListReviewItemsResponse(items=items, next_page_token=token)
 
     def resolve(self, caller: Caller, item_id: str, note: str) -> audit_pb2.ReviewItem:
         """Close an open item with caller's note, after auditing the resolution."""

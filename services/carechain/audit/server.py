@@ -34,11 +34,11 @@ from carechain.audit.reviews import ReviewQueue
 from carechain.audit.sqlite_store import SQLiteAuditStore
 from carechain.audit.store import AuditStore
 from carechain.audit.streaming import STREAM_POLL_SECONDS, EventTail
-from carechain.audit.trail import MAX_CLOCK_SKEW_MS, AuditTrail
+from carechain.audit.trail import MAX_BATCH_EVENTS, MAX_CLOCK_SKEW_MS, AuditTrail
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
 from carechain.audit.verification import TrailVerification
 from carechain.client.proofs import LedgerTrust
-from carechain.core.errors import InvalidArgument, NotFound, PermissionDenied
+from carechain.core.errors import CareChainError, InvalidArgument, NotFound, PermissionDenied
 from carechain.core.layout import TrustBundle, audience, service_principal_id
 from carechain.ledger.quorum import configured_validator_set
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope, own_patient_field
@@ -58,6 +58,21 @@ def _own_service_events(caller: Caller, request: audit_pb2.RecordEventRequest, s
         raise PermissionDenied(f"event.service must be the calling service ({caller.principal_id})")
 
 
+def _refusal_of_foreign_event(caller: Caller, event: audit_pb2.AuditEvent) -> PermissionDenied | None:
+    """RecordEvent's OWN_EVENTS check for one event of a RecordEvents request (refuses that event alone)."""
+    try:
+        _own_service_events(caller, audit_pb2.RecordEventRequest(event=event), None)  # type: ignore[arg-type]
+    except PermissionDenied as exc:
+        return exc
+    return None
+
+
+def _events_checked_each(caller: Caller, request: audit_pb2.RecordEventsRequest, servicer: AuditServicer) -> None:
+    # Each event is checked as RecordEvent's OWN_EVENTS scope checks it, in the handler, so that a foreign
+    # event is refused alone (its result carries PERMISSION_DENIED) and the others are stored.
+    return None
+
+
 def _own_event(caller: Caller, request: audit_pb2.GetEventProofRequest, servicer: AuditServicer) -> None:
     found = servicer.stored_event(request.sequence)
     if found is None or found.event.patient_id != caller.principal_id:
@@ -66,6 +81,8 @@ def _own_event(caller: Caller, request: audit_pb2.GetEventProofRequest, servicer
 
 
 OWN_EVENTS = Scope("own events", "events naming itself as `service`", _own_service_events)
+EACH_OWN_EVENT = Scope("own events", "events naming itself as `service` (each event checked alone)",
+                       _events_checked_each)
 OWN_EVENT = Scope("own event", "events about themselves only", _own_event)
 OWN_PATIENT = own_patient_field()
 
@@ -82,6 +99,7 @@ SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"]
 # only the patient, services and the operator (privacy officer) read them; auditors verify.
 ACCESS = AccessTable(SERVICE, {
     "RecordEvent": Allow.of(service=OWN_EVENTS),
+    "RecordEvents": Allow.of(service=EACH_OWN_EVENT, note="group commit of RecordEvent"),
     "GetAccessHistory": Allow.of(patient=OWN_OR_GUARDIAN, practitioner=OWN_OR_GUARDIAN, service=ANY,
                                  note="services name the patient"),
     "VerifyAuditChain": Allow.of(service=ANY, operator=ANY, auditor=ANY, note="counts and hashes only"),
@@ -146,25 +164,42 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         sequence, event_hash = self._trail.record(request.event)
         return audit_pb2.AuditReceipt(sequence=sequence, event_hash=event_hash)
 
+    def RecordEvents(
+        self, request: audit_pb2.RecordEventsRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.RecordEventsResponse:
+        if not request.events:
+            raise InvalidArgument("events", "required: at least one event")
+        if len(request.events) > MAX_BATCH_EVENTS:
+            raise InvalidArgument("events", f"at most {MAX_BATCH_EVENTS} events per request")
+        caller = caller_of(context)
+        outcomes = self._trail.record_many(
+            request.events, [_refusal_of_foreign_event(caller, e) for e in request.events])
+        return audit_pb2.RecordEventsResponse(results=[
+            audit_pb2.RecordEventResult(refusal=audit_pb2.EventRefusal(code=o.code.value[0], message=o.message))
+            if isinstance(o, CareChainError) else
+            audit_pb2.RecordEventResult(receipt=audit_pb2.AuditReceipt(sequence=o[0], event_hash=o[1]))
+            for o in outcomes
+        ])
+
     # --- patients ------------------------------------------------------------------------------
 
     def GetAccessHistory(
         self, request: audit_pb2.GetAccessHistoryRequest, context: grpc.ServicerContext
     ) -> audit_pb2.GetAccessHistoryResponse:
         return self._accounting.access_history(caller_of(context), request.patient_id, request.since_ms,
-                                               request.until_ms)
+                                               request.until_ms, request.page_size, request.page_token)
 
     def ExportFhirBundle(
         self, request: audit_pb2.ExportFhirBundleRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ExportFhirBundleResponse:
         return self._accounting.fhir_export(caller_of(context), request.patient_id, request.since_ms,
-                                            request.until_ms)
+                                            request.until_ms, request.page_size, request.page_token)
 
     def ListNotifications(
         self, request: audit_pb2.ListNotificationsRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ListNotificationsResponse:
-        return audit_pb2.ListNotificationsResponse(
-            notifications=self._accounting.notifications(caller_of(context), request.patient_id))
+        return self._accounting.notifications(caller_of(context), request.patient_id, request.page_size,
+                                              request.page_token)
 
     def GetEventProof(
         self, request: audit_pb2.GetEventProofRequest, context: grpc.ServicerContext
@@ -176,7 +211,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def VerifyAuditChain(
         self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.ServicerContext
     ) -> audit_pb2.VerifyAuditChainResponse:
-        return self._verification.verify(request.check_ledger)
+        return self._verification.verify(
+            request.check_ledger, request.from_checkpoint if request.HasField("from_checkpoint") else None)
 
     @limited_stream  # a tail holds a worker: per-caller and per-server caps (runtime.streams)
     def StreamEvents(
@@ -187,7 +223,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def ListReviewItems(
         self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext
     ) -> audit_pb2.ListReviewItemsResponse:
-        return audit_pb2.ListReviewItemsResponse(items=self._reviews.items(request.status))
+        return self._reviews.items(request.status, request.page_size, request.page_token)
 
     def ResolveReviewItem(
         self, request: audit_pb2.ResolveReviewItemRequest, context: grpc.ServicerContext

@@ -2,7 +2,9 @@
 
 One file (:data:`DB_FILE_NAME`) in WAL mode with ``synchronous=FULL``: an
 append returns once its transaction (event, chain head and, for an alert, the
-notification and review item) is durable. Fills :class:`carechain.audit.store.AuditStore`.
+notification and review item) is durable. :meth:`SQLiteAuditStore.append_batch`
+writes many events in one transaction and one fsync (group commit); listings
+are index ranges (O(page)). Fills :class:`carechain.audit.store.AuditStore`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from collections.abc import Sequence
 
 from carechain.audit.alerts import Status, new_notification, new_review_item
 from carechain.audit.hashchain import (
+    GENESIS,
     GENESIS_HASH,
     AuditBatch,
     AuditVerification,
+    ChainCheckpoint,
     ChainWalk,
     batch_root,
     chain_hash,
+    check_start,
     encode_event,
 )
+from carechain.audit.store import Cursor
 from carechain.audit.v1 import audit_pb2
 from carechain.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from carechain.core.files import private_dir
@@ -72,6 +78,9 @@ CREATE TABLE IF NOT EXISTS audit_review_items (
     resolved_ms         INTEGER NOT NULL DEFAULT 0,
     resolution_sequence INTEGER NOT NULL DEFAULT 0
 );
+-- Pages of notifications (newest first) and of review items by status (oldest first) are index ranges.
+CREATE INDEX IF NOT EXISTS audit_notifications_page ON audit_notifications (patient_id, time_ms, sequence);
+CREATE INDEX IF NOT EXISTS audit_review_items_by_status ON audit_review_items (status, sequence);
 """
 
 _BATCH_COLUMNS = "batch_number, first_sequence, last_sequence, merkle_root, sealed_ms, anchor_log_index"
@@ -106,6 +115,8 @@ def _review(row: Sequence[object]) -> audit_pb2.ReviewItem:
 class SQLiteAuditStore:
     """Audit chain in one SQLite file under directory; appends are serialised and durable on return."""
 
+    shared_writers = False  # one process owns the file
+
     def __init__(self, directory: pathlib.Path) -> None:
         directory = pathlib.Path(directory)
         private_dir(directory)
@@ -126,53 +137,84 @@ class SQLiteAuditStore:
 
     def append(self, event: audit_pb2.AuditEvent) -> tuple[int, bytes]:
         """Store event durably and return (sequence, event_hash); the same event_id gives the same receipt."""
-        event_bytes = encode_event(event)
+        return self.append_batch([event])[0]
+
+    def append_batch(self, events: Sequence[audit_pb2.AuditEvent]) -> list[tuple[int, bytes]]:
+        """Store events in order in one transaction, one fsync (group commit); one receipt each.
+
+        An event_id already stored, or earlier in the batch, gives that event's receipt. All or nothing.
+        """
+        if not events:
+            return []
+        encoded = [encode_event(e) for e in events]
         with self._lock:
             try:
-                existing = self._db.execute(
-                    "SELECT sequence, event_hash FROM audit_events WHERE event_id = ?", (event.event_id,)
-                ).fetchone()
-                if existing is not None:
-                    return int(existing[0]), bytes(existing[1])
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    head = self._db.execute("SELECT sequence, event_hash FROM audit_head WHERE id = 1").fetchone()
-                    sequence, previous = (int(head[0]) + 1, bytes(head[1])) if head else (1, GENESIS_HASH)
-                    event_hash = chain_hash(previous, event_bytes)
-                    self._db.execute(
-                        "INSERT INTO audit_events (sequence, event_id, patient_id, time_ms, event, event_hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (sequence, event.event_id, event.patient_id, event.time_ms, event_bytes, event_hash),
-                    )
-                    self._db.execute(
-                        "INSERT INTO audit_head (id, sequence, event_hash) VALUES (1, ?, ?)"
-                        " ON CONFLICT (id) DO UPDATE SET sequence = excluded.sequence,"
-                        " event_hash = excluded.event_hash",
-                        (sequence, event_hash),
-                    )
-                    if event.alert:
-                        note = new_notification(event)
-                        self._db.execute(
-                            "INSERT INTO audit_notifications (notification_id, patient_id, time_ms, sequence, message)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            (note.notification_id, note.patient_id, note.time_ms, sequence, note.message),
-                        )
-                        item = new_review_item(event)
-                        self._db.execute(
-                            "INSERT INTO audit_review_items (item_id, sequence, status, created_ms)"
-                            " VALUES (?, ?, ?, ?)",
-                            (item.item_id, sequence, item.status, item.created_ms),
-                        )
+                    receipts = self._append_locked(events, encoded)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise Unavailable("audit store", f"cannot write event: {exc}") from exc
-        return sequence, event_hash
+                raise Unavailable("audit store", f"cannot write events: {exc}") from exc
+        return receipts
 
-    def history(self, patient_id: str, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
-        """A patient's events with since_ms <= time < until_ms (0 = open), newest first."""
+    def _append_locked(self, events: Sequence[audit_pb2.AuditEvent], encoded: list[bytes]) -> list[tuple[int, bytes]]:
+        ids = list({e.event_id for e in events})
+        known: dict[str, tuple[int, bytes]] = {}
+        for start in range(0, len(ids), 500):  # SQLite allows at most 999 parameters by default
+            chunk = ids[start:start + 500]
+            for event_id, sequence, event_hash in self._db.execute(
+                f"SELECT event_id, sequence, event_hash FROM audit_events WHERE event_id IN"
+                f" ({','.join('?' * len(chunk))})", chunk,
+            ):
+                known[str(event_id)] = (int(sequence), bytes(event_hash))
+        head = self._db.execute("SELECT sequence, event_hash FROM audit_head WHERE id = 1").fetchone()
+        sequence, previous = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
+        receipts: list[tuple[int, bytes]] = []
+        rows, alerts = [], []
+        for event, event_bytes in zip(events, encoded, strict=True):
+            if event.event_id in known:
+                receipts.append(known[event.event_id])
+                continue
+            sequence, previous = sequence + 1, chain_hash(previous, event_bytes)
+            known[event.event_id] = (sequence, previous)
+            receipts.append((sequence, previous))
+            rows.append((sequence, event.event_id, event.patient_id, event.time_ms, event_bytes, previous))
+            if event.alert:
+                alerts.append((event, sequence))
+        if not rows:
+            return receipts
+        self._db.executemany(
+            "INSERT INTO audit_events (sequence, event_id, patient_id, time_ms, event, event_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)", rows,
+        )
+        self._db.execute(
+            "INSERT INTO audit_head (id, sequence, event_hash) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET sequence = excluded.sequence, event_hash = excluded.event_hash",
+            (sequence, previous),
+        )
+        for event, event_sequence in alerts:
+            note = new_notification(event)
+            self._db.execute(
+                "INSERT INTO audit_notifications (notification_id, patient_id, time_ms, sequence, message)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (note.notification_id, note.patient_id, note.time_ms, event_sequence, note.message),
+            )
+            item = new_review_item(event)
+            self._db.execute(
+                "INSERT INTO audit_review_items (item_id, sequence, status, created_ms) VALUES (?, ?, ?, ?)",
+                (item.item_id, event_sequence, item.status, item.created_ms),
+            )
+        return receipts
+
+    def history(
+        self, patient_id: str, since_ms: int = 0, until_ms: int = 0, limit: int = 0, before: Cursor | None = None
+    ) -> list[audit_pb2.StoredAuditEvent]:
+        """A patient's events with since_ms <= time < until_ms (0 = open), newest first; at most limit (0 = all),
+        older than the cursor before. One range of the (patient_id, time_ms, sequence) index."""
         query = "SELECT sequence, event, event_hash FROM audit_events WHERE patient_id = ?"
         args: list[object] = [patient_id]
         if since_ms:
@@ -181,7 +223,11 @@ class SQLiteAuditStore:
         if until_ms:
             query += " AND time_ms < ?"
             args.append(until_ms)
-        query += " ORDER BY time_ms DESC, sequence DESC"
+        if before is not None:
+            query += " AND (time_ms, sequence) < (?, ?)"
+            args += list(before)
+        query += " ORDER BY time_ms DESC, sequence DESC LIMIT ?"
+        args.append(limit or -1)
         return [_stored(*row) for row in self._read("history", query, args)]
 
     def head(self) -> tuple[int, bytes]:
@@ -266,28 +312,36 @@ class SQLiteAuditStore:
         if not updated:
             raise NotFound(f"audit batch {batch_number} is not sealed")
 
-    def notifications(self, patient_id: str) -> list[audit_pb2.Notification]:
-        """A patient's notifications, newest first, each with its stored event."""
-        rows = self._read(
-            "notifications",
-            "SELECT n.notification_id, n.patient_id, n.time_ms, n.message, e.sequence, e.event, e.event_hash"
-            " FROM audit_notifications n JOIN audit_events e ON e.sequence = n.sequence"
-            " WHERE n.patient_id = ? ORDER BY n.time_ms DESC, n.sequence DESC", (patient_id,),
-        )
+    def notifications(
+        self, patient_id: str, limit: int = 0, before: Cursor | None = None
+    ) -> list[audit_pb2.Notification]:
+        """A patient's notifications, newest first, each with its stored event; at most limit (0 = all), older
+        than the cursor before."""
+        query = ("SELECT n.notification_id, n.patient_id, n.time_ms, n.message, e.sequence, e.event, e.event_hash"
+                 " FROM audit_notifications n JOIN audit_events e ON e.sequence = n.sequence WHERE n.patient_id = ?")
+        args: list[object] = [patient_id]
+        if before is not None:
+            query += " AND (n.time_ms, n.sequence) < (?, ?)"
+            args += list(before)
+        rows = self._read("notifications", query + " ORDER BY n.time_ms DESC, n.sequence DESC LIMIT ?",
+                          [*args, limit or -1])
         return [
             audit_pb2.Notification(notification_id=str(nid), patient_id=str(pid), time_ms=int(t),  # type: ignore
                                    message=str(message), event=_stored(seq, event, h))
             for nid, pid, t, message, seq, event, h in rows
         ]
 
-    def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
-        """Review items with this ReviewStatus (0 = any), oldest first, each with its stored event."""
-        query = f"SELECT {_REVIEW_COLUMNS} FROM audit_review_items r JOIN audit_events e ON e.sequence = r.sequence"
-        args: list[object] = []
+    def review_items(self, status: int = 0, limit: int = 0, after_sequence: int = 0) -> list[audit_pb2.ReviewItem]:
+        """Review items with this ReviewStatus (0 = any), oldest first, each with its stored event; at most limit
+        (0 = all) of alert events after after_sequence (an index range: by status, then sequence)."""
+        query = (f"SELECT {_REVIEW_COLUMNS} FROM audit_review_items r JOIN audit_events e ON e.sequence = r.sequence"
+                 " WHERE r.sequence > ?")
+        args: list[object] = [after_sequence]
         if status:
-            query += " WHERE r.status = ?"
+            query += " AND r.status = ?"
             args.append(status)
-        return [_review(row) for row in self._read("review items", query + " ORDER BY r.sequence", args)]
+        return [_review(row) for row in self._read("review items", query + " ORDER BY r.sequence LIMIT ?",
+                                                   [*args, limit or -1])]
 
     def review_item(self, item_id: str) -> audit_pb2.ReviewItem | None:
         """One review item, or None."""
@@ -318,22 +372,37 @@ class SQLiteAuditStore:
             raise FailedPrecondition(f"review item {item_id} is already resolved")
         return item
 
-    def verify(self) -> AuditVerification:
-        """Recompute every link and every batch root from the stored bytes; name the first bad sequence."""
+    def verify(self, checkpoint: ChainCheckpoint | None = None) -> AuditVerification:
+        """Recompute every link and every batch root from the stored bytes; name the first bad sequence.
+
+        From a trusted checkpoint: only the events and batches after it (O(new)), once its event and batch
+        are found unchanged.
+        """
+        start = checkpoint or GENESIS
         with self._lock:
             try:
                 rows = self._db.execute(
                     "SELECT sequence, event_id, patient_id, time_ms, event, event_hash"
-                    " FROM audit_events ORDER BY sequence"
+                    " FROM audit_events WHERE sequence > ? ORDER BY sequence", (start.sequence,)
                 ).fetchall()
                 head = self._db.execute("SELECT sequence, event_hash FROM audit_head WHERE id = 1").fetchone()
                 batches = [
-                    _batch(row)
-                    for row in self._db.execute(f"SELECT {_BATCH_COLUMNS} FROM audit_batches ORDER BY batch_number")
+                    _batch(row) for row in self._db.execute(
+                        f"SELECT {_BATCH_COLUMNS} FROM audit_batches WHERE batch_number > ? ORDER BY batch_number",
+                        (start.batch_number,))
                 ]
+                start_hash = self._db.execute(
+                    "SELECT event_hash FROM audit_events WHERE sequence = ?", (start.sequence,)).fetchone()
+                start_batch = self._db.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM audit_batches WHERE batch_number = ?", (start.batch_number,)
+                ).fetchone()
             except sqlite3.Error as exc:
                 raise Unavailable("audit store", f"cannot read chain: {exc}") from exc
-        walk = ChainWalk()
+        moved = check_start(start, None if start_hash is None else bytes(start_hash[0]),
+                            None if start_batch is None else _batch(start_batch))
+        if moved is not None:
+            return moved
+        walk = ChainWalk(start)
         for sequence, event_id, patient_id, time_ms, event_bytes, stored_hash in rows:
             checked = walk.check(int(sequence), bytes(stored_hash), bytes(event_bytes))
             if isinstance(checked, AuditVerification):

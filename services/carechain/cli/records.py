@@ -5,6 +5,8 @@
     carechain records get --key-file KEY RECORD_ID [--purpose treat] [--action access|disclose]
                           [--break-glass REASON] [--out FILE] [--json]
         read a record as consent permits: the exact stored JSON on stdout, or in --out (0600)
+    carechain records import --key-file HOSPITAL_KEY (--patient PSN | --patients MAP.json) PATH...
+        bulk-import NDJSON (Synthea, bulk export) and Bundle files (carechain.cli.records_import)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from carechain.cli.records_import import add_import_command
 from carechain.cli.session import (
     add_caller_arguments,
     add_network_arguments,
@@ -98,3 +101,5 @@ def add_records_commands(sub: Any) -> None:
     get.add_argument("--out", default="", help="write the resource to this file (0600) instead of stdout")
     add_output_arguments(get)
     get.set_defaults(func=cmd_get)
+
+    add_import_command(records_sub)

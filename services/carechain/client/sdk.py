@@ -20,8 +20,8 @@ import json
 import os
 import pathlib
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
 
 from carechain.audit.hashchain import verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -53,6 +53,8 @@ Kind = common_pb2.PrincipalKind
 Purpose = common_pb2.PurposeOfUse
 Category = common_pb2.SensitivityCategory
 
+#: Bytes per message of a streamed large-record upload.
+LARGE_CHUNK_BYTES = 1024 * 1024
 #: The line of a key file that names its principal (RFC 7468 explanatory text before the PEM block).
 KEY_FILE_PRINCIPAL_HEADER = "CareChain-Principal:"
 
@@ -259,6 +261,69 @@ class CareChainClient:
         request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
         return self.records.PutRecord(request, timeout=30)
 
+    def import_bundle(self, bundle: dict[str, Any] | bytes, patient_ids: Iterable[str],
+                      timeout: float = 600) -> records_pb2.ImportBundleResponse:
+        """Import a FHIR batch or transaction Bundle about the listed patients (docs/sdk.md, "Bulk import").
+
+        Each entry becomes its own record; the response has a FHIR batch/transaction-response Bundle and one
+        ImportResult per entry (code 0 = committed). A transaction refused before any write raises.
+        """
+        raw = bundle if isinstance(bundle, bytes) else json.dumps(bundle).encode()
+        request = records_pb2.ImportBundleRequest(bundle_json=raw, patient_ids=list(patient_ids))
+        return self.records.ImportBundle(request, timeout=timeout)
+
+    def import_records(self, resources: Iterable[tuple[str, dict[str, Any] | bytes, str]],
+                       timeout: float | None = None) -> Iterator[records_pb2.ImportResult]:
+        """Import (patient_id, resource, client_ref) triples as one stream; yields a result per resource.
+
+        Results come in completion order (ImportResult.index is the position in resources, client_ref is
+        echoed); resources are read lazily, as fast as the server writes them (bounded memory both ends).
+        """
+        requests = (records_pb2.ImportRecordsRequest(
+            patient_id=patient_id, client_ref=client_ref,
+            resource_json=resource if isinstance(resource, bytes) else json.dumps(resource).encode())
+            for patient_id, resource, client_ref in resources)
+        return iter(self.records.ImportRecords(requests, timeout=timeout))
+
+    def put_large_record(self, patient_id: str, envelope: dict[str, Any] | bytes, data: Iterable[bytes] | BinaryIO,
+                         size: int, timeout: float | None = None) -> records_pb2.PutRecordResponse:
+        """Store a resource with a big attachment: the resource without its data, then the data streamed.
+
+        envelope is a DocumentReference (data of content[0].attachment) or Media (content) with no
+        ``data``; data is an iterable of bytes or a binary file (read in 1 MiB chunks); size its length.
+        """
+        raw = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+        chunks = iter(lambda: data.read(LARGE_CHUNK_BYTES), b"") if hasattr(data, "read") else data
+
+        def requests() -> Iterator[records_pb2.PutRecordStreamRequest]:
+            yield records_pb2.PutRecordStreamRequest(header=records_pb2.LargeRecordHeader(
+                patient_id=patient_id, resource_json=raw, attachment_size=size))
+            for chunk in chunks:  # type: ignore[union-attr]
+                for start in range(0, len(chunk), LARGE_CHUNK_BYTES):
+                    yield records_pb2.PutRecordStreamRequest(data=chunk[start:start + LARGE_CHUNK_BYTES])
+
+        return self.records.PutRecordStream(requests(), timeout=timeout)
+
+    def get_large_record(self, record_id: str, out: BinaryIO, purpose: int = Purpose.PURPOSE_OF_USE_TREAT,
+                         action: int = 0, timeout: float | None = None) -> records_pb2.GetRecordResponse:
+        """Read a record as a stream: its attachment data written to out, the rest returned.
+
+        Returns the header (resource_json without the data; attachment_size bytes were written to out).
+        Each segment was authenticated before it was sent; a DATA_LOSS part-way means out is incomplete.
+        """
+        responses = self.records.GetRecordStream(
+            records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose, action=action),  # type: ignore[arg-type]
+            timeout=timeout)
+        header = None
+        for response in responses:
+            if response.WhichOneof("part") == "header":
+                header = response.header
+            else:
+                out.write(response.data)
+        if header is None:
+            raise ValueError("GetRecordStream ended without a header")
+        return header
+
     def deactivate_principal(self, principal_id: str) -> identity_pb2.Principal:
         """Deactivate a principal this client's organisation (or, for organisations, the operator) registered."""
         return self.identity.DeactivatePrincipal(
@@ -372,35 +437,49 @@ class CareChainClient:
         return self.consent.RevokeDelegate(consent_pb2.RevokeDelegateRequest(transaction=tx), timeout=30)
 
     def access_history(self, since_ms: int = 0, until_ms: int = 0) -> list[audit_pb2.StoredAuditEvent]:
-        """This patient's access history, newest first."""
-        response = self.audit.GetAccessHistory(
-            audit_pb2.GetAccessHistoryRequest(patient_id=self.principal_id, since_ms=since_ms, until_ms=until_ms),
-            timeout=30,
-        )
-        return list(response.events)
+        """This patient's access history, newest first (every page)."""
+        request = audit_pb2.GetAccessHistoryRequest(patient_id=self.principal_id, since_ms=since_ms,
+                                                    until_ms=until_ms)
+        return [e for page in self._audit_pages(self.audit.GetAccessHistory, request) for e in page.events]
+
+    def _audit_pages(self, rpc: Any, request: Any) -> Iterator[Any]:
+        """Every page of an audit listing: request again with each next_page_token until there is none."""
+        while True:
+            page = rpc(request, timeout=30)
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     # --- audit ---------------------------------------------------------------
 
     def accounting_of_disclosures(
         self, since_ms: int = 0, until_ms: int = 0, patient_id: str = ""
     ) -> list[audit_pb2.Disclosure]:
-        """Who accessed this patient's data, when, what and why (at most six years; default the last six)."""
-        response = self.audit.GetAccessHistory(
-            audit_pb2.GetAccessHistoryRequest(patient_id=patient_id or self.principal_id, since_ms=since_ms,
-                                              until_ms=until_ms),
-            timeout=30,
-        )
-        return list(response.disclosures)
+        """Who accessed this patient's data, when, what and why (at most six years; default the last six).
+
+        Pages through the whole period (the service answers a page at a time)."""
+        request = audit_pb2.GetAccessHistoryRequest(patient_id=patient_id or self.principal_id, since_ms=since_ms,
+                                                    until_ms=until_ms)
+        return [d for page in self._audit_pages(self.audit.GetAccessHistory, request) for d in page.disclosures]
 
     def notifications(self, patient_id: str = "") -> list[audit_pb2.Notification]:
-        """This patient's notifications (e.g. break-glass accesses), newest first."""
+        """This patient's notifications (e.g. break-glass accesses), newest first (every page)."""
         request = audit_pb2.ListNotificationsRequest(patient_id=patient_id)
-        return list(self.audit.ListNotifications(request, timeout=30).notifications)
+        return [n for page in self._audit_pages(self.audit.ListNotifications, request) for n in page.notifications]
 
     def export_audit_fhir(self, since_ms: int = 0, until_ms: int = 0, patient_id: str = "") -> dict[str, Any]:
-        """This patient's audit events as a FHIR R4 Bundle of AuditEvent resources."""
+        """This patient's audit events as a FHIR R4 Bundle of AuditEvent resources (the pages' entries in one)."""
         request = audit_pb2.ExportFhirBundleRequest(patient_id=patient_id, since_ms=since_ms, until_ms=until_ms)
-        return json.loads(self.audit.ExportFhirBundle(request, timeout=60).bundle_json)
+        bundle: dict[str, Any] | None = None
+        for page in self._audit_pages(self.audit.ExportFhirBundle, request):
+            part = json.loads(page.bundle_json)
+            if bundle is None:
+                bundle = part
+            else:
+                bundle.setdefault("entry", []).extend(part.get("entry", []))
+        assert bundle is not None
+        return bundle
 
     def audit_event_proof(self, sequence: int, event_hash: bytes | None = None,
                           trust: LedgerTrust | None = None) -> audit_pb2.EventProof:
@@ -439,18 +518,22 @@ class CareChainClient:
         return AuditEventStream(self.audit.StreamEvents(request))
 
     def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
-        """The privacy officer's review queue (operator or service)."""
-        return list(self.audit.ListReviewItems(audit_pb2.ListReviewItemsRequest(status=status), timeout=30).items)
+        """The privacy officer's review queue (operator or service), every page."""
+        request = audit_pb2.ListReviewItemsRequest(status=status)
+        return [i for page in self._audit_pages(self.audit.ListReviewItems, request) for i in page.items]
 
     def resolve_review_item(self, item_id: str, note: str) -> audit_pb2.ReviewItem:
         """Close a review item with a note (operator or service); the resolution is audited."""
         return self.audit.ResolveReviewItem(audit_pb2.ResolveReviewItemRequest(item_id=item_id, note=note),
                                             timeout=30)
 
-    def verify_audit(self, check_ledger: bool = False) -> audit_pb2.VerifyAuditChainResponse:
-        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger)."""
-        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(check_ledger=check_ledger),
-                                           timeout=120)
+    def verify_audit(
+        self, check_ledger: bool = False, from_checkpoint: audit_pb2.AuditChainCheckpoint | None = None
+    ) -> audit_pb2.VerifyAuditChainResponse:
+        """Ask the audit service to re-verify its chain and batches (and their anchors on the ledger); from a
+        checkpoint an earlier answer returned (``response.checkpoint``), only what follows it."""
+        return self.audit.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(
+            check_ledger=check_ledger, from_checkpoint=from_checkpoint), timeout=120)
 
     # --- ledger --------------------------------------------------------------
 

@@ -6,6 +6,18 @@ signed by this service for ``IdentityService.ReleaseDataKey``, which asks
 :meth:`Decisions.check` just before unwrapping the key, so a revocation
 committed after the decision still stops the release.
 
+Every answer is given on a state synchronised after the request arrived (a
+revocation committed before it is always seen). Concurrent requests share that
+synchronisation (:class:`carechain.runtime.batching.MicroBatcher`: one ledger
+read for all the calls waiting, none added for a lone call), and
+:meth:`Decisions.decide_many` decides a whole batch on one.
+
+A token this replica issued is remembered (:class:`IssuedDecisions`, by its
+hash, until it expires), so ``CheckDecision`` re-decides it without parsing and
+verifying the JWT again; any other token is verified as before. Either way the
+decision is re-made on the current state, so a revocation still stops the
+release.
+
 Break-glass windows are recorded on the ledger (``BreakGlassAccess``, signed by
 this service) at their first use, so every replica and every restart sees the
 same window: it cannot be extended by restarting the service or asking another
@@ -14,7 +26,12 @@ replica.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.following import FollowedLedger
@@ -26,17 +43,65 @@ from carechain.consent.policy import (
     decide,
     evaluate,
 )
+from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.state import PrincipalInfo, RecordInfo
 from carechain.consent.v1 import consent_pb2
 from carechain.core.crypto import Signer
 from carechain.core.decision_claims import DecisionClaims, issue_decision_token, verify_decision_token
-from carechain.core.errors import InvalidArgument, NotFound, Unauthenticated
+from carechain.core.errors import CareChainError, InvalidArgument, NotFound, Unauthenticated
+from carechain.core.tokens import CLOCK_SKEW_SECONDS
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime import metrics
+from carechain.runtime.batching import MicroBatcher
 
 log = logging.getLogger("carechain.consent")
 
 _DENY = consent_pb2.DECISION_EFFECT_DENY
+#: Most requests one DecideMany may carry.
+MAX_DECIDE_MANY = 256
+#: Most issued, not yet checked decision tokens remembered (the oldest are forgotten first).
+MAX_REMEMBERED_TOKENS = 100_000
+
+
+class IssuedDecisions:
+    """The decision tokens this replica issued and has not re-checked yet: token hash -> claims.
+
+    A token found here is byte for byte one this service signed, so its signature, type and audience
+    hold; only its lifetime is checked (with a second of margin inside what verification accepts, so
+    a token near its end is verified, and refused, exactly as before). Each is taken once: a second
+    check of the same token verifies it in full.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_entries: int = MAX_REMEMBERED_TOKENS) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._tokens: OrderedDict[bytes, DecisionClaims] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def _usable(self, claims: DecisionClaims) -> bool:
+        return self._clock() < claims.expires_at + CLOCK_SKEW_SECONDS - 1
+
+    def remember(self, token: str, claims: DecisionClaims) -> None:
+        with self._lock:
+            self._tokens[self._key(token)] = claims
+            # Roughly in expiry order (one TTL): drop expired ones from the front, then any excess.
+            while self._tokens and (len(self._tokens) > self._max
+                                    or not self._usable(next(iter(self._tokens.values())))):
+                self._tokens.popitem(last=False)
+
+    def take(self, token: str) -> DecisionClaims | None:
+        """The claims of an issued, unexpired token (once); None: not known here, so verify it."""
+        with self._lock:
+            claims = self._tokens.pop(self._key(token), None)
+        return claims if claims is not None and self._usable(claims) else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)
 
 
 class Decisions:
@@ -55,6 +120,18 @@ class Decisions:
         self._signer = signer
         self._ttl = token_ttl_seconds
         self._break_glass = break_glass
+        # One flush is one sync; the batcher takes a caller's request into a flush that starts after it
+        # arrived, so every caller is answered on a state at least as new as the ledger at its arrival.
+        self._syncs: MicroBatcher[None, None] = MicroBatcher("consent-sync", self._sync_for, max_in_flight=1)
+        self._issued = IssuedDecisions()
+
+    def _sync_for(self, waiting: list[None]) -> list[None]:
+        self._ledger.sync()
+        return [None] * len(waiting)
+
+    def sync(self) -> None:
+        """Catch up with the ledger as of now (shared with concurrent callers); UNAVAILABLE if it is down."""
+        self._syncs.submit(None)
 
     def decide(
         self, actor_id: str, record_id: str, purpose: int, action: int, break_glass: bool = False
@@ -63,7 +140,33 @@ class Decisions:
 
         The arguments are already validated (known purpose and action, break-glass reason given).
         """
-        self._ledger.sync()
+        self.sync()
+        return self._decide_synced(actor_id, record_id, purpose, action, break_glass)
+
+    def decide_many(self, requests: list[consent_pb2.DecideRequest]) -> list[consent_pb2.Decision | CareChainError]:
+        """Each request decided as :meth:`decide` (after :func:`validate_decide_request`) would, on one sync.
+
+        A request Decide would refuse gets that error in its place; a failure of the sync itself (ledger
+        down) raises for all, as it would for each Decide.
+        """
+        if not requests:
+            raise InvalidArgument("requests", "must hold at least one DecideRequest")
+        if len(requests) > MAX_DECIDE_MANY:
+            raise InvalidArgument("requests", f"holds {len(requests)} requests; the limit is {MAX_DECIDE_MANY}")
+        self.sync()
+        results: list[consent_pb2.Decision | CareChainError] = []
+        for request in requests:
+            try:
+                purpose, action = validate_decide_request(request)
+                results.append(self._decide_synced(request.actor_id, request.record_id, purpose, action,
+                                                   request.break_glass))
+            except CareChainError as exc:
+                results.append(exc)
+        return results
+
+    def _decide_synced(
+        self, actor_id: str, record_id: str, purpose: int, action: int, break_glass: bool
+    ) -> consent_pb2.Decision:
         record = self._state.record(record_id)
         if record is None:
             raise NotFound(f"record {record_id} is not registered")
@@ -103,6 +206,7 @@ class Decisions:
             break_glass_started_at_ms=decision.break_glass_started_at_ms,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
         ), ttl)
+        self._issued.remember(token, issued)
         metrics.CONSENT_DECISIONS.add(1, {"effect": "permit"})
         if decision.break_glass:
             metrics.BREAK_GLASS_USES.add(1)
@@ -156,11 +260,13 @@ class Decisions:
 
     def check(self, decision_token: str) -> PolicyDecision:
         """Whether a decision token this service issued still holds on the current state (a deny says why)."""
-        try:
-            claims = verify_decision_token(decision_token, self._signer.public_key_bytes())
-        except Unauthenticated as exc:
-            return PolicyDecision(_DENY, f"decision token rejected: {exc.message}")
-        self._ledger.sync()
+        claims = self._issued.take(decision_token)
+        if claims is None:  # issued by another replica, checked before, near its end, or not ours: verify
+            try:
+                claims = verify_decision_token(decision_token, self._signer.public_key_bytes())
+            except Unauthenticated as exc:
+                return PolicyDecision(_DENY, f"decision token rejected: {exc.message}")
+        self.sync()
         held = self._recheck(claims)
         if not held.permitted:
             log.info("decision no longer holds", extra={"decision_id": claims.decision_id, "reason": held.reason})
@@ -185,6 +291,17 @@ class Decisions:
             window = BreakGlassWindow(claims.break_glass_started_at_ms, claims.break_glass_expires_at_ms)
             return decide(consents, access, self._break_glass or BreakGlassRules(frozenset(), 0), window)
         return evaluate(consents, access)
+
+
+def validate_decide_request(request: consent_pb2.DecideRequest) -> tuple[int, int]:
+    """The validated purpose and action of a DecideRequest; InvalidArgument naming the first bad field."""
+    if not request.actor_id:
+        raise InvalidArgument("actor_id", "required")
+    if not request.record_id:
+        raise InvalidArgument("record_id", "required")
+    purpose, action = purpose_and_action(request.purpose, request.action)
+    validate_break_glass_request(request.break_glass, request.break_glass_reason)
+    return purpose, action
 
 
 def purpose_and_action(purpose: int, action: int) -> tuple[int, int]:

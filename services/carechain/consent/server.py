@@ -25,8 +25,7 @@ from typing import Any
 import grpc
 
 from carechain.audit.events import AuditReporter
-from carechain.consent import rules as consent_rules
-from carechain.consent.decisions import Decisions, purpose_and_action
+from carechain.consent.decisions import Decisions, validate_decide_request
 from carechain.consent.fhir_consent import consent_json
 from carechain.consent.following import FOLLOW_SECONDS, FollowedLedger
 from carechain.consent.grants import Grants
@@ -92,6 +91,7 @@ ACCESS = AccessTable(SERVICE, {
     "RevokeConsent": Allow.of(patient=_REVOKE, practitioner=_REVOKE),
     "ListConsents": Allow.of(patient=_READ_CONSENTS, practitioner=_READ_CONSENTS, service=ANY),
     "Decide": Allow.of(service=ANY, services=["records"], note="the reason never names a category"),
+    "DecideMany": Allow.of(service=ANY, services=["records"], note="as Decide, one result per request"),
     "CheckDecision": Allow.of(service=ANY, services=["identity"], note="at key release"),
     "ExportConsent": Allow.of(patient=_EXPORT, practitioner=_EXPORT, service=ANY,
                               note="not yours and unknown are the same NOT_FOUND"),
@@ -188,13 +188,20 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     # --- decisions -------------------------------------------------------------
 
     def Decide(self, request: consent_pb2.DecideRequest, context: grpc.ServicerContext) -> consent_pb2.Decision:
-        if not request.actor_id:
-            raise InvalidArgument("actor_id", "required")
-        if not request.record_id:
-            raise InvalidArgument("record_id", "required")
-        purpose, action = purpose_and_action(request.purpose, request.action)
-        consent_rules.validate_break_glass_request(request.break_glass, request.break_glass_reason)
+        purpose, action = validate_decide_request(request)
         return self.decisions.decide(request.actor_id, request.record_id, purpose, action, request.break_glass)
+
+    def DecideMany(self, request: consent_pb2.DecideManyRequest, context: grpc.ServicerContext
+                   ) -> consent_pb2.DecideManyResponse:
+        """Decide's answers for several requests, on one synchronised state (per-request errors in place)."""
+        results = []
+        for answer in self.decisions.decide_many(list(request.requests)):
+            if isinstance(answer, CareChainError):
+                results.append(consent_pb2.DecideResult(error=consent_pb2.DecideError(
+                    code=answer.code.value[0], message=answer.message)))
+            else:
+                results.append(consent_pb2.DecideResult(decision=answer))
+        return consent_pb2.DecideManyResponse(results=results)
 
     def CheckDecision(
         self, request: consent_pb2.CheckDecisionRequest, context: grpc.ServicerContext

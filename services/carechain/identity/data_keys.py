@@ -6,20 +6,36 @@ patient and record. A data key is released only against a single-use consent
 decision token (:class:`carechain.core.decision_claims.DecisionClaims`) bound to
 the record and its patient, after the consent service confirms the decision
 still holds (so a revocation committed after the decision stops the release).
+
+Batches (``generate_many``, ``release_many``) check every item exactly as the
+single call does and answer each with its own result or error; what they share
+is the work: one patient-key lookup per patient, one wrap or unwrap request per
+patient key (Transit ``batch_input``), one registry transaction. A patient's key
+is created once (at registration, or at the first write of a patient registered
+before this) and known from then on, instead of a create-or-check per record.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from carechain.core.crypto import same
 from carechain.core.decision_claims import DecisionClaims, verify_decision_token
-from carechain.core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
+from carechain.core.errors import (
+    AlreadyExists,
+    CareChainError,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from carechain.core.layout import DECISION_ISSUER_ID, TrustBundle
 from carechain.core.tokens import CLOCK_SKEW_SECONDS
 from carechain.identity.principals import Principals
@@ -32,6 +48,11 @@ log = logging.getLogger("carechain.identity")
 
 # Asks the consent service whether a decision token still holds: (permitted, reason).
 CheckDecision = Callable[[str], tuple[bool, str]]
+
+# A batch item's answer: its result, or the error the single call would have raised.
+Outcome = object
+# Consent re-checks of one release batch run this many at a time (each is one CheckDecision call).
+MAX_PARALLEL_DECISION_CHECKS = 8
 
 
 def patient_key_name(patient_id: str) -> str:
@@ -53,9 +74,17 @@ class _PatientLocks:
 
     @contextmanager
     def hold(self, patient_id: str) -> Iterator[None]:
+        with self.hold_all([patient_id]):
+            yield
+
+    @contextmanager
+    def hold_all(self, patient_ids: Iterable[str]) -> Iterator[None]:
+        """Hold several patients' locks, always taken in the same (sorted) order: no deadlock between batches."""
         with self._guard:
-            lock = self._locks.setdefault(patient_id, threading.Lock())
-        with lock:
+            locks = [self._locks.setdefault(p, threading.Lock()) for p in sorted(set(patient_ids))]
+        with ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
             yield
 
 
@@ -80,49 +109,145 @@ class DataKeys:
         self._check_decision = check_decision
         self._clock = clock
         self._patient_locks = _PatientLocks()
+        self._known_lock = threading.Lock()
+        self._known_patients: set[str] = set()  # registered, and their key exists
+
+    def create_patient_key(self, patient_id: str) -> None:
+        """Create a patient's key-encryption key (at registration) and remember that it exists."""
+        self._keys.create_key(patient_key_name(patient_id))
+        with self._known_lock:
+            self._known_patients.add(patient_id)
+
+    def _require_patient_key(self, patient_id: str) -> None:
+        """A registered patient whose key exists; checked and created once per patient, then remembered.
+
+        Patients are never unregistered and their keys are only rotated, never deleted by this service,
+        so what was true once stays true.
+        """
+        with self._known_lock:
+            if patient_id in self._known_patients:
+                return
+        self._principals.require_patient(patient_id)
+        self.create_patient_key(patient_id)  # a patient registered before keys were made at registration
 
     def generate(self, patient_id: str, record_id: str) -> tuple[bytes, str, int]:
         """A new data key for a record: (plaintext, key name, key version); the wrapped form is stored."""
-        self._principals.require_patient(patient_id)
-        key_name = patient_key_name(patient_id)
-        with self._patient_locks.hold(patient_id):
-            if self._registry.data_key(record_id) is not None:
-                raise AlreadyExists(f"record {record_id} already has a data key")
-            self._keys.create_key(key_name)  # no-op after the patient's first record
-            plaintext, wrapped = self._keys.generate_data_key(key_name, data_key_context(patient_id, record_id))
-            version = wrapped_key_version(wrapped)
-            self._registry.add_data_key(StoredDataKey(record_id, patient_id, key_name, version, wrapped))
-        return plaintext, key_name, version
+        return _one(self.generate_many([(patient_id, record_id)]))  # type: ignore[return-value]
+
+    def generate_many(self, items: list[tuple[str, str]]) -> list[Outcome]:
+        """generate for each (patient_id, record_id): (plaintext, key name, version) or that item's error."""
+        results: list[Outcome] = [None] * len(items)
+        by_patient: dict[str, list[int]] = defaultdict(list)
+        seen: set[str] = set()
+        for i, (patient_id, record_id) in enumerate(items):
+            if record_id in seen:
+                results[i] = AlreadyExists(f"record {record_id} already has a data key")
+                continue
+            seen.add(record_id)
+            try:
+                self._require_patient_key(patient_id)
+            except (NotFound, FailedPrecondition) as exc:
+                results[i] = exc
+                continue
+            by_patient[patient_id].append(i)
+        if not by_patient:
+            return results
+        with self._patient_locks.hold_all(by_patient):
+            made: list[tuple[int, bytes, StoredDataKey]] = []
+            for patient_id, indexes in by_patient.items():
+                key_name = patient_key_name(patient_id)
+                keys = self._keys.generate_data_keys(
+                    key_name, [data_key_context(patient_id, items[i][1]) for i in indexes])
+                for i, (plaintext, wrapped) in zip(indexes, keys, strict=True):
+                    made.append((i, plaintext, StoredDataKey(items[i][1], patient_id, key_name,
+                                                             wrapped_key_version(wrapped), wrapped)))
+            # The store refuses a record that has a key already (no look-up first: one request less per record
+            # on Vault); the key made for it is then forgotten unused.
+            stored = self._registry.add_data_keys([key for _, _, key in made])
+        for (i, plaintext, key), added in zip(made, stored, strict=True):
+            results[i] = ((plaintext, key.key_name, key.key_version) if added
+                          else AlreadyExists(f"record {key.record_id} already has a data key"))
+        return results
 
     def release(self, record_id: str, decision_token: str) -> bytes:
         """The plaintext data key of record_id, against a decision token for it; PermissionDenied saying why not."""
+        return _one(self.release_many([(record_id, decision_token)]))  # type: ignore[return-value]
+
+    def release_many(self, items: list[tuple[str, str]]) -> list[Outcome]:
+        """release for each (record_id, decision_token): the plaintext key, or the error the single call raises.
+
+        Every item is checked on its own (token signature and expiry, record, patient, consent re-check,
+        single use); a bad token fails only its item.
+        """
+        results: list[Outcome] = [None] * len(items)
+        claims: dict[int, DecisionClaims] = {}
+        for i, (record_id, token) in enumerate(items):
+            try:
+                claims[i] = self._verify_release_claims(record_id, token)
+            except CareChainError as exc:
+                results[i] = exc
+        stored_keys = self._registry.data_keys([items[i][0] for i in claims])
+        for i in list(claims):
+            record_id = items[i][0]
+            stored = stored_keys.get(record_id)
+            if stored is None:
+                results[i] = NotFound(f"record {record_id} has no data key")
+            elif not same(claims[i].patient_id, stored.patient_id):
+                results[i] = PermissionDenied("decision token is for a different patient than the record's")
+            if results[i] is not None:
+                del claims[i]
+        # Just before unwrapping: a revocation committed after the decision was issued still stops it.
+        for i, refusal in self._check_decisions({i: items[i][1] for i in claims}).items():
+            results[i] = refusal
+            del claims[i]
+        # Remember each jti as long as its token could still pass verification.
+        now_ms = int(self._clock() * 1000)
+        fresh = self._registry.use_decision_tokens(
+            [(c.decision_id, int((c.expires_at + CLOCK_SKEW_SECONDS) * 1000)) for c in claims.values()], now_ms)
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for i, unused in zip(list(claims), fresh, strict=True):
+            if unused:
+                by_key[stored_keys[items[i][0]].key_name].append(i)
+            else:
+                results[i] = PermissionDenied("decision token already used")
+                del claims[i]
+        for key_name, indexes in by_key.items():
+            unwrapped = self._keys.decrypt_data_keys(key_name, [
+                (stored_keys[items[i][0]].wrapped,
+                 data_key_context(stored_keys[items[i][0]].patient_id, items[i][0])) for i in indexes])
+            for i, plaintext in zip(indexes, unwrapped, strict=True):
+                results[i] = plaintext
+                if not isinstance(plaintext, CareChainError):
+                    log.info("data key released", extra={"record_id": items[i][0], "actor_id": claims[i].actor_id,
+                                                         "consent_id": claims[i].consent_id})
+        return results
+
+    def _verify_release_claims(self, record_id: str, decision_token: str) -> DecisionClaims:
+        """A decision token's claims if it is valid and for record_id (what needs no store); PermissionDenied."""
         claims = self._verify_decision_token(decision_token)
         if claims.record_id != record_id:
             raise PermissionDenied("decision token is for a different record")
-        stored = self._registry.data_key(record_id)
-        if stored is None:
-            raise NotFound(f"record {record_id} has no data key")
-        if not same(claims.patient_id, stored.patient_id):
-            raise PermissionDenied("decision token is for a different patient than the record's")
         if not claims.decision_id:
             raise PermissionDenied("decision token has no jti")
-        if self._check_decision is not None:
-            # Just before unwrapping: a revocation committed after the decision was issued still stops it.
-            permitted, reason = self._check_decision(decision_token)
-            if not permitted:
-                raise PermissionDenied(reason or "consent revoked")
-        # Remember the jti as long as the token could still pass verification.
-        used_until_ms = int((claims.expires_at + CLOCK_SKEW_SECONDS) * 1000)
-        if not self._registry.use_decision_token(claims.decision_id, used_until_ms, int(self._clock() * 1000)):
-            raise PermissionDenied("decision token already used")
-        plaintext = self._keys.decrypt_data_key(
-            stored.key_name, stored.wrapped, data_key_context(stored.patient_id, record_id)
-        )
-        log.info(
-            "data key released",
-            extra={"record_id": record_id, "actor_id": claims.actor_id, "consent_id": claims.consent_id},
-        )
-        return plaintext
+        return claims
+
+    def _check_decisions(self, tokens: dict[int, str]) -> dict[int, CareChainError]:
+        """Ask consent about each token (a few at once); the refusals. An error reaching consent propagates."""
+        if self._check_decision is None or not tokens:
+            return {}
+        check = self._check_decision
+
+        def refusal(token: str) -> CareChainError | None:
+            permitted, reason = check(token)
+            return None if permitted else PermissionDenied(reason or "consent revoked")
+
+        if len(tokens) == 1:
+            answers = [refusal(t) for t in tokens.values()]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(min(len(tokens), MAX_PARALLEL_DECISION_CHECKS),
+                                                       thread_name_prefix="check-decision") as pool:
+                answers = list(pool.map(refusal, tokens.values()))
+        return {i: answer for i, answer in zip(tokens, answers, strict=True) if answer is not None}
 
     def delete(self, record_id: str, patient_id: str) -> None:
         """Delete a record's wrapped key; only for a write audited as attempted and never on the ledger.
@@ -155,14 +280,11 @@ class DataKeys:
         with self._patient_locks.hold(patient_id):
             self._keys.create_key(key_name)
             version = self._keys.rotate(key_name)
-            rewrapped = [
-                dataclasses.replace(
-                    stored,
-                    key_version=version,
-                    wrapped=self._keys.rewrap(key_name, stored.wrapped, data_key_context(patient_id, stored.record_id)),
-                )
-                for stored in self._registry.patient_data_keys(patient_id)
-            ]
+            stored_keys = self._registry.patient_data_keys(patient_id)
+            wrapped = self._keys.rewrap_many(
+                key_name, [(s.wrapped, data_key_context(patient_id, s.record_id)) for s in stored_keys])
+            rewrapped = [dataclasses.replace(s, key_version=version, wrapped=w)
+                         for s, w in zip(stored_keys, wrapped, strict=True)]
             self._registry.replace_wrapped_keys(rewrapped)
             # Only now may old versions be refused: every stored key is wrapped under the new one.
             self._keys.set_min_decryption_version(key_name, version)
@@ -170,3 +292,10 @@ class DataKeys:
         log.info("patient key rotated", extra={"patient_id": patient_id, "key_version": version,
                                                "rewrapped": len(rewrapped)})
         return version, len(rewrapped)
+
+
+def _one(outcomes: list[Outcome]) -> object:
+    """The only outcome of a batch of one: its result, or its error raised."""
+    if isinstance(outcomes[0], BaseException):
+        raise outcomes[0]
+    return outcomes[0]

@@ -94,8 +94,17 @@ class IdentityStore(Protocol):
         """Store a record's wrapped data key; AlreadyExists if the record has one."""
         ...
 
+    def add_data_keys(self, keys: list[StoredDataKey]) -> list[bool]:
+        """Store several records' wrapped data keys (one transaction where the store has them); per key,
+        False if its record had one already (that key is not stored, the others are)."""
+        ...
+
     def data_key(self, record_id: str) -> StoredDataKey | None:
         """A record's wrapped data key, or None."""
+        ...
+
+    def data_keys(self, record_ids: list[str]) -> dict[str, StoredDataKey]:
+        """The wrapped data keys of those of record_ids that have one, by record id."""
         ...
 
     def patient_data_keys(self, patient_id: str) -> list[StoredDataKey]:
@@ -112,4 +121,8 @@ class IdentityStore(Protocol):
 
     def use_decision_token(self, jti: str, expires_at_ms: int, now_ms: int) -> bool:
         """Mark a decision token used; False if it was used before and has not expired."""
+        ...
+
+    def use_decision_tokens(self, tokens: list[tuple[str, int]], now_ms: int) -> list[bool]:
+        """use_decision_token for each (jti, expires_at_ms) (one transaction where the store has them)."""
         ...

@@ -23,7 +23,7 @@ import grpc
 
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer, Signer, same
-from carechain.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.identity.access_tokens import AccessTokens, local_token_source
 from carechain.identity.data_keys import CheckDecision, DataKeys
@@ -35,6 +35,7 @@ from carechain.ledger.submission import ServiceSubmitter
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope, own_patient_field
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
+from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import IdentitySettings
 from carechain.runtime.keyring import KeyManager, LocalKeyring
 from carechain.runtime.peers import Peers
@@ -50,6 +51,7 @@ Kind = common_pb2.PrincipalKind
 
 KEYRING_DIR = "keyring"
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_BATCH_ITEMS = 256
 
 
 def _operator_registers(caller: Caller, request: identity_pb2.RegisterPrincipalRequest, servicer: object) -> None:
@@ -87,6 +89,9 @@ ACCESS = AccessTable(SERVICE, {
     "GetTokenIssuerKeys": Allow.anonymous("public keys"),
     "GenerateDataKey": Allow.of(service=ANY, services=["records"]),
     "ReleaseDataKey": Allow.of(service=ANY, services=["records"], note="with a single-use consent decision token"),
+    "GenerateDataKeys": Allow.of(service=ANY, services=["records"], note="GenerateDataKey for many records"),
+    "ReleaseDataKeys": Allow.of(service=ANY, services=["records"],
+                                note="ReleaseDataKey for many records, each with its own decision token"),
     "DeleteDataKey": Allow.of(service=ANY, services=["records"], note="its reconciler: keys of writes never committed"),
     "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
     "DeactivatePrincipal": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
@@ -131,6 +136,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             caller_of(context), request.kind, request.display_name, request.public_key,
             request.organization_id, request.specialty, request.fhir_patient_id,
         )
+        if principal.kind == Kind.PRINCIPAL_KIND_PATIENT:
+            # The patient's key exists from now on: writes need no create-or-check per record. The patient is
+            # registered already; if the key manager is down now, the first write creates the key instead.
+            try:
+                self.data_keys.create_patient_key(principal.principal_id)
+            except CareChainError as exc:
+                log.warning("patient key not created at registration; the first write creates it",
+                            extra={"grpc_code": exc.code.name})
         return principal_message(principal, show_private=True, show_fhir_id=True)
 
     def GetPrincipal(
@@ -190,6 +203,63 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         record_id = _require_record_id(request.record_id)
         return identity_pb2.ReleasedDataKey(plaintext_key=self.data_keys.release(record_id, request.decision_token))
 
+    def GenerateDataKeys(
+        self, request: identity_pb2.GenerateDataKeysRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.GenerateDataKeysResponse:
+        items = _batch(request.items)
+        outcomes: list[object] = [None] * len(items)
+        valid: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                if not item.patient_id:
+                    raise InvalidArgument("patient_id", "is required")
+                _require_record_id(item.record_id)
+                valid.append(i)
+            except InvalidArgument as exc:
+                outcomes[i] = exc
+        made = self.data_keys.generate_many([(items[i].patient_id, items[i].record_id) for i in valid])
+        for i, outcome in zip(valid, made, strict=True):
+            outcomes[i] = outcome
+        results = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                code, message = item_error(outcome)
+                results.append(identity_pb2.GenerateDataKeyResult(
+                    error=identity_pb2.BatchItemError(code=code, message=message)))
+            else:
+                plaintext, key_name, version = outcome  # type: ignore[misc]
+                results.append(identity_pb2.GenerateDataKeyResult(key=identity_pb2.DataKey(
+                    plaintext_key=plaintext,
+                    key_ref=identity_pb2.KeyReference(key_name=key_name, key_version=version,
+                                                      record_id=item.record_id))))
+        return identity_pb2.GenerateDataKeysResponse(results=results)
+
+    def ReleaseDataKeys(
+        self, request: identity_pb2.ReleaseDataKeysRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ReleaseDataKeysResponse:
+        items = _batch(request.items)
+        outcomes: list[object] = [None] * len(items)
+        valid: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                _require_record_id(item.record_id)
+                valid.append(i)
+            except InvalidArgument as exc:
+                outcomes[i] = exc
+        released = self.data_keys.release_many([(items[i].record_id, items[i].decision_token) for i in valid])
+        for i, outcome in zip(valid, released, strict=True):
+            outcomes[i] = outcome
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                code, message = item_error(outcome)
+                results.append(identity_pb2.ReleaseDataKeyResult(
+                    error=identity_pb2.BatchItemError(code=code, message=message)))
+            else:
+                results.append(identity_pb2.ReleaseDataKeyResult(
+                    key=identity_pb2.ReleasedDataKey(plaintext_key=outcome)))  # type: ignore[arg-type]
+        return identity_pb2.ReleaseDataKeysResponse(results=results)
+
     def DeleteDataKey(
         self, request: identity_pb2.DeleteDataKeyRequest, context: grpc.ServicerContext
     ) -> identity_pb2.DeleteDataKeyResponse:
@@ -206,6 +276,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("patient_id", "is required")
         version, rewrapped = self.data_keys.rotate_patient_key(request.patient_id)
         return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=rewrapped)
+
+
+def _batch(items: Any) -> list[Any]:
+    """The items of a batch request: at least one, at most MAX_BATCH_ITEMS."""
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH_ITEMS} items")
+    return list(items)
 
 
 def _require_record_id(record_id: str) -> str:

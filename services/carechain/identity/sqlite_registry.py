@@ -136,10 +136,31 @@ class Registry:
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"record {key.record_id} already has a data key") from exc
 
+    def add_data_keys(self, keys: list[StoredDataKey]) -> list[bool]:
+        """Store wrapped data keys in one transaction (one fsync); False for a record that had one already."""
+        if not keys:
+            return []
+        with self._db.transaction() as conn:
+            return [conn.execute(
+                "INSERT OR IGNORE INTO data_keys VALUES (?, ?, ?, ?, ?)",
+                (key.record_id, key.patient_id, key.key_name, key.key_version, key.wrapped),
+            ).rowcount == 1 for key in keys]
+
     def data_key(self, record_id: str) -> StoredDataKey | None:
         """A record's wrapped data key, or None."""
         rows = self._db.query("SELECT * FROM data_keys WHERE record_id = ?", (record_id,))
         return _data_key(rows[0]) if rows else None
+
+    def data_keys(self, record_ids: list[str]) -> dict[str, StoredDataKey]:
+        """The wrapped data keys of those records that have one, by record id (one query per 500)."""
+        found: dict[str, StoredDataKey] = {}
+        unique = sorted(set(record_ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            rows = self._db.query(
+                f"SELECT * FROM data_keys WHERE record_id IN ({','.join('?' * len(chunk))})", tuple(chunk))
+            found.update((row["record_id"], _data_key(row)) for row in rows)
+        return found
 
     def patient_data_keys(self, patient_id: str) -> list[StoredDataKey]:
         """Every wrapped data key of a patient."""
@@ -179,6 +200,20 @@ class Registry:
                 "INSERT OR IGNORE INTO used_decision_tokens VALUES (?, ?)", (jti, expires_at_ms)
             ).rowcount
         return inserted == 1
+
+    def use_decision_tokens(self, tokens: list[tuple[str, int]], now_ms: int) -> list[bool]:
+        """use_decision_token for each (jti, expires_at_ms), in one transaction; False for a jti used before."""
+        if not tokens:
+            return []
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM used_decision_tokens WHERE expires_at_ms < ?", (now_ms,))
+            return [conn.execute(
+                "INSERT OR IGNORE INTO used_decision_tokens VALUES (?, ?)", (jti, expires_at_ms)
+            ).rowcount == 1 for jti, expires_at_ms in tokens]
+
+
+# Record ids per "IN (...)" query: well below SQLite's limit on bound parameters.
+_IN_CHUNK = 500
 
 
 def _data_key(row: sqlite3.Row) -> StoredDataKey:

@@ -25,10 +25,11 @@ secret never leaves Vault.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -50,6 +51,12 @@ class _CasConflict(Exception):
     """A KV v2 check-and-set write lost: the entry exists or changed since it was read."""
 
 
+# KV requests a batch call (add_data_keys, data_keys, use_decision_tokens) has in flight at once.
+BATCH_PARALLELISM = 8
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
 class VaultRegistry:
     """:class:`carechain.identity.registry.IdentityStore` on Vault KV v2 (and Transit for pseudonyms)."""
 
@@ -63,11 +70,15 @@ class VaultRegistry:
         self._pseudonym_key = pseudonym_key
         self._sweep_lock = threading.Lock()
         self._next_sweep_ms: dict[str, int] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         with vault_errors(f"read Transit key {pseudonym_key}", _missing_pseudonym_key(pseudonym_key)):
             client.secrets.transit.read_key(pseudonym_key, mount_point=transit_mount)
 
     def close(self) -> None:
-        """Nothing to release: the hvac client belongs to the caller."""
+        """Stop the batch pool; the hvac client belongs to the caller."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     def patient_pseudonym(self, organization_id: str, fhir_patient_id: str) -> str:
         message = base64.b64encode(f"{organization_id}|{fhir_patient_id}".encode()).decode()
@@ -149,9 +160,25 @@ class VaultRegistry:
         except _CasConflict:
             raise AlreadyExists(f"record {key.record_id} already has a data key") from None
 
+    def add_data_keys(self, keys: list[StoredDataKey]) -> list[bool]:
+        # KV has no multi-entry write: two CAS-guarded writes per key, as add_data_key, several keys at once.
+        def add(key: StoredDataKey) -> bool:
+            try:
+                self.add_data_key(key)
+                return True
+            except AlreadyExists:
+                return False
+
+        return self._each_first(add, [(key.record_id, key) for key in keys])
+
     def data_key(self, record_id: str) -> StoredDataKey | None:
         found = self._read(f"datakeys/{record_id}")
         return _data_key(record_id, found[0]) if found else None
+
+    def data_keys(self, record_ids: list[str]) -> dict[str, StoredDataKey]:
+        unique = sorted(set(record_ids))
+        found = dict(zip(unique, self._each(self.data_key, unique), strict=True))
+        return {record_id: key for record_id, key in found.items() if key is not None}
 
     def patient_data_keys(self, patient_id: str) -> list[StoredDataKey]:
         keys = []
@@ -218,6 +245,29 @@ class VaultRegistry:
             return True
         except _CasConflict:
             return False
+
+    def use_decision_tokens(self, tokens: list[tuple[str, int]], now_ms: int) -> list[bool]:
+        return self._each_first(lambda token: self.use_decision_token(token[0], token[1], now_ms),
+                                [(jti, (jti, expires)) for jti, expires in tokens])
+
+    def _each_first(self, call: Callable[[_T], bool], keyed: list[tuple[str, _T]]) -> list[bool]:
+        """call for the first item of each key, in parallel; a repeated key is False (it must not race itself)."""
+        first: dict[str, int] = {}
+        for i, (key, _) in enumerate(keyed):
+            first.setdefault(key, i)
+        answers = dict(zip(first.values(), self._each(call, [keyed[i][1] for i in first.values()]), strict=True))
+        return [answers.get(i, False) for i in range(len(keyed))]
+
+    def _each(self, call: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+        """call(item) for each item, in order, BATCH_PARALLELISM at a time (KV has no batch requests)."""
+        items = list(items)
+        if len(items) <= 1:
+            return [call(item) for item in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(BATCH_PARALLELISM, thread_name_prefix="vault-kv")
+            pool = self._pool
+        return list(pool.map(call, items))
 
     # --- housekeeping ----------------------------------------------------------
 

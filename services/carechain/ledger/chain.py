@@ -29,9 +29,9 @@ import threading
 import time
 
 from carechain.core.crypto import Signer
-from carechain.core.errors import FailedPrecondition
+from carechain.core.errors import CareChainError, FailedPrecondition
 from carechain.core.layout import TrustBundle
-from carechain.ledger.admission import Admission, Committed
+from carechain.ledger.admission import Admission, Committed, Outcome
 from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS, Validator
 from carechain.ledger.copy_check import ChainVerification, verify_chain
 from carechain.ledger.cutter import BlockCutRegistry, BlockCutter
@@ -57,7 +57,7 @@ class Ledger:
         trust: TrustBundle,
         orderer: Orderer | None = None,
         block_max_transactions: int = 100,
-        block_max_wait_ms: int = 20,
+        block_max_wait_ms: int = 0,
         validators: ValidatorSet | None = None,
         finality_poll_seconds: float = DEFAULT_FINALITY_POLL_SECONDS,
         tx_max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
@@ -110,7 +110,7 @@ class Ledger:
         trust: TrustBundle,
         orderer: Orderer | None = None,
         block_max_transactions: int = 100,
-        block_max_wait_ms: int = 20,
+        block_max_wait_ms: int = 0,
         validators: ValidatorSet | None = None,
         finality_poll_seconds: float = DEFAULT_FINALITY_POLL_SECONDS,
         tx_max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
@@ -144,6 +144,23 @@ class Ledger:
         deadline = time.monotonic() + timeout
         committed = self._admission.submit(tx, timeout)
         return self._finality.acknowledge(committed, final, deadline, timeout)
+
+    def submit_many(self, txs: list[ledger_pb2.Transaction], timeout: float, final: bool = False) -> list[Outcome]:
+        """Submit a batch: each transaction admitted and validated as if alone; one outcome each, in order.
+
+        An outcome is the :class:`Committed` answer or the error that transaction alone would have raised.
+        """
+        deadline = time.monotonic() + timeout
+        outcomes = self._admission.submit_many(txs, timeout)
+        answers: list[Outcome] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Committed):
+                try:
+                    outcome = self._finality.acknowledge(outcome, final, deadline, timeout)
+                except CareChainError as exc:
+                    outcome = exc
+            answers.append(outcome)
+        return answers
 
     # --- finality ------------------------------------------------------------------------------
 

@@ -1,14 +1,17 @@
 """The block cutter: order entries -> validated, signed block -> one store commit.
 
-The cutter thread reads the order and cuts a block when
-``block_max_transactions`` entries are pending or ``block_max_wait_ms`` has
-passed since it saw the first pending one. It runs the contract
+The cutter thread reads the order and cuts a block as soon as entries wait,
+carrying every waiting entry up to ``block_max_transactions`` (no fixed wait:
+what arrives while a block is validated and committed forms the next one, as
+in group commit; an optional linger, ``block_max_wait_ms`` > 0, waits that
+long after the first pending entry for company). It runs the contract
 :class:`~carechain.ledger.contract.Validator` over every transaction (each is
 marked valid or invalid with a reason), builds the header (block time,
 transactions root, results hash, RFC 9162 log size and root), has
 :class:`~carechain.ledger.finality.Finality` sign it, and commits block, log
 entries, state writes, orderer position (and certificate when already final)
-in one SQLite transaction. Only then are the waiting submitters answered.
+in one SQLite transaction. Only then are the waiting submitters answered, and
+the orderer is told it may forget the committed entries (memory O(window)).
 
 With a shared durable orderer that agrees block cuts (a :class:`BlockCutRegistry`,
 e.g. etcd), the local policy above only *proposes* a cut: the first cut recorded
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from carechain.core import merkle
+from carechain.core.crypto import sha256
 from carechain.core.errors import DataLoss, FailedPrecondition, InvalidArgument, Unavailable
 from carechain.ledger import blocks, transactions
 from carechain.ledger.admission import Admission, Committed
@@ -46,6 +50,14 @@ log = logging.getLogger("carechain.ledger")
 _IDLE_WAIT_SECONDS = 0.05
 # Pause before retrying when the orderer's backend (etcd) cannot be reached.
 _RETRY_SECONDS = 0.2
+
+
+def _leaf_of_entry(data: bytes) -> bytes:
+    """The leaf hash admission keyed the entry's submitter by (the leaf data is the re-encoded transaction)."""
+    try:
+        return merkle.leaf_hash(transactions.encode(ledger_pb2.Transaction.FromString(data)))
+    except Exception:  # noqa: BLE001 - a foreign entry: nobody here waits for it under another key
+        return merkle.leaf_hash(data)
 
 
 @dataclass(frozen=True)
@@ -172,11 +184,12 @@ class BlockCutter:
             stopping = self._stopping.is_set()
             try:
                 batch = self.orderer.read(self._orderer_next, self.block_max_transactions)
-                if batch and first_seen is None and self._cuts is not None:
-                    # Another validator (or this one, before a restart) may have cut this height already.
+                if batch and first_seen is None and self._cuts is not None and self.block_max_wait > 0:
+                    # Lingering for more entries: another validator (or this one, before a restart) may have
+                    # cut this height already. Without a linger record_cut below answers that in one round trip.
                     agreed = self._cuts.recorded_cut(self._next_height())
                     if agreed is not None:
-                        if not self._follow(agreed) and stopping:
+                        if not self._follow(agreed, batch) and stopping:
                             return
                         continue
             except Exception as exc:  # noqa: BLE001 - etcd down or a bad cut: keep the cutter alive, retry
@@ -195,9 +208,10 @@ class BlockCutter:
                 first_seen = now
             remaining = self.block_max_wait - (now - first_seen)
             if len(batch) < self.block_max_transactions and remaining > 0 and not stopping:
-                # Short slices so close() is not held up by a long block wait.
+                # An optional linger (block_max_wait_ms > 0); short slices so close() is not held up.
                 self.orderer.wait(batch[-1][0], min(remaining, _IDLE_WAIT_SECONDS))
                 continue
+            first_seen = None
             if self._cuts is not None:
                 proposal = BlockCut(
                     self._next_height(),
@@ -206,29 +220,21 @@ class BlockCutter:
                     max(int(time.time() * 1000), self._view.head()[0].timestamp_ms),
                 )
                 try:
-                    agreed = self._cuts.record_cut(proposal)
-                    if not self._follow(agreed, batch if agreed == proposal else None) and stopping:
+                    agreed, votes = self._record_cut(proposal)
+                    if not self._follow(agreed, batch, votes) and stopping:
                         return
                 except Exception as exc:  # noqa: BLE001 - as above; the entries stay in the order
                     if self._orderer_trouble(exc, stopping):
                         return
-                    continue
-                first_seen = None
                 continue
             try:
                 self._cut(batch)
             except Exception:  # noqa: BLE001 - keep the cutter alive and answer the batch's submitters
                 log.exception("block cut failed")
                 error = Unavailable("ledger", "block could not be cut")
-                for sequence, data in batch:
-                    tx = None
-                    try:
-                        tx = ledger_pb2.Transaction.FromString(data)
-                    except Exception:  # noqa: BLE001, S110 - nothing to release for a foreign entry
-                        pass
-                    self._admission.finish(sequence, None, error, tx)
-            self._orderer_next = batch[-1][0] + 1
-            first_seen = None
+                for _, data in batch:
+                    self._admission.finish(_leaf_of_entry(data), None, error)
+            self._advance(batch[-1][0] + 1)
 
     def _orderer_trouble(self, exc: Exception, stopping: bool) -> bool:
         """Log (once per outage) why the order cannot be cut; pause. True when the cutter should exit."""
@@ -243,39 +249,61 @@ class BlockCutter:
         self._stopping.wait(_RETRY_SECONDS)
         return False
 
-    def _follow(self, cut: BlockCut, batch: list[tuple[int, bytes]] | None = None) -> bool:
-        """Cut exactly the agreed entries with the agreed timestamp; False when the commit failed."""
+    def _record_cut(self, proposal: BlockCut) -> tuple[BlockCut, dict[str, bytes] | None]:
+        """Record proposal (unless its height has a cut); the cut that holds, and the height's votes when the
+        registry reads them in the same round trip (:meth:`EtcdOrderer.record_cut_and_votes`)."""
+        assert self._cuts is not None
+        both = getattr(self._cuts, "record_cut_and_votes", None)
+        if both is not None:
+            return both(proposal)
+        return self._cuts.record_cut(proposal), None
+
+    def _follow(self, cut: BlockCut, batch: list[tuple[int, bytes]] | None = None,
+                votes: dict[str, bytes] | None = None) -> bool:
+        """Cut exactly the agreed entries with the agreed timestamp; False when the commit failed.
+
+        batch: entries already read from the cut's first sequence; the cut may take fewer of them
+        (another validator's proposal), else they are read again. votes: the height's published votes,
+        if already read (:meth:`Finality.sign`).
+        """
         if cut.height != self._next_height() or cut.first_sequence != self._orderer_next:
             raise DataLoss(
                 f"agreed cut of block {cut.height} starts at order entry {cut.first_sequence}, "
                 f"but this validator is at block {self._next_height()}, order entry {self._orderer_next}"
             )
-        if batch is None:
+        if batch and batch[0][0] == cut.first_sequence and len(batch) >= cut.count:
+            batch = batch[: cut.count]
+        else:
             batch = self.orderer.read(cut.first_sequence, cut.count) if cut.count else []
         if len(batch) != cut.count:
             raise DataLoss(f"agreed cut of block {cut.height} names order entries that cannot be read")
-        if not self._cut(batch, cut):
+        if not self._cut(batch, cut, votes):
             # The entries stay in the order; retry the same cut after a pause rather than skip them.
             self._stopping.wait(_RETRY_SECONDS)
             return False
-        self._orderer_next = cut.first_sequence + cut.count
+        self._advance(cut.first_sequence + cut.count)
         return True
 
-    def _cut(self, batch: list[tuple[int, bytes]], agreed: BlockCut | None = None) -> bool:
+    def _advance(self, next_sequence: int) -> None:
+        """Entries before next_sequence are committed: read on from there, and let the orderer forget them."""
+        self._orderer_next = next_sequence
+        self.orderer.release(next_sequence)
+
+    def _cut(self, batch: list[tuple[int, bytes]], agreed: BlockCut | None = None,
+             votes: dict[str, bytes] | None = None) -> bool:
         """Validate batch and commit it as the next block; False (submitters told) when the commit failed.
 
         With an agreed cut the block's timestamp is the agreed one and a block is
         committed even when no entry decodes, so heights stay in step with the cuts.
         """
         txs: list[ledger_pb2.Transaction] = []
-        sequences: list[int] = []
         for sequence, data in batch:
             try:
                 txs.append(ledger_pb2.Transaction.FromString(data))
-                sequences.append(sequence)
             except Exception:  # noqa: BLE001 - a foreign orderer entry that is not a Transaction
                 log.warning("skipping an orderer entry that is not a transaction", extra={"sequence": sequence})
-                self._admission.finish(sequence, None, InvalidArgument("transaction", "not a Transaction encoding"))
+                self._admission.finish(merkle.leaf_hash(data), None,
+                                       InvalidArgument("transaction", "not a Transaction encoding"))
         if not txs and agreed is None:
             return True
         head, head_hash = self._view.head()
@@ -314,20 +342,20 @@ class BlockCutter:
         next_sequence = batch[-1][0] + 1 if batch else None
         # Outside the try: a quorum that certified another header (or an unreachable vote board) must
         # stop this cut without skipping it; the cutter retries the same agreed cut.
-        signed = self._finality.sign(header)
+        signed = self._finality.sign(header, votes)
         try:
             self._commit(header, txs, results, pending, frontier, entries, next_sequence, signed)
         except Exception as exc:
             log.exception("block commit failed", extra={"height": height})
             error = Unavailable("ledger store", f"block commit failed: {type(exc).__name__}")
-            for sequence, tx in zip(sequences, txs, strict=True):
-                self._admission.finish(sequence, None, error, tx)
+            for entry in entries:
+                self._admission.finish(entry.leaf_hash, None, error)
             return False
-        for index, (sequence, tx, result) in enumerate(zip(sequences, txs, results, strict=True)):
-            committed = Committed(
-                transactions.transaction_hash(tx), height, index, head.log_size + index, result.valid, result.reason
-            )
-            self._admission.finish(sequence, committed, None, tx)
+        for entry, result in zip(entries, results, strict=True):
+            # The leaf data is the encoded transaction: its SHA-256 is the transaction hash.
+            committed = Committed(sha256(entry.tx), height, entry.tx_index, entry.log_index, result.valid,
+                                  result.reason)
+            self._admission.finish(entry.leaf_hash, committed, None)
         return True
 
     def _commit(

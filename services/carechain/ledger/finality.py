@@ -45,6 +45,8 @@ DEFAULT_FINALITY_POLL_SECONDS = 0.01
 _RETRY_SECONDS = 0.2
 # Finalizer: idle wait when every block is final; woken at once by a commit.
 _FINALITY_IDLE_SECONDS = 0.2
+# With votes pushed by the board, the fallback poll (a missed push costs at most this much latency).
+_PUSHED_POLL_SECONDS = 0.25
 # Heights read from the board per poll (a long outage of the others is caught up in slices).
 _FINALITY_BATCH = 256
 # Final heights still watched for late (possibly conflicting) votes of validators that had not voted.
@@ -87,6 +89,9 @@ class Finality:
         self._diverged_at: int | None = None
         self._board_down = False  # finalizer thread only: log an outage once
         self._thread: threading.Thread | None = None
+        # Votes pushed by the board (etcd watch) wake the finalizer; polling is then only a fallback.
+        self._vote_changes = 0
+        self._subscribe = getattr(board, "subscribe_votes", None)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -110,6 +115,8 @@ class Finality:
     def start(self) -> None:
         """Start the finalizer thread (only with a vote board: alone, a block is final at commit)."""
         if self._board is not None:
+            if self._subscribe is not None:
+                self._subscribe(self._votes_changed)
             self._thread = threading.Thread(target=self._run, name="ledger-finalizer", daemon=True)
             self._thread.start()
 
@@ -122,18 +129,20 @@ class Finality:
 
     # --- the cutter's side ---------------------------------------------------------------------
 
-    def sign(self, header: ledger_pb2.BlockHeader) -> Signed:
+    def sign(self, header: ledger_pb2.BlockHeader, votes: dict[str, bytes] | None = None) -> Signed:
         """Encode and sign header; its certificate when already certain (quorum 1, or a catching-up validator).
 
-        Raises DataLoss when a quorum already signed another header for this height:
-        nothing is applied then.
+        votes: the votes published for this height, when already read (with the block cut, in the same
+        etcd round trip); else they are read here. Raises DataLoss when a quorum already signed another
+        header for this height: nothing is applied then.
         """
         header_bytes = transactions.encode(header)
         signature = quorum.sign_header(self.signer, header_bytes)
         if self.validators.quorum <= 1:
             return header_bytes, signature, quorum.build_certificate(header.height, header_bytes, [signature])
         assert self._board is not None
-        votes = self._board.votes(header.height, header.height).get(header.height, {})
+        if votes is None:
+            votes = self._board.votes(header.height, header.height).get(header.height, {})
         return header_bytes, signature, self._tally(header.height, header_bytes, votes, signature)
 
     def committed(self, height: int, signed: Signed) -> None:
@@ -141,11 +150,13 @@ class Finality:
         header_bytes, signature, certificate = signed
         with self._cond:
             self._head_height = max(self._head_height, height)
-            self._own_votes[height] = ledger_pb2.HeaderVote(header=header_bytes, signature=signature)
+            # Votes and certified marks are for the finalizer, which forgets them once final; alone
+            # (no board, final at commit) keeping them would grow with the history.
             if self._board is not None:
+                self._own_votes[height] = ledger_pb2.HeaderVote(header=header_bytes, signature=signature)
                 self._unpublished.add(height)
-            if certificate is not None:
-                self._certified.add(height)
+                if certificate is not None:
+                    self._certified.add(height)
             self._cond.notify_all()  # wakes the finalizer
         if certificate is not None:
             self._set_final(height)
@@ -228,6 +239,12 @@ class Finality:
     def diverged_at(self) -> int | None:
         """Height at which a quorum certified another header than this validator's, if ever."""
         return self._diverged_at
+
+    @property
+    def retained(self) -> int:
+        """Heights this finalizer holds state for (votes, marks): bounded by the blocks not yet final plus a window."""
+        with self._cond:
+            return len(self._own_votes) + len(self._certified) + len(self._settled) + len(self._unpublished)
 
     # --- votes and tallies ---------------------------------------------------------------------
 
@@ -338,6 +355,7 @@ class Finality:
                 if not heights and not unpublished:
                     self._cond.wait(_FINALITY_IDLE_SECONDS)
                     continue
+                seen = self._vote_changes  # before reading the board: a vote published after it wakes us below
             self._forget_old_votes()
             try:
                 for height in unpublished:
@@ -351,7 +369,16 @@ class Finality:
                     self._board_down = True
                 self._stopping.wait(_RETRY_SECONDS)
                 continue
-            self._stopping.wait(self._poll_seconds)
+            # Until a vote arrives (pushed), this validator commits a block (its vote to publish), or the poll.
+            poll = _PUSHED_POLL_SECONDS if getattr(self._board, "pushed", False) else self._poll_seconds
+            with self._cond:
+                if self._vote_changes == seen and not self._unpublished and not self._stopping.is_set():
+                    self._cond.wait(poll)
+
+    def _votes_changed(self) -> None:
+        with self._cond:
+            self._vote_changes += 1
+            self._cond.notify_all()
 
     def _publish(self, height: int) -> None:
         assert self._board is not None
@@ -369,13 +396,20 @@ class Finality:
             self._unpublished.discard(height)
 
     def _finalize(self, heights: list[int], votes: dict[int, dict[str, bytes]]) -> None:
-        for height in heights:
-            vote = self._own_vote(height)
-            certificate = self._tally(height, vote.header, votes.get(height, {}), vote.signature)
-            if certificate is not None and height not in self._certified:
-                self.store.put_certificate(height, transactions.encode(certificate))
+        new_certificates: dict[int, bytes] = {}
+        try:
+            for height in heights:
+                vote = self._own_vote(height)
+                certificate = self._tally(height, vote.header, votes.get(height, {}), vote.signature)
+                if certificate is not None and height not in self._certified:
+                    new_certificates[height] = transactions.encode(certificate)
+        finally:
+            # Every certificate of this poll in one store transaction (one fsync), then final.
+            self.store.put_certificates(new_certificates)
+            for height in sorted(new_certificates):
                 self._certified.add(height)
                 self._set_final(height)
+        for height in heights:
             if height in self._certified and len(votes.get(height, {})) >= len(self.validators.members):
                 with self._cond:
                     self._settled.add(height)

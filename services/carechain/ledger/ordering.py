@@ -17,6 +17,10 @@ written to the chain store; anything ordered but not yet in a block when the
 process dies was never acknowledged, so the client retries. A durable orderer
 keeps its sequence, and the ledger then resumes reading after the last
 sequence it committed.
+
+Memory: once a block is committed the cutter calls :meth:`Orderer.release`
+with the first sequence it still needs; an in-memory orderer forgets the
+entries before it, so it holds O(what is not yet committed), not the history.
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ class Orderer(Protocol):
 
     def append(self, tx_bytes: bytes) -> int:
         """Append one entry; returns its sequence number (dense, from 0)."""
+        ...
+
+    def append_many(self, entries: list[bytes]) -> list[int]:
+        """Append several entries at once (one ordering round trip); their sequence numbers, in order."""
+        ...
+
+    def release(self, before_sequence: int) -> None:
+        """Entries before before_sequence are committed here: an orderer may forget them (durable ones keep them)."""
         ...
 
     def read(self, from_sequence: int, limit: int) -> list[tuple[int, bytes]]:

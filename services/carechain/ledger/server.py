@@ -8,7 +8,8 @@ co-signed checkpoint, so ``verify_record_inclusion`` works for them.
 SubmitTransaction answers only once the transaction's block is durably committed
 (``ACK_LEVEL_COMMITTED``, the default) or final, i.e. signed by a quorum of
 validators (``ACK_LEVEL_FINAL``), or UNAVAILABLE after ``rpc_timeout_seconds``
-(or the call's own deadline, whichever is sooner).
+(or the call's own deadline, whichever is sooner). SubmitTransactions does the
+same for many transactions at once, one verdict each (a refused one fails alone).
 
 Configuration of a validator (:class:`carechain.runtime.config.LedgerSettings`):
 ``CARECHAIN_VALIDATOR_ID`` (default ``svc-ledger``), ``CARECHAIN_VALIDATORS``
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 import grpc
 
-from carechain.core.errors import InvalidArgument, NotFound
+from carechain.core.errors import CareChainError, InvalidArgument, NotFound
 from carechain.core.layout import TrustBundle, audience
 from carechain.ledger.chain import Ledger
 from carechain.ledger.etcd_orderer import EtcdOrderer
@@ -43,6 +44,8 @@ from carechain.runtime.vault import validator_signer
 
 DEFAULT_LIST_LIMIT = 500
 MAX_LIST_LIMIT = 1000
+#: Transactions per SubmitTransactions call.
+MAX_SUBMIT_BATCH = 1000
 SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
 SERVICE_NAME = SERVICE.full_name
 
@@ -97,6 +100,7 @@ def _ledger_wide(note: str = "") -> Allow:
 # Who may call what (docs/security.md).
 ACCESS = AccessTable(SERVICE, {
     "SubmitTransaction": Allow.of(service=ANY, note="patients' signed transactions go through consent"),
+    "SubmitTransactions": Allow.of(service=ANY, note="as SubmitTransaction, many at once"),
     "GetChainHead": _ledger_wide(),
     "GetBlock": _ledger_wide("every transaction of the block"),
     "ListTransactions": _ledger_wide("every transaction"),
@@ -124,16 +128,35 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> ledger_pb2.SubmitTransactionResponse:
         if not request.HasField("transaction"):
             raise InvalidArgument("transaction", "required")
-        if request.ack not in (ledger_pb2.ACK_LEVEL_UNSPECIFIED, ledger_pb2.ACK_LEVEL_COMMITTED,
-                               ledger_pb2.ACK_LEVEL_FINAL):
+        timeout, final = self._submission(request.ack, context)
+        return self.ledger.submit(request.transaction, timeout, final=final).to_response()
+
+    def SubmitTransactions(  # noqa: N802 - gRPC method name
+        self, request: ledger_pb2.SubmitTransactionsRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.SubmitTransactionsResponse:
+        if not request.transactions:
+            raise InvalidArgument("transactions", "required (at least one)")
+        if len(request.transactions) > MAX_SUBMIT_BATCH:
+            raise InvalidArgument("transactions", f"at most {MAX_SUBMIT_BATCH} per call")
+        timeout, final = self._submission(request.ack, context)
+        verdicts = []
+        for outcome in self.ledger.submit_many(list(request.transactions), timeout, final=final):
+            if isinstance(outcome, CareChainError):
+                verdicts.append(ledger_pb2.TransactionVerdict(code=outcome.code.value[0], message=outcome.message))
+            else:
+                verdicts.append(ledger_pb2.TransactionVerdict(response=outcome.to_response()))
+        return ledger_pb2.SubmitTransactionsResponse(verdicts=verdicts)
+
+    def _submission(self, ack: int, context: grpc.ServicerContext) -> tuple[float, bool]:
+        """(commit timeout, wait for finality) of a submission with this ack level."""
+        if ack not in (ledger_pb2.ACK_LEVEL_UNSPECIFIED, ledger_pb2.ACK_LEVEL_COMMITTED, ledger_pb2.ACK_LEVEL_FINAL):
             raise InvalidArgument("ack", "unknown acknowledgement level")
         # The configured commit timeout, or the call's own deadline when that is sooner.
         timeout = self.commit_timeout_seconds
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining))
-        final = request.ack == ledger_pb2.ACK_LEVEL_FINAL
-        return self.ledger.submit(request.transaction, timeout, final=final).to_response()
+        return timeout, ack == ledger_pb2.ACK_LEVEL_FINAL
 
     def GetChainHead(  # noqa: N802
         self, request: ledger_pb2.GetChainHeadRequest, context: grpc.ServicerContext

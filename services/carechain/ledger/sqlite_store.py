@@ -347,10 +347,23 @@ class LedgerStore:
 
     def put_certificate(self, height: int, certificate: bytes) -> None:
         """Store (or replace) the quorum certificate of a committed block."""
+        self.put_certificates({height: certificate})
+
+    def put_certificates(self, certificates: dict[int, bytes]) -> None:
+        """Store (or replace) several blocks' certificates in one transaction (one fsync)."""
+        if not certificates:
+            return
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO certificates (height, certificate) VALUES (?, ?)", (height, certificate)
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO certificates (height, certificate) VALUES (?, ?)",
+                    sorted(certificates.items()),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def certificate(self, height: int) -> bytes | None:
         """The stored certificate of height, or None."""

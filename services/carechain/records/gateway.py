@@ -15,9 +15,11 @@ The RegisterRecord carries resource type, categories, clinical date, author and
 the primary clinical codes only sealed under the ledger metadata key (:mod:`carechain.ledger.sealing`).
 
 Read: ledger entry (its sealed metadata opened: that also proves the entry was
-written by a holder of the metadata key, not made up by a validator) -> consent
+written by a holder of the metadata key, not made up by a validator; kept once
+verified, since a committed registration never changes) -> consent
 decision for the requested action (ACCESS, or DISCLOSE to a third party; an
-explicit break-glass request with its reason) -> (deny: audit, PERMISSION_DENIED) -> data key
+explicit break-glass request with its reason; concurrent reads' requests go to
+consent as one DecideMany) -> (deny: audit, PERMISSION_DENIED) -> data key
 released against the decision token (identity re-checks it with consent) ->
 ciphertext, hash checked against the ledger -> decrypt -> audit (fail closed;
 a break-glass read is audited with ``alert``; a disclosure as DISCLOSE) ->
@@ -25,6 +27,10 @@ resource, with the 42 CFR 2.32 notice and labels for a Part 2 record. A read
 that fails after the record is known (consent unreachable, key release
 refused, storage or integrity failure) is audited as failed before the error
 goes back, so no failed read goes unrecorded.
+
+A patient's registration (kind, organisation, FHIR id: none of them ever changes) is
+fetched from identity once and kept; a deactivated patient (the principal_status
+follower) gets no new records.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,20 +56,24 @@ from carechain.core.crypto import Signer, open_sealed, same, seal, sha256_hex
 from carechain.core.errors import (
     CareChainError,
     DataLoss,
+    FailedPrecondition,
     IntegrityError,
     InvalidArgument,
     PermissionDenied,
     Unavailable,
 )
 from carechain.core.fhir import clinical_date_ms, validate_resource
+from carechain.identity.data_key_client import DataKeyClient
 from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_labels
 from carechain.labels.sensitivity import categorize, clinical_codes
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
+from carechain.records.deciding import BoundedCache, ConsentDecider
 from carechain.runtime.auth import Caller, Kind
-from carechain.storage.v1 import storage_pb2
+from carechain.runtime.principal_status import PrincipalStatus
+from carechain.storage.blob_client import BlobClient
 
 log = logging.getLogger("carechain.records")
 # Step spans inside PutRecord / GetRecord ("records.validate", ...): where a slow call spends its time.
@@ -72,7 +82,17 @@ _tracer = trace.get_tracer("carechain.records")
 Action = audit_pb2.AuditAction
 Outcome = audit_pb2.AuditOutcome
 RECORD_VERSION = 1
-UPLOAD_CHUNK_BYTES = 256 * 1024
+# Patients' registrations and verified ledger entries kept in memory (least recently used dropped first).
+PATIENT_CACHE_ENTRIES = 10_000
+ENTRY_CACHE_ENTRIES = 20_000  # ~1 KiB each (registration + opened metadata): ~20 MiB at most
+
+
+@dataclass(frozen=True)
+class _VerifiedEntry:
+    """A record's ledger registration whose sealed metadata opened (so it was written by this service)."""
+
+    record: ledger_pb2.RegisterRecord
+    metadata: ledger_pb2.RecordMetadata
 
 
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
@@ -111,6 +131,14 @@ class ReadRecord:
     redisclosure_notice: str = ""  # 42 CFR 2.32 notice, for a Part 2 record
     handling_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record (Part 2)
     labelled_resource_json: bytes = b""  # the resource with handling_labels in meta.security (Part 2 only)
+    attachment: Any = None  # a large record's data, still to be streamed (GetRecordStream; records.large_records)
+
+
+# A large record's content step (records.large_records): (data key, record id, patient id, version) ->
+# (content_sha256, content_size, segment_bytes) once its segmented ciphertext is in storage.
+ContentWriter = Callable[[bytes, str, str, int], tuple[str, int, int]]
+# Its read step: (ledger entry, data key) -> (the resource without its data, the data still to stream).
+ContentReader = Callable[[ledger_pb2.RegisterRecord, bytes], tuple[bytes, Any]]
 
 
 # The actions a read may ask consent for, and how each is audited.
@@ -149,8 +177,14 @@ class RecordsGateway:
     """Orchestrates identity, storage, ledger, consent and audit for record writes and reads."""
 
     def __init__(self, peers: Any, signer: Signer, chain_id: str, max_record_bytes: int,
-                 sealer: LedgerSealer, commit_deadline_seconds: float = 1800.0) -> None:
+                 sealer: LedgerSealer, commit_deadline_seconds: float = 1800.0,
+                 principal_status: PrincipalStatus | None = None) -> None:
+        """principal_status: deactivated patients get no new records (None: not checked, e.g. in tests)."""
         self._peers = peers
+        self._principal_status = principal_status
+        self._patients: BoundedCache[str, identity_pb2.Principal] = BoundedCache(PATIENT_CACHE_ENTRIES)
+        self._entries: BoundedCache[str, _VerifiedEntry] = BoundedCache(ENTRY_CACHE_ENTRIES)
+        self._decider = ConsentDecider(lambda: peers.consent)
         self._sealer = sealer
         self._max_record_bytes = max_record_bytes
         self._audit = AuditReporter(peers.audit, "records")
@@ -158,11 +192,19 @@ class RecordsGateway:
         # ledger submission may take at most what is left, so nothing the reconciler removes can commit.
         self._commit_deadline = commit_deadline_seconds
         self._ledger = ServiceSubmitter(chain_id, signer, lambda: peers.ledger, timeout=commit_deadline_seconds / 2)
+        # Data keys and small blobs of concurrent requests go to identity and storage in batch calls.
+        self._data_keys = DataKeyClient(lambda: peers.identity)
+        self._blobs = BlobClient(lambda: peers.storage)
 
     # --- write -----------------------------------------------------------
 
-    def put_record(self, caller: Caller, patient_id: str, resource_json: bytes) -> StoredRecord:
-        """Validate, encrypt, store, register and audit one FHIR resource."""
+    def put_record(self, caller: Caller, patient_id: str, resource_json: bytes,
+                   content: ContentWriter | None = None) -> StoredRecord:
+        """Validate, encrypt, store, register and audit one FHIR resource.
+
+        content: a large record's (records.large_records) own encryption and upload of its data, in
+        place of sealing resource_json (then the envelope, validated and labelled as any resource).
+        """
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
         patient = self._patient(patient_id)
@@ -190,7 +232,7 @@ class RecordsGateway:
         started = time.monotonic()
         try:
             stored = self._store_and_commit(caller, patient_id, organization_id, record_id, resource, categories,
-                                            resource_json, started)
+                                            resource_json, started, content)
         except Exception as exc:
             self._report_failed_write(audit_fields, exc)
             raise
@@ -205,29 +247,33 @@ class RecordsGateway:
 
     def _store_and_commit(self, caller: Caller, patient_id: str, organization_id: str, record_id: str,
                           resource: Any, categories: list[int], resource_json: bytes,
-                          started: float) -> StoredRecord:
+                          started: float, content: ContentWriter | None = None) -> StoredRecord:
         """Data key, ciphertext to storage, RegisterRecord on the ledger (the commit point)."""
-        data_key = self._peers.identity.GenerateDataKey(
-            identity_pb2.GenerateDataKeyRequest(patient_id=patient_id, record_id=record_id)
-        )
-        with _tracer.start_as_current_span("records.encrypt"):
-            ciphertext = seal(
-                data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
-            )
-        content_sha256 = sha256_hex(ciphertext)
-        blob = self._peers.storage.PutBlob(_upload(ciphertext, content_sha256))
-        if not same(blob.sha256, content_sha256):
-            raise DataLoss("storage stored different bytes than were sent")
+        data_key = self._data_keys.generate(patient_id, record_id)
+        segment_bytes = 0
+        if content is not None:  # a large record: segments sealed and streamed to storage as they arrive
+            content_sha256, content_size, segment_bytes = content(data_key.plaintext_key, record_id, patient_id,
+                                                                  RECORD_VERSION)
+        else:
+            with _tracer.start_as_current_span("records.encrypt"):
+                ciphertext = seal(
+                    data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
+                )
+            content_sha256, content_size = sha256_hex(ciphertext), len(ciphertext)
+            blob = self._blobs.put(ciphertext, content_sha256)
+            if not same(blob.sha256, content_sha256):
+                raise DataLoss("storage stored different bytes than were sent")
 
         registration = ledger_pb2.RegisterRecord(
             record_id=record_id,
             patient_id=patient_id,
             organization_id=organization_id,
             content_sha256=content_sha256,
-            content_size=len(ciphertext),
+            content_size=content_size,
             key_name=data_key.key_ref.key_name,
             key_version=data_key.key_ref.key_version,
             version=RECORD_VERSION,
+            segment_bytes=segment_bytes,
         )
         # Ledger privacy: what consent needs about the content goes on the ledger only sealed.
         metadata = ledger_pb2.RecordMetadata(
@@ -258,6 +304,13 @@ class RecordsGateway:
             log.warning("could not audit a failed write", extra={"record_id": audit_fields["record_id"]})
 
     def _patient(self, patient_id: str) -> identity_pb2.Principal:
+        """The registered patient (from the cache once known); InvalidArgument if not one, refused if deactivated."""
+        if self._principal_status is not None and self._principal_status.deactivated(patient_id):
+            self._patients.discard(patient_id)
+            raise FailedPrecondition("patient_id: the patient was deactivated; no new records are accepted")
+        principal = self._patients.get(patient_id)
+        if principal is not None:
+            return principal
         try:
             principal = self._peers.identity.GetPrincipal(identity_pb2.GetPrincipalRequest(principal_id=patient_id))
         except grpc.RpcError as exc:
@@ -266,6 +319,8 @@ class RecordsGateway:
             raise
         if principal.kind != Kind.PRINCIPAL_KIND_PATIENT:
             raise InvalidArgument("patient_id", "is not a registered patient")
+        # Kind, organisation and FHIR id are fixed at registration: safe to keep.
+        self._patients.put(patient_id, principal)
         return principal
 
     # --- read ------------------------------------------------------------
@@ -278,8 +333,13 @@ class RecordsGateway:
         action: int = common_pb2.CONSENT_ACTION_ACCESS,
         break_glass: bool = False,
         break_glass_reason: str = "",
+        content: ContentReader | None = None,
     ) -> ReadRecord:
-        """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way."""
+        """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way.
+
+        content: how a large record (RegisterRecord.segment_bytes > 0) is opened (records.large_records,
+        GetRecordStream); without it such a record is FAILED_PRECONDITION.
+        """
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
@@ -289,16 +349,10 @@ class RecordsGateway:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
         audit_action = READ_ACTIONS[action]
         validate_break_glass_request(break_glass, break_glass_reason)
-        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
-        record = entry.record
-        if record.record_id != record_id:
-            raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
-        try:
-            with _tracer.start_as_current_span("records.open_metadata"):
-                metadata = self._sealer.open_record(record)
-        except IntegrityError as exc:
-            # Only the records service seals metadata: an entry that does not open was not written by it.
-            raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
+        verified = self._verified_entry(record_id)
+        record, metadata = verified.record, verified.metadata
+        if record.segment_bytes and content is None:
+            raise FailedPrecondition("record_id: a large record is read with GetRecordStream")
         audit_fields = {
             "actor_id": caller.principal_id,
             "organization_id": organization_of(caller),
@@ -309,7 +363,7 @@ class RecordsGateway:
             "categories": list(metadata.categories),
         }
         try:
-            decision = self._peers.consent.Decide(
+            decision = self._decider.decide(
                 consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
                                           action=action,  # type: ignore[arg-type]
                                           break_glass=break_glass, break_glass_reason=break_glass_reason)
@@ -327,9 +381,7 @@ class RecordsGateway:
             raise PermissionDenied(DENIAL_MESSAGE)
 
         try:
-            key = self._peers.identity.ReleaseDataKey(
-                identity_pb2.ReleaseDataKeyRequest(record_id=record_id, decision_token=decision.decision_token)
-            )
+            key = self._data_keys.release(record_id, decision.decision_token)
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
             if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # type: ignore[attr-defined]
@@ -338,7 +390,10 @@ class RecordsGateway:
             raise
         try:
             with _tracer.start_as_current_span("records.fetch_decrypt"):
-                plaintext = self._decrypt(record, key.plaintext_key)
+                if record.segment_bytes and content is not None:
+                    plaintext, attachment = content(record, key.plaintext_key)  # its envelope, authenticated
+                else:
+                    plaintext, attachment = self._decrypt(record, key.plaintext_key), None
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "stored record could not be read", exc)
             raise
@@ -346,7 +401,8 @@ class RecordsGateway:
         self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
                            alert=decision.break_glass, **audit_fields)
         read = ReadRecord(record_id, plaintext, list(metadata.categories), record.patient_id, metadata.resource_type,
-                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms)
+                          decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms,
+                          attachment=attachment)
         if not is_part2(metadata.categories):
             return read
         return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,
@@ -354,10 +410,32 @@ class RecordsGateway:
                            *security_labels(metadata.categories, with_confidentiality=True),
                            *handling_label_codings(PART2_SECURITY_LABELS)]))
 
+    def _verified_entry(self, record_id: str) -> _VerifiedEntry:
+        """The record's ledger registration with its opened metadata: checked once, then kept (it never changes)."""
+        cached = self._entries.get(record_id)
+        if cached is not None:
+            return cached
+        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
+        record = entry.record
+        if record.record_id != record_id:
+            raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
+        try:
+            with _tracer.start_as_current_span("records.open_metadata"):
+                metadata = self._sealer.open_record(record)
+        except IntegrityError as exc:
+            # Only the records service seals metadata: an entry that does not open was not written by it.
+            raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
+        verified = _VerifiedEntry(record, metadata)
+        self._entries.put(record_id, verified)
+        return verified
+
+    def close(self) -> None:
+        """Stop batching consent decisions (reads after this fail)."""
+        self._decider.close()
+
     def _decrypt(self, record: ledger_pb2.RegisterRecord, data_key: bytes) -> bytes:
         """The record's plaintext: ciphertext from storage, hash checked against the ledger, then opened."""
-        chunks = self._peers.storage.GetBlob(storage_pb2.GetBlobRequest(sha256=record.content_sha256))
-        ciphertext = b"".join(chunk.data for chunk in chunks)
+        ciphertext = self._blobs.get(record.content_sha256, record.content_size)
         if not same(sha256_hex(ciphertext), record.content_sha256):
             raise DataLoss(f"record {record.record_id}: stored ciphertext does not match the ledger hash")
         try:
@@ -375,10 +453,3 @@ class RecordsGateway:
             self._audit.report(action, outcome, reason=f"{what} ({status})", **audit_fields)
         except Exception:  # noqa: BLE001 - the caller must see the original error
             log.warning("could not audit a failed read", extra={"record_id": audit_fields["record_id"]})
-
-
-def _upload(ciphertext: bytes, content_sha256: str) -> Iterator[storage_pb2.PutBlobRequest]:
-    """A PutBlob request stream: metadata, then chunks."""
-    yield storage_pb2.PutBlobRequest(metadata=storage_pb2.PutBlobMetadata(expected_sha256=content_sha256))
-    for start in range(0, len(ciphertext), UPLOAD_CHUNK_BYTES):
-        yield storage_pb2.PutBlobRequest(chunk=ciphertext[start : start + UPLOAD_CHUNK_BYTES])

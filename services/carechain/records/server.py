@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from carechain.common.v1 import common_pb2
+from carechain.core.errors import CareChainError
 from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
-from carechain.records.gateway import RecordsGateway, handling_label_codings
+from carechain.records.bulk import BulkImporter
+from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label_codings, organization_of
+from carechain.records.large_records import LargeRecords
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.runtime.access import ANY, AccessTable, Allow, caller
@@ -19,6 +23,7 @@ from carechain.runtime.config import RecordsSettings
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.runtime.server import Register, register_servicer, run_service
+from carechain.runtime.streams import current_limiter, limited_stream
 from carechain.runtime.vault import service_signer
 
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
@@ -30,16 +35,24 @@ ACCESS = AccessTable(SERVICE, {
     "PutRecord": Allow.of(practitioner=ANY, organization=ANY, note="for patients registered with the network"),
     "GetRecord": Allow.of(practitioner=ANY, note="only what the patient's consent permits"),
     "Reconcile": Allow.of(operator=ANY, note="counts only; removes what crashed writes left behind"),
+    # Bulk and large records: the callers of PutRecord / GetRecord, each resource checked as one of those.
+    "ImportBundle": Allow.of(practitioner=ANY, organization=ANY, note="each entry as a PutRecord"),
+    "ImportRecords": Allow.of(practitioner=ANY, organization=ANY, note="each resource as a PutRecord"),
+    "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
+    "GetRecordStream": Allow.of(practitioner=ANY, note="as GetRecord, the data streamed"),
 })
 
 
 class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     """Authenticates callers and hands requests to the gateway flows."""
 
-    def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler) -> None:
+    def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
+                 importer: BulkImporter | None = None, large: LargeRecords | None = None) -> None:
         self._gateway = gateway
         self._auth = authenticator
         self._reconciler = reconciler
+        self._importer = importer
+        self._large = large
 
     def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext
                   ) -> records_pb2.PutRecordResponse:
@@ -78,21 +91,97 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
                   ) -> records_pb2.ReconcileReport:
         return self._reconciler.run(dry_run=request.dry_run)
 
+    def ImportBundle(self, request: records_pb2.ImportBundleRequest, context: grpc.ServicerContext
+                     ) -> records_pb2.ImportBundleResponse:
+        return self._bulk().import_bundle(caller(context), request.bundle_json, list(request.patient_ids))
+
+    @limited_stream
+    def ImportRecords(self, requests: Iterator[records_pb2.ImportRecordsRequest], context: grpc.ServicerContext
+                      ) -> Iterator[records_pb2.ImportResult]:
+        yield from self._bulk().import_stream(caller(context), requests)
+
+    def PutRecordStream(self, requests: Iterator[records_pb2.PutRecordStreamRequest], context: grpc.ServicerContext
+                        ) -> records_pb2.PutRecordResponse:
+        with _stream_slot(context):
+            stored = self._large_records().put(caller(context), requests)
+        return records_pb2.PutRecordResponse(
+            record_id=stored.record_id, version=stored.version, categories=stored.categories,
+            content_sha256=stored.content_sha256, ledger_log_index=stored.log_index,
+            security_labels=security_label_messages(stored.categories))
+
+    @limited_stream
+    def GetRecordStream(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext
+                        ) -> Iterator[records_pb2.GetRecordStreamResponse]:
+        large = self._large_records()
+        reader = caller(context)
+        record = large.get(reader, request)
+        yield records_pb2.GetRecordStreamResponse(header=_read_response(record))
+        audit_fields = {"actor_id": reader.principal_id, "organization_id": organization_of(reader),
+                        "patient_id": record.patient_id, "record_id": record.record_id, "purpose": request.purpose,
+                        "resource_type": record.resource_type, "categories": record.categories}
+        for data in large.stream(reader, record, request.action, audit_fields):
+            yield records_pb2.GetRecordStreamResponse(data=data)
+
+    def _bulk(self) -> BulkImporter:
+        if self._importer is None:
+            raise Unimplemented("bulk import is not configured on this server")
+        return self._importer
+
+    def _large_records(self) -> LargeRecords:
+        if self._large is None:
+            raise Unimplemented("large records are not configured on this server")
+        return self._large
+
+
+class Unimplemented(CareChainError):
+    """This server was built without the component an RPC needs."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+def _stream_slot(context: grpc.ServicerContext) -> contextlib.AbstractContextManager[None]:
+    """A slot of the server's stream cap for a long client stream (limited_stream is for server streams)."""
+    limiter = current_limiter()
+    return limiter.slot(caller(context).principal_id) if limiter is not None else contextlib.nullcontext()
+
+
+def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:
+    """GetRecordStream's header: a permitted read as GetRecord answers it (same fields as GetRecord's)."""
+    return records_pb2.GetRecordResponse(
+        record_id=record.record_id,
+        resource_json=record.resource_json,
+        categories=record.categories,
+        patient_id=record.patient_id,
+        resource_type=record.resource_type,
+        decision_id=record.decision_id,
+        break_glass=record.break_glass,
+        break_glass_expires_at_ms=record.break_glass_expires_at_ms,
+        redisclosure_notice=record.redisclosure_notice,
+        security_labels=[*security_label_messages(record.categories),
+                         *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
+        labelled_resource_json=record.labelled_resource_json,
+        attachment_size=record.attachment.size if record.attachment is not None else 0,
+    )
+
 
 def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]]:
     """Wire the records service from its settings."""
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
-                             commit_deadline_seconds=settings.reconcile_grace_seconds / 2)
     principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
+                             commit_deadline_seconds=settings.reconcile_grace_seconds / 2,
+                             principal_status=principal_status)
     reconciler = Reconciler(peers, settings.reconcile_grace_seconds)
     background = BackgroundReconciler(reconciler, settings.reconcile_interval_seconds).start()
-    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler)
+    importer = BulkImporter(gateway, lambda: peers.identity, settings.max_record_bytes)
+    large = LargeRecords(gateway, peers, settings.max_record_bytes)
+    servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
+                               importer, large)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
-    return register, [background.close, principal_status.close, peers.close]
+    return register, [background.close, importer.close, gateway.close, principal_status.close, peers.close]
 
 
 def main() -> None:

@@ -12,13 +12,19 @@ batching, as in database group commit). Under no load a call is a batch of one.
 ``max_in_flight`` flushes may run at once, so one slow batch does not stall the
 next.
 
-Trace context: the flush runs on a flusher thread, so its span is not a child of
-any one caller's span; it carries a link to every caller's span (up to
-:data:`MAX_SPAN_LINKS`) and each caller's span records the batch size.
+Context: a batch of one runs in its caller's own :mod:`contextvars` context, so a
+lone call behaves as an unbatched one (its deadline, its trace). A larger batch
+runs in a fresh context, so nothing of the flushing caller's call leaks into it:
+not its deadline (a peer call made while serving an RPC is bounded by that
+caller's remaining time, :mod:`carechain.runtime.peers`, and one caller's nearly
+spent deadline must not fail everyone's batch) and not its trace: its span is a
+root carrying a link to every caller's span (up to :data:`MAX_SPAN_LINKS`). Each
+caller's span records the batch size.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,6 +49,7 @@ class BatchClosed(RuntimeError):
 class _Pending(Generic[T, R]):
     item: T
     span_context: trace.SpanContext
+    context: contextvars.Context
     wake: threading.Event = field(default_factory=threading.Event)  # done, or promoted to flusher
     finished: bool = False
     promoted: bool = False
@@ -80,7 +87,8 @@ class MicroBatcher(Generic[T, R]):
 
     def submit(self, item: T) -> R:
         """Add item to the next batch, wait for that batch, and return item's result (or raise its error)."""
-        pending: _Pending[T, R] = _Pending(item, trace.get_current_span().get_span_context())
+        pending: _Pending[T, R] = _Pending(item, trace.get_current_span().get_span_context(),
+                                            contextvars.copy_context())
         with self._lock:
             if self._closed:
                 raise BatchClosed(f"{self.name}: closed")
@@ -126,11 +134,16 @@ class MicroBatcher(Generic[T, R]):
             self._run(batch)
 
     def _run(self, batch: list[_Pending[T, R]]) -> None:
+        context = batch[0].context if len(batch) == 1 else contextvars.Context()
+        context.run(self._run_in_context, batch)
+
+    def _run_in_context(self, batch: list[_Pending[T, R]]) -> None:
         links = [trace.Link(p.span_context) for p in batch[:MAX_SPAN_LINKS] if p.span_context.is_valid]
         try:
-            # A new root span, linked to the callers: the batch belongs to all of them, not to one.
-            with _tracer.start_as_current_span(f"batch {self.name}", context=trace.set_span_in_context(
-                    trace.INVALID_SPAN), links=links, attributes={"carechain.batch.size": len(batch)}):
+            # A batch of one is its caller's (in its context: a child span); a larger one belongs to all of
+            # them, not to one: a root span linked to the callers.
+            with _tracer.start_as_current_span(f"batch {self.name}", links=links,
+                                               attributes={"carechain.batch.size": len(batch)}):
                 results = self._flush([p.item for p in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name}: flush returned {len(results)} results for {len(batch)} items")

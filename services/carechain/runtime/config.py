@@ -158,7 +158,11 @@ class LedgerSettings(ServiceSettings):
     """Ledger validator."""
 
     block_max_transactions: int = Field(100, ge=1, le=10_000, description="cut a block at this many transactions")
-    block_max_wait_ms: int = Field(20, ge=0, le=10_000, description="cut a block after this long")
+    block_max_wait_ms: int = Field(
+        0, ge=0, le=10_000,
+        description="linger this long after the first waiting transaction before cutting (0: cut as soon as "
+        "transactions wait)",
+    )
     orderer: Literal["inprocess", "etcd"] = Field("inprocess", description="transaction ordering: in-process or etcd")
     validator_id: str = Field(
         "", description="this validator's principal id, e.g. validator-north-clinic (default: svc-ledger); "
@@ -264,6 +268,9 @@ class AuditSettings(ServiceSettings):
 class RecordsSettings(LedgerMetadataKeySettings):
     """Records gateway."""
 
+    # Each call mostly waits on five other services: a worker per concurrent client keeps calls from
+    # queueing behind those waits, and lets concurrent reads share batched calls (DecideMany).
+    max_workers: int = Field(64, ge=1, le=256, description="gRPC worker threads")
     max_record_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest FHIR resource accepted")
     reconcile_grace_seconds: float = Field(
         3600.0, ge=1, le=30 * 24 * 3600,

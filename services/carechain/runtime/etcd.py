@@ -47,7 +47,7 @@ import pathlib
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,8 @@ DEFAULT_TIMEOUT_SECONDS = 2.0
 # etcd's default --max-txn-ops is 128.
 MAX_TXN_OPS = 128
 DEFAULT_DEADLINE_SECONDS = 4.0
+# A watch with no news for this long ends (cheaply re-created): a dead member is noticed without keepalives.
+DEFAULT_WATCH_IDLE_SECONDS = 30.0
 # Between rounds over every member while none can take a request (e.g. during a leader election).
 _RETRY_PAUSE_SECONDS = 0.1
 _CANNOT_CONNECT = "cannot connect"
@@ -235,6 +237,24 @@ class Op:
         if range_end:
             body["range_end"] = _b64(range_end)
         return cls({"request_delete_range": body})
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """One watch response: the revision etcd was at and the keys changed (a deleted key has an empty value)."""
+
+    revision: int
+    changes: list[KeyValue]
+
+
+def _watch_batch(line: bytes) -> WatchBatch | None:
+    """Decode one line of the gateway's watch stream; None when etcd ended or refused the watch."""
+    message = _json(line)
+    result = message.get("result")
+    if not isinstance(result, dict) or result.get("canceled"):
+        return None  # an error object (e.g. an expired auth token) or a cancelled watch: watch again
+    revision = int(result.get("header", {}).get("revision", 0))
+    return WatchBatch(revision, [KeyValue.from_json(event.get("kv", {})) for event in result.get("events", [])])
 
 
 @dataclass(frozen=True)
@@ -426,6 +446,56 @@ class EtcdClient:
                 kvs = answer.get("response_range", {}).get("kvs", [])
                 found.append(KeyValue.from_json(kvs[0]) if kvs else None)
         return found
+
+    def watch(self, key: Key, range_end: Key = b"", start_revision: int = 0,
+              idle_timeout: float = DEFAULT_WATCH_IDLE_SECONDS) -> Iterator[WatchBatch]:
+        """Changes to [key, range_end) (just key when range_end is empty), pushed by etcd as they commit.
+
+        Yields one :class:`WatchBatch` per etcd watch response, from start_revision (0: from now). The
+        stream ends quietly after idle_timeout seconds without a response or when the member goes away
+        (callers watch again from the last revision + 1); Unavailable when no member accepts the watch.
+        Push is an optimisation: callers must still work (by polling) while no watch runs.
+        """
+        request: dict[str, Any] = {"key": _b64(key)}
+        if range_end:
+            request["range_end"] = _b64(range_end)
+        if start_revision:
+            request["start_revision"] = str(start_revision)
+        payload = json.dumps({"create_request": request}).encode()
+        token = self._current_token()
+        headers = {"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"}
+        if token is not None:
+            headers["Authorization"] = token
+        with self._lock:
+            endpoint = self.endpoints[self._preferred]
+        try:
+            reply = self._http.request(
+                "POST", endpoint + "/v3/watch", body=payload, headers=headers, preload_content=False,
+                timeout=urllib3.Timeout(connect=min(self.timeout, 1.0), read=idle_timeout),
+            )
+        except (HTTPError, OSError) as exc:
+            with self._lock:  # try the next member next time
+                if self.endpoints[self._preferred] == endpoint:
+                    self._preferred = (self._preferred + 1) % len(self.endpoints)
+            raise Unavailable(BACKEND, f"cannot watch on {endpoint} ({type(exc).__name__})") from exc
+        try:
+            if reply.status != 200:
+                raise Unavailable(BACKEND, f"{endpoint} refused the watch (HTTP {reply.status})")
+            pending = b""
+            for chunk in reply.stream(64 * 1024):
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    batch = _watch_batch(line)
+                    if batch is None:
+                        if token is not None:
+                            self._forget_token(token)
+                        return
+                    yield batch
+        except (HTTPError, OSError):
+            return  # idle timeout or the member went away: the caller watches again
+        finally:
+            reply.release_conn()
 
     def auth_request(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One call of etcd's auth API, e.g. ``auth_request("user/add", {...})`` (``/v3/auth/<method>``).

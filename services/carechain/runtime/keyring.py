@@ -7,9 +7,12 @@ behave the same way:
 - a named key (one per patient) has numbered versions; ``rotate`` adds one;
 - ``generate_data_key`` returns a fresh 32-byte data key and its wrapped form
   ``vault:v<N>:<base64>`` (Transit ``datakey/plaintext``), bound to a context;
+  ``generate_data_keys`` makes many under one key in one step (Transit
+  ``encrypt`` with ``batch_input``);
 - ``decrypt_data_key`` unwraps, refusing versions below the key's
-  ``min_decryption_version``; ``rewrap`` re-encrypts under the latest version
-  without exposing the plaintext to the caller;
+  ``min_decryption_version``; ``decrypt_data_keys`` unwraps many under one key
+  in one step, with an error per item; ``rewrap`` re-encrypts under the latest
+  version without exposing the plaintext to the caller;
 - ``delete_key`` destroys every version: wrapped keys become undecryptable
   (crypto-shredding).
 """
@@ -27,7 +30,7 @@ import time
 from typing import Protocol
 
 from carechain.core.crypto import AES_KEY_BYTES, new_aes_key, open_sealed, seal, write_private_file
-from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument, NotFound
+from carechain.core.errors import CareChainError, FailedPrecondition, IntegrityError, InvalidArgument, NotFound
 from carechain.core.files import private_dir
 from carechain.runtime.sqlite import Database
 
@@ -64,12 +67,29 @@ class KeyManager(Protocol):
         """A fresh 32-byte data key and its wrapped form under the latest version, bound to context."""
         ...
 
+    def generate_data_keys(self, name: str, contexts: list[bytes]) -> list[tuple[bytes, str]]:
+        """generate_data_key for each context, in order, in one step (one Vault request)."""
+        ...
+
     def decrypt_data_key(self, name: str, wrapped: str, context: bytes) -> bytes:
         """Unwrap a data key; IntegrityError if it or the context was changed."""
         ...
 
+    def decrypt_data_keys(self, name: str, items: list[tuple[str, bytes]]) -> list[bytes | CareChainError]:
+        """decrypt_data_key for each (wrapped, context) in one step: a plaintext or that item's error, in order.
+
+        An item's error is what decrypt_data_key would raise for it alone (IntegrityError, FailedPrecondition,
+        InvalidArgument); a missing key or an unreachable backend raises for the whole call.
+        """
+        ...
+
     def rewrap(self, name: str, wrapped: str, context: bytes) -> str:
         """Re-wrap a data key under the latest version of the key."""
+        ...
+
+    def rewrap_many(self, name: str, items: list[tuple[str, bytes]]) -> list[str]:
+        """rewrap for each (wrapped, context), in order, in few steps (Transit rewrap with batch_input);
+        all or nothing: the first item that does not unwrap raises (IntegrityError, FailedPrecondition)."""
         ...
 
     def rotate(self, name: str) -> int:
@@ -208,19 +228,62 @@ class LocalKeyring:
     # --- envelope encryption ---------------------------------------------------
 
     def generate_data_key(self, name: str, context: bytes) -> tuple[bytes, str]:
-        plaintext = new_aes_key()
-        return plaintext, self._wrap(name, plaintext, context)
+        return self.generate_data_keys(name, [context])[0]
+
+    def generate_data_keys(self, name: str, contexts: list[bytes]) -> list[tuple[bytes, str]]:
+        # One key lookup and one unseal of the key version for the whole batch.
+        version = self.key_info(name).latest_version
+        kek = self._key_version(name, version)
+        made = []
+        for context in contexts:
+            plaintext = new_aes_key()
+            sealed = seal(kek, plaintext, _data_key_associated_data(name, context))
+            made.append((plaintext, f"{WRAPPED_PREFIX}{version}:{base64.b64encode(sealed).decode()}"))
+        return made
 
     def decrypt_data_key(self, name: str, wrapped: str, context: bytes) -> bytes:
-        version, sealed = _parse_wrapped(wrapped)
-        kek = self._key_version(name, version)
-        plaintext = open_sealed(kek, sealed, _data_key_associated_data(name, context))
-        if len(plaintext) != AES_KEY_BYTES:
-            raise IntegrityError("unwrapped data key has the wrong length")
-        return plaintext
+        _parse_wrapped(wrapped)  # InvalidArgument before NotFound, as before batching
+        result = self.decrypt_data_keys(name, [(wrapped, context)])[0]
+        if isinstance(result, CareChainError):
+            raise result
+        return result
+
+    def decrypt_data_keys(self, name: str, items: list[tuple[str, bytes]]) -> list[bytes | CareChainError]:
+        info = self.key_info(name)  # NotFound for the whole call
+        keks: dict[int, bytes | CareChainError] = {}
+        results: list[bytes | CareChainError] = []
+        for wrapped, context in items:
+            try:
+                version, sealed = _parse_wrapped(wrapped)
+                if version not in keks:  # each key version unsealed once per batch
+                    try:
+                        keks[version] = self._key_version(name, version, info)
+                    except (FailedPrecondition, IntegrityError) as exc:
+                        keks[version] = exc
+                kek = keks[version]
+                if isinstance(kek, CareChainError):
+                    raise kek
+                plaintext = open_sealed(kek, sealed, _data_key_associated_data(name, context))
+                if len(plaintext) != AES_KEY_BYTES:
+                    raise IntegrityError("unwrapped data key has the wrong length")
+                results.append(plaintext)
+            except (InvalidArgument, FailedPrecondition, IntegrityError) as exc:
+                results.append(exc)
+        return results
 
     def rewrap(self, name: str, wrapped: str, context: bytes) -> str:
         return self._wrap(name, self.decrypt_data_key(name, wrapped, context), context)
+
+    def rewrap_many(self, name: str, items: list[tuple[str, bytes]]) -> list[str]:
+        plaintexts = self.decrypt_data_keys(name, items)
+        for plaintext in plaintexts:
+            if isinstance(plaintext, CareChainError):
+                raise plaintext
+        version = self.key_info(name).latest_version
+        kek = self._key_version(name, version)
+        return [f"{WRAPPED_PREFIX}{version}:"
+                f"{base64.b64encode(seal(kek, p, _data_key_associated_data(name, c))).decode()}"  # type: ignore[arg-type]
+                for p, (_, c) in zip(plaintexts, items, strict=True)]
 
     def _wrap(self, name: str, plaintext: bytes, context: bytes) -> str:
         version = self.key_info(name).latest_version
@@ -233,8 +296,8 @@ class LocalKeyring:
         sealed = seal(self._master_key, new_aes_key(), _version_associated_data(name, version))
         conn.execute("INSERT INTO key_versions VALUES (?, ?, ?, ?)", (name, version, sealed, now_ms))
 
-    def _key_version(self, name: str, version: int) -> bytes:
-        info = self.key_info(name)
+    def _key_version(self, name: str, version: int, info: KeyInfo | None = None) -> bytes:
+        info = info or self.key_info(name)
         if version < info.min_decryption_version:
             raise FailedPrecondition(
                 f"key {name} version {version} is below min_decryption_version {info.min_decryption_version}"

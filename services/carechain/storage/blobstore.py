@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from carechain.core.crypto import same
-from carechain.core.errors import DataLoss, InvalidArgument
+from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
+# The batch calls (put_many / get_many, PutBlobs / GetBlobs) are for small blobs; larger ones stream.
+MAX_BATCH_BLOB_BYTES = 1024 * 1024
 SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -51,6 +53,16 @@ class BlobStore(Protocol):
 
     def open(self, sha256: str) -> Iterator[bytes]:
         """Stream a blob's bytes; NotFound now if missing, DataLoss at the end if they no longer match the address."""
+        ...
+
+    def put_many(self, blobs: list[tuple[bytes, str | None]]) -> list[BlobRef | CareChainError]:
+        """put for each (bytes, expected_sha256), durable together before returning: a BlobRef or that
+        item's error (InvalidArgument, DataLoss), in order. For small blobs (at most MAX_BATCH_BLOB_BYTES)."""
+        ...
+
+    def get_many(self, sha256s: list[str]) -> list[bytes | CareChainError]:
+        """Each blob's bytes, checked against its address, or that item's error (InvalidArgument, NotFound,
+        DataLoss; FailedPrecondition if larger than MAX_BATCH_BLOB_BYTES: stream it with open)."""
         ...
 
     def stat(self, sha256: str) -> int:
@@ -100,3 +112,32 @@ def verified_chunks(read: Callable[[int], bytes], sha256: str, chunk_bytes: int)
         raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {digest.hexdigest()})")
     if pending:
         yield pending
+
+
+def checked_blob(data: bytes, expected_sha256: str | None) -> str:
+    """The address of data; InvalidArgument if it is too large for a batch, DataLoss if it does not hash to
+    expected_sha256. The per-item checks every put_many shares (put's refusals), before anything is written.
+    """
+    if expected_sha256:
+        check_sha256(expected_sha256, "expected_sha256")
+    if len(data) > MAX_BATCH_BLOB_BYTES:
+        raise InvalidArgument("data", f"at most {MAX_BATCH_BLOB_BYTES} bytes per blob in a batch; stream it")
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and not same(sha256, expected_sha256.lower()):
+        raise DataLoss(f"received bytes hash to {sha256}, expected {expected_sha256.lower()}; nothing stored")
+    return sha256
+
+
+def verified_blob(data: bytes, sha256: str) -> bytes:
+    """data if it still hashes to its address sha256; DataLoss otherwise (get_many's check)."""
+    actual = hashlib.sha256(data).hexdigest()
+    if not same(actual, sha256):
+        raise DataLoss(f"stored blob {sha256} no longer hashes to its address (hashes to {actual})")
+    return data
+
+
+def too_large_for_batch(sha256: str, size: int) -> FailedPrecondition | None:
+    """The get_many refusal of a blob too large to return in a batch, or None."""
+    if size > MAX_BATCH_BLOB_BYTES:
+        return FailedPrecondition(f"blob {sha256} is {size} bytes, more than a batch returns; use GetBlob")
+    return None

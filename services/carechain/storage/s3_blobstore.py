@@ -27,8 +27,10 @@ matches, so a changed object yields DataLoss, never a complete wrong blob.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import hashlib
+import io
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -49,16 +51,26 @@ from minio.retention import Retention
 from urllib3.response import BaseHTTPResponse
 
 from carechain.core.crypto import same
-from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, NotFound, Unavailable
+from carechain.core.errors import CareChainError, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from carechain.runtime.config import StorageSettings
 from carechain.runtime.metrics import backend_call, count_backend_error
-from carechain.storage.blobstore import DEFAULT_CHUNK_BYTES, BlobRef, StoredBlobInfo, check_sha256, verified_chunks
+from carechain.storage.blobstore import (
+    DEFAULT_CHUNK_BYTES,
+    BlobRef,
+    StoredBlobInfo,
+    check_sha256,
+    checked_blob,
+    too_large_for_batch,
+    verified_blob,
+    verified_chunks,
+)
 
 BACKEND = "s3"
 BLOBS_PREFIX = "blobs/"
 INCOMING_PREFIX = "incoming/"
 DEFAULT_PART_BYTES = 16 * 1024 * 1024
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest multipart part (except the last)
+PARALLEL_REQUESTS = 16  # S3 requests a put_many / get_many has in flight at once
 # A refused connection fails at once; an unreachable host after CONNECT_TIMEOUT per attempt.
 CONNECT_TIMEOUT_SECONDS = 3.0
 # Long enough for a server-side copy of a multi-GiB object, short enough that a hung server is noticed.
@@ -207,6 +219,7 @@ class S3BlobStore:
         self._region = region
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> S3BlobStore:
@@ -308,6 +321,48 @@ class S3BlobStore:
         finally:
             self._remove_quietly(temp, written.version_id)
         return BlobRef(sha256, reader.size)
+
+    def put_many(self, blobs: list[tuple[bytes, str | None]]) -> list[BlobRef | CareChainError]:
+        # Small blobs with known addresses: one PUT each straight to the final name (an S3 PUT is atomic, so
+        # no temporary object and copy), all in parallel; each is durable when S3 answers.
+        self.ensure_bucket()
+        return list(self._parallel().map(self._put_small, blobs))
+
+    def _put_small(self, blob: tuple[bytes, str | None]) -> BlobRef | CareChainError:
+        data, expected = blob
+        try:
+            sha256 = checked_blob(data, expected)
+        except (InvalidArgument, DataLoss) as exc:
+            return exc
+        final = self.object_name(sha256)
+        if not self._object_exists(final):  # identical bytes stored already: no needless version
+            _s3_call(lambda: self.client.put_object(self.bucket, final, io.BytesIO(data), length=len(data),
+                                                    retention=self._retention()))
+        return BlobRef(sha256, len(data))
+
+    def get_many(self, sha256s: list[str]) -> list[bytes | CareChainError]:
+        self.ensure_bucket()
+        return list(self._parallel().map(self._get_small, sha256s))
+
+    def _get_small(self, sha256: str) -> bytes | CareChainError:
+        try:
+            name = self.object_name(sha256)
+            size = self._object_size(name)
+            if size is None:
+                raise NotFound(f"blob {sha256} not found")
+            refusal = too_large_for_batch(sha256, size)
+            if refusal is not None:
+                raise refusal
+            return verified_blob(b"".join(self.open(sha256)), name.removeprefix(BLOBS_PREFIX))
+        except (InvalidArgument, NotFound, FailedPrecondition, DataLoss) as exc:
+            return exc
+
+    def _parallel(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The pool batch calls run their S3 requests on (made on first use)."""
+        with self._bucket_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_REQUESTS, thread_name_prefix="s3-batch")
+            return self._pool
 
     def open(self, sha256: str) -> Iterator[bytes]:
         name = self.object_name(sha256)

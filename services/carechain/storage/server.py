@@ -16,6 +16,7 @@ from carechain.core.errors import InvalidArgument
 from carechain.core.layout import TrustBundle, audience
 from carechain.runtime.access import ANY, AccessTable, Allow
 from carechain.runtime.auth import Authenticator
+from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import StorageSettings
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.storage.blobstore import BlobStore, check_sha256
@@ -36,12 +37,17 @@ def _records_only(note: str) -> Allow:
 ACCESS = AccessTable(SERVICE, {
     "PutBlob": _records_only("ciphertext in"),
     "GetBlob": _records_only("ciphertext out"),
+    "PutBlobs": _records_only("ciphertext in: small blobs, many per call"),
+    "GetBlobs": _records_only("ciphertext out: small blobs, many per call"),
     "StatBlob": _records_only(""),
     "ListBlobs": _records_only("addresses and sizes, for its reconciler"),
     "DeleteBlob": _records_only("its reconciler: blobs no ledger record references"),
     "PruneIncoming": _records_only("its reconciler: uploads a crash left behind"),
 })
 MAX_PAGE_SIZE = 1000
+# PutBlobs / GetBlobs: items per call, and bytes per PutBlobs call (well below the 64 MiB message limit).
+MAX_BATCH_ITEMS = 64
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
 def _required_time(value: int, field: str) -> int:
@@ -68,6 +74,34 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             check_sha256(expected, "metadata.expected_sha256")
         ref = self._store.put(_chunks(request_iterator), expected or None)
         return storage_pb2.BlobRef(sha256=ref.sha256, size=ref.size)
+
+    def PutBlobs(
+        self, request: storage_pb2.PutBlobsRequest, context: grpc.ServicerContext
+    ) -> storage_pb2.PutBlobsResponse:
+        _check_batch_size(len(request.items))
+        if sum(len(item.data) for item in request.items) > MAX_BATCH_BYTES:
+            raise InvalidArgument("items", f"must hold at most {MAX_BATCH_BYTES} bytes in all; stream large blobs")
+        stored = self._store.put_many([(item.data, item.expected_sha256 or None) for item in request.items])
+        results = []
+        for outcome in stored:
+            if isinstance(outcome, BaseException):
+                results.append(storage_pb2.PutBlobResult(error=_item_error(outcome)))
+            else:
+                results.append(storage_pb2.PutBlobResult(ref=storage_pb2.BlobRef(sha256=outcome.sha256,
+                                                                                 size=outcome.size)))
+        return storage_pb2.PutBlobsResponse(results=results)
+
+    def GetBlobs(
+        self, request: storage_pb2.GetBlobsRequest, context: grpc.ServicerContext
+    ) -> storage_pb2.GetBlobsResponse:
+        _check_batch_size(len(request.sha256))
+        results = []
+        for outcome in self._store.get_many(list(request.sha256)):
+            if isinstance(outcome, BaseException):
+                results.append(storage_pb2.GetBlobResult(error=_item_error(outcome)))
+            else:
+                results.append(storage_pb2.GetBlobResult(data=outcome))
+        return storage_pb2.GetBlobsResponse(results=results)
 
     def GetBlob(
         self, request: storage_pb2.GetBlobRequest, context: grpc.ServicerContext
@@ -105,6 +139,16 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.PruneIncomingResponse:
         removed = self._store.prune_incoming(_required_time(request.created_before_ms, "created_before_ms"))
         return storage_pb2.PruneIncomingResponse(removed=removed)
+
+
+def _check_batch_size(count: int) -> None:
+    if not 1 <= count <= MAX_BATCH_ITEMS:
+        raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH_ITEMS} blobs")
+
+
+def _item_error(error: BaseException) -> storage_pb2.BatchItemError:
+    code, message = item_error(error)
+    return storage_pb2.BatchItemError(code=code, message=message)
 
 
 def _chunks(requests: Iterator[storage_pb2.PutBlobRequest]) -> Iterator[bytes]:

@@ -46,7 +46,8 @@ def test_identity_policy_has_no_wildcards_beyond_patient_keys_and_its_kv_folder(
     paths = _paths(load_policy(DEFAULT_POLICY_DIR, "identity", Mounts()))
     wildcards = {p for p in paths if "*" in p}
     assert wildcards == {
-        "transit/keys/patient-*", "transit/datakey/plaintext/patient-*", "transit/decrypt/patient-*",
+        "transit/keys/patient-*", "transit/datakey/plaintext/patient-*", "transit/encrypt/patient-*",
+        "transit/decrypt/patient-*",
         "transit/rewrap/patient-*", "carechain/data/identity/*", "carechain/metadata/identity/*",
     }
     assert not any(p.startswith(("transit/export", "transit/backup", "sys/")) for p in paths)

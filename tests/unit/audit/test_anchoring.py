@@ -7,9 +7,9 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
-from audit_fixtures import AuditEnv, running_audit, wait_until
+from audit_fixtures import AUDIT_SIGNER, AuditEnv, running_audit, wait_until
 
-from carechain.audit.anchoring import AnchorRejected, AuditMaintenance, BatchSealer
+from carechain.audit.anchoring import AnchorRejected, AuditMaintenance, BatchSealer, LedgerAnchorer
 from carechain.audit.v1 import audit_pb2
 from carechain.core.errors import Unavailable
 from carechain.ledger.transactions import decode_body
@@ -117,3 +117,28 @@ def test_a_rejected_anchor_backs_off_and_alerts_instead_of_resubmitting_in_a_loo
     now[0] = 47.0
     maintenance.run_once()
     assert env.store.batches()[0].anchored and maintenance.backing_off_until is None
+
+
+def test_a_restarted_anchorer_finds_where_to_continue_without_reading_every_batch(env: AuditEnv) -> None:
+    for _ in range(40):  # 40 anchored batches, then 2 sealed and not anchored yet
+        env.record()
+        env.seal_and_anchor()
+    for _ in range(2):
+        env.record()
+        env.sealer.seal_due(force=True)
+    read: list[int] = []
+    real_batches = env.store.batches
+
+    def counting(after_number: int = 0, limit: int = 0):  # type: ignore[no-untyped-def]
+        found = real_batches(after_number, limit)
+        read.append(len(found))
+        return found
+
+    env.store.batches = counting  # type: ignore[method-assign]
+    restarted = LedgerAnchorer(env.store, "test-chain", lambda: env.ledger, lambda: AUDIT_SIGNER)
+    anchored = restarted.anchor_pending()
+    assert [b.batch_number for b in anchored] == [41, 42]
+    assert [b.anchor_log_index for b in anchored] == [40, 41]
+    assert sum(read) <= 12, read  # a binary search and the two new batches, not all 42
+    read.clear()
+    assert restarted.anchor_pending() == [] and sum(read) == 0  # the next round starts after the last anchored

@@ -9,7 +9,18 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from audit_fixtures import CONSENT, PATIENT, PRACTITIONER, RECORDS, AuditEnv, running_audit, status_of
+from audit_fixtures import (
+    CONSENT,
+    OPERATOR,
+    PATIENT,
+    PRACTITIONER,
+    RECORDS,
+    AuditEnv,
+    metadata,
+    running_audit,
+    status_of,
+    wait_until,
+)
 
 from carechain.audit.v1 import audit_pb2
 
@@ -87,3 +98,50 @@ def test_stream_is_for_services_and_the_operator(env: AuditEnv) -> None:
         code, _ = status_of(lambda caller=caller: list(env.stream(caller, replay_only=True)))
         assert code == grpc.StatusCode.PERMISSION_DENIED
     assert len(list(env.stream(RECORDS, replay_only=True))) == 1
+
+
+def test_64_following_tails_cost_appends_no_store_reads(tmp_path: pathlib.Path) -> None:
+    # 64 tails open (each holds a worker today; streams get at most half the workers), then 8 writers append 25 each.
+    with running_audit(tmp_path, max_workers=160, max_streams=64, max_streams_per_caller=64,
+                       max_concurrent_rpcs=256) as env:
+        env.record(reason="before the tails")
+        tails = [env.stub.StreamEvents(audit_pb2.StreamEventsRequest(), metadata=metadata(OPERATOR), timeout=60)
+                 for _ in range(64)]
+        received: list[list[str]] = [[] for _ in tails]
+
+        def consume(i: int) -> None:
+            try:
+                for stored in tails[i]:
+                    received[i].append(stored.event.reason)
+            except grpc.RpcError:
+                pass  # cancelled at the end
+
+        consumers = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(64)]
+        for t in consumers:
+            t.start()
+        wait_until(lambda: all(r == ["before the tails"] for r in received), "every tail replayed the stored event")
+        reads: list[int] = []
+        real_read = env.store.events_after
+
+        def counting_read(after_sequence: int, limit: int):  # type: ignore[no-untyped-def]
+            reads.append(after_sequence)
+            return real_read(after_sequence, limit)
+
+        env.store.events_after = counting_read  # type: ignore[method-assign]
+
+        def write(w: int) -> None:
+            for i in range(25):
+                env.record(reason=f"w{w} #{i}")
+
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join(timeout=60)
+        wait_until(lambda: all(len(r) == 201 for r in received), "every tail received every event", timeout=30)
+        expected = [s.event.reason for s in real_read(0, 1000)]
+        assert all(r == expected for r in received)  # in sequence order, no gap, no duplicate
+        # Following tails read the shared window: at most the one read that learns the chain's tip, not 64 per wake.
+        assert len(reads) <= 1, reads
+        for tail in tails:
+            tail.cancel()

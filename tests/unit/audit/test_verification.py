@@ -89,3 +89,36 @@ def test_verify_with_the_ledger_fails_when_a_batch_misses_the_anchoring_deadline
     assert not verified.ok and verified.first_bad_sequence == 1
     assert "batch 1" in verified.problem and "deadline of 900 s" in verified.problem
     assert verify(env).ok  # local check only
+
+
+def test_verification_continues_from_the_checkpoint_it_returned(env: AuditEnv) -> None:
+    for i in range(5):
+        env.record(reason=f"read {i}")
+    env.seal_and_anchor()
+    first = verify(env, check_ledger=True)
+    assert first.ok and (first.checkpoint.sequence, first.checkpoint.batch_number) == (5, 1)
+    assert first.checkpoint.anchors_checked and first.anchors_checked == 1
+    for i in range(3):
+        env.record(reason=f"later {i}")
+    env.seal_and_anchor()
+    env.record(reason="not sealed yet")
+    later = env.call("VerifyAuditChain", audit_pb2.VerifyAuditChainRequest(
+        check_ledger=True, from_checkpoint=first.checkpoint), OPERATOR)
+    assert later.ok, later.problem
+    assert (later.events_checked, later.batches_checked, later.anchors_checked) == (4, 1, 1)  # only the new
+    assert (later.checkpoint.sequence, later.checkpoint.batch_number) == (8, 2) and later.checkpoint.anchors_checked
+    # A checkpoint of another chain (or a forged one) is a finding, not a pass.
+    forged = audit_pb2.AuditChainCheckpoint()
+    forged.CopyFrom(first.checkpoint)
+    forged.event_hash = bytes(32)
+    found = env.call("VerifyAuditChain", audit_pb2.VerifyAuditChainRequest(from_checkpoint=forged), OPERATOR)
+    assert not found.ok and found.first_bad_sequence == 5 and not found.HasField("checkpoint")
+
+
+def test_a_malformed_checkpoint_is_refused_naming_the_field(env: AuditEnv) -> None:
+    for checkpoint, field in ((audit_pb2.AuditChainCheckpoint(sequence=3), "from_checkpoint"),
+                              (audit_pb2.AuditChainCheckpoint(sequence=3, batch_number=1, event_hash=b"x"),
+                               "from_checkpoint.event_hash")):
+        code, details = status_of(lambda checkpoint=checkpoint: env.call(
+            "VerifyAuditChain", audit_pb2.VerifyAuditChainRequest(from_checkpoint=checkpoint), OPERATOR))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":")

@@ -60,3 +60,30 @@ def test_bad_files_are_named_without_their_content(tmp_path: pathlib.Path) -> No
         load_public_key_file(path)
     with pytest.raises(ValueError, match="white space"):
         new_key_file(tmp_path / "k", "two words")
+
+
+def test_the_audit_listings_fetch_every_page(tmp_path: pathlib.Path) -> None:
+    from audit_fixtures import OPERATOR, PATIENT, RECORDS, AuthedStub, event, running_audit
+
+    from carechain.audit.v1 import audit_pb2
+    from carechain.client.sdk import CareChainClient
+
+    with running_audit(tmp_path) as env:
+        for _ in range(3):  # 300 events (the service's default page is 100), every tenth an alert
+            env.call("RecordEvents", audit_pb2.RecordEventsRequest(events=[
+                event(alert=i % 10 == 0, reason=f"#{i}") for i in range(100)]), RECORDS)
+
+        def client_as(caller) -> CareChainClient:  # type: ignore[no-untyped-def]
+            client = object.__new__(CareChainClient)  # only the audit stub, over the real gRPC server
+            client.signer = Ed25519Signer.generate(caller.principal_id)
+            client.audit = AuthedStub(env.stub, caller)
+            return client
+
+        patient = client_as(PATIENT)
+        disclosures = patient.accounting_of_disclosures()
+        assert len(disclosures) == 300 and len({d.sequence for d in disclosures}) == 300
+        assert [d.sequence for d in disclosures] == sorted((d.sequence for d in disclosures), reverse=True)
+        assert len(patient.access_history()) == 300
+        assert len(patient.notifications()) == 30
+        assert len(patient.export_audit_fhir()["entry"]) == 300
+        assert len(client_as(OPERATOR).review_items()) == 30

@@ -3,6 +3,8 @@
 # ruff: noqa: F811 - test parameters named like the imported fixtures are how pytest injects them
 from __future__ import annotations
 
+import concurrent.futures
+
 import grpc
 import pytest
 from consent_fixtures import (  # noqa: F401 - clock and env are fixtures
@@ -29,10 +31,12 @@ from consent_ledger_fake import (
 )
 
 from carechain.common.v1 import common_pb2 as c
+from carechain.consent.decisions import IssuedDecisions
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.crypto import Ed25519Signer
+from carechain.core.decision_claims import DecisionClaims, issue_decision_token
 from carechain.core.layout import DECISION_ISSUER_ID, audience
-from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token, verify_token
+from carechain.core.tokens import CLOCK_SKEW_SECONDS, DECISION_TOKEN_TYPE, issue_token, verify_token
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller
 
@@ -238,3 +242,146 @@ def test_check_decision_refuses_a_token_with_a_mistyped_claim_by_name(env: Env, 
     held = check(env, token)
     assert not held.permitted
     assert held.reason.startswith(f"decision token rejected: decision token claim {claim} ")
+
+
+# --- DecideMany: several requests on one synchronised state -------------------------------------
+
+def decide_request(record_id="rec-onc", actor_id="prac-onc", purpose=TREAT, reason="") -> consent_pb2.DecideRequest:
+    return consent_pb2.DecideRequest(actor_id=actor_id, record_id=record_id, purpose=purpose,
+                                     break_glass=bool(reason), break_glass_reason=reason)
+
+
+def decide_many(env: Env, *requests: consent_pb2.DecideRequest,
+                caller=RECORDS_CALLER) -> list[consent_pb2.DecideResult]:
+    return list(env.call("DecideMany", consent_pb2.DecideManyRequest(requests=requests), caller).results)
+
+
+def test_decide_many_answers_each_request_as_decide_does_in_order(env: Env) -> None:
+    grant(env)
+    asked = [decide_request(), decide_request(record_id="rec-psy"), decide_request(actor_id="prac-gp"),
+             decide_request(record_id="rec-missing"), decide_request(purpose=c.PURPOSE_OF_USE_UNSPECIFIED),
+             decide_request(actor_id=""), decide_request(actor_id="prac-er", purpose=ETREAT, reason=" ")]
+    results = decide_many(env, *asked)
+    assert len(results) == len(asked)
+    for request, result in zip(asked, results, strict=True):
+        try:
+            single = env.call("Decide", request, RECORDS_CALLER)
+        except grpc.RpcError as exc:
+            assert result.WhichOneof("result") == "error"
+            assert (result.error.code, result.error.message) == (exc.code().value[0], exc.details())
+            continue
+        assert result.WhichOneof("result") == "decision"
+        got = result.decision
+        assert (got.effect, got.reason, got.consent_id, got.provision_path, got.patient_id) == (
+            single.effect, single.reason, single.consent_id, single.provision_path, single.patient_id)
+        assert bool(got.decision_token) == bool(single.decision_token)
+    assert results[0].decision.effect == consent_pb2.DECISION_EFFECT_PERMIT
+    assert results[1].decision.effect == results[2].decision.effect == DENY
+    assert results[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert results[4].error.message.startswith("purpose:") and results[5].error.message.startswith("actor_id:")
+    assert results[6].error.message.startswith("break_glass_reason:")
+
+
+def test_decide_many_permits_are_redeemable_and_a_later_revocation_stops_them(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    first, second = (r.decision for r in decide_many(env, decide_request(), decide_request()))
+    assert first.decision_id != second.decision_id
+    assert check(env, first.decision_token).permitted
+    env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent_id)), PATIENT_CALLER)
+    held = check(env, second.decision_token)
+    assert not held.permitted and held.reason.startswith("consent revoked")
+    (after,) = decide_many(env, decide_request())
+    assert after.decision.effect == DENY and not after.decision.decision_token
+
+
+def test_decide_many_sees_a_revocation_committed_straight_to_the_ledger(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    env.ledger.commit(revoke_tx(consent_id))  # not through this service: only the next sync can see it
+    (result,) = decide_many(env, decide_request())
+    assert result.decision.effect == DENY
+
+
+def test_decide_many_reads_the_ledger_once_for_the_whole_batch(env: Env) -> None:
+    grant(env)
+    before = env.ledger.list_calls
+    decide(env)
+    one = env.ledger.list_calls - before
+    before = env.ledger.list_calls
+    results = decide_many(env, *[decide_request() for _ in range(20)])
+    assert all(r.decision.effect == consent_pb2.DECISION_EFFECT_PERMIT for r in results)
+    assert env.ledger.list_calls - before == one
+
+
+@pytest.mark.parametrize("count", [0, 257])
+def test_decide_many_refuses_an_empty_or_oversized_batch(env: Env, count: int) -> None:
+    code, details = status_of(lambda: decide_many(env, *[decide_request() for _ in range(count)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("requests:")
+
+
+@pytest.mark.parametrize("caller", [PATIENT_CALLER, IDENTITY_CALLER,
+                                    Caller("prac-onc", c.PRINCIPAL_KIND_PRACTITIONER, "org-a", "oncology")])
+def test_decide_many_is_only_for_the_records_service(env: Env, caller: Caller) -> None:
+    grant(env)
+    code, _ = status_of(lambda: decide_many(env, decide_request(), caller=caller))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_concurrent_decisions_after_a_revocation_all_deny(env: Env) -> None:
+    """Concurrent callers share ledger reads, but each is answered on a state read after it arrived."""
+    consent_id = grant(env).consent_id
+    permits = [decide(env).decision_token for _ in range(8)]
+    env.ledger.commit(revoke_tx(consent_id))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        checks = list(pool.map(lambda token: check(env, token), permits))
+        decisions = list(pool.map(lambda _: decide(env), range(8)))
+    assert not any(held.permitted for held in checks)
+    assert all(d.effect == DENY for d in decisions)
+
+
+# --- CheckDecision of the tokens this replica issued ---------------------------------------------
+
+def test_an_issued_token_is_remembered_once_and_not_past_its_lifetime() -> None:
+    now = [1_000.0]
+    issued = IssuedDecisions(clock=lambda: now[0])
+    claims = DecisionClaims("prac-onc", "rec-onc", "pat-1", TREAT, c.CONSENT_ACTION_ACCESS, decision_id="d-1",
+                            expires_at=1_030.0)
+    issued.remember("token-1", claims)
+    assert issued.take("token-2") is None  # never issued here
+    assert issued.take("token-1") == claims
+    assert issued.take("token-1") is None  # taken once; a second check verifies the token in full
+    issued.remember("token-1", claims)
+    now[0] = 1_030.0 + CLOCK_SKEW_SECONDS - 1  # about to expire even with the skew verification allows
+    assert issued.take("token-1") is None
+
+
+def test_remembered_tokens_are_bounded_and_expired_ones_dropped() -> None:
+    now = [1_000.0]
+    issued = IssuedDecisions(clock=lambda: now[0], max_entries=3)
+    for i in range(5):
+        issued.remember(f"t-{i}", DecisionClaims("a", "r", "p", TREAT, 1, decision_id=str(i), expires_at=1_030.0))
+    assert len(issued) == 3 and issued.take("t-0") is None and issued.take("t-4") is not None
+    now[0] = 2_000.0
+    issued.remember("late", DecisionClaims("a", "r", "p", TREAT, 1, decision_id="x", expires_at=2_030.0))
+    assert len(issued) == 1
+
+
+def test_a_token_of_another_replica_is_verified_and_rechecked_on_the_current_state(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    claims = DecisionClaims("prac-onc", "rec-onc", "pat-1", TREAT, c.CONSENT_ACTION_ACCESS, consent_id=consent_id)
+    token, _ = issue_decision_token(CONSENT, claims, 30)  # same key, not issued by this replica
+    assert check(env, token).permitted
+    env.ledger.commit(revoke_tx(consent_id))
+    second, _ = issue_decision_token(CONSENT, claims, 30)
+    held = check(env, second)
+    assert not held.permitted and held.reason.startswith("consent revoked")
+
+
+def test_a_remembered_permit_is_still_stopped_by_a_revocation_at_key_release(env: Env) -> None:
+    consent_id = grant(env).consent_id
+    tokens = [decide(env).decision_token for _ in range(2)]
+    assert check(env, tokens[0]).permitted
+    env.ledger.commit(revoke_tx(consent_id))  # straight to the ledger, between decision and key release
+    held = check(env, tokens[1])
+    assert not held.permitted and held.reason.startswith("consent revoked")
+    again = check(env, tokens[0])  # a second check of the same token: verified in full, and still revoked
+    assert not again.permitted and again.reason.startswith("consent revoked")

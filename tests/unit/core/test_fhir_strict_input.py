@@ -358,3 +358,13 @@ def test_invariants_hold_in_contained_resources_too() -> None:
     contained = _condition(id="c1", clinicalStatus=_ACTIVE, verificationStatus=_IN_ERROR)
     resource = _observation(contained=[contained], hasMember=[{"reference": "#c1"}])
     _refused(json.dumps(resource).encode(), "resource_json.contained[0].clinicalStatus", "(FHIR con-5)")
+
+
+def test_a_lone_surrogate_escape_is_refused_naming_its_element() -> None:
+    """Models are validated from the bytes (JSON mode); where that mode reads JSON differently from Python's
+    json (a lone UTF-16 surrogate escape), the element is still named as when validated from the parsed dict."""
+    raw = json.dumps(_observation(valueString="before \ud800 after")).encode()
+    assert b"\\ud800" in raw
+    _refused(raw, "resource_json", "valueString: is not valid (string_unicode)")
+    paired = json.dumps(_observation(valueString="emoji \U0001F600")).encode()  # an escaped surrogate pair is fine
+    assert validate_resource(paired, PATIENT, LIMIT).content["valueString"] == "emoji \U0001F600"

@@ -244,3 +244,139 @@ def test_an_orphan_data_key_is_deleted_once_and_only_by_records(net: Network, pa
     with pytest.raises(grpc.RpcError) as missing_patient:
         delete_key(net, "rec-kept", "")
     assert _code(missing_patient) == Code.INVALID_ARGUMENT and "patient_id" in _details(missing_patient)
+
+
+# --- batches: GenerateDataKeys / ReleaseDataKeys ---------------------------------------
+
+
+def generate_many(net: Network, items: list[tuple[str, str]], caller: Caller = RECORDS
+                  ) -> list[identity_pb2.GenerateDataKeyResult]:
+    return list(net.stub.GenerateDataKeys(identity_pb2.GenerateDataKeysRequest(items=[
+        identity_pb2.GenerateDataKeyRequest(patient_id=p, record_id=r) for p, r in items]),
+        metadata=net.as_(caller)).results)
+
+
+def release_many(net: Network, items: list[tuple[str, str]], caller: Caller = RECORDS
+                 ) -> list[identity_pb2.ReleaseDataKeyResult]:
+    return list(net.stub.ReleaseDataKeys(identity_pb2.ReleaseDataKeysRequest(items=[
+        identity_pb2.ReleaseDataKeyRequest(record_id=r, decision_token=t) for r, t in items]),
+        metadata=net.as_(caller)).results)
+
+
+def refusal(result: identity_pb2.GenerateDataKeyResult | identity_pb2.ReleaseDataKeyResult) -> tuple[Code, str]:
+    assert result.WhichOneof("outcome") == "error", "expected this item to be refused"
+    return next(c for c in Code if c.value[0] == result.error.code), result.error.message
+
+
+def test_a_batch_of_data_keys_answers_each_record_as_the_single_call_would(net: Network,
+                                                                          patient: identity_pb2.Principal) -> None:
+    _, org = register_org(net, "Other Hospital")
+    other = register_patient(net, org, "pat-other")[1]
+    generate(net, patient.principal_id, "rec-taken")
+    results = generate_many(net, [
+        (patient.principal_id, "rec-1"), (other.principal_id, "rec-2"),
+        (patient.principal_id, "rec-taken"),  # has a key already
+        (patient.principal_id, "rec-1"),  # twice in one batch
+        ("psn-" + "0" * 32, "rec-3"),  # no such patient
+        (org.principal_id, "rec-4"),  # not a patient
+        (patient.principal_id, "bad id!"), ("", "rec-5"),
+        (patient.principal_id, "rec-6"),
+    ])
+
+    keys = {i: r.key for i, r in enumerate(results) if r.WhichOneof("outcome") == "key"}
+    assert sorted(keys) == [0, 1, 8]
+    assert keys[0].key_ref == identity_pb2.KeyReference(key_name=f"patient-{patient.principal_id}", key_version=1,
+                                                        record_id="rec-1")
+    assert keys[1].key_ref.key_name == f"patient-{other.principal_id}"
+    assert len({k.plaintext_key for k in keys.values()}) == 3
+    assert refusal(results[2]) == (Code.ALREADY_EXISTS, "record rec-taken already has a data key")
+    assert refusal(results[3])[0] == Code.ALREADY_EXISTS
+    assert refusal(results[4])[0] == Code.NOT_FOUND and refusal(results[5])[0] == Code.NOT_FOUND
+    assert refusal(results[6])[0] == Code.INVALID_ARGUMENT and refusal(results[6])[1].startswith("record_id: ")
+    assert refusal(results[7]) == (Code.INVALID_ARGUMENT, "patient_id: is required")
+    # Each key is bound to its record and patient, exactly as one made alone.
+    assert release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id)) == keys[0].plaintext_key
+    assert release(net, "rec-2", decision_token(net, "rec-2", other.principal_id)) == keys[1].plaintext_key
+
+
+def test_a_bad_decision_token_fails_only_its_own_item(net: Network, patient: identity_pb2.Principal) -> None:
+    records = [f"rec-{i}" for i in range(7)]
+    made = {r.key.key_ref.record_id: r.key.plaintext_key
+            for r in generate_many(net, [(patient.principal_id, r) for r in records])}
+    used = decision_token(net, "rec-5", patient.principal_id)
+    release(net, "rec-5", used)
+    revoked = decision_token(net, "rec-6", patient.principal_id)
+    net.revocations.revoked.add(revoked)
+    good = decision_token(net, "rec-0", patient.principal_id)
+    forged = decision_token(net, "rec-1", patient.principal_id, signer=Ed25519Signer.generate(DECISION_ISSUER_ID))
+    results = release_many(net, [
+        ("rec-0", good),
+        ("rec-1", forged),
+        ("rec-2", decision_token(net, "rec-3", patient.principal_id)),  # for another record
+        ("rec-3", decision_token(net, "rec-3", patient.principal_id, ttl=-60)),  # expired
+        ("rec-4", decision_token(net, "rec-4", "psn-" + "1" * 32)),  # for another patient
+        ("rec-5", used),  # single use
+        ("rec-6", revoked),  # consent revoked after the decision
+        ("rec-0", good),  # the same token twice in one batch: the second use is refused
+        ("rec-x", decision_token(net, "rec-x", patient.principal_id)),  # no such key
+    ])
+
+    assert results[0].key.plaintext_key == made["rec-0"]
+    reasons = [refusal(r) for r in results[1:]]
+    assert [code for code, _ in reasons] == [Code.PERMISSION_DENIED] * 7 + [Code.NOT_FOUND]
+    assert reasons[0][1].startswith("decision token rejected: ")
+    assert reasons[1][1] == "decision token is for a different record"
+    assert "expired" in reasons[2][1]
+    assert reasons[3][1] == "decision token is for a different patient than the record's"
+    assert reasons[4][1] == reasons[6][1] == "decision token already used"
+    assert reasons[5][1].startswith("consent revoked")
+    # The refused items used none of their tokens: the ones that were valid still work alone.
+    assert release(net, "rec-4", decision_token(net, "rec-4", patient.principal_id)) == made["rec-4"]
+
+
+def test_only_the_records_service_calls_the_batches(net: Network, patient: identity_pb2.Principal) -> None:
+    for caller in (CONSENT, patient_caller(patient), OPERATOR):
+        with pytest.raises(grpc.RpcError) as generating:
+            generate_many(net, [(patient.principal_id, "rec-1")], caller)
+        with pytest.raises(grpc.RpcError) as releasing:
+            release_many(net, [("rec-1", decision_token(net, "rec-1", patient.principal_id))], caller)
+        assert _code(generating) == _code(releasing) == Code.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("size", [0, 257])
+def test_a_batch_holds_one_to_256_items(net: Network, patient: identity_pb2.Principal, size: int) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        generate_many(net, [(patient.principal_id, f"rec-{i}") for i in range(size)])
+    assert _code(refused) == Code.INVALID_ARGUMENT and _details(refused).startswith("items: ")
+    with pytest.raises(grpc.RpcError) as refused:
+        release_many(net, [(f"rec-{i}", "t") for i in range(size)])
+    assert _code(refused) == Code.INVALID_ARGUMENT and _details(refused).startswith("items: ")
+
+
+def test_a_patients_key_is_created_once_at_registration_not_per_record(net: Network) -> None:
+    assert net.keyring is not None
+    _, org = register_org(net)
+    patient = register_patient(net, org, "pat-once")[1]
+    key_name = f"patient-{patient.principal_id}"
+    assert net.keyring.creates == [key_name]  # registration made it
+    assert net.keyring.key_info(key_name).latest_version == 1
+
+    for i in range(3):
+        generate(net, patient.principal_id, f"rec-{i}")
+    generate_many(net, [(patient.principal_id, f"rec-b{i}") for i in range(5)])
+
+    assert net.keyring.creates == [key_name]
+
+
+def test_a_patient_whose_key_could_not_be_made_at_registration_gets_it_at_the_first_write(net: Network) -> None:
+    assert net.keyring is not None
+    _, org = register_org(net)
+    net.keyring.down = True
+    patient = register_patient(net, org, "pat-later")[1]  # registered all the same
+    net.keyring.down = False
+
+    key = generate(net, patient.principal_id, "rec-1")
+
+    assert net.keyring.key_info(f"patient-{patient.principal_id}").latest_version == 1
+    assert net.keyring.creates == [f"patient-{patient.principal_id}"] * 2
+    assert release(net, "rec-1", decision_token(net, "rec-1", patient.principal_id)) == key.plaintext_key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import pathlib
 
 import pytest
 
@@ -162,3 +163,25 @@ def test_clinical_codes_are_the_primary_code_element_with_canonical_systems() ->
     patient = {"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "x", "code": "M"}]}}
     assert clinical_codes(patient) == []
     assert clinical_codes({"resourceType": "Immunization", "vaccineCode": {"text": "flu"}}) == []
+
+
+def _synthea_resources() -> list[dict]:
+    fixtures = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "synthea-10"
+    resources = []
+    for path in sorted(fixtures.glob("*.ndjson.gz")):
+        if not path.name.startswith("log"):
+            resources += [json.loads(line) for line in gzip.open(path).read().splitlines()]
+    return resources
+
+
+def test_categorize_labels_exactly_as_explain_does() -> None:
+    """categorize searches all texts in one pass; its labels are those of explain (text by text), including
+    terms split over two texts (not found) and terms at a text's very start and end (found)."""
+    crafted = [
+        {"resourceType": "Condition", "code": {"text": "history of"}, "note": [{"text": "HIV infection"}]},
+        {"resourceType": "Condition", "code": {"text": "HIV"}, "note": [{"text": "infection"}]},
+        {"resourceType": "Observation", "code": {"text": "schizo"}, "note": [{"text": "phrenia"}]},
+        {"resourceType": "Observation", "note": [{"text": "depression"}, {"text": "ΣΑΣ"}, {"text": "x\u0000opioid"}]},
+    ]
+    for resource in _synthea_resources() + crafted:
+        assert s.categorize(resource) == s.explain(resource).categories, resource.get("id")

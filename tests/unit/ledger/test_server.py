@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 from ledger_fixtures import CHAIN, Kind, Net, grant, onboarding, record, register, tx
 
 from carechain.core import merkle
-from carechain.core.errors import FailedPrecondition, PermissionDenied
+from carechain.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
 from carechain.core.layout import audience, write_public_key
 from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import submission as client
@@ -229,3 +232,127 @@ def test_clinical_metadata_in_clear_is_refused_before_it_reaches_any_copy(stub, 
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "sealed_policy" in details
     after = stub.GetChainHead(ledger_pb2.GetChainHeadRequest()).header.log_size
     assert after == before, "a refused transaction must not be ordered"
+
+
+# --- SubmitTransactions: many in one call, each judged alone -------------------------------------
+
+
+def submit_many(stub, txs, ack=ledger_pb2.ACK_LEVEL_UNSPECIFIED):
+    return stub.SubmitTransactions(ledger_pb2.SubmitTransactionsRequest(transactions=txs, ack=ack)).verdicts
+
+
+def test_a_batch_gets_one_verdict_per_transaction_and_a_bad_one_fails_alone(stub, net, onboarded):
+    good = tx(net.records, register_record=record("pat-1", "org-1", "rec-batch-1"))
+    forged = tx(net.audit, anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=7, merkle_root=bytes(32)))
+    forged.signature = bytes(64)
+    leaky = tx(net.records, register_record=record("pat-1", "org-1", "rec-batch-clear", resource_type="Condition"))
+    against_rules = tx(net.identity, register_record=record("pat-1", "org-1", "rec-batch-2"))  # not svc-records
+    also_good = tx(net.records, register_record=record("pat-1", "org-1", "rec-batch-3"))
+    verdicts = submit_many(stub, [good, forged, leaky, good, against_rules, also_good], ledger_pb2.ACK_LEVEL_FINAL)
+    assert len(verdicts) == 6
+    assert verdicts[0].code == 0 and verdicts[0].response.valid and verdicts[0].response.final
+    assert verdicts[0].response.transaction_hash == transactions.transaction_hash(good).hex()
+    assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == verdicts[1].code
+    assert verdicts[1].message.startswith("transaction.signature")
+    assert verdicts[2].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "must be sealed" in verdicts[2].message
+    # The same transaction twice in one call: the second is a replay, exactly as if sent after the first.
+    assert verdicts[3].code == grpc.StatusCode.ALREADY_EXISTS.value[0] and verdicts[3].message == "replayed nonce"
+    # Ordered but invalid under the contract rules: committed with its reason, like SubmitTransaction answers.
+    assert verdicts[4].code == 0 and not verdicts[4].response.valid
+    assert verdicts[4].response.reason.startswith("not permitted: ")
+    assert verdicts[5].code == 0 and verdicts[5].response.valid
+    for verdict, t in ((verdicts[0], good), (verdicts[5], also_good)):
+        block = stub.GetBlock(ledger_pb2.GetBlockRequest(height=verdict.response.height))
+        assert block.transactions[verdict.response.index] == t
+    entry = stub.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id="rec-batch-3"))
+    assert entry.log_index == verdicts[5].response.log_index
+    code, _ = code_of(lambda: stub.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id="rec-batch-clear")))
+    assert code == grpc.StatusCode.NOT_FOUND  # the leaky one never reached the ledger
+
+
+def test_a_batch_is_validated_for_its_size_and_ack(stub, net):
+    code, details = code_of(lambda: submit_many(stub, []))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("transactions")
+    t = tx(net.audit, anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=8, merkle_root=bytes(32)))
+    code, details = code_of(lambda: submit_many(stub, [t] * 1001))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 1000" in details
+    code, details = code_of(lambda: submit_many(stub, [t], ack=99))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("ack")
+
+
+def test_a_batch_is_for_services_only(channel, net):
+    doctor = Authed(ledger_pb2_grpc.LedgerServiceStub(channel), token(net))
+    t = tx(net.audit, anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=9, merkle_root=bytes(32)))
+    code, _ = code_of(lambda: submit_many(doctor, [t]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+class CountingStub:
+    """The real stub, counting the submission RPCs that reach the ledger; the first one is held briefly so
+    that the concurrent submitters queue behind it (what a busy gateway sees)."""
+
+    def __init__(self, stub) -> None:
+        self._stub = stub
+        self.calls: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def SubmitTransaction(self, request, **kwargs):  # noqa: N802 - gRPC method name
+        with self._lock:
+            first = not self.calls
+            self.calls.append(("SubmitTransaction", 1))
+        if first:
+            time.sleep(0.5)
+        return self._stub.SubmitTransaction(request, **kwargs)
+
+    def SubmitTransactions(self, request, **kwargs):  # noqa: N802
+        with self._lock:
+            self.calls.append(("SubmitTransactions", len(request.transactions)))
+        return self._stub.SubmitTransactions(request, **kwargs)
+
+
+def test_concurrent_service_submissions_share_batch_calls_with_their_own_verdicts(stub, net, onboarded):
+    counting = CountingStub(stub)
+    submitter = client.ServiceSubmitter(CHAIN, net.records, lambda: counting)
+    count = 16
+    txs = [submitter.transaction(register_record=record("pat-1", "org-1", f"rec-group-{i}")) for i in range(count)]
+    # One of them breaks a rule (another organisation's patient): only its caller hears of it.
+    txs[5] = submitter.transaction(register_record=record("pat-1", "org-2", "rec-group-5"))
+    outcomes: list[object] = [None] * count
+    start = threading.Barrier(count)
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = submitter.submit(txs[i])
+        except Exception as exc:  # noqa: BLE001 - checked below
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert isinstance(outcomes[5], FailedPrecondition | PermissionDenied), outcomes[5]
+    for i, outcome in enumerate(outcomes):
+        if i == 5:
+            continue
+        assert isinstance(outcome, ledger_pb2.SubmitTransactionResponse) and outcome.valid and outcome.final, outcome
+        assert outcome.transaction_hash == transactions.transaction_hash(txs[i]).hex()
+    assert sum(n for _, n in counting.calls) == count  # every transaction sent exactly once
+    assert len(counting.calls) < count and any(name == "SubmitTransactions" for name, _ in counting.calls)
+    assert len({o.log_index for o in outcomes if not isinstance(o, Exception)}) == count - 1
+
+
+def test_batch_errors_come_back_as_the_status_a_lone_call_raises(stub, net, onboarded):
+    counting = CountingStub(stub)
+    submitter = client.ServiceSubmitter(CHAIN, net.audit, lambda: counting)
+    replayed = submitter.transaction(anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=500,
+                                                                                     merkle_root=bytes(32)))
+    assert submitter.submit(replayed).valid
+    forged = submitter.transaction(anchor_audit_batch=ledger_pb2.AnchorAuditBatch(batch_number=501,
+                                                                                   merkle_root=bytes(32)))
+    forged.signature = bytes(64)
+    verdicts = submit_many(stub, [replayed, forged])
+    errors = [client.verdict_error(v.code, v.message) for v in verdicts]
+    assert isinstance(errors[0], AlreadyExists) and errors[0].code == grpc.StatusCode.ALREADY_EXISTS
+    assert isinstance(errors[1], InvalidArgument) and errors[1].field == "transaction.signature"

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 from consent_ledger_fake import CHAIN, SEALER
+from records_fixtures import decide_many_by_one
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2 as c
@@ -55,6 +56,9 @@ class Peers:
 
     def GetRecordEntry(self, request: ledger_pb2.GetRecordEntryRequest, **_: object) -> ledger_pb2.RecordEntry:
         return self.entry
+
+    def DecideMany(self, request, **_):
+        return decide_many_by_one(self.Decide, request)
 
     def Decide(self, request: consent_pb2.DecideRequest, **_: object) -> consent_pb2.Decision:
         self.decided.append(request)
@@ -122,6 +126,16 @@ class WritePeers:
     def PutBlob(self, requests: Iterator[storage_pb2.PutBlobRequest], **_: object) -> storage_pb2.BlobRef:
         data = b"".join(r.chunk for r in requests if r.WhichOneof("part") == "chunk")
         return storage_pb2.BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+    # The gateway batches data keys and small blobs (identity.data_key_client, storage.blob_client).
+    def GenerateDataKeys(self, request: identity_pb2.GenerateDataKeysRequest, **_: object
+                         ) -> identity_pb2.GenerateDataKeysResponse:
+        return identity_pb2.GenerateDataKeysResponse(results=[
+            identity_pb2.GenerateDataKeyResult(key=self.GenerateDataKey(item)) for item in request.items])
+
+    def PutBlobs(self, request: storage_pb2.PutBlobsRequest, **_: object) -> storage_pb2.PutBlobsResponse:
+        return storage_pb2.PutBlobsResponse(results=[storage_pb2.PutBlobResult(ref=storage_pb2.BlobRef(
+            sha256=hashlib.sha256(item.data).hexdigest(), size=len(item.data))) for item in request.items])
 
     def SubmitTransaction(self, request: ledger_pb2.SubmitTransactionRequest, **_: object
                           ) -> ledger_pb2.SubmitTransactionResponse:

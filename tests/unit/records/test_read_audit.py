@@ -12,8 +12,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import grpc
 import pytest
 from consent_ledger_fake import CHAIN, SEALER
+from records_fixtures import decide_many_by_one
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2 as c
@@ -55,6 +57,9 @@ class Peers:
             resource_type="Condition", categories=self.categories)))
         return ledger_pb2.RecordEntry(record=record)
 
+    def DecideMany(self, request, **_):
+        return decide_many_by_one(self.Decide, request)
+
     def Decide(self, request, **_):
         if self.consent_down:
             raise Unavailable("consent service", "connection refused")
@@ -71,6 +76,19 @@ class Peers:
         # Flip a bit of the tag (replacing the last byte with a fixed one left it unchanged 1 time in 256).
         data = self.ciphertext[:-1] + bytes([self.ciphertext[-1] ^ 1]) if self.tampered else self.ciphertext
         yield storage_pb2.BlobChunk(data=data)
+
+    # The gateway batches key releases and small blobs (identity.data_key_client, storage.blob_client).
+    def ReleaseDataKeys(self, request, **_):
+        if self.key_refused:
+            return identity_pb2.ReleaseDataKeysResponse(results=[identity_pb2.ReleaseDataKeyResult(
+                error=identity_pb2.BatchItemError(code=grpc.StatusCode.PERMISSION_DENIED.value[0],
+                                                  message="consent revoked: consent c-1 was revoked at log index 9"))])
+        return identity_pb2.ReleaseDataKeysResponse(results=[
+            identity_pb2.ReleaseDataKeyResult(key=self.ReleaseDataKey(item)) for item in request.items])
+
+    def GetBlobs(self, request, **_):
+        return storage_pb2.GetBlobsResponse(results=[
+            storage_pb2.GetBlobResult(data=b"".join(c.data for c in self.GetBlob(None))) for _ in request.sha256])
 
     def RecordEvent(self, request, **_):
         self.events.append(request.event)

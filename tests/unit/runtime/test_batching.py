@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from opentelemetry import trace
 
 from carechain.runtime.batching import BatchClosed, MicroBatcher
 
@@ -99,3 +101,43 @@ def test_a_closed_batcher_refuses_new_items() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         MicroBatcher("x", lambda items: items, max_batch=0)
+
+
+def test_a_larger_batch_does_not_run_under_the_flushing_callers_context() -> None:
+    # The served call (and so its deadline) lives in a contextvar: one caller's nearly spent deadline
+    # must not bound a batch that carries other callers' items. A lone call keeps its own context.
+    served: contextvars.ContextVar[str] = contextvars.ContextVar("served", default="none")
+    seen: list[tuple[int, str]] = []
+    gate = threading.Event()
+
+    def flush(items: list[int]) -> list[int]:
+        seen.append((len(items), served.get()))
+        gate.wait(5)
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher("detached", flush, max_in_flight=1)
+
+    def call(i: int) -> int:
+        served.set(f"caller {i}")
+        return batcher.submit(i)
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(call, i) for i in range(8)]
+        time.sleep(0.3)
+        gate.set()
+        assert [f.result(10) for f in futures] == list(range(8))
+    assert all(value.startswith("caller ") if size == 1 else value == "none" for size, value in seen)
+    assert any(size > 1 for size, _ in seen)
+
+
+def test_a_batch_of_one_is_traced_as_part_of_its_callers_trace() -> None:
+    traces: list[int] = []
+
+    def flush(items: list[int]) -> list[int]:
+        traces.append(trace.get_current_span().get_span_context().trace_id)
+        return items
+
+    caller = trace.NonRecordingSpan(trace.SpanContext(trace_id=0x1234, span_id=0x99, is_remote=False))
+    with trace.use_span(caller):
+        MicroBatcher("echo", flush).submit(1)
+    assert traces == [0x1234]

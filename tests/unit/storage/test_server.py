@@ -233,3 +233,92 @@ def test_only_records_may_delete_blobs(storage: Storage) -> None:
                                 metadata=storage.as_(other))
     assert refused.value.code() == Code.PERMISSION_DENIED
     assert get(storage, ref.sha256) == [b"kept"]
+
+
+# --- batches: PutBlobs / GetBlobs --------------------------------------------------------
+
+
+def put_many(storage: Storage, items: list[tuple[bytes, str]], caller: Caller = RECORDS
+             ) -> list[storage_pb2.PutBlobResult]:
+    request = storage_pb2.PutBlobsRequest(items=[storage_pb2.PutBlobsItem(data=d, expected_sha256=e)
+                                                 for d, e in items])
+    return list(storage.stub.PutBlobs(request, metadata=storage.as_(caller)).results)
+
+
+def get_many(storage: Storage, sha256s: list[str], caller: Caller = RECORDS) -> list[storage_pb2.GetBlobResult]:
+    request = storage_pb2.GetBlobsRequest(sha256=sha256s)
+    return list(storage.stub.GetBlobs(request, metadata=storage.as_(caller)).results)
+
+
+def item_code(result: storage_pb2.PutBlobResult | storage_pb2.GetBlobResult) -> Code:
+    assert result.WhichOneof("outcome") == "error", "expected this item to fail"
+    return next(c for c in Code if c.value[0] == result.error.code)
+
+
+def test_a_batch_of_blobs_is_stored_and_read_each_as_the_single_calls_would(storage: Storage) -> None:
+    blobs = [os.urandom(4096) for _ in range(5)]
+    results = put_many(storage, [
+        (blobs[0], hashlib.sha256(blobs[0]).hexdigest()), (blobs[1], ""),
+        (blobs[2], hashlib.sha256(b"other").hexdigest()),  # not the bytes the caller meant: nothing stored
+        (blobs[3], "xyz"),  # malformed address
+        (blobs[4], ""), (blobs[0], ""),  # the same blob again: idempotent
+    ])
+
+    refs = [r.ref for r in results]
+    assert [(r.sha256, r.size) for r in (refs[0], refs[1], refs[4])] == [
+        (hashlib.sha256(b).hexdigest(), 4096) for b in (blobs[0], blobs[1], blobs[4])]
+    assert refs[5] == refs[0]
+    assert item_code(results[2]) == Code.DATA_LOSS
+    assert item_code(results[3]) == Code.INVALID_ARGUMENT and results[3].error.message.startswith("expected_sha256")
+    assert not (storage.blobs_dir / hashlib.sha256(blobs[2]).hexdigest()[:2] / hashlib.sha256(blobs[2]).hexdigest()
+                ).exists()
+    assert not list((storage.blobs_dir / "incoming").iterdir()), "no temporary file is left behind"
+    # Readable one by one (streamed) and in a batch.
+    assert b"".join(get(storage, refs[1].sha256)) == blobs[1]
+    read = get_many(storage, [refs[0].sha256, refs[4].sha256, hashlib.sha256(blobs[2]).hexdigest(), "nope"])
+    assert [r.data for r in read[:2]] == [blobs[0], blobs[4]]
+    assert item_code(read[2]) == Code.NOT_FOUND and item_code(read[3]) == Code.INVALID_ARGUMENT
+
+
+def test_a_tampered_blob_fails_only_its_own_item(storage: Storage) -> None:
+    good, bad = os.urandom(300), os.urandom(300)
+    refs = [r.ref for r in put_many(storage, [(good, ""), (bad, "")])]
+    path = storage.blobs_dir / refs[1].sha256[:2] / refs[1].sha256
+    data = bytearray(path.read_bytes())
+    data[7] ^= 1
+    path.write_bytes(bytes(data))
+
+    read = get_many(storage, [refs[0].sha256, refs[1].sha256])
+
+    assert read[0].data == good
+    assert item_code(read[1]) == Code.DATA_LOSS
+
+
+def test_large_blobs_are_refused_by_the_batches_and_go_by_stream(storage: Storage) -> None:
+    large = os.urandom(1024 * 1024 + 1)
+    refused = put_many(storage, [(large, ""), (b"small", "")])
+    assert item_code(refused[0]) == Code.INVALID_ARGUMENT and refused[1].ref.size == 5
+    ref = put(storage, large)
+    read = get_many(storage, [ref.sha256])
+    assert item_code(read[0]) == Code.FAILED_PRECONDITION and "GetBlob" in read[0].error.message
+
+
+@pytest.mark.parametrize("count", [0, 65])
+def test_a_batch_holds_one_to_64_blobs(storage: Storage, count: int) -> None:
+    for call in (lambda: put_many(storage, [(b"x", "")] * count), lambda: get_many(storage, ["0" * 64] * count)):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == Code.INVALID_ARGUMENT and refused.value.details().startswith("items: ")
+
+
+@pytest.mark.parametrize("caller", [
+    Caller("svc-consent", Kind.PRINCIPAL_KIND_SERVICE),
+    Caller("prac-1", Kind.PRINCIPAL_KIND_PRACTITIONER, "org-1"),
+])
+def test_only_the_records_service_may_call_the_batches(storage: Storage, caller: Caller) -> None:
+    ref = put(storage, b"ciphertext")
+    for call in (lambda: put_many(storage, [(b"other", "")], caller), lambda: get_many(storage, [ref.sha256], caller)):
+        with pytest.raises(grpc.RpcError) as denied:
+            call()
+        assert denied.value.code() == Code.PERMISSION_DENIED
+    assert not (storage.blobs_dir / hashlib.sha256(b"other").hexdigest()[:2]).exists()

@@ -101,6 +101,34 @@ class RecordEventRequest(_message.Message):
     event: AuditEvent
     def __init__(self, event: _Optional[_Union[AuditEvent, _Mapping]] = ...) -> None: ...
 
+class RecordEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...
+
+class EventRefusal(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class RecordEventResult(_message.Message):
+    __slots__ = ("receipt", "refusal")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    receipt: AuditReceipt
+    refusal: EventRefusal
+    def __init__(self, receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., refusal: _Optional[_Union[EventRefusal, _Mapping]] = ...) -> None: ...
+
+class RecordEventsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecordEventResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecordEventResult, _Mapping]]] = ...) -> None: ...
+
 class AuditReceipt(_message.Message):
     __slots__ = ("sequence", "event_hash")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -110,14 +138,18 @@ class AuditReceipt(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ...) -> None: ...
 
 class GetAccessHistoryRequest(_message.Message):
-    __slots__ = ("patient_id", "since_ms", "until_ms")
+    __slots__ = ("patient_id", "since_ms", "until_ms", "page_size", "page_token")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     since_ms: int
     until_ms: int
-    def __init__(self, patient_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, patient_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class StoredAuditEvent(_message.Message):
     __slots__ = ("event", "sequence", "event_hash")
@@ -130,16 +162,18 @@ class StoredAuditEvent(_message.Message):
     def __init__(self, event: _Optional[_Union[AuditEvent, _Mapping]] = ..., sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ...) -> None: ...
 
 class GetAccessHistoryResponse(_message.Message):
-    __slots__ = ("events", "disclosures", "since_ms", "until_ms")
+    __slots__ = ("events", "disclosures", "since_ms", "until_ms", "next_page_token")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURES_FIELD_NUMBER: _ClassVar[int]
     SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[StoredAuditEvent]
     disclosures: _containers.RepeatedCompositeFieldContainer[Disclosure]
     since_ms: int
     until_ms: int
-    def __init__(self, events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ..., disclosures: _Optional[_Iterable[_Union[Disclosure, _Mapping]]] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ..., disclosures: _Optional[_Iterable[_Union[Disclosure, _Mapping]]] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Disclosure(_message.Message):
     __slots__ = ("time_ms", "recipient_id", "recipient_organization_id", "record_id", "resource_type", "categories", "purpose", "action", "outcome", "description", "sequence", "alert", "recipient_name", "recipient_organization_name")
@@ -174,13 +208,27 @@ class Disclosure(_message.Message):
     def __init__(self, time_ms: _Optional[int] = ..., recipient_id: _Optional[str] = ..., recipient_organization_id: _Optional[str] = ..., record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[AuditAction, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., description: _Optional[str] = ..., sequence: _Optional[int] = ..., alert: _Optional[bool] = ..., recipient_name: _Optional[str] = ..., recipient_organization_name: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditChainRequest(_message.Message):
-    __slots__ = ("check_ledger",)
+    __slots__ = ("check_ledger", "from_checkpoint")
     CHECK_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     check_ledger: bool
-    def __init__(self, check_ledger: _Optional[bool] = ...) -> None: ...
+    from_checkpoint: AuditChainCheckpoint
+    def __init__(self, check_ledger: _Optional[bool] = ..., from_checkpoint: _Optional[_Union[AuditChainCheckpoint, _Mapping]] = ...) -> None: ...
+
+class AuditChainCheckpoint(_message.Message):
+    __slots__ = ("sequence", "event_hash", "batch_number", "anchors_checked")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    event_hash: bytes
+    batch_number: int
+    anchors_checked: bool
+    def __init__(self, sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ..., batch_number: _Optional[int] = ..., anchors_checked: _Optional[bool] = ...) -> None: ...
 
 class VerifyAuditChainResponse(_message.Message):
-    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked", "checkpoints_checked")
+    __slots__ = ("ok", "events_checked", "first_bad_sequence", "problem", "batches_checked", "batches_anchored", "anchors_checked", "checkpoints_checked", "checkpoint")
     OK_FIELD_NUMBER: _ClassVar[int]
     EVENTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +237,7 @@ class VerifyAuditChainResponse(_message.Message):
     BATCHES_ANCHORED_FIELD_NUMBER: _ClassVar[int]
     ANCHORS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     events_checked: int
     first_bad_sequence: int
@@ -197,7 +246,8 @@ class VerifyAuditChainResponse(_message.Message):
     batches_anchored: int
     anchors_checked: int
     checkpoints_checked: int
-    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ...) -> None: ...
+    checkpoint: AuditChainCheckpoint
+    def __init__(self, ok: _Optional[bool] = ..., events_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., batches_checked: _Optional[int] = ..., batches_anchored: _Optional[int] = ..., anchors_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., checkpoint: _Optional[_Union[AuditChainCheckpoint, _Mapping]] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
     __slots__ = ("after_sequence", "service", "outcome", "patient_id", "actor_id", "alerts_only", "replay_only")
@@ -218,22 +268,28 @@ class StreamEventsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., service: _Optional[str] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., patient_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., alerts_only: _Optional[bool] = ..., replay_only: _Optional[bool] = ...) -> None: ...
 
 class ExportFhirBundleRequest(_message.Message):
-    __slots__ = ("patient_id", "since_ms", "until_ms")
+    __slots__ = ("patient_id", "since_ms", "until_ms", "page_size", "page_token")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     since_ms: int
     until_ms: int
-    def __init__(self, patient_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, patient_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExportFhirBundleResponse(_message.Message):
-    __slots__ = ("bundle_json", "count")
+    __slots__ = ("bundle_json", "count", "next_page_token")
     BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     bundle_json: bytes
     count: int
-    def __init__(self, bundle_json: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, bundle_json: _Optional[bytes] = ..., count: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetEventProofRequest(_message.Message):
     __slots__ = ("sequence",)
@@ -282,16 +338,22 @@ class Notification(_message.Message):
     def __init__(self, notification_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., event: _Optional[_Union[StoredAuditEvent, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListNotificationsRequest(_message.Message):
-    __slots__ = ("patient_id",)
+    __slots__ = ("patient_id", "page_size", "page_token")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
-    def __init__(self, patient_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, patient_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListNotificationsResponse(_message.Message):
-    __slots__ = ("notifications",)
+    __slots__ = ("notifications", "next_page_token")
     NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     notifications: _containers.RepeatedCompositeFieldContainer[Notification]
-    def __init__(self, notifications: _Optional[_Iterable[_Union[Notification, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, notifications: _Optional[_Iterable[_Union[Notification, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ReviewItem(_message.Message):
     __slots__ = ("item_id", "event", "status", "created_ms", "reviewer_id", "note", "resolved_ms", "resolution_sequence")
@@ -314,16 +376,22 @@ class ReviewItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., event: _Optional[_Union[StoredAuditEvent, _Mapping]] = ..., status: _Optional[_Union[ReviewStatus, str]] = ..., created_ms: _Optional[int] = ..., reviewer_id: _Optional[str] = ..., note: _Optional[str] = ..., resolved_ms: _Optional[int] = ..., resolution_sequence: _Optional[int] = ...) -> None: ...
 
 class ListReviewItemsRequest(_message.Message):
-    __slots__ = ("status",)
+    __slots__ = ("status", "page_size", "page_token")
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     status: ReviewStatus
-    def __init__(self, status: _Optional[_Union[ReviewStatus, str]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, status: _Optional[_Union[ReviewStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListReviewItemsResponse(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "next_page_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ReviewItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[ReviewItem, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ReviewItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ResolveReviewItemRequest(_message.Message):
     __slots__ = ("item_id", "note")

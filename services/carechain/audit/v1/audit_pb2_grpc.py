@@ -41,6 +41,11 @@ class AuditServiceStub:
                 request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventRequest.SerializeToString,
                 response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.AuditReceipt.FromString,
                 _registered_method=True)
+        self.RecordEvents = channel.unary_unary(
+                '/carechain.audit.v1.AuditService/RecordEvents',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventsRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventsResponse.FromString,
+                _registered_method=True)
         self.GetAccessHistory = channel.unary_unary(
                 '/carechain.audit.v1.AuditService/GetAccessHistory',
                 request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.GetAccessHistoryRequest.SerializeToString,
@@ -95,8 +100,21 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvents(self, request, context):
+        """Appends several events in one store transaction (group commit); returns
+        once they are durable, with one result per event in request order. Each
+        event is checked exactly as RecordEvent checks it, and a bad one is
+        refused alone (its result carries the status); the others are stored.
+        Fails as a whole (UNAVAILABLE) only when the store cannot write. Services
+        only, each event in the calling service's own name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAccessHistory(self, request, context):
-        """Events about one patient's data, newest first, with an accounting of
+        """Events about one patient's data, newest first, one page at a time
+        (page_size, page_token), with an accounting of
         disclosures (HIPAA 45 CFR 164.528: date, recipient, data description,
         purpose) for a period of at most six years (default: the last six
         years). The patient, an active delegate of the patient (guardian or
@@ -126,7 +144,8 @@ class AuditServiceServicer:
 
     def ExportFhirBundle(self, request, context):
         """A patient's events of a period as a FHIR R4 Bundle of AuditEvent
-        resources (JSON). The patient, a service or the operator.
+        resources (JSON), one page of events per Bundle. The patient, a service
+        or the operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,7 +162,7 @@ class AuditServiceServicer:
 
     def ListNotifications(self, request, context):
         """A patient's notifications (e.g. a break-glass access to their data),
-        newest first. The patient or a service.
+        newest first, one page at a time. The patient or a service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,7 +170,8 @@ class AuditServiceServicer:
 
     def ListReviewItems(self, request, context):
         """The privacy officer's review queue: one item per alert event, oldest
-        first. Services and the operator (who acts as privacy officer).
+        first, one page at a time. Services and the operator (who acts as
+        privacy officer).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +192,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.RecordEvent,
                     request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventRequest.FromString,
                     response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.AuditReceipt.SerializeToString,
+            ),
+            'RecordEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventsRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventsResponse.SerializeToString,
             ),
             'GetAccessHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccessHistory,
@@ -243,6 +268,33 @@ class AuditService:
             '/carechain.audit.v1.AuditService/RecordEvent',
             carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventRequest.SerializeToString,
             carechain_dot_audit_dot_v1_dot_audit__pb2.AuditReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/RecordEvents',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventsRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.RecordEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -139,6 +139,34 @@ class Decision(_message.Message):
     break_glass_expires_at_ms: int
     def __init__(self, effect: _Optional[_Union[DecisionEffect, str]] = ..., reason: _Optional[str] = ..., consent_id: _Optional[str] = ..., provision_path: _Optional[str] = ..., decision_token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., patient_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ...) -> None: ...
 
+class DecideManyRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[DecideRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[DecideRequest, _Mapping]]] = ...) -> None: ...
+
+class DecideError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DecideResult(_message.Message):
+    __slots__ = ("decision", "error")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    error: DecideError
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., error: _Optional[_Union[DecideError, _Mapping]] = ...) -> None: ...
+
+class DecideManyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DecideResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[DecideResult, _Mapping]]] = ...) -> None: ...
+
 class CheckDecisionRequest(_message.Message):
     __slots__ = ("decision_token",)
     DECISION_TOKEN_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class ConsentServiceStub:
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideRequest.SerializeToString,
                 response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Decision.FromString,
                 _registered_method=True)
+        self.DecideMany = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/DecideMany',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideManyRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideManyResponse.FromString,
+                _registered_method=True)
         self.CheckDecision = channel.unary_unary(
                 '/carechain.consent.v1.ConsentService/CheckDecision',
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.SerializeToString,
@@ -140,6 +145,16 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideMany(self, request, context):
+        """Decides several requests on one synchronised consent state, each exactly
+        as Decide would (the records gateway batches concurrent reads into one
+        call). Each request gets its own result: a decision, or the status Decide
+        would have answered it with. Records service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDecision(self, request, context):
         """Re-checks, against the latest ledger state, that a decision token this
         service issued still holds: its consent is not revoked, the policy still
@@ -210,6 +225,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.Decide,
                     request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideRequest.FromString,
                     response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.Decision.SerializeToString,
+            ),
+            'DecideMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideMany,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideManyRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.DecideManyResponse.SerializeToString,
             ),
             'CheckDecision': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDecision,
@@ -374,6 +394,33 @@ class ConsentService:
             '/carechain.consent.v1.ConsentService/Decide',
             carechain_dot_consent_dot_v1_dot_consent__pb2.DecideRequest.SerializeToString,
             carechain_dot_consent_dot_v1_dot_consent__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/DecideMany',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.DecideManyRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.DecideManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

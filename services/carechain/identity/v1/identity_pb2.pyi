@@ -155,6 +155,54 @@ class ReleasedDataKey(_message.Message):
     plaintext_key: bytes
     def __init__(self, plaintext_key: _Optional[bytes] = ...) -> None: ...
 
+class BatchItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GenerateDataKeysRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[GenerateDataKeyRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[GenerateDataKeyRequest, _Mapping]]] = ...) -> None: ...
+
+class GenerateDataKeyResult(_message.Message):
+    __slots__ = ("key", "error")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    key: DataKey
+    error: BatchItemError
+    def __init__(self, key: _Optional[_Union[DataKey, _Mapping]] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ...) -> None: ...
+
+class GenerateDataKeysResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[GenerateDataKeyResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[GenerateDataKeyResult, _Mapping]]] = ...) -> None: ...
+
+class ReleaseDataKeysRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReleaseDataKeyRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReleaseDataKeyRequest, _Mapping]]] = ...) -> None: ...
+
+class ReleaseDataKeyResult(_message.Message):
+    __slots__ = ("key", "error")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    key: ReleasedDataKey
+    error: BatchItemError
+    def __init__(self, key: _Optional[_Union[ReleasedDataKey, _Mapping]] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ...) -> None: ...
+
+class ReleaseDataKeysResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReleaseDataKeyResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReleaseDataKeyResult, _Mapping]]] = ...) -> None: ...
+
 class RotatePatientKeyRequest(_message.Message):
     __slots__ = ("patient_id",)
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,16 @@ class IdentityServiceStub:
                 request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeyRequest.SerializeToString,
                 response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleasedDataKey.FromString,
                 _registered_method=True)
+        self.GenerateDataKeys = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/GenerateDataKeys',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.GenerateDataKeysRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.GenerateDataKeysResponse.FromString,
+                _registered_method=True)
+        self.ReleaseDataKeys = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/ReleaseDataKeys',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeysRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeysResponse.FromString,
+                _registered_method=True)
         self.DeleteDataKey = channel.unary_unary(
                 '/carechain.identity.v1.IdentityService/DeleteDataKey',
                 request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.DeleteDataKeyRequest.SerializeToString,
@@ -156,6 +166,24 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateDataKeys(self, request, context):
+        """GenerateDataKey for many records in one call (at most 256): each item is
+        checked as the single call checks it and answered with its key or its own
+        error, in order. Records service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseDataKeys(self, request, context):
+        """ReleaseDataKey for many records in one call (at most 256): each item needs
+        its own valid decision token and is checked as the single call checks it;
+        a bad token fails only its item. Records service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteDataKey(self, request, context):
         """Deletes the wrapped data key of a record that never reached the ledger
         (records' reconciler, after a crashed write); FAILED_PRECONDITION if the
@@ -228,6 +256,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ReleaseDataKey,
                     request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeyRequest.FromString,
                     response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleasedDataKey.SerializeToString,
+            ),
+            'GenerateDataKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateDataKeys,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.GenerateDataKeysRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.GenerateDataKeysResponse.SerializeToString,
+            ),
+            'ReleaseDataKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseDataKeys,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeysRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeysResponse.SerializeToString,
             ),
             'DeleteDataKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDataKey,
@@ -441,6 +479,60 @@ class IdentityService:
             '/carechain.identity.v1.IdentityService/ReleaseDataKey',
             carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeyRequest.SerializeToString,
             carechain_dot_identity_dot_v1_dot_identity__pb2.ReleasedDataKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateDataKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/GenerateDataKeys',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.GenerateDataKeysRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.GenerateDataKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseDataKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/ReleaseDataKeys',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeysRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ReleaseDataKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,7 +102,7 @@ class RotatePrincipalKey(_message.Message):
     def __init__(self, principal_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRecord(_message.Message):
-    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms", "sealed_metadata")
+    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms", "sealed_metadata", "segment_bytes")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class RegisterRecord(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
     SEALED_METADATA_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     patient_id: str
     organization_id: str
@@ -129,7 +130,8 @@ class RegisterRecord(_message.Message):
     version: int
     data_date_ms: int
     sealed_metadata: SealedData
-    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., sealed_metadata: _Optional[_Union[SealedData, _Mapping]] = ...) -> None: ...
+    segment_bytes: int
+    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., sealed_metadata: _Optional[_Union[SealedData, _Mapping]] = ..., segment_bytes: _Optional[int] = ...) -> None: ...
 
 class RecordMetadata(_message.Message):
     __slots__ = ("resource_type", "categories", "data_date_ms", "author_id", "codes")
@@ -244,6 +246,30 @@ class SubmitTransactionRequest(_message.Message):
     transaction: Transaction
     ack: AckLevel
     def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ..., ack: _Optional[_Union[AckLevel, str]] = ...) -> None: ...
+
+class SubmitTransactionsRequest(_message.Message):
+    __slots__ = ("transactions", "ack")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    ack: AckLevel
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., ack: _Optional[_Union[AckLevel, str]] = ...) -> None: ...
+
+class SubmitTransactionsResponse(_message.Message):
+    __slots__ = ("verdicts",)
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    verdicts: _containers.RepeatedCompositeFieldContainer[TransactionVerdict]
+    def __init__(self, verdicts: _Optional[_Iterable[_Union[TransactionVerdict, _Mapping]]] = ...) -> None: ...
+
+class TransactionVerdict(_message.Message):
+    __slots__ = ("response", "code", "message")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    response: SubmitTransactionResponse
+    code: int
+    message: str
+    def __init__(self, response: _Optional[_Union[SubmitTransactionResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SubmitTransactionResponse(_message.Message):
     __slots__ = ("transaction_hash", "height", "index", "log_index", "valid", "reason", "final")

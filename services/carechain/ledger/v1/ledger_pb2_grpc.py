@@ -41,6 +41,11 @@ class LedgerServiceStub:
                 request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionRequest.SerializeToString,
                 response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionResponse.FromString,
                 _registered_method=True)
+        self.SubmitTransactions = channel.unary_unary(
+                '/carechain.ledger.v1.LedgerService/SubmitTransactions',
+                request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionsRequest.SerializeToString,
+                response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionsResponse.FromString,
+                _registered_method=True)
         self.GetChainHead = channel.unary_unary(
                 '/carechain.ledger.v1.LedgerService/GetChainHead',
                 request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetChainHeadRequest.SerializeToString,
@@ -97,6 +102,15 @@ class LedgerServiceServicer:
         """Submits a signed transaction. Signature and replay (nonce) checks happen
         before ordering; contract rules are checked by the validator, and the
         result says whether the transaction was valid.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTransactions(self, request, context):
+        """Submits several signed transactions in one call (group commit between
+        services). Each is admitted and validated exactly as if submitted alone
+        and gets its own verdict, in request order: a refused one fails alone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +191,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionRequest.FromString,
                     response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionResponse.SerializeToString,
             ),
+            'SubmitTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTransactions,
+                    request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionsRequest.FromString,
+                    response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionsResponse.SerializeToString,
+            ),
             'GetChainHead': grpc.unary_unary_rpc_method_handler(
                     servicer.GetChainHead,
                     request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.GetChainHeadRequest.FromString,
@@ -252,6 +271,33 @@ class LedgerService:
             '/carechain.ledger.v1.LedgerService/SubmitTransaction',
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionRequest.SerializeToString,
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.ledger.v1.LedgerService/SubmitTransactions',
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionsRequest.SerializeToString,
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.SubmitTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,7 @@ class GetRecordRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
 
 class GetRecordResponse(_message.Message):
-    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "break_glass", "break_glass_expires_at_ms", "redisclosure_notice", "labelled_resource_json")
+    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "break_glass", "break_glass_expires_at_ms", "redisclosure_notice", "labelled_resource_json", "attachment_size")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class GetRecordResponse(_message.Message):
     BREAK_GLASS_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     REDISCLOSURE_NOTICE_FIELD_NUMBER: _ClassVar[int]
     LABELLED_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     resource_json: bytes
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
@@ -69,7 +70,8 @@ class GetRecordResponse(_message.Message):
     break_glass_expires_at_ms: int
     redisclosure_notice: str
     labelled_resource_json: bytes
-    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ...) -> None: ...
+    attachment_size: int
+    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ..., attachment_size: _Optional[int] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -96,3 +98,79 @@ class ReconcileReport(_message.Message):
     unconfirmed_commits: int
     dry_run: bool
     def __init__(self, cutoff_ms: _Optional[int] = ..., ledger_records: _Optional[int] = ..., orphan_blobs: _Optional[int] = ..., orphan_data_keys: _Optional[int] = ..., stale_uploads: _Optional[int] = ..., abandoned_writes: _Optional[int] = ..., unconfirmed_commits: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ImportBundleRequest(_message.Message):
+    __slots__ = ("bundle_json", "patient_ids")
+    BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    bundle_json: bytes
+    patient_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, bundle_json: _Optional[bytes] = ..., patient_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImportResult(_message.Message):
+    __slots__ = ("index", "client_ref", "code", "message", "record_id", "categories", "content_sha256", "ledger_log_index")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REF_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    client_ref: str
+    code: int
+    message: str
+    record_id: str
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    content_sha256: str
+    ledger_log_index: int
+    def __init__(self, index: _Optional[int] = ..., client_ref: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., record_id: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., ledger_log_index: _Optional[int] = ...) -> None: ...
+
+class ImportBundleResponse(_message.Message):
+    __slots__ = ("response_bundle_json", "results", "committed", "failed")
+    RESPONSE_BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    response_bundle_json: bytes
+    results: _containers.RepeatedCompositeFieldContainer[ImportResult]
+    committed: int
+    failed: int
+    def __init__(self, response_bundle_json: _Optional[bytes] = ..., results: _Optional[_Iterable[_Union[ImportResult, _Mapping]]] = ..., committed: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class ImportRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "resource_json", "client_ref")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REF_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    resource_json: bytes
+    client_ref: str
+    def __init__(self, patient_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., client_ref: _Optional[str] = ...) -> None: ...
+
+class PutRecordStreamRequest(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: LargeRecordHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[LargeRecordHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class LargeRecordHeader(_message.Message):
+    __slots__ = ("patient_id", "resource_json", "attachment_size")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    resource_json: bytes
+    attachment_size: int
+    def __init__(self, patient_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., attachment_size: _Optional[int] = ...) -> None: ...
+
+class GetRecordStreamResponse(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: GetRecordResponse
+    data: bytes
+    def __init__(self, header: _Optional[_Union[GetRecordResponse, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -51,6 +51,26 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileReport.FromString,
                 _registered_method=True)
+        self.ImportBundle = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ImportBundle',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportBundleRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportBundleResponse.FromString,
+                _registered_method=True)
+        self.ImportRecords = channel.stream_stream(
+                '/carechain.records.v1.RecordsService/ImportRecords',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportRecordsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportResult.FromString,
+                _registered_method=True)
+        self.PutRecordStream = channel.stream_unary(
+                '/carechain.records.v1.RecordsService/PutRecordStream',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordStreamRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.FromString,
+                _registered_method=True)
+        self.GetRecordStream = channel.unary_stream(
+                '/carechain.records.v1.RecordsService/GetRecordStream',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.FromString,
+                _registered_method=True)
 
 
 class RecordsServiceServicer:
@@ -84,6 +104,49 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportBundle(self, request, context):
+        """Imports a FHIR R4 Bundle of type batch or transaction (docs/sdk.md, "Bulk
+        import"): each entry becomes its own record exactly as a PutRecord. Batch:
+        each entry succeeds or fails on its own. Transaction: every entry is
+        validated (FHIR, patient, urn:uuid references within the bundle) before
+        anything is written; once writes start there is no multi-record atomicity
+        (the response says which entries committed). INVALID_ARGUMENT naming the
+        field for a bundle that cannot be imported at all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportRecords(self, request_iterator, context):
+        """Imports a stream of resources, each its own record exactly as a PutRecord,
+        several at once (bounded; the request stream is read only as fast as
+        writes finish). One ImportResult per request, in completion order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutRecordStream(self, request_iterator, context):
+        """Stores a large resource (e.g. a DocumentReference or Media with a big
+        attachment): a header (the resource without the attachment data), then the
+        attachment's bytes in chunks. Encrypted in authenticated segments; the
+        ledger holds the hash of the whole ciphertext. Acknowledged like PutRecord.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecordStream(self, request, context):
+        """Reads a record as a stream: the header (a GetRecordResponse whose
+        resource_json is the resource without its attachment data), then the data
+        in chunks, each segment authenticated before it is sent (DATA_LOSS if the
+        stored ciphertext was truncated, reordered or changed). Any record can be
+        read this way; a large record only this way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +164,26 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.Reconcile,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ReconcileReport.SerializeToString,
+            ),
+            'ImportBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportBundle,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportBundleRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportBundleResponse.SerializeToString,
+            ),
+            'ImportRecords': grpc.stream_stream_rpc_method_handler(
+                    servicer.ImportRecords,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportRecordsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ImportResult.SerializeToString,
+            ),
+            'PutRecordStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutRecordStream,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordStreamRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.SerializeToString,
+            ),
+            'GetRecordStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetRecordStream,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +269,114 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/Reconcile',
             carechain_dot_records_dot_v1_dot_records__pb2.ReconcileRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.ReconcileReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ImportBundle',
+            carechain_dot_records_dot_v1_dot_records__pb2.ImportBundleRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ImportBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportRecords(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/carechain.records.v1.RecordsService/ImportRecords',
+            carechain_dot_records_dot_v1_dot_records__pb2.ImportRecordsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ImportResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRecordStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/carechain.records.v1.RecordsService/PutRecordStream',
+            carechain_dot_records_dot_v1_dot_records__pb2.PutRecordStreamRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecordStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/GetRecordStream',
+            carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

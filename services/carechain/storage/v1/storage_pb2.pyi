@@ -99,3 +99,59 @@ class PruneIncomingResponse(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class BatchItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class PutBlobsItem(_message.Message):
+    __slots__ = ("data", "expected_sha256")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    expected_sha256: str
+    def __init__(self, data: _Optional[bytes] = ..., expected_sha256: _Optional[str] = ...) -> None: ...
+
+class PutBlobsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PutBlobsItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[PutBlobsItem, _Mapping]]] = ...) -> None: ...
+
+class PutBlobResult(_message.Message):
+    __slots__ = ("ref", "error")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ref: BlobRef
+    error: BatchItemError
+    def __init__(self, ref: _Optional[_Union[BlobRef, _Mapping]] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ...) -> None: ...
+
+class PutBlobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PutBlobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PutBlobResult, _Mapping]]] = ...) -> None: ...
+
+class GetBlobsRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetBlobResult(_message.Message):
+    __slots__ = ("data", "error")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    error: BatchItemError
+    def __init__(self, data: _Optional[bytes] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ...) -> None: ...
+
+class GetBlobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[GetBlobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[GetBlobResult, _Mapping]]] = ...) -> None: ...

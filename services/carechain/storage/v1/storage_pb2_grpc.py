@@ -46,6 +46,16 @@ class StorageServiceStub:
                 request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobRequest.SerializeToString,
                 response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.PutBlobs = channel.unary_unary(
+                '/carechain.storage.v1.StorageService/PutBlobs',
+                request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PutBlobsRequest.SerializeToString,
+                response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PutBlobsResponse.FromString,
+                _registered_method=True)
+        self.GetBlobs = channel.unary_unary(
+                '/carechain.storage.v1.StorageService/GetBlobs',
+                request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobsRequest.SerializeToString,
+                response_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobsResponse.FromString,
+                _registered_method=True)
         self.StatBlob = channel.unary_unary(
                 '/carechain.storage.v1.StorageService/StatBlob',
                 request_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.StatBlobRequest.SerializeToString,
@@ -84,6 +94,25 @@ class StorageServiceServicer:
     def GetBlob(self, request, context):
         """Streams a blob out in chunks. Fails with DATA_LOSS if the stored bytes no
         longer hash to the address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutBlobs(self, request, context):
+        """Stores many small blobs (each at most 1 MiB; at most 64, 16 MiB in all)
+        in one call, durable before the reply (one sync round for the batch).
+        Each item is answered with its address or its own error, in order. Larger
+        blobs use PutBlob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBlobs(self, request, context):
+        """Returns many small blobs (at most 64; each at most 1 MiB, else that item
+        fails with FAILED_PRECONDITION: use GetBlob). An item fails with
+        NOT_FOUND or DATA_LOSS on its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +161,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.GetBlob,
                     request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobRequest.FromString,
                     response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.BlobChunk.SerializeToString,
+            ),
+            'PutBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutBlobs,
+                    request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PutBlobsRequest.FromString,
+                    response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.PutBlobsResponse.SerializeToString,
+            ),
+            'GetBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBlobs,
+                    request_deserializer=carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobsRequest.FromString,
+                    response_serializer=carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobsResponse.SerializeToString,
             ),
             'StatBlob': grpc.unary_unary_rpc_method_handler(
                     servicer.StatBlob,
@@ -210,6 +249,60 @@ class StorageService:
             '/carechain.storage.v1.StorageService/GetBlob',
             carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobRequest.SerializeToString,
             carechain_dot_storage_dot_v1_dot_storage__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.storage.v1.StorageService/PutBlobs',
+            carechain_dot_storage_dot_v1_dot_storage__pb2.PutBlobsRequest.SerializeToString,
+            carechain_dot_storage_dot_v1_dot_storage__pb2.PutBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.storage.v1.StorageService/GetBlobs',
+            carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobsRequest.SerializeToString,
+            carechain_dot_storage_dot_v1_dot_storage__pb2.GetBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
