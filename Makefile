@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= var/network
 
-.PHONY: help venv tools protos lint test unit integration e2e run demo bench clean
+.PHONY: help venv tools protos lint test unit integration e2e run demo bench bench-quick clean
 
 help:
 	@echo "make run    - create the environment and start the local network (data in $(DATA))"
@@ -14,7 +14,7 @@ help:
 	@echo "make integration - contract suites and integration tests against real OpenBao, MinIO, etcd, HAPI"
 	@echo "make e2e    - end-to-end tests: the six services as real processes"
 	@echo "make demo   - run the demo story against a running network"
-	@echo "make bench  - run benchmarks and print numbers"
+	@echo "make bench  - issue 13's figures beside same-run baselines, both networks (BENCH_ARGS=--quick: make bench-quick)"
 	@echo "make protos - regenerate Python code from protos/"
 	@echo "make tools  - build the pinned MinIO, etcd and helm, fetch the HAPI FHIR validator into .tools/ (OpenBao comes with the venv)"
 
@@ -53,9 +53,12 @@ run: venv
 demo: venv
 	$(VENV)/bin/carechain demo --data-dir $(DATA)
 
-bench: venv
-	$(PY) bench/records.py $(BENCH_ARGS)
-	$(PY) bench/ledger.py
+# Both networks (embedded, and OpenBao+MinIO+etcd with 3 validators: needs make tools); the table at the end.
+bench: venv tools
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: venv tools
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

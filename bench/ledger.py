@@ -1,144 +1,122 @@
-"""Ledger benchmark: final transactions/s and time-to-final for 1 and 3 validators on etcd.
+"""The ledger service as deployed: final transactions/s and time-to-final beside raw etcd puts, same clients.
 
-Everything runs on this machine in one run, so numbers read as ratios:
+The network is the one ``carechain up --with-backends --validators 3`` runs (separate validator processes
+ordering through etcd, each signing with its own OpenBao Transit key). An organisation registered through
+identity signs RegisterPrincipal transactions for practitioners of its own (the cheapest valid transaction
+a principal signs itself); the bench submits them over gRPC, authenticated as svc-records with that
+service's own signer (SubmitTransaction is a service call), to the failover target listing every
+validator, with ``ACK_LEVEL_FINAL``: answered once a quorum signed the block.
+Time-to-final is per transaction, from submit to that answer. The baseline is raw etcd puts of 300-byte
+values from this process to the network's own etcd (TLS and login like the services), with the same
+number of concurrent writers, in the same run.
 
-- a raw etcd baseline: put/s of small values through the same client, sequential
-  and with the same number of concurrent writers as the ledger runs;
-- the ledger with 1 validator and with 3 validators (quorum 2), each validator
-  its own chain store and etcd client, ordering through the same 3-member etcd
-  cluster. Writers submit RegisterPrincipal transactions with ``ACK_LEVEL_FINAL``
-  (answered once a quorum signed the block); time-to-final is measured per
-  transaction from submit to that answer.
-
-Block cutting is configurable (``--block-max-transactions``, ``--block-max-wait-ms``).
-The validators share this process (threads), so on few cores the 3-validator
-numbers include the cost of running all three.
+:func:`grow_history` (also ACK_LEVEL_COMMITTED, many submitters) builds a large ledger quickly for the scale
+figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import pathlib
 import statistics
-import sys
-import tempfile
-import threading
-import time
-from concurrent import futures
+import uuid
+from dataclasses import dataclass
 
+from bench.baselines import etcd_puts
+from bench.figures import Result, percentile, spread
+from bench.harness import closed_loop, count_loop, load_average
+from carechain.client.sdk import CareChainClient, Kind
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer
-from carechain.core.layout import TrustBundle, service_principal_id
-from carechain.dev.backends.etcd import EtcdCluster
-from carechain.ledger import transactions
-from carechain.ledger.chain import Ledger
-from carechain.ledger.etcd_orderer import EtcdOrderer
-from carechain.ledger.quorum import ValidatorSet
+from carechain.dev.localnet import LocalNetwork
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.config import ENV_PREFIX, ServiceSettings
+from carechain.runtime.vault import service_signer
 
-CHAIN = "carechain-bench"
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-def print_row(name: str, count: int, elapsed: float, latencies: list[float] | None = None) -> None:
-    rate = count / elapsed if elapsed else 0.0
-    if latencies:
-        ordered = sorted(latencies)
-        print(f"{name:44} {rate:10.1f}/s  p50 {statistics.median(ordered) * 1000:8.2f} ms  "
-              f"p99 {percentile(ordered, 0.99) * 1000:8.2f} ms")
-    else:
-        print(f"{name:44} {rate:10.1f}/s")
+# One throwaway public key for every generated practitioner: the ledger checks its shape, not its use.
+_PUBLIC_KEY = Ed25519Signer.generate("bench").public_key_bytes()
 
 
-def run_concurrently(operation, count: int, concurrency: int) -> tuple[float, list[float]]:
-    """Run operation(i) for i < count on concurrency threads; (elapsed seconds, per-call latencies)."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def one(index: int) -> None:
-        started = time.perf_counter()
-        operation(index)
-        with lock:
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    with futures.ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(count)))
-    return time.perf_counter() - started, latencies
+def register_practitioner_tx(organization: CareChainClient) -> ledger_pb2.Transaction:
+    """A RegisterPrincipal of a new practitioner of organization, signed by the organization."""
+    principal = ledger_pb2.RegisterPrincipal(
+        principal_id=f"prac-bench-{uuid.uuid4().hex}", kind=common_pb2.PRINCIPAL_KIND_PRACTITIONER,
+        public_key=_PUBLIC_KEY, organization_id=organization.principal_id)
+    return organization._signed(register_principal=principal)  # noqa: SLF001 - the SDK's own signing step
 
 
-def etcd_baseline(cluster: EtcdCluster, count: int, concurrency: int) -> None:
-    client = cluster.client()  # TLS and auth, like the services: keys under the /carechain prefix
-    value = b"x" * 300
-    seq, par = "/carechain-bench/seq", "/carechain-bench/par"
+@dataclass
+class Submitter:
+    """Submits organisation-signed transactions over an authenticated service connection.
+
+    SubmitTransaction is a service call (the access table); the bench connects as svc-records, with the very
+    signer that service uses (PEM file embedded, its own AppRole and Transit key on backends), so the ledger
+    sees what it sees from the services: a token check, then the transaction's own signature.
+    """
+
+    organization: CareChainClient
+    service: CareChainClient
+
+    def submit(self, ack: int) -> ledger_pb2.SubmitTransactionResponse:
+        """Sign and submit one transaction; raises when the ledger does not answer valid."""
+        request = ledger_pb2.SubmitTransactionRequest(transaction=register_practitioner_tx(self.organization), ack=ack)
+        response = self.service.ledger.SubmitTransaction(request, timeout=60)
+        if not response.valid:
+            raise RuntimeError(f"ledger refused the bench transaction: {response.reason}")
+        return response
+
+    def close(self) -> None:
+        self.organization.close()
+        self.service.close()
+
+
+def service_client(network: LocalNetwork, service: str = "records") -> CareChainClient:
+    """A client authenticated as one of the network's services, with that service's own signer."""
+    env = network.service_env(service)
+    fields = ServiceSettings.model_fields
+    settings = ServiceSettings(**{name.removeprefix(ENV_PREFIX).lower(): value for name, value in env.items()
+                                  if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX).lower() in fields})
+    return CareChainClient(network.endpoints, service_signer(settings, service))
+
+
+def new_submitter(network: LocalNetwork) -> Submitter:
+    """An organisation registered by the operator through identity, and a service connection to submit with."""
+    with CareChainClient(network.endpoints, network.layout.operator_signer()) as operator:
+        key = Ed25519Signer.generate("pending")
+        principal = operator.register(Kind.PRINCIPAL_KIND_ORGANIZATION, "bench ledger", key.public_key_bytes())
+    organization = CareChainClient(network.endpoints, key.with_key_id(principal.principal_id))
+    return Submitter(organization, service_client(network))
+
+
+def ledger_final_figure(network: LocalNetwork, clients: int, seconds: float, runs: int, result: Result) -> None:
+    """Final tx/s of the deployed ledger vs raw etcd put/s at the same client count (needs a backends network)."""
+    assert network.backends is not None, "the ledger figure runs on the backends network"
+    submitter = new_submitter(network)
+    print(f"\n[ledger] {len(network.validator_names)} validator processes, {clients} clients, "
+          f"load average {load_average():.1f}")
     try:
-        elapsed, latencies = run_concurrently(lambda i: client.put(f"{seq}/{i}", value), count, 1)
-        print_row("baseline: raw etcd put (sequential)", count, elapsed, latencies)
-        elapsed, latencies = run_concurrently(lambda i: client.put(f"{par}/{i}", value), count, concurrency)
-        print_row(f"baseline: raw etcd put ({concurrency} writers)", count, elapsed, latencies)
+        count_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_FINAL), clients, clients)  # warm-up
+        latencies: list[float] = []
+        etcd_client_ms = []
+        for _ in range(runs):
+            rates, client_ms = etcd_puts(network.backends.etcd, clients, seconds, 1)
+            result.baseline.extend(rates)
+            etcd_client_ms.append(client_ms)
+            done, run_latencies = closed_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_FINAL),
+                                              clients, seconds)
+            result.values.append(done / seconds)
+            latencies.extend(run_latencies)
+        p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+        result.note = f"{clients} clients; time-to-final p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        print(f"  baseline: raw etcd put, {clients} clients: {spread(result.baseline)}/s "
+              f"(the bench client's CPU {statistics.median(etcd_client_ms):.2f} ms per put)")
+        print(f"  ledger final tx/s, {clients} clients: {spread(result.values)}/s "
+              f"({result.ratio or 0:.3f}x etcd); time-to-final p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     finally:
-        client.close()
+        submitter.close()
 
 
-def ledger_run(cluster: EtcdCluster, root: pathlib.Path, validators: int, count: int, concurrency: int,
-               block_max_transactions: int, block_max_wait_ms: int) -> None:
-    identity = Ed25519Signer.generate(service_principal_id("identity"))
-    signers = [Ed25519Signer.generate(f"validator-{i}") for i in range(1, validators + 1)]
-    trust = TrustBundle({identity.key_id: identity.public_key_bytes(),
-                         **{s.key_id: s.public_key_bytes() for s in signers}})
-    validator_set = ValidatorSet.of([s.key_id for s in signers])
-    prefix = f"/carechain-bench-{validators}-{time.time_ns()}"
-    orderers = [EtcdOrderer(cluster.client(), prefix, CHAIN, owns_client=True) for _ in signers]
-    ledgers = [
-        Ledger.open(root / f"v{validators}-{s.key_id}", CHAIN, s, trust, orderer=orderer, validators=validator_set,
-                    block_max_transactions=block_max_transactions, block_max_wait_ms=block_max_wait_ms)
-        for s, orderer in zip(signers, orderers, strict=True)
-    ]
-    txs = [
-        transactions.sign_transaction(transactions.new_body(CHAIN, identity.key_id, register_principal=(
-            ledger_pb2.RegisterPrincipal(principal_id=f"org-{i}", kind=common_pb2.PRINCIPAL_KIND_ORGANIZATION,
-                                         public_key=Ed25519Signer.generate("k").public_key_bytes()))), identity)
-        for i in range(count + concurrency)
-    ]
-    try:
-        # Warm-up (connections, first blocks), then the measured run; submissions spread over the validators.
-        run_concurrently(lambda i: ledgers[i % validators].submit(txs[count + i], 60, final=True), concurrency,
-                         concurrency)
-        elapsed, latencies = run_concurrently(
-            lambda i: ledgers[i % validators].submit(txs[i], 60, final=True), count, concurrency)
-        name = f"ledger: {validators} validator{'s' if validators > 1 else ''} (quorum {validator_set.quorum}), final"
-        print_row(name, count, elapsed, latencies)
-    finally:
-        for ledger in ledgers:
-            ledger.close()
-        for orderer in orderers:
-            orderer.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transactions", type=int, default=400, help="transactions per run")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent submitters")
-    parser.add_argument("--block-max-transactions", type=int, default=100, help="cut a block at this size")
-    parser.add_argument("--block-max-wait-ms", type=int, default=20, help="cut a block after this long")
-    args = parser.parse_args(argv)
-    print(f"ledger benchmark: {args.transactions} transactions, {args.concurrency} concurrent submitters, "
-          f"blocks of <= {args.block_max_transactions} or {args.block_max_wait_ms} ms, 3-member etcd")
-    with tempfile.TemporaryDirectory(prefix="carechain-bench-ledger-") as directory:
-        root = pathlib.Path(directory)
-        cluster = EtcdCluster(root / "etcd", members=3).start()
-        try:
-            etcd_baseline(cluster, args.transactions, args.concurrency)
-            for validators in (1, 3):
-                ledger_run(cluster, root, validators, args.transactions, args.concurrency,
-                           args.block_max_transactions, args.block_max_wait_ms)
-        finally:
-            cluster.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def grow_history(submitter: Submitter, transactions: int, clients: int = 32) -> float:
+    """Add transactions committed ledger transactions (RegisterPrincipal) as fast as the ledger takes them; tx/s."""
+    if transactions <= 0:
+        return 0.0
+    elapsed, _ = count_loop(lambda _i: submitter.submit(ledger_pb2.ACK_LEVEL_COMMITTED), transactions, clients)
+    return transactions / elapsed

@@ -1,23 +1,21 @@
-"""`make bench`: PutRecord / GetRecord through the six real service processes, beside baselines of the same run.
+"""PutRecord / GetRecord through the six real service processes, beside baselines of the same run.
 
-For each concurrency (closed loop: C client threads calling back to back for a fixed time) it prints, as the
-median of the runs with min-max:
+For each concurrency (closed loop: C client threads calling back to back for a fixed time) it measures, as
+the median of the runs with min-max: PutRecord/s and GetRecord/s (2 KiB-class Synthea resources) beside a
+bare gRPC echo of the same payload at the same concurrency; CPU milliseconds per operation per process (from
+/proc/<pid>/stat: services, and on backends OpenBao, MinIO and etcd too) and all together; RPCs per operation
+per service (the services' JSON ``rpc`` log lines); OpenBao requests per operation (backends: a file audit
+device); GetRecord p50/p99 in an open loop at half the highest measured GetRecord rate; with ``--syscalls``
+(strace) fsync/fdatasync calls per PutRecord; with ``--profile DIR`` py-spy of every service.
 
-- the baselines: a bare gRPC echo of the same payload at the same concurrency, in this process, and raw
-  AES-256-GCM seal + open of the payload;
-- PutRecord/s and GetRecord/s (2 KiB-class Synthea resources), their ratio to the echo;
-- CPU milliseconds per operation, per service process and all together (from /proc/<pid>/stat, so noise from
-  other work on a shared machine does not inflate it the way it inflates wall-clock rates), and the client's;
-- RPCs per operation per service (the services' JSON ``rpc`` log lines);
-
-then GetRecord p50/p99 in an open loop at half the highest measured GetRecord rate, and (``--syscalls``, needs
-strace) fsync/fdatasync calls per PutRecord. The issue 13 targets print beside each figure. Rates vary with the
-machine and its load; CPU-ms per operation is the figure to compare across runs. Tests never assert on any of it.
+Also here: RSS of every service over many writes, writes/s with 64 open audit tails, and the bulk import and
+large-record figures (behind :func:`bulk_import_figure` and :func:`large_record_figure`, which take the SDK
+call, so they are wired by name once the RPCs exist). Run everything with ``python -m bench`` (``make bench``).
 """
 
 from __future__ import annotations
 
-import argparse
+import collections
 import gzip
 import json
 import os
@@ -31,168 +29,181 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
 
+from bench.figures import Result, growth_per_thousand, missing_sdk_call, percentile, spread, strace_sync_calls
+from bench.harness import PeakRss, Window, closed_loop, count_loop, load_average, median_cells, open_loop, rss_mib
+from carechain.audit.v1 import audit_pb2
 from carechain.client.sdk import CareChainClient, Kind, Purpose, permit
-from carechain.core.crypto import Ed25519Signer, new_aes_key, open_sealed, seal
+from carechain.core.crypto import Ed25519Signer
 from carechain.dev.localnet import LocalNetwork
 from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "synthea-10"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PATIENTS = 8
+RESOURCE_TYPE = "Encounter"  # Synthea's Encounters are about 2 KiB, its Conditions about 1 KiB
 
-# Issue 13's table: figure -> (must reach, goal beyond).
-TARGETS = {
-    "PutRecord/s": (400, 1000),
-    "GetRecord/s": (800, 2000),
-    "GetRecord p99 ms at 50% load": (25, 10),
-    "CPU ms per PutRecord": (4, None),
-    "CPU ms per GetRecord": (2, None),
-}
+# The SDK methods of the bulk import and large-record figures (h/bulk, on main since 2fefc9f): without them
+# (an older SDK) the figures print "not available: RPC X missing".
+BULK_IMPORT_METHOD, BULK_IMPORT_RPC = "import_records", "ImportRecords"
+LARGE_RECORD_METHOD, LARGE_RECORD_RPC = "put_large_record", "PutRecordStream"
 
 
-def target_text(figure: str) -> str:
-    must, goal = TARGETS.get(figure, (None, None))
-    if must is None:
-        return ""
-    return f"[must reach {must}" + (f", goal {goal}]" if goal is not None else "]")
+def bulk_import_adapter(client: object) -> Callable[[str, list[bytes]], int]:
+    """import_call for :func:`bulk_import_figure` over ``import_records`` (one stream): resources committed."""
+    def import_call(patient_id: str, resources: list[bytes]) -> int:
+        results = client.import_records((patient_id, r, str(i)) for i, r in enumerate(resources))  # type: ignore[attr-defined]
+        return sum(1 for result in results if result.code == 0)
+
+    return import_call
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (its threads included)."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+def large_record_adapter(client: object, fhir_patient_id: str) -> Callable[[str, pathlib.Path], object]:
+    """store_call for :func:`large_record_figure` over ``put_large_record``: a DocumentReference of the file."""
+    def store_call(patient_id: str, path: pathlib.Path) -> object:
+        size = path.stat().st_size
+        envelope = {"resourceType": "DocumentReference", "status": "current",
+                    "type": {"coding": [{"system": "http://snomed.info/sct", "code": "254837009"}]},
+                    "subject": {"reference": f"Patient/{fhir_patient_id}"},
+                    "content": [{"attachment": {"contentType": "application/octet-stream", "size": size}}]}
+        with path.open("rb") as data:
+            return client.put_large_record(patient_id, envelope, data, size)  # type: ignore[attr-defined]
+
+    return store_call
 
 
-def rpc_lines(log_file: pathlib.Path) -> int:
-    """How many calls a service has logged so far (one JSON ``rpc`` line per call)."""
-    if not log_file.exists():
-        return 0
-    pattern = re.compile(rb'"msg": ?"rpc"')
-    return sum(1 for line in log_file.read_bytes().splitlines() if pattern.search(line))
+def synthea_payloads(patients: int = PATIENTS) -> tuple[bytes, list[dict[str, object]], list[bytes]]:
+    """The Synthea Encounter closest to 2 KiB (issue 13's size), the first patients, it once per patient."""
+    with gzip.open(FIXTURES / f"{RESOURCE_TYPE}.000.ndjson.gz", "rb") as handle:
+        candidates = [line.rstrip(b"\n") for line in handle]
+    with gzip.open(FIXTURES / "Patient.000.ndjson.gz", "rb") as handle:
+        resources = [json.loads(line) for line in handle][:patients]
+    payload = min(candidates, key=lambda c: abs(len(c) - 2048))
+    subject = json.loads(payload)["subject"]["reference"].removeprefix("urn:uuid:").removeprefix("Patient/")
+    # The same resource for each patient (a record must reference its own patient).
+    return payload, resources, [payload.replace(subject.encode(), str(r["id"]).encode()) for r in resources]
+
+
+def enrol(network: LocalNetwork, registrar: CareChainClient, kind: int, **fields: str) -> CareChainClient:
+    """Register a principal through identity; a client acting as it."""
+    key = Ed25519Signer.generate("pending")
+    principal = registrar.register(kind, "bench", key.public_key_bytes(), **fields)
+    return CareChainClient(network.endpoints, key.with_key_id(principal.principal_id))
 
 
 @dataclass
-class Window:
-    """CPU and RPC counters of every service process between two points in time."""
+class Workload:
+    """A hospital writing one 2 KiB Condition per call for 8 consenting patients, a practitioner reading them."""
 
     network: LocalNetwork
-    cpu: dict[str, float] = field(default_factory=dict)
-    rpcs: dict[str, int] = field(default_factory=dict)
-    client_cpu: float = 0.0
+    payload: bytes = b""
+    operator: CareChainClient | None = None
+    hospital: CareChainClient | None = None
+    reader: CareChainClient | None = None
+    patient: CareChainClient | None = None  # the first patient, kept open for GetAccessHistory
+    patient_ids: list[str] = field(default_factory=list)
+    fhir_patient_ids: list[str] = field(default_factory=list)  # the FHIR Patient ids the resources reference
+    payloads: list[bytes] = field(default_factory=list)
+    record_ids: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open(self) -> Window:
-        self.cpu = {name: cpu_seconds(p.pid) for name, p in self.network.processes.items()}
-        self.rpcs = {name: rpc_lines(self.network.log_dir / f"{name}.log") for name in self.network.processes}
-        self.client_cpu = time.process_time()
+    def start(self) -> Workload:
+        self.payload, resources, self.payloads = synthea_payloads()
+        self.operator = CareChainClient(self.network.endpoints, self.network.layout.operator_signer())
+        self.hospital = enrol(self.network, self.operator, Kind.PRINCIPAL_KIND_ORGANIZATION)
+        self.reader = enrol(self.network, self.hospital, Kind.PRINCIPAL_KIND_PRACTITIONER, specialty="general-practice")
+        for resource in resources:
+            patient = enrol(self.network, self.hospital, Kind.PRINCIPAL_KIND_PATIENT,
+                            fhir_patient_id=str(resource["id"]))
+            patient.grant_consent(permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=self.reader.principal_id,
+                                         categories=[NORMAL, *sorted(SENSITIVE_CATEGORIES)]))
+            self.patient_ids.append(patient.principal_id)
+            self.fhir_patient_ids.append(str(resource["id"]))
+            if self.patient is None:
+                self.patient = patient
+            else:
+                patient.close()
+        for index in range(len(self.patient_ids) * 2):  # warm-up: tokens, channels, each patient's key
+            self.put(index)
+        self.get(0)
         return self
 
-    def close(self, operations: int) -> dict[str, dict[str, float]]:
-        """Per service: CPU ms and RPCs per operation, plus the client's CPU ms per operation."""
-        time.sleep(0.3)  # let the last log lines reach the files
-        result: dict[str, dict[str, float]] = {}
-        for name, process in self.network.processes.items():
-            result[name] = {
-                "cpu_ms": (cpu_seconds(process.pid) - self.cpu[name]) * 1000 / operations,
-                "rpcs": (rpc_lines(self.network.log_dir / f"{name}.log") - self.rpcs[name]) / operations,
-            }
-        result["client"] = {"cpu_ms": (time.process_time() - self.client_cpu) * 1000 / operations, "rpcs": 0.0}
-        return result
+    def put(self, index: int) -> None:
+        which = index % len(self.patient_ids)
+        record = self.hospital.put_record(self.patient_ids[which], self.payloads[which])  # type: ignore[union-attr]
+        with self._lock:
+            self.record_ids.append(record.record_id)
 
-
-def closed_loop(operation: Callable[[int], object], clients: int, seconds: float) -> tuple[int, list[float]]:
-    """clients threads call operation back to back for seconds; (operations done, latencies)."""
-    stop_at = time.monotonic() + seconds
-    latencies: list[float] = []
-    counter = iter(range(10**12))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while time.monotonic() < stop_at:
-            with lock:
-                index = next(counter)
-            started = time.perf_counter()
-            operation(index)
-            elapsed = time.perf_counter() - started
-            with lock:
-                latencies.append(elapsed)
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(latencies), latencies
-
-
-def open_loop(operation: Callable[[int], object], rate: float, seconds: float, clients: int) -> list[float]:
-    """Calls started at a fixed rate (not when the previous one returns); latency includes queueing."""
-    total = max(1, int(rate * seconds))
-    started_at = time.perf_counter()
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def call(index: int) -> None:
-        scheduled = started_at + index / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        operation(index)
-        with lock:
-            latencies.append(time.perf_counter() - scheduled)
-
-    with futures.ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(call, range(total)))
-    return latencies
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-class EchoServer:
-    """A bare gRPC server returning the request bytes: the floor any RPC pays on this machine."""
-
-    def __init__(self, workers: int) -> None:
-        handler = grpc.method_handlers_generic_handler(
-            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}
-        )
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-        self.server.add_generic_rpc_handlers((handler,))
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.echo = self.channel.unary_unary("/bench.Echo/Echo")
+    def get(self, index: int) -> None:
+        self.reader.get_record(self.record_ids[index % len(self.record_ids)],  # type: ignore[union-attr]
+                               Purpose.PURPOSE_OF_USE_TREAT)
 
     def close(self) -> None:
-        self.channel.close()
-        self.server.stop(0)
+        for client in (self.operator, self.hospital, self.reader, self.patient):
+            if client is not None:
+                client.close()
 
 
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):9.1f} (min {min(values):.1f}, max {max(values):.1f})"
+def service_pids(network: LocalNetwork) -> dict[str, int]:
+    return {name: process.pid for name, process in network.processes.items()}
 
 
-def print_services(breakdown: list[dict[str, dict[str, float]]], what: str) -> float:
-    """Median per-service CPU ms / RPCs per operation; returns the services' CPU ms total."""
-    names = list(breakdown[0])
-    cells = []
-    total = 0.0
-    for name in names:
-        cpu = statistics.median(run[name]["cpu_ms"] for run in breakdown)
-        rpcs = statistics.median(run[name]["rpcs"] for run in breakdown)
-        if name != "client":
-            total += cpu
-        cells.append(f"{name} {cpu:.2f} ms" + (f" {rpcs:.1f} rpc" if name != "client" else ""))
+def backend_pids(network: LocalNetwork) -> dict[str, int]:
+    """pids of the OpenBao, MinIO and etcd member processes of a backends network (none embedded)."""
+    stack = network.backends
+    if stack is None:
+        return {}
+    # The dev launchers keep their ServerProcess private; the bench only reads the pid for /proc.
+    servers = {"openbao": stack.openbao._process, "minio": stack.minio._process}  # noqa: SLF001
+    servers.update({f"etcd-{i}": p for i, p in enumerate(stack.etcd._processes)})  # noqa: SLF001
+    return {name: server._process.pid for name, server in servers.items()  # noqa: SLF001
+            if server._process is not None and server._process.poll() is None}  # noqa: SLF001
+
+
+def window(network: LocalNetwork, extra: dict[str, Callable[[], int]] | None = None) -> Window:
+    """Counters of every service (CPU, RPC lines) and backend process (CPU), plus the extra counters."""
+    return Window({**service_pids(network), **backend_pids(network)},
+                  {name: network.log_dir / f"{name}.log" for name in network.processes}, extra or {})
+
+
+def print_breakdown(breakdown: list[dict[str, dict[str, float]]], what: str) -> float:
+    """Print median CPU ms / RPCs / counts per operation per process; returns all processes' CPU ms together."""
+    cells, total = [], 0.0
+    for name, figures in median_cells(breakdown).items():
+        if "cpu_ms" in figures:
+            if name != "client":
+                total += figures["cpu_ms"]
+            cells.append(f"{name} {figures['cpu_ms']:.2f} ms" + (f" {figures['rpcs']:.1f} rpc" if "rpcs" in figures
+                                                                  else ""))
+        else:
+            cells.append(f"{name} {figures['count']:.1f}")
     print(f"      per {what}: " + ", ".join(cells))
-    print(f"      CPU ms per {what}, all services together: {total:.2f}   {target_text(f'CPU ms per {what}')}")
+    print(f"      CPU ms per {what}, all server processes together: {total:.2f} (the client's not included)")
     return total
+
+
+def rates_and_cpu(network: LocalNetwork, operation: Callable[[int], object], what: str, clients: int,
+                  seconds: float, runs: int, extra: dict[str, Callable[[], int]] | None = None
+                  ) -> tuple[list[float], list[float]]:
+    """runs closed-loop runs of operation: (rates, CPU ms per operation over all server processes, per run)."""
+    rates, breakdown = [], []
+    for _ in range(runs):
+        counters = window(network, extra).open()
+        done, _ = closed_loop(operation, clients, seconds)
+        breakdown.append(counters.close(done))
+        rates.append(done / seconds)
+    print_breakdown(breakdown, what)
+    cpu = [sum(f["cpu_ms"] for name, f in run.items() if "cpu_ms" in f and name != "client") for run in breakdown]
+    return rates, cpu
+
+
+def p99_at_half_load(operation: Callable[[int], object], max_rate: float, seconds: float) -> tuple[float, float]:
+    """(p50, p99) ms of operation started at half of max_rate in an open loop of 64 callers."""
+    latencies = open_loop(operation, max(max_rate / 2, 1.0), seconds, clients=64)
+    return percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
 
 
 def fsyncs_per_put(network: LocalNetwork, put: Callable[[int], object], operations: int) -> dict[str, float]:
@@ -210,13 +221,8 @@ def fsyncs_per_put(network: LocalNetwork, put: Callable[[int], object], operatio
     for name, (tracer, out) in tracers.items():
         tracer.terminate()
         tracer.wait(10)
-        calls = 0
-        for line in out.read_text().splitlines():
-            parts = line.split()
-            if parts and parts[-1] in ("fsync", "fdatasync"):
-                calls += int(parts[3] if len(parts) >= 6 else parts[2])
+        counts[name] = strace_sync_calls(out.read_text()) / operations
         out.unlink()
-        counts[name] = calls / operations
     return counts
 
 
@@ -256,120 +262,153 @@ def profile(network: LocalNetwork, operation: Callable[[int], object], clients: 
             print(f"    {label} {name} ({kind}): {cells}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one run of 3 s per figure (a laptop check)")
-    parser.add_argument("--clients", default="1,16,64", help="comma-separated concurrencies")
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each closed-loop run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min-max printed)")
-    parser.add_argument("--syscalls", action="store_true", help="count fsyncs per PutRecord with strace")
-    parser.add_argument("--profile", type=pathlib.Path, metavar="DIR",
-                        help="py-spy each service during PutRecord and GetRecord; raw stacks into DIR")
-    args = parser.parse_args()
-    if args.quick:
-        args.runs, args.seconds = 1, 3.0
-        args.clients = "1,64" if args.clients == parser.get_default("clients") else args.clients
-    concurrencies = [int(c) for c in args.clients.split(",")]
+def rss_over_writes(network: LocalNetwork, workload: Workload, writes: int, clients: int,
+                    samples: int = 10) -> dict[str, float]:
+    """RSS of every service sampled while writes PutRecords run; MiB per 1,000 writes (least-squares slope)."""
+    pids = service_pids(network)
+    series: dict[str, list[tuple[int, float]]] = {name: [(0, rss_mib(pid))] for name, pid in pids.items()}
+    step = max(writes // samples, 1)
+    done = 0
+    while done < writes:
+        batch = min(step, writes - done)
+        base = done
+        count_loop(lambda i, base=base: workload.put(base + i), batch, clients)
+        done += batch
+        for name, pid in pids.items():
+            series[name].append((done, rss_mib(pid)))
+    growth = {name: growth_per_thousand(points) for name, points in series.items()}
+    cells = ", ".join(f"{name} {points[0][1]:.0f}->{points[-1][1]:.0f} MiB ({growth[name]:+.2f}/1k)"
+                      for name, points in series.items())
+    print(f"  RSS over {writes:,} PutRecords ({clients} clients): {cells}")
+    return growth
 
-    with gzip.open(FIXTURES / "Condition.000.ndjson.gz", "rb") as handle:
-        conditions = [line.rstrip(b"\n") for line in handle]
-    with gzip.open(FIXTURES / "Patient.000.ndjson.gz", "rb") as handle:
-        patients = [json.loads(line) for line in handle][:PATIENTS]
-    payload = max(conditions, key=lambda c: -abs(len(c) - 2048))  # the Condition closest to 2 KiB
-    subject = json.loads(payload)["subject"]["reference"].removeprefix("urn:uuid:").removeprefix("Patient/")
-    # The same resource for each patient (a record must reference its own patient).
-    payloads = [payload.replace(subject.encode(), resource["id"].encode()) for resource in patients]
 
-    print(f"CareChain records benchmark: {args.runs} run(s) x {args.seconds:.0f} s per figure, payload "
-          f"{len(payload)} bytes (a Synthea Condition), {PATIENTS} patients, embedded backends, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    with tempfile.TemporaryDirectory(prefix="carechain-bench-") as directory:
-        network = LocalNetwork(pathlib.Path(directory))
-        network.start()
-        echo_server = EchoServer(workers=16)
+def tails_figure(network: LocalNetwork, workload: Workload, tails: int, clients: int, seconds: float, runs: int,
+                 result: Result) -> None:
+    """PutRecord/s with `tails` open audit StreamEvents (operator, live) vs none, alternating runs.
+
+    The tails run on a client (and channel) of their own, closed at the end of each run: that cancels them. A
+    tail the audit service refuses (its stream limits) is counted and printed, not hidden.
+    """
+    lock = threading.Lock()
+    received, refused = [0], collections.Counter()
+
+    def drain(stream: object) -> None:
         try:
-            operator = CareChainClient(network.endpoints, network.layout.operator_signer())
+            for _event in stream:  # type: ignore[attr-defined]
+                with lock:
+                    received[0] += 1
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:  # cancelled is how the bench ends a tail
+                with lock:
+                    refused[f"{exc.code().name}: {exc.details()}"] += 1
 
-            def enrol(registrar: CareChainClient, kind: int, **fields: str) -> CareChainClient:
-                key = Ed25519Signer.generate("pending")
-                principal = registrar.register(kind, "bench", key.public_key_bytes(), **fields)
-                return CareChainClient(network.endpoints, key.with_key_id(principal.principal_id))
-
-            hospital = enrol(operator, Kind.PRINCIPAL_KIND_ORGANIZATION)
-            reader = enrol(hospital, Kind.PRINCIPAL_KIND_PRACTITIONER, specialty="general-practice")
-            patient_ids = []
-            for resource in patients:
-                patient = enrol(hospital, Kind.PRINCIPAL_KIND_PATIENT, fhir_patient_id=resource["id"])
-                patient.grant_consent(permit([Purpose.PURPOSE_OF_USE_TREAT], practitioner_id=reader.principal_id,
-                                             categories=[NORMAL, *sorted(SENSITIVE_CATEGORIES)]))
-                patient_ids.append(patient.principal_id)
-                patient.close()
-            record_ids: list[str] = []
-            ids_lock = threading.Lock()
-
-            def put(index: int) -> None:
-                which = index % len(patient_ids)
-                record = hospital.put_record(patient_ids[which], payloads[which])
-                with ids_lock:
-                    record_ids.append(record.record_id)
-
-            def get(index: int) -> None:
-                reader.get_record(record_ids[index % len(record_ids)], Purpose.PURPOSE_OF_USE_TREAT)
-
-            for index in range(len(patient_ids) * 2):  # warm-up: tokens, channels, each patient's key
-                put(index)
-            get(0)
-
-            best_get_rate = 0.0
-            print(f"\n{'figure':42} {'median (min, max)':>30} {'x echo':>8}")
-            key = new_aes_key()
-            aes_rates = [closed_loop(lambda _i: open_sealed(key, seal(key, payload, b"ad"), b"ad"), 1,
-                                     args.seconds)[0] / args.seconds for _ in range(args.runs)]
-            print(f"  baseline: AES-256-GCM seal+open, 1 thread{'':3} {summary(aes_rates)}/s")
-            for clients in concurrencies:
-                echo_rates = []
-                for _ in range(args.runs):
-                    done, _ = closed_loop(lambda _i: echo_server.echo(payload, timeout=10), clients, args.seconds)
-                    echo_rates.append(done / args.seconds)
-                echo = statistics.median(echo_rates)
-                print(f"  baseline: gRPC echo, {clients:2} clients{'':14} {summary(echo_rates)}/s")
-                for name, operation in (("PutRecord", put), ("GetRecord", get)):
-                    rates, breakdown = [], []
-                    for _ in range(args.runs):
-                        window = Window(network).open()
-                        done, latencies = closed_loop(operation, clients, args.seconds)
-                        breakdown.append(window.close(done))
-                        rates.append(done / args.seconds)
-                    if name == "GetRecord":
-                        best_get_rate = max(best_get_rate, statistics.median(rates))
-                    ratio = statistics.median(rates) / echo
-                    targets = target_text(f"{name}/s") if clients == 64 else ""
-                    print(f"  {name}/s, {clients:2} clients{'':18} {summary(rates)}/s {ratio:7.3f}x  {targets}")
-                    print_services(breakdown, name)
-
-            half = best_get_rate / 2
-            latencies = open_loop(get, half, max(args.seconds, 5.0), clients=64)
-            p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
-            print(f"  GetRecord at 50% of max ({half:.0f}/s, open loop): p50 {p50:.1f} ms, p99 {p99:.1f} ms   "
-                  f"{target_text('GetRecord p99 ms at 50% load')}")
-            if args.syscalls:
-                if shutil.which("strace") is None:
-                    print("  fsyncs per PutRecord: strace not installed")
-                else:
-                    counts = fsyncs_per_put(network, put, 50)
-                    cells = ", ".join(f"{name} {count:.1f}" for name, count in counts.items())
-                    print(f"  fsync+fdatasync per PutRecord (strace): {cells}; total {sum(counts.values()):.1f}")
-            if args.profile:
-                print("  hottest functions (py-spy, self time), 16 clients:")
-                profile(network, put, 16, args.seconds, args.profile, "PutRecord")
-                profile(network, get, 16, args.seconds, args.profile, "GetRecord")
-            for client in (operator, hospital, reader):
-                client.close()
-        finally:
-            echo_server.close()
-            network.stop()
-    return 0
+    for _ in range(runs):
+        result.baseline.append(closed_loop(workload.put, clients, seconds)[0] / seconds)
+        tail_client = CareChainClient(network.endpoints, network.layout.operator_signer())
+        streams = [tail_client.audit.StreamEvents(audit_pb2.StreamEventsRequest(after_sequence=0))
+                   for _ in range(tails)]
+        readers = [threading.Thread(target=drain, args=(s,), daemon=True) for s in streams]
+        for reader in readers:
+            reader.start()
+        time.sleep(1.0)  # the tails catch up with the past before the measured window
+        result.values.append(closed_loop(workload.put, clients, seconds)[0] / seconds)
+        tail_client.close()
+        for reader in readers:
+            reader.join(10)
+    refusals = sum(refused.values())
+    if refusals:
+        # Fewer tails than asked were open: the figure is not the one the issue names, whatever the rates say.
+        status = refused.most_common(1)[0][0]
+        result.skipped = f"not measured: {refusals} of {tails * runs} tails refused"
+        result.note += f"; {refusals} of {tails * runs} tails refused ({status})"
+        print(f"  ! {refusals} of {tails * runs} audit tails refused by the audit service: {status}")
+    print(f"  PutRecord/s, {clients} clients, {tails} audit tails opened: {spread(result.values)}/s, none: "
+          f"{spread(result.baseline)}/s ({received[0]:,} events streamed to the tails)")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def bulk_import_figure(import_call: Callable[[str, list[bytes]], object] | None, why_missing: str,
+                       patient_ids: list[str], payloads: list[bytes], resources_per_call: int, runs: int,
+                       result: Result) -> None:
+    """Resources/s of bulk import: import_call(patient_id, [resource JSON, ...]) imports them in one call.
+
+    Each resource becomes its own record (issue 13); the rate counts resources. Skipped with why_missing when
+    the SDK has no such call yet.
+    """
+    if import_call is None:
+        result.skipped = why_missing
+        print(f"  bulk import: {why_missing}")
+        return
+    for run in range(runs):
+        which = run % len(patient_ids)
+        started = time.perf_counter()
+        committed = import_call(patient_ids[which], [payloads[which]] * resources_per_call)
+        elapsed = time.perf_counter() - started
+        # Only committed resources count (an import_call returning no count claims every one).
+        result.values.append((committed if isinstance(committed, int) else resources_per_call) / elapsed)
+    print(f"  bulk import of {resources_per_call:,} resources per call: {result.values} resources/s")
+
+
+def write_random_file(path: pathlib.Path, size: int, chunk: int = 8 * 1024 * 1024) -> pathlib.Path:
+    """size random bytes (the large record's attachment) written in chunks, never whole in memory."""
+    with path.open("wb") as handle:
+        left = size
+        while left > 0:
+            take = min(chunk, left)
+            handle.write(os.urandom(take))
+            left -= take
+    return path
+
+
+def large_record_figure(store_call: Callable[[str, pathlib.Path], object] | None, why_missing: str,
+                        network: LocalNetwork, patient_id: str, source: pathlib.Path, runs: int,
+                        result: Result, rss: Result) -> None:
+    """MiB/s of store_call(patient_id, path of a large attachment) through the gateway, and records' peak RSS.
+
+    The caller fills result.baseline with the raw MinIO put of the same file. Skipped with why_missing when the
+    SDK has no streaming write yet.
+    """
+    if store_call is None:
+        result.skipped = rss.skipped = why_missing
+        print(f"  large record: {why_missing}")
+        return
+    size_mib = source.stat().st_size / (1024 * 1024)
+    for _ in range(runs):
+        with PeakRss(network.processes["records"].pid) as peak:
+            started = time.perf_counter()
+            store_call(patient_id, source)
+            result.values.append(size_mib / (time.perf_counter() - started))
+        rss.values.append(peak.peak)
+    print(f"  {size_mib:,.0f} MiB record through the gateway: {result.values} MiB/s, records peak RSS {rss.values} MiB")
+
+
+def sdk_call(client: CareChainClient, method: str, rpc: str) -> tuple[Callable[..., object] | None, str]:
+    """(the SDK method, '') or (None, 'not available: RPC X missing (...)')."""
+    why = missing_sdk_call(client, method, rpc)
+    return (None, why) if why else (getattr(client, method), "")
+
+
+def run_records(network: LocalNetwork, workload: Workload, mode: str, concurrencies: list[int], seconds: float,
+                runs: int, echo: object, results: dict[str, Result], vault_requests: Callable[[], int] | None = None
+                ) -> float:
+    """Rates, CPU and counters for PutRecord and GetRecord at each concurrency; returns the best GetRecord/s."""
+    extra = {"openbao requests": vault_requests} if vault_requests else None
+    best_get = 0.0
+    print(f"\n[{mode}] PutRecord / GetRecord, {runs} run(s) x {seconds:.0f} s, load average {load_average():.1f}")
+    for clients in concurrencies:
+        echo_rates = echo.rates(workload.payload, clients, seconds, runs)  # type: ignore[attr-defined]
+        print(f"  baseline: gRPC echo, {clients:2} clients: {spread(echo_rates)}/s")
+        for name, operation in (("PutRecord", workload.put), ("GetRecord", workload.get)):
+            rates, cpu = rates_and_cpu(network, operation, name, clients, seconds, runs, extra)
+            ratio = statistics.median(rates) / statistics.median(echo_rates)
+            print(f"  {name}/s, {clients:2} clients: {spread(rates)}/s, {ratio:.3f}x echo")
+            if name == "GetRecord":
+                best_get = max(best_get, statistics.median(rates))
+            if clients == max(concurrencies):
+                key = {("embedded", "PutRecord"): "put_embedded", ("embedded", "GetRecord"): "get_embedded",
+                       ("backends", "PutRecord"): "put_backends"}.get((mode, name))
+                if key:
+                    results[key] = Result(rates, echo_rates, note=f"{clients} clients")
+                if mode == "embedded":
+                    results["cpu_put" if name == "PutRecord" else "cpu_get"].values = cpu
+    return best_get
