@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import uuid
 
 import grpc
@@ -190,6 +191,22 @@ def test_nothing_is_imported_for_another_organisations_patient(network) -> None:
     theirs.client.close()
 
 
+def _wait_until_writes_reach_storage(network, hospital, timeout: float = 30) -> None:
+    """Until one write (for a patient of its own) succeeds: the gateway reconnects to a restarted peer."""
+    probe, probe_fhir_id = new_patient(network, hospital)
+    probe.client.close()
+    resource = _condition(f"Patient/{probe_fhir_id}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            hospital.client.put_record(probe.principal_id, resource)
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                raise
+            time.sleep(0.2)
+
+
 def test_a_transaction_whose_writes_fail_says_which_entries_committed(network) -> None:
     hospital = new_hospital(network)
     patient, fhir_id = new_patient(network, hospital)
@@ -211,6 +228,8 @@ def test_a_transaction_whose_writes_fail_says_which_entries_committed(network) -
     aborted = [r for r in response.results if r.code == grpc.StatusCode.ABORTED.value[0]]
     assert len(aborted) >= 40 - 32 and all("not attempted" in r.message for r in aborted)  # 32 at a time
     assert not records_of(network, patient.principal_id)
-    # Back up, the same bundle imports whole.
+    # Back up (once records' channel to storage has reconnected: its backoff is at most 1 s), the same
+    # bundle imports whole.
+    _wait_until_writes_reach_storage(network, hospital)
     assert hospital.client.import_bundle(bundle, [patient.principal_id]).committed == 40
     patient.client.close()
