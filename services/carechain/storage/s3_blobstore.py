@@ -324,21 +324,30 @@ class S3BlobStore:
 
     def put_many(self, blobs: list[tuple[bytes, str | None]]) -> list[BlobRef | CareChainError]:
         # Small blobs with known addresses: one PUT each straight to the final name (an S3 PUT is atomic, so
-        # no temporary object and copy), all in parallel; each is durable when S3 answers.
+        # no temporary object and copy), all in parallel; each is durable when S3 answers. The same bytes
+        # twice in one batch are put once: two parallel PUTs of one name would both find it absent, and
+        # under Object Lock leave two versions.
         self.ensure_bucket()
-        return list(self._parallel().map(self._put_small, blobs))
+        results: list[BlobRef | CareChainError] = []
+        distinct: dict[str, bytes] = {}
+        for data, expected in blobs:
+            try:
+                sha256 = checked_blob(data, expected)
+            except (InvalidArgument, DataLoss) as exc:
+                results.append(exc)
+                continue
+            distinct.setdefault(sha256, data)
+            results.append(BlobRef(sha256, len(data)))
+        list(self._parallel().map(self._put_small, distinct.items()))  # an S3 failure fails the batch
+        return results
 
-    def _put_small(self, blob: tuple[bytes, str | None]) -> BlobRef | CareChainError:
-        data, expected = blob
-        try:
-            sha256 = checked_blob(data, expected)
-        except (InvalidArgument, DataLoss) as exc:
-            return exc
+    def _put_small(self, blob: tuple[str, bytes]) -> None:
+        """PUT one checked blob at its address unless it is there already."""
+        sha256, data = blob
         final = self.object_name(sha256)
         if not self._object_exists(final):  # identical bytes stored already: no needless version
             _s3_call(lambda: self.client.put_object(self.bucket, final, io.BytesIO(data), length=len(data),
                                                     retention=self._retention()))
-        return BlobRef(sha256, len(data))
 
     def get_many(self, sha256s: list[str]) -> list[bytes | CareChainError]:
         self.ensure_bucket()
