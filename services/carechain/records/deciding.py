@@ -4,7 +4,7 @@
   (:class:`carechain.runtime.batching.MicroBatcher`: no wait is added, a lone read is a batch of one).
   Consent decides each on a state synchronised after the batch was sent, so a revocation committed
   before a read is seen exactly as with ``Decide``; a request consent refuses raises
-  :class:`DecideRefused` with the status ``Decide`` would have had.
+  :class:`carechain.runtime.batch_items.ItemRpcError` with the status ``Decide`` would have had.
 - :class:`BoundedCache`: a thread-safe LRU map for what does not change once known: a patient's
   registration (kind, organisation, FHIR id) and a record's verified ledger entry (a committed
   ``RegisterRecord`` is immutable; its sealed metadata is opened and checked once, before it is kept).
@@ -17,10 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-import grpc
-
 from carechain.consent.v1 import consent_pb2
 from carechain.core.errors import DataLoss
+from carechain.runtime.batch_items import item_rpc_error
 from carechain.runtime.batching import MicroBatcher
 
 K = TypeVar("K")
@@ -28,28 +27,6 @@ V = TypeVar("V")
 
 #: Most reads decided in one DecideMany (consent accepts up to 256).
 DECIDE_BATCH = 64
-
-
-class DecideRefused(grpc.RpcError):
-    """Consent refused one request of a DecideMany: carries the status Decide would have answered.
-
-    An ``RpcError`` with ``code()`` and ``details()``, so the gateway (and the server, which passes a
-    peer's status through) treat it exactly like a refused ``Decide`` call.
-    """
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self._code = code
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
-_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 
 
 class ConsentDecider:
@@ -62,7 +39,7 @@ class ConsentDecider:
             "consent-decide", self._decide_many, max_batch=max_batch)
 
     def decide(self, request: consent_pb2.DecideRequest) -> consent_pb2.Decision:
-        """The decision on request (DecideRefused as Decide's error would be; a failed call raises its error)."""
+        """The decision on request (ItemRpcError as Decide's error would be; a failed call raises its error)."""
         return self._batcher.submit(request)
 
     def close(self) -> None:
@@ -78,8 +55,7 @@ class ConsentDecider:
             if result.WhichOneof("result") == "decision":
                 answers.append(result.decision)
             else:
-                code = _STATUS_BY_NUMBER.get(result.error.code, grpc.StatusCode.UNKNOWN)
-                answers.append(DecideRefused(code, result.error.message))
+                answers.append(item_rpc_error(result.error.code, result.error.message))
         return answers
 
 

@@ -72,20 +72,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             caller(context), request.record_id, request.purpose, request.action, request.break_glass,
             request.break_glass_reason,
         )
-        return records_pb2.GetRecordResponse(
-            record_id=record.record_id,
-            resource_json=record.resource_json,
-            categories=record.categories,
-            patient_id=record.patient_id,
-            resource_type=record.resource_type,
-            decision_id=record.decision_id,
-            break_glass=record.break_glass,
-            break_glass_expires_at_ms=record.break_glass_expires_at_ms,
-            redisclosure_notice=record.redisclosure_notice,
-            security_labels=[*security_label_messages(record.categories),
-                             *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
-            labelled_resource_json=record.labelled_resource_json,
-        )
+        return _read_response(record)
 
     def Reconcile(self, request: records_pb2.ReconcileRequest, context: grpc.ServicerContext
                   ) -> records_pb2.ReconcileReport:
@@ -146,7 +133,7 @@ def _stream_slot(context: grpc.ServicerContext) -> contextlib.AbstractContextMan
 
 
 def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:
-    """GetRecordStream's header: a permitted read as GetRecord answers it (same fields as GetRecord's)."""
+    """A permitted read as GetRecord answers it (and GetRecordStream's header, with the attachment's size)."""
     return records_pb2.GetRecordResponse(
         record_id=record.record_id,
         resource_json=record.resource_json,

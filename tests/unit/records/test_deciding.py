@@ -23,7 +23,8 @@ from consent_fixtures import (  # noqa: F401 - clock and env are fixtures
 )
 
 from carechain.consent.v1 import consent_pb2
-from carechain.records.deciding import BoundedCache, ConsentDecider, DecideRefused
+from carechain.records.deciding import BoundedCache, ConsentDecider
+from carechain.runtime.batch_items import ItemRpcError
 
 PERMIT = consent_pb2.DECISION_EFFECT_PERMIT
 DENY = consent_pb2.DECISION_EFFECT_DENY
@@ -60,11 +61,11 @@ def test_concurrent_reads_get_their_own_decisions(env: Env) -> None:
 def test_a_refused_request_raises_its_own_status_and_the_others_are_decided(env: Env) -> None:
     grant(env)
     decider = ConsentDecider(lambda: RecordsConsentStub(env))
-    with pytest.raises(DecideRefused) as refused:
+    with pytest.raises(ItemRpcError) as refused:
         decider.decide(request(record_id="rec-missing"))
     assert isinstance(refused.value, grpc.RpcError) and refused.value.code() == grpc.StatusCode.NOT_FOUND
     assert refused.value.details() == "record rec-missing is not registered"
-    with pytest.raises(DecideRefused) as invalid:
+    with pytest.raises(ItemRpcError) as invalid:
         decider.decide(request(purpose=0))
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and invalid.value.details().startswith("purpose:")
     assert decider.decide(request()).effect == PERMIT
