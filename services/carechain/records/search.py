@@ -37,7 +37,7 @@ from carechain.consent.v1 import consent_pb2
 from carechain.core.errors import InvalidArgument, PermissionDenied
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.v1 import ledger_pb2
-from carechain.records.gateway import RecordsGateway, organization_of, validate_purpose
+from carechain.records.gateway import RecordsGateway, _status_name, organization_of, validate_purpose
 from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller
 
@@ -212,7 +212,7 @@ class RecordSearch:
             # Nothing permitted here: does the patient's consent permit this caller anything at all?
             known = bool(listed) or self.permits_any(caller, request.patient_id, request.purpose)
         except Exception as exc:
-            self._report(Outcome.AUDIT_OUTCOME_FAILED, audit_fields, f"search failed ({type(exc).__name__})")
+            self._report(Outcome.AUDIT_OUTCOME_FAILED, audit_fields, f"search failed ({_status_name(exc)})")
             raise
         if not known:
             # Fail closed, as GetRecord: the denial is audited before the caller hears it.
