@@ -155,11 +155,20 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_purpose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
+                        default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
+
+
+def _add_break_glass_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--break-glass", default="", metavar="REASON",
+                        help="ask for emergency access (emergency physicians, purpose etreat), giving the reason")
+
+
 def _add_reader_filters(parser: argparse.ArgumentParser) -> None:
     """The patient, purpose and resource types a search and a summary share."""
     parser.add_argument("--patient", required=True, help="the patient's id (pseudonym)")
-    parser.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
-                        default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
+    _add_purpose_argument(parser)
     parser.add_argument("--type", action="append", default=[], metavar="RESOURCE_TYPE",
                         help="only this FHIR resource type (repeatable)")
 
@@ -181,12 +190,10 @@ def add_records_commands(sub: Any) -> None:
     add_network_arguments(get)
     add_caller_arguments(get, "the reader")
     get.add_argument("record_id", metavar="RECORD_ID")
-    get.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
-                     default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
+    _add_purpose_argument(get)
     get.add_argument("--action", type=enum_choice(common_pb2.ConsentAction, "CONSENT_ACTION_"), default=0,
                      help="access (the default) or disclose (to a third party)")
-    get.add_argument("--break-glass", default="", metavar="REASON",
-                     help="ask for emergency access (emergency physicians, purpose etreat), giving the reason")
+    _add_break_glass_argument(get)
     get.add_argument("--out", default="", help="write the resource to this file (0600) instead of stdout")
     add_output_arguments(get)
     get.set_defaults(func=cmd_get)
@@ -213,8 +220,7 @@ def add_records_commands(sub: Any) -> None:
     add_caller_arguments(summary, "the reader")
     _add_reader_filters(summary)
     summary.add_argument("--since", type=parse_time, help="only records updated since (date, ISO time, ms)")
-    summary.add_argument("--break-glass", default="", metavar="REASON",
-                         help="ask for emergency access (emergency physicians, purpose etreat), giving the reason")
+    _add_break_glass_argument(summary)
     summary.add_argument("--bundle", default="", metavar="FILE", help="write one FHIR Bundle to FILE (0600)")
     add_output_arguments(summary)
     summary.set_defaults(func=cmd_summary)
