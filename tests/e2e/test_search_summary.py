@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from helpers import Actor, new_hospital, new_patient, new_practitioner, start_network
+from helpers import Actor, new_hospital, new_patient, new_practitioner, operator_client, start_network
 
 from carechain.audit.v1 import audit_pb2
 from carechain.client.sdk import CareChainClient, Category, Kind, Purpose, name_key_file, new_key_file, permit
 from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.dev.demo import cancer_diagnosis, psychiatric_diagnosis
 from carechain.dev.localnet import LocalNetwork
+from carechain.ledger.transactions import decode_body, logged_transactions
 from carechain.records.v1 import records_pb2
 
 TREAT = Purpose.PURPOSE_OF_USE_TREAT
@@ -197,6 +198,12 @@ def test_break_glass_gives_an_emergency_physician_the_ordinary_records_only(worl
                                                       for n in ("hypertension", "heart_rate")]
     assert all(r.break_glass for r in summary.records) and summary.withheld == 2  # cancer and psychiatric
     assert world.patient.client.notifications(), "the patient is notified of the break-glass reads"
+    with operator_client(world.network) as operator:
+        windows = [body.break_glass_access for body in (decode_body(t.transaction)
+                                                        for t in logged_transactions(operator.ledger))
+                   if body.WhichOneof("payload") == "break_glass_access"
+                   and body.break_glass_access.patient_id == world.patient.principal_id]
+    assert len(windows) == 1, "one break-glass window for the whole summary"
 
 
 def test_searches_are_in_the_patients_accounting_of_disclosures(world: World) -> None:

@@ -6,10 +6,12 @@ record is then read exactly as GetRecord reads it (:meth:`RecordsGateway.get_rec
 break-glass as asked, data key released against the decision, ciphertext checked and decrypted,
 audited one by one). Several reads run at once on a small shared pool, so their Decide, key
 release and blob fetch go out as the gateway's batches (DecideMany, ReleaseDataKeys, GetBlobs);
-records still come out in log order. A record consent does not permit is counted in ``withheld``
-(its denial audited as a GetRecord denial), never named; a large record (read only with
-GetRecordStream) is counted in ``large_records`` and not read. As for a search, a caller the
-patient's consent permits nothing at all is PERMISSION_DENIED (GetRecord's denial message).
+records still come out in log order (with break-glass, reads go one at a time until the first is
+permitted, so that consent opens one window, then several at once). A record consent does not
+permit is counted in ``withheld`` (its denial audited as a GetRecord denial), never named; a large
+record (read only with GetRecordStream) is counted in ``large_records`` and not read. As for a
+search, a caller the patient's consent permits nothing at all is PERMISSION_DENIED (GetRecord's
+denial message).
 
 :func:`summary_bundle` is the same as one FHIR R4 Bundle (type searchset): each entry a fullUrl
 and the resource with its meta.security labels, and an OperationOutcome entry saying how many
@@ -95,7 +97,10 @@ class PatientSummaries:
                 # In the request's context (its trace): each read's spans and audit events belong to this call.
                 pending.append(self._pool.submit(contextvars.copy_context().run, self._read, caller, match.record_id,
                                                  request))
-                if len(pending) >= READS_IN_FLIGHT:
+                # Break-glass: one read at a time until one is permitted, so that consent opens one window
+                # (concurrent first requests would each record a window of their own on the ledger).
+                alone = request.break_glass and not counts.returned
+                if alone or len(pending) >= READS_IN_FLIGHT:
                     yield from self._collect(pending.popleft(), counts)
             while pending:
                 yield from self._collect(pending.popleft(), counts)
