@@ -22,7 +22,8 @@
                                            (these act with --key-file against --data-dir's network.json
                                            or --endpoints FILE; --json; errors: one line, exit 1 refused
                                            or failed, 2 usage)
-    carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
+    carechain serve SERVICE                run one service (or fhir, the FHIR REST gateway), configured by
+                                           CARECHAIN_* variables
     carechain admin vault-bootstrap ...    prepare Vault/OpenBao: engines, policies, roles, signing keys
     carechain admin reconcile [--dry-run]  remove (or report) what crashed writes left behind
 """
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one service (configured by CARECHAIN_* variables)")
-    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("service", choices=(*SERVICES, "fhir"), help="a gRPC service, or fhir: the FHIR REST gateway")
     serve.set_defaults(func=cmd_serve)
 
     up = sub.add_parser("up", help="start the local network (six processes, embedded backends)")
