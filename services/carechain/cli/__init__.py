@@ -1,6 +1,6 @@
 """The ``carechain`` command.
 
-    carechain up [--data-dir DIR]          start the six services on localhost (Ctrl-C stops them)
+    carechain up [--data-dir DIR]          start the six services and the FHIR gateway on localhost (Ctrl-C stops them)
     carechain demo [--data-dir DIR]        run the story against the running network
     carechain ledger verify [--data-dir DIR] [--validator NAME] [--validators IDS] [--quorum N] [--from-checkpoint]
                             [--checkpoint-file FILE] [--peer ADDR ...]
@@ -71,9 +71,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     if args.default_ports:
         network = LocalNetwork.with_default_ports(data_dir, tls=args.tls, backends=backends,
-                                                  validators=args.validators)
+                                                  validators=args.validators, fhir=args.fhir)
     else:
-        network = LocalNetwork(data_dir, tls=args.tls, backends=backends, validators=args.validators)
+        network = LocalNetwork(data_dir, tls=args.tls, backends=backends, validators=args.validators, fhir=args.fhir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -86,6 +86,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if len(network.validator_names) > 1:
         for name, validator_id in zip(network.validator_names, network.validator_ids, strict=True):
             print(f"  {name:9} {network.listen_addresses[name]}  ({validator_id})")
+    if network.fhir:
+        print(f"  {'fhir':9} {network.fhir_base_url}  (FHIR R4 REST gateway: {network.fhir_base_url}/metadata)")
     for backend, address in (backends.describe() if backends else {}).items():
         print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
@@ -295,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mutual TLS everywhere, with a local CA under <data-dir>/tls (clients get a certificate too)")
     up.add_argument("--max-restarts", type=int, default=5,
                     help="restart a crashed service at most this often in 5 minutes, then stop and exit 1")
+    up.add_argument("--no-fhir", dest="fhir", action="store_false",
+                    help="do not start the FHIR R4 REST gateway (port 7106, or a free one with --random-ports)")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="run the demo story against a running local network")
