@@ -191,8 +191,9 @@ class LocalNetwork:
             "OTEL_SERVICE_NAME": "carechain-fhir",
             **self._tls_env(FHIR),
         }
-        if self.tls:
-            env["CARECHAIN_TLS_REQUIRE_CLIENT_CERT"] = "false"
+        if self.tls:  # its certificate serves HTTPS too
+            env["CARECHAIN_HTTPS_CERT_FILE"] = env["CARECHAIN_TLS_CERT_FILE"]
+            env["CARECHAIN_HTTPS_KEY_FILE"] = env["CARECHAIN_TLS_KEY_FILE"]
         return {**os.environ, **env, **self.extra_env}
 
     def service_env(self, name: str) -> dict[str, str]:

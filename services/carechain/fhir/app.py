@@ -245,6 +245,8 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
     smart = _smart()
     if smart is not None and hasattr(smart, "token_endpoint"):
         routes.append(Mount("/token", app=smart.token_endpoint))
+    else:
+        routes.append(Route("/token", smart_configuration, methods=["POST"]))  # the same "not configured" answer
     routes += [
         Route("/", bundle, methods=["POST"]),
         Route("/{type}", create, methods=["POST"]),

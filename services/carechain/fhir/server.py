@@ -30,17 +30,17 @@ def gateway_config(settings: FhirSettings) -> GatewayConfig:
 
 
 def uvicorn_config(settings: FhirSettings, app: object) -> uvicorn.Config:
-    """uvicorn on listen_address: HTTPS with tls_cert_file, client certificates with tls_require_client_cert."""
+    """uvicorn on listen_address: HTTPS with https_cert_file, client certificates with https_require_client_cert."""
     host, _, port = settings.listen_address.rpartition(":")
     tls: dict[str, object] = {}
-    if settings.tls_cert_file is not None:
-        if settings.tls_key_file is None:
-            raise SystemExit("fhir: CARECHAIN_TLS_KEY_FILE is required with CARECHAIN_TLS_CERT_FILE")
-        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
-        if settings.tls_ca_file is not None:
-            tls["ssl_ca_certs"] = str(settings.tls_ca_file)
-        if settings.tls_require_client_cert:
-            tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    if settings.https_cert_file is not None:
+        if settings.https_key_file is None:
+            raise SystemExit("fhir: CARECHAIN_HTTPS_KEY_FILE is required with CARECHAIN_HTTPS_CERT_FILE")
+        tls = {"ssl_certfile": str(settings.https_cert_file), "ssl_keyfile": str(settings.https_key_file)}
+        if settings.https_require_client_cert:
+            if settings.tls_ca_file is None:
+                raise SystemExit("fhir: CARECHAIN_HTTPS_REQUIRE_CLIENT_CERT needs CARECHAIN_TLS_CA_FILE")
+            tls.update(ssl_ca_certs=str(settings.tls_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
     # No uvicorn log configuration and no access log: the app writes one JSON line per request itself.
     return uvicorn.Config(app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_config=None,
                           access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,

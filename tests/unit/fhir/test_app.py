@@ -306,3 +306,17 @@ def test_the_grpc_call_continues_the_callers_trace() -> None:
     assert call.parent.span_id == server.context.span_id  # the gRPC call is the request's child
     assert metadata["traceparent"].split("-")[2] == format(call.context.span_id, "016x")
     assert server.attributes["http.response.status_code"] == 200 and server.attributes["http.route"] == "/{type}/{id}"
+
+
+def test_smart_endpoints_say_when_smart_is_not_installed() -> None:
+    """Until carechain.fhir.smart is installed, its two endpoints answer 404 OperationOutcomes (not a create)."""
+    import importlib.util
+
+    if importlib.util.find_spec("carechain.fhir.smart") is not None:
+        pytest.skip("carechain.fhir.smart is installed: its own tests cover these endpoints")
+    with gateway() as (client, records):
+        for response in (client.get("/.well-known/smart-configuration"),
+                         client.post("/token", content=b"grant_type=client_credentials",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})):
+            assert response.status_code == 404 and "SMART" in _issue(response)["diagnostics"]
+    assert records.calls == []
