@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import datetime
-import importlib.util
 import json
 import logging
 import re
@@ -32,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carechain.core.errors import InvalidArgument
 from carechain.core.fhir import parse_json
 from carechain.core.telemetry import current_trace_id, http_server_span
-from carechain.fhir.auth import RequestCredentials, request_credentials
+from carechain.fhir.auth import RequestCredentials, request_credentials, smart_module
 from carechain.fhir.capability import capability_statement, resource_types
 from carechain.fhir.outcomes import FHIR_JSON, FhirError, http_error, operation_outcome, rpc_error
 from carechain.fhir.patients import as_served, bundle_patients, patient_of, patient_reference_path
@@ -225,13 +224,21 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         if not patient_ids:
             raise FhirError(400, "required", "Bundle.entry: name the registered patient with a Patient entry "
                             "'PUT Patient/<pseudonym>' or Patient/<pseudonym> references", "Bundle.entry")
-        response = await records.call("ImportBundle", records_pb2.ImportBundleRequest(
-            bundle_json=json.dumps(imported, separators=(",", ":"), ensure_ascii=False).encode(),
-            patient_ids=patient_ids), credentials, "Bundle", timeout=config.bundle_timeout_seconds)
+        try:
+            response = await records.call("ImportBundle", records_pb2.ImportBundleRequest(
+                bundle_json=json.dumps(imported, separators=(",", ":"), ensure_ascii=False).encode(),
+                patient_ids=patient_ids), credentials, "Bundle", timeout=config.bundle_timeout_seconds)
+        except FhirError as exc:
+            if exc.expression.startswith("patient_ids["):  # the i-th patient the bundle names (patient_ids)
+                number = int(exc.expression.removeprefix("patient_ids[").rstrip("]")) + 1
+                exc.expression = "Bundle.entry"
+                exc.diagnostics = exc.diagnostics.replace(exc.diagnostics.split(": ", 1)[0],
+                                                          f"Bundle.entry: patient {number} the bundle names", 1)
+            raise
         return fhir_response(_served_response_bundle(response, imported, _base_url(request, config)))
 
     async def smart_configuration(request: Request) -> Response:
-        smart = _smart()
+        smart = smart_module()
         if smart is None or not hasattr(smart, "smart_configuration"):
             raise FhirError(404, "not-supported", "SMART Backend Services is not configured on this server")
         return JSONResponse(smart.smart_configuration(_base_url(request, config)))
@@ -242,7 +249,7 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         Route("/metadata", metadata, methods=["GET"]),
         Route("/.well-known/smart-configuration", smart_configuration, methods=["GET"]),
     ]
-    smart = _smart()
+    smart = smart_module()
     if smart is not None and hasattr(smart, "token_endpoint"):
         routes.append(Mount("/token", app=smart.token_endpoint))
     else:
@@ -283,13 +290,6 @@ def _served_response_bundle(response: records_pb2.ImportBundleResponse, imported
                 if sep and path.startswith("resource"):
                     issue["expression"] = [f"Bundle.entry[{result.index}].{path}"]
     return body
-
-
-def _smart() -> Any:
-    """carechain.fhir.smart (SMART Backend Services), when installed."""
-    if importlib.util.find_spec("carechain.fhir.smart") is None:
-        return None
-    return importlib.import_module("carechain.fhir.smart")
 
 
 async def _fhir_error(request: Request, exc: Exception) -> Response:

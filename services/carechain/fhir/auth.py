@@ -10,6 +10,7 @@ a read comes from the ``X-Purpose-Of-Use`` header (an HL7 v3 ActReason code such
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,13 +48,16 @@ def purpose_of_use(code: str) -> int:
     return value
 
 
-def _smart_authorizer() -> Callable[[str], Any] | None:
-    """carechain.fhir.smart's authorize_request, when that module is installed."""
+def smart_module() -> Any:
+    """carechain.fhir.smart (SMART Backend Services), when installed, else None."""
     if importlib.util.find_spec("carechain.fhir.smart") is None:
         return None
-    from carechain.fhir import smart  # type: ignore[attr-defined]
+    return importlib.import_module("carechain.fhir.smart")
 
-    return getattr(smart, "authorize_request", None)
+
+def _smart_authorizer() -> Callable[[str], Any] | None:
+    """carechain.fhir.smart's authorize_request, when that module is installed."""
+    return getattr(smart_module(), "authorize_request", None)
 
 
 def unauthenticated(why: str) -> FhirError:

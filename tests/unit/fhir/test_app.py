@@ -320,3 +320,15 @@ def test_smart_endpoints_say_when_smart_is_not_installed() -> None:
                                      headers={"Content-Type": "application/x-www-form-urlencoded"})):
             assert response.status_code == 404 and "SMART" in _issue(response)["diagnostics"]
     assert records.calls == []
+
+
+def test_a_bundle_naming_an_unregistered_patient() -> None:
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": CONDITION,
+                                                                   "request": {"method": "POST"}}]}
+    with gateway() as (client, records):
+        records.answers["ImportBundle"] = (grpc.StatusCode.INVALID_ARGUMENT,
+                                           "patient_ids[0]: is not a registered patient")
+        response = client.post("/", content=_body(batch), headers={**BEARER, **FHIR_JSON})
+    issue = _issue(response)
+    assert response.status_code == 400 and issue["expression"] == ["Bundle.entry"]
+    assert issue["diagnostics"] == "Bundle.entry: patient 1 the bundle names: is not a registered patient"
