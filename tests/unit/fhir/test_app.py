@@ -332,3 +332,12 @@ def test_a_bundle_naming_an_unregistered_patient() -> None:
     issue = _issue(response)
     assert response.status_code == 400 and issue["expression"] == ["Bundle.entry"]
     assert issue["diagnostics"] == "Bundle.entry: patient 1 the bundle names: is not a registered patient"
+
+
+def test_one_log_line_per_request_names_the_route_never_the_path(caplog: pytest.LogCaptureFixture) -> None:
+    with gateway() as (client, records), caplog.at_level("INFO", logger="carechain.fhir"):
+        records.answers["GetRecord"] = (grpc.StatusCode.NOT_FOUND, "no record")
+        client.get("/Condition/rec-secret-id", headers={**BEARER, "X-Purpose-Of-Use": "TREAT"})
+    [line] = [r for r in caplog.records if r.getMessage() == "served"]
+    assert (line.http_method, line.http_route, line.http_status) == ("GET", "/{type}/{id}", 404)
+    assert "rec-secret-id" not in str(line.__dict__)
