@@ -220,7 +220,8 @@ class RecordsGateway:
             # The ledger's RegisterRecord rule refuses it too; saying so here spends no key or blob.
             raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
         with _tracer.start_as_current_span("records.validate"):
-            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
+            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes,
+                                         pseudonym=patient_id)
         with _tracer.start_as_current_span("records.label"):
             categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
