@@ -71,7 +71,7 @@ from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.deciding import BoundedCache, ConsentDecider
-from carechain.runtime.auth import Caller, Kind
+from carechain.runtime.auth import Caller, Kind, organization_of
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.storage.blob_client import BlobClient
 
@@ -98,11 +98,6 @@ class _VerifiedEntry:
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
     """AEAD associated data: a ciphertext only decrypts as this record of this patient at this version."""
     return f"carechain-record/v1|{record_id}|{patient_id}|{version}".encode()
-
-
-def organization_of(caller: Caller) -> str:
-    """The organisation a writer or reader acts for."""
-    return caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else caller.organization_id
 
 
 @dataclass(frozen=True)
