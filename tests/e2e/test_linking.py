@@ -11,6 +11,7 @@ import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner, operator_client, records_of
 
+from carechain.audit.v1 import audit_pb2
 from carechain.client.sdk import Category, Purpose, permit
 from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.dev.demo import cancer_diagnosis
@@ -62,6 +63,9 @@ def test_a_linked_record_written_before_the_link_is_the_network_patients_under_t
     # The network patient's consent now governs it: C's oncologist reads the exact bytes B stored.
     read = oncologist_c.client.get_record(written.record_id)
     assert read.patient_id == local.principal_id and b"Condition" in read.resource_json
+    # ...and the read is in the network patient's own accounting of disclosures.
+    assert any(e.event.record_id == written.record_id and e.event.actor_id == oncologist_c.principal_id
+               and e.event.outcome == audit_pb2.AUDIT_OUTCOME_SUCCESS for e in patient.client.access_history())
     # A record B writes after the link is covered as well (its data key made under the network key).
     later = hospital_b.client.put_record(local.principal_id, cancer_diagnosis(fhir_b))
     assert oncologist_c.client.get_record(later.record_id).resource_json

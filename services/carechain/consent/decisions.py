@@ -171,10 +171,12 @@ class Decisions:
         if record is None:
             raise NotFound(f"record {record_id} is not registered")
 
+        owner = self._state.network_patient(record.patient_id)
+
         def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
             metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
-                                        patient_id=record.patient_id)
+                                        patient_id=record.patient_id, network_patient_id=owner)
 
         if record.erased:
             return deny("denied: record erased")
@@ -224,6 +226,7 @@ class Decisions:
             decision_id=issued.decision_id,
             break_glass=decision.break_glass,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
+            network_patient_id=access.patient_id,
         )
 
     def _access_request(

@@ -366,6 +366,8 @@ class RecordsGateway:
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
             raise
+        # A linked patient's record is read from their network identity's record (docs/network-identity.md).
+        audit_fields["patient_id"] = decision.network_patient_id or record.patient_id
         # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:

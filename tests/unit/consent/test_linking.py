@@ -49,8 +49,10 @@ def test_a_record_written_before_the_link_is_governed_by_the_network_identitys_c
     link(env)
     after = decide(env, record_id="rec-onc-2")
     assert after.effect == PERMIT and after.consent_id == consent_id
-    # The token stays bound to the record's own pseudonym (its data key's), as the key release checks.
-    assert after.patient_id == "pat-2"
+    # The token stays bound to the record's own pseudonym (its data key's), as the key release checks; the
+    # read is the network patient's.
+    assert (after.patient_id, after.network_patient_id) == ("pat-2", "pat-1")
+    assert (before.patient_id, before.network_patient_id) == ("pat-2", "pat-2")
     # The network identity's revocation governs it too, and so does an unlink.
     env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent_id)), PATIENT_CALLER)
     assert decide(env, record_id="rec-onc-2").effect != PERMIT
