@@ -174,6 +174,12 @@ def net_fixture() -> Net:
     return Net()
 
 
+@pytest.fixture(name="chain")
+def chain_fixture(net: Net) -> Chain:
+    """A validator over an empty in-memory state."""
+    return Chain(net)
+
+
 @pytest.fixture(name="ledger")
 def ledger_fixture(tmp_path, net: Net) -> Iterator[Ledger]:
     """An open single-validator ledger, closed after the test."""

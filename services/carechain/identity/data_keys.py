@@ -299,6 +299,8 @@ class DataKeys:
         owner = self.key_owner(patient_id)
         key_name = patient_key_name(owner)
         patients = [owner, *self._linked_patients(owner)]
+        for linked in patients[1:]:  # keys a failed move at link time left under the linked patient's own key
+            self.move_patient_keys(linked, owner)
         with self._patient_locks.hold_all(patients):
             self._keys.create_key(key_name)
             version = self._keys.rotate(key_name)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from carechain.common.v1 import common_pb2
-from carechain.core.errors import InvalidArgument, NotFound, PermissionDenied
+from carechain.core.errors import CareChainError, InvalidArgument, NotFound, PermissionDenied
 from carechain.identity.data_keys import DataKeys
 from carechain.identity.principals import Principals, check_fhir_patient_id
 from carechain.identity.v1 import identity_pb2
@@ -66,28 +67,39 @@ class PatientLinks:
 
     def link(self, caller: Caller, transaction: ledger_pb2.Transaction | None) -> identity_pb2.LinkPatientResponse:
         """Submit a LinkPatientIdentity the caller signed, then move L's data keys under N's key."""
-        link = signed_by_caller(caller, transaction, "link_patient_identity")
-        assert isinstance(link, ledger_pb2.LinkPatientIdentity)
-        _require(link.network_patient_id, "transaction.body.link_patient_identity.network_patient_id")
-        _require(link.linked_patient_id, "transaction.body.link_patient_identity.linked_patient_id")
-        _require(link.organization_id, "transaction.body.link_patient_identity.organization_id")
-        _require(link.attestation, "transaction.body.link_patient_identity.attestation")
-        committed = self._submitter.submit(transaction)  # type: ignore[arg-type]
-        self._follow_committed()
-        moved = self._data_keys.move_patient_keys(link.linked_patient_id, link.network_patient_id)
-        log.info("patient identity linked", extra={"log_index": committed.log_index, "rewrapped": moved})
-        return identity_pb2.LinkPatientResponse(ledger_log_index=committed.log_index, rewrapped=moved)
+        link = self._signed(caller, transaction, "link_patient_identity",
+                            ("network_patient_id", "linked_patient_id", "organization_id", "attestation"))
+        return self._commit(transaction, link.linked_patient_id, link.network_patient_id, "linked")
 
     def unlink(self, caller: Caller, transaction: ledger_pb2.Transaction | None) -> identity_pb2.LinkPatientResponse:
         """Submit an UnlinkPatientIdentity the caller signed, then move L's data keys back under its own key."""
-        unlink = signed_by_caller(caller, transaction, "unlink_patient_identity")
-        assert isinstance(unlink, ledger_pb2.UnlinkPatientIdentity)
-        _require(unlink.network_patient_id, "transaction.body.unlink_patient_identity.network_patient_id")
-        _require(unlink.linked_patient_id, "transaction.body.unlink_patient_identity.linked_patient_id")
+        unlink = self._signed(caller, transaction, "unlink_patient_identity",
+                              ("network_patient_id", "linked_patient_id"))
+        return self._commit(transaction, unlink.linked_patient_id, unlink.linked_patient_id, "unlinked")
+
+    @staticmethod
+    def _signed(caller: Caller, transaction: ledger_pb2.Transaction | None, payload: str,
+                required: tuple[str, ...]) -> Any:
+        """The payload of the caller's signed transaction, its required fields present (INVALID_ARGUMENT naming one)."""
+        message = signed_by_caller(caller, transaction, payload)
+        for name in required:
+            if not getattr(message, name):
+                raise InvalidArgument(f"transaction.body.{payload}.{name}", "required")
+        return message
+
+    def _commit(self, transaction: ledger_pb2.Transaction | None, linked_patient_id: str, key_owner: str,
+                what: str) -> identity_pb2.LinkPatientResponse:
+        """Submit to the ledger (its contract rules decide), then wrap the linked patient's keys under key_owner's."""
         committed = self._submitter.submit(transaction)  # type: ignore[arg-type]
         self._follow_committed()
-        moved = self._data_keys.move_patient_keys(unlink.linked_patient_id, unlink.linked_patient_id)
-        log.info("patient identity unlinked", extra={"log_index": committed.log_index, "rewrapped": moved})
+        try:
+            moved = self._data_keys.move_patient_keys(linked_patient_id, key_owner)
+        except CareChainError as exc:
+            # Committed all the same: the keys stay readable under the old key, and the next rotation of the
+            # network key (RotatePatientKey) moves what is left.
+            log.warning("data keys not re-wrapped after a link change", extra={"grpc_code": exc.code.name})
+            moved = 0
+        log.info(f"patient identity {what}", extra={"log_index": committed.log_index, "rewrapped": moved})
         return identity_pb2.LinkPatientResponse(ledger_log_index=committed.log_index, rewrapped=moved)
 
     def resolve(self, caller: Caller, fhir_patient_id: str) -> identity_pb2.ResolvePatientResponse:
@@ -116,7 +128,3 @@ class PatientLinks:
         if self._status is not None:
             self._status.sync()
 
-
-def _require(value: object, field: str) -> None:
-    if not value:
-        raise InvalidArgument(field, "required")

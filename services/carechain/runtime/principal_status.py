@@ -44,6 +44,7 @@ import grpc
 
 from carechain.core.crypto import Signer, verify_signature
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.patient_links import PatientLinkTable
 
 log = logging.getLogger("carechain.runtime.principal_status")
 
@@ -132,7 +133,7 @@ class PrincipalStatus:
         self._stream: object | None = None  # the open stream, cancelled by close()
         self._deactivated: set[str] = set()
         self._keys: dict[str, bytes] = {}
-        self._links: dict[str, str] = {}  # linked patient -> network identity (docs/network-identity.md)
+        self._links = PatientLinkTable()  # docs/network-identity.md
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
@@ -176,12 +177,12 @@ class PrincipalStatus:
     def network_patient(self, patient_id: str) -> str:
         """The network identity patient_id is linked to (LinkPatientIdentity), or patient_id itself."""
         with self._lock:
-            return self._links.get(patient_id, patient_id)
+            return self._links.network_patient(patient_id)
 
     def linked_patients(self, network_patient_id: str) -> list[str]:
         """The patient principals linked to network_patient_id, in link order (itself excluded)."""
         with self._lock:
-            return [linked for linked, network in self._links.items() if network == network_patient_id]
+            return self._links.linked_patients(network_patient_id)
 
     # --- following the ledger ------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class PrincipalStatus:
             data = {"height": height, "header_hash": header_hash.hex(), "log_size": log_size,
                     "deactivated": sorted(self._deactivated),
                     "keys": {p: base64.b64encode(k).decode() for p, k in sorted(self._keys.items())},
-                    "links": [[linked, network] for linked, network in self._links.items()]}
+                    "links": self._links.rows()}
         self._snapshots.write(data)
         self._saved_cursor = log_size
         return True
@@ -267,7 +268,7 @@ class PrincipalStatus:
                 return self._cursor
             deactivated = {str(p) for p in data["deactivated"]}
             keys = {str(p): base64.b64decode(k, validate=True) for p, k in data["keys"].items()}
-            links = {str(linked): str(network) for linked, network in data.get("links", ())}
+            links = PatientLinkTable(data.get("links", ()))
         except (grpc.RpcError, ValueError, KeyError, TypeError) as exc:
             log.warning("principal status snapshot not used; reading the log from the start",
                         extra={"problem": type(exc).__name__})
@@ -306,13 +307,8 @@ class PrincipalStatus:
                 self._deactivated.add(body.deactivate_principal.principal_id)
             elif kind == "rotate_principal_key":
                 self._keys[body.rotate_principal_key.principal_id] = bytes(body.rotate_principal_key.public_key)
-            elif kind == "link_patient_identity":
-                link = body.link_patient_identity
-                self._links[link.linked_patient_id] = link.network_patient_id
-            elif kind == "unlink_patient_identity":
-                unlink = body.unlink_patient_identity
-                if self._links.get(unlink.linked_patient_id) == unlink.network_patient_id:
-                    del self._links[unlink.linked_patient_id]
+            else:
+                self._links.fold(body)
 
     def start(self) -> PrincipalStatus:
         """Resume from a snapshot if there is a valid one, then follow the ledger in a daemon thread until close."""

@@ -94,6 +94,14 @@ def test_rotating_the_network_key_rewraps_the_linked_patients_keys_too(keys: Key
     assert released(keys, "rec-b-1", LINKED) == linked
 
 
+def test_a_rotation_moves_keys_a_failed_link_time_move_left_behind(keys: Keys) -> None:
+    plaintext, _, _ = keys.data_keys.generate(LINKED, "rec-b-1")
+    keys.links[LINKED] = NETWORK  # linked on the ledger, but the keys were not moved (key manager was down)
+    assert keys.data_keys.rotate_patient_key(NETWORK)[1] == 1
+    assert keys.registry.data_key("rec-b-1").key_name == patient_key_name(NETWORK)
+    assert released(keys, "rec-b-1", LINKED) == plaintext
+
+
 def test_an_unlink_moves_the_keys_back_under_the_patients_own_key(keys: Keys) -> None:
     plaintext, _, _ = keys.data_keys.generate(LINKED, "rec-b-1")
     keys.links[LINKED] = NETWORK

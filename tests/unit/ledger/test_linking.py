@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import pytest
-from ledger_fixtures import CHAIN, Chain, Kind, Net, onboarding, open_ledger, register, tx
+from ledger_fixtures import (  # noqa: F401 - chain_fixture and net_fixture are fixtures
+    CHAIN,
+    Chain,
+    Kind,
+    Net,
+    chain_fixture,
+    net_fixture,
+    onboarding,
+    open_ledger,
+    register,
+    tx,
+)
 
 from carechain.core.crypto import Ed25519Signer
 from carechain.ledger.contract import NOT_PERMITTED
 from carechain.ledger.linking import attest_link
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
-
-
-@pytest.fixture
-def net() -> Net:
-    return Net()
-
-
-@pytest.fixture
-def chain(net: Net) -> Chain:
-    return Chain(net)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import submission
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.patient_links import PatientLinkTable
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 
 
@@ -76,6 +77,9 @@ def test_patient_identity_links_and_unlinks_are_folded() -> None:
     assert status.network_patient("pat-2") == "pat-1" and status.network_patient("pat-3") == "pat-3"
     assert status.network_patient("pat-9") == "pat-9" and status.network_patient("pat-1") == "pat-1"
     assert status.linked_patients("pat-1") == ["pat-2"]
+    # A snapshot's rows restore the same table.
+    restored = PatientLinkTable(json.loads(json.dumps(status._links.rows())))
+    assert restored.network_patient("pat-2") == "pat-1" and restored.linked_patients("pat-1") == ["pat-2"]
 
 
 def test_a_deactivated_principals_live_token_stops_at_the_next_poll() -> None:
