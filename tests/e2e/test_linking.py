@@ -7,6 +7,11 @@ patient grants as the network identity; hospital C resolves neither hospital's i
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import uuid
+
 import grpc
 import pytest
 from helpers import new_hospital, new_patient, new_practitioner, operator_client, records_of
@@ -114,3 +119,43 @@ def test_the_linked_patients_organization_unlinks_and_only_the_attesting_one(net
     code, _ = _status(lambda: patient.client.ledger.GetRecordEntry(
         ledger_pb2.GetRecordEntryRequest(record_id=sorted(records_of(network, local.principal_id))[0]), timeout=30))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+def _carechain(network, *args: str) -> str:
+    """Run `carechain ARGS` against the network as a user would; its stdout (exit status 0 asserted)."""
+    offline = args[0] == "keys"
+    done = subprocess.run([sys.executable, "-m", "carechain", *args,
+                           *([] if offline else ["--data-dir", str(network.layout.root)])],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, f"carechain {args}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def test_the_patient_links_and_the_hospital_resolves_from_the_command_line(network, tmp_path):
+    keys = {role: tmp_path / f"{role}.key" for role in ("hospital-a", "hospital-b", "patient", "patient-b")}
+    for path in keys.values():
+        _carechain(network, "keys", "new", "--out", str(path))
+    ids = {}
+    for role in ("hospital-a", "hospital-b"):
+        ids[role] = json.loads(_carechain(network, "principals", "register-hospital", "--name", role,
+                                          "--new-key", str(keys[role]), "--json"))["principalId"]
+    fhir = {"patient": str(uuid.uuid4()), "patient-b": str(uuid.uuid4())}
+    for role, hospital in (("patient", "hospital-a"), ("patient-b", "hospital-b")):
+        registered = _carechain(network, "principals", "register-patient", "--key-file", str(keys[hospital]),
+                                "--name", "Pat", "--fhir-id", fhir[role], "--new-key", f"{keys[role]}.pub")
+        ids[role] = registered.split()[2]
+        _carechain(network, "keys", "set-id", "--key-file", str(keys[role]), ids[role])
+
+    attestation = tmp_path / "link.att"
+    _carechain(network, "patient", "attest-link", "--key-file", str(keys["hospital-b"]),
+               "--network-patient", ids["patient"], ids["patient-b"], "--out", str(attestation))
+    linked = json.loads(_carechain(network, "patient", "link", "--key-file", str(keys["patient"]), ids["patient-b"],
+                                   str(attestation), "--json"))
+    assert int(linked["ledgerLogIndex"]) > 0
+    resolved = json.loads(_carechain(network, "patient", "resolve", "--key-file", str(keys["hospital-b"]),
+                                     fhir["patient-b"], "--json"))
+    assert resolved == {"networkPatientId": ids["patient"], "organizationPatientIds": [ids["patient-b"]]}
+    _carechain(network, "patient", "unlink", "--key-file", str(keys["patient"]), ids["patient-b"])
+    resolved = json.loads(_carechain(network, "patient", "resolve", "--key-file", str(keys["hospital-b"]),
+                                     fhir["patient-b"], "--json"))
+    assert resolved["networkPatientId"] == ids["patient-b"]
