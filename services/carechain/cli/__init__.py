@@ -336,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     from carechain.cli.delegates import add_delegates_commands
     from carechain.cli.history import add_history_command
     from carechain.cli.keys import add_keys_commands
+    from carechain.cli.patient_links import add_patient_commands
     from carechain.cli.principals import add_principals_commands
     from carechain.cli.records import add_records_commands
 
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_records_commands(sub)
     add_consent_commands(sub)
     add_delegates_commands(sub)
+    add_patient_commands(sub)
     add_history_command(sub)
 
     from carechain.admin.vault_bootstrap import add_arguments as add_vault_bootstrap_arguments
