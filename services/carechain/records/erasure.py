@@ -34,7 +34,7 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from carechain.core.layout import OPERATOR_ID
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.submission import ServiceSubmitter
@@ -139,19 +139,22 @@ def destroy(peers: Any, parts: Iterable[ErasurePart], now_ms: int) -> Destroyed:
                 identity_pb2.DeleteDataKeyRequest(record_id=p.record_id, patient_id=p.patient_id))):
             done.data_keys += 1
         # written_before_ms after now: the blob is removed whenever it was written (it is this record's).
+        # FAILED_PRECONDITION: an S3 version under Object Lock stays until its retention ends; without
+        # its key it is noise (docs/security.md, "Erasure").
         if _gone_or_done(lambda p=part: peers.storage.DeleteBlob(
-                storage_pb2.DeleteBlobRequest(sha256=p.content_sha256, written_before_ms=now_ms + 1))):
+                storage_pb2.DeleteBlobRequest(sha256=p.content_sha256, written_before_ms=now_ms + 1)),
+                grpc.StatusCode.FAILED_PRECONDITION):
             done.blobs += 1
     return done
 
 
-def _gone_or_done(call: Callable[[], object]) -> bool:
-    """Run a delete: True if it removed something, False if there was nothing (NOT_FOUND)."""
+def _gone_or_done(call: Callable[[], object], *kept: grpc.StatusCode) -> bool:
+    """Run a delete: True if it removed something, False if there was nothing (NOT_FOUND) or a kept status."""
     try:
         call()
-    except (grpc.RpcError, NotFound) as exc:
-        code = exc.code() if isinstance(exc, grpc.RpcError) else exc.code  # type: ignore[attr-defined]
-        if code == grpc.StatusCode.NOT_FOUND:
+    except (grpc.RpcError, CareChainError) as exc:
+        code = exc.code() if isinstance(exc, grpc.RpcError) else exc.code  # type: ignore[operator]
+        if code == grpc.StatusCode.NOT_FOUND or code in kept:
             return False
         raise
     return True
