@@ -135,21 +135,22 @@ def destroy(peers: Any, parts: Iterable[ErasurePart], now_ms: int) -> Destroyed:
     """
     done = Destroyed()
     for part in parts:
-        if _gone_or_done(lambda p=part: peers.identity.DeleteDataKey(
+        if deleted(lambda p=part: peers.identity.DeleteDataKey(
                 identity_pb2.DeleteDataKeyRequest(record_id=p.record_id, patient_id=p.patient_id))):
             done.data_keys += 1
         # written_before_ms after now: the blob is removed whenever it was written (it is this record's).
         # FAILED_PRECONDITION: an S3 version under Object Lock stays until its retention ends; without
         # its key it is noise (docs/security.md, "Erasure").
-        if _gone_or_done(lambda p=part: peers.storage.DeleteBlob(
+        if deleted(lambda p=part: peers.storage.DeleteBlob(
                 storage_pb2.DeleteBlobRequest(sha256=p.content_sha256, written_before_ms=now_ms + 1)),
                 grpc.StatusCode.FAILED_PRECONDITION):
             done.blobs += 1
     return done
 
 
-def _gone_or_done(call: Callable[[], object], *kept: grpc.StatusCode) -> bool:
-    """Run a delete: True if it removed something, False if there was nothing (NOT_FOUND) or a kept status."""
+def deleted(call: Callable[[], object], *kept: grpc.StatusCode) -> bool:
+    """Run a delete RPC: True if it removed something, False if there was nothing (NOT_FOUND) or it answered
+    one of the kept statuses (the thing stays, and that is expected); any other failure propagates."""
     try:
         call()
     except (grpc.RpcError, CareChainError) as exc:

@@ -42,9 +42,8 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
-from carechain.core.errors import NotFound
 from carechain.identity.v1 import identity_pb2
-from carechain.records.erasure import LedgerRecords, destroy, erasure_parts, read_ledger_records
+from carechain.records.erasure import LedgerRecords, deleted, destroy, erasure_parts, read_ledger_records
 from carechain.records.v1 import records_pb2
 from carechain.storage.v1 import storage_pb2
 
@@ -173,28 +172,15 @@ class Reconciler:
         return leftovers
 
     def _delete_blob(self, sha256: str, cutoff_ms: int, dry_run: bool) -> bool:
-        if dry_run:
-            return True
-        try:
-            self._peers.storage.DeleteBlob(storage_pb2.DeleteBlobRequest(sha256=sha256, written_before_ms=cutoff_ms))
-        except (grpc.RpcError, NotFound) as exc:
-            # Gone already (another pass) or written again since it was listed: nothing to remove.
-            if _status(exc) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                return False
-            raise
-        return True
+        # FAILED_PRECONDITION: written again since it was listed; NOT_FOUND: gone already (another pass).
+        return dry_run or deleted(lambda: self._peers.storage.DeleteBlob(
+            storage_pb2.DeleteBlobRequest(sha256=sha256, written_before_ms=cutoff_ms)),
+            grpc.StatusCode.FAILED_PRECONDITION)
 
     def _delete_data_key(self, attempt: audit_pb2.AuditEvent, dry_run: bool) -> bool:
-        if dry_run:
-            return True
-        try:
-            self._peers.identity.DeleteDataKey(
-                identity_pb2.DeleteDataKeyRequest(record_id=attempt.record_id, patient_id=attempt.patient_id))
-        except (grpc.RpcError, NotFound) as exc:
-            if _status(exc) == grpc.StatusCode.NOT_FOUND:  # the write crashed before it got a key
-                return False
-            raise
-        return True
+        # NOT_FOUND: the write crashed before it got a key.
+        return dry_run or deleted(lambda: self._peers.identity.DeleteDataKey(
+            identity_pb2.DeleteDataKeyRequest(record_id=attempt.record_id, patient_id=attempt.patient_id)))
 
     def _close(self, attempt: audit_pb2.AuditEvent, outcome: int, reason: str) -> None:
         """Add the event that ends an attempt (the same one however often this runs)."""
@@ -203,12 +189,6 @@ class Reconciler:
             patient_id=attempt.patient_id, record_id=attempt.record_id, resource_type=attempt.resource_type,
             categories=attempt.categories, reason=reason, event_id=reconciler_event_id(attempt.record_id, outcome),
         )
-
-
-def _status(exc: Exception) -> grpc.StatusCode | None:
-    if isinstance(exc, grpc.RpcError):
-        return exc.code()  # type: ignore[attr-defined,no-any-return]
-    return getattr(exc, "code", None)
 
 
 class BackgroundReconciler:
