@@ -98,7 +98,6 @@ class Reconciler:
                     report.orphan_blobs += 1
             if not dry_run:
                 report.erased_leftovers = self._finish_erasures(ledger)
-            if not dry_run:
                 report.stale_uploads = self._peers.storage.PruneIncoming(
                     storage_pb2.PruneIncomingRequest(created_before_ms=cutoff_ms)).removed
             for record_id, attempt in attempts.items():

@@ -32,6 +32,7 @@ from carechain.runtime.vault import service_signer
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
 SERVICE_NAME = SERVICE.full_name
 
+
 def _may_erase(caller: Caller, request: records_pb2.EraseRecordsRequest, servicer: RecordsServicer) -> None:
     servicer.eraser().authorize(caller, request.patient_id)
 
