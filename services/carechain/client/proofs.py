@@ -186,6 +186,7 @@ def verify_erasure_receipt(receipt: Any, trust: LedgerTrust) -> ErasureInclusion
     """Check an ErasureReceipt (records EraseRecords) locally: its checkpoint's co-signatures, the inclusion
     proof of its tombstone against it, and that the proven transaction is the EraseRecords the receipt
     describes (signed by svc-records, for its patient and exactly its records). IntegrityError otherwise.
+    This proves the tombstone is in the log, not its verdict: GetRecordEntry shows the patient it took effect.
     """
     checkpoint = verify_checkpoint(receipt.checkpoint, trust)
     proof = receipt.inclusion_proof
