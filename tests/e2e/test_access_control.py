@@ -332,6 +332,10 @@ CELLS = [
         patient_id=_patient_id(w)), (PRACTITIONER, OTHER_PRACTITIONER)),
     Cell("records", "GetPatientSummaryBundle", lambda w: records_pb2.PatientSummaryRequest(
         patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
+    # Erasure: the patient and the active delegate (an unknown record id: admitted, NOT_FOUND, nothing erased);
+    # the operator only where CARECHAIN_OPERATOR_ERASURE allows (off here).
+    Cell("records", "EraseRecords", lambda w: records_pb2.EraseRecordsRequest(
+        patient_id=_patient_id(w), record_ids=[str(uuid.uuid4())]), (PATIENT, DELEGATE)),
 ]
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # An admitted call must reach its handler's own validation, not crash.

@@ -14,6 +14,9 @@
     carechain records summary --key-file KEY --patient PSN [--purpose treat] [--type T]... [--since TIME]
                               [--break-glass REASON] [--bundle FILE] [--json]
         every record the reader may read (each audited as a read); --bundle writes one FHIR Bundle (0600)
+    carechain records erase --key-file KEY [--patient PSN] (--all | RECORD_ID...) [--reason TEXT] [--json]
+        erase records (crypto-shredding) as the patient, a delegate or the operator; prints the receipt,
+        its inclusion proof checked against the co-signed checkpoint
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from carechain.cli.audit import format_time, parse_time
 from carechain.cli.records_import import add_import_command
 from carechain.cli.session import (
+    UsageError,
     add_caller_arguments,
     add_network_arguments,
     add_output_arguments,
@@ -173,6 +177,27 @@ def _add_reader_filters(parser: argparse.ArgumentParser) -> None:
                         help="only this FHIR resource type (repeatable)")
 
 
+@report_errors
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase named records, or all, of a patient (the caller's own by default)."""
+    if args.all == bool(args.record_ids):
+        raise UsageError("name the records to erase, or give --all (not both)")
+    with client_of(args) as client:
+        receipt = client.erase_records(args.patient or client.principal_id, args.record_ids, args.reason,
+                                       all_records=args.all)
+    verified = bool(client.endpoints.trust_dir)
+    if args.json:
+        print_json({"patient_id": receipt.patient_id, "record_ids": list(receipt.record_ids),
+                    "erased_count": receipt.erased_count, "erased_on": receipt.erased_on,
+                    "log_index": receipt.log_index, "checkpoint_tree_size": receipt.checkpoint.tree_size,
+                    "proof_verified": verified})
+        return 0
+    print(f"erased {receipt.erased_count} record(s) of {receipt.patient_id} on {receipt.erased_on}: "
+          f"tombstone at ledger log index {receipt.log_index}"
+          + (f", proven in the co-signed log of size {receipt.checkpoint.tree_size}" if verified else ""))
+    return 0
+
+
 def add_records_commands(sub: Any) -> None:
     """Add ``carechain records ...`` to the top-level subparsers."""
     records = sub.add_parser("records", help="store and read FHIR records")
@@ -224,5 +249,14 @@ def add_records_commands(sub: Any) -> None:
     summary.add_argument("--bundle", default="", metavar="FILE", help="write one FHIR Bundle to FILE (0600)")
     add_output_arguments(summary)
     summary.set_defaults(func=cmd_summary)
+    erase = records_sub.add_parser("erase", help="erase records (crypto-shredding) and get the receipt")
+    add_network_arguments(erase)
+    add_caller_arguments(erase, "the patient, their delegate, or the operator")
+    erase.add_argument("--patient", default="", help="the patient's id (default: the caller, a patient)")
+    erase.add_argument("--all", action="store_true", help="erase every record of the patient")
+    erase.add_argument("--reason", default="", help="why (kept in the audit trail, never on the ledger)")
+    erase.add_argument("record_ids", nargs="*", metavar="RECORD_ID")
+    add_output_arguments(erase)
+    erase.set_defaults(func=cmd_erase)
 
     add_import_command(records_sub)

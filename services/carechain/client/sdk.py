@@ -31,6 +31,7 @@ from carechain.client.channels import open_channel
 from carechain.client.endpoints import Endpoints
 from carechain.client.proofs import (
     CheckpointMemory,
+    ErasureInclusion,
     LedgerTrust,
     RecordInclusion,
     VerifiedCheckpoint,
@@ -38,6 +39,7 @@ from carechain.client.proofs import (
     verify_anchor_inclusion,
     verify_checkpoint,
     verify_checkpoint_consistency,
+    verify_erasure_receipt,
     verify_record_inclusion,
 )
 from carechain.common.v1 import common_pb2
@@ -453,6 +455,33 @@ class CareChainClient:
         request = self._summary_request(patient_id, purpose, resource_types, since_ms, break_glass,
                                         break_glass_reason)
         return dict(json.loads(self.records.GetPatientSummaryBundle(request, timeout=timeout).bundle_json))
+    # --- erasure (the patient, a delegate, or the operator where policy allows) ---
+
+    def erase_records(self, patient_id: str, record_ids: Iterable[str] = (), reason: str = "", *,
+                      all_records: bool = False, verify: bool = True) -> records_pb2.ErasureReceipt:
+        """Erase records of patient_id (named ones, or every one with all_records); the receipt.
+
+        Crypto-shredding: the data keys and blobs are destroyed behind a ledger tombstone; reads then raise
+        FAILED_PRECONDITION "record erased on YYYY-MM-DD". A retention hold raises FAILED_PRECONDITION
+        naming the rule and when it ends (nothing erased). With verify (and a trust directory in the
+        endpoints) the receipt's inclusion proof is checked here (:meth:`verify_erasure_receipt`).
+        """
+        ids = list(record_ids)
+        receipt = self.records.EraseRecords(
+            records_pb2.EraseRecordsRequest(patient_id=patient_id, record_ids=ids, all=all_records, reason=reason),
+            timeout=120,
+        )
+        if verify and self.endpoints.trust_dir:
+            self.verify_erasure_receipt(receipt)
+        return receipt
+
+    def verify_erasure_receipt(self, receipt: records_pb2.ErasureReceipt,
+                               trust: LedgerTrust | None = None) -> ErasureInclusion:
+        """Prove locally that an erasure's tombstone is in the log a quorum of validators signed."""
+        trust = trust or self.ledger_trust()
+        inclusion = verify_erasure_receipt(receipt, trust)
+        self._remember(inclusion.checkpoint, trust)
+        return inclusion
 
     # --- consent (the client is the patient, or a delegate passing patient_id) ---
 

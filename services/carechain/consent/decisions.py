@@ -57,6 +57,8 @@ from carechain.runtime.batching import MicroBatcher
 log = logging.getLogger("carechain.consent")
 
 _DENY = consent_pb2.DECISION_EFFECT_DENY
+# The reason of a deny for an erased record (Decision.record_erased says the same to the records service).
+RECORD_ERASED = "denied: record erased"
 #: Most requests one DecideMany may carry.
 MAX_DECIDE_MANY = 256
 #: Most issued, not yet checked decision tokens remembered (the oldest are forgotten first).
@@ -173,13 +175,11 @@ class Decisions:
 
         owner = self._state.network_patient(record.patient_id)
 
-        def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
+        def deny(reason: str, consent_id: str = "", path: str = "", erased: bool = False) -> consent_pb2.Decision:
             metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
-                                        patient_id=record.patient_id, network_patient_id=owner)
+                                        patient_id=record.patient_id, network_patient_id=owner, record_erased=erased)
 
-        if record.erased:
-            return deny("denied: record erased")
         actor = self._state.principal(actor_id)
         if actor is None or not actor.is_practitioner:
             return deny(f"denied: actor {actor_id} is not a registered practitioner")
@@ -191,6 +191,9 @@ class Decisions:
         decision = decide(self._state.consents_of(access.patient_id), access, self._break_glass, window)
         if not decision.permitted:
             return deny(decision.reason, decision.consent_id, decision.provision_path)
+        if record.erased:
+            # Decided after the policy: only a reader consent would have let in may learn it was erased.
+            return deny(RECORD_ERASED, decision.consent_id, decision.provision_path, erased=True)
         if decision.break_glass and window is None:
             self._record_break_glass(actor.principal_id, access.patient_id, decision)
 

@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable
 
 import grpc
 
@@ -26,14 +25,12 @@ from carechain.identity.v1 import identity_pb2
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller
+from carechain.runtime.delegates import IsDelegate
 from carechain.runtime.principal_status import PrincipalStatus
 
 log = logging.getLogger("carechain.identity")
 
 Kind = common_pb2.PrincipalKind
-
-# Asks the consent service whether principal (2nd) is an active delegate of patient (1st).
-IsDelegate = Callable[[str, str], bool]
 
 MAX_DISPLAY_NAME = 200
 REGISTRABLE_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT,

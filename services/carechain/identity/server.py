@@ -28,7 +28,7 @@ from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, aud
 from carechain.identity.access_tokens import AccessTokens, local_token_source
 from carechain.identity.data_keys import CheckDecision, DataKeys
 from carechain.identity.linking import PatientLinks, signed_by_caller
-from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, IsDelegate, Principals, principal_message
+from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, Principals, principal_message
 from carechain.identity.registry import IdentityStore
 from carechain.identity.sqlite_registry import Registry
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -38,6 +38,7 @@ from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import IdentitySettings
+from carechain.runtime.delegates import IsDelegate, consent_delegates
 from carechain.runtime.keyring import KeyManager, LocalKeyring
 from carechain.runtime.peers import Peers
 from carechain.runtime.principal_status import PrincipalStatus
@@ -348,24 +349,6 @@ def consent_check(consent_stub: object) -> CheckDecision:
         return response.permitted, response.reason
 
     return check
-
-
-def consent_delegates(consent_stub: object) -> IsDelegate:
-    """IsDelegate through ConsentService.ListDelegates (called as svc-identity)."""
-    from carechain.consent.v1 import consent_pb2
-
-    def is_delegate(patient_id: str, principal_id: str) -> bool:
-        response = consent_stub.ListDelegates(  # type: ignore[attr-defined]
-            consent_pb2.ListDelegatesRequest(patient_id=patient_id)
-        )
-        now_ms = int(time.time() * 1000)
-        return any(
-            d.delegate_id == principal_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
-            and d.period.start_ms <= now_ms and (not d.period.end_ms or now_ms < d.period.end_ms)
-            for d in response.delegations
-        )
-
-    return is_delegate
 
 
 def build(

@@ -387,8 +387,13 @@ class Validator:
 
     def _erase_records(self, env: Envelope, state: PendingState, log_index: int) -> None:
         e = env.body.erase_records
-        if env.signer_id not in (e.patient_id, IDENTITY):
-            raise _not_permitted(f"only the patient or {IDENTITY} erases records")
+        if env.signer_id == RECORDS:
+            # The records gateway erases on behalf of who asked, named so the ledger can hold it to the rule.
+            on_behalf = replace(env, signer_id=e.requested_by)
+            if e.requested_by != OPERATOR_ID and not self._acts_for_patient(on_behalf, e.patient_id, state):
+                raise _not_permitted("erase_records.requested_by: not the patient, an active delegate or the operator")
+        elif env.signer_id not in (e.patient_id, IDENTITY):
+            raise _not_permitted(f"only the patient, {IDENTITY} or {RECORDS} erases records")
         self._patient(state, e.patient_id, "erase_records.patient_id")
         if e.record_ids:
             targets = []

@@ -149,9 +149,22 @@ class ChainView:
         record = self.store.record(record_id) if record_id else None
         if record is None:
             raise NotFound("no such record on the ledger")
-        return ledger_pb2.RecordEntry(
-            record=ledger_pb2.RegisterRecord.FromString(record.entry), log_index=record.log_index, erased=record.erased
+        entry = ledger_pb2.RecordEntry(
+            record=ledger_pb2.RegisterRecord.FromString(record.entry), log_index=record.log_index, erased=record.erased,
+            registered_at_ms=self._block_time_of(record.log_index),
         )
+        if record.erased and record.erased_log_index is not None:
+            entry.erased_log_index = record.erased_log_index
+            entry.erased_at_ms = self._block_time_of(record.erased_log_index)
+        return entry
+
+    def _block_time_of(self, log_index: int) -> int:
+        """The timestamp of the block holding log entry log_index (the ordering time validators agreed on)."""
+        entry = self.store.log_entry(log_index)
+        stored = self.store.block(entry.height) if entry is not None else None
+        if stored is None:
+            raise DataLoss(f"log entry {log_index} or its block is missing from the store")
+        return ledger_pb2.BlockHeader.FromString(stored.header).timestamp_ms
 
     def patient_records(self, patient_id: str, from_log_index: int, limit: int
                         ) -> tuple[list[ledger_pb2.RecordEntry], int | None]:

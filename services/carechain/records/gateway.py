@@ -35,6 +35,7 @@ follower) gets no new records.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -99,6 +100,16 @@ class _VerifiedEntry:
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
     """AEAD associated data: a ciphertext only decrypts as this record of this patient at this version."""
     return f"carechain-record/v1|{record_id}|{patient_id}|{version}".encode()
+
+
+def utc_date(ms: int) -> str:
+    """A Unix time in milliseconds as its UTC date, YYYY-MM-DD."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).date().isoformat()
+
+
+def erasure_notice(erased_at_ms: int) -> str:
+    """What a read of an erased record answers (FAILED_PRECONDITION), to a reader consent would have let in."""
+    return f"record erased on {utc_date(erased_at_ms)}"
 
 
 @dataclass(frozen=True)
@@ -381,6 +392,8 @@ class RecordsGateway:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
             self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=asked + decision.reason,
                                **audit_fields)
+            if decision.record_erased:  # consent says so only to a reader it would otherwise have permitted
+                raise FailedPrecondition(erasure_notice(self.ledger_entry(record_id).erased_at_ms))
             # The reason (and the record's categories) go to the audit trail only: never to the caller.
             raise PermissionDenied(DENIAL_MESSAGE)
 
@@ -414,12 +427,21 @@ class RecordsGateway:
                            *security_labels(metadata.categories, with_confidentiality=True),
                            *handling_label_codings(PART2_SECURITY_LABELS)]))
 
+    def registration(self, record_id: str) -> tuple[ledger_pb2.RegisterRecord, ledger_pb2.RecordMetadata]:
+        """A record's ledger registration and its opened (verified) metadata."""
+        verified = self._verified_entry(record_id)
+        return verified.record, verified.metadata
+
+    def ledger_entry(self, record_id: str) -> ledger_pb2.RecordEntry:
+        """The record's current ledger entry, tombstone included (never cached: an erasure changes it)."""
+        return self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
+
     def _verified_entry(self, record_id: str) -> _VerifiedEntry:
         """The record's ledger registration with its opened metadata: checked once, then kept (it never changes)."""
         cached = self._entries.get(record_id)
         if cached is not None:
             return cached
-        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
+        entry = self.ledger_entry(record_id)
         if entry.record.record_id != record_id:
             raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
         return self.verified(entry)

@@ -12,16 +12,19 @@ from carechain.core.errors import CareChainError
 from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
+from carechain.ledger.submission import ServiceSubmitter
 from carechain.records.bulk import BulkImporter
+from carechain.records.erasure import Eraser, RetentionPolicy
 from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label_codings, organization_of
 from carechain.records.large_records import LargeRecords
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.search import RecordSearch
 from carechain.records.summary import PatientSummaries, SummaryCounts
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.runtime.access import ANY, AccessTable, Allow, caller
-from carechain.runtime.auth import Authenticator
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, caller
+from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import RecordsSettings
+from carechain.runtime.delegates import consent_delegates
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.runtime.server import Register, register_servicer, run_service
@@ -30,6 +33,13 @@ from carechain.runtime.vault import service_signer
 
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
 SERVICE_NAME = SERVICE.full_name
+
+
+def _may_erase(caller: Caller, request: records_pb2.EraseRecordsRequest, servicer: RecordsServicer) -> None:
+    servicer.eraser().authorize(caller, request.patient_id)
+
+
+_ERASER = Scope("own or delegated", "own, or as an active delegate (the operator where policy allows)", _may_erase)
 
 # Who may call what (docs/security.md). Which records a practitioner may read is the
 # patient's consent, decided per record by the consent service.
@@ -46,6 +56,9 @@ ACCESS = AccessTable(SERVICE, {
     "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
     "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),
     "GetPatientSummaryBundle": Allow.of(practitioner=ANY, note="as GetPatientSummary, one FHIR Bundle"),
+    # Erasure (records.erasure): the operator only where CARECHAIN_OPERATOR_ERASURE allows.
+    "EraseRecords": Allow.of(patient=_ERASER, practitioner=_ERASER, operator=_ERASER,
+                             note="retention holds refuse; answers a receipt (the tombstone's proof)"),
 })
 
 
@@ -54,10 +67,12 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
                  importer: BulkImporter | None = None, large: LargeRecords | None = None,
-                 search: RecordSearch | None = None, summaries: PatientSummaries | None = None) -> None:
+                 search: RecordSearch | None = None, summaries: PatientSummaries | None = None,
+                 eraser: Eraser | None = None) -> None:
         self._gateway = gateway
         self._search = search
         self._summaries = summaries
+        self._eraser = eraser
         self._auth = authenticator
         self._reconciler = reconciler
         self._importer = importer
@@ -142,6 +157,16 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             raise Unimplemented("patient summaries are not configured on this server")
         return self._summaries
 
+    def EraseRecords(self, request: records_pb2.EraseRecordsRequest, context: grpc.ServicerContext
+                     ) -> records_pb2.ErasureReceipt:
+        return self.eraser().erase(caller(context), request)
+
+    def eraser(self) -> Eraser:
+        """The erasure flow (UNIMPLEMENTED on a server built without it)."""
+        if self._eraser is None:
+            raise Unimplemented("erasure is not configured on this server")
+        return self._eraser
+
     def _bulk(self) -> BulkImporter:
         if self._importer is None:
             raise Unimplemented("bulk import is not configured on this server")
@@ -199,8 +224,12 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     large = LargeRecords(gateway, peers, settings.max_record_bytes)
     search = RecordSearch(gateway, lambda: peers.ledger)
     summaries = PatientSummaries(gateway, search)
+    eraser = Eraser(gateway, peers, ServiceSubmitter(settings.chain_id, signer, lambda: peers.ledger),
+                    consent_delegates(peers.consent),
+                    RetentionPolicy(settings.retention_hold_days, dict(settings.retention_hold_rules)),
+                    operator_erasure=settings.operator_erasure)
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
-                               importer, large, search, summaries)
+                               importer, large, search, summaries, eraser)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
     return register, [background.close, importer.close, summaries.close, gateway.close, principal_status.close,

@@ -281,6 +281,20 @@ class RecordsSettings(LedgerMetadataKeySettings):
     reconcile_interval_seconds: float = Field(
         600.0, ge=0, le=24 * 3600, description="run the reconciler in the background this often (0: only on request)"
     )
+    # Erasure (EraseRecords, docs/security.md "Erasure"): who besides the patient may erase, and what is held.
+    operator_erasure: bool = Field(
+        False, description="the network operator may erase a patient's records (e.g. on a court order); "
+        "off by default: only the patient and their active delegates erase"
+    )
+    retention_hold_days: int = Field(
+        0, ge=0, le=100 * 365,
+        description="refuse to erase a record registered fewer than this many days ago (0: no hold)"
+    )
+    retention_hold_rules: dict[str, int] = Field(
+        default_factory=dict,
+        description='per FHIR resource type, days after registration a record is held, as JSON, e.g. '
+        '{"Immunization": 3650}; replaces retention_hold_days for that type',
+    )
 
 
 #: Port of the FHIR REST gateway on a local network with the documented ports (after the six gRPC services).

@@ -80,6 +80,15 @@ def test_erased_record_is_denied(env: Env) -> None:
     env.ledger.append(PATIENT, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["rec-onc"]))
     decision = decide(env)
     assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and decision.reason == "denied: record erased"
+    assert decision.record_erased and not decision.decision_token
+
+
+def test_erasure_is_told_only_to_readers_consent_would_have_permitted(env: Env) -> None:
+    grant(env)
+    env.ledger.append(PATIENT, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["rec-onc"]))
+    decision = decide(env, actor_id="prac-gp")
+    assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and not decision.record_erased
+    assert decision.reason == "denied: no active consent permits practitioner prac-gp for TREAT"
 
 
 def test_unknown_record_and_bad_requests(env: Env) -> None:

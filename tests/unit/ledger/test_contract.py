@@ -280,6 +280,34 @@ def test_nobody_else_erases_and_only_the_patients_records(net, chain, keys):
     assert not chain.state.record("r-1").erased
 
 
+def _erase_for(requested_by: str, patient_id: str = "pat-1", record_ids=("r-1",)) -> dict:
+    return {"erase_records": ledger_pb2.EraseRecords(patient_id=patient_id, record_ids=list(record_ids),
+                                                     requested_by=requested_by)}
+
+
+def test_records_erases_for_the_patient_a_delegate_or_the_operator(net, chain, keys):
+    for rid in ("r-1", "r-2", "r-3", "r-4"):
+        chain.ok(tx(net.records, register_record=record("pat-1", "org-1", rid)))
+    chain.ok(tx(net.records, **_erase_for("pat-1")))
+    chain.ok(tx(keys["pat-1"], register_delegate=ledger_pb2.RegisterDelegate(
+        patient_id="pat-1", delegate_id="dr-1", relationship=policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN)))
+    chain.ok(tx(net.records, **_erase_for("dr-1", record_ids=["r-2"])))
+    chain.ok(tx(net.records, **_erase_for(net.operator.key_id, record_ids=["r-3"])))
+    erased = chain.state.record("r-1"), chain.state.record("r-2"), chain.state.record("r-3")
+    assert all(r.erased for r in erased) and not chain.state.record("r-4").erased
+    assert erased[0].erased_log_index < erased[1].erased_log_index < erased[2].erased_log_index
+
+
+def test_records_erases_for_nobody_else(net, chain, keys):
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1", "r-1")))
+    t, _ = register(net, "pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
+    chain.ok(t)
+    for requested_by in ("", "pat-2", "dr-1", "org-1", net.identity.key_id):
+        chain.rejects(tx(net.records, **_erase_for(requested_by)), "erase_records.requested_by")
+    chain.rejects(tx(keys["dr-1"], **_erase_for("pat-1")), "only the patient")
+    assert not chain.state.record("r-1").erased
+
+
 # --- KeyRotation ------------------------------------------------------------------------------
 
 def test_identity_records_increasing_key_versions(net, chain, keys):

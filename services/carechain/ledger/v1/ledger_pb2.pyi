@@ -228,12 +228,14 @@ class AnchorAuditBatch(_message.Message):
     def __init__(self, batch_number: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., merkle_root: _Optional[bytes] = ...) -> None: ...
 
 class EraseRecords(_message.Message):
-    __slots__ = ("patient_id", "record_ids")
+    __slots__ = ("patient_id", "record_ids", "requested_by")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     record_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    requested_by: str
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
 class KeyRotation(_message.Message):
     __slots__ = ("patient_id", "key_version")
@@ -462,16 +464,22 @@ class GetRecordEntryRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ...) -> None: ...
 
 class RecordEntry(_message.Message):
-    __slots__ = ("record", "log_index", "erased", "last_updated_ms")
+    __slots__ = ("record", "log_index", "erased", "erased_log_index", "erased_at_ms", "registered_at_ms", "last_updated_ms")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERASED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
     record: RegisterRecord
     log_index: int
     erased: bool
+    erased_log_index: int
+    erased_at_ms: int
+    registered_at_ms: int
     last_updated_ms: int
-    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., last_updated_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., erased_log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., registered_at_ms: _Optional[int] = ..., last_updated_ms: _Optional[int] = ...) -> None: ...
 
 class ListPatientRecordsRequest(_message.Message):
     __slots__ = ("patient_id", "page_size", "page_token", "from_log_index")

@@ -1,4 +1,5 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -80,7 +81,7 @@ class ReconcileRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class ReconcileReport(_message.Message):
-    __slots__ = ("cutoff_ms", "ledger_records", "orphan_blobs", "orphan_data_keys", "stale_uploads", "abandoned_writes", "unconfirmed_commits", "dry_run")
+    __slots__ = ("cutoff_ms", "ledger_records", "orphan_blobs", "orphan_data_keys", "stale_uploads", "abandoned_writes", "unconfirmed_commits", "dry_run", "erased_leftovers")
     CUTOFF_MS_FIELD_NUMBER: _ClassVar[int]
     LEDGER_RECORDS_FIELD_NUMBER: _ClassVar[int]
     ORPHAN_BLOBS_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +90,7 @@ class ReconcileReport(_message.Message):
     ABANDONED_WRITES_FIELD_NUMBER: _ClassVar[int]
     UNCONFIRMED_COMMITS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    ERASED_LEFTOVERS_FIELD_NUMBER: _ClassVar[int]
     cutoff_ms: int
     ledger_records: int
     orphan_blobs: int
@@ -97,7 +99,8 @@ class ReconcileReport(_message.Message):
     abandoned_writes: int
     unconfirmed_commits: int
     dry_run: bool
-    def __init__(self, cutoff_ms: _Optional[int] = ..., ledger_records: _Optional[int] = ..., orphan_blobs: _Optional[int] = ..., orphan_data_keys: _Optional[int] = ..., stale_uploads: _Optional[int] = ..., abandoned_writes: _Optional[int] = ..., unconfirmed_commits: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    erased_leftovers: int
+    def __init__(self, cutoff_ms: _Optional[int] = ..., ledger_records: _Optional[int] = ..., orphan_blobs: _Optional[int] = ..., orphan_data_keys: _Optional[int] = ..., stale_uploads: _Optional[int] = ..., abandoned_writes: _Optional[int] = ..., unconfirmed_commits: _Optional[int] = ..., dry_run: _Optional[bool] = ..., erased_leftovers: _Optional[int] = ...) -> None: ...
 
 class ImportBundleRequest(_message.Message):
     __slots__ = ("bundle_json", "patient_ids")
@@ -274,3 +277,35 @@ class PatientSummaryBundle(_message.Message):
     bundle_json: bytes
     end: PatientSummaryEnd
     def __init__(self, bundle_json: _Optional[bytes] = ..., end: _Optional[_Union[PatientSummaryEnd, _Mapping]] = ...) -> None: ...
+
+class EraseRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "record_ids", "all", "reason")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    record_ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    reason: str
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ErasureReceipt(_message.Message):
+    __slots__ = ("patient_id", "record_ids", "erased_count", "log_index", "erased_at_ms", "erased_on", "checkpoint", "inclusion_proof")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_ON_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    record_ids: _containers.RepeatedScalarFieldContainer[str]
+    erased_count: int
+    log_index: int
+    erased_at_ms: int
+    erased_on: str
+    checkpoint: _ledger_pb2.Checkpoint
+    inclusion_proof: _ledger_pb2.InclusionProof
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., erased_count: _Optional[int] = ..., log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., erased_on: _Optional[str] = ..., checkpoint: _Optional[_Union[_ledger_pb2.Checkpoint, _Mapping]] = ..., inclusion_proof: _Optional[_Union[_ledger_pb2.InclusionProof, _Mapping]] = ...) -> None: ...

@@ -86,6 +86,11 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryBundle.FromString,
                 _registered_method=True)
+        self.EraseRecords = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/EraseRecords',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+                _registered_method=True)
 
 
 class RecordsServiceServicer:
@@ -197,6 +202,21 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseRecords(self, request, context):
+        """--- erasure (issue 14 part 5) ---
+        Erases records of a patient (docs/security.md, "Erasure"): named ones, or
+        all of them. The patient, an active delegate, or the operator where policy
+        allows (CARECHAIN_OPERATOR_ERASURE). A retention hold refuses with
+        FAILED_PRECONDITION naming the rule and the date it ends, erasing nothing.
+        Commits the EraseRecords tombstone first, then destroys each version's data
+        key (crypto-shredding) and blob; reads then answer FAILED_PRECONDITION
+        "record erased on YYYY-MM-DD". Answers with a receipt: the tombstone's
+        RFC 9162 inclusion proof against a co-signed checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +269,11 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.GetPatientSummaryBundle,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryBundle.SerializeToString,
+            ),
+            'EraseRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseRecords,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -523,6 +548,33 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/GetPatientSummaryBundle',
             carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryBundle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/EraseRecords',
+            carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
             options,
             channel_credentials,
             insecure,
