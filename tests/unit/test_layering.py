@@ -20,7 +20,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "services" / "carechain"
 SERVICES = ("identity", "storage", "ledger", "consent", "audit", "records")
-LAYERS = {"core": 0, "labels": 0, "common": 0, "client": 1, "runtime": 2, **dict.fromkeys(SERVICES, 3),
+LAYERS = {"core": 0, "labels": 0, "common": 0, "client": 1, "runtime": 2, **dict.fromkeys(SERVICES, 3), "fhir": 3,
           "dev": 4, "admin": 4, "cli": 4, "__main__": 4}
 
 
