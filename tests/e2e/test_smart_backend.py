@@ -10,6 +10,9 @@ organisation cannot get a token with this hospital's client_id.
 from __future__ import annotations
 
 import json
+import pathlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -20,8 +23,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from carechain.client.channels import open_channel
-from carechain.client.sdk import Category, Purpose, permit
-from carechain.client.smart_keys import client_assertion, new_client_key, public_jwks
+from carechain.client.sdk import CareChainClient, Category, Kind, Purpose, name_key_file, new_key_file, permit
+from carechain.client.smart_keys import client_assertion, load_client_key, new_client_key, public_jwks
 from carechain.dev.demo import cancer_diagnosis
 from carechain.dev.localnet import LocalNetwork
 from carechain.fhir.smart import CLIENT_ASSERTION_TYPE, smart_routes
@@ -142,7 +145,8 @@ def test_smart_backend_services_end_to_end(network: LocalNetwork, token_endpoint
     assert any("SMART scopes" in reason for reason in reasons), reasons
 
 
-def test_another_organisation_cannot_use_this_client_id(network: LocalNetwork, token_endpoint: TestClient) -> None:
+def test_another_organisation_cannot_use_this_client_id_nor_a_deactivated_principal(
+        network: LocalNetwork, token_endpoint: TestClient) -> None:
     hospital, other = new_hospital(network), new_hospital(network)
     hospital_key, other_key = new_client_key("ES384"), new_client_key("ES384")
     hospital.client.register_client_keys(public_jwks((hospital_key, "k1")))
@@ -151,7 +155,38 @@ def test_another_organisation_cannot_use_this_client_id(network: LocalNetwork, t
     forged = _token(token_endpoint, other_key, hospital.principal_id, "system/Condition.rs")
     assert (forged["status"], forged["error"]) == (401, "invalid_client")
     assert _token(token_endpoint, other_key, other.principal_id, "system/Condition.rs")["status"] == 200
+    # A deactivated practitioner's client gets no token: the same answer as an unknown client.
+    practitioner, practitioner_key = new_practitioner(network, hospital, "oncology"), new_client_key("ES384")
+    practitioner.client.register_client_keys(public_jwks((practitioner_key, "k1")))
+    assert _token(token_endpoint, practitioner_key, practitioner.principal_id, "user/Condition.rs")["status"] == 200
+    hospital.client.deactivate_principal(practitioner.principal_id)
+    refused = _token(token_endpoint, practitioner_key, practitioner.principal_id, "user/Condition.rs")
+    assert (refused["status"], refused["error"]) == (401, "invalid_client")
+    assert refused["error_description"] == forged["error_description"]
     # An organisation may not hold user/ scopes; unknown resource types are invalid_scope.
     for scope in ("user/Condition.rs", "system/Unicorn.rs"):
         refused = _token(token_endpoint, hospital_key, hospital.principal_id, scope)
         assert (refused["status"], refused["error"]) == (400, "invalid_scope")
+
+
+def test_a_hospital_registers_its_client_with_the_cli(network: LocalNetwork, token_endpoint: TestClient,
+                                                     tmp_path: pathlib.Path) -> None:
+    hospital_key = tmp_path / "hospital.key"
+    signer = new_key_file(hospital_key)
+    with CareChainClient(network.endpoints, network.layout.operator_signer()) as operator:
+        hospital = operator.register(Kind.PRINCIPAL_KIND_ORGANIZATION, "CLI Hospital", signer.public_key_bytes())
+    name_key_file(hospital_key, hospital.principal_id)
+
+    def carechain(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "carechain", *args, "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return json.loads(done.stdout)
+
+    client_key = tmp_path / "smart-client.pem"
+    made = carechain("smart", "keygen", "--out", str(client_key), "--alg", "RS384", "--kid", "k1")
+    registered = carechain("smart", "register-keys", "--key-file", str(hospital_key), "--jwks", made["jwks_file"],
+                           "--data-dir", str(network.layout.root))
+    assert registered == {"client_id": hospital.principal_id, "key_ids": ["k1"]}
+    token = _token(token_endpoint, load_client_key(client_key), hospital.principal_id, "system/*.read")
+    assert token["status"] == 200 and token["scope"] == "system/*.rs"
