@@ -1,10 +1,11 @@
 """SMART Backend Services against six real service processes (embedded backends).
 
 A hospital registers its client JWKS, gets system/ tokens at the token endpoint
-(carechain.fhir.smart over identity's ExchangeClientAssertion) and writes with them within its
-scopes; its practitioner gets user/ tokens and reads a Condition the patient's consent permits,
-is refused an Observation by scope (after consent) and a read for another purpose; another
-organisation cannot get a token with this hospital's client_id.
+(carechain.fhir.smart over identity's ExchangeClientAssertion), writes with them within its
+scopes and reads a Condition once the patient's consent names the hospital (an Observation stays
+out of its system/Condition.rs scope); its practitioner gets user/ tokens and reads a Condition
+the patient's consent permits, is refused an Observation by scope (after consent) and a read for
+another purpose; another organisation cannot get a token with this hospital's client_id.
 """
 
 from __future__ import annotations
@@ -139,6 +140,26 @@ def test_smart_backend_services_end_to_end(network: LocalNetwork, token_endpoint
                           metadata=reader, timeout=30)
     assert wrong_purpose.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert wrong_purpose.value.details().startswith("purpose")  # type: ignore[attr-defined]
+
+    # The hospital's backend reads only once the patient names the hospital; then its system/ scopes apply.
+    org_reader = _bearer(_token(token_endpoint, hospital_key, hospital.principal_id, "system/Condition.rs"))
+
+    def org_read(record_id: str) -> grpc.StatusCode:
+        return _code(lambda: records.GetRecord(records_pb2.GetRecordRequest(
+            record_id=record_id, purpose=Purpose.PURPOSE_OF_USE_TREAT), metadata=org_reader, timeout=30))
+
+    assert org_read(condition.record_id) == grpc.StatusCode.PERMISSION_DENIED  # consent names the practitioner only
+    patient.client.grant_consent(
+        permit([Purpose.PURPOSE_OF_USE_TREAT], organization_id=hospital.principal_id),
+        permit([Purpose.PURPOSE_OF_USE_TREAT], organization_id=hospital.principal_id,
+               categories=[Category.SENSITIVITY_CATEGORY_ONCOLOGY]))
+    read = records.GetRecord(records_pb2.GetRecordRequest(record_id=condition.record_id,
+                                                          purpose=Purpose.PURPOSE_OF_USE_TREAT),
+                             metadata=org_reader, timeout=30)
+    assert json.loads(read.resource_json)["code"]["coding"][0]["code"] == "254837009"
+    assert org_read(observation.record_id) == grpc.StatusCode.PERMISSION_DENIED  # out of system/Condition.rs
+    # Its ordinary (unscoped) token does not read at all.
+    assert _code(lambda: hospital.client.get_record(condition.record_id)) == grpc.StatusCode.PERMISSION_DENIED
 
     # The patient's accounting shows the SMART refusal as a denied read.
     reasons = [e.event.reason for e in patient.client.access_history()]

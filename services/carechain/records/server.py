@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from carechain.common.v1 import common_pb2
-from carechain.core.errors import CareChainError
+from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
@@ -17,8 +17,8 @@ from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label
 from carechain.records.large_records import LargeRecords
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.v1 import records_pb2, records_pb2_grpc
-from carechain.runtime.access import ANY, AccessTable, Allow, caller
-from carechain.runtime.auth import Authenticator
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, caller
+from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import RecordsSettings
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus
@@ -29,17 +29,29 @@ from carechain.runtime.vault import service_signer
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
 SERVICE_NAME = SERVICE.full_name
 
-# Who may call what (docs/security.md). Which records a practitioner may read is the
+
+def _smart_system_token(reader: Caller, request: object, servicer: object) -> None:
+    if not reader.scope:
+        raise PermissionDenied("an organisation reads records only with a SMART system/ access token "
+                               "(docs/fhir-smart.md)")
+
+
+# An organisation reads as a SMART Backend Services client: its token's scopes limit what it reads.
+_SMART_SYSTEM_TOKEN = Scope("SMART system token", "with a SMART `system/` access token", _smart_system_token)
+
+# Who may call what (docs/security.md). Which records a practitioner (or an organisation) may read is the
 # patient's consent, decided per record by the consent service.
 ACCESS = AccessTable(SERVICE, {
     "PutRecord": Allow.of(practitioner=ANY, organization=ANY, note="for patients registered with the network"),
-    "GetRecord": Allow.of(practitioner=ANY, note="only what the patient's consent permits"),
+    "GetRecord": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                          note="only what the patient's consent permits"),
     "Reconcile": Allow.of(operator=ANY, note="counts only; removes what crashed writes left behind"),
     # Bulk and large records: the callers of PutRecord / GetRecord, each resource checked as one of those.
     "ImportBundle": Allow.of(practitioner=ANY, organization=ANY, note="each entry as a PutRecord"),
     "ImportRecords": Allow.of(practitioner=ANY, organization=ANY, note="each resource as a PutRecord"),
     "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
-    "GetRecordStream": Allow.of(practitioner=ANY, note="as GetRecord, the data streamed"),
+    "GetRecordStream": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                note="as GetRecord, the data streamed"),
 })
 
 
