@@ -218,6 +218,11 @@ CELLS = [
          (ORGANIZATION, OPERATOR)),
     Cell("identity", "RotatePrincipalKey", lambda w: identity_pb2.RotatePrincipalKeyRequest(),
          (ORGANIZATION, OPERATOR)),
+    # An empty JWKS / assertion: admitted callers reach the handler's validation and change nothing.
+    Cell("identity", "RegisterClientKeys", lambda w: identity_pb2.RegisterClientKeysRequest(),
+         (PRACTITIONER, OTHER_PRACTITIONER, ORGANIZATION)),
+    Cell("identity", "ExchangeClientAssertion", lambda w: identity_pb2.ExchangeClientAssertionRequest(
+        scope="system/Condition.rs", purpose_of_use=Purpose.PURPOSE_OF_USE_TREAT), ACTORS),
     Cell("identity", "RotatePatientKey", lambda w: identity_pb2.RotatePatientKeyRequest(patient_id=_patient_id(w)),
          (PATIENT, OPERATOR)),
     # Network patient identity: no transaction, so admitted callers reach validation and change nothing; another

@@ -19,6 +19,7 @@
                                            a patient's consents, from and to FHIR Consent files
     carechain delegates add|remove|list    a patient's guardians and proxies
     carechain history                      a patient's accounting of disclosures
+    carechain smart keygen|register-keys   a hospital's SMART Backend Services client keys (JWKS)
                                            (these act with --key-file against --data-dir's network.json
                                            or --endpoints FILE; --json; errors: one line, exit 1 refused
                                            or failed, 2 usage)
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     from carechain.cli.patient_links import add_patient_commands
     from carechain.cli.principals import add_principals_commands
     from carechain.cli.records import add_records_commands
+    from carechain.cli.smart import add_smart_commands
 
     add_keys_commands(sub)
     add_principals_commands(sub)
@@ -347,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_delegates_commands(sub)
     add_patient_commands(sub)
     add_history_command(sub)
+    add_smart_commands(sub)
 
     from carechain.admin.vault_bootstrap import add_arguments as add_vault_bootstrap_arguments
 

@@ -388,6 +388,19 @@ class CareChainClient:
         """As an organisation or its practitioner: the network identity of one of its own FHIR Patient ids."""
         return self.identity.ResolvePatient(identity_pb2.ResolvePatientRequest(fhir_patient_id=fhir_patient_id),
                                             timeout=30)
+    def register_client_keys(self, jwks: dict[str, Any] | str) -> identity_pb2.ClientKeys:
+        """Register this organisation's (or practitioner's) SMART Backend Services client keys: a JWKS of
+        public RS384 / ES384 keys with kids (carechain.client.smart_keys makes one), replacing earlier keys.
+        The OAuth2 client_id is this principal's id."""
+        text = jwks if isinstance(jwks, str) else json.dumps(jwks)
+        return self.identity.RegisterClientKeys(identity_pb2.RegisterClientKeysRequest(jwks=text), timeout=30)
+
+    def exchange_client_assertion(self, client_assertion: str, scope: str, purpose: int,
+                                  audience: str = "") -> identity_pb2.ClientAccessToken:
+        """A SMART access token for a signed client assertion (what the FHIR gateway's /token does)."""
+        return self.identity.ExchangeClientAssertion(identity_pb2.ExchangeClientAssertionRequest(
+            client_assertion=client_assertion, scope=scope, purpose_of_use=purpose,  # type: ignore[arg-type]
+            audience=audience), timeout=30)
 
     def get_record(
         self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = "",

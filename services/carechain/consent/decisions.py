@@ -181,8 +181,8 @@ class Decisions:
                                         patient_id=record.patient_id, network_patient_id=owner, record_erased=erased)
 
         actor = self._state.principal(actor_id)
-        if actor is None or not actor.is_practitioner:
-            return deny(f"denied: actor {actor_id} is not a registered practitioner")
+        if actor is None or not actor.is_reader:
+            return deny(f"denied: actor {actor_id} is not a registered practitioner or organisation")
 
         access = self._access_request(actor, record, purpose, action, break_glass)
         window = None
@@ -241,7 +241,8 @@ class Decisions:
         patient = self._state.principal(owner)
         return AccessRequest(
             actor_id=actor.principal_id,
-            actor_organization_id=actor.organization_id,
+            actor_organization_id=actor.principal_id if actor.is_organization else actor.organization_id,
+            actor_is_organization=actor.is_organization,
             actor_specialty=actor.specialty,
             purpose=purpose,
             action=action,
@@ -292,8 +293,8 @@ class Decisions:
         actor = self._state.principal(claims.actor_id)
         if record is None or record.erased or record.patient_id != claims.patient_id:
             return PolicyDecision(_DENY, "denied: record erased or unknown")
-        if actor is None or not actor.is_practitioner:
-            return PolicyDecision(_DENY, "denied: actor is no longer a practitioner")
+        if actor is None or not actor.is_reader:
+            return PolicyDecision(_DENY, "denied: actor is no longer a practitioner or organisation")
         access = self._access_request(actor, record, claims.purpose, claims.action, break_glass=claims.break_glass)
         consents = self._state.consents_of(access.patient_id)
         if claims.break_glass:

@@ -60,6 +60,18 @@ class PrincipalInfo:
         """An active (not deactivated) practitioner."""
         return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER and self.active
 
+    @property
+    def is_reader(self) -> bool:
+        """An active practitioner or organisation: who consent decides reads for (an organisation reads as a
+        SMART Backend Services client, matched only by recipients that name it)."""
+        return self.kind in (common_pb2.PRINCIPAL_KIND_PRACTITIONER, common_pb2.PRINCIPAL_KIND_ORGANIZATION) \
+            and self.active
+
+    @property
+    def is_organization(self) -> bool:
+        """An organisation (its own organisation is itself)."""
+        return self.kind == common_pb2.PRINCIPAL_KIND_ORGANIZATION
+
 
 @dataclass(frozen=True)
 class ConsentChange:

@@ -6,6 +6,8 @@ docs/security.md) over the domain modules:
 - :mod:`carechain.identity.principals`: registration here and on the ledger (without names or FHIR
   ids), who sees a patient's private fields, deactivation and key rotation by the registering authority;
 - :mod:`carechain.identity.access_tokens`: proof of possession of a principal's key, then access tokens;
+- :mod:`carechain.identity.smart_clients`: SMART Backend Services client keys and client assertions
+  exchanged for access tokens with scopes and a purpose of use;
 - :mod:`carechain.identity.data_keys`: per-patient key-encryption keys and per-record data keys, released
   only against a single-use consent decision token after consent confirms the decision still holds;
 - the registry seam :mod:`carechain.identity.registry` (SQLite or Vault) and the key manager.
@@ -30,6 +32,7 @@ from carechain.identity.data_keys import CheckDecision, DataKeys
 from carechain.identity.linking import PatientLinks, signed_by_caller
 from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, Principals, principal_message
 from carechain.identity.registry import IdentityStore
+from carechain.identity.smart_clients import SmartClients
 from carechain.identity.sqlite_registry import Registry
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger.submission import ServiceSubmitter
@@ -118,6 +121,9 @@ ACCESS = AccessTable(SERVICE, {
                               note="the network patient, an active delegate or the linked patient's organisation"),
     "ResolvePatient": Allow.of(practitioner=ANY, organization=ANY,
                                note="its own FHIR ids only; anything else is NOT_FOUND, as an unknown id"),
+    "RegisterClientKeys": Allow.of(organization=ANY, practitioner=ANY,
+                                   note="its own SMART client keys (client_id = the caller)"),
+    "ExchangeClientAssertion": Allow.anonymous("SMART Backend Services: a signed client assertion buys a token"),
 })
 
 
@@ -140,11 +146,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check_decision: CheckDecision | None = None,
         is_delegate: IsDelegate | None = None,
         principal_status: PrincipalStatus | None = None,
+        smart_token_url: str = "",
     ) -> None:
-        """ledger is the LedgerService stub this service submits its transactions to (signed as itself)."""
+        """ledger is the LedgerService stub this service submits its transactions to (signed as itself);
+        smart_token_url the SMART token endpoint client assertions name as aud (empty: no SMART exchange)."""
         submitter = ServiceSubmitter(chain_id, signer, lambda: ledger)
         self.principals = Principals(registry, trust, submitter, principal_status, is_delegate)
         self.tokens = AccessTokens(self.principals, signer, token_ttl_seconds, challenge_ttl_seconds, clock)
+        self.smart_clients = SmartClients(self.principals, signer, token_ttl_seconds, smart_token_url, clock)
         # Patient identity links as committed on the ledger (followed by principal_status).
         network_patient = principal_status.network_patient if principal_status is not None else None
         linked_patients = principal_status.linked_patients if principal_status is not None else None
@@ -211,6 +220,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.TokenIssuerKeys(
             keys=[identity_pb2.IssuerKey(key_id=self._signer.key_id, public_key=self._signer.public_key_bytes())]
         )
+
+    # --- SMART Backend Services ------------------------------------------------
+
+    def RegisterClientKeys(
+        self, request: identity_pb2.RegisterClientKeysRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ClientKeys:
+        client_id, key_ids = self.smart_clients.register_keys(caller_of(context), request.jwks)
+        return identity_pb2.ClientKeys(client_id=client_id, key_ids=key_ids)
+
+    def ExchangeClientAssertion(
+        self, request: identity_pb2.ExchangeClientAssertionRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ClientAccessToken:
+        token, expires_at_ms, scope, purpose = self.smart_clients.exchange(
+            request.client_assertion, request.scope, request.purpose_of_use, request.audience)
+        return identity_pb2.ClientAccessToken(token=token, expires_at_ms=expires_at_ms, scope=scope,
+                                              purpose_of_use=purpose)  # type: ignore[arg-type]
 
     # --- data keys -------------------------------------------------------------
 
@@ -396,6 +421,7 @@ def build(
         check_decision=consent_check(peers.consent) if settings.check_decisions else None,
         is_delegate=consent_delegates(peers.consent),
         principal_status=principal_status,
+        smart_token_url=settings.smart_token_url,
     )
 
     return register_identity(servicer), closers

@@ -64,6 +64,7 @@ from carechain.core.errors import (
     Unavailable,
 )
 from carechain.core.fhir import clinical_date_ms, validate_resource
+from carechain.core.smart_scopes import CREATE, READ, require_purpose, require_scope
 from carechain.identity.data_key_client import DataKeyClient
 from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_labels
@@ -228,6 +229,7 @@ class RecordsGateway:
         with _tracer.start_as_current_span("records.validate"):
             resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes,
                                          pseudonym=patient_id)
+        require_scope(caller.scope, resource.resource_type, CREATE)  # a SMART token's scopes (none: unlimited)
         with _tracer.start_as_current_span("records.label"):
             categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
@@ -357,6 +359,7 @@ class RecordsGateway:
         if not record_id:
             raise InvalidArgument("record_id", "is required")
         validate_purpose(purpose)
+        require_purpose(caller.purpose_of_use, purpose)  # a SMART token binds the purpose it was issued for
         action = action or common_pb2.CONSENT_ACTION_ACCESS
         if action not in READ_ACTIONS:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
@@ -396,6 +399,13 @@ class RecordsGateway:
                 raise FailedPrecondition(erasure_notice(self.ledger_entry(record_id).erased_at_ms))
             # The reason (and the record's categories) go to the audit trail only: never to the caller.
             raise PermissionDenied(DENIAL_MESSAGE)
+        # SMART scopes only narrow what consent permits; checked after consent, so a refusal tells
+        # nothing (such as the record's resource type) that consent would withhold.
+        try:
+            require_scope(caller.scope, metadata.resource_type, READ)
+        except PermissionDenied as exc:
+            self._report_failed_read(audit_action, audit_fields, "outside the access token's SMART scopes", exc)
+            raise
 
         try:
             key = self._data_keys.release(record_id, decision.decision_token)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from carechain.common.v1 import common_pb2
-from carechain.core.errors import CareChainError
+from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
@@ -41,17 +41,29 @@ def _may_erase(caller: Caller, request: records_pb2.EraseRecordsRequest, service
 
 _ERASER = Scope("own or delegated", "own, or as an active delegate (the operator where policy allows)", _may_erase)
 
-# Who may call what (docs/security.md). Which records a practitioner may read is the
+
+def _smart_system_token(reader: Caller, request: object, servicer: object) -> None:
+    if not reader.scope:
+        raise PermissionDenied("an organisation reads records only with a SMART system/ access token "
+                               "(docs/fhir-smart.md)")
+
+
+# An organisation reads as a SMART Backend Services client: its token's scopes limit what it reads.
+_SMART_SYSTEM_TOKEN = Scope("SMART system token", "with a SMART `system/` access token", _smart_system_token)
+
+# Who may call what (docs/security.md). Which records a practitioner (or an organisation) may read is the
 # patient's consent, decided per record by the consent service.
 ACCESS = AccessTable(SERVICE, {
     "PutRecord": Allow.of(practitioner=ANY, organization=ANY, note="for patients registered with the network"),
-    "GetRecord": Allow.of(practitioner=ANY, note="only what the patient's consent permits"),
+    "GetRecord": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                          note="only what the patient's consent permits"),
     "Reconcile": Allow.of(operator=ANY, note="counts only; removes what crashed writes left behind"),
     # Bulk and large records: the callers of PutRecord / GetRecord, each resource checked as one of those.
     "ImportBundle": Allow.of(practitioner=ANY, organization=ANY, note="each entry as a PutRecord"),
     "ImportRecords": Allow.of(practitioner=ANY, organization=ANY, note="each resource as a PutRecord"),
     "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
-    "GetRecordStream": Allow.of(practitioner=ANY, note="as GetRecord, the data streamed"),
+    "GetRecordStream": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                note="as GetRecord, the data streamed"),
     # Search and summary: the callers of GetRecord; consent decides every record, strangers are denied.
     "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
     "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),

@@ -135,6 +135,11 @@ class IdentitySettings(ServiceSettings):
         description="before releasing a data key, ask the consent service whether the decision still holds "
         "(revocations after the decision was issued)",
     )
+    smart_token_url: str = Field(
+        "",
+        description="URL of the SMART token endpoint (the FHIR gateway's /token) that client assertions must "
+        "name as aud; empty: ExchangeClientAssertion is off",
+    )
 
 
 class StorageSettings(ServiceSettings):

@@ -64,8 +64,9 @@ def test_permit_carries_a_verifiable_decision_token(env: Env) -> None:
 @pytest.mark.parametrize(("record_id", "actor_id", "reason"), [
     ("rec-psy", "prac-onc", "denied: a sensitive category of the record is named by no consent"),
     ("rec-onc", "prac-gp", "denied: no active consent permits practitioner prac-gp for TREAT"),
-    ("rec-onc", "org-a", "denied: actor org-a is not a registered practitioner"),
-    ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner"),
+    # An organisation is decided for (a SMART Backend Services client): permitted only by a recipient naming it.
+    ("rec-onc", "org-a", "denied: no active consent permits organization org-a for TREAT"),
+    ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner or organisation"),
 ])
 def test_denials_explain_why(env: Env, record_id: str, actor_id: str, reason: str) -> None:
     grant(env)

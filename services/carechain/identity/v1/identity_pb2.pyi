@@ -263,3 +263,41 @@ class DeleteDataKeyRequest(_message.Message):
 class DeleteDataKeyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RegisterClientKeysRequest(_message.Message):
+    __slots__ = ("jwks",)
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    jwks: str
+    def __init__(self, jwks: _Optional[str] = ...) -> None: ...
+
+class ClientKeys(_message.Message):
+    __slots__ = ("client_id", "key_ids")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExchangeClientAssertionRequest(_message.Message):
+    __slots__ = ("client_assertion", "scope", "purpose_of_use", "audience")
+    CLIENT_ASSERTION_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_OF_USE_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    client_assertion: str
+    scope: str
+    purpose_of_use: _common_pb2.PurposeOfUse
+    audience: str
+    def __init__(self, client_assertion: _Optional[str] = ..., scope: _Optional[str] = ..., purpose_of_use: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., audience: _Optional[str] = ...) -> None: ...
+
+class ClientAccessToken(_message.Message):
+    __slots__ = ("token", "expires_at_ms", "scope", "purpose_of_use")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_OF_USE_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at_ms: int
+    scope: str
+    purpose_of_use: _common_pb2.PurposeOfUse
+    def __init__(self, token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., scope: _Optional[str] = ..., purpose_of_use: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ...) -> None: ...
