@@ -21,10 +21,11 @@ import logging
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from carechain.core import merkle
-from carechain.core.errors import DataLoss, InvalidArgument, NotFound
+from carechain.core.errors import DataLoss, IntegrityError, InvalidArgument, NotFound
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
 
@@ -68,6 +69,14 @@ class PageToken:
             raise InvalidArgument(field, "is not a page token of this list")
         (position,) = struct.unpack(">Q", raw[len(prefix):])
         return cls(kind, position)
+
+
+def _served_intact(verify: Callable[..., None], *proof: object) -> None:
+    """Check a proof before serving it: O(log n) hashes that catch a damaged stored node (DataLoss, not a lie)."""
+    try:
+        verify(*proof)
+    except IntegrityError as exc:
+        raise DataLoss(f"ledger log tree nodes are damaged ({exc.message}); run `carechain ledger verify`") from None
 
 
 class StoredLogTree(merkle.MerkleTree):
@@ -253,6 +262,7 @@ class ChainView:
         entry = self.store.log_entry(log_index)
         if entry is None:
             raise DataLoss(f"log entry {log_index} is missing from the store")
+        _served_intact(merkle.verify_inclusion, entry.leaf_hash, log_index, tree_size, path, root)
         return ledger_pb2.InclusionProof(
             log_index=log_index, tree_size=tree_size, hashes=path, root=root, leaf=entry.tx
         )
@@ -275,6 +285,7 @@ class ChainView:
             proof = self._tree.consistency_proof(first_size, second_size)
             first_root, second_root = self._tree.root(first_size), self._tree.root(second_size)
             self._check_head_root(second_size, second_root)
+        _served_intact(merkle.verify_consistency, first_size, second_size, proof, first_root, second_root)
         return ledger_pb2.ConsistencyProof(
             first_size=first_size, second_size=second_size, hashes=proof, first_root=first_root, second_root=second_root
         )
