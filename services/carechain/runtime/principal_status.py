@@ -33,7 +33,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import pathlib
 import threading
 from collections.abc import Callable, Iterator
@@ -41,8 +40,10 @@ from typing import Any
 
 import grpc
 
-from carechain.core.crypto import Signer, verify_signature
+from carechain.core.crypto import Signer
+from carechain.core.errors import IntegrityError
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.signed_file import SignedFile
 
 log = logging.getLogger("carechain.runtime.principal_status")
 
@@ -62,43 +63,30 @@ class StatusSnapshots:
                  every: int = SNAPSHOT_EVERY_TRANSACTIONS) -> None:
         """public_key verifies snapshots (default: the signer's own key)."""
         self.path = pathlib.Path(path)
-        self._signer = signer
-        self._public_key = public_key if public_key is not None else signer.public_key_bytes()
+        self._file = SignedFile(self.path, signer, _SNAPSHOT_DOMAIN, public_key)
         self.every = every
-
-    def _message(self, body: bytes) -> bytes:
-        return _SNAPSHOT_DOMAIN + hashlib.sha256(body).digest()
 
     def write(self, data: dict[str, Any]) -> None:
         """Sign and write data atomically (0600)."""
-        body = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        envelope = {"body": body, "signer_id": self._signer.key_id,
-                    "signature": self._signer.sign(self._message(body.encode())).hex()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(envelope, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        self._file.write(json.dumps(data, separators=(",", ":"), sort_keys=True).encode())
 
     def read(self) -> dict[str, Any] | None:
         """The signed data, or None (no file, unreadable, or a signature that does not verify)."""
         try:
-            envelope = json.loads(self.path.read_text())
-            body = str(envelope["body"]).encode()
-            signature = bytes.fromhex(str(envelope["signature"]))
-        except FileNotFoundError:
+            body = self._file.read()
+            if body is None:
+                return None
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise IntegrityError("principal status snapshot: the body is not an object")
+        except (IntegrityError, ValueError) as exc:
+            problem = exc.message if isinstance(exc, IntegrityError) else type(exc).__name__
+            log.warning("principal status snapshot refused; reading the log from the start",
+                        extra={"problem": problem})
             return None
-        except (ValueError, KeyError, TypeError):
-            log.warning("principal status snapshot unreadable; reading the log from the start")
-            return None
-        if envelope.get("signer_id") != self._signer.key_id or not verify_signature(
-                self._public_key, signature, self._message(body)):
-            log.warning("principal status snapshot signature does not verify; reading the log from the start")
-            return None
-        return dict(json.loads(body))
+        return data
+
+
 DEFAULT_POLL_SECONDS = 1.0
 # Deadline of one ListTransactions call: a hung ledger must not hold up IssueToken for long.
 CALL_TIMEOUT_SECONDS = 2.0

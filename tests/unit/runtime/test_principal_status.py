@@ -162,9 +162,9 @@ def test_a_restarted_status_resumes_from_its_snapshot_and_a_tampered_one_is_igno
 
         # The attacker removes dr-1 from the snapshot's deactivations, keeping the signature: ignored.
         envelope = json.loads(snapshots.path.read_text())
-        body = json.loads(envelope["body"])
+        body = json.loads(bytes.fromhex(envelope["body"]))
         body["deactivated"] = [p for p in body["deactivated"] if p != "dr-1"]
-        envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True).encode().hex()
         snapshots.path.write_text(json.dumps(envelope))
         fresh = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots)
         assert fresh.resume() == 0
