@@ -21,7 +21,7 @@ from carechain.runtime.access import ANY, AccessTable, Allow, caller
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import RecordsSettings
 from carechain.runtime.peers import service_peers
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import current_limiter, limited_stream
 from carechain.runtime.vault import service_signer
@@ -156,7 +156,9 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    # Resumes from its signed snapshot: a restart reads only the lifecycle transactions since.
+    principal_status = PrincipalStatus.following(
+        lambda: peers.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer)).start()
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
                              commit_deadline_seconds=settings.reconcile_grace_seconds / 2,
                              principal_status=principal_status)

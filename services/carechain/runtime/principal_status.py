@@ -41,7 +41,7 @@ from typing import Any
 import grpc
 
 from carechain.core.crypto import Signer
-from carechain.core.errors import IntegrityError
+from carechain.core.errors import CareChainError, IntegrityError
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.signed_file import SignedFile
 
@@ -59,12 +59,17 @@ _SNAPSHOT_DOMAIN = b"carechain-principal-status-snapshot/v1\n"
 class StatusSnapshots:
     """A signed file holding a PrincipalStatus and the ledger position it reflects (module docstring)."""
 
-    def __init__(self, path: pathlib.Path, signer: Signer, public_key: bytes | None = None,
+    def __init__(self, path: pathlib.Path, signer: Signer | Callable[[], Signer], public_key: bytes | None = None,
                  every: int = SNAPSHOT_EVERY_TRANSACTIONS) -> None:
-        """public_key verifies snapshots (default: the signer's own key)."""
+        """public_key verifies snapshots (default: the signer's own key); signer may be a function returning it."""
         self.path = pathlib.Path(path)
         self._file = SignedFile(self.path, signer, _SNAPSHOT_DOMAIN, public_key)
         self.every = every
+
+    @classmethod
+    def in_data_dir(cls, data_dir: pathlib.Path, signer: Signer | Callable[[], Signer]) -> StatusSnapshots:
+        """The service's snapshot file (:data:`SNAPSHOT_FILE` under its data directory), signed by its key."""
+        return cls(pathlib.Path(data_dir) / SNAPSHOT_FILE, signer)
 
     def write(self, data: dict[str, Any]) -> None:
         """Sign and write data atomically (0600)."""
@@ -79,8 +84,8 @@ class StatusSnapshots:
             data = json.loads(body)
             if not isinstance(data, dict):
                 raise IntegrityError("principal status snapshot: the body is not an object")
-        except (IntegrityError, ValueError) as exc:
-            problem = exc.message if isinstance(exc, IntegrityError) else type(exc).__name__
+        except (CareChainError, ValueError) as exc:  # CareChainError: also a signer not reachable yet
+            problem = exc.message if isinstance(exc, CareChainError) else type(exc).__name__
             log.warning("principal status snapshot refused; reading the log from the start",
                         extra={"problem": problem})
             return None
@@ -211,7 +216,7 @@ class PrincipalStatus:
                 # Caught up by pages: the block of the last folded transaction tells whether it ends there.
                 try:
                     block = self._get_block(self._next_height)
-                except grpc.RpcError:
+                except (grpc.RpcError, CareChainError):
                     return False
                 header = ledger_pb2.BlockHeader.FromString(block.header)
                 if header.log_size == self._cursor:
@@ -242,7 +247,7 @@ class PrincipalStatus:
                 return self._cursor
             deactivated = {str(p) for p in data["deactivated"]}
             keys = {str(p): base64.b64decode(k, validate=True) for p, k in data["keys"].items()}
-        except (grpc.RpcError, ValueError, KeyError, TypeError) as exc:
+        except (grpc.RpcError, CareChainError, ValueError, KeyError, TypeError) as exc:
             log.warning("principal status snapshot not used; reading the log from the start",
                         extra={"problem": type(exc).__name__})
             return self._cursor
@@ -260,7 +265,7 @@ class PrincipalStatus:
         if self._snapshots is not None and self.cursor - self._saved_cursor >= self._snapshots.every:
             try:
                 self.save_snapshot()
-            except OSError:
+            except (OSError, CareChainError):
                 log.warning("principal status snapshot not saved")
 
     def _fold(self, logged: ledger_pb2.LoggedTransaction) -> None:
@@ -292,6 +297,7 @@ class PrincipalStatus:
         while not self._stop.is_set():
             try:
                 self.sync()  # catch up by pages (also after a broken stream), then follow by push
+                self._save_if_due()
                 if self._down:
                     log.info("following principal lifecycle on the ledger again")
                 self._down = False
@@ -350,7 +356,7 @@ class PrincipalStatus:
         if self._snapshots is not None:
             try:
                 self.save_snapshot()  # the next start resumes here
-            except OSError:
+            except (OSError, CareChainError):
                 log.warning("principal status snapshot not saved at close")
 
 

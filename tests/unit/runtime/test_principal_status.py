@@ -197,3 +197,59 @@ def test_a_stream_ended_by_its_deadline_is_reopened_at_once_from_where_it_stoppe
             assert status.deactivated("dr-1") and len(starts) > 1  # reopened, not left to the 600 s poll
         finally:
             status.close()
+
+
+def test_a_status_polling_its_own_ledger_saves_when_due_and_a_restart_folds_only_what_is_new(tmp_path) -> None:
+    # As the ledger service wires it: its own log by pages (no stream), its own blocks to check the snapshot.
+    from ledger_fixtures import TIMEOUT, open_ledger
+
+    net = Net()
+    ledger = open_ledger(tmp_path, net)
+    try:
+        for onboard in onboarding(net)[0]:
+            ledger.submit(onboard, TIMEOUT)
+        ledger.submit(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-1")),
+                      TIMEOUT)
+        folded: list[int] = []
+
+        def own_log(request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+            page = ledger.list_transactions(request.from_log_index, request.limit)
+            folded.extend(t.log_index for t in page)
+            return ledger_pb2.ListTransactionsResponse(transactions=page, log_size=ledger.log_size())
+
+        signer = Ed25519Signer.generate("svc-ledger")
+        snapshots = StatusSnapshots.in_data_dir(tmp_path / "data", signer)
+        snapshots.every = 2
+        first = PrincipalStatus(own_log, poll_seconds=0.01, snapshots=snapshots, get_block=ledger.block).start()
+        deadline = time.monotonic() + 10
+        while snapshots.read() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.close()
+        assert snapshots.read()["log_size"] == 4 and first.deactivated("dr-1")  # saved while polling
+        ledger.submit(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="pat-1")),
+                      TIMEOUT)
+
+        folded.clear()
+        resumed = PrincipalStatus(own_log, poll_seconds=600, snapshots=snapshots, get_block=ledger.block)
+        assert resumed.resume() == 4
+        assert resumed.sync() == 5
+        assert folded == [4]  # one transaction replayed: the one committed since the snapshot
+        assert resumed.deactivated("dr-1") and resumed.deactivated("pat-1")
+    finally:
+        ledger.close()
+
+
+def test_a_snapshot_beyond_the_ledger_head_is_ignored(tmp_path) -> None:
+    from ledger_fixtures import open_ledger
+
+    net = Net()
+    ledger = open_ledger(tmp_path, net)
+    try:
+        signer = Ed25519Signer.generate("svc-ledger")
+        snapshots = StatusSnapshots.in_data_dir(tmp_path / "data", signer)
+        # Signed by the right key, but of a longer history than this ledger holds (e.g. a restored backup).
+        snapshots.write({"height": 9, "header_hash": "00" * 32, "log_size": 40, "deactivated": [], "keys": {}})
+        status = PrincipalStatus(Log(), snapshots=snapshots, get_block=ledger.block)
+        assert status.resume() == 0
+    finally:
+        ledger.close()
