@@ -46,6 +46,7 @@ from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import AuditSettings
 from carechain.runtime.etcd import EtcdClient
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import limited_stream
@@ -285,5 +286,6 @@ def build_store(settings: AuditSettings) -> AuditStore:
 def main() -> None:
     """Entry point of ``carechain serve audit``."""
     settings = AuditSettings()
+    configure_logging("audit", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("audit", settings, register, closers)

@@ -45,6 +45,7 @@ from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import ConsentSettings
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
@@ -265,5 +266,6 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
 def main() -> None:
     """Entry point of ``carechain serve consent``."""
     settings = ConsentSettings()
+    configure_logging("consent", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("consent", settings, register, closers)

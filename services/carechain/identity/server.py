@@ -38,6 +38,7 @@ from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import IdentitySettings
 from carechain.runtime.keyring import KeyManager, LocalKeyring
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import Peers
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
@@ -402,5 +403,6 @@ def _stores(settings: IdentitySettings, vault: hvac.Client | None) -> tuple[Iden
 def main() -> None:
     """Run the identity service configured from CARECHAIN_* environment variables."""
     settings = IdentitySettings()
+    configure_logging("identity", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("identity", settings, register, closers)

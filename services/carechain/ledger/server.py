@@ -41,6 +41,7 @@ from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import LedgerSettings
 from carechain.runtime.etcd import EtcdClient
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import limited_stream
@@ -356,5 +357,6 @@ def build_orderer(settings: LedgerSettings) -> Orderer | None:
 def main() -> None:
     """Run the ledger service from CARECHAIN_* environment variables."""
     settings = LedgerSettings()
+    configure_logging("ledger", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("ledger", settings, register, closers)

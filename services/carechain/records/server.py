@@ -20,6 +20,7 @@ from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.runtime.access import ANY, AccessTable, Allow, caller
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import RecordsSettings
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import service_peers
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
@@ -176,5 +177,6 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
 def main() -> None:
     """Run the records service from CARECHAIN_* environment variables."""
     settings = RecordsSettings()
+    configure_logging("records", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, on_stop = build(settings)
     run_service("records", settings, register, on_stop)

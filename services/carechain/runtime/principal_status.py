@@ -41,7 +41,7 @@ from typing import Any
 import grpc
 
 from carechain.core.crypto import Signer
-from carechain.core.errors import CareChainError, IntegrityError
+from carechain.core.errors import CareChainError, IntegrityError, Unavailable
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.signed_file import SignedFile
 
@@ -127,6 +127,8 @@ class PrincipalStatus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+        # A snapshot waiting for the ledger to be reachable, so it can be checked (then resumed from).
+        self._resume_pending = False
 
     @classmethod
     def following(cls, ledger: Callable[[], object], poll_seconds: float = DEFAULT_POLL_SECONDS,
@@ -240,7 +242,14 @@ class PrincipalStatus:
             return self._cursor
         try:
             height, log_size = int(data["height"]), int(data["log_size"])
-            block = self._get_block(height)
+            try:
+                block = self._get_block(height)
+            except (grpc.RpcError, Unavailable) as exc:
+                if _transient(exc):  # the ledger is not up yet: check the snapshot once it is
+                    self._resume_pending = True
+                    return self._cursor
+                raise
+            self._resume_pending = False
             header = ledger_pb2.BlockHeader.FromString(block.header)
             if _header_hash(block.header) != bytes.fromhex(data["header_hash"]) or header.log_size != log_size:
                 log.warning("principal status snapshot is not of this ledger's chain; reading the log from the start")
@@ -248,6 +257,7 @@ class PrincipalStatus:
             deactivated = {str(p) for p in data["deactivated"]}
             keys = {str(p): base64.b64decode(k, validate=True) for p, k in data["keys"].items()}
         except (grpc.RpcError, CareChainError, ValueError, KeyError, TypeError) as exc:
+            self._resume_pending = False
             log.warning("principal status snapshot not used; reading the log from the start",
                         extra={"problem": type(exc).__name__})
             return self._cursor
@@ -295,6 +305,11 @@ class PrincipalStatus:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._resume_pending and not self._cursor:
+                self.resume()
+                if self._resume_pending:  # still unreachable: do not read from index 0 meanwhile
+                    self._stop.wait(self._poll)
+                    continue
             try:
                 self.sync()  # catch up by pages (also after a broken stream), then follow by push
                 self._save_if_due()
@@ -358,6 +373,13 @@ class PrincipalStatus:
                 self.save_snapshot()  # the next start resumes here
             except (OSError, CareChainError):
                 log.warning("principal status snapshot not saved at close")
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a failed call says the ledger is not reachable (yet), rather than refusing the request."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, Unavailable)
 
 
 def _header_hash(header: bytes) -> bytes:

@@ -253,3 +253,46 @@ def test_a_snapshot_beyond_the_ledger_head_is_ignored(tmp_path) -> None:
         assert status.resume() == 0
     finally:
         ledger.close()
+
+
+def test_a_snapshot_is_checked_once_the_ledger_is_reachable_instead_of_reading_from_index_0(tmp_path) -> None:
+    from ledger_fixtures import TIMEOUT, open_ledger
+
+    net = Net()
+    ledger = open_ledger(tmp_path, net)
+    try:
+        for onboard in onboarding(net)[0]:
+            ledger.submit(onboard, TIMEOUT)
+        snapshots = StatusSnapshots.in_data_dir(tmp_path / "data", Ed25519Signer.generate("svc-audit"))
+        read_from: list[int] = []
+
+        def own_log(request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+            read_from.append(request.from_log_index)
+            return ledger_pb2.ListTransactionsResponse(
+                transactions=ledger.list_transactions(request.from_log_index, request.limit),
+                log_size=ledger.log_size())
+
+        first = PrincipalStatus(own_log, snapshots=snapshots, get_block=ledger.block)
+        first.sync()
+        assert first.save_snapshot()
+        read_from.clear()
+        down = [True]
+
+        def get_block(height: int) -> ledger_pb2.Block:
+            if down[0]:
+                raise Unavailable("ledger", "connection refused")
+            return ledger.block(height)
+
+        later = PrincipalStatus(own_log, poll_seconds=0.01, snapshots=snapshots, get_block=get_block).start()
+        try:
+            time.sleep(0.1)
+            assert later.cursor == 0 and read_from == []  # waiting for the ledger, not replaying meanwhile
+            down[0] = False
+            deadline = time.monotonic() + 10
+            while not read_from and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert read_from and min(read_from) == 3  # resumed at the snapshot, then read what is new
+        finally:
+            later.close()
+    finally:
+        ledger.close()
