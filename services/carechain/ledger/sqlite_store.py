@@ -302,6 +302,15 @@ class LedgerStore:
                     "SELECT hash FROM log_nodes WHERE level = ? AND position = ?", (level, position)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def log_nodes(self) -> dict[tuple[int, int], bytes]:
+        """Every stored subtree root (level >= 1) by (level, position); empty for a store from before them."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT level, position, hash FROM log_nodes").fetchall()
+            except sqlite3.OperationalError:  # a read-only store written before the table existed
+                return {}
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
     def _log_node(self, level: int, position: int) -> bytes:
         """A stored subtree root, computed from its children when missing (a store not yet rebuilt)."""
         stored = self.log_node(level, position)

@@ -177,3 +177,24 @@ def test_a_restarted_ledger_reads_no_history_and_its_proofs_verify(tmp_path, net
                                     head.log_root)
     finally:
         reopened.close()
+
+
+def test_ledger_verify_names_a_damaged_stored_log_tree_node(tmp_path, net: Net):
+    from carechain.ledger.copy_check import verify_chain
+
+    ledger = open_ledger(tmp_path, net)
+    for t in onboarding(net)[0]:
+        ledger.submit(t, TIMEOUT)
+    ledger.close()
+    store = LedgerStore.open_read_only(tmp_path / "ledger")
+    try:
+        assert verify_chain(store, net.trust).ok
+    finally:
+        store.close()
+    _tamper(tmp_path / "ledger", "UPDATE log_nodes SET hash = zeroblob(32) WHERE level = 1 AND position = 0")
+    store = LedgerStore.open_read_only(tmp_path / "ledger")
+    try:
+        result = verify_chain(store, net.trust)
+        assert not result.ok and "log tree node (level 1, position 0)" in result.problem
+    finally:
+        store.close()
