@@ -88,7 +88,10 @@ def start(make: Callable[[pathlib.Path], LocalNetwork], directory: pathlib.Path,
 def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoServer,
              results: dict[str, Result]) -> None:
     """Every figure of the embedded network (carechain up)."""
-    network = start(LocalNetwork, root / "embedded", 120)
+    caps = records.tail_stream_settings(args.tails)
+    print("\n[embedded] bench-only setting for the audit tails figure: "
+          + ", ".join(f"{name}={value}" for name, value in caps.items()) + " (one operator opens every tail)")
+    network = start(lambda directory: LocalNetwork(directory, extra_env=caps), root / "embedded", 120)
     workload = records.Workload(network)
     try:
         workload.start()
