@@ -14,7 +14,7 @@ import statistics
 import time
 
 from bench.figures import Result
-from bench.harness import load_average
+from bench.harness import cpu_seconds, load_average
 from bench.ledger import grow_history, new_submitter
 from bench.records import Workload
 from carechain.audit.v1 import audit_pb2
@@ -32,12 +32,17 @@ def ledger_transactions(workload: Workload) -> int:
     return int(checkpoint.tree_size)
 
 
-def restart_seconds(network: LocalNetwork, name: str) -> float:
-    """Stop one service process and start it again; seconds from start to healthy."""
+def restart_seconds(network: LocalNetwork, name: str) -> tuple[float, float]:
+    """Stop one service process and start it again; (seconds from start to healthy, CPU seconds it took).
+
+    The CPU of the new process up to healthy (from /proc) moves far less with the machine's load than the wall
+    time, which on a shared machine is mostly waiting for a core.
+    """
     network.stop_service(name)
     started = time.perf_counter()
     network.start_service(name, timeout=1800)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    return elapsed, cpu_seconds(network.processes[name].pid)
 
 
 def history_page_ms(workload: Workload, calls: int = 10) -> float:
@@ -78,10 +83,11 @@ def scale_figures(network: LocalNetwork, workload: Workload, levels: list[int], 
                 print(f"  grew the ledger by {level - now:,} transactions at {rate:.0f} tx/s")
             size = ledger_transactions(workload)
             restarts = {name: restart_seconds(network, name) for name in RESTARTED}
-            ledger_s = restarts["ledger"]
+            ledger_s = restarts["ledger"][0]
             page_ms = history_page_ms(workload)
             verify_s = verify_seconds(workload)
-            print(f"  at {size:,} transactions: restart " + ", ".join(f"{n} {s:.2f} s" for n, s in restarts.items())
+            print(f"  at {size:,} transactions: restart (wall, CPU) "
+                  + ", ".join(f"{n} {wall:.2f} s, {cpu:.2f} s" for n, (wall, cpu) in restarts.items())
                   + f"; GetAccessHistory page {page_ms:.1f} ms; VerifyChain {verify_s:.2f} s; "
                   f"load {load_average():.1f}")
             for key, result, value, unit in (("restart_scale", restart, ledger_s, "s"),
