@@ -43,8 +43,9 @@ from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import IdentitySettings
 from carechain.runtime.delegates import IsDelegate, consent_delegates
 from carechain.runtime.keyring import KeyManager, LocalKeyring
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import Peers
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 
 if TYPE_CHECKING:
@@ -407,7 +408,9 @@ def build(
     closers.append(peers.close)
     registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
-    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    # Resumes from its signed snapshot: a restart reads only the lifecycle transactions since.
+    principal_status = PrincipalStatus.following(
+        lambda: peers.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer)).start()
     closers.append(principal_status.close)
     servicer = IdentityServicer(
         signer=signer,
@@ -455,5 +458,6 @@ def _stores(settings: IdentitySettings, vault: hvac.Client | None) -> tuple[Iden
 def main() -> None:
     """Run the identity service configured from CARECHAIN_* environment variables."""
     settings = IdentitySettings()
+    configure_logging("identity", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("identity", settings, register, closers)

@@ -224,6 +224,11 @@ class Ledger:
         """RFC 9162 consistency proof between two tree sizes (second 0 = current)."""
         return self._view.consistency_proof(first_size, second_size)
 
+    @property
+    def replayed_leaves(self) -> int:
+        """Log leaves read at open to rebuild the stored Merkle subtrees (0: the stored ones matched the head)."""
+        return self._view.replayed_leaves
+
     def verify(self) -> ChainVerification:
         """Re-verify this validator's whole stored chain (:func:`carechain.ledger.copy_check.verify_chain`)."""
         return verify_chain(self.store, self.trust, self.validators)

@@ -41,7 +41,8 @@ from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import LedgerSettings
 from carechain.runtime.etcd import EtcdClient
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.logs import configure_logging
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import limited_stream
 from carechain.runtime.vault import validator_signer
@@ -354,8 +355,10 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
             log_size=ledger.log_size(),
         )
 
-    # The ledger follows its own committed log (no network hop) for deactivated principals' tokens.
-    principal_status = PrincipalStatus(own_log).start()
+    # The ledger follows its own committed log (no network hop) for deactivated principals' tokens,
+    # resuming from its signed snapshot (checked against its own blocks) rather than re-reading the log.
+    principal_status = PrincipalStatus(own_log, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer),
+                                       get_block=ledger.block).start()
     servicer = LedgerServicer(
         ledger, Authenticator(trust, audience("ledger"), principal_status), settings.rpc_timeout_seconds
     )
@@ -380,5 +383,6 @@ def build_orderer(settings: LedgerSettings) -> Orderer | None:
 def main() -> None:
     """Run the ledger service from CARECHAIN_* environment variables."""
     settings = LedgerSettings()
+    configure_logging("ledger", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("ledger", settings, register, closers)

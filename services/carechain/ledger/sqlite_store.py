@@ -18,6 +18,11 @@
   the stored Block encoding never changes after commit.
 - ``evidence``: validator misbehaviour observed (encoded ``Evidence``), one
   row per (height, validator, header signed).
+- ``log_nodes``: the root of every complete, aligned perfect subtree of the
+  log's RFC 9162 tree above the leaves (level >= 1), written with the block
+  that completes it, so reopening the chain and serving proofs read O(log n)
+  nodes instead of rehashing every leaf (:class:`carechain.ledger.queries.ChainView`
+  checks them against the head's signed log root at open).
 
 :meth:`LedgerStore.state_rows` dumps every contract-state table (every table
 that is not one of the chain tables above) in a canonical order, so two
@@ -37,6 +42,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from carechain.core import merkle
 from carechain.ledger.state import (
     ConsentState,
     Delegation,
@@ -129,6 +135,12 @@ CREATE TABLE IF NOT EXISTS evidence (
     evidence BLOB NOT NULL,
     UNIQUE (height, validator_id, header_hash)
 );
+CREATE TABLE IF NOT EXISTS log_nodes (
+    level INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_anchors (
     batch_number INTEGER PRIMARY KEY,
     first_sequence INTEGER NOT NULL,
@@ -148,7 +160,8 @@ CREATE INDEX IF NOT EXISTS patient_links_by_network ON patient_links (network_pa
 
 
 #: Tables that hold the chain and bookkeeping rather than contract state.
-CHAIN_TABLES = frozenset({"meta", "blocks", "log_entries", "certificates", "evidence", "sqlite_sequence"})
+CHAIN_TABLES = frozenset({"meta", "blocks", "log_entries", "log_nodes", "certificates", "evidence",
+                          "sqlite_sequence"})
 
 
 @dataclass(frozen=True)
@@ -287,6 +300,58 @@ class LedgerStore(LinkResolution):
             rows = self._db.execute("SELECT leaf_hash FROM log_entries ORDER BY log_index").fetchall()
         return [bytes(r[0]) for r in rows]
 
+    def log_node(self, level: int, position: int) -> bytes | None:
+        """Root of the perfect subtree of 2**level leaves at leaf position * 2**level (level 0: a leaf hash).
+
+        None when it is not stored (beyond the log, or a store from before ``log_nodes``).
+        """
+        with self._lock:
+            if level == 0:
+                row = self._db.execute("SELECT leaf_hash FROM log_entries WHERE log_index = ?", (position,)).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT hash FROM log_nodes WHERE level = ? AND position = ?", (level, position)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def log_nodes(self) -> dict[tuple[int, int], bytes]:
+        """Every stored subtree root (level >= 1) by (level, position); empty for a store from before them."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT level, position, hash FROM log_nodes").fetchall()
+            except sqlite3.OperationalError:  # a read-only store written before the table existed
+                return {}
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+    def _log_node(self, level: int, position: int) -> bytes:
+        """A stored subtree root, computed from its children when missing (a store not yet rebuilt)."""
+        stored = self.log_node(level, position)
+        if stored is not None:
+            return stored
+        if level == 0:
+            raise LookupError(f"log entry {position} is missing")
+        return merkle.node_hash(self._log_node(level - 1, 2 * position), self._log_node(level - 1, 2 * position + 1))
+
+    def _put_log_nodes(self, nodes: dict[tuple[int, int], bytes]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO log_nodes (level, position, hash) VALUES (?, ?, ?)",
+                             [(level, position, digest) for (level, position), digest in nodes.items()])
+
+    def rebuild_log_nodes(self) -> int:
+        """Recompute ``log_nodes`` from every stored leaf hash (replacing what is there); the leaves read."""
+        if self.read_only:
+            raise PermissionError("the ledger store is open read-only")
+        leaves = self.leaf_hashes()
+        nodes = merkle.completed_subtrees(0, leaves, self._log_node)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM log_nodes")
+                self._put_log_nodes(nodes)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(leaves)
+
     def log_entries(self, from_index: int, limit: int) -> list[LogEntry]:
         """Up to limit log entries from from_index, in log order."""
         with self._lock:
@@ -325,6 +390,9 @@ class LedgerStore(LinkResolution):
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(e.log_index, e.height, e.tx_index, e.tx, e.leaf_hash, int(e.valid), e.reason) for e in entries],
                 )
+                if entries:
+                    self._put_log_nodes(merkle.completed_subtrees(
+                        entries[0].log_index, [e.leaf_hash for e in entries], self._log_node))
                 self._apply(state)
                 for key, value in (meta or {}).items():
                     self._set_meta(key, value)

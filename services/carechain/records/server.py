@@ -25,8 +25,9 @@ from carechain.runtime.access import ANY, AccessTable, Allow, Scope, caller
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import RecordsSettings
 from carechain.runtime.delegates import consent_delegates
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import service_peers
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import current_limiter, limited_stream
 from carechain.runtime.vault import service_signer
@@ -226,7 +227,9 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    # Resumes from its signed snapshot: a restart reads only the lifecycle transactions since.
+    principal_status = PrincipalStatus.following(
+        lambda: peers.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer)).start()
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
                              commit_deadline_seconds=settings.reconcile_grace_seconds / 2,
                              principal_status=principal_status)
@@ -251,5 +254,6 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
 def main() -> None:
     """Run the records service from CARECHAIN_* environment variables."""
     settings = RecordsSettings()
+    configure_logging("records", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, on_stop = build(settings)
     run_service("records", settings, register, on_stop)
