@@ -174,7 +174,7 @@ class Decisions:
         def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
             metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
-                                        patient_id=record.patient_id)
+                                        patient_id=record.patient_id, record_version=record.version)
 
         if record.erased:
             return deny("denied: record erased")
@@ -224,6 +224,7 @@ class Decisions:
             decision_id=issued.decision_id,
             break_glass=decision.break_glass,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
+            record_version=record.version,
         )
 
     def _access_request(

@@ -133,14 +133,32 @@ class ChainView:
             for e in self.store.log_entries(from_log_index, limit)
         ]
 
-    def record_entry(self, record_id: str) -> ledger_pb2.RecordEntry:
-        """A record's registration and tombstone; NotFound for unknown ids."""
+    def record_entry(self, record_id: str, version: int = 0) -> ledger_pb2.RecordEntry:
+        """A record's registration (its latest version, or version) and tombstone; NotFound for unknown ids.
+
+        block_time_ms is when that version was written (its block's timestamp: ordering time).
+        """
         record = self.store.record(record_id) if record_id else None
         if record is None:
             raise NotFound("no such record on the ledger")
-        return ledger_pb2.RecordEntry(
-            record=ledger_pb2.RegisterRecord.FromString(record.entry), log_index=record.log_index, erased=record.erased
-        )
+        latest = ledger_pb2.RegisterRecord.FromString(record.entry)
+        latest_version = max(latest.version, 1)
+        entry, log_index = latest, record.log_index
+        if version and version != latest_version:
+            earlier = self.store.earlier_record_version(record_id, version) if version < latest_version else None
+            if earlier is None:
+                raise NotFound("the record has no such version")
+            entry, log_index = ledger_pb2.RegisterRecord.FromString(earlier.entry), earlier.log_index
+        return ledger_pb2.RecordEntry(record=entry, log_index=log_index, erased=record.erased,
+                                      block_time_ms=self._block_time_ms(log_index), latest_version=latest_version)
+
+    def _block_time_ms(self, log_index: int) -> int:
+        """Timestamp of the block holding the log entry (0 if the store lacks it)."""
+        logged = self.store.log_entry(log_index)
+        stored = self.store.block(logged.height) if logged is not None else None
+        if stored is None:
+            return 0
+        return ledger_pb2.BlockHeader.FromString(stored.header).timestamp_ms
 
     def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:
         """RFC 9162 inclusion proof of a log entry in the tree of tree_size (0 = current)."""

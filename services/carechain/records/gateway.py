@@ -53,6 +53,7 @@ from carechain.consent.policy import DENIAL_MESSAGE, PART2_REDISCLOSURE_NOTICE, 
 from carechain.consent.rules import validate_break_glass_request
 from carechain.consent.v1 import consent_pb2
 from carechain.core.crypto import Signer, open_sealed, same, seal, sha256_hex
+from carechain.core.decision_claims import data_key_id
 from carechain.core.errors import (
     CareChainError,
     DataLoss,
@@ -70,7 +71,9 @@ from carechain.labels.sensitivity import categorize, clinical_codes
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
+from carechain.records import provenance
 from carechain.records.deciding import BoundedCache, ConsentDecider
+from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller, Kind
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.storage.blob_client import BlobClient
@@ -88,11 +91,23 @@ ENTRY_CACHE_ENTRIES = 20_000  # ~1 KiB each (registration + opened metadata): ~2
 
 
 @dataclass(frozen=True)
-class _VerifiedEntry:
+class VerifiedEntry:
     """A record's ledger registration whose sealed metadata opened (so it was written by this service)."""
 
     record: ledger_pb2.RegisterRecord
     metadata: ledger_pb2.RecordMetadata
+    log_index: int = 0
+    block_time_ms: int = 0  # when this version was written (its block's timestamp)
+    erased: bool = False  # as of when it was fetched (only a fresh entry says whether it is erased now)
+
+    @property
+    def version(self) -> int:
+        """This registration's version (1 for records written before versions)."""
+        return max(self.record.version, 1)
+
+    def record_version(self) -> records_pb2.RecordVersion:
+        """Who wrote this version and when (records.provenance)."""
+        return provenance.record_version(self.record, self.metadata, self.log_index, self.block_time_ms)
 
 
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
@@ -132,6 +147,9 @@ class ReadRecord:
     handling_labels: tuple[str, ...] = ()  # "<system>|<code>" the recipient must keep on the record (Part 2)
     labelled_resource_json: bytes = b""  # the resource with handling_labels in meta.security (Part 2 only)
     attachment: Any = None  # a large record's data, still to be streamed (GetRecordStream; records.large_records)
+    record_version: records_pb2.RecordVersion | None = None  # the version read: who wrote it and when
+    versioned_resource_json: bytes = b""  # the resource with meta.versionId / meta.lastUpdated (records.provenance)
+    provenance_json: bytes = b""  # a FHIR Provenance of the version, when asked for
 
 
 # A large record's content step (records.large_records): (data key, record id, patient id, version) ->
@@ -183,7 +201,7 @@ class RecordsGateway:
         self._peers = peers
         self._principal_status = principal_status
         self._patients: BoundedCache[str, identity_pb2.Principal] = BoundedCache(PATIENT_CACHE_ENTRIES)
-        self._entries: BoundedCache[str, _VerifiedEntry] = BoundedCache(ENTRY_CACHE_ENTRIES)
+        self._entries: BoundedCache[str, VerifiedEntry] = BoundedCache(ENTRY_CACHE_ENTRIES)
         self._decider = ConsentDecider(lambda: peers.consent)
         self._sealer = sealer
         self._max_record_bytes = max_record_bytes
@@ -196,14 +214,21 @@ class RecordsGateway:
         self._data_keys = DataKeyClient(lambda: peers.identity)
         self._blobs = BlobClient(lambda: peers.storage)
 
+    @property
+    def audit(self) -> AuditReporter:
+        """Where the gateway's audit events go (records.versions audits history listings through it)."""
+        return self._audit
+
     # --- write -----------------------------------------------------------
 
     def put_record(self, caller: Caller, patient_id: str, resource_json: bytes,
-                   content: ContentWriter | None = None) -> StoredRecord:
+                   content: ContentWriter | None = None, *, amends: VerifiedEntry | None = None) -> StoredRecord:
         """Validate, encrypt, store, register and audit one FHIR resource.
 
         content: a large record's (records.large_records) own encryption and upload of its data, in
         place of sealing resource_json (then the envelope, validated and labelled as any resource).
+        amends: the latest version of the record this write is the next version of (records.versions,
+        which checked who may amend it); its resource type must stay, its categories are kept (union).
         """
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
@@ -215,8 +240,15 @@ class RecordsGateway:
         with _tracer.start_as_current_span("records.validate"):
             resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
         with _tracer.start_as_current_span("records.label"):
-            categories = categorize(resource.content)
-        record_id = str(uuid.uuid4())
+            version_categories = categorize(resource.content)
+        categories, record_id, version = version_categories, str(uuid.uuid4()), RECORD_VERSION
+        if amends is not None:
+            if resource.resource_type != amends.metadata.resource_type:
+                raise InvalidArgument("resource_json", f"a new version keeps the resource type "
+                                                       f"{amends.metadata.resource_type}")
+            # Labels across versions: what any version had protects every version.
+            categories = sorted({*amends.metadata.categories, *version_categories})
+            record_id, version = amends.record.record_id, amends.version + 1
 
         audit_fields = {
             "actor_id": caller.principal_id,
@@ -232,7 +264,8 @@ class RecordsGateway:
         started = time.monotonic()
         try:
             stored = self._store_and_commit(caller, patient_id, organization_id, record_id, resource, categories,
-                                            resource_json, started, content)
+                                            resource_json, started, content, version=version, amends=amends,
+                                            version_categories=version_categories)
         except Exception as exc:
             self._report_failed_write(audit_fields, exc)
             raise
@@ -247,17 +280,22 @@ class RecordsGateway:
 
     def _store_and_commit(self, caller: Caller, patient_id: str, organization_id: str, record_id: str,
                           resource: Any, categories: list[int], resource_json: bytes,
-                          started: float, content: ContentWriter | None = None) -> StoredRecord:
-        """Data key, ciphertext to storage, RegisterRecord on the ledger (the commit point)."""
-        data_key = self._data_keys.generate(patient_id, record_id)
+                          started: float, content: ContentWriter | None = None, *, version: int = RECORD_VERSION,
+                          amends: VerifiedEntry | None = None,
+                          version_categories: list[int] | None = None) -> StoredRecord:
+        """Data key, ciphertext to storage, RegisterRecord on the ledger (the commit point).
+
+        Each version has its own data key (identity keeps it under data_key_id(record_id, version)).
+        """
+        data_key = self._data_keys.generate(patient_id, data_key_id(record_id, version))
         segment_bytes = 0
         if content is not None:  # a large record: segments sealed and streamed to storage as they arrive
             content_sha256, content_size, segment_bytes = content(data_key.plaintext_key, record_id, patient_id,
-                                                                  RECORD_VERSION)
+                                                                  version)
         else:
             with _tracer.start_as_current_span("records.encrypt"):
                 ciphertext = seal(
-                    data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, RECORD_VERSION)
+                    data_key.plaintext_key, resource_json, record_associated_data(record_id, patient_id, version)
                 )
             content_sha256, content_size = sha256_hex(ciphertext), len(ciphertext)
             blob = self._blobs.put(ciphertext, content_sha256)
@@ -272,9 +310,12 @@ class RecordsGateway:
             content_size=content_size,
             key_name=data_key.key_ref.key_name,
             key_version=data_key.key_ref.key_version,
-            version=RECORD_VERSION,
+            version=version,
             segment_bytes=segment_bytes,
         )
+        if amends is not None:  # linked to the version it amends (the contract checks it is the latest)
+            registration.previous_log_index = amends.log_index
+            registration.previous_content_sha256 = amends.record.content_sha256
         # Ledger privacy: what consent needs about the content goes on the ledger only sealed.
         metadata = ledger_pb2.RecordMetadata(
             resource_type=resource.resource_type,
@@ -284,6 +325,7 @@ class RecordsGateway:
             author_id=caller.principal_id,
             # The codes of the primary code element, for consent provisions by code (sealed like the rest).
             codes=clinical_codes(resource.content),
+            version_categories=version_categories if version_categories is not None else categories,
         )
         with _tracer.start_as_current_span("records.seal_metadata"):
             registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))
@@ -293,7 +335,7 @@ class RecordsGateway:
             raise Unavailable("records", "the write took too long and was abandoned; retry it")
         with _tracer.start_as_current_span("records.commit_wait"):
             committed = self._ledger.submit(tx)
-        return StoredRecord(record_id, RECORD_VERSION, categories, content_sha256, committed.log_index)
+        return StoredRecord(record_id, version, categories, content_sha256, committed.log_index)
 
     def _report_failed_write(self, audit_fields: dict[str, Any], exc: Exception) -> None:
         """Best effort: record that an attempted write did not reach the ledger (the reconciler removes its parts)."""
@@ -334,54 +376,45 @@ class RecordsGateway:
         break_glass: bool = False,
         break_glass_reason: str = "",
         content: ContentReader | None = None,
+        *,
+        version: int = 0,
+        provenance_json: bool = False,
     ) -> ReadRecord:
         """Return a record's exact bytes if consent (or an explicit break-glass) permits action; audit either way.
 
         content: how a large record (RegisterRecord.segment_bytes > 0) is opened (records.large_records,
         GetRecordStream); without it such a record is FAILED_PRECONDITION.
+        version: which version (0 = the latest). Consent decides on the record (the union of every version's
+        categories, which are also the labels returned for any version); the version's number is looked up
+        only once the read is permitted (no metadata for a caller consent does not permit).
+        provenance_json: also return the version's FHIR Provenance.
         """
-        if not record_id:
-            raise InvalidArgument("record_id", "is required")
-        if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
-            raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        self.require_read_ids(record_id, purpose)
         action = action or common_pb2.CONSENT_ACTION_ACCESS
         if action not in READ_ACTIONS:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
         audit_action = READ_ACTIONS[action]
         validate_break_glass_request(break_glass, break_glass_reason)
-        verified = self._verified_entry(record_id)
-        record, metadata = verified.record, verified.metadata
-        if record.segment_bytes and content is None:
+        latest = self.verified_entry(record_id)
+        if not version and latest.record.segment_bytes and content is None:
             raise FailedPrecondition("record_id: a large record is read with GetRecordStream")
-        audit_fields = {
-            "actor_id": caller.principal_id,
-            "organization_id": organization_of(caller),
-            "patient_id": record.patient_id,
-            "record_id": record_id,
-            "purpose": purpose,
-            "resource_type": metadata.resource_type,
-            "categories": list(metadata.categories),
-        }
-        try:
-            decision = self._decider.decide(
-                consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
-                                          action=action,  # type: ignore[arg-type]
-                                          break_glass=break_glass, break_glass_reason=break_glass_reason)
-            )
-        except Exception as exc:
-            self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
-            raise
-        # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
+        decision, latest, audit_fields = self.decide_read(caller, latest, purpose, action, break_glass,
+                                                          break_glass_reason)
+        metadata = latest.metadata
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
-        if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
-            # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
-            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=asked + decision.reason,
-                               **audit_fields)
-            # The reason (and the record's categories) go to the audit trail only: never to the caller.
-            raise PermissionDenied(DENIAL_MESSAGE)
 
         try:
-            key = self._data_keys.release(record_id, decision.decision_token)
+            target = latest if version in (0, latest.version) else self.verified_entry(record_id, version)
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "version not found", exc)
+            raise
+        record = target.record
+        if record.segment_bytes and content is None:
+            exc = FailedPrecondition("record_id: a large record is read with GetRecordStream")
+            self._report_failed_read(audit_action, audit_fields, "large record version", exc)
+            raise exc
+        try:
+            key = self._data_keys.release(data_key_id(record_id, target.version), decision.decision_token)
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "data key release refused", exc)
             if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # type: ignore[attr-defined]
@@ -400,24 +433,91 @@ class RecordsGateway:
         # A break-glass read raises an alert: the audit service notifies the patient and queues a review.
         self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_SUCCESS, reason=asked + decision.reason,
                            alert=decision.break_glass, **audit_fields)
+        written = target.record_version()
         read = ReadRecord(record_id, plaintext, list(metadata.categories), record.patient_id, metadata.resource_type,
                           decision.decision_id, decision.break_glass, decision.break_glass_expires_at_ms,
-                          attachment=attachment)
+                          attachment=attachment, record_version=written,
+                          versioned_resource_json=provenance.with_version_meta(plaintext, written),
+                          provenance_json=(provenance.provenance_resource(written, metadata.resource_type)
+                                           if provenance_json else b""))
         if not is_part2(metadata.categories):
             return read
         return replace(read, redisclosure_notice=PART2_REDISCLOSURE_NOTICE, handling_labels=PART2_SECURITY_LABELS,
-                       labelled_resource_json=with_security_labels(plaintext, [
+                       labelled_resource_json=with_security_labels(read.versioned_resource_json, [
                            *security_labels(metadata.categories, with_confidentiality=True),
                            *handling_label_codings(PART2_SECURITY_LABELS)]))
 
-    def _verified_entry(self, record_id: str) -> _VerifiedEntry:
-        """The record's ledger registration with its opened metadata: checked once, then kept (it never changes)."""
-        cached = self._entries.get(record_id)
+    @staticmethod
+    def require_read_ids(record_id: str, purpose: int) -> None:
+        """A read names a record and a purpose of use (INVALID_ARGUMENT naming the field)."""
+        if not record_id:
+            raise InvalidArgument("record_id", "is required")
+        if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
+            raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+
+    def decide_read(self, caller: Caller, latest: VerifiedEntry, purpose: int,
+                    action: int = common_pb2.CONSENT_ACTION_ACCESS, break_glass: bool = False,
+                    break_glass_reason: str = "") -> tuple[consent_pb2.Decision, VerifiedEntry, dict[str, Any]]:
+        """Consent's permit to read a record: (decision, the latest version it covers, the read's audit fields).
+
+        A denial is audited and raised as PERMISSION_DENIED without its reason; a failure to decide is
+        audited as a failed read and propagates. When consent knows a newer version than latest, that
+        version is fetched (labels and audit are the record's as consent decided on them).
+        """
+        record_id = latest.record.record_id
+        audit_action = READ_ACTIONS[action]
+        audit_fields = self._read_audit_fields(caller, latest, purpose)
+        try:
+            decision = self._decider.decide(
+                consent_pb2.DecideRequest(actor_id=caller.principal_id, record_id=record_id, purpose=purpose,
+                                          action=action,  # type: ignore[arg-type]
+                                          break_glass=break_glass, break_glass_reason=break_glass_reason)
+            )
+        except Exception as exc:
+            self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
+            raise
+        if decision.record_version > latest.version:
+            # Amended since it was kept: the version consent decided on is the latest (labels, audit).
+            latest = self.verified_entry(record_id, decision.record_version)
+            audit_fields = self._read_audit_fields(caller, latest, purpose)
+        # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
+        asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
+        if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
+            # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
+            self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=asked + decision.reason,
+                               **audit_fields)
+            # The reason (and the record's categories) go to the audit trail only: never to the caller.
+            raise PermissionDenied(DENIAL_MESSAGE)
+        return decision, latest, audit_fields
+
+    def _read_audit_fields(self, caller: Caller, latest: VerifiedEntry, purpose: int) -> dict[str, Any]:
+        """What a read's audit events say: who, whose record, why, and the record's (all versions') labels."""
+        return {
+            "actor_id": caller.principal_id,
+            "organization_id": organization_of(caller),
+            "patient_id": latest.record.patient_id,
+            "record_id": latest.record.record_id,
+            "purpose": purpose,
+            "resource_type": latest.metadata.resource_type,
+            "categories": list(latest.metadata.categories),
+        }
+
+    def verified_entry(self, record_id: str, version: int = 0, fresh: bool = False) -> VerifiedEntry:
+        """A record version's ledger registration with its opened metadata (0: the latest known).
+
+        A version never changes, so each is checked once and kept; the latest known is kept too and
+        replaced when consent reports a newer version (get_record) or a fresh read is asked for (updates).
+        """
+        cached = None if fresh else self._entries.get(record_id if not version else f"{record_id}:{version}")
+        if cached is None and version and not fresh:
+            latest = self._entries.get(record_id)
+            cached = latest if latest is not None and latest.version == version else None
         if cached is not None:
             return cached
-        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
+        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id,
+                                                                                   version=version))
         record = entry.record
-        if record.record_id != record_id:
+        if record.record_id != record_id or (version and max(record.version, 1) != version):
             raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
         try:
             with _tracer.start_as_current_span("records.open_metadata"):
@@ -425,8 +525,12 @@ class RecordsGateway:
         except IntegrityError as exc:
             # Only the records service seals metadata: an entry that does not open was not written by it.
             raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
-        verified = _VerifiedEntry(record, metadata)
-        self._entries.put(record_id, verified)
+        verified = VerifiedEntry(record, metadata, entry.log_index, entry.block_time_ms, entry.erased)
+        self._entries.put(f"{record_id}:{verified.version}", verified)
+        latest_known = self._entries.get(record_id)
+        if entry.latest_version <= verified.version and (latest_known is None
+                                                         or latest_known.version <= verified.version):
+            self._entries.put(record_id, verified)
         return verified
 
     def close(self) -> None:
