@@ -10,6 +10,9 @@ refusal naming why.
 from __future__ import annotations
 
 import json
+import pathlib
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 
@@ -17,7 +20,7 @@ import grpc
 import pytest
 from helpers import Actor, new_hospital, new_patient, new_practitioner
 
-from carechain.client.sdk import permit
+from carechain.client.sdk import name_key_file, permit
 from carechain.common.v1 import common_pb2 as c
 
 HYPERTENSION, DEPRESSION = "38341003", "370143000"
@@ -143,3 +146,44 @@ def test_a_version_adding_a_psychiatric_code_protects_every_version(story) -> No
         story.reader_c.client.record_history(written.record_id)
     assert no_history.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert no_history.value.details() == denied.value.details()
+
+
+def carechain(network, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "carechain", *args, "--data-dir", str(network.layout.root)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == expect, f"carechain {' '.join(args)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def key_file(actor: Actor, path: pathlib.Path) -> str:
+    actor.signer.save(path)
+    name_key_file(path, actor.principal_id)
+    return str(path)
+
+
+def test_the_cli_updates_lists_and_reads_a_version_with_provenance(network, story, tmp_path) -> None:
+    hospital, reader = key_file(story.hospital_a, tmp_path / "a.key"), key_file(story.reader_c, tmp_path / "c.key")
+    first, second = tmp_path / "v1.json", tmp_path / "v2.json"
+    first.write_text(json.dumps(condition(story.fhir_id, HYPERTENSION, "provisional", "cli v1")))
+    second.write_text(json.dumps(condition(story.fhir_id, HYPERTENSION, "confirmed", "cli v2")))
+    put = carechain(network, "records", "put", "--key-file", hospital, "--patient", story.patient.principal_id,
+                    str(first), "--json")
+    record_id = json.loads(put.stdout)["record_id"]
+    update = carechain(network, "records", "update", "--key-file", hospital, record_id, str(second),
+                       "--if-version", "1", "--json")
+    assert json.loads(update.stdout)["version"] == 2
+    stale = carechain(network, "records", "update", "--key-file", hospital, record_id, str(second),
+                      "--if-version", "1", expect=1)
+    assert stale.stderr.startswith("error: FAILED_PRECONDITION: if_version")
+
+    history = json.loads(carechain(network, "records", "history", "--key-file", reader, record_id, "--json").stdout)
+    assert [v["version"] for v in history["versions"]] == [1, 2]
+    assert {v["author_organization_id"] for v in history["versions"]} == {story.hospital_a.principal_id}
+    read = json.loads(carechain(network, "records", "get", "--key-file", reader, record_id, "--version", "1",
+                                "--provenance", "--json").stdout)
+    assert read["version"] == 1 and read["resource"] == json.loads(first.read_text())
+    assert read["provenance"]["activity"]["coding"][0]["code"] == "CREATE"
+    plain = carechain(network, "records", "get", "--key-file", reader, record_id, "--provenance")
+    assert json.loads(plain.stdout) == json.loads(second.read_text())  # stdout: the stored resource
+    assert json.loads(plain.stderr)["target"] == [{"reference": f"Condition/{record_id}/_history/2"}]
