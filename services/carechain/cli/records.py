@@ -42,6 +42,17 @@ def _labels(categories: Any) -> list[str]:
     return [enum_name(common_pb2.SensitivityCategory, c, "SENSITIVITY_CATEGORY_") for c in categories]
 
 
+def _stored_summary(stored: Any) -> dict[str, Any]:
+    """A committed write (PutRecordResponse) as --json prints it."""
+    return {"record_id": stored.record_id, "version": stored.version, "categories": _labels(stored.categories),
+            "content_sha256": stored.content_sha256, "ledger_log_index": stored.ledger_log_index}
+
+
+def _add_purpose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
+                        default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
+
+
 @report_errors
 def cmd_put(args: argparse.Namespace) -> int:
     """Store a FHIR resource for a patient."""
@@ -49,8 +60,7 @@ def cmd_put(args: argparse.Namespace) -> int:
     with client_of(args) as client:
         stored = client.put_record(args.patient, resource)
     if args.json:
-        print_json({"record_id": stored.record_id, "version": stored.version, "categories": _labels(stored.categories),
-                    "content_sha256": stored.content_sha256, "ledger_log_index": stored.ledger_log_index})
+        print_json(_stored_summary(stored))
         return 0
     print(f"stored record {stored.record_id} (version {stored.version}) for {args.patient}: "
           f"labels [{', '.join(_labels(stored.categories))}], ledger log index {stored.ledger_log_index}")
@@ -64,8 +74,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     with client_of(args) as client:
         stored = client.update_record(args.record_id, resource, if_version=args.if_version)
     if args.json:
-        print_json({"record_id": stored.record_id, "version": stored.version, "categories": _labels(stored.categories),
-                    "content_sha256": stored.content_sha256, "ledger_log_index": stored.ledger_log_index})
+        print_json(_stored_summary(stored))
         return 0
     print(f"stored version {stored.version} of record {stored.record_id}: "
           f"labels [{', '.join(_labels(stored.categories))}], ledger log index {stored.ledger_log_index}")
@@ -141,8 +150,7 @@ def add_records_commands(sub: Any) -> None:
     add_network_arguments(get)
     add_caller_arguments(get, "the reader")
     get.add_argument("record_id", metavar="RECORD_ID")
-    get.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
-                     default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
+    _add_purpose_argument(get)
     get.add_argument("--action", type=enum_choice(common_pb2.ConsentAction, "CONSENT_ACTION_"), default=0,
                      help="access (the default) or disclose (to a third party)")
     get.add_argument("--break-glass", default="", metavar="REASON",
@@ -168,8 +176,7 @@ def add_records_commands(sub: Any) -> None:
     add_network_arguments(history)
     add_caller_arguments(history, "the reader")
     history.add_argument("record_id", metavar="RECORD_ID")
-    history.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
-                         default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
+    _add_purpose_argument(history)
     add_output_arguments(history)
     history.set_defaults(func=cmd_history)
 
