@@ -20,6 +20,7 @@ import grpc
 import pytest
 from helpers import Actor, new_hospital, new_patient, new_practitioner
 
+from carechain.audit.v1 import audit_pb2
 from carechain.client.sdk import name_key_file, permit
 from carechain.common.v1 import common_pb2 as c
 
@@ -100,6 +101,12 @@ def test_an_amended_diagnosis_is_read_by_version_with_its_history_and_provenance
     with pytest.raises(grpc.RpcError) as missing:
         story.reader_c.client.get_record(written.record_id, version=3)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # The patient's history tells the two writes apart by version (the reconciler does too).
+    writes = [e.event for e in story.patient.client.access_history()
+              if e.event.record_id == written.record_id and e.event.action == audit_pb2.AUDIT_ACTION_WRITE
+              and e.event.outcome == audit_pb2.AUDIT_OUTCOME_SUCCESS]
+    assert sorted(e.record_version for e in writes) == [0, 2]
 
 
 def test_only_the_author_amends_and_a_stale_version_is_refused(story) -> None:

@@ -258,6 +258,8 @@ class RecordsGateway:
             "resource_type": resource.resource_type,
             "categories": categories,
         }
+        if version > RECORD_VERSION:  # an update: the reconciler tells its parts from the first version's
+            audit_fields["record_version"] = version
         # Audited before anything is created: every data key and blob a crash may leave behind
         # belongs to an attempt on the audit trail, which is how the reconciler finds it.
         self._audit.report(Action.AUDIT_ACTION_WRITE, Outcome.AUDIT_OUTCOME_ATTEMPTED, **audit_fields)

@@ -14,6 +14,10 @@ One pass of :class:`Reconciler`, for everything older than the grace period:
 - a write attempt whose record is on the ledger but has no WRITE/SUCCESS event
   gets one (the commit, derived from the ledger).
 
+A record version is the unit (UpdateRecord writes version 2, 3, ... of a record with their own data key
+and blob): write events carry the version (``AuditEvent.record_version``), so an amendment that crashed
+loses its own key, never the committed versions'.
+
 Safe while writes continue: candidates are listed before the ledger is read,
 and only things older than the grace period are candidates, while a write gives
 up unless it reaches the ledger within half of it. Idempotent: the events it
@@ -38,6 +42,7 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
+from carechain.core.decision_claims import data_key_id
 from carechain.core.errors import NotFound
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.transactions import decode_body, logged_transactions
@@ -55,7 +60,10 @@ _EVENT_NAMESPACE = uuid.UUID("5d0c8f7e-2b8e-4f6a-9a51-6c0f3e1d2a47")
 
 
 def reconciler_event_id(record_id: str, outcome: int) -> str:
-    """The event id of the closing event the reconciler adds for a record's write attempt."""
+    """The event id of the closing event the reconciler adds for a record's write attempt.
+
+    record_id names the record version (``data_key_id``: the record id itself for version 1).
+    """
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{record_id}|{outcome}"))
 
 
@@ -73,6 +81,7 @@ class _Ledger:
     """What the ledger says exists: record ids and the blobs they reference (valid RegisterRecords only)."""
 
     record_ids: set[str] = field(default_factory=set)
+    versions: set[str] = field(default_factory=set)  # data_key_id(record id, version) of every version
     blobs: set[str] = field(default_factory=set)
 
 
@@ -102,8 +111,8 @@ class Reconciler:
             if not dry_run:
                 report.stale_uploads = self._peers.storage.PruneIncoming(
                     storage_pb2.PruneIncomingRequest(created_before_ms=cutoff_ms)).removed
-            for record_id, attempt in attempts.items():
-                if record_id in ledger.record_ids:
+            for version_key, attempt in attempts.items():
+                if version_key in ledger.versions:
                     if not attempt.committed_event:
                         report.unconfirmed_commits += 1
                         if not dry_run:
@@ -123,7 +132,7 @@ class Reconciler:
     # --- reading ---------------------------------------------------------------------
 
     def _write_attempts(self, cutoff_ms: int) -> dict[str, _Attempt]:
-        """Write attempts older than cutoff_ms, by record id, with how each ended."""
+        """Write attempts older than cutoff_ms, by record version (its data key id), with how each ended."""
         attempts: dict[str, _Attempt] = {}
         ends: list[audit_pb2.AuditEvent] = []
         stream = self._peers.audit.StreamEvents(audit_pb2.StreamEventsRequest(service="records", replay_only=True))
@@ -133,16 +142,16 @@ class Reconciler:
                 continue
             if event.outcome == Outcome.AUDIT_OUTCOME_ATTEMPTED:
                 if event.time_ms < cutoff_ms:
-                    attempts[event.record_id] = _Attempt(event)
+                    attempts[_version_key(event)] = _Attempt(event)
             else:
                 ends.append(event)
         for event in ends:
-            attempt = attempts.get(event.record_id)
+            attempt = attempts.get(_version_key(event))
             if attempt is None:
                 continue
             if event.outcome == Outcome.AUDIT_OUTCOME_SUCCESS:
                 attempt.committed_event = True
-            elif event.event_id == reconciler_event_id(event.record_id, Outcome.AUDIT_OUTCOME_FAILED):
+            elif event.event_id == reconciler_event_id(_version_key(event), Outcome.AUDIT_OUTCOME_FAILED):
                 attempt.closed_by_reconciler = True
         return attempts
 
@@ -167,6 +176,7 @@ class Reconciler:
             body = decode_body(logged.transaction)
             if body.WhichOneof("payload") == "register_record":
                 ledger.record_ids.add(body.register_record.record_id)
+                ledger.versions.add(data_key_id(body.register_record.record_id, body.register_record.version))
                 ledger.blobs.add(body.register_record.content_sha256)
         return ledger
 
@@ -189,7 +199,7 @@ class Reconciler:
             return True
         try:
             self._peers.identity.DeleteDataKey(
-                identity_pb2.DeleteDataKeyRequest(record_id=attempt.record_id, patient_id=attempt.patient_id))
+                identity_pb2.DeleteDataKeyRequest(record_id=_version_key(attempt), patient_id=attempt.patient_id))
         except (grpc.RpcError, NotFound) as exc:
             if _status(exc) == grpc.StatusCode.NOT_FOUND:  # the write crashed before it got a key
                 return False
@@ -201,8 +211,14 @@ class Reconciler:
         self._audit.report(
             Action.AUDIT_ACTION_WRITE, outcome, actor_id=attempt.actor_id, organization_id=attempt.organization_id,
             patient_id=attempt.patient_id, record_id=attempt.record_id, resource_type=attempt.resource_type,
-            categories=attempt.categories, reason=reason, event_id=reconciler_event_id(attempt.record_id, outcome),
+            categories=attempt.categories, reason=reason, record_version=attempt.record_version,
+            event_id=reconciler_event_id(_version_key(attempt), outcome),
         )
+
+
+def _version_key(event: audit_pb2.AuditEvent) -> str:
+    """The record version a write event is about, as identity names its data key (the record id for version 1)."""
+    return data_key_id(event.record_id, event.record_version)
 
 
 def _status(exc: Exception) -> grpc.StatusCode | None:
