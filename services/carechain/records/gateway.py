@@ -405,10 +405,15 @@ class RecordsGateway:
         metadata = latest.metadata
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
 
+        # Consent decided on the versions it has folded (their labels' union): never serve a newer one.
+        covered = min(latest.version, decision.record_version or latest.version)
         try:
-            target = latest if version in (0, latest.version) else self.verified_entry(record_id, version)
+            if version > covered and version <= latest.version:
+                raise Unavailable("consent", "has not caught up with this version yet; retry")
+            wanted = version or covered
+            target = latest if wanted == latest.version else self.verified_entry(record_id, wanted)
         except Exception as exc:
-            self._report_failed_read(audit_action, audit_fields, "version not found", exc)
+            self._report_failed_read(audit_action, audit_fields, "version not readable", exc)
             raise
         record = target.record
         if record.segment_bytes and content is None:
@@ -528,11 +533,12 @@ class RecordsGateway:
             # Only the records service seals metadata: an entry that does not open was not written by it.
             raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
         verified = VerifiedEntry(record, metadata, entry.log_index, entry.block_time_ms, entry.erased)
-        self._entries.put(f"{record_id}:{verified.version}", verified)
         latest_known = self._entries.get(record_id)
         if entry.latest_version <= verified.version and (latest_known is None
                                                          or latest_known.version <= verified.version):
-            self._entries.put(record_id, verified)
+            self._entries.put(record_id, verified)  # the latest: kept once, under the record id
+        else:
+            self._entries.put(f"{record_id}:{verified.version}", verified)
         return verified
 
     def close(self) -> None:

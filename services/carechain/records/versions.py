@@ -98,7 +98,9 @@ class RecordVersions:
         first = _first_version(page_token)
         latest = self._gateway.verified_entry(record_id)
         decision, latest, audit_fields = self._gateway.decide_read(caller, latest, purpose)
-        last = min(latest.version, first + page_size - 1)
+        # Only the versions consent decided on (a newer one it has not folded yet is not listed).
+        newest = min(latest.version, decision.record_version or latest.version)
+        last = min(newest, first + page_size - 1)
         versions = [
             (latest if v == latest.version else self._gateway.verified_entry(record_id, v)).record_version()
             for v in range(first, last + 1)
@@ -107,7 +109,7 @@ class RecordVersions:
         self._gateway.audit.report(audit_pb2.AUDIT_ACTION_READ, audit_pb2.AUDIT_OUTCOME_SUCCESS,
                                    reason=f"version history: {decision.reason}", **audit_fields)
         return records_pb2.ListRecordVersionsResponse(
-            versions=versions, next_page_token=str(last + 1) if last < latest.version else "")
+            versions=versions, next_page_token=str(last + 1) if last < newest else "")
 
 
 def _first_version(page_token: str) -> int:

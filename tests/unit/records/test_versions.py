@@ -10,10 +10,13 @@ import grpc
 import pytest
 from consent_ledger_fake import CHAIN, SEALER
 
+from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2 as c
+from carechain.consent.v1 import consent_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.decision_claims import data_key_id, data_key_record_id
-from carechain.core.errors import FailedPrecondition, PermissionDenied
+from carechain.core.errors import FailedPrecondition, PermissionDenied, Unavailable
+from carechain.identity.v1 import identity_pb2
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records import provenance
 from carechain.records.gateway import RecordsGateway
@@ -112,3 +115,40 @@ def test_a_read_version_carries_its_meta_and_provenance() -> None:
     first = json.loads(provenance.provenance_resource(by_org, "Condition"))
     assert first["activity"]["coding"][0]["code"] == "CREATE"
     assert "onBehalfOf" not in first["agent"][0] and first["agent"][0]["who"]["type"] == "Organization"
+
+
+class ConsentBehind(Ledger):
+    """rec-1 is at version 2 on the ledger, but consent permits having folded version 1 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: list[str] = []
+        self.events: list[object] = []
+
+    def DecideMany(self, request, **_):  # noqa: N802
+        return consent_pb2.DecideManyResponse(results=[consent_pb2.DecideResult(decision=consent_pb2.Decision(
+            effect=consent_pb2.DECISION_EFFECT_PERMIT, decision_token="t", record_version=1))
+            for _ in request.requests])
+
+    def ReleaseDataKeys(self, request, **_):  # noqa: N802
+        self.released.extend(item.record_id for item in request.items)
+        return identity_pb2.ReleaseDataKeysResponse(results=[identity_pb2.ReleaseDataKeyResult(
+            error=identity_pb2.BatchItemError(code=grpc.StatusCode.NOT_FOUND.value[0], message="no key"))
+            for _ in request.items])
+
+    def RecordEvent(self, request, **_):  # noqa: N802
+        self.events.append(request.event)
+        return audit_pb2.AuditReceipt(sequence=len(self.events))
+
+
+def test_a_version_consent_has_not_folded_is_never_served() -> None:
+    peers = ConsentBehind()
+    gateway = RecordsGateway(peers, Ed25519Signer.generate("svc-records"), CHAIN, 1 << 20, SEALER)
+    reader = Caller("prac-9", c.PRINCIPAL_KIND_PRACTITIONER, "org-c", "")
+    with pytest.raises(Unavailable):
+        gateway.get_record(reader, "rec-1", c.PURPOSE_OF_USE_TREAT, version=2)
+    assert peers.released == []  # refused before any key is released
+    with pytest.raises(grpc.RpcError):  # the fake identity has no key: what matters is which key was asked for
+        gateway.get_record(reader, "rec-1", c.PURPOSE_OF_USE_TREAT)
+    assert peers.released == ["rec-1"]  # the latest read is the version consent decided on (1), not 2
+    gateway.close()
