@@ -83,9 +83,15 @@ def test_one_patient_one_record_across_the_network(network) -> None:
 
         story.amend()
         assert out.amendment.record_id == out.record_ids[DIAGNOSIS] and out.amendment.version == 2
-        amended = json.loads(out.amended_read.resource_json)
-        assert amended["meta"]["versionId"] == "2" and amended["stage"], "the physician reads the amendment"
+        assert json.loads(out.amended_read.resource_json)["stage"], "the physician reads the amendment"
+        assert json.loads(out.amended_read.versioned_resource_json)["meta"]["versionId"] == "2"
+        written = out.amended_read.record_version
+        assert (written.version, written.author_organization_id) == (2, out.hospital_ids["A"])
+        provenance = json.loads(out.amended_read.provenance_json)
+        assert provenance["resourceType"] == "Provenance"
         assert [v.version for v in out.diagnosis_versions] == [1, 2]
+        first = physician.get_record(out.record_ids[DIAGNOSIS], Purpose.PURPOSE_OF_USE_ETREAT, version=1)
+        assert "stage" not in json.loads(first.resource_json), "version 1 reads as first written"
 
         story.erase()
         assert out.erasure.erased_count == 1

@@ -16,7 +16,7 @@ each one; :func:`run_network_story` runs them all, narrating in plain words.
 from __future__ import annotations
 
 import copy
-import json
+import datetime
 import pathlib
 import uuid
 from collections.abc import Callable
@@ -111,11 +111,6 @@ _WRITERS: dict[str, Callable[[str], dict[str, Any]]] = {
     PSYCHIATRIC_NOTE: psychiatric_diagnosis,
     LAB_RESULT: hemoglobin_result,
 }
-
-
-def version_id(read: records_pb2.GetRecordResponse) -> str:
-    """The FHIR ``meta.versionId`` of a read resource ("" when it has none)."""
-    return str(json.loads(read.resource_json).get("meta", {}).get("versionId", ""))
 
 
 @dataclass
@@ -299,11 +294,13 @@ class NetworkStory:
         out.amendment = self.client("hospital-a").update_record(
             record_id, amended_diagnosis(out.resources[DIAGNOSIS]), if_version=1)
         physician = self.client("er-physician")
-        out.amended_read = physician.get_record(record_id, Purpose.PURPOSE_OF_USE_ETREAT)
-        out.diagnosis_versions = physician.record_history(record_id)
+        out.amended_read = physician.get_record(record_id, Purpose.PURPOSE_OF_USE_ETREAT, provenance=True)
+        out.diagnosis_versions = physician.record_history(record_id, purpose=Purpose.PURPOSE_OF_USE_ETREAT)
+        written = out.amended_read.record_version
         self._narrate(f"hospital A amended the diagnosis (version {out.amendment.version}); the physician's next"
-                      f" read shows version {version_id(out.amended_read)}, with the stage; its history lists"
-                      f" {len(out.diagnosis_versions)} versions")
+                      f" read shows version {written.version}, with the stage, written by organisation"
+                      f" {written.author_organization_id} at {_instant(written.last_updated_ms)} (a FHIR Provenance"
+                      f" comes with it); the record's history lists {len(out.diagnosis_versions)} versions")
 
     def erase(self) -> None:
         """The patient erases the lab result; reads then say it was erased."""
@@ -317,7 +314,7 @@ class NetworkStory:
         except grpc.RpcError as exc:
             out.erased_read_code, out.erased_read_details = exc.code(), str(exc.details())  # type: ignore[attr-defined]
         self._narrate(f"the patient erased the lab result (tombstone at ledger log index"
-                      f" {out.erasure.tombstone_log_index}: its data key destroyed, its blob deleted); the"
+                      f" {out.erasure.log_index}: its data key destroyed, its blob deleted); the"
                       f" physician's read now answers {_status_name(out.erased_read_code)}: {out.erased_read_details}")
 
     def verify(self) -> None:
@@ -334,6 +331,10 @@ class NetworkStory:
 
     def _name_of(self, record_id: str) -> str:
         return next((name for name, known in self.outcome.record_ids.items() if known == record_id), "record")
+
+
+def _instant(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _status_name(code: grpc.StatusCode | None) -> str:
