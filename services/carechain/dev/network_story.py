@@ -248,11 +248,15 @@ class NetworkStory:
         physician = self._register(self.client("hospital-c"), "er-physician", Kind.PRINCIPAL_KIND_PRACTITIONER,
                                    "Dr. Kim Emergency", specialty=EMERGENCY_SPECIALTY)
         self.outcome.physician_id = physician
-        consent = self.client("patient").grant_consent(
-            permit([Purpose.PURPOSE_OF_USE_ETREAT], specialty=EMERGENCY_SPECIALTY,
-                   categories=[Category.SENSITIVITY_CATEGORY_ONCOLOGY]))
-        self._narrate(f"the patient granted emergency physicians ONCOLOGY access for emergency treatment"
-                      f" (consent {consent.consent_id}); hospital C registered emergency physician {physician}")
+        provision = permit([Purpose.PURPOSE_OF_USE_ETREAT], specialty=EMERGENCY_SPECIALTY,
+                           categories=[Category.SENSITIVITY_CATEGORY_ONCOLOGY])
+        # A specialty is scoped to the patient's registering organisation unless the patient says otherwise:
+        # the emergency department of a hospital they have never been to is the point.
+        provision.actors[0].any_organization = True
+        consent = self.client("patient").grant_consent(provision)
+        self._narrate(f"the patient granted emergency physicians of any member hospital ONCOLOGY access for"
+                      f" emergency treatment (consent {consent.consent_id}); hospital C registered emergency"
+                      f" physician {physician}")
 
     def emergency_summary(self) -> None:
         """At hospital C the physician searches the patient's conditions, then breaks the glass for the summary."""
