@@ -80,6 +80,8 @@ def test_one_patient_one_record_across_the_network(network) -> None:
             assert (out.record_ids[name], audit_pb2.AUDIT_OUTCOME_SUCCESS) in reads, f"{name} read not in history"
         assert any(n.event.event.actor_id == out.physician_id and "break-glass" in n.message
                    for n in out.notifications), "no break-glass notification for the patient"
+        searches = [e.event for e in out.history if e.event.action == audit_pb2.AUDIT_ACTION_SEARCH]
+        assert [(e.actor_id, e.outcome) for e in searches] == [(out.physician_id, audit_pb2.AUDIT_OUTCOME_SUCCESS)]
 
         story.amend()
         assert out.amendment.record_id == out.record_ids[DIAGNOSIS] and out.amendment.version == 2
@@ -94,7 +96,10 @@ def test_one_patient_one_record_across_the_network(network) -> None:
         assert "stage" not in json.loads(first.resource_json), "version 1 reads as first written"
 
         story.erase()
-        assert out.erasure.erased_count == 1
+        assert list(out.erasure.record_ids) == [out.record_ids[LAB_RESULT]] and out.erasure_proven
+        erasures = [e.event for e in story.client("patient").access_history()
+                    if e.event.action == audit_pb2.AUDIT_ACTION_ERASE]
+        assert erasures and erasures[0].actor_id == out.patient_id, "the erasure is in the patient's history"
         assert out.erased_read_code == grpc.StatusCode.FAILED_PRECONDITION
         assert re.search(r"erased on \d{4}-\d{2}-\d{2}", out.erased_read_details), out.erased_read_details
         after = physician.patient_summary(out.patient_id, purpose=Purpose.PURPOSE_OF_USE_ETREAT, break_glass=True,

@@ -147,6 +147,8 @@ class NetworkStoryOutcome:
     diagnosis_versions: list[Any] = field(default_factory=list)
     #: The patient's erasure of the lab result, and what a read says afterwards.
     erasure: Any = None
+    #: Whether the patient's SDK proved the receipt's tombstone is in the co-signed log.
+    erasure_proven: bool = False
     erased_read_code: grpc.StatusCode | None = None
     erased_read_details: str = ""
     chain_ok: bool = False
@@ -310,16 +312,21 @@ class NetworkStory:
         """The patient erases the lab result; reads then say it was erased."""
         out = self.outcome
         record_id = out.record_ids[LAB_RESULT]
-        out.erasure = self.client("patient").erase_records(out.patient_id, [record_id],
-                                                            reason="I withdraw this result from the network")
+        patient = self.client("patient")
+        out.erasure = patient.erase_records(out.patient_id, [record_id],
+                                            reason="I withdraw this result from the network")
+        # The receipt is proof without trusting the network: the tombstone is in the log the validators signed.
+        inclusion = patient.verify_erasure_receipt(out.erasure)
+        out.erasure_proven = inclusion.log_index == out.erasure.log_index and record_id in inclusion.record_ids
         try:
             self.client("er-physician").get_record(record_id, Purpose.PURPOSE_OF_USE_ETREAT,
                                                    break_glass_reason=BREAK_GLASS_REASON)
         except grpc.RpcError as exc:
             out.erased_read_code, out.erased_read_details = exc.code(), str(exc.details())  # type: ignore[attr-defined]
-        self._narrate(f"the patient erased the lab result (tombstone at ledger log index"
-                      f" {out.erasure.log_index}: its data key destroyed, its blob deleted); the"
-                      f" physician's read now answers {_status_name(out.erased_read_code)}: {out.erased_read_details}")
+        self._narrate(f"the patient erased the lab result: a tombstone at ledger log index {out.erasure.log_index},"
+                      f" its data key destroyed, its blob deleted; the receipt's inclusion proof checked against the"
+                      f" co-signed checkpoint of {inclusion.checkpoint.tree_size} entries; the physician's read now"
+                      f" answers {_status_name(out.erased_read_code)}: {out.erased_read_details}")
 
     def verify(self) -> None:
         """The operator re-verifies the ledger chain and the audit trail."""
