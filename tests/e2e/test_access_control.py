@@ -246,6 +246,9 @@ CELLS = [
     Cell("ledger", "VerifyChain", lambda w: ledger_pb2.VerifyChainRequest(), LEDGER_WIDE),
     Cell("ledger", "GetCheckpoint", lambda w: ledger_pb2.GetCheckpointRequest(), EVERYONE),
     Cell("ledger", "GetEvidence", lambda w: ledger_pb2.GetEvidenceRequest(), LEDGER_WIDE),
+    # Search (issue 14): which records a patient has is for svc-records alone (consent decides each).
+    Cell("ledger", "ListPatientRecords", lambda w: ledger_pb2.ListPatientRecordsRequest(patient_id=_patient_id(w)),
+         ("svc-records",)),
     # --- consent
     Cell("consent", "GrantConsent", lambda w: consent_pb2.GrantConsentRequest(), (PATIENT, OTHER_PATIENT, DELEGATE,
                                                                                    PRACTITIONER, OTHER_PRACTITIONER)),
@@ -306,6 +309,21 @@ CELLS = [
     Cell("records", "GetRecordStream", lambda w: records_pb2.GetRecordRequest(record_id=w.record_id),
          (PRACTITIONER, OTHER_PRACTITIONER)),
     Cell("records", "Reconcile", lambda w: records_pb2.ReconcileRequest(dry_run=True), (OPERATOR,)),
+    # Search and summary (issue 14): admitted for any practitioner; without a purpose they stop at validation;
+    # with one, the consented practitioner gets the permitted records and another hospital's practitioner
+    # (no consent) the same PERMISSION_DENIED as GetRecord.
+    Cell("records", "SearchRecords", lambda w: records_pb2.SearchRecordsRequest(patient_id=_patient_id(w)),
+         (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "SearchRecords", lambda w: records_pb2.SearchRecordsRequest(
+        patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
+    Cell("records", "GetPatientSummary", lambda w: records_pb2.PatientSummaryRequest(patient_id=_patient_id(w)),
+         (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "GetPatientSummary", lambda w: records_pb2.PatientSummaryRequest(
+        patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
+    Cell("records", "GetPatientSummaryBundle", lambda w: records_pb2.PatientSummaryRequest(
+        patient_id=_patient_id(w)), (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "GetPatientSummaryBundle", lambda w: records_pb2.PatientSummaryRequest(
+        patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
 ]
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # An admitted call must reach its handler's own validation, not crash.

@@ -81,6 +81,8 @@ _ACTIONS: dict[int, tuple[dict[str, str], dict[str, str] | None, str]] = {
     # A disclosure to a third party: data leaves CareChain (DICOM Export), read in the process.
     Action.AUDIT_ACTION_DISCLOSE: ({"system": DICOM, "code": "110106", "display": "Export"},
                                    {"system": RESTFUL_INTERACTION, "code": "read", "display": "read"}, "R"),
+    # A search of a patient's records (records SearchRecords): BALP's Query, action Execute.
+    Action.AUDIT_ACTION_SEARCH: (_REST, {"system": RESTFUL_INTERACTION, "code": "search", "display": "search"}, "E"),
 }
 
 PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"

@@ -21,6 +21,7 @@ import os
 import pathlib
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from carechain.audit.hashchain import verify_event_proof
@@ -178,6 +179,17 @@ class AuditEventStream:
             cancel()
         else:  # a traced call is a generator: closing it drops (and so cancels) the underlying call
             self._responses.close()
+
+
+@dataclass
+class PatientSummary:
+    """A patient summary (:meth:`CareChainClient.patient_summary`): each permitted record as GetRecord answers it."""
+
+    records: list[records_pb2.GetRecordResponse] = field(default_factory=list)
+    #: Records that matched but the patient's consent does not permit the caller (never which or why).
+    withheld: int = 0
+    #: Large records left out: read each with get_large_record (search_records lists them).
+    large_records: int = 0
 
 
 class CareChainClient:
@@ -347,6 +359,59 @@ class CareChainClient:
                                          break_glass_reason=break_glass_reason, action=action),  # type: ignore[arg-type]
             timeout=30,
         )
+
+    # --- search and patient summary (issue 14) ------------------------------
+
+    def search_records(
+        self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), categories: Iterable[int] = (),
+        date_from_ms: int = 0, date_to_ms: int = 0, author_organization_id: str = "", updated_since_ms: int = 0,
+        page_size: int = 50, page_token: str = "", timeout: float = 60,
+    ) -> records_pb2.SearchRecordsResponse:
+        """One page of a patient's records the caller may read (metadata only), and how many were withheld.
+
+        Every filter given must match (resource types: any of them; categories: any of them; clinical date
+        range inclusive; last update at or after updated_since_ms). Pass next_page_token as page_token for the
+        next page (same filters). PERMISSION_DENIED when the patient's consent permits the caller nothing.
+        """
+        return self.records.SearchRecords(records_pb2.SearchRecordsRequest(
+            patient_id=patient_id, purpose=purpose, resource_types=list(resource_types),  # type: ignore[arg-type]
+            categories=list(categories), date_from_ms=date_from_ms, date_to_ms=date_to_ms,  # type: ignore[arg-type]
+            author_organization_id=author_organization_id, updated_since_ms=updated_since_ms, page_size=page_size,
+            page_token=page_token), timeout=timeout)
+
+    @staticmethod
+    def _summary_request(patient_id: str, purpose: int, resource_types: Iterable[str], since_ms: int,
+                         break_glass: bool, break_glass_reason: str) -> records_pb2.PatientSummaryRequest:
+        return records_pb2.PatientSummaryRequest(
+            patient_id=patient_id, purpose=purpose, resource_types=list(resource_types),  # type: ignore[arg-type]
+            since_ms=since_ms, break_glass=break_glass or bool(break_glass_reason),
+            break_glass_reason=break_glass_reason)
+
+    def patient_summary(
+        self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), since_ms: int = 0,
+        break_glass: bool = False, break_glass_reason: str = "", timeout: float | None = 600,
+    ) -> PatientSummary:
+        """Every record of the patient the caller may read (each decided, key-released and audited as
+        get_record; break-glass as for get_record, with its reason), and how many were withheld."""
+        summary = PatientSummary()
+        request = self._summary_request(patient_id, purpose, resource_types, since_ms, break_glass,
+                                        break_glass_reason)
+        for message in self.records.GetPatientSummary(request, timeout=timeout):
+            if message.WhichOneof("part") == "record":
+                summary.records.append(message.record)
+            else:
+                summary.withheld, summary.large_records = message.end.withheld, message.end.large_records
+        return summary
+
+    def patient_summary_bundle(
+        self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), since_ms: int = 0,
+        break_glass: bool = False, break_glass_reason: str = "", timeout: float | None = 600,
+    ) -> dict[str, Any]:
+        """patient_summary as one FHIR R4 searchset Bundle (an OperationOutcome entry says how many were withheld);
+        FAILED_PRECONDITION when it exceeds the 4 MiB message cap (use patient_summary)."""
+        request = self._summary_request(patient_id, purpose, resource_types, since_ms, break_glass,
+                                        break_glass_reason)
+        return dict(json.loads(self.records.GetPatientSummaryBundle(request, timeout=timeout).bundle_json))
 
     # --- consent (the client is the patient, or a delegate passing patient_id) ---
 

@@ -211,6 +211,11 @@ class Ledger:
         """A record's registration and tombstone; NotFound for unknown ids."""
         return self._view.record_entry(record_id)
 
+    def patient_records(self, patient_id: str, from_log_index: int, limit: int
+                        ) -> tuple[list[ledger_pb2.RecordEntry], int | None]:
+        """One page of a patient's records in log order, and where the next starts (None: the end)."""
+        return self._view.patient_records(patient_id, from_log_index, limit)
+
     def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:
         """RFC 9162 inclusion proof of a log entry in the tree of tree_size (0 = current)."""
         return self._view.inclusion_proof(log_index, tree_size)

@@ -56,6 +56,17 @@ class PageToken:
         return cls(kind, position)
 
 
+def searched_identities(state: object, patient_id: str) -> list[str]:
+    """Every patient id whose records are patient_id's: itself, then the local identities linked to it.
+
+    Links (issue 14 part 1) come from the state's ``linked_patients`` once the chain store has it; before
+    that a patient is one identity.
+    """
+    linked = getattr(state, "linked_patients", None)
+    aliases = list(linked(patient_id)) if callable(linked) else []
+    return [patient_id, *(alias for alias in aliases if alias != patient_id)]
+
+
 class ChainView:
     """Head, log tree and read queries over one chain store."""
 
@@ -141,6 +152,20 @@ class ChainView:
         return ledger_pb2.RecordEntry(
             record=ledger_pb2.RegisterRecord.FromString(record.entry), log_index=record.log_index, erased=record.erased
         )
+
+    def patient_records(self, patient_id: str, from_log_index: int, limit: int
+                        ) -> tuple[list[ledger_pb2.RecordEntry], int | None]:
+        """(entries, next log index or None at the end): one page of the records of every identity of
+        patient_id (:func:`searched_identities`) in log order, each with its block's time as last_updated_ms."""
+        found = self.store.patient_records_page(searched_identities(self.store, patient_id), from_log_index,
+                                                limit + 1)
+        entries = [
+            ledger_pb2.RecordEntry(record=ledger_pb2.RegisterRecord.FromString(record.entry),
+                                   log_index=record.log_index, erased=record.erased,
+                                   last_updated_ms=ledger_pb2.BlockHeader.FromString(header).timestamp_ms)
+            for record, header in found[:limit]
+        ]
+        return entries, (found[limit][0].log_index if len(found) > limit else None)
 
     def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:
         """RFC 9162 inclusion proof of a log entry in the tree of tree_size (0 = current)."""

@@ -122,6 +122,8 @@ ACCESS = AccessTable(SERVICE, {
     "GetCheckpoint": Allow.everyone("tree size, root, time, signatures: nothing patient-specific"),
     "GetEvidence": _ledger_wide("conflicting validator headers"),
     "WatchBlocks": _ledger_wide("every transaction of every final block (a stream: counts against the caps)"),
+    # Search (issue 14): which records a patient has is released by consent record by record, through records.
+    "ListPatientRecords": Allow.of(service=ANY, services=["records"], note="for SearchRecords; consent decides each"),
 })
 
 
@@ -261,6 +263,21 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         if not request.record_id:
             raise InvalidArgument("record_id", "required")
         return self.ledger.record_entry(request.record_id)
+
+    def ListPatientRecords(  # noqa: N802
+        self, request: ledger_pb2.ListPatientRecordsRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.ListPatientRecordsResponse:
+        if not request.patient_id:
+            raise InvalidArgument("patient_id", "required")
+        limit = _page_size(request.page_size, "page_size")
+        start = request.from_log_index
+        if request.page_token:
+            start = PageToken.decode(request.page_token, "patient-records").position
+        # SQLite integers stop at 2^63; no log gets there.
+        entries, following = self.ledger.patient_records(request.patient_id, min(start, 2**62), limit)
+        return ledger_pb2.ListPatientRecordsResponse(
+            entries=entries,
+            next_page_token=PageToken("patient-records", following).encode() if following is not None else "")
 
     def GetInclusionProof(  # noqa: N802
         self, request: ledger_pb2.GetInclusionProofRequest, context: grpc.ServicerContext

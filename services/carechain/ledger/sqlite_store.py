@@ -524,6 +524,20 @@ class LedgerStore:
             ).fetchall()
         return [self._record(r) for r in rows]
 
+    def patient_records_page(self, patient_ids: list[str], from_log_index: int, limit: int
+                             ) -> list[tuple[RecordState, bytes]]:
+        """Up to limit records of these patient ids from from_log_index on, in log order, each with the
+        header of the block that committed it (an index range of records_by_patient per id: O(page))."""
+        marks = ", ".join("?" * len(patient_ids))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.record_id, r.patient_id, r.entry, r.log_index, r.erased, r.erased_log_index, b.header "
+                "FROM records r JOIN log_entries e ON e.log_index = r.log_index JOIN blocks b ON b.height = e.height "
+                f"WHERE r.patient_id IN ({marks}) AND r.log_index >= ? ORDER BY r.log_index LIMIT ?",  # noqa: S608
+                (*patient_ids, from_log_index, limit),
+            ).fetchall()
+        return [(self._record(r), bytes(r[6])) for r in rows]
+
     def consent(self, consent_id: str) -> ConsentState | None:
         """A consent, or None."""
         with self._lock:

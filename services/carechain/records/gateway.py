@@ -93,6 +93,7 @@ class _VerifiedEntry:
 
     record: ledger_pb2.RegisterRecord
     metadata: ledger_pb2.RecordMetadata
+    log_index: int = 0  # of the RegisterRecord it was opened from (0: not known, a GetRecordEntry answer)
 
 
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
@@ -146,6 +147,12 @@ READ_ACTIONS = {
     common_pb2.CONSENT_ACTION_ACCESS: Action.AUDIT_ACTION_READ,
     common_pb2.CONSENT_ACTION_DISCLOSE: Action.AUDIT_ACTION_DISCLOSE,
 }
+
+
+def validate_purpose(purpose: int) -> None:
+    """A read (or search) states a known purpose of use."""
+    if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
+        raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
 
 
 def handling_label_codings(labels: tuple[str, ...]) -> list[dict[str, str]]:
@@ -342,8 +349,7 @@ class RecordsGateway:
         """
         if not record_id:
             raise InvalidArgument("record_id", "is required")
-        if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
-            raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        validate_purpose(purpose)
         action = action or common_pb2.CONSENT_ACTION_ACCESS
         if action not in READ_ACTIONS:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
@@ -416,18 +422,36 @@ class RecordsGateway:
         if cached is not None:
             return cached
         entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id))
-        record = entry.record
-        if record.record_id != record_id:
+        if entry.record.record_id != record_id:
             raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
+        return self.verified(entry)
+
+    def verified(self, entry: ledger_pb2.RecordEntry) -> _VerifiedEntry:
+        """A ledger entry (e.g. of a search) with its sealed metadata opened: kept by (record id, log index)."""
+        record_id = entry.record.record_id
+        cached = self._entries.get(record_id)
+        if cached is not None and (not entry.log_index or cached.log_index in (0, entry.log_index)):
+            return cached
+        record = entry.record
         try:
             with _tracer.start_as_current_span("records.open_metadata"):
                 metadata = self._sealer.open_record(record)
         except IntegrityError as exc:
             # Only the records service seals metadata: an entry that does not open was not written by it.
             raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
-        verified = _VerifiedEntry(record, metadata)
+        verified = _VerifiedEntry(record, metadata, entry.log_index)
         self._entries.put(record_id, verified)
         return verified
+
+    @property
+    def decider(self) -> ConsentDecider:
+        """How this gateway asks consent (searches decide through it too)."""
+        return self._decider
+
+    @property
+    def audit(self) -> AuditReporter:
+        """This gateway's audit reporter (searches report through it too)."""
+        return self._audit
 
     def close(self) -> None:
         """Stop batching consent decisions (reads after this fail)."""

@@ -16,6 +16,8 @@ from carechain.records.bulk import BulkImporter
 from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label_codings, organization_of
 from carechain.records.large_records import LargeRecords
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
+from carechain.records.search import RecordSearch
+from carechain.records.summary import PatientSummaries, SummaryCounts
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.runtime.access import ANY, AccessTable, Allow, caller
 from carechain.runtime.auth import Authenticator
@@ -40,6 +42,10 @@ ACCESS = AccessTable(SERVICE, {
     "ImportRecords": Allow.of(practitioner=ANY, organization=ANY, note="each resource as a PutRecord"),
     "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
     "GetRecordStream": Allow.of(practitioner=ANY, note="as GetRecord, the data streamed"),
+    # Search and summary: the callers of GetRecord; consent decides every record, strangers are denied.
+    "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
+    "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),
+    "GetPatientSummaryBundle": Allow.of(practitioner=ANY, note="as GetPatientSummary, one FHIR Bundle"),
 })
 
 
@@ -47,8 +53,11 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     """Authenticates callers and hands requests to the gateway flows."""
 
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
-                 importer: BulkImporter | None = None, large: LargeRecords | None = None) -> None:
+                 importer: BulkImporter | None = None, large: LargeRecords | None = None,
+                 search: RecordSearch | None = None, summaries: PatientSummaries | None = None) -> None:
         self._gateway = gateway
+        self._search = search
+        self._summaries = summaries
         self._auth = authenticator
         self._reconciler = reconciler
         self._importer = importer
@@ -109,6 +118,30 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         for data in large.stream(reader, record, request.action, audit_fields):
             yield records_pb2.GetRecordStreamResponse(data=data)
 
+    def SearchRecords(self, request: records_pb2.SearchRecordsRequest, context: grpc.ServicerContext
+                      ) -> records_pb2.SearchRecordsResponse:
+        if self._search is None:
+            raise Unimplemented("search is not configured on this server")
+        return self._search.search(caller(context), request)
+
+    @limited_stream
+    def GetPatientSummary(self, request: records_pb2.PatientSummaryRequest, context: grpc.ServicerContext
+                          ) -> Iterator[records_pb2.PatientSummaryResponse]:
+        for item in self._patient_summaries().reads(caller(context), request):
+            if isinstance(item, SummaryCounts):
+                yield records_pb2.PatientSummaryResponse(end=item.message())
+            else:
+                yield records_pb2.PatientSummaryResponse(record=_read_response(item))
+
+    def GetPatientSummaryBundle(self, request: records_pb2.PatientSummaryRequest, context: grpc.ServicerContext
+                                ) -> records_pb2.PatientSummaryBundle:
+        return self._patient_summaries().bundle(caller(context), request)
+
+    def _patient_summaries(self) -> PatientSummaries:
+        if self._summaries is None:
+            raise Unimplemented("patient summaries are not configured on this server")
+        return self._summaries
+
     def _bulk(self) -> BulkImporter:
         if self._importer is None:
             raise Unimplemented("bulk import is not configured on this server")
@@ -164,11 +197,14 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     background = BackgroundReconciler(reconciler, settings.reconcile_interval_seconds).start()
     importer = BulkImporter(gateway, lambda: peers.identity, settings.max_record_bytes)
     large = LargeRecords(gateway, peers, settings.max_record_bytes)
+    search = RecordSearch(gateway, lambda: peers.ledger)
+    summaries = PatientSummaries(gateway, search)
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
-                               importer, large)
+                               importer, large, search, summaries)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
-    return register, [background.close, importer.close, gateway.close, principal_status.close, peers.close]
+    return register, [background.close, importer.close, summaries.close, gateway.close, principal_status.close,
+                      peers.close]
 
 
 def main() -> None:

@@ -436,14 +436,36 @@ class GetRecordEntryRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ...) -> None: ...
 
 class RecordEntry(_message.Message):
-    __slots__ = ("record", "log_index", "erased")
+    __slots__ = ("record", "log_index", "erased", "last_updated_ms")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERASED_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
     record: RegisterRecord
     log_index: int
     erased: bool
-    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ...) -> None: ...
+    last_updated_ms: int
+    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., last_updated_ms: _Optional[int] = ...) -> None: ...
+
+class ListPatientRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "page_size", "page_token", "from_log_index")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FROM_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    page_size: int
+    page_token: str
+    from_log_index: int
+    def __init__(self, patient_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., from_log_index: _Optional[int] = ...) -> None: ...
+
+class ListPatientRecordsResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[RecordEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[RecordEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
     __slots__ = ("log_index", "tree_size")

@@ -174,3 +174,103 @@ class GetRecordStreamResponse(_message.Message):
     header: GetRecordResponse
     data: bytes
     def __init__(self, header: _Optional[_Union[GetRecordResponse, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SearchRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    DATE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    DATE_TO_MS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    purpose: _common_pb2.PurposeOfUse
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    date_from_ms: int
+    date_to_ms: int
+    author_organization_id: str
+    updated_since_ms: int
+    page_size: int
+    page_token: str
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class RecordSummary(_message.Message):
+    __slots__ = ("record_id", "resource_type", "version", "data_date_ms", "author_organization_id", "last_updated_ms", "categories", "security_labels", "ledger_log_index", "large")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LARGE_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    resource_type: str
+    version: int
+    data_date_ms: int
+    author_organization_id: str
+    last_updated_ms: int
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    security_labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.SecurityLabel]
+    ledger_log_index: int
+    large: bool
+    def __init__(self, record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., last_updated_ms: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., ledger_log_index: _Optional[int] = ..., large: _Optional[bool] = ...) -> None: ...
+
+class SearchRecordsResponse(_message.Message):
+    __slots__ = ("records", "withheld", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[RecordSummary]
+    withheld: int
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[RecordSummary, _Mapping]]] = ..., withheld: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PatientSummaryRequest(_message.Message):
+    __slots__ = ("patient_id", "purpose", "resource_types", "since_ms", "break_glass", "break_glass_reason")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    purpose: _common_pb2.PurposeOfUse
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    since_ms: int
+    break_glass: bool
+    break_glass_reason: str
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., since_ms: _Optional[int] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ...) -> None: ...
+
+class PatientSummaryEnd(_message.Message):
+    __slots__ = ("returned", "withheld", "large_records")
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    LARGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    returned: int
+    withheld: int
+    large_records: int
+    def __init__(self, returned: _Optional[int] = ..., withheld: _Optional[int] = ..., large_records: _Optional[int] = ...) -> None: ...
+
+class PatientSummaryResponse(_message.Message):
+    __slots__ = ("record", "end")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    record: GetRecordResponse
+    end: PatientSummaryEnd
+    def __init__(self, record: _Optional[_Union[GetRecordResponse, _Mapping]] = ..., end: _Optional[_Union[PatientSummaryEnd, _Mapping]] = ...) -> None: ...
+
+class PatientSummaryBundle(_message.Message):
+    __slots__ = ("bundle_json", "end")
+    BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    bundle_json: bytes
+    end: PatientSummaryEnd
+    def __init__(self, bundle_json: _Optional[bytes] = ..., end: _Optional[_Union[PatientSummaryEnd, _Mapping]] = ...) -> None: ...
