@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import stat
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -113,3 +117,31 @@ def test_one_patient_one_record_across_the_network(network) -> None:
     assert len(lines) >= len(NetworkStory.STEPS)
     assert not any(fhir_id in line for line in lines for fhir_id in out.fhir_ids.values()), \
         "the narration names pseudonyms, never a hospital's local patient id"
+
+
+def test_carechain_demo_tells_the_network_story_and_its_commands_work(network) -> None:
+    """`carechain demo --story network`, as a user runs it, leaves key files and commands that run as printed."""
+    data_dir = network.layout.root
+    demo = subprocess.run(
+        [sys.executable, "-m", "carechain", "demo", "--story", "network", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "got the patient summary: 4 records from hospitals A and B, 1 withheld" in demo.stdout
+    assert "chain verification: OK" in demo.stdout and "audit trail verification: OK" in demo.stdout
+    assert "PRIVATE KEY" not in demo.stdout
+    for key_file in (data_dir / "demo-keys" / "network").glob("*.key"):
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600, key_file
+        assert key_file.read_text().startswith("CareChain-Principal: "), key_file
+    commands = [shlex.split(line.split("   #")[0]) for line in demo.stdout.splitlines() if "--key-file" in line]
+    assert len(commands) >= 3, demo.stdout
+    ran = {}
+    for words in commands:
+        args = words[next(i for i, w in enumerate(words) if w.endswith("carechain")) + 1:]
+        done = subprocess.run([sys.executable, "-m", "carechain", *args, "--json"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, (args, done.stderr)
+        ran[args[0] if args[0] == "history" else args[1]] = json.loads(done.stdout)
+    assert {r["resource_type"] for r in ran["summary"]["records"]} == {
+        "Condition", "MedicationRequest", "AllergyIntolerance"}, "the erased lab result is gone, the rest is there"
+    assert [r["resource_type"] for r in ran["search"]["records"]] == ["Condition"]
+    assert any(d.get("action") == "AUDIT_ACTION_ERASE" for d in ran["history"]), "the erasure is in the history"

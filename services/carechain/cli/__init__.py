@@ -130,7 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.story == "all":
             print()
         key_dir = layout.root / "demo-keys" / "network"
-        story = run_network_story(endpoints, layout.operator_signer(), key_dir=key_dir)
+        story = run_network_story(endpoints, layout.operator_signer(), key_dir=key_dir, command=f"{command()} ",
+                                  data_dir=args.data_dir)
         ok = ok and story.chain_ok and story.audit_ok
     return 0 if ok else 1
 

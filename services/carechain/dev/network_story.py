@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import datetime
 import pathlib
+import shlex
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -353,10 +354,37 @@ def _status_name(code: grpc.StatusCode | None) -> str:
 
 
 def run_network_story(endpoints: Endpoints, operator: Signer, say: Callable[[str], None] = print,
-                      key_dir: pathlib.Path | None = None) -> NetworkStoryOutcome:
-    """Run every step of the story against a running network, narrating each; what happened."""
+                      key_dir: pathlib.Path | None = None, command: str = "carechain ",
+                      data_dir: str = "") -> NetworkStoryOutcome:
+    """Run every step of the story against a running network, narrating each; what happened.
+
+    key_dir: keep the principals' key files there and end with the commands to try next (written as
+    ``<command>records summary ... --data-dir <data_dir>``).
+    """
     say("One patient, one health record across the network:")
     with NetworkStory(endpoints, operator, say, key_dir) as story:
         for step in NetworkStory.STEPS:
             getattr(story, step)()
+    if key_dir is not None:
+        _say_next_commands(say, key_dir, story.outcome, command, data_dir)
     return story.outcome
+
+
+def _say_next_commands(say: Callable[[str], None], key_dir: pathlib.Path, out: NetworkStoryOutcome, command: str,
+                       data_dir: str) -> None:
+    """The commands that continue the story with its principals' own key files."""
+    net = f" --data-dir {shlex.quote(data_dir)}" if data_dir else ""
+
+    def key(role: str) -> str:
+        return shlex.quote(str(key_dir / f"{role}.key"))
+
+    emergency = f"--purpose etreat --break-glass {shlex.quote(BREAK_GLASS_REASON)}"
+    say(f"\nThe story's key files are in {key_dir}/ (0600). Continue with them:")
+    for line in (
+        f"records summary{net} --key-file {key('er-physician')} --patient {out.patient_id} {emergency}"
+        "   # the summary again: the lab result is gone",
+        f"records search{net} --key-file {key('er-physician')} --patient {out.patient_id} --purpose etreat"
+        "   # what consent alone lets the physician find",
+        f"history{net} --key-file {key('patient')}   # every access, the erasure too",
+    ):
+        say(f"  {command}{line}")
