@@ -168,6 +168,15 @@ def test_rewrapped_keys_replace_the_stored_ones(store: IdentityStore) -> None:
     assert store.patient_data_keys("psn-1") == rewrapped
 
 
+def test_a_rewrap_may_move_a_patients_key_under_another_key_encryption_key(store: IdentityStore) -> None:
+    # A patient identity link: the linked patient's data keys are wrapped under the network identity's key.
+    store.add_data_key(StoredDataKey("rec-1", "psn-2", "patient-psn-2", 1, "vault:v1:AAAA"))
+    moved = StoredDataKey("rec-1", "psn-2", "patient-psn-1", 3, "vault:v3:BBBB")
+    store.replace_wrapped_keys([moved])
+    assert store.data_key("rec-1") == moved
+    assert store.patient_data_keys("psn-2") == [moved]
+
+
 def test_rewrap_of_an_unknown_record_stores_nothing(store: IdentityStore) -> None:
     original = StoredDataKey("rec-1", "psn-1", "patient-psn-1", 1, "vault:v1:AAAA")
     store.add_data_key(original)

@@ -220,6 +220,14 @@ CELLS = [
          (ORGANIZATION, OPERATOR)),
     Cell("identity", "RotatePatientKey", lambda w: identity_pb2.RotatePatientKeyRequest(patient_id=_patient_id(w)),
          (PATIENT, OPERATOR)),
+    # Network patient identity: no transaction, so admitted callers reach validation and change nothing; another
+    # organisation's practitioner cannot resolve this hospital's FHIR id (NOT_FOUND, as an unknown id).
+    Cell("identity", "LinkPatient", lambda w: identity_pb2.LinkPatientRequest(),
+         (PATIENT, OTHER_PATIENT, DELEGATE, PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("identity", "UnlinkPatient", lambda w: identity_pb2.UnlinkPatientRequest(),
+         (PATIENT, OTHER_PATIENT, DELEGATE, PRACTITIONER, OTHER_PRACTITIONER, ORGANIZATION)),
+    Cell("identity", "ResolvePatient", lambda w: identity_pb2.ResolvePatientRequest(fhir_patient_id=w.patient_fhir_id),
+         (PRACTITIONER, ORGANIZATION), hidden=(OTHER_PRACTITIONER,)),
     # --- storage
     Cell("storage", "PutBlob", _blob_upload, ("svc-records",)),
     Cell("storage", "GetBlob", lambda w: storage_pb2.GetBlobRequest(sha256="00"), ("svc-records",)),

@@ -46,6 +46,7 @@ from carechain.core.crypto import Ed25519Signer, Signer, write_private_file
 from carechain.core.layout import write_public_key
 from carechain.core.telemetry import configure_tracing
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
+from carechain.ledger.linking import attest_link
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.records.v1 import records_pb2, records_pb2_grpc
@@ -345,6 +346,46 @@ class CareChainClient:
         """Replace the public key of a principal this client's organisation registered."""
         return self.identity.RotatePrincipalKey(
             identity_pb2.RotatePrincipalKeyRequest(principal_id=principal_id, public_key=public_key), timeout=30)
+
+    # --- network patient identity (docs/network-identity.md) --------------------
+
+    def attest_patient_link(self, network_patient_id: str, linked_patient_id: str) -> bytes:
+        """As an organisation: attest that its patient linked_patient_id is the person network_patient_id.
+
+        Returns the attestation (an encoded ``LinkPatientIdentity`` carrying the organisation's signature and
+        a single-use nonce), to hand to the patient, who submits it with :meth:`link_patient`.
+        """
+        attestation = attest_link(self.signer, self.endpoints.chain_id, network_patient_id, linked_patient_id)
+        return attestation.SerializeToString(deterministic=True)
+
+    def link_patient(self, linked_patient_id: str, attestation: bytes,
+                     network_patient_id: str = "") -> identity_pb2.LinkPatientResponse:
+        """As the network patient (or, with network_patient_id, its delegate): sign and submit the link.
+
+        The attestation is the organisation's (:meth:`attest_patient_link`); ValueError when it is not one
+        for linked_patient_id and network_patient_id (checked here, before anything is signed).
+        """
+        link = ledger_pb2.LinkPatientIdentity.FromString(attestation)
+        network = network_patient_id or self.principal_id
+        if link.linked_patient_id != linked_patient_id or link.network_patient_id != network:
+            raise ValueError("the attestation is for another pair of patients")
+        tx = self._signed(link_patient_identity=link)
+        return self.identity.LinkPatient(identity_pb2.LinkPatientRequest(transaction=tx), timeout=60)
+
+    def unlink_patient(self, linked_patient_id: str, network_patient_id: str = "") -> identity_pb2.LinkPatientResponse:
+        """End a link, as the network patient, its delegate or the linked patient's organisation.
+
+        network_patient_id defaults to this client (the network patient itself).
+        """
+        unlink = ledger_pb2.UnlinkPatientIdentity(network_patient_id=network_patient_id or self.principal_id,
+                                                  linked_patient_id=linked_patient_id)
+        tx = self._signed(unlink_patient_identity=unlink)
+        return self.identity.UnlinkPatient(identity_pb2.UnlinkPatientRequest(transaction=tx), timeout=60)
+
+    def resolve_patient(self, fhir_patient_id: str) -> identity_pb2.ResolvePatientResponse:
+        """As an organisation or its practitioner: the network identity of one of its own FHIR Patient ids."""
+        return self.identity.ResolvePatient(identity_pb2.ResolvePatientRequest(fhir_patient_id=fhir_patient_id),
+                                            timeout=30)
 
     def get_record(
         self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = "",

@@ -171,10 +171,12 @@ class Decisions:
         if record is None:
             raise NotFound(f"record {record_id} is not registered")
 
+        owner = self._state.network_patient(record.patient_id)
+
         def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
             metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
-                                        patient_id=record.patient_id)
+                                        patient_id=record.patient_id, network_patient_id=owner)
 
         if record.erased:
             return deny("denied: record erased")
@@ -185,12 +187,12 @@ class Decisions:
         access = self._access_request(actor, record, purpose, action, break_glass)
         window = None
         if self._break_glass is not None and break_glass:
-            window = self._state.break_glass_window(actor.principal_id, record.patient_id, access.now_ms)
-        decision = decide(self._state.consents_of(record.patient_id), access, self._break_glass, window)
+            window = self._state.break_glass_window(actor.principal_id, access.patient_id, access.now_ms)
+        decision = decide(self._state.consents_of(access.patient_id), access, self._break_glass, window)
         if not decision.permitted:
             return deny(decision.reason, decision.consent_id, decision.provision_path)
         if decision.break_glass and window is None:
-            self._record_break_glass(actor.principal_id, record.patient_id, decision)
+            self._record_break_glass(actor.principal_id, access.patient_id, decision)
 
         ttl = self._ttl
         if decision.break_glass:
@@ -224,12 +226,16 @@ class Decisions:
             decision_id=issued.decision_id,
             break_glass=decision.break_glass,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
+            network_patient_id=access.patient_id,
         )
 
     def _access_request(
         self, actor: PrincipalInfo, record: RecordInfo, purpose: int, action: int, break_glass: bool = False
     ) -> AccessRequest:
-        patient = self._state.principal(record.patient_id)
+        """The request as the policy sees it: the record's owner is its patient's network identity
+        (docs/network-identity.md), whose consents, delegates and break-glass windows govern it."""
+        owner = self._state.network_patient(record.patient_id)
+        patient = self._state.principal(owner)
         return AccessRequest(
             actor_id=actor.principal_id,
             actor_organization_id=actor.organization_id,
@@ -238,7 +244,7 @@ class Decisions:
             action=action,
             categories=record.categories,
             record_id=record.record_id,
-            patient_id=record.patient_id,
+            patient_id=owner,
             now_ms=self._ledger.now_ms(),
             data_date_ms=record.data_date_ms,
             resource_type=record.resource_type,
@@ -286,7 +292,7 @@ class Decisions:
         if actor is None or not actor.is_practitioner:
             return PolicyDecision(_DENY, "denied: actor is no longer a practitioner")
         access = self._access_request(actor, record, claims.purpose, claims.action, break_glass=claims.break_glass)
-        consents = self._state.consents_of(record.patient_id)
+        consents = self._state.consents_of(access.patient_id)
         if claims.break_glass:
             window = BreakGlassWindow(claims.break_glass_started_at_ms, claims.break_glass_expires_at_ms)
             return decide(consents, access, self._break_glass or BreakGlassRules(frozenset(), 0), window)

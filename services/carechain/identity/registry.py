@@ -112,7 +112,8 @@ class IdentityStore(Protocol):
         ...
 
     def replace_wrapped_keys(self, keys: list[StoredDataKey]) -> None:
-        """Store re-wrapped data keys; FailedPrecondition (and nothing stored) if one has no stored key."""
+        """Store re-wrapped data keys (key name, version and wrapped form; the patient never changes);
+        FailedPrecondition (and nothing stored) if one has no stored key of its patient."""
         ...
 
     def remove_data_key(self, record_id: str, patient_id: str) -> bool:

@@ -27,6 +27,7 @@ from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArg
 from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.identity.access_tokens import AccessTokens, local_token_source
 from carechain.identity.data_keys import CheckDecision, DataKeys
+from carechain.identity.linking import PatientLinks, signed_by_caller
 from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, IsDelegate, Principals, principal_message
 from carechain.identity.registry import IdentityStore
 from carechain.identity.sqlite_registry import Registry
@@ -77,6 +78,19 @@ def _registering_authority(caller: Caller, request: Any, servicer: IdentityServi
 _REGISTERING_AUTHORITY = Scope("registering authority", "principals it registered (the operator: organisations)",
                                _registering_authority)
 
+
+def _signed_link(payload: str) -> Scope:
+    """The request's transaction carries payload and is signed by the caller (the ledger judges the rest)."""
+
+    def check(caller: Caller, request: Any, servicer: IdentityServicer) -> None:
+        signed_by_caller(caller, request.transaction if request.HasField("transaction") else None, payload)
+
+    return Scope("signed by the caller", "signed by the caller", check)
+
+
+_SIGNED_LINK = _signed_link("link_patient_identity")
+_SIGNED_UNLINK = _signed_link("unlink_patient_identity")
+
 ACCESS = AccessTable(SERVICE, {
     "RegisterPrincipal": Allow.of(
         operator=Scope("network members", "organisations and auditors", _operator_registers),
@@ -96,6 +110,13 @@ ACCESS = AccessTable(SERVICE, {
     "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
     "DeactivatePrincipal": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
     "RotatePrincipalKey": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
+    # Network patient identity (docs/network-identity.md). Delegates may be practitioners.
+    "LinkPatient": Allow.of(patient=_SIGNED_LINK, practitioner=_SIGNED_LINK,
+                            note="the network patient or an active delegate, with the organisation's attestation"),
+    "UnlinkPatient": Allow.of(patient=_SIGNED_UNLINK, practitioner=_SIGNED_UNLINK, organization=_SIGNED_UNLINK,
+                              note="the network patient, an active delegate or the linked patient's organisation"),
+    "ResolvePatient": Allow.of(practitioner=ANY, organization=ANY,
+                               note="its own FHIR ids only; anything else is NOT_FOUND, as an unknown id"),
 })
 
 
@@ -123,7 +144,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         submitter = ServiceSubmitter(chain_id, signer, lambda: ledger)
         self.principals = Principals(registry, trust, submitter, principal_status, is_delegate)
         self.tokens = AccessTokens(self.principals, signer, token_ttl_seconds, challenge_ttl_seconds, clock)
-        self.data_keys = DataKeys(self.principals, keys, trust, submitter, check_decision, clock)
+        # Patient identity links as committed on the ledger (followed by principal_status).
+        network_patient = principal_status.network_patient if principal_status is not None else None
+        linked_patients = principal_status.linked_patients if principal_status is not None else None
+        self.data_keys = DataKeys(self.principals, keys, trust, submitter, check_decision, clock,
+                                  network_patient, linked_patients)
+        self.links = PatientLinks(self.principals, self.data_keys, submitter, principal_status,
+                                  network_patient or (lambda patient_id: patient_id),
+                                  linked_patients or (lambda network_patient_id: []))
         self._signer = signer
         self._auth = Authenticator(trust, audience("identity"), principal_status)
 
@@ -276,6 +304,24 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise InvalidArgument("patient_id", "is required")
         version, rewrapped = self.data_keys.rotate_patient_key(request.patient_id)
         return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=rewrapped)
+
+
+    # --- network patient identity (docs/network-identity.md) ---------------------
+
+    def LinkPatient(
+        self, request: identity_pb2.LinkPatientRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.LinkPatientResponse:
+        return self.links.link(caller_of(context), request.transaction if request.HasField("transaction") else None)
+
+    def UnlinkPatient(
+        self, request: identity_pb2.UnlinkPatientRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.LinkPatientResponse:
+        return self.links.unlink(caller_of(context), request.transaction if request.HasField("transaction") else None)
+
+    def ResolvePatient(
+        self, request: identity_pb2.ResolvePatientRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ResolvePatientResponse:
+        return self.links.resolve(caller_of(context), request.fhir_patient_id)
 
 
 def _batch(items: Any) -> list[Any]:

@@ -172,8 +172,9 @@ class Registry:
         with self._db.transaction() as conn:
             for key in keys:
                 updated = conn.execute(
-                    "UPDATE data_keys SET key_version = ?, wrapped = ? WHERE record_id = ? AND patient_id = ?",
-                    (key.key_version, key.wrapped, key.record_id, key.patient_id),
+                    "UPDATE data_keys SET key_name = ?, key_version = ?, wrapped = ? "
+                    "WHERE record_id = ? AND patient_id = ?",
+                    (key.key_name, key.key_version, key.wrapped, key.record_id, key.patient_id),
                 ).rowcount
                 if updated != 1:
                     raise FailedPrecondition(f"record {key.record_id} has no data key of patient {key.patient_id}")

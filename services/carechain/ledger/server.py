@@ -71,12 +71,20 @@ def transaction_patient(transaction: ledger_pb2.Transaction) -> str:
     payload = getattr(body, kind)
     if kind == "register_principal":
         return str(payload.principal_id)
+    if kind in ("link_patient_identity", "unlink_patient_identity"):
+        return str(payload.network_patient_id)
     return str(getattr(payload, "patient_id", "") or "")
+
+
+def _patient_owns(caller: Caller, patient_id: str, servicer: LedgerServicer) -> bool:
+    """patient_id is the calling patient, or one of its patient principals linked to it (docs/network-identity.md)."""
+    return bool(patient_id) and (patient_id == caller.principal_id
+                                 or servicer.ledger.store.network_patient(patient_id) == caller.principal_id)
 
 
 def _own_record(caller: Caller, request: ledger_pb2.GetRecordEntryRequest, servicer: LedgerServicer) -> None:
     entry = servicer.ledger.record_entry(request.record_id) if request.record_id else None
-    if entry is None or entry.record.patient_id != caller.principal_id:
+    if entry is None or not _patient_owns(caller, entry.record.patient_id, servicer):
         # The same answer as an unknown record: another patient's record ids cannot be probed.
         raise NotFound("no such record on the ledger")
 
@@ -92,7 +100,8 @@ def is_audit_anchor(transaction: ledger_pb2.Transaction) -> bool:
 def _own_log_entry(caller: Caller, request: ledger_pb2.GetInclusionProofRequest, servicer: LedgerServicer) -> None:
     found = servicer.ledger.list_transactions(request.log_index, 1)
     if not found or found[0].log_index != request.log_index or not (
-        transaction_patient(found[0].transaction) == caller.principal_id or is_audit_anchor(found[0].transaction)
+        _patient_owns(caller, transaction_patient(found[0].transaction), servicer)
+        or is_audit_anchor(found[0].transaction)
     ):
         raise NotFound("no transaction of yours at this log index")
 

@@ -10,7 +10,8 @@
   index), its bytes (encoded Transaction = RFC 9162 leaf data), its leaf hash
   and its verdict; serves ListTransactions and Merkle proofs.
 - contract state: ``principals``, ``nonces`` (per signer), ``records`` (with
-  tombstones), ``consents`` (with status), ``delegations``, ``audit_anchors``.
+  tombstones), ``consents`` (with status), ``delegations``, ``audit_anchors``,
+  ``patient_links`` (linked patient -> network identity, with unlinks).
 - ``meta``: chain id, the orderer position and the validator set.
 - ``certificates``: the quorum certificate (encoded ``QuorumCertificate``) of
   each block this validator saw become final; kept apart from the block so
@@ -39,6 +40,8 @@ from dataclasses import dataclass
 from carechain.ledger.state import (
     ConsentState,
     Delegation,
+    LinkResolution,
+    PatientLink,
     PendingState,
     Principal,
     RecordState,
@@ -133,6 +136,14 @@ CREATE TABLE IF NOT EXISTS audit_anchors (
     merkle_root BLOB NOT NULL,
     log_index INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS patient_links (
+    linked_patient_id TEXT PRIMARY KEY,
+    network_patient_id TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
+    unlinked_log_index INTEGER
+);
+CREATE INDEX IF NOT EXISTS patient_links_by_network ON patient_links (network_patient_id, log_index);
 """
 
 
@@ -163,7 +174,7 @@ class LogEntry:
     reason: str
 
 
-class LedgerStore:
+class LedgerStore(LinkResolution):
     """The SQLite chain store; one connection guarded by a lock (gRPC handlers are threads)."""
 
     def __init__(self, path: pathlib.Path, connection: sqlite3.Connection, read_only: bool) -> None:
@@ -476,6 +487,12 @@ class LedgerStore:
             "VALUES (?, ?, ?, ?, ?)",
             [(a.batch_number, a.first_sequence, a.last_sequence, a.merkle_root, a.log_index) for a in state.anchors],
         )
+        db.executemany(
+            "INSERT OR REPLACE INTO patient_links (linked_patient_id, network_patient_id, organization_id, log_index, "
+            "unlinked_log_index) VALUES (?, ?, ?, ?, ?)",
+            [(k.linked_patient_id, k.network_patient_id, k.organization_id, k.log_index, k.unlinked_log_index)
+             for k in state.links.values()],
+        )
 
     # --- contract state (StateReader) -----------------------------------------------------------
 
@@ -563,3 +580,24 @@ class LedgerStore:
         with self._lock:
             row = self._db.execute("SELECT MAX(batch_number) FROM audit_anchors").fetchone()
         return None if row[0] is None else int(row[0])
+
+    _LINK_COLUMNS = "linked_patient_id, network_patient_id, organization_id, log_index, unlinked_log_index"
+
+    def patient_link(self, linked_patient_id: str) -> PatientLink | None:
+        """The link of a patient principal (active or unlinked), or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._LINK_COLUMNS} FROM patient_links WHERE linked_patient_id = ?",  # noqa: S608
+                (linked_patient_id,),
+            ).fetchone()
+        return None if row is None else PatientLink(*row)
+
+    def patient_links_to(self, network_patient_id: str) -> list[PatientLink]:
+        """Every link (active or unlinked) to network_patient_id, in log order."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._LINK_COLUMNS} FROM patient_links WHERE network_patient_id = ? "  # noqa: S608
+                "ORDER BY log_index",
+                (network_patient_id,),
+            ).fetchall()
+        return [PatientLink(*row) for row in rows]

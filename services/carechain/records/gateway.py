@@ -71,7 +71,7 @@ from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.deciding import BoundedCache, ConsentDecider
-from carechain.runtime.auth import Caller, Kind
+from carechain.runtime.auth import Caller, Kind, organization_of
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.storage.blob_client import BlobClient
 
@@ -99,11 +99,6 @@ class _VerifiedEntry:
 def record_associated_data(record_id: str, patient_id: str, version: int) -> bytes:
     """AEAD associated data: a ciphertext only decrypts as this record of this patient at this version."""
     return f"carechain-record/v1|{record_id}|{patient_id}|{version}".encode()
-
-
-def organization_of(caller: Caller) -> str:
-    """The organisation a writer or reader acts for."""
-    return caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else caller.organization_id
 
 
 @dataclass(frozen=True)
@@ -220,7 +215,8 @@ class RecordsGateway:
             # The ledger's RegisterRecord rule refuses it too; saying so here spends no key or blob.
             raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
         with _tracer.start_as_current_span("records.validate"):
-            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
+            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes,
+                                         pseudonym=patient_id)
         with _tracer.start_as_current_span("records.label"):
             categories = categorize(resource.content)
         record_id = str(uuid.uuid4())
@@ -377,6 +373,8 @@ class RecordsGateway:
         except Exception as exc:
             self._report_failed_read(audit_action, audit_fields, "consent decision failed", exc)
             raise
+        # A linked patient's record is read from their network identity's record (docs/network-identity.md).
+        audit_fields["patient_id"] = decision.network_patient_id or record.patient_id
         # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:

@@ -42,6 +42,11 @@ class Caller:
         return self.kind == Kind.PRINCIPAL_KIND_SERVICE
 
 
+def organization_of(caller: Caller) -> str:
+    """The organisation a caller acts for: itself for an organisation, its organisation for a member."""
+    return caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else caller.organization_id
+
+
 def caller_claims(caller: Caller, audience: str) -> dict[str, object]:
     """Claims of an access token for caller (read back by :func:`caller_from_claims`)."""
     return {

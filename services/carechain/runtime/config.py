@@ -283,6 +283,36 @@ class RecordsSettings(LedgerMetadataKeySettings):
     )
 
 
+#: Port of the FHIR REST gateway on a local network with the documented ports (after the six gRPC services).
+FHIR_DEFAULT_PORT = 7106
+
+
+class FhirSettings(ServiceSettings):
+    """FHIR R4 REST gateway (HTTP, in front of the records gateway; docs/fhir.md).
+
+    listen_address is its HTTP host:port, HTTPS with https_cert_file/https_key_file (else plain HTTP, e.g.
+    behind an Ingress that terminates TLS); tls_ca_file, tls_cert_file and tls_key_file are the (mutual) TLS
+    of its calls to records, as for the services. It signs nothing and holds no privilege: every call to
+    records carries the REST caller's bearer token.
+    """
+
+    listen_address: str = Field(f"127.0.0.1:{FHIR_DEFAULT_PORT}", description="host:port to serve HTTP on")
+    records_address: str = Field(f"127.0.0.1:{DEFAULT_PORTS['records']}", description="records service host:port")
+    public_base_url: str = Field(
+        "", description="the FHIR base URL clients use (Location headers, CapabilityStatement.implementation.url); "
+        "empty: the URL of each request")
+    https_cert_file: pathlib.Path | None = Field(None, description="certificate chain to serve HTTPS with")
+    https_key_file: pathlib.Path | None = Field(None, description="private key of https_cert_file")
+    https_require_client_cert: bool = Field(
+        False, description="HTTPS clients must present a certificate signed by tls_ca_file")
+    max_resource_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest resource a create accepts (413 beyond; records' own limit)")
+    max_bundle_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="largest batch or transaction Bundle accepted (413 beyond)")
+    bundle_timeout_seconds: float = Field(
+        300.0, gt=0, description="deadline of one batch or transaction import (its entries are written as records)")
+
+
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
     "identity": IdentitySettings,
     "storage": StorageSettings,
@@ -290,4 +320,5 @@ SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
     "consent": ConsentSettings,
     "audit": AuditSettings,
     "records": RecordsSettings,
+    "fhir": FhirSettings,  # the FHIR REST gateway (HTTP; `carechain serve fhir`)
 }

@@ -1,4 +1,5 @@
-"""Principal lifecycle as every service sees it: deactivations and key rotations, followed from the ledger.
+"""Principal lifecycle as every service sees it: deactivations, key rotations and patient identity links,
+followed from the ledger.
 
 ``DeactivatePrincipal`` and ``RotatePrincipalKey`` are ledger transactions (see
 :mod:`carechain.ledger.contract`). Each service keeps a :class:`PrincipalStatus`
@@ -43,6 +44,7 @@ import grpc
 
 from carechain.core.crypto import Signer, verify_signature
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.patient_links import PatientLinkTable
 
 log = logging.getLogger("carechain.runtime.principal_status")
 
@@ -131,6 +133,7 @@ class PrincipalStatus:
         self._stream: object | None = None  # the open stream, cancelled by close()
         self._deactivated: set[str] = set()
         self._keys: dict[str, bytes] = {}
+        self._links = PatientLinkTable()  # docs/network-identity.md
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
@@ -170,6 +173,16 @@ class PrincipalStatus:
         """The principal's public key from its latest RotatePrincipalKey, or None if never rotated."""
         with self._lock:
             return self._keys.get(principal_id)
+
+    def network_patient(self, patient_id: str) -> str:
+        """The network identity patient_id is linked to (LinkPatientIdentity), or patient_id itself."""
+        with self._lock:
+            return self._links.network_patient(patient_id)
+
+    def linked_patients(self, network_patient_id: str) -> list[str]:
+        """The patient principals linked to network_patient_id, in link order (itself excluded)."""
+        with self._lock:
+            return self._links.linked_patients(network_patient_id)
 
     # --- following the ledger ------------------------------------------------------------------
 
@@ -233,7 +246,8 @@ class PrincipalStatus:
             height, header_hash, log_size = self._boundary
             data = {"height": height, "header_hash": header_hash.hex(), "log_size": log_size,
                     "deactivated": sorted(self._deactivated),
-                    "keys": {p: base64.b64encode(k).decode() for p, k in sorted(self._keys.items())}}
+                    "keys": {p: base64.b64encode(k).decode() for p, k in sorted(self._keys.items())},
+                    "links": self._links.rows()}
         self._snapshots.write(data)
         self._saved_cursor = log_size
         return True
@@ -254,6 +268,7 @@ class PrincipalStatus:
                 return self._cursor
             deactivated = {str(p) for p in data["deactivated"]}
             keys = {str(p): base64.b64decode(k, validate=True) for p, k in data["keys"].items()}
+            links = PatientLinkTable(data.get("links", ()))
         except (grpc.RpcError, ValueError, KeyError, TypeError) as exc:
             log.warning("principal status snapshot not used; reading the log from the start",
                         extra={"problem": type(exc).__name__})
@@ -262,7 +277,7 @@ class PrincipalStatus:
             if self._cursor:
                 return self._cursor  # already following: a snapshot only replaces a fresh status
             self._cursor, self._next_height = log_size, height + 1
-            self._deactivated, self._keys = deactivated, keys
+            self._deactivated, self._keys, self._links = deactivated, keys, links
             self._boundary = (height, _header_hash(block.header), log_size)
             self._saved_cursor = log_size
         log.info("principal status resumed from its snapshot", extra={"log_size": log_size})
@@ -292,6 +307,8 @@ class PrincipalStatus:
                 self._deactivated.add(body.deactivate_principal.principal_id)
             elif kind == "rotate_principal_key":
                 self._keys[body.rotate_principal_key.principal_id] = bytes(body.rotate_principal_key.public_key)
+            else:
+                self._links.fold(body)
 
     def start(self) -> PrincipalStatus:
         """Resume from a snapshot if there is a valid one, then follow the ledger in a daemon thread until close."""

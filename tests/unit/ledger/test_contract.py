@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, register, sealed_grant, tx
+from ledger_fixtures import Chain, Kind, Net, cid, grant, onboarding, record, register, sealed_grant, tx
 
 from carechain.common.v1 import common_pb2
 from carechain.consent import rules as consent_rules
@@ -13,37 +11,10 @@ from carechain.consent.v1 import policy_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.errors import InvalidArgument
 from carechain.ledger import transactions
-from carechain.ledger.contract import NOT_PERMITTED, Validator
-from carechain.ledger.state import CONSENT_REVOKED, EmptyState, PendingState
+from carechain.ledger.contract import NOT_PERMITTED
+from carechain.ledger.state import CONSENT_REVOKED
 from carechain.ledger.submission import rejection
 from carechain.ledger.v1 import ledger_pb2
-
-
-class Chain:
-    """A validator over an in-memory state, assigning log indexes."""
-
-    def __init__(self, net: Net) -> None:
-        self.validator = Validator(CHAIN, net.trust)
-        self.block_time_ms: int | None = None  # None = now: the time a block cut now would carry
-        self.state = PendingState(EmptyState())
-        self.next_index = 0
-
-    def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
-        block_time_ms = self.block_time_ms if self.block_time_ms is not None else int(time.time() * 1000)
-        result = self.validator.apply(transaction, self.state, self.next_index, block_time_ms=block_time_ms)
-        self.next_index += 1
-        return result
-
-    def ok(self, transaction: ledger_pb2.Transaction) -> None:
-        result = self.apply(transaction)
-        assert result.valid, result.reason
-        assert result.reason == ""
-
-    def rejects(self, transaction: ledger_pb2.Transaction, reason: str) -> str:
-        result = self.apply(transaction)
-        assert not result.valid
-        assert reason in result.reason
-        return result.reason
 
 
 @pytest.fixture

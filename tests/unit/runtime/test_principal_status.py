@@ -18,6 +18,7 @@ from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import submission
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.patient_links import PatientLinkTable
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 
 
@@ -56,6 +57,29 @@ def test_deactivations_and_rotations_are_folded_in_order_and_invalid_ones_ignore
     assert status.deactivated("dr-2") and not status.deactivated("dr-9") and not status.deactivated("dr-1")
     assert status.current_key("dr-1") == new_key and status.current_key("dr-2") is None
     assert status.sync() == 3  # nothing new: nothing changes
+
+
+def test_patient_identity_links_and_unlinks_are_folded() -> None:
+    net, log = Net(), Log()
+    patient = Ed25519Signer.generate("pat-1")
+
+    def link(linked: str, valid: bool = True) -> None:
+        log.add(tx(patient, link_patient_identity=ledger_pb2.LinkPatientIdentity(
+            network_patient_id="pat-1", linked_patient_id=linked, organization_id="org-2")), valid=valid)
+
+    link("pat-2")
+    link("pat-3")
+    link("pat-9", valid=False)
+    log.add(tx(net.identity, unlink_patient_identity=ledger_pb2.UnlinkPatientIdentity(
+        network_patient_id="pat-1", linked_patient_id="pat-3")))
+    status = PrincipalStatus(log)
+    status.sync()
+    assert status.network_patient("pat-2") == "pat-1" and status.network_patient("pat-3") == "pat-3"
+    assert status.network_patient("pat-9") == "pat-9" and status.network_patient("pat-1") == "pat-1"
+    assert status.linked_patients("pat-1") == ["pat-2"]
+    # A snapshot's rows restore the same table.
+    restored = PatientLinkTable(json.loads(json.dumps(status._links.rows())))
+    assert restored.network_patient("pat-2") == "pat-1" and restored.linked_patients("pat-1") == ["pat-2"]
 
 
 def test_a_deactivated_principals_live_token_stops_at_the_next_poll() -> None:

@@ -1,4 +1,5 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -6,6 +7,40 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LinkPatientRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class UnlinkPatientRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class LinkPatientResponse(_message.Message):
+    __slots__ = ("ledger_log_index", "rewrapped")
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REWRAPPED_FIELD_NUMBER: _ClassVar[int]
+    ledger_log_index: int
+    rewrapped: int
+    def __init__(self, ledger_log_index: _Optional[int] = ..., rewrapped: _Optional[int] = ...) -> None: ...
+
+class ResolvePatientRequest(_message.Message):
+    __slots__ = ("fhir_patient_id",)
+    FHIR_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    fhir_patient_id: str
+    def __init__(self, fhir_patient_id: _Optional[str] = ...) -> None: ...
+
+class ResolvePatientResponse(_message.Message):
+    __slots__ = ("network_patient_id", "organization_patient_ids")
+    NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_PATIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    network_patient_id: str
+    organization_patient_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network_patient_id: _Optional[str] = ..., organization_patient_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeactivatePrincipalRequest(_message.Message):
     __slots__ = ("principal_id",)

@@ -36,7 +36,7 @@ class Transaction(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., signer_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TransactionBody(_message.Message):
-    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access", "deactivate_principal", "rotate_principal_key")
+    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access", "deactivate_principal", "rotate_principal_key", "link_patient_identity", "unlink_patient_identity")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class TransactionBody(_message.Message):
     BREAK_GLASS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     DEACTIVATE_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     ROTATE_PRINCIPAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LINK_PATIENT_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    UNLINK_PATIENT_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     nonce: bytes
     created_at_ms: int
@@ -69,7 +71,9 @@ class TransactionBody(_message.Message):
     break_glass_access: BreakGlassAccess
     deactivate_principal: DeactivatePrincipal
     rotate_principal_key: RotatePrincipalKey
-    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ..., deactivate_principal: _Optional[_Union[DeactivatePrincipal, _Mapping]] = ..., rotate_principal_key: _Optional[_Union[RotatePrincipalKey, _Mapping]] = ...) -> None: ...
+    link_patient_identity: LinkPatientIdentity
+    unlink_patient_identity: UnlinkPatientIdentity
+    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ..., deactivate_principal: _Optional[_Union[DeactivatePrincipal, _Mapping]] = ..., rotate_principal_key: _Optional[_Union[RotatePrincipalKey, _Mapping]] = ..., link_patient_identity: _Optional[_Union[LinkPatientIdentity, _Mapping]] = ..., unlink_patient_identity: _Optional[_Union[UnlinkPatientIdentity, _Mapping]] = ...) -> None: ...
 
 class RegisterPrincipal(_message.Message):
     __slots__ = ("principal_id", "kind", "public_key", "organization_id", "specialty", "specialty_attested_by")
@@ -238,6 +242,28 @@ class KeyRotation(_message.Message):
     patient_id: str
     key_version: int
     def __init__(self, patient_id: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
+
+class LinkPatientIdentity(_message.Message):
+    __slots__ = ("network_patient_id", "linked_patient_id", "organization_id", "attestation_nonce", "attestation")
+    NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINKED_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_NONCE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    network_patient_id: str
+    linked_patient_id: str
+    organization_id: str
+    attestation_nonce: bytes
+    attestation: bytes
+    def __init__(self, network_patient_id: _Optional[str] = ..., linked_patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., attestation_nonce: _Optional[bytes] = ..., attestation: _Optional[bytes] = ...) -> None: ...
+
+class UnlinkPatientIdentity(_message.Message):
+    __slots__ = ("network_patient_id", "linked_patient_id")
+    NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINKED_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    network_patient_id: str
+    linked_patient_id: str
+    def __init__(self, network_patient_id: _Optional[str] = ..., linked_patient_id: _Optional[str] = ...) -> None: ...
 
 class SubmitTransactionRequest(_message.Message):
     __slots__ = ("transaction", "ack")
