@@ -31,12 +31,15 @@ import uuid
 
 from carechain.consent.policy import validate_policy
 from carechain.consent.v1 import policy_pb2
+from carechain.core.consent_jws import InvalidConsentJws, unverified_signer
 from carechain.core.crypto import Signer, verify_signature
 from carechain.core.errors import InvalidArgument
 from carechain.ledger.v1 import ledger_pb2
 
 #: Domain separation of svc-consent's policy attestations (never valid as a transaction or token signature).
 POLICY_ATTESTATION_CONTEXT = b"carechain-policy-attestation/v1"
+#: The same, for a policy mapped from a FHIR Consent the patient signed (binds the Consent's body hash).
+SIGNED_CONSENT_ATTESTATION_CONTEXT = b"carechain-signed-consent-attestation/v1"
 
 
 def require_uuid(value: str, field: str) -> None:
@@ -83,25 +86,50 @@ def validate_grant_policy(policy: policy_pb2.ConsentPolicy, field: str = "policy
 
 
 def policy_attestation_message(chain_id: str, consent_id: str, patient_id: str,
-                               sealed: ledger_pb2.SealedData) -> bytes:
-    """What svc-consent signs for a sealed policy: length-prefixed, so no two inputs give the same bytes."""
-    parts = (chain_id.encode(), consent_id.encode(), patient_id.encode(), sealed.key_name.encode(),
-             sealed.wrapped_key.encode(), bytes(sealed.ciphertext))
-    return POLICY_ATTESTATION_CONTEXT + b"".join(struct.pack(">I", len(p)) + p for p in parts)
+                               sealed: ledger_pb2.SealedData, consent_sha256: str = "") -> bytes:
+    """What svc-consent signs for a sealed policy: length-prefixed, so no two inputs give the same bytes.
+
+    consent_sha256 (a FHIR Consent the patient signed as a JWS, :mod:`carechain.core.consent_jws`) ties the
+    sealed policy to exactly what the patient signed; it is signed under its own context, so an attestation
+    with it is never valid without it and the other way round.
+    """
+    parts = [chain_id.encode(), consent_id.encode(), patient_id.encode(), sealed.key_name.encode(),
+             sealed.wrapped_key.encode(), bytes(sealed.ciphertext)]
+    context = POLICY_ATTESTATION_CONTEXT
+    if consent_sha256:
+        context = SIGNED_CONSENT_ATTESTATION_CONTEXT
+        parts.append(consent_sha256.encode())
+    return context + b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 
 def attest_policy(signer: Signer, chain_id: str, consent_id: str, patient_id: str,
-                  sealed: ledger_pb2.SealedData) -> bytes:
-    """svc-consent's signature that the policy sealed in sealed passed :func:`validate_grant_policy`."""
-    return signer.sign(policy_attestation_message(chain_id, consent_id, patient_id, sealed))
+                  sealed: ledger_pb2.SealedData, consent_sha256: str = "") -> bytes:
+    """svc-consent's signature that the policy sealed in sealed passed :func:`validate_grant_policy`
+    (and, with consent_sha256, that it is the policy of the FHIR Consent with that body hash)."""
+    return signer.sign(policy_attestation_message(chain_id, consent_id, patient_id, sealed, consent_sha256))
 
 
-def policy_attested(grant: ledger_pb2.GrantConsent, chain_id: str, consent_key: bytes | None) -> bool:
-    """Whether grant.policy_attestation is svc-consent's signature (consent_key) over its sealed policy."""
+def policy_attested(grant: ledger_pb2.GrantConsent, chain_id: str, consent_key: bytes | None,
+                    consent_sha256: str = "") -> bool:
+    """Whether grant.policy_attestation is svc-consent's signature (consent_key) over its sealed policy
+    (bound to consent_sha256 when given: the body hash of the patient's consent JWS)."""
     if consent_key is None or not grant.policy_attestation:
         return False
-    message = policy_attestation_message(chain_id, grant.consent_id, grant.patient_id, grant.sealed_policy)
+    message = policy_attestation_message(chain_id, grant.consent_id, grant.patient_id, grant.sealed_policy,
+                                         consent_sha256)
     return verify_signature(consent_key, bytes(grant.policy_attestation), message)
+
+
+def granted_by(body: ledger_pb2.TransactionBody) -> str:
+    """Who granted a committed (valid) GrantConsent: the JWS signer of one relayed from the FHIR gateway
+    (svc-consent submitted it; the validators verified the JWS), else the transaction's signer."""
+    jws = body.grant_consent.patient_jws
+    if jws:
+        try:
+            return unverified_signer(bytes(jws).decode("ascii"))
+        except (UnicodeDecodeError, InvalidConsentJws):
+            pass  # not on a valid grant (validators refuse it); the submitter is all that is known
+    return body.submitter_id
 
 
 MAX_BREAK_GLASS_REASON = 500

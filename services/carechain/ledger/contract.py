@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 from carechain.common.v1 import common_pb2
 from carechain.consent import rules as consent_rules
 from carechain.consent.v1 import policy_pb2
+from carechain.core import consent_jws
+from carechain.core.consent_jws import ConsentClaims
 from carechain.core.errors import InvalidArgument
 from carechain.core.layout import OPERATOR_ID, TrustBundle, service_principal_id
 from carechain.ledger import linking, transactions
@@ -68,6 +70,8 @@ DELEGATE_KINDS = (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER)
 # (CARECHAIN_TX_MAX_SKEW_MS); every validator of a network must use the same value.
 DEFAULT_MAX_SKEW_MS = 120_000
 MAX_STORED_INT = 2**63 - 1  # SQLite integers are signed 64-bit
+# A consent JWS's jti is spent in the signer's nonce space under this prefix (never a transaction nonce).
+CONSENT_JWS_NONCE = b"carechain-consent-jws/"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SPECIALTY = re.compile(r"[a-z]+(-[a-z]+)*")
 
@@ -276,7 +280,10 @@ class Validator:
 
     def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         g = env.body.grant_consent
-        if not self._acts_for_patient(env, g.patient_id, state):
+        claims = self._patient_jws(env, g, state) if g.patient_jws else None
+        # A grant relayed from the FHIR gateway is svc-consent's transaction; the patient's authority is the JWS.
+        acting = replace(env, signer_id=claims.signer_id) if claims is not None else env
+        if not self._acts_for_patient(acting, g.patient_id, state):
             raise _not_permitted("only the patient grants their consent (or their active delegate)")
         self._patient(state, g.patient_id, "grant_consent.patient_id")
         try:  # the very rules the consent service applies before submitting (one place)
@@ -288,11 +295,47 @@ class Validator:
         # Ledger privacy: validators never see the policy. The consent service checked it against the
         # consent rules before sealing it and signed that (SealPolicy); a grant whose sealed policy it
         # did not attest (e.g. submitted straight to the ledger) is invalid.
-        if not consent_rules.policy_attested(g, self.chain_id, self.trust.key(CONSENT)):
-            raise _not_permitted(f"the sealed policy is not attested by {CONSENT} (seal it with SealPolicy)")
+        if not consent_rules.policy_attested(g, self.chain_id, self.trust.key(CONSENT),
+                                             claims.consent_sha256 if claims is not None else ""):
+            raise _not_permitted(f"the sealed policy is not attested by {CONSENT} (seal it with SealPolicy)"
+                                 + (" for the signed Consent's body hash" if claims is not None else ""))
+        if claims is not None:  # the patient's signature grants once
+            state.consume_nonce(claims.signer_id, CONSENT_JWS_NONCE + claims.jti_bytes, log_index)
         state.put_consent(
             ConsentState(g.consent_id, g.patient_id, transactions.encode(g.sealed_policy), CONSENT_ACTIVE, log_index)
         )
+
+    def _patient_jws(self, env: Envelope, g: ledger_pb2.GrantConsent, state: StateReader) -> ConsentClaims:
+        """The verified claims of a grant's patient JWS (docs/fhir.md, "Consent"); raises Rejected.
+
+        Only svc-consent submits one; it verifies under the signer's current key in state (a rotated-out key
+        or a deactivated signer signs nothing), for this grant's patient and chain, signed within
+        max_skew_ms of the block time, and its (signer, jti) was never used.
+        """
+        field = "grant_consent.patient_jws"
+        if env.signer_id != CONSENT:
+            raise _not_permitted(f"{field}: only {CONSENT} relays a grant the patient signed as a JWS")
+        try:
+            jws = bytes(g.patient_jws).decode("ascii")
+            signer_id = consent_jws.unverified_signer(jws)
+        except (UnicodeDecodeError, consent_jws.InvalidConsentJws) as exc:
+            raise Rejected(f"{field}: malformed ({exc})") from exc
+        signer = state.principal(signer_id)
+        if signer is None or signer.kind not in DELEGATE_KINDS or not signer.active:
+            raise _not_permitted(f"{field}: the signer is not an active registered patient or practitioner")
+        try:
+            claims = consent_jws.verify_consent_jws(jws, signer.public_key)
+        except consent_jws.InvalidConsentJws as exc:
+            raise _not_permitted(f"{field}: {exc}") from exc
+        if claims.sub != g.patient_id:
+            raise _not_permitted(f"{field}: sub is not grant_consent.patient_id")
+        if claims.chain_id != self.chain_id:
+            raise Rejected(f"{field}: chain_id is another chain")
+        if abs(claims.iat * 1000 - env.block_time_ms) > self.max_skew_ms:
+            raise Rejected(f"{field}: iat is more than {self.max_skew_ms} ms from the block (ordering) time")
+        if state.nonce_used(claims.signer_id, CONSENT_JWS_NONCE + claims.jti_bytes):
+            raise Rejected(f"{field}: jti was used before (a replayed signature)")
+        return claims
 
     def _revoke_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         r = env.body.revoke_consent

@@ -238,3 +238,13 @@ class ListDelegatesResponse(_message.Message):
     DELEGATIONS_FIELD_NUMBER: _ClassVar[int]
     delegations: _containers.RepeatedCompositeFieldContainer[Delegation]
     def __init__(self, delegations: _Optional[_Iterable[_Union[Delegation, _Mapping]]] = ...) -> None: ...
+
+class SubmitFhirConsentRequest(_message.Message):
+    __slots__ = ("consent_json", "consent_jws", "caller_id")
+    CONSENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_JWS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_ID_FIELD_NUMBER: _ClassVar[int]
+    consent_json: bytes
+    consent_jws: str
+    caller_id: str
+    def __init__(self, consent_json: _Optional[bytes] = ..., consent_jws: _Optional[str] = ..., caller_id: _Optional[str] = ...) -> None: ...

@@ -91,6 +91,11 @@ class ConsentServiceStub:
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesRequest.SerializeToString,
                 response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesResponse.FromString,
                 _registered_method=True)
+        self.SubmitFhirConsent = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/SubmitFhirConsent',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.SubmitFhirConsentRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ConsentRecord.FromString,
+                _registered_method=True)
 
 
 class ConsentServiceServicer:
@@ -198,6 +203,21 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFhirConsent(self, request, context):
+        """A FHIR R4 Consent signed by the patient (or an active delegate) as a
+        compact JWS (docs/fhir.md, "Consent"), relayed by the records gateway for
+        the caller it authenticated: verifies the JWS under the signer's
+        registered key (UNAUTHENTICATED if it does not), checks the signer is
+        that caller and acts for the JWS's patient (PERMISSION_DENIED), the body
+        hash and the time, maps the Consent (INVALID_ARGUMENT naming Consent.*),
+        seals and attests the policy binding the body hash, and commits a
+        GrantConsent signed by svc-consent carrying the JWS (the validators check
+        it again). Records service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +275,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.ListDelegates,
                     request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesRequest.FromString,
                     response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesResponse.SerializeToString,
+            ),
+            'SubmitFhirConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFhirConsent,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.SubmitFhirConsentRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ConsentRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -556,6 +581,33 @@ class ConsentService:
             '/carechain.consent.v1.ConsentService/ListDelegates',
             carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesRequest.SerializeToString,
             carechain_dot_consent_dot_v1_dot_consent__pb2.ListDelegatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFhirConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/SubmitFhirConsent',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.SubmitFhirConsentRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.ConsentRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -162,18 +162,20 @@ class SealedData(_message.Message):
     def __init__(self, key_name: _Optional[str] = ..., wrapped_key: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class GrantConsent(_message.Message):
-    __slots__ = ("consent_id", "patient_id", "policy", "sealed_policy", "policy_attestation")
+    __slots__ = ("consent_id", "patient_id", "policy", "sealed_policy", "policy_attestation", "patient_jws")
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SEALED_POLICY_FIELD_NUMBER: _ClassVar[int]
     POLICY_ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_JWS_FIELD_NUMBER: _ClassVar[int]
     consent_id: str
     patient_id: str
     policy: _policy_pb2.ConsentPolicy
     sealed_policy: SealedData
     policy_attestation: bytes
-    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., sealed_policy: _Optional[_Union[SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ...) -> None: ...
+    patient_jws: bytes
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., sealed_policy: _Optional[_Union[SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ..., patient_jws: _Optional[bytes] = ...) -> None: ...
 
 class RevokeConsent(_message.Message):
     __slots__ = ("consent_id", "patient_id")

@@ -309,3 +309,53 @@ class ErasureReceipt(_message.Message):
     checkpoint: _ledger_pb2.Checkpoint
     inclusion_proof: _ledger_pb2.InclusionProof
     def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., erased_count: _Optional[int] = ..., log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., erased_on: _Optional[str] = ..., checkpoint: _Optional[_Union[_ledger_pb2.Checkpoint, _Mapping]] = ..., inclusion_proof: _Optional[_Union[_ledger_pb2.InclusionProof, _Mapping]] = ...) -> None: ...
+
+class SubmitConsentRequest(_message.Message):
+    __slots__ = ("consent_json", "consent_jws")
+    CONSENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_JWS_FIELD_NUMBER: _ClassVar[int]
+    consent_json: bytes
+    consent_jws: str
+    def __init__(self, consent_json: _Optional[bytes] = ..., consent_jws: _Optional[str] = ...) -> None: ...
+
+class PatientConsent(_message.Message):
+    __slots__ = ("consent_id", "consent_json")
+    CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    consent_id: str
+    consent_json: str
+    def __init__(self, consent_id: _Optional[str] = ..., consent_json: _Optional[str] = ...) -> None: ...
+
+class ListPatientConsentsRequest(_message.Message):
+    __slots__ = ("patient_id",)
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    def __init__(self, patient_id: _Optional[str] = ...) -> None: ...
+
+class ListPatientConsentsResponse(_message.Message):
+    __slots__ = ("consents",)
+    CONSENTS_FIELD_NUMBER: _ClassVar[int]
+    consents: _containers.RepeatedCompositeFieldContainer[PatientConsent]
+    def __init__(self, consents: _Optional[_Iterable[_Union[PatientConsent, _Mapping]]] = ...) -> None: ...
+
+class ExportAccessHistoryRequest(_message.Message):
+    __slots__ = ("patient_id", "since_ms", "until_ms", "page_size", "page_token")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    since_ms: int
+    until_ms: int
+    page_size: int
+    page_token: str
+    def __init__(self, patient_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ExportAccessHistoryResponse(_message.Message):
+    __slots__ = ("bundle_json", "next_page_token")
+    BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    bundle_json: str
+    next_page_token: str
+    def __init__(self, bundle_json: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -91,6 +91,21 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
                 _registered_method=True)
+        self.SubmitConsent = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/SubmitConsent',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.SubmitConsentRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientConsent.FromString,
+                _registered_method=True)
+        self.ListPatientConsents = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ListPatientConsents',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListPatientConsentsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListPatientConsentsResponse.FromString,
+                _registered_method=True)
+        self.ExportAccessHistory = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ExportAccessHistory',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ExportAccessHistoryRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ExportAccessHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class RecordsServiceServicer:
@@ -217,6 +232,33 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitConsent(self, request, context):
+        """--- FHIR Consent and AuditEvent for the REST gateway (issue 15; docs/fhir.md) ---
+        Grants a FHIR R4 Consent the caller (the patient or an active delegate)
+        signed as a compact JWS: relayed to ConsentService.SubmitFhirConsent for
+        the authenticated caller. The consent as now on the ledger, as FHIR.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPatientConsents(self, request, context):
+        """A patient's consents as FHIR R4 Consent resources (oldest first). The
+        patient or an active delegate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportAccessHistory(self, request, context):
+        """A patient's accounting of disclosures as a FHIR R4 Bundle of AuditEvent
+        (AuditService.ExportFhirBundle, called as svc-records for the caller).
+        The patient or an active delegate (guardian or proxy) only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +316,21 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.EraseRecords,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.SerializeToString,
+            ),
+            'SubmitConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitConsent,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.SubmitConsentRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientConsent.SerializeToString,
+            ),
+            'ListPatientConsents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPatientConsents,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListPatientConsentsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListPatientConsentsResponse.SerializeToString,
+            ),
+            'ExportAccessHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportAccessHistory,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ExportAccessHistoryRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ExportAccessHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -575,6 +632,87 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/EraseRecords',
             carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/SubmitConsent',
+            carechain_dot_records_dot_v1_dot_records__pb2.SubmitConsentRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.PatientConsent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPatientConsents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ListPatientConsents',
+            carechain_dot_records_dot_v1_dot_records__pb2.ListPatientConsentsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ListPatientConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAccessHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ExportAccessHistory',
+            carechain_dot_records_dot_v1_dot_records__pb2.ExportAccessHistoryRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ExportAccessHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
