@@ -14,14 +14,24 @@ Who may read a patient's consents and delegations is :meth:`Grants.readable_pati
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
 from carechain.consent import rules as consent_rules
+from carechain.consent.fhir_consent import consent_from_fhir
 from carechain.consent.following import FollowedLedger
 from carechain.consent.v1 import consent_pb2, policy_pb2
-from carechain.core.crypto import Signer
+from carechain.core.consent_jws import (
+    ConsentClaims,
+    InvalidConsentJws,
+    body_sha256,
+    unverified_signer,
+    verify_consent_jws,
+)
+from carechain.core.crypto import Signer, same
 from carechain.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -29,6 +39,7 @@ from carechain.core.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
 )
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.transactions import decode_body
@@ -36,6 +47,8 @@ from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller
 
 Kind = common_pb2.PrincipalKind
+#: The registered Ed25519 public key of a principal (None when unknown): the key a consent JWS must verify under.
+SignerKey = Callable[[str], bytes | None]
 _GRANT = "transaction.body.grant_consent"
 _REVOKE = "transaction.body.revoke_consent"
 _REGISTER_DELEGATE = "transaction.body.register_delegate"
@@ -173,6 +186,77 @@ class Grants:
             granted_log_index=response.log_index,
             granted_by=caller.principal_id,
         )
+
+    def grant_signed_fhir(self, caller_id: str, consent_json: bytes, jws: str, signer_key: SignerKey,
+                          max_skew_ms: int) -> consent_pb2.ConsentRecord:
+        """Commit a FHIR Consent the caller signed as a JWS (docs/fhir.md, "Consent"); the consent as granted.
+
+        The checks the validators repeat (:mod:`carechain.ledger.contract`), made here first for a clear answer:
+        UNAUTHENTICATED for a signature that is missing, malformed, not under the signer's registered key, for
+        another network, over other bytes or not signed just now; PERMISSION_DENIED when the signer is not the
+        caller or may not act for the JWS's patient (``sub``); INVALID_ARGUMENT naming ``Consent.*`` for a
+        Consent CareChain cannot enforce. The policy is sealed and attested bound to the body hash, and the
+        GrantConsent, signed by this service, carries the JWS: only the patient's signature makes it valid.
+        """
+        if not consent_json:
+            raise InvalidArgument("consent_json", "required (the FHIR Consent)")
+        claims = self._verified_consent_jws(caller_id, consent_json, jws, signer_key, max_skew_ms)
+        patient_id = claims.sub
+        self._ledger.sync()
+        patient = self._state.principal(patient_id)
+        acts = patient is not None and patient.kind == Kind.PRINCIPAL_KIND_PATIENT and patient.active and (
+            claims.signer_id == patient_id
+            or self._state.active_delegate(patient_id, claims.signer_id, self._ledger.now_ms()) is not None)
+        if not acts:  # an unknown patient and another's look the same
+            raise PermissionDenied("the consent signer may grant consent only for themselves or, as an active "
+                                   "delegate, for their patient")
+        imported = consent_from_fhir(consent_json)
+        if imported.status != "active":
+            raise InvalidArgument("Consent.status", "must be active to be granted")
+        if imported.patient_id and imported.patient_id != patient_id:
+            raise InvalidArgument("Consent.patient", "names another patient than the signature's (sub)")
+        consent_id = imported.consent_id or str(uuid.uuid4())
+        consent_rules.validate_grant_policy(imported.policy)
+        if self._state.consent(consent_id) is not None:
+            raise AlreadyExists(f"consent {consent_id} already exists")
+        sealed = self._sealer.seal_policy(consent_id, patient_id, imported.policy)
+        grant = ledger_pb2.GrantConsent(
+            consent_id=consent_id, patient_id=patient_id, sealed_policy=sealed, patient_jws=jws.encode("ascii"),
+            policy_attestation=consent_rules.attest_policy(self._attester, self._ledger.chain_id, consent_id,
+                                                           patient_id, sealed, claims.consent_sha256))
+        response = self._ledger.commit(self._ledger.submitter.transaction(grant_consent=grant))
+        self._ledger.audit_consent_changes()
+        return self._state.consent(consent_id) or consent_pb2.ConsentRecord(
+            consent_id=consent_id, patient_id=patient_id, policy=imported.policy,
+            status=consent_pb2.CONSENT_STATUS_ACTIVE, granted_log_index=response.log_index,
+            granted_by=claims.signer_id)
+
+    def _verified_consent_jws(self, caller_id: str, consent_json: bytes, jws: str, signer_key: SignerKey,
+                              max_skew_ms: int) -> ConsentClaims:
+        """The claims of the caller's JWS over consent_json, verified now (see :meth:`grant_signed_fhir`)."""
+        if not jws:
+            raise Unauthenticated("consent_jws: required (the X-Consent-Signature header)")
+        try:
+            signer_id = unverified_signer(jws)
+        except InvalidConsentJws as exc:
+            raise Unauthenticated(f"consent_jws: {exc}") from None
+        if signer_id != caller_id:
+            raise PermissionDenied("consent_jws: signed by another principal than the caller (kid)")
+        key = signer_key(signer_id)
+        if not key:
+            raise Unauthenticated("consent_jws: the signer has no registered key")
+        try:
+            claims = verify_consent_jws(jws, key)
+        except InvalidConsentJws as exc:
+            raise Unauthenticated(f"consent_jws: {exc}") from None
+        if claims.chain_id != self._ledger.chain_id:
+            raise Unauthenticated("consent_jws: chain_id is not this network's")
+        if not same(claims.consent_sha256, body_sha256(consent_json)):
+            raise Unauthenticated("consent_jws: consent_sha256 is not the SHA-256 of the Consent sent (sign the "
+                                  "exact bytes)")
+        if abs(claims.iat * 1000 - self._ledger.now_ms()) > max_skew_ms:
+            raise Unauthenticated(f"consent_jws: iat is more than {max_skew_ms // 1000} s from now (sign it again)")
+        return claims
 
     def revoke(self, caller: Caller, transaction: ledger_pb2.Transaction | None) -> consent_pb2.ConsentRecord:
         """Commit a signed RevokeConsent; the consent, now revoked (audited before this returns)."""

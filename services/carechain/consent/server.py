@@ -28,7 +28,7 @@ from carechain.audit.events import AuditReporter
 from carechain.consent.decisions import Decisions, validate_decide_request
 from carechain.consent.fhir_consent import consent_json
 from carechain.consent.following import FOLLOW_SECONDS, FollowedLedger
-from carechain.consent.grants import Grants
+from carechain.consent.grants import Grants, SignerKey
 from carechain.consent.policy import BreakGlassRules
 from carechain.consent.snapshot import FILE_NAME as SNAPSHOT_FILE
 from carechain.consent.snapshot import ConsentSnapshots
@@ -37,6 +37,8 @@ from carechain.consent.v1 import consent_pb2, consent_pb2_grpc
 from carechain.core.crypto import Signer
 from carechain.core.errors import CareChainError, InvalidArgument
 from carechain.core.layout import TrustBundle, audience
+from carechain.identity.v1 import identity_pb2
+from carechain.ledger.contract import DEFAULT_MAX_SKEW_MS
 from carechain.ledger.reader import VerifiedLedgerReader, configured_validators
 from carechain.ledger.sealing import LedgerSealer, metadata_sealer
 from carechain.ledger.submission import ServiceSubmitter
@@ -102,6 +104,8 @@ ACCESS = AccessTable(SERVICE, {
     "RevokeDelegate": Allow.of(patient=_signed("revoke_delegate", allow_delegate=False)),
     "ListDelegates": Allow.of(patient=_READ_DELEGATES, practitioner=_READ_DELEGATES, service=ANY),
     "SealPolicy": Allow.of(patient=_SEAL, practitioner=_SEAL, note="before the patient signs the grant"),
+    "SubmitFhirConsent": Allow.of(service=ANY, services=["records"],
+                                  note="for the caller records authenticated; the patient's JWS is the authority"),
 })
 
 
@@ -122,11 +126,16 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         chain_id: str = "carechain-local",
         sealer: LedgerSealer | None = None,
         read_transactions: ListTransactions | None = None,
+        signer_key: SignerKey | None = None,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         """ledger is the LedgerService stub (submissions); sealer defaults to the state's; read_transactions
         (how sync reads the ledger) to ``ledger.ListTransactions``. build() passes a VerifiedLedgerReader:
-        production never folds unverified ledger data."""
+        production never folds unverified ledger data. signer_key (a principal's registered key, for consent
+        JWSs; default: none known) and max_skew_ms (how old a JWS may be) serve SubmitFhirConsent."""
         self._auth = authenticator
+        self._signer_key = signer_key or (lambda principal_id: None)
+        self._max_skew_ms = max_skew_ms
         self.ledger = FollowedLedger(
             state,
             read_transactions or ledger.ListTransactions,
@@ -152,6 +161,15 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         self, request: consent_pb2.GrantConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
         return self.grants.grant(caller_of(context), _transaction(request))
+
+    def SubmitFhirConsent(
+        self, request: consent_pb2.SubmitFhirConsentRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ConsentRecord:
+        """A FHIR Consent the patient (or a delegate) signed as a JWS, granted on the ledger (Grants)."""
+        if not request.caller_id:
+            raise InvalidArgument("caller_id", "required (the principal the records gateway authenticated)")
+        return self.grants.grant_signed_fhir(request.caller_id, request.consent_json, request.consent_jws,
+                                             self._signer_key, self._max_skew_ms)
 
     def RevokeConsent(
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
@@ -215,6 +233,22 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         return consent_pb2.CheckDecisionResponse(permitted=held.permitted, reason=held.reason)
 
 
+def registered_key(identity: Callable[[], Any]) -> SignerKey:
+    """A principal's current registered key, asked of identity (which registers and rotates keys on the
+    ledger); None for an unknown principal. The validators check the JWS again under the ledger's key."""
+
+    def key(principal_id: str) -> bytes | None:
+        try:
+            principal = identity().GetPrincipal(identity_pb2.GetPrincipalRequest(principal_id=principal_id))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return None
+            raise
+        return bytes(principal.public_key) or None
+
+    return key
+
+
 def register_consent(servicer: ConsentServicer) -> Register:
     """A register function adding servicer to a server."""
     return register_servicer(consent_pb2_grpc.add_ConsentServiceServicer_to_server, servicer, ACCESS, servicer._auth)
@@ -244,6 +278,8 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
         ),
         chain_id=settings.chain_id,
         read_transactions=reader.list_transactions,
+        signer_key=registered_key(lambda: peers.identity),
+        max_skew_ms=settings.tx_max_skew_ms,
     )
     # Resume from the signed snapshot (checked against the certified chain), then catch up; if the ledger
     # (or identity) is not up yet, the first request catches up instead, since every RPC syncs first.

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from carechain.common.v1 import common_pb2
+from carechain.consent.v1 import policy_pb2
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
@@ -17,6 +18,7 @@ from carechain.records.bulk import BulkImporter
 from carechain.records.erasure import Eraser, RetentionPolicy
 from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label_codings, organization_of
 from carechain.records.large_records import LargeRecords
+from carechain.records.patient_relay import PatientRelay
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.search import RecordSearch
 from carechain.records.summary import PatientSummaries, SummaryCounts
@@ -41,6 +43,19 @@ def _may_erase(caller: Caller, request: records_pb2.EraseRecordsRequest, service
 
 
 _ERASER = Scope("own or delegated", "own, or as an active delegate (the operator where policy allows)", _may_erase)
+
+
+def _consents_of_patient(caller: Caller, request: object, servicer: RecordsServicer) -> None:
+    servicer.patient_relay().authorize(caller, request.patient_id)  # type: ignore[attr-defined]
+
+
+def _accounting_of_patient(caller: Caller, request: object, servicer: RecordsServicer) -> None:
+    servicer.patient_relay().authorize(caller, request.patient_id, accounting=True)  # type: ignore[attr-defined]
+
+
+_PATIENT_READ = Scope("own or delegated", "own, or as an active delegate", _consents_of_patient)
+_ACCOUNTING_READ = Scope("own or as guardian", "own, or as the patient's active guardian (45 CFR 164.502(g))",
+                         _accounting_of_patient)
 
 
 def _smart_system_token(reader: Caller, request: object, servicer: object) -> None:
@@ -72,6 +87,12 @@ ACCESS = AccessTable(SERVICE, {
     # Erasure (records.erasure): the operator only where CARECHAIN_OPERATOR_ERASURE allows.
     "EraseRecords": Allow.of(patient=_ERASER, practitioner=_ERASER, operator=_ERASER,
                              note="retention holds refuse; answers a receipt (the tombstone's proof)"),
+    # The FHIR gateway's Consent and AuditEvent (records.patient_relay): people acting for themselves or a patient.
+    "SubmitConsent": Allow.of(patient=ANY, practitioner=ANY,
+                              note="consent verifies the JWS: signed by the caller, for itself or its patient"),
+    "ListPatientConsents": Allow.of(patient=_PATIENT_READ, practitioner=_PATIENT_READ),
+    "ExportAccessHistory": Allow.of(patient=_ACCOUNTING_READ, practitioner=_ACCOUNTING_READ,
+                                    note="the accounting of disclosures, via audit as svc-records"),
 })
 
 
@@ -81,8 +102,9 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
                  importer: BulkImporter | None = None, large: LargeRecords | None = None,
                  search: RecordSearch | None = None, summaries: PatientSummaries | None = None,
-                 eraser: Eraser | None = None) -> None:
+                 eraser: Eraser | None = None, relay: PatientRelay | None = None) -> None:
         self._gateway = gateway
+        self._relay = relay
         self._search = search
         self._summaries = summaries
         self._eraser = eraser
@@ -174,6 +196,24 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
                      ) -> records_pb2.ErasureReceipt:
         return self.eraser().erase(caller(context), request)
 
+    def SubmitConsent(self, request: records_pb2.SubmitConsentRequest, context: grpc.ServicerContext
+                      ) -> records_pb2.PatientConsent:
+        return self.patient_relay().submit_consent(caller(context), request)
+
+    def ListPatientConsents(self, request: records_pb2.ListPatientConsentsRequest, context: grpc.ServicerContext
+                            ) -> records_pb2.ListPatientConsentsResponse:
+        return self.patient_relay().list_consents(caller(context), request)
+
+    def ExportAccessHistory(self, request: records_pb2.ExportAccessHistoryRequest, context: grpc.ServicerContext
+                            ) -> records_pb2.ExportAccessHistoryResponse:
+        return self.patient_relay().export_access_history(caller(context), request)
+
+    def patient_relay(self) -> PatientRelay:
+        """The consent and accounting relays of the FHIR gateway (UNIMPLEMENTED on a server built without)."""
+        if self._relay is None:
+            raise Unimplemented("the FHIR gateway relays are not configured on this server")
+        return self._relay
+
     def eraser(self) -> Eraser:
         """The erasure flow (UNIMPLEMENTED on a server built without it)."""
         if self._eraser is None:
@@ -243,8 +283,10 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
                     consent_delegates(peers.consent),
                     RetentionPolicy(settings.retention_hold_days, dict(settings.retention_hold_rules)),
                     operator_erasure=settings.operator_erasure)
+    relay = PatientRelay(peers, consent_delegates(peers.consent),
+                         consent_delegates(peers.consent, policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN))
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
-                               importer, large, search, summaries, eraser)
+                               importer, large, search, summaries, eraser, relay)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
     return register, [background.close, importer.close, summaries.close, gateway.close, principal_status.close,

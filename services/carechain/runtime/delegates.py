@@ -16,8 +16,12 @@ from carechain.consent.v1 import consent_pb2
 IsDelegate = Callable[[str, str], bool]
 
 
-def consent_delegates(consent_stub: object) -> IsDelegate:
-    """IsDelegate through ConsentService.ListDelegates (called as the service holding the stub)."""
+def consent_delegates(consent_stub: object, relationship: int = 0) -> IsDelegate:
+    """IsDelegate through ConsentService.ListDelegates (called as the service holding the stub).
+
+    relationship (a policy.v1 DelegateRelationship, e.g. GUARDIAN: a personal representative) limits it to
+    delegates of that relationship; 0: any.
+    """
 
     def is_delegate(patient_id: str, principal_id: str) -> bool:
         response = consent_stub.ListDelegates(  # type: ignore[attr-defined]
@@ -26,6 +30,7 @@ def consent_delegates(consent_stub: object) -> IsDelegate:
         now_ms = int(time.time() * 1000)
         return any(
             d.delegate_id == principal_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
+            and (not relationship or d.relationship == relationship)
             and d.period.start_ms <= now_ms and (not d.period.end_ms or now_ms < d.period.end_ms)
             for d in response.delegations
         )
