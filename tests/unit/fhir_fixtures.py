@@ -41,6 +41,15 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
     def ImportBundle(self, request, context):
         return self._answer("ImportBundle", request, context)
 
+    def SubmitConsent(self, request, context):
+        return self._answer("SubmitConsent", request, context)
+
+    def ListPatientConsents(self, request, context):
+        return self._answer("ListPatientConsents", request, context)
+
+    def ExportAccessHistory(self, request, context):
+        return self._answer("ExportAccessHistory", request, context)
+
 
 @contextmanager
 def gateway(config: GatewayConfig | None = None) -> Iterator[tuple[TestClient, Scripted]]:

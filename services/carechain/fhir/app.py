@@ -254,6 +254,9 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         routes.append(Mount("/token", app=smart.token_endpoint))
     else:
         routes.append(Route("/token", smart_configuration, methods=["POST"]))  # the same "not configured" answer
+    from carechain.fhir.audit_routes import audit_routes  # before /{type}: Consent and AuditEvent are not records
+    from carechain.fhir.consent_routes import consent_routes
+    routes += consent_routes(records, config) + audit_routes(records, config)
     routes += [
         Route("/", bundle, methods=["POST"]),
         Route("/{type}", create, methods=["POST"]),

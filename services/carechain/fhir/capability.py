@@ -22,6 +22,34 @@ SYSTEM_INTERACTIONS = ("batch", "transaction")
 RESTFUL_SECURITY = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 
 
+def _search_param(name: str, kind: str, documentation: str) -> dict[str, str]:
+    return {"name": name, "type": kind, "documentation": documentation}
+
+
+_PATIENT = _search_param("patient", "reference", "Patient/<pseudonym>; a patient may leave it out (themselves)")
+#: Consent is a patient's signed grant, AuditEvent the patient's accounting of disclosures, not stored records
+#: (fhir.consent_routes, fhir.audit_routes; docs/fhir.md).
+PATIENT_FACING: dict[str, dict[str, Any]] = {
+    "Consent": {
+        "type": "Consent",
+        "documentation": "POST a Consent with X-Consent-Signature: a compact JWS by the patient's (or an active "
+                         "delegate's) key over the exact body; it becomes a ledger grant. Read and search the "
+                         "patient's own consents.",
+        "interaction": [{"code": code} for code in ("create", "read", "search-type")],
+        "versioning": "no-version", "readHistory": False, "updateCreate": False,
+        "searchParam": [_PATIENT],
+    },
+    "AuditEvent": {
+        "type": "AuditEvent",
+        "documentation": "The patient's own accounting of disclosures (the patient, or an active guardian).",
+        "interaction": [{"code": "search-type"}],
+        "versioning": "no-version", "readHistory": False, "updateCreate": False,
+        "searchParam": [_PATIENT, _search_param("date", "date", "when the event was recorded (ge, gt, le, lt, eq)"),
+                        _search_param("_count", "number", "events per page (1-1000); follow the next link")],
+    },
+}
+
+
 def resource_types() -> list[str]:
     """The FHIR resource types CareChain accepts as records, sorted."""
     return sorted({"Patient", *PATIENT_REFERENCE_FIELDS})
@@ -37,8 +65,9 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
             "readHistory": False,
             "updateCreate": False,
         }
-        for resource_type in resource_types()
+        for resource_type in resource_types() if resource_type not in PATIENT_FACING
     ]
+    resources = sorted([*resources, *PATIENT_FACING.values()], key=lambda r: r["type"])
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

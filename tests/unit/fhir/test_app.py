@@ -64,9 +64,12 @@ def test_capability_statement_lists_what_is_served() -> None:
     assert "json" in statement["format"]
     assert statement["implementation"]["url"] == "https://fhir.example.org/r4"
     [rest] = statement["rest"]
-    assert [r["type"] for r in rest["resource"]] == resource_types()
+    assert [r["type"] for r in rest["resource"]] == sorted({*resource_types(), "AuditEvent"})
     assert {"Patient", "Condition", "Observation", "Encounter"} <= set(resource_types())
-    assert all([i["code"] for i in r["interaction"]] == ["create", "read"] for r in rest["resource"])
+    by_type = {r["type"]: r for r in rest["resource"]}
+    assert [i["code"] for i in by_type.pop("Consent")["interaction"]] == ["create", "read", "search-type"]
+    assert [i["code"] for i in by_type.pop("AuditEvent")["interaction"]] == ["search-type"]
+    assert all([i["code"] for i in r["interaction"]] == ["create", "read"] for r in by_type.values())
     assert [i["code"] for i in rest["interaction"]] == ["batch", "transaction"]
     assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
 
