@@ -6,6 +6,8 @@
     carechain consent revoke --key-file KEY CONSENT_ID [--patient P] [--json]
     carechain consent export --key-file KEY CONSENT_ID [--out FILE]
         a consent as a FHIR R4 Consent resource
+    carechain consent sign-fhir --key-file KEY CONSENT.json [--patient P] [--chain-id C]
+        print the compact JWS a REST client sends as X-Consent-Signature with POST /Consent (docs/fhir.md)
 
 A delegate (guardian, proxy) acts with their own key and names the patient with --patient.
 """
@@ -22,11 +24,13 @@ from carechain.cli.session import (
     add_network_arguments,
     add_output_arguments,
     client_of,
+    endpoints_of,
     enum_name,
     message_dict,
     print_json,
     read_input,
     report_errors,
+    signer_of,
     write_private_output,
 )
 from carechain.consent.v1 import consent_pb2
@@ -92,6 +96,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@report_errors
+def cmd_sign_fhir(args: argparse.Namespace) -> int:
+    """Print the X-Consent-Signature JWS over a Consent file's exact bytes (offline with --chain-id)."""
+    from carechain.core.consent_jws import sign_consent
+
+    consent = read_input(args.file, "CONSENT.json")
+    signer = signer_of(args)
+    chain_id = args.chain_id or endpoints_of(args).chain_id
+    print(sign_consent(signer, consent, args.patient or signer.key_id, chain_id))
+    return 0
+
+
 def add_consent_commands(sub: Any) -> None:
     """Add ``carechain consent ...`` to the top-level subparsers."""
     consent = sub.add_parser("consent", help="grant, list, revoke and export consents (FHIR Consent)")
@@ -112,6 +128,14 @@ def add_consent_commands(sub: Any) -> None:
     common(listing)
     add_output_arguments(listing)
     listing.set_defaults(func=cmd_list)
+
+    sign = consent_sub.add_parser("sign-fhir", help="sign a FHIR Consent for POST /Consent on the FHIR gateway "
+                                  "(prints the X-Consent-Signature JWS)")
+    common(sign)
+    sign.add_argument("--chain-id", default="", help="the network's chain id (default: from the network's "
+                      "endpoints file)")
+    sign.add_argument("file", metavar="CONSENT.json", help="the FHIR Consent exactly as it will be sent (- for stdin)")
+    sign.set_defaults(func=cmd_sign_fhir)
 
     revoke = consent_sub.add_parser("revoke", help="revoke a consent, signed with your key")
     common(revoke)

@@ -545,6 +545,20 @@ class CareChainClient:
             raise InvalidArgument("Consent.patient", "names another patient than the one granting")
         return self.grant_policy(imported.policy, patient)
 
+    def sign_fhir_consent(self, consent: bytes, patient_id: str = "") -> str:
+        """The compact JWS (``X-Consent-Signature``) by this client's key over the exact FHIR Consent bytes, for
+        this patient or (as a delegate) for patient_id: what a REST client sends with ``POST /Consent``
+        (docs/fhir.md, "Consent"). Send the very same bytes: the JWS covers their SHA-256."""
+        from carechain.core.consent_jws import sign_consent
+
+        return sign_consent(self.signer, consent, patient_id or self.principal_id, self.endpoints.chain_id)
+
+    def grant_signed_fhir_consent(self, consent: bytes, consent_jws: str) -> records_pb2.PatientConsent:
+        """Grant a FHIR Consent signed as a JWS (:meth:`sign_fhir_consent`) through the records gateway, as the
+        FHIR REST gateway does; the consent as stored (FHIR JSON in ``consent_json``)."""
+        return self.records.SubmitConsent(records_pb2.SubmitConsentRequest(
+            consent_json=consent, consent_jws=consent_jws), timeout=30)
+
     def export_consent(self, consent_id: str) -> dict[str, Any]:
         """A consent as a FHIR R4 Consent resource."""
         response = self.consent.ExportConsent(consent_pb2.ExportConsentRequest(consent_id=consent_id), timeout=30)
