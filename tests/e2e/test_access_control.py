@@ -283,6 +283,10 @@ CELLS = [
          OWN_OR_DELEGATED_READ),
     Cell("consent", "SealPolicy", lambda w: consent_pb2.SealPolicyRequest(patient_id=_patient_id(w)),
          (PATIENT, DELEGATE)),
+    # The FHIR gateway's signed Consent, relayed by records alone; no Consent: admitted callers stop at
+    # validation, nothing granted.
+    Cell("consent", "SubmitFhirConsent", lambda w: consent_pb2.SubmitFhirConsentRequest(
+        caller_id=_patient_id(w)), ("svc-records",)),
     # --- audit
     Cell("audit", "RecordEvent", lambda w: audit_pb2.RecordEventRequest(), SERVICE_ACTORS),
     Cell("audit", "RecordEvents", lambda w: audit_pb2.RecordEventsRequest(), SERVICE_ACTORS),
@@ -341,6 +345,15 @@ CELLS = [
     # the operator only where CARECHAIN_OPERATOR_ERASURE allows (off here).
     Cell("records", "EraseRecords", lambda w: records_pb2.EraseRecordsRequest(
         patient_id=_patient_id(w), record_ids=[str(uuid.uuid4())]), (PATIENT, DELEGATE)),
+    # The FHIR gateway's Consent and AuditEvent (records.patient_relay). SubmitConsent is admitted for people;
+    # with an empty body consent refuses it at validation (the JWS decides who may grant). The reads: the patient
+    # and the active delegate (the delegate is the patient's guardian, so also the accounting).
+    Cell("records", "SubmitConsent", lambda w: records_pb2.SubmitConsentRequest(),
+         (PATIENT, OTHER_PATIENT, DELEGATE, PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "ListPatientConsents", lambda w: records_pb2.ListPatientConsentsRequest(
+        patient_id=_patient_id(w)), (PATIENT, DELEGATE)),
+    Cell("records", "ExportAccessHistory", lambda w: records_pb2.ExportAccessHistoryRequest(
+        patient_id=_patient_id(w)), (PATIENT, DELEGATE)),
 ]
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # An admitted call must reach its handler's own validation, not crash.
