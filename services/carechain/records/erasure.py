@@ -43,7 +43,7 @@ from carechain.ledger.v1 import ledger_pb2
 from carechain.records.gateway import RecordsGateway, organization_of, utc_date
 from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller, Kind
-from carechain.runtime.delegates import IsDelegate
+from carechain.runtime.delegates import IsDelegate, acts_for_patient
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records.erasure")
@@ -216,22 +216,11 @@ class Eraser:
         """The caller may erase patient_id's records; PermissionDenied (the same for any patient) otherwise."""
         if not patient_id:
             raise InvalidArgument("patient_id", "is required")
-        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT and caller.principal_id == patient_id:
-            return
         if caller.kind == Kind.PRINCIPAL_KIND_OPERATOR and self._operator_erasure:
             return
-        if caller.kind in (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER) and self._delegate_of(
-                patient_id, caller.principal_id):
+        if acts_for_patient(caller, patient_id, self._is_delegate):
             return
         raise PermissionDenied(NOT_PERMITTED)
-
-    def _delegate_of(self, patient_id: str, principal_id: str) -> bool:
-        try:
-            return self._is_delegate(patient_id, principal_id)
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
-                return False  # no such patient: refused like anyone else's
-            raise
 
     def erase(self, caller: Caller, request: records_pb2.EraseRecordsRequest) -> records_pb2.ErasureReceipt:
         """Erase the requested records (the caller was authorized for the patient); the receipt."""

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2
 from carechain.consent.fhir_consent import consent_json
@@ -28,7 +26,7 @@ from carechain.consent.v1 import consent_pb2
 from carechain.core.errors import PermissionDenied
 from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller
-from carechain.runtime.delegates import IsDelegate
+from carechain.runtime.delegates import IsDelegate, acts_for_patient
 
 Kind = common_pb2.PrincipalKind
 NOT_YOURS = ("a patient reads only their own consents (also an active delegate) and accounting of disclosures "
@@ -50,16 +48,8 @@ class PatientRelay:
         calling patient); PermissionDenied else."""
         if not patient_id and caller.kind == Kind.PRINCIPAL_KIND_PATIENT:
             return caller.principal_id
-        if caller.kind == Kind.PRINCIPAL_KIND_PATIENT and patient_id == caller.principal_id:
+        if acts_for_patient(caller, patient_id, self._is_guardian if accounting else self._is_delegate):
             return patient_id
-        if patient_id and caller.kind in (Kind.PRINCIPAL_KIND_PATIENT, Kind.PRINCIPAL_KIND_PRACTITIONER):
-            try:
-                if (self._is_guardian if accounting else self._is_delegate)(patient_id, caller.principal_id):
-                    return patient_id
-            except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.NOT_FOUND,  # type: ignore[attr-defined]
-                                      grpc.StatusCode.INVALID_ARGUMENT):
-                    raise
         raise PermissionDenied(NOT_YOURS)
 
     def submit_consent(self, caller: Caller, request: records_pb2.SubmitConsentRequest

@@ -10,7 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import grpc
+
+from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import consent_pb2
+from carechain.runtime.auth import Caller
 
 #: (patient_id, principal_id) -> whether principal_id is an active delegate of patient_id now.
 IsDelegate = Callable[[str, str], bool]
@@ -36,3 +40,23 @@ def consent_delegates(consent_stub: object, relationship: int = 0) -> IsDelegate
         )
 
     return is_delegate
+
+
+def acts_for_patient(caller: Caller, patient_id: str, is_delegate: IsDelegate) -> bool:
+    """Whether the caller is the patient (a patient principal) or, as a person, is_delegate of the patient.
+
+    A patient the consent service does not know (NOT_FOUND, INVALID_ARGUMENT) has no delegates: the answer is
+    False, as for anyone else's patient, so a refusal reveals nothing about whether the patient exists.
+    """
+    if not patient_id:
+        return False
+    if caller.kind == common_pb2.PRINCIPAL_KIND_PATIENT and caller.principal_id == patient_id:
+        return True
+    if caller.kind not in (common_pb2.PRINCIPAL_KIND_PATIENT, common_pb2.PRINCIPAL_KIND_PRACTITIONER):
+        return False
+    try:
+        return is_delegate(patient_id, caller.principal_id)
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
+            return False
+        raise
