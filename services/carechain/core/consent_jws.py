@@ -147,7 +147,7 @@ def _parts(jws: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting too: validators must never raise
         raise InvalidConsentJws(f"{what}: not JSON") from None
     if not isinstance(value, dict):
         raise InvalidConsentJws(f"{what}: not a JSON object")

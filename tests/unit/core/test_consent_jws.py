@@ -70,6 +70,7 @@ def test_another_key_a_changed_payload_or_a_broken_form_do_not_verify() -> None:
     forged = f"{header}.{b64url(json.dumps(_claims(sub='psn-2')).encode())}.{signature}"
     with pytest.raises(InvalidConsentJws, match="does not verify"):
         verify_consent_jws(forged, KEY.public_key_bytes())
-    for broken in ("", "a.b", "a.b.c.d", "!!.b.c", "x" * 5000):
+    deep = b64url(b"[" * 3000)  # a recursion bomb in the header must be a refusal, never an exception
+    for broken in ("", "a.b", "a.b.c.d", "!!.b.c", "x" * 5000, f"{deep}.e30.AA", "\u00e9.b.c", "e30.e30.AA"):
         with pytest.raises(InvalidConsentJws):
             verify_consent_jws(broken, KEY.public_key_bytes())
