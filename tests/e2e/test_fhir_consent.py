@@ -191,6 +191,12 @@ def test_a_replayed_signature_is_refused(parties: Parties, hapi_validator: HapiV
     replayed = post_consent(parties, patient, body, jws)
     issue = _outcome(replayed, 422, hapi_validator)
     assert "jti was used before" in issue["diagnostics"]
+    # The same over gRPC (the SDK, as the gateway relays it): granted once, then replayed through REST.
+    body = consent(patient.principal_id, parties.reader.principal_id).replace(b'"active"', b'"active" ')
+    jws = patient.client.sign_fhir_consent(body)
+    granted = patient.client.grant_signed_fhir_consent(body, jws)
+    assert json.loads(granted.consent_json)["id"] == granted.consent_id
+    _outcome(post_consent(parties, patient, body, jws), 422, hapi_validator)
 
 
 def test_signatures_that_are_not_the_patients_are_refused(parties: Parties, hapi_validator: HapiValidator) -> None:
