@@ -9,7 +9,7 @@ import tempfile
 import threading
 
 from carechain.common.v1 import common_pb2
-from carechain.consent.rules import attest_policy, granted_by
+from carechain.consent.rules import attest_policy, signed_by
 from carechain.consent.v1 import policy_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import DECISION_ISSUER_ID
@@ -97,7 +97,7 @@ class FakeLedger:
 
         # A grant svc-consent relays from the FHIR gateway acts with its patient JWS's signer (the contract
         # verifies that JWS; this fake only takes the signer from it).
-        acting = granted_by(body) if kind == "grant_consent" else body.submitter_id
+        acting = signed_by(body) if kind in ("grant_consent", "revoke_consent") else body.submitter_id
 
         def acts_for(patient_id: str) -> bool:
             return patient_id == acting or (patient_id, acting) in delegates

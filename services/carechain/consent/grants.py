@@ -27,11 +27,11 @@ from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.consent_jws import (
     ConsentClaims,
     InvalidConsentJws,
-    body_sha256,
+    same_digest,
     unverified_signer,
     verify_consent_jws,
 )
-from carechain.core.crypto import Signer, same
+from carechain.core.crypto import Signer
 from carechain.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -41,6 +41,7 @@ from carechain.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from carechain.core.fhir import parse_json
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.transactions import decode_body
 from carechain.ledger.v1 import ledger_pb2
@@ -187,9 +188,12 @@ class Grants:
             granted_by=caller.principal_id,
         )
 
-    def grant_signed_fhir(self, caller_id: str, consent_json: bytes, jws: str, signer_key: SignerKey,
-                          max_skew_ms: int) -> consent_pb2.ConsentRecord:
-        """Commit a FHIR Consent the caller signed as a JWS (docs/fhir.md, "Consent"); the consent as granted.
+    def submit_signed_fhir(self, caller_id: str, consent_json: bytes, jws: str, signer_key: SignerKey,
+                           max_skew_ms: int) -> consent_pb2.ConsentRecord:
+        """Commit a FHIR Consent the caller signed as a JWS (docs/fhir.md, "Consent"); the consent as now stored.
+
+        An active Consent is granted; ``{"resourceType": "Consent", "id": <consent id>, "status": "inactive"}``
+        revokes that consent (the revocation goes on the ledger with the JWS, so it may hold nothing else).
 
         The checks the validators repeat (:mod:`carechain.ledger.contract`), made here first for a clear answer:
         UNAUTHENTICATED for a signature that is missing, malformed, not under the signer's registered key, for
@@ -210,6 +214,9 @@ class Grants:
         if not acts:  # an unknown patient and another's look the same
             raise PermissionDenied("the consent signer may grant consent only for themselves or, as an active "
                                    "delegate, for their patient")
+        content = parse_json(consent_json)
+        if isinstance(content, dict) and content.get("status") == "inactive":
+            return self._revoke_signed(claims, consent_json, jws)
         imported = consent_from_fhir(consent_json)
         if imported.status != "active":
             raise InvalidArgument("Consent.status", "must be active to be granted")
@@ -231,6 +238,25 @@ class Grants:
             status=consent_pb2.CONSENT_STATUS_ACTIVE, granted_log_index=response.log_index,
             granted_by=claims.signer_id)
 
+    def _revoke_signed(self, claims: ConsentClaims, revocation_json: bytes, jws: str) -> consent_pb2.ConsentRecord:
+        """Commit svc-consent's RevokeConsent carrying the patient's JWS over revocation_json (synced, checked)."""
+        consent_id = consent_rules.revoked_consent_id(revocation_json)
+        existing = self._state.consent(consent_id)
+        if existing is None or existing.patient_id != claims.sub:
+            raise NotFound(f"consent {consent_id} does not exist or is not the patient's")
+        if existing.status == consent_pb2.CONSENT_STATUS_REVOKED:
+            raise FailedPrecondition(f"consent {consent_id} is already revoked")
+        revoke = ledger_pb2.RevokeConsent(consent_id=consent_id, patient_id=claims.sub,
+                                          patient_jws=jws.encode("ascii"), revocation_json=revocation_json)
+        response = self._ledger.commit(self._ledger.submitter.transaction(revoke_consent=revoke))
+        self._ledger.audit_consent_changes()
+        record = self._state.consent(consent_id)
+        if record is None or record.status != consent_pb2.CONSENT_STATUS_REVOKED:
+            record = existing
+            record.status = consent_pb2.CONSENT_STATUS_REVOKED
+            record.revoked_log_index = response.log_index
+        return record
+
     def _verified_consent_jws(self, caller_id: str, consent_json: bytes, jws: str, signer_key: SignerKey,
                               max_skew_ms: int) -> ConsentClaims:
         """The claims of the caller's JWS over consent_json, verified now (see :meth:`grant_signed_fhir`)."""
@@ -251,7 +277,7 @@ class Grants:
             raise Unauthenticated(f"consent_jws: {exc}") from None
         if claims.chain_id != self._ledger.chain_id:
             raise Unauthenticated("consent_jws: chain_id is not this network's")
-        if not same(claims.consent_sha256, body_sha256(consent_json)):
+        if not same_digest(claims.consent_sha256, consent_json):
             raise Unauthenticated("consent_jws: consent_sha256 is not the SHA-256 of the Consent sent (sign the "
                                   "exact bytes)")
         if abs(claims.iat * 1000 - self._ledger.now_ms()) > max_skew_ms:

@@ -34,6 +34,7 @@ from carechain.consent.v1 import policy_pb2
 from carechain.core.consent_jws import InvalidConsentJws, unverified_signer
 from carechain.core.crypto import Signer, verify_signature
 from carechain.core.errors import InvalidArgument
+from carechain.core.fhir import parse_json
 from carechain.ledger.v1 import ledger_pb2
 
 #: Domain separation of svc-consent's policy attestations (never valid as a transaction or token signature).
@@ -120,10 +121,36 @@ def policy_attested(grant: ledger_pb2.GrantConsent, chain_id: str, consent_key: 
     return verify_signature(consent_key, bytes(grant.policy_attestation), message)
 
 
-def granted_by(body: ledger_pb2.TransactionBody) -> str:
-    """Who granted a committed (valid) GrantConsent: the JWS signer of one relayed from the FHIR gateway
-    (svc-consent submitted it; the validators verified the JWS), else the transaction's signer."""
-    jws = body.grant_consent.patient_jws
+#: The largest signed revocation (its only elements are resourceType, a UUID id and status).
+MAX_REVOCATION_BYTES = 256
+_REVOCATION_KEYS = ("id", "resourceType", "status")
+
+
+def revoked_consent_id(revocation_json: bytes, field: str = "Consent") -> str:
+    """The consent id a signed revocation names: exactly ``{"resourceType": "Consent", "id": <UUID>,
+    "status": "inactive"}`` (any key order and spacing), else InvalidArgument. It goes on the ledger for the
+    validators to check the patient's JWS against, so it may hold nothing else (no PHI)."""
+    if len(revocation_json) > MAX_REVOCATION_BYTES:
+        raise InvalidArgument(field, f"a revocation is at most {MAX_REVOCATION_BYTES} bytes")
+    content = parse_json(revocation_json)  # strict (no duplicate keys), bounded depth
+    if not isinstance(content, dict) or sorted(content) != list(_REVOCATION_KEYS):
+        raise InvalidArgument(field, 'a revocation has exactly resourceType, id and status "inactive"')
+    if content["resourceType"] != "Consent":
+        raise InvalidArgument(f"{field}.resourceType", "must be Consent")
+    if content["status"] != "inactive":
+        raise InvalidArgument(f"{field}.status", "must be inactive to revoke")
+    if not isinstance(content["id"], str):
+        raise InvalidArgument(f"{field}.id", "must be the consent id")
+    require_uuid(content["id"], f"{field}.id")
+    return content["id"]
+
+
+def signed_by(body: ledger_pb2.TransactionBody) -> str:
+    """Who granted or revoked in a committed (valid) GrantConsent / RevokeConsent: the JWS signer of one
+    relayed from the FHIR gateway (svc-consent submitted it; the validators verified the JWS), else the
+    transaction's signer."""
+    kind = body.WhichOneof("payload")
+    jws = getattr(body, kind).patient_jws if kind in ("grant_consent", "revoke_consent") else b""
     if jws:
         try:
             return unverified_signer(bytes(jws).decode("ascii"))

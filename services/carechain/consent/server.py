@@ -165,10 +165,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def SubmitFhirConsent(
         self, request: consent_pb2.SubmitFhirConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentRecord:
-        """A FHIR Consent the patient (or a delegate) signed as a JWS, granted on the ledger (Grants)."""
+        """A FHIR Consent the patient (or a delegate) signed as a JWS, granted (or revoked) on the ledger."""
         if not request.caller_id:
             raise InvalidArgument("caller_id", "required (the principal the records gateway authenticated)")
-        return self.grants.grant_signed_fhir(request.caller_id, request.consent_json, request.consent_jws,
+        return self.grants.submit_signed_fhir(request.caller_id, request.consent_json, request.consent_jws,
                                              self._signer_key, self._max_skew_ms)
 
     def RevokeConsent(

@@ -27,7 +27,7 @@ from typing import Any
 
 from carechain.common.v1 import common_pb2
 from carechain.consent.policy import BreakGlassWindow
-from carechain.consent.rules import granted_by, validate_grant_policy
+from carechain.consent.rules import signed_by, validate_grant_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from carechain.ledger.sealing import LedgerSealer
@@ -295,10 +295,10 @@ class ConsentState:
                 status=consent_pb2.CONSENT_STATUS_ACTIVE,
                 granted_log_index=log_index,
                 granted_at_ms=body.created_at_ms,
-                granted_by=granted_by(body),
+                granted_by=signed_by(body),
             )
             self._consents_by_patient.setdefault(g.patient_id, []).append(g.consent_id)
-            self._changes.append(ConsentChange(log_index, True, g.consent_id, g.patient_id, granted_by(body)))
+            self._changes.append(ConsentChange(log_index, True, g.consent_id, g.patient_id, signed_by(body)))
         elif kind == "revoke_consent":
             r = body.revoke_consent
             consent = self._consents.get(r.consent_id)
@@ -309,7 +309,7 @@ class ConsentState:
             ):
                 consent.status = consent_pb2.CONSENT_STATUS_REVOKED
                 consent.revoked_log_index = log_index
-                self._changes.append(ConsentChange(log_index, False, r.consent_id, r.patient_id, body.submitter_id))
+                self._changes.append(ConsentChange(log_index, False, r.consent_id, r.patient_id, signed_by(body)))
         elif kind == "register_delegate":
             d = body.register_delegate
             self._delegations.pop((d.patient_id, d.delegate_id), None)  # re-registration moves it to the end

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carechain.core.crypto import Signer, sha256, verify_signature
+from carechain.core.crypto import Signer, same, sha256, verify_signature
 
 ALGORITHM = "EdDSA"
 CONSENT_JWS_TYPE = "carechain-consent+jws"
@@ -76,6 +76,11 @@ def b64url_decode(text: str) -> bytes:
 def body_sha256(body: bytes) -> str:
     """The ``consent_sha256`` claim of a request body: base64url SHA-256 of its exact bytes."""
     return b64url(sha256(body))
+
+
+def same_digest(consent_sha256: str, body: bytes) -> bool:
+    """Whether a ``consent_sha256`` claim is the hash of body (constant time)."""
+    return same(consent_sha256, body_sha256(body))
 
 
 def sign_consent(signer: Signer, body: bytes, patient_id: str, chain_id: str, *, iat: int | None = None,

@@ -280,7 +280,8 @@ class Validator:
 
     def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         g = env.body.grant_consent
-        claims = self._patient_jws(env, g, state) if g.patient_jws else None
+        claims = self._patient_jws(env, g.patient_jws, g.patient_id, "grant_consent", state) \
+            if g.patient_jws else None
         # A grant relayed from the FHIR gateway is svc-consent's transaction; the patient's authority is the JWS.
         acting = replace(env, signer_id=claims.signer_id) if claims is not None else env
         if not self._acts_for_patient(acting, g.patient_id, state):
@@ -305,18 +306,19 @@ class Validator:
             ConsentState(g.consent_id, g.patient_id, transactions.encode(g.sealed_policy), CONSENT_ACTIVE, log_index)
         )
 
-    def _patient_jws(self, env: Envelope, g: ledger_pb2.GrantConsent, state: StateReader) -> ConsentClaims:
-        """The verified claims of a grant's patient JWS (docs/fhir.md, "Consent"); raises Rejected.
+    def _patient_jws(self, env: Envelope, signed: bytes, patient_id: str, payload: str,
+                     state: StateReader) -> ConsentClaims:
+        """The verified claims of a grant's or revocation's patient JWS (docs/fhir.md, "Consent"); raises Rejected.
 
         Only svc-consent submits one; it verifies under the signer's current key in state (a rotated-out key
-        or a deactivated signer signs nothing), for this grant's patient and chain, signed within
-        max_skew_ms of the block time, and its (signer, jti) was never used.
+        or a deactivated signer signs nothing), for this patient and chain, signed within max_skew_ms of the
+        block time, and its (signer, jti) was never used. Who the signer may act for is the caller's rule.
         """
-        field = "grant_consent.patient_jws"
+        field = f"{payload}.patient_jws"
         if env.signer_id != CONSENT:
             raise _not_permitted(f"{field}: only {CONSENT} relays a grant the patient signed as a JWS")
         try:
-            jws = bytes(g.patient_jws).decode("ascii")
+            jws = bytes(signed).decode("ascii")
             signer_id = consent_jws.unverified_signer(jws)
         except (UnicodeDecodeError, consent_jws.InvalidConsentJws) as exc:
             raise Rejected(f"{field}: malformed ({exc})") from exc
@@ -327,8 +329,8 @@ class Validator:
             claims = consent_jws.verify_consent_jws(jws, signer.public_key)
         except consent_jws.InvalidConsentJws as exc:
             raise _not_permitted(f"{field}: {exc}") from exc
-        if claims.sub != g.patient_id:
-            raise _not_permitted(f"{field}: sub is not grant_consent.patient_id")
+        if claims.sub != patient_id:
+            raise _not_permitted(f"{field}: sub is not {payload}.patient_id")
         if claims.chain_id != self.chain_id:
             raise Rejected(f"{field}: chain_id is another chain")
         if abs(claims.iat * 1000 - env.block_time_ms) > self.max_skew_ms:
@@ -339,7 +341,22 @@ class Validator:
 
     def _revoke_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         r = env.body.revoke_consent
-        if not self._acts_for_patient(env, r.patient_id, state):
+        claims = self._patient_jws(env, r.patient_jws, r.patient_id, "revoke_consent", state) \
+            if r.patient_jws else None
+        if claims is not None:
+            # The JWS covers revocation_json, which must name exactly this consent (it holds nothing else).
+            if not consent_jws.same_digest(claims.consent_sha256, bytes(r.revocation_json)):
+                raise _not_permitted("revoke_consent.revocation_json: not what the patient's JWS signed")
+            try:
+                named = consent_rules.revoked_consent_id(bytes(r.revocation_json), "revoke_consent.revocation_json")
+            except InvalidArgument as exc:
+                raise Rejected(exc.message) from exc
+            if named != r.consent_id:
+                raise _not_permitted("revoke_consent.revocation_json: names another consent")
+        elif r.revocation_json:
+            raise Rejected("revoke_consent.revocation_json: only with patient_jws")
+        acting = replace(env, signer_id=claims.signer_id) if claims is not None else env
+        if not self._acts_for_patient(acting, r.patient_id, state):
             raise _not_permitted("only the patient revokes their consent (or their active delegate)")
         self._patient(state, r.patient_id, "revoke_consent.patient_id")
         consent = state.consent(r.consent_id) if r.consent_id else None
@@ -349,6 +366,8 @@ class Validator:
             raise _not_permitted("the consent belongs to another patient")
         if consent.status != CONSENT_ACTIVE:
             raise Rejected("revoke_consent.consent_id: consent is not active")
+        if claims is not None:  # the patient's signature revokes once
+            state.consume_nonce(claims.signer_id, CONSENT_JWS_NONCE + claims.jti_bytes, log_index)
         state.put_consent(
             ConsentState(
                 consent.consent_id, consent.patient_id, consent.policy, CONSENT_REVOKED, consent.log_index, log_index

@@ -7,6 +7,7 @@ replaying client) could try, and the rule of :mod:`carechain.ledger.contract` th
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -18,6 +19,7 @@ from carechain.consent.v1 import policy_pb2
 from carechain.core.consent_jws import body_sha256, sign_consent
 from carechain.core.crypto import Ed25519Signer
 from carechain.ledger.contract import NOT_PERMITTED
+from carechain.ledger.state import CONSENT_REVOKED
 from carechain.ledger.v1 import ledger_pb2
 
 BODY = b'{"resourceType":"Consent","status":"active"}'
@@ -151,3 +153,59 @@ def test_a_rejected_grant_does_not_spend_the_jti(net, chain, keys):
     jws = sign_consent(keys["pat-1"], BODY, "pat-1", CHAIN, jti=os.urandom(16))
     chain.rejects(relayed(net, jws, bound=""), "not attested")
     chain.ok(relayed(net, jws, consent="c-2"))
+
+
+# --- revocation signed as a JWS ------------------------------------------------------------------------
+
+def revocation(consent: str = "c-1") -> bytes:
+    return json.dumps({"resourceType": "Consent", "id": cid(consent), "status": "inactive"}).encode()
+
+
+def relayed_revoke(net: Net, jws: str | None, body: bytes, patient_id: str = "pat-1",
+                   consent: str = "c-1") -> ledger_pb2.Transaction:
+    revoke = ledger_pb2.RevokeConsent(consent_id=cid(consent), patient_id=patient_id, revocation_json=body)
+    if jws is not None:
+        revoke.patient_jws = jws.encode()
+    return tx(net.consent, revoke_consent=revoke)
+
+
+@pytest.fixture
+def granted(net, chain, keys) -> dict[str, Ed25519Signer]:
+    chain.ok(relayed(net, sign_consent(keys["pat-1"], BODY, "pat-1", CHAIN)))
+    return keys
+
+
+def test_a_revocation_the_patient_signed_as_a_jws_is_valid_once(net, chain, granted):
+    body = revocation()
+    jws = sign_consent(granted["pat-1"], body, "pat-1", CHAIN)
+    chain.ok(relayed_revoke(net, jws, body))
+    assert chain.state.consent(cid("c-1")).status == CONSENT_REVOKED
+    chain.ok(relayed(net, sign_consent(granted["pat-1"], BODY, "pat-1", CHAIN), consent="c-2"))
+    chain.rejects(relayed_revoke(net, jws, revocation("c-2"), consent="c-2"), "jti was used before")
+
+
+def test_a_revocation_jws_binds_the_consent_it_names(net, chain, granted):
+    chain.ok(relayed(net, sign_consent(granted["pat-1"], BODY, "pat-1", CHAIN), consent="c-2"))
+    body = revocation("c-1")
+    jws = sign_consent(granted["pat-1"], body, "pat-1", CHAIN)
+    # svc-consent turns the patient's revocation of c-1 into one of c-2: the named consent differs.
+    reason = chain.rejects(relayed_revoke(net, jws, body, consent="c-2"), "names another consent")
+    assert reason.startswith(NOT_PERMITTED)
+    # ... or swaps the signed bytes: they are no longer what the JWS covers.
+    reason = chain.rejects(relayed_revoke(net, jws, revocation("c-2"), consent="c-2"), "not what the patient")
+    assert reason.startswith(NOT_PERMITTED)
+    # A revocation carrying anything else (PHI could hide there) is invalid even when signed.
+    fat = json.dumps({"resourceType": "Consent", "id": cid("c-2"), "status": "inactive", "note": "x"}).encode()
+    chain.rejects(relayed_revoke(net, sign_consent(granted["pat-1"], fat, "pat-1", CHAIN), fat, consent="c-2"),
+                  "exactly resourceType, id and status")
+    assert chain.state.consent(cid("c-2")).status != CONSENT_REVOKED
+
+
+def test_a_revocation_by_another_patient_or_without_a_jws_is_not_permitted(net, chain, granted):
+    body = revocation()
+    reason = chain.rejects(relayed_revoke(net, sign_consent(granted["pat-2"], body, "pat-1", CHAIN), body),
+                           "only the patient revokes")
+    assert reason.startswith(NOT_PERMITTED)
+    assert chain.rejects(relayed_revoke(net, None, b""), "only the patient revokes").startswith(NOT_PERMITTED)
+    chain.rejects(relayed_revoke(net, None, body), "only with patient_jws")
+    assert chain.state.consent(cid("c-1")).status != CONSENT_REVOKED

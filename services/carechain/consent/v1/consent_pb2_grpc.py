@@ -212,7 +212,9 @@ class ConsentServiceServicer:
         hash and the time, maps the Consent (INVALID_ARGUMENT naming Consent.*),
         seals and attests the policy binding the body hash, and commits a
         GrantConsent signed by svc-consent carrying the JWS (the validators check
-        it again). Records service only.
+        it again). A signed {"resourceType": "Consent", "id": <consent id>,
+        "status": "inactive"} revokes that consent the same way (RevokeConsent
+        with patient_jws and revocation_json). Records service only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -178,12 +178,16 @@ class GrantConsent(_message.Message):
     def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., policy: _Optional[_Union[_policy_pb2.ConsentPolicy, _Mapping]] = ..., sealed_policy: _Optional[_Union[SealedData, _Mapping]] = ..., policy_attestation: _Optional[bytes] = ..., patient_jws: _Optional[bytes] = ...) -> None: ...
 
 class RevokeConsent(_message.Message):
-    __slots__ = ("consent_id", "patient_id")
+    __slots__ = ("consent_id", "patient_id", "patient_jws", "revocation_json")
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_JWS_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_JSON_FIELD_NUMBER: _ClassVar[int]
     consent_id: str
     patient_id: str
-    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ...) -> None: ...
+    patient_jws: bytes
+    revocation_json: bytes
+    def __init__(self, consent_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., patient_jws: _Optional[bytes] = ..., revocation_json: _Optional[bytes] = ...) -> None: ...
 
 class RegisterDelegate(_message.Message):
     __slots__ = ("patient_id", "delegate_id", "relationship", "period")

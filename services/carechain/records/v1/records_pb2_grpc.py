@@ -236,7 +236,8 @@ class RecordsServiceServicer:
         """--- FHIR Consent and AuditEvent for the REST gateway (issue 15; docs/fhir.md) ---
         Grants a FHIR R4 Consent the caller (the patient or an active delegate)
         signed as a compact JWS: relayed to ConsentService.SubmitFhirConsent for
-        the authenticated caller. The consent as now on the ledger, as FHIR.
+        the authenticated caller (a signed {"resourceType": "Consent", "id": ...,
+        "status": "inactive"} revokes). The consent as now on the ledger, as FHIR.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
