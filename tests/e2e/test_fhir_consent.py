@@ -21,7 +21,7 @@ from helpers import Actor, new_hospital, new_patient, new_practitioner, operator
 
 from carechain.client.auth import TokenSource
 from carechain.client.channels import open_channel
-from carechain.consent.v1 import policy_pb2
+from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.consent_jws import sign_consent
 from carechain.core.layout import audience
 from carechain.dev.localnet import LocalNetwork
@@ -243,3 +243,40 @@ def test_a_guardian_grants_for_the_patient_and_reads_the_accounting(parties: Par
     again = consent(patient.principal_id, parties.reader.principal_id)
     refused = post_consent(parties, guardian, again, guardian.client.sign_fhir_consent(again, patient.principal_id))
     _outcome(refused, 403, hapi_validator)
+
+
+def test_the_patient_revokes_with_a_signed_put_and_the_read_is_denied_again(
+        parties: Parties, hapi_validator: HapiValidator) -> None:
+    base, patient, reader = parties.base, parties.patient, parties.reader
+    created = requests.post(f"{base}/Condition", json=_condition(patient.principal_id),
+                            headers={"Authorization": parties.bearer(parties.hospital), "Content-Type": FHIR_JSON},
+                            timeout=60)
+    record_id = created.json()["id"]
+    active = [c.consent_id for c in patient.client.list_consents() if c.status == consent_pb2.CONSENT_STATUS_ACTIVE]
+    for consent_id in active:
+        patient.client.revoke_consent(consent_id)  # only the consent granted below permits the read
+    body = consent(patient.principal_id, reader.principal_id)
+    granted = post_consent(parties, patient, body, patient.client.sign_fhir_consent(body)).json()
+    read = {"Authorization": parties.bearer(reader), "X-Purpose-Of-Use": "TREAT"}
+    assert requests.get(f"{base}/Condition/{record_id}", headers=read, timeout=60).status_code == 200
+
+    revocation = json.dumps({"resourceType": "Consent", "id": granted["id"], "status": "inactive"}).encode()
+    jws = patient.client.sign_fhir_consent(revocation)
+    headers = {"Authorization": parties.bearer(patient), "Content-Type": FHIR_JSON, "X-Consent-Signature": jws}
+    # Another patient cannot revoke it with the patient's signature, nor with their own.
+    other = {**headers, "Authorization": parties.bearer(parties.other)}
+    _outcome(requests.put(f"{base}/Consent/{granted['id']}", data=revocation, headers=other, timeout=60), 403,
+             hapi_validator)
+    revoked = requests.put(f"{base}/Consent/{granted['id']}", data=revocation, headers=headers, timeout=60)
+    assert revoked.status_code == 200, revoked.text
+    _valid(hapi_validator, revoked.json())
+    assert revoked.json()["status"] == "inactive"
+    _outcome(requests.get(f"{base}/Condition/{record_id}", headers=read, timeout=60), 403, hapi_validator)
+    # The revocation went on the ledger as svc-consent's RevokeConsent with the patient's JWS and nothing else.
+    with operator_client(parties.network) as operator:
+        revokes = [transactions.decode_body(t.transaction).revoke_consent for t in logged_transactions(operator.ledger)
+                   if transactions.decode_body(t.transaction).WhichOneof("payload") == "revoke_consent"]
+    [revoke] = [r for r in revokes if r.consent_id == granted["id"]]
+    assert revoke.patient_jws.decode() == jws and revoke.revocation_json == revocation
+    _outcome(requests.put(f"{base}/Consent/{granted['id']}", data=revocation, headers=headers, timeout=60), 422,
+             hapi_validator)

@@ -124,6 +124,8 @@ def policy_attested(grant: ledger_pb2.GrantConsent, chain_id: str, consent_key: 
 #: The largest signed revocation (its only elements are resourceType, a UUID id and status).
 MAX_REVOCATION_BYTES = 256
 _REVOCATION_KEYS = ("id", "resourceType", "status")
+_REVOCATION_FORM = (f'a revocation has exactly resourceType, id and status "inactive" (at most {MAX_REVOCATION_BYTES} '
+                    "bytes): it goes on the ledger")
 
 
 def revoked_consent_id(revocation_json: bytes, field: str = "Consent") -> str:
@@ -131,10 +133,10 @@ def revoked_consent_id(revocation_json: bytes, field: str = "Consent") -> str:
     "status": "inactive"}`` (any key order and spacing), else InvalidArgument. It goes on the ledger for the
     validators to check the patient's JWS against, so it may hold nothing else (no PHI)."""
     if len(revocation_json) > MAX_REVOCATION_BYTES:
-        raise InvalidArgument(field, f"a revocation is at most {MAX_REVOCATION_BYTES} bytes")
+        raise InvalidArgument(field, _REVOCATION_FORM)
     content = parse_json(revocation_json)  # strict (no duplicate keys), bounded depth
     if not isinstance(content, dict) or sorted(content) != list(_REVOCATION_KEYS):
-        raise InvalidArgument(field, 'a revocation has exactly resourceType, id and status "inactive"')
+        raise InvalidArgument(field, _REVOCATION_FORM)
     if content["resourceType"] != "Consent":
         raise InvalidArgument(f"{field}.resourceType", "must be Consent")
     if content["status"] != "inactive":

@@ -33,9 +33,10 @@ PATIENT_FACING: dict[str, dict[str, Any]] = {
     "Consent": {
         "type": "Consent",
         "documentation": "POST a Consent with X-Consent-Signature: a compact JWS by the patient's (or an active "
-                         "delegate's) key over the exact body; it becomes a ledger grant. Read and search the "
-                         "patient's own consents.",
-        "interaction": [{"code": code} for code in ("create", "read", "search-type")],
+                         "delegate's) key over the exact body; it becomes a ledger grant. PUT {resourceType, id, "
+                         "status: inactive}, signed the same way, revokes it. Read and search the patient's own "
+                         "consents.",
+        "interaction": [{"code": code} for code in ("create", "read", "update", "search-type")],
         "versioning": "no-version", "readHistory": False, "updateCreate": False,
         "searchParam": [_PATIENT],
     },

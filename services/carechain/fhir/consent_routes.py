@@ -8,6 +8,10 @@ nor svc-consent can grant for a patient alone. Answers: 201 with ``Location: Con
 stored; 400 naming the element (``Consent.*``); 401 without a valid signature; 403 when the signer may not act
 for the patient; 409 for a consent id already granted; 422 for a business rule (e.g. a replayed signature).
 
+``PUT /Consent/{id}`` with ``{"resourceType": "Consent", "id": "<id>", "status": "inactive"}`` (and nothing
+else: it goes on the ledger with the signature), signed the same way, revokes that consent: 200 with the
+Consent as now stored (``inactive``); 404 for a consent that is not the patient's.
+
 ``GET /Consent?patient=Patient/<pseudonym>`` is the patient's consents as a searchset Bundle,
 ``GET /Consent/{id}`` one of them (the patient, or an active delegate naming ``patient``).
 """
@@ -35,7 +39,8 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
     """The Consent routes over records (app.Records) with the app's GatewayConfig."""
     from carechain.fhir import app  # the app's helpers (this module is imported by build_app, not at import)
 
-    async def create(request: Request) -> Response:
+    async def signed_consent(request: Request) -> tuple[Any, dict[str, Any]]:
+        """(records' answer, the Consent sent) for a request carrying a signed Consent."""
         app.negotiate(request)
         credentials = request_credentials(request.headers)
         signature = request.headers.get(CONSENT_SIGNATURE_HEADER, "").strip()
@@ -47,11 +52,25 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
         if resource.get("resourceType") != _CONSENT:
             raise FhirError(400, "invalid", "Consent.resourceType: must be Consent, as in the URL",
                             "Consent.resourceType")
-        granted = await records.call("SubmitConsent", records_pb2.SubmitConsentRequest(
+        revoking = request.method == "PUT"
+        if revoking and (resource.get("id") != request.path_params["id"] or resource.get("status") != "inactive"):
+            raise FhirError(400, "invalid", 'Consent: PUT revokes: {"resourceType": "Consent", "id": <the id in '
+                            'the URL>, "status": "inactive"}', "Consent.status")
+        if not revoking and resource.get("status") == "inactive":
+            raise FhirError(400, "invalid", "Consent.status: POST grants an active Consent; revoke with PUT "
+                            "/Consent/{id}", "Consent.status")
+        stored = await records.call("SubmitConsent", records_pb2.SubmitConsentRequest(
             consent_json=raw, consent_jws=signature), credentials, _CONSENT)
+        return stored, json.loads(stored.consent_json)
+
+    async def create(request: Request) -> Response:
+        granted, served = await signed_consent(request)
         base = app._base_url(request, config)
-        return app._created(request, json.loads(granted.consent_json),
-                            {"Location": f"{base}/Consent/{granted.consent_id}"})
+        return app._created(request, served, {"Location": f"{base}/Consent/{granted.consent_id}"})
+
+    async def revoke(request: Request) -> Response:
+        _, served = await signed_consent(request)
+        return app.fhir_response(served)
 
     async def search(request: Request) -> Response:
         app.negotiate(request)
@@ -80,4 +99,5 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
         Route("/Consent", create, methods=["POST"]),
         Route("/Consent", search, methods=["GET"]),
         Route("/Consent/{id}", read, methods=["GET"]),
+        Route("/Consent/{id}", revoke, methods=["PUT"]),
     ]

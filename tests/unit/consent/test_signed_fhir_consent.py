@@ -194,3 +194,40 @@ def test_only_records_may_relay(env: Env, clock: Clock) -> None:
     body, jws = signed(clock)
     code, _ = status_of(lambda: submit(env, body, jws, caller=PATIENT_CALLER))
     assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def revocation(consent_id: str) -> bytes:
+    return json.dumps({"resourceType": "Consent", "id": consent_id, "status": "inactive"}).encode()
+
+
+def test_a_signed_revocation_revokes_through_svc_consent(env: Env, clock: Clock) -> None:
+    granted = submit(env, *signed(clock))
+    body, jws = signed(clock, body=revocation(granted.consent_id))
+    revoked = submit(env, body, jws)
+    assert revoked.consent_id == granted.consent_id and revoked.status == consent_pb2.CONSENT_STATUS_REVOKED
+    tx = env.ledger.log[-1]
+    revoke = transactions.decode_body(tx.transaction).revoke_consent
+    assert tx.result.valid and tx.transaction.signer_id == "svc-consent"
+    assert (revoke.patient_jws.decode(), revoke.revocation_json) == (jws, body)
+    assert env.audit.events[-1].action == audit_pb2.AUDIT_ACTION_REVOKE_CONSENT
+    assert env.audit.events[-1].actor_id == "pat-1"
+    again_body, again = signed(clock, body=revocation(granted.consent_id))
+    assert status_of(lambda: submit(env, again_body, again))[0] == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_revocations_of_what_is_not_the_patients_or_with_more_than_the_id_are_refused(env: Env,
+                                                                                      clock: Clock) -> None:
+    granted = submit(env, *signed(clock))
+    unknown_body, unknown = signed(clock, body=revocation(str(uuid.uuid4())))
+    assert status_of(lambda: submit(env, unknown_body, unknown))[0] == grpc.StatusCode.NOT_FOUND
+    # pat-2 signs a revocation of pat-1's consent for themselves: not theirs (the same answer as unknown).
+    other_body, other = signed(clock, signer=OTHER_PATIENT, body=revocation(granted.consent_id), patient_id="pat-2")
+    code, details = status_of(lambda: submit(env, other_body, other, caller_id="pat-2"))
+    assert code == grpc.StatusCode.NOT_FOUND and "pat-1" not in details
+    content = json.loads(fhir_consent(consent_id=granted.consent_id))
+    content["status"] = "inactive"
+    full_body, full = signed(clock, body=json.dumps(content).encode())
+    code, details = status_of(lambda: submit(env, full_body, full))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "exactly resourceType, id and status" in details
+    assert env.call("ListConsents", consent_pb2.ListConsentsRequest(), PATIENT_CALLER).consents[0].status == \
+        consent_pb2.CONSENT_STATUS_ACTIVE

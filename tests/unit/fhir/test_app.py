@@ -67,7 +67,7 @@ def test_capability_statement_lists_what_is_served() -> None:
     assert [r["type"] for r in rest["resource"]] == sorted({*resource_types(), "AuditEvent"})
     assert {"Patient", "Condition", "Observation", "Encounter"} <= set(resource_types())
     by_type = {r["type"]: r for r in rest["resource"]}
-    assert [i["code"] for i in by_type.pop("Consent")["interaction"]] == ["create", "read", "search-type"]
+    assert [i["code"] for i in by_type.pop("Consent")["interaction"]] == ["create", "read", "update", "search-type"]
     assert [i["code"] for i in by_type.pop("AuditEvent")["interaction"]] == ["search-type"]
     assert all([i["code"] for i in r["interaction"]] == ["create", "read"] for r in by_type.values())
     assert [i["code"] for i in rest["interaction"]] == ["batch", "transaction"]

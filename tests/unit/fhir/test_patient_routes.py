@@ -139,3 +139,20 @@ def test_audit_event_search_refuses_what_it_cannot_do() -> None:
     assert empty.status_code == 400
     assert anonymous.status_code == 401
     assert len(records.calls) == 1
+
+
+def test_put_revokes_with_a_signed_minimal_consent() -> None:
+    revocation = json.dumps({"resourceType": "Consent", "id": CONSENT_ID, "status": "inactive"}).encode()
+    with gateway() as (client, records):
+        records.answers["SubmitConsent"] = records_pb2.PatientConsent(
+            consent_id=CONSENT_ID, consent_json=json.dumps({**STORED, "status": "inactive"}))
+        revoked = client.put(f"/Consent/{CONSENT_ID}", content=revocation, headers=SIGNED)
+        other_id = client.put("/Consent/7f1d2c52-8c1a-4a43-9d55-2b1b1a6f7e01", content=revocation, headers=SIGNED)
+        active = client.put(f"/Consent/{CONSENT_ID}", content=BODY.replace(b'"active"', f'"active", "id": '
+                                                                           f'"{CONSENT_ID}"'.encode()), headers=SIGNED)
+        posted = client.post("/Consent", content=revocation, headers=SIGNED)
+    assert revoked.status_code == 200 and revoked.json()["status"] == "inactive"
+    [(method, request, _)] = records.calls
+    assert method == "SubmitConsent" and request.consent_json == revocation
+    for refused in (other_id, active, posted):
+        assert refused.status_code == 400 and _issue(refused)["expression"] == ["Consent.status"]
