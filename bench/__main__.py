@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import hvac
 
-from bench import baselines, ledger, records, scale
+from bench import baselines, ledger, ledger_history, records, scale
 from bench.figures import Result, count_vault_requests, render_table, spread
 from bench.harness import FAILED_CALLS, LOAD_AVERAGES, load_average
 from carechain.dev.backends.etcd_binary import etcd_binary
@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per figure: median, min-max printed (default 3; quick 1)")
     parser.add_argument("--rss-writes", type=int, help="PutRecords of the RSS figure (default 50000; quick 500)")
     parser.add_argument("--history", help="ledger sizes of the scale figures (default 0,20000,200000; quick 0,2000)")
+    parser.add_argument("--restart-history",
+                        help="ledger sizes of the in-process restart figures (default 0,20000,200000; quick 0,20000)")
     parser.add_argument("--large-mib", type=int, help="size of the large record in MiB (default 1024; quick 64)")
     parser.add_argument("--tails", type=int, default=64, help="open audit tails of the tails figure")
     parser.add_argument("--etcd-members", type=int, default=1, choices=(1, 3, 5),
@@ -52,12 +54,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     defaults = {"clients": "1,64" if quick else "1,16,64", "seconds": 3.0 if quick else 8.0, "runs": 1 if quick else 3,
                 "rss_writes": 500 if quick else 50_000, "history": "0,2000" if quick else "0,20000,200000",
-                "large_mib": 64 if quick else 1024}
+                "large_mib": 64 if quick else 1024,
+                "restart_history": "0,20000" if quick else "0,20000,200000"}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.concurrencies = [int(c) for c in args.clients.split(",")]
     args.levels = [int(level) for level in args.history.split(",")]
+    args.restart_levels = [int(level) for level in args.restart_history.split(",")]
     return args
 
 
@@ -84,7 +88,10 @@ def start(make: Callable[[pathlib.Path], LocalNetwork], directory: pathlib.Path,
 def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoServer,
              results: dict[str, Result]) -> None:
     """Every figure of the embedded network (carechain up)."""
-    network = start(LocalNetwork, root / "embedded", 120)
+    caps = records.tail_stream_settings(args.tails)
+    print("\n[embedded] bench-only setting for the audit tails figure: "
+          + ", ".join(f"{name}={value}" for name, value in caps.items()) + " (one operator opens every tail)")
+    network = start(lambda directory: LocalNetwork(directory, extra_env=caps), root / "embedded", 120)
     workload = records.Workload(network)
     try:
         workload.start()
@@ -138,6 +145,23 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
     finally:
         workload.close()
         network.stop()
+
+
+def restart_costs(args: argparse.Namespace, results: dict[str, Result]) -> None:
+    """What a restart rebuilds from history: ledger open, a principal-status follower, consent (in-process)."""
+    levels = ", ".join(f"{level:,}" for level in args.restart_levels)
+    quick = " (quick: 0 and 20,000; the full mode adds 200,000)" if args.quick and args.restart_history == "0,20000" \
+        else ""
+    print(f"\n[restart] ledger open and service restarts over histories of {levels} transactions{quick}, built "
+          f"straight into a ledger store, components called in this process; load average {load_average():.1f}")
+    rows = ledger_history.print_restart_figures(args.restart_levels, indent="  ")
+    first, last = rows[args.restart_levels[0]], rows[args.restart_levels[-1]]
+    largest = f"{args.restart_levels[-1]:,} transactions"
+    results["ledger_open_scale"] = Result([last["ledger open"]], [first["ledger open"]],
+                                          note=f"CPU ms at {largest}, {last['leaves read']:.0f} leaves read")
+    results["status_resume_scale"] = Result([last["status resume"]], [last["status replay"]],
+                                            note=f"CPU ms at {largest}, {last['status folded']:.0f} transactions "
+                                                 "folded after the snapshot")
 
 
 def enable_vault_audit(stack: BackendStack, log_file: pathlib.Path, timeout: float = 30.0) -> None:
@@ -225,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         root = pathlib.Path(directory)
         try:
             if args.only != "backends":
+                restart_costs(args, results)
                 embedded(args, root, echo, results)
             if args.only != "embedded":
                 try:

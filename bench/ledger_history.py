@@ -7,7 +7,12 @@ ordering or gRPC), quickly enough for 200k: a hospital, patients, and
 ``--block-size``. :func:`print_figures` then prints, in CPU milliseconds
 (``time.process_time``: compare these, not wall time, on a shared machine):
 
-- ``ledger open``: restarting the ledger over that store (``Ledger.open`` + close);
+- ``ledger open``: restarting the ledger over that store (``Ledger.open`` + close), and the
+  log leaves it read to rebuild its stored Merkle subtrees (0 when they match the head);
+- ``status replay`` / ``status resume``: a principal-status follower (identity, records,
+  audit, consent and the ledger each run one) reading the log from index 0, and
+  restarting from its signed snapshot (:class:`carechain.runtime.principal_status.StatusSnapshots`),
+  with the transactions the restart folded (0: nothing new since the snapshot);
 - ``consent replay``: the consent service's start, verifying every block from
   genesis (``VerifiedLedgerReader``) and folding it into ``ConsentState``;
 - ``consent resume``: the same from a consent snapshot (:mod:`carechain.consent.snapshot`),
@@ -52,7 +57,7 @@ from carechain.ledger.sqlite_store import LedgerStore, LogEntry, StoredBlock
 from carechain.ledger.state import PendingState
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.keyring import LocalKeyring
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 
 CHAIN = "carechain-bench"
 
@@ -178,15 +183,26 @@ def _cpu_ms(call: Callable[[], object]) -> float:
     return (time.process_time() - started) * 1000
 
 
+#: Columns of :func:`print_restart_figures`: CPU ms, except the counts.
+RESTART_COLUMNS = (("ledger open", 12), ("leaves read", 12), ("status replay", 14), ("status resume", 14),
+                   ("status folded", 14), ("consent replay", 15), ("consent resume", 15), ("verify full", 12),
+                   ("verify ckpt", 12))
+
+
+def print_restart_figures(sizes: list[int], block_size: int = 500, indent: str = "") -> dict[int, dict[str, float]]:
+    """Build a history of each size in a temporary directory, print one row of restart costs each; the rows."""
+    print(indent + f"{'transactions':>12} " + " ".join(f"{name:>{width}}" for name, width in RESTART_COLUMNS)
+          + "   (CPU ms; leaves read and status folded are counts)")
+    rows: dict[int, dict[str, float]] = {}
+    for size in sizes:
+        rows[size] = figures = _restart_costs(size, block_size)
+        print(indent + f"{size:>12} " + " ".join(f"{figures[name]:>{width}.0f}" for name, width in RESTART_COLUMNS))
+    return rows
+
+
 def print_figures(sizes: list[int], follow: int = 2000, block_size: int = 500) -> None:
     """Build a history of each size in a temporary directory and print the CPU-ms figures (module docstring)."""
-    print(f"{'transactions':>12} {'ledger open':>12} {'consent replay':>15} {'consent resume':>15} "
-          f"{'verify full':>12} {'verify ckpt':>12}   (CPU ms)")
-    for size in sizes:
-        figures = _restart_costs(size, block_size)
-        print(f"{size:>12} " + " ".join(f"{figures[k]:>{w}.0f}" for k, w in (
-            ("ledger open", 12), ("consent replay", 15), ("consent resume", 15), ("verify full", 12),
-            ("verify ckpt", 12))))
+    print_restart_figures(sizes, block_size)
     _print_follow_costs(follow, block_size)
 
 
@@ -200,15 +216,23 @@ def _restart_costs(size: int, block_size: int) -> dict[str, float]:
         figures["ledger open"] = _cpu_ms(lambda: Ledger.open(root / "ledger", CHAIN, keys.ledger, keys.trust).close())
         ledger = Ledger.open(root / "ledger", CHAIN, keys.ledger, keys.trust)
         try:
+            figures["leaves read"] = ledger.replayed_leaves
             direct = DirectLedger(ledger, keys)
+            snapshots = StatusSnapshots(root / "status-snapshot.json", keys.records)
+            replayed = PrincipalStatus(direct.ListTransactions, snapshots=snapshots, get_block=ledger.block)
+            figures["status replay"] = _cpu_ms(replayed.sync)
+            replayed.save_snapshot()
+            resumed = PrincipalStatus(direct.ListTransactions, snapshots=snapshots, get_block=ledger.block)
+            figures["status resume"] = _cpu_ms(lambda: (resumed.resume(), resumed.sync()))
+            figures["status folded"] = resumed.cursor - (snapshots.read() or {"log_size": 0})["log_size"]
             state = ConsentState(keys.sealer)
             reader = VerifiedLedgerReader(direct, CHAIN, keys.trust, quorum.ValidatorSet.single())
             figures["consent replay"] = _cpu_ms(lambda: state.sync(reader.list_transactions))
-            snapshots = ConsentSnapshots(root / "consent-snapshot.json", keys.consent)
-            snapshots.save(state, reader)
+            consent_snapshots = ConsentSnapshots(root / "consent-snapshot.json", keys.consent)
+            consent_snapshots.save(state, reader)
             fresh_state = ConsentState(keys.sealer)
             fresh_reader = VerifiedLedgerReader(direct, CHAIN, keys.trust, quorum.ValidatorSet.single())
-            figures["consent resume"] = _cpu_ms(lambda: (snapshots.load(fresh_state, fresh_reader),
+            figures["consent resume"] = _cpu_ms(lambda: (consent_snapshots.load(fresh_state, fresh_reader),
                                                          fresh_state.sync(fresh_reader.list_transactions)))
             figures["verify full"] = _cpu_ms(lambda: verify_chain(ledger.store, keys.trust))
             checkpoint = ledger.checkpoint()

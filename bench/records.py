@@ -283,6 +283,17 @@ def rss_over_writes(network: LocalNetwork, workload: Workload, writes: int, clie
     return growth
 
 
+def tail_stream_settings(tails: int) -> dict[str, str]:
+    """The bench-only stream caps under which one caller can hold `tails` tails open.
+
+    StreamEvents is open to the operator and the services only (a handful of principals), and each may hold
+    ``max_streams_per_caller`` (default 3) streams: 64 tails need one caller allowed 64, and a server cap
+    with room for them beside the services' own streams. Each stream has its own worker thread on top of the
+    unary workers (runtime/streams.py), which is what the figure measures.
+    """
+    return {"CARECHAIN_MAX_STREAMS_PER_CALLER": str(tails), "CARECHAIN_MAX_STREAMS": str(max(64, tails + 16))}
+
+
 def tails_figure(network: LocalNetwork, workload: Workload, tails: int, clients: int, seconds: float, runs: int,
                  result: Result) -> None:
     """PutRecord/s with `tails` open audit StreamEvents (operator, live) vs none, alternating runs.

@@ -10,7 +10,8 @@ layer package                                 for
 1     ``client``                              partner hospitals and patients (the SDK); public API
 2     ``runtime``                             the six servers' shared runtime (internal)
 3     ``identity`` ``storage`` ``ledger``     the services (internal, except the modules each declares in
-      ``consent`` ``audit`` ``records``       its ``CLIENT_MODULES``)
+      ``consent`` ``audit`` ``records``       its ``CLIENT_MODULES``); ``fhir``: the FHIR R4 REST gateway
+      ``fhir``                                in front of records
 4     ``dev`` ``admin`` ``cli``               the local network, dev servers, demo; operator tools; the CLI
 ====  ======================================  ==============================================================
 """

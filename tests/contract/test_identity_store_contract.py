@@ -168,6 +168,15 @@ def test_rewrapped_keys_replace_the_stored_ones(store: IdentityStore) -> None:
     assert store.patient_data_keys("psn-1") == rewrapped
 
 
+def test_a_rewrap_may_move_a_patients_key_under_another_key_encryption_key(store: IdentityStore) -> None:
+    # A patient identity link: the linked patient's data keys are wrapped under the network identity's key.
+    store.add_data_key(StoredDataKey("rec-1", "psn-2", "patient-psn-2", 1, "vault:v1:AAAA"))
+    moved = StoredDataKey("rec-1", "psn-2", "patient-psn-1", 3, "vault:v3:BBBB")
+    store.replace_wrapped_keys([moved])
+    assert store.data_key("rec-1") == moved
+    assert store.patient_data_keys("psn-2") == [moved]
+
+
 def test_rewrap_of_an_unknown_record_stores_nothing(store: IdentityStore) -> None:
     original = StoredDataKey("rec-1", "psn-1", "patient-psn-1", 1, "vault:v1:AAAA")
     store.add_data_key(original)
@@ -211,3 +220,27 @@ def test_a_batch_of_decision_tokens_accepts_each_id_once(store: IdentityStore) -
                                       ("jti-1", now + 60_000)], now) == [True, False, True, False]
     assert not store.use_decision_token("jti-2", now + 60_000, now + 1)
     assert store.use_decision_tokens([], now) == []
+
+
+JWKS = '{"keys":[{"alg":"ES384","crv":"P-384","kid":"k1","kty":"EC","x":"AAAA","y":"BBBB"}]}'
+REPLACEMENT = '{"keys":[{"alg":"RS384","e":"AQAB","kid":"k2","kty":"RSA","n":"CCCC"}]}'
+
+
+def test_client_keys_are_stored_replaced_and_survive_reopen(opener: Opener) -> None:
+    first = opener()
+    try:
+        assert first.client_keys("org-1") is None
+        first.set_client_keys("org-1", JWKS)
+        assert first.client_keys("org-1") == JWKS
+        first.set_client_keys("org-1", REPLACEMENT)
+        assert first.client_keys("org-1") == REPLACEMENT, "registering again replaces the keys"
+        first.set_client_keys("prac-1", JWKS)
+    finally:
+        first.close()
+    again = opener()
+    try:
+        assert again.client_keys("org-1") == REPLACEMENT, "client keys must survive a restart"
+        assert again.client_keys("prac-1") == JWKS
+        assert again.client_keys("org-2") is None
+    finally:
+        again.close()

@@ -103,6 +103,21 @@ def test_malformed_wrapped_key_is_an_invalid_argument(keys: KeyManager) -> None:
         keys.decrypt_data_key("patient-a", "not-a-wrapped-key", CONTEXT)
 
 
+def test_data_keys_move_to_another_key_encryption_key(keys: KeyManager) -> None:
+    keys.create_key("patient-a")
+    keys.create_key("patient-b")
+    made = keys.generate_data_keys("patient-a", [CONTEXT, CONTEXT + b"-2"])
+    plaintexts = keys.decrypt_data_keys("patient-a", [(wrapped, CONTEXT) for _, wrapped in made[:1]] +
+                                        [(made[1][1], CONTEXT + b"-2")])
+    moved = keys.wrap_data_keys("patient-b", [(plaintexts[0], CONTEXT), (plaintexts[1], CONTEXT + b"-2")])
+    assert keys.decrypt_data_key("patient-b", moved[0], CONTEXT) == made[0][0]
+    assert keys.decrypt_data_key("patient-b", moved[1], CONTEXT + b"-2") == made[1][0]
+    with pytest.raises(IntegrityError):
+        keys.decrypt_data_key("patient-a", moved[0], CONTEXT)
+    with pytest.raises(NotFound):
+        keys.wrap_data_keys("patient-missing", [(made[0][0], CONTEXT)])
+
+
 def test_rotation_adds_a_version_and_rewrap_moves_keys_to_it(keys: KeyManager) -> None:
     keys.create_key("patient-a")
     plaintext, wrapped = keys.generate_data_key("patient-a", CONTEXT)

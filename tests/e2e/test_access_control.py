@@ -218,8 +218,21 @@ CELLS = [
          (ORGANIZATION, OPERATOR)),
     Cell("identity", "RotatePrincipalKey", lambda w: identity_pb2.RotatePrincipalKeyRequest(),
          (ORGANIZATION, OPERATOR)),
+    # An empty JWKS / assertion: admitted callers reach the handler's validation and change nothing.
+    Cell("identity", "RegisterClientKeys", lambda w: identity_pb2.RegisterClientKeysRequest(),
+         (PRACTITIONER, OTHER_PRACTITIONER, ORGANIZATION)),
+    Cell("identity", "ExchangeClientAssertion", lambda w: identity_pb2.ExchangeClientAssertionRequest(
+        scope="system/Condition.rs", purpose_of_use=Purpose.PURPOSE_OF_USE_TREAT), ACTORS),
     Cell("identity", "RotatePatientKey", lambda w: identity_pb2.RotatePatientKeyRequest(patient_id=_patient_id(w)),
          (PATIENT, OPERATOR)),
+    # Network patient identity: no transaction, so admitted callers reach validation and change nothing; another
+    # organisation's practitioner cannot resolve this hospital's FHIR id (NOT_FOUND, as an unknown id).
+    Cell("identity", "LinkPatient", lambda w: identity_pb2.LinkPatientRequest(),
+         (PATIENT, OTHER_PATIENT, DELEGATE, PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("identity", "UnlinkPatient", lambda w: identity_pb2.UnlinkPatientRequest(),
+         (PATIENT, OTHER_PATIENT, DELEGATE, PRACTITIONER, OTHER_PRACTITIONER, ORGANIZATION)),
+    Cell("identity", "ResolvePatient", lambda w: identity_pb2.ResolvePatientRequest(fhir_patient_id=w.patient_fhir_id),
+         (PRACTITIONER, ORGANIZATION), hidden=(OTHER_PRACTITIONER,)),
     # --- storage
     Cell("storage", "PutBlob", _blob_upload, ("svc-records",)),
     Cell("storage", "GetBlob", lambda w: storage_pb2.GetBlobRequest(sha256="00"), ("svc-records",)),
@@ -246,6 +259,9 @@ CELLS = [
     Cell("ledger", "VerifyChain", lambda w: ledger_pb2.VerifyChainRequest(), LEDGER_WIDE),
     Cell("ledger", "GetCheckpoint", lambda w: ledger_pb2.GetCheckpointRequest(), EVERYONE),
     Cell("ledger", "GetEvidence", lambda w: ledger_pb2.GetEvidenceRequest(), LEDGER_WIDE),
+    # Search (issue 14): which records a patient has is for svc-records alone (consent decides each).
+    Cell("ledger", "ListPatientRecords", lambda w: ledger_pb2.ListPatientRecordsRequest(patient_id=_patient_id(w)),
+         ("svc-records",)),
     # --- consent
     Cell("consent", "GrantConsent", lambda w: consent_pb2.GrantConsentRequest(), (PATIENT, OTHER_PATIENT, DELEGATE,
                                                                                    PRACTITIONER, OTHER_PRACTITIONER)),
@@ -315,6 +331,25 @@ CELLS = [
     # No purpose: INVALID_ARGUMENT once admitted, before consent is asked (as the GetRecord cell).
     Cell("records", "ListRecordVersions", lambda w: records_pb2.ListRecordVersionsRequest(record_id=w.record_id),
          (PRACTITIONER, OTHER_PRACTITIONER)),
+    # Search and summary (issue 14): admitted for any practitioner; without a purpose they stop at validation;
+    # with one, the consented practitioner gets the permitted records and another hospital's practitioner
+    # (no consent) the same PERMISSION_DENIED as GetRecord.
+    Cell("records", "SearchRecords", lambda w: records_pb2.SearchRecordsRequest(patient_id=_patient_id(w)),
+         (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "SearchRecords", lambda w: records_pb2.SearchRecordsRequest(
+        patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
+    Cell("records", "GetPatientSummary", lambda w: records_pb2.PatientSummaryRequest(patient_id=_patient_id(w)),
+         (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "GetPatientSummary", lambda w: records_pb2.PatientSummaryRequest(
+        patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
+    Cell("records", "GetPatientSummaryBundle", lambda w: records_pb2.PatientSummaryRequest(
+        patient_id=_patient_id(w)), (PRACTITIONER, OTHER_PRACTITIONER)),
+    Cell("records", "GetPatientSummaryBundle", lambda w: records_pb2.PatientSummaryRequest(
+        patient_id=_patient_id(w), purpose=Purpose.PURPOSE_OF_USE_TREAT), (PRACTITIONER,)),
+    # Erasure: the patient and the active delegate (an unknown record id: admitted, NOT_FOUND, nothing erased);
+    # the operator only where CARECHAIN_OPERATOR_ERASURE allows (off here).
+    Cell("records", "EraseRecords", lambda w: records_pb2.EraseRecordsRequest(
+        patient_id=_patient_id(w), record_ids=[str(uuid.uuid4())]), (PATIENT, DELEGATE)),
 ]
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # An admitted call must reach its handler's own validation, not crash.

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -55,6 +56,9 @@ def test_up_demo_and_ctrl_c(tmp_path, options: list[str]) -> None:
                 assert EXPECTED_API[service] in listed, f"{service} reflection lists {listed}"
                 assert "grpc.health.v1.Health" in listed
 
+        # `up` starts the FHIR REST gateway in front of records too (docs/fhir.md).
+        with urllib.request.urlopen(endpoints["fhir_base_url"] + "/readyz", timeout=5) as ready:
+            assert ready.status == 200
         demo = subprocess.run(
             [sys.executable, "-m", "carechain", "demo", "--data-dir", str(data_dir)],
             capture_output=True, text=True, timeout=120,

@@ -19,7 +19,7 @@ CHART = ROOT / "helm" / "carechain"
 VALUE_SETS_DIR = pathlib.Path(__file__).resolve().parent / "values"
 VALUE_SETS = (
     "minimal", "embedded", "ha", "external-backends", "tls", "tls-existing-secrets", "embedded-tls", "no-networkpolicy",
-    "conventions", "ha-vault")
+    "conventions", "ha-vault", "fhir")
 KUBE_VERSIONS = ("1.29.0", "1.34.0")
 RELEASE = "cc"
 NAMESPACE = "carechain"
@@ -73,6 +73,10 @@ class Rendering:
 
     def workloads(self) -> list[dict[str, Any]]:
         return [obj for obj in self.objects if obj["kind"] in WORKLOAD_KINDS]
+
+    def service_workloads(self) -> list[dict[str, Any]]:
+        """The six gRPC services' workloads (not the FHIR REST gateway: HTTP probes, no key; test_helm_fhir.py)."""
+        return [w for w in self.workloads() if component(w["spec"]["template"]) in SERVICES]
 
     def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(object name, pod spec) of every workload and bare pod (the helm test pod)."""

@@ -168,7 +168,7 @@ def test_service_account_tokens_are_mounted_only_for_vault_kubernetes_login() ->
 def test_every_service_is_probed_with_native_grpc_health_on_its_probe_port(value_set: str) -> None:
     """Plaintext: the serving port. TLS: the plaintext health-only port (kubelet gRPC probes cannot speak TLS)."""
     rendering = Rendering.of(value_set)
-    for workload in rendering.workloads():
+    for workload in rendering.service_workloads():
         name = workload["metadata"]["name"]
         container = workload["spec"]["template"]["spec"]["containers"][0]
         port, *health = container["ports"]

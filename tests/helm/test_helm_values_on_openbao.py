@@ -80,7 +80,7 @@ def test_every_pod_of_the_value_set_logs_into_openbao_and_signs(value_set: str, 
     rendering = Rendering.of(value_set)
     vault_workloads = _vault_workloads(rendering)
     if not vault_workloads:
-        for workload in rendering.workloads():
+        for workload in rendering.service_workloads():
             env = rendering.container_env(workload)
             assert env["CARECHAIN_SIGNING_BACKEND"] == "file", workload["metadata"]["name"]
             assert not [name for name in env if name.startswith("CARECHAIN_VAULT_")], workload["metadata"]["name"]

@@ -36,6 +36,8 @@ from carechain.runtime.server import start_service
 
 Kind = common_pb2.PrincipalKind
 Code = grpc.StatusCode
+# The SMART token endpoint URL client assertions must name as aud.
+SMART_TOKEN_URL = "https://fhir.hospital.test/token"
 
 
 @dataclass
@@ -142,7 +144,7 @@ def net(tmp_path: pathlib.Path) -> Iterator[Network]:
     servicer = IdentityServicer(
         signer=identity, trust=trust, registry=registry, keys=keyring, ledger=ledger,
         chain_id="test-chain", token_ttl_seconds=60, challenge_ttl_seconds=30, clock=clock,
-        check_decision=revocations.check,
+        check_decision=revocations.check, smart_token_url=SMART_TOKEN_URL,
     )
 
     running = start_service("identity", settings, register_identity(servicer), [registry.close, keyring.close])

@@ -17,8 +17,10 @@ from carechain.core.crypto import Ed25519Signer
 from carechain.core.layout import OPERATOR_ID, TrustBundle, service_principal_id
 from carechain.ledger import transactions
 from carechain.ledger.chain import Ledger
+from carechain.ledger.contract import Validator
 from carechain.ledger.memory_orderer import SharedOrder
 from carechain.ledger.quorum import ValidatorSet
+from carechain.ledger.state import EmptyState, PendingState
 from carechain.ledger.v1 import ledger_pb2
 
 CHAIN = "carechain-test"
@@ -124,6 +126,33 @@ def onboarding(net: Net) -> tuple[list[ledger_pb2.Transaction], dict[str, Ed2551
     return [org, dr, pat], {"org-1": org_key, "dr-1": dr_key, "pat-1": pat_key}
 
 
+class Chain:
+    """A validator over an in-memory state, assigning log indexes."""
+
+    def __init__(self, net: Net) -> None:
+        self.validator = Validator(CHAIN, net.trust)
+        self.block_time_ms: int | None = None  # None = now: the time a block cut now would carry
+        self.state = PendingState(EmptyState())
+        self.next_index = 0
+
+    def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
+        block_time_ms = self.block_time_ms if self.block_time_ms is not None else int(time.time() * 1000)
+        result = self.validator.apply(transaction, self.state, self.next_index, block_time_ms=block_time_ms)
+        self.next_index += 1
+        return result
+
+    def ok(self, transaction: ledger_pb2.Transaction) -> None:
+        result = self.apply(transaction)
+        assert result.valid, result.reason
+        assert result.reason == ""
+
+    def rejects(self, transaction: ledger_pb2.Transaction, reason: str) -> str:
+        result = self.apply(transaction)
+        assert not result.valid
+        assert reason in result.reason
+        return result.reason
+
+
 TIMEOUT = 20
 
 
@@ -143,6 +172,12 @@ def header(ledger: Ledger, height: int) -> ledger_pb2.BlockHeader:
 def net_fixture() -> Net:
     """Fresh service and operator keys."""
     return Net()
+
+
+@pytest.fixture(name="chain")
+def chain_fixture(net: Net) -> Chain:
+    """A validator over an empty in-memory state."""
+    return Chain(net)
 
 
 @pytest.fixture(name="ledger")

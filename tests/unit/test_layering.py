@@ -1,7 +1,8 @@
 """The package layers hold: no lower layer imports a higher one, no service reaches into another's internals.
 
 Layers (``carechain/__init__.py`` documents them): 0 ``core``, ``labels`` and the generated ``*.v1``
-stubs; 1 ``client``; 2 ``runtime``; 3 the six services; 4 ``dev``, ``admin``, ``cli``. A module may import its own
+stubs; 1 ``client``; 2 ``runtime``; 3 the six services
+(and the FHIR REST gateway); 4 ``dev``, ``admin``, ``cli``. A module may import its own
 layer and the layers below; tooling (layer 4) may import anything. Across services, and from the client and runtime
 layers into services, only a service's ``v1`` stubs and the modules it lists in ``CLIENT_MODULES`` may be imported;
 those declared modules are a public surface, so they may themselves import only layers 0-2 and other declared
@@ -19,7 +20,7 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "services" / "carechain"
-SERVICES = ("identity", "storage", "ledger", "consent", "audit", "records")
+SERVICES = ("identity", "storage", "ledger", "consent", "audit", "records", "fhir")  # fhir: the REST gateway
 LAYERS = {"core": 0, "labels": 0, "common": 0, "client": 1, "runtime": 2, **dict.fromkeys(SERVICES, 3),
           "dev": 4, "admin": 4, "cli": 4, "__main__": 4}
 

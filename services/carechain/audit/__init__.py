@@ -15,5 +15,5 @@ Other packages may import only :data:`CLIENT_MODULES` (and ``v1``); the rest is 
 """
 
 #: Modules other services and clients may import: building audit events; the hash chain and event proofs
-#: (the SDK checks them).
-CLIENT_MODULES = ("events", "hashchain")
+#: (the SDK checks them); opaque page tokens bound to their query (the records search pages with them).
+CLIENT_MODULES = ("events", "hashchain", "paging")

@@ -81,6 +81,10 @@ _ACTIONS: dict[int, tuple[dict[str, str], dict[str, str] | None, str]] = {
     # A disclosure to a third party: data leaves CareChain (DICOM Export), read in the process.
     Action.AUDIT_ACTION_DISCLOSE: ({"system": DICOM, "code": "110106", "display": "Export"},
                                    {"system": RESTFUL_INTERACTION, "code": "read", "display": "read"}, "R"),
+    # A search of a patient's records (records SearchRecords): BALP's Query, action Execute.
+    Action.AUDIT_ACTION_SEARCH: (_REST, {"system": RESTFUL_INTERACTION, "code": "search", "display": "search"}, "E"),
+    # An erasure of the patient's records (crypto-shredding): a delete.
+    Action.AUDIT_ACTION_ERASE: (_REST, {"system": RESTFUL_INTERACTION, "code": "delete", "display": "delete"}, "D"),
 }
 
 PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"

@@ -46,7 +46,8 @@ from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import AuditSettings
 from carechain.runtime.etcd import EtcdClient
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.logs import configure_logging
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import limited_stream
 
@@ -249,7 +250,9 @@ def build(settings: AuditSettings) -> tuple[Register, list[Callable[[], None]]]:
         store, access.ledger, lambda: ledger_trust(settings), lambda event: servicer.report_own(event),
         settings.checkpoint_interval_seconds,
     ) if settings.anchor_batches and settings.record_checkpoints else None
-    principal_status = PrincipalStatus.following(access.ledger).start()
+    # Resumes from its signed snapshot: a restart reads only the lifecycle transactions since.
+    principal_status = PrincipalStatus.following(
+        access.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, access.signer)).start()
     servicer = AuditServicer(Authenticator(trust, audience("audit"), principal_status), store, anchorer=anchorer,
                              checkpoints=checkpoints, anchor_deadline_seconds=settings.anchor_deadline_seconds,
                              directory=access)
@@ -283,5 +286,6 @@ def build_store(settings: AuditSettings) -> AuditStore:
 def main() -> None:
     """Entry point of ``carechain serve audit``."""
     settings = AuditSettings()
+    configure_logging("audit", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("audit", settings, register, closers)

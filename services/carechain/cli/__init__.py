@@ -1,6 +1,6 @@
 """The ``carechain`` command.
 
-    carechain up [--data-dir DIR]          start the six services on localhost (Ctrl-C stops them)
+    carechain up [--data-dir DIR]          start the six services and the FHIR gateway on localhost (Ctrl-C stops them)
     carechain demo [--data-dir DIR]        run the story against the running network
     carechain ledger verify [--data-dir DIR] [--validator NAME] [--validators IDS] [--quorum N] [--from-checkpoint]
                             [--checkpoint-file FILE] [--peer ADDR ...]
@@ -19,10 +19,12 @@
                                            a patient's consents, from and to FHIR Consent files
     carechain delegates add|remove|list    a patient's guardians and proxies
     carechain history                      a patient's accounting of disclosures
+    carechain smart keygen|register-keys   a hospital's SMART Backend Services client keys (JWKS)
                                            (these act with --key-file against --data-dir's network.json
                                            or --endpoints FILE; --json; errors: one line, exit 1 refused
                                            or failed, 2 usage)
-    carechain serve SERVICE                run one service, configured by CARECHAIN_* variables
+    carechain serve SERVICE                run one service (or fhir, the FHIR REST gateway), configured by
+                                           CARECHAIN_* variables
     carechain admin vault-bootstrap ...    prepare Vault/OpenBao: engines, policies, roles, signing keys
     carechain admin reconcile [--dry-run]  remove (or report) what crashed writes left behind
 """
@@ -70,9 +72,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     if args.default_ports:
         network = LocalNetwork.with_default_ports(data_dir, tls=args.tls, backends=backends,
-                                                  validators=args.validators)
+                                                  validators=args.validators, fhir=args.fhir)
     else:
-        network = LocalNetwork(data_dir, tls=args.tls, backends=backends, validators=args.validators)
+        network = LocalNetwork(data_dir, tls=args.tls, backends=backends, validators=args.validators, fhir=args.fhir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -85,6 +87,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if len(network.validator_names) > 1:
         for name, validator_id in zip(network.validator_names, network.validator_ids, strict=True):
             print(f"  {name:9} {network.listen_addresses[name]}  ({validator_id})")
+    if network.fhir:
+        print(f"  {'fhir':9} {network.fhir_base_url}  (FHIR R4 REST gateway: {network.fhir_base_url}/metadata)")
     for backend, address in (backends.describe() if backends else {}).items():
         print(f"  {backend:9} {address}")
     print(f"logs: {network.log_dir}/<service>.log")
@@ -275,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one service (configured by CARECHAIN_* variables)")
-    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("service", choices=(*SERVICES, "fhir"), help="a gRPC service, or fhir: the FHIR REST gateway")
     serve.set_defaults(func=cmd_serve)
 
     up = sub.add_parser("up", help="start the local network (six processes, embedded backends)")
@@ -294,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mutual TLS everywhere, with a local CA under <data-dir>/tls (clients get a certificate too)")
     up.add_argument("--max-restarts", type=int, default=5,
                     help="restart a crashed service at most this often in 5 minutes, then stop and exit 1")
+    up.add_argument("--no-fhir", dest="fhir", action="store_false",
+                    help="do not start the FHIR R4 REST gateway (port 7106, or a free one with --random-ports)")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="run the demo story against a running local network")
@@ -331,15 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     from carechain.cli.delegates import add_delegates_commands
     from carechain.cli.history import add_history_command
     from carechain.cli.keys import add_keys_commands
+    from carechain.cli.patient_links import add_patient_commands
     from carechain.cli.principals import add_principals_commands
     from carechain.cli.records import add_records_commands
+    from carechain.cli.smart import add_smart_commands
 
     add_keys_commands(sub)
     add_principals_commands(sub)
     add_records_commands(sub)
     add_consent_commands(sub)
     add_delegates_commands(sub)
+    add_patient_commands(sub)
     add_history_command(sub)
+    add_smart_commands(sub)
 
     from carechain.admin.vault_bootstrap import add_arguments as add_vault_bootstrap_arguments
 

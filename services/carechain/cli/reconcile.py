@@ -20,6 +20,7 @@ REPORT_FIELDS = (
     ("stale_uploads", "stale temporary uploads"),
     ("abandoned_writes", "abandoned write attempts"),
     ("unconfirmed_commits", "committed writes without a commit audit event"),
+    ("erased_leftovers", "data keys and blobs of erased records destroyed"),
 )
 
 

@@ -35,6 +35,8 @@ class Endpoints:
     trust_dir: str = ""
     # Prometheus /metrics host:port of each process ("ledger", "ledger-2", ..., "records"); empty: not exported.
     metrics: dict[str, str] = field(default_factory=dict)
+    # Base URL of the FHIR R4 REST gateway (docs/fhir.md); empty: not running.
+    fhir_base_url: str = ""
 
     def address(self, service: str) -> str:
         return str(getattr(self, service))

@@ -20,7 +20,8 @@ A single lying validator cannot forge a checkpoint (it would need a quorum's
 keys), and a proof that does not hash to the co-signed root is rejected, so
 the answers are as trustworthy as a quorum of the member organisations.
 :func:`verify_record_inclusion` combines the three steps for a record id
-(:meth:`carechain.client.sdk.CareChainClient.verify_record_inclusion`).
+(:meth:`carechain.client.sdk.CareChainClient.verify_record_inclusion`), and
+:func:`verify_erasure_receipt` checks an erasure's receipt (the tombstone's proof).
 
 Whoever holds a quorum's keys (one key in the embedded network) can still
 re-sign a rewritten history. :class:`CheckpointMemory` makes that detectable:
@@ -52,7 +53,7 @@ import grpc
 
 from carechain.core import merkle
 from carechain.core.errors import IntegrityError, InvalidArgument
-from carechain.core.layout import TrustBundle
+from carechain.core.layout import TrustBundle, service_principal_id
 from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.v1 import ledger_pb2
@@ -168,6 +169,38 @@ def verify_record_inclusion(ledger: Any, record_id: str, trust: LedgerTrust, tim
     if body.WhichOneof("payload") != "register_record" or body.register_record.record_id != record_id:
         raise IntegrityError("the proven transaction does not register this record")
     return RecordInclusion(record_id, entry.log_index, checkpoint, transaction)
+
+
+@dataclass(frozen=True)
+class ErasureInclusion:
+    """Proof that an erasure's tombstone is in the co-signed log."""
+
+    patient_id: str
+    record_ids: tuple[str, ...]
+    log_index: int
+    checkpoint: VerifiedCheckpoint
+    transaction: ledger_pb2.Transaction
+
+
+def verify_erasure_receipt(receipt: Any, trust: LedgerTrust) -> ErasureInclusion:
+    """Check an ErasureReceipt (records EraseRecords) locally: its checkpoint's co-signatures, the inclusion
+    proof of its tombstone against it, and that the proven transaction is the EraseRecords the receipt
+    describes (signed by svc-records, for its patient and exactly its records). IntegrityError otherwise.
+    This proves the tombstone is in the log, not its verdict: GetRecordEntry shows the patient it took effect.
+    """
+    checkpoint = verify_checkpoint(receipt.checkpoint, trust)
+    proof = receipt.inclusion_proof
+    if proof.log_index != receipt.log_index:
+        raise IntegrityError("the inclusion proof is for another log index than the receipt's")
+    transaction = verify_inclusion(proof, checkpoint)
+    body = transactions.decode_body(transaction)
+    if body.WhichOneof("payload") != "erase_records" or transaction.signer_id != service_principal_id("records"):
+        raise IntegrityError("the proven transaction is not an erasure by svc-records")
+    erase = body.erase_records
+    if erase.patient_id != receipt.patient_id or list(erase.record_ids) != list(receipt.record_ids) or \
+            receipt.erased_count != len(receipt.record_ids):
+        raise IntegrityError("the proven tombstone is not the one the receipt describes")
+    return ErasureInclusion(erase.patient_id, tuple(erase.record_ids), proof.log_index, checkpoint, transaction)
 
 
 def verify_checkpoint_consistency(ledger: Any, older: VerifiedCheckpoint, newer: VerifiedCheckpoint,

@@ -21,6 +21,7 @@ import os
 import pathlib
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from carechain.audit.hashchain import verify_event_proof
@@ -30,6 +31,7 @@ from carechain.client.channels import open_channel
 from carechain.client.endpoints import Endpoints
 from carechain.client.proofs import (
     CheckpointMemory,
+    ErasureInclusion,
     LedgerTrust,
     RecordInclusion,
     VerifiedCheckpoint,
@@ -37,6 +39,7 @@ from carechain.client.proofs import (
     verify_anchor_inclusion,
     verify_checkpoint,
     verify_checkpoint_consistency,
+    verify_erasure_receipt,
     verify_record_inclusion,
 )
 from carechain.common.v1 import common_pb2
@@ -45,6 +48,7 @@ from carechain.core.crypto import Ed25519Signer, Signer, write_private_file
 from carechain.core.layout import write_public_key
 from carechain.core.telemetry import configure_tracing
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
+from carechain.ledger.linking import attest_link
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from carechain.records.v1 import records_pb2, records_pb2_grpc
@@ -178,6 +182,17 @@ class AuditEventStream:
             cancel()
         else:  # a traced call is a generator: closing it drops (and so cancels) the underlying call
             self._responses.close()
+
+
+@dataclass
+class PatientSummary:
+    """A patient summary (:meth:`CareChainClient.patient_summary`): each permitted record as GetRecord answers it."""
+
+    records: list[records_pb2.GetRecordResponse] = field(default_factory=list)
+    #: Records that matched but the patient's consent does not permit the caller (never which or why).
+    withheld: int = 0
+    #: Large records left out: read each with get_large_record (search_records lists them).
+    large_records: int = 0
 
 
 class CareChainClient:
@@ -357,6 +372,59 @@ class CareChainClient:
         return self.identity.RotatePrincipalKey(
             identity_pb2.RotatePrincipalKeyRequest(principal_id=principal_id, public_key=public_key), timeout=30)
 
+    # --- network patient identity (docs/network-identity.md) --------------------
+
+    def attest_patient_link(self, network_patient_id: str, linked_patient_id: str) -> bytes:
+        """As an organisation: attest that its patient linked_patient_id is the person network_patient_id.
+
+        Returns the attestation (an encoded ``LinkPatientIdentity`` carrying the organisation's signature and
+        a single-use nonce), to hand to the patient, who submits it with :meth:`link_patient`.
+        """
+        attestation = attest_link(self.signer, self.endpoints.chain_id, network_patient_id, linked_patient_id)
+        return attestation.SerializeToString(deterministic=True)
+
+    def link_patient(self, linked_patient_id: str, attestation: bytes,
+                     network_patient_id: str = "") -> identity_pb2.LinkPatientResponse:
+        """As the network patient (or, with network_patient_id, its delegate): sign and submit the link.
+
+        The attestation is the organisation's (:meth:`attest_patient_link`); ValueError when it is not one
+        for linked_patient_id and network_patient_id (checked here, before anything is signed).
+        """
+        link = ledger_pb2.LinkPatientIdentity.FromString(attestation)
+        network = network_patient_id or self.principal_id
+        if link.linked_patient_id != linked_patient_id or link.network_patient_id != network:
+            raise ValueError("the attestation is for another pair of patients")
+        tx = self._signed(link_patient_identity=link)
+        return self.identity.LinkPatient(identity_pb2.LinkPatientRequest(transaction=tx), timeout=60)
+
+    def unlink_patient(self, linked_patient_id: str, network_patient_id: str = "") -> identity_pb2.LinkPatientResponse:
+        """End a link, as the network patient, its delegate or the linked patient's organisation.
+
+        network_patient_id defaults to this client (the network patient itself).
+        """
+        unlink = ledger_pb2.UnlinkPatientIdentity(network_patient_id=network_patient_id or self.principal_id,
+                                                  linked_patient_id=linked_patient_id)
+        tx = self._signed(unlink_patient_identity=unlink)
+        return self.identity.UnlinkPatient(identity_pb2.UnlinkPatientRequest(transaction=tx), timeout=60)
+
+    def resolve_patient(self, fhir_patient_id: str) -> identity_pb2.ResolvePatientResponse:
+        """As an organisation or its practitioner: the network identity of one of its own FHIR Patient ids."""
+        return self.identity.ResolvePatient(identity_pb2.ResolvePatientRequest(fhir_patient_id=fhir_patient_id),
+                                            timeout=30)
+    def register_client_keys(self, jwks: dict[str, Any] | str) -> identity_pb2.ClientKeys:
+        """Register this organisation's (or practitioner's) SMART Backend Services client keys: a JWKS of
+        public RS384 / ES384 keys with kids (carechain.client.smart_keys makes one), replacing earlier keys.
+        The OAuth2 client_id is this principal's id."""
+        text = jwks if isinstance(jwks, str) else json.dumps(jwks)
+        return self.identity.RegisterClientKeys(identity_pb2.RegisterClientKeysRequest(jwks=text), timeout=30)
+
+    def exchange_client_assertion(self, client_assertion: str, scope: str, purpose: int,
+                                  audience: str = "") -> identity_pb2.ClientAccessToken:
+        """A SMART access token for a signed client assertion (what the FHIR gateway's /token does)."""
+        return self.identity.ExchangeClientAssertion(identity_pb2.ExchangeClientAssertionRequest(
+            client_assertion=client_assertion, scope=scope, purpose_of_use=purpose,  # type: ignore[arg-type]
+            audience=audience), timeout=30)
+
     def get_record(
         self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = "",
         action: int = 0, *, version: int = 0, provenance: bool = False,
@@ -373,6 +441,86 @@ class CareChainClient:
                                          version=version, provenance=provenance),
             timeout=30,
         )
+
+    # --- search and patient summary (issue 14) ------------------------------
+
+    def search_records(
+        self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), categories: Iterable[int] = (),
+        date_from_ms: int = 0, date_to_ms: int = 0, author_organization_id: str = "", updated_since_ms: int = 0,
+        page_size: int = 50, page_token: str = "", timeout: float = 60,
+    ) -> records_pb2.SearchRecordsResponse:
+        """One page of a patient's records the caller may read (metadata only), and how many were withheld.
+
+        Every filter given must match (resource types: any of them; categories: any of them; clinical date
+        range inclusive; last update at or after updated_since_ms). Pass next_page_token as page_token for the
+        next page (same filters). PERMISSION_DENIED when the patient's consent permits the caller nothing.
+        """
+        return self.records.SearchRecords(records_pb2.SearchRecordsRequest(
+            patient_id=patient_id, purpose=purpose, resource_types=list(resource_types),  # type: ignore[arg-type]
+            categories=list(categories), date_from_ms=date_from_ms, date_to_ms=date_to_ms,  # type: ignore[arg-type]
+            author_organization_id=author_organization_id, updated_since_ms=updated_since_ms, page_size=page_size,
+            page_token=page_token), timeout=timeout)
+
+    @staticmethod
+    def _summary_request(patient_id: str, purpose: int, resource_types: Iterable[str], since_ms: int,
+                         break_glass: bool, break_glass_reason: str) -> records_pb2.PatientSummaryRequest:
+        return records_pb2.PatientSummaryRequest(
+            patient_id=patient_id, purpose=purpose, resource_types=list(resource_types),  # type: ignore[arg-type]
+            since_ms=since_ms, break_glass=break_glass or bool(break_glass_reason),
+            break_glass_reason=break_glass_reason)
+
+    def patient_summary(
+        self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), since_ms: int = 0,
+        break_glass: bool = False, break_glass_reason: str = "", timeout: float | None = 600,
+    ) -> PatientSummary:
+        """Every record of the patient the caller may read (each decided, key-released and audited as
+        get_record; break-glass as for get_record, with its reason), and how many were withheld."""
+        summary = PatientSummary()
+        request = self._summary_request(patient_id, purpose, resource_types, since_ms, break_glass,
+                                        break_glass_reason)
+        for message in self.records.GetPatientSummary(request, timeout=timeout):
+            if message.WhichOneof("part") == "record":
+                summary.records.append(message.record)
+            else:
+                summary.withheld, summary.large_records = message.end.withheld, message.end.large_records
+        return summary
+
+    def patient_summary_bundle(
+        self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), since_ms: int = 0,
+        break_glass: bool = False, break_glass_reason: str = "", timeout: float | None = 600,
+    ) -> dict[str, Any]:
+        """patient_summary as one FHIR R4 searchset Bundle (an OperationOutcome entry says how many were withheld);
+        FAILED_PRECONDITION when it exceeds the 4 MiB message cap (use patient_summary)."""
+        request = self._summary_request(patient_id, purpose, resource_types, since_ms, break_glass,
+                                        break_glass_reason)
+        return dict(json.loads(self.records.GetPatientSummaryBundle(request, timeout=timeout).bundle_json))
+    # --- erasure (the patient, a delegate, or the operator where policy allows) ---
+
+    def erase_records(self, patient_id: str, record_ids: Iterable[str] = (), reason: str = "", *,
+                      all_records: bool = False, verify: bool = True) -> records_pb2.ErasureReceipt:
+        """Erase records of patient_id (named ones, or every one with all_records); the receipt.
+
+        Crypto-shredding: the data keys and blobs are destroyed behind a ledger tombstone; reads then raise
+        FAILED_PRECONDITION "record erased on YYYY-MM-DD". A retention hold raises FAILED_PRECONDITION
+        naming the rule and when it ends (nothing erased). With verify (and a trust directory in the
+        endpoints) the receipt's inclusion proof is checked here (:meth:`verify_erasure_receipt`).
+        """
+        ids = list(record_ids)
+        receipt = self.records.EraseRecords(
+            records_pb2.EraseRecordsRequest(patient_id=patient_id, record_ids=ids, all=all_records, reason=reason),
+            timeout=120,
+        )
+        if verify and self.endpoints.trust_dir:
+            self.verify_erasure_receipt(receipt)
+        return receipt
+
+    def verify_erasure_receipt(self, receipt: records_pb2.ErasureReceipt,
+                               trust: LedgerTrust | None = None) -> ErasureInclusion:
+        """Prove locally that an erasure's tombstone is in the log a quorum of validators signed."""
+        trust = trust or self.ledger_trust()
+        inclusion = verify_erasure_receipt(receipt, trust)
+        self._remember(inclusion.checkpoint, trust)
+        return inclusion
 
     # --- consent (the client is the patient, or a delegate passing patient_id) ---
 

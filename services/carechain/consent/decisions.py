@@ -57,6 +57,8 @@ from carechain.runtime.batching import MicroBatcher
 log = logging.getLogger("carechain.consent")
 
 _DENY = consent_pb2.DECISION_EFFECT_DENY
+# The reason of a deny for an erased record (Decision.record_erased says the same to the records service).
+RECORD_ERASED = "denied: record erased"
 #: Most requests one DecideMany may carry.
 MAX_DECIDE_MANY = 256
 #: Most issued, not yet checked decision tokens remembered (the oldest are forgotten first).
@@ -171,26 +173,30 @@ class Decisions:
         if record is None:
             raise NotFound(f"record {record_id} is not registered")
 
-        def deny(reason: str, consent_id: str = "", path: str = "") -> consent_pb2.Decision:
+        owner = self._state.network_patient(record.patient_id)
+
+        def deny(reason: str, consent_id: str = "", path: str = "", erased: bool = False) -> consent_pb2.Decision:
             metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
-                                        patient_id=record.patient_id, record_version=record.version)
+                                        patient_id=record.patient_id, network_patient_id=owner, record_erased=erased,
+                                        record_version=record.version)
 
-        if record.erased:
-            return deny("denied: record erased")
         actor = self._state.principal(actor_id)
-        if actor is None or not actor.is_practitioner:
-            return deny(f"denied: actor {actor_id} is not a registered practitioner")
+        if actor is None or not actor.is_reader:
+            return deny(f"denied: actor {actor_id} is not a registered practitioner or organisation")
 
         access = self._access_request(actor, record, purpose, action, break_glass)
         window = None
         if self._break_glass is not None and break_glass:
-            window = self._state.break_glass_window(actor.principal_id, record.patient_id, access.now_ms)
-        decision = decide(self._state.consents_of(record.patient_id), access, self._break_glass, window)
+            window = self._state.break_glass_window(actor.principal_id, access.patient_id, access.now_ms)
+        decision = decide(self._state.consents_of(access.patient_id), access, self._break_glass, window)
         if not decision.permitted:
             return deny(decision.reason, decision.consent_id, decision.provision_path)
+        if record.erased:
+            # Decided after the policy: only a reader consent would have let in may learn it was erased.
+            return deny(RECORD_ERASED, decision.consent_id, decision.provision_path, erased=True)
         if decision.break_glass and window is None:
-            self._record_break_glass(actor.principal_id, record.patient_id, decision)
+            self._record_break_glass(actor.principal_id, access.patient_id, decision)
 
         ttl = self._ttl
         if decision.break_glass:
@@ -225,21 +231,26 @@ class Decisions:
             break_glass=decision.break_glass,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
             record_version=record.version,
+            network_patient_id=access.patient_id,
         )
 
     def _access_request(
         self, actor: PrincipalInfo, record: RecordInfo, purpose: int, action: int, break_glass: bool = False
     ) -> AccessRequest:
-        patient = self._state.principal(record.patient_id)
+        """The request as the policy sees it: the record's owner is its patient's network identity
+        (docs/network-identity.md), whose consents, delegates and break-glass windows govern it."""
+        owner = self._state.network_patient(record.patient_id)
+        patient = self._state.principal(owner)
         return AccessRequest(
             actor_id=actor.principal_id,
-            actor_organization_id=actor.organization_id,
+            actor_organization_id=actor.principal_id if actor.is_organization else actor.organization_id,
+            actor_is_organization=actor.is_organization,
             actor_specialty=actor.specialty,
             purpose=purpose,
             action=action,
             categories=record.categories,
             record_id=record.record_id,
-            patient_id=record.patient_id,
+            patient_id=owner,
             now_ms=self._ledger.now_ms(),
             data_date_ms=record.data_date_ms,
             resource_type=record.resource_type,
@@ -284,10 +295,10 @@ class Decisions:
         actor = self._state.principal(claims.actor_id)
         if record is None or record.erased or record.patient_id != claims.patient_id:
             return PolicyDecision(_DENY, "denied: record erased or unknown")
-        if actor is None or not actor.is_practitioner:
-            return PolicyDecision(_DENY, "denied: actor is no longer a practitioner")
+        if actor is None or not actor.is_reader:
+            return PolicyDecision(_DENY, "denied: actor is no longer a practitioner or organisation")
         access = self._access_request(actor, record, claims.purpose, claims.action, break_glass=claims.break_glass)
-        consents = self._state.consents_of(record.patient_id)
+        consents = self._state.consents_of(access.patient_id)
         if claims.break_glass:
             window = BreakGlassWindow(claims.break_glass_started_at_ms, claims.break_glass_expires_at_ms)
             return decide(consents, access, self._break_glass or BreakGlassRules(frozenset(), 0), window)

@@ -394,6 +394,12 @@ class AccessRequest:
     record_author_id: str = ""  # who wrote the record (practitioner or organisation)
     record_organization_id: str = ""  # the organisation that wrote (holds) the record
     codes: tuple[str, ...] = ()  # the record's primary codes, "<canonical system>|<code>"
+    actor_is_organization: bool = False  # an organisation itself asks (a SMART Backend Services client)
+
+    @property
+    def actor_kind(self) -> str:
+        """How reasons name the actor's kind."""
+        return "organization" if self.actor_is_organization else "practitioner"
 
     @property
     def effective_action(self) -> int:
@@ -440,8 +446,20 @@ def _has_period(period: common_pb2.Period) -> bool:
     return bool(period.start_ms or period.end_ms)
 
 
-def _recipient_match(recipients: list[policy_pb2.ConsentActor], request: AccessRequest) -> str | None:
-    """How the request's actor matches the provision's recipient actors, or None."""
+def _recipient_match(recipients: list[policy_pb2.ConsentActor], request: AccessRequest,
+                     permit: bool = True) -> str | None:
+    """How the request's actor matches the provision's recipient actors, or None.
+
+    An organisation asking itself (a SMART Backend Services client) is permitted only by a recipient
+    naming it, never by "any actor", a practitioner or a specialty (what a patient grants to people);
+    a deny without recipients ("anyone") denies it too, so it never gets what its practitioners are denied.
+    """
+    if request.actor_is_organization:
+        named = any(actor.WhichOneof("actor") == "organization_id"
+                    and actor.organization_id == request.actor_organization_id for actor in recipients)
+        if named:
+            return f"organization {request.actor_organization_id}"
+        return "any actor" if not recipients and not permit else None
     if not recipients:
         return "any actor"
     for actor in recipients:
@@ -500,7 +518,7 @@ def _actor_match(provision: policy_pb2.Provision, request: AccessRequest) -> str
     """How the request (its actor, and the record's author or custodian) matches the provision's actors, or None."""
     recipients = [a for a in provision.actors if a.role in _RECIPIENT_ROLES]
     data_actors = [a for a in provision.actors if a.role not in _RECIPIENT_ROLES]
-    recipient = _recipient_match(recipients, request)
+    recipient = _recipient_match(recipients, request, provision.type == policy_pb2.PROVISION_TYPE_PERMIT)
     if recipient is None:
         return None
     data = _data_actor_match(data_actors, request)
@@ -700,7 +718,7 @@ def evaluate(consents: Iterable[consent_pb2.ConsentRecord], request: AccessReque
         action = f" to {action_name(request.effective_action)}"
     return PolicyDecision(
         DENY,
-        f"denied: no active consent permits practitioner {request.actor_id}{action} "
+        f"denied: no active consent permits {request.actor_kind} {request.actor_id}{action} "
         f"for {purpose_name(request.purpose)}",
     )
 

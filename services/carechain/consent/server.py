@@ -45,8 +45,8 @@ from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import ConsentSettings
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import service_peers
-from carechain.runtime.principal_status import SNAPSHOT_FILE as PRINCIPAL_STATUS_SNAPSHOT
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.vault import service_signer
@@ -225,8 +225,8 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "consent")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    principal_status = PrincipalStatus.following(lambda: peers.ledger, snapshots=StatusSnapshots(
-        settings.data_dir / PRINCIPAL_STATUS_SNAPSHOT, signer)).start()
+    principal_status = PrincipalStatus.following(
+        lambda: peers.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer)).start()
     reader = VerifiedLedgerReader(
         peers.ledger, settings.chain_id, trust,
         configured_validators(settings.ledger_validators, settings.ledger_quorum),
@@ -266,5 +266,6 @@ def build(settings: ConsentSettings) -> tuple[Register, list[Callable[[], None]]
 def main() -> None:
     """Entry point of ``carechain serve consent``."""
     settings = ConsentSettings()
+    configure_logging("consent", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("consent", settings, register, closers)

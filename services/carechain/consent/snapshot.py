@@ -4,10 +4,11 @@ A snapshot holds, at one certified block boundary, the folded
 :class:`carechain.consent.state.ConsentState` and the
 :class:`carechain.ledger.reader.VerifiedLedgerReader` position (next height,
 last header hash, log frontier, replayed contract state) with the log size
-they reflect. It is one JSON file (``<data dir>/consent-snapshot.json``,
-0600, written atomically): the body is sealed under the ledger metadata key
-(it holds opened policies and record categories, which are on the ledger only
-sealed) and the sealed body is signed by the consent service's own key over
+they reflect. It is one :class:`carechain.runtime.signed_file.SignedFile`
+(``<data dir>/consent-snapshot.json``, 0600, written atomically): the body is
+sealed under the ledger metadata key (it holds opened policies and record
+categories, which are on the ledger only sealed) and the sealed body is signed
+by the consent service's own key over
 ``"carechain-consent-snapshot/v1\\n" + SHA-256(sealed body)``.
 
 On load it is used only if the signature verifies with svc-consent's key from
@@ -21,21 +22,20 @@ one. No secrets are in it (decision-token keys and the metadata key are not).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import pathlib
 from typing import Any
 
 import grpc
 
 from carechain.consent.state import ConsentState
-from carechain.core.crypto import Signer, verify_signature
+from carechain.core.crypto import Signer
 from carechain.core.errors import IntegrityError
 from carechain.ledger import transactions
 from carechain.ledger.reader import VerifiedLedgerReader
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.signed_file import SignedFile
 
 log = logging.getLogger("carechain.consent.snapshot")
 
@@ -54,13 +54,9 @@ class ConsentSnapshots:
                  every: int = SNAPSHOT_EVERY_TRANSACTIONS) -> None:
         """public_key verifies snapshots (default: the signer's own key); every: transactions between saves."""
         self.path = pathlib.Path(path)
-        self._signer = signer
-        self._public_key = public_key if public_key is not None else signer.public_key_bytes()
+        self._file = SignedFile(self.path, signer, _DOMAIN, public_key)
         self.every = every
         self.saved_log_size = -1
-
-    def _signing_message(self, body: bytes) -> bytes:
-        return _DOMAIN + hashlib.sha256(body).digest()
 
     def save(self, state: ConsentState, reader: VerifiedLedgerReader) -> bool:
         """Write a snapshot of state and reader at their common log size; False when not at a block boundary."""
@@ -69,20 +65,7 @@ class ConsentSnapshots:
             return False
         exported["version"] = FORMAT_VERSION
         plaintext = json.dumps(exported, separators=(",", ":"), sort_keys=True).encode()
-        body = transactions.encode(state.sealer.seal_local(_PURPOSE, plaintext))
-        envelope = {
-            "body": body.hex(),
-            "signer_id": self._signer.key_id,
-            "signature": self._signer.sign(self._signing_message(body)).hex(),
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(envelope, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        self._file.write(transactions.encode(state.sealer.seal_local(_PURPOSE, plaintext)))
         self.saved_log_size = int(exported["state"]["cursor"])
         return True
 
@@ -113,12 +96,9 @@ class ConsentSnapshots:
         return state.cursor
 
     def _verified_body(self, state: ConsentState) -> dict[str, Any]:
-        envelope = json.loads(self.path.read_text())
-        body = bytes.fromhex(str(envelope["body"]))
-        signature = bytes.fromhex(str(envelope["signature"]))
-        if envelope.get("signer_id") != self._signer.key_id or not verify_signature(
-                self._public_key, signature, self._signing_message(body)):
-            raise IntegrityError("snapshot: the signature does not verify with this service's key")
+        body = self._file.read()
+        if body is None:
+            raise IntegrityError("snapshot: the file is gone")
         try:
             sealed = ledger_pb2.SealedData.FromString(body)
         except Exception as exc:  # noqa: BLE001 - signed but undecodable

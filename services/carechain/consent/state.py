@@ -32,6 +32,7 @@ from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from carechain.ledger.sealing import LedgerSealer
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.patient_links import PatientLinkTable
 
 log = logging.getLogger("carechain.consent.state")
 
@@ -58,6 +59,18 @@ class PrincipalInfo:
     def is_practitioner(self) -> bool:
         """An active (not deactivated) practitioner."""
         return self.kind == common_pb2.PRINCIPAL_KIND_PRACTITIONER and self.active
+
+    @property
+    def is_reader(self) -> bool:
+        """An active practitioner or organisation: who consent decides reads for (an organisation reads as a
+        SMART Backend Services client, matched only by recipients that name it)."""
+        return self.kind in (common_pb2.PRINCIPAL_KIND_PRACTITIONER, common_pb2.PRINCIPAL_KIND_ORGANIZATION) \
+            and self.active
+
+    @property
+    def is_organization(self) -> bool:
+        """An organisation (its own organisation is itself)."""
+        return self.kind == common_pb2.PRINCIPAL_KIND_ORGANIZATION
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,8 @@ class ConsentState:
         self._break_glass: dict[tuple[str, str], list[BreakGlassWindow]] = {}
         # Committed consent changes not yet handed to the auditor, in log order.
         self._changes: list[ConsentChange] = []
+        # Linked patient -> network identity (LinkPatientIdentity, until unlinked), in link order.
+        self._links = PatientLinkTable()
 
     # --- reading -------------------------------------------------------------
 
@@ -164,6 +179,16 @@ class ConsentState:
                 if window.started_at_ms <= now_ms < window.expires_at_ms:
                     return window
             return None
+
+    def network_patient(self, patient_id: str) -> str:
+        """The network identity whose consents govern patient_id's records (patient_id when not linked)."""
+        with self._lock:
+            return self._links.network_patient(patient_id)
+
+    def linked_patients(self, network_patient_id: str) -> list[str]:
+        """The patient principals linked to network_patient_id, in link order (itself excluded)."""
+        with self._lock:
+            return self._links.linked_patients(network_patient_id)
 
     def take_changes(self) -> list[ConsentChange]:
         """The consent changes folded since the last call (the caller audits them, or puts them back)."""
@@ -312,6 +337,8 @@ class ConsentState:
             if delegation is not None and delegation.status == consent_pb2.DELEGATION_STATUS_ACTIVE:
                 delegation.status = consent_pb2.DELEGATION_STATUS_REVOKED
                 delegation.revoked_log_index = log_index
+        elif kind in ("link_patient_identity", "unlink_patient_identity"):
+            self._links.fold(body)
         elif kind == "break_glass_access":
             b = body.break_glass_access
             self._break_glass.setdefault((b.actor_id, b.patient_id), []).append(
@@ -367,6 +394,7 @@ class ConsentState:
             "break_glass": [[actor, patient, [[w.started_at_ms, w.expires_at_ms] for w in windows]]
                             for (actor, patient), windows in self._break_glass.items()],
             "changes": [asdict(c) for c in self._changes],
+            "links": self._links.rows(),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -388,6 +416,7 @@ class ConsentState:
                        for actor, patient, windows in data["break_glass"]}
         by_patient = {str(k): [str(c) for c in v] for k, v in data["consents_by_patient"].items()}
         changes = [ConsentChange(**c) for c in data["changes"]]
+        links = PatientLinkTable(data.get("links", ()))
         with self._sync_lock, self._lock:
             if self._cursor:
                 raise ValueError("a snapshot is restored into a fresh state only")
@@ -395,6 +424,7 @@ class ConsentState:
             self._principals, self._records, self._consents = principals, records, consents
             self._consents_by_patient, self._delegations, self._break_glass = by_patient, delegations, break_glass
             self._changes = changes
+            self._links = links
 
 
 def _b64(data: bytes) -> str:

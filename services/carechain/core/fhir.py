@@ -283,8 +283,12 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidArgument(FIELD, f"is not valid JSON ({type(exc).__name__} at position {position})") from None
 
 
-def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> ValidatedResource:
-    """Check raw is a valid FHIR R4 resource about the patient; InvalidArgument naming the problem."""
+def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int, pseudonym: str = "") -> ValidatedResource:
+    """Check raw is a valid FHIR R4 resource about the patient; InvalidArgument naming the problem.
+
+    pseudonym: the patient's network id, which names the patient as well as its FHIR id does
+    (``Patient/<pseudonym>``, the Patient's logical id on the FHIR REST gateway, docs/fhir.md).
+    """
     if not raw:
         raise InvalidArgument(FIELD, "is empty")
     if len(raw) > max_bytes:
@@ -316,7 +320,7 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int) -> Valid
         raise InvalidArgument(FIELD, f"not a valid {resource_type}") from None
     _check_bindings(instance, FIELD)
     _check_invariants(content, FIELD)
-    _check_patient(resource_type, content, fhir_patient_id)
+    _check_patient(resource_type, content, fhir_patient_id, pseudonym)
     return ValidatedResource(resource_type, content)
 
 
@@ -591,14 +595,14 @@ def _at(node: Any, steps: list[str]) -> Iterator[Any]:
         yield from _at(node[steps[0]], steps[1:])
 
 
-def _check_patient(resource_type: str, content: dict[str, Any], fhir_patient_id: str) -> None:
+def _check_patient(resource_type: str, content: dict[str, Any], fhir_patient_id: str, pseudonym: str = "") -> None:
     """The resource must be about this patient, and name no other patient anywhere."""
-    own = (f"Patient/{fhir_patient_id}", f"urn:uuid:{fhir_patient_id}")
+    own = (f"Patient/{fhir_patient_id}", f"urn:uuid:{fhir_patient_id}", f"Patient/{pseudonym or fhir_patient_id}")
     for where, target in _references(content, FIELD):
         if target.startswith("Patient/") and target not in own:
             raise InvalidArgument(where, "references another patient than the record's")
     if resource_type == "Patient":
-        if content.get("id") != fhir_patient_id:
+        if content.get("id") not in (fhir_patient_id, pseudonym or fhir_patient_id):
             raise InvalidArgument(f"{FIELD}.id", "does not match the patient's FHIR id")
         return
     spec = PATIENT_REFERENCE_FIELDS[resource_type]

@@ -24,7 +24,7 @@ data), so callers hash leaf data once with :func:`leaf_hash`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from carechain.core.errors import IntegrityError
 
@@ -75,6 +75,22 @@ class Frontier:
         frontier = cls()
         for leaf in leaf_hashes:
             frontier.append(leaf)
+        return frontier
+
+    @classmethod
+    def from_subtrees(cls, size: int, node: Callable[[int, int], bytes]) -> Frontier:
+        """The frontier of a tree of size leaves from its perfect subtrees' roots, without its leaves.
+
+        node(level, position) is the root of the aligned perfect subtree of 2**level leaves
+        starting at leaf position * 2**level (level 0: a leaf hash); one call per set bit of size.
+        """
+        frontier = cls()
+        offset = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                frontier._stack.append((1 << level, node(level, offset >> level)))
+                offset += 1 << level
+        frontier._size = size
         return frontier
 
     @property
@@ -156,9 +172,9 @@ class MerkleTree:
 
     def _check_size(self, size: int | None) -> int:
         if size is None:
-            return len(self._leaves)
-        if size < 0 or size > len(self._leaves):
-            raise ValueError(f"tree size {size} is outside 0..{len(self._leaves)}")
+            return self.size
+        if size < 0 or size > self.size:
+            raise ValueError(f"tree size {size} is outside 0..{self.size}")
         return size
 
     def root(self, size: int | None = None) -> bytes:
@@ -211,6 +227,28 @@ class MerkleTree:
             proof.append(self._range_root(lo, hi))
         proof.reverse()
         return proof
+
+
+def completed_subtrees(size: int, leaves: Sequence[bytes],
+                       node: Callable[[int, int], bytes]) -> dict[tuple[int, int], bytes]:
+    """Roots of the perfect subtrees (level >= 1) that appending leaves to a tree of size leaves completes.
+
+    Keys are (level, position) as in :meth:`Frontier.from_subtrees`; node(level, position) gives a
+    subtree of the existing tree (only left siblings on its right edge are asked for: O(log size)).
+    Persisting these lets a tree be reopened and proven from without rehashing its leaves.
+    """
+    made: dict[tuple[int, int], bytes] = {}
+    for offset, leaf in enumerate(leaves):
+        level, position, digest = 0, size + offset, leaf
+        made[(0, position)] = digest
+        while position & 1:  # a right child: its parent is complete now
+            left = made.get((level, position - 1))
+            if left is None:
+                left = node(level, position - 1)
+            level, position = level + 1, position >> 1
+            digest = node_hash(left, digest)
+            made[(level, position)] = digest
+    return {key: digest for key, digest in made.items() if key[0] > 0}
 
 
 def root(leaf_hashes: Sequence[bytes]) -> bytes:

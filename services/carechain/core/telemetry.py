@@ -158,6 +158,40 @@ def client_span(full_method: str) -> tuple[RpcSpan, list[tuple[str, str]]]:
     return RpcSpan(span, None), list(carrier.items())
 
 
+_HTTP_TRACER = trace.get_tracer("carechain.http", carechain.__version__)
+
+
+class HttpSpan(RpcSpan):
+    """The SERVER span of one HTTP request (the FHIR REST gateway); :meth:`finish_http` ends it."""
+
+    __slots__ = ()
+
+    def finish_http(self, status: int) -> None:
+        """End the span with the response's HTTP status (5xx marks it failed, as OpenTelemetry's HTTP rules say)."""
+        span = self.span
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
+
+def http_server_span(method: str, route: str, headers: Iterable[tuple[str, str]]) -> HttpSpan:
+    """Start the SERVER span of an HTTP request, child of the caller's W3C context in headers, and make it current.
+
+    Named ``<METHOD> <route template>`` (``GET /{type}/{id}``: never the path itself, which holds ids), with
+    ``http.request.method`` and ``http.route`` only. The gRPC calls made while serving it are its children
+    (their :func:`client_span` starts under the current span).
+    """
+    parent = propagate.extract(list(headers), getter=_GETTER)  # type: ignore[arg-type]
+    span = _HTTP_TRACER.start_span(f"{method} {route}", context=parent, kind=SpanKind.SERVER,
+                                   attributes={"http.request.method": method, "http.route": route})
+    return HttpSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
+
+
 def current_trace_id() -> str:
     """Hex trace id of the current span, or empty string."""
     context = trace.get_current_span().get_span_context()

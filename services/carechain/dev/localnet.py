@@ -35,10 +35,11 @@ from carechain.core.layout import SERVICES, NetworkLayout, service_principal_id
 from carechain.dev.backends.process import free_port
 from carechain.dev.backends.stack import BackendStack
 from carechain.dev.certificates import LocalCertificateAuthority
-from carechain.runtime.config import DEFAULT_PORTS
+from carechain.runtime.config import DEFAULT_PORTS, FHIR_DEFAULT_PORT
 
-# Ledger first (others read it at start), records last (it calls everyone).
+# Ledger first (others read it at start), records last (it calls everyone); the FHIR gateway (optional) after it.
 START_ORDER = ("ledger", "identity", "audit", "storage", "consent", "records")
+FHIR = "fhir"
 
 def wait_healthy(address: str, timeout: float, tls: ClientTLS | None = None) -> None:
     """Block until the gRPC health check at address reports SERVING."""
@@ -58,6 +59,26 @@ def wait_healthy(address: str, timeout: float, tls: ClientTLS | None = None) -> 
             time.sleep(0.1)
 
 
+def wait_ready_http(url: str, timeout: float, ca_file: pathlib.Path | None = None) -> None:
+    """Block until GET url answers 200 (the FHIR gateway's /readyz: it and the records service it calls are up)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:  # noqa: S310 - our own URL
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 class LocalNetwork:
     """Starts and stops the six services on localhost with embedded backends."""
 
@@ -70,6 +91,7 @@ class LocalNetwork:
         tls: bool = False,
         backends: BackendStack | None = None,
         validators: int = 1,
+        fhir: bool = False,
     ) -> None:
         if validators < 1:
             raise ValueError("a network needs at least one validator")
@@ -87,6 +109,10 @@ class LocalNetwork:
             self.validator_ids = [f"validator-{i}" for i in range(1, validators + 1)]
         self.listen_addresses = {s: f"127.0.0.1:{ports[s]}" for s in SERVICES}
         self.listen_addresses.update({name: f"127.0.0.1:{free_port()}" for name in self.validator_names[1:]})
+        #: The FHIR REST gateway (fhir=True): an HTTP process in front of records, started after it.
+        self.fhir = fhir
+        if fhir:
+            self.listen_addresses[FHIR] = f"127.0.0.1:{ports.get(FHIR) or free_port()}"
         validator_addresses = [self.listen_addresses[name] for name in self.validator_names]
         # Every process serves Prometheus metrics on its own free port (listed in the endpoints file).
         self.metrics_addresses = {name: f"127.0.0.1:{free_port()}" for name in self.listen_addresses}
@@ -97,6 +123,7 @@ class LocalNetwork:
                 backends.validators = tuple(self.validator_ids)
         self.endpoints = Endpoints(
             chain_id=chain_id, **{s: addresses[s] for s in SERVICES}, **tls_files,
+            fhir_base_url=self.fhir_base_url if fhir else "",
             ledger_validators=",".join(validator_addresses), validator_ids=",".join(self.validator_ids),
             trust_dir=str(self.layout.trust_dir), metrics=dict(self.metrics_addresses),
         )
@@ -105,8 +132,13 @@ class LocalNetwork:
 
     @property
     def start_order(self) -> list[str]:
-        """Process names in start order: every validator first, then the other services."""
-        return [*self.validator_names, *START_ORDER[1:]]
+        """Process names in start order: every validator first, then the other services (then the FHIR gateway)."""
+        return [*self.validator_names, *START_ORDER[1:], *([FHIR] if self.fhir else [])]
+
+    @property
+    def fhir_base_url(self) -> str:
+        """The FHIR gateway's base URL (https with --tls)."""
+        return f"{'https' if self.tls else 'http'}://{self.listen_addresses[FHIR]}"
 
     @staticmethod
     def service_of(name: str) -> str:
@@ -115,8 +147,8 @@ class LocalNetwork:
 
     @classmethod
     def with_default_ports(cls, data_dir: pathlib.Path, **kwargs: object) -> LocalNetwork:
-        """A network on the documented ports 7100-7105."""
-        return cls(data_dir, ports=dict(DEFAULT_PORTS), **kwargs)  # type: ignore[arg-type]
+        """A network on the documented ports 7100-7105 (and 7106 for the FHIR gateway)."""
+        return cls(data_dir, ports={**DEFAULT_PORTS, FHIR: FHIR_DEFAULT_PORT}, **kwargs)  # type: ignore[arg-type]
 
     @property
     def certificate_authority(self) -> LocalCertificateAuthority:
@@ -147,8 +179,27 @@ class LocalNetwork:
     def log_dir(self) -> pathlib.Path:
         return self.layout.root / "logs"
 
+    def fhir_env(self) -> dict[str, str]:
+        """Environment of the FHIR gateway: its HTTP address, records' address, TLS (HTTPS; no client
+        certificate asked of REST clients, which authenticate with bearer tokens). It has no key of its own:
+        it acts with its callers' tokens."""
+        env = {
+            "CARECHAIN_LISTEN_ADDRESS": self.listen_addresses[FHIR],
+            "CARECHAIN_METRICS_LISTEN_ADDRESS": self.metrics_addresses[FHIR],
+            "CARECHAIN_RECORDS_ADDRESS": self.endpoints.records,
+            "CARECHAIN_PUBLIC_BASE_URL": self.fhir_base_url,
+            "OTEL_SERVICE_NAME": "carechain-fhir",
+            **self._tls_env(FHIR),
+        }
+        if self.tls:  # its certificate serves HTTPS too
+            env["CARECHAIN_HTTPS_CERT_FILE"] = env["CARECHAIN_TLS_CERT_FILE"]
+            env["CARECHAIN_HTTPS_KEY_FILE"] = env["CARECHAIN_TLS_KEY_FILE"]
+        return {**os.environ, **env, **self.extra_env}
+
     def service_env(self, name: str) -> dict[str, str]:
         """Environment that configures one service process (a validator: "ledger", "ledger-2", ...)."""
+        if name == FHIR:
+            return self.fhir_env()
         service = self.service_of(name)
         env = {
             "CARECHAIN_LISTEN_ADDRESS": self.listen_addresses[name],
@@ -216,7 +267,11 @@ class LocalNetwork:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    wait_healthy(self.listen_addresses[service], timeout=1, tls=self.endpoints.client_tls())
+                    if service == FHIR:
+                        wait_ready_http(f"{self.fhir_base_url}/readyz", timeout=1,
+                                        ca_file=self.certificate_authority.ca_file if self.tls else None)
+                    else:
+                        wait_healthy(self.listen_addresses[service], timeout=1, tls=self.endpoints.client_tls())
                     return
                 except TimeoutError:
                     if process.poll() is not None:

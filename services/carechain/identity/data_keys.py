@@ -99,8 +99,14 @@ class DataKeys:
         submitter: ServiceSubmitter,
         check_decision: CheckDecision | None = None,
         clock: Callable[[], float] = time.time,
+        network_patient: Callable[[str], str] | None = None,
+        linked_patients: Callable[[str], list[str]] | None = None,
     ) -> None:
-        """check_decision asks consent whether a decision still holds (None: not asked, e.g. in tests)."""
+        """check_decision asks consent whether a decision still holds (None: not asked, e.g. in tests).
+
+        network_patient / linked_patients resolve patient identity links (docs/network-identity.md): a
+        linked patient's data keys are wrapped under its network identity's key-encryption key. None: no links.
+        """
         self._principals = principals
         self._registry = principals.registry
         self._keys = keys
@@ -111,6 +117,12 @@ class DataKeys:
         self._patient_locks = _PatientLocks()
         self._known_lock = threading.Lock()
         self._known_patients: set[str] = set()  # registered, and their key exists
+        self._network_patient = network_patient or (lambda patient_id: patient_id)
+        self._linked_patients = linked_patients or (lambda network_patient_id: [])
+
+    def key_owner(self, patient_id: str) -> str:
+        """The patient whose key-encryption key wraps patient_id's new data keys: its network identity."""
+        return self._network_patient(patient_id)
 
     def create_patient_key(self, patient_id: str) -> None:
         """Create a patient's key-encryption key (at registration) and remember that it exists."""
@@ -138,6 +150,7 @@ class DataKeys:
         """generate for each (patient_id, record_id): (plaintext, key name, version) or that item's error."""
         results: list[Outcome] = [None] * len(items)
         by_patient: dict[str, list[int]] = defaultdict(list)
+        owners: dict[str, str] = {}  # patient -> whose key-encryption key wraps its data keys
         seen: set[str] = set()
         for i, (patient_id, record_id) in enumerate(items):
             if record_id in seen:
@@ -146,16 +159,19 @@ class DataKeys:
             seen.add(record_id)
             try:
                 self._require_patient_key(patient_id)
+                owners.setdefault(patient_id, self.key_owner(patient_id))
+                self._require_patient_key(owners[patient_id])
             except (NotFound, FailedPrecondition) as exc:
                 results[i] = exc
                 continue
             by_patient[patient_id].append(i)
         if not by_patient:
             return results
-        with self._patient_locks.hold_all(by_patient):
+        # The owners' locks too: a rotation of the network identity's key must not miss a key made meanwhile.
+        with self._patient_locks.hold_all([*by_patient, *owners.values()]):
             made: list[tuple[int, bytes, StoredDataKey]] = []
             for patient_id, indexes in by_patient.items():
-                key_name = patient_key_name(patient_id)
+                key_name = patient_key_name(owners[patient_id])
                 keys = self._keys.generate_data_keys(
                     key_name, [data_key_context(patient_id, items[i][1]) for i in indexes])
                 for i, (plaintext, wrapped) in zip(indexes, keys, strict=True):
@@ -278,24 +294,61 @@ class DataKeys:
             raise PermissionDenied(f"decision token rejected: {exc.message}") from exc
 
     def rotate_patient_key(self, patient_id: str) -> tuple[int, int]:
-        """Rotate a patient's key and re-wrap every data key under it: (new version, how many re-wrapped)."""
+        """Rotate a patient's key and re-wrap every data key under it: (new version, how many re-wrapped).
+
+        A linked patient's key-encryption key is its network identity's, so that is the one rotated, with the
+        data keys of every patient linked to it.
+        """
         self._principals.require_patient(patient_id)
-        key_name = patient_key_name(patient_id)
-        with self._patient_locks.hold(patient_id):
+        owner = self.key_owner(patient_id)
+        key_name = patient_key_name(owner)
+        patients = [owner, *self._linked_patients(owner)]
+        for linked in patients[1:]:  # keys a failed move at link time left under the linked patient's own key
+            self.move_patient_keys(linked, owner)
+        with self._patient_locks.hold_all(patients):
             self._keys.create_key(key_name)
             version = self._keys.rotate(key_name)
-            stored_keys = self._registry.patient_data_keys(patient_id)
+            stored_keys = [s for p in patients for s in self._registry.patient_data_keys(p) if s.key_name == key_name]
             wrapped = self._keys.rewrap_many(
-                key_name, [(s.wrapped, data_key_context(patient_id, s.record_id)) for s in stored_keys])
+                key_name, [(s.wrapped, data_key_context(s.patient_id, s.record_id)) for s in stored_keys])
             rewrapped = [dataclasses.replace(s, key_version=version, wrapped=w)
                          for s, w in zip(stored_keys, wrapped, strict=True)]
             self._registry.replace_wrapped_keys(rewrapped)
             # Only now may old versions be refused: every stored key is wrapped under the new one.
             self._keys.set_min_decryption_version(key_name, version)
-        self._submitter.sign_and_submit(key_rotation=ledger_pb2.KeyRotation(patient_id=patient_id, key_version=version))
-        log.info("patient key rotated", extra={"patient_id": patient_id, "key_version": version,
+        self._submitter.sign_and_submit(key_rotation=ledger_pb2.KeyRotation(patient_id=owner, key_version=version))
+        log.info("patient key rotated", extra={"patient_id": owner, "key_version": version,
                                                "rewrapped": len(rewrapped)})
         return version, len(rewrapped)
+
+    def move_patient_keys(self, patient_id: str, owner: str) -> int:
+        """Re-wrap every stored data key of patient_id under owner's key-encryption key; how many moved.
+
+        At a link owner is the network identity, at an unlink the patient itself. The keys are unwrapped and
+        wrapped again inside the key manager's process (Transit: never outside Vault's API), bound to the same
+        patient and record as before; the old wrapping stays valid until the registry holds the new one.
+        """
+        self._principals.require_patient(patient_id)
+        self._require_patient_key(owner)
+        target = patient_key_name(owner)
+        with self._patient_locks.hold_all([patient_id, owner]):
+            stored = [s for s in self._registry.patient_data_keys(patient_id) if s.key_name != target]
+            by_key: dict[str, list[StoredDataKey]] = defaultdict(list)
+            for key in stored:
+                by_key[key.key_name].append(key)
+            moved: list[StoredDataKey] = []
+            for key_name, keys in by_key.items():
+                contexts = [data_key_context(k.patient_id, k.record_id) for k in keys]
+                plaintexts = self._keys.decrypt_data_keys(key_name, [(k.wrapped, c) for k, c in zip(
+                    keys, contexts, strict=True)])
+                for plaintext in plaintexts:
+                    if isinstance(plaintext, CareChainError):
+                        raise plaintext
+                wrapped = self._keys.wrap_data_keys(target, list(zip(plaintexts, contexts, strict=True)))  # type: ignore[arg-type]
+                moved += [dataclasses.replace(k, key_name=target, key_version=wrapped_key_version(w), wrapped=w)
+                          for k, w in zip(keys, wrapped, strict=True)]
+            self._registry.replace_wrapped_keys(moved)
+        return len(moved)
 
 
 def _one(outcomes: list[Outcome]) -> object:

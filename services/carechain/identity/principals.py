@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable
 
 import grpc
 
@@ -26,14 +25,12 @@ from carechain.identity.v1 import identity_pb2
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Caller
+from carechain.runtime.delegates import IsDelegate
 from carechain.runtime.principal_status import PrincipalStatus
 
 log = logging.getLogger("carechain.identity")
 
 Kind = common_pb2.PrincipalKind
-
-# Asks the consent service whether principal (2nd) is an active delegate of patient (1st).
-IsDelegate = Callable[[str, str], bool]
 
 MAX_DISPLAY_NAME = 200
 REGISTRABLE_KINDS = (Kind.PRINCIPAL_KIND_ORGANIZATION, Kind.PRINCIPAL_KIND_PRACTITIONER, Kind.PRINCIPAL_KIND_PATIENT,
@@ -268,6 +265,12 @@ def check_public_key(public_key: bytes) -> None:
         raise InvalidArgument("public_key", "is not a valid Ed25519 public key") from exc
 
 
+def check_fhir_patient_id(fhir_patient_id: str) -> None:
+    """InvalidArgument naming fhir_patient_id unless it is a FHIR R4 id (the value is never echoed)."""
+    if not _FHIR_ID.match(fhir_patient_id):
+        raise InvalidArgument("fhir_patient_id", "required for patients: a FHIR id (1-64 of A-Z a-z 0-9 - .)")
+
+
 def _check_kind_attributes(kind: int, specialty: str, fhir_patient_id: str) -> None:
     if kind == Kind.PRINCIPAL_KIND_PRACTITIONER:
         if not _SPECIALTY.match(specialty):
@@ -277,8 +280,7 @@ def _check_kind_attributes(kind: int, specialty: str, fhir_patient_id: str) -> N
     elif specialty:
         raise InvalidArgument("specialty", "only practitioners have a specialty")
     if kind == Kind.PRINCIPAL_KIND_PATIENT:
-        if not _FHIR_ID.match(fhir_patient_id):
-            raise InvalidArgument("fhir_patient_id", "required for patients: a FHIR id (1-64 of A-Z a-z 0-9 - .)")
+        check_fhir_patient_id(fhir_patient_id)
     elif fhir_patient_id:
         raise InvalidArgument("fhir_patient_id", "only patients have a FHIR patient id")
 

@@ -1,4 +1,4 @@
-"""The identity registry seam: principals, challenges, wrapped data keys, used decision tokens.
+"""The identity registry seam: principals, challenges, wrapped data keys, used decision tokens, SMART client keys.
 
 :class:`IdentityStore` is the seam, with the types it stores. Its implementations are named
 ``<backend>_registry``: :class:`carechain.identity.sqlite_registry.Registry` (one SQLite file under the
@@ -112,7 +112,8 @@ class IdentityStore(Protocol):
         ...
 
     def replace_wrapped_keys(self, keys: list[StoredDataKey]) -> None:
-        """Store re-wrapped data keys; FailedPrecondition (and nothing stored) if one has no stored key."""
+        """Store re-wrapped data keys (key name, version and wrapped form; the patient never changes);
+        FailedPrecondition (and nothing stored) if one has no stored key of its patient."""
         ...
 
     def remove_data_key(self, record_id: str, patient_id: str) -> bool:
@@ -125,4 +126,12 @@ class IdentityStore(Protocol):
 
     def use_decision_tokens(self, tokens: list[tuple[str, int]], now_ms: int) -> list[bool]:
         """use_decision_token for each (jti, expires_at_ms) (one transaction where the store has them)."""
+        ...
+
+    def set_client_keys(self, client_id: str, jwks: str) -> None:
+        """Store the SMART client keys (a validated public JWKS, as JSON) of client_id, replacing earlier ones."""
+        ...
+
+    def client_keys(self, client_id: str) -> str | None:
+        """The SMART client keys (JWKS JSON) registered for client_id, or None."""
         ...

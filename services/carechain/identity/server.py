@@ -6,6 +6,8 @@ docs/security.md) over the domain modules:
 - :mod:`carechain.identity.principals`: registration here and on the ledger (without names or FHIR
   ids), who sees a patient's private fields, deactivation and key rotation by the registering authority;
 - :mod:`carechain.identity.access_tokens`: proof of possession of a principal's key, then access tokens;
+- :mod:`carechain.identity.smart_clients`: SMART Backend Services client keys and client assertions
+  exchanged for access tokens with scopes and a purpose of use;
 - :mod:`carechain.identity.data_keys`: per-patient key-encryption keys and per-record data keys, released
   only against a single-use consent decision token after consent confirms the decision still holds;
 - the registry seam :mod:`carechain.identity.registry` (SQLite or Vault) and the key manager.
@@ -27,8 +29,10 @@ from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArg
 from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.identity.access_tokens import AccessTokens, local_token_source
 from carechain.identity.data_keys import CheckDecision, DataKeys
-from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, IsDelegate, Principals, principal_message
+from carechain.identity.linking import PatientLinks, signed_by_caller
+from carechain.identity.principals import MEMBER_KINDS, NETWORK_KINDS, Principals, principal_message
 from carechain.identity.registry import IdentityStore
+from carechain.identity.smart_clients import SmartClients
 from carechain.identity.sqlite_registry import Registry
 from carechain.identity.v1 import identity_pb2, identity_pb2_grpc
 from carechain.ledger.submission import ServiceSubmitter
@@ -37,9 +41,11 @@ from carechain.runtime.access import caller as caller_of
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import IdentitySettings
+from carechain.runtime.delegates import IsDelegate, consent_delegates
 from carechain.runtime.keyring import KeyManager, LocalKeyring
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import Peers
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 
 if TYPE_CHECKING:
@@ -77,6 +83,19 @@ def _registering_authority(caller: Caller, request: Any, servicer: IdentityServi
 _REGISTERING_AUTHORITY = Scope("registering authority", "principals it registered (the operator: organisations)",
                                _registering_authority)
 
+
+def _signed_link(payload: str) -> Scope:
+    """The request's transaction carries payload and is signed by the caller (the ledger judges the rest)."""
+
+    def check(caller: Caller, request: Any, servicer: IdentityServicer) -> None:
+        signed_by_caller(caller, request.transaction if request.HasField("transaction") else None, payload)
+
+    return Scope("signed by the caller", "signed by the caller", check)
+
+
+_SIGNED_LINK = _signed_link("link_patient_identity")
+_SIGNED_UNLINK = _signed_link("unlink_patient_identity")
+
 ACCESS = AccessTable(SERVICE, {
     "RegisterPrincipal": Allow.of(
         operator=Scope("network members", "organisations and auditors", _operator_registers),
@@ -96,6 +115,16 @@ ACCESS = AccessTable(SERVICE, {
     "RotatePatientKey": Allow.of(patient=own_patient_field(required=True), operator=ANY),
     "DeactivatePrincipal": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
     "RotatePrincipalKey": Allow.of(organization=_REGISTERING_AUTHORITY, operator=_REGISTERING_AUTHORITY),
+    # Network patient identity (docs/network-identity.md). Delegates may be practitioners.
+    "LinkPatient": Allow.of(patient=_SIGNED_LINK, practitioner=_SIGNED_LINK,
+                            note="the network patient or an active delegate, with the organisation's attestation"),
+    "UnlinkPatient": Allow.of(patient=_SIGNED_UNLINK, practitioner=_SIGNED_UNLINK, organization=_SIGNED_UNLINK,
+                              note="the network patient, an active delegate or the linked patient's organisation"),
+    "ResolvePatient": Allow.of(practitioner=ANY, organization=ANY,
+                               note="its own FHIR ids only; anything else is NOT_FOUND, as an unknown id"),
+    "RegisterClientKeys": Allow.of(organization=ANY, practitioner=ANY,
+                                   note="its own SMART client keys (client_id = the caller)"),
+    "ExchangeClientAssertion": Allow.anonymous("SMART Backend Services: a signed client assertion buys a token"),
 })
 
 
@@ -118,12 +147,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check_decision: CheckDecision | None = None,
         is_delegate: IsDelegate | None = None,
         principal_status: PrincipalStatus | None = None,
+        smart_token_url: str = "",
     ) -> None:
-        """ledger is the LedgerService stub this service submits its transactions to (signed as itself)."""
+        """ledger is the LedgerService stub this service submits its transactions to (signed as itself);
+        smart_token_url the SMART token endpoint client assertions name as aud (empty: no SMART exchange)."""
         submitter = ServiceSubmitter(chain_id, signer, lambda: ledger)
         self.principals = Principals(registry, trust, submitter, principal_status, is_delegate)
         self.tokens = AccessTokens(self.principals, signer, token_ttl_seconds, challenge_ttl_seconds, clock)
-        self.data_keys = DataKeys(self.principals, keys, trust, submitter, check_decision, clock)
+        self.smart_clients = SmartClients(self.principals, signer, token_ttl_seconds, smart_token_url, clock)
+        # Patient identity links as committed on the ledger (followed by principal_status).
+        network_patient = principal_status.network_patient if principal_status is not None else None
+        linked_patients = principal_status.linked_patients if principal_status is not None else None
+        self.data_keys = DataKeys(self.principals, keys, trust, submitter, check_decision, clock,
+                                  network_patient, linked_patients)
+        self.links = PatientLinks(self.principals, self.data_keys, submitter, principal_status,
+                                  network_patient or (lambda patient_id: patient_id),
+                                  linked_patients or (lambda network_patient_id: []))
         self._signer = signer
         self._auth = Authenticator(trust, audience("identity"), principal_status)
 
@@ -182,6 +221,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.TokenIssuerKeys(
             keys=[identity_pb2.IssuerKey(key_id=self._signer.key_id, public_key=self._signer.public_key_bytes())]
         )
+
+    # --- SMART Backend Services ------------------------------------------------
+
+    def RegisterClientKeys(
+        self, request: identity_pb2.RegisterClientKeysRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ClientKeys:
+        client_id, key_ids = self.smart_clients.register_keys(caller_of(context), request.jwks)
+        return identity_pb2.ClientKeys(client_id=client_id, key_ids=key_ids)
+
+    def ExchangeClientAssertion(
+        self, request: identity_pb2.ExchangeClientAssertionRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ClientAccessToken:
+        token, expires_at_ms, scope, purpose = self.smart_clients.exchange(
+            request.client_assertion, request.scope, request.purpose_of_use, request.audience)
+        return identity_pb2.ClientAccessToken(token=token, expires_at_ms=expires_at_ms, scope=scope,
+                                              purpose_of_use=purpose)  # type: ignore[arg-type]
 
     # --- data keys -------------------------------------------------------------
 
@@ -278,6 +333,24 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.RotatePatientKeyResponse(key_version=version, rewrapped=rewrapped)
 
 
+    # --- network patient identity (docs/network-identity.md) ---------------------
+
+    def LinkPatient(
+        self, request: identity_pb2.LinkPatientRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.LinkPatientResponse:
+        return self.links.link(caller_of(context), request.transaction if request.HasField("transaction") else None)
+
+    def UnlinkPatient(
+        self, request: identity_pb2.UnlinkPatientRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.LinkPatientResponse:
+        return self.links.unlink(caller_of(context), request.transaction if request.HasField("transaction") else None)
+
+    def ResolvePatient(
+        self, request: identity_pb2.ResolvePatientRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ResolvePatientResponse:
+        return self.links.resolve(caller_of(context), request.fhir_patient_id)
+
+
 def _batch(items: Any) -> list[Any]:
     """The items of a batch request: at least one, at most MAX_BATCH_ITEMS."""
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
@@ -302,24 +375,6 @@ def consent_check(consent_stub: object) -> CheckDecision:
         return response.permitted, response.reason
 
     return check
-
-
-def consent_delegates(consent_stub: object) -> IsDelegate:
-    """IsDelegate through ConsentService.ListDelegates (called as svc-identity)."""
-    from carechain.consent.v1 import consent_pb2
-
-    def is_delegate(patient_id: str, principal_id: str) -> bool:
-        response = consent_stub.ListDelegates(  # type: ignore[attr-defined]
-            consent_pb2.ListDelegatesRequest(patient_id=patient_id)
-        )
-        now_ms = int(time.time() * 1000)
-        return any(
-            d.delegate_id == principal_id and d.status == consent_pb2.DELEGATION_STATUS_ACTIVE
-            and d.period.start_ms <= now_ms and (not d.period.end_ms or now_ms < d.period.end_ms)
-            for d in response.delegations
-        )
-
-    return is_delegate
 
 
 def build(
@@ -353,7 +408,9 @@ def build(
     closers.append(peers.close)
     registry, keyring = _stores(settings, vault)
     closers += [registry.close, keyring.close]
-    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    # Resumes from its signed snapshot: a restart reads only the lifecycle transactions since.
+    principal_status = PrincipalStatus.following(
+        lambda: peers.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer)).start()
     closers.append(principal_status.close)
     servicer = IdentityServicer(
         signer=signer,
@@ -367,6 +424,7 @@ def build(
         check_decision=consent_check(peers.consent) if settings.check_decisions else None,
         is_delegate=consent_delegates(peers.consent),
         principal_status=principal_status,
+        smart_token_url=settings.smart_token_url,
     )
 
     return register_identity(servicer), closers
@@ -400,5 +458,6 @@ def _stores(settings: IdentitySettings, vault: hvac.Client | None) -> tuple[Iden
 def main() -> None:
     """Run the identity service configured from CARECHAIN_* environment variables."""
     settings = IdentitySettings()
+    configure_logging("identity", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("identity", settings, register, closers)

@@ -48,6 +48,10 @@ CREATE INDEX IF NOT EXISTS data_keys_by_patient ON data_keys (patient_id);
 CREATE TABLE IF NOT EXISTS used_decision_tokens (
     jti TEXT PRIMARY KEY,
     expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS client_keys (
+    client_id TEXT PRIMARY KEY,
+    jwks TEXT NOT NULL
 )
 """
 
@@ -172,8 +176,9 @@ class Registry:
         with self._db.transaction() as conn:
             for key in keys:
                 updated = conn.execute(
-                    "UPDATE data_keys SET key_version = ?, wrapped = ? WHERE record_id = ? AND patient_id = ?",
-                    (key.key_version, key.wrapped, key.record_id, key.patient_id),
+                    "UPDATE data_keys SET key_name = ?, key_version = ?, wrapped = ? "
+                    "WHERE record_id = ? AND patient_id = ?",
+                    (key.key_name, key.key_version, key.wrapped, key.record_id, key.patient_id),
                 ).rowcount
                 if updated != 1:
                     raise FailedPrecondition(f"record {key.record_id} has no data key of patient {key.patient_id}")
@@ -210,6 +215,18 @@ class Registry:
             return [conn.execute(
                 "INSERT OR IGNORE INTO used_decision_tokens VALUES (?, ?)", (jti, expires_at_ms)
             ).rowcount == 1 for jti, expires_at_ms in tokens]
+
+    # --- SMART client keys -------------------------------------------------------
+
+    def set_client_keys(self, client_id: str, jwks: str) -> None:
+        """Store client_id's JWKS, replacing earlier keys."""
+        with self._db.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO client_keys VALUES (?, ?)", (client_id, jwks))
+
+    def client_keys(self, client_id: str) -> str | None:
+        """client_id's JWKS, or None."""
+        rows = self._db.query("SELECT jwks FROM client_keys WHERE client_id = ?", (client_id,))
+        return str(rows[0]["jwks"]) if rows else None
 
 
 # Record ids per "IN (...)" query: well below SQLite's limit on bound parameters.

@@ -9,7 +9,8 @@ under ``<kv_mount>/<prefix>/`` (prefix ``identity``):
 ``datakeys/<record_id>``               a record's wrapped data key and its patient
 ``patients/<patient_id>/datakeys/<r>`` index: the records of a patient (for rotation)
 ``challenges/<hex challenge>``         one-time proof-of-possession challenges
-``used-decision-tokens/<sha256 jti>``  consent decision tokens already redeemed
+``used-decision-tokens/<sha256 jti>``  consent decision tokens (and SMART client assertions) already used
+``client-keys/<client_id>``            a SMART client's registered public JWKS
 =====================================  =============================================
 
 Single use without transactions: KV v2 check-and-set. ``cas=0`` writes only
@@ -249,6 +250,15 @@ class VaultRegistry:
     def use_decision_tokens(self, tokens: list[tuple[str, int]], now_ms: int) -> list[bool]:
         return self._each_first(lambda token: self.use_decision_token(token[0], token[1], now_ms),
                                 [(jti, (jti, expires)) for jti, expires in tokens])
+
+    # --- SMART client keys -------------------------------------------------------
+
+    def set_client_keys(self, client_id: str, jwks: str) -> None:
+        self._write(f"client-keys/{client_id}", {"jwks": jwks})
+
+    def client_keys(self, client_id: str) -> str | None:
+        found = self._read(f"client-keys/{client_id}")
+        return str(found[0]["jwks"]) if found else None
 
     def _each_first(self, call: Callable[[_T], bool], keyed: list[tuple[str, _T]]) -> list[bool]:
         """call for the first item of each key, in parallel; a repeated key is False (it must not race itself)."""

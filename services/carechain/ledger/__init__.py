@@ -6,6 +6,7 @@ Modules:
 - ``submission``: ``submit()``, how other services sign, submit and read the verdict;
 - ``contract`` / ``state``: the deterministic contract rules and the state they derive;
 - ``sealing``: sealed record metadata (no clinical field in clear on the ledger);
+- ``linking``: an organisation's attestation of a patient identity link (docs/network-identity.md);
 - ``blocks`` / ``quorum``: header hashing, results hash, signing rules and quorum certificates;
 - ``reader``: a ledger reader that re-verifies every block it is served (consent uses it);
 - ``chain``: the ``Ledger`` facade of one validator node, wiring the four pieces below;
@@ -23,5 +24,6 @@ docs/ledger.md describes the design. Other packages may import only :data:`CLIEN
 """
 
 #: Modules other services and clients may import: the transaction and block formats, quorum certificates,
-#: sealing, submission and the verifying reader (with the contract and state it replays).
-CLIENT_MODULES = ("transactions", "submission", "blocks", "quorum", "sealing", "reader", "contract", "state")
+#: sealing, submission, link attestations and the verifying reader (with the contract and state it replays).
+CLIENT_MODULES = ("transactions", "submission", "blocks", "quorum", "sealing", "reader", "contract", "state",
+                  "linking")

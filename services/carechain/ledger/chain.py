@@ -211,6 +211,11 @@ class Ledger:
         """A record's registration (its latest version, or version) and tombstone; NotFound for unknown ids."""
         return self._view.record_entry(record_id, version)
 
+    def patient_records(self, patient_id: str, from_log_index: int, limit: int
+                        ) -> tuple[list[ledger_pb2.RecordEntry], int | None]:
+        """One page of a patient's records in log order, and where the next starts (None: the end)."""
+        return self._view.patient_records(patient_id, from_log_index, limit)
+
     def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:
         """RFC 9162 inclusion proof of a log entry in the tree of tree_size (0 = current)."""
         return self._view.inclusion_proof(log_index, tree_size)
@@ -218,6 +223,11 @@ class Ledger:
     def consistency_proof(self, first_size: int, second_size: int = 0) -> ledger_pb2.ConsistencyProof:
         """RFC 9162 consistency proof between two tree sizes (second 0 = current)."""
         return self._view.consistency_proof(first_size, second_size)
+
+    @property
+    def replayed_leaves(self) -> int:
+        """Log leaves read at open to rebuild the stored Merkle subtrees (0: the stored ones matched the head)."""
+        return self._view.replayed_leaves
 
     def verify(self) -> ChainVerification:
         """Re-verify this validator's whole stored chain (:func:`carechain.ledger.copy_check.verify_chain`)."""

@@ -40,13 +40,14 @@ from carechain.consent import rules as consent_rules
 from carechain.consent.v1 import policy_pb2
 from carechain.core.errors import InvalidArgument
 from carechain.core.layout import OPERATOR_ID, TrustBundle, service_principal_id
-from carechain.ledger import transactions
+from carechain.ledger import linking, transactions
 from carechain.ledger.state import (
     CONSENT_ACTIVE,
     CONSENT_REVOKED,
     AuditAnchor,
     ConsentState,
     Delegation,
+    PatientLink,
     PendingState,
     Principal,
     RecordState,
@@ -196,6 +197,8 @@ class Validator:
             "break_glass_access": self._break_glass_access,
             "deactivate_principal": self._deactivate_principal,
             "rotate_principal_key": self._rotate_principal_key,
+            "link_patient_identity": self._link_patient_identity,
+            "unlink_patient_identity": self._unlink_patient_identity,
         }.get(kind or "")
         if handler is None:
             raise Rejected("unknown payload")
@@ -413,8 +416,13 @@ class Validator:
 
     def _erase_records(self, env: Envelope, state: PendingState, log_index: int) -> None:
         e = env.body.erase_records
-        if env.signer_id not in (e.patient_id, IDENTITY):
-            raise _not_permitted(f"only the patient or {IDENTITY} erases records")
+        if env.signer_id == RECORDS:
+            # The records gateway erases on behalf of who asked, named so the ledger can hold it to the rule.
+            on_behalf = replace(env, signer_id=e.requested_by)
+            if e.requested_by != OPERATOR_ID and not self._acts_for_patient(on_behalf, e.patient_id, state):
+                raise _not_permitted("erase_records.requested_by: not the patient, an active delegate or the operator")
+        elif env.signer_id not in (e.patient_id, IDENTITY):
+            raise _not_permitted(f"only the patient, {IDENTITY} or {RECORDS} erases records")
         self._patient(state, e.patient_id, "erase_records.patient_id")
         if e.record_ids:
             targets = []
@@ -467,3 +475,52 @@ class Validator:
         if bytes(r.public_key) == target.public_key:
             raise Rejected("rotate_principal_key.public_key: must differ from the current key")
         state.put_principal(replace(target, public_key=bytes(r.public_key)))
+
+    # --- network patient identity (docs/network-identity.md) --------------------------------------
+
+    def _active_patient(self, state: StateReader, patient_id: str, field: str) -> Principal:
+        patient = self._patient(state, patient_id, field)
+        if not patient.active:
+            raise Rejected(f"{field}: the patient was deactivated")
+        return patient
+
+    def _link_patient_identity(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        k = env.body.link_patient_identity
+        # Both sides prove: the network patient (or its delegate) signs the transaction, the organisation
+        # that registered the linked patient signs the attestation inside it.
+        if not self._acts_for_patient(env, k.network_patient_id, state):
+            raise _not_permitted("only the network patient (or their active delegate) links an identity")
+        self._active_patient(state, k.network_patient_id, "link_patient_identity.network_patient_id")
+        linked = self._active_patient(state, k.linked_patient_id, "link_patient_identity.linked_patient_id")
+        if k.linked_patient_id == k.network_patient_id:
+            raise Rejected("link_patient_identity.linked_patient_id: a patient cannot be linked to itself")
+        organization = self._organization(state, k.organization_id, "link_patient_identity.organization_id")
+        if not organization.active:
+            raise Rejected("link_patient_identity.organization_id: the organization was deactivated")
+        if linked.organization_id != k.organization_id:
+            raise _not_permitted("the attesting organization did not register the linked patient")
+        if not linking.attestation_valid(self.chain_id, k, organization.public_key):
+            raise _not_permitted("the organization's attestation does not verify")
+        if state.nonce_used(k.organization_id, bytes(k.attestation_nonce)):
+            raise Rejected("link_patient_identity.attestation_nonce: the attestation was used before")
+        existing = state.patient_link(k.linked_patient_id)
+        if existing is not None and existing.active:
+            raise Rejected("link_patient_identity.linked_patient_id: already linked (unlink first)")
+        if state.linked_patients(k.linked_patient_id):
+            raise Rejected("link_patient_identity.linked_patient_id: is a network identity with linked patients")
+        network_link = state.patient_link(k.network_patient_id)
+        if network_link is not None and network_link.active:
+            raise Rejected("link_patient_identity.network_patient_id: is itself linked to a network identity")
+        # The attestation links once: spent like a transaction nonce of the organisation.
+        state.consume_nonce(k.organization_id, bytes(k.attestation_nonce), log_index)
+        state.put_link(PatientLink(k.linked_patient_id, k.network_patient_id, k.organization_id, log_index))
+
+    def _unlink_patient_identity(self, env: Envelope, state: PendingState, log_index: int) -> None:
+        u = env.body.unlink_patient_identity
+        link = state.patient_link(u.linked_patient_id) if u.linked_patient_id else None
+        if link is None or not link.active or link.network_patient_id != u.network_patient_id:
+            raise Rejected("unlink_patient_identity.linked_patient_id: not linked to this network identity")
+        if env.signer_id != link.organization_id and not self._acts_for_patient(env, u.network_patient_id, state):
+            raise _not_permitted("only the network patient (or their active delegate) or the linked patient's "
+                                 "organization unlinks an identity")
+        state.put_link(replace(link, unlinked_log_index=log_index))

@@ -244,8 +244,29 @@ class _Verifier:
         if differing:
             return self._fail(height - 1, f"stored contract state differs from the state replayed from the "
                                           f"blocks (table {differing})")
+        damaged = self._log_node_difference()
+        if damaged is not None:
+            (level, position), at = damaged
+            return self._fail(at, f"stored log tree node (level {level}, position {position}) differs from the "
+                                  f"verified log")
         return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
                                  self.final_header, self.tree.root)
+
+    def _log_node_difference(self) -> tuple[tuple[int, int], int] | None:
+        """The first stored Merkle subtree root (``log_nodes``) that differs from the verified leaves' and the
+        height of the block completing it; None when all match (or none is stored yet: rebuilt at open)."""
+        stored = self.store.log_nodes()
+        if not stored:
+            return None
+        leaves = [self.tree.leaf(index) for index in range(self.tree.size)]
+        expected = merkle.completed_subtrees(0, leaves, lambda level, position: b"")
+        for key in sorted(set(stored) | set(expected)):
+            if stored.get(key) != expected.get(key):
+                level, position = key
+                last_leaf = min((position + 1 << level) - 1, max(self.tree.size - 1, 0))
+                entry = self.store.log_entry(last_leaf)
+                return key, entry.height if entry is not None else 0
+        return None
 
     def run_from(self, trusted: TrustedCheckpoint) -> ChainVerification:
         """Verify the blocks after a trusted checkpoint (module docstring, "Incremental verification")."""

@@ -2,22 +2,37 @@
 
 The block cutter is the only writer (:meth:`ChainView.advance`, right after a
 block is durably committed); gRPC handler threads read. Blocks, log entries
-and records come from the chain store; the Merkle tree of every committed
-leaf is kept in memory so inclusion and consistency proofs are cheap.
+and records come from the chain store, and so does the log's Merkle tree:
+the store keeps the root of every complete perfect subtree (``log_nodes``,
+written with its block), so opening a chain reads the O(log n) subtrees of
+the head's frontier, checked against the head's log root, instead of
+rehashing every leaf, and a proof reads O(log n) nodes (a bounded cache keeps
+the hot ones; nodes never change). A store whose nodes are missing (from
+before ``log_nodes``) or do not hash to the head's root is rebuilt from its
+leaves once, at open (:attr:`ChainView.replayed_leaves` counts the leaves
+read).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import struct
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from carechain.core import merkle
-from carechain.core.errors import DataLoss, InvalidArgument, NotFound
+from carechain.core.errors import DataLoss, IntegrityError, InvalidArgument, NotFound
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.v1 import ledger_pb2
+
+log = logging.getLogger("carechain.ledger")
+
+#: Subtree roots kept in memory by a :class:`StoredLogTree` (32-byte hashes: ~1 MiB with keys).
+NODE_CACHE_ENTRIES = 8192
 
 # Longest page token accepted: a token is a few bytes, never a place to smuggle data.
 MAX_PAGE_TOKEN_CHARS = 64
@@ -56,6 +71,75 @@ class PageToken:
         return cls(kind, position)
 
 
+def searched_identities(state: object, patient_id: str) -> list[str]:
+    """Every patient id whose records are patient_id's: itself, then the local identities linked to it.
+
+    Links (issue 14 part 1) come from the state's ``linked_patients`` once the chain store has it; before
+    that a patient is one identity.
+    """
+    linked = getattr(state, "linked_patients", None)
+    aliases = list(linked(patient_id)) if callable(linked) else []
+    return [patient_id, *(alias for alias in aliases if alias != patient_id)]
+
+
+def _served_intact(verify: Callable[..., None], *proof: object) -> None:
+    """Check a proof before serving it: O(log n) hashes that catch a damaged stored node (DataLoss, not a lie)."""
+    try:
+        verify(*proof)
+    except IntegrityError as exc:
+        raise DataLoss(f"ledger log tree nodes are damaged ({exc.message}); run `carechain ledger verify`") from None
+
+
+class StoredLogTree(merkle.MerkleTree):
+    """The log's RFC 9162 tree read from the chain store's subtree roots: no leaf list in memory.
+
+    Only ever asked about sizes up to :attr:`size` (the view's head), whose perfect subtrees are all
+    committed; the proof algorithms are :class:`carechain.core.merkle.MerkleTree`'s.
+    """
+
+    def __init__(self, store: LedgerStore, size: int) -> None:
+        super().__init__()
+        self._store = store
+        self._size = size
+        self._nodes: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return self._size
+
+    def append(self, leaf: bytes) -> None:
+        """Count one more committed leaf (its hash is in the store already)."""
+        if len(leaf) != merkle.HASH_BYTES:
+            raise ValueError("a leaf hash is 32 bytes")
+        self._size += 1
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at index."""
+        return self._node(0, index)
+
+    def _node(self, level: int, position: int) -> bytes:
+        key = (level, position)
+        digest = self._nodes.get(key)
+        if digest is not None:
+            self._nodes.move_to_end(key)
+            return digest
+        digest = self._store.log_node(level, position)
+        if digest is None:
+            raise DataLoss(f"the ledger store lacks the log tree node ({level}, {position}); "
+                           "run `carechain ledger verify`")
+        self._nodes[key] = digest
+        if len(self._nodes) > NODE_CACHE_ENTRIES:
+            self._nodes.popitem(last=False)
+        return digest
+
+    def _range_root(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:  # perfect and aligned: one stored node
+            return self._node(n.bit_length() - 1, lo // n)
+        return super()._range_root(lo, hi)
+
+
 class ChainView:
     """Head, log tree and read queries over one chain store."""
 
@@ -64,9 +148,10 @@ class ChainView:
         # Guards head, head hash, frontier and tree together, so a reader sees all four from the same commit
         # (handlers read them while the cutter advances them).
         self._lock = threading.Lock()
-        leaves = store.leaf_hashes()
-        self._frontier = merkle.Frontier.from_leaf_hashes(leaves)
-        self._tree = merkle.MerkleTree(leaves)
+        #: Leaf hashes read to rebuild the stored log tree at open (0 when its nodes matched the head).
+        self.replayed_leaves = 0
+        self._frontier = merkle.Frontier()
+        self._tree = StoredLogTree(store, 0)
         self._head: ledger_pb2.BlockHeader | None = None
         self._head_hash = b""
         stored = store.head()
@@ -74,9 +159,39 @@ class ChainView:
             return
         self._head = ledger_pb2.BlockHeader.FromString(stored.header)
         self._head_hash = stored.header_hash
-        # Cheap consistency check; full verification is verify_chain.
-        if self._head.log_size != len(leaves) or self._head.log_root != self._frontier.root():
+        self._frontier = self._open_frontier(self._head)
+        self._tree = StoredLogTree(store, self._head.log_size)
+
+    def _stored_frontier(self, size: int) -> merkle.Frontier | None:
+        try:
+            return merkle.Frontier.from_subtrees(size, self._required_node)
+        except LookupError:
+            return None
+
+    def _required_node(self, level: int, position: int) -> bytes:
+        digest = self.store.log_node(level, position)
+        if digest is None:
+            raise LookupError((level, position))
+        return digest
+
+    def _open_frontier(self, head: ledger_pb2.BlockHeader) -> merkle.Frontier:
+        """The head's frontier from the stored subtree roots, rebuilt from the leaves if they do not match it."""
+        # Cheap consistency checks; full verification is verify_chain.
+        if self.store.log_size() != head.log_size:
+            raise DataLoss("ledger store is inconsistent (head log size vs log entries); run `carechain ledger verify`")
+        frontier = self._stored_frontier(head.log_size)
+        if frontier is not None and frontier.root() == head.log_root:
+            return frontier
+        if frontier is None:
+            log.info("ledger log tree nodes missing; rebuilding them from the log entries")
+        else:
+            log.warning("ledger log tree nodes do not hash to the head's log root; rebuilding them from the log "
+                        "entries", extra={"height": head.height})
+        self.replayed_leaves = self.store.rebuild_log_nodes()
+        frontier = self._stored_frontier(head.log_size)
+        if frontier is None or frontier.root() != head.log_root:
             raise DataLoss("ledger store is inconsistent (head log root vs log entries); run `carechain ledger verify`")
+        return frontier
 
     @property
     def empty(self) -> bool:
@@ -136,7 +251,7 @@ class ChainView:
     def record_entry(self, record_id: str, version: int = 0) -> ledger_pb2.RecordEntry:
         """A record's registration (its latest version, or version) and tombstone; NotFound for unknown ids.
 
-        block_time_ms is when that version was written (its block's timestamp: ordering time).
+        registered_at_ms is when that version was written (its block's timestamp: ordering time).
         """
         record = self.store.record(record_id) if record_id else None
         if record is None:
@@ -149,16 +264,34 @@ class ChainView:
             if earlier is None:
                 raise NotFound("the record has no such version")
             entry, log_index = ledger_pb2.RegisterRecord.FromString(earlier.entry), earlier.log_index
-        return ledger_pb2.RecordEntry(record=entry, log_index=log_index, erased=record.erased,
-                                      block_time_ms=self._block_time_ms(log_index), latest_version=latest_version)
+        answer = ledger_pb2.RecordEntry(record=entry, log_index=log_index, erased=record.erased,
+                                        registered_at_ms=self._block_time_of(log_index), latest_version=latest_version)
+        if record.erased and record.erased_log_index is not None:
+            answer.erased_log_index = record.erased_log_index
+            answer.erased_at_ms = self._block_time_of(record.erased_log_index)
+        return answer
 
-    def _block_time_ms(self, log_index: int) -> int:
-        """Timestamp of the block holding the log entry (0 if the store lacks it)."""
-        logged = self.store.log_entry(log_index)
-        stored = self.store.block(logged.height) if logged is not None else None
+    def _block_time_of(self, log_index: int) -> int:
+        """The timestamp of the block holding log entry log_index (the ordering time validators agreed on)."""
+        entry = self.store.log_entry(log_index)
+        stored = self.store.block(entry.height) if entry is not None else None
         if stored is None:
-            return 0
+            raise DataLoss(f"log entry {log_index} or its block is missing from the store")
         return ledger_pb2.BlockHeader.FromString(stored.header).timestamp_ms
+
+    def patient_records(self, patient_id: str, from_log_index: int, limit: int
+                        ) -> tuple[list[ledger_pb2.RecordEntry], int | None]:
+        """(entries, next log index or None at the end): one page of the records of every identity of
+        patient_id (:func:`searched_identities`) in log order, each with its block's time as last_updated_ms."""
+        found = self.store.patient_records_page(searched_identities(self.store, patient_id), from_log_index,
+                                                limit + 1)
+        entries = []
+        for record, header in found[:limit]:
+            written_ms = ledger_pb2.BlockHeader.FromString(header).timestamp_ms  # the latest version's write
+            entries.append(ledger_pb2.RecordEntry(record=ledger_pb2.RegisterRecord.FromString(record.entry),
+                                                  log_index=record.log_index, erased=record.erased,
+                                                  last_updated_ms=written_ms, registered_at_ms=written_ms))
+        return entries, (found[limit][0].log_index if len(found) > limit else None)
 
     def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:
         """RFC 9162 inclusion proof of a log entry in the tree of tree_size (0 = current)."""
@@ -172,12 +305,19 @@ class ChainView:
                 raise InvalidArgument("log_index", f"must be below the tree size {tree_size}")
             path = self._tree.inclusion_proof(log_index, tree_size)
             root = self._tree.root(tree_size)
+            self._check_head_root(tree_size, root)
         entry = self.store.log_entry(log_index)
         if entry is None:
             raise DataLoss(f"log entry {log_index} is missing from the store")
+        _served_intact(merkle.verify_inclusion, entry.leaf_hash, log_index, tree_size, path, root)
         return ledger_pb2.InclusionProof(
             log_index=log_index, tree_size=tree_size, hashes=path, root=root, leaf=entry.tx
         )
+
+    def _check_head_root(self, tree_size: int, root: bytes) -> None:
+        """A proof at the head's size must end at the head's signed root (a damaged stored node would not)."""
+        if self._head is not None and tree_size == self._head.log_size and root != self._head.log_root:
+            raise DataLoss("ledger log tree nodes do not hash to the head's log root; run `carechain ledger verify`")
 
     def consistency_proof(self, first_size: int, second_size: int = 0) -> ledger_pb2.ConsistencyProof:
         """RFC 9162 consistency proof between two tree sizes (second 0 = current)."""
@@ -191,6 +331,8 @@ class ChainView:
                 raise InvalidArgument("first_size", f"exceeds the second size {second_size}")
             proof = self._tree.consistency_proof(first_size, second_size)
             first_root, second_root = self._tree.root(first_size), self._tree.root(second_size)
+            self._check_head_root(second_size, second_root)
+        _served_intact(merkle.verify_consistency, first_size, second_size, proof, first_root, second_root)
         return ledger_pb2.ConsistencyProof(
             first_size=first_size, second_size=second_size, hashes=proof, first_root=first_root, second_root=second_root
         )

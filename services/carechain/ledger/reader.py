@@ -330,6 +330,7 @@ class VerifiedLedgerReader:
                     "consents": [_row(c) for c in pending.consents.values()],
                     "delegations": [_row(d) for d in pending.delegations.values()],
                     "anchors": [_row(a) for a in pending.anchors],
+                    "links": [_row(k) for k in pending.links.values()],
                 },
             }
 
@@ -375,6 +376,8 @@ class VerifiedLedgerReader:
             pending.put_delegation(_from_row(ledger_state.Delegation, row))
         for row in contract["anchors"]:
             pending.add_anchor(_from_row(ledger_state.AuditAnchor, row))
+        for row in contract.get("links", ()):  # snapshots from before network identity have none
+            pending.put_link(_from_row(ledger_state.PatientLink, row))
         with self._lock:
             if self._position.height or self._verified:
                 raise IntegrityError("snapshot: a snapshot is restored into a fresh reader only")

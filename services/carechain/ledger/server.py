@@ -41,7 +41,8 @@ from carechain.runtime.access import ANY, AccessTable, Allow, Scope
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import LedgerSettings
 from carechain.runtime.etcd import EtcdClient
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.logs import configure_logging
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import limited_stream
 from carechain.runtime.vault import validator_signer
@@ -71,12 +72,20 @@ def transaction_patient(transaction: ledger_pb2.Transaction) -> str:
     payload = getattr(body, kind)
     if kind == "register_principal":
         return str(payload.principal_id)
+    if kind in ("link_patient_identity", "unlink_patient_identity"):
+        return str(payload.network_patient_id)
     return str(getattr(payload, "patient_id", "") or "")
+
+
+def _patient_owns(caller: Caller, patient_id: str, servicer: LedgerServicer) -> bool:
+    """patient_id is the calling patient, or one of its patient principals linked to it (docs/network-identity.md)."""
+    return bool(patient_id) and (patient_id == caller.principal_id
+                                 or servicer.ledger.store.network_patient(patient_id) == caller.principal_id)
 
 
 def _own_record(caller: Caller, request: ledger_pb2.GetRecordEntryRequest, servicer: LedgerServicer) -> None:
     entry = servicer.ledger.record_entry(request.record_id) if request.record_id else None
-    if entry is None or entry.record.patient_id != caller.principal_id:
+    if entry is None or not _patient_owns(caller, entry.record.patient_id, servicer):
         # The same answer as an unknown record: another patient's record ids cannot be probed.
         raise NotFound("no such record on the ledger")
 
@@ -92,7 +101,8 @@ def is_audit_anchor(transaction: ledger_pb2.Transaction) -> bool:
 def _own_log_entry(caller: Caller, request: ledger_pb2.GetInclusionProofRequest, servicer: LedgerServicer) -> None:
     found = servicer.ledger.list_transactions(request.log_index, 1)
     if not found or found[0].log_index != request.log_index or not (
-        transaction_patient(found[0].transaction) == caller.principal_id or is_audit_anchor(found[0].transaction)
+        _patient_owns(caller, transaction_patient(found[0].transaction), servicer)
+        or is_audit_anchor(found[0].transaction)
     ):
         raise NotFound("no transaction of yours at this log index")
 
@@ -122,6 +132,8 @@ ACCESS = AccessTable(SERVICE, {
     "GetCheckpoint": Allow.everyone("tree size, root, time, signatures: nothing patient-specific"),
     "GetEvidence": _ledger_wide("conflicting validator headers"),
     "WatchBlocks": _ledger_wide("every transaction of every final block (a stream: counts against the caps)"),
+    # Search (issue 14): which records a patient has is released by consent record by record, through records.
+    "ListPatientRecords": Allow.of(service=ANY, services=["records"], note="for SearchRecords; consent decides each"),
 })
 
 
@@ -262,6 +274,21 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             raise InvalidArgument("record_id", "required")
         return self.ledger.record_entry(request.record_id, request.version)
 
+    def ListPatientRecords(  # noqa: N802
+        self, request: ledger_pb2.ListPatientRecordsRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.ListPatientRecordsResponse:
+        if not request.patient_id:
+            raise InvalidArgument("patient_id", "required")
+        limit = _page_size(request.page_size, "page_size")
+        start = request.from_log_index
+        if request.page_token:
+            start = PageToken.decode(request.page_token, "patient-records").position
+        # SQLite integers stop at 2^63; no log gets there.
+        entries, following = self.ledger.patient_records(request.patient_id, min(start, 2**62), limit)
+        return ledger_pb2.ListPatientRecordsResponse(
+            entries=entries,
+            next_page_token=PageToken("patient-records", following).encode() if following is not None else "")
+
     def GetInclusionProof(  # noqa: N802
         self, request: ledger_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.InclusionProof:
@@ -328,8 +355,10 @@ def build(settings: LedgerSettings) -> tuple[Register, list[Callable[[], None]]]
             log_size=ledger.log_size(),
         )
 
-    # The ledger follows its own committed log (no network hop) for deactivated principals' tokens.
-    principal_status = PrincipalStatus(own_log).start()
+    # The ledger follows its own committed log (no network hop) for deactivated principals' tokens,
+    # resuming from its signed snapshot (checked against its own blocks) rather than re-reading the log.
+    principal_status = PrincipalStatus(own_log, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer),
+                                       get_block=ledger.block).start()
     servicer = LedgerServicer(
         ledger, Authenticator(trust, audience("ledger"), principal_status), settings.rpc_timeout_seconds
     )
@@ -354,5 +383,6 @@ def build_orderer(settings: LedgerSettings) -> Orderer | None:
 def main() -> None:
     """Run the ledger service from CARECHAIN_* environment variables."""
     settings = LedgerSettings()
+    configure_logging("ledger", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("ledger", settings, register, closers)

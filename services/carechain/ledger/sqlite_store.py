@@ -11,13 +11,19 @@
   and its verdict; serves ListTransactions and Merkle proofs.
 - contract state: ``principals``, ``nonces`` (per signer), ``records`` (the
   latest version of each, with tombstones), ``record_versions`` (superseded
-  versions), ``consents`` (with status), ``delegations``, ``audit_anchors``.
+  versions), ``consents`` (with status), ``delegations``, ``audit_anchors``,
+  ``patient_links`` (linked patient -> network identity, with unlinks).
 - ``meta``: chain id, the orderer position and the validator set.
 - ``certificates``: the quorum certificate (encoded ``QuorumCertificate``) of
   each block this validator saw become final; kept apart from the block so
   the stored Block encoding never changes after commit.
 - ``evidence``: validator misbehaviour observed (encoded ``Evidence``), one
   row per (height, validator, header signed).
+- ``log_nodes``: the root of every complete, aligned perfect subtree of the
+  log's RFC 9162 tree above the leaves (level >= 1), written with the block
+  that completes it, so reopening the chain and serving proofs read O(log n)
+  nodes instead of rehashing every leaf (:class:`carechain.ledger.queries.ChainView`
+  checks them against the head's signed log root at open).
 
 :meth:`LedgerStore.state_rows` dumps every contract-state table (every table
 that is not one of the chain tables above) in a canonical order, so two
@@ -37,9 +43,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from carechain.core import merkle
 from carechain.ledger.state import (
     ConsentState,
     Delegation,
+    LinkResolution,
+    PatientLink,
     PendingState,
     Principal,
     RecordState,
@@ -135,6 +144,12 @@ CREATE TABLE IF NOT EXISTS evidence (
     evidence BLOB NOT NULL,
     UNIQUE (height, validator_id, header_hash)
 );
+CREATE TABLE IF NOT EXISTS log_nodes (
+    level INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_anchors (
     batch_number INTEGER PRIMARY KEY,
     first_sequence INTEGER NOT NULL,
@@ -142,11 +157,20 @@ CREATE TABLE IF NOT EXISTS audit_anchors (
     merkle_root BLOB NOT NULL,
     log_index INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS patient_links (
+    linked_patient_id TEXT PRIMARY KEY,
+    network_patient_id TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
+    unlinked_log_index INTEGER
+);
+CREATE INDEX IF NOT EXISTS patient_links_by_network ON patient_links (network_patient_id, log_index);
 """
 
 
 #: Tables that hold the chain and bookkeeping rather than contract state.
-CHAIN_TABLES = frozenset({"meta", "blocks", "log_entries", "certificates", "evidence", "sqlite_sequence"})
+CHAIN_TABLES = frozenset({"meta", "blocks", "log_entries", "log_nodes", "certificates", "evidence",
+                          "sqlite_sequence"})
 
 
 @dataclass(frozen=True)
@@ -172,7 +196,7 @@ class LogEntry:
     reason: str
 
 
-class LedgerStore:
+class LedgerStore(LinkResolution):
     """The SQLite chain store; one connection guarded by a lock (gRPC handlers are threads)."""
 
     def __init__(self, path: pathlib.Path, connection: sqlite3.Connection, read_only: bool) -> None:
@@ -285,6 +309,58 @@ class LedgerStore:
             rows = self._db.execute("SELECT leaf_hash FROM log_entries ORDER BY log_index").fetchall()
         return [bytes(r[0]) for r in rows]
 
+    def log_node(self, level: int, position: int) -> bytes | None:
+        """Root of the perfect subtree of 2**level leaves at leaf position * 2**level (level 0: a leaf hash).
+
+        None when it is not stored (beyond the log, or a store from before ``log_nodes``).
+        """
+        with self._lock:
+            if level == 0:
+                row = self._db.execute("SELECT leaf_hash FROM log_entries WHERE log_index = ?", (position,)).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT hash FROM log_nodes WHERE level = ? AND position = ?", (level, position)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def log_nodes(self) -> dict[tuple[int, int], bytes]:
+        """Every stored subtree root (level >= 1) by (level, position); empty for a store from before them."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT level, position, hash FROM log_nodes").fetchall()
+            except sqlite3.OperationalError:  # a read-only store written before the table existed
+                return {}
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+    def _log_node(self, level: int, position: int) -> bytes:
+        """A stored subtree root, computed from its children when missing (a store not yet rebuilt)."""
+        stored = self.log_node(level, position)
+        if stored is not None:
+            return stored
+        if level == 0:
+            raise LookupError(f"log entry {position} is missing")
+        return merkle.node_hash(self._log_node(level - 1, 2 * position), self._log_node(level - 1, 2 * position + 1))
+
+    def _put_log_nodes(self, nodes: dict[tuple[int, int], bytes]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO log_nodes (level, position, hash) VALUES (?, ?, ?)",
+                             [(level, position, digest) for (level, position), digest in nodes.items()])
+
+    def rebuild_log_nodes(self) -> int:
+        """Recompute ``log_nodes`` from every stored leaf hash (replacing what is there); the leaves read."""
+        if self.read_only:
+            raise PermissionError("the ledger store is open read-only")
+        leaves = self.leaf_hashes()
+        nodes = merkle.completed_subtrees(0, leaves, self._log_node)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM log_nodes")
+                self._put_log_nodes(nodes)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(leaves)
+
     def log_entries(self, from_index: int, limit: int) -> list[LogEntry]:
         """Up to limit log entries from from_index, in log order."""
         with self._lock:
@@ -323,6 +399,9 @@ class LedgerStore:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(e.log_index, e.height, e.tx_index, e.tx, e.leaf_hash, int(e.valid), e.reason) for e in entries],
                 )
+                if entries:
+                    self._put_log_nodes(merkle.completed_subtrees(
+                        entries[0].log_index, [e.leaf_hash for e in entries], self._log_node))
                 self._apply(state)
                 for key, value in (meta or {}).items():
                     self._set_meta(key, value)
@@ -489,6 +568,12 @@ class LedgerStore:
             "VALUES (?, ?, ?, ?, ?)",
             [(a.batch_number, a.first_sequence, a.last_sequence, a.merkle_root, a.log_index) for a in state.anchors],
         )
+        db.executemany(
+            "INSERT OR REPLACE INTO patient_links (linked_patient_id, network_patient_id, organization_id, log_index, "
+            "unlinked_log_index) VALUES (?, ?, ?, ?, ?)",
+            [(k.linked_patient_id, k.network_patient_id, k.organization_id, k.log_index, k.unlinked_log_index)
+             for k in state.links.values()],
+        )
 
     # --- contract state (StateReader) -----------------------------------------------------------
 
@@ -545,6 +630,19 @@ class LedgerStore:
                 (record_id, version),
             ).fetchone()
         return None if row is None else RecordVersionState(row[0], row[1], bytes(row[2]), row[3])
+    def patient_records_page(self, patient_ids: list[str], from_log_index: int, limit: int
+                             ) -> list[tuple[RecordState, bytes]]:
+        """Up to limit records of these patient ids from from_log_index on, in log order, each with the
+        header of the block that committed it (an index range of records_by_patient per id: O(page))."""
+        marks = ", ".join("?" * len(patient_ids))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.record_id, r.patient_id, r.entry, r.log_index, r.erased, r.erased_log_index, b.header "
+                "FROM records r JOIN log_entries e ON e.log_index = r.log_index JOIN blocks b ON b.height = e.height "
+                f"WHERE r.patient_id IN ({marks}) AND r.log_index >= ? ORDER BY r.log_index LIMIT ?",  # noqa: S608
+                (*patient_ids, from_log_index, limit),
+            ).fetchall()
+        return [(self._record(r), bytes(r[6])) for r in rows]
 
     def consent(self, consent_id: str) -> ConsentState | None:
         """A consent, or None."""
@@ -571,3 +669,24 @@ class LedgerStore:
         with self._lock:
             row = self._db.execute("SELECT MAX(batch_number) FROM audit_anchors").fetchone()
         return None if row[0] is None else int(row[0])
+
+    _LINK_COLUMNS = "linked_patient_id, network_patient_id, organization_id, log_index, unlinked_log_index"
+
+    def patient_link(self, linked_patient_id: str) -> PatientLink | None:
+        """The link of a patient principal (active or unlinked), or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._LINK_COLUMNS} FROM patient_links WHERE linked_patient_id = ?",  # noqa: S608
+                (linked_patient_id,),
+            ).fetchone()
+        return None if row is None else PatientLink(*row)
+
+    def patient_links_to(self, network_patient_id: str) -> list[PatientLink]:
+        """Every link (active or unlinked) to network_patient_id, in log order."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._LINK_COLUMNS} FROM patient_links WHERE network_patient_id = ? "  # noqa: S608
+                "ORDER BY log_index",
+                (network_patient_id,),
+            ).fetchall()
+        return [PatientLink(*row) for row in rows]

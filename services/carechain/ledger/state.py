@@ -102,6 +102,41 @@ class AuditAnchor:
     log_index: int
 
 
+@dataclass(frozen=True)
+class PatientLink:
+    """A patient principal linked to a network identity (LinkPatientIdentity), and whether it still is."""
+
+    linked_patient_id: str
+    network_patient_id: str
+    organization_id: str  # the organisation that registered the linked patient and attested the link
+    log_index: int
+    unlinked_log_index: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Not unlinked."""
+        return self.unlinked_log_index is None
+
+
+class LinkResolution:
+    """Network identity resolution over ``patient_link`` and ``patient_links_to`` (one place for every state)."""
+
+    def patient_link(self, linked_patient_id: str) -> PatientLink | None:
+        raise NotImplementedError
+
+    def patient_links_to(self, network_patient_id: str) -> list[PatientLink]:
+        raise NotImplementedError
+
+    def network_patient(self, patient_id: str) -> str:
+        """The network identity patient_id is linked to, or patient_id itself when it is not linked."""
+        link = self.patient_link(patient_id) if patient_id else None
+        return link.network_patient_id if link is not None and link.active else patient_id
+
+    def linked_patients(self, network_patient_id: str) -> list[str]:
+        """The patient principals currently linked to network_patient_id, in link order (itself excluded)."""
+        return [link.linked_patient_id for link in self.patient_links_to(network_patient_id) if link.active]
+
+
 class StateReader(Protocol):
     """Read access to committed contract state."""
 
@@ -137,8 +172,24 @@ class StateReader(Protocol):
         """Highest anchored audit batch number, or None."""
         ...
 
+    def patient_link(self, linked_patient_id: str) -> PatientLink | None:
+        """The link of a patient principal (active or unlinked), or None."""
+        ...
 
-class EmptyState:
+    def patient_links_to(self, network_patient_id: str) -> list[PatientLink]:
+        """Every link (active or unlinked) to network_patient_id, in log order."""
+        ...
+
+    def network_patient(self, patient_id: str) -> str:
+        """The network identity of patient_id (patient_id itself when not linked)."""
+        ...
+
+    def linked_patients(self, network_patient_id: str) -> list[str]:
+        """The patient principals linked to network_patient_id now, in link order."""
+        ...
+
+
+class EmptyState(LinkResolution):
     """The state before genesis."""
 
     def principal(self, principal_id: str) -> Principal | None:
@@ -165,8 +216,14 @@ class EmptyState:
     def last_audit_batch(self) -> int | None:
         return None
 
+    def patient_link(self, linked_patient_id: str) -> PatientLink | None:
+        return None
 
-class PendingState:
+    def patient_links_to(self, network_patient_id: str) -> list[PatientLink]:
+        return []
+
+
+class PendingState(LinkResolution):
     """Writes of not-yet-committed transactions layered over a committed state."""
 
     def __init__(self, base: StateReader) -> None:
@@ -178,6 +235,7 @@ class PendingState:
         self.consents: dict[str, ConsentState] = {}
         self.delegations: dict[tuple[str, str], Delegation] = {}
         self.anchors: list[AuditAnchor] = []
+        self.links: dict[str, PatientLink] = {}  # by linked patient id
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -211,6 +269,18 @@ class PendingState:
 
     def last_audit_batch(self) -> int | None:
         return self.anchors[-1].batch_number if self.anchors else self.base.last_audit_batch()
+
+    def patient_link(self, linked_patient_id: str) -> PatientLink | None:
+        found = self.links.get(linked_patient_id)
+        return found if found is not None else self.base.patient_link(linked_patient_id)
+
+    def patient_links_to(self, network_patient_id: str) -> list[PatientLink]:
+        merged = {link.linked_patient_id: link for link in self.base.patient_links_to(network_patient_id)}
+        for link in self.links.values():  # a link moved to another network identity leaves this one
+            merged.pop(link.linked_patient_id, None)
+            if link.network_patient_id == network_patient_id:
+                merged[link.linked_patient_id] = link
+        return sorted(merged.values(), key=lambda link: link.log_index)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -248,3 +318,7 @@ class PendingState:
     def add_anchor(self, anchor: AuditAnchor) -> None:
         """Record an anchored audit batch."""
         self.anchors.append(anchor)
+
+    def put_link(self, link: PatientLink) -> None:
+        """Add or update a patient identity link."""
+        self.links[link.linked_patient_id] = link

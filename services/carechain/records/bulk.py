@@ -233,7 +233,7 @@ class BulkImporter:
         """A transaction's up-front check: the same FHIR and patient validation as PutRecord."""
         fhir_id = next(f for f, p in patients.items() if p == entry.patient_id)
         try:
-            validate_resource(_compact(entry.resource), fhir_id, self._max_record_bytes)
+            validate_resource(_compact(entry.resource), fhir_id, self._max_record_bytes, pseudonym=entry.patient_id)
         except InvalidArgument as exc:
             entry.fail(exc.code, exc.message)
 
@@ -438,13 +438,15 @@ def _patient_of(resource: dict[str, Any], patients: dict[str, str]) -> str:
         return patients[fhir_id]
     named: set[str] = set()
     _patient_references(resource, named)
+    # Patient/<pseudonym> names a listed patient as its FHIR id does (the FHIR REST gateway's logical id).
+    named = {patients.get(target, target) for target in named}
     if len(named) > 1:
         raise InvalidArgument("resource", "refers to more than one patient")
     if named:
-        [fhir_id] = named
-        if fhir_id not in patients:
+        [patient_id] = named
+        if patient_id not in patients.values():
             raise InvalidArgument("resource", "is about a patient not in patient_ids")
-        return patients[fhir_id]
+        return patient_id
     if len(patients) == 1:
         return next(iter(patients.values()))  # validation then says what is missing
     raise InvalidArgument("resource", "names no patient (Patient/<id> reference)")

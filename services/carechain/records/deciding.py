@@ -35,12 +35,21 @@ class ConsentDecider:
     def __init__(self, consent: Callable[[], Any], max_batch: int = DECIDE_BATCH) -> None:
         """consent() returns the ConsentService stub (called per batch, so it may be lazy)."""
         self._consent = consent
+        self._max_batch = max_batch
         self._batcher: MicroBatcher[consent_pb2.DecideRequest, consent_pb2.Decision] = MicroBatcher(
             "consent-decide", self._decide_many, max_batch=max_batch)
 
     def decide(self, request: consent_pb2.DecideRequest) -> consent_pb2.Decision:
         """The decision on request (ItemRpcError as Decide's error would be; a failed call raises its error)."""
         return self._batcher.submit(request)
+
+    def decide_all(self, requests: Sequence[consent_pb2.DecideRequest]
+                   ) -> list[consent_pb2.Decision | BaseException]:
+        """Many decisions at once (a search), DecideMany by DecideMany; a refused request is its ItemRpcError."""
+        answers: list[consent_pb2.Decision | BaseException] = []
+        for start in range(0, len(requests), self._max_batch):
+            answers.extend(self._decide_many(list(requests[start:start + self._max_batch])))
+        return answers
 
     def close(self) -> None:
         self._batcher.close()

@@ -35,6 +35,7 @@ follower) gets no new records.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -64,6 +65,7 @@ from carechain.core.errors import (
     Unavailable,
 )
 from carechain.core.fhir import clinical_date_ms, validate_resource
+from carechain.core.smart_scopes import CREATE, READ, require_purpose, require_scope
 from carechain.identity.data_key_client import DataKeyClient
 from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_labels
@@ -74,7 +76,7 @@ from carechain.ledger.v1 import ledger_pb2
 from carechain.records import provenance
 from carechain.records.deciding import BoundedCache, ConsentDecider
 from carechain.records.v1 import records_pb2
-from carechain.runtime.auth import Caller, Kind
+from carechain.runtime.auth import Caller, Kind, organization_of
 from carechain.runtime.principal_status import PrincipalStatus
 from carechain.storage.blob_client import BlobClient
 
@@ -115,9 +117,14 @@ def record_associated_data(record_id: str, patient_id: str, version: int) -> byt
     return f"carechain-record/v1|{record_id}|{patient_id}|{version}".encode()
 
 
-def organization_of(caller: Caller) -> str:
-    """The organisation a writer or reader acts for."""
-    return caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else caller.organization_id
+def utc_date(ms: int) -> str:
+    """A Unix time in milliseconds as its UTC date, YYYY-MM-DD."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).date().isoformat()
+
+
+def erasure_notice(erased_at_ms: int) -> str:
+    """What a read of an erased record answers (FAILED_PRECONDITION), to a reader consent would have let in."""
+    return f"record erased on {utc_date(erased_at_ms)}"
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,12 @@ READ_ACTIONS = {
     common_pb2.CONSENT_ACTION_ACCESS: Action.AUDIT_ACTION_READ,
     common_pb2.CONSENT_ACTION_DISCLOSE: Action.AUDIT_ACTION_DISCLOSE,
 }
+
+
+def validate_purpose(purpose: int) -> None:
+    """A read (or search) states a known purpose of use."""
+    if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
+        raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
 
 
 def handling_label_codings(labels: tuple[str, ...]) -> list[dict[str, str]]:
@@ -216,7 +229,7 @@ class RecordsGateway:
 
     @property
     def audit(self) -> AuditReporter:
-        """Where the gateway's audit events go (records.versions audits history listings through it)."""
+        """Where the gateway's audit events go (versions, searches and summaries report through it too)."""
         return self._audit
 
     # --- write -----------------------------------------------------------
@@ -238,7 +251,9 @@ class RecordsGateway:
             # The ledger's RegisterRecord rule refuses it too; saying so here spends no key or blob.
             raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
         with _tracer.start_as_current_span("records.validate"):
-            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes)
+            resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes,
+                                         pseudonym=patient_id)
+        require_scope(caller.scope, resource.resource_type, CREATE)  # a SMART token's scopes (none: unlimited)
         with _tracer.start_as_current_span("records.label"):
             version_categories = categorize(resource.content)
         categories, record_id, version = version_categories, str(uuid.uuid4()), RECORD_VERSION
@@ -391,7 +406,7 @@ class RecordsGateway:
         only once the read is permitted (no metadata for a caller consent does not permit).
         provenance_json: also return the version's FHIR Provenance.
         """
-        self.require_read_ids(record_id, purpose)
+        self.require_read_ids(caller, record_id, purpose)
         action = action or common_pb2.CONSENT_ACTION_ACCESS
         if action not in READ_ACTIONS:
             raise InvalidArgument("action", "a read is CONSENT_ACTION_ACCESS (the default) or CONSENT_ACTION_DISCLOSE")
@@ -404,6 +419,13 @@ class RecordsGateway:
                                                           break_glass_reason)
         metadata = latest.metadata
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
+        # SMART scopes only narrow what consent permits; checked after consent, so a refusal tells
+        # nothing (such as the record's resource type) that consent would withhold.
+        try:
+            require_scope(caller.scope, metadata.resource_type, READ)
+        except PermissionDenied as exc:
+            self._report_failed_read(audit_action, audit_fields, "outside the access token's SMART scopes", exc)
+            raise
 
         # Consent decided on the versions it has folded (their labels' union): never serve a newer one.
         covered = min(latest.version, decision.record_version or latest.version)
@@ -455,21 +477,23 @@ class RecordsGateway:
                            *handling_label_codings(PART2_SECURITY_LABELS)]))
 
     @staticmethod
-    def require_read_ids(record_id: str, purpose: int) -> None:
-        """A read names a record and a purpose of use (INVALID_ARGUMENT naming the field)."""
+    def require_read_ids(caller: Caller, record_id: str, purpose: int) -> None:
+        """A read names a record and a purpose of use (INVALID_ARGUMENT naming the field), the purpose a SMART
+        token was issued for, if any (PERMISSION_DENIED otherwise)."""
         if not record_id:
             raise InvalidArgument("record_id", "is required")
-        if purpose == common_pb2.PURPOSE_OF_USE_UNSPECIFIED or purpose not in common_pb2.PurposeOfUse.values():
-            raise InvalidArgument("purpose", "a purpose of use is required (e.g. PURPOSE_OF_USE_TREAT)")
+        validate_purpose(purpose)
+        require_purpose(caller.purpose_of_use, purpose)  # a SMART token binds the purpose it was issued for
 
     def decide_read(self, caller: Caller, latest: VerifiedEntry, purpose: int,
                     action: int = common_pb2.CONSENT_ACTION_ACCESS, break_glass: bool = False,
                     break_glass_reason: str = "") -> tuple[consent_pb2.Decision, VerifiedEntry, dict[str, Any]]:
         """Consent's permit to read a record: (decision, the latest version it covers, the read's audit fields).
 
-        A denial is audited and raised as PERMISSION_DENIED without its reason; a failure to decide is
-        audited as a failed read and propagates. When consent knows a newer version than latest, that
-        version is fetched (labels and audit are the record's as consent decided on them).
+        A denial is audited and raised as PERMISSION_DENIED without its reason (FAILED_PRECONDITION "record
+        erased on ..." when consent says the record was erased); a failure to decide is audited as a failed
+        read and propagates. When consent knows a newer version than latest, that version is fetched (labels
+        and audit are the record's as consent decided on them).
         """
         record_id = latest.record.record_id
         audit_action = READ_ACTIONS[action]
@@ -487,12 +511,16 @@ class RecordsGateway:
             # Amended since it was kept: the version consent decided on is the latest (labels, audit).
             latest = self.verified_entry(record_id, decision.record_version)
             audit_fields = self._read_audit_fields(caller, latest, purpose)
+        # A linked patient's record is read from their network identity's record (docs/network-identity.md).
+        audit_fields["patient_id"] = decision.network_patient_id or latest.record.patient_id
         # The clinician's stated reason goes to the audit trail (the privacy officer's review), never the ledger.
         asked = f"break-glass requested ({break_glass_reason.strip()}): " if break_glass else ""
         if decision.effect != consent_pb2.DECISION_EFFECT_PERMIT:
             # Fail closed: if the denial cannot be audited, the caller sees UNAVAILABLE, not the reason.
             self._audit.report(audit_action, Outcome.AUDIT_OUTCOME_DENIED, reason=asked + decision.reason,
                                **audit_fields)
+            if decision.record_erased:  # consent says so only to a reader it would otherwise have permitted
+                raise FailedPrecondition(erasure_notice(self.ledger_entry(record_id).erased_at_ms))
             # The reason (and the record's categories) go to the audit trail only: never to the caller.
             raise PermissionDenied(DENIAL_MESSAGE)
         return decision, latest, audit_fields
@@ -509,6 +537,17 @@ class RecordsGateway:
             "categories": list(latest.metadata.categories),
         }
 
+    def registration(self, record_id: str) -> tuple[ledger_pb2.RegisterRecord, ledger_pb2.RecordMetadata]:
+        """A record's latest ledger registration and its opened (verified) metadata."""
+        verified = self.verified_entry(record_id)
+        return verified.record, verified.metadata
+
+    def ledger_entry(self, record_id: str, version: int = 0) -> ledger_pb2.RecordEntry:
+        """The record's current ledger entry (or version's), tombstone included (never cached: an erasure
+        changes it)."""
+        return self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id,
+                                                                                   version=version))
+
     def verified_entry(self, record_id: str, version: int = 0, fresh: bool = False) -> VerifiedEntry:
         """A record version's ledger registration with its opened metadata (0: the latest known).
 
@@ -521,18 +560,31 @@ class RecordsGateway:
             cached = latest if latest is not None and latest.version == version else None
         if cached is not None:
             return cached
-        entry = self._peers.ledger.GetRecordEntry(ledger_pb2.GetRecordEntryRequest(record_id=record_id,
-                                                                                   version=version))
+        entry = self.ledger_entry(record_id, version)
         record = entry.record
         if record.record_id != record_id or (version and max(record.version, 1) != version):
             raise DataLoss(f"record {record_id}: the ledger answered with another record's entry")
+        return self.verified(entry)
+
+    def verified(self, entry: ledger_pb2.RecordEntry) -> VerifiedEntry:
+        """A ledger entry (e.g. of a search) with its sealed metadata opened: the latest version is kept under
+        the record id, earlier ones under ``<record id>:<version>``."""
+        record_id = entry.record.record_id
+        version = max(entry.record.version, 1)
+        cached = self._entries.get(record_id)
+        if cached is None or cached.version != version:
+            cached = self._entries.get(f"{record_id}:{version}")
+        if (cached is not None and cached.version == version and cached.erased == entry.erased
+                and (not entry.log_index or cached.log_index in (0, entry.log_index))):
+            return cached
+        record = entry.record
         try:
             with _tracer.start_as_current_span("records.open_metadata"):
                 metadata = self._sealer.open_record(record)
         except IntegrityError as exc:
             # Only the records service seals metadata: an entry that does not open was not written by it.
             raise DataLoss(f"record {record_id}: its ledger entry failed verification") from exc
-        verified = VerifiedEntry(record, metadata, entry.log_index, entry.block_time_ms, entry.erased)
+        verified = VerifiedEntry(record, metadata, entry.log_index, entry.registered_at_ms, entry.erased)
         latest_known = self._entries.get(record_id)
         if entry.latest_version <= verified.version and (latest_known is None
                                                          or latest_known.version <= verified.version):
@@ -540,6 +592,11 @@ class RecordsGateway:
         else:
             self._entries.put(f"{record_id}:{verified.version}", verified)
         return verified
+
+    @property
+    def decider(self) -> ConsentDecider:
+        """How this gateway asks consent (searches decide through it too)."""
+        return self._decider
 
     def close(self) -> None:
         """Stop batching consent decisions (reads after this fail)."""

@@ -12,7 +12,11 @@ One pass of :class:`Reconciler`, for everything older than the grace period:
 - a write attempt whose record is not on the ledger gets its data key deleted
   (identity ``DeleteDataKey``) and is closed with a WRITE/FAILED event;
 - a write attempt whose record is on the ledger but has no WRITE/SUCCESS event
-  gets one (the commit, derived from the ledger).
+  gets one (the commit, derived from the ledger);
+- a record tombstoned on the ledger (EraseRecords) whose data keys or blobs are
+  still there, because the erasure (:mod:`carechain.records.erasure`) crashed or
+  a peer failed after the tombstone, has them destroyed (now, not after the
+  grace period: the tombstone is the commit point of an erasure).
 
 A record version is the unit (UpdateRecord writes version 2, 3, ... of a record with their own data key
 and blob): write events carry the version (``AuditEvent.record_version``), so an amendment that crashed
@@ -35,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -43,9 +47,8 @@ import grpc
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
 from carechain.core.decision_claims import data_key_id
-from carechain.core.errors import NotFound
 from carechain.identity.v1 import identity_pb2
-from carechain.ledger.transactions import decode_body, logged_transactions
+from carechain.records.erasure import LedgerRecords, deleted, destroy, erasure_parts, read_ledger_records
 from carechain.records.v1 import records_pb2
 from carechain.storage.v1 import storage_pb2
 
@@ -76,15 +79,6 @@ class _Attempt:
     closed_by_reconciler: bool = False  # the reconciler's FAILED event exists
 
 
-@dataclass
-class _Ledger:
-    """What the ledger says exists: record ids and the blobs they reference (valid RegisterRecords only)."""
-
-    record_ids: set[str] = field(default_factory=set)
-    versions: set[str] = field(default_factory=set)  # data_key_id(record id, version) of every version
-    blobs: set[str] = field(default_factory=set)
-
-
 class Reconciler:
     """Finds and removes (or reports) what crashed writes left behind; see the module docstring."""
 
@@ -94,6 +88,7 @@ class Reconciler:
         self._clock = clock
         self._audit = AuditReporter(peers.audit, "records")
         self._lock = threading.Lock()  # one pass at a time in this process
+        self._shredded: set[str] = set()  # erased records whose parts this process saw destroyed
 
     def run(self, dry_run: bool = False) -> records_pb2.ReconcileReport:
         """One pass; returns counts (never ids: they would name patients' records)."""
@@ -102,17 +97,21 @@ class Reconciler:
             # Candidates first, ledger last: whatever committed before the ledger is read is seen.
             attempts = self._write_attempts(cutoff_ms)
             blobs = self._blobs(cutoff_ms)
-            ledger = self._ledger()
-            report = records_pb2.ReconcileReport(cutoff_ms=cutoff_ms, ledger_records=len(ledger.record_ids),
+            ledger = read_ledger_records(self._peers.ledger)
+            referenced = {r.content_sha256 for registrations in ledger.registrations.values() for r in registrations}
+            report = records_pb2.ReconcileReport(cutoff_ms=cutoff_ms, ledger_records=len(ledger.registrations),
                                                  dry_run=dry_run)
             for sha256 in blobs:
-                if sha256 not in ledger.blobs and self._delete_blob(sha256, cutoff_ms, dry_run):
+                if sha256 not in referenced and self._delete_blob(sha256, cutoff_ms, dry_run):
                     report.orphan_blobs += 1
             if not dry_run:
+                report.erased_leftovers = self._finish_erasures(ledger)
                 report.stale_uploads = self._peers.storage.PruneIncoming(
                     storage_pb2.PruneIncomingRequest(created_before_ms=cutoff_ms)).removed
+            versions = {data_key_id(r.record_id, r.version)
+                        for registrations in ledger.registrations.values() for r in registrations}
             for version_key, attempt in attempts.items():
-                if version_key in ledger.versions:
+                if version_key in versions:
                     if not attempt.committed_event:
                         report.unconfirmed_commits += 1
                         if not dry_run:
@@ -126,7 +125,8 @@ class Reconciler:
         log.info("reconciled", extra={
             "orphan_blobs": report.orphan_blobs, "orphan_data_keys": report.orphan_data_keys,
             "stale_uploads": report.stale_uploads, "abandoned_writes": report.abandoned_writes,
-            "unconfirmed_commits": report.unconfirmed_commits, "dry_run": dry_run})
+            "unconfirmed_commits": report.unconfirmed_commits, "erased_leftovers": report.erased_leftovers,
+            "dry_run": dry_run})
         return report
 
     # --- reading ---------------------------------------------------------------------
@@ -167,44 +167,29 @@ class Reconciler:
             if not token:
                 return found
 
-    def _ledger(self) -> _Ledger:
-        """Every record the ledger holds (valid RegisterRecord transactions), read to the end of the log."""
-        ledger = _Ledger()
-        for logged in logged_transactions(self._peers.ledger):
-            if not logged.result.valid:
-                continue
-            body = decode_body(logged.transaction)
-            if body.WhichOneof("payload") == "register_record":
-                ledger.record_ids.add(body.register_record.record_id)
-                ledger.versions.add(data_key_id(body.register_record.record_id, body.register_record.version))
-                ledger.blobs.add(body.register_record.content_sha256)
-        return ledger
-
     # --- changing --------------------------------------------------------------------
 
+    def _finish_erasures(self, ledger: LedgerRecords) -> int:
+        """Destroy what tombstoned records still have (data keys, blobs); how many parts had something left."""
+        leftovers = 0
+        now_ms = int(self._clock() * 1000)
+        for record_id in sorted(ledger.erased - self._shredded):
+            for part in erasure_parts(ledger.registrations.get(record_id, [])):
+                done = destroy(self._peers, [part], now_ms)
+                leftovers += bool(done.data_keys or done.blobs)
+            self._shredded.add(record_id)
+        return leftovers
+
     def _delete_blob(self, sha256: str, cutoff_ms: int, dry_run: bool) -> bool:
-        if dry_run:
-            return True
-        try:
-            self._peers.storage.DeleteBlob(storage_pb2.DeleteBlobRequest(sha256=sha256, written_before_ms=cutoff_ms))
-        except (grpc.RpcError, NotFound) as exc:
-            # Gone already (another pass) or written again since it was listed: nothing to remove.
-            if _status(exc) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                return False
-            raise
-        return True
+        # FAILED_PRECONDITION: written again since it was listed; NOT_FOUND: gone already (another pass).
+        return dry_run or deleted(lambda: self._peers.storage.DeleteBlob(
+            storage_pb2.DeleteBlobRequest(sha256=sha256, written_before_ms=cutoff_ms)),
+            grpc.StatusCode.FAILED_PRECONDITION)
 
     def _delete_data_key(self, attempt: audit_pb2.AuditEvent, dry_run: bool) -> bool:
-        if dry_run:
-            return True
-        try:
-            self._peers.identity.DeleteDataKey(
-                identity_pb2.DeleteDataKeyRequest(record_id=_version_key(attempt), patient_id=attempt.patient_id))
-        except (grpc.RpcError, NotFound) as exc:
-            if _status(exc) == grpc.StatusCode.NOT_FOUND:  # the write crashed before it got a key
-                return False
-            raise
-        return True
+        # NOT_FOUND: the write crashed before it got a key.
+        return dry_run or deleted(lambda: self._peers.identity.DeleteDataKey(
+            identity_pb2.DeleteDataKeyRequest(record_id=_version_key(attempt), patient_id=attempt.patient_id)))
 
     def _close(self, attempt: audit_pb2.AuditEvent, outcome: int, reason: str) -> None:
         """Add the event that ends an attempt (the same one however often this runs)."""
@@ -219,12 +204,6 @@ class Reconciler:
 def _version_key(event: audit_pb2.AuditEvent) -> str:
     """The record version a write event is about, as identity names its data key (the record id for version 1)."""
     return data_key_id(event.record_id, event.record_version)
-
-
-def _status(exc: Exception) -> grpc.StatusCode | None:
-    if isinstance(exc, grpc.RpcError):
-        return exc.code()  # type: ignore[attr-defined,no-any-return]
-    return getattr(exc, "code", None)
 
 
 class BackgroundReconciler:

@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from carechain.common.v1 import common_pb2
-from carechain.core.errors import CareChainError
+from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.layout import TrustBundle, audience
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
+from carechain.ledger.submission import ServiceSubmitter
 from carechain.records.bulk import BulkImporter
+from carechain.records.erasure import Eraser, RetentionPolicy
 from carechain.records.gateway import (
     ReadRecord,
     RecordsGateway,
@@ -22,13 +24,17 @@ from carechain.records.gateway import (
 )
 from carechain.records.large_records import LargeRecords
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
+from carechain.records.search import RecordSearch
+from carechain.records.summary import PatientSummaries, SummaryCounts
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.records.versions import RecordVersions
-from carechain.runtime.access import ANY, AccessTable, Allow, caller
-from carechain.runtime.auth import Authenticator
+from carechain.runtime.access import ANY, AccessTable, Allow, Scope, caller
+from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import RecordsSettings
+from carechain.runtime.delegates import consent_delegates
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import service_peers
-from carechain.runtime.principal_status import PrincipalStatus
+from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.streams import current_limiter, limited_stream
 from carechain.runtime.vault import service_signer
@@ -36,21 +42,48 @@ from carechain.runtime.vault import service_signer
 SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordsService"]
 SERVICE_NAME = SERVICE.full_name
 
-# Who may call what (docs/security.md). Which records a practitioner may read is the
+
+def _may_erase(caller: Caller, request: records_pb2.EraseRecordsRequest, servicer: RecordsServicer) -> None:
+    servicer.eraser().authorize(caller, request.patient_id)
+
+
+_ERASER = Scope("own or delegated", "own, or as an active delegate (the operator where policy allows)", _may_erase)
+
+
+def _smart_system_token(reader: Caller, request: object, servicer: object) -> None:
+    if not reader.scope:
+        raise PermissionDenied("an organisation reads records only with a SMART system/ access token "
+                               "(docs/fhir-smart.md)")
+
+
+# An organisation reads as a SMART Backend Services client: its token's scopes limit what it reads.
+_SMART_SYSTEM_TOKEN = Scope("SMART system token", "with a SMART `system/` access token", _smart_system_token)
+
+# Who may call what (docs/security.md). Which records a practitioner (or an organisation) may read is the
 # patient's consent, decided per record by the consent service.
 ACCESS = AccessTable(SERVICE, {
     "PutRecord": Allow.of(practitioner=ANY, organization=ANY, note="for patients registered with the network"),
-    "GetRecord": Allow.of(practitioner=ANY, note="only what the patient's consent permits"),
+    "GetRecord": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                          note="only what the patient's consent permits"),
     "Reconcile": Allow.of(operator=ANY, note="counts only; removes what crashed writes left behind"),
     # Bulk and large records: the callers of PutRecord / GetRecord, each resource checked as one of those.
     "ImportBundle": Allow.of(practitioner=ANY, organization=ANY, note="each entry as a PutRecord"),
     "ImportRecords": Allow.of(practitioner=ANY, organization=ANY, note="each resource as a PutRecord"),
     "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
-    "GetRecordStream": Allow.of(practitioner=ANY, note="as GetRecord, the data streamed"),
+    "GetRecordStream": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                note="as GetRecord, the data streamed"),
     # Versions (records.versions): amended by the author only; history under the read's consent decision.
     "UpdateRecord": Allow.of(practitioner=ANY, organization=ANY,
                              note="only the authoring organization and its practitioners"),
-    "ListRecordVersions": Allow.of(practitioner=ANY, note="metadata, only what the patient's consent permits"),
+    "ListRecordVersions": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                   note="metadata, only what the patient's consent permits"),
+    # Search and summary: the callers of GetRecord; consent decides every record, strangers are denied.
+    "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
+    "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),
+    "GetPatientSummaryBundle": Allow.of(practitioner=ANY, note="as GetPatientSummary, one FHIR Bundle"),
+    # Erasure (records.erasure): the operator only where CARECHAIN_OPERATOR_ERASURE allows.
+    "EraseRecords": Allow.of(patient=_ERASER, practitioner=_ERASER, operator=_ERASER,
+                             note="retention holds refuse; answers a receipt (the tombstone's proof)"),
 })
 
 
@@ -58,8 +91,13 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     """Authenticates callers and hands requests to the gateway flows."""
 
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
-                 importer: BulkImporter | None = None, large: LargeRecords | None = None) -> None:
+                 importer: BulkImporter | None = None, large: LargeRecords | None = None,
+                 search: RecordSearch | None = None, summaries: PatientSummaries | None = None,
+                 eraser: Eraser | None = None) -> None:
         self._gateway = gateway
+        self._search = search
+        self._summaries = summaries
+        self._eraser = eraser
         self._auth = authenticator
         self._reconciler = reconciler
         self._importer = importer
@@ -120,6 +158,40 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         for data in large.stream(reader, record, request.action, audit_fields):
             yield records_pb2.GetRecordStreamResponse(data=data)
 
+    def SearchRecords(self, request: records_pb2.SearchRecordsRequest, context: grpc.ServicerContext
+                      ) -> records_pb2.SearchRecordsResponse:
+        if self._search is None:
+            raise Unimplemented("search is not configured on this server")
+        return self._search.search(caller(context), request)
+
+    @limited_stream
+    def GetPatientSummary(self, request: records_pb2.PatientSummaryRequest, context: grpc.ServicerContext
+                          ) -> Iterator[records_pb2.PatientSummaryResponse]:
+        for item in self._patient_summaries().reads(caller(context), request):
+            if isinstance(item, SummaryCounts):
+                yield records_pb2.PatientSummaryResponse(end=item.message())
+            else:
+                yield records_pb2.PatientSummaryResponse(record=_read_response(item))
+
+    def GetPatientSummaryBundle(self, request: records_pb2.PatientSummaryRequest, context: grpc.ServicerContext
+                                ) -> records_pb2.PatientSummaryBundle:
+        return self._patient_summaries().bundle(caller(context), request)
+
+    def _patient_summaries(self) -> PatientSummaries:
+        if self._summaries is None:
+            raise Unimplemented("patient summaries are not configured on this server")
+        return self._summaries
+
+    def EraseRecords(self, request: records_pb2.EraseRecordsRequest, context: grpc.ServicerContext
+                     ) -> records_pb2.ErasureReceipt:
+        return self.eraser().erase(caller(context), request)
+
+    def eraser(self) -> Eraser:
+        """The erasure flow (UNIMPLEMENTED on a server built without it)."""
+        if self._eraser is None:
+            raise Unimplemented("erasure is not configured on this server")
+        return self._eraser
+
     def _bulk(self) -> BulkImporter:
         if self._importer is None:
             raise Unimplemented("bulk import is not configured on this server")
@@ -178,7 +250,9 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     signer = service_signer(settings, "records")
     trust = TrustBundle.load(settings.trust_dir)
     peers = service_peers(settings, signer)
-    principal_status = PrincipalStatus.following(lambda: peers.ledger).start()
+    # Resumes from its signed snapshot: a restart reads only the lifecycle transactions since.
+    principal_status = PrincipalStatus.following(
+        lambda: peers.ledger, snapshots=StatusSnapshots.in_data_dir(settings.data_dir, signer)).start()
     gateway = RecordsGateway(peers, signer, settings.chain_id, settings.max_record_bytes, metadata_sealer(settings),
                              commit_deadline_seconds=settings.reconcile_grace_seconds / 2,
                              principal_status=principal_status)
@@ -186,15 +260,23 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     background = BackgroundReconciler(reconciler, settings.reconcile_interval_seconds).start()
     importer = BulkImporter(gateway, lambda: peers.identity, settings.max_record_bytes)
     large = LargeRecords(gateway, peers, settings.max_record_bytes)
+    search = RecordSearch(gateway, lambda: peers.ledger)
+    summaries = PatientSummaries(gateway, search)
+    eraser = Eraser(gateway, peers, ServiceSubmitter(settings.chain_id, signer, lambda: peers.ledger),
+                    consent_delegates(peers.consent),
+                    RetentionPolicy(settings.retention_hold_days, dict(settings.retention_hold_rules)),
+                    operator_erasure=settings.operator_erasure)
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
-                               importer, large)
+                               importer, large, search, summaries, eraser)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
-    return register, [background.close, importer.close, gateway.close, principal_status.close, peers.close]
+    return register, [background.close, importer.close, summaries.close, gateway.close, principal_status.close,
+                      peers.close]
 
 
 def main() -> None:
     """Run the records service from CARECHAIN_* environment variables."""
     settings = RecordsSettings()
+    configure_logging("records", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, on_stop = build(settings)
     run_service("records", settings, register, on_stop)

@@ -91,7 +91,7 @@ class RecordVersions:
     def history(self, caller: Caller, record_id: str, purpose: int, page_size: int = 0,
                 page_token: str = "") -> records_pb2.ListRecordVersionsResponse:
         """A page of the record's versions, oldest first, if consent permits the caller to read the record."""
-        self._gateway.require_read_ids(record_id, purpose)
+        self._gateway.require_read_ids(caller, record_id, purpose)
         page_size = page_size or DEFAULT_PAGE_SIZE
         if page_size > MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"at most {MAX_PAGE_SIZE}")

@@ -36,21 +36,38 @@ class Caller:
     kind: int  # common_pb2.PrincipalKind
     organization_id: str = ""
     specialty: str = ""
+    # Set only in tokens issued through SMART Backend Services (carechain.core.smart_scopes): the granted
+    # scopes (space-separated) and the HL7 v3 purpose-of-use code reads must state.
+    scope: str = ""
+    purpose_of_use: str = ""
 
     @property
     def is_service(self) -> bool:
         return self.kind == Kind.PRINCIPAL_KIND_SERVICE
 
 
+def organization_of(caller: Caller) -> str:
+    """The organisation a caller acts for: itself for an organisation, its organisation for a member."""
+    return caller.principal_id if caller.kind == Kind.PRINCIPAL_KIND_ORGANIZATION else caller.organization_id
+
+
 def caller_claims(caller: Caller, audience: str) -> dict[str, object]:
     """Claims of an access token for caller (read back by :func:`caller_from_claims`)."""
-    return {
+    claims: dict[str, object] = {
         "sub": caller.principal_id,
         "aud": audience,
         "kind": Kind.Name(caller.kind),
         "org": caller.organization_id,
         "spec": caller.specialty,
     }
+    for name in _SMART_CLAIMS:
+        if getattr(caller, name):
+            claims[name] = getattr(caller, name)
+    return claims
+
+
+# Claims only tokens issued through SMART Backend Services carry.
+_SMART_CLAIMS = ("scope", "purpose_of_use")
 
 
 def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
@@ -62,11 +79,12 @@ def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
         kind = Kind.Value(str(claims.get("kind")))
     except ValueError as exc:
         raise Unauthenticated("token has an unknown principal kind") from exc
-    attributes = {name: claims.get(name, "") for name in ("org", "spec")}
+    attributes = {name: claims.get(name, "") for name in ("org", "spec", *_SMART_CLAIMS)}
     for name, value in attributes.items():
         if not isinstance(value, str):
             raise Unauthenticated(f"token claim {name} must be a string")
-    return Caller(subject, kind, attributes["org"], attributes["spec"])
+    return Caller(subject, kind, attributes["org"], attributes["spec"], attributes["scope"],
+                  attributes["purpose_of_use"])
 
 
 class Authenticator:

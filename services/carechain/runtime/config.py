@@ -135,6 +135,11 @@ class IdentitySettings(ServiceSettings):
         description="before releasing a data key, ask the consent service whether the decision still holds "
         "(revocations after the decision was issued)",
     )
+    smart_token_url: str = Field(
+        "",
+        description="URL of the SMART token endpoint (the FHIR gateway's /token) that client assertions must "
+        "name as aud; empty: ExchangeClientAssertion is off",
+    )
 
 
 class StorageSettings(ServiceSettings):
@@ -281,6 +286,50 @@ class RecordsSettings(LedgerMetadataKeySettings):
     reconcile_interval_seconds: float = Field(
         600.0, ge=0, le=24 * 3600, description="run the reconciler in the background this often (0: only on request)"
     )
+    # Erasure (EraseRecords, docs/security.md "Erasure"): who besides the patient may erase, and what is held.
+    operator_erasure: bool = Field(
+        False, description="the network operator may erase a patient's records (e.g. on a court order); "
+        "off by default: only the patient and their active delegates erase"
+    )
+    retention_hold_days: int = Field(
+        0, ge=0, le=100 * 365,
+        description="refuse to erase a record registered fewer than this many days ago (0: no hold)"
+    )
+    retention_hold_rules: dict[str, int] = Field(
+        default_factory=dict,
+        description='per FHIR resource type, days after registration a record is held, as JSON, e.g. '
+        '{"Immunization": 3650}; replaces retention_hold_days for that type',
+    )
+
+
+#: Port of the FHIR REST gateway on a local network with the documented ports (after the six gRPC services).
+FHIR_DEFAULT_PORT = 7106
+
+
+class FhirSettings(ServiceSettings):
+    """FHIR R4 REST gateway (HTTP, in front of the records gateway; docs/fhir.md).
+
+    listen_address is its HTTP host:port, HTTPS with https_cert_file/https_key_file (else plain HTTP, e.g.
+    behind an Ingress that terminates TLS); tls_ca_file, tls_cert_file and tls_key_file are the (mutual) TLS
+    of its calls to records, as for the services. It signs nothing and holds no privilege: every call to
+    records carries the REST caller's bearer token.
+    """
+
+    listen_address: str = Field(f"127.0.0.1:{FHIR_DEFAULT_PORT}", description="host:port to serve HTTP on")
+    records_address: str = Field(f"127.0.0.1:{DEFAULT_PORTS['records']}", description="records service host:port")
+    public_base_url: str = Field(
+        "", description="the FHIR base URL clients use (Location headers, CapabilityStatement.implementation.url); "
+        "empty: the URL of each request")
+    https_cert_file: pathlib.Path | None = Field(None, description="certificate chain to serve HTTPS with")
+    https_key_file: pathlib.Path | None = Field(None, description="private key of https_cert_file")
+    https_require_client_cert: bool = Field(
+        False, description="HTTPS clients must present a certificate signed by tls_ca_file")
+    max_resource_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest resource a create accepts (413 beyond; records' own limit)")
+    max_bundle_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="largest batch or transaction Bundle accepted (413 beyond)")
+    bundle_timeout_seconds: float = Field(
+        300.0, gt=0, description="deadline of one batch or transaction import (its entries are written as records)")
 
 
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
@@ -290,4 +339,5 @@ SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
     "consent": ConsentSettings,
     "audit": AuditSettings,
     "records": RecordsSettings,
+    "fhir": FhirSettings,  # the FHIR REST gateway (HTTP; `carechain serve fhir`)
 }

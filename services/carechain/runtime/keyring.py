@@ -87,6 +87,12 @@ class KeyManager(Protocol):
         """Re-wrap a data key under the latest version of the key."""
         ...
 
+    def wrap_data_keys(self, name: str, items: list[tuple[bytes, bytes]]) -> list[str]:
+        """Wrap existing 32-byte data keys, each (plaintext, context), under the latest version of the key,
+        in order, in one step; NotFound if there is no such key. Moves data keys from one key-encryption key
+        to another (a patient identity link), together with decrypt_data_keys."""
+        ...
+
     def rewrap_many(self, name: str, items: list[tuple[str, bytes]]) -> list[str]:
         """rewrap for each (wrapped, context), in order, in few steps (Transit rewrap with batch_input);
         all or nothing: the first item that does not unwrap raises (IntegrityError, FailedPrecondition)."""
@@ -231,15 +237,17 @@ class LocalKeyring:
         return self.generate_data_keys(name, [context])[0]
 
     def generate_data_keys(self, name: str, contexts: list[bytes]) -> list[tuple[bytes, str]]:
+        plaintexts = [new_aes_key() for _ in contexts]
+        return list(zip(plaintexts, self.wrap_data_keys(name, list(zip(plaintexts, contexts, strict=True))),
+                        strict=True))
+
+    def wrap_data_keys(self, name: str, items: list[tuple[bytes, bytes]]) -> list[str]:
         # One key lookup and one unseal of the key version for the whole batch.
         version = self.key_info(name).latest_version
         kek = self._key_version(name, version)
-        made = []
-        for context in contexts:
-            plaintext = new_aes_key()
-            sealed = seal(kek, plaintext, _data_key_associated_data(name, context))
-            made.append((plaintext, f"{WRAPPED_PREFIX}{version}:{base64.b64encode(sealed).decode()}"))
-        return made
+        return [f"{WRAPPED_PREFIX}{version}:"
+                f"{base64.b64encode(seal(kek, plaintext, _data_key_associated_data(name, context))).decode()}"
+                for plaintext, context in items]
 
     def decrypt_data_key(self, name: str, wrapped: str, context: bytes) -> bytes:
         _parse_wrapped(wrapped)  # InvalidArgument before NotFound, as before batching
@@ -279,11 +287,7 @@ class LocalKeyring:
         for plaintext in plaintexts:
             if isinstance(plaintext, CareChainError):
                 raise plaintext
-        version = self.key_info(name).latest_version
-        kek = self._key_version(name, version)
-        return [f"{WRAPPED_PREFIX}{version}:"
-                f"{base64.b64encode(seal(kek, p, _data_key_associated_data(name, c))).decode()}"  # type: ignore[arg-type]
-                for p, (_, c) in zip(plaintexts, items, strict=True)]
+        return self.wrap_data_keys(name, [(p, c) for p, (_, c) in zip(plaintexts, items, strict=True)])  # type: ignore[misc]
 
     def _wrap(self, name: str, plaintext: bytes, context: bytes) -> str:
         version = self.key_info(name).latest_version

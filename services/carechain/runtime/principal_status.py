@@ -1,4 +1,5 @@
-"""Principal lifecycle as every service sees it: deactivations and key rotations, followed from the ledger.
+"""Principal lifecycle as every service sees it: deactivations, key rotations and patient identity links,
+followed from the ledger.
 
 ``DeactivatePrincipal`` and ``RotatePrincipalKey`` are ledger transactions (see
 :mod:`carechain.ledger.contract`). Each service keeps a :class:`PrincipalStatus`
@@ -33,7 +34,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import pathlib
 import threading
 from collections.abc import Callable, Iterator
@@ -41,8 +41,11 @@ from typing import Any
 
 import grpc
 
-from carechain.core.crypto import Signer, verify_signature
+from carechain.core.crypto import Signer
+from carechain.core.errors import CareChainError, IntegrityError, Unavailable
 from carechain.ledger.v1 import ledger_pb2
+from carechain.runtime.patient_links import PatientLinkTable
+from carechain.runtime.signed_file import SignedFile
 
 log = logging.getLogger("carechain.runtime.principal_status")
 
@@ -58,47 +61,39 @@ _SNAPSHOT_DOMAIN = b"carechain-principal-status-snapshot/v1\n"
 class StatusSnapshots:
     """A signed file holding a PrincipalStatus and the ledger position it reflects (module docstring)."""
 
-    def __init__(self, path: pathlib.Path, signer: Signer, public_key: bytes | None = None,
+    def __init__(self, path: pathlib.Path, signer: Signer | Callable[[], Signer], public_key: bytes | None = None,
                  every: int = SNAPSHOT_EVERY_TRANSACTIONS) -> None:
-        """public_key verifies snapshots (default: the signer's own key)."""
+        """public_key verifies snapshots (default: the signer's own key); signer may be a function returning it."""
         self.path = pathlib.Path(path)
-        self._signer = signer
-        self._public_key = public_key if public_key is not None else signer.public_key_bytes()
+        self._file = SignedFile(self.path, signer, _SNAPSHOT_DOMAIN, public_key)
         self.every = every
 
-    def _message(self, body: bytes) -> bytes:
-        return _SNAPSHOT_DOMAIN + hashlib.sha256(body).digest()
+    @classmethod
+    def in_data_dir(cls, data_dir: pathlib.Path, signer: Signer | Callable[[], Signer]) -> StatusSnapshots:
+        """The service's snapshot file (:data:`SNAPSHOT_FILE` under its data directory), signed by its key."""
+        return cls(pathlib.Path(data_dir) / SNAPSHOT_FILE, signer)
 
     def write(self, data: dict[str, Any]) -> None:
         """Sign and write data atomically (0600)."""
-        body = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        envelope = {"body": body, "signer_id": self._signer.key_id,
-                    "signature": self._signer.sign(self._message(body.encode())).hex()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(envelope, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        self._file.write(json.dumps(data, separators=(",", ":"), sort_keys=True).encode())
 
     def read(self) -> dict[str, Any] | None:
         """The signed data, or None (no file, unreadable, or a signature that does not verify)."""
         try:
-            envelope = json.loads(self.path.read_text())
-            body = str(envelope["body"]).encode()
-            signature = bytes.fromhex(str(envelope["signature"]))
-        except FileNotFoundError:
+            body = self._file.read()
+            if body is None:
+                return None
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise IntegrityError("principal status snapshot: the body is not an object")
+        except (CareChainError, ValueError) as exc:  # CareChainError: also a signer not reachable yet
+            problem = exc.message if isinstance(exc, CareChainError) else type(exc).__name__
+            log.warning("principal status snapshot refused; reading the log from the start",
+                        extra={"problem": problem})
             return None
-        except (ValueError, KeyError, TypeError):
-            log.warning("principal status snapshot unreadable; reading the log from the start")
-            return None
-        if envelope.get("signer_id") != self._signer.key_id or not verify_signature(
-                self._public_key, signature, self._message(body)):
-            log.warning("principal status snapshot signature does not verify; reading the log from the start")
-            return None
-        return dict(json.loads(body))
+        return data
+
+
 DEFAULT_POLL_SECONDS = 1.0
 # Deadline of one ListTransactions call: a hung ledger must not hold up IssueToken for long.
 CALL_TIMEOUT_SECONDS = 2.0
@@ -131,9 +126,12 @@ class PrincipalStatus:
         self._stream: object | None = None  # the open stream, cancelled by close()
         self._deactivated: set[str] = set()
         self._keys: dict[str, bytes] = {}
+        self._links = PatientLinkTable()  # docs/network-identity.md
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+        # A snapshot waiting for the ledger to be reachable, so it can be checked (then resumed from).
+        self._resume_pending = False
 
     @classmethod
     def following(cls, ledger: Callable[[], object], poll_seconds: float = DEFAULT_POLL_SECONDS,
@@ -170,6 +168,16 @@ class PrincipalStatus:
         """The principal's public key from its latest RotatePrincipalKey, or None if never rotated."""
         with self._lock:
             return self._keys.get(principal_id)
+
+    def network_patient(self, patient_id: str) -> str:
+        """The network identity patient_id is linked to (LinkPatientIdentity), or patient_id itself."""
+        with self._lock:
+            return self._links.network_patient(patient_id)
+
+    def linked_patients(self, network_patient_id: str) -> list[str]:
+        """The patient principals linked to network_patient_id, in link order (itself excluded)."""
+        with self._lock:
+            return self._links.linked_patients(network_patient_id)
 
     # --- following the ledger ------------------------------------------------------------------
 
@@ -223,7 +231,7 @@ class PrincipalStatus:
                 # Caught up by pages: the block of the last folded transaction tells whether it ends there.
                 try:
                     block = self._get_block(self._next_height)
-                except grpc.RpcError:
+                except (grpc.RpcError, CareChainError):
                     return False
                 header = ledger_pb2.BlockHeader.FromString(block.header)
                 if header.log_size == self._cursor:
@@ -233,7 +241,8 @@ class PrincipalStatus:
             height, header_hash, log_size = self._boundary
             data = {"height": height, "header_hash": header_hash.hex(), "log_size": log_size,
                     "deactivated": sorted(self._deactivated),
-                    "keys": {p: base64.b64encode(k).decode() for p, k in sorted(self._keys.items())}}
+                    "keys": {p: base64.b64encode(k).decode() for p, k in sorted(self._keys.items())},
+                    "links": self._links.rows()}
         self._snapshots.write(data)
         self._saved_cursor = log_size
         return True
@@ -247,14 +256,23 @@ class PrincipalStatus:
             return self._cursor
         try:
             height, log_size = int(data["height"]), int(data["log_size"])
-            block = self._get_block(height)
+            try:
+                block = self._get_block(height)
+            except (grpc.RpcError, Unavailable) as exc:
+                if _transient(exc):  # the ledger is not up yet: check the snapshot once it is
+                    self._resume_pending = True
+                    return self._cursor
+                raise
+            self._resume_pending = False
             header = ledger_pb2.BlockHeader.FromString(block.header)
             if _header_hash(block.header) != bytes.fromhex(data["header_hash"]) or header.log_size != log_size:
                 log.warning("principal status snapshot is not of this ledger's chain; reading the log from the start")
                 return self._cursor
             deactivated = {str(p) for p in data["deactivated"]}
             keys = {str(p): base64.b64decode(k, validate=True) for p, k in data["keys"].items()}
-        except (grpc.RpcError, ValueError, KeyError, TypeError) as exc:
+            links = PatientLinkTable(data.get("links", ()))
+        except (grpc.RpcError, CareChainError, ValueError, KeyError, TypeError) as exc:
+            self._resume_pending = False
             log.warning("principal status snapshot not used; reading the log from the start",
                         extra={"problem": type(exc).__name__})
             return self._cursor
@@ -262,7 +280,7 @@ class PrincipalStatus:
             if self._cursor:
                 return self._cursor  # already following: a snapshot only replaces a fresh status
             self._cursor, self._next_height = log_size, height + 1
-            self._deactivated, self._keys = deactivated, keys
+            self._deactivated, self._keys, self._links = deactivated, keys, links
             self._boundary = (height, _header_hash(block.header), log_size)
             self._saved_cursor = log_size
         log.info("principal status resumed from its snapshot", extra={"log_size": log_size})
@@ -272,7 +290,7 @@ class PrincipalStatus:
         if self._snapshots is not None and self.cursor - self._saved_cursor >= self._snapshots.every:
             try:
                 self.save_snapshot()
-            except OSError:
+            except (OSError, CareChainError):
                 log.warning("principal status snapshot not saved")
 
     def _fold(self, logged: ledger_pb2.LoggedTransaction) -> None:
@@ -292,6 +310,8 @@ class PrincipalStatus:
                 self._deactivated.add(body.deactivate_principal.principal_id)
             elif kind == "rotate_principal_key":
                 self._keys[body.rotate_principal_key.principal_id] = bytes(body.rotate_principal_key.public_key)
+            else:
+                self._links.fold(body)
 
     def start(self) -> PrincipalStatus:
         """Resume from a snapshot if there is a valid one, then follow the ledger in a daemon thread until close."""
@@ -302,8 +322,14 @@ class PrincipalStatus:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._resume_pending and not self._cursor:
+                self.resume()
+                if self._resume_pending:  # still unreachable: do not read from index 0 meanwhile
+                    self._stop.wait(self._poll)
+                    continue
             try:
                 self.sync()  # catch up by pages (also after a broken stream), then follow by push
+                self._save_if_due()
                 if self._down:
                     log.info("following principal lifecycle on the ledger again")
                 self._down = False
@@ -362,8 +388,15 @@ class PrincipalStatus:
         if self._snapshots is not None:
             try:
                 self.save_snapshot()  # the next start resumes here
-            except OSError:
+            except (OSError, CareChainError):
                 log.warning("principal status snapshot not saved at close")
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a failed call says the ledger is not reachable (yet), rather than refusing the request."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, Unavailable)
 
 
 def _header_hash(header: bytes) -> bytes:

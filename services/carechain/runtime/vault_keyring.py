@@ -127,17 +127,24 @@ class VaultTransitKeyManager:
         _check_name(name)
         if len(contexts) <= 1:  # datakey/plaintext: one request, and it never creates a key
             return [self.generate_data_key(name, context) for context in contexts]
+        plaintexts = [new_aes_key() for _ in contexts]
+        return list(zip(plaintexts, self.wrap_data_keys(name, list(zip(plaintexts, contexts, strict=True))),
+                        strict=True))
+
+    def wrap_data_keys(self, name: str, items: list[tuple[bytes, bytes]]) -> list[str]:
+        _check_name(name)
+        if not items:
+            return []
         if name not in self._known:
             self.key_info(name)  # NotFound for a missing key, before any encrypt could create it
             self._known.add(name)
-        plaintexts = [new_aes_key() for _ in contexts]
-        batch = [{"plaintext": _b64(p), "context": _b64(c)} for p, c in zip(plaintexts, contexts, strict=True)]
-        with vault_errors(f"generate data keys under {name}", _key_errors(name)):
+        batch = [{"plaintext": _b64(p), "context": _b64(c)} for p, c in items]
+        with vault_errors(f"wrap data keys under {name}", _key_errors(name)):
             results = self._transit.encrypt_data(name, batch_input=batch, mount_point=self._mount)["data"][
                 "batch_results"]
-        if len(results) != len(contexts) or any(r.get("error") or not r.get("ciphertext") for r in results):
+        if len(results) != len(items) or any(r.get("error") or not r.get("ciphertext") for r in results):
             raise IntegrityError(f"Transit did not wrap every data key under {name}")
-        return [(plaintext, str(r["ciphertext"])) for plaintext, r in zip(plaintexts, results, strict=True)]
+        return [str(r["ciphertext"]) for r in results]
 
     def decrypt_data_key(self, name: str, wrapped: str, context: bytes) -> bytes:
         wrapped_key_version(wrapped)  # InvalidArgument before asking Vault

@@ -18,6 +18,7 @@ from carechain.runtime.access import ANY, AccessTable, Allow
 from carechain.runtime.auth import Authenticator
 from carechain.runtime.batch_items import item_error
 from carechain.runtime.config import StorageSettings
+from carechain.runtime.logs import configure_logging
 from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.storage.blobstore import BlobStore, check_sha256
 from carechain.storage.file_blobstore import LocalBlobStore
@@ -181,5 +182,6 @@ def build(settings: StorageSettings) -> tuple[Register, list[Callable[[], None]]
 def main() -> None:
     """Run the storage service configured from CARECHAIN_* environment variables."""
     settings = StorageSettings()
+    configure_logging("storage", settings.log_level)  # what build logs (e.g. a resume) is kept
     register, closers = build(settings)
     run_service("storage", settings, register, closers)

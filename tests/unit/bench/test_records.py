@@ -81,3 +81,13 @@ def test_bulk_import_figure_counts_resources_per_second_through_the_given_call()
     records.bulk_import_figure(import_resources, "", ["psn-1", "psn-2"], [b"{1}", b"{2}"], 50, 3, result)
     assert calls == [("psn-1", 50), ("psn-2", 50), ("psn-1", 50)]
     assert len(result.values) == 3 and all(value > 0 for value in result.values)
+
+
+def test_tail_settings_let_one_caller_hold_every_tail_beside_the_services_streams(monkeypatch) -> None:
+    from bench.records import tail_stream_settings
+    from carechain.runtime.config import AuditSettings
+
+    for name, value in tail_stream_settings(64).items():
+        monkeypatch.setenv(name, value)
+    settings = AuditSettings()
+    assert settings.max_streams_per_caller == 64 and settings.max_streams >= 64 + 16

@@ -9,11 +9,13 @@ from carechain.client.proofs import (
     LedgerTrust,
     verify_checkpoint,
     verify_checkpoint_consistency,
+    verify_erasure_receipt,
     verify_record_inclusion,
 )
 from carechain.core.errors import IntegrityError
 from carechain.ledger import transactions
 from carechain.ledger.v1 import ledger_pb2
+from carechain.records.v1 import records_pb2
 
 
 class LedgerStub:
@@ -102,3 +104,49 @@ def test_consistency_between_two_checkpoints_is_proven(network):
     with pytest.raises(IntegrityError):
         verify_checkpoint_consistency(LedgerStub(ledgers[1]), newer.__class__(
             older.height, older.tree_size, bytes(32), older.timestamp_ms, older.signers), newer)
+
+
+def _erasure_receipt(validators, ledgers, record_id: str, signer) -> records_pb2.ErasureReceipt:
+    """What EraseRecords answers: the tombstone (signed by signer, for pat-1) proven against a checkpoint."""
+    erase = ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=[record_id], requested_by="pat-1")
+    committed = ledgers[0].submit(tx(signer, erase_records=erase), 20, final=True)
+    wait_until(lambda: all(ledger.final_height() >= committed.height for ledger in ledgers), "not final")
+    checkpoint = ledgers[1].checkpoint()
+    return records_pb2.ErasureReceipt(
+        patient_id="pat-1", record_ids=[record_id], erased_count=1, log_index=committed.log_index,
+        checkpoint=checkpoint, inclusion_proof=ledgers[2].inclusion_proof(committed.log_index, checkpoint.tree_size))
+
+
+def test_an_erasure_receipt_proves_its_tombstone(network):
+    validators, ledgers, record_id = network
+    receipt = _erasure_receipt(validators, ledgers, record_id, validators.net.records)
+    proven = verify_erasure_receipt(receipt, trust_of(validators))
+    assert (proven.patient_id, proven.record_ids, proven.log_index) == ("pat-1", (record_id,), receipt.log_index)
+    assert len(proven.checkpoint.signers) >= validators.set.quorum
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda r: r.record_ids.append("r-other"), "not the one the receipt describes"),
+    (lambda r: setattr(r, "erased_count", 2), "not the one the receipt describes"),
+    (lambda r: setattr(r, "patient_id", "pat-2"), "not the one the receipt describes"),
+    (lambda r: setattr(r, "log_index", r.log_index - 1), "another log index"),
+    (lambda r: setattr(r.inclusion_proof, "leaf", r.inclusion_proof.leaf[:-1] + b"x"), "root mismatch"),
+])
+def test_a_changed_erasure_receipt_is_refused(network, change, problem):
+    validators, ledgers, record_id = network
+    receipt = _erasure_receipt(validators, ledgers, record_id, validators.net.records)
+    change(receipt)
+    with pytest.raises(IntegrityError, match=problem):
+        verify_erasure_receipt(receipt, trust_of(validators))
+
+
+def test_a_proven_transaction_that_is_not_svc_records_erasure_is_refused(network):
+    validators, ledgers, record_id = network
+    checkpoint = ledgers[0].checkpoint()
+    registration = ledgers[0].record_entry(record_id)
+    receipt = records_pb2.ErasureReceipt(
+        patient_id="pat-1", record_ids=[record_id], erased_count=1, log_index=registration.log_index,
+        checkpoint=checkpoint, inclusion_proof=ledgers[0].inclusion_proof(registration.log_index,
+                                                                            checkpoint.tree_size))
+    with pytest.raises(IntegrityError, match="not an erasure by svc-records"):
+        verify_erasure_receipt(receipt, trust_of(validators))

@@ -64,8 +64,9 @@ def test_permit_carries_a_verifiable_decision_token(env: Env) -> None:
 @pytest.mark.parametrize(("record_id", "actor_id", "reason"), [
     ("rec-psy", "prac-onc", "denied: a sensitive category of the record is named by no consent"),
     ("rec-onc", "prac-gp", "denied: no active consent permits practitioner prac-gp for TREAT"),
-    ("rec-onc", "org-a", "denied: actor org-a is not a registered practitioner"),
-    ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner"),
+    # An organisation is decided for (a SMART Backend Services client): permitted only by a recipient naming it.
+    ("rec-onc", "org-a", "denied: no active consent permits organization org-a for TREAT"),
+    ("rec-onc", "nobody", "denied: actor nobody is not a registered practitioner or organisation"),
 ])
 def test_denials_explain_why(env: Env, record_id: str, actor_id: str, reason: str) -> None:
     grant(env)
@@ -80,6 +81,15 @@ def test_erased_record_is_denied(env: Env) -> None:
     env.ledger.append(PATIENT, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["rec-onc"]))
     decision = decide(env)
     assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and decision.reason == "denied: record erased"
+    assert decision.record_erased and not decision.decision_token
+
+
+def test_erasure_is_told_only_to_readers_consent_would_have_permitted(env: Env) -> None:
+    grant(env)
+    env.ledger.append(PATIENT, erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["rec-onc"]))
+    decision = decide(env, actor_id="prac-gp")
+    assert decision.effect == consent_pb2.DECISION_EFFECT_DENY and not decision.record_erased
+    assert decision.reason == "denied: no active consent permits practitioner prac-gp for TREAT"
 
 
 def test_unknown_record_and_bad_requests(env: Env) -> None:

@@ -459,3 +459,29 @@ INVALID_MORE = [
                          ids=[n for n, _, _ in INVALID_MORE])
 def test_invalid_data_period_and_types_name_the_field(policy_: p.ConsentPolicy, field_: str) -> None:
     test_invalid_policy_names_the_field(policy_, field_)
+
+
+# --- an organisation itself asks (a SMART Backend Services client) -------------------------------------------
+
+def _as_org(**overrides) -> AccessRequest:
+    return request(actor_id="org-a", actor_organization_id="org-a", actor_specialty="", actor_is_organization=True,
+                   **overrides)
+
+
+@pytest.mark.parametrize(("consents", "effect"), [
+    ([consent(prov(actors=[org("org-a")]))], consent_pb2.DECISION_EFFECT_PERMIT),
+    ([consent(prov(actors=[org("org-b")]))], consent_pb2.DECISION_EFFECT_DENY),
+    # What a patient grants to people never admits the organisation's backend.
+    ([consent(prov(actors=[prac("prac-1")]))], consent_pb2.DECISION_EFFECT_DENY),
+    ([consent(prov(actors=[spec("oncology")]))], consent_pb2.DECISION_EFFECT_DENY),
+    ([consent(prov(actors=[prac("prac-1")], nested=[prov()]))], consent_pb2.DECISION_EFFECT_DENY),
+    # A deny for "anyone" denies it as it denies its practitioners.
+    ([consent(prov(actors=[org("org-a")], nested=[prov(DENY, purposes=())]))], consent_pb2.DECISION_EFFECT_DENY),
+    ([consent(prov(actors=[org("org-a")]), cid="c-1"), consent(prov(DENY, actors=[org("org-a")]), cid="c-2")],
+     consent_pb2.DECISION_EFFECT_DENY),
+    # A deny naming a practitioner is about that person, not the organisation.
+    ([consent(prov(actors=[org("org-a")], nested=[prov(DENY, actors=[prac("prac-1")])]))],
+     consent_pb2.DECISION_EFFECT_PERMIT),
+])
+def test_an_organisation_is_permitted_only_by_recipients_naming_it(consents: list, effect: int) -> None:
+    assert evaluate(consents, _as_org()).effect == effect

@@ -8,7 +8,7 @@ import uuid
 
 import grpc
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, onboarding, tx
+from ledger_fixtures import CHAIN, Kind, Net, onboarding, register, tx
 from ledger_fixtures import policy as ledger_policy
 from ledger_service_fixtures import ServiceStub, ledger_service
 
@@ -18,6 +18,7 @@ from carechain.consent.snapshot import ConsentSnapshots
 from carechain.consent.state import ConsentState
 from carechain.core.crypto import Ed25519Signer
 from carechain.ledger import submission, transactions
+from carechain.ledger.linking import attest_link
 from carechain.ledger.quorum import ValidatorSet
 from carechain.ledger.reader import VerifiedLedgerReader
 from carechain.ledger.sealing import LEDGER_METADATA_KEY, LedgerSealer
@@ -172,3 +173,26 @@ def test_principal_kind_is_kept_across_a_snapshot(world):
     assert snapshots.load(resumed, resumed_reader) == state.cursor
     assert resumed.principal("dr-1") == state.principal("dr-1")
     assert resumed.principal("dr-1").kind == Kind.PRINCIPAL_KIND_PRACTITIONER
+
+
+def test_patient_links_survive_a_snapshot_in_the_state_and_in_the_verifying_reader(world):
+    net, sealer, stub, keys, channel, tmp_path = world
+    for principal_id, kind, org in (("org-2", Kind.PRINCIPAL_KIND_ORGANIZATION, ""),
+                                    ("pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-2")):
+        registration, keys[principal_id] = register(net, principal_id, kind, org)
+        assert submission.submit(stub, registration).valid
+    link = attest_link(keys["org-2"], CHAIN, "pat-1", "pat-2")
+    assert submission.submit(stub, tx(keys["pat-1"], link_patient_identity=link)).valid
+    state, reader = follower(stub, net, sealer)
+    state.sync(reader.list_transactions)
+    snapshots = ConsentSnapshots(tmp_path / "consent-snapshot.json", net.consent)
+    assert snapshots.save(state, reader)
+    # After the snapshot, an unlink: the resumed reader re-runs the contract rules on it, which needs the link.
+    assert submission.submit(stub, tx(keys["org-2"], unlink_patient_identity=ledger_pb2.UnlinkPatientIdentity(
+        network_patient_id="pat-1", linked_patient_id="pat-2"))).valid
+
+    resumed, resumed_reader = follower(ServiceStub(channel, net), net, sealer)
+    snapshots.load(resumed, resumed_reader)
+    assert resumed.network_patient("pat-2") == "pat-1"  # as the snapshot left it
+    resumed.sync(resumed_reader.list_transactions)  # verifies the unlink's block: no IntegrityError
+    assert resumed.network_patient("pat-2") == "pat-2" and resumed.linked_patients("pat-1") == []

@@ -77,3 +77,16 @@ def test_every_synthea_patient_and_condition_validates(synthea_dir) -> None:
                 validate_resource(line.strip().encode(), patient, 4 * 1024 * 1024)
                 count += 1
     assert count == 13 + 555
+
+
+def test_the_pseudonym_names_the_records_patient_too() -> None:
+    """Patient/<pseudonym> (the FHIR REST gateway's logical id of a patient) is the record's own patient."""
+    about = {"resourceType": "Condition", "subject": {"reference": "Patient/psn-own"}, "code": {"text": "x"}}
+    validate_resource(json.dumps(about).encode(), PATIENT, LIMIT, pseudonym="psn-own")
+    validate_resource(json.dumps({"resourceType": "Patient", "id": "psn-own"}).encode(), PATIENT, LIMIT,
+                      pseudonym="psn-own")
+    with pytest.raises(InvalidArgument, match="references another patient|does not reference"):
+        validate_resource(json.dumps(about).encode(), PATIENT, LIMIT)  # without it: another patient
+    other = {**about, "subject": {"reference": "Patient/psn-other"}}
+    with pytest.raises(InvalidArgument, match="references another patient"):
+        validate_resource(json.dumps(other).encode(), PATIENT, LIMIT, pseudonym="psn-own")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from ledger_fixtures import CHAIN, Kind, Net, cid, grant, onboarding, record, register, sealed_grant, tx
+from ledger_fixtures import Chain, Kind, Net, cid, grant, onboarding, record, register, sealed_grant, tx
 
 from carechain.common.v1 import common_pb2
 from carechain.consent import rules as consent_rules
@@ -13,37 +11,10 @@ from carechain.consent.v1 import policy_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.errors import InvalidArgument
 from carechain.ledger import transactions
-from carechain.ledger.contract import NOT_PERMITTED, Validator
-from carechain.ledger.state import CONSENT_REVOKED, EmptyState, PendingState
+from carechain.ledger.contract import NOT_PERMITTED
+from carechain.ledger.state import CONSENT_REVOKED
 from carechain.ledger.submission import rejection
 from carechain.ledger.v1 import ledger_pb2
-
-
-class Chain:
-    """A validator over an in-memory state, assigning log indexes."""
-
-    def __init__(self, net: Net) -> None:
-        self.validator = Validator(CHAIN, net.trust)
-        self.block_time_ms: int | None = None  # None = now: the time a block cut now would carry
-        self.state = PendingState(EmptyState())
-        self.next_index = 0
-
-    def apply(self, transaction: ledger_pb2.Transaction) -> ledger_pb2.TransactionResult:
-        block_time_ms = self.block_time_ms if self.block_time_ms is not None else int(time.time() * 1000)
-        result = self.validator.apply(transaction, self.state, self.next_index, block_time_ms=block_time_ms)
-        self.next_index += 1
-        return result
-
-    def ok(self, transaction: ledger_pb2.Transaction) -> None:
-        result = self.apply(transaction)
-        assert result.valid, result.reason
-        assert result.reason == ""
-
-    def rejects(self, transaction: ledger_pb2.Transaction, reason: str) -> str:
-        result = self.apply(transaction)
-        assert not result.valid
-        assert reason in result.reason
-        return result.reason
 
 
 @pytest.fixture
@@ -306,6 +277,34 @@ def test_nobody_else_erases_and_only_the_patients_records(net, chain, keys):
     chain.ok(t)
     chain.rejects(tx(other, erase_records=ledger_pb2.EraseRecords(patient_id="pat-2", record_ids=["r-1"])),
                   "not the patient's")
+    assert not chain.state.record("r-1").erased
+
+
+def _erase_for(requested_by: str, patient_id: str = "pat-1", record_ids=("r-1",)) -> dict:
+    return {"erase_records": ledger_pb2.EraseRecords(patient_id=patient_id, record_ids=list(record_ids),
+                                                     requested_by=requested_by)}
+
+
+def test_records_erases_for_the_patient_a_delegate_or_the_operator(net, chain, keys):
+    for rid in ("r-1", "r-2", "r-3", "r-4"):
+        chain.ok(tx(net.records, register_record=record("pat-1", "org-1", rid)))
+    chain.ok(tx(net.records, **_erase_for("pat-1")))
+    chain.ok(tx(keys["pat-1"], register_delegate=ledger_pb2.RegisterDelegate(
+        patient_id="pat-1", delegate_id="dr-1", relationship=policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN)))
+    chain.ok(tx(net.records, **_erase_for("dr-1", record_ids=["r-2"])))
+    chain.ok(tx(net.records, **_erase_for(net.operator.key_id, record_ids=["r-3"])))
+    erased = chain.state.record("r-1"), chain.state.record("r-2"), chain.state.record("r-3")
+    assert all(r.erased for r in erased) and not chain.state.record("r-4").erased
+    assert erased[0].erased_log_index < erased[1].erased_log_index < erased[2].erased_log_index
+
+
+def test_records_erases_for_nobody_else(net, chain, keys):
+    chain.ok(tx(net.records, register_record=record("pat-1", "org-1", "r-1")))
+    t, _ = register(net, "pat-2", Kind.PRINCIPAL_KIND_PATIENT, "org-1")
+    chain.ok(t)
+    for requested_by in ("", "pat-2", "dr-1", "org-1", net.identity.key_id):
+        chain.rejects(tx(net.records, **_erase_for(requested_by)), "erase_records.requested_by")
+    chain.rejects(tx(keys["dr-1"], **_erase_for("pat-1")), "only the patient")
     assert not chain.state.record("r-1").erased
 
 

@@ -27,8 +27,11 @@ def test_record_entries_show_registration_and_tombstone(ledger: Ledger, net: Net
     committed = ledger.submit(tx(net.records, register_record=record("pat-1", "org-1", "r-1")), TIMEOUT)
     entry = ledger.record_entry("r-1")
     assert entry.record.patient_id == "pat-1" and entry.log_index == committed.log_index and not entry.erased
-    ledger.submit(tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")), TIMEOUT)
-    assert ledger.record_entry("r-1").erased
+    assert entry.registered_at_ms == header(ledger, committed.height).timestamp_ms and not entry.erased_at_ms
+    erasure = ledger.submit(tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")), TIMEOUT)
+    erased = ledger.record_entry("r-1")
+    assert erased.erased and erased.erased_log_index == erasure.log_index
+    assert erased.erased_at_ms == header(ledger, erasure.height).timestamp_ms >= erased.registered_at_ms
     with pytest.raises(NotFound):
         ledger.record_entry("r-unknown")
 

@@ -70,7 +70,7 @@ def test_versions_are_consecutive_linked_and_all_kept(ledger, net):
     assert (first.record.version, first.log_index, first.record.content_sha256) == (1, index1, sha("v1"))
     second = ledger.record_entry("r-1", 2)
     assert (second.log_index, second.latest_version) == (index2, 3)
-    assert 0 < first.block_time_ms <= second.block_time_ms <= latest.block_time_ms
+    assert 0 < first.registered_at_ms <= second.registered_at_ms <= latest.registered_at_ms
     with pytest.raises(NotFound):
         ledger.record_entry("r-1", 4)
 

@@ -125,3 +125,15 @@ def test_the_import_window_halves_when_services_are_overloaded_and_grows_back() 
     stop.set()
     full = Window(1)
     assert full.acquire() and not full.acquire(stop)  # no room, and the import is ending
+
+
+def test_a_pseudonym_reference_names_a_listed_patient() -> None:
+    """Patient/<pseudonym> (the FHIR REST gateway's references) finds the patient as its FHIR id does."""
+    condition = _post({"resourceType": "Condition", "subject": {"reference": "Patient/psn-b"}})
+    stranger = _post({"resourceType": "Condition", "subject": {"reference": "Patient/psn-z"}})
+    both = _post({"resourceType": "Condition", "subject": {"reference": "Patient/psn-a"},
+                  "asserter": {"reference": "Patient/fhir-a"}})
+    planned, unknown, one = _plan([condition, stranger, both], PATIENTS, transaction=False)
+    assert planned.failure is None and planned.patient_id == "psn-b"
+    assert unknown.failure == (grpc.StatusCode.INVALID_ARGUMENT, "resource: is about a patient not in patient_ids")
+    assert one.failure is None and one.patient_id == "psn-a"

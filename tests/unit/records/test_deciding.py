@@ -71,6 +71,18 @@ def test_a_refused_request_raises_its_own_status_and_the_others_are_decided(env:
     assert decider.decide(request()).effect == PERMIT
 
 
+def test_decide_all_sends_at_most_a_batch_per_call_and_answers_in_order(env: Env) -> None:
+    # A search decides many records at once: DecideMany by DecideMany, a refusal in its own place.
+    grant(env)
+    stub = RecordsConsentStub(env)
+    decider = ConsentDecider(lambda: stub, max_batch=4)
+    asked = [request(), request(record_id="rec-psy"), request(record_id="rec-missing")] * 3
+    answers = decider.decide_all(asked)
+    assert stub.batches == [4, 4, 1]
+    assert [a.effect for a in answers[0::3]] == [PERMIT] * 3 and [a.effect for a in answers[1::3]] == [DENY] * 3
+    assert all(isinstance(a, ItemRpcError) and a.code() == grpc.StatusCode.NOT_FOUND for a in answers[2::3])
+
+
 def test_a_revocation_committed_before_the_decision_is_seen(env: Env) -> None:
     consent_id = grant(env).consent_id
     decider = ConsentDecider(lambda: RecordsConsentStub(env))

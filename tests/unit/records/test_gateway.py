@@ -1,17 +1,21 @@
 """What the records gateway keeps between calls (carechain.records.gateway): patients' registrations and
 verified ledger entries, fetched once; a deactivated patient gets no new record; an entry that fails
-verification is never kept."""
+verification is never kept; SMART tokens' scopes and purpose narrow reads and writes, after consent."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from consent_ledger_fake import CHAIN, SEALER, FakeLedger
 
 from carechain.audit.v1 import audit_pb2
 from carechain.common.v1 import common_pb2 as c
+from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.consent.v1 import consent_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.errors import DataLoss, FailedPrecondition, InvalidArgument, PermissionDenied
+from carechain.dev.demo import cancer_diagnosis
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.gateway import RecordsGateway
@@ -96,3 +100,67 @@ def test_a_patient_is_looked_up_once_and_a_deactivated_one_gets_no_new_record() 
         records.put_record(HOSPITAL, "psn-1", b"{}")
     assert refused.value.message.startswith("patient_id:")
     assert peers.principal_calls == 1 and not peers.events  # nothing audited, no key, no blob
+
+
+# --- SMART access tokens ---------------------------------------------------------------------------
+
+ORG = "org-a"
+
+
+def smart(scope: str, purpose: str = "TREAT") -> Caller:
+    return Caller(ORG, c.PRINCIPAL_KIND_ORGANIZATION, ORG, "", scope, purpose)
+
+
+class Permitting(Peers):
+    """Consent permits every read; no data key is ever released (a release would fail the test)."""
+
+    def DecideMany(self, request, **_):  # noqa: N802
+        return consent_pb2.DecideManyResponse(results=[consent_pb2.DecideResult(decision=consent_pb2.Decision(
+            effect=consent_pb2.DECISION_EFFECT_PERMIT, reason="permitted", decision_token="t", decision_id="d"))
+            for _ in request.requests])
+
+
+def _gateway(peers: Peers) -> RecordsGateway:
+    return RecordsGateway(peers, Ed25519Signer.generate("svc-records"), CHAIN, 1 << 20, SEALER)
+
+
+def test_a_read_outside_the_scopes_is_refused_after_consent_and_audited_without_naming_the_type() -> None:
+    peers = Permitting()
+    with pytest.raises(PermissionDenied) as refused:
+        _gateway(peers).get_record(smart("system/Observation.rs"), "rec-1", c.PURPOSE_OF_USE_TREAT)
+    assert "SMART scopes do not permit this read" in refused.value.message
+    assert "Condition" not in refused.value.message
+    [event] = peers.events
+    assert event.outcome == audit_pb2.AUDIT_OUTCOME_DENIED and "SMART scopes" in event.reason
+
+
+def test_consent_still_decides_first_scopes_never_widen() -> None:
+    peers = Peers()  # consent denies
+    for scope in ("system/Condition.rs", "system/Observation.rs"):
+        with pytest.raises(PermissionDenied) as refused:
+            _gateway(peers).get_record(smart(scope), "rec-1", c.PURPOSE_OF_USE_TREAT)
+        assert refused.value.message == DENIAL_MESSAGE
+
+
+def test_a_read_must_state_the_tokens_purpose() -> None:
+    peers = Permitting()
+    with pytest.raises(InvalidArgument) as refused:
+        _gateway(peers).get_record(smart("system/Condition.rs", "TREAT"), "rec-1", c.PURPOSE_OF_USE_HRESCH)
+    assert refused.value.message.startswith("purpose:")
+    assert peers.entry_calls == 0 and not peers.events
+
+
+def test_a_write_needs_the_create_interaction_for_its_type() -> None:
+    peers = Peers()
+    condition = json.dumps(cancer_diagnosis("fhir-1")).encode()
+    with pytest.raises(PermissionDenied, match="SMART scopes do not permit this create"):
+        _gateway(peers).put_record(smart("system/Condition.rs system/Observation.c"), "psn-1", condition)
+    assert not peers.events  # refused before the attempt is audited: nothing created
+
+
+def test_tokens_without_scopes_keep_todays_behaviour() -> None:
+    peers = Peers()
+    with pytest.raises(PermissionDenied) as refused:
+        _gateway(peers).get_record(Caller("prac-1", c.PRINCIPAL_KIND_PRACTITIONER, ORG), "rec-1",
+                                   c.PURPOSE_OF_USE_HRESCH)
+    assert refused.value.message == DENIAL_MESSAGE  # consent's answer: no scope or purpose binding applied

@@ -56,7 +56,7 @@ class Ledger:
             raise NotFoundError()
         version = request.version or 2
         return ledger_pb2.RecordEntry(record=self.versions[version], log_index=7 + version, erased=self.erased,
-                                      block_time_ms=1_767_225_600_000 + version, latest_version=2)
+                                      registered_at_ms=1_767_225_600_000 + version, latest_version=2)
 
 
 def versions(ledger: Ledger) -> RecordVersions:

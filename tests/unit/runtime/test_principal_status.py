@@ -7,7 +7,7 @@ import time
 
 import grpc
 import pytest
-from ledger_fixtures import Net, onboarding, tx
+from ledger_fixtures import TIMEOUT, Net, onboarding, open_ledger, tx
 from ledger_service_fixtures import ServiceStub, ledger_service
 
 from carechain.common.v1 import common_pb2
@@ -18,6 +18,7 @@ from carechain.core.tokens import ACCESS_TOKEN_TYPE, issue_token
 from carechain.ledger import submission
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.auth import Authenticator, Caller, caller_claims
+from carechain.runtime.patient_links import PatientLinkTable
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 
 
@@ -56,6 +57,29 @@ def test_deactivations_and_rotations_are_folded_in_order_and_invalid_ones_ignore
     assert status.deactivated("dr-2") and not status.deactivated("dr-9") and not status.deactivated("dr-1")
     assert status.current_key("dr-1") == new_key and status.current_key("dr-2") is None
     assert status.sync() == 3  # nothing new: nothing changes
+
+
+def test_patient_identity_links_and_unlinks_are_folded() -> None:
+    net, log = Net(), Log()
+    patient = Ed25519Signer.generate("pat-1")
+
+    def link(linked: str, valid: bool = True) -> None:
+        log.add(tx(patient, link_patient_identity=ledger_pb2.LinkPatientIdentity(
+            network_patient_id="pat-1", linked_patient_id=linked, organization_id="org-2")), valid=valid)
+
+    link("pat-2")
+    link("pat-3")
+    link("pat-9", valid=False)
+    log.add(tx(net.identity, unlink_patient_identity=ledger_pb2.UnlinkPatientIdentity(
+        network_patient_id="pat-1", linked_patient_id="pat-3")))
+    status = PrincipalStatus(log)
+    status.sync()
+    assert status.network_patient("pat-2") == "pat-1" and status.network_patient("pat-3") == "pat-3"
+    assert status.network_patient("pat-9") == "pat-9" and status.network_patient("pat-1") == "pat-1"
+    assert status.linked_patients("pat-1") == ["pat-2"]
+    # A snapshot's rows restore the same table.
+    restored = PatientLinkTable(json.loads(json.dumps(status._links.rows())))
+    assert restored.network_patient("pat-2") == "pat-1" and restored.linked_patients("pat-1") == ["pat-2"]
 
 
 def test_a_deactivated_principals_live_token_stops_at_the_next_poll() -> None:
@@ -162,9 +186,9 @@ def test_a_restarted_status_resumes_from_its_snapshot_and_a_tampered_one_is_igno
 
         # The attacker removes dr-1 from the snapshot's deactivations, keeping the signature: ignored.
         envelope = json.loads(snapshots.path.read_text())
-        body = json.loads(envelope["body"])
+        body = json.loads(bytes.fromhex(envelope["body"]))
         body["deactivated"] = [p for p in body["deactivated"] if p != "dr-1"]
-        envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        envelope["body"] = json.dumps(body, separators=(",", ":"), sort_keys=True).encode().hex()
         snapshots.path.write_text(json.dumps(envelope))
         fresh = PrincipalStatus.following(lambda: stub, poll_seconds=600, snapshots=snapshots)
         assert fresh.resume() == 0
@@ -197,3 +221,96 @@ def test_a_stream_ended_by_its_deadline_is_reopened_at_once_from_where_it_stoppe
             assert status.deactivated("dr-1") and len(starts) > 1  # reopened, not left to the 600 s poll
         finally:
             status.close()
+
+@pytest.fixture
+def own_ledger(tmp_path):
+    """(net, ledger): an in-process ledger with org-1, dr-1 and pat-1 registered (log size 3)."""
+    net = Net()
+    ledger = open_ledger(tmp_path, net)
+    try:
+        for onboard in onboarding(net)[0]:
+            ledger.submit(onboard, TIMEOUT)
+        yield net, ledger
+    finally:
+        ledger.close()
+
+
+class OwnLog:
+    """A ledger's own log by pages, as the ledger service follows it, recording what was asked and served."""
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+        self.read_from: list[int] = []
+        self.folded: list[int] = []
+
+    def __call__(self, request: ledger_pb2.ListTransactionsRequest) -> ledger_pb2.ListTransactionsResponse:
+        self.read_from.append(request.from_log_index)
+        page = self.ledger.list_transactions(request.from_log_index, request.limit)
+        self.folded.extend(t.log_index for t in page)
+        return ledger_pb2.ListTransactionsResponse(transactions=page, log_size=self.ledger.log_size())
+
+
+def test_a_status_polling_its_own_ledger_saves_when_due_and_a_restart_folds_only_what_is_new(
+        tmp_path, own_ledger) -> None:
+    # As the ledger service wires it: its own log by pages (no stream), its own blocks to check the snapshot.
+    net, ledger = own_ledger
+    ledger.submit(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="dr-1")),
+                  TIMEOUT)
+    own_log = OwnLog(ledger)
+    snapshots = StatusSnapshots.in_data_dir(tmp_path / "data", Ed25519Signer.generate("svc-ledger"))
+    snapshots.every = 2
+    first = PrincipalStatus(own_log, poll_seconds=0.01, snapshots=snapshots, get_block=ledger.block).start()
+    deadline = time.monotonic() + 10
+    while snapshots.read() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.close()
+    assert snapshots.read()["log_size"] == 4 and first.deactivated("dr-1")  # saved while polling
+    ledger.submit(tx(net.identity, deactivate_principal=ledger_pb2.DeactivatePrincipal(principal_id="pat-1")),
+                  TIMEOUT)
+
+    own_log.folded.clear()
+    resumed = PrincipalStatus(own_log, poll_seconds=600, snapshots=snapshots, get_block=ledger.block)
+    assert resumed.resume() == 4
+    assert resumed.sync() == 5
+    assert own_log.folded == [4]  # one transaction replayed: the one committed since the snapshot
+    assert resumed.deactivated("dr-1") and resumed.deactivated("pat-1")
+
+
+def test_a_snapshot_beyond_the_ledger_head_is_ignored(tmp_path, own_ledger) -> None:
+    _, ledger = own_ledger
+    snapshots = StatusSnapshots.in_data_dir(tmp_path / "data", Ed25519Signer.generate("svc-ledger"))
+    # Signed by the right key, but of a longer history than this ledger holds (e.g. a restored backup).
+    snapshots.write({"height": 9, "header_hash": "00" * 32, "log_size": 40, "deactivated": [], "keys": {}})
+    status = PrincipalStatus(Log(), snapshots=snapshots, get_block=ledger.block)
+    assert status.resume() == 0
+
+
+def test_a_snapshot_is_checked_once_the_ledger_is_reachable_instead_of_reading_from_index_0(
+        tmp_path, own_ledger) -> None:
+    _, ledger = own_ledger
+    snapshots = StatusSnapshots.in_data_dir(tmp_path / "data", Ed25519Signer.generate("svc-audit"))
+    own_log = OwnLog(ledger)
+    read_from = own_log.read_from
+
+    first = PrincipalStatus(own_log, snapshots=snapshots, get_block=ledger.block)
+    first.sync()
+    assert first.save_snapshot()
+    read_from.clear()
+    down = [True]
+
+    def get_block(height: int) -> ledger_pb2.Block:
+        if down[0]:
+            raise Unavailable("ledger", "connection refused")
+        return ledger.block(height)
+
+    later = PrincipalStatus(own_log, poll_seconds=0.01, snapshots=snapshots, get_block=get_block).start()
+    try:
+        time.sleep(0.1)
+        assert later.cursor == 0 and read_from == []  # waiting for the ledger, not replaying meanwhile
+        down[0] = False
+        deadline = time.monotonic() + 10
+        while not read_from and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert read_from and min(read_from) == 3  # resumed at the snapshot, then read what is new
+    finally:
+        later.close()

@@ -22,6 +22,8 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_DISCLOSE: _ClassVar[AuditAction]
     AUDIT_ACTION_LEDGER_CHECKPOINT: _ClassVar[AuditAction]
     AUDIT_ACTION_ANCHOR_BATCH: _ClassVar[AuditAction]
+    AUDIT_ACTION_SEARCH: _ClassVar[AuditAction]
+    AUDIT_ACTION_ERASE: _ClassVar[AuditAction]
 
 class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +50,8 @@ AUDIT_ACTION_REVIEW: AuditAction
 AUDIT_ACTION_DISCLOSE: AuditAction
 AUDIT_ACTION_LEDGER_CHECKPOINT: AuditAction
 AUDIT_ACTION_ANCHOR_BATCH: AuditAction
+AUDIT_ACTION_SEARCH: AuditAction
+AUDIT_ACTION_ERASE: AuditAction
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_SUCCESS: AuditOutcome
 AUDIT_OUTCOME_DENIED: AuditOutcome

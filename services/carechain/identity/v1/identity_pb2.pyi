@@ -1,4 +1,5 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -6,6 +7,40 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LinkPatientRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class UnlinkPatientRequest(_message.Message):
+    __slots__ = ("transaction",)
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    transaction: _ledger_pb2.Transaction
+    def __init__(self, transaction: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class LinkPatientResponse(_message.Message):
+    __slots__ = ("ledger_log_index", "rewrapped")
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REWRAPPED_FIELD_NUMBER: _ClassVar[int]
+    ledger_log_index: int
+    rewrapped: int
+    def __init__(self, ledger_log_index: _Optional[int] = ..., rewrapped: _Optional[int] = ...) -> None: ...
+
+class ResolvePatientRequest(_message.Message):
+    __slots__ = ("fhir_patient_id",)
+    FHIR_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    fhir_patient_id: str
+    def __init__(self, fhir_patient_id: _Optional[str] = ...) -> None: ...
+
+class ResolvePatientResponse(_message.Message):
+    __slots__ = ("network_patient_id", "organization_patient_ids")
+    NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_PATIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    network_patient_id: str
+    organization_patient_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network_patient_id: _Optional[str] = ..., organization_patient_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeactivatePrincipalRequest(_message.Message):
     __slots__ = ("principal_id",)
@@ -228,3 +263,41 @@ class DeleteDataKeyRequest(_message.Message):
 class DeleteDataKeyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RegisterClientKeysRequest(_message.Message):
+    __slots__ = ("jwks",)
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    jwks: str
+    def __init__(self, jwks: _Optional[str] = ...) -> None: ...
+
+class ClientKeys(_message.Message):
+    __slots__ = ("client_id", "key_ids")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExchangeClientAssertionRequest(_message.Message):
+    __slots__ = ("client_assertion", "scope", "purpose_of_use", "audience")
+    CLIENT_ASSERTION_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_OF_USE_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    client_assertion: str
+    scope: str
+    purpose_of_use: _common_pb2.PurposeOfUse
+    audience: str
+    def __init__(self, client_assertion: _Optional[str] = ..., scope: _Optional[str] = ..., purpose_of_use: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., audience: _Optional[str] = ...) -> None: ...
+
+class ClientAccessToken(_message.Message):
+    __slots__ = ("token", "expires_at_ms", "scope", "purpose_of_use")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_OF_USE_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at_ms: int
+    scope: str
+    purpose_of_use: _common_pb2.PurposeOfUse
+    def __init__(self, token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., scope: _Optional[str] = ..., purpose_of_use: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ...) -> None: ...

@@ -101,6 +101,31 @@ class IdentityServiceStub:
                 request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePrincipalKeyRequest.SerializeToString,
                 response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.FromString,
                 _registered_method=True)
+        self.RegisterClientKeys = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/RegisterClientKeys',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RegisterClientKeysRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientKeys.FromString,
+                _registered_method=True)
+        self.ExchangeClientAssertion = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/ExchangeClientAssertion',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.FromString,
+                _registered_method=True)
+        self.LinkPatient = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/LinkPatient',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientResponse.FromString,
+                _registered_method=True)
+        self.UnlinkPatient = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/UnlinkPatient',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.UnlinkPatientRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientResponse.FromString,
+                _registered_method=True)
+        self.ResolvePatient = channel.unary_unary(
+                '/carechain.identity.v1.IdentityService/ResolvePatient',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ResolvePatientRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ResolvePatientResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -219,6 +244,57 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterClientKeys(self, request, context):
+        """Registers the caller's SMART Backend Services client keys (a JWKS of
+        public RS384 / ES384 keys, each with a kid), replacing any registered
+        before. The client_id is the caller's principal id. Organisations (system/
+        scopes) and practitioners (user/ scopes) only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeClientAssertion(self, request, context):
+        """SMART Backend Services token exchange (OAuth2 client credentials with a
+        private_key_jwt client assertion): verifies the assertion against the
+        client's registered keys and issues a short-lived access token carrying
+        the granted scopes and purpose of use. Unauthenticated (the assertion is
+        the proof).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LinkPatient(self, request, context):
+        """--- Network patient identity (docs/network-identity.md) ---
+        Submits a LinkPatientIdentity transaction signed by the network patient
+        (or an active delegate) carrying the organisation's attestation; this
+        service then re-wraps the linked patient's data keys under the network
+        patient's key-encryption key. The signing patient or delegate only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlinkPatient(self, request, context):
+        """Submits an UnlinkPatientIdentity transaction signed by the caller (the
+        network patient, an active delegate, or the linked patient's organisation)
+        and re-wraps the linked patient's data keys back under its own key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolvePatient(self, request, context):
+        """Resolves one of the caller organisation's own FHIR Patient ids to the
+        network identity and the caller organisation's own linked pseudonyms (in
+        the spirit of IHE PIXm). An organisation and its practitioners; anything
+        not the caller's is NOT_FOUND, the same as an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +362,31 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RotatePrincipalKey,
                     request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePrincipalKeyRequest.FromString,
                     response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.SerializeToString,
+            ),
+            'RegisterClientKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterClientKeys,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.RegisterClientKeysRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientKeys.SerializeToString,
+            ),
+            'ExchangeClientAssertion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeClientAssertion,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.SerializeToString,
+            ),
+            'LinkPatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkPatient,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientResponse.SerializeToString,
+            ),
+            'UnlinkPatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlinkPatient,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.UnlinkPatientRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientResponse.SerializeToString,
+            ),
+            'ResolvePatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolvePatient,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ResolvePatientRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ResolvePatientResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -641,6 +742,141 @@ class IdentityService:
             '/carechain.identity.v1.IdentityService/RotatePrincipalKey',
             carechain_dot_identity_dot_v1_dot_identity__pb2.RotatePrincipalKeyRequest.SerializeToString,
             carechain_dot_identity_dot_v1_dot_identity__pb2.Principal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterClientKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/RegisterClientKeys',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.RegisterClientKeysRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ClientKeys.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeClientAssertion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/ExchangeClientAssertion',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkPatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/LinkPatient',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlinkPatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/UnlinkPatient',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.UnlinkPatientRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.LinkPatientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolvePatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.identity.v1.IdentityService/ResolvePatient',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ResolvePatientRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ResolvePatientResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,7 +36,7 @@ class Transaction(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., signer_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TransactionBody(_message.Message):
-    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access", "deactivate_principal", "rotate_principal_key")
+    __slots__ = ("chain_id", "nonce", "created_at_ms", "submitter_id", "register_principal", "register_record", "grant_consent", "revoke_consent", "anchor_audit_batch", "erase_records", "key_rotation", "register_delegate", "revoke_delegate", "break_glass_access", "deactivate_principal", "rotate_principal_key", "link_patient_identity", "unlink_patient_identity")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class TransactionBody(_message.Message):
     BREAK_GLASS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     DEACTIVATE_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     ROTATE_PRINCIPAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LINK_PATIENT_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    UNLINK_PATIENT_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     nonce: bytes
     created_at_ms: int
@@ -69,7 +71,9 @@ class TransactionBody(_message.Message):
     break_glass_access: BreakGlassAccess
     deactivate_principal: DeactivatePrincipal
     rotate_principal_key: RotatePrincipalKey
-    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ..., deactivate_principal: _Optional[_Union[DeactivatePrincipal, _Mapping]] = ..., rotate_principal_key: _Optional[_Union[RotatePrincipalKey, _Mapping]] = ...) -> None: ...
+    link_patient_identity: LinkPatientIdentity
+    unlink_patient_identity: UnlinkPatientIdentity
+    def __init__(self, chain_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., created_at_ms: _Optional[int] = ..., submitter_id: _Optional[str] = ..., register_principal: _Optional[_Union[RegisterPrincipal, _Mapping]] = ..., register_record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., grant_consent: _Optional[_Union[GrantConsent, _Mapping]] = ..., revoke_consent: _Optional[_Union[RevokeConsent, _Mapping]] = ..., anchor_audit_batch: _Optional[_Union[AnchorAuditBatch, _Mapping]] = ..., erase_records: _Optional[_Union[EraseRecords, _Mapping]] = ..., key_rotation: _Optional[_Union[KeyRotation, _Mapping]] = ..., register_delegate: _Optional[_Union[RegisterDelegate, _Mapping]] = ..., revoke_delegate: _Optional[_Union[RevokeDelegate, _Mapping]] = ..., break_glass_access: _Optional[_Union[BreakGlassAccess, _Mapping]] = ..., deactivate_principal: _Optional[_Union[DeactivatePrincipal, _Mapping]] = ..., rotate_principal_key: _Optional[_Union[RotatePrincipalKey, _Mapping]] = ..., link_patient_identity: _Optional[_Union[LinkPatientIdentity, _Mapping]] = ..., unlink_patient_identity: _Optional[_Union[UnlinkPatientIdentity, _Mapping]] = ...) -> None: ...
 
 class RegisterPrincipal(_message.Message):
     __slots__ = ("principal_id", "kind", "public_key", "organization_id", "specialty", "specialty_attested_by")
@@ -230,12 +234,14 @@ class AnchorAuditBatch(_message.Message):
     def __init__(self, batch_number: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., merkle_root: _Optional[bytes] = ...) -> None: ...
 
 class EraseRecords(_message.Message):
-    __slots__ = ("patient_id", "record_ids")
+    __slots__ = ("patient_id", "record_ids", "requested_by")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     record_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    requested_by: str
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
 class KeyRotation(_message.Message):
     __slots__ = ("patient_id", "key_version")
@@ -244,6 +250,28 @@ class KeyRotation(_message.Message):
     patient_id: str
     key_version: int
     def __init__(self, patient_id: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
+
+class LinkPatientIdentity(_message.Message):
+    __slots__ = ("network_patient_id", "linked_patient_id", "organization_id", "attestation_nonce", "attestation")
+    NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINKED_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_NONCE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    network_patient_id: str
+    linked_patient_id: str
+    organization_id: str
+    attestation_nonce: bytes
+    attestation: bytes
+    def __init__(self, network_patient_id: _Optional[str] = ..., linked_patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., attestation_nonce: _Optional[bytes] = ..., attestation: _Optional[bytes] = ...) -> None: ...
+
+class UnlinkPatientIdentity(_message.Message):
+    __slots__ = ("network_patient_id", "linked_patient_id")
+    NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINKED_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    network_patient_id: str
+    linked_patient_id: str
+    def __init__(self, network_patient_id: _Optional[str] = ..., linked_patient_id: _Optional[str] = ...) -> None: ...
 
 class SubmitTransactionRequest(_message.Message):
     __slots__ = ("transaction", "ack")
@@ -444,18 +472,44 @@ class GetRecordEntryRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RecordEntry(_message.Message):
-    __slots__ = ("record", "log_index", "erased", "block_time_ms", "latest_version")
+    __slots__ = ("record", "log_index", "erased", "latest_version", "erased_log_index", "erased_at_ms", "registered_at_ms", "last_updated_ms")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERASED_FIELD_NUMBER: _ClassVar[int]
-    BLOCK_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERASED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
     record: RegisterRecord
     log_index: int
     erased: bool
-    block_time_ms: int
     latest_version: int
-    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., block_time_ms: _Optional[int] = ..., latest_version: _Optional[int] = ...) -> None: ...
+    erased_log_index: int
+    erased_at_ms: int
+    registered_at_ms: int
+    last_updated_ms: int
+    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., latest_version: _Optional[int] = ..., erased_log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., registered_at_ms: _Optional[int] = ..., last_updated_ms: _Optional[int] = ...) -> None: ...
+
+class ListPatientRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "page_size", "page_token", "from_log_index")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FROM_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    page_size: int
+    page_token: str
+    from_log_index: int
+    def __init__(self, patient_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., from_log_index: _Optional[int] = ...) -> None: ...
+
+class ListPatientRecordsResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[RecordEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[RecordEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
     __slots__ = ("log_index", "tree_size")

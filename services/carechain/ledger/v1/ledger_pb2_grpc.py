@@ -96,6 +96,11 @@ class LedgerServiceStub:
                 request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksRequest.SerializeToString,
                 response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksResponse.FromString,
                 _registered_method=True)
+        self.ListPatientRecords = channel.unary_unary(
+                '/carechain.ledger.v1.LedgerService/ListPatientRecords',
+                request_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.ListPatientRecordsRequest.SerializeToString,
+                response_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.ListPatientRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -197,6 +202,18 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPatientRecords(self, request, context):
+        """--- Search (issue 14 part 2): a patient's records, for the records service's SearchRecords.
+        Returns the registrations of a patient's records (under every identity the
+        patient is known by) in log order, one page at a time (O(page): an index of
+        the chain store), each with the timestamp of the block that committed it.
+        svc-records only: the entries name no PHI, but which records a patient has
+        is for consent to release, record by record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +276,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.WatchBlocks,
                     request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksRequest.FromString,
                     response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksResponse.SerializeToString,
+            ),
+            'ListPatientRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPatientRecords,
+                    request_deserializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.ListPatientRecordsRequest.FromString,
+                    response_serializer=carechain_dot_ledger_dot_v1_dot_ledger__pb2.ListPatientRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +609,33 @@ class LedgerService:
             '/carechain.ledger.v1.LedgerService/WatchBlocks',
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksRequest.SerializeToString,
             carechain_dot_ledger_dot_v1_dot_ledger__pb2.WatchBlocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPatientRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.ledger.v1.LedgerService/ListPatientRecords',
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.ListPatientRecordsRequest.SerializeToString,
+            carechain_dot_ledger_dot_v1_dot_ledger__pb2.ListPatientRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

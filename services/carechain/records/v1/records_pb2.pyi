@@ -1,4 +1,5 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -90,7 +91,7 @@ class ReconcileRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class ReconcileReport(_message.Message):
-    __slots__ = ("cutoff_ms", "ledger_records", "orphan_blobs", "orphan_data_keys", "stale_uploads", "abandoned_writes", "unconfirmed_commits", "dry_run")
+    __slots__ = ("cutoff_ms", "ledger_records", "orphan_blobs", "orphan_data_keys", "stale_uploads", "abandoned_writes", "unconfirmed_commits", "dry_run", "erased_leftovers")
     CUTOFF_MS_FIELD_NUMBER: _ClassVar[int]
     LEDGER_RECORDS_FIELD_NUMBER: _ClassVar[int]
     ORPHAN_BLOBS_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +100,7 @@ class ReconcileReport(_message.Message):
     ABANDONED_WRITES_FIELD_NUMBER: _ClassVar[int]
     UNCONFIRMED_COMMITS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    ERASED_LEFTOVERS_FIELD_NUMBER: _ClassVar[int]
     cutoff_ms: int
     ledger_records: int
     orphan_blobs: int
@@ -107,7 +109,8 @@ class ReconcileReport(_message.Message):
     abandoned_writes: int
     unconfirmed_commits: int
     dry_run: bool
-    def __init__(self, cutoff_ms: _Optional[int] = ..., ledger_records: _Optional[int] = ..., orphan_blobs: _Optional[int] = ..., orphan_data_keys: _Optional[int] = ..., stale_uploads: _Optional[int] = ..., abandoned_writes: _Optional[int] = ..., unconfirmed_commits: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    erased_leftovers: int
+    def __init__(self, cutoff_ms: _Optional[int] = ..., ledger_records: _Optional[int] = ..., orphan_blobs: _Optional[int] = ..., orphan_data_keys: _Optional[int] = ..., stale_uploads: _Optional[int] = ..., abandoned_writes: _Optional[int] = ..., unconfirmed_commits: _Optional[int] = ..., dry_run: _Optional[bool] = ..., erased_leftovers: _Optional[int] = ...) -> None: ...
 
 class ImportBundleRequest(_message.Message):
     __slots__ = ("bundle_json", "patient_ids")
@@ -232,3 +235,135 @@ class ListRecordVersionsResponse(_message.Message):
     versions: _containers.RepeatedCompositeFieldContainer[RecordVersion]
     next_page_token: str
     def __init__(self, versions: _Optional[_Iterable[_Union[RecordVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SearchRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    DATE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    DATE_TO_MS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    purpose: _common_pb2.PurposeOfUse
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    date_from_ms: int
+    date_to_ms: int
+    author_organization_id: str
+    updated_since_ms: int
+    page_size: int
+    page_token: str
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class RecordSummary(_message.Message):
+    __slots__ = ("record_id", "resource_type", "version", "data_date_ms", "author_organization_id", "last_updated_ms", "categories", "security_labels", "ledger_log_index", "large")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LARGE_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    resource_type: str
+    version: int
+    data_date_ms: int
+    author_organization_id: str
+    last_updated_ms: int
+    categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    security_labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.SecurityLabel]
+    ledger_log_index: int
+    large: bool
+    def __init__(self, record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., last_updated_ms: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., ledger_log_index: _Optional[int] = ..., large: _Optional[bool] = ...) -> None: ...
+
+class SearchRecordsResponse(_message.Message):
+    __slots__ = ("records", "withheld", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[RecordSummary]
+    withheld: int
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[RecordSummary, _Mapping]]] = ..., withheld: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PatientSummaryRequest(_message.Message):
+    __slots__ = ("patient_id", "purpose", "resource_types", "since_ms", "break_glass", "break_glass_reason")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    purpose: _common_pb2.PurposeOfUse
+    resource_types: _containers.RepeatedScalarFieldContainer[str]
+    since_ms: int
+    break_glass: bool
+    break_glass_reason: str
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., since_ms: _Optional[int] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ...) -> None: ...
+
+class PatientSummaryEnd(_message.Message):
+    __slots__ = ("returned", "withheld", "large_records")
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    LARGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    returned: int
+    withheld: int
+    large_records: int
+    def __init__(self, returned: _Optional[int] = ..., withheld: _Optional[int] = ..., large_records: _Optional[int] = ...) -> None: ...
+
+class PatientSummaryResponse(_message.Message):
+    __slots__ = ("record", "end")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    record: GetRecordResponse
+    end: PatientSummaryEnd
+    def __init__(self, record: _Optional[_Union[GetRecordResponse, _Mapping]] = ..., end: _Optional[_Union[PatientSummaryEnd, _Mapping]] = ...) -> None: ...
+
+class PatientSummaryBundle(_message.Message):
+    __slots__ = ("bundle_json", "end")
+    BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    bundle_json: bytes
+    end: PatientSummaryEnd
+    def __init__(self, bundle_json: _Optional[bytes] = ..., end: _Optional[_Union[PatientSummaryEnd, _Mapping]] = ...) -> None: ...
+
+class EraseRecordsRequest(_message.Message):
+    __slots__ = ("patient_id", "record_ids", "all", "reason")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    record_ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    reason: str
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ErasureReceipt(_message.Message):
+    __slots__ = ("patient_id", "record_ids", "erased_count", "log_index", "erased_at_ms", "erased_on", "checkpoint", "inclusion_proof")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_ON_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    record_ids: _containers.RepeatedScalarFieldContainer[str]
+    erased_count: int
+    log_index: int
+    erased_at_ms: int
+    erased_on: str
+    checkpoint: _ledger_pb2.Checkpoint
+    inclusion_proof: _ledger_pb2.InclusionProof
+    def __init__(self, patient_id: _Optional[str] = ..., record_ids: _Optional[_Iterable[str]] = ..., erased_count: _Optional[int] = ..., log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., erased_on: _Optional[str] = ..., checkpoint: _Optional[_Union[_ledger_pb2.Checkpoint, _Mapping]] = ..., inclusion_proof: _Optional[_Union[_ledger_pb2.InclusionProof, _Mapping]] = ...) -> None: ...

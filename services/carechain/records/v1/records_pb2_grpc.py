@@ -81,6 +81,26 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.FromString,
                 _registered_method=True)
+        self.SearchRecords = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/SearchRecords',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsResponse.FromString,
+                _registered_method=True)
+        self.GetPatientSummary = channel.unary_stream(
+                '/carechain.records.v1.RecordsService/GetPatientSummary',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryResponse.FromString,
+                _registered_method=True)
+        self.GetPatientSummaryBundle = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/GetPatientSummaryBundle',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryBundle.FromString,
+                _registered_method=True)
+        self.EraseRecords = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/EraseRecords',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+                _registered_method=True)
 
 
 class RecordsServiceServicer:
@@ -179,6 +199,56 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchRecords(self, request, context):
+        """--- Search and patient summary (issue 14 parts 2 and 3; docs/sdk.md, "Search and summary").
+        Finds a patient's records by resource type, sensitivity category, clinical
+        date, authoring organisation and last update, a page at a time: metadata
+        only, of the records consent permits the caller to read (decided, no key
+        released), and how many matched but were withheld (never which or why).
+        One audit event (AUDIT_ACTION_SEARCH, counts only) per call, in the
+        patient's accounting of disclosures. A caller the patient's consent
+        permits no record at all gets PERMISSION_DENIED, as GetRecord would answer:
+        an unknown patient, one without records and one who consented nothing to
+        the caller look the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPatientSummary(self, request, context):
+        """Every record of the patient the caller may read (in the spirit of FHIR
+        Patient/$everything), optionally limited by resource types and last
+        update: each decided, key-released and audited exactly as GetRecord
+        (break-glass as for GetRecord), one message per record in log order, then
+        a last message with the counts (withheld: how many were not permitted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPatientSummaryBundle(self, request, context):
+        """The same summary as one FHIR R4 Bundle (type searchset); FAILED_PRECONDITION
+        when it would exceed the 4 MiB message cap (read it with GetPatientSummary).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseRecords(self, request, context):
+        """--- erasure (issue 14 part 5) ---
+        Erases records of a patient (docs/security.md, "Erasure"): named ones, or
+        all of them. The patient, an active delegate, or the operator where policy
+        allows (CARECHAIN_OPERATOR_ERASURE). A retention hold refuses with
+        FAILED_PRECONDITION naming the rule and the date it ends, erasing nothing.
+        Commits the EraseRecords tombstone first, then destroys each version's data
+        key (crypto-shredding) and blob; reads then answer FAILED_PRECONDITION
+        "record erased on YYYY-MM-DD". Answers with a receipt: the tombstone's
+        RFC 9162 inclusion proof against a co-signed checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +296,26 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.ListRecordVersions,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.SerializeToString,
+            ),
+            'SearchRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchRecords,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsResponse.SerializeToString,
+            ),
+            'GetPatientSummary': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetPatientSummary,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryResponse.SerializeToString,
+            ),
+            'GetPatientSummaryBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPatientSummaryBundle,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryBundle.SerializeToString,
+            ),
+            'EraseRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseRecords,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +563,114 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/ListRecordVersions',
             carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/SearchRecords',
+            carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPatientSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/GetPatientSummary',
+            carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPatientSummaryBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/GetPatientSummaryBundle',
+            carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.PatientSummaryBundle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/EraseRecords',
+            carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,66 @@
+"""The CapabilityStatement of ``GET /metadata``: exactly what this server implements now.
+
+Every resource type CareChain stores (the Patient and every type of the R4 Patient compartment,
+:data:`carechain.core.fhir.PATIENT_REFERENCE_FIELDS`) with the interactions the gateway serves, batch and
+transaction Bundles, JSON only, and SMART-on-FHIR as the security service.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import carechain
+from carechain.core.fhir import PATIENT_REFERENCE_FIELDS
+from carechain.fhir.outcomes import FHIR_JSON
+
+FHIR_VERSION = "4.0.1"
+#: Interactions served for every resource type (docs/fhir.md; vread, update, history and search wait for issue 14).
+TYPE_INTERACTIONS = ("create", "read")
+#: System-level interactions: POST / with a Bundle.
+SYSTEM_INTERACTIONS = ("batch", "transaction")
+RESTFUL_SECURITY = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+
+
+def resource_types() -> list[str]:
+    """The FHIR resource types CareChain accepts as records, sorted."""
+    return sorted({"Patient", *PATIENT_REFERENCE_FIELDS})
+
+
+def capability_statement(base_url: str, published: datetime.datetime) -> dict[str, Any]:
+    """The server's CapabilityStatement (kind instance), its implementation at base_url, dated published."""
+    resources = [
+        {
+            "type": resource_type,
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": False,
+            "updateCreate": False,
+        }
+        for resource_type in resource_types()
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published.astimezone(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "publisher": "CareChain",
+        "kind": "instance",
+        "software": {"name": "CareChain FHIR gateway", "version": carechain.__version__},
+        "implementation": {"description": "CareChain FHIR R4 REST gateway (consented, audited records)",
+                           "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": [FHIR_JSON, "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Patients are referenced as Patient/<pseudonym>: the pseudonym is a patient's logical "
+                             "id on this server. Reads need a purpose of use.",
+            "security": {
+                "cors": False,
+                "service": [{"coding": [{"system": RESTFUL_SECURITY, "code": "SMART-on-FHIR"}]}],
+                "description": "SMART Backend Services: Authorization: Bearer <CareChain access token>; see "
+                               ".well-known/smart-configuration",
+            },
+            "resource": resources,
+            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+        }],
+    }
