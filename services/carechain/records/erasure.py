@@ -34,6 +34,7 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
+from carechain.core.decision_claims import data_key_id
 from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from carechain.core.layout import OPERATOR_ID
 from carechain.identity.v1 import identity_pb2
@@ -136,7 +137,8 @@ def destroy(peers: Any, parts: Iterable[ErasurePart], now_ms: int) -> Destroyed:
     done = Destroyed()
     for part in parts:
         if deleted(lambda p=part: peers.identity.DeleteDataKey(
-                identity_pb2.DeleteDataKeyRequest(record_id=p.record_id, patient_id=p.patient_id))):
+                identity_pb2.DeleteDataKeyRequest(record_id=data_key_id(p.record_id, p.version),
+                                                patient_id=p.patient_id))):
             done.data_keys += 1
         # written_before_ms after now: the blob is removed whenever it was written (it is this record's).
         # FAILED_PRECONDITION: an S3 version under Object Lock stays until its retention ends; without

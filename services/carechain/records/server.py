@@ -15,12 +15,19 @@ from carechain.ledger.sealing import metadata_sealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.records.bulk import BulkImporter
 from carechain.records.erasure import Eraser, RetentionPolicy
-from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label_codings, organization_of
+from carechain.records.gateway import (
+    ReadRecord,
+    RecordsGateway,
+    StoredRecord,
+    handling_label_codings,
+    organization_of,
+)
 from carechain.records.large_records import LargeRecords
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.search import RecordSearch
 from carechain.records.summary import PatientSummaries, SummaryCounts
 from carechain.records.v1 import records_pb2, records_pb2_grpc
+from carechain.records.versions import RecordVersions
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope, caller
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import RecordsSettings
@@ -65,6 +72,11 @@ ACCESS = AccessTable(SERVICE, {
     "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
     "GetRecordStream": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
                                 note="as GetRecord, the data streamed"),
+    # Versions (records.versions): amended by the author only; history under the read's consent decision.
+    "UpdateRecord": Allow.of(practitioner=ANY, organization=ANY,
+                             note="only the authoring organization and its practitioners"),
+    "ListRecordVersions": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                   note="metadata, only what the patient's consent permits"),
     # Search and summary: the callers of GetRecord; consent decides every record, strangers are denied.
     "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
     "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),
@@ -90,24 +102,27 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         self._reconciler = reconciler
         self._importer = importer
         self._large = large
+        self._versions = RecordVersions(gateway)
 
     def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext
                   ) -> records_pb2.PutRecordResponse:
-        stored = self._gateway.put_record(caller(context), request.patient_id, request.resource_json)
-        return records_pb2.PutRecordResponse(
-            record_id=stored.record_id,
-            version=stored.version,
-            categories=stored.categories,
-            content_sha256=stored.content_sha256,
-            ledger_log_index=stored.log_index,
-            security_labels=security_label_messages(stored.categories),
-        )
+        return _put_response(self._gateway.put_record(caller(context), request.patient_id, request.resource_json))
+
+    def UpdateRecord(self, request: records_pb2.UpdateRecordRequest, context: grpc.ServicerContext
+                     ) -> records_pb2.PutRecordResponse:
+        return _put_response(self._versions.update(caller(context), request.record_id, request.resource_json,
+                                                   request.if_version))
+
+    def ListRecordVersions(self, request: records_pb2.ListRecordVersionsRequest, context: grpc.ServicerContext
+                           ) -> records_pb2.ListRecordVersionsResponse:
+        return self._versions.history(caller(context), request.record_id, request.purpose, request.page_size,
+                                      request.page_token)
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext
                   ) -> records_pb2.GetRecordResponse:
         record = self._gateway.get_record(
             caller(context), request.record_id, request.purpose, request.action, request.break_glass,
-            request.break_glass_reason,
+            request.break_glass_reason, version=request.version, provenance_json=request.provenance,
         )
         return _read_response(record)
 
@@ -128,10 +143,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
                         ) -> records_pb2.PutRecordResponse:
         with _stream_slot(context):
             stored = self._large_records().put(caller(context), requests)
-        return records_pb2.PutRecordResponse(
-            record_id=stored.record_id, version=stored.version, categories=stored.categories,
-            content_sha256=stored.content_sha256, ledger_log_index=stored.log_index,
-            security_labels=security_label_messages(stored.categories))
+        return _put_response(stored)
 
     @limited_stream
     def GetRecordStream(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext
@@ -203,6 +215,14 @@ def _stream_slot(context: grpc.ServicerContext) -> contextlib.AbstractContextMan
     return limiter.slot(caller(context).principal_id) if limiter is not None else contextlib.nullcontext()
 
 
+def _put_response(stored: StoredRecord) -> records_pb2.PutRecordResponse:
+    """A committed write (a new record or a new version) as PutRecord answers it."""
+    return records_pb2.PutRecordResponse(
+        record_id=stored.record_id, version=stored.version, categories=stored.categories,
+        content_sha256=stored.content_sha256, ledger_log_index=stored.log_index,
+        security_labels=security_label_messages(stored.categories))
+
+
 def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:
     """A permitted read as GetRecord answers it (and GetRecordStream's header, with the attachment's size)."""
     return records_pb2.GetRecordResponse(
@@ -219,6 +239,9 @@ def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:
                          *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
         labelled_resource_json=record.labelled_resource_json,
         attachment_size=record.attachment.size if record.attachment is not None else 0,
+        record_version=record.record_version,
+        versioned_resource_json=record.versioned_resource_json,
+        provenance_json=record.provenance_json,
     )
 
 

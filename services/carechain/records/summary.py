@@ -155,7 +155,8 @@ def labelled_resource(read: ReadRecord) -> dict[str, object]:
     """The resource of a read with its security labels in meta.security (Part 2 handling labels included)."""
     if read.labelled_resource_json:
         return dict(json.loads(read.labelled_resource_json))
-    return dict(json.loads(with_security_labels(read.resource_json,
+    # meta.versionId and meta.lastUpdated as a read sets them (the stored bytes stay in resource_json).
+    return dict(json.loads(with_security_labels(read.versioned_resource_json or read.resource_json,
                                                 security_labels(read.categories, with_confidentiality=True))))
 
 

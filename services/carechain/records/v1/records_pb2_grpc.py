@@ -71,6 +71,16 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.FromString,
                 _registered_method=True)
+        self.UpdateRecord = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/UpdateRecord',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.UpdateRecordRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.FromString,
+                _registered_method=True)
+        self.ListRecordVersions = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ListRecordVersions',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.FromString,
+                _registered_method=True)
         self.SearchRecords = channel.unary_unary(
                 '/carechain.records.v1.RecordsService/SearchRecords',
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsRequest.SerializeToString,
@@ -167,6 +177,28 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateRecord(self, request, context):
+        """--- versions and provenance (issue 14, parts 4 and 6) ---
+        Writes a new version of a record under the same record id (new data key,
+        new blob, a RegisterRecord with version = latest + 1 linked to the
+        latest); acknowledged like PutRecord. Only the authoring organisation and
+        its practitioners update (PERMISSION_DENIED otherwise, the same answer as
+        for an unknown record); the resource type and patient stay the same.
+        FAILED_PRECONDITION when if_version is set and is not the latest version
+        (or a concurrent update committed first), or the record was erased.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecordVersions(self, request, context):
+        """Lists a record's versions (oldest first, paginated): metadata only, under
+        the same consent decision as a read of the record (audited as a read).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchRecords(self, request, context):
         """--- Search and patient summary (issue 14 parts 2 and 3; docs/sdk.md, "Search and summary").
         Finds a patient's records by resource type, sensitivity category, clinical
@@ -254,6 +286,16 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.GetRecordStream,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.SerializeToString,
+            ),
+            'UpdateRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRecord,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.UpdateRecordRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.SerializeToString,
+            ),
+            'ListRecordVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecordVersions,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.SerializeToString,
             ),
             'SearchRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchRecords,
@@ -467,6 +509,60 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/GetRecordStream',
             carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/UpdateRecord',
+            carechain_dot_records_dot_v1_dot_records__pb2.UpdateRecordRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecordVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ListRecordVersions',
+            carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
