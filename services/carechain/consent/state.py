@@ -288,10 +288,12 @@ class ConsentState:
             )
         elif kind == "erase_records":
             e = body.erase_records
-            targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id == e.patient_id]
+            # The network patient's records include its linked local identities' (as the contract reads them).
+            identities = {e.patient_id, *self._links.linked_patients(e.patient_id)}
+            targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id in identities]
             for record_id in targets:
                 record = self._records.get(record_id)
-                if record is not None and record.patient_id == e.patient_id:
+                if record is not None and record.patient_id in identities:
                     self._records[record_id] = replace(record, erased=True)
         elif kind == "grant_consent":
             g = body.grant_consent

@@ -52,6 +52,7 @@ from carechain.ledger.state import (
     Principal,
     RecordState,
     StateReader,
+    searched_identities,
 )
 from carechain.ledger.v1 import ledger_pb2
 
@@ -424,15 +425,17 @@ class Validator:
         elif env.signer_id not in (e.patient_id, IDENTITY):
             raise _not_permitted(f"only the patient, {IDENTITY} or {RECORDS} erases records")
         self._patient(state, e.patient_id, "erase_records.patient_id")
+        # A network patient's records include those of the local identities linked to it (issue 14 part 1).
+        identities = searched_identities(state, e.patient_id)
         if e.record_ids:
             targets = []
             for record_id in dict.fromkeys(e.record_ids):  # de-duplicated, order kept
                 record = state.record(record_id)
-                if record is None or record.patient_id != e.patient_id:
+                if record is None or record.patient_id not in identities:
                     raise Rejected("erase_records.record_ids: unknown record or not the patient's")
                 targets.append(record)
         else:
-            targets = state.patient_records(e.patient_id)
+            targets = [record for identity in identities for record in state.patient_records(identity)]
         for record in targets:
             if not record.erased:  # erasing twice is harmless; the first tombstone stays
                 state.erase_record(record, log_index)

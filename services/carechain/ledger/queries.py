@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from carechain.core import merkle
 from carechain.core.errors import DataLoss, IntegrityError, InvalidArgument, NotFound
 from carechain.ledger.sqlite_store import LedgerStore
+from carechain.ledger.state import searched_identities
 from carechain.ledger.v1 import ledger_pb2
 
 log = logging.getLogger("carechain.ledger")
@@ -69,17 +70,6 @@ class PageToken:
             raise InvalidArgument(field, "is not a page token of this list")
         (position,) = struct.unpack(">Q", raw[len(prefix):])
         return cls(kind, position)
-
-
-def searched_identities(state: object, patient_id: str) -> list[str]:
-    """Every patient id whose records are patient_id's: itself, then the local identities linked to it.
-
-    Links (issue 14 part 1) come from the state's ``linked_patients`` once the chain store has it; before
-    that a patient is one identity.
-    """
-    linked = getattr(state, "linked_patients", None)
-    aliases = list(linked(patient_id)) if callable(linked) else []
-    return [patient_id, *(alias for alias in aliases if alias != patient_id)]
 
 
 def _served_intact(verify: Callable[..., None], *proof: object) -> None:

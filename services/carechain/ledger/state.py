@@ -322,3 +322,14 @@ class PendingState(LinkResolution):
     def put_link(self, link: PatientLink) -> None:
         """Add or update a patient identity link."""
         self.links[link.linked_patient_id] = link
+
+
+def searched_identities(state: object, patient_id: str) -> list[str]:
+    """Every patient id whose records are patient_id's: itself, then the local identities linked to it.
+
+    Links (issue 14 part 1) come from the state's ``linked_patients`` once the chain store has it; before
+    that a patient is one identity.
+    """
+    linked = getattr(state, "linked_patients", None)
+    aliases = list(linked(patient_id)) if callable(linked) else []
+    return [patient_id, *(alias for alias in aliases if alias != patient_id)]

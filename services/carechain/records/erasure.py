@@ -45,6 +45,7 @@ from carechain.records.gateway import RecordsGateway, organization_of, utc_date
 from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller, Kind
 from carechain.runtime.delegates import IsDelegate
+from carechain.runtime.patient_links import PatientLinkTable
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records.erasure")
@@ -77,11 +78,14 @@ class LedgerRecords:
 def read_ledger_records(ledger: Any, patient_id: str = "") -> LedgerRecords:
     """Every record on the ledger (only patient_id's, when given), read to the end of the log.
 
-    An EraseRecords without record ids tombstones all the patient's records registered before it,
-    as the contract applies it.
+    A patient's records include those of the local identities linked to it (docs/network-identity.md),
+    as the contract reads them. An EraseRecords without record ids tombstones all the patient's records
+    registered before it, as the contract applies it.
     """
     found = LedgerRecords()
+    owners: dict[str, str] = {}  # record id -> the patient id it was registered for
     by_patient: dict[str, list[str]] = {}
+    links = PatientLinkTable()  # network patient <-> linked local identities, as of each transaction
     for logged in logged_transactions(ledger):
         if not logged.result.valid:
             continue
@@ -89,14 +93,22 @@ def read_ledger_records(ledger: Any, patient_id: str = "") -> LedgerRecords:
         kind = body.WhichOneof("payload")
         if kind == "register_record":
             registration = body.register_record
-            if patient_id and registration.patient_id != patient_id:
-                continue
             found.registrations.setdefault(registration.record_id, []).append(registration)
-            by_patient.setdefault(registration.patient_id, []).append(registration.record_id)
+            if registration.record_id not in owners:
+                owners[registration.record_id] = registration.patient_id
+                by_patient.setdefault(registration.patient_id, []).append(registration.record_id)
+        elif kind in ("link_patient_identity", "unlink_patient_identity"):
+            links.fold(body)
         elif kind == "erase_records":
             erase = body.erase_records
-            if not patient_id or erase.patient_id == patient_id:
-                found.erased.update(erase.record_ids or by_patient.get(erase.patient_id, []))
+            identities = [erase.patient_id, *links.linked_patients(erase.patient_id)]
+            found.erased.update(erase.record_ids or
+                                [r for identity in identities for r in by_patient.get(identity, [])])
+    if patient_id:
+        identities = {patient_id, *links.linked_patients(patient_id)}
+        found.registrations = {record_id: registrations for record_id, registrations in found.registrations.items()
+                               if owners[record_id] in identities}
+        found.erased &= set(found.registrations)
     return found
 
 
