@@ -133,10 +133,11 @@ def _instant(text: str, parameter: str) -> tuple[int, int]:
 
 
 def _prefixed(value: str, parameter: str) -> tuple[str, int, int]:
-    prefix = value[:2] if value[:2].isalpha() else "eq"
-    if value[:2].isalpha() and prefix not in _PREFIXES:
+    prefixed = value[:2].isalpha() and value[2:3].isdigit()
+    prefix = value[:2] if prefixed else "eq"
+    if prefix not in _PREFIXES:
         raise _bad(parameter, f"prefix {prefix!r} is not supported (use one of {' '.join(_PREFIXES)})", "not-supported")
-    start, end = _instant(value[2:] if value[:2].isalpha() else value, parameter)
+    start, end = _instant(value[2:] if prefixed else value, parameter)
     return prefix, start, end
 
 

@@ -9,6 +9,7 @@ end to end in tests/e2e/test_search_summary.py.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -374,3 +375,31 @@ def test_a_record_consent_refuses_to_decide_fails_the_search() -> None:
         search(peers)
     [event] = peers.events
     assert event.outcome == audit_pb2.AUDIT_OUTCOME_FAILED
+
+
+# A practitioner's SMART user/ token: Condition search and read, Observation read only, bound to TREAT.
+SMART_READER = dataclasses.replace(READER, scope="user/Condition.rs user/Observation.r", purpose_of_use="TREAT")
+
+
+def test_a_smart_token_searches_only_the_types_it_has_the_s_scope_for() -> None:
+    # No type asked for: limited to Condition (never counting another type's withheld records).
+    found = search(Peers(), SMART_READER)
+    assert ids(found) == ["r-0", "r-1"] and found.withheld == 1
+    assert ids(search(Peers(), SMART_READER, resource_types=["Condition"])) == ["r-0", "r-1"]
+    for refused in (["Observation"], ["Condition", "Observation"]):
+        with pytest.raises(PermissionDenied, match="SMART scopes do not permit this search"):
+            search(Peers(), SMART_READER, resource_types=refused)
+    with pytest.raises(PermissionDenied):
+        search(Peers(), dataclasses.replace(READER, scope="user/Condition.r"))
+    # A wildcard s scope covers every type; a token bound to TREAT cannot search for another purpose.
+    assert ids(search(Peers(), dataclasses.replace(READER, scope="user/*.rs"))) == ids(search(Peers()))
+    with pytest.raises(InvalidArgument, match="purpose"):
+        build(Peers())[1].search(SMART_READER, records_pb2.SearchRecordsRequest(
+            patient_id="psn-1", purpose=c.PURPOSE_OF_USE_ETREAT))
+
+
+def test_a_smart_summary_covers_only_the_searchable_types() -> None:
+    reads, counts = summary_of(Peers(), SMART_READER)
+    assert [r.record_id for r in reads] == ["r-0", "r-1"] and counts.withheld == 1
+    with pytest.raises(PermissionDenied):
+        summary_of(Peers(), SMART_READER, resource_types=["Observation"])
