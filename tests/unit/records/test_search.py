@@ -194,6 +194,8 @@ def test_a_search_lists_the_permitted_records_in_log_order_and_counts_the_withhe
     ({"date_from_ms": 25 * DAY}, ["r-2", "r-6"], 1),  # r-4 has no clinical date: no range matches it
     ({"author_organization_id": "org-b"}, ["r-2"], 0),
     ({"updated_since_ms": 3_000}, ["r-2", "r-4", "r-6"], 1),
+    ({"updated_before_ms": 4_000}, ["r-0", "r-1", "r-2"], 0),  # exclusive: r-3 (4_000) is out
+    ({"updated_since_ms": 2_000, "updated_before_ms": 5_000}, ["r-1", "r-2"], 1),
     ({"resource_types": ["Condition"], "author_organization_id": "org-b"}, [], 0),
 ])
 def test_every_filter_given_must_match(fields, expected, withheld) -> None:
