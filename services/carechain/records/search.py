@@ -20,6 +20,10 @@ Paging: a page holds at most ``page_size`` (<= 200) permitted records; its token
 names the log index where the next page's scan starts, bound to the query
 (caller, patient, purpose, filters: :mod:`carechain.audit.paging`), so the
 withheld counts of all pages add up to the search's, each record once.
+
+A search filtered by sensitivity category answers ``withheld`` 0: a count of the
+withheld records of a category would tell what consent hides (that the patient
+has, say, psychiatric records), which is exactly what a denial must never name.
 """
 
 from __future__ import annotations
@@ -234,7 +238,7 @@ class RecordSearch:
         self._report(Outcome.AUDIT_OUTCOME_SUCCESS, audit_fields,
                      f"search: {len(listed)} records listed, {withheld} withheld")
         return records_pb2.SearchRecordsResponse(
-            records=[m.summary() for m in listed], withheld=withheld,
+            records=[m.summary() for m in listed], withheld=0 if record_filter.categories else withheld,
             next_page_token=paging.next_token(query, **{"from": following}) if following is not None else "")
 
     def _page(self, caller: Caller, request: records_pb2.SearchRecordsRequest, record_filter: RecordFilter,
