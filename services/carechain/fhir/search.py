@@ -295,7 +295,9 @@ def served(record: records_pb2.GetRecordResponse) -> dict[str, Any]:
 
 
 def _link(url: str, parameters: Sequence[tuple[str, str]]) -> str:
-    return f"{url}?{urllib.parse.urlencode(parameters)}" if parameters else url
+    # FHIR's own separators stay literal (validators read _type=Condition,Observation, not %2C).
+    query = urllib.parse.urlencode(parameters, safe=",|:/", quote_via=urllib.parse.quote)
+    return f"{url}?{query}" if parameters else url
 
 
 @dataclass
