@@ -350,6 +350,9 @@ CELLS = [
     # the operator only where CARECHAIN_OPERATOR_ERASURE allows (off here).
     Cell("records", "EraseRecords", lambda w: records_pb2.EraseRecordsRequest(
         patient_id=_patient_id(w), record_ids=[str(uuid.uuid4())]), (PATIENT, DELEGATE)),
+    # The FHIR gateway's token relay: no token needed, as identity's; identity answers the empty assertion.
+    Cell("records", "ExchangeClientAssertion", lambda w: identity_pb2.ExchangeClientAssertionRequest(
+        scope="system/Condition.rs", purpose_of_use=Purpose.PURPOSE_OF_USE_TREAT), ACTORS),
 ]
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 # An admitted call must reach its handler's own validation, not crash.

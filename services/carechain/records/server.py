@@ -10,6 +10,7 @@ import grpc
 from carechain.common.v1 import common_pb2
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.layout import TrustBundle, audience
+from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
 from carechain.ledger.submission import ServiceSubmitter
@@ -78,12 +79,17 @@ ACCESS = AccessTable(SERVICE, {
     "ListRecordVersions": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
                                    note="metadata, only what the patient's consent permits"),
     # Search and summary: the callers of GetRecord; consent decides every record, strangers are denied.
-    "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
-    "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),
-    "GetPatientSummaryBundle": Allow.of(practitioner=ANY, note="as GetPatientSummary, one FHIR Bundle"),
+    "SearchRecords": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                              note="metadata of permitted records, a withheld count"),
+    "GetPatientSummary": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                  note="each record as a GetRecord"),
+    "GetPatientSummaryBundle": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                        note="as GetPatientSummary, one FHIR Bundle"),
     # Erasure (records.erasure): the operator only where CARECHAIN_OPERATOR_ERASURE allows.
     "EraseRecords": Allow.of(patient=_ERASER, practitioner=_ERASER, operator=_ERASER,
                              note="retention holds refuse; answers a receipt (the tombstone's proof)"),
+    # The FHIR gateway's POST /token: relayed to identity, which verifies the signed assertion (the proof).
+    "ExchangeClientAssertion": Allow.anonymous("SMART Backend Services: relayed to identity's ExchangeClientAssertion"),
 })
 
 
@@ -93,8 +99,11 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
                  importer: BulkImporter | None = None, large: LargeRecords | None = None,
                  search: RecordSearch | None = None, summaries: PatientSummaries | None = None,
-                 eraser: Eraser | None = None) -> None:
+                 eraser: Eraser | None = None,
+                 exchange: Callable[[identity_pb2.ExchangeClientAssertionRequest], identity_pb2.ClientAccessToken]
+                 | None = None) -> None:
         self._gateway = gateway
+        self._exchange_client_assertion = exchange
         self._search = search
         self._summaries = summaries
         self._eraser = eraser
@@ -186,11 +195,21 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
                      ) -> records_pb2.ErasureReceipt:
         return self.eraser().erase(caller(context), request)
 
+    def ExchangeClientAssertion(self, request: identity_pb2.ExchangeClientAssertionRequest,
+                                context: grpc.ServicerContext) -> identity_pb2.ClientAccessToken:
+        # Identity's answer (a token or its refusal) passes through unchanged (runtime.server passes peer statuses on).
+        return self._exchange(request)
+
     def eraser(self) -> Eraser:
         """The erasure flow (UNIMPLEMENTED on a server built without it)."""
         if self._eraser is None:
             raise Unimplemented("erasure is not configured on this server")
         return self._eraser
+
+    def _exchange(self, request: identity_pb2.ExchangeClientAssertionRequest) -> identity_pb2.ClientAccessToken:
+        if self._exchange_client_assertion is None:
+            raise Unimplemented("SMART token exchange is not configured on this server")
+        return self._exchange_client_assertion(request)
 
     def _bulk(self) -> BulkImporter:
         if self._importer is None:
@@ -267,7 +286,8 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
                     RetentionPolicy(settings.retention_hold_days, dict(settings.retention_hold_rules)),
                     operator_erasure=settings.operator_erasure)
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
-                               importer, large, search, summaries, eraser)
+                               importer, large, search, summaries, eraser,
+                               exchange=lambda request: peers.identity.ExchangeClientAssertion(request))
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
     return register, [background.close, importer.close, summaries.close, gateway.close, principal_status.close,

@@ -1,4 +1,5 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.identity.v1 import identity_pb2 as _identity_pb2
 from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -237,7 +238,7 @@ class ListRecordVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[RecordVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchRecordsRequest(_message.Message):
-    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token")
+    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token", "updated_before_ms")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -248,6 +249,7 @@ class SearchRecordsRequest(_message.Message):
     UPDATED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     purpose: _common_pb2.PurposeOfUse
     resource_types: _containers.RepeatedScalarFieldContainer[str]
@@ -258,7 +260,8 @@ class SearchRecordsRequest(_message.Message):
     updated_since_ms: int
     page_size: int
     page_token: str
-    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    updated_before_ms: int
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., updated_before_ms: _Optional[int] = ...) -> None: ...
 
 class RecordSummary(_message.Message):
     __slots__ = ("record_id", "resource_type", "version", "data_date_ms", "author_organization_id", "last_updated_ms", "categories", "security_labels", "ledger_log_index", "large")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from carechain.identity.v1 import identity_pb2 as carechain_dot_identity_dot_v1_dot_identity__pb2
 from carechain.records.v1 import records_pb2 as carechain_dot_records_dot_v1_dot_records__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -100,6 +101,11 @@ class RecordsServiceStub:
                 '/carechain.records.v1.RecordsService/EraseRecords',
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+                _registered_method=True)
+        self.ExchangeClientAssertion = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ExchangeClientAssertion',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.FromString,
                 _registered_method=True)
 
 
@@ -249,6 +255,17 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExchangeClientAssertion(self, request, context):
+        """--- SMART Backend Services (issue 15) ---
+        Relays a SMART token request to identity's ExchangeClientAssertion, so
+        that the FHIR gateway (whose only callee is records) can answer POST
+        /token. Unauthenticated exactly like identity's: the signed client
+        assertion is the proof; identity verifies it and issues the token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -316,6 +333,11 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.EraseRecords,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.SerializeToString,
+            ),
+            'ExchangeClientAssertion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeClientAssertion,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -671,6 +693,33 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/EraseRecords',
             carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeClientAssertion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ExchangeClientAssertion',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.FromString,
             options,
             channel_credentials,
             insecure,
