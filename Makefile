@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= var/network
+# make demo STORY=consent|network|all (docs/network-record.md for the network story)
+STORY  ?= all
 
 .PHONY: help venv tools protos lint test unit integration e2e run demo bench bench-quick clean
 
@@ -13,7 +15,7 @@ help:
 	@echo "make unit   - the fast inner loop: unit tests, no servers, no make tools (under a minute)"
 	@echo "make integration - contract suites and integration tests against real OpenBao, MinIO, etcd, HAPI"
 	@echo "make e2e    - end-to-end tests: the six services as real processes"
-	@echo "make demo   - run the demo story against a running network"
+	@echo "make demo   - run the demo stories against a running network (STORY=consent|network|all)"
 	@echo "make bench  - issue 13's figures beside same-run baselines, both networks (BENCH_ARGS=--quick: make bench-quick)"
 	@echo "make protos - regenerate Python code from protos/"
 	@echo "make tools  - build the pinned MinIO, etcd and helm, fetch the HAPI FHIR validator into .tools/ (OpenBao comes with the venv)"
@@ -51,7 +53,7 @@ run: venv
 	$(VENV)/bin/carechain up --data-dir $(DATA)
 
 demo: venv
-	$(VENV)/bin/carechain demo --data-dir $(DATA)
+	$(VENV)/bin/carechain demo --data-dir $(DATA) --story $(STORY)
 
 # Both networks (embedded, and OpenBao+MinIO+etcd with 3 validators: needs make tools); the table at the end.
 bench: venv tools

@@ -91,7 +91,7 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
     caps = records.tail_stream_settings(args.tails)
     print("\n[embedded] bench-only setting for the audit tails figure: "
           + ", ".join(f"{name}={value}" for name, value in caps.items()) + " (one operator opens every tail)")
-    network = start(lambda directory: LocalNetwork(directory, extra_env=caps), root / "embedded", 120)
+    network = start(lambda directory: LocalNetwork(directory, extra_env=caps, fhir=True), root / "embedded", 120)
     workload = records.Workload(network)
     try:
         workload.start()
@@ -106,6 +106,7 @@ def embedded(args: argparse.Namespace, root: pathlib.Path, echo: baselines.EchoS
         results["cpu_get"] = Result(baseline=[aes_cpu_ms], note="baseline: CPU ms of one AES-256-GCM seal+open")
         best_get = records.run_records(network, workload, "embedded", args.concurrencies, args.seconds, args.runs,
                                        echo, results)
+        records.fhir_figures(network, workload, max(args.concurrencies), args.seconds, args.runs, results)
 
         p99s, echo_p99s, half = [], [], best_get / 2
         for _ in range(args.runs):

@@ -63,6 +63,11 @@ TARGETS: tuple[Target, ...] = (
            "page at 0 transactions", None, None, on="ratio", higher=False),
     Target("verify_scale", "VerifyChain at the largest history vs empty", "s", "VerifyChain at 0 transactions",
            None, None, on="ratio", higher=False),
+    # Issue 15: the FHIR REST gateway beside the gRPC path it fronts (goal: at least 0.8x).
+    Target("fhir_create", "FHIR create/s vs gRPC PutRecord/s (issue 15)", "/s", "PutRecord/s, same clients",
+           None, 0.8, on="ratio"),
+    Target("fhir_read", "FHIR read/s vs gRPC GetRecord/s (issue 15)", "/s", "GetRecord/s, same clients",
+           None, 0.8, on="ratio"),
 )
 TARGETS_BY_KEY = {target.key: target for target in TARGETS}
 

@@ -36,8 +36,11 @@ import grpc
 from bench.figures import Result, growth_per_thousand, missing_sdk_call, percentile, spread, strace_sync_calls
 from bench.harness import PeakRss, Window, closed_loop, count_loop, load_average, median_cells, open_loop, rss_mib
 from carechain.audit.v1 import audit_pb2
+from carechain.client.auth import TokenSource
+from carechain.client.channels import open_channel
 from carechain.client.sdk import CareChainClient, Kind, Purpose, permit
 from carechain.core.crypto import Ed25519Signer
+from carechain.core.layout import audience
 from carechain.dev.localnet import LocalNetwork
 from carechain.labels.sensitivity import NORMAL, SENSITIVE_CATEGORIES
 
@@ -423,3 +426,72 @@ def run_records(network: LocalNetwork, workload: Workload, mode: str, concurrenc
                 if mode == "embedded":
                     results["cpu_put" if name == "PutRecord" else "cpu_get"].values = cpu
     return best_get
+
+
+class FhirWorkload:
+    """The same writes and reads as :class:`Workload`, through the FHIR REST gateway (issue 15's figure).
+
+    POST /Condition as the hospital, GET /Condition/{id} as the practitioner (purpose TREAT), each with a
+    CareChain access token for records, one HTTP session per client thread.
+    """
+
+    def __init__(self, network: LocalNetwork, workload: Workload) -> None:
+        import requests  # the bench's HTTP client (a test dependency), only when the figure runs
+
+        self._requests = requests
+        self._base = network.endpoints.fhir_base_url
+        with open_channel(network.endpoints.identity, "identity") as identity:
+            tokens = {who: TokenSource.for_signer(identity, client.signer).authorization(audience("records"))
+                      for who, client in (("hospital", workload.hospital), ("reader", workload.reader))}
+        self._write_headers = {"Authorization": tokens["hospital"], "Content-Type": "application/fhir+json",
+                               "Prefer": "return=minimal"}
+        self._read_headers = {"Authorization": tokens["reader"], "X-Purpose-Of-Use": "TREAT",
+                              "Accept": "application/fhir+json"}
+        # Each patient's resource as REST clients send it: the subject is the patient's CareChain pseudonym.
+        self._bodies = []
+        for patient_id, payload in zip(workload.patient_ids, workload.payloads, strict=True):
+            resource = json.loads(payload)
+            resource["subject"] = {"reference": f"Patient/{patient_id}"}
+            self._bodies.append(json.dumps(resource, separators=(",", ":")).encode())
+        self._local = threading.local()
+        self._ids: list[str] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> object:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = self._requests.Session()
+        return session
+
+    def create(self, index: int) -> None:
+        answer = self._session().post(f"{self._base}/{RESOURCE_TYPE}", data=self._bodies[index % len(self._bodies)],
+                                      headers=self._write_headers, timeout=30)
+        if answer.status_code != 201:
+            raise RuntimeError(f"FHIR create answered {answer.status_code}")
+        record_id = answer.headers["Location"].split(f"/{RESOURCE_TYPE}/", 1)[1].split("/", 1)[0]
+        with self._lock:
+            self._ids.append(record_id)
+
+    def read(self, index: int) -> None:
+        record_id = self._ids[index % len(self._ids)]
+        answer = self._session().get(f"{self._base}/{RESOURCE_TYPE}/{record_id}", headers=self._read_headers,
+                                     timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"FHIR read answered {answer.status_code}")
+
+
+def fhir_figures(network: LocalNetwork, workload: Workload, clients: int, seconds: float, runs: int,
+                 results: dict[str, Result]) -> None:
+    """FHIR create and read rates beside gRPC PutRecord and GetRecord, same network, same clients, same run."""
+    fhir = FhirWorkload(network, workload)
+    for index in range(len(workload.patient_ids)):  # warm-up: sessions, the gateway's channel, a record each
+        fhir.create(index)
+    print(f"\n[embedded] FHIR REST gateway vs gRPC, {clients} clients, {runs} run(s) x {seconds:.0f} s "
+          "(goal: at least 0.8x)")
+    for key, rest, grpc_call, names in (("fhir_create", fhir.create, workload.put, ("FHIR create", "PutRecord")),
+                                        ("fhir_read", fhir.read, workload.get, ("FHIR read", "GetRecord"))):
+        grpc_rates, _ = rates_and_cpu(network, grpc_call, names[1], clients, seconds, runs)
+        rest_rates, _ = rates_and_cpu(network, rest, names[0], clients, seconds, runs)
+        ratio = statistics.median(rest_rates) / statistics.median(grpc_rates)
+        print(f"  {names[0]}/s: {spread(rest_rates)}/s; gRPC {names[1]}/s: {spread(grpc_rates)}/s; {ratio:.2f}x")
+        results[key] = Result(rest_rates, grpc_rates, note=f"{clients} clients")

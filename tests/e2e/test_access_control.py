@@ -326,6 +326,15 @@ CELLS = [
     Cell("records", "GetRecordStream", lambda w: records_pb2.GetRecordRequest(record_id=w.record_id),
          (PRACTITIONER, OTHER_PRACTITIONER)),
     Cell("records", "Reconcile", lambda w: records_pb2.ReconcileRequest(dry_run=True), (OPERATOR,)),
+    # Versions: the table admits practitioners and organisations; only the author's (hospital A's) are then
+    # past the authorship rule (and fail validation: nothing is written); another organisation's
+    # practitioner is refused as for a record that does not exist.
+    Cell("records", "UpdateRecord", lambda w: records_pb2.UpdateRecordRequest(record_id=w.record_id,
+                                                                              resource_json=b"{}"),
+         (PRACTITIONER, ORGANIZATION)),
+    # No purpose: INVALID_ARGUMENT once admitted, before consent is asked (as the GetRecord cell).
+    Cell("records", "ListRecordVersions", lambda w: records_pb2.ListRecordVersionsRequest(record_id=w.record_id),
+         (PRACTITIONER, OTHER_PRACTITIONER)),
     # Search and summary (issue 14): admitted for any practitioner; without a purpose they stop at validation;
     # with one, the consented practitioner gets the permitted records and another hospital's practitioner
     # (no consent) the same PERMISSION_DENIED as GetRecord.
@@ -345,6 +354,9 @@ CELLS = [
     # the operator only where CARECHAIN_OPERATOR_ERASURE allows (off here).
     Cell("records", "EraseRecords", lambda w: records_pb2.EraseRecordsRequest(
         patient_id=_patient_id(w), record_ids=[str(uuid.uuid4())]), (PATIENT, DELEGATE)),
+    # The FHIR gateway's token relay: no token needed, as identity's; identity answers the empty assertion.
+    Cell("records", "ExchangeClientAssertion", lambda w: identity_pb2.ExchangeClientAssertionRequest(
+        scope="system/Condition.rs", purpose_of_use=Purpose.PURPOSE_OF_USE_TREAT), ACTORS),
     # The FHIR gateway's Consent and AuditEvent (records.patient_relay). SubmitConsent is admitted for people;
     # with an empty body consent refuses it at validation (the JWS decides who may grant). The reads: the patient
     # and the active delegate (the delegate is the patient's guardian, so also the accounting).
@@ -460,3 +472,21 @@ def test_denials_never_name_the_records_category(world: World) -> None:
     denied = [e.event for e in world.clients[PATIENT].access_history()
               if e.event.outcome == audit_pb2.AUDIT_OUTCOME_DENIED and e.event.record_id == world.record_id]
     assert denied and all(list(e.categories) for e in denied)
+
+
+def test_versions_tell_nothing_to_a_reader_consent_does_not_permit(world: World) -> None:
+    # The other practitioner has no consent: the history, and a version that does not exist, are refused
+    # exactly like the read (no version count, no metadata).
+    treat = Purpose.PURPOSE_OF_USE_TREAT
+    for rpc, request in [
+        ("ListRecordVersions", records_pb2.ListRecordVersionsRequest(record_id=world.record_id, purpose=treat)),
+        ("GetRecord", records_pb2.GetRecordRequest(record_id=world.record_id, purpose=treat, version=99)),
+        ("GetRecord", records_pb2.GetRecordRequest(record_id=world.record_id, purpose=treat, version=1)),
+    ]:
+        with pytest.raises(grpc.RpcError) as caught:
+            getattr(world.callers[OTHER_PRACTITIONER].stubs["records"], rpc)(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED, rpc
+        assert caught.value.details() == "not permitted by the patient's consent", rpc
+    # The permitted practitioner sees the one version, written by hospital A.
+    history = world.clients[PRACTITIONER].record_history(world.record_id)
+    assert [(v.version, v.author_organization_id) for v in history] == [(1, world.ids[ORGANIZATION])]

@@ -147,11 +147,11 @@ def register_principal(ledger: FakeLedger, operator: Ed25519Signer, principal_id
 
 def register_record(ledger: FakeLedger, author: Ed25519Signer, record_id: str, patient_id: str,
                     categories=(common_pb2.SENSITIVITY_CATEGORY_NORMAL,), organization_id: str = "org-a",
-                    valid: bool = True, codes=()):
-    """Commit a RegisterRecord (codes: its sealed primary codes, "<system>|<code>")."""
+                    valid: bool = True, codes=(), version: int = 1):
+    """Commit a RegisterRecord (codes: its sealed primary codes, "<system>|<code>"; version > 1: an amendment)."""
     record = ledger_pb2.RegisterRecord(
         record_id=record_id, patient_id=patient_id, organization_id=organization_id,
-        content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=1,
+        content_sha256="00" * 32, content_size=1, key_name="k", key_version=1, version=version,
     )
     metadata = ledger_pb2.RecordMetadata(resource_type="Condition", categories=list(categories),
                                          author_id=author.key_id, codes=list(codes))

@@ -28,6 +28,8 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
     def _answer(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
         self.calls.append((method, request, dict(context.invocation_metadata())))
         answer = self.answers[method]
+        if callable(answer):  # an answer per request (e.g. GetRecord of each record a search found)
+            answer = answer(request)
         if isinstance(answer, tuple):
             context.abort(*answer)
         return answer
@@ -41,6 +43,11 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
     def ImportBundle(self, request, context):
         return self._answer("ImportBundle", request, context)
 
+    def SearchRecords(self, request, context):
+        return self._answer("SearchRecords", request, context)
+
+    def ExchangeClientAssertion(self, request, context):
+        return self._answer("ExchangeClientAssertion", request, context)
     def SubmitConsent(self, request, context):
         return self._answer("SubmitConsent", request, context)
 

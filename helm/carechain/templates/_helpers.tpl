@@ -780,6 +780,11 @@ CARECHAIN_ETCD_PASSWORD_FILE: "{{ include "carechain.paths.etcd" . }}/password"
 {{- if eq $svc "identity" }}
 CARECHAIN_KEY_BACKEND: {{ $s.keyBackend | quote }}
 CARECHAIN_TOKEN_TTL_SECONDS: {{ $s.tokenTtlSeconds | quote }}
+{{- $fhirBase := include "carechain.fhirBaseUrl" $root }}
+{{- if and $v.fhir.enabled $fhirBase }}
+{{- /* SMART client assertions name the FHIR gateway's token endpoint as their audience. */}}
+CARECHAIN_SMART_TOKEN_URL: {{ printf "%s/token" (trimSuffix "/" $fhirBase) | quote }}
+{{- end }}
 {{- else if eq $svc "storage" }}
 CARECHAIN_BLOB_BACKEND: {{ $s.blobBackend | quote }}
 {{- if include "carechain.usesS3" $ctx }}
@@ -864,4 +869,13 @@ audit and of every validator are reached once, through `audit` and `ledger`, nev
       protocol: TCP
       appProtocol: http
 {{- end }}
+{{- end }}
+
+{{/*
+The FHIR gateway's public base URL: fhir.publicBaseUrl, else https://<fhir.ingress.host> with the Ingress, else
+empty (each request's own URL; then there is no SMART token endpoint).
+*/}}
+{{- define "carechain.fhirBaseUrl" -}}
+{{- $f := .Values.fhir }}
+{{- $f.publicBaseUrl | default (ternary (printf "https://%s" $f.ingress.host) "" $f.ingress.enabled) }}
 {{- end }}

@@ -72,6 +72,7 @@ class AuditReporter:
         alert: bool = False,
         event_id: str = "",
         consent_id: str = "",
+        record_version: int = 0,
     ) -> audit_pb2.AuditReceipt:
         """Record one event durably and return its receipt.
 
@@ -80,7 +81,8 @@ class AuditReporter:
         values) describe the record for the patient's accounting of
         disclosures; alert raises a patient notification and a privacy-officer
         review item (break-glass); consent_id names the consent a grant or
-        revocation event is about. Identifiers only, never PHI. event_id (a UUID)
+        revocation event is about; record_version the version an update's write events are about (0: the
+        first). Identifiers only, never PHI. event_id (a UUID)
         makes the event idempotent across callers: events derived from the
         ledger use one derived from the log index, so they are stored once. A call that finds the
         audit service down is retried with the same event id (the store is
@@ -106,6 +108,7 @@ class AuditReporter:
             resource_type=resource_type,
             categories=list(categories),  # type: ignore[arg-type]
             consent_id=consent_id,
+            record_version=record_version,
         )
         return self._batcher.submit(event)
 

@@ -1,7 +1,9 @@
 """The ``carechain`` command.
 
     carechain up [--data-dir DIR]          start the six services and the FHIR gateway on localhost (Ctrl-C stops them)
-    carechain demo [--data-dir DIR]        run the story against the running network
+    carechain demo [--data-dir DIR] [--story consent|network|all]
+                                           run a story against the running network (network: one
+                                           patient's record across hospitals, docs/network-record.md)
     carechain ledger verify [--data-dir DIR] [--validator NAME] [--validators IDS] [--quorum N] [--from-checkpoint]
                             [--checkpoint-file FILE] [--peer ADDR ...]
                                            verify a ledger copy offline (names the first bad block; every
@@ -121,9 +123,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    outcome = run_demo(endpoints, layout.operator_signer(), key_dir=layout.root / "demo-keys",
-                       command=f"{command()} ", data_dir=args.data_dir)
-    return 0 if outcome.chain_ok else 1
+    ok = True
+    if args.story in ("consent", "all"):
+        outcome = run_demo(endpoints, layout.operator_signer(), key_dir=layout.root / "demo-keys",
+                           command=f"{command()} ", data_dir=args.data_dir)
+        ok = outcome.chain_ok
+    if args.story in ("network", "all"):
+        from carechain.dev.network_story import run_network_story
+
+        if args.story == "all":
+            print()
+        key_dir = layout.root / "demo-keys" / "network"
+        story = run_network_story(endpoints, layout.operator_signer(), key_dir=key_dir, command=f"{command()} ",
+                                  data_dir=args.data_dir)
+        ok = ok and story.chain_ok and story.audit_ok
+    return 0 if ok else 1
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
@@ -304,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo story against a running local network")
     demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    demo.add_argument("--story", choices=("consent", "network", "all"), default="consent",
+                      help="consent: one hospital, consent granted, denied, revoked (the default); network: "
+                           "one patient's record across three hospitals (docs/network-record.md); all: both")
     demo.set_defaults(func=cmd_demo)
 
     ledger = sub.add_parser("ledger", help="ledger tools")

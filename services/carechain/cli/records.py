@@ -3,8 +3,13 @@
     carechain records put --key-file HOSPITAL_KEY --patient PATIENT_ID FILE.json [--json]
         store a FHIR R4 resource (``-`` reads stdin); prints the record id, labels and ledger log index
     carechain records get --key-file KEY RECORD_ID [--purpose treat] [--action access|disclose]
-                          [--break-glass REASON] [--out FILE] [--json]
-        read a record as consent permits: the exact stored JSON on stdout, or in --out (0600)
+                          [--break-glass REASON] [--version N] [--provenance] [--out FILE] [--json]
+        read a record (its latest version, or version N) as consent permits: the exact stored JSON on
+        stdout, or in --out (0600); --provenance prints the version's FHIR Provenance on stderr
+    carechain records update --key-file HOSPITAL_KEY RECORD_ID FILE.json [--if-version N] [--json]
+        write the next version of a record the hospital wrote; prints the new version
+    carechain records history --key-file KEY RECORD_ID [--purpose treat] [--json]
+        list a record's versions (when, by whom, content hash) as consent permits
     carechain records import --key-file HOSPITAL_KEY (--patient PSN | --patients MAP.json) PATH...
         bulk-import NDJSON (Synthea, bulk export) and Bundle files (carechain.cli.records_import)
     carechain records search --key-file KEY --patient PSN [--purpose treat] [--type T]... [--category C]...
@@ -42,10 +47,22 @@ from carechain.cli.session import (
     write_private_output,
 )
 from carechain.common.v1 import common_pb2
+from carechain.records.provenance import fhir_instant
 
 
 def _labels(categories: Any) -> list[str]:
     return [enum_name(common_pb2.SensitivityCategory, c, "SENSITIVITY_CATEGORY_") for c in categories]
+
+
+def _stored_summary(stored: Any) -> dict[str, Any]:
+    """A committed write (PutRecordResponse) as --json prints it."""
+    return {"record_id": stored.record_id, "version": stored.version, "categories": _labels(stored.categories),
+            "content_sha256": stored.content_sha256, "ledger_log_index": stored.ledger_log_index}
+
+
+def _add_purpose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
+                        default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
 
 
 @report_errors
@@ -55,8 +72,7 @@ def cmd_put(args: argparse.Namespace) -> int:
     with client_of(args) as client:
         stored = client.put_record(args.patient, resource)
     if args.json:
-        print_json({"record_id": stored.record_id, "version": stored.version, "categories": _labels(stored.categories),
-                    "content_sha256": stored.content_sha256, "ledger_log_index": stored.ledger_log_index})
+        print_json(_stored_summary(stored))
         return 0
     print(f"stored record {stored.record_id} (version {stored.version}) for {args.patient}: "
           f"labels [{', '.join(_labels(stored.categories))}], ledger log index {stored.ledger_log_index}")
@@ -64,15 +80,54 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 @report_errors
+def cmd_update(args: argparse.Namespace) -> int:
+    """Write the next version of a record."""
+    resource = read_input(args.file, "FILE")
+    with client_of(args) as client:
+        stored = client.update_record(args.record_id, resource, if_version=args.if_version)
+    if args.json:
+        print_json(_stored_summary(stored))
+        return 0
+    print(f"stored version {stored.version} of record {stored.record_id}: "
+          f"labels [{', '.join(_labels(stored.categories))}], ledger log index {stored.ledger_log_index}")
+    return 0
+
+
+def _version_summary(version: Any) -> dict[str, Any]:
+    return {"version": version.version, "ledger_log_index": version.ledger_log_index,
+            "last_updated_ms": version.last_updated_ms, "author_organization_id": version.author_organization_id,
+            "author_practitioner_id": version.author_practitioner_id, "content_sha256": version.content_sha256}
+
+
+@report_errors
+def cmd_history(args: argparse.Namespace) -> int:
+    """List a record's versions."""
+    with client_of(args) as client:
+        versions = client.record_history(args.record_id, args.purpose)
+    if args.json:
+        print_json({"record_id": args.record_id, "versions": [_version_summary(v) for v in versions]})
+        return 0
+    for v in versions:
+        by = v.author_practitioner_id or v.author_organization_id
+        print(f"version {v.version}  {fhir_instant(v.last_updated_ms)}  by {by} ({v.author_organization_id})  "
+              f"log index {v.ledger_log_index}  sha256 {v.content_sha256}")
+    return 0
+
+
+@report_errors
 def cmd_get(args: argparse.Namespace) -> int:
     """Read a record for a purpose of use."""
     with client_of(args) as client:
-        read = client.get_record(args.record_id, args.purpose, args.break_glass, args.action)
+        read = client.get_record(args.record_id, args.purpose, args.break_glass, args.action, version=args.version,
+                                 provenance=args.provenance)
     if args.out:
         write_private_output(args.out, read.resource_json)
     summary = {"record_id": read.record_id, "resource_type": read.resource_type, "patient_id": read.patient_id,
                "categories": _labels(read.categories), "decision_id": read.decision_id,
-               "break_glass": read.break_glass, "redisclosure_notice": read.redisclosure_notice}
+               "break_glass": read.break_glass, "redisclosure_notice": read.redisclosure_notice,
+               **_version_summary(read.record_version)}
+    if read.provenance_json:
+        summary["provenance"] = json.loads(read.provenance_json)
     if args.json:
         print_json({**summary, **({"out": args.out} if args.out else {"resource": json.loads(read.resource_json)})})
     elif args.out:
@@ -84,6 +139,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(read.redisclosure_notice, file=sys.stderr)
     if read.break_glass and not args.json:
         print("break-glass access: audited, the patient is notified and a review item queued", file=sys.stderr)
+    if read.provenance_json and not args.json:
+        # Like the notice: on stderr, so stdout stays the exact stored resource.
+        sys.stderr.write(read.provenance_json.decode() + "\n")
     return 0
 
 
@@ -159,11 +217,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_purpose_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--purpose", type=enum_choice(common_pb2.PurposeOfUse, "PURPOSE_OF_USE_"),
-                        default=common_pb2.PURPOSE_OF_USE_TREAT, help="purpose of use (default: treat)")
-
-
 def _add_break_glass_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--break-glass", default="", metavar="REASON",
                         help="ask for emergency access (emergency physicians, purpose etreat), giving the reason")
@@ -219,9 +272,30 @@ def add_records_commands(sub: Any) -> None:
     get.add_argument("--action", type=enum_choice(common_pb2.ConsentAction, "CONSENT_ACTION_"), default=0,
                      help="access (the default) or disclose (to a third party)")
     _add_break_glass_argument(get)
+    get.add_argument("--version", type=int, default=0, metavar="N", help="read version N (default: the latest)")
+    get.add_argument("--provenance", action="store_true",
+                     help="also print the version's FHIR Provenance (who wrote it, when)")
     get.add_argument("--out", default="", help="write the resource to this file (0600) instead of stdout")
     add_output_arguments(get)
     get.set_defaults(func=cmd_get)
+
+    update = records_sub.add_parser("update", help="write the next version of a record (as its hospital)")
+    add_network_arguments(update)
+    add_caller_arguments(update, "the hospital that wrote the record")
+    update.add_argument("record_id", metavar="RECORD_ID")
+    update.add_argument("file", metavar="FILE.json", help="the new version's FHIR R4 resource (JSON; - for stdin)")
+    update.add_argument("--if-version", type=int, default=0, metavar="N",
+                        help="refuse unless N is still the latest version (optimistic concurrency)")
+    add_output_arguments(update)
+    update.set_defaults(func=cmd_update)
+
+    history = records_sub.add_parser("history", help="list a record's versions as consent permits")
+    add_network_arguments(history)
+    add_caller_arguments(history, "the reader")
+    history.add_argument("record_id", metavar="RECORD_ID")
+    _add_purpose_argument(history)
+    add_output_arguments(history)
+    history.set_defaults(func=cmd_history)
 
     search = records_sub.add_parser("search", help="find a patient's records you may read (metadata only)")
     add_network_arguments(search)

@@ -276,6 +276,29 @@ class CareChainClient:
         request = records_pb2.PutRecordRequest(patient_id=patient_id, resource_json=raw)
         return self.records.PutRecord(request, timeout=30)
 
+    def update_record(self, record_id: str, resource: dict[str, Any] | bytes, *,
+                      if_version: int = 0) -> records_pb2.PutRecordResponse:
+        """Write the next version of a record this organisation wrote (same resource type and patient).
+
+        if_version: the version being amended; FAILED_PRECONDITION if the record has moved on since.
+        """
+        raw = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
+        request = records_pb2.UpdateRecordRequest(record_id=record_id, resource_json=raw, if_version=if_version)
+        return self.records.UpdateRecord(request, timeout=30)
+
+    def record_history(self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT
+                       ) -> list[records_pb2.RecordVersion]:
+        """Every version of a record (oldest first: number, when, who, content hash), as consent permits."""
+        versions: list[records_pb2.RecordVersion] = []
+        token = ""
+        while True:
+            page = self.records.ListRecordVersions(records_pb2.ListRecordVersionsRequest(
+                record_id=record_id, purpose=purpose, page_token=token), timeout=30)  # type: ignore[arg-type]
+            versions.extend(page.versions)
+            token = page.next_page_token
+            if not token:
+                return versions
+
     def import_bundle(self, bundle: dict[str, Any] | bytes, patient_ids: Iterable[str],
                       timeout: float = 600) -> records_pb2.ImportBundleResponse:
         """Import a FHIR batch or transaction Bundle about the listed patients (docs/sdk.md, "Bulk import").
@@ -404,15 +427,18 @@ class CareChainClient:
 
     def get_record(
         self, record_id: str, purpose: int = Purpose.PURPOSE_OF_USE_TREAT, break_glass_reason: str = "",
-        action: int = 0,
+        action: int = 0, *, version: int = 0, provenance: bool = False,
     ) -> records_pb2.GetRecordResponse:
         """Read a record for a purpose of use; a break_glass_reason explicitly asks for break-glass access.
 
-        action is a ConsentAction: ACCESS (the default) or DISCLOSE (to a third party).
+        action is a ConsentAction: ACCESS (the default) or DISCLOSE (to a third party). version: which
+        version (0 = the latest); record_version says who wrote it and when, and with provenance=True
+        provenance_json holds a FHIR Provenance of it.
         """
         return self.records.GetRecord(
             records_pb2.GetRecordRequest(record_id=record_id, purpose=purpose, break_glass=bool(break_glass_reason),
-                                         break_glass_reason=break_glass_reason, action=action),  # type: ignore[arg-type]
+                                         break_glass_reason=break_glass_reason, action=action,  # type: ignore[arg-type]
+                                         version=version, provenance=provenance),
             timeout=30,
         )
 

@@ -178,7 +178,8 @@ class Decisions:
         def deny(reason: str, consent_id: str = "", path: str = "", erased: bool = False) -> consent_pb2.Decision:
             metrics.CONSENT_DECISIONS.add(1, {"effect": "deny"})
             return consent_pb2.Decision(effect=_DENY, reason=reason, consent_id=consent_id, provision_path=path,
-                                        patient_id=record.patient_id, network_patient_id=owner, record_erased=erased)
+                                        patient_id=record.patient_id, network_patient_id=owner, record_erased=erased,
+                                        record_version=record.version)
 
         actor = self._state.principal(actor_id)
         if actor is None or not actor.is_reader:
@@ -229,6 +230,7 @@ class Decisions:
             decision_id=issued.decision_id,
             break_glass=decision.break_glass,
             break_glass_expires_at_ms=decision.break_glass_expires_at_ms,
+            record_version=record.version,
             network_patient_id=access.patient_id,
         )
 

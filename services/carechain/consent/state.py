@@ -98,6 +98,7 @@ class RecordInfo:
     resource_type: str = ""
     author_id: str = ""  # who wrote it (consent actor role AUT)
     codes: tuple[str, ...] = ()  # "system|code" of its primary code element (consent provision codes)
+    version: int = 1  # the latest version folded; categories and codes are the union over versions 1..version
 
 
 class ConsentState:
@@ -263,25 +264,36 @@ class ConsentState:
             r = body.register_record
             assert isinstance(opened, ledger_pb2.RecordMetadata)
             previous = self._records.get(r.record_id)
+            if previous is not None and r.version <= previous.version:
+                return  # not a new version (the contract refuses these; never lower what was folded)
+            categories, codes = tuple(opened.categories), tuple(opened.codes)
+            if previous is not None:
+                # Labels across versions: a category (or code) any version had protects every version.
+                categories = tuple(sorted({*previous.categories, *categories}))
+                codes = tuple(sorted({*previous.codes, *codes}))
             self._records[r.record_id] = RecordInfo(
                 r.record_id,
                 r.patient_id,
                 r.organization_id,
-                tuple(opened.categories),
+                categories,
                 log_index,
                 # A new version of a crypto-shredded record cannot be read either.
                 erased=previous.erased if previous is not None else False,
                 data_date_ms=opened.data_date_ms,
-                resource_type=opened.resource_type,
+                # The resource type is the record's (svc-records keeps it across versions).
+                resource_type=previous.resource_type if previous is not None else opened.resource_type,
                 author_id=opened.author_id,
-                codes=tuple(opened.codes),
+                codes=codes,
+                version=max(r.version, 1),
             )
         elif kind == "erase_records":
             e = body.erase_records
-            targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id == e.patient_id]
+            # The network patient's records include its linked local identities' (as the contract reads them).
+            identities = {e.patient_id, *self._links.linked_patients(e.patient_id)}
+            targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id in identities]
             for record_id in targets:
                 record = self._records.get(record_id)
-                if record is not None and record.patient_id == e.patient_id:
+                if record is not None and record.patient_id in identities:
                     self._records[record_id] = replace(record, erased=True)
         elif kind == "grant_consent":
             g = body.grant_consent

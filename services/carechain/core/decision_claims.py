@@ -35,6 +35,20 @@ from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token, unverified_c
 
 #: Decision tokens are redeemed at the identity service.
 DECISION_AUDIENCE = audience("identity")
+#: Separates a record id from its version in a later version's data key id (record ids are UUIDs: no ':').
+_VERSION_KEY_SEPARATOR = ":v"
+
+
+def data_key_id(record_id: str, version: int) -> str:
+    """The id identity keeps a record version's data key under: the record id itself for version 1 (as
+    before versions existed), ``<record id>:v<N>`` for a later version (each version has its own key)."""
+    return record_id if version <= 1 else f"{record_id}{_VERSION_KEY_SEPARATOR}{version}"
+
+
+def data_key_record_id(key_id: str) -> str:
+    """The record a data key id belongs to: a decision token for that record redeems any of its versions' keys."""
+    record_id, separator, version = key_id.rpartition(_VERSION_KEY_SEPARATOR)
+    return record_id if separator and record_id and version.isdigit() else key_id
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ token (IHE IUA carries it the same way); a read with that token must state the s
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from carechain.common.v1 import common_pb2
@@ -119,6 +120,31 @@ def require_scope(scope_claim: str, resource_type: str, interaction: str) -> Non
         return
     if not permits(parse_scopes(scope_claim), resource_type, interaction):
         raise PermissionDenied(f"the access token's SMART scopes do not permit this {INTERACTION_NAMES[interaction]}")
+
+
+def searchable_types(scope_claim: str, requested: Iterable[str]) -> frozenset[str]:
+    """The resource types a search (or a patient summary) may cover under the token's scope claim.
+
+    Types asked for explicitly must each have the ``s`` interaction (else PermissionDenied); when none are
+    asked for, the search is limited to the types the scopes allow ``s`` on, so that it never reveals other
+    types (not even by counts). The empty set means every type: a token without a scope claim (not
+    issued through SMART) or a wildcard ``s`` scope.
+    """
+    wanted = frozenset(requested)
+    if not scope_claim:
+        return wanted
+    scopes = parse_scopes(scope_claim)
+    denied = PermissionDenied(f"the access token's SMART scopes do not permit this {INTERACTION_NAMES[SEARCH]}")
+    if wanted:
+        if not all(permits(scopes, resource_type, SEARCH) for resource_type in wanted):
+            raise denied
+        return wanted
+    if any(scope.resource_type == WILDCARD and SEARCH in scope.interactions for scope in scopes):
+        return frozenset()
+    allowed = frozenset(scope.resource_type for scope in scopes if SEARCH in scope.interactions)
+    if not allowed:
+        raise denied
+    return allowed
 
 
 def purpose_code(purpose: int) -> str:

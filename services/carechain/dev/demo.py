@@ -16,7 +16,7 @@ import datetime
 import json
 import pathlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -88,7 +88,7 @@ def _denial(read: Callable[[], object]) -> str:
     raise AssertionError("the read was permitted but consent should have denied it")
 
 
-class _DemoKeys:
+class DemoKeys:
     """New keys for the demo principals: kept as key files in key_dir (0600), or in memory only."""
 
     def __init__(self, key_dir: pathlib.Path | None) -> None:
@@ -96,6 +96,7 @@ class _DemoKeys:
         self.files: dict[str, pathlib.Path] = {}
 
     def new(self, role: str) -> Ed25519Signer:
+        """A new key for role (its file, when kept, is <key_dir>/<role>.key)."""
         if self.key_dir is None:
             return Ed25519Signer.generate("pending")
         self.files[role] = self.key_dir / f"{role}.key"
@@ -107,6 +108,16 @@ class _DemoKeys:
             name_key_file(self.files[role], principal_id)
 
 
+def say_history(say: Callable[[str], None], history: Iterable[audit_pb2.StoredAuditEvent]) -> None:
+    """Narrate a patient's access history, one line per event: when, what, how it ended, who, which record."""
+    for stored_event in history:
+        event = stored_event.event
+        when = datetime.datetime.fromtimestamp(event.time_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        say(f"   {when}  {audit_pb2.AuditAction.Name(event.action).removeprefix('AUDIT_ACTION_'):15}"
+            f" {audit_pb2.AuditOutcome.Name(event.outcome).removeprefix('AUDIT_OUTCOME_'):8}"
+            f" by {event.actor_id:40} record {event.record_id or '-'}")
+
+
 def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str], None] = print,
              key_dir: pathlib.Path | None = None, command: str = "carechain ", data_dir: str = "") -> DemoOutcome:
     """Run the story against a running network, narrating each step.
@@ -115,7 +126,7 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
     (written as ``<command>records get ... --data-dir <data_dir>``).
     """
     outcome = DemoOutcome()
-    keys = _DemoKeys(key_dir)
+    keys = DemoKeys(key_dir)
     with CareChainClient(endpoints, operator) as operator_client:
         hospital_key = keys.new("hospital")
         hospital = operator_client.register(Kind.PRINCIPAL_KIND_ORGANIZATION, "St. Example Hospital",
@@ -181,12 +192,7 @@ def run_demo(endpoints: Endpoints, operator: Ed25519Signer, say: Callable[[str],
 
         outcome.history = patient_client.access_history()
         say("9. patient's access history (newest first):")
-        for stored_event in outcome.history:
-            event = stored_event.event
-            when = datetime.datetime.fromtimestamp(event.time_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-            say(f"   {when}  {audit_pb2.AuditAction.Name(event.action).removeprefix('AUDIT_ACTION_'):15}"
-                f" {audit_pb2.AuditOutcome.Name(event.outcome).removeprefix('AUDIT_OUTCOME_'):8}"
-                f" by {event.actor_id:40} record {event.record_id or '-'}")
+        say_history(say, outcome.history)
 
         # A patient proves their own record is on the ledger; whole-ledger reads are not theirs to make.
         inclusion = patient_client.verify_record_inclusion(cancer.record_id)

@@ -188,6 +188,7 @@ class LocalNetwork:
             "CARECHAIN_METRICS_LISTEN_ADDRESS": self.metrics_addresses[FHIR],
             "CARECHAIN_RECORDS_ADDRESS": self.endpoints.records,
             "CARECHAIN_PUBLIC_BASE_URL": self.fhir_base_url,
+            "CARECHAIN_TRUST_DIR": str(self.layout.trust_dir),  # the token issuer's key: bearer tokens verified
             "OTEL_SERVICE_NAME": "carechain-fhir",
             **self._tls_env(FHIR),
         }
@@ -216,6 +217,9 @@ class LocalNetwork:
         if service in ("records", "consent"):
             # Embedded ledger metadata key: a keyring only these two services are pointed at.
             env["CARECHAIN_LEDGER_METADATA_KEYRING_DIR"] = str(self.layout.root / "ledger-metadata-key")
+        if service == "identity" and self.fhir:
+            # SMART client assertions name the FHIR gateway's token endpoint as their audience.
+            env["CARECHAIN_SMART_TOKEN_URL"] = f"{self.fhir_base_url}/token"
         if service == "consent":
             # Which validators' quorum certificates consent accepts (keys from the trust directory).
             env["CARECHAIN_LEDGER_VALIDATORS"] = ",".join(self.validator_ids)

@@ -3,13 +3,16 @@
 Routes: ``GET /healthz`` (alive), ``GET /readyz`` (records answers its health check), ``GET /metadata``
 (the CapabilityStatement), ``POST /{type}`` (create: records PutRecord), ``GET /{type}/{id}`` (read: records
 GetRecord), ``POST /`` (a batch or transaction Bundle: records ImportBundle), and the SMART Backend Services
-endpoints ``POST /token`` and ``GET /.well-known/smart-configuration`` (from :mod:`carechain.fhir.smart` when
-installed). Every error is an OperationOutcome (:mod:`carechain.fhir.outcomes`); every request is one SERVER span
+endpoints ``POST /token`` (relayed through records' ExchangeClientAssertion: the gateway calls records only) and
+``GET /.well-known/smart-configuration`` (:mod:`carechain.fhir.smart`), search (``GET /{type}``, ``GET /``
+with ``_type``) and ``GET /Patient/{id}/$everything`` (:mod:`carechain.fhir.search`). Every error is an
+OperationOutcome (:mod:`carechain.fhir.outcomes`); every request is one SERVER span
 whose context continues into the gRPC calls, and one JSON log line without ids or values.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime
 import json
@@ -25,22 +28,28 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Mount, Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carechain.core.errors import InvalidArgument
 from carechain.core.fhir import parse_json
 from carechain.core.telemetry import current_trace_id, http_server_span
-from carechain.fhir.auth import RequestCredentials, request_credentials, smart_module
+from carechain.core.tokens import TokenVerifier
+from carechain.fhir import search
+from carechain.fhir.auth import RequestCredentials, request_credentials
 from carechain.fhir.capability import capability_statement, resource_types
 from carechain.fhir.outcomes import FHIR_JSON, FhirError, http_error, operation_outcome, rpc_error
 from carechain.fhir.patients import as_served, bundle_patients, patient_of, patient_reference_path
+from carechain.fhir.smart import TOKEN_PATH, smart_routes
 from carechain.records.v1 import records_pb2, records_pb2_grpc
+from carechain.runtime.auth import Caller
 
 log = logging.getLogger("carechain.fhir")
 
 #: The only version a record has until records can update (issue 14: UpdateRecord, GetRecordRequest.version).
-FIRST_VERSION = 1
+FIRST_VERSION = search.FIRST_VERSION
+#: GetRecord calls of one search page in flight at once.
+READS_IN_FLIGHT = 8
 _JSON_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
 _FORMATS = {"json": FHIR_JSON, **{t: t for t in _JSON_TYPES}}
 _ANY = frozenset({"*/*", "application/*"})
@@ -57,6 +66,18 @@ class GatewayConfig:
     max_bundle_bytes: int = 32 * 1024 * 1024
     rpc_timeout_seconds: float = 10.0
     bundle_timeout_seconds: float = 300.0
+    #: The SMART token endpoint's public URL (what client assertions name as aud; identity's
+    #: CARECHAIN_SMART_TOKEN_URL); empty: <public_base_url>/token, and no token endpoint without a base URL.
+    smart_token_url: str = ""
+    #: Verifies bearer tokens before any records call (None: records alone checks them).
+    verifier: TokenVerifier[Caller] | None = None
+
+    @property
+    def token_url(self) -> str:
+        """The SMART token endpoint's URL, or empty when none is configured."""
+        if self.smart_token_url:
+            return self.smart_token_url
+        return f"{self.public_base_url.rstrip('/')}{TOKEN_PATH}" if self.public_base_url else ""
 
 
 class Records:
@@ -64,6 +85,8 @@ class Records:
 
     def __init__(self, channel: grpc.Channel, config: GatewayConfig) -> None:
         self._stub = records_pb2_grpc.RecordsServiceStub(channel)
+        #: For the token endpoint: records' unauthenticated ExchangeClientAssertion relay.
+        self.token_exchange = self._stub
         self._health = health_pb2_grpc.HealthStub(channel)
         self._config = config
 
@@ -172,7 +195,7 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
     async def create(request: Request) -> Response:
         negotiate(request)
         resource_type = _checked_type(request.path_params["type"])
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         raw = await read_body(request, config.max_resource_bytes, resource_type)
         resource = parse_resource(raw, resource_type)
         if resource.get("resourceType") != resource_type:
@@ -196,7 +219,7 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         negotiate(request)
         resource_type = _checked_type(request.path_params["type"])
         record_id = request.path_params["id"]
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         if not _ID.match(record_id):
             raise FhirError(404, "not-found", f"no {resource_type} with that id")
         if not credentials.purpose:
@@ -206,15 +229,66 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         if record.resource_type != resource_type:
             raise FhirError(404, "not-found", f"no {resource_type} with that id")
         # A 42 CFR Part 2 record goes out with the handling labels the recipient must keep on it.
-        stored = json.loads(record.labelled_resource_json or record.resource_json)
         headers = {"ETag": f'W/"{FIRST_VERSION}"'}
         if record.redisclosure_notice:
             headers["X-Redisclosure-Notice"] = " ".join(record.redisclosure_notice.split())
-        return fhir_response(as_served(stored, record.record_id, record.patient_id, FIRST_VERSION), headers=headers)
+        return fhir_response(search.served(record), headers=headers)
+
+    async def searched(request: Request, query: search.SearchQuery, credentials: RequestCredentials,
+                       url: str) -> Response:
+        """One page of a search: SearchRecords, then each permitted match read with GetRecord (decided, audited)."""
+        found = await records.call("SearchRecords", query.request, credentials)
+        page = search.SearchPage([], found.withheld, sum(1 for m in found.records if m.large), found.next_page_token)
+        slots = asyncio.Semaphore(READS_IN_FLIGHT)
+
+        async def read_one(match: records_pb2.RecordSummary) -> records_pb2.GetRecordResponse | None:
+            async with slots:
+                try:
+                    return await records.call("GetRecord", records_pb2.GetRecordRequest(
+                        record_id=match.record_id, purpose=credentials.purpose), credentials, match.resource_type)
+                except FhirError as exc:
+                    if exc.status == 403:  # consent (or a scope) refused it since the search: withheld
+                        page.withheld += 1
+                        return None
+                    if exc.status in (404, 410):  # erased since the search: no longer a match
+                        return None
+                    raise
+
+        reads = await asyncio.gather(*(read_one(m) for m in found.records if not m.large))
+        page.records = [r for r in reads if r is not None]
+        return fhir_response(search.searchset(_base_url(request, config), url, query, page))
+
+    def _search_credentials(request: Request) -> RequestCredentials:
+        negotiate(request)
+        credentials = request_credentials(request.headers, config.verifier)
+        if not credentials.purpose:
+            raise FhirError(400, "required", _PURPOSE_REQUIRED)
+        return credentials
+
+    async def type_search(request: Request) -> Response:
+        resource_type = _checked_type(request.path_params["type"])
+        credentials = _search_credentials(request)
+        query = search.parse_search(resource_type, request.query_params.multi_items(), _TYPES, credentials.purpose,
+                                    search.lenient(request.headers.get("prefer", "")))
+        return await searched(request, query, credentials, f"{_base_url(request, config)}/{resource_type}")
+
+    async def system_search(request: Request) -> Response:
+        credentials = _search_credentials(request)
+        query = search.parse_search(None, request.query_params.multi_items(), _TYPES, credentials.purpose,
+                                    search.lenient(request.headers.get("prefer", "")))
+        return await searched(request, query, credentials, _base_url(request, config))
+
+    async def everything(request: Request) -> Response:
+        credentials = _search_credentials(request)
+        patient_id = request.path_params["id"]
+        query = search.parse_everything(patient_id, request.query_params.multi_items(), _TYPES, credentials.purpose,
+                                        search.lenient(request.headers.get("prefer", "")))
+        return await searched(request, query, credentials,
+                              f"{_base_url(request, config)}/Patient/{query.request.patient_id}/$everything")
 
     async def bundle(request: Request) -> Response:
         negotiate(request)
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         raw = await read_body(request, config.max_bundle_bytes, "Bundle")
         content = parse_resource(raw, "Bundle")
         if content.get("resourceType") != "Bundle":
@@ -237,29 +311,29 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
             raise
         return fhir_response(_served_response_bundle(response, imported, _base_url(request, config)))
 
-    async def smart_configuration(request: Request) -> Response:
-        smart = smart_module()
-        if smart is None or not hasattr(smart, "smart_configuration"):
-            raise FhirError(404, "not-supported", "SMART Backend Services is not configured on this server")
-        return JSONResponse(smart.smart_configuration(_base_url(request, config)))
+    async def smart_not_configured(request: Request) -> Response:
+        raise FhirError(404, "not-supported", "SMART Backend Services is not configured on this server "
+                        "(CARECHAIN_PUBLIC_BASE_URL or CARECHAIN_SMART_TOKEN_URL)")
 
     routes: list[Any] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metadata", metadata, methods=["GET"]),
-        Route("/.well-known/smart-configuration", smart_configuration, methods=["GET"]),
     ]
-    smart = smart_module()
-    if smart is not None and hasattr(smart, "token_endpoint"):
-        routes.append(Mount("/token", app=smart.token_endpoint))
+    if config.token_url:
+        routes += smart_routes(lambda: records.token_exchange, config.token_url)
     else:
-        routes.append(Route("/token", smart_configuration, methods=["POST"]))  # the same "not configured" answer
+        routes += [Route("/.well-known/smart-configuration", smart_not_configured, methods=["GET"]),
+                   Route(TOKEN_PATH, smart_not_configured, methods=["POST"])]
     from carechain.fhir.audit_routes import audit_routes  # before /{type}: Consent and AuditEvent are not records
     from carechain.fhir.consent_routes import consent_routes
     routes += consent_routes(records, config) + audit_routes(records, config)
     routes += [
         Route("/", bundle, methods=["POST"]),
+        Route("/", system_search, methods=["GET"]),
+        Route("/Patient/{id}/$everything", everything, methods=["GET"]),
         Route("/{type}", create, methods=["POST"]),
+        Route("/{type}", type_search, methods=["GET"]),
         Route("/{type}/{id}", read, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={

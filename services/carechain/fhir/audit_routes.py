@@ -38,7 +38,7 @@ def audit_routes(records: Any, config: Any) -> list[Route]:
 
     async def search(request: Request) -> Response:
         app.negotiate(request)
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         check_parameters(request, _SUPPORTED, _AUDIT_EVENT)
         patient = patient_parameter(request)
         since_ms, until_ms = date_parameters(request)

@@ -13,12 +13,17 @@ from typing import Any
 import carechain
 from carechain.core.fhir import PATIENT_REFERENCE_FIELDS
 from carechain.fhir.outcomes import FHIR_JSON
+from carechain.fhir.search import PATIENT_SEARCH_PARAMETERS, SEARCH_PARAMETERS
 
 FHIR_VERSION = "4.0.1"
-#: Interactions served for every resource type (docs/fhir.md; vread, update, history and search wait for issue 14).
-TYPE_INTERACTIONS = ("create", "read")
-#: System-level interactions: POST / with a Bundle.
-SYSTEM_INTERACTIONS = ("batch", "transaction")
+#: Interactions served for every resource type (docs/fhir.md; vread, update and history wait for issue 14).
+TYPE_INTERACTIONS = ("create", "read", "search-type")
+#: System-level interactions: POST / with a Bundle, GET / with _type.
+SYSTEM_INTERACTIONS = ("batch", "transaction", "search-system")
+#: The operation served on Patient instances.
+EVERYTHING = {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+              "documentation": "every record of the patient the client may read (_type, _since, _count); a "
+                               "searchset Bundle with the withheld count"}
 RESTFUL_SECURITY = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 
 
@@ -65,6 +70,10 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
             "versioning": "versioned",
             "readHistory": False,
             "updateCreate": False,
+            "searchParam": [{"name": name, "type": kind, "documentation": what}
+                            for name, kind, what in (PATIENT_SEARCH_PARAMETERS if resource_type == "Patient"
+                                                     else SEARCH_PARAMETERS)],
+            **({"operation": [EVERYTHING]} if resource_type == "Patient" else {}),
         }
         for resource_type in resource_types() if resource_type not in PATIENT_FACING
     ]
@@ -83,7 +92,8 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
         "rest": [{
             "mode": "server",
             "documentation": "Patients are referenced as Patient/<pseudonym>: the pseudonym is a patient's logical "
-                             "id on this server. Reads need a purpose of use.",
+                             "id on this server. Reads and searches need a purpose of use (the SMART token's, or "
+                             "X-Purpose-Of-Use). Searches cover one patient (patient=Patient/<pseudonym>).",
             "security": {
                 "cors": False,
                 "service": [{"coding": [{"system": RESTFUL_SECURITY, "code": "SMART-on-FHIR"}]}],
@@ -92,5 +102,8 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
             },
             "resource": resources,
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "searchParam": [{"name": "_type", "type": "token", "documentation": "resource types (commas)"},
+                            *({"name": name, "type": kind, "documentation": what}
+                              for name, kind, what in SEARCH_PARAMETERS)],
         }],
     }

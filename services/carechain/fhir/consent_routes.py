@@ -42,7 +42,7 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
     async def signed_consent(request: Request) -> tuple[Any, dict[str, Any]]:
         """(records' answer, the Consent sent) for a request carrying a signed Consent."""
         app.negotiate(request)
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         signature = request.headers.get(CONSENT_SIGNATURE_HEADER, "").strip()
         if not signature:
             raise unauthenticated("X-Consent-Signature: a compact JWS by the patient (or delegate) over the exact "
@@ -74,7 +74,7 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
 
     async def search(request: Request) -> Response:
         app.negotiate(request)
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         check_parameters(request, ("patient",), _CONSENT)
         patient = patient_parameter(request)
         listed = await records.call("ListPatientConsents", records_pb2.ListPatientConsentsRequest(
@@ -86,7 +86,7 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
 
     async def read(request: Request) -> Response:
         app.negotiate(request)
-        credentials = request_credentials(request.headers)
+        credentials = request_credentials(request.headers, config.verifier)
         check_parameters(request, ("patient",), _CONSENT)
         listed = await records.call("ListPatientConsents", records_pb2.ListPatientConsentsRequest(
             patient_id=patient_parameter(request)), credentials, _CONSENT)

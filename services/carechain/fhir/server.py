@@ -1,8 +1,9 @@
 """Runs the FHIR REST gateway: ``carechain serve fhir`` (uvicorn), configured by CARECHAIN_* variables.
 
 Settings: :class:`carechain.runtime.config.FhirSettings` (``CARECHAIN_LISTEN_ADDRESS`` its HTTP host:port,
-``CARECHAIN_RECORDS_ADDRESS``, ``CARECHAIN_PUBLIC_BASE_URL``, TLS files, ``CARECHAIN_LOG_LEVEL``); tracing by
-the standard ``OTEL_*`` variables. SIGTERM: uvicorn stops accepting, in-flight requests get the grace period.
+``CARECHAIN_RECORDS_ADDRESS``, ``CARECHAIN_PUBLIC_BASE_URL``, ``CARECHAIN_SMART_TOKEN_URL``,
+``CARECHAIN_TRUST_DIR`` (the token issuer's key, to verify bearer tokens), TLS files, ``CARECHAIN_LOG_LEVEL``);
+tracing by the standard ``OTEL_*`` variables. SIGTERM: uvicorn stops accepting, in-flight requests get the grace period.
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ import uvicorn
 
 from carechain.client.channels import intercept, plain_channel
 from carechain.client.tls import ClientTLS
+from carechain.core.layout import TrustBundle
 from carechain.core.telemetry import configure_tracing, shutdown_tracing
+from carechain.core.tokens import TokenVerifier
 from carechain.fhir.app import GatewayConfig, Records, build_app, observed
+from carechain.fhir.smart import token_verifier
 from carechain.runtime import metrics
+from carechain.runtime.auth import Caller
 from carechain.runtime.config import FhirSettings
 from carechain.runtime.logs import configure_logging
 
 NAME = "fhir"
 
 
-def gateway_config(settings: FhirSettings) -> GatewayConfig:
-    """The app's configuration from the settings."""
+def gateway_config(settings: FhirSettings, verifier: TokenVerifier[Caller] | None = None) -> GatewayConfig:
+    """The app's configuration from the settings (verifier: see :func:`main`)."""
     return GatewayConfig(public_base_url=settings.public_base_url, max_resource_bytes=settings.max_resource_bytes,
                          max_bundle_bytes=settings.max_bundle_bytes, rpc_timeout_seconds=settings.rpc_timeout_seconds,
-                         bundle_timeout_seconds=settings.bundle_timeout_seconds)
+                         bundle_timeout_seconds=settings.bundle_timeout_seconds,
+                         smart_token_url=settings.smart_token_url, verifier=verifier)
 
 
 def uvicorn_config(settings: FhirSettings, app: object) -> uvicorn.Config:
@@ -53,8 +59,10 @@ def main() -> None:
     configure_logging(NAME, settings.log_level)
     configure_tracing(NAME)
     metrics.configure_metrics(NAME, settings.metrics_listen_address)
+    # Bearer tokens are verified against the token issuer's key before any call (a forged one is 401 here).
+    config = gateway_config(settings, token_verifier(TrustBundle.load(settings.trust_dir)))
     channel = intercept(plain_channel(settings.records_address, ClientTLS.from_settings(settings)), "records")
-    app = observed(build_app(Records(channel, gateway_config(settings)), gateway_config(settings)))
+    app = observed(build_app(Records(channel, config), config))
     try:
         uvicorn.Server(uvicorn_config(settings, app)).run()
     finally:

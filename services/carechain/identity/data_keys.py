@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from carechain.core.crypto import same
-from carechain.core.decision_claims import DecisionClaims, verify_decision_token
+from carechain.core.decision_claims import DecisionClaims, data_key_record_id, verify_decision_token
 from carechain.core.errors import (
     AlreadyExists,
     CareChainError,
@@ -239,9 +239,13 @@ class DataKeys:
         return results
 
     def _verify_release_claims(self, record_id: str, decision_token: str) -> DecisionClaims:
-        """A decision token's claims if it is valid and for record_id (what needs no store); PermissionDenied."""
+        """A decision token's claims if it is valid and for record_id (what needs no store); PermissionDenied.
+
+        record_id may name a later version's data key (``<record id>:v<N>``): the permit is for the record,
+        whose consent decision already covers every version's categories.
+        """
         claims = self._verify_decision_token(decision_token)
-        if claims.record_id != record_id:
+        if claims.record_id != data_key_record_id(record_id):
             raise PermissionDenied("decision token is for a different record")
         if not claims.decision_id:
             raise PermissionDenied("decision token has no jti")

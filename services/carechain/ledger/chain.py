@@ -207,9 +207,9 @@ class Ledger:
         """Committed transactions in log order."""
         return self._view.list_transactions(from_log_index, limit)
 
-    def record_entry(self, record_id: str) -> ledger_pb2.RecordEntry:
-        """A record's registration and tombstone; NotFound for unknown ids."""
-        return self._view.record_entry(record_id)
+    def record_entry(self, record_id: str, version: int = 0) -> ledger_pb2.RecordEntry:
+        """A record's registration (its latest version, or version) and tombstone; NotFound for unknown ids."""
+        return self._view.record_entry(record_id, version)
 
     def patient_records(self, patient_id: str, from_log_index: int, limit: int
                         ) -> tuple[list[ledger_pb2.RecordEntry], int | None]:

@@ -54,6 +54,7 @@ from carechain.ledger.state import (
     Principal,
     RecordState,
     StateReader,
+    searched_identities,
 )
 from carechain.ledger.v1 import ledger_pb2
 
@@ -259,8 +260,13 @@ class Validator:
             raise _not_permitted(f"only {RECORDS} registers records")
         if not r.record_id:
             raise Rejected("register_record.record_id: required")
-        if state.record(r.record_id) is not None:
+        latest = state.record(r.record_id)
+        if r.version > 1:
+            self._check_new_version(r, latest)
+        elif latest is not None:
             raise Rejected("register_record.record_id: already registered")
+        elif r.previous_log_index or r.previous_content_sha256:
+            raise Rejected("register_record.previous_log_index: only a version > 1 follows a previous version")
         patient = self._patient(state, r.patient_id, "register_record.patient_id")
         self._organization(state, r.organization_id, "register_record.organization_id")
         # Organisation scope: an organisation writes only for the patients it registered. The author is
@@ -276,7 +282,31 @@ class Validator:
         if in_clear:
             raise Rejected(in_clear)
         _require_sealed(r.sealed_metadata if r.HasField("sealed_metadata") else None, "register_record.sealed_metadata")
-        state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
+        if latest is not None:
+            state.put_record_version(latest, r.version, log_index, transactions.encode(r))
+        else:
+            state.put_record(RecordState(r.record_id, r.patient_id, transactions.encode(r), log_index))
+
+    @staticmethod
+    def _check_new_version(r: ledger_pb2.RegisterRecord, latest: RecordState | None) -> None:
+        """A version > 1 amends the record's latest version: consecutive, linked, same patient and organisation.
+
+        The resource type is sealed (validators cannot see it): svc-records keeps it and consent re-checks it.
+        """
+        if latest is None:
+            raise Rejected("register_record.version: a version > 1 needs a registered record")
+        if latest.erased:
+            raise Rejected("register_record.record_id: the record was erased")
+        previous = ledger_pb2.RegisterRecord.FromString(latest.entry)
+        if r.version != max(previous.version, 1) + 1:
+            raise Rejected("register_record.version: must be the latest version + 1")
+        if r.previous_log_index != latest.log_index or r.previous_content_sha256 != previous.content_sha256:
+            raise Rejected("register_record.previous_log_index: must name the latest version "
+                           "(its log index and content_sha256)")
+        if r.patient_id != previous.patient_id:
+            raise Rejected("register_record.patient_id: a new version keeps the record's patient")
+        if r.organization_id != previous.organization_id:
+            raise _not_permitted("only the authoring organization writes a new version of a record")
 
     def _grant_consent(self, env: Envelope, state: PendingState, log_index: int) -> None:
         g = env.body.grant_consent
@@ -457,15 +487,17 @@ class Validator:
         elif env.signer_id not in (e.patient_id, IDENTITY):
             raise _not_permitted(f"only the patient, {IDENTITY} or {RECORDS} erases records")
         self._patient(state, e.patient_id, "erase_records.patient_id")
+        # A network patient's records include those of the local identities linked to it (issue 14 part 1).
+        identities = searched_identities(state, e.patient_id)
         if e.record_ids:
             targets = []
             for record_id in dict.fromkeys(e.record_ids):  # de-duplicated, order kept
                 record = state.record(record_id)
-                if record is None or record.patient_id != e.patient_id:
+                if record is None or record.patient_id not in identities:
                     raise Rejected("erase_records.record_ids: unknown record or not the patient's")
                 targets.append(record)
         else:
-            targets = state.patient_records(e.patient_id)
+            targets = [record for identity in identities for record in state.patient_records(identity)]
         for record in targets:
             if not record.erased:  # erasing twice is harmless; the first tombstone stays
                 state.erase_record(record, log_index)

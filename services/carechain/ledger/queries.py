@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from carechain.core import merkle
 from carechain.core.errors import DataLoss, IntegrityError, InvalidArgument, NotFound
 from carechain.ledger.sqlite_store import LedgerStore
+from carechain.ledger.state import searched_identities
 from carechain.ledger.v1 import ledger_pb2
 
 log = logging.getLogger("carechain.ledger")
@@ -69,17 +70,6 @@ class PageToken:
             raise InvalidArgument(field, "is not a page token of this list")
         (position,) = struct.unpack(">Q", raw[len(prefix):])
         return cls(kind, position)
-
-
-def searched_identities(state: object, patient_id: str) -> list[str]:
-    """Every patient id whose records are patient_id's: itself, then the local identities linked to it.
-
-    Links (issue 14 part 1) come from the state's ``linked_patients`` once the chain store has it; before
-    that a patient is one identity.
-    """
-    linked = getattr(state, "linked_patients", None)
-    aliases = list(linked(patient_id)) if callable(linked) else []
-    return [patient_id, *(alias for alias in aliases if alias != patient_id)]
 
 
 def _served_intact(verify: Callable[..., None], *proof: object) -> None:
@@ -248,19 +238,28 @@ class ChainView:
             for e in self.store.log_entries(from_log_index, limit)
         ]
 
-    def record_entry(self, record_id: str) -> ledger_pb2.RecordEntry:
-        """A record's registration and tombstone; NotFound for unknown ids."""
+    def record_entry(self, record_id: str, version: int = 0) -> ledger_pb2.RecordEntry:
+        """A record's registration (its latest version, or version) and tombstone; NotFound for unknown ids.
+
+        registered_at_ms is when that version was written (its block's timestamp: ordering time).
+        """
         record = self.store.record(record_id) if record_id else None
         if record is None:
             raise NotFound("no such record on the ledger")
-        entry = ledger_pb2.RecordEntry(
-            record=ledger_pb2.RegisterRecord.FromString(record.entry), log_index=record.log_index, erased=record.erased,
-            registered_at_ms=self._block_time_of(record.log_index),
-        )
+        latest = ledger_pb2.RegisterRecord.FromString(record.entry)
+        latest_version = max(latest.version, 1)
+        entry, log_index = latest, record.log_index
+        if version and version != latest_version:
+            earlier = self.store.earlier_record_version(record_id, version) if version < latest_version else None
+            if earlier is None:
+                raise NotFound("the record has no such version")
+            entry, log_index = ledger_pb2.RegisterRecord.FromString(earlier.entry), earlier.log_index
+        answer = ledger_pb2.RecordEntry(record=entry, log_index=log_index, erased=record.erased,
+                                        registered_at_ms=self._block_time_of(log_index), latest_version=latest_version)
         if record.erased and record.erased_log_index is not None:
-            entry.erased_log_index = record.erased_log_index
-            entry.erased_at_ms = self._block_time_of(record.erased_log_index)
-        return entry
+            answer.erased_log_index = record.erased_log_index
+            answer.erased_at_ms = self._block_time_of(record.erased_log_index)
+        return answer
 
     def _block_time_of(self, log_index: int) -> int:
         """The timestamp of the block holding log entry log_index (the ordering time validators agreed on)."""
@@ -276,12 +275,12 @@ class ChainView:
         patient_id (:func:`searched_identities`) in log order, each with its block's time as last_updated_ms."""
         found = self.store.patient_records_page(searched_identities(self.store, patient_id), from_log_index,
                                                 limit + 1)
-        entries = [
-            ledger_pb2.RecordEntry(record=ledger_pb2.RegisterRecord.FromString(record.entry),
-                                   log_index=record.log_index, erased=record.erased,
-                                   last_updated_ms=ledger_pb2.BlockHeader.FromString(header).timestamp_ms)
-            for record, header in found[:limit]
-        ]
+        entries = []
+        for record, header in found[:limit]:
+            written_ms = ledger_pb2.BlockHeader.FromString(header).timestamp_ms  # the latest version's write
+            entries.append(ledger_pb2.RecordEntry(record=ledger_pb2.RegisterRecord.FromString(record.entry),
+                                                  log_index=record.log_index, erased=record.erased,
+                                                  last_updated_ms=written_ms, registered_at_ms=written_ms))
         return entries, (found[limit][0].log_index if len(found) > limit else None)
 
     def inclusion_proof(self, log_index: int, tree_size: int = 0) -> ledger_pb2.InclusionProof:

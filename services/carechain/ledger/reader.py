@@ -326,6 +326,7 @@ class VerifiedLedgerReader:
                     "principals": [_row(p) for p in pending.principals.values()],
                     "nonces": [[signer, _b64(nonce), index] for (signer, nonce), index in pending.nonces.items()],
                     "records": [_row(r) for r in pending.records.values()],
+                    "record_versions": [_row(v) for v in pending.record_versions.values()],
                     "consents": [_row(c) for c in pending.consents.values()],
                     "delegations": [_row(d) for d in pending.delegations.values()],
                     "anchors": [_row(a) for a in pending.anchors],
@@ -366,6 +367,9 @@ class VerifiedLedgerReader:
             pending.consume_nonce(str(signer), _unb64(nonce), int(index))
         for row in contract["records"]:
             pending.put_record(_from_row(ledger_state.RecordState, row))
+        for row in contract.get("record_versions", ()):  # absent in snapshots from before versions
+            version = _from_row(ledger_state.RecordVersionState, row)
+            pending.record_versions[(version.record_id, version.version)] = version
         for row in contract["consents"]:
             pending.put_consent(_from_row(ledger_state.ConsentState, row))
         for row in contract["delegations"]:

@@ -272,7 +272,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> ledger_pb2.RecordEntry:
         if not request.record_id:
             raise InvalidArgument("record_id", "required")
-        return self.ledger.record_entry(request.record_id)
+        return self.ledger.record_entry(request.record_id, request.version)
 
     def ListPatientRecords(  # noqa: N802
         self, request: ledger_pb2.ListPatientRecordsRequest, context: grpc.ServicerContext

@@ -9,8 +9,9 @@
 - ``log_entries``: one row per transaction in log order: where it is (height,
   index), its bytes (encoded Transaction = RFC 9162 leaf data), its leaf hash
   and its verdict; serves ListTransactions and Merkle proofs.
-- contract state: ``principals``, ``nonces`` (per signer), ``records`` (with
-  tombstones), ``consents`` (with status), ``delegations``, ``audit_anchors``,
+- contract state: ``principals``, ``nonces`` (per signer), ``records`` (the
+  latest version of each, with tombstones), ``record_versions`` (superseded
+  versions), ``consents`` (with status), ``delegations``, ``audit_anchors``,
   ``patient_links`` (linked patient -> network identity, with unlinks).
 - ``meta``: chain id, the orderer position and the validator set.
 - ``certificates``: the quorum certificate (encoded ``QuorumCertificate``) of
@@ -51,6 +52,7 @@ from carechain.ledger.state import (
     PendingState,
     Principal,
     RecordState,
+    RecordVersionState,
 )
 from carechain.runtime.sqlite import connect_durable
 
@@ -107,6 +109,13 @@ CREATE TABLE IF NOT EXISTS records (
     erased_log_index INTEGER
 );
 CREATE INDEX IF NOT EXISTS records_by_patient ON records (patient_id, log_index);
+CREATE TABLE IF NOT EXISTS record_versions (
+    record_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    log_index INTEGER NOT NULL,
+    PRIMARY KEY (record_id, version)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS consents (
     consent_id TEXT PRIMARY KEY,
     patient_id TEXT NOT NULL,
@@ -539,6 +548,10 @@ class LedgerStore(LinkResolution):
              for r in state.records.values()],
         )
         db.executemany(
+            "INSERT INTO record_versions (record_id, version, entry, log_index) VALUES (?, ?, ?, ?)",
+            [(v.record_id, v.version, v.entry, v.log_index) for v in state.record_versions.values()],
+        )
+        db.executemany(
             "INSERT OR REPLACE INTO consents (consent_id, patient_id, policy, status, log_index, revoked_log_index) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             [(c.consent_id, c.patient_id, c.policy, c.status, c.log_index, c.revoked_log_index)
@@ -609,6 +622,14 @@ class LedgerStore(LinkResolution):
             ).fetchall()
         return [self._record(r) for r in rows]
 
+    def earlier_record_version(self, record_id: str, version: int) -> RecordVersionState | None:
+        """A superseded version of a record, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record_id, version, entry, log_index FROM record_versions WHERE record_id = ? AND version = ?",
+                (record_id, version),
+            ).fetchone()
+        return None if row is None else RecordVersionState(row[0], row[1], bytes(row[2]), row[3])
     def patient_records_page(self, patient_ids: list[str], from_log_index: int, limit: int
                              ) -> list[tuple[RecordState, bytes]]:
         """Up to limit records of these patient ids from from_log_index on, in log order, each with the

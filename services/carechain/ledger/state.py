@@ -48,6 +48,16 @@ class RecordState:
 
 
 @dataclass(frozen=True)
+class RecordVersionState:
+    """An earlier (superseded) version of a record; the latest is the record's :class:`RecordState`."""
+
+    record_id: str
+    version: int
+    entry: bytes  # deterministic encoding of that version's RegisterRecord
+    log_index: int
+
+
+@dataclass(frozen=True)
 class ConsentState:
     """A granted consent and its status."""
 
@@ -146,6 +156,10 @@ class StateReader(Protocol):
         """A patient's records in log order."""
         ...
 
+    def earlier_record_version(self, record_id: str, version: int) -> RecordVersionState | None:
+        """A superseded version of a record (not its latest), or None."""
+        ...
+
     def consent(self, consent_id: str) -> ConsentState | None:
         """A consent, or None."""
         ...
@@ -190,6 +204,9 @@ class EmptyState(LinkResolution):
     def patient_records(self, patient_id: str) -> list[RecordState]:
         return []
 
+    def earlier_record_version(self, record_id: str, version: int) -> RecordVersionState | None:
+        return None
+
     def consent(self, consent_id: str) -> ConsentState | None:
         return None
 
@@ -214,6 +231,7 @@ class PendingState(LinkResolution):
         self.principals: dict[str, Principal] = {}
         self.nonces: dict[tuple[str, bytes], int] = {}  # -> log index that consumed it
         self.records: dict[str, RecordState] = {}
+        self.record_versions: dict[tuple[str, int], RecordVersionState] = {}  # superseded versions
         self.consents: dict[str, ConsentState] = {}
         self.delegations: dict[tuple[str, str], Delegation] = {}
         self.anchors: list[AuditAnchor] = []
@@ -236,6 +254,10 @@ class PendingState(LinkResolution):
         merged = {r.record_id: r for r in self.base.patient_records(patient_id)}
         merged.update((r.record_id, r) for r in self.records.values() if r.patient_id == patient_id)
         return sorted(merged.values(), key=lambda r: r.log_index)
+
+    def earlier_record_version(self, record_id: str, version: int) -> RecordVersionState | None:
+        found = self.record_versions.get((record_id, version))
+        return found if found is not None else self.base.earlier_record_version(record_id, version)
 
     def consent(self, consent_id: str) -> ConsentState | None:
         found = self.consents.get(consent_id)
@@ -274,6 +296,13 @@ class PendingState(LinkResolution):
         """Add or update a record."""
         self.records[record.record_id] = record
 
+    def put_record_version(self, latest: RecordState, version: int, log_index: int, entry: bytes) -> None:
+        """A new latest version of a record: the current one is kept as an earlier version."""
+        previous_version = version - 1
+        self.record_versions[(latest.record_id, previous_version)] = RecordVersionState(
+            latest.record_id, previous_version, latest.entry, latest.log_index)
+        self.records[latest.record_id] = replace(latest, entry=entry, log_index=log_index)
+
     def erase_record(self, record: RecordState, log_index: int) -> None:
         """Tombstone a record."""
         self.records[record.record_id] = replace(record, erased=True, erased_log_index=log_index)
@@ -293,3 +322,14 @@ class PendingState(LinkResolution):
     def put_link(self, link: PatientLink) -> None:
         """Add or update a patient identity link."""
         self.links[link.linked_patient_id] = link
+
+
+def searched_identities(state: object, patient_id: str) -> list[str]:
+    """Every patient id whose records are patient_id's: itself, then the local identities linked to it.
+
+    Links (issue 14 part 1) come from the state's ``linked_patients`` once the chain store has it; before
+    that a patient is one identity.
+    """
+    linked = getattr(state, "linked_patients", None)
+    aliases = list(linked(patient_id)) if callable(linked) else []
+    return [patient_id, *(alias for alias in aliases if alias != patient_id)]

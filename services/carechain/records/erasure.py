@@ -34,6 +34,7 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
+from carechain.core.decision_claims import data_key_id
 from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from carechain.core.layout import OPERATOR_ID
 from carechain.identity.v1 import identity_pb2
@@ -44,6 +45,7 @@ from carechain.records.gateway import RecordsGateway, organization_of, utc_date
 from carechain.records.v1 import records_pb2
 from carechain.runtime.auth import Caller, Kind
 from carechain.runtime.delegates import IsDelegate, acts_for_patient
+from carechain.runtime.patient_links import PatientLinkTable
 from carechain.storage.v1 import storage_pb2
 
 log = logging.getLogger("carechain.records.erasure")
@@ -76,11 +78,14 @@ class LedgerRecords:
 def read_ledger_records(ledger: Any, patient_id: str = "") -> LedgerRecords:
     """Every record on the ledger (only patient_id's, when given), read to the end of the log.
 
-    An EraseRecords without record ids tombstones all the patient's records registered before it,
-    as the contract applies it.
+    A patient's records include those of the local identities linked to it (docs/network-identity.md),
+    as the contract reads them. An EraseRecords without record ids tombstones all the patient's records
+    registered before it, as the contract applies it.
     """
     found = LedgerRecords()
+    owners: dict[str, str] = {}  # record id -> the patient id it was registered for
     by_patient: dict[str, list[str]] = {}
+    links = PatientLinkTable()  # network patient <-> linked local identities, as of each transaction
     for logged in logged_transactions(ledger):
         if not logged.result.valid:
             continue
@@ -88,14 +93,22 @@ def read_ledger_records(ledger: Any, patient_id: str = "") -> LedgerRecords:
         kind = body.WhichOneof("payload")
         if kind == "register_record":
             registration = body.register_record
-            if patient_id and registration.patient_id != patient_id:
-                continue
             found.registrations.setdefault(registration.record_id, []).append(registration)
-            by_patient.setdefault(registration.patient_id, []).append(registration.record_id)
+            if registration.record_id not in owners:
+                owners[registration.record_id] = registration.patient_id
+                by_patient.setdefault(registration.patient_id, []).append(registration.record_id)
+        elif kind in ("link_patient_identity", "unlink_patient_identity"):
+            links.fold(body)
         elif kind == "erase_records":
             erase = body.erase_records
-            if not patient_id or erase.patient_id == patient_id:
-                found.erased.update(erase.record_ids or by_patient.get(erase.patient_id, []))
+            identities = [erase.patient_id, *links.linked_patients(erase.patient_id)]
+            found.erased.update(erase.record_ids or
+                                [r for identity in identities for r in by_patient.get(identity, [])])
+    if patient_id:
+        identities = {patient_id, *links.linked_patients(patient_id)}
+        found.registrations = {record_id: registrations for record_id, registrations in found.registrations.items()
+                               if owners[record_id] in identities}
+        found.erased &= set(found.registrations)
     return found
 
 
@@ -136,7 +149,8 @@ def destroy(peers: Any, parts: Iterable[ErasurePart], now_ms: int) -> Destroyed:
     done = Destroyed()
     for part in parts:
         if deleted(lambda p=part: peers.identity.DeleteDataKey(
-                identity_pb2.DeleteDataKeyRequest(record_id=p.record_id, patient_id=p.patient_id))):
+                identity_pb2.DeleteDataKeyRequest(record_id=data_key_id(p.record_id, p.version),
+                                                patient_id=p.patient_id))):
             done.data_keys += 1
         # written_before_ms after now: the blob is removed whenever it was written (it is this record's).
         # FAILED_PRECONDITION: an S3 version under Object Lock stays until its retention ends; without

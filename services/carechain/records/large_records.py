@@ -304,7 +304,8 @@ class LargeRecords:
             return envelope, Attachment(_attachment_size(record) - len(envelope), _chain(rest, segments))
 
         return self._gateway.get_record(caller, request.record_id, request.purpose, request.action,
-                                        request.break_glass, request.break_glass_reason, content=open_content)
+                                        request.break_glass, request.break_glass_reason, content=open_content,
+                                        version=request.version, provenance_json=request.provenance)
 
     def stream(self, caller: Caller, read: ReadRecord, action: int, audit_fields: dict[str, Any]) -> Iterator[bytes]:
         """A read large record's data; a failure mid-way is audited (the read was audited as it began)."""

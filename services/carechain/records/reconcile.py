@@ -18,6 +18,10 @@ One pass of :class:`Reconciler`, for everything older than the grace period:
   a peer failed after the tombstone, has them destroyed (now, not after the
   grace period: the tombstone is the commit point of an erasure).
 
+A record version is the unit (UpdateRecord writes version 2, 3, ... of a record with their own data key
+and blob): write events carry the version (``AuditEvent.record_version``), so an amendment that crashed
+loses its own key, never the committed versions'.
+
 Safe while writes continue: candidates are listed before the ledger is read,
 and only things older than the grace period are candidates, while a write gives
 up unless it reaches the ledger within half of it. Idempotent: the events it
@@ -42,6 +46,7 @@ import grpc
 
 from carechain.audit.events import AuditReporter
 from carechain.audit.v1 import audit_pb2
+from carechain.core.decision_claims import data_key_id
 from carechain.identity.v1 import identity_pb2
 from carechain.records.erasure import LedgerRecords, deleted, destroy, erasure_parts, read_ledger_records
 from carechain.records.v1 import records_pb2
@@ -58,7 +63,10 @@ _EVENT_NAMESPACE = uuid.UUID("5d0c8f7e-2b8e-4f6a-9a51-6c0f3e1d2a47")
 
 
 def reconciler_event_id(record_id: str, outcome: int) -> str:
-    """The event id of the closing event the reconciler adds for a record's write attempt."""
+    """The event id of the closing event the reconciler adds for a record's write attempt.
+
+    record_id names the record version (``data_key_id``: the record id itself for version 1).
+    """
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{record_id}|{outcome}"))
 
 
@@ -100,8 +108,10 @@ class Reconciler:
                 report.erased_leftovers = self._finish_erasures(ledger)
                 report.stale_uploads = self._peers.storage.PruneIncoming(
                     storage_pb2.PruneIncomingRequest(created_before_ms=cutoff_ms)).removed
-            for record_id, attempt in attempts.items():
-                if record_id in ledger.registrations:
+            versions = {data_key_id(r.record_id, r.version)
+                        for registrations in ledger.registrations.values() for r in registrations}
+            for version_key, attempt in attempts.items():
+                if version_key in versions:
                     if not attempt.committed_event:
                         report.unconfirmed_commits += 1
                         if not dry_run:
@@ -122,7 +132,7 @@ class Reconciler:
     # --- reading ---------------------------------------------------------------------
 
     def _write_attempts(self, cutoff_ms: int) -> dict[str, _Attempt]:
-        """Write attempts older than cutoff_ms, by record id, with how each ended."""
+        """Write attempts older than cutoff_ms, by record version (its data key id), with how each ended."""
         attempts: dict[str, _Attempt] = {}
         ends: list[audit_pb2.AuditEvent] = []
         stream = self._peers.audit.StreamEvents(audit_pb2.StreamEventsRequest(service="records", replay_only=True))
@@ -132,16 +142,16 @@ class Reconciler:
                 continue
             if event.outcome == Outcome.AUDIT_OUTCOME_ATTEMPTED:
                 if event.time_ms < cutoff_ms:
-                    attempts[event.record_id] = _Attempt(event)
+                    attempts[_version_key(event)] = _Attempt(event)
             else:
                 ends.append(event)
         for event in ends:
-            attempt = attempts.get(event.record_id)
+            attempt = attempts.get(_version_key(event))
             if attempt is None:
                 continue
             if event.outcome == Outcome.AUDIT_OUTCOME_SUCCESS:
                 attempt.committed_event = True
-            elif event.event_id == reconciler_event_id(event.record_id, Outcome.AUDIT_OUTCOME_FAILED):
+            elif event.event_id == reconciler_event_id(_version_key(event), Outcome.AUDIT_OUTCOME_FAILED):
                 attempt.closed_by_reconciler = True
         return attempts
 
@@ -179,15 +189,21 @@ class Reconciler:
     def _delete_data_key(self, attempt: audit_pb2.AuditEvent, dry_run: bool) -> bool:
         # NOT_FOUND: the write crashed before it got a key.
         return dry_run or deleted(lambda: self._peers.identity.DeleteDataKey(
-            identity_pb2.DeleteDataKeyRequest(record_id=attempt.record_id, patient_id=attempt.patient_id)))
+            identity_pb2.DeleteDataKeyRequest(record_id=_version_key(attempt), patient_id=attempt.patient_id)))
 
     def _close(self, attempt: audit_pb2.AuditEvent, outcome: int, reason: str) -> None:
         """Add the event that ends an attempt (the same one however often this runs)."""
         self._audit.report(
             Action.AUDIT_ACTION_WRITE, outcome, actor_id=attempt.actor_id, organization_id=attempt.organization_id,
             patient_id=attempt.patient_id, record_id=attempt.record_id, resource_type=attempt.resource_type,
-            categories=attempt.categories, reason=reason, event_id=reconciler_event_id(attempt.record_id, outcome),
+            categories=attempt.categories, reason=reason, record_version=attempt.record_version,
+            event_id=reconciler_event_id(_version_key(attempt), outcome),
         )
+
+
+def _version_key(event: audit_pb2.AuditEvent) -> str:
+    """The record version a write event is about, as identity names its data key (the record id for version 1)."""
+    return data_key_id(event.record_id, event.record_version)
 
 
 class BackgroundReconciler:

@@ -20,10 +20,15 @@ Paging: a page holds at most ``page_size`` (<= 200) permitted records; its token
 names the log index where the next page's scan starts, bound to the query
 (caller, patient, purpose, filters: :mod:`carechain.audit.paging`), so the
 withheld counts of all pages add up to the search's, each record once.
+
+A search filtered by sensitivity category answers ``withheld`` 0: a count of the
+withheld records of a category would tell what consent hides (that the patient
+has, say, psychiatric records), which is exactly what a denial must never name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ from carechain.common.v1 import common_pb2
 from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.consent.v1 import consent_pb2
 from carechain.core.errors import InvalidArgument, PermissionDenied
+from carechain.core.smart_scopes import require_purpose, searchable_types
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.gateway import RecordsGateway, _status_name, organization_of, validate_purpose
@@ -66,11 +72,12 @@ class RecordFilter:
     date_to_ms: int = 0
     author_organization_id: str = ""
     updated_since_ms: int = 0
+    updated_before_ms: int = 0  # exclusive; 0 = open
 
     @classmethod
     def of(cls, resource_types: Any = (), categories: Any = (), date_from_ms: int = 0, date_to_ms: int = 0,
            author_organization_id: str = "", updated_since_ms: int = 0,
-           updated_since_field: str = "updated_since_ms") -> RecordFilter:
+           updated_since_field: str = "updated_since_ms", updated_before_ms: int = 0) -> RecordFilter:
         """A checked filter; InvalidArgument naming the field (never echoing its value)."""
         types = list(resource_types)
         if len(types) > MAX_FILTER_VALUES:
@@ -84,15 +91,21 @@ class RecordFilter:
                for c in wanted):
             raise InvalidArgument("categories", "must be known SensitivityCategory values")
         for name, value in (("date_from_ms", date_from_ms), ("date_to_ms", date_to_ms),
-                            (updated_since_field, updated_since_ms)):
+                            (updated_since_field, updated_since_ms), ("updated_before_ms", updated_before_ms)):
             if value < 0:
                 raise InvalidArgument(name, "must not be negative")
         if date_from_ms and date_to_ms and date_to_ms < date_from_ms:
             raise InvalidArgument("date_to_ms", "must not be before date_from_ms")
+        if updated_since_ms and updated_before_ms and updated_before_ms <= updated_since_ms:
+            raise InvalidArgument("updated_before_ms", f"must be after {updated_since_field}")
         if len(author_organization_id) > 200:
             raise InvalidArgument("author_organization_id", "is too long to be an organisation id")
         return cls(frozenset(types), frozenset(wanted), date_from_ms, date_to_ms, author_organization_id,
-                   updated_since_ms)
+                   updated_since_ms, updated_before_ms)
+
+    def within_scopes(self, scope_claim: str) -> RecordFilter:
+        """This filter limited to the types a SMART token may search (PermissionDenied for one it may not)."""
+        return dataclasses.replace(self, resource_types=searchable_types(scope_claim, self.resource_types))
 
     def matches(self, entry: ledger_pb2.RecordEntry, metadata: ledger_pb2.RecordMetadata) -> bool:
         """Whether a record (its ledger entry and opened metadata) passes every filter."""
@@ -106,12 +119,14 @@ class RecordFilter:
                 return False
         if self.author_organization_id and entry.record.organization_id != self.author_organization_id:
             return False
+        if self.updated_before_ms and entry.last_updated_ms >= self.updated_before_ms:
+            return False
         return not (self.updated_since_ms and entry.last_updated_ms < self.updated_since_ms)
 
     def key(self) -> tuple[object, ...]:
         """The filter as part of a page token's query."""
         return (sorted(self.resource_types), sorted(self.categories), self.date_from_ms, self.date_to_ms,
-                self.author_organization_id, self.updated_since_ms)
+                self.author_organization_id, self.updated_since_ms, self.updated_before_ms)
 
 
 @dataclass(frozen=True)
@@ -201,7 +216,9 @@ class RecordSearch:
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         record_filter = RecordFilter.of(request.resource_types, request.categories, request.date_from_ms,
                                         request.date_to_ms, request.author_organization_id,
-                                        request.updated_since_ms)
+                                        request.updated_since_ms,
+                                        updated_before_ms=request.updated_before_ms).within_scopes(caller.scope)
+        require_purpose(caller.purpose_of_use, request.purpose)  # a SMART token binds the purpose it was issued for
         query = ("search", caller.principal_id, request.patient_id, request.purpose, *record_filter.key())
         start = paging.position(request.page_token, query)
         audit_fields = {"actor_id": caller.principal_id, "organization_id": organization_of(caller),
@@ -221,7 +238,7 @@ class RecordSearch:
         self._report(Outcome.AUDIT_OUTCOME_SUCCESS, audit_fields,
                      f"search: {len(listed)} records listed, {withheld} withheld")
         return records_pb2.SearchRecordsResponse(
-            records=[m.summary() for m in listed], withheld=withheld,
+            records=[m.summary() for m in listed], withheld=0 if record_filter.categories else withheld,
             next_page_token=paging.next_token(query, **{"from": following}) if following is not None else "")
 
     def _page(self, caller: Caller, request: records_pb2.SearchRecordsRequest, record_filter: RecordFilter,

@@ -11,18 +11,26 @@ from carechain.common.v1 import common_pb2
 from carechain.consent.v1 import policy_pb2
 from carechain.core.errors import CareChainError, PermissionDenied
 from carechain.core.layout import TrustBundle, audience
+from carechain.identity.v1 import identity_pb2
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.sealing import metadata_sealer
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.records.bulk import BulkImporter
 from carechain.records.erasure import Eraser, RetentionPolicy
-from carechain.records.gateway import ReadRecord, RecordsGateway, handling_label_codings, organization_of
+from carechain.records.gateway import (
+    ReadRecord,
+    RecordsGateway,
+    StoredRecord,
+    handling_label_codings,
+    organization_of,
+)
 from carechain.records.large_records import LargeRecords
 from carechain.records.patient_relay import PatientRelay
 from carechain.records.reconcile import BackgroundReconciler, Reconciler
 from carechain.records.search import RecordSearch
 from carechain.records.summary import PatientSummaries, SummaryCounts
 from carechain.records.v1 import records_pb2, records_pb2_grpc
+from carechain.records.versions import RecordVersions
 from carechain.runtime.access import ANY, AccessTable, Allow, Scope, caller
 from carechain.runtime.auth import Authenticator, Caller
 from carechain.runtime.config import RecordsSettings
@@ -80,13 +88,23 @@ ACCESS = AccessTable(SERVICE, {
     "PutRecordStream": Allow.of(practitioner=ANY, organization=ANY, note="as PutRecord, the data streamed"),
     "GetRecordStream": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
                                 note="as GetRecord, the data streamed"),
+    # Versions (records.versions): amended by the author only; history under the read's consent decision.
+    "UpdateRecord": Allow.of(practitioner=ANY, organization=ANY,
+                             note="only the authoring organization and its practitioners"),
+    "ListRecordVersions": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                   note="metadata, only what the patient's consent permits"),
     # Search and summary: the callers of GetRecord; consent decides every record, strangers are denied.
-    "SearchRecords": Allow.of(practitioner=ANY, note="metadata of permitted records, a withheld count"),
-    "GetPatientSummary": Allow.of(practitioner=ANY, note="each record as a GetRecord"),
-    "GetPatientSummaryBundle": Allow.of(practitioner=ANY, note="as GetPatientSummary, one FHIR Bundle"),
+    "SearchRecords": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                              note="metadata of permitted records, a withheld count"),
+    "GetPatientSummary": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                  note="each record as a GetRecord"),
+    "GetPatientSummaryBundle": Allow.of(practitioner=ANY, organization=_SMART_SYSTEM_TOKEN,
+                                        note="as GetPatientSummary, one FHIR Bundle"),
     # Erasure (records.erasure): the operator only where CARECHAIN_OPERATOR_ERASURE allows.
     "EraseRecords": Allow.of(patient=_ERASER, practitioner=_ERASER, operator=_ERASER,
                              note="retention holds refuse; answers a receipt (the tombstone's proof)"),
+    # The FHIR gateway's POST /token: relayed to identity, which verifies the signed assertion (the proof).
+    "ExchangeClientAssertion": Allow.anonymous("SMART Backend Services: relayed to identity's ExchangeClientAssertion"),
     # The FHIR gateway's Consent and AuditEvent (records.patient_relay): people acting for themselves or a patient.
     "SubmitConsent": Allow.of(patient=ANY, practitioner=ANY,
                               note="consent verifies the JWS: signed by the caller, for itself or its patient"),
@@ -102,8 +120,11 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     def __init__(self, gateway: RecordsGateway, authenticator: Authenticator, reconciler: Reconciler,
                  importer: BulkImporter | None = None, large: LargeRecords | None = None,
                  search: RecordSearch | None = None, summaries: PatientSummaries | None = None,
-                 eraser: Eraser | None = None, relay: PatientRelay | None = None) -> None:
+                 eraser: Eraser | None = None,
+                 exchange: Callable[[identity_pb2.ExchangeClientAssertionRequest], identity_pb2.ClientAccessToken]
+                 | None = None, relay: PatientRelay | None = None) -> None:
         self._gateway = gateway
+        self._exchange_client_assertion = exchange
         self._relay = relay
         self._search = search
         self._summaries = summaries
@@ -112,24 +133,27 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         self._reconciler = reconciler
         self._importer = importer
         self._large = large
+        self._versions = RecordVersions(gateway)
 
     def PutRecord(self, request: records_pb2.PutRecordRequest, context: grpc.ServicerContext
                   ) -> records_pb2.PutRecordResponse:
-        stored = self._gateway.put_record(caller(context), request.patient_id, request.resource_json)
-        return records_pb2.PutRecordResponse(
-            record_id=stored.record_id,
-            version=stored.version,
-            categories=stored.categories,
-            content_sha256=stored.content_sha256,
-            ledger_log_index=stored.log_index,
-            security_labels=security_label_messages(stored.categories),
-        )
+        return _put_response(self._gateway.put_record(caller(context), request.patient_id, request.resource_json))
+
+    def UpdateRecord(self, request: records_pb2.UpdateRecordRequest, context: grpc.ServicerContext
+                     ) -> records_pb2.PutRecordResponse:
+        return _put_response(self._versions.update(caller(context), request.record_id, request.resource_json,
+                                                   request.if_version))
+
+    def ListRecordVersions(self, request: records_pb2.ListRecordVersionsRequest, context: grpc.ServicerContext
+                           ) -> records_pb2.ListRecordVersionsResponse:
+        return self._versions.history(caller(context), request.record_id, request.purpose, request.page_size,
+                                      request.page_token)
 
     def GetRecord(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext
                   ) -> records_pb2.GetRecordResponse:
         record = self._gateway.get_record(
             caller(context), request.record_id, request.purpose, request.action, request.break_glass,
-            request.break_glass_reason,
+            request.break_glass_reason, version=request.version, provenance_json=request.provenance,
         )
         return _read_response(record)
 
@@ -150,10 +174,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
                         ) -> records_pb2.PutRecordResponse:
         with _stream_slot(context):
             stored = self._large_records().put(caller(context), requests)
-        return records_pb2.PutRecordResponse(
-            record_id=stored.record_id, version=stored.version, categories=stored.categories,
-            content_sha256=stored.content_sha256, ledger_log_index=stored.log_index,
-            security_labels=security_label_messages(stored.categories))
+        return _put_response(stored)
 
     @limited_stream
     def GetRecordStream(self, request: records_pb2.GetRecordRequest, context: grpc.ServicerContext
@@ -196,6 +217,11 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
                      ) -> records_pb2.ErasureReceipt:
         return self.eraser().erase(caller(context), request)
 
+    def ExchangeClientAssertion(self, request: identity_pb2.ExchangeClientAssertionRequest,
+                                context: grpc.ServicerContext) -> identity_pb2.ClientAccessToken:
+        # Identity's answer (a token or its refusal) passes through unchanged (runtime.server passes peer statuses on).
+        return self._exchange(request)
+
     def SubmitConsent(self, request: records_pb2.SubmitConsentRequest, context: grpc.ServicerContext
                       ) -> records_pb2.PatientConsent:
         return self.patient_relay().submit_consent(caller(context), request)
@@ -220,6 +246,11 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
             raise Unimplemented("erasure is not configured on this server")
         return self._eraser
 
+    def _exchange(self, request: identity_pb2.ExchangeClientAssertionRequest) -> identity_pb2.ClientAccessToken:
+        if self._exchange_client_assertion is None:
+            raise Unimplemented("SMART token exchange is not configured on this server")
+        return self._exchange_client_assertion(request)
+
     def _bulk(self) -> BulkImporter:
         if self._importer is None:
             raise Unimplemented("bulk import is not configured on this server")
@@ -243,6 +274,14 @@ def _stream_slot(context: grpc.ServicerContext) -> contextlib.AbstractContextMan
     return limiter.slot(caller(context).principal_id) if limiter is not None else contextlib.nullcontext()
 
 
+def _put_response(stored: StoredRecord) -> records_pb2.PutRecordResponse:
+    """A committed write (a new record or a new version) as PutRecord answers it."""
+    return records_pb2.PutRecordResponse(
+        record_id=stored.record_id, version=stored.version, categories=stored.categories,
+        content_sha256=stored.content_sha256, ledger_log_index=stored.log_index,
+        security_labels=security_label_messages(stored.categories))
+
+
 def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:
     """A permitted read as GetRecord answers it (and GetRecordStream's header, with the attachment's size)."""
     return records_pb2.GetRecordResponse(
@@ -259,6 +298,9 @@ def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:
                          *(common_pb2.SecurityLabel(**c) for c in handling_label_codings(record.handling_labels))],
         labelled_resource_json=record.labelled_resource_json,
         attachment_size=record.attachment.size if record.attachment is not None else 0,
+        record_version=record.record_version,
+        versioned_resource_json=record.versioned_resource_json,
+        provenance_json=record.provenance_json,
     )
 
 
@@ -286,7 +328,8 @@ def build(settings: RecordsSettings) -> tuple[Register, list[Callable[[], None]]
     relay = PatientRelay(peers, consent_delegates(peers.consent),
                          consent_delegates(peers.consent, policy_pb2.DELEGATE_RELATIONSHIP_GUARDIAN))
     servicer = RecordsServicer(gateway, Authenticator(trust, audience("records"), principal_status), reconciler,
-                               importer, large, search, summaries, eraser, relay)
+                               importer, large, search, summaries, eraser,
+                               exchange=lambda request: peers.identity.ExchangeClientAssertion(request), relay=relay)
     add = records_pb2_grpc.add_RecordsServiceServicer_to_server
     register = register_servicer(add, servicer, ACCESS, servicer._auth)
     return register, [background.close, importer.close, summaries.close, gateway.close, principal_status.close,

@@ -71,18 +71,19 @@ class PatientSummaries:
         """Stop the read pool (reads in flight finish)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _filter(self, request: records_pb2.PatientSummaryRequest) -> RecordFilter:
+    def _filter(self, caller: Caller, request: records_pb2.PatientSummaryRequest) -> RecordFilter:
         if not request.patient_id:
             raise InvalidArgument("patient_id", "is required")
         validate_purpose(request.purpose)
         validate_break_glass_request(request.break_glass, request.break_glass_reason)
+        # A summary is a search: a SMART token covers only the types it may search (each read is checked for r).
         return RecordFilter.of(resource_types=request.resource_types, updated_since_ms=request.since_ms,
-                               updated_since_field="since_ms")
+                               updated_since_field="since_ms").within_scopes(caller.scope)
 
     def reads(self, caller: Caller, request: records_pb2.PatientSummaryRequest
               ) -> Iterator[ReadRecord | SummaryCounts]:
         """Each permitted record (a ReadRecord, in log order), then the SummaryCounts."""
-        record_filter = self._filter(request)
+        record_filter = self._filter(caller, request)
         yield from self._reads(caller, request, self._search.matches(request.patient_id, record_filter))
 
     def _reads(self, caller: Caller, request: records_pb2.PatientSummaryRequest, matches: Iterator[Match]
@@ -130,7 +131,7 @@ class PatientSummaries:
 
     def bundle(self, caller: Caller, request: records_pb2.PatientSummaryRequest) -> records_pb2.PatientSummaryBundle:
         """The summary as one FHIR Bundle; FAILED_PRECONDITION (before any read) when it would not fit."""
-        record_filter = self._filter(request)
+        record_filter = self._filter(caller, request)
         matches = [m for m in self._search.matches(request.patient_id, record_filter)]
         # Ciphertext sizes bound the resources': refuse early rather than read (and audit) what cannot be sent.
         if sum(m.entry.record.content_size for m in matches if not m.large) > MAX_BUNDLE_BYTES:
@@ -155,7 +156,8 @@ def labelled_resource(read: ReadRecord) -> dict[str, object]:
     """The resource of a read with its security labels in meta.security (Part 2 handling labels included)."""
     if read.labelled_resource_json:
         return dict(json.loads(read.labelled_resource_json))
-    return dict(json.loads(with_security_labels(read.resource_json,
+    # meta.versionId and meta.lastUpdated as a read sets them (the stored bytes stay in resource_json).
+    return dict(json.loads(with_security_labels(read.versioned_resource_json or read.resource_json,
                                                 security_labels(read.categories, with_confidentiality=True))))
 
 

@@ -312,7 +312,8 @@ class FhirSettings(ServiceSettings):
     listen_address is its HTTP host:port, HTTPS with https_cert_file/https_key_file (else plain HTTP, e.g.
     behind an Ingress that terminates TLS); tls_ca_file, tls_cert_file and tls_key_file are the (mutual) TLS
     of its calls to records, as for the services. It signs nothing and holds no privilege: every call to
-    records carries the REST caller's bearer token.
+    records carries the REST caller's bearer token, which it verifies first against the token issuer's key in
+    trust_dir (CARECHAIN_TRUST_DIR).
     """
 
     listen_address: str = Field(f"127.0.0.1:{FHIR_DEFAULT_PORT}", description="host:port to serve HTTP on")
@@ -330,6 +331,9 @@ class FhirSettings(ServiceSettings):
         32 * 1024 * 1024, ge=1024, description="largest batch or transaction Bundle accepted (413 beyond)")
     bundle_timeout_seconds: float = Field(
         300.0, gt=0, description="deadline of one batch or transaction import (its entries are written as records)")
+    smart_token_url: str = Field(
+        "", description="public URL of the SMART token endpoint (identity's CARECHAIN_SMART_TOKEN_URL, what client "
+        "assertions name as aud); empty: <public_base_url>/token")
 
 
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {

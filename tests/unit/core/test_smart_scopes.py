@@ -17,6 +17,7 @@ from carechain.core.smart_scopes import (
     require_context,
     require_purpose,
     require_scope,
+    searchable_types,
 )
 
 
@@ -91,3 +92,16 @@ def test_purpose_codes_round_trip_and_bind_reads() -> None:
     require_purpose("TREAT", common_pb2.PURPOSE_OF_USE_TREAT)
     with pytest.raises(InvalidArgument, match="^purpose: must be the access token's purpose of use"):
         require_purpose("TREAT", common_pb2.PURPOSE_OF_USE_HRESCH)
+
+
+def test_searchable_types_follow_the_s_interaction() -> None:
+    assert searchable_types("", ["Condition"]) == {"Condition"}  # not a SMART token: unlimited
+    assert searchable_types("", []) == frozenset()
+    claim = "system/Condition.rs system/Observation.r system/Encounter.s"
+    assert searchable_types(claim, []) == {"Condition", "Encounter"}  # no type asked: the s types only
+    assert searchable_types(claim, ["Encounter"]) == {"Encounter"}
+    with pytest.raises(PermissionDenied, match="do not permit this search"):
+        searchable_types(claim, ["Condition", "Observation"])
+    with pytest.raises(PermissionDenied):
+        searchable_types("system/Condition.r", [])
+    assert searchable_types("system/*.rs", []) == frozenset()  # a wildcard: every type

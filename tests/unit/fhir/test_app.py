@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import grpc
 import pytest
@@ -17,6 +18,8 @@ from carechain.core.telemetry import configure_tracing
 from carechain.dev.backends.process import free_port
 from carechain.fhir.app import GatewayConfig, Records, build_app, observed
 from carechain.fhir.capability import resource_types
+from carechain.fhir.smart import CLIENT_ASSERTION_TYPE
+from carechain.identity.v1 import identity_pb2
 from carechain.records.v1 import records_pb2
 
 BEARER = {"Authorization": "Bearer token-of-the-caller"}
@@ -67,10 +70,17 @@ def test_capability_statement_lists_what_is_served() -> None:
     assert [r["type"] for r in rest["resource"]] == sorted({*resource_types(), "AuditEvent"})
     assert {"Patient", "Condition", "Observation", "Encounter"} <= set(resource_types())
     by_type = {r["type"]: r for r in rest["resource"]}
-    assert [i["code"] for i in by_type.pop("Consent")["interaction"]] == ["create", "read", "update", "search-type"]
-    assert [i["code"] for i in by_type.pop("AuditEvent")["interaction"]] == ["search-type"]
-    assert all([i["code"] for i in r["interaction"]] == ["create", "read"] for r in by_type.values())
-    assert [i["code"] for i in rest["interaction"]] == ["batch", "transaction"]
+    assert [i["code"] for i in by_type["Consent"]["interaction"]] == ["create", "read", "update", "search-type"]
+    assert [i["code"] for i in by_type["AuditEvent"]["interaction"]] == ["search-type"]
+    records = [r for r in rest["resource"] if r["type"] not in ("Consent", "AuditEvent")]
+    assert all([i["code"] for i in r["interaction"]] == ["create", "read", "search-type"] for r in records)
+    assert [i["code"] for i in rest["interaction"]] == ["batch", "transaction", "search-system"]
+    assert [p["name"] for p in by_type["Condition"]["searchParam"]] == [
+        "patient", "subject", "date", "_lastUpdated", "_security", "_count"]  # exactly what parse_search accepts
+    assert [p["name"] for p in by_type["Patient"]["searchParam"]] == ["_id", "_lastUpdated", "_security", "_count"]
+    assert [o["name"] for o in by_type["Patient"]["operation"]] == ["everything"]
+    assert "operation" not in by_type["Condition"]
+    assert not any(p["name"] == "category" for r in records for p in r["searchParam"])
     assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
 
 
@@ -311,18 +321,32 @@ def test_the_grpc_call_continues_the_callers_trace() -> None:
     assert server.attributes["http.response.status_code"] == 200 and server.attributes["http.route"] == "/{type}/{id}"
 
 
-def test_smart_endpoints_say_when_smart_is_not_installed() -> None:
-    """Until carechain.fhir.smart is installed, its two endpoints answer 404 OperationOutcomes (not a create)."""
-    import importlib.util
-
-    if importlib.util.find_spec("carechain.fhir.smart") is not None:
-        pytest.skip("carechain.fhir.smart is installed: its own tests cover these endpoints")
-    with gateway() as (client, records):
+def test_smart_endpoints_without_a_token_url_say_so() -> None:
+    """Without a public base URL (nor CARECHAIN_SMART_TOKEN_URL) there is no token URL: 404 OperationOutcomes."""
+    with gateway(GatewayConfig()) as (client, records):
         for response in (client.get("/.well-known/smart-configuration"),
                          client.post("/token", content=b"grant_type=client_credentials",
                                      headers={"Content-Type": "application/x-www-form-urlencoded"})):
             assert response.status_code == 404 and "SMART" in _issue(response)["diagnostics"]
     assert records.calls == []
+
+
+def test_the_token_endpoint_relays_through_records() -> None:
+    """POST /token goes to records' ExchangeClientAssertion (the gateway's one callee), never to identity."""
+    with gateway() as (client, records):
+        assert client.get("/.well-known/smart-configuration").json()["token_endpoint"] == \
+            "https://fhir.example.org/r4/token"
+        records.answers["ExchangeClientAssertion"] = identity_pb2.ClientAccessToken(
+            token="t0k", expires_at_ms=int(time.time() * 1000) + 300_000, scope="system/Condition.rs",
+            purpose_of_use=common_pb2.PURPOSE_OF_USE_TREAT)
+        response = client.post("/token", data={
+            "grant_type": "client_credentials", "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": "a.b.c", "scope": "system/Condition.rs", "purpose_of_use": "TREAT"})
+    assert response.status_code == 200, response.text
+    assert response.json()["access_token"] == "t0k" and response.json()["purpose_of_use"] == "TREAT"
+    [(method, request, _)] = records.calls
+    assert method == "ExchangeClientAssertion" and request.client_assertion == "a.b.c"
+    assert request.audience == "carechain.records"
 
 
 def test_a_bundle_naming_an_unregistered_patient() -> None:

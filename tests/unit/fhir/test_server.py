@@ -32,3 +32,12 @@ def test_https_and_client_certificates(tmp_path: pathlib.Path) -> None:
     with pytest.raises(SystemExit, match="CARECHAIN_TLS_CA_FILE"):
         uvicorn_config(FhirSettings(https_cert_file=cert, https_key_file=key, https_require_client_cert=True),
                        app=object())
+
+
+def test_the_smart_token_url_defaults_to_the_public_base_url() -> None:
+    assert gateway_config(FhirSettings(_env_file=None)).token_url == ""  # no base URL: no token endpoint
+    based = FhirSettings(_env_file=None, public_base_url="https://fhir.example.org/r4/")
+    assert gateway_config(based).token_url == "https://fhir.example.org/r4/token"
+    explicit = FhirSettings(_env_file=None, public_base_url="https://fhir.example.org/r4",
+                            smart_token_url="https://auth.example.org/token")
+    assert gateway_config(explicit).token_url == "https://auth.example.org/token"

@@ -12,6 +12,7 @@ from ledger_fixtures import (  # noqa: F401 - chain_fixture and net_fixture are 
     net_fixture,
     onboarding,
     open_ledger,
+    record,
     register,
     tx,
 )
@@ -166,3 +167,16 @@ def test_links_persist_in_the_chain_store_and_replay_to_the_same_state(tmp_path,
         assert "patient_links" in store.state_rows()
     finally:
         store.close()
+
+
+def test_the_network_patient_erases_the_records_of_its_linked_identities_and_nobody_elses(net, chain, keys):
+    chain.ok(tx(net.records, register_record=record("pat-2", "org-2", "r-at-2")))
+    chain.ok(tx(net.records, register_record=record("pat-3", "org-3", "r-at-3")))
+    # Not linked yet: pat-2's record is not pat-1's to erase.
+    chain.rejects(tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["r-at-2"])),
+                  "not the patient's")
+    chain.ok(link(keys["pat-1"], attest_link(keys["org-2"], CHAIN, "pat-1", "pat-2")))
+    chain.rejects(tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1", record_ids=["r-at-3"])),
+                  "not the patient's")
+    chain.ok(tx(keys["pat-1"], erase_records=ledger_pb2.EraseRecords(patient_id="pat-1")))  # all: links included
+    assert chain.state.record("r-at-2").erased and not chain.state.record("r-at-3").erased

@@ -8,6 +8,7 @@ import pytest
 
 from carechain.common.v1 import common_pb2 as c
 from carechain.core.crypto import Ed25519Signer
+from carechain.core.decision_claims import data_key_id
 from carechain.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from carechain.ledger.transactions import new_body, sign_transaction
 from carechain.ledger.v1 import ledger_pb2
@@ -99,14 +100,34 @@ def test_the_ledger_says_which_records_are_erased_as_the_contract_applies_erasur
     assert everyone.erased == {"r-1", "r-2", "o-1"} and len(everyone.registrations) == 4
 
 
+def test_a_network_patients_records_include_its_linked_identities_while_linked() -> None:
+    def link(kind: str, linked: str) -> dict:
+        message = (ledger_pb2.LinkPatientIdentity if kind == "link_patient_identity"
+                   else ledger_pb2.UnlinkPatientIdentity)(network_patient_id="psn-net", linked_patient_id=linked)
+        return {kind: message}
+
+    peers = Peers([
+        (True, {"register_record": registration("n-1", patient_id="psn-net")}),
+        (True, {"register_record": registration("a-1", patient_id="psn-a")}),
+        (True, {"register_record": registration("b-1", patient_id="psn-b")}),
+        (True, link("link_patient_identity", "psn-a")),
+        (True, link("link_patient_identity", "psn-b")),
+        (True, link("unlink_patient_identity", "psn-b")),
+        (True, erase("psn-net")),  # all: the network patient's and psn-a's, not psn-b's (unlinked)
+    ])
+    mine = read_ledger_records(peers.ledger, "psn-net")
+    assert list(mine.registrations) == ["n-1", "a-1"] and mine.erased == {"n-1", "a-1"}
+    assert read_ledger_records(peers.ledger, "psn-b").live() == ["b-1"]
+
+
 def test_an_erasure_destroys_each_versions_key_then_blob_and_is_idempotent() -> None:
     versions = [registration("r-1", version=1), registration("r-1", version=2)]
     versions[1].content_sha256 = "f" * 64
     parts = erasure_parts(versions)
     assert parts == [ErasurePart("r-1", "psn-1", 1, "1" * 64), ErasurePart("r-1", "psn-1", 2, "f" * 64)]
-    peers = Peers([], keys={"r-1"}, blobs={"1" * 64, "f" * 64})
+    peers = Peers([], keys={data_key_id("r-1", 1), data_key_id("r-1", 2)}, blobs={"1" * 64, "f" * 64})
     done = destroy(peers, parts, NOW_MS)
-    assert (done.data_keys, done.blobs) == (1, 2) and not peers.keys and not peers.blobs
+    assert (done.data_keys, done.blobs) == (2, 2) and not peers.keys and not peers.blobs
     again = destroy(peers, parts, NOW_MS)
     assert (again.data_keys, again.blobs) == (0, 0)
 

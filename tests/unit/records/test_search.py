@@ -9,6 +9,7 @@ end to end in tests/e2e/test_search_summary.py.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -188,11 +189,13 @@ def test_a_search_lists_the_permitted_records_in_log_order_and_counts_the_withhe
 @pytest.mark.parametrize(("fields", "expected", "withheld"), [
     ({"resource_types": ["Condition"]}, ["r-0", "r-1"], 1),
     ({"resource_types": ["Observation", "MedicationStatement"]}, ["r-2", "r-4"], 0),
-    ({"categories": [ONCOLOGY, MENTAL]}, ["r-1"], 1),
+    ({"categories": [ONCOLOGY, MENTAL]}, ["r-1"], 0),  # r-3 withheld, not counted: it would name its category
     ({"date_from_ms": 20 * DAY, "date_to_ms": 40 * DAY}, ["r-1", "r-2"], 1),  # both ends inclusive
     ({"date_from_ms": 25 * DAY}, ["r-2", "r-6"], 1),  # r-4 has no clinical date: no range matches it
     ({"author_organization_id": "org-b"}, ["r-2"], 0),
     ({"updated_since_ms": 3_000}, ["r-2", "r-4", "r-6"], 1),
+    ({"updated_before_ms": 4_000}, ["r-0", "r-1", "r-2"], 0),  # exclusive: r-3 (4_000) is out
+    ({"updated_since_ms": 2_000, "updated_before_ms": 5_000}, ["r-1", "r-2"], 1),
     ({"resource_types": ["Condition"], "author_organization_id": "org-b"}, [], 0),
 ])
 def test_every_filter_given_must_match(fields, expected, withheld) -> None:
@@ -271,9 +274,12 @@ def test_a_caller_permitted_nothing_learns_nothing_about_the_patient() -> None:
         assert refused.value.message == "not permitted by the patient's consent"
         [event] = peers.events
         assert (event.action, event.outcome) == (audit_pb2.AUDIT_ACTION_SEARCH, audit_pb2.AUDIT_OUTCOME_DENIED)
-    # A reader the patient did consent to still gets an empty answer (and the withheld count) for a narrow filter.
+    # A reader the patient did consent to still gets an empty answer for a narrow filter; by category, no withheld
+    # count (1 withheld psychiatric record would say what consent hides), by type, the count.
     narrow = search(Peers(), categories=[MENTAL])
-    assert (ids(narrow), narrow.withheld) == ([], 1)
+    assert (ids(narrow), narrow.withheld) == ([], 0)
+    by_type = search(Peers(), resource_types=["Condition"], date_from_ms=40 * DAY)
+    assert (ids(by_type), by_type.withheld) == ([], 1)
 
 
 def test_opened_metadata_is_kept_by_record_and_log_index() -> None:
@@ -374,3 +380,31 @@ def test_a_record_consent_refuses_to_decide_fails_the_search() -> None:
         search(peers)
     [event] = peers.events
     assert event.outcome == audit_pb2.AUDIT_OUTCOME_FAILED
+
+
+# A practitioner's SMART user/ token: Condition search and read, Observation read only, bound to TREAT.
+SMART_READER = dataclasses.replace(READER, scope="user/Condition.rs user/Observation.r", purpose_of_use="TREAT")
+
+
+def test_a_smart_token_searches_only_the_types_it_has_the_s_scope_for() -> None:
+    # No type asked for: limited to Condition (never counting another type's withheld records).
+    found = search(Peers(), SMART_READER)
+    assert ids(found) == ["r-0", "r-1"] and found.withheld == 1
+    assert ids(search(Peers(), SMART_READER, resource_types=["Condition"])) == ["r-0", "r-1"]
+    for refused in (["Observation"], ["Condition", "Observation"]):
+        with pytest.raises(PermissionDenied, match="SMART scopes do not permit this search"):
+            search(Peers(), SMART_READER, resource_types=refused)
+    with pytest.raises(PermissionDenied):
+        search(Peers(), dataclasses.replace(READER, scope="user/Condition.r"))
+    # A wildcard s scope covers every type; a token bound to TREAT cannot search for another purpose.
+    assert ids(search(Peers(), dataclasses.replace(READER, scope="user/*.rs"))) == ids(search(Peers()))
+    with pytest.raises(InvalidArgument, match="purpose"):
+        build(Peers())[1].search(SMART_READER, records_pb2.SearchRecordsRequest(
+            patient_id="psn-1", purpose=c.PURPOSE_OF_USE_ETREAT))
+
+
+def test_a_smart_summary_covers_only_the_searchable_types() -> None:
+    reads, counts = summary_of(Peers(), SMART_READER)
+    assert [r.record_id for r in reads] == ["r-0", "r-1"] and counts.withheld == 1
+    with pytest.raises(PermissionDenied):
+        summary_of(Peers(), SMART_READER, resource_types=["Observation"])

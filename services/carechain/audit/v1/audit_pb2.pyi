@@ -62,7 +62,7 @@ REVIEW_STATUS_OPEN: ReviewStatus
 REVIEW_STATUS_RESOLVED: ReviewStatus
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories", "consent_id", "ledger_checkpoint")
+    __slots__ = ("event_id", "time_ms", "service", "actor_id", "organization_id", "patient_id", "record_id", "action", "purpose", "outcome", "reason", "trace_id", "alert", "resource_type", "categories", "consent_id", "record_version", "ledger_checkpoint")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class AuditEvent(_message.Message):
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEDGER_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     time_ms: int
@@ -96,8 +97,9 @@ class AuditEvent(_message.Message):
     resource_type: str
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
     consent_id: str
+    record_version: int
     ledger_checkpoint: bytes
-    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., consent_id: _Optional[str] = ..., ledger_checkpoint: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., service: _Optional[str] = ..., actor_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., record_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., alert: _Optional[bool] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., consent_id: _Optional[str] = ..., record_version: _Optional[int] = ..., ledger_checkpoint: _Optional[bytes] = ...) -> None: ...
 
 class RecordEventRequest(_message.Message):
     __slots__ = ("event",)

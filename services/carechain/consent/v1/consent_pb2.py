@@ -27,19 +27,19 @@ from carechain.consent.v1 import policy_pb2 as carechain_dot_consent_dot_v1_dot_
 from carechain.ledger.v1 import ledger_pb2 as carechain_dot_ledger_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/consent/v1/consent.proto\x12\x14\x63\x61rechain.consent.v1\x1a carechain/common/v1/common.proto\x1a!carechain/consent/v1/policy.proto\x1a carechain/ledger/v1/ledger.proto\"p\n\x11SealPolicyRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nconsent_id\x18\x02 \x01(\t\x12\x33\n\x06policy\x18\x03 \x01(\x0b\x32#.carechain.consent.v1.ConsentPolicy\"h\n\x12SealPolicyResponse\x12\x36\n\rsealed_policy\x18\x01 \x01(\x0b\x32\x1f.carechain.ledger.v1.SealedData\x12\x1a\n\x12policy_attestation\x18\x02 \x01(\x0c\"L\n\x13GrantConsentRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"M\n\x14RevokeConsentRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"\x82\x02\n\rConsentRecord\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x33\n\x06policy\x18\x03 \x01(\x0b\x32#.carechain.consent.v1.ConsentPolicy\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.carechain.consent.v1.ConsentStatus\x12\x19\n\x11granted_log_index\x18\x05 \x01(\x04\x12\x19\n\x11revoked_log_index\x18\x06 \x01(\x04\x12\x15\n\rgranted_at_ms\x18\x07 \x01(\x03\x12\x12\n\ngranted_by\x18\x08 \x01(\t\")\n\x13ListConsentsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"M\n\x14ListConsentsResponse\x12\x35\n\x08\x63onsents\x18\x01 \x03(\x0b\x32#.carechain.consent.v1.ConsentRecord\"\xcd\x01\n\rDecideRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x32\n\x07purpose\x18\x03 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x32\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\"\xc1\x02\n\x08\x44\x65\x63ision\x12\x34\n\x06\x65\x66\x66\x65\x63t\x18\x01 \x01(\x0e\x32$.carechain.consent.v1.DecisionEffect\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nconsent_id\x18\x03 \x01(\t\x12\x16\n\x0eprovision_path\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_token\x18\x05 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x08 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18\t \x01(\x08\x12!\n\x19\x62reak_glass_expires_at_ms\x18\n \x01(\x03\x12\x1b\n\x12network_patient_id\x18\xc8\x01 \x01(\t\x12\x16\n\rrecord_erased\x18\x84\x02 \x01(\x08\"J\n\x11\x44\x65\x63ideManyRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.carechain.consent.v1.DecideRequest\",\n\x0b\x44\x65\x63ideError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x80\x01\n\x0c\x44\x65\x63ideResult\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1e.carechain.consent.v1.DecisionH\x00\x12\x32\n\x05\x65rror\x18\x02 \x01(\x0b\x32!.carechain.consent.v1.DecideErrorH\x00\x42\x08\n\x06result\"I\n\x12\x44\x65\x63ideManyResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".carechain.consent.v1.DecideResult\".\n\x14\x43heckDecisionRequest\x12\x16\n\x0e\x64\x65\x63ision_token\x18\x01 \x01(\t\":\n\x15\x43heckDecisionResponse\x12\x11\n\tpermitted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x14\x45xportConsentRequest\x12\x12\n\nconsent_id\x18\x01 \x01(\t\"-\n\x15\x45xportConsentResponse\x12\x14\n\x0c\x63onsent_json\x18\x01 \x01(\t\"P\n\x17RegisterDelegateRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"N\n\x15RevokeDelegateRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"\x95\x02\n\nDelegation\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65legate_id\x18\x02 \x01(\t\x12@\n\x0crelationship\x18\x03 \x01(\x0e\x32*.carechain.consent.v1.DelegateRelationship\x12+\n\x06period\x18\x04 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x36\n\x06status\x18\x05 \x01(\x0e\x32&.carechain.consent.v1.DelegationStatus\x12\x1c\n\x14registered_log_index\x18\x06 \x01(\x04\x12\x19\n\x11revoked_log_index\x18\x07 \x01(\x04\"*\n\x14ListDelegatesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"N\n\x15ListDelegatesResponse\x12\x35\n\x0b\x64\x65legations\x18\x01 \x03(\x0b\x32 .carechain.consent.v1.Delegation\"X\n\x18SubmitFhirConsentRequest\x12\x14\n\x0c\x63onsent_json\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63onsent_jws\x18\x02 \x01(\t\x12\x11\n\tcaller_id\x18\x03 \x01(\t*f\n\rConsentStatus\x12\x1e\n\x1a\x43ONSENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSENT_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x43ONSENT_STATUS_REVOKED\x10\x02*g\n\x0e\x44\x65\x63isionEffect\x12\x1f\n\x1b\x44\x45\x43ISION_EFFECT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45\x43ISION_EFFECT_PERMIT\x10\x01\x12\x18\n\x14\x44\x45\x43ISION_EFFECT_DENY\x10\x02*r\n\x10\x44\x65legationStatus\x12!\n\x1d\x44\x45LEGATION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LEGATION_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19\x44\x45LEGATION_STATUS_REVOKED\x10\x02\x32\xb8\t\n\x0e\x43onsentService\x12_\n\nSealPolicy\x12\'.carechain.consent.v1.SealPolicyRequest\x1a(.carechain.consent.v1.SealPolicyResponse\x12^\n\x0cGrantConsent\x12).carechain.consent.v1.GrantConsentRequest\x1a#.carechain.consent.v1.ConsentRecord\x12`\n\rRevokeConsent\x12*.carechain.consent.v1.RevokeConsentRequest\x1a#.carechain.consent.v1.ConsentRecord\x12\x65\n\x0cListConsents\x12).carechain.consent.v1.ListConsentsRequest\x1a*.carechain.consent.v1.ListConsentsResponse\x12M\n\x06\x44\x65\x63ide\x12#.carechain.consent.v1.DecideRequest\x1a\x1e.carechain.consent.v1.Decision\x12_\n\nDecideMany\x12\'.carechain.consent.v1.DecideManyRequest\x1a(.carechain.consent.v1.DecideManyResponse\x12h\n\rCheckDecision\x12*.carechain.consent.v1.CheckDecisionRequest\x1a+.carechain.consent.v1.CheckDecisionResponse\x12h\n\rExportConsent\x12*.carechain.consent.v1.ExportConsentRequest\x1a+.carechain.consent.v1.ExportConsentResponse\x12\x63\n\x10RegisterDelegate\x12-.carechain.consent.v1.RegisterDelegateRequest\x1a .carechain.consent.v1.Delegation\x12_\n\x0eRevokeDelegate\x12+.carechain.consent.v1.RevokeDelegateRequest\x1a .carechain.consent.v1.Delegation\x12h\n\rListDelegates\x12*.carechain.consent.v1.ListDelegatesRequest\x1a+.carechain.consent.v1.ListDelegatesResponse\x12h\n\x11SubmitFhirConsent\x12..carechain.consent.v1.SubmitFhirConsentRequest\x1a#.carechain.consent.v1.ConsentRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/consent/v1/consent.proto\x12\x14\x63\x61rechain.consent.v1\x1a carechain/common/v1/common.proto\x1a!carechain/consent/v1/policy.proto\x1a carechain/ledger/v1/ledger.proto\"p\n\x11SealPolicyRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nconsent_id\x18\x02 \x01(\t\x12\x33\n\x06policy\x18\x03 \x01(\x0b\x32#.carechain.consent.v1.ConsentPolicy\"h\n\x12SealPolicyResponse\x12\x36\n\rsealed_policy\x18\x01 \x01(\x0b\x32\x1f.carechain.ledger.v1.SealedData\x12\x1a\n\x12policy_attestation\x18\x02 \x01(\x0c\"L\n\x13GrantConsentRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"M\n\x14RevokeConsentRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"\x82\x02\n\rConsentRecord\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x33\n\x06policy\x18\x03 \x01(\x0b\x32#.carechain.consent.v1.ConsentPolicy\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.carechain.consent.v1.ConsentStatus\x12\x19\n\x11granted_log_index\x18\x05 \x01(\x04\x12\x19\n\x11revoked_log_index\x18\x06 \x01(\x04\x12\x15\n\rgranted_at_ms\x18\x07 \x01(\x03\x12\x12\n\ngranted_by\x18\x08 \x01(\t\")\n\x13ListConsentsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"M\n\x14ListConsentsResponse\x12\x35\n\x08\x63onsents\x18\x01 \x03(\x0b\x32#.carechain.consent.v1.ConsentRecord\"\xcd\x01\n\rDecideRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x32\n\x07purpose\x18\x03 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x32\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\"\xda\x02\n\x08\x44\x65\x63ision\x12\x34\n\x06\x65\x66\x66\x65\x63t\x18\x01 \x01(\x0e\x32$.carechain.consent.v1.DecisionEffect\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nconsent_id\x18\x03 \x01(\t\x12\x16\n\x0eprovision_path\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_token\x18\x05 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x08 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18\t \x01(\x08\x12!\n\x19\x62reak_glass_expires_at_ms\x18\n \x01(\x03\x12\x17\n\x0erecord_version\x18\xf0\x01 \x01(\r\x12\x1b\n\x12network_patient_id\x18\xc8\x01 \x01(\t\x12\x16\n\rrecord_erased\x18\x84\x02 \x01(\x08\"J\n\x11\x44\x65\x63ideManyRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.carechain.consent.v1.DecideRequest\",\n\x0b\x44\x65\x63ideError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x80\x01\n\x0c\x44\x65\x63ideResult\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1e.carechain.consent.v1.DecisionH\x00\x12\x32\n\x05\x65rror\x18\x02 \x01(\x0b\x32!.carechain.consent.v1.DecideErrorH\x00\x42\x08\n\x06result\"I\n\x12\x44\x65\x63ideManyResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".carechain.consent.v1.DecideResult\".\n\x14\x43heckDecisionRequest\x12\x16\n\x0e\x64\x65\x63ision_token\x18\x01 \x01(\t\":\n\x15\x43heckDecisionResponse\x12\x11\n\tpermitted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x14\x45xportConsentRequest\x12\x12\n\nconsent_id\x18\x01 \x01(\t\"-\n\x15\x45xportConsentResponse\x12\x14\n\x0c\x63onsent_json\x18\x01 \x01(\t\"P\n\x17RegisterDelegateRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"N\n\x15RevokeDelegateRequest\x12\x35\n\x0btransaction\x18\x01 \x01(\x0b\x32 .carechain.ledger.v1.Transaction\"\x95\x02\n\nDelegation\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65legate_id\x18\x02 \x01(\t\x12@\n\x0crelationship\x18\x03 \x01(\x0e\x32*.carechain.consent.v1.DelegateRelationship\x12+\n\x06period\x18\x04 \x01(\x0b\x32\x1b.carechain.common.v1.Period\x12\x36\n\x06status\x18\x05 \x01(\x0e\x32&.carechain.consent.v1.DelegationStatus\x12\x1c\n\x14registered_log_index\x18\x06 \x01(\x04\x12\x19\n\x11revoked_log_index\x18\x07 \x01(\x04\"*\n\x14ListDelegatesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"N\n\x15ListDelegatesResponse\x12\x35\n\x0b\x64\x65legations\x18\x01 \x03(\x0b\x32 .carechain.consent.v1.Delegation\"X\n\x18SubmitFhirConsentRequest\x12\x14\n\x0c\x63onsent_json\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63onsent_jws\x18\x02 \x01(\t\x12\x11\n\tcaller_id\x18\x03 \x01(\t*f\n\rConsentStatus\x12\x1e\n\x1a\x43ONSENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSENT_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x43ONSENT_STATUS_REVOKED\x10\x02*g\n\x0e\x44\x65\x63isionEffect\x12\x1f\n\x1b\x44\x45\x43ISION_EFFECT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45\x43ISION_EFFECT_PERMIT\x10\x01\x12\x18\n\x14\x44\x45\x43ISION_EFFECT_DENY\x10\x02*r\n\x10\x44\x65legationStatus\x12!\n\x1d\x44\x45LEGATION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LEGATION_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19\x44\x45LEGATION_STATUS_REVOKED\x10\x02\x32\xb8\t\n\x0e\x43onsentService\x12_\n\nSealPolicy\x12\'.carechain.consent.v1.SealPolicyRequest\x1a(.carechain.consent.v1.SealPolicyResponse\x12^\n\x0cGrantConsent\x12).carechain.consent.v1.GrantConsentRequest\x1a#.carechain.consent.v1.ConsentRecord\x12`\n\rRevokeConsent\x12*.carechain.consent.v1.RevokeConsentRequest\x1a#.carechain.consent.v1.ConsentRecord\x12\x65\n\x0cListConsents\x12).carechain.consent.v1.ListConsentsRequest\x1a*.carechain.consent.v1.ListConsentsResponse\x12M\n\x06\x44\x65\x63ide\x12#.carechain.consent.v1.DecideRequest\x1a\x1e.carechain.consent.v1.Decision\x12_\n\nDecideMany\x12\'.carechain.consent.v1.DecideManyRequest\x1a(.carechain.consent.v1.DecideManyResponse\x12h\n\rCheckDecision\x12*.carechain.consent.v1.CheckDecisionRequest\x1a+.carechain.consent.v1.CheckDecisionResponse\x12h\n\rExportConsent\x12*.carechain.consent.v1.ExportConsentRequest\x1a+.carechain.consent.v1.ExportConsentResponse\x12\x63\n\x10RegisterDelegate\x12-.carechain.consent.v1.RegisterDelegateRequest\x1a .carechain.consent.v1.Delegation\x12_\n\x0eRevokeDelegate\x12+.carechain.consent.v1.RevokeDelegateRequest\x1a .carechain.consent.v1.Delegation\x12h\n\rListDelegates\x12*.carechain.consent.v1.ListDelegatesRequest\x1a+.carechain.consent.v1.ListDelegatesResponse\x12h\n\x11SubmitFhirConsent\x12..carechain.consent.v1.SubmitFhirConsentRequest\x1a#.carechain.consent.v1.ConsentRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carechain.consent.v1.consent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSENTSTATUS']._serialized_start=2638
-  _globals['_CONSENTSTATUS']._serialized_end=2740
-  _globals['_DECISIONEFFECT']._serialized_start=2742
-  _globals['_DECISIONEFFECT']._serialized_end=2845
-  _globals['_DELEGATIONSTATUS']._serialized_start=2847
-  _globals['_DELEGATIONSTATUS']._serialized_end=2961
+  _globals['_CONSENTSTATUS']._serialized_start=2663
+  _globals['_CONSENTSTATUS']._serialized_end=2765
+  _globals['_DECISIONEFFECT']._serialized_start=2767
+  _globals['_DECISIONEFFECT']._serialized_end=2870
+  _globals['_DELEGATIONSTATUS']._serialized_start=2872
+  _globals['_DELEGATIONSTATUS']._serialized_end=2986
   _globals['_SEALPOLICYREQUEST']._serialized_start=163
   _globals['_SEALPOLICYREQUEST']._serialized_end=275
   _globals['_SEALPOLICYRESPONSE']._serialized_start=277
@@ -57,35 +57,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECIDEREQUEST']._serialized_start=924
   _globals['_DECIDEREQUEST']._serialized_end=1129
   _globals['_DECISION']._serialized_start=1132
-  _globals['_DECISION']._serialized_end=1453
-  _globals['_DECIDEMANYREQUEST']._serialized_start=1455
-  _globals['_DECIDEMANYREQUEST']._serialized_end=1529
-  _globals['_DECIDEERROR']._serialized_start=1531
-  _globals['_DECIDEERROR']._serialized_end=1575
-  _globals['_DECIDERESULT']._serialized_start=1578
-  _globals['_DECIDERESULT']._serialized_end=1706
-  _globals['_DECIDEMANYRESPONSE']._serialized_start=1708
-  _globals['_DECIDEMANYRESPONSE']._serialized_end=1781
-  _globals['_CHECKDECISIONREQUEST']._serialized_start=1783
-  _globals['_CHECKDECISIONREQUEST']._serialized_end=1829
-  _globals['_CHECKDECISIONRESPONSE']._serialized_start=1831
-  _globals['_CHECKDECISIONRESPONSE']._serialized_end=1889
-  _globals['_EXPORTCONSENTREQUEST']._serialized_start=1891
-  _globals['_EXPORTCONSENTREQUEST']._serialized_end=1933
-  _globals['_EXPORTCONSENTRESPONSE']._serialized_start=1935
-  _globals['_EXPORTCONSENTRESPONSE']._serialized_end=1980
-  _globals['_REGISTERDELEGATEREQUEST']._serialized_start=1982
-  _globals['_REGISTERDELEGATEREQUEST']._serialized_end=2062
-  _globals['_REVOKEDELEGATEREQUEST']._serialized_start=2064
-  _globals['_REVOKEDELEGATEREQUEST']._serialized_end=2142
-  _globals['_DELEGATION']._serialized_start=2145
-  _globals['_DELEGATION']._serialized_end=2422
-  _globals['_LISTDELEGATESREQUEST']._serialized_start=2424
-  _globals['_LISTDELEGATESREQUEST']._serialized_end=2466
-  _globals['_LISTDELEGATESRESPONSE']._serialized_start=2468
-  _globals['_LISTDELEGATESRESPONSE']._serialized_end=2546
-  _globals['_SUBMITFHIRCONSENTREQUEST']._serialized_start=2548
-  _globals['_SUBMITFHIRCONSENTREQUEST']._serialized_end=2636
-  _globals['_CONSENTSERVICE']._serialized_start=2964
-  _globals['_CONSENTSERVICE']._serialized_end=4172
+  _globals['_DECISION']._serialized_end=1478
+  _globals['_DECIDEMANYREQUEST']._serialized_start=1480
+  _globals['_DECIDEMANYREQUEST']._serialized_end=1554
+  _globals['_DECIDEERROR']._serialized_start=1556
+  _globals['_DECIDEERROR']._serialized_end=1600
+  _globals['_DECIDERESULT']._serialized_start=1603
+  _globals['_DECIDERESULT']._serialized_end=1731
+  _globals['_DECIDEMANYRESPONSE']._serialized_start=1733
+  _globals['_DECIDEMANYRESPONSE']._serialized_end=1806
+  _globals['_CHECKDECISIONREQUEST']._serialized_start=1808
+  _globals['_CHECKDECISIONREQUEST']._serialized_end=1854
+  _globals['_CHECKDECISIONRESPONSE']._serialized_start=1856
+  _globals['_CHECKDECISIONRESPONSE']._serialized_end=1914
+  _globals['_EXPORTCONSENTREQUEST']._serialized_start=1916
+  _globals['_EXPORTCONSENTREQUEST']._serialized_end=1958
+  _globals['_EXPORTCONSENTRESPONSE']._serialized_start=1960
+  _globals['_EXPORTCONSENTRESPONSE']._serialized_end=2005
+  _globals['_REGISTERDELEGATEREQUEST']._serialized_start=2007
+  _globals['_REGISTERDELEGATEREQUEST']._serialized_end=2087
+  _globals['_REVOKEDELEGATEREQUEST']._serialized_start=2089
+  _globals['_REVOKEDELEGATEREQUEST']._serialized_end=2167
+  _globals['_DELEGATION']._serialized_start=2170
+  _globals['_DELEGATION']._serialized_end=2447
+  _globals['_LISTDELEGATESREQUEST']._serialized_start=2449
+  _globals['_LISTDELEGATESREQUEST']._serialized_end=2491
+  _globals['_LISTDELEGATESRESPONSE']._serialized_start=2493
+  _globals['_LISTDELEGATESRESPONSE']._serialized_end=2571
+  _globals['_SUBMITFHIRCONSENTREQUEST']._serialized_start=2573
+  _globals['_SUBMITFHIRCONSENTREQUEST']._serialized_end=2661
+  _globals['_CONSENTSERVICE']._serialized_start=2989
+  _globals['_CONSENTSERVICE']._serialized_end=4197
 # @@protoc_insertion_point(module_scope)

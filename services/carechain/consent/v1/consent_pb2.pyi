@@ -116,7 +116,7 @@ class DecideRequest(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id", "break_glass", "break_glass_expires_at_ms", "network_patient_id", "record_erased")
+    __slots__ = ("effect", "reason", "consent_id", "provision_path", "decision_token", "expires_at_ms", "patient_id", "decision_id", "break_glass", "break_glass_expires_at_ms", "record_version", "network_patient_id", "record_erased")
     EFFECT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class Decision(_message.Message):
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_VERSION_FIELD_NUMBER: _ClassVar[int]
     NETWORK_PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_ERASED_FIELD_NUMBER: _ClassVar[int]
     effect: DecisionEffect
@@ -139,9 +140,10 @@ class Decision(_message.Message):
     decision_id: str
     break_glass: bool
     break_glass_expires_at_ms: int
+    record_version: int
     network_patient_id: str
     record_erased: bool
-    def __init__(self, effect: _Optional[_Union[DecisionEffect, str]] = ..., reason: _Optional[str] = ..., consent_id: _Optional[str] = ..., provision_path: _Optional[str] = ..., decision_token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., patient_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., network_patient_id: _Optional[str] = ..., record_erased: _Optional[bool] = ...) -> None: ...
+    def __init__(self, effect: _Optional[_Union[DecisionEffect, str]] = ..., reason: _Optional[str] = ..., consent_id: _Optional[str] = ..., provision_path: _Optional[str] = ..., decision_token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., patient_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., record_version: _Optional[int] = ..., network_patient_id: _Optional[str] = ..., record_erased: _Optional[bool] = ...) -> None: ...
 
 class DecideManyRequest(_message.Message):
     __slots__ = ("requests",)

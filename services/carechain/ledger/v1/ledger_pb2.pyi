@@ -106,7 +106,7 @@ class RotatePrincipalKey(_message.Message):
     def __init__(self, principal_id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRecord(_message.Message):
-    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms", "sealed_metadata", "segment_bytes")
+    __slots__ = ("record_id", "patient_id", "organization_id", "author_id", "resource_type", "categories", "content_sha256", "content_size", "key_name", "key_version", "version", "data_date_ms", "sealed_metadata", "segment_bytes", "previous_log_index", "previous_content_sha256")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,8 @@ class RegisterRecord(_message.Message):
     DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
     SEALED_METADATA_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     patient_id: str
     organization_id: str
@@ -135,21 +137,25 @@ class RegisterRecord(_message.Message):
     data_date_ms: int
     sealed_metadata: SealedData
     segment_bytes: int
-    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., sealed_metadata: _Optional[_Union[SealedData, _Mapping]] = ..., segment_bytes: _Optional[int] = ...) -> None: ...
+    previous_log_index: int
+    previous_content_sha256: str
+    def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., sealed_metadata: _Optional[_Union[SealedData, _Mapping]] = ..., segment_bytes: _Optional[int] = ..., previous_log_index: _Optional[int] = ..., previous_content_sha256: _Optional[str] = ...) -> None: ...
 
 class RecordMetadata(_message.Message):
-    __slots__ = ("resource_type", "categories", "data_date_ms", "author_id", "codes")
+    __slots__ = ("resource_type", "categories", "data_date_ms", "author_id", "codes", "version_categories")
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
     CODES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     resource_type: str
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
     data_date_ms: int
     author_id: str
     codes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., data_date_ms: _Optional[int] = ..., author_id: _Optional[str] = ..., codes: _Optional[_Iterable[str]] = ...) -> None: ...
+    version_categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
+    def __init__(self, resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., data_date_ms: _Optional[int] = ..., author_id: _Optional[str] = ..., codes: _Optional[_Iterable[str]] = ..., version_categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ...) -> None: ...
 
 class SealedData(_message.Message):
     __slots__ = ("key_name", "wrapped_key", "ciphertext")
@@ -464,16 +470,19 @@ class ListTransactionsResponse(_message.Message):
     def __init__(self, transactions: _Optional[_Iterable[_Union[LoggedTransaction, _Mapping]]] = ..., log_size: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetRecordEntryRequest(_message.Message):
-    __slots__ = ("record_id",)
+    __slots__ = ("record_id", "version")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     record_id: str
-    def __init__(self, record_id: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RecordEntry(_message.Message):
-    __slots__ = ("record", "log_index", "erased", "erased_log_index", "erased_at_ms", "registered_at_ms", "last_updated_ms")
+    __slots__ = ("record", "log_index", "erased", "latest_version", "erased_log_index", "erased_at_ms", "registered_at_ms", "last_updated_ms")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERASED_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     ERASED_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -481,11 +490,12 @@ class RecordEntry(_message.Message):
     record: RegisterRecord
     log_index: int
     erased: bool
+    latest_version: int
     erased_log_index: int
     erased_at_ms: int
     registered_at_ms: int
     last_updated_ms: int
-    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., erased_log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., registered_at_ms: _Optional[int] = ..., last_updated_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, record: _Optional[_Union[RegisterRecord, _Mapping]] = ..., log_index: _Optional[int] = ..., erased: _Optional[bool] = ..., latest_version: _Optional[int] = ..., erased_log_index: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., registered_at_ms: _Optional[int] = ..., last_updated_ms: _Optional[int] = ...) -> None: ...
 
 class ListPatientRecordsRequest(_message.Message):
     __slots__ = ("patient_id", "page_size", "page_token", "from_log_index")

@@ -23,72 +23,81 @@ _sym_db = _symbol_database.Default()
 
 
 from carechain.common.v1 import common_pb2 as carechain_dot_common_dot_v1_dot_common__pb2
+from carechain.identity.v1 import identity_pb2 as carechain_dot_identity_dot_v1_dot_identity__pb2
 from carechain.ledger.v1 import ledger_pb2 as carechain_dot_ledger_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/records/v1/records.proto\x12\x14\x63\x61rechain.records.v1\x1a carechain/common/v1/common.proto\x1a carechain/ledger/v1/ledger.proto\"=\n\x10PutRecordRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xe4\x01\n\x11PutRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x18\n\x10ledger_log_index\x18\x05 \x01(\x04\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\"\xbe\x01\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\x12\x32\n\x06\x61\x63tion\x18P \x01(\x0e\x32\".carechain.common.v1.ConsentAction\"\x87\x03\n\x11GetRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x15\n\rresource_type\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12!\n\x19\x62reak_glass_expires_at_ms\x18) \x01(\x03\x12\x1b\n\x13redisclosure_notice\x18P \x01(\t\x12\x1e\n\x16labelled_resource_json\x18R \x01(\x0c\x12\x18\n\x0f\x61ttachment_size\x18\xa0\x01 \x01(\x04\"#\n\x10ReconcileRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"\xe6\x01\n\x0fReconcileReport\x12\x11\n\tcutoff_ms\x18\x01 \x01(\x03\x12\x16\n\x0eledger_records\x18\x02 \x01(\r\x12\x14\n\x0corphan_blobs\x18\x03 \x01(\r\x12\x18\n\x10orphan_data_keys\x18\x04 \x01(\r\x12\x15\n\rstale_uploads\x18\x05 \x01(\r\x12\x18\n\x10\x61\x62\x61ndoned_writes\x18\x06 \x01(\r\x12\x1b\n\x13unconfirmed_commits\x18\x07 \x01(\r\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x12\x19\n\x10\x65rased_leftovers\x18\x84\x02 \x01(\r\"?\n\x13ImportBundleRequest\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\x0c\x12\x13\n\x0bpatient_ids\x18\x02 \x03(\t\"\xd3\x01\n\x0cImportResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nclient_ref\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12<\n\ncategories\x18\x06 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x16\n\x0e\x63ontent_sha256\x18\x07 \x01(\t\x12\x18\n\x10ledger_log_index\x18\x08 \x01(\x04\"\x8c\x01\n\x14ImportBundleResponse\x12\x1c\n\x14response_bundle_json\x18\x01 \x01(\x0c\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".carechain.records.v1.ImportResult\x12\x11\n\tcommitted\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\"U\n\x14ImportRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x12\n\nclient_ref\x18\x03 \x01(\t\"k\n\x16PutRecordStreamRequest\x12\x39\n\x06header\x18\x01 \x01(\x0b\x32\'.carechain.records.v1.LargeRecordHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x11LargeRecordHeader\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x17\n\x0f\x61ttachment_size\x18\x03 \x01(\x04\"l\n\x17GetRecordStreamResponse\x12\x39\n\x06header\x18\x01 \x01(\x0b\x32\'.carechain.records.v1.GetRecordResponseH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xbf\x02\n\x14SearchRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x16\n\x0eresource_types\x18\x03 \x03(\t\x12<\n\ncategories\x18\x04 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x14\n\x0c\x64\x61te_from_ms\x18\x05 \x01(\x03\x12\x12\n\ndate_to_ms\x18\x06 \x01(\x03\x12\x1e\n\x16\x61uthor_organization_id\x18\x07 \x01(\t\x12\x18\n\x10updated_since_ms\x18\x08 \x01(\x03\x12\x11\n\tpage_size\x18\t \x01(\r\x12\x12\n\npage_token\x18\n \x01(\t\"\xbd\x02\n\rRecordSummary\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x14\n\x0c\x64\x61ta_date_ms\x18\x04 \x01(\x03\x12\x1e\n\x16\x61uthor_organization_id\x18\x05 \x01(\t\x12\x17\n\x0flast_updated_ms\x18\x06 \x01(\x03\x12<\n\ncategories\x18\x07 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12;\n\x0fsecurity_labels\x18\x08 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\x12\x18\n\x10ledger_log_index\x18\t \x01(\x04\x12\r\n\x05large\x18\n \x01(\x08\"x\n\x15SearchRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.carechain.records.v1.RecordSummary\x12\x10\n\x08withheld\x18\x02 \x01(\r\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xba\x01\n\x15PatientSummaryRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x16\n\x0eresource_types\x18\x03 \x03(\t\x12\x10\n\x08since_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\"N\n\x11PatientSummaryEnd\x12\x10\n\x08returned\x18\x01 \x01(\r\x12\x10\n\x08withheld\x18\x02 \x01(\r\x12\x15\n\rlarge_records\x18\x03 \x01(\r\"\x93\x01\n\x16PatientSummaryResponse\x12\x39\n\x06record\x18\x01 \x01(\x0b\x32\'.carechain.records.v1.GetRecordResponseH\x00\x12\x36\n\x03\x65nd\x18\x02 \x01(\x0b\x32\'.carechain.records.v1.PatientSummaryEndH\x00\x42\x06\n\x04part\"a\n\x14PatientSummaryBundle\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\x0c\x12\x34\n\x03\x65nd\x18\x02 \x01(\x0b\x32\'.carechain.records.v1.PatientSummaryEnd\"Z\n\x13\x45raseRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xfd\x01\n\x0e\x45rasureReceipt\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\x12\x14\n\x0c\x65rased_count\x18\x03 \x01(\r\x12\x11\n\tlog_index\x18\x04 \x01(\x04\x12\x14\n\x0c\x65rased_at_ms\x18\x05 \x01(\x03\x12\x11\n\terased_on\x18\x06 \x01(\t\x12\x33\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1f.carechain.ledger.v1.Checkpoint\x12<\n\x0finclusion_proof\x18\x08 \x01(\x0b\x32#.carechain.ledger.v1.InclusionProof\"A\n\x14SubmitConsentRequest\x12\x14\n\x0c\x63onsent_json\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63onsent_jws\x18\x02 \x01(\t\":\n\x0ePatientConsent\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onsent_json\x18\x02 \x01(\t\"0\n\x1aListPatientConsentsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"U\n\x1bListPatientConsentsResponse\x12\x36\n\x08\x63onsents\x18\x01 \x03(\x0b\x32$.carechain.records.v1.PatientConsent\"{\n\x1a\x45xportAccessHistoryRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x1b\x45xportAccessHistoryResponse\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xd8\x0b\n\x0eRecordsService\x12\\\n\tPutRecord\x12&.carechain.records.v1.PutRecordRequest\x1a\'.carechain.records.v1.PutRecordResponse\x12\\\n\tGetRecord\x12&.carechain.records.v1.GetRecordRequest\x1a\'.carechain.records.v1.GetRecordResponse\x12Z\n\tReconcile\x12&.carechain.records.v1.ReconcileRequest\x1a%.carechain.records.v1.ReconcileReport\x12\x65\n\x0cImportBundle\x12).carechain.records.v1.ImportBundleRequest\x1a*.carechain.records.v1.ImportBundleResponse\x12\x63\n\rImportRecords\x12*.carechain.records.v1.ImportRecordsRequest\x1a\".carechain.records.v1.ImportResult(\x01\x30\x01\x12j\n\x0fPutRecordStream\x12,.carechain.records.v1.PutRecordStreamRequest\x1a\'.carechain.records.v1.PutRecordResponse(\x01\x12j\n\x0fGetRecordStream\x12&.carechain.records.v1.GetRecordRequest\x1a-.carechain.records.v1.GetRecordStreamResponse0\x01\x12h\n\rSearchRecords\x12*.carechain.records.v1.SearchRecordsRequest\x1a+.carechain.records.v1.SearchRecordsResponse\x12p\n\x11GetPatientSummary\x12+.carechain.records.v1.PatientSummaryRequest\x1a,.carechain.records.v1.PatientSummaryResponse0\x01\x12r\n\x17GetPatientSummaryBundle\x12+.carechain.records.v1.PatientSummaryRequest\x1a*.carechain.records.v1.PatientSummaryBundle\x12_\n\x0c\x45raseRecords\x12).carechain.records.v1.EraseRecordsRequest\x1a$.carechain.records.v1.ErasureReceipt\x12\x61\n\rSubmitConsent\x12*.carechain.records.v1.SubmitConsentRequest\x1a$.carechain.records.v1.PatientConsent\x12z\n\x13ListPatientConsents\x12\x30.carechain.records.v1.ListPatientConsentsRequest\x1a\x31.carechain.records.v1.ListPatientConsentsResponse\x12z\n\x13\x45xportAccessHistory\x12\x30.carechain.records.v1.ExportAccessHistoryRequest\x1a\x31.carechain.records.v1.ExportAccessHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"carechain/records/v1/records.proto\x12\x14\x63\x61rechain.records.v1\x1a carechain/common/v1/common.proto\x1a$carechain/identity/v1/identity.proto\x1a carechain/ledger/v1/ledger.proto\"=\n\x10PutRecordRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xe4\x01\n\x11PutRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x18\n\x10ledger_log_index\x18\x05 \x01(\x04\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\"\xe5\x01\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\x12\x32\n\x06\x61\x63tion\x18P \x01(\x0e\x32\".carechain.common.v1.ConsentAction\x12\x10\n\x07version\x18\xf0\x01 \x01(\r\x12\x13\n\nprovenance\x18\xf1\x01 \x01(\x08\"\x81\x04\n\x11GetRecordResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12;\n\x0fsecurity_labels\x18\x46 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x15\n\rresource_type\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12!\n\x19\x62reak_glass_expires_at_ms\x18) \x01(\x03\x12\x1b\n\x13redisclosure_notice\x18P \x01(\t\x12\x1e\n\x16labelled_resource_json\x18R \x01(\x0c\x12\x18\n\x0f\x61ttachment_size\x18\xa0\x01 \x01(\x04\x12<\n\x0erecord_version\x18\xf0\x01 \x01(\x0b\x32#.carechain.records.v1.RecordVersion\x12 \n\x17versioned_resource_json\x18\xf1\x01 \x01(\x0c\x12\x18\n\x0fprovenance_json\x18\xf2\x01 \x01(\x0c\"#\n\x10ReconcileRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"\xe6\x01\n\x0fReconcileReport\x12\x11\n\tcutoff_ms\x18\x01 \x01(\x03\x12\x16\n\x0eledger_records\x18\x02 \x01(\r\x12\x14\n\x0corphan_blobs\x18\x03 \x01(\r\x12\x18\n\x10orphan_data_keys\x18\x04 \x01(\r\x12\x15\n\rstale_uploads\x18\x05 \x01(\r\x12\x18\n\x10\x61\x62\x61ndoned_writes\x18\x06 \x01(\r\x12\x1b\n\x13unconfirmed_commits\x18\x07 \x01(\r\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x12\x19\n\x10\x65rased_leftovers\x18\x84\x02 \x01(\r\"?\n\x13ImportBundleRequest\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\x0c\x12\x13\n\x0bpatient_ids\x18\x02 \x03(\t\"\xd3\x01\n\x0cImportResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nclient_ref\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12<\n\ncategories\x18\x06 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x16\n\x0e\x63ontent_sha256\x18\x07 \x01(\t\x12\x18\n\x10ledger_log_index\x18\x08 \x01(\x04\"\x8c\x01\n\x14ImportBundleResponse\x12\x1c\n\x14response_bundle_json\x18\x01 \x01(\x0c\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".carechain.records.v1.ImportResult\x12\x11\n\tcommitted\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\"U\n\x14ImportRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x12\n\nclient_ref\x18\x03 \x01(\t\"k\n\x16PutRecordStreamRequest\x12\x39\n\x06header\x18\x01 \x01(\x0b\x32\'.carechain.records.v1.LargeRecordHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"W\n\x11LargeRecordHeader\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x17\n\x0f\x61ttachment_size\x18\x03 \x01(\x04\"l\n\x17GetRecordStreamResponse\x12\x39\n\x06header\x18\x01 \x01(\x0b\x32\'.carechain.records.v1.GetRecordResponseH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"S\n\x13UpdateRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x12\n\nif_version\x18\x03 \x01(\r\"\xbe\x01\n\rRecordVersion\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x18\n\x10ledger_log_index\x18\x03 \x01(\x04\x12\x17\n\x0flast_updated_ms\x18\x04 \x01(\x03\x12\x1e\n\x16\x61uthor_organization_id\x18\x05 \x01(\t\x12\x1e\n\x16\x61uthor_practitioner_id\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x07 \x01(\t\"\x89\x01\n\x19ListRecordVersionsRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x1aListRecordVersionsResponse\x12\x35\n\x08versions\x18\x01 \x03(\x0b\x32#.carechain.records.v1.RecordVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdb\x02\n\x14SearchRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x16\n\x0eresource_types\x18\x03 \x03(\t\x12<\n\ncategories\x18\x04 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12\x14\n\x0c\x64\x61te_from_ms\x18\x05 \x01(\x03\x12\x12\n\ndate_to_ms\x18\x06 \x01(\x03\x12\x1e\n\x16\x61uthor_organization_id\x18\x07 \x01(\t\x12\x18\n\x10updated_since_ms\x18\x08 \x01(\x03\x12\x11\n\tpage_size\x18\t \x01(\r\x12\x12\n\npage_token\x18\n \x01(\t\x12\x1a\n\x11updated_before_ms\x18\xac\x02 \x01(\x03\"\xbd\x02\n\rRecordSummary\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x14\n\x0c\x64\x61ta_date_ms\x18\x04 \x01(\x03\x12\x1e\n\x16\x61uthor_organization_id\x18\x05 \x01(\t\x12\x17\n\x0flast_updated_ms\x18\x06 \x01(\x03\x12<\n\ncategories\x18\x07 \x03(\x0e\x32(.carechain.common.v1.SensitivityCategory\x12;\n\x0fsecurity_labels\x18\x08 \x03(\x0b\x32\".carechain.common.v1.SecurityLabel\x12\x18\n\x10ledger_log_index\x18\t \x01(\x04\x12\r\n\x05large\x18\n \x01(\x08\"x\n\x15SearchRecordsResponse\x12\x34\n\x07records\x18\x01 \x03(\x0b\x32#.carechain.records.v1.RecordSummary\x12\x10\n\x08withheld\x18\x02 \x01(\r\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xba\x01\n\x15PatientSummaryRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x32\n\x07purpose\x18\x02 \x01(\x0e\x32!.carechain.common.v1.PurposeOfUse\x12\x16\n\x0eresource_types\x18\x03 \x03(\t\x12\x10\n\x08since_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x62reak_glass\x18( \x01(\x08\x12\x1a\n\x12\x62reak_glass_reason\x18) \x01(\t\"N\n\x11PatientSummaryEnd\x12\x10\n\x08returned\x18\x01 \x01(\r\x12\x10\n\x08withheld\x18\x02 \x01(\r\x12\x15\n\rlarge_records\x18\x03 \x01(\r\"\x93\x01\n\x16PatientSummaryResponse\x12\x39\n\x06record\x18\x01 \x01(\x0b\x32\'.carechain.records.v1.GetRecordResponseH\x00\x12\x36\n\x03\x65nd\x18\x02 \x01(\x0b\x32\'.carechain.records.v1.PatientSummaryEndH\x00\x42\x06\n\x04part\"a\n\x14PatientSummaryBundle\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\x0c\x12\x34\n\x03\x65nd\x18\x02 \x01(\x0b\x32\'.carechain.records.v1.PatientSummaryEnd\"Z\n\x13\x45raseRecordsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xfd\x01\n\x0e\x45rasureReceipt\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\x12\x14\n\x0c\x65rased_count\x18\x03 \x01(\r\x12\x11\n\tlog_index\x18\x04 \x01(\x04\x12\x14\n\x0c\x65rased_at_ms\x18\x05 \x01(\x03\x12\x11\n\terased_on\x18\x06 \x01(\t\x12\x33\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1f.carechain.ledger.v1.Checkpoint\x12<\n\x0finclusion_proof\x18\x08 \x01(\x0b\x32#.carechain.ledger.v1.InclusionProof\"A\n\x14SubmitConsentRequest\x12\x14\n\x0c\x63onsent_json\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63onsent_jws\x18\x02 \x01(\t\":\n\x0ePatientConsent\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onsent_json\x18\x02 \x01(\t\"0\n\x1aListPatientConsentsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\"U\n\x1bListPatientConsentsResponse\x12\x36\n\x08\x63onsents\x18\x01 \x03(\x0b\x32$.carechain.records.v1.PatientConsent\"{\n\x1a\x45xportAccessHistoryRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\x10\n\x08until_ms\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x1b\x45xportAccessHistoryResponse\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb1\x0e\n\x0eRecordsService\x12\\\n\tPutRecord\x12&.carechain.records.v1.PutRecordRequest\x1a\'.carechain.records.v1.PutRecordResponse\x12\\\n\tGetRecord\x12&.carechain.records.v1.GetRecordRequest\x1a\'.carechain.records.v1.GetRecordResponse\x12Z\n\tReconcile\x12&.carechain.records.v1.ReconcileRequest\x1a%.carechain.records.v1.ReconcileReport\x12\x65\n\x0cImportBundle\x12).carechain.records.v1.ImportBundleRequest\x1a*.carechain.records.v1.ImportBundleResponse\x12\x63\n\rImportRecords\x12*.carechain.records.v1.ImportRecordsRequest\x1a\".carechain.records.v1.ImportResult(\x01\x30\x01\x12j\n\x0fPutRecordStream\x12,.carechain.records.v1.PutRecordStreamRequest\x1a\'.carechain.records.v1.PutRecordResponse(\x01\x12j\n\x0fGetRecordStream\x12&.carechain.records.v1.GetRecordRequest\x1a-.carechain.records.v1.GetRecordStreamResponse0\x01\x12\x62\n\x0cUpdateRecord\x12).carechain.records.v1.UpdateRecordRequest\x1a\'.carechain.records.v1.PutRecordResponse\x12w\n\x12ListRecordVersions\x12/.carechain.records.v1.ListRecordVersionsRequest\x1a\x30.carechain.records.v1.ListRecordVersionsResponse\x12h\n\rSearchRecords\x12*.carechain.records.v1.SearchRecordsRequest\x1a+.carechain.records.v1.SearchRecordsResponse\x12p\n\x11GetPatientSummary\x12+.carechain.records.v1.PatientSummaryRequest\x1a,.carechain.records.v1.PatientSummaryResponse0\x01\x12r\n\x17GetPatientSummaryBundle\x12+.carechain.records.v1.PatientSummaryRequest\x1a*.carechain.records.v1.PatientSummaryBundle\x12_\n\x0c\x45raseRecords\x12).carechain.records.v1.EraseRecordsRequest\x1a$.carechain.records.v1.ErasureReceipt\x12z\n\x17\x45xchangeClientAssertion\x12\x35.carechain.identity.v1.ExchangeClientAssertionRequest\x1a(.carechain.identity.v1.ClientAccessToken\x12\x61\n\rSubmitConsent\x12*.carechain.records.v1.SubmitConsentRequest\x1a$.carechain.records.v1.PatientConsent\x12z\n\x13ListPatientConsents\x12\x30.carechain.records.v1.ListPatientConsentsRequest\x1a\x31.carechain.records.v1.ListPatientConsentsResponse\x12z\n\x13\x45xportAccessHistory\x12\x30.carechain.records.v1.ExportAccessHistoryRequest\x1a\x31.carechain.records.v1.ExportAccessHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carechain.records.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUTRECORDREQUEST']._serialized_start=128
-  _globals['_PUTRECORDREQUEST']._serialized_end=189
-  _globals['_PUTRECORDRESPONSE']._serialized_start=192
-  _globals['_PUTRECORDRESPONSE']._serialized_end=420
-  _globals['_GETRECORDREQUEST']._serialized_start=423
-  _globals['_GETRECORDREQUEST']._serialized_end=613
-  _globals['_GETRECORDRESPONSE']._serialized_start=616
-  _globals['_GETRECORDRESPONSE']._serialized_end=1007
-  _globals['_RECONCILEREQUEST']._serialized_start=1009
-  _globals['_RECONCILEREQUEST']._serialized_end=1044
-  _globals['_RECONCILEREPORT']._serialized_start=1047
-  _globals['_RECONCILEREPORT']._serialized_end=1277
-  _globals['_IMPORTBUNDLEREQUEST']._serialized_start=1279
-  _globals['_IMPORTBUNDLEREQUEST']._serialized_end=1342
-  _globals['_IMPORTRESULT']._serialized_start=1345
-  _globals['_IMPORTRESULT']._serialized_end=1556
-  _globals['_IMPORTBUNDLERESPONSE']._serialized_start=1559
-  _globals['_IMPORTBUNDLERESPONSE']._serialized_end=1699
-  _globals['_IMPORTRECORDSREQUEST']._serialized_start=1701
-  _globals['_IMPORTRECORDSREQUEST']._serialized_end=1786
-  _globals['_PUTRECORDSTREAMREQUEST']._serialized_start=1788
-  _globals['_PUTRECORDSTREAMREQUEST']._serialized_end=1895
-  _globals['_LARGERECORDHEADER']._serialized_start=1897
-  _globals['_LARGERECORDHEADER']._serialized_end=1984
-  _globals['_GETRECORDSTREAMRESPONSE']._serialized_start=1986
-  _globals['_GETRECORDSTREAMRESPONSE']._serialized_end=2094
-  _globals['_SEARCHRECORDSREQUEST']._serialized_start=2097
-  _globals['_SEARCHRECORDSREQUEST']._serialized_end=2416
-  _globals['_RECORDSUMMARY']._serialized_start=2419
-  _globals['_RECORDSUMMARY']._serialized_end=2736
-  _globals['_SEARCHRECORDSRESPONSE']._serialized_start=2738
-  _globals['_SEARCHRECORDSRESPONSE']._serialized_end=2858
-  _globals['_PATIENTSUMMARYREQUEST']._serialized_start=2861
-  _globals['_PATIENTSUMMARYREQUEST']._serialized_end=3047
-  _globals['_PATIENTSUMMARYEND']._serialized_start=3049
-  _globals['_PATIENTSUMMARYEND']._serialized_end=3127
-  _globals['_PATIENTSUMMARYRESPONSE']._serialized_start=3130
-  _globals['_PATIENTSUMMARYRESPONSE']._serialized_end=3277
-  _globals['_PATIENTSUMMARYBUNDLE']._serialized_start=3279
-  _globals['_PATIENTSUMMARYBUNDLE']._serialized_end=3376
-  _globals['_ERASERECORDSREQUEST']._serialized_start=3378
-  _globals['_ERASERECORDSREQUEST']._serialized_end=3468
-  _globals['_ERASURERECEIPT']._serialized_start=3471
-  _globals['_ERASURERECEIPT']._serialized_end=3724
-  _globals['_SUBMITCONSENTREQUEST']._serialized_start=3726
-  _globals['_SUBMITCONSENTREQUEST']._serialized_end=3791
-  _globals['_PATIENTCONSENT']._serialized_start=3793
-  _globals['_PATIENTCONSENT']._serialized_end=3851
-  _globals['_LISTPATIENTCONSENTSREQUEST']._serialized_start=3853
-  _globals['_LISTPATIENTCONSENTSREQUEST']._serialized_end=3901
-  _globals['_LISTPATIENTCONSENTSRESPONSE']._serialized_start=3903
-  _globals['_LISTPATIENTCONSENTSRESPONSE']._serialized_end=3988
-  _globals['_EXPORTACCESSHISTORYREQUEST']._serialized_start=3990
-  _globals['_EXPORTACCESSHISTORYREQUEST']._serialized_end=4113
-  _globals['_EXPORTACCESSHISTORYRESPONSE']._serialized_start=4115
-  _globals['_EXPORTACCESSHISTORYRESPONSE']._serialized_end=4190
-  _globals['_RECORDSSERVICE']._serialized_start=4193
-  _globals['_RECORDSSERVICE']._serialized_end=5689
+  _globals['_PUTRECORDREQUEST']._serialized_start=166
+  _globals['_PUTRECORDREQUEST']._serialized_end=227
+  _globals['_PUTRECORDRESPONSE']._serialized_start=230
+  _globals['_PUTRECORDRESPONSE']._serialized_end=458
+  _globals['_GETRECORDREQUEST']._serialized_start=461
+  _globals['_GETRECORDREQUEST']._serialized_end=690
+  _globals['_GETRECORDRESPONSE']._serialized_start=693
+  _globals['_GETRECORDRESPONSE']._serialized_end=1206
+  _globals['_RECONCILEREQUEST']._serialized_start=1208
+  _globals['_RECONCILEREQUEST']._serialized_end=1243
+  _globals['_RECONCILEREPORT']._serialized_start=1246
+  _globals['_RECONCILEREPORT']._serialized_end=1476
+  _globals['_IMPORTBUNDLEREQUEST']._serialized_start=1478
+  _globals['_IMPORTBUNDLEREQUEST']._serialized_end=1541
+  _globals['_IMPORTRESULT']._serialized_start=1544
+  _globals['_IMPORTRESULT']._serialized_end=1755
+  _globals['_IMPORTBUNDLERESPONSE']._serialized_start=1758
+  _globals['_IMPORTBUNDLERESPONSE']._serialized_end=1898
+  _globals['_IMPORTRECORDSREQUEST']._serialized_start=1900
+  _globals['_IMPORTRECORDSREQUEST']._serialized_end=1985
+  _globals['_PUTRECORDSTREAMREQUEST']._serialized_start=1987
+  _globals['_PUTRECORDSTREAMREQUEST']._serialized_end=2094
+  _globals['_LARGERECORDHEADER']._serialized_start=2096
+  _globals['_LARGERECORDHEADER']._serialized_end=2183
+  _globals['_GETRECORDSTREAMRESPONSE']._serialized_start=2185
+  _globals['_GETRECORDSTREAMRESPONSE']._serialized_end=2293
+  _globals['_UPDATERECORDREQUEST']._serialized_start=2295
+  _globals['_UPDATERECORDREQUEST']._serialized_end=2378
+  _globals['_RECORDVERSION']._serialized_start=2381
+  _globals['_RECORDVERSION']._serialized_end=2571
+  _globals['_LISTRECORDVERSIONSREQUEST']._serialized_start=2574
+  _globals['_LISTRECORDVERSIONSREQUEST']._serialized_end=2711
+  _globals['_LISTRECORDVERSIONSRESPONSE']._serialized_start=2713
+  _globals['_LISTRECORDVERSIONSRESPONSE']._serialized_end=2821
+  _globals['_SEARCHRECORDSREQUEST']._serialized_start=2824
+  _globals['_SEARCHRECORDSREQUEST']._serialized_end=3171
+  _globals['_RECORDSUMMARY']._serialized_start=3174
+  _globals['_RECORDSUMMARY']._serialized_end=3491
+  _globals['_SEARCHRECORDSRESPONSE']._serialized_start=3493
+  _globals['_SEARCHRECORDSRESPONSE']._serialized_end=3613
+  _globals['_PATIENTSUMMARYREQUEST']._serialized_start=3616
+  _globals['_PATIENTSUMMARYREQUEST']._serialized_end=3802
+  _globals['_PATIENTSUMMARYEND']._serialized_start=3804
+  _globals['_PATIENTSUMMARYEND']._serialized_end=3882
+  _globals['_PATIENTSUMMARYRESPONSE']._serialized_start=3885
+  _globals['_PATIENTSUMMARYRESPONSE']._serialized_end=4032
+  _globals['_PATIENTSUMMARYBUNDLE']._serialized_start=4034
+  _globals['_PATIENTSUMMARYBUNDLE']._serialized_end=4131
+  _globals['_ERASERECORDSREQUEST']._serialized_start=4133
+  _globals['_ERASERECORDSREQUEST']._serialized_end=4223
+  _globals['_ERASURERECEIPT']._serialized_start=4226
+  _globals['_ERASURERECEIPT']._serialized_end=4479
+  _globals['_SUBMITCONSENTREQUEST']._serialized_start=4481
+  _globals['_SUBMITCONSENTREQUEST']._serialized_end=4546
+  _globals['_PATIENTCONSENT']._serialized_start=4548
+  _globals['_PATIENTCONSENT']._serialized_end=4606
+  _globals['_LISTPATIENTCONSENTSREQUEST']._serialized_start=4608
+  _globals['_LISTPATIENTCONSENTSREQUEST']._serialized_end=4656
+  _globals['_LISTPATIENTCONSENTSRESPONSE']._serialized_start=4658
+  _globals['_LISTPATIENTCONSENTSRESPONSE']._serialized_end=4743
+  _globals['_EXPORTACCESSHISTORYREQUEST']._serialized_start=4745
+  _globals['_EXPORTACCESSHISTORYREQUEST']._serialized_end=4868
+  _globals['_EXPORTACCESSHISTORYRESPONSE']._serialized_start=4870
+  _globals['_EXPORTACCESSHISTORYRESPONSE']._serialized_end=4945
+  _globals['_RECORDSSERVICE']._serialized_start=4948
+  _globals['_RECORDSSERVICE']._serialized_end=6789
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from carechain.common.v1 import common_pb2 as _common_pb2
+from carechain.identity.v1 import identity_pb2 as _identity_pb2
 from carechain.ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -33,21 +34,25 @@ class PutRecordResponse(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., ledger_log_index: _Optional[int] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ...) -> None: ...
 
 class GetRecordRequest(_message.Message):
-    __slots__ = ("record_id", "purpose", "break_glass", "break_glass_reason", "action")
+    __slots__ = ("record_id", "purpose", "break_glass", "break_glass_reason", "action", "version", "provenance")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_FIELD_NUMBER: _ClassVar[int]
     BREAK_GLASS_REASON_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     purpose: _common_pb2.PurposeOfUse
     break_glass: bool
     break_glass_reason: str
     action: _common_pb2.ConsentAction
-    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ...) -> None: ...
+    version: int
+    provenance: bool
+    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., break_glass: _Optional[bool] = ..., break_glass_reason: _Optional[str] = ..., action: _Optional[_Union[_common_pb2.ConsentAction, str]] = ..., version: _Optional[int] = ..., provenance: _Optional[bool] = ...) -> None: ...
 
 class GetRecordResponse(_message.Message):
-    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "break_glass", "break_glass_expires_at_ms", "redisclosure_notice", "labelled_resource_json", "attachment_size")
+    __slots__ = ("record_id", "resource_json", "categories", "security_labels", "patient_id", "resource_type", "decision_id", "break_glass", "break_glass_expires_at_ms", "redisclosure_notice", "labelled_resource_json", "attachment_size", "record_version", "versioned_resource_json", "provenance_json")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +65,9 @@ class GetRecordResponse(_message.Message):
     REDISCLOSURE_NOTICE_FIELD_NUMBER: _ClassVar[int]
     LABELLED_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTACHMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONED_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_JSON_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     resource_json: bytes
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
@@ -72,7 +80,10 @@ class GetRecordResponse(_message.Message):
     redisclosure_notice: str
     labelled_resource_json: bytes
     attachment_size: int
-    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ..., attachment_size: _Optional[int] = ...) -> None: ...
+    record_version: RecordVersion
+    versioned_resource_json: bytes
+    provenance_json: bytes
+    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., decision_id: _Optional[str] = ..., break_glass: _Optional[bool] = ..., break_glass_expires_at_ms: _Optional[int] = ..., redisclosure_notice: _Optional[str] = ..., labelled_resource_json: _Optional[bytes] = ..., attachment_size: _Optional[int] = ..., record_version: _Optional[_Union[RecordVersion, _Mapping]] = ..., versioned_resource_json: _Optional[bytes] = ..., provenance_json: _Optional[bytes] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
     __slots__ = ("dry_run",)
@@ -178,8 +189,56 @@ class GetRecordStreamResponse(_message.Message):
     data: bytes
     def __init__(self, header: _Optional[_Union[GetRecordResponse, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class UpdateRecordRequest(_message.Message):
+    __slots__ = ("record_id", "resource_json", "if_version")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    IF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    resource_json: bytes
+    if_version: int
+    def __init__(self, record_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., if_version: _Optional[int] = ...) -> None: ...
+
+class RecordVersion(_message.Message):
+    __slots__ = ("record_id", "version", "ledger_log_index", "last_updated_ms", "author_organization_id", "author_practitioner_id", "content_sha256")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_PRACTITIONER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    version: int
+    ledger_log_index: int
+    last_updated_ms: int
+    author_organization_id: str
+    author_practitioner_id: str
+    content_sha256: str
+    def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ..., ledger_log_index: _Optional[int] = ..., last_updated_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., author_practitioner_id: _Optional[str] = ..., content_sha256: _Optional[str] = ...) -> None: ...
+
+class ListRecordVersionsRequest(_message.Message):
+    __slots__ = ("record_id", "purpose", "page_size", "page_token")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    purpose: _common_pb2.PurposeOfUse
+    page_size: int
+    page_token: str
+    def __init__(self, record_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRecordVersionsResponse(_message.Message):
+    __slots__ = ("versions", "next_page_token")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[RecordVersion]
+    next_page_token: str
+    def __init__(self, versions: _Optional[_Iterable[_Union[RecordVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class SearchRecordsRequest(_message.Message):
-    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token")
+    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token", "updated_before_ms")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +249,7 @@ class SearchRecordsRequest(_message.Message):
     UPDATED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     purpose: _common_pb2.PurposeOfUse
     resource_types: _containers.RepeatedScalarFieldContainer[str]
@@ -200,7 +260,8 @@ class SearchRecordsRequest(_message.Message):
     updated_since_ms: int
     page_size: int
     page_token: str
-    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    updated_before_ms: int
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., updated_before_ms: _Optional[int] = ...) -> None: ...
 
 class RecordSummary(_message.Message):
     __slots__ = ("record_id", "resource_type", "version", "data_date_ms", "author_organization_id", "last_updated_ms", "categories", "security_labels", "ledger_log_index", "large")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from carechain.identity.v1 import identity_pb2 as carechain_dot_identity_dot_v1_dot_identity__pb2
 from carechain.records.v1 import records_pb2 as carechain_dot_records_dot_v1_dot_records__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -71,6 +72,16 @@ class RecordsServiceStub:
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.FromString,
                 _registered_method=True)
+        self.UpdateRecord = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/UpdateRecord',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.UpdateRecordRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.FromString,
+                _registered_method=True)
+        self.ListRecordVersions = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ListRecordVersions',
+                request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.SerializeToString,
+                response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.FromString,
+                _registered_method=True)
         self.SearchRecords = channel.unary_unary(
                 '/carechain.records.v1.RecordsService/SearchRecords',
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsRequest.SerializeToString,
@@ -90,6 +101,11 @@ class RecordsServiceStub:
                 '/carechain.records.v1.RecordsService/EraseRecords',
                 request_serializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
                 response_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+                _registered_method=True)
+        self.ExchangeClientAssertion = channel.unary_unary(
+                '/carechain.records.v1.RecordsService/ExchangeClientAssertion',
+                request_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.SerializeToString,
+                response_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.FromString,
                 _registered_method=True)
         self.SubmitConsent = channel.unary_unary(
                 '/carechain.records.v1.RecordsService/SubmitConsent',
@@ -182,6 +198,28 @@ class RecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateRecord(self, request, context):
+        """--- versions and provenance (issue 14, parts 4 and 6) ---
+        Writes a new version of a record under the same record id (new data key,
+        new blob, a RegisterRecord with version = latest + 1 linked to the
+        latest); acknowledged like PutRecord. Only the authoring organisation and
+        its practitioners update (PERMISSION_DENIED otherwise, the same answer as
+        for an unknown record); the resource type and patient stay the same.
+        FAILED_PRECONDITION when if_version is set and is not the latest version
+        (or a concurrent update committed first), or the record was erased.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecordVersions(self, request, context):
+        """Lists a record's versions (oldest first, paginated): metadata only, under
+        the same consent decision as a read of the record (audited as a read).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchRecords(self, request, context):
         """--- Search and patient summary (issue 14 parts 2 and 3; docs/sdk.md, "Search and summary").
         Finds a patient's records by resource type, sensitivity category, clinical
@@ -227,6 +265,17 @@ class RecordsServiceServicer:
         key (crypto-shredding) and blob; reads then answer FAILED_PRECONDITION
         "record erased on YYYY-MM-DD". Answers with a receipt: the tombstone's
         RFC 9162 inclusion proof against a co-signed checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeClientAssertion(self, request, context):
+        """--- SMART Backend Services (issue 15) ---
+        Relays a SMART token request to identity's ExchangeClientAssertion, so
+        that the FHIR gateway (whose only callee is records) can answer POST
+        /token. Unauthenticated exactly like identity's: the signed client
+        assertion is the proof; identity verifies it and issues the token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -298,6 +347,16 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.GetRecordStreamResponse.SerializeToString,
             ),
+            'UpdateRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRecord,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.UpdateRecordRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.SerializeToString,
+            ),
+            'ListRecordVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecordVersions,
+                    request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.FromString,
+                    response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.SerializeToString,
+            ),
             'SearchRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchRecords,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.SearchRecordsRequest.FromString,
@@ -317,6 +376,11 @@ def add_RecordsServiceServicer_to_server(servicer, server):
                     servicer.EraseRecords,
                     request_deserializer=carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.FromString,
                     response_serializer=carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.SerializeToString,
+            ),
+            'ExchangeClientAssertion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeClientAssertion,
+                    request_deserializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.FromString,
+                    response_serializer=carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.SerializeToString,
             ),
             'SubmitConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitConsent,
@@ -536,6 +600,60 @@ class RecordsService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/UpdateRecord',
+            carechain_dot_records_dot_v1_dot_records__pb2.UpdateRecordRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.PutRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecordVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ListRecordVersions',
+            carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsRequest.SerializeToString,
+            carechain_dot_records_dot_v1_dot_records__pb2.ListRecordVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SearchRecords(request,
             target,
             options=(),
@@ -633,6 +751,33 @@ class RecordsService:
             '/carechain.records.v1.RecordsService/EraseRecords',
             carechain_dot_records_dot_v1_dot_records__pb2.EraseRecordsRequest.SerializeToString,
             carechain_dot_records_dot_v1_dot_records__pb2.ErasureReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeClientAssertion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.records.v1.RecordsService/ExchangeClientAssertion',
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ExchangeClientAssertionRequest.SerializeToString,
+            carechain_dot_identity_dot_v1_dot_identity__pb2.ClientAccessToken.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,341 @@
+"""FHIR search and ``Patient/$everything`` over records' SearchRecords (docs/fhir.md, "Search").
+
+:func:`parse_search` turns the query string of ``GET /{type}`` or ``GET /?_type=...`` into a
+:class:`SearchQuery` (one SearchRecordsRequest), :func:`parse_everything` the one of
+``GET /Patient/{id}/$everything``; both answer 400 naming the parameter at fault, and refuse a parameter
+they do not know unless the client asked for ``Prefer: handling=lenient`` (then it is ignored and said so
+in the Bundle's OperationOutcome). :func:`searchset` is the answer: a ``searchset`` Bundle of the matched
+resources (each read with GetRecord, so decided and audited one by one), its ``self`` and ``next`` links
+(``next`` carries records' opaque page token, bound to the query) and an ``outcome`` entry saying how many
+matching records were withheld, never which.
+
+Supported parameters are :data:`SEARCH_PARAMETERS` (what the CapabilityStatement lists per type).
+``category`` is not: records keeps no resource category (only sensitivity, searched with ``_security``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from carechain.fhir.outcomes import FhirError
+from carechain.fhir.patients import as_served
+from carechain.labels.security_labels import ACT_CODE, CARECHAIN_SENSITIVITY, CONFIDENTIALITY, category_of_label
+from carechain.records.v1 import records_pb2
+
+#: The version a record is served as (records answers version 1 until updates land: issue 14).
+FIRST_VERSION = 1
+#: Records' page size cap; a larger _count is served as this (FHIR lets a server return fewer).
+MAX_COUNT = 200
+DEFAULT_COUNT = 50
+#: The query parameter of a ``next`` link carrying records' page token.
+PAGE_TOKEN = "_page_token"  # noqa: S105 - a parameter name, not a secret
+# Parameters every interaction accepts that do not change what is found (_format is negotiated by the app).
+_RESULT_PARAMETERS = frozenset({"_format", "_pretty", PAGE_TOKEN})
+
+#: Search parameters per level: (name, FHIR SearchParameter type, what it searches), as the CapabilityStatement says.
+SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
+    ("patient", "reference", "the patient: Patient/<pseudonym> (required)"),
+    ("subject", "reference", "the same as patient"),
+    ("date", "date", "the clinical date (a day; prefixes eq ge gt le lt)"),
+    ("_lastUpdated", "date", "when the record was last written (prefixes eq ge gt le lt)"),
+    ("_security", "token", "a sensitivity label (system|code, e.g. v3-ActCode|PSY)"),
+    ("_count", "number", f"results per page (at most {MAX_COUNT})"),
+)
+#: The Patient type's own search: by its logical id (the pseudonym).
+PATIENT_SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
+    ("_id", "token", "the patient's pseudonym (required)"),
+    ("_lastUpdated", "date", "when the record was last written (prefixes eq ge gt le lt)"),
+    ("_security", "token", "a sensitivity label (system|code)"),
+    ("_count", "number", f"results per page (at most {MAX_COUNT})"),
+)
+EVERYTHING_PARAMETERS = frozenset({"_type", "_since", "_count"})
+_UNSUPPORTED = {
+    "category": "category: not supported (CareChain keeps no resource category; search sensitivity with _security)",
+}
+_PREFIXES = ("eq", "ge", "gt", "le", "lt")
+_DATE = re.compile(r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})(T(?P<time>[0-9:.]+)"
+                   r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
+_PSEUDONYM = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_DAY_MS = 86_400_000
+_LABEL_SYSTEMS = (ACT_CODE, CONFIDENTIALITY, CARECHAIN_SENSITIVITY)
+
+
+@dataclass
+class SearchQuery:
+    """One FHIR search as records' SearchRecords request, and what its links repeat."""
+
+    request: records_pb2.SearchRecordsRequest
+    #: The query's own parameters (no page token), repeated in the self and next links.
+    parameters: list[tuple[str, str]] = field(default_factory=list)
+    #: Parameters ignored under ``Prefer: handling=lenient`` (named in the Bundle's outcome).
+    ignored: list[str] = field(default_factory=list)
+
+
+def lenient(prefer: str) -> bool:
+    """Whether a ``Prefer`` header asks for lenient handling of unknown parameters."""
+    return "handling=lenient" in prefer.replace(" ", "").lower()
+
+
+def _bad(parameter: str, why: str, code: str = "invalid") -> FhirError:
+    return FhirError(400, code, f"{parameter}: {why}", parameter)
+
+
+def _one(values: list[str], parameter: str) -> str:
+    if len(values) != 1:
+        raise _bad(parameter, "give it once")
+    return values[0]
+
+
+def patient_id_of(value: str, parameter: str) -> str:
+    """The pseudonym of a ``patient`` reference: ``Patient/<id>``, a URL ending so, or the bare id."""
+    reference = value.strip()
+    if "/" in reference:
+        head, _, reference = reference.rpartition("/")
+        if not (head == "Patient" or head.endswith("/Patient")):
+            raise _bad(parameter, "must reference a Patient (Patient/<pseudonym>)")
+    if not _PSEUDONYM.match(reference):
+        raise _bad(parameter, "must be Patient/<pseudonym>")
+    return reference
+
+
+def _instant(text: str, parameter: str) -> tuple[int, int]:
+    """A FHIR date/dateTime as the half-open range [start, end) of Unix ms it stands for (UTC when no zone)."""
+    match = _DATE.match(text)
+    if match is None:
+        raise _bad(parameter, "must be a FHIR date or dateTime (e.g. 2026-03-02), after an optional prefix", "value")
+    year = int(match["year"])
+    try:
+        if match["time"]:
+            stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=datetime.UTC)
+            start = round(stamp.timestamp() * 1000)
+            return start, start + (1 if "." in match["time"] else 1000)
+        month, day = int(match["month"] or 1), int(match["day"] or 1)
+        first = datetime.datetime(year, month, day, tzinfo=datetime.UTC)
+        if match["day"]:
+            last = first + datetime.timedelta(days=1)
+        elif match["month"]:
+            last = datetime.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=datetime.UTC)
+        else:
+            last = datetime.datetime(year + 1, 1, 1, tzinfo=datetime.UTC)
+    except ValueError:
+        raise _bad(parameter, "is not a real date", "value") from None
+    return round(first.timestamp() * 1000), round(last.timestamp() * 1000)
+
+
+def _prefixed(value: str, parameter: str) -> tuple[str, int, int]:
+    prefixed = value[:2].isalpha() and value[2:3].isdigit()
+    prefix = value[:2] if prefixed else "eq"
+    if prefix not in _PREFIXES:
+        raise _bad(parameter, f"prefix {prefix!r} is not supported (use one of {' '.join(_PREFIXES)})", "not-supported")
+    start, end = _instant(value[2:] if prefixed else value, parameter)
+    return prefix, start, end
+
+
+def date_window(values: Sequence[str], parameter: str) -> tuple[int, int]:
+    """The clinical-date range (first day, last day; Unix ms of UTC midnights, 0 = open) of ``date`` values.
+
+    Clinical dates are days, so a dateTime stands for its day. Several values all apply (AND).
+    """
+    low, high = 0, 0
+    for value in values:
+        prefix, start, end = _prefixed(value, parameter)
+        first, last = start - start % _DAY_MS, (end - 1) - (end - 1) % _DAY_MS
+        if prefix in ("eq", "ge"):
+            low = max(low, first)
+        if prefix == "gt":
+            low = max(low, last + _DAY_MS)
+        if prefix in ("eq", "le"):
+            high = min(high, last) if high else last
+        if prefix == "lt":
+            high = min(high, first - _DAY_MS) if high else first - _DAY_MS
+    if high and high < low:
+        raise _bad(parameter, "the range is empty (its end is before its start)", "value")
+    if high < 0:
+        raise _bad(parameter, "is before 1970", "value")
+    return low, high
+
+
+def updated_window(values: Sequence[str], parameter: str) -> tuple[int, int]:
+    """The last-updated window [since, before) in Unix ms (0 = open) of ``_lastUpdated`` values (AND)."""
+    since, before = 0, 0
+    for value in values:
+        prefix, start, end = _prefixed(value, parameter)
+        lower = {"eq": start, "ge": start, "gt": end}.get(prefix)
+        upper = {"eq": end, "le": end, "lt": start}.get(prefix)
+        if lower is not None:
+            since = max(since, lower)
+        if upper is not None:
+            before = min(before, upper) if before else upper
+    if before and before <= since:
+        raise _bad(parameter, "the window is empty (its end is not after its start)", "value")
+    if before < 0 or since < 0:
+        raise _bad(parameter, "is before 1970", "value")
+    return since, before
+
+
+def categories_of(values: Sequence[str], parameter: str = "_security") -> list[int]:
+    """The sensitivity categories of ``_security`` tokens (``system|code``, ``|code`` or ``code``; commas: OR)."""
+    found: set[int] = set()
+    for value in values:
+        for token in value.split(","):
+            system, bar, code = token.partition("|")
+            systems = (system,) if bar and system else _LABEL_SYSTEMS
+            code = code if bar else system
+            categories = {c for s in systems if (c := category_of_label(s, code)) is not None}
+            if not categories:
+                raise _bad(parameter, "not a security label CareChain labels records with (e.g. "
+                           f"{ACT_CODE}|PSY)", "code-invalid")
+            found |= categories
+    return sorted(found)
+
+
+def count_of(values: Sequence[str], parameter: str = "_count") -> int:
+    """The page size of ``_count`` (1..): above MAX_COUNT it is MAX_COUNT."""
+    text = _one(list(values), parameter)
+    if not text.isdigit() or int(text) < 1:
+        raise _bad(parameter, "must be a whole number of at least 1", "value")
+    return min(int(text), MAX_COUNT)
+
+
+def resource_types_of(values: Sequence[str], known: frozenset[str], parameter: str = "_type") -> list[str]:
+    """The resource types of ``_type`` (commas; repeated: all of them); 400 for a type this server does not store."""
+    types = sorted({t.strip() for value in values for t in value.split(",") if t.strip()})
+    if not types:
+        raise _bad(parameter, "name at least one resource type")
+    if any(not _TYPE.match(t) or t not in known for t in types):
+        raise _bad(parameter, "names a resource type this server does not store (see /metadata)", "not-supported")
+    return types
+
+
+def _grouped(params: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, value in params:
+        grouped.setdefault(name, []).append(value)
+    return grouped
+
+
+def _unknown(names: Sequence[str], handle_lenient: bool) -> list[str]:
+    for name in names:
+        if name.split(":", 1)[0] in _UNSUPPORTED:
+            raise FhirError(400, "not-supported", _UNSUPPORTED[name.split(":", 1)[0]], name)
+    if names and not handle_lenient:
+        raise FhirError(400, "not-supported", f"{names[0]}: this search parameter is not supported here (see "
+                        "/metadata; or send Prefer: handling=lenient to have it ignored)", names[0])
+    return sorted(names)
+
+
+def parse_search(resource_type: str | None, params: Sequence[tuple[str, str]], known_types: frozenset[str],
+                 purpose: int, handle_lenient: bool = False) -> SearchQuery:
+    """The SearchRecords request of a FHIR search (resource_type None: ``GET /`` with ``_type``)."""
+    grouped = _grouped(params)
+    if resource_type == "Patient":
+        supported = {name for name, _, _ in PATIENT_SEARCH_PARAMETERS}
+    else:
+        supported = {name for name, _, _ in SEARCH_PARAMETERS} | ({"_type"} if resource_type is None else set())
+    ignored = _unknown([n for n in grouped if n not in supported | _RESULT_PARAMETERS], handle_lenient)
+    request = records_pb2.SearchRecordsRequest(purpose=purpose)  # type: ignore[arg-type]
+    patient_parameters = ("_id",) if resource_type == "Patient" else ("patient", "subject")
+    given = [(name, v) for name in patient_parameters for v in grouped.get(name, [])]
+    if not given:
+        raise FhirError(400, "required", f"{patient_parameters[0]}: required (a search covers one patient: "
+                        "Patient/<pseudonym>)", patient_parameters[0])
+    patients = {patient_id_of(value, name) for name, value in given}
+    if len(patients) != 1:
+        raise _bad(patient_parameters[0], "name one patient")
+    request.patient_id = patients.pop()
+    if resource_type is not None:
+        request.resource_types.append(resource_type)
+    elif "_type" in grouped:
+        request.resource_types.extend(resource_types_of(grouped["_type"], known_types))
+    if "date" in grouped:
+        request.date_from_ms, request.date_to_ms = date_window(grouped["date"], "date")
+    if "_lastUpdated" in grouped:
+        request.updated_since_ms, request.updated_before_ms = updated_window(grouped["_lastUpdated"], "_lastUpdated")
+    if "_security" in grouped:
+        request.categories.extend(categories_of(grouped["_security"]))  # type: ignore[arg-type]
+    request.page_size = count_of(grouped["_count"]) if "_count" in grouped else DEFAULT_COUNT
+    if PAGE_TOKEN in grouped:
+        request.page_token = _one(grouped[PAGE_TOKEN], PAGE_TOKEN)
+    kept = [(n, v) for n, v in params if n in supported]
+    return SearchQuery(request, kept, ignored)
+
+
+def parse_everything(patient_id: str, params: Sequence[tuple[str, str]], known_types: frozenset[str],
+                     purpose: int, handle_lenient: bool = False) -> SearchQuery:
+    """The SearchRecords request of ``Patient/{id}/$everything`` (``_type``, ``_since``, ``_count``)."""
+    grouped = _grouped(params)
+    ignored = _unknown([n for n in grouped if n not in EVERYTHING_PARAMETERS | _RESULT_PARAMETERS], handle_lenient)
+    request = records_pb2.SearchRecordsRequest(patient_id=patient_id_of(patient_id, "Patient.id"),
+                                               purpose=purpose)  # type: ignore[arg-type]
+    if "_type" in grouped:
+        request.resource_types.extend(resource_types_of(grouped["_type"], known_types))
+    if "_since" in grouped:
+        request.updated_since_ms = _instant(_one(grouped["_since"], "_since"), "_since")[0]
+    request.page_size = count_of(grouped["_count"]) if "_count" in grouped else DEFAULT_COUNT
+    if PAGE_TOKEN in grouped:
+        request.page_token = _one(grouped[PAGE_TOKEN], PAGE_TOKEN)
+    kept = [(n, v) for n, v in params if n in EVERYTHING_PARAMETERS]
+    return SearchQuery(request, kept, ignored)
+
+
+def served(record: records_pb2.GetRecordResponse) -> dict[str, Any]:
+    """A read record as this server serves it: its labelled JSON (Part 2 handling labels), ids by pseudonym."""
+    stored = json.loads(record.labelled_resource_json or record.resource_json)
+    return as_served(stored, record.record_id, record.patient_id, FIRST_VERSION)
+
+
+def _link(url: str, parameters: Sequence[tuple[str, str]]) -> str:
+    # FHIR's own separators stay literal (validators read _type=Condition,Observation, not %2C).
+    query = urllib.parse.urlencode(parameters, safe=",|:/", quote_via=urllib.parse.quote)
+    return f"{url}?{query}" if parameters else url
+
+
+@dataclass
+class SearchPage:
+    """What one page of a search found: the permitted records read, and what was not included."""
+
+    records: list[records_pb2.GetRecordResponse]
+    withheld: int = 0
+    large: int = 0
+    next_page_token: str = ""
+
+
+def searchset(base_url: str, url: str, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
+    """The ``searchset`` Bundle of one page (url: this search's URL without its query string)."""
+    entries: list[dict[str, Any]] = [{
+        "fullUrl": f"{base_url}/{record.resource_type}/{record.record_id}", "resource": served(record),
+        "search": {"mode": "match"}} for record in page.records]
+    issues = []
+    if page.withheld:
+        issues.append({"severity": "information", "code": "suppressed",
+                       "diagnostics": f"{page.withheld} matching record{'s were' if page.withheld != 1 else ' was'} "
+                                      "withheld: not permitted to this client"})
+    if page.large:
+        issues.append({"severity": "information", "code": "too-costly",
+                       "diagnostics": f"{page.large} large record{'s' if page.large != 1 else ''} left out: read "
+                                      "with the CareChain SDK (GetRecordStream)"})
+    if query.ignored:
+        issues.append({"severity": "warning", "code": "not-supported",
+                       "diagnostics": "ignored (Prefer: handling=lenient): " + ", ".join(query.ignored)})
+    if issues:
+        entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                        "resource": {"resourceType": "OperationOutcome", "issue": issues},
+                        "search": {"mode": "outcome"}})
+    own = [*query.parameters, *([(PAGE_TOKEN, query.request.page_token)] if query.request.page_token else [])]
+    links = [{"relation": "self", "url": _link(url, own)}]
+    if page.next_page_token:
+        links.append({"relation": "next", "url": _link(url, [*query.parameters, (PAGE_TOKEN, page.next_page_token)])})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "searchset", "link": links}
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
+    return bundle
