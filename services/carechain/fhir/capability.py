@@ -15,8 +15,10 @@ from carechain.core.fhir import PATIENT_REFERENCE_FIELDS
 from carechain.fhir.outcomes import FHIR_JSON
 
 FHIR_VERSION = "4.0.1"
-#: Interactions served for every resource type (docs/fhir.md; vread, update, history and search wait for issue 14).
-TYPE_INTERACTIONS = ("create", "read")
+#: Interactions served for every resource type (docs/fhir.md; search waits for the search routes).
+TYPE_INTERACTIONS = ("create", "read", "vread", "update", "history-instance")
+#: A Patient record is not updated over REST: its resource's id is the patient's, not the record id.
+NOT_FOR = {"update": frozenset({"Patient"})}
 #: System-level interactions: POST / with a Bundle.
 SYSTEM_INTERACTIONS = ("batch", "transaction")
 RESTFUL_SECURITY = "http://terminology.hl7.org/CodeSystem/restful-security-service"
@@ -32,10 +34,14 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
     resources = [
         {
             "type": resource_type,
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS
+                            if resource_type not in NOT_FOR.get(code, ())],
+            # Every version is kept and read by its id; records assigns ids (no update-as-create); If-Match
+            # is honoured but not required (versioned-update would require it).
             "versioning": "versioned",
-            "readHistory": False,
+            "readHistory": True,
             "updateCreate": False,
+            "conditionalUpdate": False,
         }
         for resource_type in resource_types()
     ]
