@@ -20,7 +20,8 @@ from carechain.records.v1 import records_pb2_grpc
 
 @dataclass
 class Scripted(records_pb2_grpc.RecordsServiceServicer):
-    """Answers each method with the scripted response, or aborts with a scripted (code, message)."""
+    """Answers each method with the scripted response, or aborts with a scripted (code, message); a callable
+    answer is called with the request (e.g. a GetRecord answering each version)."""
 
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
@@ -28,6 +29,8 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
     def _answer(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
         self.calls.append((method, request, dict(context.invocation_metadata())))
         answer = self.answers[method]
+        if callable(answer):
+            answer = answer(request)
         if isinstance(answer, tuple):
             context.abort(*answer)
         return answer
@@ -40,6 +43,12 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
 
     def ImportBundle(self, request, context):
         return self._answer("ImportBundle", request, context)
+
+    def UpdateRecord(self, request, context):
+        return self._answer("UpdateRecord", request, context)
+
+    def ListRecordVersions(self, request, context):
+        return self._answer("ListRecordVersions", request, context)
 
 
 @contextmanager
