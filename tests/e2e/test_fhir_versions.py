@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -144,3 +145,26 @@ def test_fhirpy_and_fhirclient_update(parties: Parties, hapi_validator: HapiVali
     assert len(history["entry"]) == 3
     for body in [*bodies, history]:
         _valid(hapi_validator, body)
+
+
+def test_concurrent_updates_of_one_version_one_wins_the_rest_are_412(parties: Parties,
+                                                                     hapi_validator: HapiValidator) -> None:
+    write = {"Authorization": parties.hospital, "Content-Type": FHIR_JSON}
+    created = requests.post(f"{parties.base}/Condition", json=_condition(parties.patient.principal_id),
+                            headers=write, timeout=30).json()
+
+    def amend(n: int) -> requests.Response:
+        return requests.put(f"{parties.base}/Condition/{created['id']}", json={**created, "note": [{"text": str(n)}]},
+                            headers={**write, "If-Match": 'W/"1"'}, timeout=30)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(amend, range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 412, 412, 412], [a.text for a in answers]
+    for lost in (a for a in answers if a.status_code == 412):
+        assert lost.json()["issue"][0]["diagnostics"].startswith("If-Match")
+        assert "data key" not in lost.text
+        _valid(hapi_validator, lost.json())
+    [won] = [a.json() for a in answers if a.status_code == 200]
+    _latest(parties, f"Condition/{created['id']}", 2)
+    history = _read(parties, f"Condition/{created['id']}/_history").json()
+    assert [e["resource"].get("note") for e in history["entry"]] == [won["note"], None]

@@ -9,7 +9,8 @@ Routes (:func:`version_routes`), each one or a few records RPCs made with the ca
 - ``PUT /{type}/{id}`` (update): records UpdateRecord; ``If-Match: W/"<n>"`` is ``if_version`` (a stale one
   is 412). CareChain assigns record ids, so there is no update-as-create: only the authoring organisation
   updates, and an unknown id gets its refusal (403), as on the gRPC path, so ids cannot be probed. The
-  body's ``id`` is the URL's; a Patient record is not updated this way (its ``id`` is the patient's);
+  body's ``id`` is the URL's; a Patient record is not updated this way (its ``id`` is the patient's). An
+  update that loses a race with another is 412 with ``If-Match`` (409 without);
 - ``GET /{type}/{id}/_history`` (history-instance): records ListRecordVersions as a FHIR ``history``
   Bundle, newest version first as FHIR orders it, each entry with the version's resource (a GetRecord
   with ``version``, audited as a read like any), paged by ``_count`` with ``next`` links.
@@ -52,6 +53,8 @@ _ETAG = re.compile(r'^(?:W/)?"([1-9][0-9]{0,8})"$')
 #: History entries per page: FHIR ``_count`` (default and at most, as records' ListRecordVersions pages).
 DEFAULT_HISTORY_COUNT = 20
 MAX_HISTORY_COUNT = 100
+#: What an update that lost a race with another update of the record answers (the version is taken).
+CONCURRENT_UPDATE = "{}: another update of the record committed first; read the record again and retry"
 #: The history link parameter naming where a page starts: versions at most this one (newest first).
 PAGE_PARAMETER = "_page_version"
 
@@ -186,8 +189,15 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
             raise FhirError(400, "invalid", f"{resource_type}.id: must be the id in the URL (the record id)",
                             f"{resource_type}.id")
         patient_id = patient_of(resource)
-        stored = await records.call("UpdateRecord", records_pb2.UpdateRecordRequest(
-            record_id=record_id, resource_json=raw, if_version=if_version), credentials, resource_type)
+        try:
+            stored = await records.call("UpdateRecord", records_pb2.UpdateRecordRequest(
+                record_id=record_id, resource_json=raw, if_version=if_version), credentials, resource_type)
+        except FhirError as exc:
+            if exc.status != 409:
+                raise
+            # Records' ALREADY_EXISTS: a concurrent update took the next version first (its data key exists).
+            raise (FhirError(412, "conflict", CONCURRENT_UPDATE.format(f'If-Match: W/"{if_version}"'))
+                   if if_version else FhirError(409, "conflict", CONCURRENT_UPDATE.format("the update"))) from None
         location = f"{_base_url(request, config)}/{resource_type}/{stored.record_id}/_history/{stored.version}"
         headers = {"Location": location, "ETag": etag(stored.version)}
         return _created(request, as_served(resource, stored.record_id, patient_id, stored.version), headers,

@@ -159,6 +159,8 @@ def test_update_passes_the_exact_bytes_and_if_match_as_if_version() -> None:
      403, "forbidden", "only the authoring organization (or its practitioners) updates a record"),
     ((grpc.StatusCode.FAILED_PRECONDITION, "patient_id: the patient was deactivated; no new records are accepted"),
      422, "business-rule", "patient_id: the patient was deactivated; no new records are accepted"),
+    ((grpc.StatusCode.ALREADY_EXISTS, "record rec-9:v3 already has a data key"), 412, "conflict",
+     'If-Match: W/"2": another update of the record committed first; read the record again and retry'),
     ((grpc.StatusCode.INVALID_ARGUMENT, "resource_json: a new version keeps the resource type Condition"),
      400, "invalid", "Condition: a new version keeps the resource type Condition"),
 ])
@@ -241,3 +243,12 @@ def test_history_follows_records_pages_and_refusals_are_outcomes() -> None:
         records.answers["ListRecordVersions"] = records_pb2.ListRecordVersionsResponse(versions=[_written(1)])
         records.answers["GetRecord"] = _read_answer(1, resource_type="Observation")
         assert client.get(f"/Condition/{RECORD}/_history", headers=READ).status_code == 404
+
+
+def test_an_update_without_if_match_that_loses_a_race_is_409() -> None:
+    with gateway() as (client, records):
+        records.answers["UpdateRecord"] = (grpc.StatusCode.ALREADY_EXISTS, "record rec-9:v3 already has a data key")
+        response = client.put(f"/Condition/{RECORD}", content=json.dumps({**CONDITION, "id": RECORD}).encode(),
+                              headers=WRITE)
+    assert response.status_code == 409 and "data key" not in response.text
+    assert _issue(response)["diagnostics"].startswith("the update: another update of the record committed first")
