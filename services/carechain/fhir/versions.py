@@ -50,7 +50,7 @@ from carechain.records.v1 import records_pb2
 
 #: ``W/"3"`` (what this server sends) or ``"3"``: a version number as an entity tag.
 _ETAG = re.compile(r'^(?:W/)?"([1-9][0-9]{0,8})"$')
-#: History entries per page: FHIR ``_count`` (default and at most, as records' ListRecordVersions pages).
+#: History entries per page (FHIR ``_count``): the default, and the most (records' ListRecordVersions page limit).
 DEFAULT_HISTORY_COUNT = 20
 MAX_HISTORY_COUNT = 100
 #: What an update that lost a race with another update of the record answers (the version is taken).
@@ -80,7 +80,7 @@ def if_match_version(header: str | None) -> int:
 
 def version_id(vid: str) -> int:
     """The version number of a ``_history/{vid}`` path segment; 404 when it cannot be a version."""
-    if not vid.isdigit() or not 0 < int(vid) < 10**9:
+    if not (vid.isascii() and vid.isdigit()) or not 0 < int(vid) < 10**9:
         raise FhirError(404, "not-found", "no such version of that resource")
     return int(vid)
 
@@ -95,7 +95,7 @@ def history_count(value: str | None) -> int:
     """The page size of a history request's ``_count`` (400 naming it unless 1..100)."""
     if value is None:
         return DEFAULT_HISTORY_COUNT
-    if not value.isdigit() or not 0 < int(value) <= MAX_HISTORY_COUNT:
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_HISTORY_COUNT:
         raise FhirError(400, "value", f"_count: a number of entries from 1 to {MAX_HISTORY_COUNT}", "_count")
     return int(value)
 
@@ -219,7 +219,7 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
                 break
         newest_first = sorted(written, key=lambda v: v.version, reverse=True)
         if start is not None:
-            if not start.isdigit():
+            if not (start.isascii() and start.isdigit()):
                 raise FhirError(400, "value", f"{PAGE_PARAMETER}: use the next link this server returned",
                                 PAGE_PARAMETER)
             newest_first = [v for v in newest_first if v.version <= int(start)]

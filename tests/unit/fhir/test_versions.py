@@ -72,7 +72,7 @@ def test_etags_dates_versions_and_counts() -> None:
     assert http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
     assert http_date(WRITTEN_MS[1]) == "Mon, 30 Nov 2026 10:00:00 GMT"
     assert version_id("2") == 2
-    for bad in ("0", "x", "-1", "1.0", "9" * 10):
+    for bad in ("0", "x", "-1", "1.0", "9" * 10, "\u0663"):
         with pytest.raises(FhirError) as missing:
             version_id(bad)
         assert missing.value.status == 404
