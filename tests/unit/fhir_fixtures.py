@@ -20,7 +20,8 @@ from carechain.records.v1 import records_pb2_grpc
 
 @dataclass
 class Scripted(records_pb2_grpc.RecordsServiceServicer):
-    """Answers each method with the scripted response, or aborts with a scripted (code, message)."""
+    """Answers each method with the scripted response, or aborts with a scripted (code, message); a callable
+    answer is called with the request (e.g. a GetRecord answering each version)."""
 
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
@@ -48,6 +49,12 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
 
     def ExchangeClientAssertion(self, request, context):
         return self._answer("ExchangeClientAssertion", request, context)
+    def UpdateRecord(self, request, context):
+        return self._answer("UpdateRecord", request, context)
+
+    def ListRecordVersions(self, request, context):
+        return self._answer("ListRecordVersions", request, context)
+
     def SubmitConsent(self, request, context):
         return self._answer("SubmitConsent", request, context)
 

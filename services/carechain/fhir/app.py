@@ -1,13 +1,13 @@
 """The FHIR R4 REST gateway's HTTP application (Starlette; docs/fhir.md).
 
 Routes: ``GET /healthz`` (alive), ``GET /readyz`` (records answers its health check), ``GET /metadata``
-(the CapabilityStatement), ``POST /{type}`` (create: records PutRecord), ``GET /{type}/{id}`` (read: records
-GetRecord), ``POST /`` (a batch or transaction Bundle: records ImportBundle), and the SMART Backend Services
-endpoints ``POST /token`` (relayed through records' ExchangeClientAssertion: the gateway calls records only) and
-``GET /.well-known/smart-configuration`` (:mod:`carechain.fhir.smart`), search (``GET /{type}``, ``GET /``
+(the CapabilityStatement), ``POST /{type}`` (create: records PutRecord), ``POST /`` (a batch or transaction
+Bundle: records ImportBundle), read, vread, update and history (:mod:`carechain.fhir.versions`), the SMART Backend
+Services endpoints ``POST /token`` (relayed through records' ExchangeClientAssertion: the gateway calls records
+only) and ``GET /.well-known/smart-configuration`` (:mod:`carechain.fhir.smart`), search (``GET /{type}``, ``GET /``
 with ``_type``) and ``GET /Patient/{id}/$everything`` (:mod:`carechain.fhir.search`). Every error is an
-OperationOutcome (:mod:`carechain.fhir.outcomes`); every request is one SERVER span
-whose context continues into the gRPC calls, and one JSON log line without ids or values.
+OperationOutcome (:mod:`carechain.fhir.outcomes`); every request is one SERVER span whose context continues into
+the gRPC calls, and one JSON log line without ids or values.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from carechain.runtime.auth import Caller
 
 log = logging.getLogger("carechain.fhir")
 
-#: The only version a record has until records can update (issue 14: UpdateRecord, GetRecordRequest.version).
-FIRST_VERSION = search.FIRST_VERSION
+#: The version of a record ImportBundle commits: it only creates (updates are PUT /{type}/{id}, fhir.versions).
+CREATED_VERSION = 1
 #: GetRecord calls of one search page in flight at once.
 READS_IN_FLIGHT = 8
 _JSON_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
@@ -215,25 +215,6 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         served = as_served(resource, stored.record_id, patient_id, stored.version)
         return _created(request, served, headers)
 
-    async def read(request: Request) -> Response:
-        negotiate(request)
-        resource_type = _checked_type(request.path_params["type"])
-        record_id = request.path_params["id"]
-        credentials = request_credentials(request.headers, config.verifier)
-        if not _ID.match(record_id):
-            raise FhirError(404, "not-found", f"no {resource_type} with that id")
-        if not credentials.purpose:
-            raise FhirError(400, "required", _PURPOSE_REQUIRED)
-        record = await records.call("GetRecord", records_pb2.GetRecordRequest(
-            record_id=record_id, purpose=credentials.purpose), credentials, resource_type)
-        if record.resource_type != resource_type:
-            raise FhirError(404, "not-found", f"no {resource_type} with that id")
-        # A 42 CFR Part 2 record goes out with the handling labels the recipient must keep on it.
-        headers = {"ETag": f'W/"{FIRST_VERSION}"'}
-        if record.redisclosure_notice:
-            headers["X-Redisclosure-Notice"] = " ".join(record.redisclosure_notice.split())
-        return fhir_response(search.served(record), headers=headers)
-
     async def searched(request: Request, query: search.SearchQuery, credentials: RequestCredentials,
                        url: str) -> Response:
         """One page of a search: SearchRecords, then each permitted match read with GetRecord (decided, audited)."""
@@ -334,21 +315,23 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         Route("/Patient/{id}/$everything", everything, methods=["GET"]),
         Route("/{type}", create, methods=["POST"]),
         Route("/{type}", type_search, methods=["GET"]),
-        Route("/{type}/{id}", read, methods=["GET"]),
     ]
+    from carechain.fhir.versions import version_routes  # here: versions builds on this module's helpers
+    routes += version_routes(records, config)
     app = Starlette(routes=routes, exception_handlers={
         FhirError: _fhir_error, 404: _not_found, 405: _not_allowed, Exception: _internal_error})
     return app
 
 
-def _created(request: Request, served: dict[str, Any], headers: dict[str, str]) -> Response:
-    """201 with what ``Prefer: return=`` asks for (default: the resource as it now reads)."""
+def _created(request: Request, served: dict[str, Any], headers: dict[str, str], status: int = 201) -> Response:
+    """201 (an update: 200) with what ``Prefer: return=`` asks for (default: the resource as it now reads)."""
     prefer = request.headers.get("prefer", "").replace(" ", "").lower()
     if "return=minimal" in prefer:
-        return Response(status_code=201, headers=headers)
+        return Response(status_code=status, headers=headers)
     if "return=operationoutcome" in prefer:
-        return fhir_response(operation_outcome("information", "informational", "created"), 201, headers)
-    return fhir_response(served, 201, headers)
+        outcome = operation_outcome("information", "informational", "created" if status == 201 else "updated")
+        return fhir_response(outcome, status, headers)
+    return fhir_response(served, status, headers)
 
 
 def _served_response_bundle(response: records_pb2.ImportBundleResponse, imported: dict[str, Any],
@@ -359,8 +342,8 @@ def _served_response_bundle(response: records_pb2.ImportBundleResponse, imported
     for result, entry in zip(response.results, body["entry"], strict=True):
         if result.code == 0:
             resource_type = entries[result.index]["resource"]["resourceType"]
-            entry["response"]["location"] = f"{base_url}/{resource_type}/{result.record_id}/_history/{FIRST_VERSION}"
-            entry["response"]["etag"] = f'W/"{FIRST_VERSION}"'
+            entry["response"]["location"] = f"{base_url}/{resource_type}/{result.record_id}/_history/{CREATED_VERSION}"
+            entry["response"]["etag"] = f'W/"{CREATED_VERSION}"'
         else:
             for issue in entry["response"].get("outcome", {}).get("issue", []):
                 path, sep, why = issue.get("diagnostics", "").partition(": ")

@@ -16,8 +16,10 @@ from carechain.fhir.outcomes import FHIR_JSON
 from carechain.fhir.search import PATIENT_SEARCH_PARAMETERS, SEARCH_PARAMETERS
 
 FHIR_VERSION = "4.0.1"
-#: Interactions served for every resource type (docs/fhir.md; vread, update and history wait for issue 14).
-TYPE_INTERACTIONS = ("create", "read", "search-type")
+#: Interactions served for every resource type (docs/fhir.md).
+TYPE_INTERACTIONS = ("create", "read", "vread", "update", "history-instance", "search-type")
+#: A Patient record is not updated over REST: its resource's id is the patient's, not the record id.
+NOT_FOR = {"update": frozenset({"Patient"})}
 #: System-level interactions: POST / with a Bundle, GET / with _type.
 SYSTEM_INTERACTIONS = ("batch", "transaction", "search-system")
 #: The operation served on Patient instances.
@@ -66,14 +68,18 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
     resources = [
         {
             "type": resource_type,
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS
+                            if resource_type not in NOT_FOR.get(code, ())],
+            # Every version is kept and read by its id; records assigns ids (no update-as-create); If-Match
+            # is honoured but not required (versioned-update would require it).
             "versioning": "versioned",
-            "readHistory": False,
+            "readHistory": True,
             "updateCreate": False,
             "searchParam": [{"name": name, "type": kind, "documentation": what}
                             for name, kind, what in (PATIENT_SEARCH_PARAMETERS if resource_type == "Patient"
                                                      else SEARCH_PARAMETERS)],
             **({"operation": [EVERYTHING]} if resource_type == "Patient" else {}),
+            "conditionalUpdate": False,
         }
         for resource_type in resource_types() if resource_type not in PATIENT_FACING
     ]

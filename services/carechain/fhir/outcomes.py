@@ -23,6 +23,8 @@ _FIELD_MESSAGE = re.compile(r"^(?P<path>[A-Za-z_][\w.\[\]]*): (?P<why>.+)$", re.
 _FIELD_ROOTS = ("resource_json", "bundle_json")
 #: What an erased record's read says (records: FAILED_PRECONDITION "... erased on <date>"): 410 Gone.
 ERASED_MARKER = "erased on"
+#: What records' UpdateRecord says of a stale if_version (FAILED_PRECONDITION "if_version: ..."): 412, If-Match.
+STALE_VERSION_FIELD = "if_version"
 
 # gRPC status -> HTTP status and OperationOutcome issue code (FHIR R4 IssueType).
 _HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
@@ -85,11 +87,15 @@ def http_error(code: grpc.StatusCode, message: str, resource_type: str = "") -> 
 
     INVALID_ARGUMENT names the element (400 with its FHIRPath in ``expression``); UNAUTHENTICATED is 401 with
     ``WWW-Authenticate``; FAILED_PRECONDITION is 410 Gone for an erased record, else 422 (a business rule,
-    e.g. a deactivated patient); an internal failure (INTERNAL, UNKNOWN, DATA_LOSS, anything unforeseen) is
+    e.g. a deactivated patient), except a stale ``if_version``: 412 Precondition Failed naming ``If-Match``;
+    an internal failure (INTERNAL, UNKNOWN, DATA_LOSS, anything unforeseen) is
     500 with a trace id and nothing from the service.
     """
     if code == grpc.StatusCode.FAILED_PRECONDITION and ERASED_MARKER in message:
         return FhirError(410, "deleted", message)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and message.startswith(STALE_VERSION_FIELD + ":"):
+        # Optimistic concurrency: the record was updated since the version the client's If-Match names.
+        return FhirError(412, "conflict", "If-Match" + message.removeprefix(STALE_VERSION_FIELD))
     if code not in _HTTP:
         trace_id = current_trace_id()
         return FhirError(500, "exception", f"internal error (trace id {trace_id})" if trace_id else "internal error")

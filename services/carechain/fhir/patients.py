@@ -12,11 +12,13 @@ Patient reference in a record is to the record's own patient). A Bundle names it
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
 from carechain.core.fhir import PATIENT_REFERENCE_FIELDS
 from carechain.fhir.outcomes import FhirError
+from carechain.records.v1 import records_pb2
 
 PATIENT_PREFIX = "Patient/"
 
@@ -94,3 +96,15 @@ def bundle_patients(bundle: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if ref["reference"].startswith(PATIENT_PREFIX) and target not in own_ids:
                 patients[target] = None
     return imported, list(patients)
+
+
+def record_version_number(record: records_pb2.GetRecordResponse) -> int:
+    """The version a read answered (records' record_version; a record written before versions is version 1)."""
+    return max(record.record_version.version, 1)
+
+
+def served_version(record: records_pb2.GetRecordResponse) -> dict[str, Any]:
+    """The resource of a read as this server serves it: the ledger's versionId and lastUpdated, a Part 2
+    record's handling labels, the server's id and Patient references by pseudonym."""
+    stored = json.loads(record.labelled_resource_json or record.versioned_resource_json or record.resource_json)
+    return as_served(stored, record.record_id, record.patient_id, record_version_number(record))

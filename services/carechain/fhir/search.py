@@ -16,7 +16,6 @@ Supported parameters are :data:`SEARCH_PARAMETERS` (what the CapabilityStatement
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import urllib.parse
 import uuid
@@ -25,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carechain.fhir.outcomes import FhirError
-from carechain.fhir.patients import as_served
+from carechain.fhir.patients import served_version
 from carechain.labels.security_labels import ACT_CODE, CARECHAIN_SENSITIVITY, CONFIDENTIALITY, category_of_label
 from carechain.records.v1 import records_pb2
 
 #: The version a record is served as (records answers version 1 until updates land: issue 14).
-FIRST_VERSION = 1
 #: Records' page size cap; a larger _count is served as this (FHIR lets a server return fewer).
 MAX_COUNT = 200
 DEFAULT_COUNT = 50
@@ -288,12 +286,6 @@ def parse_everything(patient_id: str, params: Sequence[tuple[str, str]], known_t
     return SearchQuery(request, kept, ignored)
 
 
-def served(record: records_pb2.GetRecordResponse) -> dict[str, Any]:
-    """A read record as this server serves it: its labelled JSON (Part 2 handling labels), ids by pseudonym."""
-    stored = json.loads(record.labelled_resource_json or record.resource_json)
-    return as_served(stored, record.record_id, record.patient_id, FIRST_VERSION)
-
-
 def _link(url: str, parameters: Sequence[tuple[str, str]]) -> str:
     # FHIR's own separators stay literal (validators read _type=Condition,Observation, not %2C).
     query = urllib.parse.urlencode(parameters, safe=",|:/", quote_via=urllib.parse.quote)
@@ -313,7 +305,7 @@ class SearchPage:
 def searchset(base_url: str, url: str, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
     """The ``searchset`` Bundle of one page (url: this search's URL without its query string)."""
     entries: list[dict[str, Any]] = [{
-        "fullUrl": f"{base_url}/{record.resource_type}/{record.record_id}", "resource": served(record),
+        "fullUrl": f"{base_url}/{record.resource_type}/{record.record_id}", "resource": served_version(record),
         "search": {"mode": "match"}} for record in page.records]
     issues = []
     if page.withheld:
