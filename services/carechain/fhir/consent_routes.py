@@ -53,9 +53,11 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
             raise FhirError(400, "invalid", "Consent.resourceType: must be Consent, as in the URL",
                             "Consent.resourceType")
         revoking = request.method == "PUT"
-        if revoking and (resource.get("id") != request.path_params["id"] or resource.get("status") != "inactive"):
-            raise FhirError(400, "invalid", 'Consent: PUT revokes: {"resourceType": "Consent", "id": <the id in '
-                            'the URL>, "status": "inactive"}', "Consent.status")
+        if revoking and resource.get("id") != request.path_params["id"]:
+            raise FhirError(400, "invalid", "Consent.id: must be the id in the URL", "Consent.id")
+        if revoking and resource.get("status") != "inactive":
+            raise FhirError(400, "invalid", 'Consent.status: PUT revokes: {"resourceType": "Consent", "id": <the id '
+                            'in the URL>, "status": "inactive"}', "Consent.status")
         if not revoking and resource.get("status") == "inactive":
             raise FhirError(400, "invalid", "Consent.status: POST grants an active Consent; revoke with PUT "
                             "/Consent/{id}", "Consent.status")

@@ -154,5 +154,6 @@ def test_put_revokes_with_a_signed_minimal_consent() -> None:
     assert revoked.status_code == 200 and revoked.json()["status"] == "inactive"
     [(method, request, _)] = records.calls
     assert method == "SubmitConsent" and request.consent_json == revocation
-    for refused in (other_id, active, posted):
+    assert other_id.status_code == 400 and _issue(other_id)["expression"] == ["Consent.id"]
+    for refused in (active, posted):
         assert refused.status_code == 400 and _issue(refused)["expression"] == ["Consent.status"]
