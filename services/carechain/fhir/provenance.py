@@ -20,9 +20,10 @@ from carechain.records.v1 import records_pb2
 
 #: The search parameter answering the ledger's Provenance of a record's versions.
 TARGET = "target"
-_PROVENANCE_ID = re.compile(r"^(?P<record>[A-Za-z0-9\-]{1,54})\.(?P<version>[1-9][0-9]{0,8})$")
-#: Path-parameter pattern of a ledger Provenance id (a Starlette convertor regex, see provenance_routes).
+#: A ledger Provenance id: a record id without a dot, a dot, a version (at most 64 characters, a FHIR id);
+#: also the path pattern of its route (a Starlette convertor regex, so without groups).
 PROVENANCE_ID_PATTERN = r"[A-Za-z0-9\-]{1,54}\.[1-9][0-9]{0,8}"
+_PROVENANCE_ID = re.compile(PROVENANCE_ID_PATTERN)
 _RECORD_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -33,8 +34,10 @@ def provenance_id(record_id: str, version: int) -> str:
 
 def parse_provenance_id(value: str) -> tuple[str, int] | None:
     """The (record id, version) a ledger Provenance id names, or None when it is not one."""
-    match = _PROVENANCE_ID.match(value)
-    return (match["record"], int(match["version"])) if match else None
+    if not _PROVENANCE_ID.fullmatch(value):
+        return None
+    record_id, _, version = value.rpartition(".")
+    return record_id, int(version)
 
 
 def parse_target(value: str, known_types: frozenset[str]) -> tuple[str, str, int]:

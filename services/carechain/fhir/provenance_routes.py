@@ -99,7 +99,7 @@ def provenance_routes(records: Records, config: GatewayConfig,
         resource_type, record_id, version = parse_target(grouped[TARGET][0], _TYPES)
         count = history_count(request.query_params.get("_count"))
         if version:
-            shown, rest, total = [version], [], None
+            shown, rest, total = [version], [], 0  # total: what is found of that version, below
         else:
             written = await all_versions(records, record_id, credentials, resource_type)
             page, after = newest_page(written, count, request.query_params.get(PAGE_PARAMETER))
@@ -130,10 +130,9 @@ def provenance_routes(records: Records, config: GatewayConfig,
 
     async def read_provenance(request: Request) -> Response:
         credentials = credentials_of(request)
-        named = parse_provenance_id(request.path_params["id"])
-        assert named is not None  # the route's convertor matched it
-        record = await provenance_of(*named, credentials)
-        if not record.provenance_json:
+        named = parse_provenance_id(request.path_params["id"])  # the route's convertor matched it: never None
+        record = await provenance_of(*named, credentials) if named else None
+        if record is None or not record.provenance_json:
             raise FhirError(404, "not-found", "no Provenance with that id")
         return fhir_response(served_provenance(record))
 
