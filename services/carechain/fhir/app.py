@@ -5,7 +5,8 @@ Routes: ``GET /healthz`` (alive), ``GET /readyz`` (records answers its health ch
 Bundle: records ImportBundle), read, vread, update and history (:mod:`carechain.fhir.versions`), the SMART Backend
 Services endpoints ``POST /token`` (relayed through records' ExchangeClientAssertion: the gateway calls records
 only) and ``GET /.well-known/smart-configuration`` (:mod:`carechain.fhir.smart`), search (``GET /{type}``, ``GET /``
-with ``_type``) and ``GET /Patient/{id}/$everything`` (:mod:`carechain.fhir.search`). Every error is an
+with ``_type``) and ``GET /Patient/{id}/$everything`` (:mod:`carechain.fhir.search`), the ledger's Provenance
+(``GET /Provenance?target=``, :mod:`carechain.fhir.provenance_routes`). Every error is an
 OperationOutcome (:mod:`carechain.fhir.outcomes`); every request is one SERVER span whose context continues into
 the gRPC calls, and one JSON log line without ids or values.
 """
@@ -226,7 +227,8 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
             async with slots:
                 try:
                     return await records.call("GetRecord", records_pb2.GetRecordRequest(
-                        record_id=match.record_id, purpose=credentials.purpose), credentials, match.resource_type)
+                        record_id=match.record_id, purpose=credentials.purpose,
+                        provenance=query.revinclude_provenance), credentials, match.resource_type)
                 except FhirError as exc:
                     if exc.status == 403:  # consent (or a scope) refused it since the search: withheld
                         page.withheld += 1
@@ -313,6 +315,11 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         Route("/", bundle, methods=["POST"]),
         Route("/", system_search, methods=["GET"]),
         Route("/Patient/{id}/$everything", everything, methods=["GET"]),
+    ]
+    # Before /{type}: GET /Provenance?target= is the ledger's provenance, without target the stored records'.
+    from carechain.fhir.provenance_routes import provenance_routes  # builds on this module's helpers
+    routes += provenance_routes(records, config, type_search)
+    routes += [
         Route("/{type}", create, methods=["POST"]),
         Route("/{type}", type_search, methods=["GET"]),
     ]

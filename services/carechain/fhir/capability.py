@@ -13,7 +13,8 @@ from typing import Any
 import carechain
 from carechain.core.fhir import PATIENT_REFERENCE_FIELDS
 from carechain.fhir.outcomes import FHIR_JSON
-from carechain.fhir.search import PATIENT_SEARCH_PARAMETERS, SEARCH_PARAMETERS
+from carechain.fhir.provenance import TARGET
+from carechain.fhir.search import PATIENT_SEARCH_PARAMETERS, REVINCLUDE_PROVENANCE, SEARCH_PARAMETERS
 
 FHIR_VERSION = "4.0.1"
 #: Interactions served for every resource type (docs/fhir.md).
@@ -24,8 +25,12 @@ NOT_FOR = {"update": frozenset({"Patient"})}
 SYSTEM_INTERACTIONS = ("batch", "transaction", "search-system")
 #: The operation served on Patient instances.
 EVERYTHING = {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-              "documentation": "every record of the patient the client may read (_type, _since, _count); a "
-                               "searchset Bundle with the withheld count"}
+              "documentation": "every record of the patient the client may read (_type, _since, _count, "
+                               f"_revinclude={REVINCLUDE_PROVENANCE}); a searchset Bundle with the withheld count"}
+#: Provenance's own search parameter besides the record search's: the ledger's Provenance of a record.
+PROVENANCE_TARGET = (TARGET, "reference", "a record, <type>/<id> or <type>/<id>/_history/<n>: the ledger's "
+                     "Provenance of each of its versions (ids <record id>.<version>); not combined with patient, "
+                     "which searches stored Provenance records")
 RESTFUL_SECURITY = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 
 
@@ -63,6 +68,12 @@ def resource_types() -> list[str]:
     return sorted({"Patient", *PATIENT_REFERENCE_FIELDS})
 
 
+def _search_parameters(resource_type: str) -> tuple[tuple[str, str, str], ...]:
+    if resource_type == "Patient":
+        return PATIENT_SEARCH_PARAMETERS
+    return (*SEARCH_PARAMETERS, PROVENANCE_TARGET) if resource_type == "Provenance" else SEARCH_PARAMETERS
+
+
 def capability_statement(base_url: str, published: datetime.datetime) -> dict[str, Any]:
     """The server's CapabilityStatement (kind instance), its implementation at base_url, dated published."""
     resources = [
@@ -75,9 +86,9 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
             "versioning": "versioned",
             "readHistory": True,
             "updateCreate": False,
+            "searchRevInclude": [REVINCLUDE_PROVENANCE],
             "searchParam": [{"name": name, "type": kind, "documentation": what}
-                            for name, kind, what in (PATIENT_SEARCH_PARAMETERS if resource_type == "Patient"
-                                                     else SEARCH_PARAMETERS)],
+                            for name, kind, what in _search_parameters(resource_type)],
             **({"operation": [EVERYTHING]} if resource_type == "Patient" else {}),
             "conditionalUpdate": False,
         }

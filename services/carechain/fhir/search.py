@@ -25,6 +25,7 @@ from typing import Any
 
 from carechain.fhir.outcomes import FhirError
 from carechain.fhir.patients import served_version
+from carechain.fhir.provenance import provenance_entry
 from carechain.labels.security_labels import ACT_CODE, CARECHAIN_SENSITIVITY, CONFIDENTIALITY, category_of_label
 from carechain.records.v1 import records_pb2
 
@@ -54,6 +55,9 @@ PATIENT_SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
     ("_count", "number", f"results per page (at most {MAX_COUNT})"),
 )
 EVERYTHING_PARAMETERS = frozenset({"_type", "_since", "_count"})
+#: The one ``_revinclude`` served (searches and $everything): the ledger's Provenance of each version served.
+REVINCLUDE_PROVENANCE = "Provenance:target"
+_INCLUDES = ("_include", "_revinclude")
 _UNSUPPORTED = {
     "category": "category: not supported (CareChain keeps no resource category; search sensitivity with _security)",
 }
@@ -75,6 +79,8 @@ class SearchQuery:
     parameters: list[tuple[str, str]] = field(default_factory=list)
     #: Parameters ignored under ``Prefer: handling=lenient`` (named in the Bundle's outcome).
     ignored: list[str] = field(default_factory=list)
+    #: ``_revinclude=Provenance:target``: each read asks records for its version's Provenance (no extra read).
+    revinclude_provenance: bool = False
 
 
 def lenient(prefer: str) -> bool:
@@ -232,6 +238,32 @@ def _unknown(names: Sequence[str], handle_lenient: bool) -> list[str]:
     return sorted(names)
 
 
+def includes_of(grouped: dict[str, list[str]], handle_lenient: bool) -> tuple[bool, list[str]]:
+    """Whether ``_revinclude=Provenance:target`` is asked for, and the include parameters ignored (lenient).
+
+    Any other ``_revinclude`` value, and any ``_include`` (nothing here references another stored resource the
+    client could not read itself), is 400 naming the parameter unless handling is lenient.
+    """
+    wanted, ignored = False, []
+    for name in _INCLUDES:
+        for value in grouped.get(name, []):
+            if name == "_revinclude" and value.strip() == REVINCLUDE_PROVENANCE:
+                wanted = True
+            elif handle_lenient:
+                ignored.append(name)
+            else:
+                raise FhirError(400, "not-supported", f"{name}: not supported here; this server serves only "
+                                f"_revinclude={REVINCLUDE_PROVENANCE} (see /metadata)", name)
+    return wanted, sorted(set(ignored))
+
+
+def _kept(params: Sequence[tuple[str, str]], supported: set[str] | frozenset[str], revinclude: bool
+          ) -> list[tuple[str, str]]:
+    """The parameters the self and next links repeat: the supported ones and the served _revinclude."""
+    return [(n, v) for n, v in params
+            if n in supported or (revinclude and n == "_revinclude" and v.strip() == REVINCLUDE_PROVENANCE)]
+
+
 def parse_search(resource_type: str | None, params: Sequence[tuple[str, str]], known_types: frozenset[str],
                  purpose: int, handle_lenient: bool = False) -> SearchQuery:
     """The SearchRecords request of a FHIR search (resource_type None: ``GET /`` with ``_type``)."""
@@ -240,7 +272,9 @@ def parse_search(resource_type: str | None, params: Sequence[tuple[str, str]], k
         supported = {name for name, _, _ in PATIENT_SEARCH_PARAMETERS}
     else:
         supported = {name for name, _, _ in SEARCH_PARAMETERS} | ({"_type"} if resource_type is None else set())
-    ignored = _unknown([n for n in grouped if n not in supported | _RESULT_PARAMETERS], handle_lenient)
+    ignored = _unknown([n for n in grouped if n not in supported | _RESULT_PARAMETERS | set(_INCLUDES)],
+                       handle_lenient)
+    revinclude, ignored_includes = includes_of(grouped, handle_lenient)
     request = records_pb2.SearchRecordsRequest(purpose=purpose)  # type: ignore[arg-type]
     patient_parameters = ("_id",) if resource_type == "Patient" else ("patient", "subject")
     given = [(name, v) for name in patient_parameters for v in grouped.get(name, [])]
@@ -264,15 +298,17 @@ def parse_search(resource_type: str | None, params: Sequence[tuple[str, str]], k
     request.page_size = count_of(grouped["_count"]) if "_count" in grouped else DEFAULT_COUNT
     if PAGE_TOKEN in grouped:
         request.page_token = _one(grouped[PAGE_TOKEN], PAGE_TOKEN)
-    kept = [(n, v) for n, v in params if n in supported]
-    return SearchQuery(request, kept, ignored)
+    return SearchQuery(request, _kept(params, supported, revinclude), sorted({*ignored, *ignored_includes}),
+                       revinclude)
 
 
 def parse_everything(patient_id: str, params: Sequence[tuple[str, str]], known_types: frozenset[str],
                      purpose: int, handle_lenient: bool = False) -> SearchQuery:
     """The SearchRecords request of ``Patient/{id}/$everything`` (``_type``, ``_since``, ``_count``)."""
     grouped = _grouped(params)
-    ignored = _unknown([n for n in grouped if n not in EVERYTHING_PARAMETERS | _RESULT_PARAMETERS], handle_lenient)
+    ignored = _unknown([n for n in grouped if n not in EVERYTHING_PARAMETERS | _RESULT_PARAMETERS | set(_INCLUDES)],
+                       handle_lenient)
+    revinclude, ignored_includes = includes_of(grouped, handle_lenient)
     request = records_pb2.SearchRecordsRequest(patient_id=patient_id_of(patient_id, "Patient.id"),
                                                purpose=purpose)  # type: ignore[arg-type]
     if "_type" in grouped:
@@ -282,11 +318,12 @@ def parse_everything(patient_id: str, params: Sequence[tuple[str, str]], known_t
     request.page_size = count_of(grouped["_count"]) if "_count" in grouped else DEFAULT_COUNT
     if PAGE_TOKEN in grouped:
         request.page_token = _one(grouped[PAGE_TOKEN], PAGE_TOKEN)
-    kept = [(n, v) for n, v in params if n in EVERYTHING_PARAMETERS]
-    return SearchQuery(request, kept, ignored)
+    return SearchQuery(request, _kept(params, EVERYTHING_PARAMETERS, revinclude),
+                       sorted({*ignored, *ignored_includes}), revinclude)
 
 
-def _link(url: str, parameters: Sequence[tuple[str, str]]) -> str:
+def link(url: str, parameters: Sequence[tuple[str, str]]) -> str:
+    """url with parameters as its query string (a self or next link)."""
     # FHIR's own separators stay literal (validators read _type=Condition,Observation, not %2C).
     query = urllib.parse.urlencode(parameters, safe=",|:/", quote_via=urllib.parse.quote)
     return f"{url}?{query}" if parameters else url
@@ -303,31 +340,48 @@ class SearchPage:
 
 
 def searchset(base_url: str, url: str, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
-    """The ``searchset`` Bundle of one page (url: this search's URL without its query string)."""
+    """The ``searchset`` Bundle of one page (url: this search's URL without its query string); with
+    ``_revinclude=Provenance:target`` each match's version Provenance follows the matches as an include."""
     entries: list[dict[str, Any]] = [{
         "fullUrl": f"{base_url}/{record.resource_type}/{record.record_id}", "resource": served_version(record),
         "search": {"mode": "match"}} for record in page.records]
-    issues = []
-    if page.withheld:
-        issues.append({"severity": "information", "code": "suppressed",
-                       "diagnostics": f"{page.withheld} matching record{'s were' if page.withheld != 1 else ' was'} "
-                                      "withheld: not permitted to this client"})
-    if page.large:
-        issues.append({"severity": "information", "code": "too-costly",
-                       "diagnostics": f"{page.large} large record{'s' if page.large != 1 else ''} left out: read "
-                                      "with the CareChain SDK (GetRecordStream)"})
-    if query.ignored:
-        issues.append({"severity": "warning", "code": "not-supported",
-                       "diagnostics": "ignored (Prefer: handling=lenient): " + ", ".join(query.ignored)})
-    if issues:
-        entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}",
-                        "resource": {"resourceType": "OperationOutcome", "issue": issues},
-                        "search": {"mode": "outcome"}})
+    if query.revinclude_provenance:
+        entries += [provenance_entry(base_url, record, "include") for record in page.records
+                    if record.provenance_json]
     own = [*query.parameters, *([(PAGE_TOKEN, query.request.page_token)] if query.request.page_token else [])]
-    links = [{"relation": "self", "url": _link(url, own)}]
+    links = [{"relation": "self", "url": link(url, own)}]
     if page.next_page_token:
-        links.append({"relation": "next", "url": _link(url, [*query.parameters, (PAGE_TOKEN, page.next_page_token)])})
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "searchset", "link": links}
+        links.append({"relation": "next", "url": link(url, [*query.parameters, (PAGE_TOKEN, page.next_page_token)])})
+    return bundle_of(entries, outcome_issues(page.withheld, page.large, query.ignored), links)
+
+
+def outcome_issues(withheld: int, large: int, ignored: Sequence[str]) -> list[dict[str, Any]]:
+    """The issues of a searchset's outcome entry: how many were withheld (never which), large records left
+    out, parameters ignored under lenient handling."""
+    issues = []
+    if withheld:
+        issues.append({"severity": "information", "code": "suppressed",
+                       "diagnostics": f"{withheld} matching record{'s were' if withheld != 1 else ' was'} "
+                                      "withheld: not permitted to this client"})
+    if large:
+        issues.append({"severity": "information", "code": "too-costly",
+                       "diagnostics": f"{large} large record{'s' if large != 1 else ''} left out: read "
+                                      "with the CareChain SDK (GetRecordStream)"})
+    if ignored:
+        issues.append({"severity": "warning", "code": "not-supported",
+                       "diagnostics": "ignored (Prefer: handling=lenient): " + ", ".join(ignored)})
+    return issues
+
+
+def bundle_of(entries: list[dict[str, Any]], issues: list[dict[str, Any]], links: list[dict[str, str]],
+              total: int | None = None) -> dict[str, Any]:
+    """A ``searchset`` Bundle of entries, an ``outcome`` entry when there are issues, and links."""
+    if issues:
+        entries = [*entries, {"fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                              "resource": {"resourceType": "OperationOutcome", "issue": issues},
+                              "search": {"mode": "outcome"}}]
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "searchset",
+                              **({"total": total} if total is not None else {}), "link": links}
     if entries:  # FHIR JSON has no empty arrays
         bundle["entry"] = entries
     return bundle

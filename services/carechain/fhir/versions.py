@@ -123,6 +123,34 @@ def history_entry(base_url: str, resource: dict[str, Any]) -> dict[str, Any]:
             "response": response}
 
 
+async def all_versions(records: Records, record_id: str, credentials: RequestCredentials,
+                       resource_type: str) -> list[records_pb2.RecordVersion]:
+    """Every version's metadata of a record (records ListRecordVersions, decided as a read), oldest first."""
+    written: list[records_pb2.RecordVersion] = []
+    token = ""
+    while True:  # a page of records' listing holds up to 100
+        page = await records.call("ListRecordVersions", records_pb2.ListRecordVersionsRequest(
+            record_id=record_id, purpose=credentials.purpose, page_size=MAX_HISTORY_COUNT, page_token=token),
+            credentials, resource_type)
+        written += page.versions
+        token = page.next_page_token
+        if not token:
+            return written
+
+
+def newest_page(written: list[records_pb2.RecordVersion], count: int, start: str | None
+                ) -> tuple[list[records_pb2.RecordVersion], list[records_pb2.RecordVersion]]:
+    """One page of versions newest first (at most count, from version ``start`` down, the value of a next
+    link's :data:`PAGE_PARAMETER`) and the versions after it (400 for a start this server never links)."""
+    newest_first = sorted(written, key=lambda v: v.version, reverse=True)
+    if start is not None:
+        if not (start.isascii() and start.isdigit()):
+            raise FhirError(400, "value", f"{PAGE_PARAMETER}: use the next link this server returned",
+                            PAGE_PARAMETER)
+        newest_first = [v for v in newest_first if v.version <= int(start)]
+    return newest_first[:count], newest_first[count:]
+
+
 def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
     """The version-aware instance routes over records (read, vread, update, history)."""
 
@@ -193,24 +221,8 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
     async def history(request: Request) -> Response:
         resource_type, record_id, credentials = reader(request)
         count = history_count(request.query_params.get("_count"))
-        start = request.query_params.get(PAGE_PARAMETER)
-        written: list[records_pb2.RecordVersion] = []
-        token = ""
-        while True:  # every version's metadata (a page of records' listing holds up to 100)
-            page = await records.call("ListRecordVersions", records_pb2.ListRecordVersionsRequest(
-                record_id=record_id, purpose=credentials.purpose, page_size=MAX_HISTORY_COUNT, page_token=token),
-                credentials, resource_type)
-            written += page.versions
-            token = page.next_page_token
-            if not token:
-                break
-        newest_first = sorted(written, key=lambda v: v.version, reverse=True)
-        if start is not None:
-            if not (start.isascii() and start.isdigit()):
-                raise FhirError(400, "value", f"{PAGE_PARAMETER}: use the next link this server returned",
-                                PAGE_PARAMETER)
-            newest_first = [v for v in newest_first if v.version <= int(start)]
-        shown, rest = newest_first[:count], newest_first[count:]
+        written = await all_versions(records, record_id, credentials, resource_type)
+        shown, rest = newest_page(written, count, request.query_params.get(PAGE_PARAMETER))
         reads = await asyncio.gather(*(get_version(resource_type, record_id, credentials, v.version)
                                        for v in shown))
         base_url = _base_url(request, config)
