@@ -13,7 +13,7 @@ import grpc
 import pytest
 from fhir_fixtures import gateway
 
-from carechain.fhir.capability import capability_statement, resource_types
+from carechain.fhir.capability import PATIENT_FACING, capability_statement, resource_types
 from carechain.fhir.outcomes import FhirError
 from carechain.fhir.provenance import parse_provenance_id, parse_target, provenance_id
 from carechain.fhir.search import parse_everything, parse_search
@@ -236,5 +236,7 @@ def test_the_capability_statement_lists_target_and_the_revinclude_exactly() -> N
     assert "target" in provenance and "patient" in provenance
     assert all("target" not in [p["name"] for p in r["searchParam"]] for t, r in resources.items()
                if t != "Provenance")
-    assert all(r["searchRevInclude"] == ["Provenance:target"] for r in resources.values())
+    assert all(r["searchRevInclude"] == ["Provenance:target"] for t, r in resources.items()
+               if t not in PATIENT_FACING)  # stored records; a Consent or AuditEvent is no record version
+    assert all("searchRevInclude" not in resources[t] for t in PATIENT_FACING)
     assert "_revinclude=Provenance:target" in resources["Patient"]["operation"][0]["documentation"]
