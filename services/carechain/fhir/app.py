@@ -164,6 +164,25 @@ def parse_resource(raw: bytes, root: str) -> dict[str, Any]:
     return content
 
 
+def reader_credentials(request: Request, config: GatewayConfig) -> RequestCredentials:
+    """The credentials of a read or search (FHIR JSON accepted, a bearer token, a purpose of use: 400 without)."""
+    negotiate(request)
+    credentials = request_credentials(request.headers, config.verifier)
+    if not credentials.purpose:
+        raise FhirError(400, "required", _PURPOSE_REQUIRED)
+    return credentials
+
+
+async def typed_resource(request: Request, config: GatewayConfig, resource_type: str) -> tuple[bytes, dict[str, Any]]:
+    """A create's or update's body: (its exact bytes, its JSON), a resource of the URL's type (400 otherwise)."""
+    raw = await read_body(request, config.max_resource_bytes, resource_type)
+    resource = parse_resource(raw, resource_type)
+    if resource.get("resourceType") != resource_type:
+        raise FhirError(400, "invalid", f"{resource_type}.resourceType: must be {resource_type}, as in the URL",
+                        f"{resource_type}.resourceType")
+    return raw, resource
+
+
 def _base_url(request: Request, config: GatewayConfig) -> str:
     return (config.public_base_url or str(request.base_url)).rstrip("/")
 
@@ -197,11 +216,7 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         negotiate(request)
         resource_type = _checked_type(request.path_params["type"])
         credentials = request_credentials(request.headers, config.verifier)
-        raw = await read_body(request, config.max_resource_bytes, resource_type)
-        resource = parse_resource(raw, resource_type)
-        if resource.get("resourceType") != resource_type:
-            raise FhirError(400, "invalid", f"{resource_type}.resourceType: must be {resource_type}, as in the URL",
-                            f"{resource_type}.resourceType")
+        raw, resource = await typed_resource(request, config, resource_type)
         patient_id = patient_of(resource)
         try:
             stored = await records.call("PutRecord", records_pb2.PutRecordRequest(
@@ -241,28 +256,21 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
         page.records = [r for r in reads if r is not None]
         return fhir_response(search.searchset(_base_url(request, config), url, query, page))
 
-    def _search_credentials(request: Request) -> RequestCredentials:
-        negotiate(request)
-        credentials = request_credentials(request.headers, config.verifier)
-        if not credentials.purpose:
-            raise FhirError(400, "required", _PURPOSE_REQUIRED)
-        return credentials
-
     async def type_search(request: Request) -> Response:
         resource_type = _checked_type(request.path_params["type"])
-        credentials = _search_credentials(request)
+        credentials = reader_credentials(request, config)
         query = search.parse_search(resource_type, request.query_params.multi_items(), _TYPES, credentials.purpose,
                                     search.lenient(request.headers.get("prefer", "")))
         return await searched(request, query, credentials, f"{_base_url(request, config)}/{resource_type}")
 
     async def system_search(request: Request) -> Response:
-        credentials = _search_credentials(request)
+        credentials = reader_credentials(request, config)
         query = search.parse_search(None, request.query_params.multi_items(), _TYPES, credentials.purpose,
                                     search.lenient(request.headers.get("prefer", "")))
         return await searched(request, query, credentials, _base_url(request, config))
 
     async def everything(request: Request) -> Response:
-        credentials = _search_credentials(request)
+        credentials = reader_credentials(request, config)
         patient_id = request.path_params["id"]
         query = search.parse_everything(patient_id, request.query_params.multi_items(), _TYPES, credentials.purpose,
                                         search.lenient(request.headers.get("prefer", "")))

@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from carechain.fhir import search
-from carechain.fhir.app import _PURPOSE_REQUIRED, _TYPES, GatewayConfig, Records, _base_url, fhir_response, negotiate
-from carechain.fhir.auth import RequestCredentials, request_credentials
+from carechain.fhir.app import _TYPES, GatewayConfig, Records, _base_url, fhir_response, reader_credentials
+from carechain.fhir.auth import RequestCredentials
 from carechain.fhir.outcomes import FhirError
 from carechain.fhir.provenance import (
     PROVENANCE_ID_PATTERN,
@@ -66,13 +66,6 @@ def provenance_routes(records: Records, config: GatewayConfig,
                       stored_search: Callable[[Request], Awaitable[Response]]) -> list[Route]:
     """The Provenance routes; stored_search answers ``GET /Provenance`` without ``target`` (a record search)."""
 
-    def credentials_of(request: Request) -> RequestCredentials:
-        negotiate(request)
-        credentials = request_credentials(request.headers, config.verifier)
-        if not credentials.purpose:
-            raise FhirError(400, "required", _PURPOSE_REQUIRED)
-        return credentials
-
     async def provenance_of(record_id: str, version: int, credentials: RequestCredentials,
                             resource_type: str = "Provenance") -> records_pb2.GetRecordResponse:
         return await records.call("GetRecord", records_pb2.GetRecordRequest(
@@ -83,7 +76,7 @@ def provenance_routes(records: Records, config: GatewayConfig,
         params = request.query_params.multi_items()
         if TARGET not in request.query_params:
             return await stored_search(request)
-        credentials = credentials_of(request)
+        credentials = reader_credentials(request, config)
         grouped: dict[str, list[str]] = {}
         for name, value in params:
             grouped.setdefault(name, []).append(value)
@@ -129,7 +122,7 @@ def provenance_routes(records: Records, config: GatewayConfig,
         return fhir_response(search.bundle_of(entries, search.outcome_issues(0, 0, unknown), links, total))
 
     async def read_provenance(request: Request) -> Response:
-        credentials = credentials_of(request)
+        credentials = reader_credentials(request, config)
         named = parse_provenance_id(request.path_params["id"])  # the route's convertor matched it: never None
         record = await provenance_of(*named, credentials) if named else None
         if record is None or not record.provenance_json:

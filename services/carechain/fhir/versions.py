@@ -31,7 +31,6 @@ from starlette.routing import Route
 
 from carechain.fhir.app import (
     _ID,
-    _PURPOSE_REQUIRED,
     GatewayConfig,
     Records,
     _base_url,
@@ -39,8 +38,8 @@ from carechain.fhir.app import (
     _created,
     fhir_response,
     negotiate,
-    parse_resource,
-    read_body,
+    reader_credentials,
+    typed_resource,
 )
 from carechain.fhir.auth import RequestCredentials, request_credentials
 from carechain.fhir.outcomes import FhirError
@@ -157,14 +156,11 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
     def reader(request: Request) -> tuple[str, str, RequestCredentials]:
         """The type, id and credentials of a read; 404 for an id this server never assigns, 400 without
         a purpose of use."""
-        negotiate(request)
         resource_type = _checked_type(request.path_params["type"])
         record_id = request.path_params["id"]
-        credentials = request_credentials(request.headers, config.verifier)
+        credentials = reader_credentials(request, config)
         if not _ID.match(record_id):
             raise FhirError(404, "not-found", f"no {resource_type} with that id")
-        if not credentials.purpose:
-            raise FhirError(400, "required", _PURPOSE_REQUIRED)
         return resource_type, record_id, credentials
 
     async def get_version(resource_type: str, record_id: str, credentials: RequestCredentials,
@@ -195,11 +191,7 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
         record_id = request.path_params["id"]
         credentials = request_credentials(request.headers, config.verifier)
         if_version = if_match_version(request.headers.get("if-match"))
-        raw = await read_body(request, config.max_resource_bytes, resource_type)
-        resource = parse_resource(raw, resource_type)
-        if resource.get("resourceType") != resource_type:
-            raise FhirError(400, "invalid", f"{resource_type}.resourceType: must be {resource_type}, as in the URL",
-                            f"{resource_type}.resourceType")
+        raw, resource = await typed_resource(request, config, resource_type)
         if resource.get("id") != record_id:
             raise FhirError(400, "invalid", f"{resource_type}.id: must be the id in the URL (the record id)",
                             f"{resource_type}.id")
