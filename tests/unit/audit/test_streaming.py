@@ -22,6 +22,7 @@ from audit_fixtures import (
     wait_until,
 )
 
+from carechain.audit.streaming import EventTail
 from carechain.audit.v1 import audit_pb2
 
 
@@ -145,3 +146,47 @@ def test_64_following_tails_cost_appends_no_store_reads(tmp_path: pathlib.Path) 
         assert len(reads) <= 1, reads
         for tail in tails:
             tail.cancel()
+
+
+def test_idle_tails_are_not_woken_by_events_their_filter_refuses(tmp_path: pathlib.Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # 16 alert-only tails stay asleep through 40 ordinary appends (no window read, no wake-up), then each one
+    # receives the alert, in order after nothing else; a tail with no filter sees all 41 in sequence order.
+    wakes: list[int] = []
+    real_recent_after = EventTail._recent_after
+
+    def counting(self: EventTail, cursor: int, limit: int):  # type: ignore[no-untyped-def]
+        wakes.append(cursor)
+        return real_recent_after(self, cursor, limit)
+
+    monkeypatch.setattr(EventTail, "_recent_after", counting)
+    with running_audit(tmp_path, max_workers=64, max_streams=32, max_streams_per_caller=32,
+                       max_concurrent_rpcs=128) as env:
+        idle = [env.stub.StreamEvents(audit_pb2.StreamEventsRequest(alerts_only=True), metadata=metadata(OPERATOR),
+                                      timeout=60) for _ in range(16)]
+        everything = env.stub.StreamEvents(audit_pb2.StreamEventsRequest(), metadata=metadata(OPERATOR), timeout=60)
+        received: list[list[str]] = [[] for _ in range(17)]
+
+        def consume(i: int, stream: object) -> None:
+            try:
+                for stored in stream:  # type: ignore[attr-defined]
+                    received[i].append(stored.event.reason)
+            except grpc.RpcError:
+                pass  # cancelled at the end
+
+        consumers = [threading.Thread(target=consume, args=(i, s), daemon=True)
+                     for i, s in enumerate([*idle, everything])]
+        for t in consumers:
+            t.start()
+        env.record(reason="first")  # every tail is registered once the unfiltered one has this
+        wait_until(lambda: received[16] == ["first"], "the unfiltered tail follows")
+        wakes.clear()
+        for i in range(40):
+            env.record(reason=f"ordinary {i}")
+        wait_until(lambda: len(received[16]) == 41, "the unfiltered tail received every event")
+        assert len(wakes) <= 41  # only the unfiltered tail was woken (at most once per append)
+        env.record(reason="alert", alert=True)
+        wait_until(lambda: all(r == ["alert"] for r in received[:16]), "every alert-only tail received the alert")
+        assert received[16] == ["first", *[f"ordinary {i}" for i in range(40)], "alert"]
+        for stream in [*idle, everything]:
+            stream.cancel()
