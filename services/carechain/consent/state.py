@@ -407,10 +407,29 @@ class ConsentState:
         by_patient = {str(k): [str(c) for c in v] for k, v in data["consents_by_patient"].items()}
         changes = [ConsentChange(**c) for c in data["changes"]]
         links = PatientLinkTable(data.get("links", ()))
+        self._install(int(data["cursor"]), principals, records, consents, by_patient, delegations, break_glass,
+                      changes, links)
+
+    def take_over(self, restored: ConsentState) -> None:
+        """Become restored (a state :meth:`restore` filled), without copying it: a resume builds the state once.
+
+        restored must not be used afterwards; ValueError if this state is not fresh.
+        """
+        with restored._sync_lock, restored._lock:
+            parts = (restored._cursor, restored._principals, restored._records, restored._consents,
+                     restored._consents_by_patient, restored._delegations, restored._break_glass, restored._changes,
+                     restored._links)
+        self._install(*parts)
+
+    def _install(self, cursor: int, principals: dict[str, PrincipalInfo], records: dict[str, RecordInfo],
+                 consents: dict[str, consent_pb2.ConsentRecord], by_patient: dict[str, list[str]],
+                 delegations: dict[tuple[str, str], consent_pb2.Delegation],
+                 break_glass: dict[tuple[str, str], list[BreakGlassWindow]], changes: list[ConsentChange],
+                 links: PatientLinkTable) -> None:
         with self._sync_lock, self._lock:
             if self._cursor:
                 raise ValueError("a snapshot is restored into a fresh state only")
-            self._cursor = int(data["cursor"])
+            self._cursor = cursor
             self._principals, self._records, self._consents = principals, records, consents
             self._consents_by_patient, self._delegations, self._break_glass = by_patient, delegations, break_glass
             self._changes = changes
