@@ -97,7 +97,7 @@ class VerifiedLedgerReader:
 
     def _reset(self) -> None:
         self._validator = Validator(self._chain_id, self._trust, self._max_skew_ms)
-        self._state = PendingState(EmptyState())
+        self._state = ReplayedContractState()
         self._position = _Position()
         self._uncertified: list[tuple[int, bytes, list[ledger_pb2.LoggedTransaction]]] = []
         self._verified: list[ledger_pb2.LoggedTransaction] = []
@@ -360,7 +360,7 @@ class VerifiedLedgerReader:
             raise IntegrityError(f"snapshot: block {height - 1} is not final on this validator")
         quorum.check_certificate(block.header, block.certificate, self._trust, self._validators)
         contract = data["contract_state"]
-        pending = PendingState(EmptyState())
+        pending = ReplayedContractState()
         for row in contract["principals"]:
             pending.put_principal(_from_row(ledger_state.Principal, row))
         for signer, nonce, index in contract["nonces"]:
@@ -381,6 +381,22 @@ class VerifiedLedgerReader:
             self._position = _Position(height, previous_hash, frontier)
             self._state = pending
             self._verified_from = frontier.size
+
+
+class ReplayedContractState(PendingState):
+    """The contract state a reader replays to re-check transactions: a record without its encoded entry.
+
+    Checking later transactions needs a record's existence, patient and erasure, never its RegisterRecord bytes
+    (the ledger stores and serves those); a follower holds one row per record of the whole history, so the entry
+    (most of a row, sealed metadata included) is not kept in memory nor in a consent snapshot.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(EmptyState())
+
+    def put_record(self, record: ledger_state.RecordState) -> None:
+        """Add or update a record, without its entry bytes."""
+        super().put_record(dataclasses.replace(record, entry=b"") if record.entry else record)
 
 
 def _b64(data: bytes) -> str:
