@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -84,7 +85,7 @@ class ConsentChange:
     signer_id: str  # the patient, or a delegate acting for the patient
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record of the whole history: no per-instance dict
 class RecordInfo:
     """What consent needs to know about a registered record."""
 
@@ -263,7 +264,7 @@ class ConsentState:
             r = body.register_record
             assert isinstance(opened, ledger_pb2.RecordMetadata)
             previous = self._records.get(r.record_id)
-            self._records[r.record_id] = RecordInfo(
+            self._records[r.record_id] = _interned(RecordInfo(
                 r.record_id,
                 r.patient_id,
                 r.organization_id,
@@ -275,7 +276,7 @@ class ConsentState:
                 resource_type=opened.resource_type,
                 author_id=opened.author_id,
                 codes=tuple(opened.codes),
-            )
+            ))
         elif kind == "erase_records":
             e = body.erase_records
             targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id == e.patient_id]
@@ -392,7 +393,7 @@ class ConsentState:
         principals = {p["principal_id"]: PrincipalInfo(**p) for p in data["principals"]}
         records = {}
         for r in data["records"]:
-            info = RecordInfo(**{**r, "categories": tuple(r["categories"]), "codes": tuple(r["codes"])})
+            info = _interned(RecordInfo(**{**r, "categories": tuple(r["categories"]), "codes": tuple(r["codes"])}))
             records[info.record_id] = info
         consents = {}
         for raw in data["consents"]:
@@ -434,6 +435,12 @@ class ConsentState:
             self._consents_by_patient, self._delegations, self._break_glass = by_patient, delegations, break_glass
             self._changes = changes
             self._links = links
+
+
+def _interned(info: RecordInfo) -> RecordInfo:
+    """info with its repeated strings (patient, organisation, type, author) shared by every record holding them."""
+    return replace(info, patient_id=sys.intern(info.patient_id), organization_id=sys.intern(info.organization_id),
+                   resource_type=sys.intern(info.resource_type), author_id=sys.intern(info.author_id))
 
 
 def _b64(data: bytes) -> str:

@@ -43,6 +43,7 @@ import base64
 import dataclasses
 import functools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -396,7 +397,8 @@ class ReplayedContractState(PendingState):
 
     def put_record(self, record: ledger_state.RecordState) -> None:
         """Add or update a record, without its entry bytes."""
-        super().put_record(dataclasses.replace(record, entry=b"") if record.entry else record)
+        super().put_record(dataclasses.replace(record, entry=b"", patient_id=sys.intern(record.patient_id))
+                           if record.entry else record)
 
 
 def _b64(data: bytes) -> str:
