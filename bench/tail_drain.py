@@ -18,7 +18,6 @@ import time
 
 import grpc
 
-from carechain.audit.v1 import audit_pb2
 from carechain.client.endpoints import ENDPOINTS_FILE, Endpoints
 from carechain.client.sdk import CareChainClient
 from carechain.core.layout import NetworkLayout
@@ -44,10 +43,10 @@ def main() -> None:
 
     after = 0
     if idle:  # idle tails start at the trail's end: their replay is not what the figure measures
-        for stored in client.audit.StreamEvents(audit_pb2.StreamEventsRequest(replay_only=True)):
+        for stored in client.stream_audit_events(replay_only=True):
             after = stored.sequence
-    streams = [client.audit.StreamEvents(audit_pb2.StreamEventsRequest(after_sequence=after, alerts_only=idle))
-               for _ in range(tails)]
+    # The SDK's tail (what `carechain audit tail` runs): StreamEventBatches, handed out event by event.
+    streams = [client.stream_audit_events(after, alerts_only=idle) for _ in range(tails)]
     for stream in streams:
         threading.Thread(target=drain, args=(stream,), daemon=True).start()
     while time.monotonic() - last[0] < 0.5:

@@ -292,6 +292,8 @@ CELLS = [
     Cell("audit", "VerifyAuditChain", lambda w: audit_pb2.VerifyAuditChainRequest(), LEDGER_WIDE),
     Cell("audit", "StreamEvents", lambda w: audit_pb2.StreamEventsRequest(replay_only=True, after_sequence=10**9),
          (*SERVICE_ACTORS, OPERATOR)),
+    Cell("audit", "StreamEventBatches",
+         lambda w: audit_pb2.StreamEventsRequest(replay_only=True, after_sequence=10**9), (*SERVICE_ACTORS, OPERATOR)),
     Cell("audit", "ExportFhirBundle", lambda w: audit_pb2.ExportFhirBundleRequest(patient_id=_patient_id(w)),
          (PATIENT, *SERVICE_ACTORS, OPERATOR)),
     Cell("audit", "GetEventProof", lambda w: audit_pb2.GetEventProofRequest(sequence=w.event_sequence),
@@ -430,6 +432,7 @@ def test_an_auditor_verifies_but_reads_no_phi(world: World) -> None:
     for service, rpc, request in [
         ("audit", "GetAccessHistory", audit_pb2.GetAccessHistoryRequest(patient_id=world.ids[PATIENT])),
         ("audit", "StreamEvents", audit_pb2.StreamEventsRequest(replay_only=True)),
+        ("audit", "StreamEventBatches", audit_pb2.StreamEventsRequest(replay_only=True)),
         ("consent", "ListConsents", consent_pb2.ListConsentsRequest(patient_id=world.ids[PATIENT])),
         ("records", "GetRecord", records_pb2.GetRecordRequest(record_id=world.record_id,
                                                               purpose=Purpose.PURPOSE_OF_USE_TREAT)),

@@ -105,6 +105,7 @@ ACCESS = AccessTable(SERVICE, {
                                  note="services name the patient"),
     "VerifyAuditChain": Allow.of(service=ANY, operator=ANY, auditor=ANY, note="counts and hashes only"),
     "StreamEvents": Allow.of(service=ANY, operator=ANY),
+    "StreamEventBatches": Allow.of(service=ANY, operator=ANY),
     "ExportFhirBundle": Allow.of(patient=OWN_PATIENT, service=ANY, operator=ANY),
     "GetEventProof": Allow.of(patient=OWN_EVENT, service=ANY, operator=ANY, auditor=ANY,
                               note="hashes only; another patient's event is NOT_FOUND"),
@@ -220,6 +221,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[audit_pb2.StoredAuditEvent]:
         yield from self._tail.stream(request, context)
+
+    @limited_stream  # counted with StreamEvents: the same caps
+    def StreamEventBatches(
+        self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.StoredAuditEventBatch]:
+        for batch in self._tail.stream_batches(request, context):
+            yield audit_pb2.StoredAuditEventBatch(events=batch)
 
     def ListReviewItems(
         self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext

@@ -16,6 +16,7 @@ rolled-back history raises :class:`carechain.client.proofs.HistoryRewritten`.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
@@ -167,13 +168,17 @@ class AuditEventStream:
     """An iterator of streamed audit events that can be cancelled (disconnect; resume with a cursor)."""
 
     def __init__(self, responses: Any) -> None:
+        """responses: a StreamEventBatches call (its batches are handed out one event at a time)."""
         self._responses = responses
+        self._pending: collections.deque[audit_pb2.StoredAuditEvent] = collections.deque()
 
     def __iter__(self) -> AuditEventStream:
         return self
 
     def __next__(self) -> audit_pb2.StoredAuditEvent:
-        return next(self._responses)
+        while not self._pending:
+            self._pending.extend(next(self._responses).events)
+        return self._pending.popleft()
 
     def cancel(self) -> None:
         """End the stream (the server stops sending)."""
@@ -663,7 +668,8 @@ class CareChainClient:
         """Audit events after a cursor, then live ones (operator or service); filters: service, outcome,
         patient_id, actor_id, alerts_only, replay_only. Resume with the last sequence received."""
         request = audit_pb2.StreamEventsRequest(after_sequence=after_sequence, **filters)
-        return AuditEventStream(self.audit.StreamEvents(request))
+        # In batches: one message per batch of events found at once, not one per event (the same events).
+        return AuditEventStream(self.audit.StreamEventBatches(request))
 
     def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
         """The privacy officer's review queue (operator or service), every page."""

@@ -190,3 +190,52 @@ def test_idle_tails_are_not_woken_by_events_their_filter_refuses(tmp_path: pathl
         assert received[16] == ["first", *[f"ordinary {i}" for i in range(40)], "alert"]
         for stream in [*idle, everything]:
             stream.cancel()
+
+
+def test_event_batches_hold_the_same_events_in_order_and_follow_live_ones(env: AuditEnv) -> None:
+    for i in range(5):
+        env.record(reason=f"stored {i}", outcome=audit_pb2.AUDIT_OUTCOME_DENIED if i % 2 else
+                   audit_pb2.AUDIT_OUTCOME_SUCCESS)
+    replay = list(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
+                                              metadata=metadata(OPERATOR), timeout=10))
+    assert all(batch.events for batch in replay)  # never an empty batch
+    assert [s.sequence for b in replay for s in b.events] == [s.sequence for s in env.stream(replay_only=True)]
+    denied = env.stub.StreamEventBatches(
+        audit_pb2.StreamEventsRequest(replay_only=True, outcome=audit_pb2.AUDIT_OUTCOME_DENIED),
+        metadata=metadata(OPERATOR), timeout=10)
+    assert [s.event.reason for b in denied for s in b.events] == ["stored 1", "stored 3"]
+
+    live = env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(after_sequence=5), metadata=metadata(OPERATOR),
+                                       timeout=30)
+    got: queue.Queue[audit_pb2.StoredAuditEvent] = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for batch in live:
+                for stored in batch.events:
+                    got.put(stored)
+        except grpc.RpcError:
+            pass  # cancelled at the end of the test
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    writers = [threading.Thread(target=lambda w=w: [env.record(reason=f"live {w}.{i}") for i in range(10)])
+               for w in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=30)
+    received = [got.get(timeout=10) for _ in range(40)]
+    assert [s.sequence for s in received] == list(range(6, 46))  # every live event, in order, no duplicate
+    live.cancel()
+    thread.join(timeout=5)
+
+
+def test_the_sdk_tail_hands_out_batches_event_by_event(env: AuditEnv) -> None:
+    from carechain.client.sdk import AuditEventStream
+
+    for i in range(3):
+        env.record(reason=f"e{i}")
+    stream = AuditEventStream(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
+                                                          metadata=metadata(OPERATOR), timeout=10))
+    assert [s.event.reason for s in stream] == ["e0", "e1", "e2"]
