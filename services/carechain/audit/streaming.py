@@ -37,7 +37,7 @@ STREAM_POLL_SECONDS = 0.5
 RECENT_EVENTS = 4096
 #: How long a woken StreamEventBatches stream lets more events arrive before it reads and sends them as one
 #: message (a tail sees events at most this much later; 64 tails of a busy trail send several times fewer).
-BATCH_GATHER_SECONDS = 0.025
+BATCH_GATHER_SECONDS = 0.1
 
 
 def matches(request: audit_pb2.StreamEventsRequest, event: audit_pb2.AuditEvent) -> bool:

@@ -151,7 +151,8 @@ class AuditServiceServicer:
         """StreamEvents with the events found at once sent as one message (same
         events, filters, order and cursor semantics; each batch is non-empty and
         in sequence order): a tail receiving every event costs one message per
-        wake-up, not one per event. Services and the operator (SREs).
+        wake-up (the server lets 100 ms of events gather), not one per event.
+        Services and the operator (SREs).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
