@@ -273,6 +273,7 @@ CELLS = [
     Cell("consent", "DecideMany", lambda w: consent_pb2.DecideManyRequest(requests=[consent_pb2.DecideRequest()]),
          ("svc-records",)),
     Cell("consent", "CheckDecision", lambda w: consent_pb2.CheckDecisionRequest(), ("svc-identity",)),
+    Cell("consent", "CheckDecisions", lambda w: consent_pb2.CheckDecisionsRequest(), ("svc-identity",)),
     Cell("consent", "ExportConsent", lambda w: consent_pb2.ExportConsentRequest(consent_id=w.consent_id),
          OWN_OR_DELEGATED_READ, hidden=(OTHER_PATIENT, PRACTITIONER, OTHER_PRACTITIONER)),
     Cell("consent", "RegisterDelegate", lambda w: consent_pb2.RegisterDelegateRequest(),

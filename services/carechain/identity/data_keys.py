@@ -272,8 +272,12 @@ class DataKeys:
             permitted, reason = check(token)
             return None if permitted else PermissionDenied(reason or "consent revoked")
 
+        many = getattr(check, "many", None)  # consent's CheckDecisions: the whole batch in one call
         if len(tokens) == 1:
             answers = [refusal(t) for t in tokens.values()]
+        elif many is not None:
+            answers = [None if permitted else PermissionDenied(reason or "consent revoked")
+                       for permitted, reason in many(list(tokens.values()))]
         else:
             answers = list(_decision_check_pool().map(refusal, tokens.values()))
         return {i: answer for i, answer in zip(tokens, answers, strict=True) if answer is not None}
