@@ -49,7 +49,7 @@ from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.logs import configure_logging
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
-from carechain.runtime.streams import limited_stream
+from carechain.runtime.streams import Serialized, limited_stream
 
 
 def _own_service_events(caller: Caller, request: audit_pb2.RecordEventRequest, servicer: AuditServicer) -> None:
@@ -225,9 +225,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     @limited_stream  # counted with StreamEvents: the same caps
     def StreamEventBatches(
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
-    ) -> Iterator[audit_pb2.StoredAuditEventBatch]:
+    ) -> Iterator[audit_pb2.StoredAuditEventBatch | Serialized]:
         for batch in self._tail.stream_batches(request, context):
-            yield audit_pb2.StoredAuditEventBatch(events=batch)
+            yield Serialized(self._tail.encoded_batch(batch))  # each event encoded once for every tail
 
     def ListReviewItems(
         self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext

@@ -89,6 +89,9 @@ class EventTail:
         # The window of recent events, contiguous and chained from _tip (sequence, hash) backwards.
         self._recent: list[audit_pb2.StoredAuditEvent] = []
         self._tip: tuple[int, bytes] | None = None  # None: learn it from the store at the first append
+        # Sequence -> the event encoded as a one-event StoredAuditEventBatch, for window events sent in batches:
+        # encoded once however many tails send it (concatenated encodings are the encoding of the batch).
+        self._encoded: dict[int, bytes] = {}
 
     def appended(self, stored: Sequence[audit_pb2.StoredAuditEvent] = ()) -> None:
         """Publish events this process appended (in commit order) and wake the following streams they concern.
@@ -114,6 +117,7 @@ class EventTail:
                                                                          entry.sequence - tip_sequence)))
             except Exception:  # noqa: BLE001 - the events are durable; streams then read them from the store
                 self._recent.clear()
+                self._encoded.clear()
                 published = None
             self._wake(published)
 
@@ -134,11 +138,31 @@ class EventTail:
         for entry in entries:
             if self._tip is None or entry.sequence != self._tip[0] + 1:
                 self._recent.clear()  # not contiguous: start a new window
+                self._encoded.clear()
             self._recent.append(entry)
             self._tip = (entry.sequence, entry.event_hash)
         if len(self._recent) > 2 * RECENT_EVENTS:
             del self._recent[:-RECENT_EVENTS]
+            first = self._recent[0].sequence
+            self._encoded = {seq: data for seq, data in self._encoded.items() if seq >= first}
         return list(entries)
+
+    def encoded_batch(self, batch: Sequence[audit_pb2.StoredAuditEvent]) -> bytes:
+        """batch encoded as a StoredAuditEventBatch, each window event encoded once for every stream."""
+        parts = []
+        with self._lock:
+            first = self._recent[0].sequence if self._recent else None
+            tip = self._recent[-1].sequence if self._recent else None
+            for stored in batch:
+                data = self._encoded.get(stored.sequence)
+                if data is None:
+                    data = audit_pb2.StoredAuditEventBatch(events=[stored]).SerializeToString()
+                    # Only a window event's encoding is kept: it is the same object every stream sends.
+                    if first is not None and first <= stored.sequence <= tip and \
+                            self._recent[stored.sequence - first] is stored:  # type: ignore[operator]
+                        self._encoded[stored.sequence] = data
+                parts.append(data)
+        return b"".join(parts)
 
     def _recent_after(self, cursor: int, limit: int) -> list[audit_pb2.StoredAuditEvent] | None:
         """Up to limit events after cursor from the window, or None when the window does not reach back there."""

@@ -199,7 +199,7 @@ def test_event_batches_hold_the_same_events_in_order_and_follow_live_ones(env: A
     replay = list(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
                                               metadata=metadata(OPERATOR), timeout=10))
     assert all(batch.events for batch in replay)  # never an empty batch
-    assert [s.sequence for b in replay for s in b.events] == [s.sequence for s in env.stream(replay_only=True)]
+    assert [s for b in replay for s in b.events] == list(env.stream(replay_only=True))  # the same messages
     denied = env.stub.StreamEventBatches(
         audit_pb2.StreamEventsRequest(replay_only=True, outcome=audit_pb2.AUDIT_OUTCOME_DENIED),
         metadata=metadata(OPERATOR), timeout=10)
@@ -227,6 +227,7 @@ def test_event_batches_hold_the_same_events_in_order_and_follow_live_ones(env: A
         t.join(timeout=30)
     received = [got.get(timeout=10) for _ in range(40)]
     assert [s.sequence for s in received] == list(range(6, 46))  # every live event, in order, no duplicate
+    assert received == list(env.store.events_after(5, 100))  # each exactly as stored (encoded once, shared)
     live.cancel()
     thread.join(timeout=5)
 
