@@ -240,3 +240,25 @@ def test_the_sdk_tail_hands_out_batches_event_by_event(env: AuditEnv) -> None:
     stream = AuditEventStream(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
                                                           metadata=metadata(OPERATOR), timeout=10))
     assert [s.event.reason for s in stream] == ["e0", "e1", "e2"]
+
+
+def test_the_sdk_tail_falls_back_to_stream_events_on_an_audit_service_without_batches(env: AuditEnv) -> None:
+    from carechain.client.sdk import AuditEventStream
+
+    class OldAudit(grpc.RpcError):  # what an audit service from before StreamEventBatches answers
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    def unimplemented():  # type: ignore[no-untyped-def]
+        raise OldAudit()
+        yield  # a stream
+
+    for i in range(3):
+        env.record(reason=f"e{i}")
+    stream = AuditEventStream(unimplemented(), per_event=lambda: env.stream(replay_only=True))
+    assert [s.event.reason for s in stream] == ["e0", "e1", "e2"]
+    # Any other failure, or one after events were received, is the caller's to see.
+    with pytest.raises(grpc.RpcError):
+        next(AuditEventStream(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
+                                                          metadata=metadata(PATIENT), timeout=10),
+                              per_event=lambda: env.stream(replay_only=True)))
