@@ -92,11 +92,18 @@ class Revocations:
     """Consent's answer to identity's CheckDecision: the decision tokens revoked since they were issued."""
 
     revoked: set[str] = field(default_factory=set)
+    batches: list[int] = field(default_factory=list)  # tokens per many() call (consent's CheckDecisions)
 
     def check(self, decision_token: str) -> tuple[bool, str]:
         if decision_token in self.revoked:
             return False, "consent revoked: consent consent-1 was revoked at log index 9"
         return True, ""
+
+    __call__ = check  # identity calls it as its CheckDecision
+
+    def many(self, decision_tokens: list[str]) -> list[tuple[bool, str]]:
+        self.batches.append(len(decision_tokens))
+        return [self.check(token) for token in decision_tokens]
 
 
 @dataclass
@@ -144,7 +151,7 @@ def net(tmp_path: pathlib.Path) -> Iterator[Network]:
     servicer = IdentityServicer(
         signer=identity, trust=trust, registry=registry, keys=keyring, ledger=ledger,
         chain_id="test-chain", token_ttl_seconds=60, challenge_ttl_seconds=30, clock=clock,
-        check_decision=revocations.check, smart_token_url=SMART_TOKEN_URL,
+        check_decision=revocations, smart_token_url=SMART_TOKEN_URL,
     )
 
     running = start_service("identity", settings, register_identity(servicer), [registry.close, keyring.close])

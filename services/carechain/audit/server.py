@@ -49,7 +49,7 @@ from carechain.runtime.etcd import EtcdClient
 from carechain.runtime.logs import configure_logging
 from carechain.runtime.principal_status import PrincipalStatus, StatusSnapshots
 from carechain.runtime.server import Register, register_servicer, run_service
-from carechain.runtime.streams import limited_stream
+from carechain.runtime.streams import Serialized, limited_stream
 
 
 def _own_service_events(caller: Caller, request: audit_pb2.RecordEventRequest, servicer: AuditServicer) -> None:
@@ -105,6 +105,7 @@ ACCESS = AccessTable(SERVICE, {
                                  note="services name the patient"),
     "VerifyAuditChain": Allow.of(service=ANY, operator=ANY, auditor=ANY, note="counts and hashes only"),
     "StreamEvents": Allow.of(service=ANY, operator=ANY),
+    "StreamEventBatches": Allow.of(service=ANY, operator=ANY),
     "ExportFhirBundle": Allow.of(patient=OWN_PATIENT, service=ANY, operator=ANY),
     "GetEventProof": Allow.of(patient=OWN_EVENT, service=ANY, operator=ANY, auditor=ANY,
                               note="hashes only; another patient's event is NOT_FOUND"),
@@ -220,6 +221,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[audit_pb2.StoredAuditEvent]:
         yield from self._tail.stream(request, context)
+
+    @limited_stream  # counted with StreamEvents: the same caps
+    def StreamEventBatches(
+        self, request: audit_pb2.StreamEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.StoredAuditEventBatch | Serialized]:
+        for batch in self._tail.stream_batches(request, context):
+            yield Serialized(self._tail.encoded_batch(batch))  # each event encoded once for every tail
 
     def ListReviewItems(
         self, request: audit_pb2.ListReviewItemsRequest, context: grpc.ServicerContext

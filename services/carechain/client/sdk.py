@@ -16,13 +16,16 @@ rolled-back history raises :class:`carechain.client.proofs.HistoryRewritten`.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
+
+import grpc
 
 from carechain.audit.hashchain import verify_event_proof
 from carechain.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -166,14 +169,35 @@ def permit(
 class AuditEventStream:
     """An iterator of streamed audit events that can be cancelled (disconnect; resume with a cursor)."""
 
-    def __init__(self, responses: Any) -> None:
+    def __init__(self, responses: Any, per_event: Callable[[], Any] | None = None) -> None:
+        """responses: a StreamEventBatches call (its batches are handed out one event at a time).
+
+        per_event opens the same tail with StreamEvents: used instead when the audit service predates
+        StreamEventBatches (UNIMPLEMENTED before anything was received), e.g. during a rolling upgrade.
+        """
         self._responses = responses
+        self._per_event = per_event
+        self._received = False
+        self._pending: collections.deque[audit_pb2.StoredAuditEvent] = collections.deque()
 
     def __iter__(self) -> AuditEventStream:
         return self
 
     def __next__(self) -> audit_pb2.StoredAuditEvent:
-        return next(self._responses)
+        while not self._pending:
+            try:
+                response = next(self._responses)
+            except grpc.RpcError as exc:
+                if self._received or self._per_event is None or exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self._responses, self._per_event = self._per_event(), None
+                continue
+            self._received = True
+            if isinstance(response, audit_pb2.StoredAuditEventBatch):
+                self._pending.extend(response.events)
+            else:
+                self._pending.append(response)
+        return self._pending.popleft()
 
     def cancel(self) -> None:
         """End the stream (the server stops sending)."""
@@ -703,7 +727,9 @@ class CareChainClient:
         """Audit events after a cursor, then live ones (operator or service); filters: service, outcome,
         patient_id, actor_id, alerts_only, replay_only. Resume with the last sequence received."""
         request = audit_pb2.StreamEventsRequest(after_sequence=after_sequence, **filters)
-        return AuditEventStream(self.audit.StreamEvents(request))
+        # In batches: one message per batch of events found at once, not one per event (the same events).
+        return AuditEventStream(self.audit.StreamEventBatches(request),
+                                per_event=lambda: self.audit.StreamEvents(request))
 
     def review_items(self, status: int = 0) -> list[audit_pb2.ReviewItem]:
         """The privacy officer's review queue (operator or service), every page."""

@@ -272,17 +272,33 @@ class Decisions:
 
     def check(self, decision_token: str) -> PolicyDecision:
         """Whether a decision token this service issued still holds on the current state (a deny says why)."""
-        claims = self._issued.take(decision_token)
-        if claims is None:  # issued by another replica, checked before, near its end, or not ours: verify
-            try:
-                claims = verify_decision_token(decision_token, self._signer.public_key_bytes())
-            except Unauthenticated as exc:
-                return PolicyDecision(_DENY, f"decision token rejected: {exc.message}")
-        self.sync()
-        held = self._recheck(claims)
-        if not held.permitted:
-            log.info("decision no longer holds", extra={"decision_id": claims.decision_id, "reason": held.reason})
-        return held
+        return self.check_many([decision_token])[0]
+
+    def check_many(self, decision_tokens: list[str]) -> list[PolicyDecision]:
+        """:meth:`check` of each token, in order, on one ledger sync taken after they all arrived."""
+        claimed: list[DecisionClaims | PolicyDecision] = []
+        for decision_token in decision_tokens:
+            claims = self._issued.take(decision_token)
+            if claims is None:  # issued by another replica, checked before, near its end, or not ours: verify
+                try:
+                    claims = verify_decision_token(decision_token, self._signer.public_key_bytes())
+                except Unauthenticated as exc:
+                    claimed.append(PolicyDecision(_DENY, f"decision token rejected: {exc.message}"))
+                    continue
+            claimed.append(claims)
+        if any(isinstance(c, DecisionClaims) for c in claimed):
+            self.sync()
+        answers = []
+        for claims in claimed:
+            if isinstance(claims, PolicyDecision):
+                answers.append(claims)
+                continue
+            held = self._recheck(claims)
+            if not held.permitted:
+                log.info("decision no longer holds",
+                         extra={"decision_id": claims.decision_id, "reason": held.reason})
+            answers.append(held)
+        return answers
 
     def _recheck(self, claims: DecisionClaims) -> PolicyDecision:
         """Re-decide a token's request on the current state; the token's own consent must still be active."""

@@ -54,6 +54,8 @@ from carechain.runtime.server import Register, register_servicer, run_service
 from carechain.runtime.vault import service_signer
 
 log = logging.getLogger("carechain.consent")
+#: Decision tokens one CheckDecisions call may carry.
+MAX_CHECKS_PER_CALL = 1000
 
 
 def _transaction(request: Any) -> ledger_pb2.Transaction | None:
@@ -98,6 +100,7 @@ ACCESS = AccessTable(SERVICE, {
     "Decide": Allow.of(service=ANY, services=["records"], note="the reason never names a category"),
     "DecideMany": Allow.of(service=ANY, services=["records"], note="as Decide, one result per request"),
     "CheckDecision": Allow.of(service=ANY, services=["identity"], note="at key release"),
+    "CheckDecisions": Allow.of(service=ANY, services=["identity"], note="a key-release batch"),
     "ExportConsent": Allow.of(patient=_EXPORT, practitioner=_EXPORT, service=ANY,
                               note="not yours and unknown are the same NOT_FOUND"),
     "RegisterDelegate": Allow.of(patient=_signed("register_delegate", allow_delegate=False)),
@@ -231,6 +234,21 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise InvalidArgument("decision_token", "required")
         held = self.decisions.check(request.decision_token)
         return consent_pb2.CheckDecisionResponse(permitted=held.permitted, reason=held.reason)
+
+    def CheckDecisions(
+        self, request: consent_pb2.CheckDecisionsRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.CheckDecisionsResponse:
+        tokens = list(request.decision_tokens)
+        if not tokens:
+            raise InvalidArgument("decision_tokens", "required")
+        if len(tokens) > MAX_CHECKS_PER_CALL:
+            raise InvalidArgument("decision_tokens", f"at most {MAX_CHECKS_PER_CALL} per call")
+        for index, token in enumerate(tokens):
+            if not token:
+                raise InvalidArgument(f"decision_tokens[{index}]", "required")
+        return consent_pb2.CheckDecisionsResponse(results=[
+            consent_pb2.CheckDecisionResponse(permitted=held.permitted, reason=held.reason)
+            for held in self.decisions.check_many(tokens)])
 
 
 def registered_key(identity: Callable[[], Any]) -> SignerKey:

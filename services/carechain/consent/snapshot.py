@@ -83,9 +83,10 @@ class ConsentSnapshots:
             return None
         try:
             data = self._verified_body(state)
-            ConsentState(state.sealer).restore(data["state"])  # well-formed, before anything is restored
+            restored = ConsentState(state.sealer)
+            restored.restore(data["state"])  # well-formed, before anything is restored (and built once)
             reader.restore_position(data["reader"])  # matches the certified chain
-            state.restore(data["state"])
+            state.take_over(restored)
         except (IntegrityError, ValueError, KeyError, TypeError, grpc.RpcError) as exc:
             problem = exc.message if isinstance(exc, IntegrityError) else type(exc).__name__
             log.warning("consent snapshot refused; replaying the ledger from genesis",

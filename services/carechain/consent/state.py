@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -84,7 +85,7 @@ class ConsentChange:
     signer_id: str  # the patient, or a delegate acting for the patient
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record of the whole history: no per-instance dict
 class RecordInfo:
     """What consent needs to know about a registered record."""
 
@@ -271,7 +272,7 @@ class ConsentState:
                 # Labels across versions: a category (or code) any version had protects every version.
                 categories = tuple(sorted({*previous.categories, *categories}))
                 codes = tuple(sorted({*previous.codes, *codes}))
-            self._records[r.record_id] = RecordInfo(
+            self._records[r.record_id] = _interned(RecordInfo(
                 r.record_id,
                 r.patient_id,
                 r.organization_id,
@@ -285,7 +286,7 @@ class ConsentState:
                 author_id=opened.author_id,
                 codes=codes,
                 version=max(r.version, 1),
-            )
+            ))
         elif kind == "erase_records":
             e = body.erase_records
             # The network patient's records include its linked local identities' (as the contract reads them).
@@ -404,7 +405,7 @@ class ConsentState:
         principals = {p["principal_id"]: PrincipalInfo(**p) for p in data["principals"]}
         records = {}
         for r in data["records"]:
-            info = RecordInfo(**{**r, "categories": tuple(r["categories"]), "codes": tuple(r["codes"])})
+            info = _interned(RecordInfo(**{**r, "categories": tuple(r["categories"]), "codes": tuple(r["codes"])}))
             records[info.record_id] = info
         consents = {}
         for raw in data["consents"]:
@@ -419,14 +420,39 @@ class ConsentState:
         by_patient = {str(k): [str(c) for c in v] for k, v in data["consents_by_patient"].items()}
         changes = [ConsentChange(**c) for c in data["changes"]]
         links = PatientLinkTable(data.get("links", ()))
+        self._install(int(data["cursor"]), principals, records, consents, by_patient, delegations, break_glass,
+                      changes, links)
+
+    def take_over(self, restored: ConsentState) -> None:
+        """Become restored (a state :meth:`restore` filled), without copying it: a resume builds the state once.
+
+        restored must not be used afterwards; ValueError if this state is not fresh.
+        """
+        with restored._sync_lock, restored._lock:
+            parts = (restored._cursor, restored._principals, restored._records, restored._consents,
+                     restored._consents_by_patient, restored._delegations, restored._break_glass, restored._changes,
+                     restored._links)
+        self._install(*parts)
+
+    def _install(self, cursor: int, principals: dict[str, PrincipalInfo], records: dict[str, RecordInfo],
+                 consents: dict[str, consent_pb2.ConsentRecord], by_patient: dict[str, list[str]],
+                 delegations: dict[tuple[str, str], consent_pb2.Delegation],
+                 break_glass: dict[tuple[str, str], list[BreakGlassWindow]], changes: list[ConsentChange],
+                 links: PatientLinkTable) -> None:
         with self._sync_lock, self._lock:
             if self._cursor:
                 raise ValueError("a snapshot is restored into a fresh state only")
-            self._cursor = int(data["cursor"])
+            self._cursor = cursor
             self._principals, self._records, self._consents = principals, records, consents
             self._consents_by_patient, self._delegations, self._break_glass = by_patient, delegations, break_glass
             self._changes = changes
             self._links = links
+
+
+def _interned(info: RecordInfo) -> RecordInfo:
+    """info with its repeated strings (patient, organisation, type, author) shared by every record holding them."""
+    return replace(info, patient_id=sys.intern(info.patient_id), organization_id=sys.intern(info.organization_id),
+                   resource_type=sys.intern(info.resource_type), author_id=sys.intern(info.author_id))
 
 
 def _b64(data: bytes) -> str:

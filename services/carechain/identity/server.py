@@ -25,7 +25,7 @@ import grpc
 
 from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Ed25519Signer, Signer, same
-from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, PermissionDenied
+from carechain.core.errors import CareChainError, FailedPrecondition, IntegrityError, InvalidArgument, PermissionDenied
 from carechain.core.layout import OPERATOR_ID, TOKEN_ISSUER_ID, TrustBundle, audience
 from carechain.identity.access_tokens import AccessTokens, local_token_source
 from carechain.identity.data_keys import CheckDecision, DataKeys
@@ -364,17 +364,44 @@ def _require_record_id(record_id: str) -> str:
     return record_id
 
 
-def consent_check(consent_stub: object) -> CheckDecision:
-    """CheckDecision through ConsentService.CheckDecision (errors reaching consent propagate: fail closed)."""
-    from carechain.consent.v1 import consent_pb2
+#: Tokens per CheckDecisions call (consent's MAX_CHECKS_PER_CALL).
+CHECKS_PER_CALL = 1000
 
-    def check(decision_token: str) -> tuple[bool, str]:
-        response = consent_stub.CheckDecision(  # type: ignore[attr-defined]
-            consent_pb2.CheckDecisionRequest(decision_token=decision_token)
-        )
+
+class ConsentCheck:
+    """CheckDecision through ConsentService (errors reaching consent propagate: fail closed).
+
+    Called with one token: CheckDecision; :meth:`many`: one CheckDecisions call for a release batch.
+    """
+
+    def __init__(self, consent_stub: object) -> None:
+        self._consent = consent_stub
+
+    def __call__(self, decision_token: str) -> tuple[bool, str]:
+        from carechain.consent.v1 import consent_pb2
+
+        response = self._consent.CheckDecision(  # type: ignore[attr-defined]
+            consent_pb2.CheckDecisionRequest(decision_token=decision_token))
         return response.permitted, response.reason
 
-    return check
+    def many(self, decision_tokens: list[str]) -> list[tuple[bool, str]]:
+        """(permitted, reason) of each token, in order, from one CheckDecisions call."""
+        from carechain.consent.v1 import consent_pb2
+
+        answers: list[tuple[bool, str]] = []
+        for start in range(0, len(decision_tokens), CHECKS_PER_CALL):
+            chunk = decision_tokens[start:start + CHECKS_PER_CALL]
+            response = self._consent.CheckDecisions(  # type: ignore[attr-defined]
+                consent_pb2.CheckDecisionsRequest(decision_tokens=chunk))
+            if len(response.results) != len(chunk):
+                raise IntegrityError("consent answered CheckDecisions with a wrong number of results")
+            answers.extend((result.permitted, result.reason) for result in response.results)
+        return answers
+
+
+def consent_check(consent_stub: object) -> ConsentCheck:
+    """Identity's re-check of decision tokens with consent (see :class:`ConsentCheck`)."""
+    return ConsentCheck(consent_stub)
 
 
 def build(

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -96,7 +98,7 @@ class VerifiedLedgerReader:
 
     def _reset(self) -> None:
         self._validator = Validator(self._chain_id, self._trust, self._max_skew_ms)
-        self._state = PendingState(EmptyState())
+        self._state = ReplayedContractState()
         self._position = _Position()
         self._uncertified: list[tuple[int, bytes, list[ledger_pb2.LoggedTransaction]]] = []
         self._verified: list[ledger_pb2.LoggedTransaction] = []
@@ -360,7 +362,7 @@ class VerifiedLedgerReader:
             raise IntegrityError(f"snapshot: block {height - 1} is not final on this validator")
         quorum.check_certificate(block.header, block.certificate, self._trust, self._validators)
         contract = data["contract_state"]
-        pending = PendingState(EmptyState())
+        pending = ReplayedContractState()
         for row in contract["principals"]:
             pending.put_principal(_from_row(ledger_state.Principal, row))
         for signer, nonce, index in contract["nonces"]:
@@ -386,6 +388,23 @@ class VerifiedLedgerReader:
             self._verified_from = frontier.size
 
 
+class ReplayedContractState(PendingState):
+    """The contract state a reader replays to re-check transactions: a record without its encoded entry.
+
+    Checking later transactions needs a record's existence, patient and erasure, never its RegisterRecord bytes
+    (the ledger stores and serves those); a follower holds one row per record of the whole history, so the entry
+    (most of a row, sealed metadata included) is not kept in memory nor in a consent snapshot.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(EmptyState())
+
+    def put_record(self, record: ledger_state.RecordState) -> None:
+        """Add or update a record, without its entry bytes."""
+        super().put_record(dataclasses.replace(record, entry=b"", patient_id=sys.intern(record.patient_id))
+                           if record.entry else record)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -399,11 +418,17 @@ def _row(row: Any) -> dict[str, Any]:
     return {f.name: _b64(v) if isinstance(v := getattr(row, f.name), bytes) else v for f in dataclasses.fields(row)}
 
 
+@functools.cache
+def _row_fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, holds bytes) of a state row class's fields, worked out once per class (a resume builds 100k rows)."""
+    return tuple((f.name, "bytes" in str(f.type)) for f in dataclasses.fields(cls))
+
+
 def _from_row(cls: type, data: dict[str, Any]) -> Any:
     values = {}
-    for f in dataclasses.fields(cls):
-        value = data[f.name]
-        values[f.name] = _unb64(value) if "bytes" in str(f.type) and value is not None else value
+    for name, is_bytes in _row_fields(cls):
+        value = data[name]
+        values[name] = _unb64(value) if is_bytes and value is not None else value
     return cls(**values)
 
 

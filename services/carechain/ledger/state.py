@@ -35,7 +35,7 @@ class Principal:
         return self.deactivated_log_index is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record of the whole history: no per-instance dict
 class RecordState:
     """A registered record."""
 

@@ -36,7 +36,13 @@ from carechain.runtime.auth import Authenticator
 from carechain.runtime.config import ServiceSettings
 from carechain.runtime.logs import configure_logging
 from carechain.runtime.peers import reset_serving_call, serving_call_token
-from carechain.runtime.streams import CallAdmission, StreamLimiter, reset_serving_with, serving_with_token
+from carechain.runtime.streams import (
+    CallAdmission,
+    StreamLimiter,
+    passing_serialized,
+    reset_serving_with,
+    serving_with_token,
+)
 from carechain.runtime.tls import server_credentials
 
 log = logging.getLogger("carechain.runtime.server")
@@ -255,6 +261,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
         if handler.unary_stream:
+            kwargs["response_serializer"] = passing_serialized(handler.response_serializer)
             return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
         return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
 

@@ -36,6 +36,24 @@ from carechain.runtime.access import caller
 T = TypeVar("T")
 
 
+class Serialized(bytes):
+    """A streamed response already encoded as its method's response message (sent as is, not serialised again).
+
+    A stream sending the same content to many callers (an audit event to 64 tails) encodes it once.
+    """
+
+
+def passing_serialized(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """serializer, except that a :class:`Serialized` response is sent as it is."""
+    if serializer is None:
+        return None
+
+    def serialize(response: Any) -> bytes:
+        return bytes(response) if type(response) is Serialized else serializer(response)
+
+    return serialize
+
+
 class ResourceExhausted(CareChainError):
     """Too many concurrent streams (or calls): retry later."""
 

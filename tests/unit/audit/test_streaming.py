@@ -22,6 +22,7 @@ from audit_fixtures import (
     wait_until,
 )
 
+from carechain.audit.streaming import EventTail
 from carechain.audit.v1 import audit_pb2
 
 
@@ -145,3 +146,119 @@ def test_64_following_tails_cost_appends_no_store_reads(tmp_path: pathlib.Path) 
         assert len(reads) <= 1, reads
         for tail in tails:
             tail.cancel()
+
+
+def test_idle_tails_are_not_woken_by_events_their_filter_refuses(tmp_path: pathlib.Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # 16 alert-only tails stay asleep through 40 ordinary appends (no window read, no wake-up), then each one
+    # receives the alert, in order after nothing else; a tail with no filter sees all 41 in sequence order.
+    wakes: list[int] = []
+    real_recent_after = EventTail._recent_after
+
+    def counting(self: EventTail, cursor: int, limit: int):  # type: ignore[no-untyped-def]
+        wakes.append(cursor)
+        return real_recent_after(self, cursor, limit)
+
+    monkeypatch.setattr(EventTail, "_recent_after", counting)
+    with running_audit(tmp_path, max_workers=64, max_streams=32, max_streams_per_caller=32,
+                       max_concurrent_rpcs=128) as env:
+        idle = [env.stub.StreamEvents(audit_pb2.StreamEventsRequest(alerts_only=True), metadata=metadata(OPERATOR),
+                                      timeout=60) for _ in range(16)]
+        everything = env.stub.StreamEvents(audit_pb2.StreamEventsRequest(), metadata=metadata(OPERATOR), timeout=60)
+        received: list[list[str]] = [[] for _ in range(17)]
+
+        def consume(i: int, stream: object) -> None:
+            try:
+                for stored in stream:  # type: ignore[attr-defined]
+                    received[i].append(stored.event.reason)
+            except grpc.RpcError:
+                pass  # cancelled at the end
+
+        consumers = [threading.Thread(target=consume, args=(i, s), daemon=True)
+                     for i, s in enumerate([*idle, everything])]
+        for t in consumers:
+            t.start()
+        env.record(reason="first")  # every tail is registered once the unfiltered one has this
+        wait_until(lambda: received[16] == ["first"], "the unfiltered tail follows")
+        wakes.clear()
+        for i in range(40):
+            env.record(reason=f"ordinary {i}")
+        wait_until(lambda: len(received[16]) == 41, "the unfiltered tail received every event")
+        assert len(wakes) <= 41  # only the unfiltered tail was woken (at most once per append)
+        env.record(reason="alert", alert=True)
+        wait_until(lambda: all(r == ["alert"] for r in received[:16]), "every alert-only tail received the alert")
+        assert received[16] == ["first", *[f"ordinary {i}" for i in range(40)], "alert"]
+        for stream in [*idle, everything]:
+            stream.cancel()
+
+
+def test_event_batches_hold_the_same_events_in_order_and_follow_live_ones(env: AuditEnv) -> None:
+    for i in range(5):
+        env.record(reason=f"stored {i}", outcome=audit_pb2.AUDIT_OUTCOME_DENIED if i % 2 else
+                   audit_pb2.AUDIT_OUTCOME_SUCCESS)
+    replay = list(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
+                                              metadata=metadata(OPERATOR), timeout=10))
+    assert all(batch.events for batch in replay)  # never an empty batch
+    assert [s for b in replay for s in b.events] == list(env.stream(replay_only=True))  # the same messages
+    denied = env.stub.StreamEventBatches(
+        audit_pb2.StreamEventsRequest(replay_only=True, outcome=audit_pb2.AUDIT_OUTCOME_DENIED),
+        metadata=metadata(OPERATOR), timeout=10)
+    assert [s.event.reason for b in denied for s in b.events] == ["stored 1", "stored 3"]
+
+    live = env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(after_sequence=5), metadata=metadata(OPERATOR),
+                                       timeout=30)
+    got: queue.Queue[audit_pb2.StoredAuditEvent] = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for batch in live:
+                for stored in batch.events:
+                    got.put(stored)
+        except grpc.RpcError:
+            pass  # cancelled at the end of the test
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    writers = [threading.Thread(target=lambda w=w: [env.record(reason=f"live {w}.{i}") for i in range(10)])
+               for w in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=30)
+    received = [got.get(timeout=10) for _ in range(40)]
+    assert [s.sequence for s in received] == list(range(6, 46))  # every live event, in order, no duplicate
+    assert received == list(env.store.events_after(5, 100))  # each exactly as stored (encoded once, shared)
+    live.cancel()
+    thread.join(timeout=5)
+
+
+def test_the_sdk_tail_hands_out_batches_event_by_event(env: AuditEnv) -> None:
+    from carechain.client.sdk import AuditEventStream
+
+    for i in range(3):
+        env.record(reason=f"e{i}")
+    stream = AuditEventStream(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
+                                                          metadata=metadata(OPERATOR), timeout=10))
+    assert [s.event.reason for s in stream] == ["e0", "e1", "e2"]
+
+
+def test_the_sdk_tail_falls_back_to_stream_events_on_an_audit_service_without_batches(env: AuditEnv) -> None:
+    from carechain.client.sdk import AuditEventStream
+
+    class OldAudit(grpc.RpcError):  # what an audit service from before StreamEventBatches answers
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    def unimplemented():  # type: ignore[no-untyped-def]
+        raise OldAudit()
+        yield  # a stream
+
+    for i in range(3):
+        env.record(reason=f"e{i}")
+    stream = AuditEventStream(unimplemented(), per_event=lambda: env.stream(replay_only=True))
+    assert [s.event.reason for s in stream] == ["e0", "e1", "e2"]
+    # Any other failure, or one after events were received, is the caller's to see.
+    with pytest.raises(grpc.RpcError):
+        next(AuditEventStream(env.stub.StreamEventBatches(audit_pb2.StreamEventsRequest(replay_only=True),
+                                                          metadata=metadata(PATIENT), timeout=10),
+                              per_event=lambda: env.stream(replay_only=True)))

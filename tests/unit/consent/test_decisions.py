@@ -209,6 +209,32 @@ def test_check_decision_is_for_identity_only_and_rejects_foreign_tokens(env: Env
     assert not held.permitted and held.reason.startswith("decision token rejected")
 
 
+def test_check_decisions_answers_each_token_in_order_as_check_decision_does(env: Env) -> None:
+    consent = grant(env)
+    held_on, revoked_on = decide(env), decide(env)
+    forged, _ = issue_token(Ed25519Signer.generate(DECISION_ISSUER_ID), DECISION_TOKEN_TYPE,
+                            {"sub": "prac-onc", "aud": audience("identity"), "rid": "rec-onc"}, 30)
+    batch = env.call("CheckDecisions", consent_pb2.CheckDecisionsRequest(
+        decision_tokens=[held_on.decision_token, forged]), IDENTITY_CALLER)
+    assert [r.permitted for r in batch.results] == [True, False]
+    assert batch.results[1].reason.startswith("decision token rejected")
+    env.call("RevokeConsent", consent_pb2.RevokeConsentRequest(transaction=revoke_tx(consent.consent_id)),
+             PATIENT_CALLER)
+    after = env.call("CheckDecisions", consent_pb2.CheckDecisionsRequest(
+        decision_tokens=[held_on.decision_token, revoked_on.decision_token]), IDENTITY_CALLER)
+    # The revocation committed before the call reaches every token of it, as each CheckDecision would say.
+    assert [r.permitted for r in after.results] == [False, False]
+    assert [r.reason for r in after.results] == [check(env, held_on.decision_token).reason,
+                                                 check(env, revoked_on.decision_token).reason]
+    assert all(r.reason.startswith(f"consent revoked: consent {consent.consent_id}") for r in after.results)
+    code, _ = status_of(lambda: env.call("CheckDecisions", consent_pb2.CheckDecisionsRequest(
+        decision_tokens=[held_on.decision_token]), RECORDS_CALLER))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, details = status_of(lambda: env.call("CheckDecisions", consent_pb2.CheckDecisionsRequest(
+        decision_tokens=[held_on.decision_token, ""]), IDENTITY_CALLER))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("decision_tokens[1]")
+
+
 def test_a_deactivated_practitioner_gets_no_decision_and_its_earlier_ones_stop_holding(env: Env) -> None:
     grant(env)
     decision = decide(env)

@@ -334,6 +334,19 @@ def test_a_bad_decision_token_fails_only_its_own_item(net: Network, patient: ide
     assert release(net, "rec-4", decision_token(net, "rec-4", patient.principal_id)) == made["rec-4"]
 
 
+def test_a_release_batch_asks_consent_once_for_all_its_tokens(net: Network, patient: identity_pb2.Principal) -> None:
+    records = [f"rec-{i}" for i in range(3)]
+    made = {r.key.key_ref.record_id: r.key.plaintext_key
+            for r in generate_many(net, [(patient.principal_id, r) for r in records])}
+    tokens = [decision_token(net, r, patient.principal_id) for r in records]
+    net.revocations.revoked.add(tokens[1])
+    net.revocations.batches.clear()
+    results = release_many(net, list(zip(records, tokens, strict=True)))
+    assert net.revocations.batches == [3]  # one CheckDecisions for the batch, not one call per token
+    assert results[0].key.plaintext_key == made["rec-0"] and results[2].key.plaintext_key == made["rec-2"]
+    assert refusal(results[1])[1].startswith("consent revoked")
+
+
 def test_only_the_records_service_calls_the_batches(net: Network, patient: identity_pb2.Principal) -> None:
     for caller in (CONSENT, patient_caller(patient), OPERATOR):
         with pytest.raises(grpc.RpcError) as generating:

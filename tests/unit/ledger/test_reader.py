@@ -100,3 +100,25 @@ def test_a_tampered_pushed_block_is_never_handed_out(tmp_path):
                     stop()
         finally:
             server.stop(0).wait()
+
+
+def test_the_replayed_contract_state_keeps_no_record_entry_and_checks_as_before(tmp_path):
+    # A follower holds one row per record of the whole history: without the RegisterRecord bytes. A duplicate
+    # registration is still found invalid by the reader's own replay, exactly as the ledger marked it.
+    net = Net()
+    with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
+        stub = ServiceStub(channel, net)
+        for t in onboarding(net)[0]:
+            submission.submit(stub, t)
+        submission.submit(stub, tx(net.records, register_record=record("pat-1", "org-1", "r-1")))
+        duplicate = stub.SubmitTransaction(ledger_pb2.SubmitTransactionRequest(
+            transaction=tx(net.records, register_record=record("pat-1", "org-1", "r-1")),
+            ack=ledger_pb2.ACK_LEVEL_FINAL))
+        reader = VerifiedLedgerReader(stub, CHAIN, net.trust, ValidatorSet.single())
+        logged = verified(reader)
+        assert [t.result.valid for t in logged] == [True, True, True, True, False]
+        assert duplicate.log_index == 4
+        position = reader.export_position(lambda _logged: None, len(logged))
+        assert position is not None
+        rows = position["contract_state"]["records"]
+        assert [(r["record_id"], r["patient_id"], r["entry"]) for r in rows] == [("r-1", "pat-1", "")]

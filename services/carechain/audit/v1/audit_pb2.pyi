@@ -167,6 +167,12 @@ class StoredAuditEvent(_message.Message):
     event_hash: bytes
     def __init__(self, event: _Optional[_Union[AuditEvent, _Mapping]] = ..., sequence: _Optional[int] = ..., event_hash: _Optional[bytes] = ...) -> None: ...
 
+class StoredAuditEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[StoredAuditEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[StoredAuditEvent, _Mapping]]] = ...) -> None: ...
+
 class GetAccessHistoryResponse(_message.Message):
     __slots__ = ("events", "disclosures", "since_ms", "until_ms", "next_page_token")
     EVENTS_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class AuditServiceStub:
                 request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEvent.FromString,
                 _registered_method=True)
+        self.StreamEventBatches = channel.unary_stream(
+                '/carechain.audit.v1.AuditService/StreamEventBatches',
+                request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEventBatch.FromString,
+                _registered_method=True)
         self.ExportFhirBundle = channel.unary_unary(
                 '/carechain.audit.v1.AuditService/ExportFhirBundle',
                 request_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.ExportFhirBundleRequest.SerializeToString,
@@ -142,6 +147,17 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEventBatches(self, request, context):
+        """StreamEvents with the events found at once sent as one message (same
+        events, filters, order and cursor semantics; each batch is non-empty and
+        in sequence order): a tail receiving every event costs one message per
+        wake-up (the server lets 100 ms of events gather), not one per event.
+        Services and the operator (SREs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportFhirBundle(self, request, context):
         """A patient's events of a period as a FHIR R4 Bundle of AuditEvent
         resources (JSON), one page of events per Bundle. The patient, a service
@@ -212,6 +228,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.FromString,
                     response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEvent.SerializeToString,
+            ),
+            'StreamEventBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEventBatches,
+                    request_deserializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.FromString,
+                    response_serializer=carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEventBatch.SerializeToString,
             ),
             'ExportFhirBundle': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportFhirBundle,
@@ -376,6 +397,33 @@ class AuditService:
             '/carechain.audit.v1.AuditService/StreamEvents',
             carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.SerializeToString,
             carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEventBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carechain.audit.v1.AuditService/StreamEventBatches',
+            carechain_dot_audit_dot_v1_dot_audit__pb2.StreamEventsRequest.SerializeToString,
+            carechain_dot_audit_dot_v1_dot_audit__pb2.StoredAuditEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

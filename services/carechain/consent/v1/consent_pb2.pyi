@@ -187,6 +187,18 @@ class CheckDecisionResponse(_message.Message):
     reason: str
     def __init__(self, permitted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class CheckDecisionsRequest(_message.Message):
+    __slots__ = ("decision_tokens",)
+    DECISION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    decision_tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision_tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CheckDecisionsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CheckDecisionResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[CheckDecisionResponse, _Mapping]]] = ...) -> None: ...
+
 class ExportConsentRequest(_message.Message):
     __slots__ = ("consent_id",)
     CONSENT_ID_FIELD_NUMBER: _ClassVar[int]

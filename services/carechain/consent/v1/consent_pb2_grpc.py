@@ -71,6 +71,11 @@ class ConsentServiceStub:
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.SerializeToString,
                 response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionResponse.FromString,
                 _registered_method=True)
+        self.CheckDecisions = channel.unary_unary(
+                '/carechain.consent.v1.ConsentService/CheckDecisions',
+                request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionsRequest.SerializeToString,
+                response_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionsResponse.FromString,
+                _registered_method=True)
         self.ExportConsent = channel.unary_unary(
                 '/carechain.consent.v1.ConsentService/ExportConsent',
                 request_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.ExportConsentRequest.SerializeToString,
@@ -170,6 +175,15 @@ class ConsentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckDecisions(self, request, context):
+        """CheckDecision of several tokens in one call (identity's release batch):
+        one answer per token, in order, all on one ledger sync taken after the
+        call arrived. Identity service only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportConsent(self, request, context):
         """One consent as a FHIR R4 Consent resource (JSON). The patient, an active
         delegate or a service.
@@ -257,6 +271,11 @@ def add_ConsentServiceServicer_to_server(servicer, server):
                     servicer.CheckDecision,
                     request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.FromString,
                     response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionResponse.SerializeToString,
+            ),
+            'CheckDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDecisions,
+                    request_deserializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionsRequest.FromString,
+                    response_serializer=carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionsResponse.SerializeToString,
             ),
             'ExportConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportConsent,
@@ -475,6 +494,33 @@ class ConsentService:
             '/carechain.consent.v1.ConsentService/CheckDecision',
             carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionRequest.SerializeToString,
             carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carechain.consent.v1.ConsentService/CheckDecisions',
+            carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionsRequest.SerializeToString,
+            carechain_dot_consent_dot_v1_dot_consent__pb2.CheckDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
