@@ -389,20 +389,30 @@ class VerifiedLedgerReader:
 
 
 class ReplayedContractState(PendingState):
-    """The contract state a reader replays to re-check transactions: a record without its encoded entry.
+    """The contract state a reader replays to re-check transactions: a record with a compact entry.
 
-    Checking later transactions needs a record's existence, patient and erasure, never its RegisterRecord bytes
-    (the ledger stores and serves those); a follower holds one row per record of the whole history, so the entry
-    (most of a row, sealed metadata included) is not kept in memory nor in a consent snapshot.
+    Checking later transactions needs a record's existence, patient, erasure and what a new version must link
+    to (its version, organisation and content hash: Validator._check_new_version), never its sealed metadata
+    (the ledger stores and serves the full entry); a follower holds one row per record of the whole history, so
+    the sealed metadata (most of a row) is kept neither in memory nor in a consent snapshot.
     """
 
     def __init__(self) -> None:
         super().__init__(EmptyState())
 
     def put_record(self, record: ledger_state.RecordState) -> None:
-        """Add or update a record, without its entry bytes."""
-        super().put_record(dataclasses.replace(record, entry=b"", patient_id=sys.intern(record.patient_id))
+        """Add or update a record, its entry reduced to what the contract checks."""
+        super().put_record(dataclasses.replace(record, entry=compact_entry(record.entry),
+                                               patient_id=sys.intern(record.patient_id))
                            if record.entry else record)
+
+
+def compact_entry(entry: bytes) -> bytes:
+    """A RegisterRecord's encoding with only the fields later transactions are checked against."""
+    full = ledger_pb2.RegisterRecord.FromString(entry)
+    return transactions.encode(ledger_pb2.RegisterRecord(
+        record_id=full.record_id, patient_id=full.patient_id, organization_id=full.organization_id,
+        version=full.version, content_sha256=full.content_sha256))
 
 
 def _b64(data: bytes) -> str:

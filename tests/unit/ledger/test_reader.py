@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from concurrent import futures
 
@@ -103,7 +104,7 @@ def test_a_tampered_pushed_block_is_never_handed_out(tmp_path):
 
 
 def test_the_replayed_contract_state_keeps_no_record_entry_and_checks_as_before(tmp_path):
-    # A follower holds one row per record of the whole history: without the RegisterRecord bytes. A duplicate
+    # A follower holds one row per record of the whole history: a compact RegisterRecord. A duplicate
     # registration is still found invalid by the reader's own replay, exactly as the ledger marked it.
     net = Net()
     with ledger_service(tmp_path, net) as running, grpc.insecure_channel(running.address) as channel:
@@ -121,4 +122,10 @@ def test_the_replayed_contract_state_keeps_no_record_entry_and_checks_as_before(
         position = reader.export_position(lambda _logged: None, len(logged))
         assert position is not None
         rows = position["contract_state"]["records"]
-        assert [(r["record_id"], r["patient_id"], r["entry"]) for r in rows] == [("r-1", "pat-1", "")]
+        assert [(r["record_id"], r["patient_id"]) for r in rows] == [("r-1", "pat-1")]
+        kept = ledger_pb2.RegisterRecord.FromString(base64.b64decode(rows[0]["entry"]))
+        registered = record("pat-1", "org-1", "r-1")
+        # What a new version is checked against stays (Validator._check_new_version); sealed metadata goes.
+        assert (kept.record_id, kept.patient_id, kept.organization_id, kept.content_sha256) == (
+            "r-1", "pat-1", "org-1", registered.content_sha256)
+        assert not kept.HasField("sealed_metadata") and registered.HasField("sealed_metadata")
