@@ -89,3 +89,13 @@ def test_a_line_records_did_not_answer_is_not_reported_as_created() -> None:
     lines = split_lines(_line(CONDITION), TYPES)
     [entry] = batch_response(lines, [], BASE, 1)["entry"]
     assert entry["response"]["status"].startswith("500")
+
+
+def test_the_capability_statement_declares_ndjson_on_the_batch_interaction() -> None:
+    import datetime
+
+    from carechain.fhir.capability import capability_statement
+
+    statement = capability_statement(BASE, datetime.datetime.now(datetime.UTC))
+    [batch] = [i for i in statement["rest"][0]["interaction"] if i["code"] == "batch"]
+    assert "application/fhir+ndjson" in batch["documentation"] and "line N" in batch["documentation"]
