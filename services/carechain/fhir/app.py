@@ -150,15 +150,16 @@ def negotiate(request: Request) -> None:
         raise FhirError(406, "not-supported", "Accept: this server answers application/fhir+json only")
 
 
-async def read_body(request: Request, limit: int, what: str, media_types: frozenset[str] = _JSON_TYPES) -> bytes:
-    """The request body, FHIR JSON (or another of media_types) of at most limit bytes (415 for another content
-    type, 413 beyond limit)."""
+async def read_body(request: Request, limit: int, what: str, media_types: frozenset[str] = _JSON_TYPES,
+                    expected: str = FHIR_JSON) -> bytes:
+    """The request body, FHIR JSON (or another of media_types, expected the one to name) of at most limit bytes
+    (415 for another content type, 413 beyond limit)."""
     content_type = request.headers.get("content-type", "")
     media, _, parameters = content_type.partition(";")
     charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in parameters.split(";")
                     if p.strip().lower().startswith("charset=")), "utf-8")
     if media.strip().lower() not in media_types or charset != "utf-8":
-        raise FhirError(415, "not-supported", "Content-Type: send application/fhir+json (UTF-8)")
+        raise FhirError(415, "not-supported", f"Content-Type: send {expected} (UTF-8)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise FhirError(413, "too-costly", f"{what} is {declared} bytes; the limit is {limit}")
@@ -312,7 +313,7 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
 
     async def ndjson_batch(request: Request, credentials: RequestCredentials) -> Response:
         """POST / with NDJSON: each line a create, one ImportRecords stream; a batch-response (fhir.ndjson)."""
-        raw = await read_body(request, config.max_bundle_bytes, "NDJSON body", ndjson.NDJSON_TYPES)
+        raw = await read_body(request, config.max_bundle_bytes, "NDJSON body", ndjson.NDJSON_TYPES, ndjson.FHIR_NDJSON)
         lines = ndjson.split_lines(raw, _TYPES)
         requests = [line.request for line in lines if line.request is not None]
         results = await records.stream("ImportRecords", requests, credentials,

@@ -24,8 +24,10 @@ from carechain.fhir.outcomes import FhirError, http_error
 from carechain.fhir.patients import name_patient_element, patient_of
 from carechain.records.v1 import records_pb2
 
-#: The media types of an NDJSON body (FHIR Bulk Data's, and the generic one).
-NDJSON_TYPES = frozenset({"application/fhir+ndjson", "application/ndjson", "application/x-ndjson"})
+#: FHIR Bulk Data's media type of NDJSON.
+FHIR_NDJSON = "application/fhir+ndjson"
+#: The media types of an NDJSON body (FHIR Bulk Data's, and the generic ones).
+NDJSON_TYPES = frozenset({FHIR_NDJSON, "application/ndjson", "application/x-ndjson"})
 
 
 @dataclass
