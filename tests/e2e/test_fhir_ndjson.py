@@ -126,7 +126,7 @@ def test_a_bad_line_is_reported_and_the_others_import(parties: Parties, hapi_val
     issues = [entry["response"].get("outcome", {}).get("issue", [{}])[0] for entry in answer["entry"]]
     assert issues[1]["diagnostics"].startswith("line 2: Condition.clinicalStatus")
     assert issues[1]["expression"][0].startswith("Condition.clinicalStatus")
-    assert issues[2]["diagnostics"].startswith("line 3: not JSON")
+    assert issues[2]["diagnostics"].startswith("line 3: Resource: is not valid JSON")
     assert issues[3]["diagnostics"].startswith("line 4: empty")
     assert issues[4]["diagnostics"].startswith("line 5: ")
     assert issues[4]["expression"] == ["Condition.subject.reference"]

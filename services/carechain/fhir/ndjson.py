@@ -70,9 +70,9 @@ def _line(number: int, raw: bytes, resource_types: frozenset[str]) -> Line:
     try:
         resource = parse_json(raw)
     except InvalidArgument as exc:
-        # parse_json's message names the problem and position, never the content.
-        why = exc.message.removeprefix("resource_json").lstrip(": ")
-        line.error = FhirError(400, "structure", f"{where}: not JSON ({why})")
+        # parse_json's message names the problem and its position or path, never the content.
+        line.error = http_error(grpc.StatusCode.INVALID_ARGUMENT, exc.message, "Resource")
+        line.error.diagnostics = f"{where}: {line.error.diagnostics}"
         return line
     if not isinstance(resource, dict):
         line.error = FhirError(400, "structure", f"{where}: must be one JSON object (a FHIR resource)")

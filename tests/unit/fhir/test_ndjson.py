@@ -68,7 +68,7 @@ def test_the_batch_response_has_one_entry_per_line_in_line_order() -> None:
     first, second, third = (entry["response"] for entry in body["entry"])
     assert first == {"status": "201 Created", "location": f"{BASE}/Condition/rec-1/_history/1", "etag": 'W/"1"'}
     assert second["status"] == "400 Bad Request"
-    assert second["outcome"]["issue"][0]["diagnostics"].startswith("line 2: not JSON")
+    assert second["outcome"]["issue"][0]["diagnostics"].startswith("line 2: Resource: is not valid JSON")
     assert third["status"] == "400 Bad Request"
     [issue] = third["outcome"]["issue"]
     assert issue["expression"] == ["Condition.code"]
