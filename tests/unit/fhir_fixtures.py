@@ -44,6 +44,10 @@ class Scripted(records_pb2_grpc.RecordsServiceServicer):
     def ImportBundle(self, request, context):
         return self._answer("ImportBundle", request, context)
 
+    def ImportRecords(self, requests, context):
+        # The whole stream is one call: its requests as a list, answered with the list of results.
+        yield from self._answer("ImportRecords", list(requests), context)
+
     def SearchRecords(self, request, context):
         return self._answer("SearchRecords", request, context)
 

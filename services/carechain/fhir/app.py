@@ -1,14 +1,14 @@
 """The FHIR R4 REST gateway's HTTP application (Starlette; docs/fhir.md).
 
-Routes: ``GET /healthz`` (alive), ``GET /readyz`` (records answers its health check), ``GET /metadata``
-(the CapabilityStatement), ``POST /{type}`` (create: records PutRecord), ``POST /`` (a batch or transaction
-Bundle: records ImportBundle), read, vread, update and history (:mod:`carechain.fhir.versions`), the SMART Backend
-Services endpoints ``POST /token`` (relayed through records' ExchangeClientAssertion: the gateway calls records
-only) and ``GET /.well-known/smart-configuration`` (:mod:`carechain.fhir.smart`), search (``GET /{type}``, ``GET /``
-with ``_type``) and ``GET /Patient/{id}/$everything`` (:mod:`carechain.fhir.search`), the ledger's Provenance
-(``GET /Provenance?target=``, :mod:`carechain.fhir.provenance_routes`). Every error is an
-OperationOutcome (:mod:`carechain.fhir.outcomes`); every request is one SERVER span whose context continues into
-the gRPC calls, and one JSON log line without ids or values.
+Routes: ``GET /healthz`` (alive), ``GET /readyz`` (records answers its health check), ``GET /metadata`` (the
+CapabilityStatement), ``POST /{type}`` (create: records PutRecord), ``POST /`` (a batch or transaction Bundle:
+records ImportBundle; or NDJSON, a resource a line, as a batch: :mod:`carechain.fhir.ndjson`), read, vread, update
+and history (:mod:`carechain.fhir.versions`), the SMART Backend Services endpoints ``POST /token`` (relayed through
+records' ExchangeClientAssertion: the gateway calls records only) and ``GET /.well-known/smart-configuration``
+(:mod:`carechain.fhir.smart`), search (``GET /{type}``, ``GET /`` with ``_type``) and
+``GET /Patient/{id}/$everything`` (:mod:`carechain.fhir.search`), the ledger's Provenance (``GET /Provenance?target=``,
+:mod:`carechain.fhir.provenance_routes`). Every error is an OperationOutcome (:mod:`carechain.fhir.outcomes`); every
+request is one SERVER span whose context continues into the gRPC calls, and one JSON log line without ids or values.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from carechain.core.errors import InvalidArgument
 from carechain.core.fhir import parse_json
 from carechain.core.telemetry import current_trace_id, http_server_span
 from carechain.core.tokens import TokenVerifier
-from carechain.fhir import search
+from carechain.fhir import ndjson, search
 from carechain.fhir.auth import RequestCredentials, request_credentials
 from carechain.fhir.capability import capability_statement, resource_types
 from carechain.fhir.outcomes import FHIR_JSON, FhirError, http_error, operation_outcome, rpc_error
-from carechain.fhir.patients import as_served, bundle_patients, patient_of, patient_reference_path
+from carechain.fhir.patients import as_served, bundle_patients, name_patient_element, patient_of
 from carechain.fhir.smart import TOKEN_PATH, smart_routes
 from carechain.records.v1 import records_pb2, records_pb2_grpc
 from carechain.runtime.auth import Caller
@@ -104,6 +104,22 @@ class Records:
         except grpc.RpcError as exc:
             raise rpc_error(exc, resource_type) from None
 
+    async def stream(self, method: str, requests: list[Any], credentials: RequestCredentials,
+                     timeout: float | None = None) -> list[Any]:
+        """Every reply of the stream-stream records.<method>(requests) as the caller; a refusal of the whole call
+        is the FhirError it stands for."""
+        rpc = getattr(self._stub, method)
+        metadata = (("authorization", credentials.authorization),)
+        context = contextvars.copy_context()  # as call(): the CLIENT span is a child of the request's SERVER span
+
+        def replies() -> list[Any]:
+            return list(rpc(iter(requests), metadata=metadata, timeout=timeout or self._config.rpc_timeout_seconds))
+
+        try:
+            return await run_in_threadpool(context.run, replies)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc) from None
+
     async def serving(self) -> bool:
         """Whether records reports SERVING (no credentials: health is public)."""
         try:
@@ -134,14 +150,16 @@ def negotiate(request: Request) -> None:
         raise FhirError(406, "not-supported", "Accept: this server answers application/fhir+json only")
 
 
-async def read_body(request: Request, limit: int, what: str) -> bytes:
-    """The request body, FHIR JSON of at most limit bytes (415 for another content type, 413 beyond limit)."""
+async def read_body(request: Request, limit: int, what: str, media_types: frozenset[str] = _JSON_TYPES,
+                    expected: str = FHIR_JSON) -> bytes:
+    """The request body, FHIR JSON (or another of media_types, expected the one to name) of at most limit bytes
+    (415 for another content type, 413 beyond limit)."""
     content_type = request.headers.get("content-type", "")
     media, _, parameters = content_type.partition(";")
     charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in parameters.split(";")
                     if p.strip().lower().startswith("charset=")), "utf-8")
-    if media.strip().lower() not in _JSON_TYPES or charset != "utf-8":
-        raise FhirError(415, "not-supported", "Content-Type: send application/fhir+json (UTF-8)")
+    if media.strip().lower() not in media_types or charset != "utf-8":
+        raise FhirError(415, "not-supported", f"Content-Type: send {expected} (UTF-8)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise FhirError(413, "too-costly", f"{what} is {declared} bytes; the limit is {limit}")
@@ -222,10 +240,7 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
             stored = await records.call("PutRecord", records_pb2.PutRecordRequest(
                 patient_id=patient_id, resource_json=raw), credentials, resource_type)
         except FhirError as exc:
-            if exc.expression == "patient_id":  # the pseudonym is where the resource names its patient
-                exc.expression = patient_reference_path(resource_type)
-                exc.diagnostics = exc.diagnostics.replace("patient_id", exc.expression, 1)
-            raise
+            raise name_patient_element(exc, resource_type) from None
         location = f"{_base_url(request, config)}/{resource_type}/{stored.record_id}/_history/{stored.version}"
         headers = {"Location": location, "ETag": f'W/"{stored.version}"'}
         served = as_served(resource, stored.record_id, patient_id, stored.version)
@@ -280,6 +295,8 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
     async def bundle(request: Request) -> Response:
         negotiate(request)
         credentials = request_credentials(request.headers, config.verifier)
+        if ndjson.is_ndjson(request.headers.get("content-type", "")):
+            return await ndjson_batch(request, credentials)
         raw = await read_body(request, config.max_bundle_bytes, "Bundle")
         content = parse_resource(raw, "Bundle")
         if content.get("resourceType") != "Bundle":
@@ -301,6 +318,15 @@ def build_app(records: Records, config: GatewayConfig) -> Starlette:
                                                           f"Bundle.entry: patient {number} the bundle names", 1)
             raise
         return fhir_response(_served_response_bundle(response, imported, _base_url(request, config)))
+
+    async def ndjson_batch(request: Request, credentials: RequestCredentials) -> Response:
+        """POST / with NDJSON: each line a create, one ImportRecords stream; a batch-response (fhir.ndjson)."""
+        raw = await read_body(request, config.max_bundle_bytes, "NDJSON body", ndjson.NDJSON_TYPES, ndjson.FHIR_NDJSON)
+        lines = ndjson.split_lines(raw, _TYPES)
+        requests = [line.request for line in lines if line.request is not None]
+        results = await records.stream("ImportRecords", requests, credentials,
+                                       timeout=config.bundle_timeout_seconds) if requests else []
+        return fhir_response(ndjson.batch_response(lines, results, _base_url(request, config), CREATED_VERSION))
 
     async def smart_not_configured(request: Request) -> Response:
         raise FhirError(404, "not-supported", "SMART Backend Services is not configured on this server "

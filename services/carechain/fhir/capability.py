@@ -2,7 +2,7 @@
 
 Every resource type CareChain stores (the Patient and every type of the R4 Patient compartment,
 :data:`carechain.core.fhir.PATIENT_REFERENCE_FIELDS`) with the interactions the gateway serves, batch and
-transaction Bundles, JSON only, and SMART-on-FHIR as the security service.
+transaction Bundles (and NDJSON as a batch), JSON only, and SMART-on-FHIR as the security service.
 """
 
 from __future__ import annotations
@@ -21,8 +21,17 @@ FHIR_VERSION = "4.0.1"
 TYPE_INTERACTIONS = ("create", "read", "vread", "update", "history-instance", "search-type")
 #: A Patient record is not updated over REST: its resource's id is the patient's, not the record id.
 NOT_FOR = {"update": frozenset({"Patient"})}
-#: System-level interactions: POST / with a Bundle, GET / with _type.
+#: System-level interactions: POST / with a Bundle (or NDJSON: a batch), GET / with _type.
 SYSTEM_INTERACTIONS = ("batch", "transaction", "search-system")
+#: What each system interaction's entry documents (CapabilityStatement.rest.interaction.documentation).
+SYSTEM_DOCUMENTATION = {
+    "batch": "POST / with a batch Bundle of creates, or with Content-Type: application/fhir+ndjson (a FHIR Bulk "
+             "Data file, one resource a line, at most CARECHAIN_MAX_BUNDLE_BYTES): each line one create, the "
+             "answer a batch-response with one entry per line (201 and its location, or an OperationOutcome "
+             "naming line N). Patients are named Patient/<pseudonym> as in a create.",
+    "transaction": "POST / with a transaction Bundle of creates (urn:uuid references resolved; the Patient as "
+                   "PUT Patient/<pseudonym>); every entry is checked before any is written.",
+}
 #: The operation served on Patient instances.
 EVERYTHING = {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
               "documentation": "every record of the patient the client may read (_type, _since, _count, "
@@ -118,7 +127,9 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
                                ".well-known/smart-configuration",
             },
             "resource": resources,
-            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            "interaction": [{"code": code, **({"documentation": SYSTEM_DOCUMENTATION[code]}
+                                               if code in SYSTEM_DOCUMENTATION else {})}
+                            for code in SYSTEM_INTERACTIONS],
             "searchParam": [{"name": "_type", "type": "token", "documentation": "resource types (commas)"},
                             *({"name": name, "type": kind, "documentation": what}
                               for name, kind, what in SEARCH_PARAMETERS)],

@@ -30,6 +30,14 @@ def patient_reference_path(resource_type: str) -> str:
     return f"{resource_type}.{PATIENT_REFERENCE_FIELDS[resource_type].removesuffix('[]')}.reference"
 
 
+def name_patient_element(error: FhirError, resource_type: str) -> FhirError:
+    """error, a records refusal of a create's ``patient_id``, as naming where the resource names its patient."""
+    if error.expression == "patient_id":
+        error.expression = patient_reference_path(resource_type)
+        error.diagnostics = error.diagnostics.replace("patient_id", error.expression, 1)
+    return error
+
+
 def references(node: Any) -> Iterator[dict[str, Any]]:
     """Every object holding a string ``reference`` in node, depth first."""
     if isinstance(node, dict):

@@ -371,3 +371,41 @@ def test_one_log_line_per_request_names_the_route_never_the_path(caplog: pytest.
     [line] = [r for r in caplog.records if r.getMessage() == "served"]
     assert (line.http_method, line.http_route, line.http_status) == ("GET", "/{type}/{id}", 404)
     assert "rec-secret-id" not in str(line.__dict__)
+
+
+NDJSON = {"Content-Type": "application/fhir+ndjson"}
+
+
+def test_ndjson_streams_the_good_lines_as_the_caller_and_answers_every_line() -> None:
+    lines = [json.dumps(CONDITION).encode(), b"{not json", json.dumps({**CONDITION, "code": {"text": "x"}}).encode()]
+    with gateway() as (client, records):
+        records.answers["ImportRecords"] = lambda requests: [
+            records_pb2.ImportResult(index=i, client_ref=r.client_ref, code=0, record_id=f"rec-{i}")
+            for i, r in reversed(list(enumerate(requests)))]
+        response = client.post("/", content=b"\n".join(lines) + b"\n", headers={**BEARER, **NDJSON})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
+    [(method, requests, metadata)] = records.calls
+    assert method == "ImportRecords" and metadata["authorization"] == BEARER["Authorization"]
+    assert [(r.client_ref, r.patient_id, r.resource_json) for r in requests] == [
+        ("line 1", PSN, lines[0]), ("line 3", PSN, lines[2])]
+    body = response.json()
+    assert body["type"] == "batch-response"
+    assert [e["response"]["status"] for e in body["entry"]] == ["201 Created", "400 Bad Request", "201 Created"]
+    assert body["entry"][0]["response"]["location"] == "https://fhir.example.org/r4/Condition/rec-0/_history/1"
+    assert body["entry"][2]["response"]["location"] == "https://fhir.example.org/r4/Condition/rec-1/_history/1"
+
+
+def test_ndjson_refusals_of_the_whole_request() -> None:
+    with gateway(GatewayConfig(public_base_url="https://fhir.example.org/r4", max_bundle_bytes=2048)) as (
+            client, records):
+        too_big = client.post("/", content=b"{}\n" * 1024, headers={**BEARER, **NDJSON})
+        assert too_big.status_code == 413 and _issue(too_big)["code"] == "too-costly"
+        latin1 = client.post("/", content=b"{}", headers={**BEARER, "Content-Type": "application/fhir+ndjson; "
+                                                                                    "charset=latin-1"})
+        assert latin1.status_code == 415 and "application/fhir+ndjson" in _issue(latin1)["diagnostics"]
+        records.answers["ImportRecords"] = (grpc.StatusCode.UNAUTHENTICATED, "token expired")
+        expired = client.post("/", content=json.dumps(CONDITION).encode(), headers={**BEARER, **NDJSON})
+        assert expired.status_code == 401 and "www-authenticate" in expired.headers
+        nothing_to_write = client.post("/", content=b"\n\n", headers={**BEARER, **NDJSON})
+    assert [e["response"]["status"] for e in nothing_to_write.json()["entry"]] == ["400 Bad Request"] * 2
+    assert len(records.calls) == 1, "no call to records when no line can be written"
