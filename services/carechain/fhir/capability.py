@@ -14,7 +14,7 @@ import carechain
 from carechain.core.fhir import PATIENT_REFERENCE_FIELDS
 from carechain.fhir.outcomes import FHIR_JSON
 from carechain.fhir.provenance import TARGET
-from carechain.fhir.search import PATIENT_SEARCH_PARAMETERS, REVINCLUDE_PROVENANCE, SEARCH_PARAMETERS
+from carechain.fhir.search import REVINCLUDE_PROVENANCE, SEARCH_PARAMETERS, search_parameters
 
 FHIR_VERSION = "4.0.1"
 #: Interactions served for every resource type (docs/fhir.md).
@@ -78,9 +78,8 @@ def resource_types() -> list[str]:
 
 
 def _search_parameters(resource_type: str) -> tuple[tuple[str, str, str], ...]:
-    if resource_type == "Patient":
-        return PATIENT_SEARCH_PARAMETERS
-    return (*SEARCH_PARAMETERS, PROVENANCE_TARGET) if resource_type == "Provenance" else SEARCH_PARAMETERS
+    own = search_parameters(resource_type)
+    return (*own, PROVENANCE_TARGET) if resource_type == "Provenance" else own
 
 
 def capability_statement(base_url: str, published: datetime.datetime) -> dict[str, Any]:

@@ -9,8 +9,9 @@ resources (each read with GetRecord, so decided and audited one by one), its ``s
 (``next`` carries records' opaque page token, bound to the query) and an ``outcome`` entry saying how many
 matching records were withheld, never which.
 
-Supported parameters are :data:`SEARCH_PARAMETERS` (what the CapabilityStatement lists per type).
-``category`` is not: records keeps no resource category (only sensitivity, searched with ``_security``).
+Supported parameters are :func:`search_parameters` of the type (what the CapabilityStatement lists per
+type): :data:`SEARCH_PARAMETERS`, and ``category`` for a type with a FHIR ``category`` element (its clinical
+category, e.g. Observation ``laboratory``; not a sensitivity label, those are searched with ``_security``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from carechain.fhir.outcomes import FhirError
 from carechain.fhir.patients import served_version
 from carechain.fhir.provenance import provenance_entry
+from carechain.labels.resource_categories import CATEGORY_ELEMENTS, category_token
 from carechain.labels.security_labels import ACT_CODE, CARECHAIN_SENSITIVITY, CONFIDENTIALITY, category_of_label
 from carechain.records.v1 import records_pb2
 
@@ -47,6 +49,10 @@ SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
     ("_security", "token", "a sensitivity label (system|code, e.g. v3-ActCode|PSY)"),
     ("_count", "number", f"results per page (at most {MAX_COUNT})"),
 )
+#: ``category``: served for the types with a FHIR category element (carechain.labels.resource_categories).
+CATEGORY_SEARCH_PARAMETER = ("category", "token", "the clinical category (system|code, |code or code; commas: "
+                             "any of them; e.g. laboratory). Records written before categories were kept "
+                             "match none. Not a sensitivity label: see _security")
 #: The Patient type's own search: by its logical id (the pseudonym).
 PATIENT_SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
     ("_id", "token", "the patient's pseudonym (required)"),
@@ -58,9 +64,6 @@ EVERYTHING_PARAMETERS = frozenset({"_type", "_since", "_count"})
 #: The one ``_revinclude`` served (searches and $everything): the ledger's Provenance of each version served.
 REVINCLUDE_PROVENANCE = "Provenance:target"
 _INCLUDES = ("_include", "_revinclude")
-_UNSUPPORTED = {
-    "category": "category: not supported (CareChain keeps no resource category; search sensitivity with _security)",
-}
 _PREFIXES = ("eq", "ge", "gt", "le", "lt")
 _DATE = re.compile(r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})(T(?P<time>[0-9:.]+)"
                    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$")
@@ -81,6 +84,24 @@ class SearchQuery:
     ignored: list[str] = field(default_factory=list)
     #: ``_revinclude=Provenance:target``: each read asks records for its version's Provenance (no extra read).
     revinclude_provenance: bool = False
+
+
+def search_parameters(resource_type: str | None) -> tuple[tuple[str, str, str], ...]:
+    """The search parameters served for a type (None: the system-level search, which also takes _type)."""
+    if resource_type == "Patient":
+        return PATIENT_SEARCH_PARAMETERS
+    if resource_type in CATEGORY_ELEMENTS:
+        return (*SEARCH_PARAMETERS, CATEGORY_SEARCH_PARAMETER)
+    return SEARCH_PARAMETERS
+
+
+def _refused(resource_type: str | None) -> dict[str, str]:
+    """Parameters refused even under lenient handling (a client must not believe them applied), and why."""
+    if resource_type in CATEGORY_ELEMENTS:
+        return {"category": "category: modifiers are not supported (give system|code, |code or code)"}
+    where = f"{resource_type} has no category element" if resource_type else \
+        "search one resource type with it (e.g. Observation?category=laboratory)"
+    return {"category": f"category: not supported here ({where}; sensitivity labels are searched with _security)"}
 
 
 def lenient(prefer: str) -> bool:
@@ -203,6 +224,17 @@ def categories_of(values: Sequence[str], parameter: str = "_security") -> list[i
     return sorted(found)
 
 
+def resource_categories_of(values: Sequence[str], parameter: str = "category") -> list[str]:
+    """The clinical category tokens of ``category`` (``system|code``, ``|code`` or ``code``; commas: OR).
+
+    Given more than once (AND) it is 400: records matches any of a search's categories, not all.
+    """
+    tokens = _one(list(values), parameter).split(",")
+    if any(category_token(token) is None for token in tokens):
+        raise _bad(parameter, "must be tokens system|code, |code or code (commas: any of them)", "value")
+    return sorted(set(tokens))
+
+
 def count_of(values: Sequence[str], parameter: str = "_count") -> int:
     """The page size of ``_count`` (1..): above MAX_COUNT it is MAX_COUNT."""
     text = _one(list(values), parameter)
@@ -228,10 +260,10 @@ def _grouped(params: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def _unknown(names: Sequence[str], handle_lenient: bool) -> list[str]:
+def _unknown(names: Sequence[str], handle_lenient: bool, refused: dict[str, str]) -> list[str]:
     for name in names:
-        if name.split(":", 1)[0] in _UNSUPPORTED:
-            raise FhirError(400, "not-supported", _UNSUPPORTED[name.split(":", 1)[0]], name)
+        if name.split(":", 1)[0] in refused:
+            raise FhirError(400, "not-supported", refused[name.split(":", 1)[0]], name)
     if names and not handle_lenient:
         raise FhirError(400, "not-supported", f"{names[0]}: this search parameter is not supported here (see "
                         "/metadata; or send Prefer: handling=lenient to have it ignored)", names[0])
@@ -268,12 +300,10 @@ def parse_search(resource_type: str | None, params: Sequence[tuple[str, str]], k
                  purpose: int, handle_lenient: bool = False) -> SearchQuery:
     """The SearchRecords request of a FHIR search (resource_type None: ``GET /`` with ``_type``)."""
     grouped = _grouped(params)
-    if resource_type == "Patient":
-        supported = {name for name, _, _ in PATIENT_SEARCH_PARAMETERS}
-    else:
-        supported = {name for name, _, _ in SEARCH_PARAMETERS} | ({"_type"} if resource_type is None else set())
+    supported = {name for name, _, _ in search_parameters(resource_type)} | (
+        {"_type"} if resource_type is None else set())
     ignored = _unknown([n for n in grouped if n not in supported | _RESULT_PARAMETERS | set(_INCLUDES)],
-                       handle_lenient)
+                       handle_lenient, _refused(resource_type))
     revinclude, ignored_includes = includes_of(grouped, handle_lenient)
     request = records_pb2.SearchRecordsRequest(purpose=purpose)  # type: ignore[arg-type]
     patient_parameters = ("_id",) if resource_type == "Patient" else ("patient", "subject")
@@ -295,6 +325,8 @@ def parse_search(resource_type: str | None, params: Sequence[tuple[str, str]], k
         request.updated_since_ms, request.updated_before_ms = updated_window(grouped["_lastUpdated"], "_lastUpdated")
     if "_security" in grouped:
         request.categories.extend(categories_of(grouped["_security"]))  # type: ignore[arg-type]
+    if "category" in grouped:
+        request.resource_categories.extend(resource_categories_of(grouped["category"]))
     request.page_size = count_of(grouped["_count"]) if "_count" in grouped else DEFAULT_COUNT
     if PAGE_TOKEN in grouped:
         request.page_token = _one(grouped[PAGE_TOKEN], PAGE_TOKEN)
@@ -307,7 +339,7 @@ def parse_everything(patient_id: str, params: Sequence[tuple[str, str]], known_t
     """The SearchRecords request of ``Patient/{id}/$everything`` (``_type``, ``_since``, ``_count``)."""
     grouped = _grouped(params)
     ignored = _unknown([n for n in grouped if n not in EVERYTHING_PARAMETERS | _RESULT_PARAMETERS | set(_INCLUDES)],
-                       handle_lenient)
+                       handle_lenient, _refused(None))
     revinclude, ignored_includes = includes_of(grouped, handle_lenient)
     request = records_pb2.SearchRecordsRequest(patient_id=patient_id_of(patient_id, "Patient.id"),
                                                purpose=purpose)  # type: ignore[arg-type]

@@ -609,18 +609,18 @@ PRIMARY_CODE_ELEMENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _concepts(node: Any, path: list[str]) -> Iterator[dict[str, Any]]:
+def concepts_at(node: Any, path: list[str]) -> Iterator[dict[str, Any]]:
     """The CodeableConcepts at a dotted element path (arrays followed at every step)."""
     if isinstance(node, list):
         for item in node:
-            yield from _concepts(item, path)
+            yield from concepts_at(item, path)
         return
     if not isinstance(node, dict):
         return
     if not path:
         yield node
         return
-    yield from _concepts(node.get(path[0]), path[1:])
+    yield from concepts_at(node.get(path[0]), path[1:])
 
 
 def clinical_code(system: str, code: str) -> str:
@@ -632,7 +632,7 @@ def clinical_codes(resource: dict[str, Any]) -> list[str]:
     """Sorted, unique ``system|code`` of the codings of a resource's primary code element(s)."""
     found: set[str] = set()
     for element in PRIMARY_CODE_ELEMENTS.get(str(resource.get("resourceType", "")), ()):
-        for concept in _concepts(resource, element.split(".")):
+        for concept in concepts_at(resource, element.split(".")):
             codings = concept.get("coding")
             for coding in codings if isinstance(codings, list) else []:
                 if not isinstance(coding, dict):

@@ -68,6 +68,7 @@ from carechain.core.fhir import clinical_date_ms, validate_resource
 from carechain.core.smart_scopes import CREATE, READ, require_purpose, require_scope
 from carechain.identity.data_key_client import DataKeyClient
 from carechain.identity.v1 import identity_pb2
+from carechain.labels.resource_categories import resource_categories
 from carechain.labels.security_labels import security_labels
 from carechain.labels.sensitivity import categorize, clinical_codes
 from carechain.ledger.sealing import LedgerSealer
@@ -343,6 +344,7 @@ class RecordsGateway:
             # The codes of the primary code element, for consent provisions by code (sealed like the rest).
             codes=clinical_codes(resource.content),
             version_categories=version_categories if version_categories is not None else categories,
+            resource_categories=resource_categories(resource.content),  # FHIR search's category (this version's)
         )
         with _tracer.start_as_current_span("records.seal_metadata"):
             registration.sealed_metadata.CopyFrom(self._sealer.seal_record(registration, metadata))

@@ -24,6 +24,11 @@ withheld counts of all pages add up to the search's, each record once.
 A search filtered by sensitivity category answers ``withheld`` 0: a count of the
 withheld records of a category would tell what consent hides (that the patient
 has, say, psychiatric records), which is exactly what a denial must never name.
+So does one filtered by a clinical (FHIR) category whose code itself names
+sensitive content (a SNOMED mental-health care plan); an ordinary clinical
+category (``laboratory``, ``encounter-diagnosis``) keeps the count, as a type
+filter does: :meth:`RecordFilter.reports_withheld`. A record written before
+clinical categories were kept has none and matches no category filter.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from carechain.consent.policy import DENIAL_MESSAGE
 from carechain.consent.v1 import consent_pb2
 from carechain.core.errors import InvalidArgument, PermissionDenied
 from carechain.core.smart_scopes import require_purpose, searchable_types
+from carechain.labels.resource_categories import MAX_TOKEN_LENGTH, category_token, has_category, names_sensitive_concept
 from carechain.labels.security_labels import security_label_messages
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records.gateway import RecordsGateway, _status_name, organization_of, validate_purpose
@@ -73,11 +79,14 @@ class RecordFilter:
     author_organization_id: str = ""
     updated_since_ms: int = 0
     updated_before_ms: int = 0  # exclusive; 0 = open
+    #: FHIR clinical category tokens, as carechain.labels.resource_categories.category_token gives them.
+    resource_categories: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, resource_types: Any = (), categories: Any = (), date_from_ms: int = 0, date_to_ms: int = 0,
            author_organization_id: str = "", updated_since_ms: int = 0,
-           updated_since_field: str = "updated_since_ms", updated_before_ms: int = 0) -> RecordFilter:
+           updated_since_field: str = "updated_since_ms", updated_before_ms: int = 0,
+           resource_categories: Any = ()) -> RecordFilter:
         """A checked filter; InvalidArgument naming the field (never echoing its value)."""
         types = list(resource_types)
         if len(types) > MAX_FILTER_VALUES:
@@ -100,8 +109,14 @@ class RecordFilter:
             raise InvalidArgument("updated_before_ms", f"must be after {updated_since_field}")
         if len(author_organization_id) > 200:
             raise InvalidArgument("author_organization_id", "is too long to be an organisation id")
+        tokens = [category_token(token) for token in resource_categories]
+        if len(tokens) > MAX_FILTER_VALUES:
+            raise InvalidArgument("resource_categories", f"at most {MAX_FILTER_VALUES}")
+        if any(token is None for token in tokens):
+            raise InvalidArgument("resource_categories", "must be FHIR tokens: system|code, |code or code "
+                                  f"(at most {MAX_TOKEN_LENGTH} characters)")
         return cls(frozenset(types), frozenset(wanted), date_from_ms, date_to_ms, author_organization_id,
-                   updated_since_ms, updated_before_ms)
+                   updated_since_ms, updated_before_ms, frozenset(t for t in tokens if t is not None))
 
     def within_scopes(self, scope_claim: str) -> RecordFilter:
         """This filter limited to the types a SMART token may search (PermissionDenied for one it may not)."""
@@ -112,6 +127,8 @@ class RecordFilter:
         if self.resource_types and metadata.resource_type not in self.resource_types:
             return False
         if self.categories and not self.categories.intersection(metadata.categories):
+            return False
+        if self.resource_categories and not has_category(self.resource_categories, metadata.resource_categories):
             return False
         if self.date_from_ms or self.date_to_ms:
             day = metadata.data_date_ms
@@ -126,7 +143,13 @@ class RecordFilter:
     def key(self) -> tuple[object, ...]:
         """The filter as part of a page token's query."""
         return (sorted(self.resource_types), sorted(self.categories), self.date_from_ms, self.date_to_ms,
-                self.author_organization_id, self.updated_since_ms, self.updated_before_ms)
+                self.author_organization_id, self.updated_since_ms, self.updated_before_ms,
+                sorted(self.resource_categories))
+
+    def reports_withheld(self) -> bool:
+        """Whether a search by this filter may tell how many matches were withheld: not when it names a
+        sensitivity category or a clinical category whose code is itself sensitive (module docstring)."""
+        return not self.categories and not any(names_sensitive_concept(t) for t in self.resource_categories)
 
 
 @dataclass(frozen=True)
@@ -153,7 +176,8 @@ class Match:
             data_date_ms=self.metadata.data_date_ms, author_organization_id=record.organization_id,
             last_updated_ms=self.entry.last_updated_ms, categories=list(self.metadata.categories),
             security_labels=security_label_messages(list(self.metadata.categories)),
-            ledger_log_index=self.entry.log_index, large=self.large)
+            ledger_log_index=self.entry.log_index, large=self.large,
+            resource_categories=list(self.metadata.resource_categories))
 
 
 def _permitted(answer: consent_pb2.Decision | BaseException) -> bool:
@@ -217,7 +241,9 @@ class RecordSearch:
         record_filter = RecordFilter.of(request.resource_types, request.categories, request.date_from_ms,
                                         request.date_to_ms, request.author_organization_id,
                                         request.updated_since_ms,
-                                        updated_before_ms=request.updated_before_ms).within_scopes(caller.scope)
+                                        updated_before_ms=request.updated_before_ms,
+                                        resource_categories=request.resource_categories,
+                                        ).within_scopes(caller.scope)
         require_purpose(caller.purpose_of_use, request.purpose)  # a SMART token binds the purpose it was issued for
         query = ("search", caller.principal_id, request.patient_id, request.purpose, *record_filter.key())
         start = paging.position(request.page_token, query)
@@ -238,7 +264,7 @@ class RecordSearch:
         self._report(Outcome.AUDIT_OUTCOME_SUCCESS, audit_fields,
                      f"search: {len(listed)} records listed, {withheld} withheld")
         return records_pb2.SearchRecordsResponse(
-            records=[m.summary() for m in listed], withheld=0 if record_filter.categories else withheld,
+            records=[m.summary() for m in listed], withheld=withheld if record_filter.reports_withheld() else 0,
             next_page_token=paging.next_token(query, **{"from": following}) if following is not None else "")
 
     def _page(self, caller: Caller, request: records_pb2.SearchRecordsRequest, record_filter: RecordFilter,

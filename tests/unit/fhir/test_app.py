@@ -20,6 +20,7 @@ from carechain.fhir.app import GatewayConfig, Records, build_app, observed
 from carechain.fhir.capability import resource_types
 from carechain.fhir.smart import CLIENT_ASSERTION_TYPE
 from carechain.identity.v1 import identity_pb2
+from carechain.labels.resource_categories import CATEGORY_ELEMENTS
 from carechain.records.v1 import records_pb2
 
 BEARER = {"Authorization": "Bearer token-of-the-caller"}
@@ -79,11 +80,16 @@ def test_capability_statement_lists_what_is_served() -> None:
     assert [i["code"] for i in by_type["Condition"]["interaction"]] == [
         "create", "read", "vread", "update", "history-instance", "search-type"]
     assert [p["name"] for p in by_type["Condition"]["searchParam"]] == [
-        "patient", "subject", "date", "_lastUpdated", "_security", "_count"]  # exactly what parse_search accepts
+        "patient", "subject", "date", "_lastUpdated", "_security", "_count", "category"]  # what parse_search accepts
+    assert [p["name"] for p in by_type["Immunization"]["searchParam"]] == [
+        "patient", "subject", "date", "_lastUpdated", "_security", "_count"]  # no category element
     assert [p["name"] for p in by_type["Patient"]["searchParam"]] == ["_id", "_lastUpdated", "_security", "_count"]
     assert [o["name"] for o in by_type["Patient"]["operation"]] == ["everything"]
     assert "operation" not in by_type["Condition"]
-    assert not any(p["name"] == "category" for r in records for p in r["searchParam"])
+    # category exactly for the stored types with a FHIR category element.
+    assert {r["type"] for r in records if any(p["name"] == "category" for p in r["searchParam"])} == (
+        set(CATEGORY_ELEMENTS) - {"Consent"})
+    assert not any(p["name"] == "category" for p in rest["searchParam"])
     assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
 
 

@@ -114,7 +114,12 @@ def test_a_search_is_one_search_records_request() -> None:
     ("Condition", [], "patient", "required"),
     ("Condition", [("patient", "a"), ("subject", "b")], "patient", "invalid"),
     ("Condition", [("patient", PSN), ("code", "x")], "code", "not-supported"),
-    ("Condition", [("patient", PSN), ("category", "problem-list-item")], "category", "not-supported"),
+    ("Immunization", [("patient", PSN), ("category", "x")], "category", "not-supported"),  # no such element
+    (None, [("patient", PSN), ("_type", "Condition"), ("category", "x")], "category", "not-supported"),
+    ("Condition", [("patient", PSN), ("category:text", "x")], "category:text", "not-supported"),
+    ("Condition", [("patient", PSN), ("category", "a"), ("category", "b")], "category", "invalid"),  # AND
+    ("Condition", [("patient", PSN), ("category", "a,")], "category", "value"),
+    ("Condition", [("patient", PSN), ("category", "s|a|b")], "category", "value"),
     ("Condition", [("patient", PSN), ("_type", "Condition")], "_type", "not-supported"),  # system level only
     ("Condition", [("patient", PSN), ("_count", "0")], "_count", "value"),
     (None, [("patient", PSN), ("_type", "Spaceship")], "_type", "not-supported"),
@@ -128,9 +133,24 @@ def test_search_refusals_name_the_parameter(resource_type, params, expression, c
 def test_lenient_handling_ignores_unknown_parameters_and_says_so() -> None:
     query = parse_search("Condition", [("patient", PSN), ("code", "x")], TYPES, TREAT, handle_lenient=True)
     assert query.ignored == ["code"] and ("code", "x") not in query.parameters
-    # category is refused even so: a client must not believe it was applied.
-    assert _refused(lambda: parse_search("Condition", [("patient", PSN), ("category", "x")], TYPES, TREAT,
-                                         handle_lenient=True)).status == 400
+    # category where it cannot be applied is refused even so: a client must not believe it was applied.
+    for resource_type, name in (("Immunization", "category"), ("Condition", "category:not")):
+        assert _refused(lambda: parse_search(resource_type, [("patient", PSN), (name, "x")], TYPES, TREAT,  # noqa: B023
+                                             handle_lenient=True)).status == 400
+
+
+def test_category_is_a_token_list_for_records() -> None:
+    """category maps to records' resource_categories (commas: any of them), and the links repeat it."""
+    condition = "http://terminology.hl7.org/CodeSystem/condition-category|encounter-diagnosis"
+    query = parse_search("Condition", [("patient", PSN), ("category", f"{condition},|problem-list-item")],
+                         TYPES, TREAT)
+    assert list(query.request.resource_categories) == [condition, "|problem-list-item"]
+    assert ("category", f"{condition},|problem-list-item") in query.parameters
+    assert list(parse_search("Observation", [("patient", PSN), ("category", "laboratory")], TYPES,
+                             TREAT).request.resource_categories) == ["laboratory"]
+    assert list(parse_search("AllergyIntolerance", [("patient", PSN), ("category", "food")], TYPES,
+                             TREAT).request.resource_categories) == ["food"]
+    assert not parse_search("Observation", [("patient", PSN)], TYPES, TREAT).request.resource_categories
 
 
 def test_everything_parameters() -> None:

@@ -142,20 +142,22 @@ class RegisterRecord(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., author_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., content_size: _Optional[int] = ..., key_name: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., sealed_metadata: _Optional[_Union[SealedData, _Mapping]] = ..., segment_bytes: _Optional[int] = ..., previous_log_index: _Optional[int] = ..., previous_content_sha256: _Optional[str] = ...) -> None: ...
 
 class RecordMetadata(_message.Message):
-    __slots__ = ("resource_type", "categories", "data_date_ms", "author_id", "codes", "version_categories")
+    __slots__ = ("resource_type", "categories", "data_date_ms", "author_id", "codes", "version_categories", "resource_categories")
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     DATA_DATE_MS_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
     CODES_FIELD_NUMBER: _ClassVar[int]
     VERSION_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     resource_type: str
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
     data_date_ms: int
     author_id: str
     codes: _containers.RepeatedScalarFieldContainer[str]
     version_categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
-    def __init__(self, resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., data_date_ms: _Optional[int] = ..., author_id: _Optional[str] = ..., codes: _Optional[_Iterable[str]] = ..., version_categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ...) -> None: ...
+    resource_categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, resource_type: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., data_date_ms: _Optional[int] = ..., author_id: _Optional[str] = ..., codes: _Optional[_Iterable[str]] = ..., version_categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., resource_categories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SealedData(_message.Message):
     __slots__ = ("key_name", "wrapped_key", "ciphertext")

@@ -238,7 +238,7 @@ class ListRecordVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[RecordVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchRecordsRequest(_message.Message):
-    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token", "updated_before_ms")
+    __slots__ = ("patient_id", "purpose", "resource_types", "categories", "date_from_ms", "date_to_ms", "author_organization_id", "updated_since_ms", "page_size", "page_token", "updated_before_ms", "resource_categories")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +250,7 @@ class SearchRecordsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     UPDATED_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     purpose: _common_pb2.PurposeOfUse
     resource_types: _containers.RepeatedScalarFieldContainer[str]
@@ -261,10 +262,11 @@ class SearchRecordsRequest(_message.Message):
     page_size: int
     page_token: str
     updated_before_ms: int
-    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., updated_before_ms: _Optional[int] = ...) -> None: ...
+    resource_categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, patient_id: _Optional[str] = ..., purpose: _Optional[_Union[_common_pb2.PurposeOfUse, str]] = ..., resource_types: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., date_from_ms: _Optional[int] = ..., date_to_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., updated_since_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., updated_before_ms: _Optional[int] = ..., resource_categories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecordSummary(_message.Message):
-    __slots__ = ("record_id", "resource_type", "version", "data_date_ms", "author_organization_id", "last_updated_ms", "categories", "security_labels", "ledger_log_index", "large")
+    __slots__ = ("record_id", "resource_type", "version", "data_date_ms", "author_organization_id", "last_updated_ms", "categories", "security_labels", "ledger_log_index", "large", "resource_categories")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +277,7 @@ class RecordSummary(_message.Message):
     SECURITY_LABELS_FIELD_NUMBER: _ClassVar[int]
     LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     LARGE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     resource_type: str
     version: int
@@ -285,7 +288,8 @@ class RecordSummary(_message.Message):
     security_labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.SecurityLabel]
     ledger_log_index: int
     large: bool
-    def __init__(self, record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., last_updated_ms: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., ledger_log_index: _Optional[int] = ..., large: _Optional[bool] = ...) -> None: ...
+    resource_categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, record_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., version: _Optional[int] = ..., data_date_ms: _Optional[int] = ..., author_organization_id: _Optional[str] = ..., last_updated_ms: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., ledger_log_index: _Optional[int] = ..., large: _Optional[bool] = ..., resource_categories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRecordsResponse(_message.Message):
     __slots__ = ("records", "withheld", "next_page_token")
