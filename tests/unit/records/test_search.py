@@ -59,6 +59,7 @@ class Stored:
     block_ms: int
     erased: bool = False
     large: bool = False
+    resource_categories: tuple[str, ...] = ()  # none: its type has none, or written before they were kept
 
     @property
     def resource(self) -> bytes:
@@ -69,13 +70,21 @@ class Stored:
         return seal(KEY, self.resource, record_associated_data(self.record_id, self.patient_id, 1))
 
 
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+ENCOUNTER_DIAGNOSIS = f"{CONDITION_CATEGORY}|encounter-diagnosis"
+PROBLEM = f"{CONDITION_CATEGORY}|problem-list-item"
+LABORATORY = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+DEPRESSION = "http://snomed.info/sct|35489007"  # a category code that is itself sensitive
 # psn-1: ordinary, cancer and psychiatric records from two organisations; psn-2's record in between.
 RECORDS = [
-    Stored("r-0", "psn-1", "Condition", NORMAL, "org-a", 10 * DAY, 10, 1_000),
-    Stored("r-1", "psn-1", "Condition", ONCOLOGY, "org-a", 20 * DAY, 11, 2_000),
-    Stored("r-x", "psn-2", "Condition", NORMAL, "org-a", 20 * DAY, 12, 2_000),
-    Stored("r-2", "psn-1", "Observation", NORMAL, "org-b", 30 * DAY, 13, 3_000),
-    Stored("r-3", "psn-1", "Condition", MENTAL, "org-a", 40 * DAY, 14, 4_000),
+    Stored("r-0", "psn-1", "Condition", NORMAL, "org-a", 10 * DAY, 10, 1_000, resource_categories=(
+        ENCOUNTER_DIAGNOSIS,)),
+    Stored("r-1", "psn-1", "Condition", ONCOLOGY, "org-a", 20 * DAY, 11, 2_000, resource_categories=(PROBLEM,)),
+    Stored("r-x", "psn-2", "Condition", NORMAL, "org-a", 20 * DAY, 12, 2_000, resource_categories=(
+        ENCOUNTER_DIAGNOSIS,)),
+    Stored("r-2", "psn-1", "Observation", NORMAL, "org-b", 30 * DAY, 13, 3_000, resource_categories=(LABORATORY,)),
+    Stored("r-3", "psn-1", "Condition", MENTAL, "org-a", 40 * DAY, 14, 4_000, resource_categories=(
+        DEPRESSION, ENCOUNTER_DIAGNOSIS)),
     Stored("r-4", "psn-1", "MedicationStatement", NORMAL, "org-a", 0, 15, 5_000),
     Stored("r-5", "psn-1", "Observation", NORMAL, "org-b", 50 * DAY, 16, 6_000, erased=True),
     Stored("r-6", "psn-1", "DocumentReference", NORMAL, "org-a", 60 * DAY, 17, 7_000, large=True),
@@ -102,7 +111,8 @@ class Peers:
                                            content_sha256=sha256_hex(ciphertext), content_size=len(ciphertext),
                                            segment_bytes=65536 if stored.large else 0)
         record.sealed_metadata.CopyFrom(SEALER.seal_record(record, ledger_pb2.RecordMetadata(
-            resource_type=stored.resource_type, categories=[stored.category], data_date_ms=stored.data_date_ms)))
+            resource_type=stored.resource_type, categories=[stored.category], data_date_ms=stored.data_date_ms,
+            resource_categories=stored.resource_categories)))
         return ledger_pb2.RecordEntry(record=record, log_index=stored.log_index, erased=stored.erased,
                                       last_updated_ms=stored.block_ms)
 
@@ -182,6 +192,7 @@ def test_a_search_lists_the_permitted_records_in_log_order_and_counts_the_withhe
     assert (first.resource_type, first.version, first.data_date_ms, first.author_organization_id,
             first.last_updated_ms, first.ledger_log_index) == ("Condition", 1, 10 * DAY, "org-a", 1_000, 10)
     assert list(first.categories) == [NORMAL] and first.security_labels and found.records[-1].large
+    assert list(first.resource_categories) == [ENCOUNTER_DIAGNOSIS]
     assert not peers.released, "a search releases no data key"
     assert {d.action for d in peers.decided} == {c.CONSENT_ACTION_ACCESS}
 
@@ -197,6 +208,15 @@ def test_a_search_lists_the_permitted_records_in_log_order_and_counts_the_withhe
     ({"updated_before_ms": 4_000}, ["r-0", "r-1", "r-2"], 0),  # exclusive: r-3 (4_000) is out
     ({"updated_since_ms": 2_000, "updated_before_ms": 5_000}, ["r-1", "r-2"], 1),
     ({"resource_types": ["Condition"], "author_organization_id": "org-b"}, [], 0),
+    # Clinical categories (FHIR tokens): system|code, |code, bare code (any system); any of them matches.
+    ({"resource_categories": [ENCOUNTER_DIAGNOSIS]}, ["r-0"], 1),  # r-3 withheld and counted: not sensitive
+    ({"resource_categories": ["encounter-diagnosis"]}, ["r-0"], 1),
+    ({"resource_categories": ["|encounter-diagnosis"]}, [], 0),  # |code: a coding without a system
+    ({"resource_categories": [f"{CONDITION_CATEGORY}|laboratory"]}, [], 0),  # the code, but another system
+    ({"resource_categories": ["laboratory", PROBLEM]}, ["r-1", "r-2"], 0),
+    ({"resource_categories": [" HTTPS://snomed.info/sct/ |35489007"]}, [], 0),  # system normalised
+    ({"resource_categories": ["35489007"]}, [], 0),  # a sensitive code: r-3 withheld, not counted
+    ({"resource_categories": ["laboratory"], "resource_types": ["Condition"]}, [], 0),
 ])
 def test_every_filter_given_must_match(fields, expected, withheld) -> None:
     found = search(Peers(), **fields)
@@ -227,6 +247,8 @@ def test_a_page_token_is_only_good_for_its_own_query() -> None:
         records_pb2.SearchRecordsRequest(patient_id="psn-1", purpose=TREAT, page_size=1, page_token="garbage!"),
         records_pb2.SearchRecordsRequest(patient_id="psn-1", purpose=TREAT, page_size=1,
                                          resource_types=["Condition"], page_token=first.next_page_token),
+        records_pb2.SearchRecordsRequest(patient_id="psn-1", purpose=TREAT, page_size=1,
+                                         resource_categories=["laboratory"], page_token=first.next_page_token),
         records_pb2.SearchRecordsRequest(patient_id="psn-2", purpose=TREAT, page_token=first.next_page_token),
     ]:
         with pytest.raises(InvalidArgument) as refused:
@@ -243,6 +265,10 @@ def test_a_page_token_is_only_good_for_its_own_query() -> None:
     ({"date_from_ms": -1}, "date_from_ms"),
     ({"date_from_ms": 2 * DAY, "date_to_ms": DAY}, "date_to_ms"),
     ({"updated_since_ms": -5}, "updated_since_ms"),
+    ({"resource_categories": ["a|b|c"]}, "resource_categories"),
+    ({"resource_categories": ["system|"]}, "resource_categories"),
+    ({"resource_categories": ["x" * 600]}, "resource_categories"),
+    ({"resource_categories": [f"c{i}" for i in range(51)]}, "resource_categories"),
 ])
 def test_bad_input_is_invalid_argument_naming_the_field_without_its_value(fields, field) -> None:
     peers = Peers()
