@@ -159,7 +159,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             page = client.search_records(
                 args.patient, purpose=args.purpose, resource_types=args.type, categories=args.category,
                 date_from_ms=args.date_from or 0, date_to_ms=args.date_to or 0, author_organization_id=args.author,
-                updated_since_ms=args.updated_since or 0, page_size=args.page_size, page_token=token)
+                updated_since_ms=args.updated_since or 0, page_size=args.page_size, page_token=token,
+                resource_categories=args.fhir_category)
             listed += page.records
             withheld += page.withheld
             token = page.next_page_token
@@ -169,6 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print_json({"records": [{"record_id": r.record_id, "resource_type": r.resource_type, "version": r.version,
                                  "data_date_ms": r.data_date_ms, "author_organization_id": r.author_organization_id,
                                  "last_updated_ms": r.last_updated_ms, "categories": _labels(r.categories),
+                                 "resource_categories": list(r.resource_categories),
                                  "large": r.large} for r in listed],
                     "withheld": withheld, "next_page_token": token})
         return 0
@@ -304,6 +306,9 @@ def add_records_commands(sub: Any) -> None:
     search.add_argument("--category", action="append", default=[],
                         type=enum_choice(common_pb2.SensitivityCategory, "SENSITIVITY_CATEGORY_"),
                         help="only records with this sensitivity category (repeatable)")
+    search.add_argument("--fhir-category", action="append", default=[], metavar="SYSTEM|CODE",
+                        help="only records with this FHIR clinical category: system|code, |code or code, e.g. "
+                             "laboratory (repeatable: any of them)")
     search.add_argument("--from", dest="date_from", type=parse_time, help="clinical date from (YYYY-MM-DD)")
     search.add_argument("--to", dest="date_to", type=parse_time, help="clinical date to, inclusive (YYYY-MM-DD)")
     search.add_argument("--author", default="", metavar="ORG_ID", help="only records this organisation wrote")

@@ -471,19 +471,20 @@ class CareChainClient:
     def search_records(
         self, patient_id: str, *, purpose: int, resource_types: Iterable[str] = (), categories: Iterable[int] = (),
         date_from_ms: int = 0, date_to_ms: int = 0, author_organization_id: str = "", updated_since_ms: int = 0,
-        page_size: int = 50, page_token: str = "", timeout: float = 60,
+        page_size: int = 50, page_token: str = "", timeout: float = 60, resource_categories: Iterable[str] = (),
     ) -> records_pb2.SearchRecordsResponse:
         """One page of a patient's records the caller may read (metadata only), and how many were withheld.
 
         Every filter given must match (resource types: any of them; categories: any of them; clinical date
-        range inclusive; last update at or after updated_since_ms). Pass next_page_token as page_token for the
-        next page (same filters). PERMISSION_DENIED when the patient's consent permits the caller nothing.
+        range inclusive; last update at or after updated_since_ms; resource_categories, FHIR clinical
+        categories as ``system|code``, ``|code`` or ``code``: any of them). Pass next_page_token as page_token
+        for the next page (same filters). PERMISSION_DENIED when the patient's consent permits the caller nothing.
         """
         return self.records.SearchRecords(records_pb2.SearchRecordsRequest(
             patient_id=patient_id, purpose=purpose, resource_types=list(resource_types),  # type: ignore[arg-type]
             categories=list(categories), date_from_ms=date_from_ms, date_to_ms=date_to_ms,  # type: ignore[arg-type]
             author_organization_id=author_organization_id, updated_since_ms=updated_since_ms, page_size=page_size,
-            page_token=page_token), timeout=timeout)
+            page_token=page_token, resource_categories=list(resource_categories)), timeout=timeout)
 
     @staticmethod
     def _summary_request(patient_id: str, purpose: int, resource_types: Iterable[str], since_ms: int,

@@ -96,12 +96,13 @@ def search_parameters(resource_type: str | None) -> tuple[tuple[str, str, str], 
 
 
 def _refused(resource_type: str | None) -> dict[str, str]:
-    """Parameters refused even under lenient handling (a client must not believe them applied), and why."""
+    """Parameters refused even under lenient handling (a client must not believe them applied), and why
+    (any modifier of the name too)."""
     if resource_type in CATEGORY_ELEMENTS:
-        return {"category": "category: modifiers are not supported (give system|code, |code or code)"}
+        return {"category": "modifiers are not supported (give system|code, |code or code)"}
     where = f"{resource_type} has no category element" if resource_type else \
         "search one resource type with it (e.g. Observation?category=laboratory)"
-    return {"category": f"category: not supported here ({where}; sensitivity labels are searched with _security)"}
+    return {"category": f"not supported here ({where}; sensitivity labels are searched with _security)"}
 
 
 def lenient(prefer: str) -> bool:
@@ -263,7 +264,7 @@ def _grouped(params: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 def _unknown(names: Sequence[str], handle_lenient: bool, refused: dict[str, str]) -> list[str]:
     for name in names:
         if name.split(":", 1)[0] in refused:
-            raise FhirError(400, "not-supported", refused[name.split(":", 1)[0]], name)
+            raise FhirError(400, "not-supported", f"{name}: {refused[name.split(':', 1)[0]]}", name)
     if names and not handle_lenient:
         raise FhirError(400, "not-supported", f"{names[0]}: this search parameter is not supported here (see "
                         "/metadata; or send Prefer: handling=lenient to have it ignored)", names[0])
