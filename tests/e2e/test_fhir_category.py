@@ -217,16 +217,21 @@ def test_grpc_search_by_resource_category(world: World) -> None:
 
 
 def test_the_cli_searches_by_fhir_category(world: World) -> None:
-    done = subprocess.run([sys.executable, "-m", "carechain", "records", "search", "--patient",
-                           world.patient.principal_id, "--fhir-category", "laboratory", "--fhir-category",
-                           "problem-list-item", "--json", "--key-file", str(world.reader_key_file),
-                           "--data-dir", str(world.network.layout.root)], capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    found = json.loads(done.stdout)
+    def search(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "carechain", "records", "search", "--patient",
+                               world.patient.principal_id, *args, "--key-file", str(world.reader_key_file),
+                               "--data-dir", str(world.network.layout.root)], capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return done.stdout
+
+    found = json.loads(search("--fhir-category", "laboratory", "--fhir-category", "problem-list-item", "--json"))
     assert sorted(r["record_id"] for r in found["records"]) == sorted([world.ids["glucose"],
                                                                        world.ids["hypertension"]])
     assert {c for r in found["records"] for c in r["resource_categories"]} == {
         f"{OBSERVATION_CATEGORY}|laboratory", f"{CONDITION_CATEGORY}|problem-list-item"}
+    [line] = search("--fhir-category", f"{OBSERVATION_CATEGORY}|laboratory").splitlines()
+    assert line.startswith(world.ids["glucose"]) and line.endswith(f"category {OBSERVATION_CATEGORY}|laboratory")
 
 
 def test_an_update_is_searched_by_its_own_categories(world: World, hapi_validator: HapiValidator) -> None:

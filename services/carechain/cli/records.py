@@ -13,8 +13,8 @@
     carechain records import --key-file HOSPITAL_KEY (--patient PSN | --patients MAP.json) PATH...
         bulk-import NDJSON (Synthea, bulk export) and Bundle files (carechain.cli.records_import)
     carechain records search --key-file KEY --patient PSN [--purpose treat] [--type T]... [--category C]...
-                             [--from DATE] [--to DATE] [--author ORG_ID] [--updated-since TIME]
-                             [--page-size N] [--page-token TOKEN | --all] [--json]
+                             [--fhir-category SYSTEM|CODE]... [--from DATE] [--to DATE] [--author ORG_ID]
+                             [--updated-since TIME] [--page-size N] [--page-token TOKEN | --all] [--json]
         the patient's records the reader may read (metadata only) and how many were withheld
     carechain records summary --key-file KEY --patient PSN [--purpose treat] [--type T]... [--since TIME]
                               [--break-glass REASON] [--bundle FILE] [--json]
@@ -178,6 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"{r.record_id}  {r.resource_type:<20} v{r.version}  date {_day(r.data_date_ms)}  "
               f"by {r.author_organization_id}  updated {format_time(r.last_updated_ms)}  "
               f"[{', '.join(_labels(r.categories))}]"
+              + (f"  category {', '.join(r.resource_categories)}" if r.resource_categories else "")
               + ("  (large: read it with the SDK's get_large_record)" if r.large else ""))
     print(f"{len(listed)} records; {withheld} withheld by the patient's consent", file=sys.stderr)
     if token:
