@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from carechain.labels.security_labels import ACT_CODE, CARECHAIN_SENSITIVITY, CONFIDENTIALITY, category_of_label
 from carechain.labels.sensitivity import (
     SENSITIVE_CATEGORIES,
     SYSTEM_ALIASES,
@@ -42,6 +43,7 @@ CATEGORY_ELEMENTS: dict[str, str] = {
 MAX_TOKEN_LENGTH = 512
 # The code systems a bare code is checked in for sensitivity (those the labeller knows codes of).
 _KNOWN_SYSTEMS = frozenset(SYSTEM_ALIASES.values())
+_LABEL_SYSTEMS = (ACT_CODE, CONFIDENTIALITY, CARECHAIN_SENSITIVITY)
 
 
 def _category(system: Any, code: Any) -> str | None:
@@ -91,10 +93,13 @@ def has_category(tokens: Iterable[str], categories: Iterable[str]) -> bool:
 
 
 def names_sensitive_concept(token: str) -> bool:
-    """Whether a category token itself names sensitive content (a code the labeller labels, or a sensitive term):
-    the withheld count of a search by it would tell what consent hides (records.search)."""
+    """Whether a category token itself names sensitive content (a code the labeller labels, a sensitivity label
+    such as v3-ActCode PSY, or a sensitive term): the withheld count of a search by it would tell what consent
+    hides (records.search)."""
     system, bar, code = token.partition("|")
     code = code if bar else system
     systems = [canonical_system(system)] if bar and system else sorted(_KNOWN_SYSTEMS)
-    found = {categorize_code(s, code) for s in systems} | categorize_text(code.replace("-", " "))
+    labels = [system] if bar and system else _LABEL_SYSTEMS
+    found = ({categorize_code(s, code) for s in systems} | {category_of_label(s, code) for s in labels}
+             | categorize_text(code.replace("-", " ")))
     return bool(found & SENSITIVE_CATEGORIES)

@@ -214,6 +214,21 @@ def test_search_and_everything_refusals() -> None:
         assert system.status_code == 200 and list(records.calls[-1][1].resource_types) == ["Condition", "Observation"]
 
 
+def test_a_category_search_asks_records_for_the_categories_and_its_links_keep_them() -> None:
+    with gateway() as (client, records):
+        records.answers["SearchRecords"] = records_pb2.SearchRecordsResponse(next_page_token="tok")
+        response = client.get(f"/Observation?patient={PSN}&category=laboratory,"
+                              "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs", headers=BEARER)
+        assert response.status_code == 200, response.text
+        assert list(records.calls[-1][1].resource_categories) == [
+            "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs", "laboratory"]
+        links = {link["relation"]: link["url"] for link in response.json()["link"]}
+        assert "category=laboratory,http://terminology.hl7.org/CodeSystem/observation-category|vital-signs" in \
+            links["next"]
+        refused = client.get(f"/Immunization?patient={PSN}&category=laboratory", headers=BEARER)
+        assert refused.status_code == 400 and refused.json()["issue"][0]["expression"] == ["category"]
+
+
 def _smart_token(signer: Ed25519Signer, purpose: str) -> str:
     caller = Caller("org-1", common_pb2.PRINCIPAL_KIND_ORGANIZATION, organization_id="org-1",
                     scope="system/Condition.rs", purpose_of_use=purpose)

@@ -121,6 +121,8 @@ def test_malformed_tokens(token: str) -> None:
     ("http://snomed.info/sct|35489007", True),  # depressive disorder
     ("35489007", True),  # a bare code is checked in every code system the labeller knows
     ("|F32.9", True),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY", True), ("PSY", True),  # a sensitivity label
+    ("urn:oid:2.16.840.1.113883.5.25|R", True), ("N", False),  # restricted; normal is not sensitive
 ])
 def test_which_category_tokens_name_sensitive_content(token: str, sensitive: bool) -> None:
     assert names_sensitive_concept(category_token(token) or "") is sensitive

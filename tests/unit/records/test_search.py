@@ -292,7 +292,7 @@ def test_a_search_is_one_audit_event_with_counts_only() -> None:
 def test_a_caller_permitted_nothing_learns_nothing_about_the_patient() -> None:
     # A stranger: the same denial as GetRecord, whatever the patient has and whatever the filters.
     for patient_id, fields in [("psn-1", {}), ("psn-1", {"resource_types": ["Observation"]}),
-                               ("psn-nobody", {})]:
+                               ("psn-1", {"resource_categories": ["encounter-diagnosis"]}), ("psn-nobody", {})]:
         peers = Peers()
         with pytest.raises(PermissionDenied) as refused:
             build(peers)[1].search(STRANGER, records_pb2.SearchRecordsRequest(patient_id=patient_id, purpose=TREAT,
@@ -306,6 +306,10 @@ def test_a_caller_permitted_nothing_learns_nothing_about_the_patient() -> None:
     assert (ids(narrow), narrow.withheld) == ([], 0)
     by_type = search(Peers(), resource_types=["Condition"], date_from_ms=40 * DAY)
     assert (ids(by_type), by_type.withheld) == ([], 1)
+    # A sensitive category code as the clinical category: no count either; an ordinary one: the count.
+    assert (ids(narrow := search(Peers(), resource_categories=[DEPRESSION])), narrow.withheld) == ([], 0)
+    ordinary = search(Peers(), resource_categories=[ENCOUNTER_DIAGNOSIS], date_from_ms=40 * DAY)
+    assert (ids(ordinary), ordinary.withheld) == ([], 1)
 
 
 def test_opened_metadata_is_kept_by_record_and_log_index() -> None:
