@@ -1,7 +1,7 @@
 """Record versions over FHIR REST end to end (fhir.versions): the six services and the gateway as real processes
 (the network and parties of test_fhir_gateway), a hospital updating with If-Match, a stale If-Match refused with
-412, vread of each version, the history Bundle, and fhirpy and fhirclient updating; every body checked by HAPI
-FHIR's R4 instance validator.
+412, vread of each version, the history Bundle, and fhirpy and fhirclient updating, a Condition and a Patient
+record alike; every body checked by HAPI FHIR's R4 instance validator.
 """
 
 from __future__ import annotations
@@ -145,6 +145,60 @@ def test_fhirpy_and_fhirclient_update(parties: Parties, hapi_validator: HapiVali
     assert len(history["entry"]) == 3
     for body in [*bodies, history]:
         _valid(hapi_validator, body)
+
+
+def test_a_patient_record_is_updated_like_any(parties: Parties, hapi_validator: HapiValidator) -> None:
+    """PUT /Patient/{record id} with the record id as the body's id (records accepts it for a version of that
+    record): If-Match, 412 on a stale one, vread of version 1, a history of 2, then fhirpy saving version 3."""
+    base, psn = parties.base, parties.patient.principal_id
+    write = {"Authorization": parties.hospital, "Content-Type": FHIR_JSON}
+    original = {"resourceType": "Patient", "id": psn, "name": [{"family": "Rivera", "given": ["Ana"]}],
+                "gender": "female", "birthDate": "1980-02-03"}
+    created = requests.post(f"{base}/Patient", json=original, headers=write, timeout=30)
+    assert created.status_code == 201, created.text
+    record_id = created.json()["id"]
+    assert record_id != psn  # served at its record id, like every record
+    first = _read(parties, f"Patient/{record_id}")
+    assert first.status_code == 200 and first.headers["etag"] == 'W/"1"', first.text
+
+    moved = {**first.json(), "address": [{"city": "Porto", "country": "PT"}]}
+    updated = requests.put(f"{base}/Patient/{record_id}", json=moved, timeout=30,
+                           headers={**write, "If-Match": first.headers["etag"]})
+    assert updated.status_code == 200, updated.text
+    assert updated.headers["location"] == f"{base}/Patient/{record_id}/_history/2"
+    assert updated.headers["etag"] == 'W/"2"'
+    assert (updated.json()["id"], updated.json()["meta"]["versionId"]) == (record_id, "2")
+    _valid(hapi_validator, updated.json())
+
+    stale = requests.put(f"{base}/Patient/{record_id}", json={**moved, "gender": "other"},
+                         headers={**write, "If-Match": 'W/"1"'}, timeout=30)
+    assert stale.status_code == 412, stale.text
+    assert stale.json()["issue"][0]["diagnostics"].startswith("If-Match")
+    _valid(hapi_validator, stale.json())
+    # The pseudonym is the patient's id, not this record's: the body's id must be the URL's, as for any type.
+    as_patient_id = requests.put(f"{base}/Patient/{record_id}", json={**moved, "id": psn}, headers=write, timeout=30)
+    assert as_patient_id.status_code == 400 and as_patient_id.json()["issue"][0]["expression"] == ["Patient.id"]
+
+    latest = _latest(parties, f"Patient/{record_id}", 2)
+    assert latest.headers["etag"] == 'W/"2"' and latest.json()["address"] == moved["address"], latest.text
+    _valid(hapi_validator, latest.json())
+    vread = _read(parties, f"Patient/{record_id}/_history/1")
+    assert vread.status_code == 200 and vread.json() == first.json()
+    assert _content(vread.json()) == _content(original)
+    history = _read(parties, f"Patient/{record_id}/_history").json()
+    _valid(hapi_validator, history)
+    assert (history["type"], history["total"]) == ("history", 2)
+    assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"', 'W/"1"']
+    assert history["entry"][0]["resource"] == latest.json() and history["entry"][1]["resource"] == vread.json()
+
+    writer = SyncFHIRClient(base, authorization=parties.hospital)
+    patient = writer.resource("Patient", **latest.json())
+    patient["telecom"] = [{"system": "phone", "value": "+351 210 000 000"}]
+    patient.save()  # PUT /Patient/<record id>
+    assert patient["meta"]["versionId"] == "3" and patient.id == record_id
+    third = _latest(parties, f"Patient/{record_id}", 3).json()
+    assert third["telecom"] == patient["telecom"] and third["address"] == moved["address"]
+    _valid(hapi_validator, third)
 
 
 def test_concurrent_updates_of_one_version_one_wins_the_rest_are_412(parties: Parties,

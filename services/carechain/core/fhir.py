@@ -283,11 +283,14 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidArgument(FIELD, f"is not valid JSON ({type(exc).__name__} at position {position})") from None
 
 
-def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int, pseudonym: str = "") -> ValidatedResource:
+def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int, pseudonym: str = "",
+                      record_id: str = "") -> ValidatedResource:
     """Check raw is a valid FHIR R4 resource about the patient; InvalidArgument naming the problem.
 
     pseudonym: the patient's network id, which names the patient as well as its FHIR id does
     (``Patient/<pseudonym>``, the Patient's logical id on the FHIR REST gateway, docs/fhir.md).
+    record_id: the record a new version amends (records' UpdateRecord); a Patient version may have it as
+    its ``id``, the id the FHIR REST gateway serves the Patient record under (``PUT /Patient/<record id>``).
     """
     if not raw:
         raise InvalidArgument(FIELD, "is empty")
@@ -320,7 +323,7 @@ def validate_resource(raw: bytes, fhir_patient_id: str, max_bytes: int, pseudony
         raise InvalidArgument(FIELD, f"not a valid {resource_type}") from None
     _check_bindings(instance, FIELD)
     _check_invariants(content, FIELD)
-    _check_patient(resource_type, content, fhir_patient_id, pseudonym)
+    _check_patient(resource_type, content, fhir_patient_id, pseudonym, record_id)
     return ValidatedResource(resource_type, content)
 
 
@@ -595,14 +598,19 @@ def _at(node: Any, steps: list[str]) -> Iterator[Any]:
         yield from _at(node[steps[0]], steps[1:])
 
 
-def _check_patient(resource_type: str, content: dict[str, Any], fhir_patient_id: str, pseudonym: str = "") -> None:
-    """The resource must be about this patient, and name no other patient anywhere."""
+def _check_patient(resource_type: str, content: dict[str, Any], fhir_patient_id: str, pseudonym: str = "",
+                   record_id: str = "") -> None:
+    """The resource must be about this patient, and name no other patient anywhere.
+
+    A Patient's id is the patient's (its FHIR id or pseudonym) or, for a new version, the id of the record it
+    amends: the ledger says that record is this patient's, so that id too names no other patient.
+    """
     own = (f"Patient/{fhir_patient_id}", f"urn:uuid:{fhir_patient_id}", f"Patient/{pseudonym or fhir_patient_id}")
     for where, target in _references(content, FIELD):
         if target.startswith("Patient/") and target not in own:
             raise InvalidArgument(where, "references another patient than the record's")
     if resource_type == "Patient":
-        if content.get("id") not in (fhir_patient_id, pseudonym or fhir_patient_id):
+        if content.get("id") not in (fhir_patient_id, pseudonym or fhir_patient_id, record_id or fhir_patient_id):
             raise InvalidArgument(f"{FIELD}.id", "does not match the patient's FHIR id")
         return
     spec = PATIENT_REFERENCE_FIELDS[resource_type]

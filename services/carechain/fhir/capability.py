@@ -19,8 +19,13 @@ from carechain.fhir.search import REVINCLUDE_PROVENANCE, SEARCH_PARAMETERS, sear
 FHIR_VERSION = "4.0.1"
 #: Interactions served for every resource type (docs/fhir.md).
 TYPE_INTERACTIONS = ("create", "read", "vread", "update", "history-instance", "search-type")
-#: A Patient record is not updated over REST: its resource's id is the patient's, not the record id.
-NOT_FOR = {"update": frozenset({"Patient"})}
+#: What each type-level interaction's entry documents (CapabilityStatement.rest.resource.interaction.documentation).
+TYPE_DOCUMENTATION = {
+    "update": "PUT {type}/{id} with the body's id the URL's (the record id, a Patient's too): the next version, "
+              "by the authoring organisation only. If-Match: W/\"<versionId>\" is honoured (stale: 412). Record "
+              "ids are assigned here (no update-as-create), and an id that does not exist answers 403 like one "
+              "the client may not update, not 405, so that ids cannot be probed.",
+}
 #: System-level interactions: POST / with a Bundle (or NDJSON: a batch), GET / with _type.
 SYSTEM_INTERACTIONS = ("batch", "transaction", "search-system")
 #: What each system interaction's entry documents (CapabilityStatement.rest.interaction.documentation).
@@ -87,8 +92,9 @@ def capability_statement(base_url: str, published: datetime.datetime) -> dict[st
     resources = [
         {
             "type": resource_type,
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS
-                            if resource_type not in NOT_FOR.get(code, ())],
+            "interaction": [{"code": code, **({"documentation": TYPE_DOCUMENTATION[code]}
+                                               if code in TYPE_DOCUMENTATION else {})}
+                            for code in TYPE_INTERACTIONS],
             # Every version is kept and read by its id; records assigns ids (no update-as-create); If-Match
             # is honoured but not required (versioned-update would require it).
             "versioning": "versioned",

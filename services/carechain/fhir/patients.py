@@ -70,11 +70,12 @@ def patient_of(resource: dict[str, Any]) -> str:
 
 
 def as_served(resource: dict[str, Any], record_id: str, patient_id: str, version: int) -> dict[str, Any]:
-    """A stored resource as the gateway serves it: its record id and version, Patient references by pseudonym."""
+    """A stored resource as the gateway serves it: its record id and version, Patient references by pseudonym
+    (kept as written when patient_id is not known)."""
     served = copy.deepcopy(resource)
     served["id"] = record_id
     served["meta"] = {**served.get("meta", {}), "versionId": str(version)}
-    for ref in references(served):
+    for ref in references(served) if patient_id else ():
         if ref["reference"].startswith(PATIENT_PREFIX):
             ref["reference"] = PATIENT_PREFIX + patient_id
     return served

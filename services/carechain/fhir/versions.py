@@ -8,9 +8,11 @@ Routes (:func:`version_routes`), each one or a few records RPCs made with the ca
   have is 404;
 - ``PUT /{type}/{id}`` (update): records UpdateRecord; ``If-Match: W/"<n>"`` is ``if_version`` (a stale one
   is 412). CareChain assigns record ids, so there is no update-as-create: only the authoring organisation
-  updates, and an unknown id gets its refusal (403), as on the gRPC path, so ids cannot be probed. The
-  body's ``id`` is the URL's; a Patient record is not updated this way (its ``id`` is the patient's). An
-  update that loses a race with another is 412 with ``If-Match`` (409 without);
+  updates, and an unknown id gets its refusal (403, not R4's 405 for an id that did not exist), as on the
+  gRPC path, so ids cannot be probed. The body's ``id`` is the URL's, for a Patient too (records accepts
+  the id of the record a version amends as a Patient's id: the ledger says whose record it is); the
+  served Patient references are by the pseudonym records answers. An update that loses a race with
+  another is 412 with ``If-Match`` (409 without);
 - ``GET /{type}/{id}/_history`` (history-instance): records ListRecordVersions as a FHIR ``history``
   Bundle, newest version first as FHIR orders it, each entry with the version's resource (a GetRecord
   with ``version``, audited as a read like any), paged by ``_count`` with ``next`` links.
@@ -185,9 +187,6 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
     async def update(request: Request) -> Response:
         negotiate(request)
         resource_type = _checked_type(request.path_params["type"])
-        if resource_type == "Patient":
-            # A Patient resource's id is its hospital id or pseudonym (records checks it), never the record id.
-            raise FhirError(405, "not-supported", "a Patient record is not updated over REST (see /metadata)")
         record_id = request.path_params["id"]
         credentials = request_credentials(request.headers, config.verifier)
         if_version = if_match_version(request.headers.get("if-match"))
@@ -195,7 +194,8 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
         if resource.get("id") != record_id:
             raise FhirError(400, "invalid", f"{resource_type}.id: must be the id in the URL (the record id)",
                             f"{resource_type}.id")
-        patient_id = patient_of(resource)
+        # A Patient's id here is the record id (records accepts it for a version of that record), not its patient.
+        patient_id = "" if resource_type == "Patient" else patient_of(resource)
         try:
             stored = await records.call("UpdateRecord", records_pb2.UpdateRecordRequest(
                 record_id=record_id, resource_json=raw, if_version=if_version), credentials, resource_type)
@@ -207,8 +207,8 @@ def version_routes(records: Records, config: GatewayConfig) -> list[Route]:
                    if if_version else FhirError(409, "conflict", CONCURRENT_UPDATE.format("the update"))) from None
         location = f"{_base_url(request, config)}/{resource_type}/{stored.record_id}/_history/{stored.version}"
         headers = {"Location": location, "ETag": etag(stored.version)}
-        return _created(request, as_served(resource, stored.record_id, patient_id, stored.version), headers,
-                        status=200)
+        served = as_served(resource, stored.record_id, stored.patient_id or patient_id, stored.version)
+        return _created(request, served, headers, status=200)
 
     async def history(request: Request) -> Response:
         resource_type, record_id, credentials = reader(request)

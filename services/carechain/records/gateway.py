@@ -137,6 +137,7 @@ class StoredRecord:
     categories: list[int]
     content_sha256: str
     log_index: int
+    patient_id: str = ""  # the record's patient (pseudonym): an update's caller names only the record
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ class RecordsGateway:
             raise PermissionDenied("an organization (or its practitioner) writes records only for its own patients")
         with _tracer.start_as_current_span("records.validate"):
             resource = validate_resource(resource_json, patient.fhir_patient_id, self._max_record_bytes,
-                                         pseudonym=patient_id)
+                                         pseudonym=patient_id, record_id=amends.record.record_id if amends else "")
         require_scope(caller.scope, resource.resource_type, CREATE)  # a SMART token's scopes (none: unlimited)
         with _tracer.start_as_current_span("records.label"):
             version_categories = categorize(resource.content)
@@ -354,7 +355,7 @@ class RecordsGateway:
             raise Unavailable("records", "the write took too long and was abandoned; retry it")
         with _tracer.start_as_current_span("records.commit_wait"):
             committed = self._ledger.submit(tx)
-        return StoredRecord(record_id, version, categories, content_sha256, committed.log_index)
+        return StoredRecord(record_id, version, categories, content_sha256, committed.log_index, patient_id)
 
     def _report_failed_write(self, audit_fields: dict[str, Any], exc: Exception) -> None:
         """Best effort: record that an attempted write did not reach the ledger (the reconciler removes its parts)."""

@@ -279,7 +279,7 @@ def _put_response(stored: StoredRecord) -> records_pb2.PutRecordResponse:
     return records_pb2.PutRecordResponse(
         record_id=stored.record_id, version=stored.version, categories=stored.categories,
         content_sha256=stored.content_sha256, ledger_log_index=stored.log_index,
-        security_labels=security_label_messages(stored.categories))
+        security_labels=security_label_messages(stored.categories), patient_id=stored.patient_id)
 
 
 def _read_response(record: ReadRecord) -> records_pb2.GetRecordResponse:

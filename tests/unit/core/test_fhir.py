@@ -90,3 +90,17 @@ def test_the_pseudonym_names_the_records_patient_too() -> None:
     other = {**about, "subject": {"reference": "Patient/psn-other"}}
     with pytest.raises(InvalidArgument, match="references another patient"):
         validate_resource(json.dumps(other).encode(), PATIENT, LIMIT, pseudonym="psn-own")
+
+
+def test_a_patient_version_may_have_the_id_of_the_record_it_amends() -> None:
+    """PUT /Patient/<record id> (the FHIR REST gateway): the ledger says the amended record is this patient's."""
+    patient = {"resourceType": "Patient", "id": "rec-7"}
+    validate_resource(json.dumps(patient).encode(), PATIENT, LIMIT, pseudonym="psn-own", record_id="rec-7")
+    with pytest.raises(InvalidArgument, match="does not match"):
+        validate_resource(json.dumps(patient).encode(), PATIENT, LIMIT, pseudonym="psn-own")  # a create: no record
+    with pytest.raises(InvalidArgument, match="does not match"):
+        validate_resource(json.dumps({**patient, "id": "other"}).encode(), PATIENT, LIMIT, record_id="rec-7")
+    with pytest.raises(InvalidArgument, match="references another patient"):  # references: still the patient's
+        validate_resource(json.dumps({**patient, "link": [{"other": {"reference": "Patient/rec-7"},
+                                                           "type": "seealso"}]}).encode(),
+                          PATIENT, LIMIT, record_id="rec-7")

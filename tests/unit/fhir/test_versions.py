@@ -100,7 +100,9 @@ def test_the_capability_statement_declares_exactly_the_version_interactions() ->
         "create", "read", "vread", "update", "history-instance", "search-type"]
     assert (condition["versioning"], condition["readHistory"], condition["updateCreate"],
             condition["conditionalUpdate"]) == ("versioned", True, False, False)
-    assert "update" not in [i["code"] for i in resources["Patient"]["interaction"]]
+    assert resources["Patient"]["interaction"] == condition["interaction"]  # a Patient record is updated alike
+    [update] = [i for i in condition["interaction"] if i["code"] == "update"]
+    assert "412" in update["documentation"] and "403" in update["documentation"] and "405" in update["documentation"]
 
 
 def test_read_serves_the_ledgers_version_with_etag_and_last_modified() -> None:
@@ -153,6 +155,25 @@ def test_update_passes_the_exact_bytes_and_if_match_as_if_version() -> None:
         assert minimal.status_code == 200 and minimal.content == b"" and minimal.headers["etag"] == 'W/"2"'
 
 
+def test_a_patient_record_is_updated_at_its_record_id_and_served_with_its_pseudonym() -> None:
+    """The body's id is the URL's record id, sent as is (records accepts it for a version of that record);
+    the Patient references served are by the pseudonym records answers, whichever id the body used."""
+    patient = {"resourceType": "Patient", "id": RECORD, "name": [{"family": "Rivera"}],
+               "link": [{"other": {"reference": "Patient/mrn-7"}, "type": "seealso"}]}
+    body = json.dumps(patient).encode()
+    with gateway() as (client, records):
+        records.answers["UpdateRecord"] = records_pb2.PutRecordResponse(record_id=RECORD, version=2, patient_id=PSN)
+        response = client.put(f"/Patient/{RECORD}", content=body, headers={**WRITE, "If-Match": 'W/"1"'})
+        assert response.status_code == 200, response.text
+        [(method, request, _)] = records.calls
+    assert method == "UpdateRecord" and (request.record_id, request.if_version) == (RECORD, 1)
+    assert request.resource_json == body
+    assert response.headers["location"] == f"{BASE}/Patient/{RECORD}/_history/2"
+    served = response.json()
+    assert (served["id"], served["meta"]["versionId"], served["name"]) == (RECORD, "2", [{"family": "Rivera"}])
+    assert served["link"][0]["other"] == {"reference": f"Patient/{PSN}"}
+
+
 @pytest.mark.parametrize(("answer", "status", "issue_code", "diagnostics"), [
     ((grpc.StatusCode.FAILED_PRECONDITION, "if_version: the record's latest version is 3"), 412, "conflict",
      "If-Match: the record's latest version is 3"),
@@ -182,7 +203,8 @@ def test_update_refused_by_records(answer, status, issue_code, diagnostics) -> N
     ("Condition", {**CONDITION, "id": RECORD}, {"If-Match": "1"}, 400, ""),
     ("Condition", {**CONDITION, "id": RECORD, "subject": {"reference": "Group/1"}}, {}, 400,
      "Condition.subject.reference"),
-    ("Patient", {"resourceType": "Patient", "id": RECORD}, {}, 405, ""),
+    ("Patient", {"resourceType": "Patient", "id": PSN}, {}, 400, "Patient.id"),
+    ("Patient", {"resourceType": "Patient"}, {}, 400, "Patient.id"),
     ("StructureDefinition", {"resourceType": "StructureDefinition", "id": RECORD}, {}, 404, ""),
 ])
 def test_update_refusals_before_records(resource_type, body, headers, status, expression) -> None:

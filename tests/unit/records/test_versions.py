@@ -15,7 +15,7 @@ from carechain.common.v1 import common_pb2 as c
 from carechain.consent.v1 import consent_pb2
 from carechain.core.crypto import Ed25519Signer
 from carechain.core.decision_claims import data_key_id, data_key_record_id
-from carechain.core.errors import FailedPrecondition, PermissionDenied, Unavailable
+from carechain.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from carechain.identity.v1 import identity_pb2
 from carechain.ledger.v1 import ledger_pb2
 from carechain.records import provenance
@@ -152,3 +152,48 @@ def test_a_version_consent_has_not_folded_is_never_served() -> None:
         gateway.get_record(reader, "rec-1", c.PURPOSE_OF_USE_TREAT)
     assert peers.released == ["rec-1"]  # the latest read is the version consent decided on (1), not 2
     gateway.close()
+
+
+class PatientRecord(Ledger):
+    """rec-1 is a Patient record of psn-1 (hospital FHIR id fhir-1); identity has no data keys to give."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked_keys: list[str] = []
+        self.events: list[object] = []
+        for record in self.versions.values():
+            record.sealed_metadata.CopyFrom(SEALER.seal_record(record, ledger_pb2.RecordMetadata(
+                resource_type="Patient", categories=[c.SENSITIVITY_CATEGORY_NORMAL], author_id="org-a")))
+
+    def GetPrincipal(self, request, **_):  # noqa: N802
+        return identity_pb2.Principal(principal_id=request.principal_id, kind=c.PRINCIPAL_KIND_PATIENT,
+                                      organization_id="org-a", fhir_patient_id="fhir-1")
+
+    def GenerateDataKeys(self, request, **_):  # noqa: N802
+        self.asked_keys.extend(item.record_id for item in request.items)
+        return identity_pb2.GenerateDataKeysResponse(results=[identity_pb2.GenerateDataKeyResult(
+            error=identity_pb2.BatchItemError(code=grpc.StatusCode.UNAVAILABLE.value[0], message="no keys"))
+            for _ in request.items])
+
+    def RecordEvent(self, request, **_):  # noqa: N802
+        self.events.append(request.event)
+        return audit_pb2.AuditReceipt(sequence=len(self.events))
+
+
+@pytest.mark.parametrize("own_id", ["rec-1", "fhir-1", "psn-1"])
+def test_a_patient_version_may_be_named_by_the_record_it_amends(own_id) -> None:
+    """PUT /Patient/<record id> over FHIR REST: the amended record's id is this patient's, so records accepts it."""
+    peers = PatientRecord()
+    with pytest.raises(Exception) as failed:  # noqa: PT011 - identity's refusal, past validation, whatever its type
+        versions(peers).update(AUTHOR, "rec-1", json.dumps({"resourceType": "Patient", "id": own_id}).encode())
+    assert not isinstance(failed.value, InvalidArgument), failed.value
+    assert peers.asked_keys == ["rec-1:v3"], failed.value  # validated: the next version's data key was asked for
+
+
+@pytest.mark.parametrize("other_id", ["rec-2", "fhir-2", "psn-2"])
+def test_a_patient_version_named_by_another_id_is_refused(other_id) -> None:
+    peers = PatientRecord()
+    with pytest.raises(InvalidArgument) as refused:
+        versions(peers).update(AUTHOR, "rec-1", json.dumps({"resourceType": "Patient", "id": other_id}).encode())
+    assert refused.value.field == "resource_json.id" and other_id not in str(refused.value)
+    assert peers.asked_keys == [] and peers.events == []

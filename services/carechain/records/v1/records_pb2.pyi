@@ -18,20 +18,22 @@ class PutRecordRequest(_message.Message):
     def __init__(self, patient_id: _Optional[str] = ..., resource_json: _Optional[bytes] = ...) -> None: ...
 
 class PutRecordResponse(_message.Message):
-    __slots__ = ("record_id", "version", "categories", "content_sha256", "ledger_log_index", "security_labels")
+    __slots__ = ("record_id", "version", "categories", "content_sha256", "ledger_log_index", "security_labels", "patient_id")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     LEDGER_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     SECURITY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     version: int
     categories: _containers.RepeatedScalarFieldContainer[_common_pb2.SensitivityCategory]
     content_sha256: str
     ledger_log_index: int
     security_labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.SecurityLabel]
-    def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., ledger_log_index: _Optional[int] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ...) -> None: ...
+    patient_id: str
+    def __init__(self, record_id: _Optional[str] = ..., version: _Optional[int] = ..., categories: _Optional[_Iterable[_Union[_common_pb2.SensitivityCategory, str]]] = ..., content_sha256: _Optional[str] = ..., ledger_log_index: _Optional[int] = ..., security_labels: _Optional[_Iterable[_Union[_common_pb2.SecurityLabel, _Mapping]]] = ..., patient_id: _Optional[str] = ...) -> None: ...
 
 class GetRecordRequest(_message.Message):
     __slots__ = ("record_id", "purpose", "break_glass", "break_glass_reason", "action", "version", "provenance")
