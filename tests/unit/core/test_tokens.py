@@ -238,3 +238,12 @@ def test_a_payload_with_a_non_base64url_character_is_refused() -> None:
     header, payload, signature = _token().split(".")
     with pytest.raises(Unauthenticated, match="not well-formed"):
         verify_token(f"{header}.{payload[:-1]}+.{signature}", KEYS, ACCESS_TOKEN_TYPE, "carechain.records")
+
+
+def test_the_claims_returned_at_issue_are_those_a_verifier_reads() -> None:
+    from carechain.core.tokens import issue_token_with_claims
+
+    token, claims = issue_token_with_claims(ISSUER, ACCESS_TOKEN_TYPE, {"sub": "prac-1", "aud": "carechain.records"},
+                                            60)
+    assert claims == verify_token(token, KEYS, ACCESS_TOKEN_TYPE, "carechain.records")
+    assert claims["jti"] and claims["iss"] == "svc-identity"
