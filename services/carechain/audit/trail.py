@@ -33,6 +33,11 @@ MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 MAX_BATCH_EVENTS = 500
 #: Actions only the audit service itself records.
 OWN_ACTIONS = frozenset({audit_pb2.AUDIT_ACTION_LEDGER_CHECKPOINT, audit_pb2.AUDIT_ACTION_ANCHOR_BATCH})
+# The known values of each enum an event carries, as sets once: Enum.values() builds a new list per call.
+_ACTIONS = frozenset(audit_pb2.AuditAction.values()) - {audit_pb2.AUDIT_ACTION_UNSPECIFIED}
+_OUTCOMES = frozenset(audit_pb2.AuditOutcome.values()) - {audit_pb2.AUDIT_OUTCOME_UNSPECIFIED}
+_PURPOSES = frozenset(common_pb2.PurposeOfUse.values())
+_CATEGORIES = frozenset(common_pb2.SensitivityCategory.values()) - {common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED}
 
 
 def validate_event(
@@ -48,15 +53,14 @@ def validate_event(
         uuid.UUID(event.event_id)
     except ValueError as exc:
         raise InvalidArgument("event.event_id", "must be a UUID") from exc
-    if event.action == audit_pb2.AUDIT_ACTION_UNSPECIFIED or event.action not in audit_pb2.AuditAction.values():
+    if event.action not in _ACTIONS:
         raise InvalidArgument("event.action", "must be a known AuditAction")
-    if event.outcome == audit_pb2.AUDIT_OUTCOME_UNSPECIFIED or event.outcome not in audit_pb2.AuditOutcome.values():
+    if event.outcome not in _OUTCOMES:
         raise InvalidArgument("event.outcome", "must be a known AuditOutcome")
-    if event.purpose not in common_pb2.PurposeOfUse.values():
+    if event.purpose not in _PURPOSES:
         raise InvalidArgument("event.purpose", "must be a known PurposeOfUse")
     for category in event.categories:
-        if category == common_pb2.SENSITIVITY_CATEGORY_UNSPECIFIED or \
-                category not in common_pb2.SensitivityCategory.values():
+        if category not in _CATEGORIES:
             raise InvalidArgument("event.categories", "must be known SensitivityCategory values")
     if not event.service:
         raise InvalidArgument("event.service", "required")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -163,10 +164,17 @@ def load_public_key(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
+@functools.lru_cache(maxsize=4096)
+def _verifying_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of a raw public key, built once per key: the ledger's readers verify every
+    transaction's and block's signature against the few keys of the network's principals."""
+    return load_public_key(raw)
+
+
 def verify_signature(public_key: bytes | Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
     """True when signature is a valid Ed25519 signature of message."""
     try:
-        key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
+        key = public_key if isinstance(public_key, Ed25519PublicKey) else _verifying_key(bytes(public_key))
         key.verify(signature, message)
         return True
     except (InvalidSignature, ValueError):

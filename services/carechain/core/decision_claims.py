@@ -31,7 +31,7 @@ from carechain.common.v1 import common_pb2
 from carechain.core.crypto import Signer
 from carechain.core.errors import Unauthenticated
 from carechain.core.layout import DECISION_ISSUER_ID, audience
-from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token, unverified_claims, verify_token
+from carechain.core.tokens import DECISION_TOKEN_TYPE, issue_token_with_claims, verify_token
 
 #: Decision tokens are redeemed at the identity service.
 DECISION_AUDIENCE = audience("identity")
@@ -108,9 +108,9 @@ class DecisionClaims:
 
 def issue_decision_token(signer: Signer, claims: DecisionClaims, ttl_seconds: float) -> tuple[str, DecisionClaims]:
     """Sign claims into a decision token; returns it and its claims with decision_id and expires_at set."""
-    token, _ = issue_token(signer, DECISION_TOKEN_TYPE, claims.to_claims(), ttl_seconds)
-    # Read back from the token just signed: the jti and exp it carries are the ones identity will see.
-    return token, DecisionClaims.from_claims(unverified_claims(token))
+    # The claims as signed (parsed from the signed bytes): the jti and exp identity will see.
+    token, signed = issue_token_with_claims(signer, DECISION_TOKEN_TYPE, claims.to_claims(), ttl_seconds)
+    return token, DecisionClaims.from_claims(signed)
 
 
 def verify_decision_token(token: str, issuer_key: bytes) -> DecisionClaims:

@@ -14,6 +14,13 @@ method; no peer addresses, no payloads). They replace the generic gRPC instrumen
 about an eighth of the stack's time per call (a wrapped servicer context, a second interceptor layer,
 attributes parsed from the peer string on every call).
 
+Without an exporter (``none``, the default) nothing would ever read a span's name, attributes, events or
+timing, so the tracers hand out non-recording spans that carry only a context (:class:`_UnexportedTracer`):
+a span id of their own, the parent's trace id, flags and state (a new trace id, sampled, at a root). Trace
+ids still propagate on every hop and appear in log lines; an SDK span costs ~15 us to start and end, and a
+write makes a few dozen (one per call on each side, per batch, per SQLite statement). Once a span processor
+is added (an exporter, or a test's in-memory one) spans are recorded as the SDK records them.
+
 An OTLP export gives up after ``EXPORT_TIMEOUT_SECONDS`` (unless
 ``OTEL_EXPORTER_OTLP_TIMEOUT`` / ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` say otherwise), so a
 process whose collector is unreachable still stops within seconds of SIGTERM.
@@ -21,15 +28,16 @@ process whose collector is unreachable still stops within seconds of SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 import carechain
 
@@ -57,16 +65,78 @@ def span_json_line(span: ReadableSpan) -> str:
     return span.to_json(indent=None) + "\n"
 
 
+class _UnexportedTracer(trace.Tracer):
+    """An SDK tracer that, while its provider has no span processor, starts non-recording spans.
+
+    Such a span is a context only (see the module docstring): what the SDK would have recorded had nowhere
+    to go. With a processor the SDK tracer starts every span, as without this class.
+    """
+
+    def __init__(self, tracer: trace.Tracer, provider: Any) -> None:
+        self._tracer = tracer
+        self._provider = provider
+
+    def start_span(self, name: str, context: otel_context.Context | None = None,
+                   kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = (),
+                   start_time: int | None = None, record_exception: bool = True,
+                   set_status_on_exception: bool = True) -> trace.Span:
+        """The SDK's span when spans are processed; else a context-only child of context's (or the current) span."""
+        provider = self._provider
+        if provider.exporting:
+            return self._tracer.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                                           set_status_on_exception)
+        parent = trace.get_current_span(context).get_span_context()
+        ids = provider.id_generator
+        if parent.is_valid:
+            trace_id, flags, state = parent.trace_id, parent.trace_flags, parent.trace_state
+        else:  # a root: sampled, as the SDK's default sampler (parent-based, always on) decides
+            trace_id, flags, state = ids.generate_trace_id(), _SAMPLED, None
+        return NonRecordingSpan(SpanContext(trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags,
+                                            trace_state=state))
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, context: otel_context.Context | None = None,
+                              kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = (),
+                              start_time: int | None = None, record_exception: bool = True,
+                              set_status_on_exception: bool = True, end_on_exit: bool = True) -> Iterator[trace.Span]:
+        """:meth:`start_span`, made current for the block (ended on exit unless end_on_exit is False)."""
+        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                               set_status_on_exception)
+        with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
+                            set_status_on_exception=set_status_on_exception) as current:
+            yield current
+
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+@functools.lru_cache(maxsize=1)
+def _provider_class() -> type[TracerProvider]:
+    """The SDK's TracerProvider, knowing whether it has a span processor; its tracers are :class:`_UnexportedTracer`."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    class Provider(TracerProvider):
+        exporting = False  # set for good by the first span processor added
+
+        def add_span_processor(self, span_processor: Any) -> None:
+            super().add_span_processor(span_processor)
+            self.exporting = True
+
+        def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+            return _UnexportedTracer(super().get_tracer(*args, **kwargs), self)
+
+    return Provider
+
+
 def configure_tracing(service: str) -> TracerProvider:
     """Install the global tracer provider for this process (once)."""
     global _provider
     if _provider is not None:
         return _provider
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    provider = TracerProvider(resource=Resource.create(resource_attributes(service)))
+    provider = _provider_class()(resource=Resource.create(resource_attributes(service)))
     for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "none").split(","):
         name = name.strip().lower()
         if name == "otlp":

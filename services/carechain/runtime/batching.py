@@ -45,12 +45,41 @@ class BatchClosed(RuntimeError):
     """The batcher was closed: nothing more is accepted."""
 
 
+class _Wake:
+    """An Event for one waiter on a bare lock (held while not set): ~0.2 us against ~3 us for an Event.
+
+    set and clear are called under the batcher's lock; wait only by the item's own caller. The lock is
+    released exactly while the wake is set (wait takes and gives it back; only the waiter clears).
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def clear(self) -> None:
+        if self._set:
+            self._set = False
+            self._lock.acquire()  # free: the waiter gave it back after its wait
+
+    def wait(self) -> None:
+        self._lock.acquire()
+        self._lock.release()
+
+
 @dataclass
 class _Pending(Generic[T, R]):
     item: T
     span_context: trace.SpanContext
     context: contextvars.Context
-    wake: threading.Event = field(default_factory=threading.Event)  # done, or promoted to flusher
+    wake: _Wake = field(default_factory=_Wake)  # done, or promoted to flusher
     finished: bool = False
     promoted: bool = False
     result: R | None = None

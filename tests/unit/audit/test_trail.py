@@ -42,11 +42,13 @@ def test_missing_time_is_filled_with_now(env: AuditEnv) -> None:
     ({"action": audit_pb2.AUDIT_ACTION_UNSPECIFIED}, "event.action"),
     ({"action": 99}, "event.action"),
     ({"outcome": audit_pb2.AUDIT_OUTCOME_UNSPECIFIED}, "event.outcome"),
+    ({"outcome": 99}, "event.outcome"),
     ({"service": ""}, "event.service"),
     ({"actor_id": ""}, "event.actor_id"),
     ({"time_ms": -1}, "event.time_ms"),
     ({"purpose": 42}, "event.purpose"),
     ({"categories": [0]}, "event.categories"),
+    ({"categories": [999]}, "event.categories"),
     ({"alert": True, "patient_id": ""}, "event.patient_id"),
 ])
 def test_invalid_events_are_rejected_naming_the_field(env: AuditEnv, fields: dict, field_name: str) -> None:

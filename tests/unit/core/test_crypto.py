@@ -64,3 +64,16 @@ def test_signer_file_is_private_and_round_trips(tmp_path: pathlib.Path) -> None:
 def test_constant_time_comparison_compares_values() -> None:
     assert same("abc", b"abc")
     assert not same(b"abc", b"abd")
+
+
+def test_verifying_against_raw_key_bytes_keeps_refusing_wrong_keys_and_signatures() -> None:
+    # Key objects are cached by their bytes: a cached key must not make another key's signature pass.
+    from carechain.core.crypto import Ed25519Signer, verify_signature
+
+    alice, mallory = Ed25519Signer.generate("alice"), Ed25519Signer.generate("mallory")
+    signature = alice.sign(b"message")
+    for _ in range(2):  # the second round reads the cached key objects
+        assert verify_signature(alice.public_key_bytes(), signature, b"message")
+        assert not verify_signature(mallory.public_key_bytes(), signature, b"message")
+        assert not verify_signature(alice.public_key_bytes(), signature, b"other message")
+        assert not verify_signature(b"short", signature, b"message")

@@ -45,3 +45,36 @@ def test_a_console_span_is_one_json_line() -> None:
     decoded = json.loads(line)
     assert decoded["name"] == "records.validate"
     assert decoded["attributes"] == {"carechain.step": "validate"}
+
+
+def test_without_a_span_processor_spans_carry_context_only_and_record_once_one_is_added() -> None:
+    from opentelemetry import propagate
+
+    from carechain.core.telemetry import _provider_class
+
+    provider = _provider_class()()  # a provider of its own: the global one has processors from other tests
+    tracer = provider.get_tracer("test")
+    root = tracer.start_span("root")
+    assert not root.is_recording()
+    assert root.get_span_context().is_valid and root.get_span_context().trace_flags.sampled
+    with trace.use_span(root):
+        with tracer.start_as_current_span("child") as child:
+            assert trace.get_current_span() is child and not child.is_recording()
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)  # what a client span sends downstream: the root's trace, the child's id
+    assert child.get_span_context().trace_id == root.get_span_context().trace_id
+    assert child.get_span_context().span_id != root.get_span_context().span_id
+    assert carrier["traceparent"].split("-")[1:3] == [f"{root.get_span_context().trace_id:032x}",
+                                                     f"{child.get_span_context().span_id:016x}"]
+    # A caller's unsampled context stays unsampled downstream; its trace id is kept.
+    unsampled = propagate.extract({"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"})
+    remote_child = tracer.start_span("remote-child", context=unsampled).get_span_context()
+    assert remote_child.trace_id == int("ab" * 16, 16) and not remote_child.trace_flags.sampled
+
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with trace.use_span(root):
+        with tracer.start_as_current_span("recorded") as recorded:
+            assert recorded.is_recording()
+    [finished] = exporter.get_finished_spans()
+    assert finished.name == "recorded" and finished.context.trace_id == root.get_span_context().trace_id

@@ -215,3 +215,35 @@ def test_issuer_key_objects_are_built_once_per_key() -> None:
     raw = ISSUER.public_key_bytes()
     assert issuer_public_key(raw) is issuer_public_key(bytes(raw))
     assert issuer_public_key(Ed25519Signer.generate("x").public_key_bytes()) is not issuer_public_key(raw)
+
+
+@pytest.mark.parametrize("segment", [
+    b"", b"QQ", b"QQ==", b"QQ=", b"QQ===", b"Q", b"QUJD", b"QUJ=", b"QU!D", b"QU+D", b"QU/D", b"QUJDRA",
+    b"QR", b"QR==", b"a-_b", b"a b=", b"=", b"==", b"QUJDRA\n",
+])
+def test_segment_check_keeps_pyjwt_rules(segment: bytes) -> None:
+    # The regex check must accept and refuse exactly what PyJWT's own per-character loop does.
+    from carechain.core.tokens import _SegmentCheckedJWS
+
+    def outcome(decode: object) -> object:
+        try:
+            return decode(segment, "payload")  # type: ignore[operator]
+        except jwt.DecodeError as exc:
+            return str(exc)
+
+    assert outcome(_SegmentCheckedJWS._decode_base64url_segment) == outcome(jwt.PyJWS._decode_base64url_segment)
+
+
+def test_a_payload_with_a_non_base64url_character_is_refused() -> None:
+    header, payload, signature = _token().split(".")
+    with pytest.raises(Unauthenticated, match="not well-formed"):
+        verify_token(f"{header}.{payload[:-1]}+.{signature}", KEYS, ACCESS_TOKEN_TYPE, "carechain.records")
+
+
+def test_the_claims_returned_at_issue_are_those_a_verifier_reads() -> None:
+    from carechain.core.tokens import issue_token_with_claims
+
+    token, claims = issue_token_with_claims(ISSUER, ACCESS_TOKEN_TYPE, {"sub": "prac-1", "aud": "carechain.records"},
+                                            60)
+    assert claims == verify_token(token, KEYS, ACCESS_TOKEN_TYPE, "carechain.records")
+    assert claims["jti"] and claims["iss"] == "svc-identity"

@@ -141,3 +141,15 @@ def test_a_batch_of_one_is_traced_as_part_of_its_callers_trace() -> None:
     with trace.use_span(caller):
         MicroBatcher("echo", flush).submit(1)
     assert traces == [0x1234]
+
+
+def test_many_callers_with_hand_offs_all_get_their_own_result() -> None:
+    # 64 threads, one flusher slot: every caller is woken (done, or promoted to flush) exactly as needed.
+    def flush(items: list[int]) -> list[int]:
+        time.sleep(0.0005)  # lets the queue fill, so slots are handed to waiting callers
+        return [i + 1 for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher("inc", flush, max_batch=8, max_in_flight=1)
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        results = list(pool.map(batcher.submit, range(3000), timeout=60))
+    assert results == [i + 1 for i in range(3000)]
