@@ -32,6 +32,7 @@ from carechain.consent.rules import signed_by, validate_grant_policy
 from carechain.consent.v1 import consent_pb2, policy_pb2
 from carechain.core.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from carechain.ledger.sealing import LedgerSealer
+from carechain.ledger.state import searched_identities
 from carechain.ledger.v1 import ledger_pb2
 from carechain.runtime.patient_links import PatientLinkTable
 
@@ -290,7 +291,7 @@ class ConsentState:
         elif kind == "erase_records":
             e = body.erase_records
             # The network patient's records include its linked local identities' (as the contract reads them).
-            identities = {e.patient_id, *self._links.linked_patients(e.patient_id)}
+            identities = set(searched_identities(self._links, e.patient_id))
             targets = e.record_ids or [rid for rid, rec in self._records.items() if rec.patient_id in identities]
             for record_id in targets:
                 record = self._records.get(record_id)

@@ -17,7 +17,6 @@ is :mod:`carechain.core.crypto`'s Ed25519); it reads no clock, so the validators
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import os
@@ -26,6 +25,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from jwt.utils import base64url_decode, base64url_encode
 
 from carechain.core.crypto import Signer, same, sha256, verify_signature
 
@@ -60,7 +61,7 @@ class ConsentClaims:
 
 def b64url(data: bytes) -> str:
     """base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64url_encode(data).decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:
@@ -68,7 +69,7 @@ def b64url_decode(text: str) -> bytes:
     if not _B64URL.match(text) or len(text) % 4 == 1:
         raise InvalidConsentJws("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64url_decode(text)
     except (binascii.Error, ValueError):
         raise InvalidConsentJws("not base64url") from None
 

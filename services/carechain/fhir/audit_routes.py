@@ -17,14 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from carechain.fhir.auth import request_credentials
-from carechain.fhir.searchset import (
-    check_parameters,
-    count_parameter,
-    date_parameters,
-    patient_parameter,
-    search_url,
-    searchset,
-)
+from carechain.fhir.search import bundle_of, link, match_entry
+from carechain.fhir.searchset import check_parameters, count_parameter, date_parameters, patient_parameter
 from carechain.records.v1 import records_pb2
 
 _AUDIT_EVENT = "AuditEvent"
@@ -51,10 +45,12 @@ def audit_routes(records: Any, config: Any) -> list[Route]:
         base = app._base_url(request, config)
         # The query as given (the page token aside), so the next link repeats it exactly.
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in (_PAGE_TOKEN, "_format")]
-        self_params = params + ([(_PAGE_TOKEN, page_token)] if page_token else [])
-        next_url = search_url(base, _AUDIT_EVENT, [*params, (_PAGE_TOKEN, page.next_page_token)]) \
-            if page.next_page_token else ""
-        entries = [(_AUDIT_EVENT, entry["resource"]) for entry in exported.get("entry", [])]
-        return app.fhir_response(searchset(base, search_url(base, _AUDIT_EVENT, self_params), entries, next_url))
+        url = f"{base}/{_AUDIT_EVENT}"
+        links = [{"relation": "self", "url": link(url, params + ([(_PAGE_TOKEN, page_token)] if page_token else []))}]
+        if page.next_page_token:
+            links.append({"relation": "next", "url": link(url, [*params, (_PAGE_TOKEN, page.next_page_token)])})
+        entries = [match_entry(base, entry["resource"]) for entry in exported.get("entry", [])]
+        return app.fhir_response(bundle_of(entries, [], links))
 
     return [Route("/AuditEvent", search, methods=["GET"])]
+

@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from carechain.fhir.auth import request_credentials, unauthenticated
 from carechain.fhir.outcomes import FhirError
-from carechain.fhir.searchset import check_parameters, patient_parameter, search_url, searchset
+from carechain.fhir.search import bundle_of, link, match_entry
+from carechain.fhir.searchset import check_parameters, patient_parameter
 from carechain.records.v1 import records_pb2
 
 #: The request header carrying the patient's compact JWS over the body.
@@ -82,9 +83,10 @@ def consent_routes(records: Any, config: Any) -> list[Route]:
         listed = await records.call("ListPatientConsents", records_pb2.ListPatientConsentsRequest(
             patient_id=patient), credentials, _CONSENT)
         base = app._base_url(request, config)
-        entries = [(_CONSENT, json.loads(c.consent_json)) for c in listed.consents]
+        entries = [match_entry(base, json.loads(c.consent_json)) for c in listed.consents]
         params = [("patient", f"Patient/{patient}")] if patient else []
-        return app.fhir_response(searchset(base, search_url(base, _CONSENT, params), entries, total=len(entries)))
+        links = [{"relation": "self", "url": link(f"{base}/{_CONSENT}", params)}]
+        return app.fhir_response(bundle_of(entries, [], links, total=len(entries)))
 
     async def read(request: Request) -> Response:
         app.negotiate(request)

@@ -16,7 +16,6 @@ category, e.g. Observation ``laboratory``; not a sensitivity label, those are se
 
 from __future__ import annotations
 
-import datetime
 import re
 import urllib.parse
 import uuid
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from carechain.core.fhir import fhir_time_range
 from carechain.fhir.outcomes import FhirError
 from carechain.fhir.patients import served_version
 from carechain.fhir.provenance import provenance_entry
@@ -134,28 +134,12 @@ def patient_id_of(value: str, parameter: str) -> str:
 
 def _instant(text: str, parameter: str) -> tuple[int, int]:
     """A FHIR date/dateTime as the half-open range [start, end) of Unix ms it stands for (UTC when no zone)."""
-    match = _DATE.match(text)
-    if match is None:
+    if _DATE.match(text) is None:
         raise _bad(parameter, "must be a FHIR date or dateTime (e.g. 2026-03-02), after an optional prefix", "value")
-    year = int(match["year"])
     try:
-        if match["time"]:
-            stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=datetime.UTC)
-            start = round(stamp.timestamp() * 1000)
-            return start, start + (1 if "." in match["time"] else 1000)
-        month, day = int(match["month"] or 1), int(match["day"] or 1)
-        first = datetime.datetime(year, month, day, tzinfo=datetime.UTC)
-        if match["day"]:
-            last = first + datetime.timedelta(days=1)
-        elif match["month"]:
-            last = datetime.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=datetime.UTC)
-        else:
-            last = datetime.datetime(year + 1, 1, 1, tzinfo=datetime.UTC)
+        return fhir_time_range(text)
     except ValueError:
         raise _bad(parameter, "is not a real date", "value") from None
-    return round(first.timestamp() * 1000), round(last.timestamp() * 1000)
 
 
 def _prefixed(value: str, parameter: str) -> tuple[str, int, int]:
@@ -375,9 +359,7 @@ class SearchPage:
 def searchset(base_url: str, url: str, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
     """The ``searchset`` Bundle of one page (url: this search's URL without its query string); with
     ``_revinclude=Provenance:target`` each match's version Provenance follows the matches as an include."""
-    entries: list[dict[str, Any]] = [{
-        "fullUrl": f"{base_url}/{record.resource_type}/{record.record_id}", "resource": served_version(record),
-        "search": {"mode": "match"}} for record in page.records]
+    entries = [match_entry(base_url, served_version(record)) for record in page.records]
     if query.revinclude_provenance:
         entries += [provenance_entry(base_url, record, "include") for record in page.records
                     if record.provenance_json]
@@ -386,6 +368,12 @@ def searchset(base_url: str, url: str, query: SearchQuery, page: SearchPage) -> 
     if page.next_page_token:
         links.append({"relation": "next", "url": link(url, [*query.parameters, (PAGE_TOKEN, page.next_page_token)])})
     return bundle_of(entries, outcome_issues(page.withheld, page.large, query.ignored), links)
+
+
+def match_entry(base_url: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """A searchset entry (search mode match) of a resource as this server serves it (its id is the server's)."""
+    return {"fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}", "resource": resource,
+            "search": {"mode": "match"}}
 
 
 def outcome_issues(withheld: int, large: int, ignored: Sequence[str]) -> list[dict[str, Any]]:

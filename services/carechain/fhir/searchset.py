@@ -1,11 +1,9 @@
-"""FHIR ``searchset`` Bundles and the search parameters the patient-facing routes share (docs/fhir.md)."""
+"""The search parameters the patient-facing routes (Consent, AuditEvent) share (docs/fhir.md); their Bundles are
+:func:`carechain.fhir.search.bundle_of` with :func:`carechain.fhir.search.link` links, as every search's."""
 
 from __future__ import annotations
 
-import datetime
-import urllib.parse
 from collections.abc import Iterable
-from typing import Any
 
 from starlette.requests import Request
 
@@ -16,32 +14,6 @@ from carechain.fhir.patients import PATIENT_PREFIX
 #: FHIR date search prefixes CareChain supports on ``date`` (R4 3.1.1.5.2), each on a value's range [start, end).
 DATE_PREFIXES = ("ge", "gt", "le", "lt", "eq")
 MAX_COUNT = 1000
-
-
-def searchset(base_url: str, self_url: str, entries: Iterable[tuple[str, dict[str, Any]]],
-              next_url: str = "", total: int | None = None) -> dict[str, Any]:
-    """A searchset Bundle of (resource type, resource) matches, with ``self`` and (when more) ``next`` links."""
-    links = [{"relation": "self", "url": self_url}]
-    if next_url:
-        links.append({"relation": "next", "url": next_url})
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle", "type": "searchset",
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "link": links,
-        "entry": [{"fullUrl": f"{base_url}/{resource_type}/{resource['id']}", "resource": resource,
-                   "search": {"mode": "match"}} for resource_type, resource in entries],
-    }
-    if total is not None:
-        bundle["total"] = total
-    if not bundle["entry"]:
-        del bundle["entry"]
-    return bundle
-
-
-def search_url(base_url: str, resource_type: str, params: list[tuple[str, str]]) -> str:
-    """The absolute URL of a search with params (for ``self`` and ``next`` links)."""
-    query = urllib.parse.urlencode(params)
-    return f"{base_url}/{resource_type}" + (f"?{query}" if query else "")
 
 
 def check_parameters(request: Request, supported: Iterable[str], resource_type: str) -> None:

@@ -38,6 +38,7 @@ from carechain.core.decision_claims import data_key_id
 from carechain.core.errors import CareChainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from carechain.core.layout import OPERATOR_ID
 from carechain.identity.v1 import identity_pb2
+from carechain.ledger.state import searched_identities
 from carechain.ledger.submission import ServiceSubmitter
 from carechain.ledger.transactions import decode_body, logged_transactions
 from carechain.ledger.v1 import ledger_pb2
@@ -101,11 +102,11 @@ def read_ledger_records(ledger: Any, patient_id: str = "") -> LedgerRecords:
             links.fold(body)
         elif kind == "erase_records":
             erase = body.erase_records
-            identities = [erase.patient_id, *links.linked_patients(erase.patient_id)]
+            identities = searched_identities(links, erase.patient_id)
             found.erased.update(erase.record_ids or
                                 [r for identity in identities for r in by_patient.get(identity, [])])
     if patient_id:
-        identities = {patient_id, *links.linked_patients(patient_id)}
+        identities = set(searched_identities(links, patient_id))
         found.registrations = {record_id: registrations for record_id, registrations in found.registrations.items()
                                if owners[record_id] in identities}
         found.erased &= set(found.registrations)
