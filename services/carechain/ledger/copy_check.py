@@ -38,8 +38,11 @@ root, and checks 1-3, 5, 7-9 run on every later block (results hashed as
 stored); at the end an RFC 9162 consistency proof from the checkpoint's tree to
 the head's is checked. Transaction signatures and the contract re-run (4, 6)
 and the state comparison (10) need the state replayed from genesis, so they are
-left to a full verification; the work is O(blocks after the checkpoint) plus
-hashing the stored leaf hashes once.
+left to a full verification; so is the stored leaf table before the checkpoint:
+the checkpoint's tree is read as the O(log n) stored roots of its perfect subtrees,
+which must fold to the trusted root, so the work is O(blocks after the checkpoint)
+whatever the history (the stored log tree serves the later inclusion proofs, each
+checked against a root computed from those subtrees and the blocks' transactions).
 
 It stops at the first problem and names the block and what failed. The
 validator set (members and quorum) comes from configuration, never from the
@@ -66,10 +69,11 @@ from dataclasses import dataclass, field
 
 from carechain.core import merkle
 from carechain.core.crypto import verify_signature
-from carechain.core.errors import IntegrityError
+from carechain.core.errors import CareChainError, IntegrityError
 from carechain.core.layout import TrustBundle, service_principal_id
 from carechain.ledger import blocks, quorum, transactions
 from carechain.ledger.contract import Validator
+from carechain.ledger.queries import StoredLogTree, stored_frontier
 from carechain.ledger.quorum import ValidatorSet, configured_validator_set
 from carechain.ledger.sqlite_store import LedgerStore
 from carechain.ledger.state import EmptyState, PendingState
@@ -280,11 +284,18 @@ class _Verifier:
             return self._fail(height, "tree size or root differs from the trusted checkpoint")
         if blocks.header_hash(stored.header) != stored.header_hash:
             return self._fail(height, "stored header hash differs from its header")
-        leaves = self.store.leaf_hashes()
-        if len(leaves) < trusted.tree_size:
+        if self.store.log_size() < trusted.tree_size:
             return self._fail(height, "log entries hold fewer transactions than the trusted checkpoint")
-        self.tree = merkle.MerkleTree(leaves[:trusted.tree_size])
-        self.frontier = merkle.Frontier.from_leaf_hashes(leaves[:trusted.tree_size])
+        # O(log n): the stored roots of the checkpoint tree's perfect subtrees, which must fold to the
+        # trusted root; a store from before those nodes were kept hashes its leaves instead.
+        frontier = stored_frontier(self.store, trusted.tree_size)
+        if frontier is not None:
+            # Inclusion proofs of later transactions read the store's nodes; each is checked against a log
+            # root computed from this frontier and the blocks' own transactions, so a wrong node fails.
+            self.frontier, self.tree = frontier, StoredLogTree(self.store, trusted.tree_size)
+        else:  # a store from before log_nodes (read-only here; the ledger's next open adds them)
+            leaves = self.store.leaf_hashes()[:trusted.tree_size]
+            self.frontier, self.tree = merkle.Frontier.from_leaf_hashes(leaves), merkle.MerkleTree(leaves)
         if self.frontier.root() != trusted.root:
             return self._fail(height, "log entries up to the trusted checkpoint do not hash to its root")
         self.validator = Validator(header.chain_id, self.trust)
@@ -307,11 +318,13 @@ class _Verifier:
             )
         try:  # the verified log extends the trusted one
             merkle.verify_consistency(trusted.tree_size, self.tree.size,
-                                      self.tree.consistency_proof(trusted.tree_size), trusted.root, self.tree.root())
-        except IntegrityError as exc:
+                                      self.tree.consistency_proof(trusted.tree_size), trusted.root,
+                                      self.frontier.root())
+        except CareChainError as exc:  # IntegrityError, or DataLoss for a node the store lacks
             return self._fail(head.height, f"not consistent with the trusted checkpoint: {exc.message}")
         return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
                                  self.final_header, self.tree.root, from_height=self.from_height)
+
 
     def _state_difference(self) -> str:
         """Name of the first state table whose stored rows differ from the replay, or ''."""
@@ -398,7 +411,7 @@ class _Verifier:
             try:
                 path = self.tree.inclusion_proof(log_index, header.log_size)
                 merkle.verify_inclusion(leaf, log_index, header.log_size, path, header.log_root)
-            except IntegrityError as exc:
+            except CareChainError as exc:  # IntegrityError, or DataLoss for a node the store lacks
                 raise _Bad(f"transaction {index} (log index {log_index}): {exc.message}") from exc
         # 9. the stored leaf table
         self._check_log_entries(height, first_log_index, leaf_data, leaves, recomputed)

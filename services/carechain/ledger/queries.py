@@ -80,6 +80,24 @@ def _served_intact(verify: Callable[..., None], *proof: object) -> None:
         raise DataLoss(f"ledger log tree nodes are damaged ({exc.message}); run `carechain ledger verify`") from None
 
 
+def stored_frontier(store: LedgerStore, size: int) -> merkle.Frontier | None:
+    """The frontier of the log's first size leaves from the store's subtree roots (O(log size) reads).
+
+    None when one is not stored (a store from before ``log_nodes``). The caller checks the frontier's
+    root against a signed one: the stored nodes are only as good as that check.
+    """
+    def node(level: int, position: int) -> bytes:
+        digest = store.log_node(level, position)
+        if digest is None:
+            raise LookupError((level, position))
+        return digest
+
+    try:
+        return merkle.Frontier.from_subtrees(size, node)
+    except LookupError:
+        return None
+
+
 class StoredLogTree(merkle.MerkleTree):
     """The log's RFC 9162 tree read from the chain store's subtree roots: no leaf list in memory.
 
@@ -152,24 +170,12 @@ class ChainView:
         self._frontier = self._open_frontier(self._head)
         self._tree = StoredLogTree(store, self._head.log_size)
 
-    def _stored_frontier(self, size: int) -> merkle.Frontier | None:
-        try:
-            return merkle.Frontier.from_subtrees(size, self._required_node)
-        except LookupError:
-            return None
-
-    def _required_node(self, level: int, position: int) -> bytes:
-        digest = self.store.log_node(level, position)
-        if digest is None:
-            raise LookupError((level, position))
-        return digest
-
     def _open_frontier(self, head: ledger_pb2.BlockHeader) -> merkle.Frontier:
         """The head's frontier from the stored subtree roots, rebuilt from the leaves if they do not match it."""
         # Cheap consistency checks; full verification is verify_chain.
         if self.store.log_size() != head.log_size:
             raise DataLoss("ledger store is inconsistent (head log size vs log entries); run `carechain ledger verify`")
-        frontier = self._stored_frontier(head.log_size)
+        frontier = stored_frontier(self.store, head.log_size)
         if frontier is not None and frontier.root() == head.log_root:
             return frontier
         if frontier is None:
@@ -178,7 +184,7 @@ class ChainView:
             log.warning("ledger log tree nodes do not hash to the head's log root; rebuilding them from the log "
                         "entries", extra={"height": head.height})
         self.replayed_leaves = self.store.rebuild_log_nodes()
-        frontier = self._stored_frontier(head.log_size)
+        frontier = stored_frontier(self.store, head.log_size)
         if frontier is None or frontier.root() != head.log_root:
             raise DataLoss("ledger store is inconsistent (head log root vs log entries); run `carechain ledger verify`")
         return frontier

@@ -12,7 +12,7 @@ from carechain.core.layout import write_public_key
 from carechain.ledger import blocks, transactions
 from carechain.ledger.chain import Ledger
 from carechain.ledger.copy_check import TrustedCheckpoint, verify_chain, verify_data_dir
-from carechain.ledger.sqlite_store import DB_FILE
+from carechain.ledger.sqlite_store import DB_FILE, LedgerStore
 from carechain.ledger.v1 import ledger_pb2
 
 TIMEOUT = 30
@@ -239,8 +239,54 @@ def test_incremental_verification_finds_a_re_signed_block_after_the_checkpoint(c
     assert "quorum certificate" in result.problem
 
 
-def test_incremental_verification_finds_a_leaf_table_rewritten_before_the_checkpoint(chain_dir, net):
+def test_incremental_verification_reads_the_checkpoint_tree_from_its_stored_subtrees_not_its_leaves(
+        chain_dir, net, monkeypatch):
     checkpoint = checkpoint_at(chain_dir, 4)
+
+    def no_leaf_scan(self):
+        raise AssertionError("verification from a checkpoint read every leaf hash")
+
+    monkeypatch.setattr(LedgerStore, "leaf_hashes", no_leaf_scan)
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
+    assert result.ok, result.problem
+
+
+def test_a_stored_subtree_root_rewritten_before_the_checkpoint_is_found_incrementally(chain_dir, net):
+    checkpoint = checkpoint_at(chain_dir, 4)
+    with db(chain_dir) as conn:
+        level, position = conn.execute("SELECT level, position FROM log_nodes ORDER BY level DESC LIMIT 1").fetchone()
+        assert (1 << level) * (position + 1) <= checkpoint.tree_size  # a node of the checkpoint's tree
+        conn.execute("UPDATE log_nodes SET hash = ? WHERE level = ? AND position = ?", (bytes(32), level, position))
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
+    assert (result.ok, result.first_bad_height) == (False, 4)
+    assert "do not hash to its root" in result.problem
+
+
+def test_a_stored_subtree_root_rewritten_after_the_checkpoint_fails_an_inclusion_proof(chain_dir, net):
+    checkpoint = checkpoint_at(chain_dir, 2)
+    with db(chain_dir) as conn:
+        conn.execute("UPDATE log_nodes SET hash = ? WHERE level = 2 AND position = 0", (bytes(32),))
+    result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
+    assert not result.ok
+    assert result.first_bad_height > 2 and "log index" in result.problem
+
+
+def test_a_leaf_rewritten_before_the_checkpoint_is_left_to_full_verification_which_finds_it(chain_dir, net):
+    # Incremental verification trusts the checkpoint's tree as the folded subtree roots the ledger serves
+    # proofs from; the leaf table under them is re-hashed by a full verification (O(history)).
+    checkpoint = checkpoint_at(chain_dir, 4)
+    with db(chain_dir) as conn:
+        conn.execute("UPDATE log_entries SET leaf_hash = ? WHERE log_index = 0", (bytes(32),))
+    assert verify_chain(chain_dir, net.trust, trusted=checkpoint).ok
+    result = verify_chain(chain_dir, net.trust)
+    assert not result.ok and result.first_bad_height <= 4
+
+
+def test_a_store_without_subtree_roots_is_verified_from_its_leaves(chain_dir, net):
+    checkpoint = checkpoint_at(chain_dir, 4)
+    with db(chain_dir) as conn:
+        conn.execute("DELETE FROM log_nodes")
+    assert verify_chain(chain_dir, net.trust, trusted=checkpoint).ok  # a store from before log_nodes
     with db(chain_dir) as conn:
         conn.execute("UPDATE log_entries SET leaf_hash = ? WHERE log_index = 0", (bytes(32),))
     result = verify_chain(chain_dir, net.trust, trusted=checkpoint)
