@@ -83,9 +83,11 @@ def traffic(network):
                                         break_glass_reason="unresponsive on arrival")
     assert glass.break_glass
     anchored = total(before["audit"], "carechain_audit_batches_anchored_total")
+    # A batch seals once its first event has waited batch_max_seconds (60 s by default), then the next
+    # maintenance round anchors it: on a loaded machine that is more than a minute.
     wait_for("no audit batch was anchored",
              lambda: total(scrape(network.endpoints.metrics["audit"]), "carechain_audit_batches_anchored_total")
-             > anchored)
+             > anchored, timeout=240.0)
     after = scrape_all(network)
     ids = {fhir_id, *(r.record_id for r in stored),
            *(a.principal_id for a in (hospital, doctor, stranger, emergency, patient))}
