@@ -325,7 +325,6 @@ class _Verifier:
         return ChainVerification(True, self.checked, None, "", self.final_height, len(self.store.evidence()),
                                  self.final_header, self.tree.root, from_height=self.from_height)
 
-
     def _state_difference(self) -> str:
         """Name of the first state table whose stored rows differ from the replay, or ''."""
         replayed = LedgerStore.in_memory()
